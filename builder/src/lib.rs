@@ -1,0 +1,1 @@
+//! terra, the builder.

@@ -1,0 +1,29 @@
+//! Paths inside the initramfs: the builder writes them and stage0 reads them (DESIGN.md §3).
+
+/// stage0 itself.
+pub const INIT: &str = "init";
+/// Embedded node configuration.
+pub const NODE_CONFIG: &str = "etc/terra/node.toml";
+/// Marks the image as an initrd for systemd roots.
+pub const INITRD_RELEASE: &str = "etc/initrd-release";
+/// Modules that stage0 loads unconditionally, one name per line (written by the builder).
+pub const MODULES_LOAD: &str = "etc/terra/modules.load";
+/// Root of the packed kernel modules; `<kver>/` lies below.
+pub const MODULES_DIR: &str = "lib/modules";
+/// Firmware the packed modules declare.
+pub const FIRMWARE_DIR: &str = "lib/firmware";
+/// Rescue shell, present only when the builder was asked for one.
+pub const RESCUE_SHELL: &str = "bin/sh";
+/// Where the root filesystem is mounted before the switch.
+pub const SYSROOT: &str = "/sysroot";
+/// Directory for what stage0 hands to the real system.
+pub const RUN_TERRA: &str = "/run/terra";
+/// Boot report written for the real system.
+pub const BOOT_REPORT: &str = "/run/terra/boot.json";
+/// Index files kept (filtered) next to the packed modules.
+pub const MODULE_INDEX_FILES: [&str; 4] = [
+    "modules.dep",
+    "modules.alias",
+    "modules.builtin",
+    "modules.softdep",
+];

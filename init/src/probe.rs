@@ -1,0 +1,1 @@
+//! Superblock probing (placeholder).
