@@ -27,3 +27,9 @@ pub const MODULE_INDEX_FILES: [&str; 4] = [
     "modules.builtin",
     "modules.softdep",
 ];
+/// Absolute form of [`MODULES_DIR`], as stage0 sees it.
+pub const MODULES_DIR_ABS: &str = "/lib/modules";
+/// Absolute form of [`NODE_CONFIG`], as stage0 sees it.
+pub const NODE_CONFIG_ABS: &str = "/etc/terra/node.toml";
+/// Absolute form of [`MODULES_LOAD`], as stage0 sees it.
+pub const MODULES_LOAD_ABS: &str = "/etc/terra/modules.load";

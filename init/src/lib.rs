@@ -1,6 +1,15 @@
 //! stage0, Terra's PID 1 in the initramfs, as a library: one module per boot phase
 //! (DESIGN.md §2) plus the types the builder shares with it.
 
+pub mod boot;
+pub mod cmdline;
+pub mod config;
+pub mod devices;
+pub mod early;
 pub mod layout;
 pub mod modindex;
 pub mod probe;
+pub mod report;
+pub mod rescue;
+pub mod storage;
+pub mod switch;

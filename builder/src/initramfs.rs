@@ -1,0 +1,506 @@
+//! Assembles an initramfs image as DESIGN.md §3 and `terra_init::layout` describe it:
+//! stage0 as `/init`, the node config, the module closure with its filtered index and
+//! firmware, an optional busybox rescue shell, and the few directories and device node
+//! the kernel and stage0 need before anything is mounted.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use terra_init::layout;
+use terra_init::modindex::normalize;
+
+use crate::cpio::{Archive, CpioError};
+use crate::elf::{Elf, ElfError};
+use crate::kmod::{FirmwareSearch, Kernel, KernelSource, KmodError, FIRMWARE_ROOT};
+
+/// The module list used when none is given: the QEMU set.
+pub const DEFAULT_MODULES_LIST: &str = include_str!("../../initramfs/qemu.modules");
+/// Busybox used for the rescue shell when no path is given.
+pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
+/// Where the static stage0 is built, relative to the workspace root.
+pub const STAGE0_IN_WORKSPACE: &str = "target/x86_64-unknown-linux-musl/stage0/stage0";
+/// zstd level of the default compression: measured on the QEMU module set, level 19 packs
+/// ~5 % smaller than 9 but takes seconds; 9 stays well under half a second.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 9;
+/// gzip level when none is given.
+pub const DEFAULT_GZIP_LEVEL: u32 = 9;
+
+/// The stage0 binary of this workspace's build (`cargo build -p terra-init --bin stage0
+/// --profile stage0 --target x86_64-unknown-linux-musl`).
+pub fn default_stage0() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .unwrap_or(manifest)
+        .join(STAGE0_IN_WORKSPACE)
+}
+
+/// Module names from a list: one per line, `#` starts a comment, blank lines are ignored.
+pub fn parse_module_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(str::split_whitespace)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Reads a module list file (see [`parse_module_list`]).
+pub fn read_module_list(path: &Path) -> Result<Vec<String>, InitramfsError> {
+    let text = std::fs::read_to_string(path).map_err(|err| InitramfsError::Read {
+        what: "module list",
+        path: path.to_path_buf(),
+        err,
+    })?;
+    Ok(parse_module_list(&text))
+}
+
+/// The default module set ([`DEFAULT_MODULES_LIST`]).
+pub fn default_modules() -> Vec<String> {
+    parse_module_list(DEFAULT_MODULES_LIST)
+}
+
+/// The entry time of every archive member: `SOURCE_DATE_EPOCH` when set
+/// (reproducible-builds.org/specs/source-date-epoch), else 0.
+pub fn source_date_epoch(value: Option<&OsStr>) -> Result<u32, InitramfsError> {
+    let Some(value) = value else { return Ok(0) };
+    value
+        .to_str()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .ok_or_else(|| InitramfsError::SourceDateEpoch { value: value.to_string_lossy().into_owned() })
+}
+
+/// How the archive is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip(u32),
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(DEFAULT_ZSTD_LEVEL)
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => write!(f, "none"),
+            Compression::Gzip(l) => write!(f, "gzip:{l}"),
+            Compression::Zstd(l) => write!(f, "zstd:{l}"),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    /// `none`, `gzip`, `gzip:LEVEL` (1–9), `zstd`, `zstd:LEVEL` (1–19).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (s, None),
+        };
+        let bad = || format!("invalid compression {s:?}: expected zstd[:1-19], gzip[:1-9] or none");
+        match (name, level) {
+            ("none", None) => Ok(Compression::None),
+            ("gzip", None) => Ok(Compression::Gzip(DEFAULT_GZIP_LEVEL)),
+            ("gzip", Some(l)) => match l.parse() {
+                Ok(l @ 1..=9) => Ok(Compression::Gzip(l)),
+                _ => Err(bad()),
+            },
+            ("zstd", None) => Ok(Compression::Zstd(DEFAULT_ZSTD_LEVEL)),
+            // Levels above 19 need a window the kernel's unzstd may refuse to allocate.
+            ("zstd", Some(l)) => match l.parse() {
+                Ok(l @ 1..=19) => Ok(Compression::Zstd(l)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Everything an image is made from.
+#[derive(Debug, Clone)]
+pub struct InitramfsSpec {
+    /// The static stage0 binary, packed as `/init`.
+    pub stage0: PathBuf,
+    /// Which kernel's modules.
+    pub kernel: KernelSource,
+    /// Modules to pack (with their closure) and to load unconditionally at boot.
+    pub modules: Vec<String>,
+    /// Node config, copied as is to `/etc/terra/node.toml`.
+    pub config: Option<PathBuf>,
+    /// Busybox for a rescue shell; None for no shell.
+    pub busybox: Option<PathBuf>,
+    /// Firmware root (`/lib/firmware`).
+    pub firmware_root: PathBuf,
+    pub compression: Compression,
+    /// Modification time of every entry.
+    pub mtime: u32,
+    /// Where the image is written.
+    pub output: PathBuf,
+}
+
+impl InitramfsSpec {
+    /// A spec with the defaults: newest kernel, QEMU module set, no config, no shell, zstd.
+    pub fn new(stage0: PathBuf, output: PathBuf) -> Self {
+        InitramfsSpec {
+            stage0,
+            kernel: KernelSource::default(),
+            modules: default_modules(),
+            config: None,
+            busybox: None,
+            firmware_root: PathBuf::from(FIRMWARE_ROOT),
+            compression: Compression::default(),
+            mtime: 0,
+            output,
+        }
+    }
+}
+
+/// A firmware file a packed module declares but that was not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingFirmware {
+    pub module: String,
+    pub firmware: String,
+}
+
+/// What [`build`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildReport {
+    pub kver: String,
+    pub modules_dir: PathBuf,
+    /// Packed modules (normalized names), sorted.
+    pub modules: Vec<String>,
+    /// Requested modules that are built into the kernel (nothing to pack).
+    pub builtin: Vec<String>,
+    /// Packed firmware files (names relative to `lib/firmware`), sorted.
+    pub firmware: Vec<String>,
+    /// Declared firmware that was not found; the image works without it only if the
+    /// hardware does not need it.
+    pub missing_firmware: Vec<MissingFirmware>,
+    /// Size of the cpio archive.
+    pub uncompressed_bytes: u64,
+    /// Size of the written file.
+    pub compressed_bytes: u64,
+    pub compression: Compression,
+}
+
+/// Errors building an image; each names what it failed on.
+#[derive(Debug)]
+pub enum InitramfsError {
+    /// The stage0 binary does not exist.
+    Stage0Missing { path: PathBuf },
+    /// An input file could not be read.
+    Read { what: &'static str, path: PathBuf, err: std::io::Error },
+    /// An executable for the image is not an ELF file we can read.
+    Elf { what: &'static str, path: PathBuf, err: ElfError },
+    /// An executable for the image is dynamically linked.
+    NotStatic { what: &'static str, path: PathBuf },
+    /// Finding or reading kernel modules failed.
+    Kmod(KmodError),
+    /// Two inputs claim the same path in the image.
+    Archive(CpioError),
+    /// Compression failed.
+    Compress { compression: Compression, err: std::io::Error },
+    /// The image could not be written.
+    Write { path: PathBuf, err: std::io::Error },
+    /// `SOURCE_DATE_EPOCH` is not a number of seconds that fits the cpio header.
+    SourceDateEpoch { value: String },
+}
+
+impl fmt::Display for InitramfsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitramfsError::Stage0Missing { path } => write!(
+                f,
+                "stage0 binary {} does not exist; build it with `cargo build -p terra-init \
+                 --bin stage0 --profile stage0 --target x86_64-unknown-linux-musl` or pass --stage0 PATH",
+                path.display()
+            ),
+            InitramfsError::Read { what, path, err } => {
+                write!(f, "cannot read {what} {}: {err}", path.display())
+            }
+            InitramfsError::Elf { what, path, err } => {
+                write!(f, "{what} {}: {err}", path.display())
+            }
+            InitramfsError::NotStatic { what, path } => write!(
+                f,
+                "{what} {} is dynamically linked (has a PT_INTERP program header); \
+                 the initramfs needs a static binary",
+                path.display()
+            ),
+            InitramfsError::Kmod(e) => write!(f, "{e}"),
+            InitramfsError::Archive(e) => write!(f, "{e}"),
+            InitramfsError::Compress { compression, err } => {
+                write!(f, "{compression} compression failed: {err}")
+            }
+            InitramfsError::Write { path, err } => {
+                write!(f, "cannot write {}: {err}", path.display())
+            }
+            InitramfsError::SourceDateEpoch { value } => write!(
+                f,
+                "SOURCE_DATE_EPOCH={value:?} is not a number of seconds between 0 and {}",
+                u32::MAX
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InitramfsError {}
+
+impl From<KmodError> for InitramfsError {
+    fn from(e: KmodError) -> Self {
+        InitramfsError::Kmod(e)
+    }
+}
+
+impl From<CpioError> for InitramfsError {
+    fn from(e: CpioError) -> Self {
+        InitramfsError::Archive(e)
+    }
+}
+
+/// The `/etc/initrd-release` text (os-release(5) format).
+pub fn initrd_release() -> String {
+    format!(
+        "NAME=\"Terra initramfs\"\nID=terra-initramfs\nPRETTY_NAME=\"Terra initramfs {v}\"\nVERSION_ID=\"{v}\"\n",
+        v = env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, InitramfsError> {
+    std::fs::read(path).map_err(|err| InitramfsError::Read { what, path: path.to_path_buf(), err })
+}
+
+/// Reads an executable that must run inside the image: an ELF file must not need a
+/// program interpreter. Non-ELF files (scripts) are taken as they are.
+fn read_static(what: &'static str, path: &Path, must_be_elf: bool) -> Result<Vec<u8>, InitramfsError> {
+    let data = read(what, path)?;
+    match Elf::parse(&data) {
+        Ok(elf) => {
+            let interp = elf.has_interpreter().map_err(|err| InitramfsError::Elf {
+                what,
+                path: path.to_path_buf(),
+                err,
+            })?;
+            if interp {
+                return Err(InitramfsError::NotStatic { what, path: path.to_path_buf() });
+            }
+        }
+        Err(err) if must_be_elf => {
+            return Err(InitramfsError::Elf { what, path: path.to_path_buf(), err })
+        }
+        Err(_) => {}
+    }
+    Ok(data)
+}
+
+/// Collects the image's entries. The report's byte counts are left at 0.
+pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), InitramfsError> {
+    let mut a = Archive::new();
+
+    // What the kernel and stage0 touch before anything is mounted: the console for the
+    // first write of PID 1 (the kernel opens /dev/console before running /init) and the
+    // mount points of the early phase and of the root.
+    for dir in ["dev", "proc", "sys", "run", layout::SYSROOT.trim_start_matches('/')] {
+        a.add_dir(dir)?;
+    }
+    a.add_char_device("dev/console", 5, 1)?;
+
+    if !spec.stage0.exists() {
+        return Err(InitramfsError::Stage0Missing { path: spec.stage0.clone() });
+    }
+    a.add_file(layout::INIT, read_static("stage0", &spec.stage0, false)?, true)?;
+    a.add_file(layout::INITRD_RELEASE, initrd_release().into_bytes(), false)?;
+    if let Some(config) = &spec.config {
+        // Copied as is: stage0 validates it and names the offending key.
+        a.add_file(layout::NODE_CONFIG, read("node config", config)?, false)?;
+    }
+    if let Some(busybox) = &spec.busybox {
+        a.add_file("bin/busybox", read_static("busybox", busybox, true)?, true)?;
+        a.add_symlink(layout::RESCUE_SHELL, "busybox")?;
+    }
+
+    let kernel = Kernel::open(&spec.kernel)?;
+    let closure = kernel.closure(&spec.modules)?;
+    let modules_dir = format!("{}/{}", layout::MODULES_DIR, kernel.kver);
+    a.add_dir(&modules_dir)?;
+
+    let firmware_search = FirmwareSearch::new(&spec.firmware_root, &kernel.kver);
+    let mut firmware: Vec<String> = Vec::new();
+    let mut missing_firmware = Vec::new();
+    for name in &closure {
+        let m = kernel.read_module(name)?;
+        for fw in &m.firmware {
+            if firmware.contains(fw) {
+                continue;
+            }
+            match firmware_search.find(fw)? {
+                Some((_, data)) => {
+                    a.add_file(&format!("{}/{fw}", layout::FIRMWARE_DIR), data, false)?;
+                    firmware.push(fw.clone());
+                }
+                None => missing_firmware.push(MissingFirmware {
+                    module: m.name.clone(),
+                    firmware: fw.clone(),
+                }),
+            }
+        }
+        a.add_file(&format!("{modules_dir}/{}", m.path), m.data, false)?;
+    }
+    firmware.sort();
+
+    let keep: HashSet<String> = closure.iter().cloned().collect();
+    let index = kernel.filtered_index(&keep);
+    for (file, text) in layout::MODULE_INDEX_FILES
+        .iter()
+        .zip([index.dep, index.alias, index.builtin, index.softdep])
+    {
+        a.add_file(&format!("{modules_dir}/{file}"), text.into_bytes(), false)?;
+    }
+
+    // The explicitly requested modules, in request order, that there is something to load for.
+    let mut load: Vec<String> = Vec::new();
+    let mut builtin: Vec<String> = Vec::new();
+    for name in spec.modules.iter().map(|n| normalize(n)) {
+        if keep.contains(&name) {
+            if !load.contains(&name) {
+                load.push(name);
+            }
+        } else if kernel.index.is_builtin(&name) && !builtin.contains(&name) {
+            builtin.push(name);
+        }
+    }
+    let mut load_text = load.join("\n");
+    if !load_text.is_empty() {
+        load_text.push('\n');
+    }
+    a.add_file(layout::MODULES_LOAD, load_text.into_bytes(), false)?;
+
+    let report = BuildReport {
+        kver: kernel.kver.clone(),
+        modules_dir: kernel.dir.clone(),
+        modules: closure,
+        builtin,
+        firmware,
+        missing_firmware,
+        uncompressed_bytes: 0,
+        compressed_bytes: 0,
+        compression: spec.compression,
+    };
+    Ok((a, report))
+}
+
+/// Compresses a finished archive.
+pub fn compress(data: Vec<u8>, compression: Compression) -> Result<Vec<u8>, InitramfsError> {
+    let fail = |err| InitramfsError::Compress { compression, err };
+    match compression {
+        Compression::None => Ok(data),
+        Compression::Gzip(level) => {
+            // flate2 writes a zero mtime and no file name: the header is reproducible.
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 2),
+                flate2::Compression::new(level),
+            );
+            enc.write_all(&data).map_err(fail)?;
+            enc.finish().map_err(fail)
+        }
+        Compression::Zstd(level) => {
+            let mut c = zstd::bulk::Compressor::new(level).map_err(fail)?;
+            // The kernel's unzstd verifies the checksum: a corrupt image fails loudly.
+            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+                .map_err(fail)?;
+            c.compress(&data).map_err(fail)
+        }
+    }
+}
+
+/// Builds the image described by `spec` and writes it to `spec.output` (replacing it only
+/// once the new image is complete).
+pub fn build(spec: &InitramfsSpec) -> Result<BuildReport, InitramfsError> {
+    let (archive, mut report) = assemble(spec)?;
+    let mut cpio = Vec::new();
+    report.uncompressed_bytes = archive.write(&mut cpio, spec.mtime)?;
+    drop(archive);
+    let image = compress(cpio, spec.compression)?;
+    report.compressed_bytes = image.len() as u64;
+    write_atomically(&spec.output, &image)?;
+    Ok(report)
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), InitramfsError> {
+    let werr = |err| InitramfsError::Write { path: path.to_path_buf(), err };
+    let name = path.file_name().ok_or_else(|| {
+        werr(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(err) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(werr(err));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_lists_skip_comments_and_blanks() {
+        let names = parse_module_list("# head\n\nvirtio_pci\n  btrfs  # fs\n#x\nsd_mod\n");
+        assert_eq!(names, ["virtio_pci", "btrfs", "sd_mod"]);
+        assert!(default_modules().contains(&"virtio_blk".to_string()));
+    }
+
+    #[test]
+    fn compression_parses() {
+        assert_eq!("zstd".parse(), Ok(Compression::Zstd(DEFAULT_ZSTD_LEVEL)));
+        assert_eq!("zstd:3".parse(), Ok(Compression::Zstd(3)));
+        assert_eq!("gzip".parse(), Ok(Compression::Gzip(9)));
+        assert_eq!("none".parse(), Ok(Compression::None));
+        for bad in ["zstd:22", "zstd:0", "gzip:10", "xz", "none:1", ""] {
+            assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn source_date_epoch_is_checked() {
+        assert_eq!(source_date_epoch(None).unwrap(), 0);
+        assert_eq!(source_date_epoch(Some(OsStr::new("1700000000"))).unwrap(), 1_700_000_000);
+        let e = source_date_epoch(Some(OsStr::new("yesterday"))).unwrap_err();
+        assert!(e.to_string().contains("yesterday"), "{e}");
+    }
+
+    #[test]
+    fn compressed_images_decompress_to_the_archive() {
+        let data = b"0707010000".repeat(1000);
+        for c in [Compression::Zstd(3), Compression::Gzip(6), Compression::None] {
+            let packed = compress(data.clone(), c).unwrap();
+            let back = match c {
+                Compression::Zstd(_) => zstd::stream::decode_all(packed.as_slice()).unwrap(),
+                Compression::Gzip(_) => {
+                    let mut out = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(packed.as_slice()),
+                        &mut out,
+                    )
+                    .unwrap();
+                    out
+                }
+                Compression::None => packed,
+            };
+            assert_eq!(back, data, "{c}");
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! Boot configuration: the embedded `node.toml` (DESIGN.md §4) overlaid by the kernel
+//! command line (§5). The builder uses the same [`NodeConfig`] type to validate what it embeds.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cmdline::{self, Param};
+
+/// `node.toml`: a machine's identity, disk groups and boot settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Host name for the real system.
+    pub hostname: Option<String>,
+    /// Identity for PXE and provisioning.
+    pub mac: Option<String>,
+    /// OCI image reference that becomes the root.
+    pub image: Option<String>,
+    /// btrfs disk groups.
+    #[serde(default)]
+    pub groups: Vec<Group>,
+    /// How stage0 boots this node.
+    #[serde(default)]
+    pub boot: BootSection,
+}
+
+/// A btrfs disk group.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Filesystem label; the group labelled `os` holds the root.
+    pub label: String,
+    /// Data profile: single, raid0, raid1, raid5, raid10.
+    #[serde(default = "default_profile", rename = "type")]
+    pub profile: String,
+    /// Provisioning stage (Terra OS).
+    pub stage: Option<String>,
+    /// Whether the disks get an MBR.
+    #[serde(default)]
+    pub mbr: bool,
+    /// Member disks.
+    #[serde(default)]
+    pub disk: Vec<Disk>,
+    /// Subvolumes and where they mount.
+    #[serde(default)]
+    pub subvolumes: Vec<Subvolume>,
+}
+
+fn default_profile() -> String {
+    "single".into()
+}
+
+/// One member of a disk group.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// A block device or an image file.
+    pub device: String,
+    /// Size in MB for image files and LUNs.
+    pub size: Option<u64>,
+}
+
+/// A subvolume of a disk group.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Subvolume {
+    /// Subvolume name.
+    pub name: String,
+    /// Mount point in the real root.
+    pub path: String,
+}
+
+/// `[boot]`: defaults that the kernel command line may override.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    /// Like `root=`.
+    pub root: Option<String>,
+    /// Like `version=`: the root subvolume.
+    pub version: Option<String>,
+    /// Like `init=`.
+    pub init: Option<String>,
+    /// Like `terra.timeout=`, seconds.
+    pub timeout: Option<u64>,
+    /// Like `terra.rescue=`.
+    pub rescue: Option<String>,
+    /// Like `terra.modules=`.
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+/// Which block device holds the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSpec {
+    /// `LABEL=`
+    Label(String),
+    /// `UUID=`
+    Uuid(String),
+    /// `PARTUUID=`
+    PartUuid(String),
+    /// `PARTLABEL=`
+    PartLabel(String),
+    /// `/dev/…`
+    Path(String),
+}
+
+impl fmt::Display for RootSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RootSpec::Label(v) => write!(f, "LABEL={v}"),
+            RootSpec::Uuid(v) => write!(f, "UUID={v}"),
+            RootSpec::PartUuid(v) => write!(f, "PARTUUID={v}"),
+            RootSpec::PartLabel(v) => write!(f, "PARTLABEL={v}"),
+            RootSpec::Path(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl RootSpec {
+    /// Parses a `root=` value.
+    pub fn parse(v: &str) -> Option<Self> {
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        if let Some(s) = v.strip_prefix("LABEL=") {
+            nonempty(s).map(RootSpec::Label)
+        } else if let Some(s) = v.strip_prefix("UUID=") {
+            nonempty(s).map(|s| RootSpec::Uuid(s.to_ascii_lowercase()))
+        } else if let Some(s) = v.strip_prefix("PARTUUID=") {
+            nonempty(s).map(|s| RootSpec::PartUuid(s.to_ascii_lowercase()))
+        } else if let Some(s) = v.strip_prefix("PARTLABEL=") {
+            nonempty(s).map(RootSpec::PartLabel)
+        } else if v.starts_with("/dev/") && v.len() > 5 {
+            Some(RootSpec::Path(v.to_string()))
+        } else {
+            None
+        }
+    }
+}
+
+/// What stage0 does when the boot fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RescueAction {
+    /// Run the rescue shell when the image has one, else halt.
+    Shell,
+    /// Reboot the machine.
+    Reboot,
+    /// Power off.
+    Halt,
+}
+
+impl RescueAction {
+    fn parse(v: &str) -> Option<Self> {
+        match v {
+            "shell" => Some(Self::Shell),
+            "reboot" => Some(Self::Reboot),
+            "halt" | "poweroff" => Some(Self::Halt),
+            _ => None,
+        }
+    }
+}
+
+/// Everything stage0 needs to know to boot, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootConfig {
+    /// The root device.
+    pub root: RootSpec,
+    /// `rootfstype=`; None means "as probed".
+    pub rootfstype: Option<String>,
+    /// `rootflags=` as given.
+    pub rootflags: Option<String>,
+    /// The btrfs subvolume to mount when `rootflags=` names none.
+    pub subvol: String,
+    /// Mount the root read-only (`ro`, the default as with dracut) or read-write (`rw`).
+    pub read_only: bool,
+    /// The real init.
+    pub init: String,
+    /// How long to wait for the root device.
+    pub timeout: Duration,
+    /// What to do on failure.
+    pub rescue: RescueAction,
+    /// Modules to load before looking for devices.
+    pub modules: Vec<String>,
+    /// Debug logging.
+    pub debug: bool,
+    /// The node config, when the image embeds one.
+    pub node: NodeConfig,
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A kernel command line key has an invalid value.
+    Key {
+        /// The key, e.g. `terra.timeout`.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is expected.
+        expected: &'static str,
+    },
+    /// node.toml cannot be read or does not parse.
+    Node {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key, line and column).
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Key {
+                key,
+                value,
+                expected,
+            } => write!(f, "invalid {key}={value:?}: expected {expected}"),
+            ConfigError::Node { path, message } => {
+                write!(f, "invalid {}: {}", path.display(), message.trim_end())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl NodeConfig {
+    /// Parses node.toml text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Node {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads node.toml; a missing file is an empty config.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(ConfigError::Node {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Default wait for the root device.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default root subvolume and disk label (Terra OS's layout).
+pub const DEFAULT_ROOT_NAME: &str = "os";
+/// Default real init.
+pub const DEFAULT_INIT: &str = "/sbin/init";
+
+impl BootConfig {
+    /// Overlays the command line on the node config and validates the result.
+    pub fn resolve(node: NodeConfig, cmdline: &str) -> Result<Self, ConfigError> {
+        let bad = |p: &Param, expected: &'static str| ConfigError::Key {
+            key: p.key.clone(),
+            value: p.value.clone().unwrap_or_default(),
+            expected,
+        };
+        let boot = node.boot.clone();
+        let mut root = None;
+        let mut disk_label = None;
+        let mut rootfstype = None;
+        let mut rootflags = None;
+        let mut version = boot.version.clone();
+        let mut read_only = true;
+        let mut init = boot.init.clone();
+        let mut timeout = boot.timeout.map(Duration::from_secs);
+        let mut rescue = None;
+        let mut modules = boot.modules.clone();
+        let mut debug = false;
+        if let Some(r) = &boot.root {
+            root = Some(RootSpec::parse(r).ok_or_else(|| ConfigError::Node {
+                path: PathBuf::from(crate::layout::NODE_CONFIG),
+                message: format!("boot.root = {r:?}: expected LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…"),
+            })?);
+        }
+        if let Some(r) = &boot.rescue {
+            rescue = Some(RescueAction::parse(r).ok_or_else(|| ConfigError::Node {
+                path: PathBuf::from(crate::layout::NODE_CONFIG),
+                message: format!("boot.rescue = {r:?}: expected shell, reboot or halt"),
+            })?);
+        }
+        for p in cmdline::split(cmdline) {
+            let v = p.value.as_deref();
+            match (p.key.as_str(), v) {
+                ("root", Some(s)) => {
+                    root = Some(RootSpec::parse(s).ok_or_else(|| {
+                        bad(&p, "LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…")
+                    })?)
+                }
+                ("disk_label", Some(s)) if !s.is_empty() => disk_label = Some(s.to_string()),
+                ("rootfstype", Some(s)) if !s.is_empty() => rootfstype = Some(s.to_string()),
+                ("rootflags", Some(s)) => rootflags = Some(s.to_string()),
+                ("version", Some(s)) if valid_subvol(s) => version = Some(s.to_string()),
+                ("ro", None) => read_only = true,
+                ("rw", None) => read_only = false,
+                ("init", Some(s)) if s.starts_with('/') => init = Some(s.to_string()),
+                ("terra.timeout", Some(s)) => {
+                    let secs: u64 = s.parse().map_err(|_| bad(&p, "whole seconds"))?;
+                    timeout = Some(Duration::from_secs(secs));
+                }
+                ("terra.rescue", Some(s)) => {
+                    rescue =
+                        Some(RescueAction::parse(s).ok_or_else(|| bad(&p, "shell, reboot or halt"))?)
+                }
+                ("rd.shell", None | Some("1")) if rescue.is_none() => {
+                    rescue = Some(RescueAction::Shell)
+                }
+                ("rd.shell", Some("0")) if rescue.is_none() => rescue = Some(RescueAction::Halt),
+                ("terra.modules", Some(s)) => modules.extend(
+                    s.split(',')
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_string),
+                ),
+                ("terra.debug", None | Some("1")) => debug = true,
+                ("terra.debug", Some("0")) => debug = false,
+                // Keys we own, with values we cannot use.
+                ("disk_label" | "rootfstype", _) => return Err(bad(&p, "a non-empty name")),
+                ("version", _) => return Err(bad(&p, "a subvolume name without '/' or ','")),
+                ("init", _) => return Err(bad(&p, "an absolute path")),
+                ("terra.debug" | "ro" | "rw", Some(_)) => return Err(bad(&p, "no value")),
+                ("rd.shell", Some(_)) => return Err(bad(&p, "0 or 1")),
+                ("root" | "rootflags" | "terra.timeout" | "terra.rescue" | "terra.modules", None) => {
+                    return Err(bad(&p, "a value"))
+                }
+                _ => {}
+            }
+        }
+        let root = root
+            .or_else(|| disk_label.map(RootSpec::Label))
+            .unwrap_or_else(|| RootSpec::Label(DEFAULT_ROOT_NAME.into()));
+        Ok(BootConfig {
+            root,
+            rootfstype,
+            rootflags,
+            subvol: version.unwrap_or_else(|| DEFAULT_ROOT_NAME.into()),
+            read_only,
+            init: init.unwrap_or_else(|| DEFAULT_INIT.into()),
+            timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+            rescue: rescue.unwrap_or(RescueAction::Shell),
+            modules,
+            debug,
+            node,
+        })
+    }
+
+    /// Mount options for the root: `rootflags=` plus, for btrfs, the subvolume unless
+    /// `rootflags=` already picks one.
+    pub fn mount_options(&self, fstype: &str) -> String {
+        let mut opts: Vec<&str> = self
+            .rootflags
+            .as_deref()
+            .map(|f| f.split(',').filter(|o| !o.is_empty()).collect())
+            .unwrap_or_default();
+        let names_subvol = opts
+            .iter()
+            .any(|o| o.starts_with("subvol=") || o.starts_with("subvolid="));
+        let subvol = format!("subvol={}", self.subvol);
+        if fstype == "btrfs" && !names_subvol {
+            opts.push(&subvol);
+        }
+        opts.join(",")
+    }
+}
+
+fn valid_subvol(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['/', ',']) && s != "." && s != ".."
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn resolve(cmdline: &str) -> Result<BootConfig, ConfigError> {
+        BootConfig::resolve(NodeConfig::default(), cmdline)
+    }
+
+    #[test]
+    fn defaults_follow_terra_layout() {
+        let c = resolve("console=ttyS0 quiet").unwrap();
+        assert_eq!(c.root, RootSpec::Label("os".into()));
+        assert_eq!(c.subvol, "os");
+        assert_eq!(c.init, "/sbin/init");
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert_eq!(c.rescue, RescueAction::Shell);
+        assert!(c.read_only);
+        assert_eq!(c.mount_options("btrfs"), "subvol=os");
+        assert_eq!(c.mount_options("ext4"), "");
+    }
+
+    #[test]
+    fn root_forms() {
+        assert_eq!(resolve("root=UUID=ABC-1").unwrap().root, RootSpec::Uuid("abc-1".into()));
+        assert_eq!(
+            resolve("root=PARTUUID=1234-01").unwrap().root,
+            RootSpec::PartUuid("1234-01".into())
+        );
+        assert_eq!(resolve("root=/dev/vda2").unwrap().root, RootSpec::Path("/dev/vda2".into()));
+        assert_eq!(
+            resolve("disk_label=data version=v2 rw").unwrap(),
+            BootConfig {
+                root: RootSpec::Label("data".into()),
+                subvol: "v2".into(),
+                read_only: false,
+                ..resolve("").unwrap()
+            }
+        );
+        // root= beats disk_label=
+        assert_eq!(resolve("disk_label=a root=LABEL=b").unwrap().root, RootSpec::Label("b".into()));
+    }
+
+    #[test]
+    fn rootflags_subvol_wins_over_version() {
+        let c = resolve("version=v3 rootflags=compress=zstd,subvol=/snap").unwrap();
+        assert_eq!(c.mount_options("btrfs"), "compress=zstd,subvol=/snap");
+        let c = resolve("version=v3 rootflags=noatime").unwrap();
+        assert_eq!(c.mount_options("btrfs"), "noatime,subvol=v3");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (line, key) in [
+            ("terra.timeout=soon", "terra.timeout"),
+            ("terra.rescue=panic", "terra.rescue"),
+            ("root=sda1", "root"),
+            ("root", "root"),
+            ("init=sbin/init", "init"),
+            ("version=a/b", "version"),
+            ("terra.debug=yes", "terra.debug"),
+        ] {
+            let err = resolve(line).unwrap_err();
+            assert!(matches!(&err, ConfigError::Key { key: k, .. } if k == key), "{line}: {err}");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn cmdline_overrides_node_config() {
+        let node = NodeConfig::parse(
+            "hostname = \"n1\"\n[boot]\ntimeout = 5\nrescue = \"halt\"\nmodules = [\"e1000\"]\nversion = \"v1\"\n",
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        let c = BootConfig::resolve(node.clone(), "terra.modules=nvme terra.timeout=7").unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(7));
+        assert_eq!(c.rescue, RescueAction::Halt);
+        assert_eq!(c.modules, vec!["e1000", "nvme"]);
+        assert_eq!(c.subvol, "v1");
+        assert_eq!(c.node.hostname.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn node_toml_unknown_key_is_named() {
+        let err = NodeConfig::parse("hostname = \"a\"\nbogus_key = 1\n", Path::new("/etc/terra/node.toml"))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bogus_key") && msg.contains("/etc/terra/node.toml"), "{msg}");
+        let err = NodeConfig::parse("[[groups]]\nlabel = \"os\"\n[[groups.disk]]\nsize = \"big\"\n", Path::new("n.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("size"), "{err}");
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+hostname = "terra-01"
+mac = "52:54:00:12:34:56"
+image = "registry.example/org/os:6"
+[[groups]]
+label = "os"
+type = "single"
+stage = "stage1"
+mbr = true
+  [[groups.disk]]
+  device = "/dev/sda"
+  size = 128000
+  [[groups.subvolumes]]
+  name = "home"
+  path = "/home"
+"#;
+        let n = NodeConfig::parse(text, Path::new("node.toml")).unwrap();
+        assert_eq!(n.groups[0].disk[0].size, Some(128000));
+        assert_eq!(n.groups[0].subvolumes[0].path, "/home");
+        assert_eq!(n.groups[0].profile, "single");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_cmdlines_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = resolve(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn arbitrary_toml_never_panics(s in "\\PC{0,200}") {
+            let _ = NodeConfig::parse(&s, Path::new("x"));
+        }
+    }
+}

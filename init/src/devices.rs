@@ -1,0 +1,407 @@
+//! Phase 3, devices: kernel modules by modalias (coldplug, then uevents) and block devices
+//! identified by their superblocks. No udev, no blkid, no kmod.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::fs::{self, File};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::kmod::{finit_module, ModuleInitFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    bind, recv, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+
+use crate::modindex::{IndexError, ModuleIndex};
+use crate::probe::{self, Identity};
+
+/// Why the devices phase could not start.
+#[derive(Debug)]
+pub enum DeviceError {
+    /// The module index of the running kernel could not be read.
+    Index(IndexError),
+    /// The uevent socket could not be opened.
+    Uevent(Errno),
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceError::Index(e) => write!(f, "module index: {e}"),
+            DeviceError::Uevent(e) => write!(f, "cannot open the uevent netlink socket: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+/// Where the devices phase looks; the real system's paths unless a test says otherwise.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `/lib/modules/<kver>`
+    pub modules: PathBuf,
+    /// `/sys/devices`
+    pub sys_devices: PathBuf,
+    /// `/sys/class/block`
+    pub sys_block: PathBuf,
+    /// `/dev`
+    pub dev: PathBuf,
+}
+
+impl Paths {
+    /// Paths of the running system for kernel release `kver`.
+    pub fn system(kver: &str) -> Self {
+        Paths {
+            modules: Path::new(crate::layout::MODULES_DIR_ABS).join(kver),
+            sys_devices: "/sys/devices".into(),
+            sys_block: "/sys/class/block".into(),
+            dev: "/dev".into(),
+        }
+    }
+}
+
+/// Module loading and the block devices seen so far.
+pub struct Devices {
+    paths: Paths,
+    index: ModuleIndex,
+    uevent: Option<OwnedFd>,
+    /// Modules loaded (or found already loaded), in order.
+    pub loaded: Vec<String>,
+    /// Modules that failed, with the kernel's answer.
+    pub failed: Vec<(String, String)>,
+    attempted: HashSet<String>,
+    modaliases: HashSet<String>,
+    /// Modaliases no packed module serves (counted for the rescue report).
+    pub unmatched: usize,
+    /// Block devices identified so far, by kernel name.
+    pub blocks: BTreeMap<String, Identity>,
+    /// Block devices that could not be read, with the reason.
+    pub unreadable: BTreeMap<String, String>,
+}
+
+impl Devices {
+    /// Binds the uevent socket first (so nothing that appears during coldplug is missed),
+    /// then loads the forced modules and coldplugs.
+    pub fn start(paths: Paths, forced: &[String]) -> Result<Self, DeviceError> {
+        let uevent = open_uevent_socket().map_err(DeviceError::Uevent)?;
+        let index = ModuleIndex::load(&paths.modules).map_err(DeviceError::Index)?;
+        let mut devices = Devices {
+            paths,
+            index,
+            uevent: Some(uevent),
+            loaded: Vec::new(),
+            failed: Vec::new(),
+            attempted: HashSet::new(),
+            modaliases: HashSet::new(),
+            unmatched: 0,
+            blocks: BTreeMap::new(),
+            unreadable: BTreeMap::new(),
+        };
+        for m in forced {
+            devices.load(m);
+        }
+        devices.coldplug();
+        Ok(devices)
+    }
+
+    /// Loads a module (by name or alias) with its dependencies; failures are recorded, not fatal:
+    /// a missing driver shows up later as a device that never appears, which is what the
+    /// rescue report explains.
+    pub fn load(&mut self, name: &str) -> bool {
+        let candidates = self.index.resolve(name);
+        if candidates.is_empty() {
+            if self.index.is_builtin(name) {
+                return true;
+            }
+            if self.attempted.insert(name.to_string()) {
+                self.failed
+                    .push((name.to_string(), "not in the initramfs".to_string()));
+            }
+            return false;
+        }
+        let mut any = false;
+        for module in candidates {
+            any |= self.load_module(&module);
+        }
+        any
+    }
+
+    fn load_module(&mut self, module: &str) -> bool {
+        let order = match self.index.load_order(module) {
+            Ok(o) => o,
+            Err(e) => {
+                self.failed.push((module.to_string(), e.to_string()));
+                return false;
+            }
+        };
+        let mut ok = true;
+        for m in order {
+            if !self.attempted.insert(m.clone()) {
+                ok &= self.loaded.contains(&m);
+                continue;
+            }
+            let Some(rel) = self.index.path(&m) else {
+                continue;
+            };
+            let path = self.paths.modules.join(rel);
+            let start = Instant::now();
+            match insmod(&path) {
+                Ok(()) => {
+                    log::debug!(
+                        "loaded {m} in {:.1} ms",
+                        start.elapsed().as_secs_f64() * 1000.0
+                    );
+                    self.loaded.push(m);
+                }
+                Err(e) => {
+                    // Soft dependencies such as crc32c_intel may refuse this CPU; the
+                    // module that needs one still loads if another provider did.
+                    log::debug!("module {m}: {e}");
+                    self.failed.push((m, e));
+                    ok = false;
+                }
+            }
+        }
+        ok || self.loaded.iter().any(|l| l == module)
+    }
+
+    /// Loads modules for every modalias under /sys/devices.
+    pub fn coldplug(&mut self) {
+        let mut aliases = Vec::new();
+        collect_modaliases(&self.paths.sys_devices, &mut aliases, 0);
+        for alias in aliases {
+            self.on_modalias(&alias);
+        }
+    }
+
+    fn on_modalias(&mut self, alias: &str) {
+        if !self.modaliases.insert(alias.to_string()) {
+            return;
+        }
+        if self.index.resolve(alias).is_empty() {
+            self.unmatched += 1;
+            return;
+        }
+        log::debug!("modalias {alias}");
+        self.load(alias);
+    }
+
+    /// Handles uevents until `timeout` passes without one, loading modules for new devices.
+    pub fn pump(&mut self, timeout: Duration) {
+        let Some(sock) = self.uevent.take() else {
+            std::thread::sleep(timeout);
+            return;
+        };
+        let mut buf = vec![0u8; 8192];
+        let mut wait = timeout;
+        loop {
+            let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+            let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(n) if n > 0 => {}
+                Ok(_) => break,
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+            // Drain without blocking; a burst of events comes when a bus driver loads.
+            loop {
+                match recv(
+                    std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    &mut buf,
+                    MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(n) => {
+                        if let Some(alias) = uevent_modalias(buf.get(..n).unwrap_or_default()) {
+                            self.on_modalias(&alias);
+                        }
+                    }
+                    // ENOBUFS: the kernel dropped events; a coldplug walk catches up.
+                    Err(Errno::ENOBUFS) => self.coldplug(),
+                    Err(_) => break,
+                }
+            }
+            wait = Duration::ZERO;
+        }
+        self.uevent = Some(sock);
+    }
+
+    /// Probes block devices not yet identified.
+    pub fn scan_blocks(&mut self) {
+        let Ok(entries) = fs::read_dir(&self.paths.sys_block) else {
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !self.blocks.contains_key(n))
+            .collect();
+        names.sort();
+        for name in names {
+            match probe::identify(&name, &self.paths.dev, &self.paths.sys_block) {
+                Ok(id) => {
+                    log::debug!("block {name}: {}", describe(&id));
+                    self.unreadable.remove(&name);
+                    self.blocks.insert(name, id);
+                }
+                // Not ready yet (e.g. an empty CD-ROM drive): try again on the next scan.
+                Err(e) => {
+                    self.unreadable.insert(name, e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Waits until a block device satisfies `want`, handling uevents meanwhile.
+    pub fn wait_for_block(
+        &mut self,
+        deadline: Instant,
+        want: impl Fn(&str, &Identity) -> bool,
+    ) -> Option<(String, Identity)> {
+        loop {
+            self.scan_blocks();
+            if let Some((n, id)) = self.blocks.iter().find(|(n, id)| want(n, id)) {
+                return Some((n.clone(), id.clone()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            crate::early::reap_children();
+            self.pump((deadline - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// The block devices seen, one per line, for logs and the rescue report.
+    pub fn block_summary(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .blocks
+            .iter()
+            .map(|(n, id)| format!("{n}: {}", describe(id)))
+            .collect();
+        out.extend(self.unreadable.iter().map(|(n, e)| format!("{n}: {e}")));
+        out
+    }
+
+    /// The packed module index.
+    pub fn index(&self) -> &ModuleIndex {
+        &self.index
+    }
+}
+
+/// "btrfs LABEL=os UUID=…" style description of an identity.
+pub fn describe(id: &Identity) -> String {
+    let mut parts = vec![id.fstype.map_or("unknown", |t| t.as_str()).to_string()];
+    for (k, v) in [
+        ("LABEL", &id.label),
+        ("UUID", &id.uuid),
+        ("PARTLABEL", &id.partlabel),
+        ("PARTUUID", &id.partuuid),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{k}={v}"));
+        }
+    }
+    parts.join(" ")
+}
+
+fn insmod(path: &Path) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match finit_module(&file, c"", ModuleInitFlags::empty()) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(format!("finit_module {}: {e}", path.display())),
+    }
+}
+
+fn open_uevent_socket() -> Result<OwnedFd, Errno> {
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkKObjectUEvent,
+    )?;
+    // Multicast group 1 carries the kernel's own events.
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&sock),
+        &NetlinkAddr::new(0, 1),
+    )?;
+    // Module loads emit bursts; a larger buffer avoids ENOBUFS (best effort).
+    let _ = setsockopt(&sock, sockopt::RcvBufForce, &(4 << 20));
+    Ok(sock)
+}
+
+/// MODALIAS of an `add` uevent (`add@/devpath\0KEY=VALUE\0…`).
+pub fn uevent_modalias(msg: &[u8]) -> Option<String> {
+    let mut fields = msg.split(|&b| b == 0);
+    let header = fields.next()?;
+    if !header.starts_with(b"add@") {
+        return None;
+    }
+    fields
+        .filter_map(|f| f.strip_prefix(b"MODALIAS="))
+        .find_map(|v| std::str::from_utf8(v).ok().map(str::to_string))
+}
+
+/// Collects `modalias` files below `dir` without following symlinks (sysfs is full of
+/// them, and following them would loop).
+fn collect_modaliases(dir: &Path, out: &mut Vec<String>, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            collect_modaliases(&entry.path(), out, depth + 1);
+        } else if ft.is_file() && entry.file_name() == "modalias" {
+            if let Ok(s) = fs::read_to_string(entry.path()) {
+                let s = s.trim();
+                if !s.is_empty() {
+                    out.push(s.to_string());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uevent_add_with_modalias() {
+        let msg = b"add@/devices/pci0000:00/0000:00:04.0/virtio1\0ACTION=add\0DEVPATH=/devices/pci0000:00/0000:00:04.0/virtio1\0SUBSYSTEM=virtio\0MODALIAS=virtio:d00000002v00001AF4\0SEQNUM=812\0";
+        assert_eq!(
+            uevent_modalias(msg).as_deref(),
+            Some("virtio:d00000002v00001AF4")
+        );
+        let remove = b"remove@/devices/x\0ACTION=remove\0MODALIAS=virtio:d00000002v00001AF4\0";
+        assert_eq!(uevent_modalias(remove), None);
+        assert_eq!(uevent_modalias(b"add@/module/btrfs\0ACTION=add\0"), None);
+        assert_eq!(uevent_modalias(b""), None);
+    }
+
+    #[test]
+    fn coldplug_walk_finds_modaliases_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("pci0000:00/0000:00:04.0");
+        fs::create_dir_all(&dev).unwrap();
+        fs::write(dev.join("modalias"), "pci:v00001AF4d00001001sv0sd0bc01sc00i00\n").unwrap();
+        std::os::unix::fs::symlink(dir.path(), dev.join("subsystem")).unwrap();
+        let mut out = Vec::new();
+        collect_modaliases(dir.path(), &mut out, 0);
+        assert_eq!(out, vec!["pci:v00001AF4d00001001sv0sd0bc01sc00i00"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn uevent_parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = uevent_modalias(&bytes);
+        }
+    }
+}

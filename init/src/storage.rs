@@ -1,0 +1,158 @@
+//! Phase 6, storage: wait for the root device, load its filesystem, mount it at /sysroot.
+
+use std::fmt;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+
+use crate::config::{BootConfig, RootSpec};
+use crate::devices::Devices;
+use crate::probe::Identity;
+use crate::report::RootReport;
+
+/// Why the root could not be mounted.
+#[derive(Debug)]
+pub enum StorageError {
+    /// No block device matched within the timeout.
+    Timeout {
+        /// What was awaited.
+        root: RootSpec,
+        /// How long.
+        secs: u64,
+    },
+    /// The device holds nothing we recognize and `rootfstype=` was not given.
+    UnknownFs {
+        /// Device node.
+        device: String,
+    },
+    /// mount(2) refused.
+    Mount {
+        /// Device node.
+        device: String,
+        /// Filesystem type.
+        fstype: String,
+        /// Mount options.
+        options: String,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Timeout { root, secs } => {
+                write!(f, "root device {root} did not appear within {secs} s")
+            }
+            StorageError::UnknownFs { device } => write!(
+                f,
+                "no known filesystem on {device}; set rootfstype= if it is one stage0 cannot probe"
+            ),
+            StorageError::Mount {
+                device,
+                fstype,
+                options,
+                errno,
+            } => {
+                write!(f, "cannot mount {device} ({fstype}, options {options:?}) on {}: {errno}", crate::layout::SYSROOT)?;
+                if *errno == Errno::ENOENT && fstype == "btrfs" {
+                    write!(f, " (does the subvolume exist?)")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Whether block device `name` with identity `id` is the one `spec` asks for.
+pub fn matches(spec: &RootSpec, name: &str, id: &Identity) -> bool {
+    let eq = |a: &Option<String>, b: &str| a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(b));
+    match spec {
+        RootSpec::Label(l) => id.label.as_deref() == Some(l.as_str()),
+        RootSpec::Uuid(u) => eq(&id.uuid, u),
+        RootSpec::PartUuid(u) => eq(&id.partuuid, u),
+        RootSpec::PartLabel(l) => id.partlabel.as_deref() == Some(l.as_str()),
+        RootSpec::Path(p) => p.strip_prefix("/dev/") == Some(name),
+    }
+}
+
+/// Waits for the root device (bounded by `terra.timeout`) and mounts it at /sysroot.
+pub fn mount_root(cfg: &BootConfig, devices: &mut Devices) -> Result<RootReport, StorageError> {
+    let deadline = Instant::now() + cfg.timeout;
+    log::info!("waiting up to {} s for root {}", cfg.timeout.as_secs(), cfg.root);
+    let (name, id) = devices
+        .wait_for_block(deadline, |n, id| matches(&cfg.root, n, id))
+        .ok_or_else(|| StorageError::Timeout {
+            root: cfg.root.clone(),
+            secs: cfg.timeout.as_secs(),
+        })?;
+    let device = format!("/dev/{name}");
+    let fstype = match (&cfg.rootfstype, id.fstype) {
+        (Some(t), _) => t.clone(),
+        (None, Some(t)) => t.as_str().to_string(),
+        (None, None) => return Err(StorageError::UnknownFs { device }),
+    };
+    log::info!("root {} is {device} ({fstype})", cfg.root);
+    // Filesystem drivers register the alias fs-<type>; the module name is the fallback.
+    if !devices.load(&format!("fs-{fstype}")) {
+        devices.load(&fstype);
+    }
+    let options = cfg.mount_options(&fstype);
+    let mut flags = MsFlags::empty();
+    if cfg.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let _ = std::fs::create_dir_all(crate::layout::SYSROOT);
+    mount(
+        Some(device.as_str()),
+        crate::layout::SYSROOT,
+        Some(fstype.as_str()),
+        flags,
+        Some(options.as_str()),
+    )
+    .map_err(|errno| StorageError::Mount {
+        device: device.clone(),
+        fstype: fstype.clone(),
+        options: options.clone(),
+        errno,
+    })?;
+    Ok(RootReport {
+        device,
+        fstype,
+        label: id.label,
+        uuid: id.uuid,
+        options,
+        read_only: cfg.read_only,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_specs_match_identities() {
+        let id = Identity {
+            label: Some("os".into()),
+            uuid: Some("0A1B2C3D-0000-4000-8000-000000000001".into()),
+            partuuid: Some("5bb2ab23-01".into()),
+            partlabel: Some("root".into()),
+            ..Default::default()
+        };
+        assert!(matches(&RootSpec::Label("os".into()), "vda", &id));
+        assert!(!matches(&RootSpec::Label("OS".into()), "vda", &id));
+        assert!(matches(
+            &RootSpec::Uuid("0a1b2c3d-0000-4000-8000-000000000001".into()),
+            "vda",
+            &id
+        ));
+        assert!(matches(&RootSpec::PartUuid("5BB2AB23-01".into()), "vda1", &id));
+        assert!(matches(&RootSpec::PartLabel("root".into()), "vda1", &id));
+        assert!(matches(&RootSpec::Path("/dev/vdb".into()), "vdb", &id));
+        assert!(!matches(&RootSpec::Path("/dev/vdb".into()), "vda", &id));
+        assert!(!matches(&RootSpec::Label("os".into()), "vdb", &Identity::default()));
+    }
+}

@@ -1,0 +1,238 @@
+//! Phases 7–8, root and switch: check the new root, move the pseudo filesystems into it,
+//! free the initramfs, chroot and exec the real init.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+use nix::unistd::{chdir, chroot, execv};
+
+use crate::layout::SYSROOT;
+
+/// Mount points the real root must have.
+const MOVED: [&str; 4] = ["/dev", "/proc", "/sys", "/run"];
+
+/// Why the switch into the real root failed.
+#[derive(Debug)]
+pub enum SwitchError {
+    /// The init program is not in the new root.
+    NoInit {
+        /// The init path inside the root.
+        init: String,
+        /// What resolving it found.
+        reason: String,
+    },
+    /// A mount point is missing and the root is read-only.
+    NoMountPoint {
+        /// The missing directory inside the root.
+        path: String,
+    },
+    /// A syscall failed.
+    Sys {
+        /// What was being done.
+        what: String,
+        /// The kernel's answer.
+        errno: Errno,
+    },
+}
+
+impl fmt::Display for SwitchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SwitchError::NoInit { init, reason } => {
+                write!(f, "init {init} is not usable in the root: {reason}")
+            }
+            SwitchError::NoMountPoint { path } => write!(
+                f,
+                "the root has no {path} and is read-only, so it cannot be created"
+            ),
+            SwitchError::Sys { what, errno } => write!(f, "{what}: {errno}"),
+        }
+    }
+}
+
+impl std::error::Error for SwitchError {}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(Errno) -> SwitchError {
+    let what = what.into();
+    move |errno| SwitchError::Sys { what, errno }
+}
+
+/// Resolves `path` inside `root` as the kernel would after chroot: absolute symlinks are
+/// taken relative to `root`, and `..` never climbs above it.
+pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let mut todo: Vec<String> = path.split('/').rev().map(str::to_string).collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(part);
+        let host = root.join(cur.join("/"));
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err("too many levels of symbolic links".into());
+                }
+                let target = fs::read_link(&host).map_err(|e| e.to_string())?;
+                let target = target.to_string_lossy().into_owned();
+                cur.pop();
+                if target.starts_with('/') {
+                    cur.clear();
+                }
+                todo.extend(target.split('/').rev().map(str::to_string));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("/{}: {e}", cur.join("/"))),
+        }
+    }
+    Ok(root.join(cur.join("/")))
+}
+
+/// Checks that the root has its init and mount points, creating missing mount points
+/// when the root is writable.
+pub fn check_root(root: &Path, init: &str) -> Result<(), SwitchError> {
+    let resolved = resolve_in_root(root, init).map_err(|reason| SwitchError::NoInit {
+        init: init.to_string(),
+        reason,
+    })?;
+    let meta = fs::metadata(&resolved).map_err(|e| SwitchError::NoInit {
+        init: init.to_string(),
+        reason: e.to_string(),
+    })?;
+    if !meta.is_file() || meta.mode() & 0o111 == 0 {
+        return Err(SwitchError::NoInit {
+            init: init.to_string(),
+            reason: "not an executable file".into(),
+        });
+    }
+    for dir in MOVED {
+        let path = root.join(&dir[1..]);
+        if !path.is_dir() && fs::create_dir(&path).is_err() {
+            return Err(SwitchError::NoMountPoint {
+                path: dir.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Moves /dev, /proc, /sys and /run into /sysroot, deletes the initramfs, makes /sysroot the
+/// root and returns, chrooted, ready to exec. Past the first move the initramfs is no longer
+/// usable for rescue; everything that can fail for a reason the user can fix is checked before.
+pub fn enter_root() -> Result<(), SwitchError> {
+    for dir in MOVED {
+        let target = format!("{SYSROOT}{dir}");
+        mount(Some(dir), target.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(sys(format!("move {dir} to {target}")))?;
+    }
+    let root_dev = fs::symlink_metadata("/")
+        .map(|m| m.dev())
+        .map_err(|e| SwitchError::Sys {
+            what: "stat /".into(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })?;
+    // The initramfs is a tmpfs/ramfs that is never unmounted: free its memory by deleting
+    // everything on it, staying on its device (so /sysroot is untouched).
+    delete_tree(Path::new("/"), root_dev);
+    chdir(SYSROOT).map_err(sys(format!("chdir {SYSROOT}")))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(sys(format!("move {SYSROOT} to /")))?;
+    chroot(".").map_err(sys("chroot"))?;
+    chdir("/").map_err(sys("chdir /"))?;
+    Ok(())
+}
+
+/// Executes the real init; returns only on failure.
+pub fn exec_init(init: &str) -> SwitchError {
+    let Ok(path) = CString::new(init) else {
+        return SwitchError::NoInit {
+            init: init.to_string(),
+            reason: "contains a NUL byte".into(),
+        };
+    };
+    match execv(&path, &[&path]) {
+        Ok(never) => match never {},
+        Err(errno) => SwitchError::Sys {
+            what: format!("exec {init}"),
+            errno,
+        },
+    }
+}
+
+fn delete_tree(dir: &Path, dev: u64) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.dev() != dev {
+            continue;
+        }
+        if meta.is_dir() {
+            delete_tree(&path, dev);
+            let _ = fs::remove_dir(&path);
+        } else {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// Never returns Ok: the type says "this diverges on success".
+pub type Diverges = Result<Infallible, SwitchError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    #[test]
+    fn resolves_absolute_symlinks_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("lib/systemd")).unwrap();
+        fs::create_dir_all(r.join("sbin")).unwrap();
+        fs::write(r.join("lib/systemd/systemd"), "x").unwrap();
+        fs::set_permissions(r.join("lib/systemd/systemd"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("/lib/systemd/systemd", r.join("sbin/init")).unwrap();
+        assert_eq!(resolve_in_root(r, "/sbin/init").unwrap(), r.join("lib/systemd/systemd"));
+        // ../ cannot escape
+        symlink("../../../../lib/systemd/systemd", r.join("sbin/up")).unwrap();
+        assert_eq!(resolve_in_root(r, "/sbin/up").unwrap(), r.join("lib/systemd/systemd"));
+        check_root(r, "/sbin/init").unwrap();
+        for d in ["dev", "proc", "sys", "run"] {
+            assert!(r.join(d).is_dir());
+        }
+    }
+
+    #[test]
+    fn missing_or_looping_init_is_explained() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let err = check_root(r, "/sbin/init").unwrap_err();
+        assert!(err.to_string().contains("/sbin/init"), "{err}");
+        fs::create_dir_all(r.join("sbin")).unwrap();
+        symlink("/sbin/init", r.join("sbin/init")).unwrap();
+        let err = check_root(r, "/sbin/init").unwrap_err();
+        assert!(err.to_string().contains("symbolic links"), "{err}");
+        fs::remove_file(r.join("sbin/init")).unwrap();
+        fs::write(r.join("sbin/init"), "not executable").unwrap();
+        let err = check_root(r, "/sbin/init").unwrap_err();
+        assert!(err.to_string().contains("not an executable"), "{err}");
+    }
+}

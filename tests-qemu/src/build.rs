@@ -1,0 +1,121 @@
+//! Builds stage0 (static), the terra builder and initramfs images.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{lab_dir, run, workspace};
+
+/// The musl target stage0 is built for.
+pub const MUSL: &str = "x86_64-unknown-linux-musl";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace());
+    c
+}
+
+fn musl_installed() -> bool {
+    Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| {
+            let sysroot = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Path::new(&sysroot).join("lib/rustlib").join(MUSL).is_dir()
+        })
+        .unwrap_or(false)
+}
+
+/// Builds stage0 with the size-tuned `stage0` profile, statically: for musl, or, when that
+/// target cannot be installed, for glibc with crt-static. Returns the binary's path.
+pub fn stage0() -> crate::Result<PathBuf> {
+    if musl_installed() {
+        run(cargo().args([
+            "build", "--quiet", "--profile", "stage0", "--target", MUSL, "-p", "terra-init", "--bin", "stage0",
+        ]))?;
+        return Ok(target_dir().join(MUSL).join("stage0/stage0"));
+    }
+    eprintln!("lab: rust target {MUSL} is not installed (rustup target add {MUSL}); building static glibc");
+    let gnu = "x86_64-unknown-linux-gnu";
+    run(cargo()
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args(["build", "--quiet", "--profile", "stage0", "--target", gnu, "-p", "terra-init", "--bin", "stage0"]))?;
+    Ok(target_dir().join(gnu).join("stage0/stage0"))
+}
+
+/// Builds the terra CLI (release). Returns its path.
+pub fn terra() -> crate::Result<PathBuf> {
+    run(cargo().args(["build", "--quiet", "--release", "-p", "terra-builder", "--bin", "terra"]))?;
+    Ok(target_dir().join("release/terra"))
+}
+
+/// Options for one initramfs.
+#[derive(Debug, Clone, Default)]
+pub struct Initramfs {
+    /// node.toml to embed.
+    pub config: Option<PathBuf>,
+    /// Include the busybox rescue shell.
+    pub rescue_shell: bool,
+    /// Extra `terra initramfs` arguments.
+    pub extra: Vec<String>,
+}
+
+impl Initramfs {
+    /// Builds the image into `out` with `terra initramfs` for kernel `kver`.
+    pub fn build(&self, terra: &Path, stage0: &Path, kver: &str, out: &Path) -> crate::Result<()> {
+        let mut cmd = Command::new(terra);
+        cmd.args(["initramfs", "--kver", kver, "--stage0"])
+            .arg(stage0)
+            .arg("-o")
+            .arg(out)
+            .env("SOURCE_DATE_EPOCH", "0");
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        if self.rescue_shell {
+            cmd.arg("--rescue-shell");
+        }
+        cmd.args(&self.extra);
+        run(&mut cmd).map(drop)
+    }
+}
+
+/// Everything a boot needs, built once.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// Its release.
+    pub kver: String,
+    /// stage0.
+    pub stage0: PathBuf,
+    /// terra.
+    pub terra: PathBuf,
+    /// The default initramfs (QEMU module set, no rescue shell).
+    pub initramfs: PathBuf,
+}
+
+/// Ensures host tools, builds stage0, terra and the default initramfs.
+pub fn artifacts() -> crate::Result<Artifacts> {
+    crate::host::ensure()?;
+    let (kernel, kver) = crate::host::find_kernel().ok_or("no kernel under /boot with modules in /lib/modules")?;
+    let stage0 = stage0()?;
+    let terra = terra()?;
+    let dir = lab_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let initramfs = dir.join("initramfs.img");
+    Initramfs::default().build(&terra, &stage0, &kver, &initramfs)?;
+    Ok(Artifacts {
+        kernel,
+        kver,
+        stage0,
+        terra,
+        initramfs,
+    })
+}

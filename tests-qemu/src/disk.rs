@@ -1,0 +1,152 @@
+//! Demo roots (busybox) on btrfs disk images with subvolumes, cached under target/lab/disks.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::{lab_dir, run};
+
+/// The demo root's init: prints a marker line with the guest uptime, the boot report, then
+/// powers off (`terra.demo=poweroff`, used by `--check` and the tests) or gives a shell.
+pub const DEMO_INIT: &str = r#"#!/bin/sh
+export PATH=/bin:/sbin
+echo "TERRA-DEMO-INIT uptime=$(cut -d' ' -f1 /proc/uptime) subvol=$(cat /etc/demo-subvol) pid=$$"
+echo "=== Terra demo root on $(uname -r) ==="
+if [ -f /run/terra/boot.json ]; then
+  echo "--- /run/terra/boot.json"
+  cat /run/terra/boot.json
+  echo
+  echo "--- end boot.json"
+fi
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    terra.demo=poweroff) echo "TERRA-DEMO-POWEROFF"; poweroff -f ;;
+  esac
+done
+echo "Welcome to the Terra demo root. 'poweroff -f' ends the VM."
+exec setsid cttyhack sh
+"#;
+
+/// An alternative init, to test `init=`.
+pub const ALT_INIT: &str = "#!/bin/sh\necho \"TERRA-ALT-INIT pid=$$\"\n/bin/poweroff -f\n";
+
+/// Writes a busybox demo root into `dir`; `/etc/demo-subvol` holds `tag`.
+pub fn demo_root(dir: &Path, busybox: &Path, tag: &str) -> crate::Result<()> {
+    let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    for d in ["bin", "sbin", "etc", "dev", "proc", "sys", "run", "tmp", "root"] {
+        fs::create_dir_all(dir.join(d)).map_err(|e| err(&dir.join(d), e))?;
+    }
+    let bb = dir.join("bin/busybox");
+    fs::copy(busybox, &bb).map_err(|e| err(&bb, e))?;
+    let list = run(Command::new(busybox).arg("--list"))?;
+    for applet in list.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+        let link = dir.join("bin").join(applet);
+        if !link.exists() {
+            symlink("busybox", &link).map_err(|e| err(&link, e))?;
+        }
+    }
+    write_exec(&dir.join("sbin/init"), DEMO_INIT)?;
+    write_exec(&dir.join("bin/alt-init"), ALT_INIT)?;
+    let files = [
+        ("etc/demo-subvol", format!("{tag}\n")),
+        ("etc/os-release", "NAME=\"Terra demo\"\nID=terra-demo\n".to_string()),
+        ("etc/hostname", "terra-demo\n".to_string()),
+    ];
+    for (name, text) in files {
+        fs::write(dir.join(name), text).map_err(|e| err(&dir.join(name), e))?;
+    }
+    Ok(())
+}
+
+fn write_exec(path: &Path, text: &str) -> crate::Result<()> {
+    fs::write(path, text)
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A btrfs disk image: label, pinned UUID, and demo-root subvolumes.
+#[derive(Debug, Clone)]
+pub struct BtrfsDisk {
+    /// Filesystem label.
+    pub label: String,
+    /// Filesystem UUID (pinned so tests can name it).
+    pub uuid: String,
+    /// Subvolumes, each holding a demo root tagged with its name.
+    pub subvolumes: Vec<String>,
+}
+
+static DISK_LOCK: Mutex<()> = Mutex::new(());
+
+impl BtrfsDisk {
+    /// A disk labelled `label` with the given subvolumes.
+    pub fn new(label: &str, uuid: &str, subvolumes: &[&str]) -> Self {
+        BtrfsDisk {
+            label: label.into(),
+            uuid: uuid.into(),
+            subvolumes: subvolumes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Path of the cached image, built on first use (needs root for the loop mount).
+    pub fn image(&self, busybox: &Path) -> crate::Result<PathBuf> {
+        let _guard = DISK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = lab_dir().join("disks");
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = format!("{}-{}-{}-v1.img", self.label, &self.uuid[..8], self.subvolumes.join("+"));
+        let path = dir.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
+        if !crate::host::nix_is_root() {
+            return Err("making btrfs subvolumes on a disk image needs a loop mount: run as root".into());
+        }
+        let tmp = path.with_extension("tmp");
+        let work = tempdir("disk")?;
+        let mnt = work.join("mnt");
+        fs::create_dir_all(&mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
+        fs::File::create(&tmp)
+            .and_then(|f| f.set_len(160 << 20))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        run(Command::new("mkfs.btrfs").args(["-q", "-f", "-L", &self.label, "-U", &self.uuid]).arg(&tmp))?;
+        run(Command::new("mount").args(["-o", "loop"]).arg(&tmp).arg(&mnt))?;
+        let filled = (|| {
+            for sv in &self.subvolumes {
+                run(Command::new("btrfs").args(["subvolume", "create"]).arg(mnt.join(sv)))?;
+                demo_root(&mnt.join(sv), busybox, sv)?;
+            }
+            Ok::<(), String>(())
+        })();
+        let unmounted = run(Command::new("umount").arg(&mnt));
+        let _ = fs::remove_dir_all(&work);
+        filled?;
+        unmounted?;
+        fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// A blank (zeroed, sparse) disk image of `mb` MB.
+pub fn blank(name: &str, mb: u64) -> crate::Result<PathBuf> {
+    let dir = lab_dir().join("disks");
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{name}.img"));
+    fs::File::create(&path)
+        .and_then(|f| f.set_len(mb << 20))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// A fresh directory under target/lab/tmp.
+pub fn tempdir(prefix: &str) -> crate::Result<PathBuf> {
+    let base = lab_dir().join("tmp");
+    fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    for n in 0..1000u32 {
+        let p = base.join(format!("{prefix}-{}-{n}", std::process::id()));
+        if fs::create_dir(&p).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(format!("cannot create a temporary directory under {}", base.display()))
+}

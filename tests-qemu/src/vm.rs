@@ -1,0 +1,230 @@
+//! QEMU runs: always bounded in time, `panic=-1` and `-no-reboot` so a dead guest ends the VM.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The QEMU accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Software emulation; always works.
+    Tcg,
+    /// Hardware virtualization; only where it actually works.
+    Kvm,
+}
+
+impl Accel {
+    /// Parses `tcg` or `kvm`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tcg" => Some(Accel::Tcg),
+            "kvm" => Some(Accel::Kvm),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// KVM when /dev/kvm exists and a kernel actually starts under it within a few seconds
+/// (on some hosts KVM is present but hangs), else TCG. The answer is cached per host boot.
+pub fn detect_accel(kernel: &Path) -> Accel {
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Accel::Tcg;
+    }
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let cache = crate::lab_dir().join("kvm-works");
+    if let Ok(c) = std::fs::read_to_string(&cache) {
+        if let Some((id, answer)) = c.split_once('\n') {
+            if id == boot_id.trim() {
+                return if answer.trim() == "yes" { Accel::Kvm } else { Accel::Tcg };
+            }
+        }
+    }
+    let probe = Vm {
+        kernel: kernel.to_path_buf(),
+        initrd: None,
+        disks: Vec::new(),
+        append: "earlyprintk=serial".into(),
+        accel: Accel::Kvm,
+        timeout: Duration::from_secs(8),
+        memory_mb: 256,
+        smp: 1,
+    };
+    let works = probe
+        .run_captured()
+        .map(|o| o.log.contains("Linux version"))
+        .unwrap_or(false);
+    let _ = std::fs::create_dir_all(crate::lab_dir());
+    let _ = std::fs::write(&cache, format!("{}\n{}\n", boot_id.trim(), if works { "yes" } else { "no" }));
+    if works {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    }
+}
+
+/// One virtual machine.
+#[derive(Debug, Clone)]
+pub struct Vm {
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Raw disk images, attached as virtio disks in order (vda, vdb, …), copy-on-write.
+    pub disks: Vec<PathBuf>,
+    /// Extra kernel arguments.
+    pub append: String,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Hard bound on the run.
+    pub timeout: Duration,
+    /// Guest memory.
+    pub memory_mb: u32,
+    /// Guest CPUs.
+    pub smp: u32,
+}
+
+/// What a captured run produced.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Everything the serial console printed.
+    pub log: String,
+    /// The VM ended by itself (power off, reboot or panic) rather than by the timeout.
+    pub exited: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Vm {
+    /// A VM with the lab's defaults.
+    pub fn new(kernel: &Path, initrd: &Path, accel: Accel) -> Self {
+        Vm {
+            kernel: kernel.to_path_buf(),
+            initrd: Some(initrd.to_path_buf()),
+            disks: Vec::new(),
+            append: String::new(),
+            accel,
+            timeout: Duration::from_secs(120),
+            memory_mb: 512,
+            smp: 1,
+        }
+    }
+
+    /// The QEMU command line, without the console options.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args(["-machine", "pc", "-accel", self.accel.name()])
+            .args(["-m", &self.memory_mb.to_string(), "-smp", &self.smp.to_string()])
+            .args(["-no-reboot", "-nic", "none"])
+            .arg("-kernel")
+            .arg(&self.kernel);
+        if let Some(i) = &self.initrd {
+            c.arg("-initrd").arg(i);
+        }
+        c.arg("-append")
+            .arg(format!("console=ttyS0 panic=-1 {}", self.append).trim_end());
+        for d in &self.disks {
+            c.arg("-drive")
+                .arg(format!("file={},format=raw,if=virtio,snapshot=on", d.display()));
+        }
+        c
+    }
+
+    /// Runs with the serial console captured, killing QEMU at the timeout.
+    pub fn run_captured(&self) -> crate::Result<Outcome> {
+        let start = Instant::now();
+        let mut child = self
+            .command()
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        for mut pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = Arc::clone(&log);
+            readers.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&buf[..n]);
+                }
+            }));
+        }
+        let exited = loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break true,
+                Ok(None) if start.elapsed() >= self.timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(format!("waiting for qemu: {e}")),
+            }
+        };
+        for r in readers {
+            let _ = r.join();
+        }
+        let bytes = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(Outcome {
+            log: String::from_utf8_lossy(&bytes).replace('\r', ""),
+            exited,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Runs with the serial console on this terminal (Ctrl-A X quits), bounded by the timeout.
+    pub fn run_interactive(&self) -> crate::Result<ExitStatus> {
+        let start = Instant::now();
+        let mut child = self
+            .command()
+            .arg("-nographic")
+            .spawn()
+            .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status);
+            }
+            if start.elapsed() >= self.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("the VM was stopped after {} s (--timeout)", self.timeout.as_secs()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Guest seconds since kernel start printed by the demo init's marker line.
+pub fn demo_init_uptime(log: &str) -> Option<f64> {
+    log.lines()
+        .find_map(|l| l.split("TERRA-DEMO-INIT uptime=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+}
+
+/// The boot report the demo init printed, as JSON.
+pub fn boot_report(log: &str) -> Option<serde_json::Value> {
+    let start = log.find("--- /run/terra/boot.json\n")? + "--- /run/terra/boot.json\n".len();
+    let end = log[start..].find("--- end boot.json")? + start;
+    serde_json::from_str(log[start..end].trim()).ok()
+}

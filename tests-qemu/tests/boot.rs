@@ -1,0 +1,156 @@
+//! Boot scenarios: real QEMU, Debian's kernel, stage0 from this tree, btrfs disks made by
+//! mkfs.btrfs. Each scenario: options, boot, expect a console line.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use lab::build::{self, Artifacts, Initramfs};
+use lab::disk::{self, BtrfsDisk};
+use lab::vm::{self, Accel, Outcome, Vm};
+
+const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
+const DATA_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b2";
+
+fn artifacts() -> &'static Artifacts {
+    static A: OnceLock<Result<Artifacts, String>> = OnceLock::new();
+    match A.get_or_init(build::artifacts) {
+        Ok(a) => a,
+        Err(e) => panic!("lab setup failed: {e}"),
+    }
+}
+
+fn accel() -> Accel {
+    static A: OnceLock<Accel> = OnceLock::new();
+    *A.get_or_init(|| {
+        std::env::var("TERRA_ACCEL")
+            .ok()
+            .and_then(|a| Accel::parse(&a))
+            .unwrap_or_else(|| vm::detect_accel(&artifacts().kernel))
+    })
+}
+
+fn busybox() -> PathBuf {
+    lab::host::static_busybox().expect("static busybox")
+}
+
+/// Label `os`: subvolumes `os` and `v2`, each a demo root tagged with its name.
+fn os_disk() -> PathBuf {
+    BtrfsDisk::new("os", OS_UUID, &["os", "v2"]).image(&busybox()).expect("os disk")
+}
+
+/// Label `terra-data`: subvolume `v7`.
+fn data_disk() -> PathBuf {
+    BtrfsDisk::new("terra-data", DATA_UUID, &["v7"]).image(&busybox()).expect("data disk")
+}
+
+fn boot(disks: Vec<PathBuf>, append: &str, initrd: Option<PathBuf>, timeout: u64) -> Outcome {
+    let a = artifacts();
+    let mut vm = Vm::new(&a.kernel, initrd.as_ref().unwrap_or(&a.initramfs), accel());
+    vm.disks = disks;
+    vm.append = format!("terra.demo=poweroff {append}");
+    vm.timeout = Duration::from_secs(timeout);
+    vm.run_captured().expect("qemu runs")
+}
+
+#[track_caller]
+fn expect(out: &Outcome, needles: &[&str]) {
+    for n in needles {
+        assert!(
+            out.log.contains(n),
+            "expected {n:?} on the console; serial log ({:.1} s, exited: {}):\n{}",
+            out.elapsed.as_secs_f64(),
+            out.exited,
+            out.log
+        );
+    }
+}
+
+fn report(out: &Outcome) -> serde_json::Value {
+    vm::boot_report(&out.log).unwrap_or_else(|| panic!("no boot report in:\n{}", out.log))
+}
+
+#[test]
+fn boots_by_label_and_subvolume() {
+    let out = boot(vec![os_disk()], "root=LABEL=os rootflags=subvol=v2", None, 150);
+    expect(&out, &["TERRA-DEMO-INIT", "subvol=v2 pid=1", "TERRA-DEMO-POWEROFF"]);
+    let r = report(&out);
+    assert_eq!(r["root"]["device"], "/dev/vda");
+    assert_eq!(r["root"]["options"], "subvol=v2");
+    assert_eq!(r["root"]["fstype"], "btrfs");
+    let phases: Vec<&str> = r["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["early", "config", "devices", "storage", "root", "switch"]);
+    assert!(out.exited, "VM should power off");
+}
+
+#[test]
+fn boots_by_uuid_with_default_subvolume() {
+    let out = boot(vec![os_disk()], &format!("root=UUID={}", OS_UUID.to_uppercase()), None, 150);
+    expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
+    assert_eq!(report(&out)["root"]["uuid"], OS_UUID);
+}
+
+#[test]
+fn boots_by_terra_disk_label_and_version() {
+    let out = boot(vec![os_disk(), data_disk()], "disk_label=terra-data version=v7", None, 150);
+    expect(&out, &["TERRA-DEMO-INIT", "subvol=v7 pid=1"]);
+    assert_eq!(report(&out)["root"]["device"], "/dev/vdb");
+}
+
+#[test]
+fn finds_the_label_on_the_second_disk() {
+    let blank = disk::blank("blank-64m", 64).expect("blank disk");
+    let out = boot(vec![blank, os_disk()], "root=LABEL=os", None, 150);
+    expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
+    assert_eq!(report(&out)["root"]["device"], "/dev/vdb");
+}
+
+#[test]
+fn missing_disk_ends_in_rescue_naming_the_label_and_halts() {
+    let out = boot(vec![os_disk()], "root=LABEL=nowhere terra.timeout=3 terra.rescue=halt", None, 120);
+    expect(
+        &out,
+        &[
+            "boot failed in phase storage",
+            "root device LABEL=nowhere did not appear within 3 s",
+            "vda: btrfs LABEL=os",
+            "modules loaded:",
+            "powering off",
+        ],
+    );
+    assert!(!out.log.contains("TERRA-DEMO-INIT"));
+    assert!(out.exited, "the VM must halt, not hang:\n{}", out.log);
+}
+
+#[test]
+fn invalid_node_toml_ends_in_rescue_naming_the_key() {
+    let a = artifacts();
+    let dir = disk::tempdir("badcfg").unwrap();
+    let cfg = dir.join("node.toml");
+    std::fs::write(&cfg, "hostname = \"n1\"\n[boot]\ntimeuot = 5\n").unwrap();
+    let img = dir.join("initramfs.img");
+    Initramfs { config: Some(cfg), ..Default::default() }
+        .build(&a.terra, &a.stage0, &a.kver, &img)
+        .expect("initramfs with a bad config");
+    let out = boot(vec![os_disk()], "terra.rescue=halt", Some(img), 120);
+    let _ = std::fs::remove_dir_all(&dir);
+    expect(&out, &["boot failed in phase config", "/etc/terra/node.toml", "timeuot", "powering off"]);
+    assert!(out.exited);
+}
+
+#[test]
+fn init_override_runs_another_program() {
+    let out = boot(vec![os_disk()], "init=/bin/alt-init", None, 150);
+    expect(&out, &["TERRA-ALT-INIT pid=1"]);
+    assert!(!out.log.contains("TERRA-DEMO-INIT"));
+}
+
+#[test]
+fn stage0_is_static() {
+    let a = artifacts();
+    let bytes = std::fs::read(&a.stage0).unwrap();
+    assert_eq!(lab::elf::not_static_reason(&bytes), None, "{}", a.stage0.display());
+    // And the checker does catch a dynamic binary.
+    let dynamic = std::fs::read("/bin/ls").unwrap();
+    assert!(lab::elf::not_static_reason(&dynamic).is_some());
+}
