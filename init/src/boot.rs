@@ -112,7 +112,9 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         .map(str::to_string)
         .collect();
     forced.extend(cfg.modules.iter().cloned());
-    let devices = s.devices.insert(Devices::start(Paths::system(&kver), &forced)?);
+    let devices = s
+        .devices
+        .insert(Devices::start(Paths::system(&kver), &forced)?);
     s.clock.phase("devices");
 
     s.phase = "storage";
@@ -127,7 +129,11 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     switch::enter_root()?;
     s.clock.phase("switch");
     write_report(s, &root, &cfg.init);
-    log::info!("exec {} after {:.1} ms in the initramfs", cfg.init, s.clock.total_ms());
+    log::info!(
+        "exec {} after {:.1} ms in the initramfs",
+        cfg.init,
+        s.clock.total_ms()
+    );
     Err(switch::exec_init(&cfg.init).into())
 }
 
@@ -140,7 +146,11 @@ fn load_config() -> Result<BootConfig, ConfigError> {
 /// Writes /run/terra/boot.json (now inside the real root's /run). Best effort: a report
 /// that cannot be written must not stop the boot.
 fn write_report(s: &State, root: &RootReport, init: &str) {
-    let modules = s.devices.as_ref().map(|d| d.loaded.as_slice()).unwrap_or_default();
+    let modules = s
+        .devices
+        .as_ref()
+        .map(|d| d.loaded.as_slice())
+        .unwrap_or_default();
     let report = BootReport {
         stage0: env!("CARGO_PKG_VERSION"),
         uptime_at_start_ms: s.clock.uptime_at_start_ms,

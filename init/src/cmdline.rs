@@ -86,7 +86,11 @@ mod tests {
     fn quotes_protect_spaces() {
         assert_eq!(
             split(r#"a="b c" "d=e f" g="#),
-            vec![kv("a", Some("b c")), kv("d", Some("e f")), kv("g", Some(""))]
+            vec![
+                kv("a", Some("b c")),
+                kv("d", Some("e f")),
+                kv("g", Some(""))
+            ]
         );
     }
 

@@ -279,7 +279,9 @@ impl BootConfig {
         if let Some(r) = &boot.root {
             root = Some(RootSpec::parse(r).ok_or_else(|| ConfigError::Node {
                 path: PathBuf::from(crate::layout::NODE_CONFIG),
-                message: format!("boot.root = {r:?}: expected LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…"),
+                message: format!(
+                    "boot.root = {r:?}: expected LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…"
+                ),
             })?);
         }
         if let Some(r) = &boot.rescue {
@@ -292,9 +294,10 @@ impl BootConfig {
             let v = p.value.as_deref();
             match (p.key.as_str(), v) {
                 ("root", Some(s)) => {
-                    root = Some(RootSpec::parse(s).ok_or_else(|| {
-                        bad(&p, "LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…")
-                    })?)
+                    root =
+                        Some(RootSpec::parse(s).ok_or_else(|| {
+                            bad(&p, "LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…")
+                        })?)
                 }
                 ("disk_label", Some(s)) if !s.is_empty() => disk_label = Some(s.to_string()),
                 ("rootfstype", Some(s)) if !s.is_empty() => rootfstype = Some(s.to_string()),
@@ -308,18 +311,17 @@ impl BootConfig {
                     timeout = Some(Duration::from_secs(secs));
                 }
                 ("terra.rescue", Some(s)) => {
-                    rescue =
-                        Some(RescueAction::parse(s).ok_or_else(|| bad(&p, "shell, reboot or halt"))?)
+                    rescue = Some(
+                        RescueAction::parse(s).ok_or_else(|| bad(&p, "shell, reboot or halt"))?,
+                    )
                 }
                 ("rd.shell", None | Some("1")) if rescue.is_none() => {
                     rescue = Some(RescueAction::Shell)
                 }
                 ("rd.shell", Some("0")) if rescue.is_none() => rescue = Some(RescueAction::Halt),
-                ("terra.modules", Some(s)) => modules.extend(
-                    s.split(',')
-                        .filter(|m| !m.is_empty())
-                        .map(str::to_string),
-                ),
+                ("terra.modules", Some(s)) => {
+                    modules.extend(s.split(',').filter(|m| !m.is_empty()).map(str::to_string))
+                }
                 ("terra.debug", None | Some("1")) => debug = true,
                 ("terra.debug", Some("0")) => debug = false,
                 // Keys we own, with values we cannot use.
@@ -328,9 +330,10 @@ impl BootConfig {
                 ("init", _) => return Err(bad(&p, "an absolute path")),
                 ("terra.debug" | "ro" | "rw", Some(_)) => return Err(bad(&p, "no value")),
                 ("rd.shell", Some(_)) => return Err(bad(&p, "0 or 1")),
-                ("root" | "rootflags" | "terra.timeout" | "terra.rescue" | "terra.modules", None) => {
-                    return Err(bad(&p, "a value"))
-                }
+                (
+                    "root" | "rootflags" | "terra.timeout" | "terra.rescue" | "terra.modules",
+                    None,
+                ) => return Err(bad(&p, "a value")),
                 _ => {}
             }
         }
@@ -399,12 +402,18 @@ mod tests {
 
     #[test]
     fn root_forms() {
-        assert_eq!(resolve("root=UUID=ABC-1").unwrap().root, RootSpec::Uuid("abc-1".into()));
+        assert_eq!(
+            resolve("root=UUID=ABC-1").unwrap().root,
+            RootSpec::Uuid("abc-1".into())
+        );
         assert_eq!(
             resolve("root=PARTUUID=1234-01").unwrap().root,
             RootSpec::PartUuid("1234-01".into())
         );
-        assert_eq!(resolve("root=/dev/vda2").unwrap().root, RootSpec::Path("/dev/vda2".into()));
+        assert_eq!(
+            resolve("root=/dev/vda2").unwrap().root,
+            RootSpec::Path("/dev/vda2".into())
+        );
         assert_eq!(
             resolve("disk_label=data version=v2 rw").unwrap(),
             BootConfig {
@@ -415,7 +424,10 @@ mod tests {
             }
         );
         // root= beats disk_label=
-        assert_eq!(resolve("disk_label=a root=LABEL=b").unwrap().root, RootSpec::Label("b".into()));
+        assert_eq!(
+            resolve("disk_label=a root=LABEL=b").unwrap().root,
+            RootSpec::Label("b".into())
+        );
     }
 
     #[test]
@@ -438,7 +450,10 @@ mod tests {
             ("terra.debug=yes", "terra.debug"),
         ] {
             let err = resolve(line).unwrap_err();
-            assert!(matches!(&err, ConfigError::Key { key: k, .. } if k == key), "{line}: {err}");
+            assert!(
+                matches!(&err, ConfigError::Key { key: k, .. } if k == key),
+                "{line}: {err}"
+            );
             assert!(err.to_string().contains(key), "{err}");
         }
     }
@@ -460,12 +475,21 @@ mod tests {
 
     #[test]
     fn node_toml_unknown_key_is_named() {
-        let err = NodeConfig::parse("hostname = \"a\"\nbogus_key = 1\n", Path::new("/etc/terra/node.toml"))
-            .unwrap_err();
+        let err = NodeConfig::parse(
+            "hostname = \"a\"\nbogus_key = 1\n",
+            Path::new("/etc/terra/node.toml"),
+        )
+        .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("bogus_key") && msg.contains("/etc/terra/node.toml"), "{msg}");
-        let err = NodeConfig::parse("[[groups]]\nlabel = \"os\"\n[[groups.disk]]\nsize = \"big\"\n", Path::new("n.toml"))
-            .unwrap_err();
+        assert!(
+            msg.contains("bogus_key") && msg.contains("/etc/terra/node.toml"),
+            "{msg}"
+        );
+        let err = NodeConfig::parse(
+            "[[groups]]\nlabel = \"os\"\n[[groups.disk]]\nsize = \"big\"\n",
+            Path::new("n.toml"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("size"), "{err}");
     }
 

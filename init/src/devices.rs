@@ -391,7 +391,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dev = dir.path().join("pci0000:00/0000:00:04.0");
         fs::create_dir_all(&dev).unwrap();
-        fs::write(dev.join("modalias"), "pci:v00001AF4d00001001sv0sd0bc01sc00i00\n").unwrap();
+        fs::write(
+            dev.join("modalias"),
+            "pci:v00001AF4d00001001sv0sd0bc01sc00i00\n",
+        )
+        .unwrap();
         std::os::unix::fs::symlink(dir.path(), dev.join("subsystem")).unwrap();
         let mut out = Vec::new();
         collect_modaliases(dir.path(), &mut out, 0);

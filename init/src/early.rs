@@ -23,7 +23,11 @@ pub struct EarlyError {
 
 impl fmt::Display for EarlyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot mount {} on {}: {}", self.fstype, self.target, self.errno)
+        write!(
+            f,
+            "cannot mount {} on {}: {}",
+            self.fstype, self.target, self.errno
+        )
     }
 }
 
@@ -34,7 +38,13 @@ const PSEUDO: [(&str, &str, &str, u64, &str); 5] = [
     ("proc", "/proc", "proc", 0, ""),
     ("sysfs", "/sys", "sysfs", 0, ""),
     ("devtmpfs", "/dev", "devtmpfs", 0, "mode=0755"),
-    ("devpts", "/dev/pts", "devpts", 0, "gid=5,mode=620,ptmxmode=000"),
+    (
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        0,
+        "gid=5,mode=620,ptmxmode=000",
+    ),
     ("tmpfs", "/run", "tmpfs", 0, "mode=0755"),
 ];
 
@@ -121,7 +131,7 @@ impl log::Log for Logger {
             .as_mut()
             .is_some_and(|f| f.write_all(line.as_bytes()).is_ok());
         if !written {
-            let _ = std::io::stderr().write_all(line[3..].as_bytes());
+            let _ = std::io::stderr().write_all(&line.as_bytes()[3..]);
         }
     }
 

@@ -239,7 +239,11 @@ impl ModuleIndex {
                 .iter()
                 .filter_map(|d| self.modules.get(d).map(|(p, _)| p.as_str()))
                 .collect();
-            dep.push(format!("{path}: {}", dep_paths.join(" ")).trim_end().to_string());
+            dep.push(
+                format!("{path}: {}", dep_paths.join(" "))
+                    .trim_end()
+                    .to_string(),
+            );
         }
         let alias = self
             .aliases
@@ -395,7 +399,8 @@ alias crc32c crc32c_generic\n\
 alias fs-ext4 ext4\n\
 alias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb-storage\n";
     const BUILTIN: &str = "kernel/fs/ext4/ext4.ko\n";
-    const SOFTDEP: &str = "softdep libcrc32c pre: crc32c\nsoftdep btrfs pre: crypto-crc32c post: foo\n";
+    const SOFTDEP: &str =
+        "softdep libcrc32c pre: crc32c\nsoftdep btrfs pre: crypto-crc32c post: foo\n";
 
     fn idx() -> ModuleIndex {
         ModuleIndex::parse(DEP, ALIAS, BUILTIN, SOFTDEP)
@@ -409,7 +414,9 @@ alias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb-storage\n";
             vec!["virtio_pci"]
         );
         assert_eq!(i.resolve("virtio:d00000002v00001AF4"), vec!["virtio_blk"]);
-        assert!(i.resolve("pci:v00008086d00001237sv0sd0bc06sc00i00").is_empty());
+        assert!(i
+            .resolve("pci:v00008086d00001237sv0sd0bc06sc00i00")
+            .is_empty());
     }
 
     #[test]
@@ -417,7 +424,10 @@ alias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb-storage\n";
         let i = idx();
         assert_eq!(i.resolve("crypto_crc32c"), vec!["crc32c_generic"]);
         assert_eq!(i.resolve("crc32c-generic"), vec!["crc32c_generic"]);
-        assert_eq!(i.path("virtio-blk"), Some("kernel/drivers/block/virtio_blk.ko.xz"));
+        assert_eq!(
+            i.path("virtio-blk"),
+            Some("kernel/drivers/block/virtio_blk.ko.xz")
+        );
         // an alias naming a module with a dash resolves to the normalized name
         assert_eq!(
             i.resolve("usb:v0781p5567d0100dc00dsc00dp00ic08isc06ip50in00"),
@@ -452,14 +462,25 @@ alias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb-storage\n";
         let c = i.closure(["btrfs", "virtio_blk"]).unwrap();
         assert_eq!(
             c,
-            vec!["btrfs", "crc32c_generic", "libcrc32c", "raid6_pq", "virtio_blk", "virtio_ring", "xor"]
+            vec![
+                "btrfs",
+                "crc32c_generic",
+                "libcrc32c",
+                "raid6_pq",
+                "virtio_blk",
+                "virtio_ring",
+                "xor"
+            ]
         );
     }
 
     #[test]
     fn filtered_index_keeps_only_packed_modules() {
         let i = idx();
-        let keep: HashSet<String> = ["virtio_blk", "virtio_ring"].iter().map(|s| s.to_string()).collect();
+        let keep: HashSet<String> = ["virtio_blk", "virtio_ring"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let f = i.filtered(&keep);
         assert_eq!(
             f.dep,
@@ -467,7 +488,10 @@ alias usb:v*p*d*dc*dsc*dp*ic08isc06ip50in* usb-storage\n";
         );
         assert_eq!(f.alias, "alias virtio:d00000002v* virtio_blk\n");
         let again = ModuleIndex::parse(&f.dep, &f.alias, &f.builtin, &f.softdep);
-        assert_eq!(again.resolve("virtio:d00000002v00001AF4"), vec!["virtio_blk"]);
+        assert_eq!(
+            again.resolve("virtio:d00000002v00001AF4"),
+            vec!["virtio_blk"]
+        );
         assert!(again.is_builtin("ext4"));
     }
 

@@ -387,8 +387,8 @@ impl FatBoot {
             return None;
         }
         // BS_FilSysType at 0x52 (FAT32) or 0x36 (FAT12/16), as blkid matches them
-        let fat32_magic = matches!(bytes(bs, 0x52, 8)?, b"FAT32   ")
-            || bytes(bs, 0x52, 5)? == b"MSWIN";
+        let fat32_magic =
+            matches!(bytes(bs, 0x52, 8)?, b"FAT32   ") || bytes(bs, 0x52, 5)? == b"MSWIN";
         let fat16_magic = bytes(bs, 0x36, 3)? == b"FAT" || bytes(bs, 0x36, 5)? == b"MSDOS";
         if !fat32_magic && !fat16_magic {
             return None;
@@ -419,7 +419,11 @@ impl FatBoot {
             } else {
                 None
             };
-            let label = if sig == 0x29 { Some(array(bs, 0x2B)?) } else { None };
+            let label = if sig == 0x29 {
+                Some(array(bs, 0x2B)?)
+            } else {
+                None
+            };
             let kind = FatKind::Fat16 {
                 fat_sectors: u64::from(fat16_len),
             };
@@ -479,9 +483,7 @@ fn scan_fat_dir(dir: &[u8]) -> DirScan {
             _ => {}
         }
         // Long-name pieces carry the volume bit too; a label owns no clusters.
-        if attr & 0x3F == ATTR_LONG_NAME
-            || le16(entry, 20) != Some(0)
-            || le16(entry, 26) != Some(0)
+        if attr & 0x3F == ATTR_LONG_NAME || le16(entry, 20) != Some(0) || le16(entry, 26) != Some(0)
         {
             continue;
         }
@@ -562,8 +564,8 @@ fn fat_root_label<R: Read + Seek>(dev: &mut R, b: &FatBoot) -> io::Result<Option
                     DirScan::More => {}
                 }
                 // the FAT, right after the reserved sectors, links the chain
-                let Some(entry_off) = sector(b.reserved_sectors)
-                    .and_then(|f| f.checked_add(u64::from(next) * 4))
+                let Some(entry_off) =
+                    sector(b.reserved_sectors).and_then(|f| f.checked_add(u64::from(next) * 4))
                 else {
                     break;
                 };
@@ -741,9 +743,9 @@ fn gpt_entry<R: Read + Seek>(disk: &mut R, partno: u32, ss: u64) -> io::Result<O
         }
     };
     // Linux numbers GPT partitions by entry index + 1, unused entries included.
-    let index = (partno - 1) as usize;
-    let Some(entry) = index
-        .checked_mul(gpt.entry_size)
+    let Some(entry) = (partno as usize)
+        .checked_sub(1)
+        .and_then(|index| index.checked_mul(gpt.entry_size))
         .and_then(|off| bytes(&gpt.entries, off, gpt.entry_size))
     else {
         return Ok(None);
@@ -839,11 +841,17 @@ fn mbr_entry<R: Read + Seek>(
         })
     };
     if partno <= 4 {
-        let slot = mbr.entries.get(partno as usize - 1);
+        let slot = (partno as usize)
+            .checked_sub(1)
+            .and_then(|i| mbr.entries.get(i));
         return Ok(slot.filter(|e| e.sectors != 0).and_then(|_| found(partno)));
     }
     let mut next_number = 5u32;
-    for ext in mbr.entries.iter().filter(|e| is_extended(e.kind) && e.sectors != 0) {
+    for ext in mbr
+        .entries
+        .iter()
+        .filter(|e| is_extended(e.kind) && e.sectors != 0)
+    {
         let ext_start = u64::from(ext.start);
         let mut ebr_lba = ext_start;
         // a chain that loops, or one longer than Linux's partition limit, ends here
@@ -887,7 +895,7 @@ fn mbr_entry<R: Read + Seek>(
 /// `{sys_dir}/<parent>/queue/logical_block_size` (default 512) and fills partuuid/partlabel
 /// from the parent's table. dev_dir is normally "/dev", sys_dir "/sys/class/block".
 pub fn identify(name: &str, dev_dir: &Path, sys_dir: &Path) -> Result<Identity, ProbeError> {
-    let mut id = with_device(&dev_dir.join(dev_name(name)), |f| probe_fs(f))?;
+    let mut id = with_device(&dev_dir.join(dev_name(name)), probe_fs)?;
 
     let sys = sys_dir.join(name);
     let part_file = sys.join("partition");
@@ -1048,7 +1056,12 @@ mod tests {
 
     /// Our LABEL and UUID are blkid's, byte for byte.
     fn assert_blkid_agrees(path: &Path, id: &Identity) {
-        assert_eq!(id.label, blkid(path, "LABEL"), "LABEL of {}", path.display());
+        assert_eq!(
+            id.label,
+            blkid(path, "LABEL"),
+            "LABEL of {}",
+            path.display()
+        );
         assert_eq!(id.uuid, blkid(path, "UUID"), "UUID of {}", path.display());
     }
 
@@ -1059,7 +1072,10 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let img = sized(&dir, "btrfs.img", 120 << 20);
         let uuid = "6f1c1d3e-8a2b-4c5d-9e0f-a1b2c3d4e5f6";
-        run("mkfs.btrfs", &["-q", "-f", "-L", "terra os", "-U", uuid, s(&img)]);
+        run(
+            "mkfs.btrfs",
+            &["-q", "-f", "-L", "terra os", "-U", uuid, s(&img)],
+        );
         let id = probe(&img);
         assert_eq!(id.fstype, Some(FsType::Btrfs));
         assert_eq!(id.label.as_deref(), Some("terra os"));
@@ -1073,9 +1089,17 @@ mod tests {
     fn ext2_ext3_ext4_all_mount_as_ext4() {
         let dir = TempDir::new().unwrap();
         for (mkfs, label, uuid) in [
-            ("mkfs.ext4", Some("rootfs"), "11111111-2222-3333-4444-555555555555"),
+            (
+                "mkfs.ext4",
+                Some("rootfs"),
+                "11111111-2222-3333-4444-555555555555",
+            ),
             ("mkfs.ext3", None, "0a0b0c0d-0e0f-4a4b-8c8d-8e8f90919293"),
-            ("mkfs.ext2", Some("sixteen-chars-xx"), "ffffffff-ffff-4fff-bfff-ffffffffffff"),
+            (
+                "mkfs.ext2",
+                Some("sixteen-chars-xx"),
+                "ffffffff-ffff-4fff-bfff-ffffffffffff",
+            ),
         ] {
             let img = sized(&dir, &format!("{mkfs}.img"), 8 << 20);
             let mut args = vec!["-q", "-F", "-U", uuid];
@@ -1098,7 +1122,10 @@ mod tests {
     fn ext_external_journal_is_not_a_filesystem() {
         let dir = TempDir::new().unwrap();
         let img = sized(&dir, "journal.img", 8 << 20);
-        run("mkfs.ext4", &["-q", "-F", "-O", "journal_dev", "-L", "jrnl", s(&img)]);
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", "-O", "journal_dev", "-L", "jrnl", s(&img)],
+        );
         assert_eq!(blkid(&img, "TYPE").as_deref(), Some("jbd"));
         assert_eq!(probe(&img), Identity::default());
     }
@@ -1265,8 +1292,7 @@ mod tests {
         let defs = dir.path().join(format!("{name}.repart.d"));
         fs::create_dir_all(&defs).unwrap();
         for (i, (label, uuid, copy)) in parts.iter().enumerate() {
-            let mut conf =
-                format!("[Partition]\nType=linux-generic\nLabel={label}\nUUID={uuid}\n");
+            let mut conf = format!("[Partition]\nType=linux-generic\nLabel={label}\nUUID={uuid}\n");
             match copy {
                 Some(src) => conf.push_str(&format!("CopyBlocks={}\n", s(src))),
                 None => conf.push_str("SizeMinBytes=2M\nSizeMaxBytes=2M\n"),
@@ -1294,7 +1320,11 @@ mod tests {
     #[test]
     fn gpt_entries_match_partx() {
         let dir = TempDir::new().unwrap();
-        let img = repart(&dir, "gpt.img", &[("root", UUID_A, None), ("dätä €x", UUID_B, None)]);
+        let img = repart(
+            &dir,
+            "gpt.img",
+            &[("root", UUID_A, None), ("dätä €x", UUID_B, None)],
+        );
         let table = partx(&img);
         assert_eq!(
             table,
@@ -1400,14 +1430,21 @@ mod tests {
         fs::write(&img, synth_gpt(512, 4096, &parts)).unwrap();
         assert_eq!(
             partx(&img),
-            [(1, UUID_A.to_string(), Some("esp 🦀".to_string())), (3, UUID_B.to_string(), None)]
+            [
+                (1, UUID_A.to_string(), Some("esp 🦀".to_string())),
+                (3, UUID_B.to_string(), None)
+            ]
         );
         // then at 4 KiB sectors, where the header is at byte 4096
         let mut disk = Cursor::new(synth_gpt(4096, 512, &parts));
         let one = partition_identity(&mut disk, 1, 4096).unwrap().unwrap();
         assert_eq!(one.partuuid.as_deref(), Some(UUID_A));
         assert_eq!(one.partlabel.as_deref(), Some("esp 🦀"));
-        assert_eq!(partition_identity(&mut disk, 2, 4096).unwrap(), None, "unused entry");
+        assert_eq!(
+            partition_identity(&mut disk, 2, 4096).unwrap(),
+            None,
+            "unused entry"
+        );
         let three = partition_identity(&mut disk, 3, 4096).unwrap().unwrap();
         assert_eq!(three.partuuid.as_deref(), Some(UUID_B));
         assert_eq!(three.partlabel, None);
@@ -1469,7 +1506,10 @@ mod tests {
             assert_eq!(id.partuuid, Some(uuid), "{nr}");
             assert_eq!(id.partlabel, name);
         }
-        assert_eq!(part(&img, 5, 512).unwrap().partuuid.as_deref(), Some("deadbeef-05"));
+        assert_eq!(
+            part(&img, 5, 512).unwrap().partuuid.as_deref(),
+            Some("deadbeef-05")
+        );
         for nr in [3, 7, 255] {
             assert_eq!(part(&img, nr, 512), None, "{nr}");
         }
@@ -1498,7 +1538,10 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let fs_img = sized(&dir, "root.ext4", 4 << 20);
         let fs_uuid = "0a0b0c0d-0e0f-4a4b-8c8d-8e8f90919293";
-        run("mkfs.ext4", &["-q", "-F", "-L", "rootfs", "-U", fs_uuid, s(&fs_img)]);
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", "-L", "rootfs", "-U", fs_uuid, s(&fs_img)],
+        );
         let disk = repart(&dir, "disk.img", &[("root", UUID_A, Some(&fs_img))]);
 
         let dev = dir.path().join("dev");
@@ -1506,12 +1549,22 @@ mod tests {
         fs::copy(&disk, dev.join("vda")).unwrap();
         // vda1 holds the partition's bytes, where partx says they are
         let geometry = run("partx", &["--show", "-g", "-o", "START,SECTORS", s(&disk)]);
-        let nums: Vec<u64> = geometry.split_whitespace().map(|n| n.parse().unwrap()).collect();
+        let nums: Vec<u64> = geometry
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
         let mut bytes = vec![0u8; (nums[1] * 512) as usize];
-        File::open(&disk).unwrap().read_exact_at(&mut bytes, nums[0] * 512).unwrap();
+        File::open(&disk)
+            .unwrap()
+            .read_exact_at(&mut bytes, nums[0] * 512)
+            .unwrap();
         fs::write(dev.join("vda1"), bytes).unwrap();
         // a 4K-sector disk whose partition 3 has no filesystem
-        fs::write(dev.join("sdb"), synth_gpt(4096, 512, &[(3, UUID_B, "data")])).unwrap();
+        fs::write(
+            dev.join("sdb"),
+            synth_gpt(4096, 512, &[(3, UUID_B, "data")]),
+        )
+        .unwrap();
         fs::write(dev.join("sdb3"), vec![0u8; 8192]).unwrap();
 
         let devices = dir.path().join("sys/devices/pci0000:00/virtio0/block");
@@ -1521,13 +1574,22 @@ mod tests {
             for p in parts {
                 fs::create_dir_all(devices.join(disk).join(p)).unwrap();
                 let nr = p.trim_start_matches(disk);
-                fs::write(devices.join(disk).join(p).join("partition"), format!("{nr}\n")).unwrap();
+                fs::write(
+                    devices.join(disk).join(p).join("partition"),
+                    format!("{nr}\n"),
+                )
+                .unwrap();
             }
         }
         let class = dir.path().join("sys/class/block");
         fs::create_dir_all(&class).unwrap();
         let target = "../../devices/pci0000:00/virtio0/block";
-        for (name, rel) in [("vda", "vda"), ("vda1", "vda/vda1"), ("sdb", "sdb"), ("sdb3", "sdb/sdb3")] {
+        for (name, rel) in [
+            ("vda", "vda"),
+            ("vda1", "vda/vda1"),
+            ("sdb", "sdb"),
+            ("sdb3", "sdb/sdb3"),
+        ] {
             symlink(format!("{target}/{rel}"), class.join(name)).unwrap();
         }
 
@@ -1621,7 +1683,11 @@ mod tests {
                 for slot in 0..4 {
                     let e = 446 + 16 * slot;
                     put(data, e, &[0]);
-                    put(data, e + 4, &[[0x05, 0x0F, 0x83, 0x85][(f[slot] % 4) as usize]]);
+                    put(
+                        data,
+                        e + 4,
+                        &[[0x05, 0x0F, 0x83, 0x85][(f[slot] % 4) as usize]],
+                    );
                     put(data, e + 8, &(f[slot + 4] % 400).to_le_bytes());
                 }
             }

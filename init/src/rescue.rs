@@ -36,7 +36,10 @@ impl Diagnostics {
     /// The report as printed on the console.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        s.push_str(&format!("\nterra: boot failed in phase {}: {}\n", self.phase, self.error));
+        s.push_str(&format!(
+            "\nterra: boot failed in phase {}: {}\n",
+            self.phase, self.error
+        ));
         if let Some(a) = &self.awaited {
             s.push_str(&format!("terra: waited for root {a}\n"));
         }
@@ -50,7 +53,11 @@ impl Diagnostics {
         }
         s.push_str(&format!(
             "terra: modules loaded: {}\n",
-            if self.loaded.is_empty() { "none".to_string() } else { self.loaded.join(" ") }
+            if self.loaded.is_empty() {
+                "none".to_string()
+            } else {
+                self.loaded.join(" ")
+            }
         ));
         for (m, why) in &self.failed {
             s.push_str(&format!("terra: module {m} failed: {why}\n"));
@@ -76,7 +83,9 @@ pub fn enter(diag: &Diagnostics, action: RescueAction) -> ! {
     match action {
         RescueAction::Shell if Path::new("/").join(RESCUE_SHELL).exists() => shell_loop(),
         RescueAction::Shell => {
-            println!("terra: no rescue shell in this initramfs (build it with --rescue-shell); halting");
+            println!(
+                "terra: no rescue shell in this initramfs (build it with --rescue-shell); halting"
+            );
             halt(RebootMode::RB_POWER_OFF)
         }
         RescueAction::Reboot => halt(RebootMode::RB_AUTOBOOT),
@@ -105,7 +114,11 @@ fn shell_loop() -> ! {
 pub fn halt(mode: RebootMode) -> ! {
     println!(
         "terra: {}",
-        if mode == RebootMode::RB_AUTOBOOT { "rebooting" } else { "powering off" }
+        if mode == RebootMode::RB_AUTOBOOT {
+            "rebooting"
+        } else {
+            "powering off"
+        }
     );
     nix::unistd::sync();
     let _ = reboot(mode);
@@ -131,7 +144,15 @@ mod tests {
             timings: "early 1.0 ms".into(),
         };
         let r = d.render();
-        for want in ["phase storage", "LABEL=missing", "vda: btrfs LABEL=os", "virtio_blk", "crc32c_intel failed", "2 device(s)", "early 1.0 ms"] {
+        for want in [
+            "phase storage",
+            "LABEL=missing",
+            "vda: btrfs LABEL=os",
+            "virtio_blk",
+            "crc32c_intel failed",
+            "2 device(s)",
+            "early 1.0 ms",
+        ] {
             assert!(r.contains(want), "{want} missing from {r}");
         }
     }

@@ -55,7 +55,11 @@ impl fmt::Display for StorageError {
                 options,
                 errno,
             } => {
-                write!(f, "cannot mount {device} ({fstype}, options {options:?}) on {}: {errno}", crate::layout::SYSROOT)?;
+                write!(
+                    f,
+                    "cannot mount {device} ({fstype}, options {options:?}) on {}: {errno}",
+                    crate::layout::SYSROOT
+                )?;
                 if *errno == Errno::ENOENT && fstype == "btrfs" {
                     write!(f, " (does the subvolume exist?)")?;
                 }
@@ -82,7 +86,11 @@ pub fn matches(spec: &RootSpec, name: &str, id: &Identity) -> bool {
 /// Waits for the root device (bounded by `terra.timeout`) and mounts it at /sysroot.
 pub fn mount_root(cfg: &BootConfig, devices: &mut Devices) -> Result<RootReport, StorageError> {
     let deadline = Instant::now() + cfg.timeout;
-    log::info!("waiting up to {} s for root {}", cfg.timeout.as_secs(), cfg.root);
+    log::info!(
+        "waiting up to {} s for root {}",
+        cfg.timeout.as_secs(),
+        cfg.root
+    );
     let (name, id) = devices
         .wait_for_block(deadline, |n, id| matches(&cfg.root, n, id))
         .ok_or_else(|| StorageError::Timeout {
@@ -149,10 +157,18 @@ mod tests {
             "vda",
             &id
         ));
-        assert!(matches(&RootSpec::PartUuid("5BB2AB23-01".into()), "vda1", &id));
+        assert!(matches(
+            &RootSpec::PartUuid("5BB2AB23-01".into()),
+            "vda1",
+            &id
+        ));
         assert!(matches(&RootSpec::PartLabel("root".into()), "vda1", &id));
         assert!(matches(&RootSpec::Path("/dev/vdb".into()), "vdb", &id));
         assert!(!matches(&RootSpec::Path("/dev/vdb".into()), "vda", &id));
-        assert!(!matches(&RootSpec::Label("os".into()), "vdb", &Identity::default()));
+        assert!(!matches(
+            &RootSpec::Label("os".into()),
+            "vdb",
+            &Identity::default()
+        ));
     }
 }

@@ -135,8 +135,14 @@ pub fn check_root(root: &Path, init: &str) -> Result<(), SwitchError> {
 pub fn enter_root() -> Result<(), SwitchError> {
     for dir in MOVED {
         let target = format!("{SYSROOT}{dir}");
-        mount(Some(dir), target.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-            .map_err(sys(format!("move {dir} to {target}")))?;
+        mount(
+            Some(dir),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(sys(format!("move {dir} to {target}")))?;
     }
     let root_dev = fs::symlink_metadata("/")
         .map(|m| m.dev())
@@ -208,12 +214,22 @@ mod tests {
         fs::create_dir_all(r.join("lib/systemd")).unwrap();
         fs::create_dir_all(r.join("sbin")).unwrap();
         fs::write(r.join("lib/systemd/systemd"), "x").unwrap();
-        fs::set_permissions(r.join("lib/systemd/systemd"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(
+            r.join("lib/systemd/systemd"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         symlink("/lib/systemd/systemd", r.join("sbin/init")).unwrap();
-        assert_eq!(resolve_in_root(r, "/sbin/init").unwrap(), r.join("lib/systemd/systemd"));
+        assert_eq!(
+            resolve_in_root(r, "/sbin/init").unwrap(),
+            r.join("lib/systemd/systemd")
+        );
         // ../ cannot escape
         symlink("../../../../lib/systemd/systemd", r.join("sbin/up")).unwrap();
-        assert_eq!(resolve_in_root(r, "/sbin/up").unwrap(), r.join("lib/systemd/systemd"));
+        assert_eq!(
+            resolve_in_root(r, "/sbin/up").unwrap(),
+            r.join("lib/systemd/systemd")
+        );
         check_root(r, "/sbin/init").unwrap();
         for d in ["dev", "proc", "sys", "run"] {
             assert!(r.join(d).is_dir());

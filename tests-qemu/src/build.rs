@@ -37,7 +37,16 @@ fn musl_installed() -> bool {
 pub fn stage0() -> crate::Result<PathBuf> {
     if musl_installed() {
         run(cargo().args([
-            "build", "--quiet", "--profile", "stage0", "--target", MUSL, "-p", "terra-init", "--bin", "stage0",
+            "build",
+            "--quiet",
+            "--profile",
+            "stage0",
+            "--target",
+            MUSL,
+            "-p",
+            "terra-init",
+            "--bin",
+            "stage0",
         ]))?;
         return Ok(target_dir().join(MUSL).join("stage0/stage0"));
     }
@@ -45,13 +54,32 @@ pub fn stage0() -> crate::Result<PathBuf> {
     let gnu = "x86_64-unknown-linux-gnu";
     run(cargo()
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args(["build", "--quiet", "--profile", "stage0", "--target", gnu, "-p", "terra-init", "--bin", "stage0"]))?;
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "stage0",
+            "--target",
+            gnu,
+            "-p",
+            "terra-init",
+            "--bin",
+            "stage0",
+        ]))?;
     Ok(target_dir().join(gnu).join("stage0/stage0"))
 }
 
 /// Builds the terra CLI (release). Returns its path.
 pub fn terra() -> crate::Result<PathBuf> {
-    run(cargo().args(["build", "--quiet", "--release", "-p", "terra-builder", "--bin", "terra"]))?;
+    run(cargo().args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "terra-builder",
+        "--bin",
+        "terra",
+    ]))?;
     Ok(target_dir().join("release/terra"))
 }
 
@@ -104,7 +132,8 @@ pub struct Artifacts {
 /// Ensures host tools, builds stage0, terra and the default initramfs.
 pub fn artifacts() -> crate::Result<Artifacts> {
     crate::host::ensure()?;
-    let (kernel, kver) = crate::host::find_kernel().ok_or("no kernel under /boot with modules in /lib/modules")?;
+    let (kernel, kver) =
+        crate::host::find_kernel().ok_or("no kernel under /boot with modules in /lib/modules")?;
     let stage0 = stage0()?;
     let terra = terra()?;
     let dir = lab_dir();

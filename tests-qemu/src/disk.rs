@@ -35,13 +35,19 @@ pub const ALT_INIT: &str = "#!/bin/sh\necho \"TERRA-ALT-INIT pid=$$\"\n/bin/powe
 /// Writes a busybox demo root into `dir`; `/etc/demo-subvol` holds `tag`.
 pub fn demo_root(dir: &Path, busybox: &Path, tag: &str) -> crate::Result<()> {
     let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-    for d in ["bin", "sbin", "etc", "dev", "proc", "sys", "run", "tmp", "root"] {
+    for d in [
+        "bin", "sbin", "etc", "dev", "proc", "sys", "run", "tmp", "root",
+    ] {
         fs::create_dir_all(dir.join(d)).map_err(|e| err(&dir.join(d), e))?;
     }
     let bb = dir.join("bin/busybox");
     fs::copy(busybox, &bb).map_err(|e| err(&bb, e))?;
     let list = run(Command::new(busybox).arg("--list"))?;
-    for applet in list.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+    for applet in list
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox")
+    {
         let link = dir.join("bin").join(applet);
         if !link.exists() {
             symlink("busybox", &link).map_err(|e| err(&link, e))?;
@@ -51,7 +57,10 @@ pub fn demo_root(dir: &Path, busybox: &Path, tag: &str) -> crate::Result<()> {
     write_exec(&dir.join("bin/alt-init"), ALT_INIT)?;
     let files = [
         ("etc/demo-subvol", format!("{tag}\n")),
-        ("etc/os-release", "NAME=\"Terra demo\"\nID=terra-demo\n".to_string()),
+        (
+            "etc/os-release",
+            "NAME=\"Terra demo\"\nID=terra-demo\n".to_string(),
+        ),
         ("etc/hostname", "terra-demo\n".to_string()),
     ];
     for (name, text) in files {
@@ -94,13 +103,20 @@ impl BtrfsDisk {
         let _guard = DISK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let dir = lab_dir().join("disks");
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let name = format!("{}-{}-{}-v1.img", self.label, &self.uuid[..8], self.subvolumes.join("+"));
+        let name = format!(
+            "{}-{}-{}-v1.img",
+            self.label,
+            &self.uuid[..8],
+            self.subvolumes.join("+")
+        );
         let path = dir.join(name);
         if path.is_file() {
             return Ok(path);
         }
         if !crate::host::nix_is_root() {
-            return Err("making btrfs subvolumes on a disk image needs a loop mount: run as root".into());
+            return Err(
+                "making btrfs subvolumes on a disk image needs a loop mount: run as root".into(),
+            );
         }
         let tmp = path.with_extension("tmp");
         let work = tempdir("disk")?;
@@ -109,11 +125,18 @@ impl BtrfsDisk {
         fs::File::create(&tmp)
             .and_then(|f| f.set_len(160 << 20))
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        run(Command::new("mkfs.btrfs").args(["-q", "-f", "-L", &self.label, "-U", &self.uuid]).arg(&tmp))?;
-        run(Command::new("mount").args(["-o", "loop"]).arg(&tmp).arg(&mnt))?;
+        run(Command::new("mkfs.btrfs")
+            .args(["-q", "-f", "-L", &self.label, "-U", &self.uuid])
+            .arg(&tmp))?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&tmp)
+            .arg(&mnt))?;
         let filled = (|| {
             for sv in &self.subvolumes {
-                run(Command::new("btrfs").args(["subvolume", "create"]).arg(mnt.join(sv)))?;
+                run(Command::new("btrfs")
+                    .args(["subvolume", "create"])
+                    .arg(mnt.join(sv)))?;
                 demo_root(&mnt.join(sv), busybox, sv)?;
             }
             Ok::<(), String>(())
@@ -148,5 +171,8 @@ pub fn tempdir(prefix: &str) -> crate::Result<PathBuf> {
             return Ok(p);
         }
     }
-    Err(format!("cannot create a temporary directory under {}", base.display()))
+    Err(format!(
+        "cannot create a temporary directory under {}",
+        base.display()
+    ))
 }

@@ -43,7 +43,7 @@ pub fn find_kernel() -> Option<(PathBuf, String)> {
                 .then(|| (e.path(), kver))
         })
         .collect();
-    found.sort_by(|a, b| version_key(&a.1).cmp(&version_key(&b.1)));
+    found.sort_by_key(|(_, kver)| version_key(kver));
     found.pop()
 }
 
@@ -90,7 +90,10 @@ pub fn ensure() -> crate::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let line = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
+    let line = format!(
+        "apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
     if !nix_is_root() {
         return Err(format!(
             "the lab needs Debian packages that are missing; run:\n  sudo apt-get update && sudo {line}"
@@ -107,8 +110,11 @@ pub fn ensure() -> crate::Result<()> {
     };
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
     install.extend(missing.iter().copied());
-    if !apt(&install) && !(apt(&["update", "-q"]) && apt(&install)) {
-        return Err(format!("apt-get could not install the lab's packages; try: {line}"));
+    let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
+    if !installed {
+        return Err(format!(
+            "apt-get could not install the lab's packages; try: {line}"
+        ));
     }
     let still = missing_packages();
     if !still.is_empty() {

@@ -36,7 +36,12 @@ impl Accel {
 /// KVM when /dev/kvm exists and a kernel actually starts under it within a few seconds
 /// (on some hosts KVM is present but hangs), else TCG. The answer is cached per host boot.
 pub fn detect_accel(kernel: &Path) -> Accel {
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         return Accel::Tcg;
     }
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
@@ -44,7 +49,11 @@ pub fn detect_accel(kernel: &Path) -> Accel {
     if let Ok(c) = std::fs::read_to_string(&cache) {
         if let Some((id, answer)) = c.split_once('\n') {
             if id == boot_id.trim() {
-                return if answer.trim() == "yes" { Accel::Kvm } else { Accel::Tcg };
+                return if answer.trim() == "yes" {
+                    Accel::Kvm
+                } else {
+                    Accel::Tcg
+                };
             }
         }
     }
@@ -63,7 +72,10 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         .map(|o| o.log.contains("Linux version"))
         .unwrap_or(false);
     let _ = std::fs::create_dir_all(crate::lab_dir());
-    let _ = std::fs::write(&cache, format!("{}\n{}\n", boot_id.trim(), if works { "yes" } else { "no" }));
+    let _ = std::fs::write(
+        &cache,
+        format!("{}\n{}\n", boot_id.trim(), if works { "yes" } else { "no" }),
+    );
     if works {
         Accel::Kvm
     } else {
@@ -122,7 +134,12 @@ impl Vm {
     pub fn command(&self) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
         c.args(["-machine", "pc", "-accel", self.accel.name()])
-            .args(["-m", &self.memory_mb.to_string(), "-smp", &self.smp.to_string()])
+            .args([
+                "-m",
+                &self.memory_mb.to_string(),
+                "-smp",
+                &self.smp.to_string(),
+            ])
             .args(["-no-reboot", "-nic", "none"])
             .arg("-kernel")
             .arg(&self.kernel);
@@ -132,8 +149,10 @@ impl Vm {
         c.arg("-append")
             .arg(format!("console=ttyS0 panic=-1 {}", self.append).trim_end());
         for d in &self.disks {
-            c.arg("-drive")
-                .arg(format!("file={},format=raw,if=virtio,snapshot=on", d.display()));
+            c.arg("-drive").arg(format!(
+                "file={},format=raw,if=virtio,snapshot=on",
+                d.display()
+            ));
         }
         c
     }
@@ -152,8 +171,14 @@ impl Vm {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         for mut pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -165,7 +190,9 @@ impl Vm {
                     if n == 0 {
                         break;
                     }
-                    log.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&buf[..n]);
+                    log.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&buf[..n]);
                 }
             }));
         }
@@ -207,7 +234,10 @@ impl Vm {
             if start.elapsed() >= self.timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("the VM was stopped after {} s (--timeout)", self.timeout.as_secs()));
+                return Err(format!(
+                    "the VM was stopped after {} s (--timeout)",
+                    self.timeout.as_secs()
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -36,12 +36,16 @@ fn busybox() -> PathBuf {
 
 /// Label `os`: subvolumes `os` and `v2`, each a demo root tagged with its name.
 fn os_disk() -> PathBuf {
-    BtrfsDisk::new("os", OS_UUID, &["os", "v2"]).image(&busybox()).expect("os disk")
+    BtrfsDisk::new("os", OS_UUID, &["os", "v2"])
+        .image(&busybox())
+        .expect("os disk")
 }
 
 /// Label `terra-data`: subvolume `v7`.
 fn data_disk() -> PathBuf {
-    BtrfsDisk::new("terra-data", DATA_UUID, &["v7"]).image(&busybox()).expect("data disk")
+    BtrfsDisk::new("terra-data", DATA_UUID, &["v7"])
+        .image(&busybox())
+        .expect("data disk")
 }
 
 fn boot(disks: Vec<PathBuf>, append: &str, initrd: Option<PathBuf>, timeout: u64) -> Outcome {
@@ -72,27 +76,53 @@ fn report(out: &Outcome) -> serde_json::Value {
 
 #[test]
 fn boots_by_label_and_subvolume() {
-    let out = boot(vec![os_disk()], "root=LABEL=os rootflags=subvol=v2", None, 150);
-    expect(&out, &["TERRA-DEMO-INIT", "subvol=v2 pid=1", "TERRA-DEMO-POWEROFF"]);
+    let out = boot(
+        vec![os_disk()],
+        "root=LABEL=os rootflags=subvol=v2",
+        None,
+        150,
+    );
+    expect(
+        &out,
+        &["TERRA-DEMO-INIT", "subvol=v2 pid=1", "TERRA-DEMO-POWEROFF"],
+    );
     let r = report(&out);
     assert_eq!(r["root"]["device"], "/dev/vda");
     assert_eq!(r["root"]["options"], "subvol=v2");
     assert_eq!(r["root"]["fstype"], "btrfs");
-    let phases: Vec<&str> = r["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(phases, ["early", "config", "devices", "storage", "root", "switch"]);
+    let phases: Vec<&str> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["early", "config", "devices", "storage", "root", "switch"]
+    );
     assert!(out.exited, "VM should power off");
 }
 
 #[test]
 fn boots_by_uuid_with_default_subvolume() {
-    let out = boot(vec![os_disk()], &format!("root=UUID={}", OS_UUID.to_uppercase()), None, 150);
+    let out = boot(
+        vec![os_disk()],
+        &format!("root=UUID={}", OS_UUID.to_uppercase()),
+        None,
+        150,
+    );
     expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
     assert_eq!(report(&out)["root"]["uuid"], OS_UUID);
 }
 
 #[test]
 fn boots_by_terra_disk_label_and_version() {
-    let out = boot(vec![os_disk(), data_disk()], "disk_label=terra-data version=v7", None, 150);
+    let out = boot(
+        vec![os_disk(), data_disk()],
+        "disk_label=terra-data version=v7",
+        None,
+        150,
+    );
     expect(&out, &["TERRA-DEMO-INIT", "subvol=v7 pid=1"]);
     assert_eq!(report(&out)["root"]["device"], "/dev/vdb");
 }
@@ -107,7 +137,12 @@ fn finds_the_label_on_the_second_disk() {
 
 #[test]
 fn missing_disk_ends_in_rescue_naming_the_label_and_halts() {
-    let out = boot(vec![os_disk()], "root=LABEL=nowhere terra.timeout=3 terra.rescue=halt", None, 120);
+    let out = boot(
+        vec![os_disk()],
+        "root=LABEL=nowhere terra.timeout=3 terra.rescue=halt",
+        None,
+        120,
+    );
     expect(
         &out,
         &[
@@ -129,12 +164,23 @@ fn invalid_node_toml_ends_in_rescue_naming_the_key() {
     let cfg = dir.join("node.toml");
     std::fs::write(&cfg, "hostname = \"n1\"\n[boot]\ntimeuot = 5\n").unwrap();
     let img = dir.join("initramfs.img");
-    Initramfs { config: Some(cfg), ..Default::default() }
-        .build(&a.terra, &a.stage0, &a.kver, &img)
-        .expect("initramfs with a bad config");
+    Initramfs {
+        config: Some(cfg),
+        ..Default::default()
+    }
+    .build(&a.terra, &a.stage0, &a.kver, &img)
+    .expect("initramfs with a bad config");
     let out = boot(vec![os_disk()], "terra.rescue=halt", Some(img), 120);
     let _ = std::fs::remove_dir_all(&dir);
-    expect(&out, &["boot failed in phase config", "/etc/terra/node.toml", "timeuot", "powering off"]);
+    expect(
+        &out,
+        &[
+            "boot failed in phase config",
+            "/etc/terra/node.toml",
+            "timeuot",
+            "powering off",
+        ],
+    );
     assert!(out.exited);
 }
 
@@ -149,7 +195,12 @@ fn init_override_runs_another_program() {
 fn stage0_is_static() {
     let a = artifacts();
     let bytes = std::fs::read(&a.stage0).unwrap();
-    assert_eq!(lab::elf::not_static_reason(&bytes), None, "{}", a.stage0.display());
+    assert_eq!(
+        lab::elf::not_static_reason(&bytes),
+        None,
+        "{}",
+        a.stage0.display()
+    );
     // And the checker does catch a dynamic binary.
     let dynamic = std::fs::read("/bin/ls").unwrap();
     assert!(lab::elf::not_static_reason(&dynamic).is_some());

@@ -56,26 +56,38 @@ struct QemuArgs {
 fn parse_qemu(args: Vec<String>) -> Result<QemuArgs, String> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
-    let mut q = QemuArgs { smp: 1, ..Default::default() };
-    let s = |v: std::ffi::OsString| v.into_string().map_err(|_| "argument is not UTF-8".to_string());
+    let mut q = QemuArgs {
+        smp: 1,
+        ..Default::default()
+    };
+    let s = |v: std::ffi::OsString| {
+        v.into_string()
+            .map_err(|_| "argument is not UTF-8".to_string())
+    };
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Long("check") => q.check = true,
             Long("append") => q.append.push(s(p.value().map_err(|e| e.to_string())?)?),
             Long("accel") => {
                 let v = s(p.value().map_err(|e| e.to_string())?)?;
-                q.accel = Some(Accel::parse(&v).ok_or(format!("--accel {v}: expected tcg or kvm"))?);
+                q.accel =
+                    Some(Accel::parse(&v).ok_or(format!("--accel {v}: expected tcg or kvm"))?);
             }
             Long("kernel") => q.kernel = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("initramfs") => q.initramfs = Some(p.value().map_err(|e| e.to_string())?.into()),
             Long("disk") => q.disks.push(p.value().map_err(|e| e.to_string())?.into()),
             Long("timeout") => {
                 let v = s(p.value().map_err(|e| e.to_string())?)?;
-                q.timeout = Some(v.parse().map_err(|_| format!("--timeout {v}: expected seconds"))?);
+                q.timeout = Some(
+                    v.parse()
+                        .map_err(|_| format!("--timeout {v}: expected seconds"))?,
+                );
             }
             Long("smp") => {
                 let v = s(p.value().map_err(|e| e.to_string())?)?;
-                q.smp = v.parse().map_err(|_| format!("--smp {v}: expected a number"))?;
+                q.smp = v
+                    .parse()
+                    .map_err(|_| format!("--smp {v}: expected a number"))?;
             }
             Long("help") | Short('h') => return Err(USAGE.into()),
             other => return Err(format!("{}\n{USAGE}", other.unexpected())),
@@ -92,11 +104,15 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
         _ => {
             eprintln!("xtask: building stage0, terra and the initramfs");
             let a: Artifacts = build::artifacts()?;
-            (q.kernel.clone().unwrap_or(a.kernel), q.initramfs.clone().unwrap_or(a.initramfs))
+            (
+                q.kernel.clone().unwrap_or(a.kernel),
+                q.initramfs.clone().unwrap_or(a.initramfs),
+            )
         }
     };
     let disks = if q.disks.is_empty() {
-        let busybox = lab::host::static_busybox().ok_or("no static busybox (apt-get install busybox-static)")?;
+        let busybox = lab::host::static_busybox()
+            .ok_or("no static busybox (apt-get install busybox-static)")?;
         vec![BtrfsDisk::new("os", DEMO_UUID, &["os"]).image(&busybox)?]
     } else {
         q.disks.clone()
@@ -109,13 +125,20 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
     if q.check {
         vm.append.push_str(" terra.demo=poweroff");
         vm.timeout = Duration::from_secs(q.timeout.unwrap_or(180));
-        eprintln!("xtask: booting ({accel:?}, at most {} s)", vm.timeout.as_secs());
+        eprintln!(
+            "xtask: booting ({accel:?}, at most {} s)",
+            vm.timeout.as_secs()
+        );
         let out = vm.run_captured()?;
         print!("{}", out.log);
         let Some(uptime) = vm::demo_init_uptime(&out.log) else {
             eprintln!(
                 "xtask: check FAILED: the root's init did not run ({} after {:.1} s)",
-                if out.exited { "the VM stopped" } else { "timed out" },
+                if out.exited {
+                    "the VM stopped"
+                } else {
+                    "timed out"
+                },
                 out.elapsed.as_secs_f64()
             );
             return Ok(false);
@@ -131,12 +154,21 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
             if let Some(phases) = r["phases"].as_array() {
                 let line: Vec<String> = phases
                     .iter()
-                    .map(|p| format!("{} {:.0} ms", p["name"].as_str().unwrap_or("?"), p["ms"].as_f64().unwrap_or(0.0)))
+                    .map(|p| {
+                        format!(
+                            "{} {:.0} ms",
+                            p["name"].as_str().unwrap_or("?"),
+                            p["ms"].as_f64().unwrap_or(0.0)
+                        )
+                    })
                     .collect();
                 println!("phases: {}", line.join(", "));
             }
         }
-        println!("host wall time of the VM run: {:.1} s", out.elapsed.as_secs_f64());
+        println!(
+            "host wall time of the VM run: {:.1} s",
+            out.elapsed.as_secs_f64()
+        );
         return Ok(true);
     }
     vm.timeout = Duration::from_secs(q.timeout.unwrap_or(3600));
@@ -146,7 +178,12 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
 
 fn test() -> Result<bool, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = |c: &mut Command| c.current_dir(lab::workspace()).status().map(|s| s.success()).map_err(|e| e.to_string());
+    let status = |c: &mut Command| {
+        c.current_dir(lab::workspace())
+            .status()
+            .map(|s| s.success())
+            .map_err(|e| e.to_string())
+    };
     eprintln!("xtask: unit tests");
     if !status(Command::new(&cargo).args(["test", "--workspace", "--exclude", "tests-qemu"]))? {
         return Ok(false);

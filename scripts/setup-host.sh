@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what Terra's lab and tests need on a Debian/Ubuntu host: QEMU, a kernel with
+# modules, btrfs-progs, a static busybox, the filesystem tools the probe tests compare
+# against, and the musl target for the static stage0.
+set -euo pipefail
+
+PACKAGES=(
+  qemu-system-x86 linux-image-amd64 btrfs-progs busybox-static cpio
+  dosfstools xorriso squashfs-tools fdisk e2fsprogs zstd xz-utils util-linux mount systemd
+)
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "setup-host: need root to run: $*" >&2; exit 1; fi
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-host: installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if command -v rustup >/dev/null; then
+  rustup target list --installed | grep -qx x86_64-unknown-linux-musl \
+    || rustup target add x86_64-unknown-linux-musl \
+    || echo "setup-host: musl target unavailable; stage0 falls back to static glibc" >&2
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
+fi
