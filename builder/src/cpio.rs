@@ -123,7 +123,9 @@ pub enum Node {
 impl Node {
     fn mode(&self) -> u32 {
         match self {
-            Node::File { executable: true, .. } => S_IFREG | 0o755,
+            Node::File {
+                executable: true, ..
+            } => S_IFREG | 0o755,
             Node::File { .. } => S_IFREG | 0o644,
             Node::Dir => S_IFDIR | 0o755,
             Node::Symlink { .. } => S_IFLNK | 0o777,
@@ -164,10 +166,16 @@ impl fmt::Display for CpioError {
         match self {
             CpioError::BadPath { path } => write!(f, "invalid archive path {path:?}"),
             CpioError::Conflict { path } => {
-                write!(f, "archive path {path:?} added twice or below a non-directory")
+                write!(
+                    f,
+                    "archive path {path:?} added twice or below a non-directory"
+                )
             }
             CpioError::TooLarge { path, size } => {
-                write!(f, "{path}: {size} bytes do not fit a newc cpio entry (max 4 GiB)")
+                write!(
+                    f,
+                    "{path}: {size} bytes do not fit a newc cpio entry (max 4 GiB)"
+                )
             }
             CpioError::Truncated => write!(f, "cpio archive is truncated"),
             CpioError::BadMagic => write!(f, "cpio header lacks the 070701 magic"),
@@ -192,7 +200,9 @@ fn check_path(path: &str) -> Result<(), CpioError> {
             .split('/')
             .any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        return Err(CpioError::BadPath { path: path.to_string() });
+        return Err(CpioError::BadPath {
+            path: path.to_string(),
+        });
     }
     Ok(())
 }
@@ -208,7 +218,10 @@ impl Archive {
         check_path(path)?;
         if let Node::File { data, .. } = &node {
             if u32::try_from(data.len()).is_err() {
-                return Err(CpioError::TooLarge { path: path.to_string(), size: data.len() });
+                return Err(CpioError::TooLarge {
+                    path: path.to_string(),
+                    size: data.len(),
+                });
             }
         }
         let mut parent = String::new();
@@ -223,7 +236,11 @@ impl Archive {
             parent.push_str(c);
             match self.entries.get(&parent) {
                 Some(Node::Dir) => {}
-                Some(_) => return Err(CpioError::Conflict { path: path.to_string() }),
+                Some(_) => {
+                    return Err(CpioError::Conflict {
+                        path: path.to_string(),
+                    })
+                }
                 None => {
                     self.entries.insert(parent.clone(), Node::Dir);
                 }
@@ -235,7 +252,9 @@ impl Archive {
                 Ok(())
             }
             (Some(Node::Dir), Node::Dir) => Ok(()),
-            (Some(_), _) => Err(CpioError::Conflict { path: path.to_string() }),
+            (Some(_), _) => Err(CpioError::Conflict {
+                path: path.to_string(),
+            }),
         }
     }
 
@@ -243,12 +262,22 @@ impl Archive {
         self.add(path, Node::Dir)
     }
 
-    pub fn add_file(&mut self, path: &str, data: Vec<u8>, executable: bool) -> Result<(), CpioError> {
+    pub fn add_file(
+        &mut self,
+        path: &str,
+        data: Vec<u8>,
+        executable: bool,
+    ) -> Result<(), CpioError> {
         self.add(path, Node::File { data, executable })
     }
 
     pub fn add_symlink(&mut self, path: &str, target: &str) -> Result<(), CpioError> {
-        self.add(path, Node::Symlink { target: target.to_string() })
+        self.add(
+            path,
+            Node::Symlink {
+                target: target.to_string(),
+            },
+        )
     }
 
     pub fn add_char_device(&mut self, path: &str, major: u32, minor: u32) -> Result<(), CpioError> {
@@ -268,7 +297,10 @@ impl Archive {
     /// Writes the archive (entries sorted by path, then the trailer) and returns the number
     /// of bytes written. `mtime` is every entry's modification time.
     pub fn write<W: Write>(&self, out: W, mtime: u32) -> Result<u64, CpioError> {
-        let mut out = Counting { inner: out, count: 0 };
+        let mut out = Counting {
+            inner: out,
+            count: 0,
+        };
         for (ino, (path, node)) in (1u32..).zip(&self.entries) {
             let (rdevmajor, rdevminor) = match node {
                 Node::CharDevice { major, minor } => (*major, *minor),
@@ -283,15 +315,20 @@ impl Archive {
                 nlink: if matches!(node, Node::Dir) { 2 } else { 1 },
                 mtime,
                 // Checked in add(): files fit; symlink targets are short.
-                filesize: u32::try_from(data.len())
-                    .map_err(|_| CpioError::TooLarge { path: path.clone(), size: data.len() })?,
+                filesize: u32::try_from(data.len()).map_err(|_| CpioError::TooLarge {
+                    path: path.clone(),
+                    size: data.len(),
+                })?,
                 rdevmajor,
                 rdevminor,
                 ..Header::default()
             };
             write_record(&mut out, header, path, data)?;
         }
-        let trailer = Header { nlink: 1, ..Header::default() };
+        let trailer = Header {
+            nlink: 1,
+            ..Header::default()
+        };
         write_record(&mut out, trailer, TRAILER, &[])?;
         Ok(out.count)
     }
@@ -303,8 +340,9 @@ fn write_record<W: Write>(
     name: &str,
     data: &[u8],
 ) -> Result<(), CpioError> {
-    header.namesize = u32::try_from(name.len() + 1)
-        .map_err(|_| CpioError::BadPath { path: name.to_string() })?;
+    header.namesize = u32::try_from(name.len() + 1).map_err(|_| CpioError::BadPath {
+        path: name.to_string(),
+    })?;
     out.write_all(&header.emit())?;
     out.write_all(name.as_bytes())?;
     out.write_all(&[0])?;
@@ -394,13 +432,17 @@ mod tests {
         let bytes = h.emit();
         assert_eq!(&bytes[..14], b"07070100000007");
         assert_eq!(Header::parse(&bytes).unwrap(), h);
-        assert!(matches!(Header::parse(&bytes[..109]), Err(CpioError::Truncated)));
+        assert!(matches!(
+            Header::parse(&bytes[..109]),
+            Err(CpioError::Truncated)
+        ));
     }
 
     #[test]
     fn parents_come_first_and_layout_is_aligned() {
         let mut a = Archive::new();
-        a.add_file("etc/terra/node.toml", b"x = 1\n".to_vec(), false).unwrap();
+        a.add_file("etc/terra/node.toml", b"x = 1\n".to_vec(), false)
+            .unwrap();
         a.add_symlink("bin/sh", "busybox").unwrap();
         a.add_char_device("dev/console", 5, 1).unwrap();
         a.add_dir("etc").unwrap();
@@ -412,11 +454,21 @@ mod tests {
         let names: Vec<&str> = recs.iter().map(|r| r.name).collect();
         assert_eq!(
             names,
-            ["bin", "bin/sh", "dev", "dev/console", "etc", "etc/terra", "etc/terra/node.toml"]
+            [
+                "bin",
+                "bin/sh",
+                "dev",
+                "dev/console",
+                "etc",
+                "etc/terra",
+                "etc/terra/node.toml"
+            ]
         );
         let inos: Vec<u32> = recs.iter().map(|r| r.header.ino).collect();
         assert_eq!(inos, [1, 2, 3, 4, 5, 6, 7]);
-        assert!(recs.iter().all(|r| r.header.mtime == 42 && r.header.uid == 0));
+        assert!(recs
+            .iter()
+            .all(|r| r.header.mtime == 42 && r.header.uid == 0));
         assert_eq!(recs[1].data, b"busybox");
         assert_eq!(recs[1].header.mode, S_IFLNK | 0o777);
         assert_eq!((recs[3].header.rdevmajor, recs[3].header.rdevminor), (5, 1));
@@ -428,19 +480,34 @@ mod tests {
     fn bad_paths_and_conflicts_are_rejected() {
         let mut a = Archive::new();
         for p in ["", "/etc", "a//b", "a/../b", "./a", "a/", "a\0b"] {
-            assert!(matches!(a.add_dir(p), Err(CpioError::BadPath { .. })), "{p:?}");
+            assert!(
+                matches!(a.add_dir(p), Err(CpioError::BadPath { .. })),
+                "{p:?}"
+            );
         }
         a.add_file("a", vec![], false).unwrap();
-        assert!(matches!(a.add_file("a", vec![], false), Err(CpioError::Conflict { .. })));
-        assert!(matches!(a.add_file("a/b", vec![], false), Err(CpioError::Conflict { .. })));
+        assert!(matches!(
+            a.add_file("a", vec![], false),
+            Err(CpioError::Conflict { .. })
+        ));
+        assert!(matches!(
+            a.add_file("a/b", vec![], false),
+            Err(CpioError::Conflict { .. })
+        ));
         a.add_dir("d").unwrap();
         a.add_dir("d").unwrap();
-        assert!(matches!(a.add_symlink("d", "x"), Err(CpioError::Conflict { .. })));
+        assert!(matches!(
+            a.add_symlink("d", "x"),
+            Err(CpioError::Conflict { .. })
+        ));
     }
 
     #[test]
     fn reader_rejects_garbage() {
         assert!(matches!(read_archive(b""), Err(CpioError::Truncated)));
-        assert!(matches!(read_archive(&[b'0'; 120]), Err(CpioError::BadMagic)));
+        assert!(matches!(
+            read_archive(&[b'0'; 120]),
+            Err(CpioError::BadMagic)
+        ));
     }
 }

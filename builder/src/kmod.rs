@@ -29,7 +29,11 @@ pub enum KmodError {
     /// No kernel version has modules installed.
     NoKernels { root: PathBuf },
     /// The requested kernel version is not installed.
-    UnknownKernel { kver: String, root: PathBuf, available: Vec<String> },
+    UnknownKernel {
+        kver: String,
+        root: PathBuf,
+        available: Vec<String>,
+    },
     /// A modules directory without `modules.dep` (depmod was not run, or it is not one).
     NoIndex { dir: PathBuf },
     /// `--modules-dir` names no kernel version (e.g. `/`) and none was given.
@@ -37,11 +41,19 @@ pub enum KmodError {
     /// An index file could not be read.
     Index { kver: String, err: IndexError },
     /// A requested module is neither in modules.dep nor built in.
-    UnknownModule { name: String, kver: String, dir: PathBuf },
+    UnknownModule {
+        name: String,
+        kver: String,
+        dir: PathBuf,
+    },
     /// A module or firmware file could not be read.
     Read { path: PathBuf, err: std::io::Error },
     /// A compressed module or firmware file did not decompress.
-    Decompress { path: PathBuf, format: &'static str, err: String },
+    Decompress {
+        path: PathBuf,
+        format: &'static str,
+        err: String,
+    },
     /// A module is not a readable ELF file.
     Elf { path: PathBuf, err: ElfError },
 }
@@ -50,7 +62,11 @@ impl fmt::Display for KmodError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KmodError::ListKernels { root, err } => {
-                write!(f, "cannot list kernel versions in {}: {err}", root.display())
+                write!(
+                    f,
+                    "cannot list kernel versions in {}: {err}",
+                    root.display()
+                )
             }
             KmodError::NoKernels { root } => write!(
                 f,
@@ -58,8 +74,16 @@ impl fmt::Display for KmodError {
                  (pass --kver or --modules-dir)",
                 root.display()
             ),
-            KmodError::UnknownKernel { kver, root, available } => {
-                write!(f, "kernel version {kver} has no modules in {}; ", root.display())?;
+            KmodError::UnknownKernel {
+                kver,
+                root,
+                available,
+            } => {
+                write!(
+                    f,
+                    "kernel version {kver} has no modules in {}; ",
+                    root.display()
+                )?;
                 if available.is_empty() {
                     write!(f, "no kernel versions are installed there")
                 } else {
@@ -106,21 +130,25 @@ pub struct KernelSource {
 
 impl Default for KernelSource {
     fn default() -> Self {
-        KernelSource { modules_root: PathBuf::from(MODULES_ROOT), kver: None, modules_dir: None }
+        KernelSource {
+            modules_root: PathBuf::from(MODULES_ROOT),
+            kver: None,
+            modules_dir: None,
+        }
     }
 }
 
 /// Compares kernel versions the way `sort -V` does: digit runs by value, the rest by bytes,
 /// so `6.1.0-10-amd64` is newer than `6.1.0-9-amd64`.
 pub fn version_cmp(a: &str, b: &str) -> Ordering {
-    fn chunks(s: &str) -> Vec<(bool, &str)> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
+    // Runs of digits and of non-digits, as bytes: no char boundaries to respect.
+    fn chunks(s: &str) -> Vec<(bool, &[u8])> {
+        let mut out: Vec<(bool, &[u8])> = Vec::new();
+        for (i, b) in s.as_bytes().iter().enumerate() {
+            let digit = b.is_ascii_digit();
+            match out.last_mut() {
+                Some((d, run)) if *d == digit => *run = &s.as_bytes()[i - run.len()..=i],
+                _ => out.push((digit, &s.as_bytes()[i..=i])),
             }
         }
         out
@@ -128,8 +156,10 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
     let (ca, cb) = (chunks(a), chunks(b));
     for ((da, xa), (db, xb)) in ca.iter().zip(&cb) {
         let ord = if *da && *db {
-            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
-            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
+            let trim =
+                |x: &[u8]| -> Vec<u8> { x.iter().copied().skip_while(|&c| c == b'0').collect() };
+            let (ta, tb) = (trim(xa), trim(xb));
+            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(&tb))
         } else {
             xa.cmp(xb)
         };
@@ -142,11 +172,16 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
 
 /// Kernel versions under `root` that have a `modules.dep`, oldest first.
 pub fn installed_kernels(root: &Path) -> Result<Vec<String>, KmodError> {
-    let entries = std::fs::read_dir(root)
-        .map_err(|err| KmodError::ListKernels { root: root.to_path_buf(), err })?;
+    let entries = std::fs::read_dir(root).map_err(|err| KmodError::ListKernels {
+        root: root.to_path_buf(),
+        err,
+    })?;
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|err| KmodError::ListKernels { root: root.to_path_buf(), err })?;
+        let entry = entry.map_err(|err| KmodError::ListKernels {
+            root: root.to_path_buf(),
+            err,
+        })?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
@@ -209,7 +244,9 @@ impl Kernel {
             (None, None) => {
                 let kver = installed_kernels(&source.modules_root)?
                     .pop()
-                    .ok_or_else(|| KmodError::NoKernels { root: source.modules_root.clone() })?;
+                    .ok_or_else(|| KmodError::NoKernels {
+                        root: source.modules_root.clone(),
+                    })?;
                 let dir = source.modules_root.join(&kver);
                 (kver, dir)
             }
@@ -217,8 +254,10 @@ impl Kernel {
         if !dir.join("modules.dep").is_file() {
             return Err(KmodError::NoIndex { dir });
         }
-        let index = ModuleIndex::load(&dir)
-            .map_err(|err| KmodError::Index { kver: kver.clone(), err })?;
+        let index = ModuleIndex::load(&dir).map_err(|err| KmodError::Index {
+            kver: kver.clone(),
+            err,
+        })?;
         Ok(Kernel { kver, dir, index })
     }
 
@@ -233,22 +272,33 @@ impl Kernel {
                     kver: self.kver.clone(),
                     dir: self.dir.clone(),
                 },
-                err => KmodError::Index { kver: self.kver.clone(), err },
+                err => KmodError::Index {
+                    kver: self.kver.clone(),
+                    err,
+                },
             })
     }
 
     /// Reads one module of the index, decompressed, with the firmware it declares.
     pub fn read_module(&self, name: &str) -> Result<PackedModule, KmodError> {
-        let rel = self.index.path(name).ok_or_else(|| KmodError::UnknownModule {
-            name: name.to_string(),
-            kver: self.kver.clone(),
-            dir: self.dir.clone(),
-        })?;
+        let rel = self
+            .index
+            .path(name)
+            .ok_or_else(|| KmodError::UnknownModule {
+                name: name.to_string(),
+                kver: self.kver.clone(),
+                dir: self.dir.clone(),
+            })?;
         let source = self.dir.join(rel);
-        let raw = std::fs::read(&source).map_err(|err| KmodError::Read { path: source.clone(), err })?;
+        let raw = std::fs::read(&source).map_err(|err| KmodError::Read {
+            path: source.clone(),
+            err,
+        })?;
         let data = decompress(&source, raw)?;
-        let firmware = module_firmware(&data)
-            .map_err(|err| KmodError::Elf { path: source.clone(), err })?;
+        let firmware = module_firmware(&data).map_err(|err| KmodError::Elf {
+            path: source.clone(),
+            err,
+        })?;
         Ok(PackedModule {
             name: terra_init::modindex::normalize(name),
             path: strip_compression(rel).to_string(),
@@ -305,7 +355,11 @@ pub fn decompress(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, KmodError> {
     let Some((_, format)) = SUFFIXES.iter().find(|(s, _)| name.ends_with(s)) else {
         return Ok(bytes);
     };
-    let fail = |err: String| KmodError::Decompress { path: path.to_path_buf(), format, err };
+    let fail = |err: String| KmodError::Decompress {
+        path: path.to_path_buf(),
+        format,
+        err,
+    };
     let mut out = Vec::with_capacity(bytes.len() * 4);
     match *format {
         "xz" => lzma_rs::xz_decompress(&mut bytes.as_slice(), &mut out)
@@ -373,7 +427,11 @@ impl FirmwareSearch {
                     Ok(raw) => {
                         // Only the variants we added a suffix for are compressed: a plain
                         // firmware file may well end in `.gz` and is stored as it is.
-                        let data = if suffix.is_empty() { raw } else { decompress(&path, raw)? };
+                        let data = if suffix.is_empty() {
+                            raw
+                        } else {
+                            decompress(&path, raw)?
+                        };
                         return Ok(Some((path, data)));
                     }
                     Err(e)
@@ -403,9 +461,24 @@ mod tests {
 
     #[test]
     fn versions_sort_like_sort_v() {
-        let mut v = vec!["6.1.0-9-amd64", "6.1.0-10-amd64", "5.19.0", "6.1.0-10-amd64+1", "6.10"];
+        let mut v = vec![
+            "6.1.0-9-amd64",
+            "6.1.0-10-amd64",
+            "5.19.0",
+            "6.1.0-10-amd64+1",
+            "6.10",
+        ];
         v.sort_by(|a, b| version_cmp(a, b));
-        assert_eq!(v, ["5.19.0", "6.1.0-9-amd64", "6.1.0-10-amd64", "6.1.0-10-amd64+1", "6.10"]);
+        assert_eq!(
+            v,
+            [
+                "5.19.0",
+                "6.1.0-9-amd64",
+                "6.1.0-10-amd64",
+                "6.1.0-10-amd64+1",
+                "6.10"
+            ]
+        );
         assert_eq!(version_cmp("6.01", "6.1"), Ordering::Less);
         assert_eq!(version_cmp("6.1", "6.1"), Ordering::Equal);
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use terra_builder::initramfs::{
     self, default_stage0, read_module_list, source_date_epoch, Compression, InitramfsError,
-    InitramfsSpec, DEFAULT_BUSYBOX,
+    InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_ZSTD_LEVEL,
 };
 use terra_builder::kmod::KernelSource;
 
@@ -41,15 +41,16 @@ Options:
       --config PATH       node config, packed as /etc/terra/node.toml
       --module NAME       pack NAME and its dependencies and load it at boot;
                           repeatable, or comma-separated
-      --modules-list FILE like --module for each name in FILE (one per line,
-                          `#` comments); repeatable
+      --modules-list FILE pack each module named in FILE (one per line, `#`
+                          comments); stage0 loads them when a device, the root
+                          filesystem or terra.modules= asks; repeatable
                           (default without --module/--modules-list: the QEMU set,
                           initramfs/qemu.modules)
       --rescue-shell      add busybox as /bin/sh
       --busybox PATH      static busybox for the rescue shell (default /bin/busybox;
                           implies --rescue-shell)
       --firmware-dir DIR  firmware root (default /lib/firmware)
-      --compress C        zstd[:LEVEL], gzip[:LEVEL] or none (default zstd)
+      --compress C        zstd[:1-19], gzip[:1-9] or none (default zstd:{zstd})
   -h, --help              print this help
 
 Environment:
@@ -133,7 +134,10 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => {
-                print!("{INITRAMFS_USAGE}");
+                print!(
+                    "{}",
+                    INITRAMFS_USAGE.replace("{zstd}", &DEFAULT_ZSTD_LEVEL.to_string())
+                );
                 return Ok(());
             }
             Short('o') | Long("output") => output = Some(parser.value()?.into()),
@@ -167,6 +171,7 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
     let mut spec = InitramfsSpec::new(stage0.unwrap_or_else(default_stage0), output);
     spec.kernel = kernel;
     if !modules.is_empty() || !module_lists.is_empty() {
+        spec.load = modules.clone();
         for list in &module_lists {
             modules.extend(read_module_list(list)?);
         }
@@ -185,6 +190,9 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
     let report = initramfs::build(&spec)?;
 
     // Missing firmware only matters on hardware that needs it: warn, grouped by module.
+    if let Some(problem) = &report.config_problem {
+        eprintln!("terra: warning: stage0 will refuse this config at boot: {problem}");
+    }
     let mut missing = report.missing_firmware.iter().peekable();
     while let Some(first) = missing.next() {
         let mut names = vec![first.firmware.as_str()];
@@ -212,6 +220,10 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
 }
 
 fn string(v: OsString, option: &str) -> Result<String, Error> {
-    v.into_string()
-        .map_err(|v| Error::Usage(format!("{option}: {:?} is not valid UTF-8", v.to_string_lossy())))
+    v.into_string().map_err(|v| {
+        Error::Usage(format!(
+            "{option}: {:?} is not valid UTF-8",
+            v.to_string_lossy()
+        ))
+    })
 }

@@ -27,9 +27,16 @@ fn sample() -> Archive {
         let data: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37)).collect();
         a.add_file(&format!("data/len{len}"), data, false).unwrap();
     }
-    a.add_file("init", b"\x7fELF pretend".repeat(1000), true).unwrap();
-    a.add_file("etc/terra/node.toml", b"hostname = \"terra-01\"\n".to_vec(), false).unwrap();
-    a.add_file("bin/busybox", b"#!busybox".to_vec(), true).unwrap();
+    a.add_file("init", b"\x7fELF pretend".repeat(1000), true)
+        .unwrap();
+    a.add_file(
+        "etc/terra/node.toml",
+        b"hostname = \"terra-01\"\n".to_vec(),
+        false,
+    )
+    .unwrap();
+    a.add_file("bin/busybox", b"#!busybox".to_vec(), true)
+        .unwrap();
     a.add_symlink("bin/sh", "busybox").unwrap();
     a.add_symlink("lib64", "/lib").unwrap();
     a.add_char_device("dev/console", 5, 1).unwrap();
@@ -75,7 +82,10 @@ fn gnu_cpio_lists_entries_in_our_order() {
     assert!(line("etc/terra/node.toml").starts_with("-rw-r--r--"));
     assert!(line("sysroot").starts_with("drwxr-xr-x"));
     assert!(line("bin/sh").ends_with("bin/sh -> busybox"));
-    assert!(verbose.lines().all(|l| l.contains(" root     root ")), "{verbose}");
+    assert!(
+        verbose.lines().all(|l| l.contains(" root     root ")),
+        "{verbose}"
+    );
 }
 
 #[test]
@@ -90,7 +100,17 @@ fn gnu_cpio_extracts_identical_contents() {
     drop(f);
 
     // The device node needs CAP_MKNOD; it is checked in the listing test instead.
-    gnu_cpio(&out, &["-idm", "--quiet", "--no-absolute-filenames", "-f", "dev/console"], &img);
+    gnu_cpio(
+        &out,
+        &[
+            "-idm",
+            "--quiet",
+            "--no-absolute-filenames",
+            "-f",
+            "dev/console",
+        ],
+        &img,
+    );
     for path in a.paths() {
         let on_disk = out.join(path);
         match a.get(path).unwrap() {
@@ -100,12 +120,18 @@ fn gnu_cpio_extracts_identical_contents() {
                 assert_eq!(mode & 0o111 != 0, *executable, "{path}: {mode:o}");
             }
             terra_builder::cpio::Node::Symlink { target } => {
-                assert_eq!(std::fs::read_link(&on_disk).unwrap().to_str(), Some(target.as_str()));
+                assert_eq!(
+                    std::fs::read_link(&on_disk).unwrap().to_str(),
+                    Some(target.as_str())
+                );
             }
             terra_builder::cpio::Node::Dir => assert!(on_disk.is_dir(), "{path}"),
             terra_builder::cpio::Node::CharDevice { .. } => {}
         }
     }
-    let mtime = std::fs::metadata(out.join("init")).unwrap().modified().unwrap();
+    let mtime = std::fs::metadata(out.join("init"))
+        .unwrap()
+        .modified()
+        .unwrap();
     assert_eq!(mtime, std::time::UNIX_EPOCH);
 }

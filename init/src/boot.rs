@@ -8,7 +8,7 @@ use crate::config::{BootConfig, ConfigError, NodeConfig, RescueAction};
 use crate::devices::{DeviceError, Devices, Paths};
 use crate::early::{self, EarlyError};
 use crate::layout;
-use crate::report::{uptime_ms, BootReport, Clock, RootReport};
+use crate::report::{peak_rss_kb, uptime_ms, BootReport, Clock, RootReport};
 use crate::rescue::{self, Diagnostics};
 use crate::storage::{self, StorageError};
 use crate::switch::{self, SwitchError};
@@ -130,9 +130,10 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.clock.phase("switch");
     write_report(s, &root, &cfg.init);
     log::info!(
-        "exec {} after {:.1} ms in the initramfs",
+        "exec {} after {:.1} ms in the initramfs (peak RSS {} kB)",
         cfg.init,
-        s.clock.total_ms()
+        s.clock.total_ms(),
+        peak_rss_kb().unwrap_or(0)
     );
     Err(switch::exec_init(&cfg.init).into())
 }
@@ -160,6 +161,7 @@ fn write_report(s: &State, root: &RootReport, init: &str) {
         root,
         init,
         modules,
+        stage0_peak_rss_kb: peak_rss_kb(),
     };
     let result = std::fs::create_dir_all(layout::RUN_TERRA).and_then(|()| {
         let json = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?;

@@ -105,4 +105,18 @@ pub struct BootReport<'a> {
     pub init: &'a str,
     /// Modules loaded, in order.
     pub modules: &'a [String],
+    /// stage0's peak resident memory (VmHWM), kB.
+    pub stage0_peak_rss_kb: Option<u64>,
+}
+
+/// This process's peak resident set size (VmHWM) in kB, from /proc/self/status.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

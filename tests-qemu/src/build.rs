@@ -148,3 +148,24 @@ pub fn artifacts() -> crate::Result<Artifacts> {
         initramfs,
     })
 }
+
+/// Builds the benchmark root's init (static, like stage0). Returns its path.
+pub fn bench_init() -> crate::Result<PathBuf> {
+    let target = if musl_installed() {
+        MUSL
+    } else {
+        "x86_64-unknown-linux-gnu"
+    };
+    run(cargo()
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "stage0",
+            "--target",
+            target,
+        ])
+        .args(["-p", "tests-qemu", "--bin", "bench-init"]))?;
+    Ok(target_dir().join(target).join("stage0/bench-init"))
+}

@@ -98,13 +98,24 @@ impl BtrfsDisk {
         }
     }
 
-    /// Path of the cached image, built on first use (needs root for the loop mount).
+    /// Path of the cached image with demo roots, built on first use (needs root for the
+    /// loop mount).
     pub fn image(&self, busybox: &Path) -> crate::Result<PathBuf> {
+        self.image_with("demo-v1", |dir, subvol| demo_root(dir, busybox, subvol))
+    }
+
+    /// Path of the cached image whose subvolumes `fill(dir, name)` populates; `kind` names
+    /// the content in the cache (change it when the content changes).
+    pub fn image_with(
+        &self,
+        kind: &str,
+        fill: impl Fn(&Path, &str) -> crate::Result<()>,
+    ) -> crate::Result<PathBuf> {
         let _guard = DISK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let dir = lab_dir().join("disks");
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let name = format!(
-            "{}-{}-{}-v1.img",
+            "{}-{}-{}-{kind}.img",
             self.label,
             &self.uuid[..8],
             self.subvolumes.join("+")
@@ -137,7 +148,7 @@ impl BtrfsDisk {
                 run(Command::new("btrfs")
                     .args(["subvolume", "create"])
                     .arg(mnt.join(sv)))?;
-                demo_root(&mnt.join(sv), busybox, sv)?;
+                fill(&mnt.join(sv), sv)?;
             }
             Ok::<(), String>(())
         })();

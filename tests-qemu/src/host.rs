@@ -108,7 +108,14 @@ pub fn ensure() -> crate::Result<()> {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    let mut install = vec![
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "-o",
+        "DPkg::Lock::Timeout=300",
+    ];
     install.extend(missing.iter().copied());
     let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
     if !installed {

@@ -2,6 +2,7 @@
 //! and VMs under a timeout with their serial console captured. `cargo xtask qemu` and the
 //! boot scenarios in `tests/` both stand on it.
 
+pub mod bench;
 pub mod build;
 pub mod disk;
 pub mod elf;

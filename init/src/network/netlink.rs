@@ -1,0 +1,447 @@
+//! Links, addresses and routes over a blocking `NETLINK_ROUTE` socket. The messages are
+//! netlink-packet-route's types; the socket is nix's (no async runtime in stage0). Every
+//! request asks for an ACK, so a refusal comes back as the kernel's errno with the request
+//! named.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
+    RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, recv, sendto, setsockopt, socket, sockopt, AddressFamily as SockFamily, MsgFlags,
+    NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+
+/// A netlink request that failed; `what` names the request and the interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetlinkError {
+    /// e.g. "add address 10.0.2.15/24 on eth0".
+    pub what: String,
+    /// The kernel's (or the socket's) answer.
+    pub errno: Errno,
+}
+
+impl fmt::Display for NetlinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "netlink: {}: {}", self.what, self.errno)
+    }
+}
+
+impl std::error::Error for NetlinkError {}
+
+/// A network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Hardware address (6 bytes for Ethernet).
+    pub mac: Vec<u8>,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Carrier (IFF_LOWER_UP).
+    pub carrier: bool,
+    /// The loopback device.
+    pub loopback: bool,
+    /// An Ethernet-like link (ARPHRD_ETHER), the kind DHCP can run on.
+    pub ether: bool,
+    /// Current MTU.
+    pub mtu: Option<u32>,
+}
+
+impl Link {
+    /// "52:54:00:12:34:56".
+    pub fn mac_string(&self) -> String {
+        format_mac(&self.mac)
+    }
+}
+
+/// "aa:bb:…" for any hardware address.
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// An IPv4 route in the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Destination network.
+    pub destination: Ipv4Addr,
+    /// Destination prefix length (0 = default route).
+    pub prefix: u8,
+    /// Next hop; None for a directly connected (link scope) route.
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface.
+    pub oif: u32,
+    /// The gateway is on the link even though no address's subnet covers it (RTNH_F_ONLINK).
+    pub onlink: bool,
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix == 0 {
+            write!(f, "default")?;
+        } else {
+            write!(f, "{}/{}", self.destination, self.prefix)?;
+        }
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A blocking rtnetlink socket.
+pub struct Netlink {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+/// A receive that takes longer than this means the kernel is not answering.
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Netlink {
+    /// Opens and binds a `NETLINK_ROUTE` socket.
+    pub fn open() -> Result<Self, NetlinkError> {
+        let err = |errno| NetlinkError {
+            what: "open NETLINK_ROUTE socket".into(),
+            errno,
+        };
+        let fd = socket(
+            SockFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )
+        .map_err(err)?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(err)?;
+        setsockopt(
+            &fd,
+            sockopt::ReceiveTimeout,
+            &TimeVal::new(RECV_TIMEOUT.as_secs() as _, 0),
+        )
+        .map_err(err)?;
+        // Dumps of a busy host can be large; 32 KiB per datagram is what the kernel uses.
+        Ok(Netlink {
+            fd,
+            seq: 1,
+            buf: vec![0u8; 32 * 1024],
+        })
+    }
+
+    /// Sends one request and collects the answers until the ACK (or, for a dump, DONE).
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        let err = |errno| NetlinkError {
+            what: what(),
+            errno,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut out = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut out);
+        sendto(
+            self.fd.as_raw_fd(),
+            &out,
+            &NetlinkAddr::new(0, 0),
+            MsgFlags::empty(),
+        )
+        .map_err(err)?;
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut answers = Vec::new();
+        loop {
+            let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Err(err(Errno::ETIMEDOUT)),
+                Err(e) => return Err(err(e)),
+            };
+            let mut data = self.buf.get(..n).unwrap_or_default();
+            while data.len() >= 16 {
+                let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+                if len < 16 || len > data.len() {
+                    return Err(err(Errno::EBADMSG));
+                }
+                let (one, rest) = data.split_at(len);
+                data = rest.get(len.next_multiple_of(4) - len..).unwrap_or_default();
+                let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one) else {
+                    // A message type these crates do not know: not ours to judge.
+                    continue;
+                };
+                if msg.header.sequence_number != seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Error(e) => match e.code {
+                        None => return Ok(answers),
+                        Some(code) => return Err(err(Errno::from_raw(-code.get()))),
+                    },
+                    NetlinkPayload::Done(_) => return Ok(answers),
+                    NetlinkPayload::InnerMessage(m) => {
+                        answers.push(m);
+                        if !dump && flags & NLM_F_ACK == 0 {
+                            return Ok(answers);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Every link.
+    pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+        let answers = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+            &|| "list links".into(),
+        )?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_from(&l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// One link by index.
+    pub fn link(&mut self, index: u32) -> Result<Link, NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let answers = self.request(RouteNetlinkMessage::GetLink(msg), 0, &|| {
+            format!("get link {index}")
+        })?;
+        answers
+            .into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_from(&l)),
+                _ => None,
+            })
+            .ok_or(NetlinkError {
+                what: format!("get link {index}"),
+                errno: Errno::ENODEV,
+            })
+    }
+
+    /// Sets a link up, and its MTU when given.
+    pub fn set_up(&mut self, link: &Link, mtu: Option<u32>) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = link.index;
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        self.request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK, &|| {
+            match mtu {
+                Some(m) => format!("set {} up with mtu {m}", link.name),
+                None => format!("set {} up", link.name),
+            }
+        })
+        .map(drop)
+    }
+
+    /// Waits until `index` has carrier, at most until `deadline`; returns the link as last seen.
+    pub fn wait_carrier(&mut self, index: u32, deadline: Instant) -> Result<Link, NetlinkError> {
+        loop {
+            let link = self.link(index)?;
+            if link.carrier || Instant::now() >= deadline {
+                return Ok(link);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Adds (or replaces) an IPv4 address with its prefix and broadcast address.
+    pub fn add_address(
+        &mut self,
+        link: &Link,
+        address: Ipv4Addr,
+        prefix: u8,
+        broadcast: Option<Ipv4Addr>,
+    ) -> Result<(), NetlinkError> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix;
+        msg.header.index = link.index;
+        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(address)));
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V4(address)));
+        if let Some(b) = broadcast {
+            msg.attributes.push(AddressAttribute::Broadcast(b));
+        }
+        self.request(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            &|| format!("add address {address}/{prefix} on {}", link.name),
+        )
+        .map(drop)
+    }
+
+    /// The IPv4 addresses of a link, with their prefix lengths.
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let answers = self.request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP, &|| {
+            "list addresses".into()
+        })?;
+        let mut out = Vec::new();
+        for m in answers {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
+            if a.header.index != index {
+                continue;
+            }
+            for attr in &a.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
+                    out.push((*ip, a.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds (or replaces) an IPv4 route in the main table.
+    pub fn add_route(&mut self, route: &Route, ifname: &str) -> Result<(), NetlinkError> {
+        let mut msg = RouteMessage::default();
+        msg.header = RouteHeader {
+            address_family: AddressFamily::Inet,
+            destination_prefix_length: route.prefix,
+            table: RouteHeader::RT_TABLE_MAIN,
+            protocol: RouteProtocol::Boot,
+            scope: if route.gateway.is_some() {
+                RouteScope::Universe
+            } else {
+                RouteScope::Link
+            },
+            kind: RouteType::Unicast,
+            flags: if route.onlink {
+                RouteFlags::Onlink
+            } else {
+                RouteFlags::empty()
+            },
+            ..RouteHeader::default()
+        };
+        if route.prefix > 0 {
+            msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(
+                route.destination,
+            )));
+        }
+        if let Some(g) = route.gateway {
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
+        }
+        msg.attributes.push(RouteAttribute::Oif(route.oif));
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            &|| format!("add route {route} dev {ifname}"),
+        )
+        .map(drop)
+    }
+
+    /// The IPv4 unicast routes of the main table.
+    pub fn routes(&mut self) -> Result<Vec<Route>, NetlinkError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        let answers = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP, &|| {
+            "list routes".into()
+        })?;
+        let mut out = Vec::new();
+        for m in answers {
+            let RouteNetlinkMessage::NewRoute(r) = m else {
+                continue;
+            };
+            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.kind != RouteType::Unicast
+            {
+                continue;
+            }
+            let mut route = Route {
+                destination: Ipv4Addr::UNSPECIFIED,
+                prefix: r.header.destination_prefix_length,
+                gateway: None,
+                oif: 0,
+                onlink: r.header.flags.contains(RouteFlags::Onlink),
+            };
+            for attr in &r.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => route.destination = *d,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.gateway = Some(*g),
+                    RouteAttribute::Oif(o) => route.oif = *o,
+                    _ => {}
+                }
+            }
+            out.push(route);
+        }
+        Ok(out)
+    }
+}
+
+fn link_from(m: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: m.header.index,
+        name: String::new(),
+        mac: Vec::new(),
+        up: m.header.flags.contains(LinkFlags::Up),
+        carrier: m.header.flags.contains(LinkFlags::LowerUp),
+        loopback: m.header.flags.contains(LinkFlags::Loopback),
+        ether: m.header.link_layer_type == LinkLayerType::Ether,
+        mtu: None,
+    };
+    for attr in &m.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n.clone(),
+            LinkAttribute::Address(a) => link.mac = a.clone(),
+            LinkAttribute::Mtu(v) => link.mtu = Some(*v),
+            _ => {}
+        }
+    }
+    link
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_display() {
+        let r = Route {
+            destination: Ipv4Addr::UNSPECIFIED,
+            prefix: 0,
+            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            oif: 2,
+            onlink: false,
+        };
+        assert_eq!(r.to_string(), "default via 10.0.2.2");
+        assert_eq!(format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]), "52:54:00:12:34:56");
+    }
+}

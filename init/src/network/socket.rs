@@ -1,0 +1,81 @@
+//! The DHCP client's socket: UDP port 68 bound to one interface.
+//!
+//! Why not AF_PACKET: an unconfigured interface can still send a UDP broadcast when the
+//! socket is bound to it (SO_BINDTODEVICE; the kernel routes 255.255.255.255 out of the bound
+//! device with source 0.0.0.0), and it receives replies that are broadcast, which servers do
+//! when the request has the BROADCAST flag (RFC 2131 §4.1) and QEMU's user networking always
+//! does. So no raw frames, no IP/UDP header building or checksums, no BPF filter and no
+//! `unsafe`; the kernel demultiplexes by interface, so one socket per interface can share
+//! port 68 (SO_REUSEADDR) and the clients run in parallel. The cost: a server that ignores
+//! the BROADCAST flag and unicasts to the offered address is not heard.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+};
+
+use super::dhcp::Transport;
+
+/// UDP port of DHCP clients.
+pub const CLIENT_PORT: u16 = 68;
+/// UDP port of DHCP servers.
+pub const SERVER_PORT: u16 = 67;
+
+/// A UDP socket on port 68 of one interface, sending broadcasts to port 67.
+pub struct UdpTransport {
+    sock: UdpSocket,
+}
+
+impl UdpTransport {
+    /// Binds 0.0.0.0:68 on `ifname`.
+    pub fn bind(ifname: &str) -> Result<Self, Errno> {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // The device first: the port is then shared only with sockets of other devices.
+        setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(ifname))?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        setsockopt(&fd, sockopt::Broadcast, &true)?;
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT)),
+        )?;
+        Ok(UdpTransport {
+            sock: UdpSocket::from(fd),
+        })
+    }
+}
+
+impl Transport for UdpTransport {
+    fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        self.sock
+            .send_to(packet, SocketAddrV4::new(Ipv4Addr::BROADCAST, SERVER_PORT))
+            .map(drop)
+    }
+
+    fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
+        self.sock
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        match self.sock.recv_from(buf) {
+            Ok((n, from)) if from.port() == SERVER_PORT => Ok(Some(n)),
+            // Not from a server port: another client's broadcast, say.
+            Ok(_) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
