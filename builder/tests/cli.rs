@@ -1,6 +1,7 @@
 //! The `terra` binary: usage, exit status and `terra: ` error lines.
 
-use std::path::Path;
+mod common;
+use common::kver;
 use std::process::{Command, Output};
 
 fn terra(args: &[&str]) -> Output {
@@ -13,17 +14,6 @@ fn terra(args: &[&str]) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The newest kernel release under /lib/modules (scripts/setup-host.sh installs one).
-fn kver() -> String {
-    terra_builder::kmod::installed_kernels(Path::new("/lib/modules"))
-        .ok()
-        .and_then(|k| {
-            k.into_iter()
-                .max_by(|a, b| terra_builder::kmod::version_cmp(a, b))
-        })
-        .expect("a kernel with modules under /lib/modules (run scripts/setup-host.sh)")
 }
 
 fn have_kernel() -> bool {

@@ -1,6 +1,8 @@
 //! Whole images built from the host's real kernel modules (Debian's 6.1 kernel on our
 //! machines, DESIGN.md §6) and from a fake modules directory with compressed modules.
 
+mod common;
+use common::kver;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,17 +12,6 @@ use terra_builder::cpio::{read_archive, S_IFMT, S_IFREG};
 use terra_builder::initramfs::{build, Compression, InitramfsError, InitramfsSpec};
 use terra_builder::kmod::{Kernel, KernelSource, KmodError};
 use terra_init::modindex::ModuleIndex;
-
-/// The newest kernel release under /lib/modules.
-fn kver() -> String {
-    terra_builder::kmod::installed_kernels(Path::new("/lib/modules"))
-        .ok()
-        .and_then(|k| {
-            k.into_iter()
-                .max_by(|a, b| terra_builder::kmod::version_cmp(a, b))
-        })
-        .expect("a kernel with modules under /lib/modules (run scripts/setup-host.sh)")
-}
 
 /// The newest installed kernel of the test bed (scripts/setup-host.sh installs one).
 /// Returns an Option only to keep the call sites short: a host without one fails.

@@ -99,24 +99,7 @@ pub fn ensure_peers() -> crate::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    if !crate::host::nix_is_root() {
-        return Err(format!(
-            "run: sudo apt-get install -y {}",
-            missing.join(" ")
-        ));
-    }
-    run(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "-o",
-            "DPkg::Lock::Timeout=300",
-        ])
-        .args(&missing))
-    .map(drop)
+    crate::host::apt_install(&missing)
 }
 
 /// The benchmark root: label `os`, subvolume `os`, `/sbin/init` = bench-init, plus what

@@ -35,38 +35,36 @@ fn musl_installed() -> bool {
 /// Builds stage0 with the size-tuned `stage0` profile, statically: for musl, or, when that
 /// target cannot be installed, for glibc with crt-static. Returns the binary's path.
 pub fn stage0() -> crate::Result<PathBuf> {
-    if musl_installed() {
-        run(cargo().args([
-            "build",
-            "--quiet",
-            "--profile",
-            "stage0",
-            "--target",
-            MUSL,
-            "-p",
-            "terra-init",
-            "--bin",
-            "stage0",
-        ]))?;
-        return Ok(target_dir().join(MUSL).join("stage0/stage0"));
-    }
-    eprintln!("lab: rust target {MUSL} is not installed (rustup target add {MUSL}); building static glibc");
-    let gnu = "x86_64-unknown-linux-gnu";
-    run(cargo()
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    static_bin("terra-init", "stage0")
+}
+
+/// Builds the benchmark root's init (static, like stage0). Returns its path.
+pub fn bench_init() -> crate::Result<PathBuf> {
+    static_bin("tests-qemu", "bench-init")
+}
+
+/// Builds a static binary with the `stage0` profile; see [`stage0`].
+fn static_bin(package: &str, bin: &str) -> crate::Result<PathBuf> {
+    let mut cmd = cargo();
+    let target = if musl_installed() {
+        MUSL
+    } else {
+        eprintln!("lab: rust target {MUSL} is not installed (rustup target add {MUSL}); building static glibc");
+        // Only here: RUSTFLAGS changes every crate's fingerprint, so musl builds go without.
+        cmd.env("RUSTFLAGS", "-C target-feature=+crt-static");
+        "x86_64-unknown-linux-gnu"
+    };
+    run(cmd
         .args([
             "build",
             "--quiet",
             "--profile",
             "stage0",
             "--target",
-            gnu,
-            "-p",
-            "terra-init",
-            "--bin",
-            "stage0",
-        ]))?;
-    Ok(target_dir().join(gnu).join("stage0/stage0"))
+            target,
+        ])
+        .args(["-p", package, "--bin", bin]))?;
+    Ok(target_dir().join(target).join("stage0").join(bin))
 }
 
 /// Builds the terra CLI (release). Returns its path.
@@ -147,25 +145,4 @@ pub fn artifacts() -> crate::Result<Artifacts> {
         terra,
         initramfs,
     })
-}
-
-/// Builds the benchmark root's init (static, like stage0). Returns its path.
-pub fn bench_init() -> crate::Result<PathBuf> {
-    let target = if musl_installed() {
-        MUSL
-    } else {
-        "x86_64-unknown-linux-gnu"
-    };
-    run(cargo()
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            "stage0",
-            "--target",
-            target,
-        ])
-        .args(["-p", "tests-qemu", "--bin", "bench-init"]))?;
-    Ok(target_dir().join(target).join("stage0/bench-init"))
 }

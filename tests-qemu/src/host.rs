@@ -90,16 +90,26 @@ pub fn ensure() -> crate::Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
+    apt_install(&missing)?;
+    let still = missing_packages();
+    if !still.is_empty() {
+        return Err(format!("still missing after apt-get: {}", still.join(" ")));
+    }
+    Ok(())
+}
+
+/// Installs Debian packages with apt-get when root; otherwise fails with the command to run.
+pub fn apt_install(packages: &[&str]) -> crate::Result<()> {
     let line = format!(
         "apt-get install -y --no-install-recommends {}",
-        missing.join(" ")
+        packages.join(" ")
     );
     if !nix_is_root() {
         return Err(format!(
-            "the lab needs Debian packages that are missing; run:\n  sudo apt-get update && sudo {line}"
+            "Debian packages are missing; run:\n  sudo apt-get update && sudo {line}"
         ));
     }
-    eprintln!("lab: installing {}", missing.join(" "));
+    eprintln!("lab: installing {}", packages.join(" "));
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
@@ -108,26 +118,17 @@ pub fn ensure() -> crate::Result<()> {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    let mut install = vec![
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "-o",
-        "DPkg::Lock::Timeout=300",
-    ];
-    install.extend(missing.iter().copied());
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(["-o", "DPkg::Lock::Timeout=300"]);
+    install.extend(packages.iter().copied());
     let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
-    if !installed {
-        return Err(format!(
-            "apt-get could not install the lab's packages; try: {line}"
-        ));
+    if installed {
+        Ok(())
+    } else {
+        Err(format!(
+            "apt-get could not install the packages; try: {line}"
+        ))
     }
-    let still = missing_packages();
-    if !still.is_empty() {
-        return Err(format!("still missing after apt-get: {}", still.join(" ")));
-    }
-    Ok(())
 }
 
 /// Whether we run as root (loop mounts and apt need it).
