@@ -1,9 +1,16 @@
 //! terra, the builder: turns a kernel's modules, stage0 and a node config into boot
 //! artifacts. The `terra` binary is a thin argument parser over this library.
 
+pub mod bootargs;
 pub mod cpio;
 pub mod elf;
 pub mod initramfs;
+pub mod install;
+pub mod iso;
+pub mod kernel;
 pub mod kmod;
+pub mod oci;
+pub mod pxe;
+pub mod tool;
 
 pub use initramfs::{build, BuildReport, Compression, InitramfsError, InitramfsSpec};

@@ -9,7 +9,14 @@ use terra_builder::initramfs::{
     self, default_stage0, read_module_list, source_date_epoch, Compression, InitramfsError,
     InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_ZSTD_LEVEL,
 };
+use terra_builder::iso::{self, IsoSpec};
+use terra_builder::kernel::{self, KernelSpec};
+use terra_builder::pxe::{self, PxeSpec};
 use terra_builder::kmod::KernelSource;
+
+// `terra image` and `terra install`, kept beside the library code they drive.
+#[path = "oci/cli.rs"]
+mod oci_cli;
 
 const USAGE: &str = "\
 terra — builds Terra boot artifacts
@@ -18,6 +25,12 @@ Usage: terra <command> [options]
 
 Commands:
   initramfs    build an initramfs image (see `terra initramfs --help`)
+  kernel       build a kernel from kernel-config/ fragments (see `terra kernel --help`)
+  iso          build a hybrid BIOS/UEFI boot ISO (see `terra iso --help`)
+  pxe          write a TFTP/HTTP tree for iPXE and pxelinux (see `terra pxe --help`)
+  image        pull and unpack OCI images (see `terra image --help`)
+  install      make node.toml's btrfs disks and install an image as the root
+               (see `terra install --help`)
 
 Options:
   -h, --help       print this help
@@ -57,11 +70,71 @@ Environment:
   SOURCE_DATE_EPOCH       modification time of every entry (default 0)
 ";
 
+const KERNEL_USAGE: &str = "\
+terra kernel — build a kernel from configuration fragments
+
+Usage: terra kernel --source DIR [--fragment F]... -o OUT
+
+Merges the fragments, in order, onto `make defconfig`, runs `make olddefconfig` and fails
+naming every requested option the kernel dropped; then builds bzImage and modules.
+
+Options:
+      --source DIR      unpacked kernel source tree (left clean: objects go to OUT/build)
+      --fragment F      configuration fragment (.config syntax); repeatable
+  -o, --output OUT      output directory: config, bzImage, lib/modules/<kver>/, build/
+      --check-only      stop after olddefconfig and the check (no compilation)
+  -j, --jobs N          parallel make jobs (default: the number of CPUs)
+  -h, --help            print this help
+
+Environment:
+  SOURCE_DATE_EPOCH       the kernel's build timestamp (KBUILD_BUILD_TIMESTAMP)
+";
+
+const ISO_USAGE: &str = "\
+terra iso — build a hybrid ISO that boots under BIOS and UEFI (GRUB)
+
+Usage: terra iso --kernel K --initramfs I [options] -o OUT
+
+Options:
+      --kernel K        kernel image
+      --initramfs I     initramfs image
+      --cmdline ARGS    extra kernel arguments (after the consoles and the node's)
+      --node FILE       add this node.toml's kernel arguments (hostname=, version=, …)
+      --label L         ISO 9660 volume label (default TERRA)
+  -o, --output OUT      the image to write
+  -h, --help            print this help
+
+The consoles are VGA and ttyS0 (115200 baud); GRUB boots without a menu delay.
+
+Environment:
+  SOURCE_DATE_EPOCH     every timestamp on the image (default 0): same inputs, same bytes
+";
+
+const PXE_USAGE: &str = "\
+terra pxe — write a network boot tree (iPXE and pxelinux, BIOS and UEFI)
+
+Usage: terra pxe --kernel K --initramfs I [--node node.toml]... [options] -o DIR
+
+Writes DIR/vmlinuz, DIR/initrd.img, DIR/boot.ipxe (point DHCP's boot file or iPXE at
+it), DIR/<mac>.ipxe and DIR/pxelinux.cfg/01-<mac> per node, and pxelinux.cfg/default.
+A machine whose MAC has no entry boots the default entry.
+
+Options:
+      --kernel K        kernel image (copied to DIR/vmlinuz)
+      --initramfs I     initramfs image (copied to DIR/initrd.img)
+      --node FILE       a node.toml with `mac`; its entry gets the node's kernel
+                        arguments (hostname=, version=, [boot] …); repeatable
+      --cmdline ARGS    extra kernel arguments for every entry
+  -o, --output DIR      the tree's directory
+  -h, --help            print this help
+";
+
 #[derive(Debug)]
 enum Error {
     Args(lexopt::Error),
     Usage(String),
     Build(InitramfsError),
+    Artifact(Box<dyn std::error::Error>),
 }
 
 impl fmt::Display for Error {
@@ -70,6 +143,7 @@ impl fmt::Display for Error {
             Error::Args(e) => write!(f, "{e} (see `terra --help`)"),
             Error::Usage(e) => write!(f, "{e}"),
             Error::Build(e) => write!(f, "{e}"),
+            Error::Artifact(e) => write!(f, "{e}"),
         }
     }
 }
@@ -109,6 +183,15 @@ fn run() -> Result<(), Error> {
             Ok(())
         }
         Some(Value(cmd)) if cmd == "initramfs" => cmd_initramfs(&mut parser),
+        Some(Value(cmd)) if cmd == "kernel" => cmd_kernel(&mut parser),
+        Some(Value(cmd)) if cmd == "iso" => cmd_iso(&mut parser),
+        Some(Value(cmd)) if cmd == "pxe" => cmd_pxe(&mut parser),
+        Some(Value(cmd)) if cmd == "image" => {
+            oci_cli::cmd_image(&mut parser).map_err(Error::Artifact)
+        }
+        Some(Value(cmd)) if cmd == "install" => {
+            oci_cli::cmd_install(&mut parser).map_err(Error::Artifact)
+        }
         Some(Value(cmd)) => Err(Error::Usage(format!(
             "unknown command {:?} (see `terra --help`)",
             cmd.to_string_lossy()
@@ -215,6 +298,157 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
         report.uncompressed_bytes,
         report.compressed_bytes,
         report.compression,
+    );
+    Ok(())
+}
+
+fn artifact(e: impl std::error::Error + 'static) -> Error {
+    Error::Artifact(Box::new(e))
+}
+
+fn cmd_kernel(parser: &mut lexopt::Parser) -> Result<(), Error> {
+    use lexopt::prelude::*;
+    let mut source: Option<PathBuf> = None;
+    let mut fragments: Vec<PathBuf> = Vec::new();
+    let mut output: Option<PathBuf> = None;
+    let mut check_only = false;
+    let mut jobs: Option<usize> = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{KERNEL_USAGE}");
+                return Ok(());
+            }
+            Long("source") => source = Some(parser.value()?.into()),
+            Long("fragment") => fragments.push(parser.value()?.into()),
+            Short('o') | Long("output") => output = Some(parser.value()?.into()),
+            Long("check-only") => check_only = true,
+            Short('j') | Long("jobs") => jobs = Some(parser.value()?.parse()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let missing = |what: &str| {
+        Error::Usage(format!(
+            "kernel: missing {what} (see `terra kernel --help`)"
+        ))
+    };
+    let mut spec = KernelSpec::new(
+        source.ok_or_else(|| missing("--source DIR"))?,
+        fragments,
+        output.ok_or_else(|| missing("-o OUT"))?,
+    );
+    spec.check_only = check_only;
+    if let Some(j) = jobs {
+        spec.jobs = j;
+    }
+    if let Some(epoch) = std::env::var_os("SOURCE_DATE_EPOCH") {
+        spec.source_date_epoch = Some(u64::from(source_date_epoch(Some(&epoch))?));
+    }
+    let start = std::time::Instant::now();
+    let report = kernel::build(&spec).map_err(artifact)?;
+    match (&report.bzimage, &report.kver) {
+        (Some(bz), Some(kver)) => println!(
+            "terra: built kernel {kver} in {:.0} s: {} ({} bytes), modules in {}",
+            start.elapsed().as_secs_f64(),
+            bz.display(),
+            std::fs::metadata(bz).map(|m| m.len()).unwrap_or(0),
+            spec.output.join("lib/modules").join(kver).display()
+        ),
+        _ => println!(
+            "terra: {} requested options hold after olddefconfig; configuration in {}",
+            report.requested,
+            report.config.display()
+        ),
+    }
+    Ok(())
+}
+
+fn cmd_iso(parser: &mut lexopt::Parser) -> Result<(), Error> {
+    use lexopt::prelude::*;
+    let (mut kernel, mut initrd, mut output) = (None, None, None);
+    let mut spec = IsoSpec::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{ISO_USAGE}");
+                return Ok(());
+            }
+            Long("kernel") => kernel = Some(PathBuf::from(parser.value()?)),
+            Long("initramfs") => initrd = Some(PathBuf::from(parser.value()?)),
+            Long("cmdline") => {
+                let v = string(parser.value()?, "--cmdline")?;
+                spec.cmdline = [spec.cmdline, v].join(" ").trim().to_string();
+            }
+            Long("node") => spec.node = Some(parser.value()?.into()),
+            Long("label") => spec.label = string(parser.value()?, "--label")?,
+            Short('o') | Long("output") => output = Some(PathBuf::from(parser.value()?)),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let missing =
+        |what: &str| Error::Usage(format!("iso: missing {what} (see `terra iso --help`)"));
+    spec.kernel = kernel.ok_or_else(|| missing("--kernel K"))?;
+    spec.initramfs = initrd.ok_or_else(|| missing("--initramfs I"))?;
+    spec.output = output.ok_or_else(|| missing("-o OUT"))?;
+    spec.source_date_epoch = u64::from(source_date_epoch(
+        std::env::var_os("SOURCE_DATE_EPOCH").as_deref(),
+    )?);
+    let start = std::time::Instant::now();
+    let report = iso::build(&spec).map_err(artifact)?;
+    println!(
+        "terra: wrote {} ({} bytes, label {}) in {:.1} s; kernel arguments: {}",
+        spec.output.display(),
+        report.bytes,
+        spec.label,
+        start.elapsed().as_secs_f64(),
+        report.cmdline
+    );
+    Ok(())
+}
+
+fn cmd_pxe(parser: &mut lexopt::Parser) -> Result<(), Error> {
+    use lexopt::prelude::*;
+    let (mut kernel, mut initrd, mut output) = (None, None, None);
+    let mut nodes = Vec::new();
+    let mut cmdline = String::new();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{PXE_USAGE}");
+                return Ok(());
+            }
+            Long("kernel") => kernel = Some(PathBuf::from(parser.value()?)),
+            Long("initramfs") => initrd = Some(PathBuf::from(parser.value()?)),
+            Long("node") => nodes.push(PathBuf::from(parser.value()?)),
+            Long("cmdline") => {
+                let v = string(parser.value()?, "--cmdline")?;
+                cmdline = [cmdline, v].join(" ").trim().to_string();
+            }
+            Short('o') | Long("output") => output = Some(PathBuf::from(parser.value()?)),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let missing =
+        |what: &str| Error::Usage(format!("pxe: missing {what} (see `terra pxe --help`)"));
+    let spec = PxeSpec {
+        kernel: kernel.ok_or_else(|| missing("--kernel K"))?,
+        initramfs: initrd.ok_or_else(|| missing("--initramfs I"))?,
+        nodes,
+        cmdline,
+        output: output.ok_or_else(|| missing("-o DIR"))?,
+    };
+    let report = pxe::build(&spec).map_err(artifact)?;
+    for path in &report.removed {
+        println!("terra: removed stale entry {}", path.display());
+    }
+    for n in &report.nodes {
+        println!("terra: {} ({}): {}", n.mac, n.node.display(), n.args.join(" "));
+    }
+    println!(
+        "terra: wrote {}: {} node entries and the default ({})",
+        spec.output.display(),
+        report.nodes.len(),
+        report.default_args.join(" ")
     );
     Ok(())
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use crate::config::{BootConfig, ConfigError, NodeConfig, RescueAction};
 use crate::devices::{DeviceError, Devices, Paths};
 use crate::early::{self, EarlyError};
+use crate::iscsi::{self, target::Plan, IscsiError};
 use crate::layout;
+use crate::network::{self, NetConfig, NetworkError};
 use crate::report::{peak_rss_kb, uptime_ms, BootReport, Clock, RootReport};
 use crate::rescue::{self, Diagnostics};
 use crate::storage::{self, StorageError};
@@ -22,6 +24,10 @@ pub enum Failure {
     Config(ConfigError),
     /// Phase devices.
     Devices(DeviceError),
+    /// Phase network.
+    Network(NetworkError),
+    /// Phase iscsi.
+    Iscsi(IscsiError),
     /// Phase storage.
     Storage(StorageError),
     /// Phases root and switch.
@@ -34,6 +40,8 @@ impl fmt::Display for Failure {
             Failure::Early(e) => e.fmt(f),
             Failure::Config(e) => e.fmt(f),
             Failure::Devices(e) => e.fmt(f),
+            Failure::Network(e) => e.fmt(f),
+            Failure::Iscsi(e) => e.fmt(f),
             Failure::Storage(e) => e.fmt(f),
             Failure::Switch(e) => e.fmt(f),
         }
@@ -47,7 +55,7 @@ macro_rules! from_error {
         }
     )*};
 }
-from_error!(EarlyError => Early, ConfigError => Config, DeviceError => Devices, StorageError => Storage, SwitchError => Switch);
+from_error!(EarlyError => Early, ConfigError => Config, DeviceError => Devices, NetworkError => Network, IscsiError => Iscsi, StorageError => Storage, SwitchError => Switch);
 
 /// What the boot has learnt so far; rescue reports from it.
 struct State {
@@ -78,7 +86,8 @@ pub fn run() -> ! {
         timings: s.clock.summary(),
         ..Default::default()
     };
-    if let Some(d) = &s.devices {
+    if let Some(d) = &mut s.devices {
+        d.finish_preloads();
         diag.blocks = d.block_summary();
         diag.loaded = d.loaded.clone();
         diag.failed = d.failed.clone();
@@ -93,6 +102,8 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
 
     s.phase = "config";
     let cfg = load_config()?;
+    let iscsi_plan = load_iscsi(&cfg)?;
+    let net = load_network(&cfg, iscsi_plan.is_some())?;
     if cfg.debug {
         log::set_max_level(log::LevelFilter::Debug);
     }
@@ -112,10 +123,40 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         .map(str::to_string)
         .collect();
     forced.extend(cfg.modules.iter().cloned());
-    let devices = s
-        .devices
-        .insert(Devices::start(Paths::system(&kver), &forced)?);
+    // With one CPU a parallel load only competes with finding the disk; with more it hides
+    // the root filesystem module's load time behind device discovery.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let preload = (cpus > 1).then(|| cfg.expected_fs_module());
+    let devices = s.devices.insert(Devices::start(
+        Paths::system(&kver),
+        &forced,
+        preload.as_deref(),
+    )?);
     s.clock.phase("devices");
+
+    // Only when something needs it: a boot without a network need never touches a NIC.
+    let mut net_report = None;
+    if let Some(net) = &net {
+        s.phase = "network";
+        net_report = Some(network::bring_up(
+            net,
+            &mut |d| devices.pump(d),
+            &network::Handoff::system(),
+        )?);
+        s.clock.phase("network");
+    }
+
+    if let Some(mut plan) = iscsi_plan {
+        s.phase = "iscsi";
+        if plan.from_dhcp {
+            let paths = net_report.iter().flat_map(|r| &r.configured);
+            for root_path in paths.filter_map(|c| c.lease.root_path.as_deref()) {
+                iscsi::target::add_root_path(&mut plan, &cfg.node.iscsi, root_path)?;
+            }
+        }
+        iscsi::attach(&plan, devices)?;
+        s.clock.phase("iscsi");
+    }
 
     s.phase = "storage";
     let root = storage::mount_root(&cfg, devices)?;
@@ -125,6 +166,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     switch::check_root(Path::new(layout::SYSROOT), &cfg.init)?;
     s.clock.phase("root");
 
+    set_hostname(&cfg);
     s.phase = "switch";
     switch::enter_root()?;
     s.clock.phase("switch");
@@ -138,10 +180,52 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     Err(switch::exec_init(&cfg.init).into())
 }
 
+/// `hostname=` (Terra OS's key, the last one wins) or node.toml's `hostname`, set before
+/// the switch so the real init starts with it and a configured name beats one from DHCP.
+/// Best effort: a name the kernel refuses is logged, not fatal.
+fn set_hostname(cfg: &BootConfig) {
+    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
+    let from_cmdline = crate::cmdline::split(&String::from_utf8_lossy(&cmdline))
+        .into_iter()
+        .filter(|p| p.key == "hostname")
+        .filter_map(|p| p.value)
+        .filter(|v| !v.is_empty())
+        .last();
+    let Some(name) = from_cmdline.or_else(|| cfg.node.hostname.clone()) else {
+        return;
+    };
+    match nix::unistd::sethostname(&name) {
+        Ok(()) => log::info!("hostname {name}"),
+        Err(e) => log::warn!("cannot set hostname {name:?}: {e}"),
+    }
+}
+
 fn load_config() -> Result<BootConfig, ConfigError> {
     let node = NodeConfig::load(Path::new(layout::NODE_CONFIG_ABS))?;
     let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
     BootConfig::resolve(node, &String::from_utf8_lossy(&cmdline))
+}
+
+/// The network phase's task, from node.toml and the command line; None when nothing needs
+/// the network. iSCSI needs it: then it is as if `rd.neednet=1` were given.
+fn load_network(cfg: &BootConfig, iscsi: bool) -> Result<Option<NetConfig>, ConfigError> {
+    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
+    let mut line = String::from_utf8_lossy(&cmdline).into_owned();
+    if iscsi {
+        line.push_str(" rd.neednet=1");
+    }
+    network::ipconfig::resolve(&cfg.node.network, cfg.node.hostname.as_deref(), &line)
+}
+
+/// The iscsi phase's task: targets from node.toml, the command line or the iBFT; None
+/// when there is no iSCSI root.
+fn load_iscsi(cfg: &BootConfig) -> Result<Option<Plan>, ConfigError> {
+    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
+    iscsi::target::plan(
+        &cfg.node.iscsi,
+        &String::from_utf8_lossy(&cmdline),
+        Path::new("/sys/firmware/ibft"),
+    )
 }
 
 /// Writes /run/terra/boot.json (now inside the real root's /run). Best effort: a report

@@ -25,6 +25,12 @@ pub struct NodeConfig {
     /// How stage0 boots this node.
     #[serde(default)]
     pub boot: BootSection,
+    /// `[network]`: interfaces, DNS and the phase's bound (network phase).
+    #[serde(default)]
+    pub network: crate::network::NetworkSection,
+    /// `[iscsi]`: initiator name and targets (iscsi phase).
+    #[serde(default)]
+    pub iscsi: crate::iscsi::target::IscsiSection,
 }
 
 /// A btrfs disk group.
@@ -232,7 +238,8 @@ impl NodeConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Node {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            // The parser quotes the offending line: never one holding a CHAP secret.
+            message: crate::iscsi::target::redact_toml_error(&e.to_string()),
         })
     }
 
@@ -353,6 +360,14 @@ impl BootConfig {
             debug,
             node,
         })
+    }
+
+    /// The module (alias) of the root's filesystem as far as it is known before the device is
+    /// found: `rootfstype=`, else btrfs, the filesystem of Terra's layout. stage0 starts
+    /// loading it early; when the guess is wrong (and the module is packed at all) the cost
+    /// is a module loaded in parallel for nothing.
+    pub fn expected_fs_module(&self) -> String {
+        format!("fs-{}", self.rootfstype.as_deref().unwrap_or("btrfs"))
     }
 
     /// Mount options for the root: `rootflags=` plus, for btrfs, the subvolume unless

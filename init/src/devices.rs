@@ -44,8 +44,8 @@ impl std::error::Error for DeviceError {}
 pub struct Paths {
     /// `/lib/modules/<kver>`
     pub modules: PathBuf,
-    /// `/sys/devices`
-    pub sys_devices: PathBuf,
+    /// `/sys` (coldplug reads `bus/*/devices/*/modalias` and `devices/system/cpu/modalias`)
+    pub sys: PathBuf,
     /// `/sys/class/block`
     pub sys_block: PathBuf,
     /// `/dev`
@@ -57,7 +57,7 @@ impl Paths {
     pub fn system(kver: &str) -> Self {
         Paths {
             modules: Path::new(crate::layout::MODULES_DIR_ABS).join(kver),
-            sys_devices: "/sys/devices".into(),
+            sys: "/sys".into(),
             sys_block: "/sys/class/block".into(),
             dev: "/dev".into(),
         }
@@ -81,12 +81,20 @@ pub struct Devices {
     pub blocks: BTreeMap<String, Identity>,
     /// Block devices that could not be read, with the reason.
     pub unreadable: BTreeMap<String, String>,
+    preloads: Vec<Preload>,
 }
+
+/// A thread loading modules in order; it yields each module with how its load went.
+type Preload = std::thread::JoinHandle<Vec<(String, Result<(), String>)>>;
 
 impl Devices {
     /// Binds the uevent socket first (so nothing that appears during coldplug is missed),
-    /// then loads the forced modules and coldplugs.
-    pub fn start(paths: Paths, forced: &[String]) -> Result<Self, DeviceError> {
+    /// starts loading `preload` on a thread, then loads the forced modules and coldplugs.
+    pub fn start(
+        paths: Paths,
+        forced: &[String],
+        preload: Option<&str>,
+    ) -> Result<Self, DeviceError> {
         let uevent = open_uevent_socket().map_err(DeviceError::Uevent)?;
         let index = ModuleIndex::load(&paths.modules).map_err(DeviceError::Index)?;
         let mut devices = Devices {
@@ -100,7 +108,11 @@ impl Devices {
             unmatched: 0,
             blocks: BTreeMap::new(),
             unreadable: BTreeMap::new(),
+            preloads: Vec::new(),
         };
+        if let Some(p) = preload {
+            devices.preload(p);
+        }
         for m in forced {
             devices.load(m);
         }
@@ -169,10 +181,60 @@ impl Devices {
         ok || self.loaded.iter().any(|l| l == module)
     }
 
-    /// Loads modules for every modalias under /sys/devices.
+    /// Starts loading `name` (a module or alias, with its load order) on a thread of its own,
+    /// so that a slow module — btrfs takes about a second to load under TCG — loads while
+    /// the devices it will mount are still being found. Modules it takes on are skipped by
+    /// [`Devices::load`]; [`Devices::finish_preloads`] waits for them.
+    pub fn preload(&mut self, name: &str) {
+        let mut jobs = Vec::new();
+        for module in self.index.resolve(name) {
+            for m in self.index.load_order(&module).unwrap_or_default() {
+                if let Some(rel) = self.index.path(&m) {
+                    if self.attempted.insert(m.clone()) {
+                        jobs.push((m, self.paths.modules.join(rel)));
+                    }
+                }
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        log::debug!("preloading {name}");
+        self.preloads.push(std::thread::spawn(move || {
+            jobs.into_iter()
+                .map(|(m, path)| {
+                    let start = Instant::now();
+                    let r = insmod(&path);
+                    log::debug!(
+                        "preloaded {m} in {:.1} ms",
+                        start.elapsed().as_secs_f64() * 1000.0
+                    );
+                    (m, r)
+                })
+                .collect()
+        }));
+    }
+
+    /// Waits for the modules started by [`Devices::preload`] and records how they went.
+    pub fn finish_preloads(&mut self) {
+        for handle in std::mem::take(&mut self.preloads) {
+            // With panic=abort a panicking thread ends the process, so join only fails in tests.
+            for (m, result) in handle.join().unwrap_or_default() {
+                match result {
+                    Ok(()) => self.loaded.push(m),
+                    Err(e) => {
+                        log::debug!("module {m}: {e}");
+                        self.failed.push((m, e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads modules for every modalias of a device on a bus.
     pub fn coldplug(&mut self) {
         let mut aliases = Vec::new();
-        collect_modaliases(&self.paths.sys_devices, &mut aliases, 0);
+        collect_modaliases(&self.paths.sys, &mut aliases);
         for alias in aliases {
             self.on_modalias(&alias);
         }
@@ -345,25 +407,30 @@ pub fn uevent_modalias(msg: &[u8]) -> Option<String> {
         .find_map(|v| std::str::from_utf8(v).ok().map(str::to_string))
 }
 
-/// Collects `modalias` files below `dir` without following symlinks (sysfs is full of
-/// them, and following them would loop).
-fn collect_modaliases(dir: &Path, out: &mut Vec<String>, depth: usize) {
-    if depth > 32 {
-        return;
+/// Collects the modalias of every device on a bus, plus the CPU's (which hangs off the
+/// cpu subsystem itself). Every device that has a modalias is on a bus, and the bus lists
+/// are a few dozen symlinks, where a walk of /sys/devices visits thousands of entries
+/// (about 250 ms under TCG).
+fn collect_modaliases(sys: &Path, out: &mut Vec<String>) {
+    let mut files = vec![sys.join("devices/system/cpu/modalias")];
+    for bus in fs::read_dir(sys.join("bus"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for dev in fs::read_dir(bus.path().join("devices"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            files.push(dev.path().join("modalias"));
+        }
     }
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.filter_map(|e| e.ok()) {
-        let Ok(ft) = entry.file_type() else { continue };
-        if ft.is_dir() {
-            collect_modaliases(&entry.path(), out, depth + 1);
-        } else if ft.is_file() && entry.file_name() == "modalias" {
-            if let Ok(s) = fs::read_to_string(entry.path()) {
-                let s = s.trim();
-                if !s.is_empty() {
-                    out.push(s.to_string());
-                }
+    for file in files {
+        if let Ok(s) = fs::read_to_string(&file) {
+            let s = s.trim();
+            if !s.is_empty() {
+                out.push(s.to_string());
             }
         }
     }
@@ -387,19 +454,36 @@ mod tests {
     }
 
     #[test]
-    fn coldplug_walk_finds_modaliases_without_following_links() {
-        let dir = tempfile::tempdir().unwrap();
-        let dev = dir.path().join("pci0000:00/0000:00:04.0");
+    fn coldplug_reads_bus_devices_and_the_cpu() {
+        let sys = tempfile::tempdir().unwrap();
+        let s = sys.path();
+        let dev = s.join("devices/pci0000:00/0000:00:04.0");
         fs::create_dir_all(&dev).unwrap();
         fs::write(
             dev.join("modalias"),
             "pci:v00001AF4d00001001sv0sd0bc01sc00i00\n",
         )
         .unwrap();
-        std::os::unix::fs::symlink(dir.path(), dev.join("subsystem")).unwrap();
+        let nodev = s.join("devices/pci0000:00/0000:00:00.0");
+        fs::create_dir_all(&nodev).unwrap();
+        fs::create_dir_all(s.join("bus/pci/devices")).unwrap();
+        std::os::unix::fs::symlink(&dev, s.join("bus/pci/devices/0000:00:04.0")).unwrap();
+        std::os::unix::fs::symlink(&nodev, s.join("bus/pci/devices/0000:00:00.0")).unwrap();
+        fs::create_dir_all(s.join("devices/system/cpu")).unwrap();
+        fs::write(
+            s.join("devices/system/cpu/modalias"),
+            "cpu:type:x86,ven0000fam0006mod003F:feature:,0000\n",
+        )
+        .unwrap();
         let mut out = Vec::new();
-        collect_modaliases(dir.path(), &mut out, 0);
-        assert_eq!(out, vec!["pci:v00001AF4d00001001sv0sd0bc01sc00i00"]);
+        collect_modaliases(s, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                "cpu:type:x86,ven0000fam0006mod003F:feature:,0000",
+                "pci:v00001AF4d00001001sv0sd0bc01sc00i00"
+            ]
+        );
     }
 
     proptest::proptest! {

@@ -118,8 +118,9 @@ impl log::Log for Logger {
         let prio = match record.level() {
             log::Level::Error => 3,
             log::Level::Warn => 4,
-            log::Level::Info => 6,
-            log::Level::Debug | log::Level::Trace => 7,
+            // Debug lines exist only with terra.debug; whoever asked wants them on the
+            // console, which shows priority 7 only with the kernel's `debug`/`loglevel=8`.
+            log::Level::Info | log::Level::Debug | log::Level::Trace => 6,
         };
         let line = format!("<{prio}>stage0: {}\n", record.args());
         let mut guard = match self.kmsg.lock() {

@@ -104,6 +104,7 @@ pub fn mount_root(cfg: &BootConfig, devices: &mut Devices) -> Result<RootReport,
         (None, None) => return Err(StorageError::UnknownFs { device }),
     };
     log::info!("root {} is {device} ({fstype})", cfg.root);
+    devices.finish_preloads();
     // Filesystem drivers register the alias fs-<type>; the module name is the fallback.
     if !devices.load(&format!("fs-{fstype}")) {
         devices.load(&fstype);

@@ -13,12 +13,21 @@ use crate::{lab_dir, run};
 pub const DEMO_INIT: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin
 echo "TERRA-DEMO-INIT uptime=$(cut -d' ' -f1 /proc/uptime) subvol=$(cat /etc/demo-subvol) pid=$$"
+echo "TERRA-DEMO-HOSTNAME $(cat /proc/sys/kernel/hostname)"
 echo "=== Terra demo root on $(uname -r) ==="
 if [ -f /run/terra/boot.json ]; then
   echo "--- /run/terra/boot.json"
   cat /run/terra/boot.json
   echo
   echo "--- end boot.json"
+fi
+if [ -d /run/terra/network ]; then
+  echo "--- network"
+  ip -4 addr
+  ip -4 route
+  for f in /run/terra/network/*.json; do echo "--- lease $f"; cat "$f"; echo; done
+  echo "--- hostname $(hostname)"
+  echo "--- end network"
 fi
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
@@ -101,7 +110,7 @@ impl BtrfsDisk {
     /// Path of the cached image with demo roots, built on first use (needs root for the
     /// loop mount).
     pub fn image(&self, busybox: &Path) -> crate::Result<PathBuf> {
-        self.image_with("demo-v1", |dir, subvol| demo_root(dir, busybox, subvol))
+        self.image_with("demo-v3", |dir, subvol| demo_root(dir, busybox, subvol))
     }
 
     /// Path of the cached image whose subvolumes `fill(dir, name)` populates; `kind` names

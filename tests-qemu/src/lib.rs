@@ -7,6 +7,8 @@ pub mod build;
 pub mod disk;
 pub mod elf;
 pub mod host;
+pub mod oci_root;
+pub mod tgtd;
 pub mod vm;
 
 use std::path::PathBuf;

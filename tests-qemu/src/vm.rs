@@ -66,6 +66,10 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         timeout: Duration::from_secs(8),
         memory_mb: 256,
         smp: 1,
+        nic: None,
+        firmware: Firmware::Bios,
+        cdrom: None,
+        netboot: None,
     };
     let works = probe
         .run_captured()
@@ -102,6 +106,46 @@ pub struct Vm {
     pub memory_mb: u32,
     /// Guest CPUs.
     pub smp: u32,
+    /// A NIC model (`virtio` = virtio-net-pci, `e1000`, or any QEMU model name) on QEMU user
+    /// networking (DHCP 10.0.2.15/24, router 10.0.2.2, DNS 10.0.2.3); None = no NIC at all.
+    pub nic: Option<String>,
+    /// SeaBIOS on `-machine pc`, or OVMF (UEFI) on `-machine q35`.
+    pub firmware: Firmware,
+    /// Boot this ISO from a CD-ROM drive; `kernel`, `initrd` and `append` are then unused.
+    pub cdrom: Option<PathBuf>,
+    /// Boot from the network with QEMU's iPXE ROM; `kernel`, `initrd` and `append` are then
+    /// unused.
+    pub netboot: Option<NetBoot>,
+}
+
+/// The VM's firmware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, `-machine pc`.
+    Bios,
+    /// OVMF (package `ovmf`), `-machine q35`.
+    Uefi,
+}
+
+/// OVMF as Debian's `ovmf` package installs it.
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// A network boot: a virtio NIC on QEMU user networking whose DHCP hands out `bootfile`,
+/// with QEMU's TFTP server on `tftp_dir`. iPXE comes from QEMU's option ROM (package
+/// `ipxe-qemu`) under both firmwares.
+#[derive(Debug, Clone)]
+pub struct NetBoot {
+    /// Served over TFTP at 10.0.2.2.
+    pub tftp_dir: Option<PathBuf>,
+    /// DHCP boot file: a TFTP path or a URL (e.g. `http://10.0.2.2:8080/boot.ipxe`).
+    pub bootfile: String,
+    /// The NIC's MAC address.
+    pub mac: String,
+}
+
+/// A value inside a QEMU `-drive`/`-netdev` option list: commas are doubled.
+fn qemu_opt(s: &str) -> String {
+    s.replace(',', ",,")
 }
 
 /// What a captured run produced.
@@ -127,27 +171,62 @@ impl Vm {
             timeout: Duration::from_secs(120),
             memory_mb: 512,
             smp: 1,
+            nic: None,
+            firmware: Firmware::Bios,
+            cdrom: None,
+            netboot: None,
         }
     }
 
     /// The QEMU command line, without the console options.
     pub fn command(&self) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-machine", "pc", "-accel", self.accel.name()])
+        let machine = match self.firmware {
+            Firmware::Bios => "pc",
+            Firmware::Uefi => "q35",
+        };
+        c.args(["-machine", machine, "-accel", self.accel.name()]);
+        if self.firmware == Firmware::Uefi {
+            c.args(["-bios", OVMF]);
+        }
+        c
             .args([
                 "-m",
                 &self.memory_mb.to_string(),
                 "-smp",
                 &self.smp.to_string(),
             ])
-            .args(["-no-reboot", "-nic", "none"])
-            .arg("-kernel")
-            .arg(&self.kernel);
-        if let Some(i) = &self.initrd {
-            c.arg("-initrd").arg(i);
+            .arg("-no-reboot")
+            .arg("-nic")
+            .arg(match self.nic.as_deref() {
+                None => "none".to_string(),
+                Some("virtio") => "user,model=virtio-net-pci".to_string(),
+                Some(model) => format!("user,model={model}"),
+            });
+        if let Some(iso) = &self.cdrom {
+            c.arg("-drive")
+                .arg(format!(
+                    "file={},media=cdrom,readonly=on",
+                    qemu_opt(&iso.to_string_lossy())
+                ))
+                .args(["-boot", "order=d"]);
+        } else if let Some(nb) = &self.netboot {
+            let mut netdev = format!("user,id=netboot0,bootfile={}", qemu_opt(&nb.bootfile));
+            if let Some(dir) = &nb.tftp_dir {
+                netdev.push_str(&format!(",tftp={}", qemu_opt(&dir.to_string_lossy())));
+            }
+            c.arg("-netdev").arg(netdev).arg("-device").arg(format!(
+                "virtio-net-pci,netdev=netboot0,mac={},bootindex=0",
+                qemu_opt(&nb.mac)
+            ));
+        } else {
+            c.arg("-kernel").arg(&self.kernel);
+            if let Some(i) = &self.initrd {
+                c.arg("-initrd").arg(i);
+            }
+            c.arg("-append")
+                .arg(format!("console=ttyS0 panic=-1 {}", self.append).trim_end());
         }
-        c.arg("-append")
-            .arg(format!("console=ttyS0 panic=-1 {}", self.append).trim_end());
         for d in &self.disks {
             c.arg("-drive").arg(format!(
                 "file={},format=raw,if=virtio,snapshot=on",

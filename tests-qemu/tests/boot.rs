@@ -48,13 +48,19 @@ fn data_disk() -> PathBuf {
         .expect("data disk")
 }
 
-fn boot(disks: Vec<PathBuf>, append: &str, initrd: Option<PathBuf>, timeout: u64) -> Outcome {
+fn vm(disks: Vec<PathBuf>, append: &str, initrd: Option<PathBuf>, timeout: u64) -> Vm {
     let a = artifacts();
     let mut vm = Vm::new(&a.kernel, initrd.as_ref().unwrap_or(&a.initramfs), accel());
     vm.disks = disks;
     vm.append = format!("terra.demo=poweroff {append}");
     vm.timeout = Duration::from_secs(timeout);
-    vm.run_captured().expect("qemu runs")
+    vm
+}
+
+fn boot(disks: Vec<PathBuf>, append: &str, initrd: Option<PathBuf>, timeout: u64) -> Outcome {
+    vm(disks, append, initrd, timeout)
+        .run_captured()
+        .expect("qemu runs")
 }
 
 #[track_caller]
@@ -104,15 +110,28 @@ fn boots_by_label_and_subvolume() {
 }
 
 #[test]
-fn boots_by_uuid_with_default_subvolume() {
-    let out = boot(
+fn boots_by_uuid_with_default_subvolume_on_two_cpus() {
+    // Two CPUs: stage0 loads btrfs on a thread while it looks for the disk.
+    let mut vm = vm(
         vec![os_disk()],
-        &format!("root=UUID={}", OS_UUID.to_uppercase()),
+        &format!("root=UUID={} terra.debug", OS_UUID.to_uppercase()),
         None,
         150,
     );
-    expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
-    assert_eq!(report(&out)["root"]["uuid"], OS_UUID);
+    vm.smp = 2;
+    let out = vm.run_captured().expect("qemu runs");
+    expect(
+        &out,
+        &[
+            "TERRA-DEMO-INIT",
+            "subvol=os pid=1",
+            "stage0: preloading fs-btrfs",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["root"]["uuid"], OS_UUID);
+    let modules = r["modules"].as_array().unwrap();
+    assert!(modules.iter().any(|m| m == "btrfs"), "{modules:?}");
 }
 
 #[test]

@@ -10,10 +10,12 @@ use lab::vm::{self, Accel, Vm};
 
 const USAGE: &str = "usage:
   cargo xtask qemu [--check] [--append ARGS] [--accel tcg|kvm] [--kernel K] [--initramfs I]
-                   [--disk D]... [--timeout SECS] [--smp N]
+                   [--disk D]... [--timeout SECS] [--smp N] [--nic virtio|e1000|none]
       Builds stage0, an initramfs and a demo btrfs root (label `os`, subvolume `os`) and boots
       them with the serial console on this terminal. --check boots without interaction and
-      exits 0 only when the root's init ran, printing the boot times.
+      exits 0 only when the root's init ran (so not when a phase such as network failed),
+      printing the boot times. --nic (default virtio) attaches a NIC on QEMU user networking:
+      `--append ip=dhcp` then runs the network phase.
   cargo xtask test
       Unit tests, then the QEMU boot scenarios (tests-qemu).
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm]
@@ -55,6 +57,7 @@ struct QemuArgs {
     disks: Vec<PathBuf>,
     timeout: Option<u64>,
     smp: u32,
+    nic: Option<String>,
 }
 
 fn parse_qemu(args: Vec<String>) -> Result<QemuArgs, String> {
@@ -62,6 +65,8 @@ fn parse_qemu(args: Vec<String>) -> Result<QemuArgs, String> {
     let mut p = lexopt::Parser::from_args(args);
     let mut q = QemuArgs {
         smp: 1,
+        // A NIC on QEMU user networking unless --nic none: `--append ip=dhcp` just works.
+        nic: Some("virtio".into()),
         ..Default::default()
     };
     let s = |v: std::ffi::OsString| {
@@ -92,6 +97,14 @@ fn parse_qemu(args: Vec<String>) -> Result<QemuArgs, String> {
                 q.smp = v
                     .parse()
                     .map_err(|_| format!("--smp {v}: expected a number"))?;
+            }
+            Long("nic") => {
+                let v = s(p.value().map_err(|e| e.to_string())?)?;
+                q.nic = match v.as_str() {
+                    "none" => None,
+                    "virtio" | "e1000" => Some(v),
+                    _ => return Err(format!("--nic {v}: expected virtio, e1000 or none")),
+                };
             }
             Long("help") | Short('h') => return Err(USAGE.into()),
             other => return Err(format!("{}\n{USAGE}", other.unexpected())),
@@ -125,6 +138,7 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
     let mut vm = Vm::new(&kernel, &initramfs, accel);
     vm.disks = disks;
     vm.smp = q.smp;
+    vm.nic = q.nic.clone();
     vm.append = q.append.join(" ");
     if q.check {
         vm.append.push_str(" terra.demo=poweroff");
@@ -135,6 +149,14 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
         );
         let out = vm.run_captured()?;
         print!("{}", out.log);
+        if let Some(line) = out
+            .log
+            .lines()
+            .find(|l| l.contains("boot failed in phase network"))
+        {
+            eprintln!("xtask: check FAILED: the network phase failed: {line}");
+            return Ok(false);
+        }
         let Some(uptime) = vm::demo_init_uptime(&out.log) else {
             eprintln!(
                 "xtask: check FAILED: the root's init did not run ({} after {:.1} s)",

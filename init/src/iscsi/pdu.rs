@@ -1076,8 +1076,7 @@ impl Pdu {
                 (h, p.data.clone())
             }
             Pdu::LogoutRequest(p) => {
-                let mut h =
-                    BhsBuf::new(op::LOGOUT_REQUEST, p.immediate, 0x80 | (p.reason & 0x7f));
+                let mut h = BhsBuf::new(op::LOGOUT_REQUEST, p.immediate, 0x80 | (p.reason & 0x7f));
                 h.u32(16, p.itt)
                     .u16(20, p.cid)
                     .u32(24, p.cmd_sn)
@@ -1450,16 +1449,14 @@ mod tests {
                     data,
                 })
             ),
-            (0u8..0x80, any::<u16>()).prop_map(|(reason, cid)| Pdu::LogoutRequest(
-                LogoutRequest {
-                    immediate: true,
-                    reason,
-                    itt: 9,
-                    cid,
-                    cmd_sn: 10,
-                    exp_stat_sn: 11,
-                }
-            )),
+            (0u8..0x80, any::<u16>()).prop_map(|(reason, cid)| Pdu::LogoutRequest(LogoutRequest {
+                immediate: true,
+                reason,
+                itt: 9,
+                cid,
+                cmd_sn: 10,
+                exp_stat_sn: 11,
+            })),
             (any::<u8>(), any::<u16>()).prop_map(|(r, t)| Pdu::LogoutResponse(LogoutResponse {
                 response: r,
                 itt: 9,

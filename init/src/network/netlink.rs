@@ -9,14 +9,16 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressHeader, AddressMessage};
+use netlink_packet_route::link::{
+    LinkAttribute, LinkFlags, LinkHeader, LinkLayerType, LinkMessage,
+};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
@@ -108,6 +110,125 @@ impl fmt::Display for Route {
     }
 }
 
+/// One answer of the kernel, reduced to what the network phase reads.
+///
+/// Answers are read with the crate's header parsers and only the attributes named here,
+/// not with `RouteNetlinkMessage`'s full parser: that one decodes every attribute of every
+/// message family (traffic control, bridge, VF…), which alone added ~0.5 MB to stage0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Link(Link),
+    Address {
+        index: u32,
+        local: Ipv4Addr,
+        prefix: u8,
+    },
+    Route(Route, u8, RouteType),
+}
+
+// rtnetlink message types and attributes (linux/rtnetlink.h, if_link.h, if_addr.h).
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFA_LOCAL: u16 = 2;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_TABLE: u16 = 15;
+/// sizeof(struct ifinfomsg), sizeof(struct ifaddrmsg), sizeof(struct rtmsg).
+const IFINFOMSG_LEN: usize = 16;
+const IFADDRMSG_LEN: usize = 8;
+const RTMSG_LEN: usize = 12;
+
+fn ipv4(v: &[u8]) -> Option<Ipv4Addr> {
+    <[u8; 4]>::try_from(v).ok().map(Ipv4Addr::from)
+}
+
+fn u32_ne(v: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(v).ok().map(u32::from_ne_bytes)
+}
+
+/// Visits the attributes after a fixed header; a malformed one ends the walk.
+fn attributes(payload: &[u8], header_len: usize, mut f: impl FnMut(u16, &[u8])) {
+    let Some(rest) = payload.get(header_len..) else {
+        return;
+    };
+    for nla in NlasIterator::new(rest) {
+        match nla {
+            Ok(nla) => f(nla.kind(), nla.value()),
+            Err(_) => break,
+        }
+    }
+}
+
+fn parse_answer(message_type: u16, payload: &[u8]) -> Option<Answer> {
+    match message_type {
+        RTM_NEWLINK => {
+            let h = LinkHeader::parse(payload).ok()?;
+            let mut link = Link {
+                index: h.index,
+                name: String::new(),
+                mac: Vec::new(),
+                up: h.flags.contains(LinkFlags::Up),
+                carrier: h.flags.contains(LinkFlags::LowerUp),
+                loopback: h.flags.contains(LinkFlags::Loopback),
+                ether: h.link_layer_type == LinkLayerType::Ether,
+                mtu: None,
+            };
+            attributes(payload, IFINFOMSG_LEN, |kind, v| match kind {
+                IFLA_IFNAME => {
+                    link.name = String::from_utf8_lossy(v)
+                        .trim_end_matches('\0')
+                        .to_string()
+                }
+                IFLA_ADDRESS => link.mac = v.to_vec(),
+                IFLA_MTU => link.mtu = u32_ne(v),
+                _ => {}
+            });
+            Some(Answer::Link(link))
+        }
+        RTM_NEWADDR => {
+            let h = AddressHeader::parse(payload).ok()?;
+            let mut local = None;
+            attributes(payload, IFADDRMSG_LEN, |kind, v| {
+                if kind == IFA_LOCAL {
+                    local = ipv4(v);
+                }
+            });
+            Some(Answer::Address {
+                index: h.index,
+                local: local?,
+                prefix: h.prefix_len,
+            })
+        }
+        RTM_NEWROUTE => {
+            let h = RouteHeader::parse(payload).ok()?;
+            let mut route = Route {
+                destination: Ipv4Addr::UNSPECIFIED,
+                prefix: h.destination_prefix_length,
+                gateway: None,
+                oif: 0,
+                onlink: h.flags.contains(RouteFlags::Onlink),
+            };
+            let mut table = h.table;
+            attributes(payload, RTMSG_LEN, |kind, v| match kind {
+                RTA_DST => route.destination = ipv4(v).unwrap_or(Ipv4Addr::UNSPECIFIED),
+                RTA_GATEWAY => route.gateway = ipv4(v),
+                RTA_OIF => route.oif = u32_ne(v).unwrap_or(0),
+                RTA_TABLE => table = u32_ne(v).map_or(table, |t| t.min(255) as u8),
+                _ => {}
+            });
+            Some(Answer::Route(route, table, h.kind))
+        }
+        _ => None,
+    }
+}
+
 /// A blocking rtnetlink socket.
 pub struct Netlink {
     fd: OwnedFd,
@@ -153,7 +274,7 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         flags: u16,
         what: &dyn Fn() -> String,
-    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+    ) -> Result<Vec<Answer>, NetlinkError> {
         let err = |errno| NetlinkError {
             what: what(),
             errno,
@@ -190,27 +311,34 @@ impl Netlink {
                     return Err(err(Errno::EBADMSG));
                 }
                 let (one, rest) = data.split_at(len);
-                data = rest.get(len.next_multiple_of(4) - len..).unwrap_or_default();
-                let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(one) else {
-                    // A message type these crates do not know: not ours to judge.
-                    continue;
-                };
-                if msg.header.sequence_number != seq {
+                data = rest
+                    .get(len.next_multiple_of(4) - len..)
+                    .unwrap_or_default();
+                // struct nlmsghdr: len u32, type u16, flags u16, seq u32, pid u32 (netlink(7)).
+                let message_type = u16::from_ne_bytes([one[4], one[5]]);
+                let msg_seq = u32::from_ne_bytes([one[8], one[9], one[10], one[11]]);
+                if msg_seq != seq {
                     continue;
                 }
-                match msg.payload {
-                    NetlinkPayload::Error(e) => match e.code {
-                        None => return Ok(answers),
-                        Some(code) => return Err(err(Errno::from_raw(-code.get()))),
-                    },
-                    NetlinkPayload::Done(_) => return Ok(answers),
-                    NetlinkPayload::InnerMessage(m) => {
-                        answers.push(m);
+                let payload = &one[16..];
+                match message_type {
+                    NLMSG_ERROR => {
+                        let code = payload
+                            .get(..4)
+                            .and_then(|c| <[u8; 4]>::try_from(c).ok())
+                            .map_or(-(Errno::EBADMSG as i32), i32::from_ne_bytes);
+                        return match code {
+                            0 => Ok(answers),
+                            c => Err(err(Errno::from_raw(-c))),
+                        };
+                    }
+                    NLMSG_DONE => return Ok(answers),
+                    t => {
+                        answers.extend(parse_answer(t, payload));
                         if !dump && flags & NLM_F_ACK == 0 {
                             return Ok(answers);
                         }
                     }
-                    _ => {}
                 }
             }
         }
@@ -226,7 +354,7 @@ impl Netlink {
         Ok(answers
             .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(link_from(&l)),
+                Answer::Link(l) => Some(l),
                 _ => None,
             })
             .collect())
@@ -242,7 +370,7 @@ impl Netlink {
         answers
             .into_iter()
             .find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(link_from(&l)),
+                Answer::Link(l) => Some(l),
                 _ => None,
             })
             .ok_or(NetlinkError {
@@ -260,12 +388,14 @@ impl Netlink {
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
-        self.request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK, &|| {
-            match mtu {
+        self.request(
+            RouteNetlinkMessage::SetLink(msg),
+            NLM_F_ACK,
+            &|| match mtu {
                 Some(m) => format!("set {} up with mtu {m}", link.name),
                 None => format!("set {} up", link.name),
-            }
-        })
+            },
+        )
         .map(drop)
     }
 
@@ -292,7 +422,8 @@ impl Netlink {
         msg.header.family = AddressFamily::Inet;
         msg.header.prefix_len = prefix;
         msg.header.index = link.index;
-        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(address)));
+        msg.attributes
+            .push(AddressAttribute::Local(IpAddr::V4(address)));
         msg.attributes
             .push(AddressAttribute::Address(IpAddr::V4(address)));
         if let Some(b) = broadcast {
@@ -313,21 +444,17 @@ impl Netlink {
         let answers = self.request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP, &|| {
             "list addresses".into()
         })?;
-        let mut out = Vec::new();
-        for m in answers {
-            let RouteNetlinkMessage::NewAddress(a) = m else {
-                continue;
-            };
-            if a.header.index != index {
-                continue;
-            }
-            for attr in &a.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
-                    out.push((*ip, a.header.prefix_len));
-                }
-            }
-        }
-        Ok(out)
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                Answer::Address {
+                    index: i,
+                    local,
+                    prefix,
+                } if i == index => Some((local, prefix)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Adds (or replaces) an IPv4 route in the main table.
@@ -352,9 +479,10 @@ impl Netlink {
             ..RouteHeader::default()
         };
         if route.prefix > 0 {
-            msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(
-                route.destination,
-            )));
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(
+                    route.destination,
+                )));
         }
         if let Some(g) = route.gateway {
             msg.attributes
@@ -376,56 +504,18 @@ impl Netlink {
         let answers = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP, &|| {
             "list routes".into()
         })?;
-        let mut out = Vec::new();
-        for m in answers {
-            let RouteNetlinkMessage::NewRoute(r) = m else {
-                continue;
-            };
-            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.kind != RouteType::Unicast
-            {
-                continue;
-            }
-            let mut route = Route {
-                destination: Ipv4Addr::UNSPECIFIED,
-                prefix: r.header.destination_prefix_length,
-                gateway: None,
-                oif: 0,
-                onlink: r.header.flags.contains(RouteFlags::Onlink),
-            };
-            for attr in &r.attributes {
-                match attr {
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => route.destination = *d,
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.gateway = Some(*g),
-                    RouteAttribute::Oif(o) => route.oif = *o,
-                    _ => {}
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                Answer::Route(r, table, kind)
+                    if table == RouteHeader::RT_TABLE_MAIN && kind == RouteType::Unicast =>
+                {
+                    Some(r)
                 }
-            }
-            out.push(route);
-        }
-        Ok(out)
+                _ => None,
+            })
+            .collect())
     }
-}
-
-fn link_from(m: &LinkMessage) -> Link {
-    let mut link = Link {
-        index: m.header.index,
-        name: String::new(),
-        mac: Vec::new(),
-        up: m.header.flags.contains(LinkFlags::Up),
-        carrier: m.header.flags.contains(LinkFlags::LowerUp),
-        loopback: m.header.flags.contains(LinkFlags::Loopback),
-        ether: m.header.link_layer_type == LinkLayerType::Ether,
-        mtu: None,
-    };
-    for attr in &m.attributes {
-        match attr {
-            LinkAttribute::IfName(n) => link.name = n.clone(),
-            LinkAttribute::Address(a) => link.mac = a.clone(),
-            LinkAttribute::Mtu(v) => link.mtu = Some(*v),
-            _ => {}
-        }
-    }
-    link
 }
 
 #[cfg(test)]
@@ -442,6 +532,9 @@ mod tests {
             onlink: false,
         };
         assert_eq!(r.to_string(), "default via 10.0.2.2");
-        assert_eq!(format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]), "52:54:00:12:34:56");
+        assert_eq!(
+            format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+            "52:54:00:12:34:56"
+        );
     }
 }

@@ -40,7 +40,11 @@ impl UdpTransport {
             None,
         )?;
         // The device first: the port is then shared only with sockets of other devices.
-        setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(ifname))?;
+        setsockopt(
+            &fd,
+            sockopt::BindToDevice,
+            &std::ffi::OsString::from(ifname),
+        )?;
         setsockopt(&fd, sockopt::ReuseAddr, &true)?;
         setsockopt(&fd, sockopt::Broadcast, &true)?;
         bind(

@@ -1,0 +1,635 @@
+//! `terra install`: node.toml's disk groups become btrfs filesystems, and the OCI image
+//! becomes the root subvolume.
+//!
+//! Order matters for "nothing destroyed for nothing": the config, the image (pulled when it
+//! is in a registry) and every layer blob are checked, and every disk is probed, before the
+//! first mkfs. The image is unpacked into a staging subvolume that is renamed to the root
+//! subvolume's name only once it is complete, with `/etc/fstab` and `/etc/hostname` written.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use terra_init::config::{ConfigError, Disk, Group, NodeConfig, DEFAULT_ROOT_NAME};
+use terra_init::probe;
+
+use crate::oci::{self, ApplyOptions, ImageRef, OciError, Platform, ResolveOptions, UnpackReport};
+use crate::tool::{self, ToolError};
+
+/// What to install where.
+#[derive(Debug, Clone)]
+pub struct InstallSpec {
+    /// node.toml.
+    pub config: PathBuf,
+    /// The image; overrides node.toml's `image`.
+    pub image: Option<String>,
+    /// Disks replacing node.toml's, in order over all groups; with a node.toml without
+    /// groups, they make one group labelled `os`.
+    pub disks: Vec<PathBuf>,
+    /// Overwrite disks that hold a filesystem or partition table.
+    pub force: bool,
+    /// Platform picked from an image index.
+    pub platform: Platform,
+    /// Registry over plain HTTP.
+    pub plain_http: bool,
+    /// Layer application options.
+    pub apply: ApplyOptions,
+    /// Filesystem UUID of the root group (reproducible test disks).
+    pub root_uuid: Option<String>,
+}
+
+impl InstallSpec {
+    /// Installs with defaults for everything but the config.
+    pub fn new(config: &Path) -> Self {
+        InstallSpec {
+            config: config.to_path_buf(),
+            image: None,
+            disks: Vec::new(),
+            force: false,
+            platform: Platform::default(),
+            plain_http: false,
+            apply: ApplyOptions::default(),
+            root_uuid: None,
+        }
+    }
+}
+
+/// What an install did.
+#[derive(Debug, Clone)]
+pub struct InstallReport {
+    /// Each group: label, profile, devices.
+    pub groups: Vec<(String, String, Vec<PathBuf>)>,
+    /// The root group's label.
+    pub root_label: String,
+    /// The root subvolume.
+    pub root_subvolume: String,
+    /// The image's reference and manifest digest.
+    pub image: String,
+    /// The unpack.
+    pub unpack: UnpackReport,
+    /// The /etc/fstab written.
+    pub fstab: String,
+}
+
+/// Why an install stopped; each variant names the config, disk or group.
+#[derive(Debug)]
+pub enum InstallError {
+    /// node.toml cannot be read or is invalid.
+    Config(ConfigError),
+    /// Neither node.toml nor `--image` names an image.
+    NoImage(PathBuf),
+    /// No disks: node.toml has no groups and no `--disk` was given.
+    NoDisks(PathBuf),
+    /// `--disk` count differs from node.toml's disks.
+    DiskCount {
+        /// `--disk` given.
+        given: usize,
+        /// Disks in node.toml.
+        configured: usize,
+    },
+    /// A group is unusable.
+    Group {
+        /// Its label.
+        label: String,
+        /// Why.
+        reason: String,
+    },
+    /// A disk that does not exist and has no size to create it with.
+    DiskMissing(PathBuf),
+    /// A disk holds data and `--force` was not given.
+    DiskInUse {
+        /// The disk.
+        disk: PathBuf,
+        /// What is on it.
+        what: String,
+    },
+    /// A disk could not be created, opened or probed.
+    Disk {
+        /// The disk.
+        disk: PathBuf,
+        /// The OS error.
+        err: io::Error,
+    },
+    /// Installing needs root (mkfs on devices, loop devices, mount).
+    NotRoot,
+    /// A host tool failed.
+    Tool(ToolError),
+    /// The image failed.
+    Image(OciError),
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InstallError::Config(e) => write!(f, "{e}"),
+            InstallError::NoImage(p) => write!(
+                f,
+                "{}: no image to install (set `image = ` or pass --image REF)",
+                p.display()
+            ),
+            InstallError::NoDisks(p) => write!(
+                f,
+                "{}: no disks (add [[groups]] with [[groups.disk]] or pass --disk PATH)",
+                p.display()
+            ),
+            InstallError::DiskCount { given, configured } => write!(
+                f,
+                "{given} --disk given but node.toml has {configured} disks: give one per disk"
+            ),
+            InstallError::Group { label, reason } => write!(f, "group {label:?}: {reason}"),
+            InstallError::DiskMissing(d) => write!(
+                f,
+                "disk {}: does not exist, and node.toml gives no size to create it",
+                d.display()
+            ),
+            InstallError::DiskInUse { disk, what } => write!(
+                f,
+                "disk {} holds {what}; refusing to overwrite it without --force",
+                disk.display()
+            ),
+            InstallError::Disk { disk, err } => write!(f, "disk {}: {err}", disk.display()),
+            InstallError::NotRoot => write!(
+                f,
+                "terra install needs root (mkfs.btrfs, loop devices and mount)"
+            ),
+            InstallError::Tool(e) => write!(f, "{e}"),
+            InstallError::Image(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for InstallError {}
+
+impl From<OciError> for InstallError {
+    fn from(e: OciError) -> Self {
+        InstallError::Image(e)
+    }
+}
+
+impl From<ToolError> for InstallError {
+    fn from(e: ToolError) -> Self {
+        InstallError::Tool(e)
+    }
+}
+
+const PROFILES: [&str; 5] = ["single", "raid0", "raid1", "raid5", "raid10"];
+
+/// The fstab line for a subvolume (DESIGN.md §4).
+pub fn fstab_line(label: &str, path: &str, subvolume: &str) -> String {
+    format!("LABEL={label} {path} btrfs subvol=/{subvolume} 0 0\n")
+}
+
+/// The groups to make: node.toml's, with `--disk` replacing their devices in order.
+pub fn plan_groups(
+    node: &NodeConfig,
+    disks: &[PathBuf],
+    config: &Path,
+) -> Result<Vec<Group>, InstallError> {
+    let mut groups = node.groups.clone();
+    if groups.is_empty() {
+        if disks.is_empty() {
+            return Err(InstallError::NoDisks(config.to_path_buf()));
+        }
+        groups.push(Group {
+            label: DEFAULT_ROOT_NAME.into(),
+            profile: "single".into(),
+            ..Default::default()
+        });
+        groups[0].disk = disks
+            .iter()
+            .map(|d| Disk {
+                device: d.to_string_lossy().into_owned(),
+                size: None,
+            })
+            .collect();
+    } else if !disks.is_empty() {
+        let configured: usize = groups.iter().map(|g| g.disk.len()).sum();
+        if configured != disks.len() {
+            return Err(InstallError::DiskCount {
+                given: disks.len(),
+                configured,
+            });
+        }
+        let mut given = disks.iter();
+        for d in groups.iter_mut().flat_map(|g| g.disk.iter_mut()) {
+            if let Some(p) = given.next() {
+                d.device = p.to_string_lossy().into_owned();
+            }
+        }
+    }
+    for g in &groups {
+        let bad = |reason: String| InstallError::Group {
+            label: g.label.clone(),
+            reason,
+        };
+        if g.label.is_empty() || g.label.len() > 255 {
+            return Err(bad("a label of 1 to 255 bytes is needed".into()));
+        }
+        if !PROFILES.contains(&g.profile.as_str()) {
+            return Err(bad(format!(
+                "type = {:?}: expected one of {}",
+                g.profile,
+                PROFILES.join(", ")
+            )));
+        }
+        let min = if g.profile == "single" { 1 } else { 2 };
+        if g.disk.len() < min {
+            return Err(bad(format!(
+                "{} needs at least {min} disks, the group has {}",
+                g.profile,
+                g.disk.len()
+            )));
+        }
+        for s in &g.subvolumes {
+            if s.name.is_empty() || s.name.contains('/') || s.name == "." || s.name == ".." {
+                return Err(bad(format!(
+                    "subvolume name {:?} is not a plain name",
+                    s.name
+                )));
+            }
+            if !s.path.starts_with('/') {
+                return Err(bad(format!(
+                    "subvolume {:?}: path {:?} is not absolute",
+                    s.name, s.path
+                )));
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// Index of the group that holds the root: the one labelled `os`, else the first.
+fn root_group(groups: &[Group]) -> usize {
+    groups
+        .iter()
+        .position(|g| g.label == DEFAULT_ROOT_NAME)
+        .unwrap_or(0)
+}
+
+/// The root subvolume's name: a subvolume mounted at `/`, else `[boot] version`, else `os`.
+fn root_subvolume(node: &NodeConfig, group: &Group) -> String {
+    group
+        .subvolumes
+        .iter()
+        .find(|s| s.path == "/")
+        .map(|s| s.name.clone())
+        .or_else(|| node.boot.version.clone())
+        .unwrap_or_else(|| DEFAULT_ROOT_NAME.into())
+}
+
+/// The fstab for the root: the root subvolume first, then every other subvolume.
+pub fn fstab(groups: &[Group], root_label: &str, root_name: &str) -> String {
+    let mut s = String::from("# written by terra install\n");
+    s.push_str(&fstab_line(root_label, "/", root_name));
+    for g in groups {
+        for sv in g.subvolumes.iter().filter(|sv| sv.path != "/") {
+            s.push_str(&fstab_line(&g.label, &sv.path, &sv.name));
+        }
+    }
+    s
+}
+
+/// What a disk holds, as a refusal would say it; None when it looks blank.
+pub fn disk_contents(disk: &Path) -> Result<Option<String>, InstallError> {
+    let derr = |err| InstallError::Disk {
+        disk: disk.to_path_buf(),
+        err,
+    };
+    let mut f = fs::File::open(disk).map_err(derr)?;
+    let id = probe::probe_fs(&mut f).map_err(derr)?;
+    if let Some(fstype) = id.fstype {
+        let mut what = format!("a {fstype} filesystem");
+        if let Some(l) = id.label {
+            what.push_str(&format!(" labelled {l:?}"));
+        }
+        if let Some(u) = id.uuid {
+            what.push_str(&format!(" (UUID {u})"));
+        }
+        return Ok(Some(what));
+    }
+    if let Ok(Some(_)) = probe::partition_identity(&mut f, 1, 512) {
+        return Ok(Some("a partition table".into()));
+    }
+    Ok(None)
+}
+
+/// Creates missing image files and refuses disks in use: all before anything is written.
+fn prepare_disks(groups: &[Group], force: bool) -> Result<(), InstallError> {
+    for d in groups.iter().flat_map(|g| &g.disk) {
+        let path = PathBuf::from(&d.device);
+        if !path.exists() {
+            let Some(mb) = d.size else {
+                return Err(InstallError::DiskMissing(path));
+            };
+            continue_create(&path, mb)?;
+            continue;
+        }
+        if let Some(what) = disk_contents(&path)? {
+            if !force {
+                return Err(InstallError::DiskInUse { disk: path, what });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn continue_create(path: &Path, mb: u64) -> Result<(), InstallError> {
+    let derr = |err| InstallError::Disk {
+        disk: path.to_path_buf(),
+        err,
+    };
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(derr)?;
+    // Sizes are MiB, like the lab's disk images; the file stays sparse.
+    f.set_len(mb << 20).map_err(derr)
+}
+
+/// Loop devices attached for image files, detached on drop.
+struct Loops(Vec<String>);
+
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for dev in self.0.drain(..).rev() {
+            let _ = Command::new("losetup").arg("-d").arg(&dev).output();
+        }
+    }
+}
+
+/// A mount, unmounted (and its directory removed) on drop.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// Block devices for a group's disks: image files get loop devices.
+fn attach(group: &Group, loops: &mut Loops) -> Result<Vec<String>, InstallError> {
+    let mut devs = Vec::new();
+    for d in &group.disk {
+        let path = PathBuf::from(&d.device);
+        let meta = fs::metadata(&path).map_err(|err| InstallError::Disk {
+            disk: path.clone(),
+            err,
+        })?;
+        if meta.is_file() {
+            let out = tool::run(
+                Command::new("losetup")
+                    .args(["--find", "--show"])
+                    .arg(&path),
+                "mount",
+            )?;
+            let dev = out.trim().to_string();
+            loops.0.push(dev.clone());
+            devs.push(dev);
+        } else {
+            devs.push(d.device.clone());
+        }
+    }
+    Ok(devs)
+}
+
+/// mkfs.btrfs over a group's devices with its label and profile. Metadata is mirrored
+/// like the data for raid1/raid10, raid1 under raid5 (btrfs's advice), striped for raid0.
+fn mkfs(group: &Group, devs: &[String], uuid: Option<&str>) -> Result<(), InstallError> {
+    let mut cmd = Command::new("mkfs.btrfs");
+    cmd.args(["-q", "-f", "-L", &group.label]);
+    if let Some(u) = uuid {
+        cmd.args(["-U", u]);
+    }
+    let meta = match group.profile.as_str() {
+        "single" if devs.len() == 1 => None,
+        "single" => Some("raid1"),
+        "raid5" => Some("raid1"),
+        p => Some(p),
+    };
+    cmd.args(["-d", &group.profile]);
+    if let Some(m) = meta {
+        cmd.args(["-m", m]);
+    }
+    cmd.args(devs);
+    tool::run(&mut cmd, "btrfs-progs")?;
+    Ok(())
+}
+
+fn mount(devs: &[String], mnt: &Path) -> Result<Mounted, InstallError> {
+    fs::create_dir_all(mnt).map_err(|err| InstallError::Disk {
+        disk: mnt.to_path_buf(),
+        err,
+    })?;
+    let opts: Vec<String> = devs.iter().map(|d| format!("device={d}")).collect();
+    let mut cmd = Command::new("mount");
+    cmd.args(["-t", "btrfs"]);
+    if devs.len() > 1 {
+        cmd.args(["-o", &opts.join(",")]);
+    }
+    cmd.arg(&devs[0]).arg(mnt);
+    tool::run(&mut cmd, "mount")?;
+    Ok(Mounted(mnt.to_path_buf()))
+}
+
+fn subvolume_create(path: &Path) -> Result<(), InstallError> {
+    tool::run(
+        Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(path),
+        "btrfs-progs",
+    )?;
+    Ok(())
+}
+
+/// Installs per `spec`.
+pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
+    let text = fs::read_to_string(&spec.config).map_err(|e| {
+        InstallError::Config(ConfigError::Node {
+            path: spec.config.clone(),
+            message: e.to_string(),
+        })
+    })?;
+    let node = NodeConfig::parse(&text, &spec.config).map_err(InstallError::Config)?;
+    let image_ref = spec
+        .image
+        .clone()
+        .or_else(|| node.image.clone())
+        .ok_or_else(|| InstallError::NoImage(spec.config.clone()))?;
+    let groups = plan_groups(&node, &spec.disks, &spec.config)?;
+    let root_idx = root_group(&groups);
+    let root_label = groups[root_idx].label.clone();
+    let root_name = root_subvolume(&node, &groups[root_idx]);
+    if !rustix::process::geteuid().is_root() {
+        return Err(InstallError::NotRoot);
+    }
+
+    // The image first: a missing tag or a corrupt blob must fail before any disk is touched.
+    let r: ImageRef = image_ref.parse()?;
+    let image = oci::resolve(
+        &r,
+        &ResolveOptions {
+            platform: spec.platform.clone(),
+            plain_http: spec.plain_http,
+        },
+    )?;
+    image.verify_blobs()?;
+    prepare_disks(&groups, spec.force)?;
+
+    let work = oci::image::temp_dir("terra-install")?;
+    let _work = oci::image::TempDir(work.clone());
+    let mut loops = Loops(Vec::new());
+    let mut report = InstallReport {
+        groups: Vec::new(),
+        root_label: root_label.clone(),
+        root_subvolume: root_name.clone(),
+        image: match &image.manifest_digest {
+            Some(d) => format!("{r}@{d}"),
+            None => r.to_string(),
+        },
+        unpack: UnpackReport::default(),
+        fstab: fstab(&groups, &root_label, &root_name),
+    };
+    for (i, g) in groups.iter().enumerate() {
+        let devs = attach(g, &mut loops)?;
+        let uuid = if i == root_idx {
+            spec.root_uuid.as_deref()
+        } else {
+            None
+        };
+        mkfs(g, &devs, uuid)?;
+        let mnt = work.join(format!("mnt{i}"));
+        let mounted = mount(&devs, &mnt)?;
+        for sv in &g.subvolumes {
+            if i == root_idx && sv.name == root_name {
+                continue;
+            }
+            subvolume_create(&mnt.join(&sv.name))?;
+        }
+        if i == root_idx {
+            let staging = mnt.join(format!(".terra-staging-{root_name}"));
+            subvolume_create(&staging)?;
+            report.unpack = oci::unpack_into(&image, &staging, &spec.apply)?;
+            for g2 in &groups {
+                for sv in g2.subvolumes.iter().filter(|s| s.path != "/") {
+                    oci::apply::mkdir_beneath(&staging, &sv.path)?;
+                }
+            }
+            oci::apply::write_file_beneath(&staging, "etc/fstab", report.fstab.as_bytes(), 0o644)?;
+            if let Some(h) = &node.hostname {
+                oci::apply::write_file_beneath(
+                    &staging,
+                    "etc/hostname",
+                    format!("{h}\n").as_bytes(),
+                    0o644,
+                )?;
+            }
+            let dest = mnt.join(&root_name);
+            fs::rename(&staging, &dest).map_err(|e| OciError::io(&dest, e))?;
+        }
+        // Unmount now (not at the end) so a later group's failure leaves this one whole.
+        rustix::fs::sync();
+        drop(mounted);
+        report.groups.push((
+            g.label.clone(),
+            g.profile.clone(),
+            g.disk.iter().map(|d| PathBuf::from(&d.device)).collect(),
+        ));
+    }
+    drop(loops);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(text: &str) -> NodeConfig {
+        NodeConfig::parse(text, Path::new("node.toml")).unwrap()
+    }
+
+    #[test]
+    fn groups_and_fstab() {
+        let n = node(
+            r#"
+image = "oci:/x"
+[[groups]]
+label = "os"
+type = "raid1"
+  [[groups.disk]]
+  device = "/tmp/a.img"
+  size = 300
+  [[groups.disk]]
+  device = "/tmp/b.img"
+  size = 300
+  [[groups.subvolumes]]
+  name = "home"
+  path = "/home"
+[[groups]]
+label = "data"
+  [[groups.disk]]
+  device = "/tmp/c.img"
+  [[groups.subvolumes]]
+  name = "srv"
+  path = "/srv"
+"#,
+        );
+        let g = plan_groups(&n, &[], Path::new("node.toml")).unwrap();
+        assert_eq!(root_group(&g), 0);
+        assert_eq!(root_subvolume(&n, &g[0]), "os");
+        assert_eq!(
+            fstab(&g, "os", "os"),
+            "# written by terra install\n\
+             LABEL=os / btrfs subvol=/os 0 0\n\
+             LABEL=os /home btrfs subvol=/home 0 0\n\
+             LABEL=data /srv btrfs subvol=/srv 0 0\n"
+        );
+        let err = plan_groups(&n, &[PathBuf::from("/dev/x")], Path::new("node.toml")).unwrap_err();
+        assert!(matches!(
+            err,
+            InstallError::DiskCount {
+                given: 1,
+                configured: 3
+            }
+        ));
+        let g = plan_groups(
+            &n,
+            &["/1", "/2", "/3"].map(PathBuf::from),
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        assert_eq!(g[1].disk[0].device, "/3");
+    }
+
+    #[test]
+    fn bare_config_takes_disks_and_checks_profiles() {
+        let g = plan_groups(&node(""), &[PathBuf::from("/d")], Path::new("n")).unwrap();
+        assert_eq!(
+            (g[0].label.as_str(), g[0].profile.as_str()),
+            ("os", "single")
+        );
+        assert!(matches!(
+            plan_groups(&node(""), &[], Path::new("n")),
+            Err(InstallError::NoDisks(_))
+        ));
+        let n = node(
+            "[[groups]]\nlabel = \"os\"\ntype = \"raid1\"\n[[groups.disk]]\ndevice = \"/a\"\n",
+        );
+        let err = plan_groups(&n, &[], Path::new("n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("raid1 needs at least 2 disks"), "{err}");
+        let n = node(
+            "[[groups]]\nlabel = \"os\"\ntype = \"raid6\"\n[[groups.disk]]\ndevice = \"/a\"\n",
+        );
+        assert!(plan_groups(&n, &[], Path::new("n"))
+            .unwrap_err()
+            .to_string()
+            .contains("raid6"));
+        let n = node("[boot]\nversion = \"v2\"\n[[groups]]\nlabel = \"os\"\n[[groups.disk]]\ndevice = \"/a\"\n");
+        assert_eq!(root_subvolume(&n, &n.groups[0]), "v2");
+    }
+}

@@ -1,0 +1,854 @@
+//! Layer application: an image's layers, bottom first, onto a directory.
+//!
+//! Every path is resolved beneath the unpack root's directory fd with openat2
+//! (`RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`): `..`, absolute symlinks and symlinked
+//! directories all stay inside the root, as they would for a container whose root it is.
+//! Only the parent directory is resolved that way; the last component is always a plain
+//! name handled by a `*at` call that does not follow it (`O_NOFOLLOW`,
+//! `AT_SYMLINK_NOFOLLOW`, `O_EXCL`), so a symlink planted by a layer is replaced, never
+//! written through. Symlink targets are stored as they are.
+//!
+//! Whiteouts and opaque directories follow the image spec (layer.md, "Whiteouts"): an
+//! opaque marker hides what lower layers put in its directory but not what its own layer
+//! adds. Owners are applied before modes (chown clears setuid/setgid) and xattrs after
+//! both (chown clears `security.capability`); directory mtimes are set last, once nothing
+//! more is written into them.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{
+    AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
+    CWD,
+};
+use rustix::io::Errno;
+use rustix::process::{Gid, Uid};
+
+use super::blob::VerifyingReader;
+use super::image::{Compression, Image, Layer};
+use super::OciError;
+
+/// How layers are applied.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Create device nodes and fifos (device nodes only when running as root).
+    pub devices: bool,
+    /// Apply owners (uid/gid); by default when running as root.
+    pub chown: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            devices: true,
+            chown: rustix::process::geteuid().is_root(),
+        }
+    }
+}
+
+/// What an unpack did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnpackReport {
+    /// Layers applied.
+    pub layers: usize,
+    /// Entries created (files, directories, links, nodes).
+    pub entries: u64,
+    /// Whiteouts and opaque markers applied.
+    pub whiteouts: u64,
+    /// Bytes of regular file content written.
+    pub bytes: u64,
+    /// Device nodes and fifos left out (`--no-devices`, or not root).
+    pub skipped_devices: u64,
+}
+
+/// Unpacks `image` into `target`: into a new sibling directory first, renamed into place
+/// only when every layer applied and checked. An existing `target` is swapped out
+/// atomically (`RENAME_EXCHANGE`) and then removed; on failure it is left as it was.
+pub fn unpack(image: &Image, target: &Path, opts: &ApplyOptions) -> Result<UnpackReport, OciError> {
+    let name = target
+        .file_name()
+        .ok_or_else(|| OciError::io(target, io::Error::other("not a directory name")))?;
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut staging = None;
+    for n in 0..1000u32 {
+        let p = parent.join(format!(
+            ".{}.terra-unpack-{}-{n}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        match fs::create_dir(&p) {
+            Ok(()) => {
+                staging = Some(p);
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(OciError::io(&p, e)),
+        }
+    }
+    let staging =
+        staging.ok_or_else(|| OciError::io(&parent, io::Error::other("no staging name free")))?;
+    let guard = RemoveOnDrop(Some(staging.clone()));
+    let report = unpack_into(image, &staging, opts)?;
+    match rustix::fs::renameat_with(CWD, &staging, CWD, target, RenameFlags::NOREPLACE) {
+        Ok(()) => {}
+        Err(Errno::EXIST) => {
+            rustix::fs::renameat_with(CWD, &staging, CWD, target, RenameFlags::EXCHANGE)
+                .map_err(|e| OciError::io(target, e.into()))?;
+            // `staging` now names the old tree.
+            let old_is_dir = fs::symlink_metadata(&staging).is_ok_and(|m| m.is_dir());
+            let removed = if old_is_dir {
+                fs::remove_dir_all(&staging)
+            } else {
+                fs::remove_file(&staging)
+            };
+            removed.map_err(|e| OciError::io(&staging, e))?;
+        }
+        Err(e) => return Err(OciError::io(target, e.into())),
+    }
+    std::mem::forget(guard);
+    Ok(report)
+}
+
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Applies `image`'s layers onto the existing directory `dir` (empty, normally: a new
+/// directory or btrfs subvolume the caller renames into place).
+pub fn unpack_into(
+    image: &Image,
+    dir: &Path,
+    opts: &ApplyOptions,
+) -> Result<UnpackReport, OciError> {
+    let mut u = Unpacker::new(dir, opts.clone())?;
+    for layer in &image.layers {
+        u.apply_layer(layer)?;
+    }
+    u.finish()
+}
+
+/// Applies layers one by one beneath a root directory fd.
+pub struct Unpacker {
+    root: OwnedFd,
+    root_path: PathBuf,
+    opts: ApplyOptions,
+    is_root: bool,
+    /// The parent directory of the last entry, by its path: tar entries come grouped by
+    /// directory, so most entries reuse it. It never goes stale: entries only remove
+    /// children of the current parent, and a different parent replaces it.
+    cache: Option<(Vec<u8>, OwnedFd)>,
+    /// Paths the current layer created (an opaque marker keeps them).
+    layer_paths: HashSet<Vec<u8>>,
+    /// Directory mtimes, set at the end.
+    dir_times: HashMap<Vec<u8>, Timespec>,
+    buf: Vec<u8>,
+    report: UnpackReport,
+}
+
+struct Meta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: Timespec,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn errno(e: Errno) -> io::Error {
+    e.into()
+}
+
+impl Unpacker {
+    /// Opens `dir` as the root.
+    pub fn new(dir: &Path, opts: ApplyOptions) -> Result<Self, OciError> {
+        let root = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| OciError::io(dir, e.into()))?;
+        Ok(Unpacker {
+            root,
+            root_path: dir.to_path_buf(),
+            opts,
+            is_root: rustix::process::geteuid().is_root(),
+            cache: None,
+            layer_paths: HashSet::new(),
+            dir_times: HashMap::new(),
+            buf: vec![0u8; 256 * 1024],
+            report: UnpackReport::default(),
+        })
+    }
+
+    /// Applies one layer, checking the blob's digest and size and the uncompressed
+    /// stream's diff_id. A mismatch is reported as such even when the corrupted bytes made
+    /// decompression or tar parsing fail first.
+    pub fn apply_layer(&mut self, layer: &Layer) -> Result<(), OciError> {
+        if layer.compression == Compression::None && layer.digest.is_some() {
+            if let (Some(d), Some(diff)) = (&layer.digest, &layer.diff_id) {
+                if d != diff {
+                    return Err(OciError::blob(
+                        &layer.name,
+                        format!("uncompressed layer whose config diff_id is {diff}"),
+                    ));
+                }
+            }
+        }
+        let raw = layer.open()?;
+        let mut blob = VerifyingReader::new(raw, layer.digest.clone(), layer.size);
+        self.layer_paths.clear();
+        let applied = self.apply_stream(&mut blob, layer);
+        let checked = blob.finish();
+        match (applied, checked) {
+            (_, Err(reason)) => Err(OciError::blob(&layer.name, reason)),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(_)) => {
+                self.report.layers += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn apply_stream(&mut self, blob: &mut dyn Read, layer: &Layer) -> Result<(), OciError> {
+        let name = layer.name.as_str();
+        let bad = |what: &str, e: io::Error| OciError::blob(name, format!("{what}: {e}"));
+        let plain: Box<dyn Read + '_> = match layer.compression {
+            Compression::None => Box::new(blob),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::new(blob).map_err(|e| bad("zstd", e))?)
+            }
+        };
+        // An uncompressed blob's digest is its diff_id, checked already by the caller.
+        let diff_id = match layer.compression {
+            Compression::None if layer.digest.is_some() => None,
+            _ => layer.diff_id.clone(),
+        };
+        let mut diff = VerifyingReader::new(plain, diff_id, None);
+        {
+            let mut ar = tar::Archive::new(BufReader::with_capacity(256 * 1024, &mut diff));
+            let entries = ar.entries().map_err(|e| bad("malformed tar", e))?;
+            for entry in entries {
+                let mut entry = entry.map_err(|e| bad("malformed tar", e))?;
+                self.entry(&mut entry, name)?;
+            }
+        }
+        diff.finish()
+            .map_err(|r| OciError::blob(name, format!("uncompressed content: {r}")))?;
+        Ok(())
+    }
+
+    fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, blob: &str) -> Result<(), OciError> {
+        use tar::EntryType as T;
+        let raw = e.path_bytes().into_owned();
+        let fail = |reason: String| OciError::Apply {
+            blob: blob.to_string(),
+            entry: String::from_utf8_lossy(&raw).into_owned(),
+            reason,
+        };
+        let kind = e.header().entry_type();
+        if matches!(
+            kind,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
+            return Ok(());
+        }
+        let comps = clean(&raw);
+        let meta = meta(e).map_err(|e| fail(e.to_string()))?;
+        let Some((leaf, parents)) = comps.split_last() else {
+            // `./`: the root itself.
+            if kind != T::Directory {
+                return Err(fail("refusing to replace the unpack root".into()));
+            }
+            let root = self.root.try_clone().map_err(|e| fail(e.to_string()))?;
+            self.set_meta(root.as_fd(), &meta)
+                .map_err(|e| fail(e.to_string()))?;
+            self.dir_times.insert(Vec::new(), meta.mtime);
+            return Ok(());
+        };
+        let key = join(&comps);
+        if let Some(hidden) = leaf.strip_prefix(b".wh.") {
+            self.report.whiteouts += 1;
+            if hidden == b".wh..opq" {
+                return self.opaque(parents).map_err(|e| fail(e.to_string()));
+            }
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(fail("malformed whiteout".into()));
+            }
+            return self
+                .whiteout(parents, hidden)
+                .map_err(|e| fail(e.to_string()));
+        }
+        let dir = self
+            .take_parent(parents)
+            .map_err(|e| fail(format!("parent directory: {e}")))?;
+        let created = self.create(dir.as_fd(), leaf, &key, kind, e, &meta);
+        self.cache = Some((join(parents), dir));
+        match created {
+            Ok(true) => {
+                self.layer_paths.insert(key);
+                self.report.entries += 1;
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+
+    /// Creates one entry under `dir`; false when it was skipped (a device node).
+    fn create<R: Read>(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        leaf: &[u8],
+        key: &[u8],
+        kind: tar::EntryType,
+        e: &mut tar::Entry<'_, R>,
+        meta: &Meta,
+    ) -> io::Result<bool> {
+        use tar::EntryType as T;
+        match kind {
+            T::Directory => {
+                match rustix::fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
+                    Ok(_) => {
+                        remove_all_at(dir, leaf)?;
+                        rustix::fs::mkdirat(dir, leaf, Mode::from_raw_mode(0o700))?;
+                    }
+                    Err(Errno::NOENT) => {
+                        rustix::fs::mkdirat(dir, leaf, Mode::from_raw_mode(0o700))?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let fd = rustix::fs::openat(
+                    dir,
+                    leaf,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                self.set_meta(fd.as_fd(), meta)?;
+                self.dir_times.insert(key.to_vec(), meta.mtime);
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                remove_all_at(dir, leaf)?;
+                let fd = rustix::fs::openat(
+                    dir,
+                    leaf,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                let mut file = fs::File::from(fd);
+                let mut written = 0u64;
+                loop {
+                    let n = match e.read(&mut self.buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(err) => return Err(err),
+                    };
+                    file.write_all(&self.buf[..n])?;
+                    written += n as u64;
+                }
+                if kind != T::GNUSparse && written != e.header().entry_size()? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("truncated: {written} of {} bytes", e.header().entry_size()?),
+                    ));
+                }
+                self.report.bytes += written;
+                self.set_meta(file.as_fd(), meta)?;
+                rustix::fs::futimens(&file, &times(meta.mtime))?;
+            }
+            T::Symlink => {
+                let target = e
+                    .link_name_bytes()
+                    .ok_or_else(|| io::Error::other("symlink without a target"))?
+                    .into_owned();
+                remove_all_at(dir, leaf)?;
+                rustix::fs::symlinkat(target.as_slice(), dir, leaf)?;
+                self.set_meta_at(dir, leaf, meta, false)?;
+            }
+            T::Link => {
+                let target = e
+                    .link_name_bytes()
+                    .ok_or_else(|| io::Error::other("hardlink without a target"))?
+                    .into_owned();
+                let tcomps = clean(&target);
+                if tcomps.is_empty() {
+                    return Err(io::Error::other("hardlink to the unpack root"));
+                }
+                let src = rustix::fs::openat2(
+                    &self.root,
+                    join(&tcomps).as_slice(),
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+                )
+                .map_err(|err| {
+                    io::Error::new(
+                        err.kind(),
+                        format!(
+                            "hardlink target {:?}: {err}",
+                            String::from_utf8_lossy(&target)
+                        ),
+                    )
+                })?;
+                let st = rustix::fs::fstat(&src)?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    return Err(io::Error::other("hardlink to a directory"));
+                }
+                if let Ok(cur) = rustix::fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+                    if cur.st_ino == st.st_ino && cur.st_dev == st.st_dev {
+                        return Ok(true);
+                    }
+                }
+                remove_all_at(dir, leaf)?;
+                // The magic link names the inode we resolved inside the root; following it
+                // needs no CAP_DAC_READ_SEARCH, unlike AT_EMPTY_PATH.
+                rustix::fs::linkat(
+                    CWD,
+                    format!("/proc/self/fd/{}", src.as_raw_fd()).as_str(),
+                    dir,
+                    leaf,
+                    AtFlags::SYMLINK_FOLLOW,
+                )?;
+            }
+            T::Char | T::Block | T::Fifo => {
+                let ft = match kind {
+                    T::Char => FileType::CharacterDevice,
+                    T::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                if !self.opts.devices || (ft != FileType::Fifo && !self.is_root) {
+                    self.report.skipped_devices += 1;
+                    return Ok(false);
+                }
+                // A fifo has no device number; writers leave its fields blank or zero.
+                let dev = if ft == FileType::Fifo {
+                    rustix::fs::makedev(0, 0)
+                } else {
+                    rustix::fs::makedev(
+                        e.header().device_major()?.unwrap_or(0),
+                        e.header().device_minor()?.unwrap_or(0),
+                    )
+                };
+                remove_all_at(dir, leaf)?;
+                rustix::fs::mknodat(dir, leaf, ft, Mode::from_raw_mode(0o600), dev)?;
+                self.set_meta_at(dir, leaf, meta, true)?;
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "unsupported tar entry type {:?}",
+                    other.as_byte() as char
+                )))
+            }
+        }
+        Ok(true)
+    }
+
+    /// Opens (creating missing directories) the parent directory `comps` beneath the root;
+    /// reuses the cached one when it is the same.
+    fn take_parent(&mut self, comps: &[Vec<u8>]) -> io::Result<OwnedFd> {
+        let key = join(comps);
+        if let Some((k, fd)) = self.cache.take() {
+            if k == key {
+                return Ok(fd);
+            }
+        }
+        match self.open_dir(&key) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Create what is missing, one component at a time, each resolved in the root.
+        let mut prev = self.open_dir(b"").map_err(errno)?;
+        for i in 0..comps.len() {
+            let prefix = join(&comps[..=i]);
+            match self.open_dir(&prefix) {
+                Ok(fd) => prev = fd,
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(
+                        &prev,
+                        comps[i].as_slice(),
+                        Mode::from_raw_mode(0o755),
+                    ) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    prev = self.open_dir(&prefix).map_err(errno)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(prev)
+    }
+
+    fn open_dir(&self, path: &[u8]) -> Result<OwnedFd, Errno> {
+        let path: &[u8] = if path.is_empty() { b"." } else { path };
+        rustix::fs::openat2(
+            &self.root,
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    }
+
+    fn whiteout(&mut self, parents: &[Vec<u8>], hidden: &[u8]) -> io::Result<()> {
+        self.cache = None;
+        let dir = match self.open_dir(&join(parents)) {
+            Ok(fd) => fd,
+            // Nothing below to hide.
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        remove_all_at(dir.as_fd(), hidden)
+    }
+
+    fn opaque(&mut self, parents: &[Vec<u8>]) -> io::Result<()> {
+        let base = join(parents);
+        self.cache = None;
+        let dir = match self.open_dir(&base) {
+            Ok(fd) => fd,
+            // Nothing below to hide.
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let listing = rustix::fs::openat(
+            &dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut doomed = Vec::new();
+        for ent in rustix::fs::Dir::read_from(&listing)? {
+            let ent = ent?;
+            let name = ent.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let mut key = base.clone();
+            if !key.is_empty() {
+                key.push(b'/');
+            }
+            key.extend_from_slice(name);
+            if !self.layer_paths.contains(&key) {
+                doomed.push(name.to_vec());
+            }
+        }
+        for name in doomed {
+            remove_all_at(dir.as_fd(), &name)?;
+        }
+        self.cache = Some((base, dir));
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs on an open file or directory.
+    fn set_meta(&self, fd: BorrowedFd<'_>, meta: &Meta) -> io::Result<()> {
+        if self.opts.chown {
+            rustix::fs::fchown(fd, Some(uid(meta.uid)?), Some(gid(meta.gid)?))?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777))?;
+        for (name, value) in &meta.xattrs {
+            rustix::fs::fsetxattr(fd, name.as_slice(), value, XattrFlags::empty())
+                .map_err(|e| xattr_error(name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Owner, mode (not for symlinks), xattrs and mtime of `leaf` in `dir`, not following it.
+    fn set_meta_at(
+        &self,
+        dir: BorrowedFd<'_>,
+        leaf: &[u8],
+        meta: &Meta,
+        chmod: bool,
+    ) -> io::Result<()> {
+        if self.opts.chown {
+            rustix::fs::chownat(
+                dir,
+                leaf,
+                Some(uid(meta.uid)?),
+                Some(gid(meta.gid)?),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if chmod {
+            // The node was just made by mknodat: not a symlink, so following is moot.
+            rustix::fs::chmodat(
+                dir,
+                leaf,
+                Mode::from_raw_mode(meta.mode & 0o7777),
+                AtFlags::empty(),
+            )?;
+        }
+        if !meta.xattrs.is_empty() {
+            // No *xattrat before Linux 6.13: name the leaf through our own directory fd.
+            let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+            path.extend_from_slice(leaf);
+            for (name, value) in &meta.xattrs {
+                rustix::fs::lsetxattr(path.as_slice(), name.as_slice(), value, XattrFlags::empty())
+                    .map_err(|e| xattr_error(name, e))?;
+            }
+        }
+        rustix::fs::utimensat(dir, leaf, &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(())
+    }
+
+    /// Sets the directories' mtimes, deepest first, and returns what was done.
+    pub fn finish(mut self) -> Result<UnpackReport, OciError> {
+        self.cache = None;
+        let mut dirs: Vec<(Vec<u8>, Timespec)> = self.dir_times.drain().collect();
+        dirs.sort_by_key(|(k, _)| std::cmp::Reverse(k.iter().filter(|&&b| b == b'/').count()));
+        for (key, ts) in dirs {
+            let comps: Vec<Vec<u8>> = clean(&key);
+            let res = match comps.split_last() {
+                None => rustix::fs::futimens(&self.root, &times(ts)),
+                Some((leaf, parents)) => match self.open_dir(&join(parents)) {
+                    Ok(dir) => {
+                        match rustix::fs::statat(&dir, leaf.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                            Ok(st)
+                                if FileType::from_raw_mode(st.st_mode) == FileType::Directory =>
+                            {
+                                rustix::fs::utimensat(
+                                    &dir,
+                                    leaf.as_slice(),
+                                    &times(ts),
+                                    AtFlags::SYMLINK_NOFOLLOW,
+                                )
+                            }
+                            _ => Ok(()),
+                        }
+                    }
+                    Err(_) => Ok(()),
+                },
+            };
+            res.map_err(|e| {
+                OciError::io(
+                    self.root_path.join(String::from_utf8_lossy(&key).as_ref()),
+                    e.into(),
+                )
+            })?;
+        }
+        Ok(self.report)
+    }
+}
+
+/// Creates directory `path` (and its parents, mode 0755) beneath `root`, resolving every
+/// component inside it as layer application does.
+pub fn mkdir_beneath(root: &Path, path: &str) -> Result<(), OciError> {
+    let mut u = Unpacker::new(root, ApplyOptions::default())?;
+    let comps = clean(path.as_bytes());
+    u.take_parent(&comps)
+        .map(drop)
+        .map_err(|e| OciError::io(root.join(path.trim_start_matches('/')), e))
+}
+
+/// Writes a file at `path` beneath `root` (replacing what is there, a symlink included,
+/// without following it), owned by the caller, with `mode`.
+pub fn write_file_beneath(root: &Path, path: &str, data: &[u8], mode: u32) -> Result<(), OciError> {
+    let full = root.join(path.trim_start_matches('/'));
+    let mut u = Unpacker::new(root, ApplyOptions::default())?;
+    let comps = clean(path.as_bytes());
+    let Some((leaf, parents)) = comps.split_last() else {
+        return Err(OciError::io(full, io::Error::other("not a file path")));
+    };
+    let written = (|| -> io::Result<()> {
+        let dir = u.take_parent(parents)?;
+        remove_all_at(dir.as_fd(), leaf)?;
+        let fd = rustix::fs::openat(
+            &dir,
+            leaf.as_slice(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode & 0o7777),
+        )?;
+        let mut f = fs::File::from(fd);
+        f.write_all(data)?;
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(mode & 0o7777))?;
+        Ok(())
+    })();
+    written.map_err(|e| OciError::io(full, e))
+}
+
+fn xattr_error(name: &[u8], e: Errno) -> io::Error {
+    io::Error::new(
+        io::Error::from(e).kind(),
+        format!("xattr {}: {e}", String::from_utf8_lossy(name)),
+    )
+}
+
+fn uid(raw: u64) -> io::Result<Uid> {
+    match u32::try_from(raw) {
+        Ok(u) if u != u32::MAX => Ok(Uid::from_raw(u)),
+        _ => Err(io::Error::other(format!("invalid uid {raw}"))),
+    }
+}
+
+fn gid(raw: u64) -> io::Result<Gid> {
+    match u32::try_from(raw) {
+        Ok(g) if g != u32::MAX => Ok(Gid::from_raw(g)),
+        _ => Err(io::Error::other(format!("invalid gid {raw}"))),
+    }
+}
+
+fn times(t: Timespec) -> Timestamps {
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// Removes `name` in `dir` whatever it is (a directory recursively, never following a
+/// symlink); a missing name is fine.
+fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => return Ok(()),
+        Err(Errno::ISDIR | Errno::PERM) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let sub = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut children = Vec::new();
+    for ent in rustix::fs::Dir::read_from(&sub)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            children.push(n.to_vec());
+        }
+    }
+    for c in children {
+        remove_all_at(sub.as_fd(), &c)?;
+    }
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+    Ok(())
+}
+
+/// A tar path as components beneath the root: empty and `.` components dropped, `..`
+/// clamped at the root (as resolving it in a chroot would), leading `/` ignored.
+pub fn clean(path: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            c => out.push(c.to_vec()),
+        }
+    }
+    out
+}
+
+fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    comps.join(&b'/')
+}
+
+/// The entry's metadata, with PAX records (mtime with fractions, uid/gid beyond octal,
+/// `SCHILY.xattr.*`) over the ustar header's.
+fn meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+    let h = e.header();
+    let mut m = Meta {
+        mode: h.mode()?,
+        uid: 0,
+        gid: 0,
+        mtime: Timespec {
+            tv_sec: i64::try_from(h.mtime()?).unwrap_or(i64::MAX),
+            tv_nsec: 0,
+        },
+        xattrs: Vec::new(),
+    };
+    let (mut uid, mut gid) = (h.uid()?, h.gid()?);
+    if let Some(pax) = e.pax_extensions()? {
+        for ext in pax {
+            let ext = ext?;
+            let Ok(key) = ext.key() else { continue };
+            let value = ext.value_bytes();
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                m.xattrs.push((name.as_bytes().to_vec(), value.to_vec()));
+            } else {
+                let v = String::from_utf8_lossy(value);
+                match key {
+                    "mtime" => {
+                        if let Some(ts) = parse_pax_time(&v) {
+                            m.mtime = ts;
+                        }
+                    }
+                    "uid" => uid = v.trim().parse().unwrap_or(uid),
+                    "gid" => gid = v.trim().parse().unwrap_or(gid),
+                    _ => {}
+                }
+            }
+        }
+    }
+    m.uid = uid;
+    m.gid = gid;
+    Ok(m)
+}
+
+/// A PAX time: decimal seconds with an optional fraction (POSIX pax, "mtime").
+fn parse_pax_time(v: &str) -> Option<Timespec> {
+    let v = v.trim();
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let tv_sec: i64 = secs.parse().ok()?;
+    let mut nsec = 0i64;
+    let mut scale = 100_000_000i64;
+    for c in frac.chars().take(9) {
+        nsec += i64::from(c.to_digit(10)?) * scale;
+        scale /= 10;
+    }
+    // A negative time's fraction counts toward the past.
+    let (tv_sec, tv_nsec) = if secs.starts_with('-') && nsec > 0 {
+        (tv_sec - 1, 1_000_000_000 - nsec)
+    } else {
+        (tv_sec, nsec)
+    };
+    Some(Timespec { tv_sec, tv_nsec })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_clamps_at_the_root() {
+        let c = |p: &str| -> Vec<String> {
+            clean(p.as_bytes())
+                .into_iter()
+                .map(|c| String::from_utf8(c).unwrap())
+                .collect()
+        };
+        assert_eq!(c("./a/b/"), ["a", "b"]);
+        assert_eq!(c("/etc/passwd"), ["etc", "passwd"]);
+        assert_eq!(c("../../etc/x"), ["etc", "x"]);
+        assert_eq!(c("a/../../b"), ["b"]);
+        assert!(c("./.").is_empty());
+        assert!(c("/").is_empty());
+    }
+
+    #[test]
+    fn pax_times() {
+        let t = parse_pax_time("1700000000.5").unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (1700000000, 500_000_000));
+        let t = parse_pax_time("12").unwrap();
+        assert_eq!((t.tv_sec, t.tv_nsec), (12, 0));
+        assert!(parse_pax_time("x").is_none());
+    }
+}

@@ -1,0 +1,235 @@
+//! `terra image pull|unpack` and `terra install`: argument parsing over `terra_builder::oci`
+//! and `terra_builder::install`. Part of the `terra` binary only (main.rs includes it).
+
+use std::path::PathBuf;
+
+use terra_builder::install::{self, InstallSpec};
+use terra_builder::oci::{self, ApplyOptions, ImageRef, OciError, Platform, ResolveOptions};
+
+/// A failure the binary prints after `terra: `.
+pub type CliError = Box<dyn std::error::Error>;
+
+pub const IMAGE_USAGE: &str = "\
+terra image — OCI images
+
+Usage:
+  terra image pull REF --layout DIR [--platform OS/ARCH[/VARIANT]] [--plain-http]
+  terra image unpack REF DIR [--platform OS/ARCH[/VARIANT]] [--plain-http] [--no-devices]
+
+REF is oci:PATH[:TAG] (an OCI image layout), docker-archive:PATH (a `docker save`
+tarball), or a registry reference host[:port]/repo[:tag|@sha256:…] (`alpine:3.20` means
+docker.io/library/alpine:3.20). Credentials come from ~/.docker/config.json
+($DOCKER_CONFIG/config.json).
+
+pull copies one platform of a registry image into the OCI layout DIR (created when
+missing), tagged with REF's tag. unpack applies the image's layers (whiteouts, hardlinks,
+owners, modes, xattrs, device nodes when root) into a new directory renamed to DIR once
+complete; an existing DIR is replaced atomically. Every blob's digest and size are checked.
+
+Options:
+      --layout DIR        (pull) the OCI layout to write
+      --platform P        platform picked from an index (default linux/amd64)
+      --plain-http        talk HTTP to the registry (a local one)
+      --no-devices        (unpack) leave out device nodes and fifos
+  -h, --help              print this help
+";
+
+pub const INSTALL_USAGE: &str = "\
+terra install — make node.toml's disk groups and install an OCI image as the root
+
+Usage: terra install NODE.TOML [--image REF] [--disk PATH]... [--force]
+
+For each [[groups]] of NODE.TOML: mkfs.btrfs with its label and type (single, raid0,
+raid1, raid5, raid10) over its disks, its subvolumes, and for the group labelled `os` (or
+the first) the image unpacked into the root subvolume (`os`, or [boot] version, or the
+subvolume whose path is /) with /etc/fstab (LABEL=<label> <path> btrfs subvol=/<name> 0 0)
+and /etc/hostname. Disks are block devices or image files, created at `size` MiB when
+missing. A disk holding a filesystem or partition table is refused unless --force. Needs
+root.
+
+Options:
+      --image REF         the image (default: node.toml's `image`); see `terra image --help`
+      --disk PATH         replaces node.toml's disks in order (repeatable); with no
+                          [[groups]], makes one group `os` of type single
+      --force             overwrite disks that hold data
+      --uuid UUID         filesystem UUID of the root group
+      --platform P        platform picked from an index (default linux/amd64)
+      --plain-http        talk HTTP to the registry
+      --no-devices        leave out device nodes and fifos
+  -h, --help              print this help
+";
+
+fn args(e: lexopt::Error, cmd: &str) -> CliError {
+    format!("{e} (see `terra {cmd} --help`)").into()
+}
+
+fn platform(v: std::ffi::OsString) -> Result<Platform, CliError> {
+    Ok(v.to_string_lossy().parse::<Platform>()?)
+}
+
+/// `terra image …`
+pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
+    use lexopt::prelude::*;
+    let sub = match parser.next().map_err(|e| args(e, "image"))? {
+        Some(Short('h') | Long("help")) => {
+            print!("{IMAGE_USAGE}");
+            return Ok(());
+        }
+        Some(Value(v)) => v.to_string_lossy().into_owned(),
+        Some(other) => return Err(args(other.unexpected(), "image")),
+        None => {
+            return Err(
+                format!("image: missing subcommand (pull or unpack)\n\n{IMAGE_USAGE}").into(),
+            )
+        }
+    };
+    let mut positional: Vec<String> = Vec::new();
+    let mut layout: Option<PathBuf> = None;
+    let mut resolve = ResolveOptions::default();
+    let mut apply = ApplyOptions::default();
+    while let Some(arg) = parser.next().map_err(|e| args(e, "image"))? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{IMAGE_USAGE}");
+                return Ok(());
+            }
+            Long("layout") => layout = Some(parser.value().map_err(|e| args(e, "image"))?.into()),
+            Long("platform") => {
+                resolve.platform = platform(parser.value().map_err(|e| args(e, "image"))?)?
+            }
+            Long("plain-http") => resolve.plain_http = true,
+            Long("no-devices") => apply.devices = false,
+            Value(v) => positional.push(v.to_string_lossy().into_owned()),
+            _ => return Err(args(arg.unexpected(), "image")),
+        }
+    }
+    match (sub.as_str(), positional.as_slice()) {
+        ("pull", [reference]) => {
+            let layout = layout.ok_or("image pull: missing --layout DIR")?;
+            let r: ImageRef = reference.parse()?;
+            let ImageRef::Registry(reg) = &r else {
+                return Err(OciError::Reference {
+                    reference: reference.clone(),
+                    reason: "pull takes a registry reference (unpack reads oci: and docker-archive: directly)".into(),
+                }
+                .into());
+            };
+            let report = oci::pull(
+                reg,
+                &layout,
+                &oci::PullOptions {
+                    platform: resolve.platform,
+                    plain_http: resolve.plain_http,
+                    docker_config: None,
+                },
+            )?;
+            println!(
+                "terra: pulled {} ({}) into {}{}: {} blobs fetched ({} bytes), {} already there",
+                reg.whole(),
+                report.manifest_digest,
+                layout.display(),
+                report
+                    .tag
+                    .as_deref()
+                    .map(|t| format!(":{t}"))
+                    .unwrap_or_default(),
+                report.fetched,
+                report.bytes,
+                report.reused
+            );
+            Ok(())
+        }
+        ("unpack", [reference, dir]) => {
+            let r: ImageRef = reference.parse()?;
+            let image = oci::resolve(&r, &resolve)?;
+            let report = oci::unpack(&image, std::path::Path::new(dir), &apply)?;
+            println!(
+                "terra: unpacked {} into {}: {} layers, {} entries, {} whiteouts, {} bytes{}",
+                image.reference,
+                dir,
+                report.layers,
+                report.entries,
+                report.whiteouts,
+                report.bytes,
+                if report.skipped_devices > 0 {
+                    format!(", {} device nodes/fifos left out", report.skipped_devices)
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
+        ("pull", _) => Err("usage: terra image pull REF --layout DIR".into()),
+        ("unpack", _) => Err("usage: terra image unpack REF DIR".into()),
+        (other, _) => Err(format!(
+            "image: unknown subcommand {other:?} (pull or unpack; see `terra image --help`)"
+        )
+        .into()),
+    }
+}
+
+/// `terra install …`
+pub fn cmd_install(parser: &mut lexopt::Parser) -> Result<(), CliError> {
+    use lexopt::prelude::*;
+    let mut config: Option<PathBuf> = None;
+    let mut spec = InstallSpec::new(std::path::Path::new(""));
+    while let Some(arg) = parser.next().map_err(|e| args(e, "install"))? {
+        match arg {
+            Short('h') | Long("help") => {
+                print!("{INSTALL_USAGE}");
+                return Ok(());
+            }
+            Long("image") => {
+                spec.image = Some(
+                    parser
+                        .value()
+                        .map_err(|e| args(e, "install"))?
+                        .to_string_lossy()
+                        .into_owned(),
+                )
+            }
+            Long("disk") => spec
+                .disks
+                .push(parser.value().map_err(|e| args(e, "install"))?.into()),
+            Long("force") => spec.force = true,
+            Long("uuid") => {
+                spec.root_uuid = Some(
+                    parser
+                        .value()
+                        .map_err(|e| args(e, "install"))?
+                        .to_string_lossy()
+                        .into_owned(),
+                )
+            }
+            Long("platform") => {
+                spec.platform = platform(parser.value().map_err(|e| args(e, "install"))?)?
+            }
+            Long("plain-http") => spec.plain_http = true,
+            Long("no-devices") => spec.apply.devices = false,
+            Value(v) if config.is_none() => config = Some(v.into()),
+            _ => return Err(args(arg.unexpected(), "install")),
+        }
+    }
+    spec.config = config.ok_or("install: missing NODE.TOML (see `terra install --help`)")?;
+    let report = install::install(&spec)?;
+    for (label, profile, disks) in &report.groups {
+        println!(
+            "terra: group {label} ({profile}): {}",
+            disks
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!(
+        "terra: installed {} into subvolume {} of LABEL={}: {} layers, {} entries, {} bytes",
+        report.image,
+        report.root_subvolume,
+        report.root_label,
+        report.unpack.layers,
+        report.unpack.entries,
+        report.unpack.bytes
+    );
+    Ok(())
+}

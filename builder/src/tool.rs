@@ -1,0 +1,136 @@
+//! Host tools the builder drives (grub-mkimage, xorriso, mtools, make): run them, and when
+//! they fail say which command, which Debian package provides it, and what it printed.
+
+use std::fmt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+
+/// A host tool that could not run or failed.
+#[derive(Debug)]
+pub struct ToolError {
+    /// The command line, as run.
+    pub command: String,
+    /// The Debian package that provides the program.
+    pub package: &'static str,
+    /// What went wrong.
+    pub kind: ToolErrorKind,
+}
+
+/// How a host tool failed.
+#[derive(Debug)]
+pub enum ToolErrorKind {
+    /// The program is not installed.
+    NotFound,
+    /// It could not be started.
+    Spawn(std::io::Error),
+    /// It ran and failed; its stderr (or stdout when stderr is empty), trimmed.
+    Failed { status: ExitStatus, output: String },
+}
+
+impl fmt::Display for ToolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ToolErrorKind::NotFound => write!(
+                f,
+                "{}: not found (apt-get install {})",
+                self.command, self.package
+            ),
+            ToolErrorKind::Spawn(e) => write!(f, "cannot run {}: {e}", self.command),
+            ToolErrorKind::Failed { status, output } => {
+                write!(f, "{} failed ({status})", self.command)?;
+                if !output.is_empty() {
+                    write!(f, ":\n{output}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ToolError {}
+
+/// `cmd` as a shell-like line for messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs `cmd` with its output captured; returns stdout.
+pub fn run(cmd: &mut Command, package: &'static str) -> Result<String, ToolError> {
+    let command = describe(cmd);
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| spawn_error(&command, package, e))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let output = if stderr.is_empty() {
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        } else {
+            stderr
+        };
+        return Err(ToolError {
+            command,
+            package,
+            kind: ToolErrorKind::Failed {
+                status: out.status,
+                output: tail(&output, 60),
+            },
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `cmd` with its output on this process's terminal (long builds show progress).
+pub fn run_visible(cmd: &mut Command, package: &'static str) -> Result<(), ToolError> {
+    let command = describe(cmd);
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| spawn_error(&command, package, e))?;
+    if !status.success() {
+        return Err(ToolError {
+            command,
+            package,
+            kind: ToolErrorKind::Failed {
+                status,
+                output: String::new(),
+            },
+        });
+    }
+    Ok(())
+}
+
+fn spawn_error(command: &str, package: &'static str, e: std::io::Error) -> ToolError {
+    ToolError {
+        command: command.to_string(),
+        package,
+        kind: if e.kind() == std::io::ErrorKind::NotFound {
+            ToolErrorKind::NotFound
+        } else {
+            ToolErrorKind::Spawn(e)
+        },
+    }
+}
+
+/// The last `lines` lines of `text`: a failing tool's cause is at its end.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Fails like a missing tool when `path` (a data file a package ships) does not exist.
+pub fn require_file(path: &Path, package: &'static str) -> Result<(), ToolError> {
+    if path.exists() {
+        return Ok(());
+    }
+    Err(ToolError {
+        command: path.display().to_string(),
+        package,
+        kind: ToolErrorKind::NotFound,
+    })
+}

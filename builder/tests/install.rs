@@ -1,0 +1,272 @@
+//! `terra install` on image files (needs root: mkfs.btrfs, loop devices, mount): a single
+//! disk and raid1 over two, their subvolumes, fstab and hostname, and the refusal to
+//! overwrite a disk that holds a filesystem.
+
+mod oci_common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oci_common::*;
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The files attached as loop devices and mounted (top level, subvolid 5) read-only;
+/// undone on drop.
+struct Mount {
+    dir: tempfile::TempDir,
+    loops: Vec<String>,
+}
+
+impl Mount {
+    fn new(files: &[&Path]) -> Mount {
+        let loops: Vec<String> = files
+            .iter()
+            .map(|f| {
+                sh(Command::new("losetup")
+                    .args(["--find", "--show", "--read-only"])
+                    .arg(f))
+                .trim()
+                .to_string()
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let opts: Vec<String> = loops.iter().map(|l| format!("device={l}")).collect();
+        sh(Command::new("mount")
+            .args([
+                "-t",
+                "btrfs",
+                "-o",
+                &format!("ro,subvolid=5,{}", opts.join(",")),
+            ])
+            .arg(&loops[0])
+            .arg(dir.path()));
+        Mount { dir, loops }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+        for l in &self.loops {
+            let _ = Command::new("losetup").args(["-d", l]).status();
+        }
+    }
+}
+
+fn image(dir: &Path) -> String {
+    let layout = dir.join("layout");
+    image_layout(
+        &layout,
+        "v1",
+        &[
+            (layer(&rich_layer()), Comp::Gzip),
+            (
+                layer(&[
+                    E::Dir("etc/", 0o755),
+                    E::File("etc/fstab", b"# from the image\n", 0o644),
+                ]),
+                Comp::Gzip,
+            ),
+        ],
+    );
+    format!("oci:{}:v1", layout.display())
+}
+
+fn subvolumes(mnt: &Path) -> Vec<String> {
+    let list = sh(Command::new("btrfs").args(["subvolume", "list"]).arg(mnt));
+    let mut names: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.rsplit(" path ").next().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn single_disk_image_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    let node = dir.path().join("node.toml");
+    fs::write(
+        &node,
+        format!(
+            r#"hostname = "terra-test-01"
+image = "{}"
+[[groups]]
+label = "os"
+type = "single"
+  [[groups.disk]]
+  device = "{}"
+  size = 256
+  [[groups.subvolumes]]
+  name = "home"
+  path = "/home"
+  [[groups.subvolumes]]
+  name = "var-log"
+  path = "/var/log"
+"#,
+            image(dir.path()),
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = run_terra(&["install", node.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("into subvolume os of LABEL=os"), "{out}");
+    assert_eq!(fs::metadata(&disk).unwrap().len(), 256 << 20);
+    let id = terra_init::probe::probe_fs(&mut fs::File::open(&disk).unwrap()).unwrap();
+    assert_eq!(id.label.as_deref(), Some("os"));
+    let m = Mount::new(&[&disk]);
+    assert_eq!(subvolumes(m.path()), ["home", "os", "var-log"]);
+    let root = m.path().join("os");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/fstab")).unwrap(),
+        "# written by terra install\n\
+         LABEL=os / btrfs subvol=/os 0 0\n\
+         LABEL=os /home btrfs subvol=/home 0 0\n\
+         LABEL=os /var/log btrfs subvol=/var-log 0 0\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/hostname")).unwrap(),
+        "terra-test-01\n"
+    );
+    assert!(root.join("var/log").is_dir());
+    // The image itself, checked against a plain unpack of it.
+    let plain = dir.path().join("plain");
+    let (ok, _, err) = run_terra(&[
+        "image",
+        "unpack",
+        &image(dir.path()),
+        plain.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let mut want = snapshot(&plain);
+    let mut got = snapshot(&root);
+    for k in ["etc/fstab", "etc/hostname", "var", "var/log", "home", "etc"] {
+        want.remove(k);
+        got.remove(k);
+    }
+    assert_same(&got, &want, "installed root vs plain unpack");
+    drop(m);
+
+    // Installing again onto the disk that now holds a filesystem is refused…
+    let (ok, _, err) = run_terra(&["install", node.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "disk {} holds a btrfs filesystem labelled \"os\"",
+            disk.display()
+        )) && err.contains("--force"),
+        "{err}"
+    );
+    // …unless forced.
+    let (ok, _, err) = run_terra(&["install", node.to_str().unwrap(), "--force"]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn raid1_over_two_image_files_with_disks_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.img");
+    let b = dir.path().join("b.img");
+    for f in [&a, &b] {
+        fs::File::create(f).unwrap().set_len(300 << 20).unwrap();
+    }
+    let node = dir.path().join("node.toml");
+    fs::write(
+        &node,
+        "[boot]\nversion = \"v1\"\n[[groups]]\nlabel = \"pool\"\ntype = \"raid1\"\n\
+         [[groups.disk]]\ndevice = \"/dev/placeholder-a\"\n[[groups.disk]]\ndevice = \"/dev/placeholder-b\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run_terra(&[
+        "install",
+        node.to_str().unwrap(),
+        "--image",
+        &image(dir.path()),
+        "--disk",
+        a.to_str().unwrap(),
+        "--disk",
+        b.to_str().unwrap(),
+        "--uuid",
+        "7e44a1a0-5ca1-4e00-9000-0000000000c3",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("group pool (raid1)"), "{out}");
+    for f in [&a, &b] {
+        let id = terra_init::probe::probe_fs(&mut fs::File::open(f).unwrap()).unwrap();
+        assert_eq!(id.label.as_deref(), Some("pool"));
+        assert_eq!(
+            id.uuid.as_deref(),
+            Some("7e44a1a0-5ca1-4e00-9000-0000000000c3")
+        );
+    }
+    let m = Mount::new(&[&a, &b]);
+    let df = sh(Command::new("btrfs")
+        .args(["filesystem", "df"])
+        .arg(m.path()));
+    assert!(
+        df.contains("Data, RAID1") && df.contains("Metadata, RAID1"),
+        "{df}"
+    );
+    assert_eq!(subvolumes(m.path()), ["v1"]);
+    assert_eq!(
+        fs::read_to_string(m.path().join("v1/etc/fstab")).unwrap(),
+        "# written by terra install\nLABEL=pool / btrfs subvol=/v1 0 0\n"
+    );
+    assert_eq!(
+        fs::read_to_string(m.path().join("v1/etc/os-release")).unwrap(),
+        "NAME=test\n"
+    );
+}
+
+#[test]
+fn missing_disk_without_size_and_bad_profiles_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join("node.toml");
+    let nowhere: PathBuf = dir.path().join("nowhere.img");
+    fs::write(
+        &node,
+        format!(
+            "image = \"{}\"\n[[groups]]\nlabel = \"os\"\n[[groups.disk]]\ndevice = \"{}\"\n",
+            image(dir.path()),
+            nowhere.display()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run_terra(&["install", node.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("disk {}: does not exist", nowhere.display())),
+        "{err}"
+    );
+    let (ok, _, err) = run_terra(&[
+        "install",
+        node.to_str().unwrap(),
+        "--disk",
+        "/a",
+        "--disk",
+        "/b",
+    ]);
+    assert!(
+        !ok && err.contains("2 --disk given but node.toml has 1 disks"),
+        "{err}"
+    );
+    fs::write(&node, "bogus = 1\n").unwrap();
+    let (ok, _, err) = run_terra(&["install", node.to_str().unwrap()]);
+    assert!(!ok && err.contains("bogus"), "{err}");
+}

@@ -1,0 +1,196 @@
+//! Phase 5, iscsi (DESIGN.md §2): log in to each target ourselves, hand the connection to
+//! the kernel's iscsi_tcp, scan, and wait for the LUN's disk. No iscsid, no iscsistart.
+//!
+//! - [`pdu`]: PDUs and framing (RFC 7143 §11), [`text`]: key negotiation (§6, §13),
+//!   [`chap`]: CHAP (§12.1.3) — wire formats without I/O;
+//! - [`login`]: the login state machine over any `Read + Write`, and a userspace session;
+//! - [`target`]: where targets come from (node.toml, command line, DHCP root path, iBFT);
+//! - [`netlink`]: NETLINK_ISCSI and the handoff; `sys`: the raw kernel interfaces.
+
+pub mod chap;
+pub mod login;
+pub mod netlink;
+pub mod pdu;
+mod sys;
+pub mod target;
+pub mod text;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::devices::Devices;
+use login::{LoginConfig, LoginError};
+use netlink::{HandoffError, Netlink};
+use target::{Plan, Target};
+
+/// The iscsi phase failed for one target.
+#[derive(Debug)]
+pub enum IscsiError {
+    /// Connecting or logging in failed (the error names portal, target and status).
+    Login(LoginError),
+    /// The kernel did not take the session.
+    Handoff {
+        /// Target name.
+        target: String,
+        /// Portal.
+        portal: String,
+        /// What failed.
+        error: HandoffError,
+    },
+    /// Logged in, but the LUN's disk did not appear in time.
+    NoDisk {
+        /// Target name.
+        target: String,
+        /// SCSI host of the session.
+        host: u32,
+        /// The LUN awaited; None: any.
+        lun: Option<u64>,
+        /// How long we waited.
+        secs: u64,
+    },
+}
+
+impl fmt::Display for IscsiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IscsiError::Login(e) => e.fmt(f),
+            IscsiError::Handoff {
+                target,
+                portal,
+                error,
+            } => write!(
+                f,
+                "iSCSI session with {target} at {portal} could not be handed to the kernel: {error}"
+            ),
+            IscsiError::NoDisk {
+                target,
+                host,
+                lun,
+                secs,
+            } => {
+                write!(f, "iSCSI target {target} (SCSI host{host}) showed no disk")?;
+                if let Some(l) = lun {
+                    write!(f, " for LUN {l}")?;
+                }
+                write!(f, " within {secs} s")
+            }
+        }
+    }
+}
+
+impl std::error::Error for IscsiError {}
+
+/// A target that is now a local disk, for logs and the boot report (never any secret).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attached {
+    /// Target name.
+    pub target: String,
+    /// Portal logged in to.
+    pub portal: String,
+    /// Who named the target.
+    pub source: &'static str,
+    /// The block device, e.g. `sda`.
+    pub device: String,
+    /// iSCSI session id in the kernel.
+    pub sid: u32,
+    /// SCSI host number.
+    pub host: u32,
+    /// The CHAP algorithm used, if any.
+    pub chap: Option<&'static str>,
+    /// Connect + login time.
+    pub login_ms: f64,
+    /// Login through disk, in total.
+    pub total_ms: f64,
+}
+
+/// Logs in to every target of `plan`, hands each session to the kernel and waits for its
+/// disk. The network must be up. Modules come from `devices` (iscsi_tcp, the crc32c
+/// provider its digests need, sd_mod).
+pub fn attach(plan: &Plan, devices: &mut Devices) -> Result<Vec<Attached>, IscsiError> {
+    // iscsi_tcp allocates a crc32c hash for each connection: without a provider loaded
+    // (and no modprobe to ask for one) connection creation fails.
+    for m in ["crypto-crc32c", "iscsi_tcp", "sd_mod"] {
+        devices.load(m);
+    }
+    let sys = Path::new("/sys");
+    let mut nl: Option<Netlink> = None;
+    let mut out = Vec::new();
+    for t in &plan.targets {
+        out.push(attach_one(plan, t, devices, sys, &mut nl)?);
+    }
+    Ok(out)
+}
+
+fn attach_one(
+    plan: &Plan,
+    t: &Target,
+    devices: &mut Devices,
+    sys: &Path,
+    nl: &mut Option<Netlink>,
+) -> Result<Attached, IscsiError> {
+    let start = Instant::now();
+    let mut cfg = LoginConfig::new(&plan.initiator, &t.iqn);
+    cfg.chap = t.chap.clone();
+    cfg.timeout = plan.timeout;
+    log::info!(
+        "iscsi: logging in to {} at {} as {} ({})",
+        t.iqn,
+        t.portal,
+        plan.initiator,
+        t.source.as_str()
+    );
+    let session = login::connect(&t.portal, &cfg).map_err(IscsiError::Login)?;
+    let login_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let chap = session.chap_algorithm.map(|a| a.name());
+    log::info!(
+        "iscsi: logged in to {} in {login_ms:.1} ms (TSIH {}, {} round trips{})",
+        t.iqn,
+        session.tsih,
+        session.round_trips,
+        chap.map(|c| format!(", CHAP {c}")).unwrap_or_default()
+    );
+    let handoff_err = |error| IscsiError::Handoff {
+        target: t.iqn.clone(),
+        portal: t.portal.to_string(),
+        error,
+    };
+    if nl.is_none() {
+        *nl = Some(Netlink::open(sys, "tcp").map_err(handoff_err)?);
+    }
+    let Some(link) = nl.as_mut() else {
+        return Err(handoff_err(HandoffError::NoReply { op: "open".into() }));
+    };
+    let h = netlink::hand_off(link, session, &t.portal).map_err(handoff_err)?;
+    netlink::scan(sys, h.host).map_err(handoff_err)?;
+    let deadline = start + plan.timeout;
+    let sys_block = sys.join("class/block");
+    let (device, _) = devices
+        .wait_for_block(deadline, |name, _| {
+            netlink::block_is_lun(&sys_block, name, h.host, t.lun)
+        })
+        .ok_or(IscsiError::NoDisk {
+            target: t.iqn.clone(),
+            host: h.host,
+            lun: t.lun,
+            secs: plan.timeout.as_secs(),
+        })?;
+    let total_ms = start.elapsed().as_secs_f64() * 1000.0;
+    log::info!(
+        "iscsi: {} is /dev/{device} (session {}, host{}) after {total_ms:.1} ms",
+        t.iqn,
+        h.sid,
+        h.host
+    );
+    Ok(Attached {
+        target: t.iqn.clone(),
+        portal: t.portal.to_string(),
+        source: t.source.as_str(),
+        device,
+        sid: h.sid,
+        host: h.host,
+        chap,
+        login_ms,
+        total_ms,
+    })
+}

@@ -1,0 +1,737 @@
+//! What the network phase is asked to do: node.toml's `[network]` overlaid by the kernel
+//! command line. Kernel and dracut keys: `ip=` (every form below, several times),
+//! `BOOTIF=`, `nameserver=`, `rd.neednet=`; Terra OS keys: `hostname=`, `network=<cidr>`,
+//! `gateway=`, `nameservers=a,b`, `iface=`; ours: `terra.net.timeout=<s>`. Invalid values are
+//! errors naming the key, as in the rest of the config phase.
+//!
+//! `ip=` forms (Documentation/admin-guide/nfs/nfsroot.rst and dracut.cmdline(7)):
+//! - `off | none` — no network from `ip=`;
+//! - `dhcp | on | any | bootp | both` — DHCP on any Ethernet link (BOOTIF= or iface= narrows);
+//! - `<dev>:<autoconf>[:<mtu>[:<mac>]]` — dracut's per-device form;
+//! - `<client>:<server>:<gw>:<netmask>:<hostname>:<dev>:<autoconf>[:<dns0>[:<dns1>[:<ntp0>]]]`
+//!   — the kernel's form; dracut's `[:<mtu>[:<mac>]]` tail is accepted in place of the DNS
+//!   fields. A client address with autoconf `dhcp` is asked for first (INIT-REBOOT).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cmdline;
+use crate::config::ConfigError;
+use crate::layout;
+
+/// Default bound on the whole network phase.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// node.toml `[network]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Bound on the phase, seconds (like `terra.net.timeout=`).
+    pub timeout: Option<u64>,
+    /// DNS servers for every interface.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Interfaces to configure; a non-empty list makes the network needed at boot.
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceSection>,
+}
+
+/// One `[[network.interfaces]]` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSection {
+    /// Kernel name, e.g. `eth0`.
+    pub name: Option<String>,
+    /// Hardware address, e.g. `52:54:00:12:34:56`.
+    pub mac: Option<String>,
+    /// Ask a DHCP server (the default when no address is given).
+    pub dhcp: Option<bool>,
+    /// Static addresses with prefix, e.g. `10.0.0.5/24` (the first one is used).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Default gateway for a static address.
+    pub gateway: Option<String>,
+    /// MTU to set.
+    pub mtu: Option<u32>,
+    /// DNS servers.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+}
+
+/// Which link an entry applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Any Ethernet link; the first to succeed wins.
+    Any,
+    /// By kernel name.
+    Name(String),
+    /// By hardware address.
+    Mac([u8; 6]),
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Any => write!(f, "any Ethernet link"),
+            Selector::Name(n) => write!(f, "{n}"),
+            Selector::Mac(m) => write!(f, "{}", super::netlink::format_mac(m)),
+        }
+    }
+}
+
+/// A static IPv4 configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticAddr {
+    /// Address.
+    pub address: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Default gateway.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// How an interface gets its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    /// DHCPv4, asking first for `requested` when given.
+    Dhcp {
+        /// INIT-REBOOT address.
+        requested: Option<Ipv4Addr>,
+    },
+    /// A fixed address.
+    Static(StaticAddr),
+}
+
+/// One interface to bring up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// Which link.
+    pub selector: Selector,
+    /// DHCP or static.
+    pub method: Method,
+    /// MTU to set before anything else.
+    pub mtu: Option<u32>,
+}
+
+/// The network phase's whole task, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Interfaces, in the order given.
+    pub interfaces: Vec<IfaceConfig>,
+    /// DNS servers from the config (before any a lease brings).
+    pub nameservers: Vec<Ipv4Addr>,
+    /// Host name from the config (wins over a lease's option 12).
+    pub hostname: Option<String>,
+    /// Bound on the phase.
+    pub timeout: Duration,
+}
+
+/// Parses a MAC in `aa:bb:cc:dd:ee:ff` or `aa-bb-…` form.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(&parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *m = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// `BOOTIF=01-52-54-00-12-34-56` (pxelinux: ARP type 1, then the address), or a plain MAC.
+fn parse_bootif(s: &str) -> Option<[u8; 6]> {
+    match s.strip_prefix("01-") {
+        Some(rest) if rest.len() == 17 => parse_mac(rest),
+        _ => parse_mac(s),
+    }
+}
+
+/// `10.0.0.5/24`.
+pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = s.split_once('/')?;
+    let prefix: u8 = p.parse().ok()?;
+    (prefix <= 32).then_some(())?;
+    Some((a.parse().ok()?, prefix))
+}
+
+/// A netmask (`255.255.255.0`) or a prefix length (`24`).
+fn parse_netmask(s: &str) -> Option<u8> {
+    if let Ok(p) = s.parse::<u8>() {
+        return (p <= 32).then_some(p);
+    }
+    super::dhcp::mask_to_prefix(s.parse().ok()?)
+}
+
+/// RFC 1123 host names (labels of letters, digits and hyphens), at most 64 bytes as the
+/// kernel allows.
+pub fn valid_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn valid_mtu(m: u32) -> bool {
+    (68..=65535).contains(&m)
+}
+
+fn is_dhcp_word(s: &str) -> bool {
+    matches!(s, "dhcp" | "on" | "any" | "bootp" | "both")
+}
+
+const IP_EXPECTED: &str = "off, none, dhcp, on, any, <dev>:dhcp, or \
+     <client>:<server>:<gw>:<netmask>:<hostname>:<dev>:<off|none|dhcp>[:<dns0>[:<dns1>]]";
+
+/// What one `ip=` says.
+#[derive(Debug)]
+struct IpArg {
+    iface: Option<IfaceConfig>,
+    hostname: Option<String>,
+    nameservers: Vec<Ipv4Addr>,
+}
+
+fn parse_ip(v: &str) -> Option<IpArg> {
+    let none = IpArg {
+        iface: None,
+        hostname: None,
+        nameservers: Vec::new(),
+    };
+    if matches!(v, "off" | "none") {
+        return Some(none);
+    }
+    if is_dhcp_word(v) {
+        return Some(IpArg {
+            iface: Some(IfaceConfig {
+                selector: Selector::Any,
+                method: Method::Dhcp { requested: None },
+                mtu: None,
+            }),
+            ..none
+        });
+    }
+    if v.contains('[') {
+        return None; // IPv6 forms: not supported by this client.
+    }
+    let f: Vec<&str> = v.split(':').collect();
+    // dracut's <dev>:<autoconf>[:<mtu>[:<mac>]]
+    if f.len() >= 2 && f[0].parse::<Ipv4Addr>().is_err() && !f[0].is_empty() {
+        let method = match f[1] {
+            w if is_dhcp_word(w) => Method::Dhcp { requested: None },
+            _ => return None,
+        };
+        let mtu = match f.get(2) {
+            None | Some(&"") => None,
+            Some(m) => Some(m.parse().ok().filter(|m| valid_mtu(*m))?),
+        };
+        let selector = if f.len() > 3 {
+            Selector::Mac(parse_mac(&f[3..].join(":"))?)
+        } else {
+            Selector::Name(f[0].to_string())
+        };
+        // With a MAC the name is only a label: the MAC decides (dracut does the same).
+        return Some(IpArg {
+            iface: Some(IfaceConfig {
+                selector,
+                method,
+                mtu,
+            }),
+            ..none
+        });
+    }
+    if f.len() < 2 {
+        return None;
+    }
+    let field = |i: usize| f.get(i).copied().unwrap_or("");
+    let opt_ip = |s: &str| -> Option<Option<Ipv4Addr>> {
+        if s.is_empty() {
+            Some(None)
+        } else {
+            s.parse().ok().map(Some)
+        }
+    };
+    let client = opt_ip(field(0))?;
+    let _server = opt_ip(field(1))?;
+    let gateway = opt_ip(field(2))?;
+    let prefix = match field(3) {
+        "" => None,
+        m => Some(parse_netmask(m)?),
+    };
+    let hostname = match field(4) {
+        "" => None,
+        h if valid_hostname(h) => Some(h.to_string()),
+        _ => return None,
+    };
+    let selector = match field(5) {
+        "" => Selector::Any,
+        d => Selector::Name(d.to_string()),
+    };
+    let method = match (field(6), client) {
+        ("off" | "none", Some(address)) | ("", Some(address)) => Method::Static(StaticAddr {
+            address,
+            prefix: prefix.unwrap_or(24),
+            gateway,
+        }),
+        ("off" | "none", None) => return None,
+        (w, requested) if w.is_empty() || is_dhcp_word(w) => Method::Dhcp { requested },
+        _ => return None,
+    };
+    let mut nameservers = Vec::new();
+    let mut mtu = None;
+    let mut selector = selector;
+    let tail: Vec<&str> = f.iter().skip(7).copied().collect();
+    if let Some(first) = tail.first() {
+        if first.contains('.') {
+            // Kernel: dns0, dns1, ntp0.
+            for s in tail.iter().take(2).filter(|s| !s.is_empty()) {
+                nameservers.push(s.parse().ok()?);
+            }
+        } else {
+            // dracut: mtu, mac.
+            if !first.is_empty() {
+                mtu = Some(first.parse().ok().filter(|m| valid_mtu(*m))?);
+            }
+            if tail.len() > 1 {
+                selector = Selector::Mac(parse_mac(&tail[1..].join(":"))?);
+            }
+        }
+    }
+    Some(IpArg {
+        iface: Some(IfaceConfig {
+            selector,
+            method,
+            mtu,
+        }),
+        hostname,
+        nameservers,
+    })
+}
+
+fn node_error(message: String) -> ConfigError {
+    ConfigError::Node {
+        path: PathBuf::from(layout::NODE_CONFIG),
+        message,
+    }
+}
+
+fn node_interfaces(section: &NetworkSection) -> Result<Vec<IfaceConfig>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, s) in section.interfaces.iter().enumerate() {
+        let at = format!("network.interfaces[{i}]");
+        let selector = match (&s.name, &s.mac) {
+            (_, Some(m)) => Selector::Mac(parse_mac(m).ok_or_else(|| {
+                node_error(format!("{at}.mac = {m:?}: expected aa:bb:cc:dd:ee:ff"))
+            })?),
+            (Some(n), None) if !n.is_empty() => Selector::Name(n.clone()),
+            _ => return Err(node_error(format!("{at}: needs name or mac"))),
+        };
+        if let Some(m) = s.mtu {
+            if !valid_mtu(m) {
+                return Err(node_error(format!("{at}.mtu = {m}: expected 68 to 65535")));
+            }
+        }
+        let gateway = match &s.gateway {
+            None => None,
+            Some(g) => Some(g.parse().map_err(|_| {
+                node_error(format!("{at}.gateway = {g:?}: expected an IPv4 address"))
+            })?),
+        };
+        let method = match (s.dhcp, s.addresses.first()) {
+            (Some(true), Some(_)) => {
+                return Err(node_error(format!(
+                    "{at}: dhcp = true and addresses exclude each other"
+                )))
+            }
+            (_, Some(a)) => {
+                let (address, prefix) = parse_cidr(a).ok_or_else(|| {
+                    node_error(format!(
+                        "{at}.addresses: {a:?}: expected an IPv4 address/prefix"
+                    ))
+                })?;
+                Method::Static(StaticAddr {
+                    address,
+                    prefix,
+                    gateway,
+                })
+            }
+            (Some(false), None) => {
+                return Err(node_error(format!("{at}: dhcp = false needs addresses")))
+            }
+            (_, None) => Method::Dhcp { requested: None },
+        };
+        out.push(IfaceConfig {
+            selector,
+            method,
+            mtu: s.mtu,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_servers(list: &[String], what: &str) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    list.iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|_| node_error(format!("{what} = {s:?}: expected IPv4 addresses")))
+        })
+        .collect()
+}
+
+/// The network task from node.toml's `[network]`, its `hostname` and the command line;
+/// `None` when nothing needs the network (then the phase does not touch it).
+pub fn resolve(
+    section: &NetworkSection,
+    node_hostname: Option<&str>,
+    line: &str,
+) -> Result<Option<NetConfig>, ConfigError> {
+    let bad = |p: &cmdline::Param, expected: &'static str| ConfigError::Key {
+        key: p.key.clone(),
+        value: p.value.clone().unwrap_or_default(),
+        expected,
+    };
+    let mut from_ip: Vec<IfaceConfig> = Vec::new();
+    let mut ip_hostname = None;
+    let mut nameservers: Vec<Ipv4Addr> = Vec::new();
+    let mut bootif = None;
+    let mut neednet = false;
+    let mut hostname = None;
+    let mut network = None;
+    let mut gateway = None;
+    let mut iface = None;
+    let mut timeout = section.timeout.map(Duration::from_secs);
+    for p in cmdline::split(line) {
+        let v = p.value.as_deref();
+        match (p.key.as_str(), v) {
+            ("ip", Some(s)) => {
+                let arg = parse_ip(s).ok_or_else(|| bad(&p, IP_EXPECTED))?;
+                from_ip.extend(arg.iface);
+                ip_hostname = ip_hostname.or(arg.hostname);
+                nameservers.extend(arg.nameservers);
+            }
+            ("BOOTIF", Some(s)) => {
+                bootif = Some(parse_bootif(s).ok_or_else(|| bad(&p, "01-aa-bb-cc-dd-ee-ff"))?)
+            }
+            ("nameserver", Some(s)) => {
+                nameservers.push(s.parse().map_err(|_| bad(&p, "an IPv4 address"))?)
+            }
+            ("nameservers", Some(s)) => {
+                for a in s.split(',').filter(|a| !a.is_empty()) {
+                    nameservers.push(
+                        a.parse()
+                            .map_err(|_| bad(&p, "IPv4 addresses separated by commas"))?,
+                    );
+                }
+            }
+            ("rd.neednet", None | Some("1")) => neednet = true,
+            ("rd.neednet", Some("0")) => neednet = false,
+            ("hostname", Some(s)) => {
+                if !valid_hostname(s) {
+                    return Err(bad(&p, "a host name of letters, digits, '-' and '.'"));
+                }
+                hostname = Some(s.to_string());
+            }
+            ("network", Some(s)) => {
+                network = Some(parse_cidr(s).ok_or_else(|| bad(&p, "an IPv4 address/prefix"))?)
+            }
+            ("gateway", Some(s)) => {
+                gateway = Some(
+                    s.parse::<Ipv4Addr>()
+                        .map_err(|_| bad(&p, "an IPv4 address"))?,
+                )
+            }
+            ("iface", Some(s)) if !s.is_empty() => {
+                iface = Some(match parse_mac(s) {
+                    Some(m) => Selector::Mac(m),
+                    None => Selector::Name(s.to_string()),
+                })
+            }
+            ("terra.net.timeout", Some(s)) => {
+                let secs: u64 = s.parse().map_err(|_| bad(&p, "whole seconds"))?;
+                timeout = Some(Duration::from_secs(secs));
+            }
+            ("rd.neednet", Some(_)) => return Err(bad(&p, "0 or 1")),
+            ("iface", Some(_)) => return Err(bad(&p, "an interface name or MAC")),
+            (
+                "ip" | "BOOTIF" | "nameserver" | "nameservers" | "hostname" | "network" | "gateway"
+                | "iface" | "terra.net.timeout",
+                None,
+            ) => return Err(bad(&p, "a value")),
+            _ => {}
+        }
+    }
+    if gateway.is_some() && network.is_none() {
+        return Err(ConfigError::Key {
+            key: "gateway".into(),
+            value: gateway.map(|g| g.to_string()).unwrap_or_default(),
+            expected: "network=<address/prefix> beside it",
+        });
+    }
+    // The command line wins over node.toml, as dracut's does over its config files.
+    let mut interfaces = from_ip;
+    if let Some((address, prefix)) = network {
+        interfaces.push(IfaceConfig {
+            selector: Selector::Any,
+            method: Method::Static(StaticAddr {
+                address,
+                prefix,
+                gateway,
+            }),
+            mtu: None,
+        });
+    }
+    if interfaces.is_empty() {
+        interfaces = node_interfaces(section)?;
+    }
+    if interfaces.is_empty() && neednet {
+        interfaces.push(IfaceConfig {
+            selector: Selector::Any,
+            method: Method::Dhcp { requested: None },
+            mtu: None,
+        });
+    }
+    // iface= (Terra) or BOOTIF= (PXE) pins "any link" to one.
+    if let Some(pin) = iface.or(bootif.map(Selector::Mac)) {
+        for i in &mut interfaces {
+            if i.selector == Selector::Any {
+                i.selector = pin.clone();
+            }
+        }
+    }
+    if interfaces.is_empty() {
+        return Ok(None);
+    }
+    nameservers.extend(parse_servers(&section.nameservers, "network.nameservers")?);
+    for (i, s) in section.interfaces.iter().enumerate() {
+        nameservers.extend(parse_servers(
+            &s.nameservers,
+            &format!("network.interfaces[{i}].nameservers"),
+        )?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    nameservers.retain(|n| seen.insert(*n));
+    Ok(Some(NetConfig {
+        interfaces,
+        nameservers,
+        hostname: hostname
+            .or(ip_hostname)
+            .or(node_hostname.map(str::to_string)),
+        timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn r(line: &str) -> Option<NetConfig> {
+        resolve(&NetworkSection::default(), None, line).unwrap()
+    }
+
+    fn dhcp_any() -> IfaceConfig {
+        IfaceConfig {
+            selector: Selector::Any,
+            method: Method::Dhcp { requested: None },
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn no_network_unless_asked() {
+        assert_eq!(r("root=LABEL=os quiet"), None);
+        assert_eq!(r("ip=off"), None);
+        assert_eq!(r("ip=none rd.neednet=0"), None);
+        assert_eq!(r("nameserver=1.1.1.1 hostname=x"), None);
+    }
+
+    #[test]
+    fn dhcp_forms() {
+        for line in ["ip=dhcp", "ip=on", "ip=any", "rd.neednet=1", "rd.neednet"] {
+            let c = r(line).unwrap();
+            assert_eq!(c.interfaces, vec![dhcp_any()], "{line}");
+            assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        }
+        let c = r("ip=eth1:dhcp").unwrap();
+        assert_eq!(c.interfaces[0].selector, Selector::Name("eth1".into()));
+        let c = r("ip=eth1:dhcp:1400:52:54:00:12:34:56").unwrap();
+        assert_eq!(c.interfaces[0].mtu, Some(1400));
+        assert_eq!(
+            c.interfaces[0].selector,
+            Selector::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        let c = r("ip=dhcp BOOTIF=01-52-54-00-12-34-56").unwrap();
+        assert_eq!(
+            c.interfaces[0].selector,
+            Selector::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        let c = r("ip=dhcp ip=eth1:dhcp terra.net.timeout=5").unwrap();
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn kernel_static_form() {
+        let c = r("ip=10.0.2.50::10.0.2.2:255.255.255.0:node5:eth0:off:10.0.2.3:1.1.1.1").unwrap();
+        assert_eq!(
+            c.interfaces,
+            vec![IfaceConfig {
+                selector: Selector::Name("eth0".into()),
+                method: Method::Static(StaticAddr {
+                    address: Ipv4Addr::new(10, 0, 2, 50),
+                    prefix: 24,
+                    gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+                }),
+                mtu: None,
+            }]
+        );
+        assert_eq!(c.hostname.as_deref(), Some("node5"));
+        assert_eq!(
+            c.nameservers,
+            vec![Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)]
+        );
+        // Client address with dhcp: INIT-REBOOT asks for it.
+        let c = r("ip=10.0.2.77:::::eth0:dhcp").unwrap();
+        assert_eq!(
+            c.interfaces[0].method,
+            Method::Dhcp {
+                requested: Some(Ipv4Addr::new(10, 0, 2, 77))
+            }
+        );
+        // dracut tail: mtu and mac; prefix length as netmask.
+        let c = r("ip=192.168.1.5::192.168.1.1:16::eth0:none:9000").unwrap();
+        assert_eq!(c.interfaces[0].mtu, Some(9000));
+        assert!(matches!(
+            c.interfaces[0].method,
+            Method::Static(StaticAddr { prefix: 16, .. })
+        ));
+        // Empty device: any link.
+        let c = r("ip=192.168.1.5:::255.255.255.0:::off").unwrap();
+        assert_eq!(c.interfaces[0].selector, Selector::Any);
+    }
+
+    #[test]
+    fn terra_keys() {
+        let c = r("network=10.1.0.9/16 gateway=10.1.0.1 nameservers=10.1.0.2,10.1.0.3 iface=eth2 hostname=n9").unwrap();
+        assert_eq!(
+            c.interfaces,
+            vec![IfaceConfig {
+                selector: Selector::Name("eth2".into()),
+                method: Method::Static(StaticAddr {
+                    address: Ipv4Addr::new(10, 1, 0, 9),
+                    prefix: 16,
+                    gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
+                }),
+                mtu: None,
+            }]
+        );
+        assert_eq!(c.nameservers.len(), 2);
+        assert_eq!(c.hostname.as_deref(), Some("n9"));
+        // iface= also pins ip=dhcp.
+        let c = r("ip=dhcp iface=52:54:00:00:00:01").unwrap();
+        assert_eq!(
+            c.interfaces[0].selector,
+            Selector::Mac([0x52, 0x54, 0, 0, 0, 1])
+        );
+    }
+
+    #[test]
+    fn node_toml_network_and_cmdline_override() {
+        let node = crate::config::NodeConfig::parse(
+            r#"
+hostname = "from-node"
+[network]
+timeout = 12
+nameservers = ["9.9.9.9"]
+[[network.interfaces]]
+mac = "52:54:00:aa:bb:cc"
+addresses = ["10.5.0.2/24"]
+gateway = "10.5.0.1"
+mtu = 1400
+[[network.interfaces]]
+name = "eth1"
+dhcp = true
+"#,
+            std::path::Path::new("node.toml"),
+        )
+        .unwrap();
+        let c = resolve(&node.network, node.hostname.as_deref(), "")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.interfaces[0].mtu, Some(1400));
+        assert_eq!(c.interfaces[1].method, Method::Dhcp { requested: None });
+        assert_eq!(c.timeout, Duration::from_secs(12));
+        assert_eq!(c.hostname.as_deref(), Some("from-node"));
+        assert_eq!(c.nameservers, vec![Ipv4Addr::new(9, 9, 9, 9)]);
+        let c = resolve(
+            &node.network,
+            node.hostname.as_deref(),
+            "ip=dhcp hostname=cmd",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.interfaces, vec![dhcp_any()]);
+        assert_eq!(c.hostname.as_deref(), Some("cmd"));
+        let err = crate::config::NodeConfig::parse(
+            "[network]\n[[network.interfaces]]\nname = \"e\"\nbogus = 1\n",
+            std::path::Path::new("node.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let bad = NetworkSection {
+            interfaces: vec![InterfaceSection {
+                name: Some("e".into()),
+                addresses: vec!["10.0.0.1".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = resolve(&bad, None, "").unwrap_err().to_string();
+        assert!(err.contains("network.interfaces[0].addresses"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (line, key) in [
+            ("ip=dhcp6", "ip"),
+            ("ip=eth0:static", "ip"),
+            ("ip=10.0.0.1::10.0.0.256:24::eth0:off", "ip"),
+            ("ip=10.0.0.1:::255.0.255.0::eth0:off", "ip"),
+            ("ip=:::::eth0:off", "ip"),
+            ("ip", "ip"),
+            ("BOOTIF=zz", "BOOTIF"),
+            ("nameserver=dns.example", "nameserver"),
+            ("nameservers=1.1.1.1,x", "nameservers"),
+            ("network=10.0.0.1", "network"),
+            ("network=10.0.0.1/33", "network"),
+            ("gateway=10.0.0.1", "gateway"),
+            ("hostname=-bad", "hostname"),
+            ("rd.neednet=yes", "rd.neednet"),
+            ("terra.net.timeout=soon", "terra.net.timeout"),
+            ("ip=eth0:dhcp:12", "ip"),
+        ] {
+            let err = resolve(&NetworkSection::default(), None, line).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Key { key: k, .. } if k == key),
+                "{line}: {err}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_ip_values_never_panic(v in "[0-9a-z.:\\[\\]-]{0,80}") {
+            let _ = resolve(&NetworkSection::default(), None, &format!("ip={v} BOOTIF={v} iface={v}"));
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! What the network phase hands to the real system: `/run/terra/network/<ifname>.json` per
+//! configured interface and `/run/terra/resolv.conf`. `/run` is moved into the new root by
+//! the switch phase, so both survive it (as do the kernel's addresses and routes).
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// One route as handed over.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LeaseRoute {
+    /// `a.b.c.d/n`; `0.0.0.0/0` is the default route.
+    pub destination: String,
+    /// Next hop; None for an on-link route.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// The configuration of one interface, from a DHCP lease or static config.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Lease {
+    /// Interface name.
+    pub interface: String,
+    /// Its hardware address.
+    pub mac: String,
+    /// `dhcp` or `static`.
+    pub source: &'static str,
+    /// Address.
+    pub address: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Broadcast address (option 28).
+    pub broadcast: Option<Ipv4Addr>,
+    /// Routers offered (option 3), even when option 121 replaced them.
+    pub routers: Vec<Ipv4Addr>,
+    /// Routes installed.
+    pub routes: Vec<LeaseRoute>,
+    /// DNS servers (option 6, or config).
+    pub dns: Vec<Ipv4Addr>,
+    /// Domain name (option 15).
+    pub domain: Option<String>,
+    /// Domain search list (option 119).
+    pub search: Vec<String>,
+    /// NTP servers (option 42).
+    pub ntp: Vec<Ipv4Addr>,
+    /// Host name offered (option 12).
+    pub hostname: Option<String>,
+    /// MTU (option 26, or config).
+    pub mtu: Option<u32>,
+    /// Root path (option 17).
+    pub root_path: Option<String>,
+    /// TFTP server name (option 66).
+    pub tftp_server: Option<String>,
+    /// Boot file name (option 67).
+    pub bootfile: Option<String>,
+    /// Lease time in seconds (option 51).
+    pub lease_time_s: Option<u32>,
+    /// Server identifier (option 54).
+    pub server_id: Option<Ipv4Addr>,
+    /// Kernel uptime when the lease was acquired, ms (CLOCK_BOOTTIME).
+    pub acquired_uptime_ms: f64,
+    /// From the start of this interface's attempt (link up) to the lease, ms.
+    pub elapsed_ms: f64,
+}
+
+/// `<run>/network/<ifname>.json`.
+pub fn lease_path(run: &Path, ifname: &str) -> PathBuf {
+    run.join("network").join(format!("{ifname}.json"))
+}
+
+/// Writes the lease file; returns its path.
+pub fn write_lease(run: &Path, lease: &Lease) -> io::Result<PathBuf> {
+    let path = lease_path(run, &lease.interface);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::to_vec_pretty(lease).map_err(io::Error::other)?;
+    std::fs::write(&path, json)?;
+    Ok(path)
+}
+
+/// resolv.conf text: servers in order without duplicates (glibc reads at most 3), and the
+/// search list (option 119, else the domain names).
+pub fn resolv_conf(nameservers: &[Ipv4Addr], search: &[String]) -> String {
+    let mut s = String::from("# written by terra stage0\n");
+    let mut seen = Vec::new();
+    for n in nameservers {
+        if !seen.contains(n) {
+            seen.push(*n);
+            s.push_str(&format!("nameserver {n}\n"));
+        }
+    }
+    let mut domains: Vec<&str> = Vec::new();
+    for d in search {
+        if !domains.contains(&d.as_str()) {
+            domains.push(d);
+        }
+    }
+    if !domains.is_empty() {
+        s.push_str(&format!("search {}\n", domains.join(" ")));
+    }
+    s
+}
+
+/// Writes `<run>/resolv.conf`; returns its path.
+pub fn write_resolv(run: &Path, text: &str) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(run)?;
+    let path = run.join("resolv.conf");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_dedups_and_searches() {
+        let t = resolv_conf(
+            &[
+                Ipv4Addr::new(10, 0, 2, 3),
+                Ipv4Addr::new(1, 1, 1, 1),
+                Ipv4Addr::new(10, 0, 2, 3),
+            ],
+            &["a.example".into(), "example".into(), "a.example".into()],
+        );
+        assert_eq!(
+            t,
+            "# written by terra stage0\nnameserver 10.0.2.3\nnameserver 1.1.1.1\nsearch a.example example\n"
+        );
+    }
+
+    #[test]
+    fn lease_file_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Lease {
+            interface: "eth0".into(),
+            mac: "52:54:00:12:34:56".into(),
+            source: "dhcp",
+            address: Ipv4Addr::new(10, 0, 2, 15),
+            prefix: 24,
+            broadcast: None,
+            routers: vec![Ipv4Addr::new(10, 0, 2, 2)],
+            routes: vec![LeaseRoute {
+                destination: "0.0.0.0/0".into(),
+                gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            }],
+            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            domain: None,
+            search: vec![],
+            ntp: vec![],
+            hostname: None,
+            mtu: None,
+            root_path: None,
+            tftp_server: None,
+            bootfile: None,
+            lease_time_s: Some(86400),
+            server_id: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            acquired_uptime_ms: 1.0,
+            elapsed_ms: 2.0,
+        };
+        let p = write_lease(dir.path(), &lease).unwrap();
+        assert_eq!(p, dir.path().join("network/eth0.json"));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        assert_eq!(v["address"], "10.0.2.15");
+        assert_eq!(v["routes"][0]["gateway"], "10.0.2.2");
+        assert_eq!(v["lease_time_s"], 86400);
+    }
+}

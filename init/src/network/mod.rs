@@ -1,0 +1,636 @@
+//! Phase 4, network: only when something needs it (`ip=`, `rd.neednet=1`, Terra's
+//! `network=`, node.toml `[network]`). Loopback up; the wanted links found (waiting for late
+//! NICs while uevents are handled); each candidate brought up, its carrier awaited and DHCP
+//! or a static address run in its own thread; the results applied over netlink and read back;
+//! lease files, resolv.conf and the host name handed to the real system. Addresses and
+//! routes are never torn down: they outlive switch_root.
+
+pub mod dhcp;
+pub mod ipconfig;
+pub mod lease;
+pub mod netlink;
+pub mod socket;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub use ipconfig::{IfaceConfig, Method, NetConfig, NetworkSection, Selector};
+use lease::{Lease, LeaseRoute};
+use netlink::{Link, Netlink, NetlinkError, Route};
+
+/// Where the handoff goes and whether the host name is set (tests say no, or use a UTS
+/// namespace of their own).
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    /// `/run/terra`.
+    pub run_dir: PathBuf,
+    /// Call sethostname.
+    pub set_hostname: bool,
+}
+
+impl Handoff {
+    /// The real system's.
+    pub fn system() -> Self {
+        Handoff {
+            run_dir: PathBuf::from(crate::layout::RUN_TERRA),
+            set_hostname: true,
+        }
+    }
+}
+
+/// What one link did, for the failure report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Interface name.
+    pub ifname: String,
+    /// Hardware address.
+    pub mac: String,
+    /// Carrier when the attempt ended.
+    pub carrier: bool,
+    /// What happened: the DHCP transcript, or the error.
+    pub outcome: String,
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}, carrier {}): {}",
+            self.ifname,
+            self.mac,
+            if self.carrier { "up" } else { "down" },
+            self.outcome
+        )
+    }
+}
+
+/// Why the network phase failed.
+#[derive(Debug)]
+pub enum NetworkError {
+    /// A netlink request failed.
+    Netlink(NetlinkError),
+    /// A wanted link did not appear in time.
+    NoLink {
+        /// What was wanted.
+        wanted: String,
+        /// The links that were there.
+        seen: Vec<String>,
+    },
+    /// No lease (or not every named interface got one) before the deadline.
+    NoLease {
+        /// Seconds the phase was allowed.
+        timeout_s: u64,
+        /// Every link tried.
+        attempts: Vec<Attempt>,
+    },
+    /// An address or route did not read back as set.
+    Verify {
+        /// Interface name.
+        ifname: String,
+        /// What is missing.
+        missing: String,
+    },
+}
+
+impl fmt::Display for NetworkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetworkError::Netlink(e) => e.fmt(f),
+            NetworkError::NoLink { wanted, seen } => write!(
+                f,
+                "no link {wanted} appeared; links seen: {}",
+                if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.join(", ")
+                }
+            ),
+            NetworkError::NoLease {
+                timeout_s,
+                attempts,
+            } => {
+                write!(f, "no network configuration within {timeout_s} s")?;
+                if attempts.is_empty() {
+                    write!(f, "; no link was tried")?;
+                }
+                for a in attempts {
+                    write!(f, "\n  link {a}")?;
+                }
+                Ok(())
+            }
+            NetworkError::Verify { ifname, missing } => {
+                write!(f, "{ifname}: {missing} did not read back after being set")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NetworkError {}
+
+impl From<NetlinkError> for NetworkError {
+    fn from(e: NetlinkError) -> Self {
+        NetworkError::Netlink(e)
+    }
+}
+
+/// One configured interface.
+#[derive(Debug, Clone)]
+pub struct Configured {
+    /// The link.
+    pub link: Link,
+    /// What it got.
+    pub lease: Lease,
+}
+
+/// What the network phase did.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkReport {
+    /// Configured interfaces.
+    pub configured: Vec<Configured>,
+    /// Every link tried, with its outcome.
+    pub attempts: Vec<Attempt>,
+    /// Host name set, if any.
+    pub hostname: Option<String>,
+}
+
+impl NetworkReport {
+    /// One line per configured interface, for logs and the rescue report.
+    pub fn summary(&self) -> Vec<String> {
+        self.configured
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {}/{} ({}{})",
+                    c.link.name,
+                    c.lease.address,
+                    c.lease.prefix,
+                    c.lease.source,
+                    c.lease
+                        .server_id
+                        .map(|s| format!(" from {s}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+/// A job's result: the address plan, or what went wrong.
+struct Job {
+    link: Link,
+    group_any: bool,
+    result: Result<Plan, Attempt>,
+}
+
+/// What to apply to a link.
+struct Plan {
+    source: &'static str,
+    offered: dhcp::Offered,
+    mtu: Option<u32>,
+    started: Instant,
+}
+
+/// Brings the network up as `cfg` says. `pump` waits for (and handles) device events for at
+/// most the given time, so NICs whose drivers load late still show up.
+pub fn bring_up(
+    cfg: &NetConfig,
+    pump: &mut dyn FnMut(Duration),
+    handoff: &Handoff,
+) -> Result<NetworkReport, NetworkError> {
+    let deadline = Instant::now() + cfg.timeout;
+    let mut nl = Netlink::open()?;
+    for l in nl.links()?.iter().filter(|l| l.loopback && !l.up) {
+        nl.set_up(l, None)?;
+    }
+    let jobs = find_links(cfg, &mut nl, pump, deadline)?;
+    let results = run_jobs(jobs, deadline, cfg.hostname.as_deref(), pump);
+
+    let mut report = NetworkReport::default();
+    let mut any_won = false;
+    let mut any_tried = false;
+    let mut named_failed = false;
+    for job in results {
+        match job.result {
+            Ok(plan) => {
+                if job.group_any {
+                    if any_won {
+                        continue; // a later winner of "any": leave it unconfigured
+                    }
+                    any_won = true;
+                }
+                let lease = apply(&mut nl, &job.link, &plan)?;
+                report.attempts.push(Attempt {
+                    ifname: job.link.name.clone(),
+                    mac: job.link.mac_string(),
+                    carrier: true,
+                    outcome: format!("{} {}/{}", lease.source, lease.address, lease.prefix),
+                });
+                report.configured.push(Configured {
+                    link: job.link,
+                    lease,
+                });
+            }
+            Err(a) => {
+                if job.group_any {
+                    any_tried = true;
+                } else {
+                    named_failed = true;
+                }
+                report.attempts.push(a);
+            }
+        }
+    }
+    if named_failed || (any_tried && !any_won) || report.configured.is_empty() {
+        return Err(NetworkError::NoLease {
+            timeout_s: cfg.timeout.as_secs(),
+            attempts: report.attempts,
+        });
+    }
+    handoff_files(cfg, handoff, &mut report);
+    Ok(report)
+}
+
+fn matches(sel: &Selector, l: &Link) -> bool {
+    match sel {
+        Selector::Any => l.ether && !l.loopback && l.mac.len() == 6,
+        Selector::Name(n) => &l.name == n,
+        Selector::Mac(m) => l.mac == m[..],
+    }
+}
+
+/// Waits (bounded) until every selector matches a link; returns one job per (link, entry).
+fn find_links(
+    cfg: &NetConfig,
+    nl: &mut Netlink,
+    pump: &mut dyn FnMut(Duration),
+    deadline: Instant,
+) -> Result<Vec<(Link, IfaceConfig, bool)>, NetworkError> {
+    loop {
+        let links = nl.links()?;
+        let mut jobs = Vec::new();
+        let mut missing = None;
+        let named: Vec<&Link> = links
+            .iter()
+            .filter(|l| {
+                cfg.interfaces
+                    .iter()
+                    .any(|i| i.selector != Selector::Any && matches(&i.selector, l))
+            })
+            .collect();
+        for i in &cfg.interfaces {
+            let found: Vec<&Link> = links
+                .iter()
+                .filter(|l| matches(&i.selector, l))
+                .filter(|l| i.selector != Selector::Any || !named.contains(l))
+                .collect();
+            if found.is_empty() {
+                missing = Some(i.selector.to_string());
+            }
+            let any = i.selector == Selector::Any;
+            jobs.extend(found.into_iter().map(|l| (l.clone(), i.clone(), any)));
+        }
+        if missing.is_none() {
+            return Ok(jobs);
+        }
+        if Instant::now() >= deadline {
+            return Err(NetworkError::NoLink {
+                wanted: missing.unwrap_or_default(),
+                seen: links
+                    .iter()
+                    .map(|l| format!("{} ({})", l.name, l.mac_string()))
+                    .collect(),
+            });
+        }
+        pump(Duration::from_millis(50));
+    }
+}
+
+/// Runs every job in its own thread; the first success among the "any" jobs stops the rest.
+fn run_jobs(
+    jobs: Vec<(Link, IfaceConfig, bool)>,
+    deadline: Instant,
+    hostname: Option<&str>,
+    pump: &mut dyn FnMut(Duration),
+) -> Vec<Job> {
+    let any_done = AtomicBool::new(false);
+    let never = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|(link, iface, any)| {
+                let stop = if any { &any_done } else { &never };
+                scope.spawn(move || {
+                    let result = run_one(&link, &iface, deadline, stop, any, hostname);
+                    if any && result.is_ok() {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    Job {
+                        link,
+                        group_any: any,
+                        result,
+                    }
+                })
+            })
+            .collect();
+        // Device events keep being handled while the clients run.
+        while handles.iter().any(|h| !h.is_finished()) {
+            pump(Duration::from_millis(50));
+        }
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    })
+}
+
+fn run_one(
+    link: &Link,
+    iface: &IfaceConfig,
+    deadline: Instant,
+    stop: &AtomicBool,
+    any: bool,
+    hostname: Option<&str>,
+) -> Result<Plan, Attempt> {
+    let started = Instant::now();
+    let fail = |carrier: bool, outcome: String| Attempt {
+        ifname: link.name.clone(),
+        mac: link.mac_string(),
+        carrier,
+        outcome,
+    };
+    let mut nl = Netlink::open().map_err(|e| fail(link.carrier, e.to_string()))?;
+    nl.set_up(link, iface.mtu)
+        .map_err(|e| fail(link.carrier, e.to_string()))?;
+    let now = nl
+        .wait_carrier(link.index, deadline)
+        .map_err(|e| fail(false, e.to_string()))?;
+    match &iface.method {
+        Method::Static(s) => {
+            // A named link gets its static address with or without carrier; "any link" means
+            // the first one that is plugged in.
+            if any && !now.carrier {
+                return Err(fail(false, "no carrier".into()));
+            }
+            Ok(Plan {
+                source: "static",
+                offered: dhcp::Offered {
+                    address: s.address,
+                    prefix: s.prefix,
+                    routers: s.gateway.into_iter().collect(),
+                    ..Default::default()
+                },
+                mtu: iface.mtu,
+                started,
+            })
+        }
+        Method::Dhcp { requested } => {
+            if !now.carrier {
+                return Err(fail(false, "no carrier; nothing sent".into()));
+            }
+            let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
+                return Err(fail(true, "not an Ethernet address: DHCP needs one".into()));
+            };
+            let mut t = socket::UdpTransport::bind(&link.name)
+                .map_err(|e| fail(true, format!("cannot bind UDP port 68: {e}")))?;
+            let settings = dhcp::Settings {
+                identity: dhcp::Identity {
+                    mac,
+                    hostname: hostname.map(str::to_string),
+                },
+                requested: *requested,
+                deadline,
+            };
+            let mut log = dhcp::Transcript::default();
+            let mut rng = dhcp::Rng::from_kernel();
+            match dhcp::run(&mut t, &settings, stop, &mut rng, &mut log) {
+                Ok(reply) => {
+                    log::info!("{}: {log}", link.name);
+                    Ok(Plan {
+                        source: "dhcp",
+                        mtu: reply
+                            .offered
+                            .mtu
+                            .map(u32::from)
+                            .filter(|m| *m >= 68)
+                            .or(iface.mtu),
+                        offered: reply.offered,
+                        started,
+                    })
+                }
+                Err(e) => {
+                    let carrier = nl.link(link.index).map(|l| l.carrier).unwrap_or(false);
+                    Err(fail(carrier, format!("DHCP {e}: {log}")))
+                }
+            }
+        }
+    }
+}
+
+fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(a) & mask == u32::from(net) & mask
+}
+
+/// The routes of a lease: option 121 when present (RFC 3442 §3.5: then option 3 is
+/// ignored), else a default route via the first router.
+fn routes_for(o: &dhcp::Offered, oif: u32) -> Vec<Route> {
+    let route = |destination, prefix, gw: Ipv4Addr| Route {
+        destination,
+        prefix,
+        gateway: (!gw.is_unspecified()).then_some(gw),
+        oif,
+        onlink: !gw.is_unspecified() && !in_subnet(gw, o.address, o.prefix),
+    };
+    if !o.classless_routes.is_empty() {
+        return o
+            .classless_routes
+            .iter()
+            .map(|(d, p, g)| route(*d, *p, *g))
+            .collect();
+    }
+    o.routers
+        .first()
+        .map(|g| vec![route(Ipv4Addr::UNSPECIFIED, 0, *g)])
+        .unwrap_or_default()
+}
+
+fn apply(nl: &mut Netlink, link: &Link, plan: &Plan) -> Result<Lease, NetworkError> {
+    let o = &plan.offered;
+    if plan.mtu.is_some() {
+        nl.set_up(link, plan.mtu)?;
+    }
+    nl.add_address(link, o.address, o.prefix, o.broadcast)?;
+    let routes = routes_for(o, link.index);
+    for r in &routes {
+        nl.add_route(r, &link.name)?;
+    }
+    // Read everything back: a kernel that accepted a request but shows something else is a
+    // boot that would fail later and more obscurely.
+    if !nl.addresses(link.index)?.contains(&(o.address, o.prefix)) {
+        return Err(NetworkError::Verify {
+            ifname: link.name.clone(),
+            missing: format!("address {}/{}", o.address, o.prefix),
+        });
+    }
+    let installed = nl.routes()?;
+    for r in &routes {
+        let found = installed.iter().any(|i| {
+            i.oif == r.oif
+                && i.prefix == r.prefix
+                && i.gateway == r.gateway
+                && (r.prefix == 0 || i.destination == r.destination)
+        });
+        if !found {
+            return Err(NetworkError::Verify {
+                ifname: link.name.clone(),
+                missing: format!("route {r}"),
+            });
+        }
+    }
+    let lease = Lease {
+        interface: link.name.clone(),
+        mac: link.mac_string(),
+        source: plan.source,
+        address: o.address,
+        prefix: o.prefix,
+        broadcast: o.broadcast,
+        routers: o.routers.clone(),
+        routes: routes
+            .iter()
+            .map(|r| LeaseRoute {
+                destination: format!("{}/{}", r.destination, r.prefix),
+                gateway: r.gateway,
+            })
+            .collect(),
+        dns: o.dns.clone(),
+        domain: o.domain.clone(),
+        search: o.search.clone(),
+        ntp: o.ntp.clone(),
+        hostname: o.hostname.clone(),
+        mtu: plan.mtu,
+        root_path: o.root_path.clone(),
+        tftp_server: o.tftp_server.clone(),
+        bootfile: o.bootfile.clone(),
+        lease_time_s: o.lease_time,
+        server_id: (plan.source == "dhcp").then_some(o.server_id),
+        acquired_uptime_ms: crate::report::uptime_ms(),
+        elapsed_ms: plan.started.elapsed().as_secs_f64() * 1000.0,
+    };
+    log::info!(
+        "{}: {}/{} ({}), routes: {}",
+        link.name,
+        o.address,
+        o.prefix,
+        plan.source,
+        routes
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(lease)
+}
+
+/// Lease files, resolv.conf and the host name: best effort, like the boot report — a
+/// handoff file that cannot be written must not stop a boot whose network is up.
+fn handoff_files(cfg: &NetConfig, handoff: &Handoff, report: &mut NetworkReport) {
+    let mut dns = cfg.nameservers.clone();
+    let mut search = Vec::new();
+    for c in &report.configured {
+        if let Err(e) = lease::write_lease(&handoff.run_dir, &c.lease) {
+            log::warn!("cannot write the lease of {}: {e}", c.link.name);
+        }
+        dns.extend(c.lease.dns.iter().copied());
+        if c.lease.search.is_empty() {
+            search.extend(c.lease.domain.iter().cloned());
+        } else {
+            search.extend(c.lease.search.iter().cloned());
+        }
+    }
+    if let Err(e) = lease::write_resolv(&handoff.run_dir, &lease::resolv_conf(&dns, &search)) {
+        log::warn!("cannot write resolv.conf: {e}");
+    }
+    let hostname = cfg.hostname.clone().or_else(|| {
+        report
+            .configured
+            .iter()
+            .find_map(|c| c.lease.hostname.clone())
+            .filter(|h| ipconfig::valid_hostname(h))
+    });
+    if let (Some(h), true) = (&hostname, handoff.set_hostname) {
+        match nix::unistd::sethostname(h) {
+            Ok(()) => log::info!("hostname {h}"),
+            Err(e) => log::warn!("cannot set hostname {h}: {e}"),
+        }
+    }
+    report.hostname = hostname;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classless_routes_replace_the_router() {
+        let o = dhcp::Offered {
+            address: Ipv4Addr::new(10, 77, 0, 50),
+            prefix: 24,
+            routers: vec![Ipv4Addr::new(10, 77, 0, 1)],
+            classless_routes: vec![
+                (Ipv4Addr::new(10, 99, 0, 0), 16, Ipv4Addr::new(10, 77, 0, 1)),
+                (Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(10, 77, 0, 254)),
+                (Ipv4Addr::new(10, 98, 0, 0), 16, Ipv4Addr::UNSPECIFIED),
+                (
+                    Ipv4Addr::new(10, 97, 0, 0),
+                    16,
+                    Ipv4Addr::new(172, 16, 0, 1),
+                ),
+            ],
+            ..Default::default()
+        };
+        let r = routes_for(&o, 3);
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[1].to_string(), "default via 10.77.0.254");
+        assert_eq!(r[2].gateway, None);
+        assert!(!r[0].onlink && r[3].onlink);
+        let plain = dhcp::Offered {
+            classless_routes: vec![],
+            ..o
+        };
+        assert_eq!(
+            routes_for(&plain, 3)[0].to_string(),
+            "default via 10.77.0.1"
+        );
+    }
+
+    #[test]
+    fn no_lease_message_lists_each_link() {
+        let e = NetworkError::NoLease {
+            timeout_s: 4,
+            attempts: vec![
+                Attempt {
+                    ifname: "eth0".into(),
+                    mac: "52:54:00:12:34:56".into(),
+                    carrier: true,
+                    outcome: "DHCP no lease before the deadline: sent 3 DISCOVER, 0 REQUEST; received nothing".into(),
+                },
+                Attempt {
+                    ifname: "eth1".into(),
+                    mac: "52:54:00:12:34:57".into(),
+                    carrier: false,
+                    outcome: "no carrier; nothing sent".into(),
+                },
+            ],
+        };
+        let s = e.to_string();
+        assert!(s.contains("within 4 s"), "{s}");
+        assert!(
+            s.contains("link eth0 (52:54:00:12:34:56, carrier up): DHCP"),
+            "{s}"
+        );
+        assert!(
+            s.contains("link eth1 (52:54:00:12:34:57, carrier down): no carrier"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Disks written by `terra install` from OCI images boot: stage0 finds the group by label,
+//! mounts the root subvolume the install made, and runs the image's init.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use lab::build::{self, Artifacts};
+use lab::oci_root;
+use lab::vm::{self, Accel, Outcome, Vm};
+
+const INSTALL_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e1";
+const RAID_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e2";
+
+fn artifacts() -> &'static Artifacts {
+    static A: OnceLock<Result<Artifacts, String>> = OnceLock::new();
+    match A.get_or_init(build::artifacts) {
+        Ok(a) => a,
+        Err(e) => panic!("lab setup failed: {e}"),
+    }
+}
+
+fn accel() -> Accel {
+    static A: OnceLock<Accel> = OnceLock::new();
+    *A.get_or_init(|| {
+        std::env::var("TERRA_ACCEL")
+            .ok()
+            .and_then(|a| Accel::parse(&a))
+            .unwrap_or_else(|| vm::detect_accel(&artifacts().kernel))
+    })
+}
+
+fn busybox() -> PathBuf {
+    lab::host::static_busybox().expect("static busybox")
+}
+
+fn boot(disks: Vec<PathBuf>, append: &str, timeout: u64) -> Outcome {
+    let a = artifacts();
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.disks = disks;
+    vm.append = format!("terra.demo=poweroff {append}");
+    vm.timeout = Duration::from_secs(timeout);
+    vm.run_captured().expect("qemu runs")
+}
+
+#[track_caller]
+fn expect(out: &Outcome, needles: &[&str]) {
+    for n in needles {
+        assert!(
+            out.log.contains(n),
+            "expected {n:?} on the console; serial log ({:.1} s, exited: {}):\n{}",
+            out.elapsed.as_secs_f64(),
+            out.exited,
+            out.log
+        );
+    }
+}
+
+fn report(out: &Outcome) -> serde_json::Value {
+    vm::boot_report(&out.log).unwrap_or_else(|| panic!("no boot report in:\n{}", out.log))
+}
+
+#[test]
+fn a_disk_written_by_terra_install_boots_to_the_image_init() {
+    let disk =
+        oci_root::demo_disk(&artifacts().terra, &busybox(), INSTALL_UUID).expect("installed disk");
+    let out = boot(vec![disk], "", 150);
+    expect(
+        &out,
+        &["TERRA-DEMO-INIT", "subvol=os pid=1", "TERRA-DEMO-POWEROFF"],
+    );
+    let r = report(&out);
+    assert_eq!(r["root"]["fstype"], "btrfs");
+    assert_eq!(r["root"]["uuid"], INSTALL_UUID);
+    assert_eq!(r["root"]["options"], "subvol=os");
+    assert!(out.exited, "VM should power off");
+}
+
+#[test]
+fn a_raid1_group_written_by_terra_install_boots() {
+    let a = artifacts();
+    let layout = oci_root::demo_layout(&busybox()).expect("demo image");
+    let disks = oci_root::installed_raid1(
+        &a.terra,
+        &format!("oci:{}:{}", layout.display(), oci_root::DEMO_TAG),
+        "os",
+        RAID_UUID,
+        "os-raid1-oci-demo-v1",
+    )
+    .expect("installed raid1 disks");
+    let out = boot(disks, &format!("root=UUID={RAID_UUID}"), 150);
+    expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
+    assert_eq!(report(&out)["root"]["uuid"], RAID_UUID);
+}

@@ -1,0 +1,181 @@
+//! Network phase scenarios: real QEMU with a NIC on user networking (its DHCP server hands out
+//! 10.0.2.15/24, router 10.0.2.2, DNS 10.0.2.3), stage0 from this tree, the demo root printing
+//! `ip addr`, its routes and the lease files it finds in /run/terra/network.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use lab::build::{self, Artifacts};
+use lab::disk::BtrfsDisk;
+use lab::vm::{self, Accel, Outcome, Vm};
+
+const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
+
+fn artifacts() -> &'static Artifacts {
+    static A: OnceLock<Result<Artifacts, String>> = OnceLock::new();
+    match A.get_or_init(build::artifacts) {
+        Ok(a) => a,
+        Err(e) => panic!("lab setup failed: {e}"),
+    }
+}
+
+fn accel() -> Accel {
+    static A: OnceLock<Accel> = OnceLock::new();
+    *A.get_or_init(|| {
+        std::env::var("TERRA_ACCEL")
+            .ok()
+            .and_then(|a| Accel::parse(&a))
+            .unwrap_or_else(|| vm::detect_accel(&artifacts().kernel))
+    })
+}
+
+fn os_disk() -> PathBuf {
+    let busybox = lab::host::static_busybox().expect("static busybox");
+    BtrfsDisk::new("os", OS_UUID, &["os", "v2"])
+        .image(&busybox)
+        .expect("os disk")
+}
+
+fn boot(nic: Option<&str>, append: &str, timeout: u64) -> Outcome {
+    let a = artifacts();
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.disks = vec![os_disk()];
+    vm.nic = nic.map(str::to_string);
+    vm.append = format!("terra.demo=poweroff {append}");
+    vm.timeout = Duration::from_secs(timeout);
+    vm.run_captured().expect("qemu runs")
+}
+
+#[track_caller]
+fn expect(out: &Outcome, needles: &[&str]) {
+    for n in needles {
+        assert!(
+            out.log.contains(n),
+            "expected {n:?} on the console; serial log ({:.1} s, exited: {}):\n{}",
+            out.elapsed.as_secs_f64(),
+            out.exited,
+            out.log
+        );
+    }
+}
+
+fn phases(out: &Outcome) -> Vec<String> {
+    let r = vm::boot_report(&out.log).unwrap_or_else(|| panic!("no boot report in:\n{}", out.log));
+    r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The lease JSON the demo init printed for `ifname`.
+fn lease(out: &Outcome, ifname: &str) -> serde_json::Value {
+    let marker = format!("--- lease /run/terra/network/{ifname}.json\n");
+    let start = out
+        .log
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no lease for {ifname} in:\n{}", out.log))
+        + marker.len();
+    let end = out.log[start..].find("\n---").unwrap() + start;
+    serde_json::from_str(out.log[start..end].trim()).unwrap()
+}
+
+/// Prints the time to the lease and the network phase's duration (visible with --nocapture).
+fn measure(out: &Outcome, what: &str) {
+    let r = vm::boot_report(&out.log).unwrap();
+    let net_ms = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "network")
+        .and_then(|p| p["ms"].as_f64())
+        .unwrap_or(0.0);
+    let l = lease(out, "eth0");
+    eprintln!(
+        "{what}: lease in {:.0} ms from link up, network phase {net_ms:.0} ms (guest, TCG)",
+        l["elapsed_ms"].as_f64().unwrap_or(0.0)
+    );
+}
+
+fn dhcp_boot(model: &str) {
+    let out = boot(Some(model), "ip=dhcp terra.net.timeout=30", 180);
+    expect(
+        &out,
+        &[
+            "TERRA-DEMO-INIT",
+            "inet 10.0.2.15/24",
+            "default via 10.0.2.2 dev eth0",
+            "TERRA-DEMO-POWEROFF",
+        ],
+    );
+    assert_eq!(
+        phases(&out),
+        ["early", "config", "devices", "network", "storage", "root", "switch"]
+    );
+    let l = lease(&out, "eth0");
+    assert_eq!(l["source"], "dhcp");
+    assert_eq!(l["address"], "10.0.2.15");
+    assert_eq!(l["prefix"], 24);
+    assert_eq!(l["routers"][0], "10.0.2.2");
+    assert_eq!(l["dns"][0], "10.0.2.3");
+    assert_eq!(l["server_id"], "10.0.2.2");
+    assert!(l["lease_time_s"].as_u64().unwrap() > 0);
+    measure(&out, model);
+}
+
+#[test]
+fn dhcp_over_virtio_net() {
+    dhcp_boot("virtio");
+}
+
+#[test]
+fn dhcp_over_e1000() {
+    dhcp_boot("e1000");
+}
+
+#[test]
+fn static_ip_with_hostname_and_dns() {
+    let out = boot(
+        Some("virtio"),
+        "ip=10.0.2.50::10.0.2.2:255.255.255.0:static50:eth0:off:10.0.2.3",
+        180,
+    );
+    expect(
+        &out,
+        &[
+            "TERRA-DEMO-INIT",
+            "inet 10.0.2.50/24",
+            "default via 10.0.2.2 dev eth0",
+            "--- hostname static50",
+        ],
+    );
+    let l = lease(&out, "eth0");
+    assert_eq!(l["source"], "static");
+    assert!(phases(&out).contains(&"network".to_string()));
+}
+
+#[test]
+fn no_network_need_leaves_the_network_alone() {
+    // A NIC is there (and its driver loads by modalias), but nothing asks for the network.
+    let out = boot(Some("virtio"), "", 180);
+    expect(&out, &["TERRA-DEMO-INIT", "TERRA-DEMO-POWEROFF"]);
+    assert!(!phases(&out).contains(&"network".to_string()));
+    assert!(!out.log.contains("--- network"), "{}", out.log);
+}
+
+#[test]
+fn no_nic_ends_in_rescue_naming_the_network_phase() {
+    let out = boot(None, "ip=dhcp terra.net.timeout=3 terra.rescue=halt", 120);
+    expect(
+        &out,
+        &[
+            "boot failed in phase network",
+            "no link any Ethernet link appeared",
+            "powering off",
+        ],
+    );
+    assert!(!out.log.contains("TERRA-DEMO-INIT"));
+    assert!(out.exited);
+}
