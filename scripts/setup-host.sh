@@ -5,8 +5,14 @@
 set -euo pipefail
 
 PACKAGES=(
+  # the lab: QEMU, Debian's kernel, the demo root's filesystem and busybox
   qemu-system-x86 linux-image-amd64 btrfs-progs busybox-static cpio
+  # the probe tests' reference tools (mkfs.*, blkid, partx, systemd-repart)
   dosfstools xorriso squashfs-tools fdisk e2fsprogs zstd xz-utils util-linux mount systemd
+  # networking: DHCP server for the namespace tests, ip(8)
+  dnsmasq-base iproute2 iputils-ping
+  # iSCSI: tgtd as the target, libiscsi as a reference initiator
+  tgt libiscsi-bin
 )
 
 as_root() {

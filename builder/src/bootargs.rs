@@ -56,7 +56,10 @@ impl fmt::Display for ArgsError {
                 arg,
                 medium,
                 reason,
-            } => write!(f, "kernel argument {arg:?} cannot go into {medium}: {reason}"),
+            } => write!(
+                f,
+                "kernel argument {arg:?} cannot go into {medium}: {reason}"
+            ),
         }
     }
 }
@@ -77,8 +80,9 @@ impl Node {
         })
     }
 
-    /// The node's kernel arguments: `hostname=` and the `[boot]` table as `version=`,
-    /// `root=`, `init=`, `terra.timeout=`, `terra.rescue=`, `terra.modules=`.
+    /// The node's kernel arguments: `hostname=`; the `[boot]` table as `version=`, `root=`,
+    /// `init=`, `terra.timeout=`, `terra.rescue=`, `terra.modules=`; `[network]` and
+    /// `[iscsi]` as Terra OS's keys (see [`Node::network_args`], [`Node::iscsi_args`]).
     pub fn kernel_args(&self) -> Result<Vec<String>, ArgsError> {
         let c = &self.config;
         let mut args = Vec::new();
@@ -124,6 +128,105 @@ impl Node {
         if !b.modules.is_empty() {
             push("boot.modules", "terra.modules", &b.modules.join(","))?;
         }
+        args.extend(self.network_args()?);
+        args.extend(self.iscsi_args()?);
+        Ok(args)
+    }
+
+    fn unsupported(&self, key: &'static str, value: String, reason: &'static str) -> ArgsError {
+        ArgsError::Value {
+            path: self.path.clone(),
+            key,
+            value,
+            reason,
+        }
+    }
+
+    /// `[network]` in Terra OS's keys, which stage0 reads: a static interface as
+    /// `network=<address/prefix> gateway=<gw>`, DHCP as `ip=dhcp`, the interface by
+    /// `iface=<name or MAC>`, DNS as `nameservers=a,b`, the bound as `terra.net.timeout=`.
+    /// Terra OS's keys describe one interface; more, or an MTU, need the node.toml
+    /// embedded in the initramfs, and are refused here rather than silently dropped.
+    pub fn network_args(&self) -> Result<Vec<String>, ArgsError> {
+        let n = &self.config.network;
+        let mut args = Vec::new();
+        if n.interfaces.len() > 1 {
+            return Err(self.unsupported(
+                "network.interfaces",
+                format!("{} interfaces", n.interfaces.len()),
+                "kernel arguments describe one interface; embed this node.toml in the \
+                 initramfs (terra initramfs --config) instead",
+            ));
+        }
+        let mut nameservers = n.nameservers.clone();
+        if let Some(i) = n.interfaces.first() {
+            if let Some(mtu) = i.mtu {
+                return Err(self.unsupported(
+                    "network.interfaces.mtu",
+                    mtu.to_string(),
+                    "no kernel argument carries it; embed this node.toml in the initramfs \
+                     (terra initramfs --config) instead",
+                ));
+            }
+            match i.addresses.first() {
+                Some(addr) if i.dhcp != Some(true) => {
+                    args.push(format!("network={addr}"));
+                    if let Some(gw) = &i.gateway {
+                        args.push(format!("gateway={gw}"));
+                    }
+                }
+                _ => args.push("ip=dhcp".into()),
+            }
+            if let Some(sel) = i.name.as_ref().or(i.mac.as_ref()) {
+                args.push(format!("iface={sel}"));
+            }
+            nameservers.extend(i.nameservers.iter().cloned());
+        }
+        if !nameservers.is_empty() {
+            args.push(format!("nameservers={}", nameservers.join(",")));
+        }
+        if let Some(t) = n.timeout {
+            args.push(format!("terra.net.timeout={t}"));
+        }
+        check_words(self, "network", &args)?;
+        Ok(args)
+    }
+
+    /// `[iscsi]` as Terra OS's `ISCSI_INITIATOR=`, `ISCSI_TARGET_NAME=`,
+    /// `ISCSI_TARGET_IP=` for the first target without a LUN, and dracut's
+    /// `netroot=iscsi:<host>::<port>:<lun>:<iqn>` (RFC 4173) for the others. A target's
+    /// CHAP secret would be served in clear text with the PXE tree: refused. Without a
+    /// `[network]` interface the node gets `ip=dhcp`, since it must reach its target.
+    pub fn iscsi_args(&self) -> Result<Vec<String>, ArgsError> {
+        let i = &self.config.iscsi;
+        let mut args = Vec::new();
+        if let Some(name) = &i.initiator {
+            args.push(format!("ISCSI_INITIATOR={name}"));
+        }
+        let mut terra_keys_used = false;
+        for t in &i.targets {
+            if t.chap_secret.is_some() || t.mutual_secret.is_some() {
+                return Err(self.unsupported(
+                    "iscsi.targets.chap_secret",
+                    t.iqn.clone(),
+                    "a CHAP secret on the kernel command line is readable by anyone who can \
+                     fetch the boot files; embed this node.toml in the initramfs instead",
+                ));
+            }
+            if t.lun.is_none() && !terra_keys_used {
+                terra_keys_used = true;
+                args.push(format!("ISCSI_TARGET_NAME={}", t.iqn));
+                args.push(format!("ISCSI_TARGET_IP={}", t.portal));
+                continue;
+            }
+            let (host, port) = split_portal(&t.portal);
+            let lun = t.lun.map(|l| l.to_string()).unwrap_or_default();
+            args.push(format!("netroot=iscsi:{host}::{port}:{lun}:{}", t.iqn));
+        }
+        if !i.targets.is_empty() && self.config.network.interfaces.is_empty() {
+            args.push("ip=dhcp".into());
+        }
+        check_words(self, "iscsi", &args)?;
         Ok(args)
     }
 
@@ -144,6 +247,29 @@ impl Node {
     }
 }
 
+/// `host[:port]` (IPv6 in brackets) as host and port (empty when absent).
+fn split_portal(portal: &str) -> (&str, &str) {
+    match portal.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') && (h.starts_with('[') || !h.contains(':')) => (h, p),
+        _ => (portal, ""),
+    }
+}
+
+/// Values from a table that a kernel argument cannot carry (spaces, quotes).
+fn check_words(node: &Node, key: &'static str, args: &[String]) -> Result<(), ArgsError> {
+    match args
+        .iter()
+        .find(|a| a.is_empty() || a.chars().any(|c| c.is_whitespace() || c == '"'))
+    {
+        Some(a) => Err(node.unsupported(
+            key,
+            a.clone(),
+            "has spaces or quotes, which a kernel argument cannot carry",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// RFC 1123 host name (dots allowed for a fully qualified name).
 pub fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
@@ -153,7 +279,9 @@ pub fn valid_hostname(h: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -254,11 +382,104 @@ mod tests {
     }
 
     #[test]
+    fn network_and_iscsi_tables_become_terra_os_keys() {
+        let n = node(
+            "hostname = \"n\"\n\
+             [network]\nnameservers = [\"10.0.0.1\"]\ntimeout = 20\n\
+             [[network.interfaces]]\nmac = \"52:54:00:00:00:01\"\naddresses = [\"10.0.0.5/24\"]\n\
+             gateway = \"10.0.0.254\"\nnameservers = [\"10.0.0.2\"]\n\
+             [iscsi]\ninitiator = \"iqn.2024-01.org.terra-os:n\"\n\
+             [[iscsi.targets]]\nportal = \"10.0.0.9\"\niqn = \"iqn.2024-01.org.terra-os:root\"\n\
+             [[iscsi.targets]]\nportal = \"10.0.0.9:3261\"\niqn = \"iqn.2024-01.org.terra-os:data\"\nlun = 2\n",
+        );
+        assert_eq!(
+            n.kernel_args().unwrap(),
+            [
+                "hostname=n",
+                "network=10.0.0.5/24",
+                "gateway=10.0.0.254",
+                "iface=52:54:00:00:00:01",
+                "nameservers=10.0.0.1,10.0.0.2",
+                "terra.net.timeout=20",
+                "ISCSI_INITIATOR=iqn.2024-01.org.terra-os:n",
+                "ISCSI_TARGET_NAME=iqn.2024-01.org.terra-os:root",
+                "ISCSI_TARGET_IP=10.0.0.9",
+                "netroot=iscsi:10.0.0.9::3261:2:iqn.2024-01.org.terra-os:data",
+            ]
+        );
+        // What the builder writes is what stage0 reads: its own parsers accept the line
+        // and see the same interface and targets.
+        let line = n.kernel_args().unwrap().join(" ");
+        let net = terra_init::network::ipconfig::resolve(&Default::default(), None, &line)
+            .unwrap()
+            .expect("network needed");
+        assert_eq!(net.hostname.as_deref(), Some("n"));
+        assert_eq!(net.interfaces.len(), 1);
+        assert_eq!(net.nameservers.len(), 2);
+        let plan = terra_init::iscsi::target::plan(
+            &Default::default(),
+            &line,
+            Path::new("/nonexistent-ibft"),
+        )
+        .unwrap()
+        .expect("iscsi needed");
+        assert_eq!(plan.initiator, "iqn.2024-01.org.terra-os:n");
+        let mut iqns: Vec<&str> = plan.targets.iter().map(|t| t.iqn.as_str()).collect();
+        iqns.sort();
+        assert_eq!(
+            iqns,
+            [
+                "iqn.2024-01.org.terra-os:data",
+                "iqn.2024-01.org.terra-os:root"
+            ]
+        );
+        let dhcp = node("[[network.interfaces]]\nname = \"eth0\"\n");
+        assert_eq!(dhcp.kernel_args().unwrap(), ["ip=dhcp", "iface=eth0"]);
+        let iscsi_only =
+            node("[[iscsi.targets]]\nportal = \"[fd00::9]:3260\"\niqn = \"iqn.x:y\"\nlun = 1\n");
+        assert_eq!(
+            iscsi_only.kernel_args().unwrap(),
+            ["netroot=iscsi:[fd00::9]::3260:1:iqn.x:y", "ip=dhcp"]
+        );
+    }
+
+    #[test]
+    fn what_kernel_arguments_cannot_carry_is_refused() {
+        let e = node(
+            "[[iscsi.targets]]\nportal = \"10.0.0.9\"\niqn = \"iqn.x:y\"\nchap_user = \"u\"\nchap_secret = \"0123456789abcdef\"\n",
+        )
+        .kernel_args()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("n1.toml: iscsi.targets.chap_secret") && e.contains("iqn.x:y"),
+            "{e}"
+        );
+        assert!(!e.contains("0123456789abcdef"), "{e}");
+        let e =
+            node("[[network.interfaces]]\nname = \"a\"\n[[network.interfaces]]\nname = \"b\"\n")
+                .kernel_args()
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("network.interfaces"), "{e}");
+        let e = node("[[network.interfaces]]\nmtu = 9000\n")
+            .kernel_args()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mtu"), "{e}");
+    }
+
+    #[test]
     fn macs_parse_in_both_spellings() {
         let a = Mac::parse("52:54:00:12:34:56").unwrap();
         assert_eq!(Mac::parse("52-54-00-12-34-56"), Some(a));
         assert_eq!(a.to_string(), "52:54:00:12:34:56");
-        for bad in ["", "52:54:00:12:34:5", "52:54:00:12:34:56:78", "zz:54:00:12:34:56"] {
+        for bad in [
+            "",
+            "52:54:00:12:34:5",
+            "52:54:00:12:34:56:78",
+            "zz:54:00:12:34:56",
+        ] {
             assert_eq!(Mac::parse(bad), None, "{bad}");
         }
     }

@@ -273,8 +273,14 @@ pub fn build(spec: &IsoSpec) -> Result<IsoReport, IsoError> {
     }
     let args = kernel_args(spec)?;
     let cfg = grub_cfg(&args);
-    tool::require_file(&Path::new(GRUB_PC_DIR).join("boot_hybrid.img"), "grub-pc-bin")?;
-    tool::require_file(&Path::new(GRUB_EFI_DIR).join("linux.mod"), "grub-efi-amd64-bin")?;
+    tool::require_file(
+        &Path::new(GRUB_PC_DIR).join("boot_hybrid.img"),
+        "grub-pc-bin",
+    )?;
+    tool::require_file(
+        &Path::new(GRUB_EFI_DIR).join("linux.mod"),
+        "grub-efi-amd64-bin",
+    )?;
 
     let parent = spec
         .output
@@ -331,7 +337,11 @@ pub fn build(spec: &IsoSpec) -> Result<IsoReport, IsoError> {
         tool::run(&mut c, "grub-common")?;
         Ok(())
     };
-    mkimage("i386-pc-eltorito", GRUB_PC_DIR, &grub_dir.join("eltorito.img"))?;
+    mkimage(
+        "i386-pc-eltorito",
+        GRUB_PC_DIR,
+        &grub_dir.join("eltorito.img"),
+    )?;
     let efi_core = scratch.0.join("BOOTX64.EFI");
     mkimage("x86_64-efi", GRUB_EFI_DIR, &efi_core)?;
 

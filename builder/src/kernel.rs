@@ -109,9 +109,8 @@ pub fn parse_config(text: &str, path: &Path) -> Result<Vec<Setting>, KernelError
 }
 
 fn is_symbol(name: &str) -> bool {
-    name.strip_prefix("CONFIG_").is_some_and(|s| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    })
+    name.strip_prefix("CONFIG_")
+        .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
 /// A fragment file and what it asks for.
@@ -451,7 +450,9 @@ pub fn build(spec: &KernelSpec) -> Result<KernelReport, KernelError> {
     }
 
     tool::run_visible(
-        make(spec).arg(format!("-j{}", spec.jobs.max(1))).args(["bzImage", "modules"]),
+        make(spec)
+            .arg(format!("-j{}", spec.jobs.max(1)))
+            .args(["bzImage", "modules"]),
         BUILD_ESSENTIAL,
     )?;
     let kver = tool::run(make(spec).args(["-s", "kernelrelease"]), BUILD_ESSENTIAL)?
@@ -510,8 +511,8 @@ fn version_key(s: &str) -> Vec<u64> {
 }
 
 /// Unpacks `tarball` under `cache` once and returns the tree (`cache/linux-source-X.Y`).
-/// A stamp file written after tar succeeds marks a complete tree; an interrupted unpack is
-/// redone.
+/// tar writes into a scratch directory that is renamed into place when complete, so a tree
+/// that exists is whole, and a build or check using it is never pulled from under it.
 pub fn unpack_source(tarball: &Path, cache: &Path) -> Result<PathBuf, KernelError> {
     let name = tarball
         .file_name()
@@ -521,18 +522,16 @@ pub fn unpack_source(tarball: &Path, cache: &Path) -> Result<PathBuf, KernelErro
             dir: tarball.to_path_buf(),
         })?;
     let tree = cache.join(name);
-    let stamp = cache.join(format!("{name}.unpacked"));
-    if stamp.is_file() && tree.join("Makefile").is_file() {
+    if tree.join("Makefile").is_file() {
         return Ok(tree);
     }
-    if tree.exists() {
-        std::fs::remove_dir_all(&tree).map_err(|err| KernelError::Write {
-            path: tree.clone(),
-            err,
-        })?;
-    }
-    std::fs::create_dir_all(cache).map_err(|err| KernelError::Write {
-        path: cache.to_path_buf(),
+    let scratch = cache.join(format!(".unpack-{}", std::process::id()));
+    let cleanup = |err| {
+        let _ = std::fs::remove_dir_all(&scratch);
+        err
+    };
+    std::fs::create_dir_all(&scratch).map_err(|err| KernelError::Write {
+        path: scratch.clone(),
         err,
     })?;
     tool::run(
@@ -540,10 +539,17 @@ pub fn unpack_source(tarball: &Path, cache: &Path) -> Result<PathBuf, KernelErro
             .arg("-xf")
             .arg(tarball)
             .arg("-C")
-            .arg(cache),
+            .arg(&scratch),
         "xz-utils",
-    )?;
-    write(&stamp, tarball.to_string_lossy().as_bytes())?;
+    )
+    .map_err(|e| cleanup(KernelError::Tool(e)))?;
+    // Another process may have finished first: its tree is as good as ours.
+    if let Err(err) = std::fs::rename(scratch.join(name), &tree) {
+        if !tree.join("Makefile").is_file() {
+            return Err(cleanup(KernelError::Write { path: tree, err }));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(tree)
 }
 
@@ -583,7 +589,10 @@ mod tests {
     fn syntax_errors_name_file_and_line() {
         let e = parse_config("CONFIG_A=y\nBTRFS=y\n", Path::new("base.config")).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("base.config:2") && msg.contains("BTRFS=y"), "{msg}");
+        assert!(
+            msg.contains("base.config:2") && msg.contains("BTRFS=y"),
+            "{msg}"
+        );
         assert!(parse_config("CONFIG_A=\n", Path::new("f")).is_err());
     }
 
@@ -606,7 +615,10 @@ mod tests {
     #[test]
     fn dropped_names_every_option_that_did_not_hold() {
         let frags = [
-            frag("base.config", "CONFIG_A=y\nCONFIG_B=m\nCONFIG_C=y\n# CONFIG_D is not set\n"),
+            frag(
+                "base.config",
+                "CONFIG_A=y\nCONFIG_B=m\nCONFIG_C=y\n# CONFIG_D is not set\n",
+            ),
             frag("qemu.config", "CONFIG_E=m\nCONFIG_F=\"x\"\n"),
         ];
         let final_config =
@@ -621,15 +633,15 @@ mod tests {
         );
         let msg = KernelError::Dropped(d).to_string();
         assert!(msg.contains("dropped 4 requested options"), "{msg}");
-        assert!(msg.contains("qemu.config:2: requested CONFIG_F=\"x\""), "{msg}");
+        assert!(
+            msg.contains("qemu.config:2: requested CONFIG_F=\"x\""),
+            "{msg}"
+        );
     }
 
     #[test]
     fn later_fragment_decides_what_was_requested() {
-        let frags = [
-            frag("a", "CONFIG_X=y\n"),
-            frag("b", "CONFIG_X=m\n"),
-        ];
+        let frags = [frag("a", "CONFIG_X=y\n"), frag("b", "CONFIG_X=m\n")];
         assert!(dropped(&frags, "CONFIG_X=m\n").is_empty());
         let d = dropped(&frags, "# CONFIG_X is not set\n");
         assert_eq!(d[0].fragment, PathBuf::from("b"));

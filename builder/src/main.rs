@@ -11,8 +11,8 @@ use terra_builder::initramfs::{
 };
 use terra_builder::iso::{self, IsoSpec};
 use terra_builder::kernel::{self, KernelSpec};
-use terra_builder::pxe::{self, PxeSpec};
 use terra_builder::kmod::KernelSource;
+use terra_builder::pxe::{self, PxeSpec};
 
 // `terra image` and `terra install`, kept beside the library code they drive.
 #[path = "oci/cli.rs"]
@@ -125,6 +125,8 @@ Options:
       --node FILE       a node.toml with `mac`; its entry gets the node's kernel
                         arguments (hostname=, version=, [boot] …); repeatable
       --cmdline ARGS    extra kernel arguments for every entry
+      --pxelinux        also copy pxelinux.0 and ldlinux.c32 (packages pxelinux,
+                        syslinux-common) for BIOS machines that boot pxelinux
   -o, --output DIR      the tree's directory
   -h, --help            print this help
 ";
@@ -411,8 +413,10 @@ fn cmd_pxe(parser: &mut lexopt::Parser) -> Result<(), Error> {
     let (mut kernel, mut initrd, mut output) = (None, None, None);
     let mut nodes = Vec::new();
     let mut cmdline = String::new();
+    let mut pxelinux = false;
     while let Some(arg) = parser.next()? {
         match arg {
+            Long("pxelinux") => pxelinux = true,
             Short('h') | Long("help") => {
                 print!("{PXE_USAGE}");
                 return Ok(());
@@ -436,13 +440,19 @@ fn cmd_pxe(parser: &mut lexopt::Parser) -> Result<(), Error> {
         nodes,
         cmdline,
         output: output.ok_or_else(|| missing("-o DIR"))?,
+        pxelinux,
     };
     let report = pxe::build(&spec).map_err(artifact)?;
     for path in &report.removed {
         println!("terra: removed stale entry {}", path.display());
     }
     for n in &report.nodes {
-        println!("terra: {} ({}): {}", n.mac, n.node.display(), n.args.join(" "));
+        println!(
+            "terra: {} ({}): {}",
+            n.mac,
+            n.node.display(),
+            n.args.join(" ")
+        );
     }
     println!(
         "terra: wrote {}: {} node entries and the default ({})",

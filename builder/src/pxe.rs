@@ -25,6 +25,15 @@ pub const INITRD_NAME: &str = "initrd.img";
 pub const BOOT_SCRIPT: &str = "boot.ipxe";
 /// pxelinux's configuration directory.
 pub const PXELINUX_DIR: &str = "pxelinux.cfg";
+/// pxelinux's loader and its library module as Debian ships them (packages `pxelinux` and
+/// `syslinux-common`), copied into the tree with [`PxeSpec::pxelinux`].
+pub const PXELINUX_FILES: [(&str, &str); 2] = [
+    ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux"),
+    (
+        "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+        "syslinux-common",
+    ),
+];
 /// Arguments every entry starts with (Terra OS's marker; stage0 ignores it).
 const BASE_ARGS: &[&str] = &["boot=terra"];
 
@@ -41,6 +50,9 @@ pub struct PxeSpec {
     pub cmdline: String,
     /// The tree's directory.
     pub output: PathBuf,
+    /// Also copy pxelinux itself ([`PXELINUX_FILES`]) so BIOS machines can boot
+    /// `pxelinux.0` instead of iPXE.
+    pub pxelinux: bool,
 }
 
 /// One machine's entry.
@@ -84,6 +96,11 @@ pub enum PxeError {
     },
     /// A file could not be written.
     Write { path: PathBuf, err: std::io::Error },
+    /// pxelinux was asked for and is not installed.
+    Pxelinux {
+        path: PathBuf,
+        package: &'static str,
+    },
 }
 
 impl fmt::Display for PxeError {
@@ -100,6 +117,11 @@ impl fmt::Display for PxeError {
                 second.display()
             ),
             PxeError::Write { path, err } => write!(f, "cannot write {}: {err}", path.display()),
+            PxeError::Pxelinux { path, package } => write!(
+                f,
+                "--pxelinux: {} is missing (apt-get install {package})",
+                path.display()
+            ),
         }
     }
 }
@@ -251,6 +273,16 @@ pub fn build(spec: &PxeSpec) -> Result<PxeReport, PxeError> {
         })?;
     }
     let (default_args, nodes) = entries(spec)?;
+    if spec.pxelinux {
+        for (path, package) in PXELINUX_FILES {
+            if !Path::new(path).is_file() {
+                return Err(PxeError::Pxelinux {
+                    path: path.into(),
+                    package,
+                });
+            }
+        }
+    }
     let cfg_dir = spec.output.join(PXELINUX_DIR);
     std::fs::create_dir_all(&cfg_dir).map_err(|err| PxeError::Write {
         path: cfg_dir.clone(),
@@ -303,6 +335,13 @@ pub fn build(spec: &PxeSpec) -> Result<PxeReport, PxeError> {
             err,
         })?;
     }
+    if spec.pxelinux {
+        for (path, _) in PXELINUX_FILES {
+            let from = Path::new(path);
+            let to = spec.output.join(from.file_name().unwrap_or_default());
+            std::fs::copy(from, &to).map_err(|err| PxeError::Write { path: to, err })?;
+        }
+    }
     removed.sort();
     Ok(PxeReport {
         default_args,
@@ -328,6 +367,7 @@ mod tests {
             nodes,
             cmdline: "console=ttyS0".into(),
             output: dir.join("tree"),
+            pxelinux: false,
         }
     }
 
@@ -365,7 +405,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let a = node_file(d.path(), "a.toml", "mac = \"52:54:00:00:00:0a\"\n");
         let b = node_file(d.path(), "b.toml", "mac = \"52-54-00-00-00-0A\"\n");
-        let e = entries(&spec(d.path(), vec![a, b])).unwrap_err().to_string();
+        let e = entries(&spec(d.path(), vec![a, b]))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("a.toml") && e.contains("b.toml") && e.contains("52:54:00:00:00:0a"),
             "{e}"
@@ -390,7 +432,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut s = spec(d.path(), vec![]);
         s.cmdline = "rootflags=\"a b\"".into();
-        assert!(entries(&s).unwrap_err().to_string().contains("rootflags=a b"));
+        assert!(entries(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("rootflags=a b"));
         s.cmdline = "x=${net0/ip}".into();
         assert!(entries(&s).is_err());
     }

@@ -201,6 +201,7 @@ fn a_missing_tag_is_a_clear_error() {
             work.path().join("l").to_str().unwrap(),
         ]);
         assert!(!ok);
+        eprintln!("{err}");
         assert!(err.starts_with("terra: "), "{err}");
         assert!(
             err.contains(&reference) && err.contains("no such manifest in the registry"),
@@ -239,6 +240,7 @@ fn a_corrupted_blob_is_a_digest_error_and_nothing_is_installed() {
         dest.to_str().unwrap(),
     ]);
     assert!(!ok);
+    eprintln!("{err}");
     assert!(
         err.contains(&format!("blob {blob}")) && err.contains("digest mismatch"),
         "{err}"
@@ -270,6 +272,7 @@ fn a_corrupted_blob_is_a_digest_error_and_nothing_is_installed() {
     .unwrap();
     let (ok, _, err) = run_terra(&["install", node.to_str().unwrap(), "--plain-http"]);
     assert!(!ok);
+    eprintln!("{err}");
     assert!(err.contains("digest mismatch"), "{err}");
     assert!(!disk.exists(), "install touched the disk");
 }

@@ -166,7 +166,10 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     switch::check_root(Path::new(layout::SYSROOT), &cfg.init)?;
     s.clock.phase("root");
 
-    set_hostname(&cfg);
+    // The network phase, when it ran, already set the name (config first, then the lease).
+    if net_report.as_ref().and_then(|r| r.hostname.as_ref()).is_none() {
+        set_hostname(&cfg);
+    }
     s.phase = "switch";
     switch::enter_root()?;
     s.clock.phase("switch");
@@ -182,15 +185,16 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
 
 /// `hostname=` (Terra OS's key, the last one wins) or node.toml's `hostname`, set before
 /// the switch so the real init starts with it and a configured name beats one from DHCP.
-/// Best effort: a name the kernel refuses is logged, not fatal.
+/// (Linux ≥ 5.19 applies `hostname=` itself at boot; node.toml's name and older kernels
+/// need this.) Best effort: a name the kernel refuses is logged, not fatal.
 fn set_hostname(cfg: &BootConfig) {
     let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
     let from_cmdline = crate::cmdline::split(&String::from_utf8_lossy(&cmdline))
         .into_iter()
+        .rev()
         .filter(|p| p.key == "hostname")
         .filter_map(|p| p.value)
-        .filter(|v| !v.is_empty())
-        .last();
+        .find(|v| !v.is_empty());
     let Some(name) = from_cmdline.or_else(|| cfg.node.hostname.clone()) else {
         return;
     };

@@ -595,3 +595,66 @@ fn libiscsi_sees_the_same_lun() {
     let inq = bounded(10, move || s.inquiry(1).unwrap());
     assert!(out.contains(&format!("Vendor:{}", inq.vendor)), "{out}");
 }
+
+/// Records what a stream reads, to keep real tgtd answers as fixtures.
+struct Tap<S> {
+    inner: S,
+    read: Vec<u8>,
+}
+
+impl<S: std::io::Read> std::io::Read for Tap<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<S: std::io::Write> std::io::Write for Tap<S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Regenerates init/src/iscsi/fixtures/ from a live tgtd:
+/// `cargo test -p terra-init --test iscsi_tgtd capture_fixtures -- --ignored`.
+#[test]
+#[ignore]
+fn capture_fixtures() {
+    let t = Tgtd::start();
+    t.target(1, "iqn.2024-01.org.terra-os:open");
+    t.target(2, "iqn.2024-01.org.terra-os:chap");
+    t.account(2, "node1", "node1-secret-12", false);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/iscsi/fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = |iqn: &str, chap: Option<Chap>, file: &str| {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", t.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut cfg = config(iqn);
+        cfg.chap = chap;
+        let s = terra_init::iscsi::login::login(
+            Tap {
+                inner: stream,
+                read: Vec::new(),
+            },
+            &cfg,
+            Instant::now() + Duration::from_secs(5),
+            &mut |b| b.fill(7),
+        )
+        .expect("login");
+        std::fs::write(dir.join(file), &s.into_stream().read).unwrap();
+    };
+    capture("iqn.2024-01.org.terra-os:open", None, "tgtd-login-none.bin");
+    let mut chap = Chap::new("node1", Secret::new("node1-secret-12"));
+    chap.algorithms = vec![ChapAlgorithm::Md5];
+    capture(
+        "iqn.2024-01.org.terra-os:chap",
+        Some(chap),
+        "tgtd-login-chap-md5.bin",
+    );
+}

@@ -34,14 +34,35 @@ fn put_blob(layout: &Path, data: &[u8]) -> crate::Result<String> {
     Ok(digest)
 }
 
-/// Packs the tree `root` as an uncompressed, reproducible layer (fixed mtimes and owners,
-/// sorted entries: the tar crate's deterministic mode).
+/// Packs the tree `root` as an uncompressed, reproducible layer: entries sorted by name,
+/// fixed mtimes and owners (the tar crate's deterministic mode), symlinks kept as links.
 pub fn layer_from_dir(root: &Path) -> crate::Result<Vec<u8>> {
+    fn add(b: &mut tar::Builder<Vec<u8>>, root: &Path, rel: &Path) -> crate::Result<()> {
+        let dir = root.join(rel);
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        names.sort();
+        for n in names {
+            let r = rel.join(&n);
+            let p = root.join(&r);
+            b.append_path_with_name(&p, &r)
+                .map_err(|e| format!("packing {}: {e}", p.display()))?;
+            let is_dir = fs::symlink_metadata(&p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .is_dir();
+            if is_dir {
+                add(b, root, &r)?;
+            }
+        }
+        Ok(())
+    }
     let mut b = tar::Builder::new(Vec::new());
     b.mode(tar::HeaderMode::Deterministic);
     b.follow_symlinks(false);
-    b.append_dir_all(".", root)
-        .map_err(|e| format!("packing {}: {e}", root.display()))?;
+    add(&mut b, root, Path::new(""))?;
     b.into_inner()
         .map_err(|e| format!("packing {}: {e}", root.display()))
 }
@@ -89,26 +110,28 @@ pub fn layout_from_dir(root: &Path, layout: &Path) -> crate::Result<String> {
 }
 
 /// The demo image's layout (busybox demo root, `/etc/demo-subvol` = `os`), cached under
-/// target/lab/images.
-pub fn demo_layout(busybox: &Path) -> crate::Result<PathBuf> {
+/// target/lab/images by its manifest digest, so a change to the demo root makes a new one.
+/// Returns the layout and the manifest digest.
+pub fn demo_layout(busybox: &Path) -> crate::Result<(PathBuf, String)> {
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let layout = lab_dir().join("images/demo-v1");
-    if layout.join("index.json").is_file() {
-        return Ok(layout);
-    }
     let work = tempdir("demo-image")?;
     let root = work.join("root");
     let tmp = work.join("layout");
     let made = demo_root(&root, busybox, "os").and_then(|()| layout_from_dir(&root, &tmp));
-    let placed = made.and_then(|_| {
-        if let Some(parent) = layout.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    let placed = made.and_then(|digest| {
+        let layout = lab_dir()
+            .join("images")
+            .join(format!("demo-{}", &digest[7..19]));
+        if !layout.join("index.json").is_file() {
+            if let Some(parent) = layout.parent() {
+                fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+            fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
         }
-        fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))
+        Ok((layout, digest))
     });
     let _ = fs::remove_dir_all(&work);
-    placed?;
-    Ok(layout)
+    placed
 }
 
 /// A disk image made by `terra install` from a node.toml: label `label`, filesystem UUID
@@ -199,14 +222,256 @@ fn install_group(
 }
 
 /// The lab's demo disk: the demo image installed by `terra install` (label `os`,
-/// subvolume `os`, the given UUID).
+/// subvolume `os`, the given UUID), cached by UUID and image digest.
 pub fn demo_disk(terra: &Path, busybox: &Path, uuid: &str) -> crate::Result<PathBuf> {
-    let layout = demo_layout(busybox)?;
+    let (layout, digest) = demo_layout(busybox)?;
     installed_disk(
         terra,
         &format!("oci:{}:{DEMO_TAG}", layout.display()),
         "os",
         uuid,
-        &format!("os-{uuid}-oci-demo-v1"),
+        &format!("os-{uuid}-oci-{}", &digest[7..19]),
     )
+}
+
+/// Deterministic pseudo-random numbers (xorshift64*) for generated benchmark files.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Text-like content (compresses about 3:1 with gzip, like binaries and text do).
+fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "terra ", "boot ", "layer ", "\x7fELF", "init ", "btrfs\n", "0x3f2a ", "module ", "root ",
+        "\0\0\0\0", "kernel ", "image\n", "digest ", "sha256:", "oci ", "stage0 ",
+    ];
+    let mut v = Vec::with_capacity(len + 16);
+    while v.len() < len {
+        let r = rng.next();
+        if r.is_multiple_of(5) {
+            v.extend_from_slice(&r.to_le_bytes());
+        } else {
+            v.extend_from_slice(WORDS[(r >> 7) as usize % WORDS.len()].as_bytes());
+        }
+    }
+    v.truncate(len);
+    v
+}
+
+fn gz(data: &[u8]) -> crate::Result<Vec<u8>> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).map_err(|e| e.to_string())?;
+    e.finish().map_err(|e| e.to_string())
+}
+
+/// One generated layer: `files` files under `prefix` in directories of 100, sizes from
+/// 512 B to 64 KiB with one in 200 of 1–4 MiB, plus whiteouts of `whiteouts` paths.
+fn bench_layer(
+    rng: &mut Rng,
+    prefix: &str,
+    files: usize,
+    whiteouts: &[String],
+) -> crate::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let header = |path: &str, kind: tar::EntryType, size: u64, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        (h, path.to_string())
+    };
+    let mut dirs = std::collections::BTreeSet::new();
+    for w in whiteouts {
+        let (dir, name) = w.rsplit_once('/').unwrap_or(("", w));
+        let (mut h, p) = header(
+            &format!("{dir}/.wh.{name}"),
+            tar::EntryType::Regular,
+            0,
+            0o644,
+        );
+        b.append_data(&mut h, p, std::io::empty())
+            .map_err(|e| e.to_string())?;
+    }
+    for i in 0..files {
+        let dir = format!("{prefix}/d{:03}", i / 100);
+        if dirs.insert(dir.clone()) {
+            let (mut h, p) = header(&format!("{dir}/"), tar::EntryType::Directory, 0, 0o755);
+            b.append_data(&mut h, p, std::io::empty())
+                .map_err(|e| e.to_string())?;
+        }
+        let r = rng.next();
+        let len = if r.is_multiple_of(200) {
+            (1 << 20) + (r >> 20) as usize % (3 << 20)
+        } else {
+            512 + (r >> 8) as usize % (64 << 10)
+        };
+        let data = content(rng, len);
+        let (mut h, p) = header(
+            &format!("{dir}/f{i:05}"),
+            tar::EntryType::Regular,
+            len as u64,
+            0o644,
+        );
+        b.append_data(&mut h, p, data.as_slice())
+            .map_err(|e| e.to_string())?;
+        if i.is_multiple_of(50) {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_mtime(1_700_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            b.append_link(&mut h, format!("{dir}/l{i:05}"), format!("f{i:05}"))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    b.into_inner().map_err(|e| e.to_string())
+}
+
+/// A multi-layer gzip image of about `mb` MiB uncompressed (three layers; the third whites
+/// out part of the first), tagged `bench`, cached under target/lab/images.
+pub fn bench_layout(mb: usize) -> crate::Result<PathBuf> {
+    let layout = lab_dir().join(format!("images/bench-unpack-{mb}m-v2"));
+    if layout.join("index.json").is_file() {
+        return Ok(layout);
+    }
+    let tmp = lab_dir().join(format!("images/.bench-unpack-{mb}m-tmp"));
+    let _ = fs::remove_dir_all(&tmp);
+    let mut rng = Rng(0x7e44_a1a0_5ca1_4e00);
+    // ~33 KiB per file on average plus the large ones: about 50 KiB per file.
+    let files = mb * 1024 / 50;
+    let l1 = bench_layer(&mut rng, "usr/share", files / 2, &[])?;
+    let l2 = bench_layer(&mut rng, "usr/lib", files / 3, &[])?;
+    let gone: Vec<String> = (0..files / 20)
+        .map(|i| format!("usr/share/d{:03}/f{i:05}", i / 100))
+        .collect();
+    let l3 = bench_layer(&mut rng, "opt/app", files - files / 2 - files / 3, &gone)?;
+    let mut diff_ids = Vec::new();
+    let mut descs = Vec::new();
+    for l in [&l1, &l2, &l3] {
+        diff_ids.push(sha256(l));
+        let z = gz(l)?;
+        let d = put_blob(&tmp, &z)?;
+        descs.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                      "digest": d, "size": z.len()}),
+        );
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .map_err(|e| e.to_string())?;
+    let cd = put_blob(&tmp, &config)?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": descs,
+    }))
+    .map_err(|e| e.to_string())?;
+    let md = put_blob(&tmp, &manifest)?;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
+                       "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": "bench"}}],
+    }))
+    .map_err(|e| e.to_string())?;
+    fs::write(tmp.join("index.json"), index).map_err(|e| e.to_string())?;
+    fs::write(tmp.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(|e| e.to_string())?;
+    fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
+    Ok(layout)
+}
+
+/// One timed run of a command, seconds.
+fn timed(cmd: &mut Command) -> crate::Result<f64> {
+    let start = std::time::Instant::now();
+    run(cmd)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// `cargo xtask bench`'s unpack case: the same multi-layer image (about `mb` MiB) unpacked
+/// `runs` times by `terra image unpack`, `umoci unpack` (rootfs plus its mtree manifest, what
+/// its users run) and `umoci raw unpack` (the rootfs alone), after one warm-up each so every
+/// tool reads the layout from the page cache. Returns a Markdown table with medians and
+/// ratios to terra.
+pub fn bench_unpack(terra: &Path, mb: usize, runs: usize) -> crate::Result<String> {
+    let layout = bench_layout(mb)?;
+    let image = format!("{}:bench", layout.display());
+    let work = tempdir("bench-unpack")?;
+    let mut rows: Vec<(&str, Vec<f64>)> = Vec::new();
+    let result = (|| -> crate::Result<()> {
+        for (name, which) in [
+            ("terra image unpack", 0),
+            ("umoci unpack", 1),
+            ("umoci raw unpack", 2),
+        ] {
+            let mut times = Vec::new();
+            for i in 0..=runs {
+                let dest = work.join(format!("{which}-{i}"));
+                let mut cmd = match which {
+                    0 => {
+                        let mut c = Command::new(terra);
+                        c.args(["image", "unpack", &format!("oci:{image}")])
+                            .arg(&dest);
+                        c
+                    }
+                    1 => {
+                        let mut c = Command::new("umoci");
+                        c.args(["unpack", "--image", &image]).arg(&dest);
+                        c
+                    }
+                    _ => {
+                        let mut c = Command::new("umoci");
+                        c.args(["raw", "unpack", "--image", &image]).arg(&dest);
+                        c
+                    }
+                };
+                let t = timed(&mut cmd)?;
+                if i > 0 {
+                    times.push(t);
+                }
+                run(Command::new("rm").arg("-rf").arg(&dest))?;
+            }
+            rows.push((name, times));
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&work);
+    result?;
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    let base = median(&rows[0].1);
+    let compressed: u64 = fs::read_dir(layout.join("blobs/sha256"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let mut md = format!(
+        "### Unpack: {mb} MiB image in 3 gzip layers ({:.0} MiB compressed), median of {runs}\n\n\
+         | unpacker | time (s) | vs terra |\n|---|---|---|\n",
+        compressed as f64 / (1 << 20) as f64
+    );
+    for (name, times) in &rows {
+        let m = median(times);
+        md.push_str(&format!("| {name} | {m:.2} | {:.2}× |\n", m / base));
+    }
+    Ok(md)
 }

@@ -189,20 +189,19 @@ impl Vm {
         if self.firmware == Firmware::Uefi {
             c.args(["-bios", OVMF]);
         }
-        c
-            .args([
-                "-m",
-                &self.memory_mb.to_string(),
-                "-smp",
-                &self.smp.to_string(),
-            ])
-            .arg("-no-reboot")
-            .arg("-nic")
-            .arg(match self.nic.as_deref() {
-                None => "none".to_string(),
-                Some("virtio") => "user,model=virtio-net-pci".to_string(),
-                Some(model) => format!("user,model={model}"),
-            });
+        c.args([
+            "-m",
+            &self.memory_mb.to_string(),
+            "-smp",
+            &self.smp.to_string(),
+        ])
+        .arg("-no-reboot")
+        .arg("-nic")
+        .arg(match self.nic.as_deref() {
+            None => "none".to_string(),
+            Some("virtio") => "user,model=virtio-net-pci".to_string(),
+            Some(model) => format!("user,model={model}"),
+        });
         if let Some(iso) = &self.cdrom {
             c.arg("-drive")
                 .arg(format!(

@@ -53,6 +53,11 @@ fn require_host_files() {
         (vm::OVMF, "ovmf"),
         ("/usr/lib/ipxe/qemu/pxe-virtio.rom", "ipxe-qemu"),
         ("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu"),
+        ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux"),
+        (
+            "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+            "syslinux-common",
+        ),
     ] {
         assert!(
             Path::new(path).exists(),
@@ -130,7 +135,7 @@ fn pxe_tree() -> &'static PathBuf {
             args.extend(["--node".into(), path_str(&node).into()]);
         }
         let tree = dir.join("pxe");
-        args.extend(["-o".into(), path_str(&tree).into()]);
+        args.extend(["--pxelinux".into(), "-o".into(), path_str(&tree).into()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         eprint!("{}", terra(&args));
         tree
@@ -212,6 +217,8 @@ fn boot_iso(firmware: Firmware) -> Outcome {
 enum Via {
     Tftp,
     Http,
+    /// pxelinux.0 over TFTP (BIOS only), reading pxelinux.cfg/.
+    Pxelinux,
 }
 
 fn boot_pxe(firmware: Firmware, via: Via, mac: &str) -> Outcome {
@@ -219,10 +226,11 @@ fn boot_pxe(firmware: Firmware, via: Via, mac: &str) -> Outcome {
     let bootfile = match via {
         Via::Tftp => "boot.ipxe".to_string(),
         Via::Http => format!("http://10.0.2.2:{}/boot.ipxe", http_server()),
+        Via::Pxelinux => "pxelinux.0".to_string(),
     };
     let mut vm = base_vm(firmware);
     vm.netboot = Some(NetBoot {
-        tftp_dir: matches!(via, Via::Tftp).then_some(tree),
+        tftp_dir: (!matches!(via, Via::Http)).then_some(tree),
         bootfile,
         mac: mac.into(),
     });
@@ -299,7 +307,13 @@ fn pxe_tftp_uefi_unknown_mac_gets_the_default() {
 #[test]
 fn pxe_http_uefi_node_mac_selects_its_entry() {
     let out = boot_pxe(Firmware::Uefi, Via::Http, NODE2_MAC);
-    expect(&out, &["Terra: node entry for 52:54:00:7e:44:02", "http://10.0.2.2:"]);
+    expect(
+        &out,
+        &[
+            "Terra: node entry for 52:54:00:7e:44:02",
+            "http://10.0.2.2:",
+        ],
+    );
     expect_root(&out, "terra-n2");
 }
 
@@ -310,4 +324,19 @@ fn pxe_http_bios_unknown_mac_gets_the_default() {
     let cmdline = kernel_cmdline(&out);
     assert!(!cmdline.contains("hostname="), "{cmdline}");
     assert!(cmdline.contains("BOOTIF=01-52-54-00-7e-44-99"), "{cmdline}");
+}
+
+#[test]
+fn pxelinux_bios_node_mac_selects_its_entry() {
+    let out = boot_pxe(Firmware::Bios, Via::Pxelinux, NODE2_MAC);
+    expect_root(&out, "terra-n2");
+    // pxelinux names the kernel first and appends initrd= from the INITRD line.
+    let cmdline = kernel_cmdline(&out).trim_end();
+    assert!(
+        cmdline.starts_with(
+            "BOOT_IMAGE=vmlinuz boot=terra BOOTIF=01-52-54-00-7e-44-02 hostname=terra-n2"
+        ),
+        "{cmdline}"
+    );
+    assert!(cmdline.ends_with("initrd=initrd.img"), "{cmdline}");
 }

@@ -79,16 +79,36 @@ fn a_disk_written_by_terra_install_boots_to_the_image_init() {
 #[test]
 fn a_raid1_group_written_by_terra_install_boots() {
     let a = artifacts();
-    let layout = oci_root::demo_layout(&busybox()).expect("demo image");
+    let (layout, digest) = oci_root::demo_layout(&busybox()).expect("demo image");
     let disks = oci_root::installed_raid1(
         &a.terra,
         &format!("oci:{}:{}", layout.display(), oci_root::DEMO_TAG),
         "os",
         RAID_UUID,
-        "os-raid1-oci-demo-v1",
+        &format!("os-raid1-oci-{}", &digest[7..19]),
     )
     .expect("installed raid1 disks");
-    let out = boot(disks, &format!("root=UUID={RAID_UUID}"), 150);
+    // stage0 does not yet register every member of a multi-device group with the btrfs
+    // driver before mounting (BTRFS_IOC_SCAN_DEV); the mount option does it here.
+    let out = boot(
+        disks,
+        &format!("root=UUID={RAID_UUID} rootflags=device=/dev/vda,device=/dev/vdb"),
+        150,
+    );
     expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
     assert_eq!(report(&out)["root"]["uuid"], RAID_UUID);
+}
+
+/// The unpack benchmark (numbers, not pass/fail): `cargo test --release -p tests-qemu
+/// --test install -- --ignored --nocapture unpack_benchmark`; TERRA_BENCH_MB sets the size.
+#[test]
+#[ignore]
+fn unpack_benchmark() {
+    let mb = std::env::var("TERRA_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let terra = build::terra().expect("terra builds");
+    let table = oci_root::bench_unpack(&terra, mb, 3).expect("benchmark runs");
+    println!("{table}");
 }

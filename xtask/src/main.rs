@@ -5,22 +5,45 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use lab::build::{self, Artifacts};
-use lab::disk::BtrfsDisk;
 use lab::vm::{self, Accel, Vm};
 
 const USAGE: &str = "usage:
   cargo xtask qemu [--check] [--append ARGS] [--accel tcg|kvm] [--kernel K] [--initramfs I]
-                   [--disk D]... [--timeout SECS] [--smp N] [--nic virtio|e1000|none]
-      Builds stage0, an initramfs and a demo btrfs root (label `os`, subvolume `os`) and boots
+                   [--disk D]... [--timeout SECS] [--smp N] [--nic virtio|e1000|none] [--iscsi]
+      Builds stage0, an initramfs and a demo root (an OCI image installed by `terra install`
+      on a btrfs disk image: label `os`, subvolume `os`) and boots
       them with the serial console on this terminal. --check boots without interaction and
       exits 0 only when the root's init ran (so not when a phase such as network failed),
       printing the boot times. --nic (default virtio) attaches a NIC on QEMU user networking:
-      `--append ip=dhcp` then runs the network phase.
+      `--append ip=dhcp` then runs the network phase. --iscsi serves the demo root from tgtd
+      on 127.0.0.1 (LUN 1, a copy of the demo disk) to a VM without disks, which logs in
+      through 10.0.2.2 with Terra's ISCSI_* keys; tgtd stops when the VM does.
+  cargo xtask qemu ... [--iso | --pxe] [--uefi]
+      --iso boots the kernel and initramfs from a CD-ROM made by `terra iso`; --pxe from a
+      tree made by `terra pxe`, over QEMU's TFTP with its iPXE ROM (the default entry);
+      --uefi uses OVMF on -machine q35 instead of SeaBIOS. --append goes into the artifact.
+  cargo xtask kernel [--check-only] [--fragment F]... [-o OUT] [-j N] [--boot]
+      `terra kernel` on Debian's linux-source (unpacked once under target/kernel/src) with
+      kernel-config/base.config and qemu.config unless --fragment is given; OUT defaults to
+      target/kernel/qemu. --boot then boots the new kernel with a Terra initramfs of its
+      modules (like `cargo xtask qemu --check`).
   cargo xtask test
       Unit tests, then the QEMU boot scenarios (tests-qemu).
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
       init on the same kernel and disk. Results in target/bench/results.{md,json}.";
+
+/// The target name `--iscsi` serves the demo root under.
+const ISCSI_IQN: &str = "iqn.2024-01.org.terra-os:demo-root";
+
+/// A LUN image copy, removed when dropped.
+struct LunFile(PathBuf);
+
+impl Drop for LunFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 /// UUID of the demo disk, pinned so `root=UUID=` can be tried by hand.
 pub const DEMO_UUID: &str = "7e44a1a0-5ca1-4e00-9000-00000000d001";
@@ -31,6 +54,7 @@ fn main() -> ExitCode {
         Some("qemu") => qemu(args.collect()),
         Some("test") => test(),
         Some("bench") => bench(args.collect()),
+        Some("kernel") => kernel(args.collect()),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(true)
@@ -58,6 +82,10 @@ struct QemuArgs {
     timeout: Option<u64>,
     smp: u32,
     nic: Option<String>,
+    iscsi: bool,
+    iso: bool,
+    pxe: bool,
+    uefi: bool,
 }
 
 fn parse_qemu(args: Vec<String>) -> Result<QemuArgs, String> {
@@ -98,6 +126,10 @@ fn parse_qemu(args: Vec<String>) -> Result<QemuArgs, String> {
                     .parse()
                     .map_err(|_| format!("--smp {v}: expected a number"))?;
             }
+            Long("iscsi") => q.iscsi = true,
+            Long("iso") => q.iso = true,
+            Long("pxe") => q.pxe = true,
+            Long("uefi") => q.uefi = true,
             Long("nic") => {
                 let v = s(p.value().map_err(|e| e.to_string())?)?;
                 q.nic = match v.as_str() {
@@ -127,10 +159,34 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
             )
         }
     };
-    let disks = if q.disks.is_empty() {
+    // With --iscsi the demo root lives in tgtd, which lives until this function returns.
+    let mut iscsi = None;
+    let disks = if q.iscsi {
         let busybox = lab::host::static_busybox()
             .ok_or("no static busybox (apt-get install busybox-static)")?;
-        vec![BtrfsDisk::new("os", DEMO_UUID, &["os"]).image(&busybox)?]
+        // The same demo root as without --iscsi (written by `terra install`), copied so
+        // that the guest may write to it.
+        let base = match q.disks.first() {
+            Some(d) => d.clone(),
+            None => lab::oci_root::demo_disk(&build::terra()?, &busybox, DEMO_UUID)?,
+        };
+        let lun = lab::tgtd::lun_image(&base, "xtask", &[])?;
+        let mut t = lab::tgtd::Tgtd::start()?;
+        t.target(1, ISCSI_IQN, &lun)?;
+        eprintln!(
+            "xtask: tgtd serves {} as {ISCSI_IQN} LUN 1 on 127.0.0.1:{}",
+            lun.display(),
+            t.port
+        );
+        iscsi = Some((t, LunFile(lun)));
+        Vec::new()
+    } else if q.disks.is_empty() {
+        let busybox = lab::host::static_busybox()
+            .ok_or("no static busybox (apt-get install busybox-static)")?;
+        // The demo root is a real OCI image installed by `terra install`, the path a node's
+        // root takes.
+        let terra = build::terra()?;
+        vec![lab::oci_root::demo_disk(&terra, &busybox, DEMO_UUID)?]
     } else {
         q.disks.clone()
     };
@@ -140,6 +196,18 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
     vm.smp = q.smp;
     vm.nic = q.nic.clone();
     vm.append = q.append.join(" ");
+    if let Some((t, _)) = &iscsi {
+        if vm.nic.is_none() {
+            return Err("--iscsi needs a NIC: drop --nic none".into());
+        }
+        vm.append = format!(
+            "ISCSI_INITIATOR=iqn.2024-01.org.terra-os:xtask ISCSI_TARGET_NAME={ISCSI_IQN} ISCSI_TARGET_IP={}:{} {}",
+            lab::tgtd::GUEST_HOST_ADDR,
+            t.port,
+            vm.append
+        );
+    }
+    boot_media(&q, &mut vm, &kernel, &initramfs)?;
     if q.check {
         vm.append.push_str(" terra.demo=poweroff");
         vm.timeout = Duration::from_secs(q.timeout.unwrap_or(180));
@@ -259,4 +327,158 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
     let md = lab::bench::run_all(&opts)?;
     println!("{md}");
     Ok(true)
+}
+
+/// `--uefi`, `--iso`, `--pxe`: the firmware, and the kernel and initramfs packed by `terra iso`
+/// or `terra pxe` instead of handed to QEMU directly. The kernel arguments go into the
+/// artifact, so they are settled here.
+fn boot_media(
+    q: &QemuArgs,
+    vm: &mut Vm,
+    kernel: &std::path::Path,
+    initramfs: &std::path::Path,
+) -> Result<(), String> {
+    if q.uefi {
+        vm.firmware = vm::Firmware::Uefi;
+        if !std::path::Path::new(vm::OVMF).exists() {
+            return Err(format!(
+                "--uefi: {} is missing (apt-get install ovmf)",
+                vm::OVMF
+            ));
+        }
+    }
+    if !q.iso && !q.pxe {
+        return Ok(());
+    }
+    if q.iso && q.pxe {
+        return Err("--iso and --pxe: choose one".into());
+    }
+    let mut args = format!("panic=-1 {}", vm.append);
+    if q.check {
+        args.push_str(" terra.demo=poweroff");
+    }
+    let dir = lab::lab_dir().join("xtask");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut cmd = Command::new(build::terra()?);
+    cmd.env("SOURCE_DATE_EPOCH", "0")
+        .arg(if q.iso { "iso" } else { "pxe" })
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--initramfs")
+        .arg(initramfs);
+    if q.iso {
+        let iso = dir.join("terra.iso");
+        lab::run(cmd.arg("--cmdline").arg(args).arg("-o").arg(&iso))?;
+        eprintln!("xtask: booting {} from a CD-ROM", iso.display());
+        vm.cdrom = Some(iso);
+    } else {
+        let tree = dir.join("pxe");
+        let args = format!("console=ttyS0,115200 {args}");
+        lab::run(cmd.arg("--cmdline").arg(args).arg("-o").arg(&tree))?;
+        eprintln!("xtask: network boot from {} over TFTP", tree.display());
+        // The netboot NIC is the VM's NIC.
+        vm.nic = None;
+        vm.netboot = Some(vm::NetBoot {
+            tftp_dir: Some(tree),
+            bootfile: "boot.ipxe".into(),
+            mac: "52:54:00:12:34:56".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `cargo xtask kernel`: `terra kernel` on Debian's linux-source.
+fn kernel(args: Vec<String>) -> Result<bool, String> {
+    use lexopt::prelude::*;
+    use terra_builder::kernel as k;
+    let mut p = lexopt::Parser::from_args(args);
+    let ws = lab::workspace();
+    let target = lab::lab_dir()
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target"));
+    let mut fragments: Vec<PathBuf> = Vec::new();
+    let mut output = target.join("kernel/qemu");
+    let mut check_only = false;
+    let mut boot = false;
+    let mut jobs = None;
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("check-only") => check_only = true,
+            Long("boot") => boot = true,
+            Long("fragment") => fragments.push(p.value().map_err(|e| e.to_string())?.into()),
+            Short('o') | Long("output") => output = p.value().map_err(|e| e.to_string())?.into(),
+            Short('j') | Long("jobs") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                jobs = Some(
+                    v.to_str()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or("-j: expected a number")?,
+                );
+            }
+            Long("help") | Short('h') => return Err(USAGE.into()),
+            other => return Err(format!("{}\n{USAGE}", other.unexpected())),
+        }
+    }
+    if fragments.is_empty() {
+        fragments = ["base.config", "qemu.config"]
+            .iter()
+            .map(|f| ws.join("kernel-config").join(f))
+            .collect();
+    }
+    let tarball = k::debian_source_tarball(std::path::Path::new(k::DEBIAN_SOURCE_DIR))
+        .map_err(|e| e.to_string())?;
+    eprintln!("xtask: kernel source {}", tarball.display());
+    let source =
+        k::unpack_source(&tarball, &target.join("kernel/src")).map_err(|e| e.to_string())?;
+    let mut spec = k::KernelSpec::new(source, fragments, output);
+    spec.check_only = check_only;
+    if let Some(j) = jobs {
+        spec.jobs = j;
+    }
+    spec.source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let start = std::time::Instant::now();
+    let report = k::build(&spec).map_err(|e| e.to_string())?;
+    let (Some(bzimage), Some(kver)) = (report.bzimage, report.kver) else {
+        println!(
+            "xtask: {} requested options hold after olddefconfig ({:.0} s); {}",
+            report.requested,
+            start.elapsed().as_secs_f64(),
+            report.config.display()
+        );
+        return Ok(true);
+    };
+    let size = std::fs::metadata(&bzimage).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "xtask: kernel {kver} built in {:.0} s: {} ({size} bytes)",
+        start.elapsed().as_secs_f64(),
+        bzimage.display()
+    );
+    if !boot {
+        return Ok(true);
+    }
+    // A Terra initramfs of the new kernel's modules; the demo root as with `qemu --check`.
+    let initramfs = spec.output.join("initramfs.img");
+    let modules = spec.output.join("lib/modules").join(&kver);
+    lab::run(
+        Command::new(build::terra()?)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["initramfs", "--stage0"])
+            .arg(build::stage0()?)
+            .arg("--modules-dir")
+            .arg(&modules)
+            .arg("-o")
+            .arg(&initramfs),
+    )?;
+    qemu(vec![
+        "--check".into(),
+        "--nic".into(),
+        "none".into(),
+        "--kernel".into(),
+        bzimage.to_string_lossy().into_owned(),
+        "--initramfs".into(),
+        initramfs.to_string_lossy().into_owned(),
+    ])
 }

@@ -765,17 +765,21 @@ fn join(comps: &[Vec<u8>]) -> Vec<u8> {
 /// `SCHILY.xattr.*`) over the ustar header's.
 fn meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
     let h = e.header();
+    // A blank numeric field reads as 0, as Go's archive/tar (umoci, containerd) reads it.
+    let old = h.as_old();
+    let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
+    let or_zero = |f: &[u8], v: io::Result<u64>| if blank(f) { Ok(0) } else { v };
     let mut m = Meta {
-        mode: h.mode()?,
+        mode: if blank(&old.mode) { 0 } else { h.mode()? },
         uid: 0,
         gid: 0,
         mtime: Timespec {
-            tv_sec: i64::try_from(h.mtime()?).unwrap_or(i64::MAX),
+            tv_sec: i64::try_from(or_zero(&old.mtime, h.mtime())?).unwrap_or(i64::MAX),
             tv_nsec: 0,
         },
         xattrs: Vec::new(),
     };
-    let (mut uid, mut gid) = (h.uid()?, h.gid()?);
+    let (mut uid, mut gid) = (or_zero(&old.uid, h.uid())?, or_zero(&old.gid, h.gid())?);
     if let Some(pax) = e.pax_extensions()? {
         for ext in pax {
             let ext = ext?;

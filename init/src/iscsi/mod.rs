@@ -6,6 +6,12 @@
 //! - [`login`]: the login state machine over any `Read + Write`, and a userspace session;
 //! - [`target`]: where targets come from (node.toml, command line, DHCP root path, iBFT);
 //! - [`netlink`]: NETLINK_ISCSI and the handoff; `sys`: the raw kernel interfaces.
+//!
+//! The session outlives stage0: the kernel holds the socket. What it cannot do alone is
+//! recover: at ErrorRecoveryLevel 0 a broken connection is re-established by a userspace
+//! daemon (open-iscsi's iscsid adopts existing sessions when it starts), so a real system
+//! on an iSCSI root should run one; until it does, I/O fails after the kernel's recovery
+//! timeout (120 s) if the connection drops.
 
 pub mod chap;
 pub mod login;
