@@ -13,6 +13,8 @@ PACKAGES=(
   dnsmasq-base iproute2 iputils-ping
   # iSCSI: tgtd as the target, libiscsi as a reference initiator
   tgt libiscsi-bin
+  # OCI: a registry, and skopeo/umoci to push images and to compare unpacks
+  docker-registry skopeo umoci
 )
 
 as_root() {

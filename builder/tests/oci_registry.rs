@@ -92,6 +92,82 @@ fn pull_by_tag_and_by_digest_then_unpack() {
         &snapshot(&ours),
         "by digest vs by tag",
     );
+
+    // terra install pulls it too.
+    let disk = work.path().join("disk.img");
+    let node = work.path().join("node.toml");
+    fs::write(
+        &node,
+        format!(
+            "image = \"{reference}\"\n[[groups]]\nlabel = \"os\"\n[[groups.disk]]\ndevice = \"{}\"\nsize = 200\n",
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = run_terra(&["install", node.to_str().unwrap(), "--plain-http"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("{reference}@{manifest}")), "{out}");
+    let id = terra_init::probe::probe_fs(&mut fs::File::open(&disk).unwrap()).unwrap();
+    assert_eq!(id.label.as_deref(), Some("os"));
+}
+
+#[test]
+fn docker_schema2_manifests_pull_and_unpack() {
+    let reg = Registry::start();
+    let src = tempfile::tempdir().unwrap();
+    image_layout(
+        src.path(),
+        "v1",
+        &[
+            (marker_layer("amd64\n"), Comp::Gzip),
+            (layer(&rich_layer()), Comp::Gzip),
+        ],
+    );
+    // skopeo converts to Docker's media types (manifest v2 schema 2, rootfs.diff.tar.gzip).
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", src.path().display()),
+        &format!("docker://{}/terra/docker:v1", reg.host()),
+    ]);
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let (ok, _, err) = run_terra(&[
+        "image",
+        "pull",
+        "--plain-http",
+        &format!("{}/terra/docker:v1", reg.host()),
+        "--layout",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        read_index(&layout)["manifests"][0]["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let ours = work.path().join("ours");
+    let (ok, _, err) = run_terra(&[
+        "image",
+        "unpack",
+        &format!("oci:{}:v1", layout.display()),
+        ours.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let reference = work.path().join("reference");
+    let (ok, _, err) = run_terra(&[
+        "image",
+        "unpack",
+        &format!("oci:{}:v1", src.path().display()),
+        reference.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_same(
+        &snapshot(&ours),
+        &snapshot(&reference),
+        "docker schema 2 vs OCI",
+    );
 }
 
 #[test]

@@ -56,6 +56,8 @@ pub struct Identity {
     pub partuuid: Option<String>,
     /// GPT partition name.
     pub partlabel: Option<String>,
+    /// How many devices the filesystem spans (btrfs `num_devices`); None when it cannot span.
+    pub devices: Option<u64>,
 }
 
 /// Why a device could not be probed; each variant names the path it failed on.
@@ -199,6 +201,8 @@ fn btrfs(head: &[u8]) -> Option<Identity> {
         uuid: uuid_string(&array(sb, 0x20)?),
         // label[256] at 0x12b, NUL-terminated
         label: text_label(bytes(sb, 0x12b, 256)?),
+        // num_devices le64 at 0x88
+        devices: le64(sb, 0x88),
         ..Identity::default()
     })
 }
@@ -1081,8 +1085,39 @@ mod tests {
         assert_eq!(id.label.as_deref(), Some("terra os"));
         assert_eq!(id.uuid.as_deref(), Some(uuid));
         assert_eq!((id.partuuid, id.partlabel), (None, None));
+        assert_eq!(id.devices, Some(1));
         assert_eq!(blkid(&img, "TYPE").as_deref(), Some("btrfs"));
         assert_blkid_agrees(&img, &probe(&img));
+    }
+
+    #[test]
+    fn btrfs_raid1_members_share_the_fsid_and_count() {
+        let dir = TempDir::new().unwrap();
+        let a = sized(&dir, "a.img", 128 << 20);
+        let b = sized(&dir, "b.img", 128 << 20);
+        let uuid = "6f1c1d3e-8a2b-4c5d-9e0f-a1b2c3d4e5f7";
+        run(
+            "mkfs.btrfs",
+            &[
+                "-q",
+                "-f",
+                "-L",
+                "pair",
+                "-U",
+                uuid,
+                "-d",
+                "raid1",
+                "-m",
+                "raid1",
+                s(&a),
+                s(&b),
+            ],
+        );
+        for img in [&a, &b] {
+            let id = probe(img);
+            assert_eq!(id.uuid.as_deref(), Some(uuid));
+            assert_eq!(id.devices, Some(2));
+        }
     }
 
     #[test]
@@ -1601,6 +1636,7 @@ mod tests {
                 uuid: Some(fs_uuid.into()),
                 partuuid: Some(UUID_A.into()),
                 partlabel: Some("root".into()),
+                devices: None,
             }
         );
         // the whole disk: no filesystem, no partition entry

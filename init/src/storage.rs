@@ -26,6 +26,15 @@ pub enum StorageError {
         /// Device node.
         device: String,
     },
+    /// Not every member of a multi-device filesystem appeared.
+    Members {
+        /// Filesystem UUID.
+        uuid: String,
+        /// Devices the superblock counts.
+        want: u64,
+        /// Devices found.
+        found: u64,
+    },
     /// mount(2) refused.
     Mount {
         /// Device node.
@@ -45,6 +54,10 @@ impl fmt::Display for StorageError {
             StorageError::Timeout { root, secs } => {
                 write!(f, "root device {root} did not appear within {secs} s")
             }
+            StorageError::Members { uuid, want, found } => write!(
+                f,
+                "btrfs {uuid} spans {want} devices but only {found} appeared"
+            ),
             StorageError::UnknownFs { device } => write!(
                 f,
                 "no known filesystem on {device}; set rootfstype= if it is one stage0 cannot probe"
@@ -109,7 +122,14 @@ pub fn mount_root(cfg: &BootConfig, devices: &mut Devices) -> Result<RootReport,
     if !devices.load(&format!("fs-{fstype}")) {
         devices.load(&fstype);
     }
-    let options = cfg.mount_options(&fstype);
+    let mut options = cfg.mount_options(&fstype);
+    if fstype == "btrfs" {
+        // A multi-device btrfs mounts only once the kernel knows every member: wait for them
+        // (bounded like the root itself) and name them in `device=` options.
+        for member in btrfs_members(devices, &name, &id, deadline)? {
+            options = join_options(&options, &format!("device=/dev/{member}"));
+        }
+    }
     let mut flags = MsFlags::empty();
     if cfg.read_only {
         flags |= MsFlags::MS_RDONLY;
@@ -136,6 +156,51 @@ pub fn mount_root(cfg: &BootConfig, devices: &mut Devices) -> Result<RootReport,
         options,
         read_only: cfg.read_only,
     })
+}
+
+/// The other members of the btrfs filesystem on `name`, once all `id.devices` are present.
+fn btrfs_members(
+    devices: &mut Devices,
+    name: &str,
+    id: &Identity,
+    deadline: Instant,
+) -> Result<Vec<String>, StorageError> {
+    let want = id.devices.unwrap_or(1);
+    let same_fs = |n: &str, other: &Identity| {
+        n != name && other.fstype == id.fstype && other.uuid.is_some() && other.uuid == id.uuid
+    };
+    if want > 1 {
+        log::info!(
+            "btrfs {} spans {want} devices; waiting for them",
+            id.uuid.as_deref().unwrap_or("?")
+        );
+        let count = |d: &Devices| 1 + d.blocks.iter().filter(|(n, o)| same_fs(n, o)).count() as u64;
+        while count(devices) < want {
+            if Instant::now() >= deadline {
+                return Err(StorageError::Members {
+                    uuid: id.uuid.clone().unwrap_or_default(),
+                    want,
+                    found: count(devices),
+                });
+            }
+            devices.pump(std::time::Duration::from_millis(50));
+            devices.scan_blocks();
+        }
+    }
+    Ok(devices
+        .blocks
+        .iter()
+        .filter(|(n, o)| same_fs(n, o))
+        .map(|(n, _)| n.clone())
+        .collect())
+}
+
+fn join_options(a: &str, b: &str) -> String {
+    if a.is_empty() {
+        b.to_string()
+    } else {
+        format!("{a},{b}")
+    }
 }
 
 #[cfg(test)]

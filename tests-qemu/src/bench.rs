@@ -67,6 +67,10 @@ pub struct Options {
     pub boots: usize,
     /// Accelerator.
     pub accel: Accel,
+    /// Only the DHCP case (`--only dhcp`): no images, no boots.
+    pub only_dhcp: bool,
+    /// Runs of each DHCP client.
+    pub dhcp_runs: usize,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -165,18 +169,50 @@ fn boot_times(log: &str) -> Option<(f64, Option<f64>)> {
     Some((at_init, run_init.map(|t| at_init - t)))
 }
 
-/// Runs the whole benchmark; writes target/bench/results.{json,md} and returns the markdown.
-pub fn run_all(opts: &Options) -> crate::Result<String> {
-    crate::host::ensure()?;
-    ensure_peers()?;
-    let a = build::artifacts()?;
-    let init = build::bench_init()?;
-    let disk = bench_disk(&init)?;
+fn bench_dir() -> crate::Result<PathBuf> {
     let out_dir = lab_dir()
         .parent()
         .map(|t| t.join("bench"))
         .unwrap_or_else(|| PathBuf::from("target/bench"));
     fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    Ok(out_dir)
+}
+
+/// The DHCP case: its markdown section and its `dhcp` object for results.json.
+fn dhcp_case(
+    opts: &Options,
+    stage0_size: Option<u64>,
+) -> crate::Result<(String, serde_json::Value)> {
+    let r = crate::bench_dhcp::run_dhcp(opts.dhcp_runs)?;
+    Ok((r.render(stage0_size), r.to_json(stage0_size)))
+}
+
+/// `--only dhcp`: the DHCP case alone; writes target/bench/results.{json,md}.
+fn run_dhcp_only(opts: &Options) -> crate::Result<String> {
+    let out_dir = bench_dir()?;
+    let stage0 = build::stage0()?;
+    let stage0_size = fs::metadata(&stage0).map(|m| m.len()).ok();
+    let (md, json) = dhcp_case(opts, stage0_size)?;
+    fs::write(out_dir.join("results.md"), &md).map_err(|e| e.to_string())?;
+    fs::write(
+        out_dir.join("results.json"),
+        serde_json::json!({ "stage0_bytes": stage0_size, "dhcp": json }).to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(md)
+}
+
+/// Runs the whole benchmark; writes target/bench/results.{json,md} and returns the markdown.
+pub fn run_all(opts: &Options) -> crate::Result<String> {
+    if opts.only_dhcp {
+        return run_dhcp_only(opts);
+    }
+    crate::host::ensure()?;
+    ensure_peers()?;
+    let a = build::artifacts()?;
+    let init = build::bench_init()?;
+    let disk = bench_disk(&init)?;
+    let out_dir = bench_dir()?;
     let kver = a.kver.clone();
 
     let gens: Vec<(Generator, GenerateFn)> = vec![
@@ -280,13 +316,25 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
         rows.push(row);
     }
     let stage0_size = fs::metadata(&a.stage0).map(|m| m.len()).unwrap_or(0);
-    let md = render(&rows, stage0_size, opts);
+    let mut md = render(&rows, stage0_size, opts);
+    let mut json = to_json(&rows, stage0_size, opts);
+    // After the image rows: a DHCP failure (no dnsmasq, say) is reported, not fatal to them.
+    let dhcp = match dhcp_case(opts, Some(stage0_size)) {
+        Ok((dmd, djson)) => {
+            md.push_str(&dmd);
+            djson
+        }
+        Err(e) => {
+            eprintln!("bench: the DHCP case failed: {e}");
+            md.push_str(&format!(
+                "\n## DHCP: time to a lease (links up, same dnsmasq)\n\nnot measured: {e}\n"
+            ));
+            serde_json::json!({ "error": e })
+        }
+    };
+    json["dhcp"] = dhcp;
     fs::write(out_dir.join("results.md"), &md).map_err(|e| e.to_string())?;
-    fs::write(
-        out_dir.join("results.json"),
-        to_json(&rows, stage0_size, opts).to_string(),
-    )
-    .map_err(|e| e.to_string())?;
+    fs::write(out_dir.join("results.json"), json.to_string()).map_err(|e| e.to_string())?;
     Ok(md)
 }
 

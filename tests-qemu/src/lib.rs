@@ -3,6 +3,7 @@
 //! boot scenarios in `tests/` both stand on it.
 
 pub mod bench;
+pub mod bench_dhcp;
 pub mod build;
 pub mod disk;
 pub mod elf;

@@ -88,15 +88,13 @@ fn a_raid1_group_written_by_terra_install_boots() {
         &format!("os-raid1-oci-{}", &digest[7..19]),
     )
     .expect("installed raid1 disks");
-    // stage0 does not yet register every member of a multi-device group with the btrfs
-    // driver before mounting (BTRFS_IOC_SCAN_DEV); the mount option does it here.
-    let out = boot(
-        disks,
-        &format!("root=UUID={RAID_UUID} rootflags=device=/dev/vda,device=/dev/vdb"),
-        150,
-    );
+    // stage0 waits for both members (the superblock counts them) and names them to btrfs.
+    let out = boot(disks, &format!("root=UUID={RAID_UUID}"), 150);
     expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
-    assert_eq!(report(&out)["root"]["uuid"], RAID_UUID);
+    let r = report(&out);
+    assert_eq!(r["root"]["uuid"], RAID_UUID);
+    let options = r["root"]["options"].as_str().unwrap();
+    assert!(options.contains("device=/dev/v"), "{options}");
 }
 
 /// The unpack benchmark (numbers, not pass/fail): `cargo test --release -p tests-qemu

@@ -29,9 +29,11 @@ const USAGE: &str = "usage:
       modules (like `cargo xtask qemu --check`).
   cargo xtask test
       Unit tests, then the QEMU boot scenarios (tests-qemu).
-  cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm]
+  cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N] [--only dhcp]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
-      init on the same kernel and disk. Results in target/bench/results.{md,json}.";
+      init on the same kernel and disk; then time to a DHCP lease, stage0 vs busybox udhcpc
+      against one dnsmasq in network namespaces (root). --only dhcp: that case alone.
+      Results in target/bench/results.{md,json}.";
 
 /// The target name `--iscsi` serves the demo root under.
 const ISCSI_IQN: &str = "iqn.2024-01.org.terra-os:demo-root";
@@ -295,6 +297,8 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         gen_runs: 3,
         boots: 3,
         accel: Accel::Tcg,
+        only_dhcp: false,
+        dhcp_runs: 5,
     };
     let mut accel = None;
     let num = |v: std::ffi::OsString, flag: &str| -> Result<usize, String> {
@@ -314,11 +318,22 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                 let v = v.to_string_lossy();
                 accel = Some(Accel::parse(&v).ok_or(format!("--accel {v}: expected tcg or kvm"))?);
             }
+            Long("dhcp-runs") => {
+                opts.dhcp_runs = num(p.value().map_err(|e| e.to_string())?, "--dhcp-runs")?
+            }
+            Long("only") => {
+                let v = p.value().map_err(|e| e.to_string())?;
+                match v.to_str() {
+                    Some("dhcp") => opts.only_dhcp = true,
+                    _ => return Err(format!("--only {}: expected dhcp", v.to_string_lossy())),
+                }
+            }
             other => return Err(format!("{}\n{USAGE}", other.unexpected())),
         }
     }
     opts.accel = match accel {
         Some(a) => a,
+        None if opts.only_dhcp => Accel::Tcg, // no VM is booted
         None => {
             let (kernel, _) = lab::host::find_kernel().ok_or("no kernel under /boot")?;
             vm::detect_accel(&kernel)
