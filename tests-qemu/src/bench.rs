@@ -69,11 +69,14 @@ pub struct Options {
     pub accel: Accel,
     /// Only the DHCP case (`--only dhcp`): no images, no boots.
     pub only_dhcp: bool,
+    /// Only the OCI unpack case (`--only unpack`).
+    pub only_unpack: bool,
     /// Runs of each DHCP client.
     pub dhcp_runs: usize,
 }
 
-fn median(v: &[f64]) -> f64 {
+/// Median; NaN for no values.
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     match s.len() {
@@ -123,7 +126,8 @@ pub fn bench_disk(init: &Path) -> crate::Result<PathBuf> {
     })
 }
 
-fn timed(cmd: &mut Command) -> crate::Result<f64> {
+/// Wall time of one successful run of `cmd`, s.
+pub(crate) fn timed(cmd: &mut Command) -> crate::Result<f64> {
     let start = Instant::now();
     run(cmd)?;
     Ok(start.elapsed().as_secs_f64())
@@ -206,6 +210,11 @@ fn run_dhcp_only(opts: &Options) -> crate::Result<String> {
 pub fn run_all(opts: &Options) -> crate::Result<String> {
     if opts.only_dhcp {
         return run_dhcp_only(opts);
+    }
+    if opts.only_unpack {
+        let md = unpack_case(&build::terra()?);
+        fs::write(bench_dir()?.join("results-unpack.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
     }
     crate::host::ensure()?;
     ensure_peers()?;
@@ -333,9 +342,21 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
         }
     };
     json["dhcp"] = dhcp;
+    md.push_str(&unpack_case(&a.terra));
     fs::write(out_dir.join("results.md"), &md).map_err(|e| e.to_string())?;
     fs::write(out_dir.join("results.json"), json.to_string()).map_err(|e| e.to_string())?;
     Ok(md)
+}
+
+/// The OCI unpack case: terra vs umoci on a ~300 MiB, 3-layer image; failures are reported.
+fn unpack_case(terra: &Path) -> String {
+    match crate::oci_root::bench_unpack(terra, 300, 3) {
+        Ok(md) => format!("\n{md}"),
+        Err(e) => {
+            eprintln!("bench: the unpack case failed: {e}");
+            format!("\n### Unpack\n\nnot measured: {e}\n")
+        }
+    }
 }
 
 fn ratio(v: f64, base: f64) -> String {

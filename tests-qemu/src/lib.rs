@@ -7,6 +7,7 @@ pub mod bench_dhcp;
 pub mod build;
 pub mod disk;
 pub mod elf;
+pub mod harness;
 pub mod host;
 pub mod oci_root;
 pub mod tgtd;

@@ -395,13 +395,6 @@ pub fn bench_layout(mb: usize) -> crate::Result<PathBuf> {
     Ok(layout)
 }
 
-/// One timed run of a command, seconds.
-fn timed(cmd: &mut Command) -> crate::Result<f64> {
-    let start = std::time::Instant::now();
-    run(cmd)?;
-    Ok(start.elapsed().as_secs_f64())
-}
-
 /// `cargo xtask bench`'s unpack case: the same multi-layer image (about `mb` MiB) unpacked
 /// `runs` times by `terra image unpack`, `umoci unpack` (rootfs plus its mtree manifest, what
 /// its users run) and `umoci raw unpack` (the rootfs alone), after one warm-up each so every
@@ -451,11 +444,7 @@ pub fn bench_unpack(terra: &Path, mb: usize, runs: usize) -> crate::Result<Strin
     })();
     let _ = fs::remove_dir_all(&work);
     result?;
-    let median = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2]
-    };
+    use crate::bench::{median, timed};
     let base = median(&rows[0].1);
     let compressed: u64 = fs::read_dir(layout.join("blobs/sha256"))
         .map(|d| {

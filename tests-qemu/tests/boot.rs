@@ -2,37 +2,14 @@
 //! mkfs.btrfs. Each scenario: options, boot, expect a console line.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::Duration;
 
-use lab::build::{self, Artifacts, Initramfs};
+use lab::build::Initramfs;
 use lab::disk::{self, BtrfsDisk};
-use lab::vm::{self, Accel, Outcome, Vm};
+use lab::harness::{artifacts, busybox, expect, report, run, vm};
+use lab::vm::Outcome;
 
 const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
 const DATA_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b2";
-
-fn artifacts() -> &'static Artifacts {
-    static A: OnceLock<Result<Artifacts, String>> = OnceLock::new();
-    match A.get_or_init(build::artifacts) {
-        Ok(a) => a,
-        Err(e) => panic!("lab setup failed: {e}"),
-    }
-}
-
-fn accel() -> Accel {
-    static A: OnceLock<Accel> = OnceLock::new();
-    *A.get_or_init(|| {
-        std::env::var("TERRA_ACCEL")
-            .ok()
-            .and_then(|a| Accel::parse(&a))
-            .unwrap_or_else(|| vm::detect_accel(&artifacts().kernel))
-    })
-}
-
-fn busybox() -> PathBuf {
-    lab::host::static_busybox().expect("static busybox")
-}
 
 /// Label `os`: subvolumes `os` and `v2`, each a demo root tagged with its name.
 fn os_disk() -> PathBuf {
@@ -48,36 +25,12 @@ fn data_disk() -> PathBuf {
         .expect("data disk")
 }
 
-fn vm(disks: Vec<PathBuf>, append: &str, initrd: Option<PathBuf>, timeout: u64) -> Vm {
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, initrd.as_ref().unwrap_or(&a.initramfs), accel());
-    vm.disks = disks;
-    vm.append = format!("terra.demo=poweroff {append}");
-    vm.timeout = Duration::from_secs(timeout);
-    vm
-}
-
 fn boot(disks: Vec<PathBuf>, append: &str, initrd: Option<PathBuf>, timeout: u64) -> Outcome {
-    vm(disks, append, initrd, timeout)
-        .run_captured()
-        .expect("qemu runs")
-}
-
-#[track_caller]
-fn expect(out: &Outcome, needles: &[&str]) {
-    for n in needles {
-        assert!(
-            out.log.contains(n),
-            "expected {n:?} on the console; serial log ({:.1} s, exited: {}):\n{}",
-            out.elapsed.as_secs_f64(),
-            out.exited,
-            out.log
-        );
+    let mut vm = vm(disks, append, timeout);
+    if let Some(i) = initrd {
+        vm.initrd = Some(i);
     }
-}
-
-fn report(out: &Outcome) -> serde_json::Value {
-    vm::boot_report(&out.log).unwrap_or_else(|| panic!("no boot report in:\n{}", out.log))
+    run(&vm)
 }
 
 #[test]
@@ -115,11 +68,10 @@ fn boots_by_uuid_with_default_subvolume_on_two_cpus() {
     let mut vm = vm(
         vec![os_disk()],
         &format!("root=UUID={} terra.debug", OS_UUID.to_uppercase()),
-        None,
         150,
     );
     vm.smp = 2;
-    let out = vm.run_captured().expect("qemu runs");
+    let out = run(&vm);
     expect(
         &out,
         &[

@@ -2,62 +2,17 @@
 //! mounts the root subvolume the install made, and runs the image's init.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::Duration;
 
-use lab::build::{self, Artifacts};
+use lab::build;
+use lab::harness::{artifacts, busybox, expect, report, run, vm};
 use lab::oci_root;
-use lab::vm::{self, Accel, Outcome, Vm};
+use lab::vm::Outcome;
 
 const INSTALL_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e1";
 const RAID_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e2";
 
-fn artifacts() -> &'static Artifacts {
-    static A: OnceLock<Result<Artifacts, String>> = OnceLock::new();
-    match A.get_or_init(build::artifacts) {
-        Ok(a) => a,
-        Err(e) => panic!("lab setup failed: {e}"),
-    }
-}
-
-fn accel() -> Accel {
-    static A: OnceLock<Accel> = OnceLock::new();
-    *A.get_or_init(|| {
-        std::env::var("TERRA_ACCEL")
-            .ok()
-            .and_then(|a| Accel::parse(&a))
-            .unwrap_or_else(|| vm::detect_accel(&artifacts().kernel))
-    })
-}
-
-fn busybox() -> PathBuf {
-    lab::host::static_busybox().expect("static busybox")
-}
-
 fn boot(disks: Vec<PathBuf>, append: &str, timeout: u64) -> Outcome {
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.disks = disks;
-    vm.append = format!("terra.demo=poweroff {append}");
-    vm.timeout = Duration::from_secs(timeout);
-    vm.run_captured().expect("qemu runs")
-}
-
-#[track_caller]
-fn expect(out: &Outcome, needles: &[&str]) {
-    for n in needles {
-        assert!(
-            out.log.contains(n),
-            "expected {n:?} on the console; serial log ({:.1} s, exited: {}):\n{}",
-            out.elapsed.as_secs_f64(),
-            out.exited,
-            out.log
-        );
-    }
-}
-
-fn report(out: &Outcome) -> serde_json::Value {
-    vm::boot_report(&out.log).unwrap_or_else(|| panic!("no boot report in:\n{}", out.log))
+    run(&vm(disks, append, timeout))
 }
 
 #[test]

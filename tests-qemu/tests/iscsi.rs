@@ -3,35 +3,16 @@
 //! itself, hands the session to the kernel and boots the root from it.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use lab::build::{self, Artifacts};
 use lab::disk::BtrfsDisk;
+use lab::harness::{accel, artifacts, expect};
 use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR};
-use lab::vm::{self, Accel, Outcome, Vm};
+use lab::vm::{self, Outcome, Vm};
 
 const LUN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000c3";
 const IQN: &str = "iqn.2024-01.org.terra-os:lab-root";
 const INITIATOR: &str = "iqn.2024-01.org.terra-os:lab-node";
-
-fn artifacts() -> &'static Artifacts {
-    static A: OnceLock<Result<Artifacts, String>> = OnceLock::new();
-    match A.get_or_init(build::artifacts) {
-        Ok(a) => a,
-        Err(e) => panic!("lab setup failed: {e}"),
-    }
-}
-
-fn accel() -> Accel {
-    static A: OnceLock<Accel> = OnceLock::new();
-    *A.get_or_init(|| {
-        std::env::var("TERRA_ACCEL")
-            .ok()
-            .and_then(|a| Accel::parse(&a))
-            .unwrap_or_else(|| vm::detect_accel(&artifacts().kernel))
-    })
-}
 
 /// A LUN image, removed when the test ends, pass or fail.
 struct Lun(PathBuf);
@@ -73,19 +54,6 @@ fn boot(append: &str) -> Outcome {
     }
     eprintln!("VM run: {:.1} s", out.elapsed.as_secs_f64());
     out
-}
-
-#[track_caller]
-fn expect(out: &Outcome, needles: &[&str]) {
-    for n in needles {
-        assert!(
-            out.log.contains(n),
-            "expected {n:?} on the console; serial log ({:.1} s, exited: {}):\n{}",
-            out.elapsed.as_secs_f64(),
-            out.exited,
-            out.log
-        );
-    }
 }
 
 /// The root ran from the LUN: the proof file its init wrote is in the image.

@@ -3,32 +3,12 @@
 //! `ip addr`, its routes and the lease files it finds in /run/terra/network.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::Duration;
 
-use lab::build::{self, Artifacts};
 use lab::disk::BtrfsDisk;
-use lab::vm::{self, Accel, Outcome, Vm};
+use lab::harness::{expect, report, run, vm};
+use lab::vm::Outcome;
 
 const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
-
-fn artifacts() -> &'static Artifacts {
-    static A: OnceLock<Result<Artifacts, String>> = OnceLock::new();
-    match A.get_or_init(build::artifacts) {
-        Ok(a) => a,
-        Err(e) => panic!("lab setup failed: {e}"),
-    }
-}
-
-fn accel() -> Accel {
-    static A: OnceLock<Accel> = OnceLock::new();
-    *A.get_or_init(|| {
-        std::env::var("TERRA_ACCEL")
-            .ok()
-            .and_then(|a| Accel::parse(&a))
-            .unwrap_or_else(|| vm::detect_accel(&artifacts().kernel))
-    })
-}
 
 fn os_disk() -> PathBuf {
     let busybox = lab::host::static_busybox().expect("static busybox");
@@ -38,31 +18,13 @@ fn os_disk() -> PathBuf {
 }
 
 fn boot(nic: Option<&str>, append: &str, timeout: u64) -> Outcome {
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.disks = vec![os_disk()];
+    let mut vm = vm(vec![os_disk()], append, timeout);
     vm.nic = nic.map(str::to_string);
-    vm.append = format!("terra.demo=poweroff {append}");
-    vm.timeout = Duration::from_secs(timeout);
-    vm.run_captured().expect("qemu runs")
-}
-
-#[track_caller]
-fn expect(out: &Outcome, needles: &[&str]) {
-    for n in needles {
-        assert!(
-            out.log.contains(n),
-            "expected {n:?} on the console; serial log ({:.1} s, exited: {}):\n{}",
-            out.elapsed.as_secs_f64(),
-            out.exited,
-            out.log
-        );
-    }
+    run(&vm)
 }
 
 fn phases(out: &Outcome) -> Vec<String> {
-    let r = vm::boot_report(&out.log).unwrap_or_else(|| panic!("no boot report in:\n{}", out.log));
-    r["phases"]
+    report(out)["phases"]
         .as_array()
         .unwrap()
         .iter()
@@ -84,8 +46,7 @@ fn lease(out: &Outcome, ifname: &str) -> serde_json::Value {
 
 /// Prints the time to the lease and the network phase's duration (visible with --nocapture).
 fn measure(out: &Outcome, what: &str) {
-    let r = vm::boot_report(&out.log).unwrap();
-    let net_ms = r["phases"]
+    let net_ms = report(out)["phases"]
         .as_array()
         .unwrap()
         .iter()

@@ -1,0 +1,70 @@
+//! What every boot scenario shares: the lab built once per test binary, the accelerator,
+//! a VM with the scenario defaults, and assertions that print the serial log on failure.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::build::{self, Artifacts};
+use crate::vm::{self, Accel, Outcome, Vm};
+
+/// Host tools, stage0, terra and the default initramfs, built once; a failure fails the test.
+pub fn artifacts() -> &'static Artifacts {
+    static A: OnceLock<Result<Artifacts, String>> = OnceLock::new();
+    match A.get_or_init(build::artifacts) {
+        Ok(a) => a,
+        Err(e) => panic!("lab setup failed: {e}"),
+    }
+}
+
+/// `TERRA_ACCEL` when set, else what works here.
+pub fn accel() -> Accel {
+    static A: OnceLock<Accel> = OnceLock::new();
+    *A.get_or_init(|| {
+        std::env::var("TERRA_ACCEL")
+            .ok()
+            .and_then(|a| Accel::parse(&a))
+            .unwrap_or_else(|| vm::detect_accel(&artifacts().kernel))
+    })
+}
+
+/// The host's static busybox.
+pub fn busybox() -> PathBuf {
+    crate::host::static_busybox().expect("static busybox (apt-get install busybox-static)")
+}
+
+/// A VM with the default initramfs, the given disks, and `terra.demo=poweroff` so the demo
+/// root's init ends the run.
+pub fn vm(disks: Vec<PathBuf>, append: &str, timeout: u64) -> Vm {
+    let a = artifacts();
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.disks = disks;
+    vm.append = format!("terra.demo=poweroff {append}");
+    vm.timeout = Duration::from_secs(timeout);
+    vm
+}
+
+/// Runs the VM; a QEMU that cannot start fails the test.
+pub fn run(vm: &Vm) -> Outcome {
+    vm.run_captured().expect("qemu runs")
+}
+
+/// Asserts each needle is on the console, printing the whole log when one is not.
+#[track_caller]
+pub fn expect(out: &Outcome, needles: &[&str]) {
+    for n in needles {
+        assert!(
+            out.log.contains(n),
+            "expected {n:?} on the console; serial log ({:.1} s, exited: {}):\n{}",
+            out.elapsed.as_secs_f64(),
+            out.exited,
+            out.log
+        );
+    }
+}
+
+/// The boot report the demo init printed.
+#[track_caller]
+pub fn report(out: &Outcome) -> serde_json::Value {
+    vm::boot_report(&out.log).unwrap_or_else(|| panic!("no boot report in:\n{}", out.log))
+}
