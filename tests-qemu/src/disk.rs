@@ -126,7 +126,7 @@ impl BtrfsDisk {
         let name = format!(
             "{}-{}-{}-{kind}.img",
             self.label,
-            &self.uuid[..8],
+            &self.uuid,
             self.subvolumes.join("+")
         );
         let path = dir.join(name);
