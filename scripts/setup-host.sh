@@ -15,6 +15,10 @@ PACKAGES=(
   tgt libiscsi-bin
   # OCI: a registry, and skopeo/umoci to push images and to compare unpacks
   docker-registry skopeo umoci
+  # boot media: ISO (GRUB BIOS+EFI images, FAT, xorriso), UEFI firmware, iPXE ROMs, pxelinux
+  grub-common grub-pc-bin grub-efi-amd64-bin mtools ovmf ipxe-qemu pxelinux syslinux-common
+  # kernels from kernel-config/ (CI checks the fragments against Debian's linux-source)
+  linux-source build-essential bc bison flex libssl-dev libelf-dev openssl
 )
 
 as_root() {

@@ -167,7 +167,11 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.clock.phase("root");
 
     // The network phase, when it ran, already set the name (config first, then the lease).
-    if net_report.as_ref().and_then(|r| r.hostname.as_ref()).is_none() {
+    if net_report
+        .as_ref()
+        .and_then(|r| r.hostname.as_ref())
+        .is_none()
+    {
         set_hostname(&cfg);
     }
     s.phase = "switch";

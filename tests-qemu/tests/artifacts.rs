@@ -10,9 +10,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use lab::build::{self, Artifacts};
 use lab::disk::BtrfsDisk;
-use lab::vm::{self, Accel, Firmware, NetBoot, Outcome, Vm};
+use lab::harness::{accel, artifacts, expect};
+use lab::vm::{self, Firmware, NetBoot, Outcome, Vm};
 
 const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
 const NODE1_MAC: &str = "52:54:00:7e:44:01";
@@ -21,24 +21,6 @@ const UNKNOWN_MAC: &str = "52:54:00:7e:44:99";
 /// What every entry passes: the serial console for the log, panic=-1 so a failure ends the
 /// VM, and the demo root powers off once it has reported.
 const TEST_ARGS: &str = "console=ttyS0,115200 panic=-1 terra.demo=poweroff";
-
-fn artifacts() -> &'static Artifacts {
-    static A: OnceLock<Result<Artifacts, String>> = OnceLock::new();
-    match A.get_or_init(build::artifacts) {
-        Ok(a) => a,
-        Err(e) => panic!("lab setup failed: {e}"),
-    }
-}
-
-fn accel() -> Accel {
-    static A: OnceLock<Accel> = OnceLock::new();
-    *A.get_or_init(|| {
-        std::env::var("TERRA_ACCEL")
-            .ok()
-            .and_then(|a| Accel::parse(&a))
-            .unwrap_or_else(|| vm::detect_accel(&artifacts().kernel))
-    })
-}
 
 fn os_disk() -> PathBuf {
     let busybox = lab::host::static_busybox().expect("static busybox");
@@ -235,20 +217,6 @@ fn boot_pxe(firmware: Firmware, via: Via, mac: &str) -> Outcome {
         mac: mac.into(),
     });
     vm.run_captured().expect("qemu runs")
-}
-
-#[track_caller]
-fn expect(out: &Outcome, needles: &[&str]) {
-    for n in needles {
-        assert!(
-            out.log.contains(n),
-            "expected {n:?} on the console; serial log ({:.1} s, exited: {}):\n{}",
-            out.elapsed.as_secs_f64(),
-            out.exited,
-            out.log
-        );
-    }
-    eprintln!("booted in {:.1} s wall", out.elapsed.as_secs_f64());
 }
 
 #[track_caller]
