@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod cmdline;
 pub mod config;
+pub mod crc;
 pub mod devices;
 pub mod early;
 pub mod iscsi;

@@ -637,31 +637,7 @@ pub fn partition_identity<R: Read + Seek>(
 
 /// The 32-bit CRC of IEEE 802.3 (reflected, polynomial 0xEDB88320) that GPT uses.
 fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = !0u32;
-    for &b in data {
-        let idx = usize::from((crc as u8) ^ b);
-        crc = TABLE.get(idx).copied().unwrap_or(0) ^ (crc >> 8);
-    }
-    !crc
+    crate::crc::IEEE.checksum(data)
 }
 
 /// Caps on a GPT header's claims, so a hostile one cannot make us read megabytes.

@@ -86,11 +86,13 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn min(v: &[f64]) -> f64 {
+/// Smallest; NaN for no values.
+pub(crate) fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::min)
 }
 
-fn max(v: &[f64]) -> f64 {
+/// Largest; NaN for no values.
+pub(crate) fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)
 }
 

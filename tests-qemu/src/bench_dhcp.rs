@@ -42,23 +42,7 @@ pub struct DhcpResult {
     pub busybox: String,
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
-
-fn min(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::NAN, f64::min)
-}
-
-fn max(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::NAN, f64::max)
-}
+use crate::bench::{max, median, min};
 
 fn summary(v: &[f64]) -> String {
     format!("{:.1} ({:.1}–{:.1})", median(v), min(v), max(v))

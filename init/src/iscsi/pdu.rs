@@ -381,32 +381,8 @@ fn check_digest(which: &'static str, covered: &[u8], wire: &[u8]) -> Result<(), 
 /// CRC32C (Castagnoli), the iSCSI digest (§13.1; test vectors in RFC 7143 Appendix B.4).
 /// It goes on the wire least significant byte first, as the appendix shows.
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc = CRC32C_TABLE[usize::from((crc as u8) ^ b)] ^ (crc >> 8);
-    }
-    !crc
+    crate::crc::CASTAGNOLI.checksum(bytes)
 }
-
-const CRC32C_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0x82f6_3b78 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-};
 
 /// Login stages, the CSG and NSG fields (§11.12.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
