@@ -522,6 +522,10 @@ pub fn unpack_source(tarball: &Path, cache: &Path) -> Result<PathBuf, KernelErro
             dir: tarball.to_path_buf(),
         })?;
     let tree = cache.join(name);
+    // Threads of one process share the scratch name below: one unpacks, the others wait and
+    // then find the tree (other processes get their own scratch and race only the rename).
+    static UNPACK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = UNPACK.lock().unwrap_or_else(|p| p.into_inner());
     if tree.join("Makefile").is_file() {
         return Ok(tree);
     }
