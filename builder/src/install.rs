@@ -355,6 +355,12 @@ struct Loops(Vec<String>);
 impl Drop for Loops {
     fn drop(&mut self) {
         for dev in self.0.drain(..).rev() {
+            // The btrfs driver remembers the device path with this filesystem's UUID; a later
+            // filesystem on the same loop device would be refused as a mismatch. Forget it.
+            let _ = Command::new("btrfs")
+                .args(["device", "scan", "--forget"])
+                .arg(&dev)
+                .output();
             let _ = Command::new("losetup").arg("-d").arg(&dev).output();
         }
     }

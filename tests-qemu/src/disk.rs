@@ -95,7 +95,9 @@ pub struct BtrfsDisk {
     pub subvolumes: Vec<String>,
 }
 
-static DISK_LOCK: Mutex<()> = Mutex::new(());
+/// Loop mounts of btrfs images take turns across the lab: copies share UUIDs, and the
+/// kernel refuses two mounted filesystems with one UUID.
+pub(crate) static DISK_LOCK: Mutex<()> = Mutex::new(());
 
 impl BtrfsDisk {
     /// A disk labelled `label` with the given subvolumes.
@@ -148,6 +150,7 @@ impl BtrfsDisk {
         run(Command::new("mkfs.btrfs")
             .args(["-q", "-f", "-L", &self.label, "-U", &self.uuid])
             .arg(&tmp))?;
+        crate::host::forget_stale_btrfs_devices();
         run(Command::new("mount")
             .args(["-o", "loop"])
             .arg(&tmp)

@@ -142,3 +142,13 @@ pub fn nix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Drops the btrfs driver's memory of devices that are not mounted. The host kernel keeps a
+/// loop device's path registered under the UUID of the last btrfs seen on it, and refuses a
+/// different filesystem on the same path as a mismatch; the lab calls this before its loop
+/// mounts.
+pub fn forget_stale_btrfs_devices() {
+    let _ = Command::new("btrfs")
+        .args(["device", "scan", "--forget"])
+        .output();
+}

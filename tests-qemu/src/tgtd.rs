@@ -216,18 +216,17 @@ pub fn read_from_image(image: &Path, rel: &str) -> crate::Result<Option<String>>
     with_mounted(image, |mnt| Ok(std::fs::read_to_string(mnt.join(rel)).ok()))
 }
 
-/// Copies of one demo disk share a btrfs UUID, and the kernel refuses to mount two
-/// filesystems with the same UUID at once: mounts here take turns.
-static MOUNT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn with_mounted<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> crate::Result<T> {
     if !crate::host::nix_is_root() {
         return Err("mounting a disk image needs root".into());
     }
-    let _turn = MOUNT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::disk::DISK_LOCK
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let work = crate::disk::tempdir("lun")?;
     let mnt = work.join("mnt");
     std::fs::create_dir_all(&mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
+    crate::host::forget_stale_btrfs_devices();
     run(Command::new("mount")
         .args(["-o", "loop"])
         .arg(image)
