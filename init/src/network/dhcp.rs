@@ -259,6 +259,20 @@ pub fn request(
     encode(&msg)
 }
 
+/// Whether an option's length is one its fixed format allows. dhcproto decodes these codes
+/// assuming the length (a `debug_assert!`, or `len - 3`), so a wrong one must not reach it:
+/// Rapid Commit is empty (RFC 4039), Client FQDN has 3 fixed bytes (RFC 4702 §2), the Client
+/// Network Interface is 3 bytes (RFC 4578 §2.2), Bulk Leasequery times are 4 (RFC 6926 §6.2).
+fn length_fits(code: u8, len: usize) -> bool {
+    match code {
+        80 => len == 0,
+        81 => len >= 3,
+        94 => len == 3,
+        152..=155 => len == 4,
+        _ => true,
+    }
+}
+
 /// Walks the option list (RFC 2132 §2) without trusting it: every length inside the packet,
 /// an End, and not more than [`MAX_OPTIONS`] options.
 fn walk_options(mut opts: &[u8]) -> Result<(), Rejected> {
@@ -276,6 +290,9 @@ fn walk_options(mut opts: &[u8]) -> Result<(), Rejected> {
                 count += 1;
                 if count > MAX_OPTIONS {
                     return Err(Rejected::BadOptions("too many options"));
+                }
+                if !length_fits(opts[0], len) {
+                    return Err(Rejected::BadOptions("option length wrong for its code"));
                 }
                 opts = &rest[len..];
             }
@@ -1169,6 +1186,22 @@ mod tests {
             if pos < b.len() { b[pos] = val; }
             b.truncate(cut.max(1));
             let _ = parse_reply(&b, 5, &MAC);
+        }
+
+        #[test]
+        fn fixed_length_options_with_other_lengths_are_refused(
+            code in proptest::sample::select(vec![80u8, 81, 94, 152, 153, 154, 155]),
+            len in 0u8..8,
+        ) {
+            let mut b = slirp_offer(5);
+            b.truncate(HEADER_LEN);
+            b.extend_from_slice(&[53, 1, 2, 54, 4, 10, 0, 2, 2, code, len]);
+            b.extend(std::iter::repeat_n(0u8, usize::from(len)));
+            b.push(255);
+            let ok_len = match code { 80 => len == 0, 81 => len >= 3, 94 => len == 3, _ => len == 4 };
+            if !ok_len {
+                prop_assert!(parse_reply(&b, 5, &MAC).is_err());
+            }
         }
 
         #[test]
