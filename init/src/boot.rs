@@ -101,9 +101,12 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.clock.phase("early");
 
     s.phase = "config";
-    let cfg = load_config()?;
-    let iscsi_plan = load_iscsi(&cfg)?;
-    let net = load_network(&cfg, iscsi_plan.is_some())?;
+    // Read once: every loader below takes its keys from the same line.
+    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let cfg = load_config(&cmdline)?;
+    let iscsi_plan = load_iscsi(&cfg, &cmdline)?;
+    let net = load_network(&cfg, &cmdline, iscsi_plan.is_some())?;
     if cfg.debug {
         log::set_max_level(log::LevelFilter::Debug);
     }
@@ -172,7 +175,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         .and_then(|r| r.hostname.as_ref())
         .is_none()
     {
-        set_hostname(&cfg);
+        set_hostname(&cfg, &cmdline);
     }
     s.phase = "switch";
     switch::enter_root()?;
@@ -191,9 +194,8 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
 /// the switch so the real init starts with it and a configured name beats one from DHCP.
 /// (Linux ≥ 5.19 applies `hostname=` itself at boot; node.toml's name and older kernels
 /// need this.) Best effort: a name the kernel refuses is logged, not fatal.
-fn set_hostname(cfg: &BootConfig) {
-    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
-    let from_cmdline = crate::cmdline::split(&String::from_utf8_lossy(&cmdline))
+fn set_hostname(cfg: &BootConfig, cmdline: &str) {
+    let from_cmdline = crate::cmdline::split(cmdline)
         .into_iter()
         .rev()
         .filter(|p| p.key == "hostname")
@@ -208,17 +210,19 @@ fn set_hostname(cfg: &BootConfig) {
     }
 }
 
-fn load_config() -> Result<BootConfig, ConfigError> {
+fn load_config(cmdline: &str) -> Result<BootConfig, ConfigError> {
     let node = NodeConfig::load(Path::new(layout::NODE_CONFIG_ABS))?;
-    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
-    BootConfig::resolve(node, &String::from_utf8_lossy(&cmdline))
+    BootConfig::resolve(node, cmdline)
 }
 
 /// The network phase's task, from node.toml and the command line; None when nothing needs
 /// the network. iSCSI needs it: then it is as if `rd.neednet=1` were given.
-fn load_network(cfg: &BootConfig, iscsi: bool) -> Result<Option<NetConfig>, ConfigError> {
-    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
-    let mut line = String::from_utf8_lossy(&cmdline).into_owned();
+fn load_network(
+    cfg: &BootConfig,
+    cmdline: &str,
+    iscsi: bool,
+) -> Result<Option<NetConfig>, ConfigError> {
+    let mut line = cmdline.to_string();
     if iscsi {
         line.push_str(" rd.neednet=1");
     }
@@ -227,13 +231,8 @@ fn load_network(cfg: &BootConfig, iscsi: bool) -> Result<Option<NetConfig>, Conf
 
 /// The iscsi phase's task: targets from node.toml, the command line or the iBFT; None
 /// when there is no iSCSI root.
-fn load_iscsi(cfg: &BootConfig) -> Result<Option<Plan>, ConfigError> {
-    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
-    iscsi::target::plan(
-        &cfg.node.iscsi,
-        &String::from_utf8_lossy(&cmdline),
-        Path::new("/sys/firmware/ibft"),
-    )
+fn load_iscsi(cfg: &BootConfig, cmdline: &str) -> Result<Option<Plan>, ConfigError> {
+    iscsi::target::plan(&cfg.node.iscsi, cmdline, Path::new("/sys/firmware/ibft"))
 }
 
 /// Writes /run/terra/boot.json (now inside the real root's /run). Best effort: a report
