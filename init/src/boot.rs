@@ -9,11 +9,14 @@ use crate::devices::{DeviceError, Devices, Paths};
 use crate::early::{self, EarlyError};
 use crate::iscsi::{self, target::Plan, IscsiError};
 use crate::layout;
-use crate::network::{self, NetConfig, NetworkError};
+use crate::network::{self, lease::Lease, NetConfig, NetworkError};
 use crate::report::{peak_rss_kb, uptime_ms, BootReport, Clock, RootReport};
 use crate::rescue::{self, Diagnostics};
 use crate::storage::{self, StorageError};
 use crate::switch::{self, SwitchError};
+
+/// Where the kernel shows the firmware's iSCSI Boot Firmware Table.
+const IBFT_DIR: &str = "/sys/firmware/ibft";
 
 /// A failed phase.
 #[derive(Debug)]
@@ -105,8 +108,8 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline);
     let cfg = load_config(&cmdline)?;
-    let iscsi_plan = load_iscsi(&cfg, &cmdline)?;
-    let net = load_network(&cfg, &cmdline, iscsi_plan.is_some())?;
+    let mut iscsi_plan = load_iscsi(&cfg, &cmdline)?;
+    let (mut net, ibft_net) = load_network(&cfg, &cmdline, iscsi_plan.as_ref())?;
     if cfg.debug {
         log::set_max_level(log::LevelFilter::Debug);
     }
@@ -137,6 +140,25 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     )?);
     s.clock.phase("devices");
 
+    // rd.iscsi.firmware / ip=ibft: the kernel shows the firmware's table only once
+    // iscsi_ibft is loaded; its targets join the plan and its NICs become the network.
+    let firmware = iscsi_plan.as_ref().is_some_and(|p| p.firmware);
+    if firmware || ibft_net {
+        s.phase = "iscsi";
+        devices.load("iscsi_ibft");
+        let dir = Path::new(IBFT_DIR);
+        let ibft = iscsi::target::read_ibft(dir);
+        if let Some(plan) = iscsi_plan.as_mut().filter(|p| p.firmware) {
+            plan.add_firmware(&ibft, dir)?;
+        }
+        let interfaces = ibft.interfaces();
+        if let Some(net) = net.as_mut().filter(|_| ibft_net && !interfaces.is_empty()) {
+            log::info!("network: from the iBFT: {} interface(s)", interfaces.len());
+            net.interfaces = interfaces;
+            net.nameservers.extend(ibft.nameservers());
+        }
+    }
+
     // Only when something needs it: a boot without a network need never touches a NIC.
     let mut net_report = None;
     if let Some(net) = &net {
@@ -149,6 +171,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         s.clock.phase("network");
     }
 
+    let mut attached = Vec::new();
     if let Some(mut plan) = iscsi_plan {
         s.phase = "iscsi";
         if plan.from_dhcp {
@@ -157,7 +180,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
                 iscsi::target::add_root_path(&mut plan, &cfg.node.iscsi, root_path)?;
             }
         }
-        iscsi::attach(&plan, devices)?;
+        attached = iscsi::attach(&plan, devices)?;
         s.clock.phase("iscsi");
     }
 
@@ -180,7 +203,12 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.phase = "switch";
     switch::enter_root()?;
     s.clock.phase("switch");
-    write_report(s, &root, &cfg.init);
+    let leases: Vec<&Lease> = net_report
+        .iter()
+        .flat_map(|r| &r.configured)
+        .map(|c| &c.lease)
+        .collect();
+    write_report(s, &root, &cfg.init, &leases, &attached);
     log::info!(
         "exec {} after {:.1} ms in the initramfs (peak RSS {} kB)",
         cfg.init,
@@ -216,28 +244,49 @@ fn load_config(cmdline: &str) -> Result<BootConfig, ConfigError> {
 }
 
 /// The network phase's task, from node.toml and the command line; None when nothing needs
-/// the network. iSCSI needs it: then it is as if `rd.neednet=1` were given.
+/// the network. iSCSI needs it: then it is as if `rd.neednet=1` were given. The flag says
+/// the interfaces are to come from the iBFT: `ip=ibft` (dracut), or `rd.iscsi.firmware`
+/// with no `ip=`/`network=` and no interfaces in node.toml.
 fn load_network(
     cfg: &BootConfig,
     cmdline: &str,
-    iscsi: bool,
-) -> Result<Option<NetConfig>, ConfigError> {
-    let mut line = cmdline.to_string();
-    if iscsi {
+    iscsi: Option<&Plan>,
+) -> Result<(Option<NetConfig>, bool), ConfigError> {
+    let params = crate::cmdline::split(cmdline);
+    let ip_ibft = params
+        .iter()
+        .any(|p| p.key == "ip" && p.value.as_deref() == Some("ibft"));
+    let configured = params.iter().any(|p| p.key == "ip" || p.key == "network")
+        || !cfg.node.network.interfaces.is_empty();
+    let ibft = ip_ibft || (iscsi.is_some_and(|p| p.firmware) && !configured);
+    // `ip=ibft` is ours to resolve (after the devices phase); the rest is ipconfig's.
+    let mut line: String = cmdline
+        .split_whitespace()
+        .filter(|w| *w != "ip=ibft")
+        .collect::<Vec<_>>()
+        .join(" ");
+    if iscsi.is_some() || ip_ibft {
         line.push_str(" rd.neednet=1");
     }
-    network::ipconfig::resolve(&cfg.node.network, cfg.node.hostname.as_deref(), &line)
+    let net = network::ipconfig::resolve(&cfg.node.network, cfg.node.hostname.as_deref(), &line)?;
+    Ok((net, ibft))
 }
 
 /// The iscsi phase's task: targets from node.toml, the command line or the iBFT; None
 /// when there is no iSCSI root.
 fn load_iscsi(cfg: &BootConfig, cmdline: &str) -> Result<Option<Plan>, ConfigError> {
-    iscsi::target::plan(&cfg.node.iscsi, cmdline, Path::new("/sys/firmware/ibft"))
+    iscsi::target::plan(&cfg.node.iscsi, cmdline)
 }
 
 /// Writes /run/terra/boot.json (now inside the real root's /run). Best effort: a report
 /// that cannot be written must not stop the boot.
-fn write_report(s: &State, root: &RootReport, init: &str) {
+fn write_report(
+    s: &State,
+    root: &RootReport,
+    init: &str,
+    network: &[&Lease],
+    iscsi: &[iscsi::Attached],
+) {
     let modules = s
         .devices
         .as_ref()
@@ -252,6 +301,8 @@ fn write_report(s: &State, root: &RootReport, init: &str) {
         root,
         init,
         modules,
+        network,
+        iscsi,
         stage0_peak_rss_kb: peak_rss_kb(),
     };
     let result = std::fs::create_dir_all(layout::RUN_TERRA).and_then(|()| {

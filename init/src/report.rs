@@ -4,6 +4,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::iscsi::Attached;
+use crate::network::lease::Lease;
+
 /// One finished phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct Phase {
@@ -105,6 +108,10 @@ pub struct BootReport<'a> {
     pub init: &'a str,
     /// Modules loaded, in order.
     pub modules: &'a [String],
+    /// Interfaces the network phase configured (empty when it did not run).
+    pub network: &'a [&'a Lease],
+    /// iSCSI targets logged in to and their disks (no secrets).
+    pub iscsi: &'a [Attached],
     /// stage0's peak resident memory (VmHWM), kB.
     pub stage0_peak_rss_kb: Option<u64>,
 }

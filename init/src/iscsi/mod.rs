@@ -55,6 +55,13 @@ pub enum IscsiError {
         /// How long we waited.
         secs: u64,
     },
+    /// `rd.iscsi.firmware` was given, but the firmware's table names no target.
+    NoFirmwareTarget {
+        /// Where the kernel shows the iBFT.
+        path: std::path::PathBuf,
+        /// Whether the table exists at all (else the firmware published none).
+        published: bool,
+    },
 }
 
 impl fmt::Display for IscsiError {
@@ -80,6 +87,18 @@ impl fmt::Display for IscsiError {
                     write!(f, " for LUN {l}")?;
                 }
                 write!(f, " within {secs} s")
+            }
+            IscsiError::NoFirmwareTarget { path, published } => {
+                write!(f, "rd.iscsi.firmware: ")?;
+                if *published {
+                    write!(f, "the iBFT in {} has no valid target", path.display())
+                } else {
+                    write!(
+                        f,
+                        "the firmware published no iBFT ({} is absent after loading iscsi_ibft)",
+                        path.display()
+                    )
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::chap::{Chap, ChapAlgorithm, Credentials, Secret};
 use crate::cmdline;
 use crate::config::ConfigError;
+use crate::network::ipconfig::{parse_mac, IfaceConfig, Method, Selector, StaticAddr};
 
 /// The default iSCSI port (RFC 7143 §13.8 / IANA).
 pub const DEFAULT_PORT: u16 = 3260;
@@ -161,6 +162,11 @@ pub struct Plan {
     /// `netroot=dhcp`: the target comes from the DHCP lease's root path, which the
     /// network phase knows (see [`parse_netroot`]).
     pub from_dhcp: bool,
+    /// `rd.iscsi.firmware`: targets (and the network) come from the iBFT, which the kernel
+    /// shows only once `iscsi_ibft` is loaded (see [`Plan::add_firmware`]).
+    pub firmware: bool,
+    /// The initiator name was given on the command line (it then beats the iBFT's).
+    pub initiator_given: bool,
 }
 
 /// A parsed `iscsi:` root path (RFC 4173 §5, with dracut's extensions).
@@ -341,6 +347,55 @@ pub struct IbftTarget {
     pub nic: Option<u32>,
     /// `chap-name`/`chap-secret` and `rev-chap-name`/`rev-chap-secret`.
     pub chap: Option<Chap>,
+}
+
+impl Ibft {
+    /// The network the firmware used to reach its targets, for the network phase
+    /// (dracut's `ip=ibft`): each NIC a target is associated with (every NIC when none
+    /// says), pinned by MAC, with the firmware's static IPv4 address or DHCP when the
+    /// firmware got its address by DHCP (or has none). NICs without a MAC are skipped.
+    pub fn interfaces(&self) -> Vec<IfaceConfig> {
+        let used: Vec<u32> = self.targets.iter().filter_map(|t| t.nic).collect();
+        self.nics
+            .iter()
+            .filter(|n| used.is_empty() || used.contains(&n.index))
+            .filter_map(|n| {
+                let mac = parse_mac(n.mac.as_deref()?)?;
+                let v4 = |a: Option<IpAddr>| match a {
+                    Some(IpAddr::V4(a)) => Some(a),
+                    _ => None,
+                };
+                let method = match (v4(n.ip), n.prefix, n.dhcp) {
+                    (Some(address), Some(prefix), None) if prefix <= 32 => {
+                        Method::Static(StaticAddr {
+                            address,
+                            prefix,
+                            gateway: v4(n.gateway),
+                        })
+                    }
+                    (requested, _, _) => Method::Dhcp { requested },
+                };
+                Some(IfaceConfig {
+                    selector: Selector::Mac(mac),
+                    method,
+                    mtu: None,
+                })
+            })
+            .collect()
+    }
+
+    /// The firmware's IPv4 DNS servers.
+    pub fn nameservers(&self) -> Vec<std::net::Ipv4Addr> {
+        let mut out = Vec::new();
+        for d in self.nics.iter().flat_map(|n| &n.dns) {
+            if let IpAddr::V4(a) = d {
+                if !out.contains(a) {
+                    out.push(*a);
+                }
+            }
+        }
+        out
+    }
 }
 
 fn read_attr(dir: &Path, name: &str) -> Option<String> {
@@ -572,16 +627,12 @@ impl IscsiSection {
     }
 }
 
-/// Works out the targets from node.toml, the command line and (with `rd.iscsi.firmware`)
-/// the iBFT under `ibft_dir`. None when there is nothing to log in to. Targets named on the
-/// command line replace those of node.toml (as `root=` replaces `[boot] root`); iBFT
-/// targets are added. The initiator name: the last of `rd.iscsi.initiator=` and
+/// Works out the targets from node.toml and the command line. None when there is nothing
+/// to log in to. Targets named on the command line replace those of node.toml (as `root=`
+/// replaces `[boot] root`); with `rd.iscsi.firmware` the iBFT's are added later by
+/// [`Plan::add_firmware`]. The initiator name: the last of `rd.iscsi.initiator=` and
 /// `ISCSI_INITIATOR=`, else the iBFT's, else node.toml's, else [`DEFAULT_INITIATOR`].
-pub fn plan(
-    node: &IscsiSection,
-    cmdline: &str,
-    ibft_dir: &Path,
-) -> Result<Option<Plan>, ConfigError> {
+pub fn plan(node: &IscsiSection, cmdline: &str) -> Result<Option<Plan>, ConfigError> {
     let configured = node.validate()?;
     let mut initiator: Option<String> = None;
     let mut cmdline_targets = Vec::new();
@@ -663,35 +714,17 @@ pub fn plan(
         }
         (None, None) => {}
     }
-    let mut targets = if cmdline_targets.is_empty() {
+    let targets = if cmdline_targets.is_empty() {
         configured
     } else {
         cmdline_targets
     };
-    let mut fw_initiator = None;
-    if firmware {
-        let ibft = read_ibft(ibft_dir);
-        if ibft.targets.is_empty() {
-            log::warn!(
-                "iscsi: rd.iscsi.firmware given but {} has no target",
-                ibft_dir.display()
-            );
-        }
-        fw_initiator = ibft.initiator;
-        targets.extend(ibft.targets.into_iter().map(|t| Target {
-            portal: t.portal,
-            iqn: t.iqn,
-            lun: t.lun,
-            chap: t.chap,
-            source: Source::Firmware,
-        }));
-    }
-    if targets.is_empty() && !from_dhcp {
+    if targets.is_empty() && !from_dhcp && !firmware {
         return Ok(None);
     }
     Ok(Some(Plan {
+        initiator_given: initiator.is_some(),
         initiator: initiator
-            .or(fw_initiator)
             .or_else(|| node.initiator.clone())
             .unwrap_or_else(|| DEFAULT_INITIATOR.to_string()),
         targets,
@@ -700,7 +733,35 @@ pub fn plan(
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TIMEOUT),
         from_dhcp,
+        firmware,
     }))
+}
+
+impl Plan {
+    /// Adds the iBFT's targets (`rd.iscsi.firmware`) and takes its initiator name unless
+    /// the command line gave one. Fails when the table names no target: the firmware was
+    /// asked for and there is nothing to boot from.
+    pub fn add_firmware(&mut self, ibft: &Ibft, dir: &Path) -> Result<(), super::IscsiError> {
+        if ibft.targets.is_empty() {
+            return Err(super::IscsiError::NoFirmwareTarget {
+                path: dir.to_path_buf(),
+                published: dir.is_dir(),
+            });
+        }
+        if !self.initiator_given {
+            if let Some(name) = &ibft.initiator {
+                self.initiator = name.clone();
+            }
+        }
+        self.targets.extend(ibft.targets.iter().map(|t| Target {
+            portal: t.portal.clone(),
+            iqn: t.iqn.clone(),
+            lun: t.lun,
+            chap: t.chap.clone(),
+            source: Source::Firmware,
+        }));
+        Ok(())
+    }
 }
 
 /// Adds the target of a DHCP root path (option 17, `iscsi:…` as in `netroot=`) to a plan
@@ -857,7 +918,6 @@ mod tests {
         let e = plan(
             &IscsiSection::default(),
             "netroot=iscsi:u:topsecret@10.0.0.1::99999:1:iqn.2024-01.x:y",
-            Path::new("/nonexistent"),
         )
         .unwrap_err()
         .to_string();
@@ -889,9 +949,7 @@ mutual_user = "target"
 mutual_secret = "target-secret"
 "#,
         );
-        let p = plan(&s, "quiet", Path::new("/nonexistent"))
-            .unwrap()
-            .unwrap();
+        let p = plan(&s, "quiet").unwrap().unwrap();
         assert_eq!(p.initiator, "iqn.2024-01.org.terra:node1");
         assert_eq!(p.timeout, Duration::from_secs(12));
         let t = &p.targets[0];
@@ -910,12 +968,12 @@ mutual_secret = "target-secret"
     #[test]
     fn node_toml_mistakes_are_named() {
         let s = section("[iscsi]\n[[iscsi.targets]]\nportal = \"a b\"\niqn = \"x\"\n");
-        let e = plan(&s, "", Path::new("/x")).unwrap_err().to_string();
+        let e = plan(&s, "").unwrap_err().to_string();
         assert!(e.contains("iscsi.targets[0].portal"), "{e}");
         let s = section(
             "[iscsi]\n[[iscsi.targets]]\nportal = \"1.2.3.4\"\niqn = \"x\"\nchap_user = \"u\"\n",
         );
-        let e = plan(&s, "", Path::new("/x")).unwrap_err().to_string();
+        let e = plan(&s, "").unwrap_err().to_string();
         assert!(e.contains("chap_user and chap_secret"), "{e}");
         #[derive(Deserialize, Debug)]
         #[allow(dead_code)]
@@ -932,8 +990,7 @@ mutual_secret = "target-secret"
     fn terra_keys() {
         let p = plan(
             &IscsiSection::default(),
-            "ISCSI_INITIATOR=iqn.2024-01.org.terra:n1 ISCSI_TARGET_NAME=iqn.2024-01.org.terra:root ISCSI_TARGET_IP=10.0.2.2",
-            Path::new("/x"),
+            "ISCSI_INITIATOR=iqn.2024-01.org.terra:n1 ISCSI_TARGET_NAME=iqn.2024-01.org.terra:root ISCSI_TARGET_IP=10.0.2.2"
         )
         .unwrap()
         .unwrap();
@@ -948,19 +1005,9 @@ mutual_secret = "target-secret"
                 source: Source::TerraKeys,
             }]
         );
-        let e = plan(
-            &IscsiSection::default(),
-            "ISCSI_TARGET_NAME=iqn.x",
-            Path::new("/x"),
-        )
-        .unwrap_err();
+        let e = plan(&IscsiSection::default(), "ISCSI_TARGET_NAME=iqn.x").unwrap_err();
         assert!(e.to_string().contains("ISCSI_TARGET_IP"), "{e}");
-        let e = plan(
-            &IscsiSection::default(),
-            "ISCSI_TARGET_IP=a:b:c:d:",
-            Path::new("/x"),
-        )
-        .unwrap_err();
+        let e = plan(&IscsiSection::default(), "ISCSI_TARGET_IP=a:b:c:d:").unwrap_err();
         assert!(e.to_string().contains("ISCSI_TARGET_IP"), "{e}");
     }
 
@@ -972,7 +1019,6 @@ mutual_secret = "target-secret"
         let p = plan(
             &s,
             "rd.iscsi.initiator=iqn.override netroot=iscsi:10.0.2.2::::iqn.2024-01.x:root",
-            Path::new("/x"),
         )
         .unwrap()
         .unwrap();
@@ -987,7 +1033,6 @@ mutual_secret = "target-secret"
         let p = plan(
             &s,
             "ISCSI_TARGET_NAME=iqn.2024-01.x:root ISCSI_TARGET_IP=10.0.2.2:3261",
-            Path::new("/x"),
         )
         .unwrap()
         .unwrap();
@@ -1000,13 +1045,12 @@ mutual_secret = "target-secret"
         assert_eq!(
             plan(
                 &IscsiSection::default(),
-                "root=LABEL=os rd.iscsi.initiator=iqn.x",
-                Path::new("/x")
+                "root=LABEL=os rd.iscsi.initiator=iqn.x"
             )
             .unwrap(),
             None
         );
-        let p = plan(&IscsiSection::default(), "netroot=dhcp", Path::new("/x"))
+        let p = plan(&IscsiSection::default(), "netroot=dhcp")
             .unwrap()
             .unwrap();
         assert!(p.from_dhcp && p.targets.is_empty());
@@ -1066,22 +1110,68 @@ mutual_secret = "target-secret"
         assert_eq!(t.lun, Some(1));
         assert_eq!(t.nic, Some(0));
         assert_eq!(t.chap.as_ref().unwrap().initiator.user, "fwuser");
-        let p = plan(&IscsiSection::default(), "rd.iscsi.firmware", d.path())
+        let mut p = plan(&IscsiSection::default(), "rd.iscsi.firmware")
             .unwrap()
-            .unwrap();
+            .expect("asking for the firmware is a plan even before the table is read");
+        assert!(p.firmware && p.targets.is_empty());
+        p.add_firmware(&ibft, d.path()).unwrap();
         assert_eq!(p.initiator, "iqn.2024-01.fw:node7");
         assert_eq!(p.targets[0].source, Source::Firmware);
+        let mut given = plan(
+            &IscsiSection::default(),
+            "rd.iscsi.firmware rd.iscsi.initiator=iqn.given",
+        )
+        .unwrap()
+        .unwrap();
+        given.add_firmware(&ibft, d.path()).unwrap();
         assert_eq!(
-            plan(&IscsiSection::default(), "quiet", d.path()).unwrap(),
+            given.initiator, "iqn.given",
+            "the command line beats the iBFT"
+        );
+        assert_eq!(
+            plan(&IscsiSection::default(), "quiet").unwrap(),
             None,
             "the iBFT is used only when asked"
         );
+        // The network the firmware used: its NIC by MAC, its static address and gateway.
+        assert_eq!(
+            ibft.interfaces(),
+            vec![IfaceConfig {
+                selector: Selector::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+                method: Method::Static(StaticAddr {
+                    address: "10.0.2.15".parse().unwrap(),
+                    prefix: 24,
+                    gateway: "10.0.2.2".parse().ok(),
+                }),
+                mtu: None,
+            }]
+        );
+        assert_eq!(
+            ibft.nameservers(),
+            vec!["10.0.2.3".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        // A firmware that used DHCP: DHCP again, asking for the same address.
+        let mut dhcp = ibft.clone();
+        dhcp.nics[0].dhcp = "10.0.2.2".parse().ok();
+        assert_eq!(
+            dhcp.interfaces()[0].method,
+            Method::Dhcp {
+                requested: "10.0.2.15".parse().ok()
+            }
+        );
+        let none = read_ibft(Path::new("/nonexistent"));
+        let e = p
+            .add_firmware(&none, Path::new("/nonexistent"))
+            .unwrap_err();
+        assert!(e.to_string().contains("published no iBFT"), "{e}");
+        let e = p.add_firmware(&Ibft::default(), d.path()).unwrap_err();
+        assert!(e.to_string().contains("has no valid target"), "{e}");
         assert!(read_ibft(Path::new("/nonexistent")).targets.is_empty());
     }
 
     #[test]
     fn dhcp_root_path_adds_a_target() {
-        let mut p = plan(&IscsiSection::default(), "netroot=dhcp", Path::new("/x"))
+        let mut p = plan(&IscsiSection::default(), "netroot=dhcp")
             .unwrap()
             .unwrap();
         add_root_path(&mut p, &IscsiSection::default(), "nfs:10.0.0.1:/root").unwrap();
