@@ -175,9 +175,22 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     if let Some(mut plan) = iscsi_plan {
         s.phase = "iscsi";
         if plan.from_dhcp {
-            let paths = net_report.iter().flat_map(|r| &r.configured);
-            for root_path in paths.filter_map(|c| c.lease.root_path.as_deref()) {
+            let offered: Vec<&str> = net_report
+                .iter()
+                .flat_map(|r| &r.configured)
+                .filter_map(|c| c.lease.root_path.as_deref())
+                .collect();
+            for root_path in &offered {
                 iscsi::target::add_root_path(&mut plan, &cfg.node.iscsi, root_path)?;
+            }
+            if plan.targets.is_empty() {
+                return Err(IscsiError::NoDhcpRootPath {
+                    offered: offered
+                        .iter()
+                        .map(|p| iscsi::target::redact_netroot(p))
+                        .collect(),
+                }
+                .into());
             }
         }
         attached = iscsi::attach(&plan, devices)?;

@@ -9,6 +9,7 @@ pub mod disk;
 pub mod elf;
 pub mod harness;
 pub mod host;
+pub mod netns;
 pub mod oci_root;
 pub mod tgtd;
 pub mod vm;

@@ -1,24 +1,35 @@
-//! iSCSI targets for the lab: tgtd on the host's loopback, serving disk images as LUN 1.
-//! QEMU's user networking shows the host's 127.0.0.1 to the guest as 10.0.2.2. Each
-//! [`Tgtd`] has its own port and control port and is stopped by PID when dropped.
+//! iSCSI targets for the lab: tgtd serving disk images as LUN 1, either on the host's
+//! loopback ([`Tgtd::start`]; QEMU's user networking shows the host's 127.0.0.1 to the guest
+//! as 10.0.2.2) or on an address inside a network namespace ([`Tgtd::start_in`], for a VM on
+//! a [`crate::netns`] tap). Each [`Tgtd`] has its own control port, driven by `tgtadm` from
+//! the host (the control socket is a file, so this works for a namespaced tgtd too), and is
+//! stopped by PID when dropped.
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::netns::Netns;
 use crate::{lab_dir, run};
 
 /// Where the guest finds the host's loopback under QEMU user networking.
 pub const GUEST_HOST_ADDR: &str = "10.0.2.2";
 
+/// iSCSI's well-known port, which a tgtd in a namespace of its own can always take.
+pub const ISCSI_PORT: u16 = 3260;
+
 /// A running tgtd.
 pub struct Tgtd {
     child: Child,
     ctl: String,
-    /// The TCP port it listens on (on 127.0.0.1).
+    /// The address it listens on: 127.0.0.1, or the one given to [`Tgtd::start_in`].
+    pub addr: String,
+    /// The TCP port it listens on.
     pub port: u16,
+    /// Runs in a network namespace (readiness is then checked there, not by connecting).
+    namespaced: bool,
     tids: Vec<u32>,
     log: PathBuf,
 }
@@ -29,6 +40,18 @@ impl Tgtd {
     /// Starts tgtd on 127.0.0.1 and a free port; fails with the package to install when
     /// tgtd is missing.
     pub fn start() -> crate::Result<Tgtd> {
+        Self::spawn(None, "127.0.0.1")
+    }
+
+    /// Starts tgtd inside `ns`, listening on `addr` (an IPv4 address of one of its
+    /// interfaces, e.g. a tap's) and [`ISCSI_PORT`]. It gets `SIGKILL` should the calling
+    /// thread die before dropping it ([`crate::netns::die_with_parent`]). Drop it before the
+    /// namespace.
+    pub fn start_in(ns: &Netns, addr: &str) -> crate::Result<Tgtd> {
+        Self::spawn(Some(ns), addr)
+    }
+
+    fn spawn(ns: Option<&Netns>, addr: &str) -> crate::Result<Tgtd> {
         if crate::host::which("tgtd").is_none() || crate::host::which("tgtadm").is_none() {
             return Err("tgtd is not installed: apt-get install -y tgt".into());
         }
@@ -36,23 +59,34 @@ impl Tgtd {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut last = String::new();
         for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map_err(|e| format!("no free port: {e}"))?
-                .port();
+            let port = match ns {
+                Some(_) => ISCSI_PORT,
+                None => TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map_err(|e| format!("no free port: {e}"))?
+                    .port(),
+            };
             // tgtd takes control ports up to 32767; retries move on if one is taken.
             let n = NEXT.fetch_add(1, Ordering::SeqCst);
             let ctl = (16_000 + (std::process::id() * 100 + n) % 15_000).to_string();
-            let log = dir.join(format!("tgtd-{port}.log"));
+            let log = dir.join(format!("tgtd-{ctl}-{port}.log"));
             let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
             let err = out.try_clone().map_err(|e| e.to_string())?;
-            let child = Command::new("tgtd")
+            let mut cmd = match ns {
+                Some(ns) => {
+                    let mut c = ns.command("tgtd");
+                    crate::netns::die_with_parent(&mut c);
+                    c
+                }
+                None => Command::new("tgtd"),
+            };
+            let child = cmd
                 .args([
                     "-f",
                     "-C",
                     &ctl,
                     "--iscsi",
-                    &format!("portal=127.0.0.1:{port}"),
+                    &format!("portal={addr}:{port}"),
                 ])
                 .stdin(Stdio::null())
                 .stdout(out)
@@ -62,7 +96,9 @@ impl Tgtd {
             let mut t = Tgtd {
                 child,
                 ctl,
+                addr: addr.to_string(),
                 port,
+                namespaced: ns.is_some(),
                 tids: Vec::new(),
                 log,
             };
@@ -71,9 +107,7 @@ impl Tgtd {
                 if let Ok(Some(_)) = t.child.try_wait() {
                     break;
                 }
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && t.adm(&["--mode", "sys", "--op", "show"]).is_ok()
-                {
+                if t.listening() && t.adm(&["--mode", "sys", "--op", "show"]).is_ok() {
                     return Ok(t);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -81,6 +115,30 @@ impl Tgtd {
             last = t.log_text();
         }
         Err(format!("tgtd would not start:\n{last}"))
+    }
+
+    /// Whether tgtd listens on its portal. In a namespace this reads the namespace's TCP
+    /// table through tgtd's own /proc entry (`ip netns exec` execs tgtd, so the child's PID
+    /// is tgtd's) instead of connecting across namespaces.
+    fn listening(&self) -> bool {
+        if !self.namespaced {
+            return std::net::TcpStream::connect((self.addr.as_str(), self.port)).is_ok();
+        }
+        let Ok(want) = self.addr.parse::<Ipv4Addr>() else {
+            return false;
+        };
+        let table = std::fs::read_to_string(format!("/proc/{}/net/tcp", self.child.id()))
+            .unwrap_or_default();
+        table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let Some((a, p)) = f.get(1).and_then(|s| s.split_once(':')) else {
+                return false;
+            };
+            // The kernel prints the address as the u32 it holds in network order.
+            let a = u32::from_str_radix(a, 16).map(|a| Ipv4Addr::from(a.to_ne_bytes()));
+            let p = u16::from_str_radix(p, 16);
+            a == Ok(want) && p == Ok(self.port) && f.get(3) == Some(&"0A") // LISTEN
+        })
     }
 
     /// tgtd's own log.

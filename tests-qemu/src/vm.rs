@@ -70,6 +70,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         firmware: Firmware::Bios,
         cdrom: None,
         netboot: None,
+        tap: None,
     };
     let works = probe
         .run_captured()
@@ -116,6 +117,19 @@ pub struct Vm {
     /// Boot from the network with QEMU's iPXE ROM; `kernel`, `initrd` and `append` are then
     /// unused.
     pub netboot: Option<NetBoot>,
+    /// Put the NIC on this tap device instead of user networking: QEMU then runs inside the
+    /// tap's network namespace (`ip netns exec`), with `nic` as the model (default
+    /// virtio-net-pci).
+    pub tap: Option<Tap>,
+}
+
+/// A tap device in a network namespace (see [`crate::netns`]) for the VM's NIC.
+#[derive(Debug, Clone)]
+pub struct Tap {
+    /// The namespace's name; QEMU runs in it.
+    pub netns: String,
+    /// The tap device, which must exist there (`ip tuntap add … mode tap`).
+    pub ifname: String,
 }
 
 /// The VM's firmware.
@@ -175,12 +189,21 @@ impl Vm {
             firmware: Firmware::Bios,
             cdrom: None,
             netboot: None,
+            tap: None,
         }
     }
 
     /// The QEMU command line, without the console options.
     pub fn command(&self) -> Command {
-        let mut c = Command::new("qemu-system-x86_64");
+        let mut c = match &self.tap {
+            // `ip netns exec` execs QEMU: the child's PID is QEMU's, which the timeout kills.
+            Some(t) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &t.netns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
         let machine = match self.firmware {
             Firmware::Bios => "pc",
             Firmware::Uefi => "q35",
@@ -195,13 +218,26 @@ impl Vm {
             "-smp",
             &self.smp.to_string(),
         ])
-        .arg("-no-reboot")
-        .arg("-nic")
-        .arg(match self.nic.as_deref() {
-            None => "none".to_string(),
-            Some("virtio") => "user,model=virtio-net-pci".to_string(),
-            Some(model) => format!("user,model={model}"),
-        });
+        .arg("-no-reboot");
+        if let Some(t) = &self.tap {
+            let model = match self.nic.as_deref() {
+                None | Some("virtio") => "virtio-net-pci",
+                Some(model) => model,
+            };
+            c.args(["-nic", "none", "-netdev"])
+                .arg(format!(
+                    "tap,id=tap0,ifname={},script=no,downscript=no",
+                    qemu_opt(&t.ifname)
+                ))
+                .arg("-device")
+                .arg(format!("{model},netdev=tap0"));
+        } else {
+            c.arg("-nic").arg(match self.nic.as_deref() {
+                None => "none".to_string(),
+                Some("virtio") => "user,model=virtio-net-pci".to_string(),
+                Some(model) => format!("user,model={model}"),
+            });
+        }
         if let Some(iso) = &self.cdrom {
             c.arg("-drive")
                 .arg(format!(
@@ -283,7 +319,11 @@ impl Vm {
                     break false;
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => return Err(format!("waiting for qemu: {e}")),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("waiting for qemu: {e}"));
+                }
             }
         };
         for r in readers {

@@ -1,14 +1,17 @@
 //! iSCSI root scenarios: tgtd on the host serves a btrfs demo root as LUN 1; the VM has no
 //! disk, only a NIC on QEMU user networking, and reaches tgtd at 10.0.2.2. stage0 logs in
-//! itself, hands the session to the kernel and boots the root from it.
+//! itself, hands the session to the kernel and boots the root from it. For `netroot=dhcp`
+//! the VM's NIC is instead on a tap in a network namespace of its own, where dnsmasq hands
+//! out the root path (option 17, which QEMU's DHCP cannot send) and tgtd listens.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lab::disk::BtrfsDisk;
 use lab::harness::{accel, artifacts, expect};
+use lab::netns::{Dnsmasq, Netns};
 use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR};
-use lab::vm::{self, Outcome, Vm};
+use lab::vm::{self, Outcome, Tap, Vm};
 
 const LUN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000c3";
 const IQN: &str = "iqn.2024-01.org.terra-os:lab-root";
@@ -40,15 +43,24 @@ fn serve(image: &std::path::Path) -> Tgtd {
 }
 
 fn boot(append: &str) -> Outcome {
+    boot_on(None, append)
+}
+
+/// A diskless VM with a virtio NIC on QEMU user networking, or on `tap` when given.
+fn boot_on(tap: Option<Tap>, append: &str) -> Outcome {
     let a = artifacts();
     let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
     vm.nic = Some("virtio".into());
+    vm.tap = tap;
     vm.append = format!("terra.demo=poweroff terra.rescue=halt {append}");
     vm.timeout = Duration::from_secs(240);
     let out = vm.run_captured().expect("qemu runs");
     // What stage0 said about the iscsi and network phases, for whoever reads test output.
     for l in out.log.lines().filter(|l| {
-        l.contains("iscsi:") || l.contains("phase network") || l.contains("phase iscsi")
+        l.contains("iscsi:")
+            || l.contains("phase network")
+            || l.contains("phase iscsi")
+            || l.contains("stage0: eth")
     }) {
         eprintln!("guest: {l}");
     }
@@ -160,6 +172,143 @@ fn wrong_target_name_ends_in_rescue_with_the_targets_answer() {
             "boot failed in phase iscsi",
             "iqn.2024-01.org.terra-os:nope",
             "target not found (status class 0x02, detail 0x03)",
+            "powering off",
+        ],
+    );
+    assert!(!out.log.contains("TERRA-DEMO-INIT"));
+    assert!(out.exited, "the VM must halt, not hang");
+}
+
+/// The server side of the `netroot=dhcp` scenario, all in namespace `terra-rp-<pid>-<n>`:
+/// tap `tap0` at [`RP_SERVER`]/24 for the VM's NIC, tgtd on [`RP_SERVER`]:3260 and dnsmasq
+/// handing out addresses with option 17 naming that target. Fields drop in order: tgtd and
+/// dnsmasq are killed by PID before the namespace (and the tap with it) is deleted by name,
+/// pass or fail.
+struct RootPathNet {
+    tgtd: Tgtd,
+    dnsmasq: Dnsmasq,
+    ns: Netns,
+}
+
+/// The tap's address: DHCP server, router and iSCSI portal for the VM.
+const RP_SERVER: &str = "10.77.0.1";
+
+impl RootPathNet {
+    /// Option 17 names the LUN, unless `root_path` gives another value.
+    fn new(image: &std::path::Path, root_path: Option<&str>) -> Self {
+        let ns = Netns::new("rp").unwrap_or_else(|e| panic!("{e}"));
+        ns.add_tap("tap0", &format!("{RP_SERVER}/24"))
+            .unwrap_or_else(|e| panic!("tap device: {e}"));
+        let mut tgtd = Tgtd::start_in(&ns, RP_SERVER).unwrap_or_else(|e| panic!("{e}"));
+        tgtd.target(1, IQN, image).expect("target");
+        let root_path = root_path
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("iscsi:{RP_SERVER}::{}:1:{IQN}", tgtd.port));
+        let dnsmasq = Dnsmasq::start(
+            &ns,
+            "tap0",
+            "10.77.0.50,10.77.0.99,255.255.255.0,1h",
+            // Unquoted: on the command line dnsmasq would send quotes as part of the value.
+            &[&format!("--dhcp-option=17,{root_path}")],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        RootPathNet { tgtd, dnsmasq, ns }
+    }
+
+    fn tap(&self) -> Tap {
+        Tap {
+            netns: self.ns.name().to_string(),
+            ifname: "tap0".into(),
+        }
+    }
+}
+
+/// The lease JSON the demo init printed for `ifname`.
+fn lease(out: &Outcome, ifname: &str) -> serde_json::Value {
+    let marker = format!("--- lease /run/terra/network/{ifname}.json\n");
+    let start = out
+        .log
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no lease for {ifname} in:\n{}", out.log))
+        + marker.len();
+    let end = out.log[start..].find("\n---").unwrap() + start;
+    serde_json::from_str(out.log[start..end].trim()).unwrap()
+}
+
+/// `netroot=dhcp` end to end: nothing on the command line names the target; stage0's network
+/// phase gets a lease from a real dnsmasq, takes the target from its root path (RFC 4173),
+/// logs in to a real tgtd and boots the root from the LUN, whose init writes the proof file
+/// the host then finds in the image.
+#[test]
+fn boots_from_dhcp_root_path() {
+    // First, so a host without root, ip, /dev/net/tun or dnsmasq hears exactly what it lacks.
+    lab::netns::require().unwrap_or_else(|e| panic!("{e}"));
+    let img = lun("dhcp-root-path");
+    let net = RootPathNet::new(&img.0, None);
+    let portal = format!("{RP_SERVER}:{}", net.tgtd.port);
+    let root_path = format!("iscsi:{RP_SERVER}::{}:1:{IQN}", net.tgtd.port);
+    let out = boot_on(
+        Some(net.tap()),
+        &format!("rd.iscsi.initiator={INITIATOR} netroot=dhcp rw init=/bin/iscsi-init"),
+    );
+    let (dnsmasq_log, leases) = (net.dnsmasq.log(), net.dnsmasq.leases());
+    let tgtd_log = net.tgtd.log_text();
+    drop(net);
+    let context = format!(
+        "dnsmasq log:\n{dnsmasq_log}\nleases:\n{leases}\ntgtd log:\n{tgtd_log}\nserial log:\n{}",
+        out.log
+    );
+    // The server's side: the guest asked for and got the root path with its lease.
+    assert!(
+        dnsmasq_log.contains("DHCPACK(tap0) 10.77.0.")
+            && dnsmasq_log.contains(&format!("option: 17 root-path  {root_path}")),
+        "no lease with a root path from dnsmasq; {context}"
+    );
+    expect(
+        &out,
+        &[
+            &format!("iscsi: logging in to {IQN} at {portal} as {INITIATOR} (DHCP root-path)"),
+            "iscsi: logged in to",
+            "TERRA-ISCSI-PROOF written",
+            "TERRA-DEMO-INIT",
+            "subvol=os pid=1",
+        ],
+    );
+    let p = phases(&out);
+    assert!(
+        p.iter().any(|n| n == "network") && p.iter().any(|n| n == "iscsi"),
+        "{p:?}"
+    );
+    let l = lease(&out, "eth0");
+    assert_eq!(l["source"], "dhcp", "{l}");
+    assert_eq!(l["server_id"], RP_SERVER, "{l}");
+    assert!(
+        l["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.77.0.")),
+        "{l}"
+    );
+    assert_eq!(l["root_path"], root_path, "{l}");
+    expect_proof(&img.0);
+}
+
+/// `netroot=dhcp` with a lease whose root path is not iSCSI: rescue says so, naming what the
+/// server offered, instead of waiting for a root that cannot come.
+#[test]
+fn dhcp_root_path_that_is_not_iscsi_ends_in_rescue_naming_it() {
+    lab::netns::require().unwrap_or_else(|e| panic!("{e}"));
+    let img = lun("dhcp-nfs-root-path");
+    let net = RootPathNet::new(&img.0, Some("nfs:10.77.0.1:/export/root"));
+    let out = boot_on(
+        Some(net.tap()),
+        &format!("rd.iscsi.initiator={INITIATOR} netroot=dhcp"),
+    );
+    drop(net);
+    expect(
+        &out,
+        &[
+            "boot failed in phase iscsi",
+            "netroot=dhcp: no DHCP lease carried an iscsi: root path (option 17); offered: nfs:10.77.0.1:/export/root",
             "powering off",
         ],
     );

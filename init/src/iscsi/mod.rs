@@ -55,6 +55,11 @@ pub enum IscsiError {
         /// How long we waited.
         secs: u64,
     },
+    /// `netroot=dhcp` was given, but no lease carried an `iscsi:` root path.
+    NoDhcpRootPath {
+        /// The root paths the leases did carry (CHAP secrets redacted).
+        offered: Vec<String>,
+    },
     /// `rd.iscsi.firmware` was given, but the firmware's table names no target.
     NoFirmwareTarget {
         /// Where the kernel shows the iBFT.
@@ -87,6 +92,16 @@ impl fmt::Display for IscsiError {
                     write!(f, " for LUN {l}")?;
                 }
                 write!(f, " within {secs} s")
+            }
+            IscsiError::NoDhcpRootPath { offered } => {
+                write!(
+                    f,
+                    "netroot=dhcp: no DHCP lease carried an iscsi: root path (option 17)"
+                )?;
+                if !offered.is_empty() {
+                    write!(f, "; offered: {}", offered.join(", "))?;
+                }
+                Ok(())
             }
             IscsiError::NoFirmwareTarget { path, published } => {
                 write!(f, "rd.iscsi.firmware: ")?;
