@@ -73,6 +73,10 @@ pub struct Options {
     pub only_unpack: bool,
     /// Runs of each DHCP client.
     pub dhcp_runs: usize,
+    /// Only the iSCSI case (`--only iscsi`).
+    pub only_iscsi: bool,
+    /// Boots per iSCSI initiator.
+    pub iscsi_runs: usize,
 }
 
 /// Median; NaN for no values.
@@ -208,10 +212,43 @@ fn run_dhcp_only(opts: &Options) -> crate::Result<String> {
     Ok(md)
 }
 
+/// The iSCSI case: its markdown section and its `iscsi` object for results.json. A failure
+/// is reported in both, not returned.
+fn iscsi_case(opts: &Options, a: &build::Artifacts, out_dir: &Path) -> (String, serde_json::Value) {
+    match crate::bench_iscsi::run_iscsi(a, opts.accel, opts.iscsi_runs, out_dir) {
+        Ok(r) => (r.render(), r.to_json()),
+        Err(e) => {
+            eprintln!("bench: the iSCSI case failed: {e}");
+            (
+                format!("\n## iSCSI: network up → the LUN's block device\n\nnot measured: {e}\n"),
+                serde_json::json!({ "error": e }),
+            )
+        }
+    }
+}
+
+/// `--only iscsi`: the iSCSI case alone; writes target/bench/results.{json,md}.
+fn run_iscsi_only(opts: &Options) -> crate::Result<String> {
+    let out_dir = bench_dir()?;
+    let a = build::artifacts()?;
+    let stage0_size = fs::metadata(&a.stage0).map(|m| m.len()).ok();
+    let (md, json) = iscsi_case(opts, &a, &out_dir);
+    fs::write(out_dir.join("results.md"), &md).map_err(|e| e.to_string())?;
+    fs::write(
+        out_dir.join("results.json"),
+        serde_json::json!({ "stage0_bytes": stage0_size, "iscsi": json }).to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(md)
+}
+
 /// Runs the whole benchmark; writes target/bench/results.{json,md} and returns the markdown.
 pub fn run_all(opts: &Options) -> crate::Result<String> {
     if opts.only_dhcp {
         return run_dhcp_only(opts);
+    }
+    if opts.only_iscsi {
+        return run_iscsi_only(opts);
     }
     if opts.only_unpack {
         let md = unpack_case(&build::terra()?);
@@ -344,6 +381,9 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
         }
     };
     json["dhcp"] = dhcp;
+    let (imd, ijson) = iscsi_case(opts, &a, &out_dir);
+    md.push_str(&imd);
+    json["iscsi"] = ijson;
     md.push_str(&unpack_case(&a.terra));
     fs::write(out_dir.join("results.md"), &md).map_err(|e| e.to_string())?;
     fs::write(out_dir.join("results.json"), json.to_string()).map_err(|e| e.to_string())?;

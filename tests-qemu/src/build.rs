@@ -43,6 +43,11 @@ pub fn bench_init() -> crate::Result<PathBuf> {
     static_bin("tests-qemu", "bench-init")
 }
 
+/// Builds the iSCSI bench's root init (static; links stage0's initiator). Returns its path.
+pub fn bench_iscsi() -> crate::Result<PathBuf> {
+    static_bin("tests-qemu", "bench-iscsi")
+}
+
 /// Builds a static binary with the `stage0` profile; see [`stage0`].
 fn static_bin(package: &str, bin: &str) -> crate::Result<PathBuf> {
     let mut cmd = cargo();

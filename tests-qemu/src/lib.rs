@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_dhcp;
+pub mod bench_iscsi;
 pub mod build;
 pub mod disk;
 pub mod elf;

@@ -29,11 +29,14 @@ const USAGE: &str = "usage:
       modules (like `cargo xtask qemu --check`).
   cargo xtask test
       Unit tests, then the QEMU boot scenarios (tests-qemu).
-  cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N] [--only dhcp|unpack]
+  cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
       init on the same kernel and disk; then time to a DHCP lease, stage0 vs busybox udhcpc
-      against one dnsmasq in network namespaces (root); OCI unpack, terra vs umoci, on a
-      300 MiB 3-layer image. --only dhcp|unpack: that case alone.
+      against one dnsmasq in network namespaces (root); time from network up to an iSCSI
+      LUN's disk, stage0's initiator vs open-iscsi's iscsistart, in the same VM setup against
+      tgtd (--iscsi-runs boots each, default 3); OCI unpack, terra vs umoci, on a 300 MiB
+      3-layer image. --only dhcp|unpack|iscsi: that case alone.
       Results in target/bench/results.{md,json}.";
 
 /// The target name `--iscsi` serves the demo root under.
@@ -301,6 +304,8 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         only_dhcp: false,
         only_unpack: false,
         dhcp_runs: 5,
+        only_iscsi: false,
+        iscsi_runs: 3,
     };
     let mut accel = None;
     let num = |v: std::ffi::OsString, flag: &str| -> Result<usize, String> {
@@ -323,14 +328,18 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
             Long("dhcp-runs") => {
                 opts.dhcp_runs = num(p.value().map_err(|e| e.to_string())?, "--dhcp-runs")?
             }
+            Long("iscsi-runs") => {
+                opts.iscsi_runs = num(p.value().map_err(|e| e.to_string())?, "--iscsi-runs")?
+            }
             Long("only") => {
                 let v = p.value().map_err(|e| e.to_string())?;
                 match v.to_str() {
                     Some("dhcp") => opts.only_dhcp = true,
                     Some("unpack") => opts.only_unpack = true,
+                    Some("iscsi") => opts.only_iscsi = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp or unpack",
+                            "--only {}: expected dhcp, unpack or iscsi",
                             v.to_string_lossy()
                         ))
                     }
