@@ -416,13 +416,9 @@ mod tests {
         assert_eq!(net.hostname.as_deref(), Some("n"));
         assert_eq!(net.interfaces.len(), 1);
         assert_eq!(net.nameservers.len(), 2);
-        let plan = terra_init::iscsi::target::plan(
-            &Default::default(),
-            &line,
-            Path::new("/nonexistent-ibft"),
-        )
-        .unwrap()
-        .expect("iscsi needed");
+        let plan = terra_init::iscsi::target::plan(&Default::default(), &line)
+            .unwrap()
+            .expect("iscsi needed");
         assert_eq!(plan.initiator, "iqn.2024-01.org.terra-os:n");
         let mut iqns: Vec<&str> = plan.targets.iter().map(|t| t.iqn.as_str()).collect();
         iqns.sort();

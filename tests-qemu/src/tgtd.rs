@@ -43,6 +43,12 @@ impl Tgtd {
         Self::spawn(None, "127.0.0.1")
     }
 
+    /// Starts tgtd on another loopback address of the host (all of 127/8 is loopback on
+    /// Linux) and a free port: a second portal, e.g. for a login redirect.
+    pub fn start_on(addr: &str) -> crate::Result<Tgtd> {
+        Self::spawn(None, addr)
+    }
+
     /// Starts tgtd inside `ns`, listening on `addr` (an IPv4 address of one of its
     /// interfaces, e.g. a tap's) and [`ISCSI_PORT`]. It gets `SIGKILL` should the calling
     /// thread die before dropping it ([`crate::netns::die_with_parent`]). Drop it before the
@@ -61,7 +67,7 @@ impl Tgtd {
         for _ in 0..5 {
             let port = match ns {
                 Some(_) => ISCSI_PORT,
-                None => TcpListener::bind("127.0.0.1:0")
+                None => TcpListener::bind((addr, 0))
                     .and_then(|l| l.local_addr())
                     .map_err(|e| format!("no free port: {e}"))?
                     .port(),

@@ -1,16 +1,17 @@
-//! stage0's iSCSI initiator against a real target: tgtd on 127.0.0.1, in userspace (the
-//! host kernel has no iscsi_tcp). Each test starts its own tgtd on a free port with a
-//! private control port, and stops it by PID when it ends, pass or fail.
+//! stage0's iSCSI initiator against a real target: the lab's tgtd ([`lab::tgtd`]) on
+//! 127.0.0.1, driven from the host in userspace (the host kernel has no iscsi_tcp). Each
+//! test starts its own tgtd on a free port with a private control port; it is stopped by PID
+//! and its LUN images removed when the test ends, pass or fail.
 //!
 //! Needs root (tgtadm insists) and the Debian packages `tgt` and `libiscsi-bin`.
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lab::tgtd::Tgtd;
 use terra_init::iscsi::chap::{Chap, ChapAlgorithm, ChapError, Credentials, Secret};
 use terra_init::iscsi::login::{connect, LoginConfig, LoginError, LoginErrorKind, Session};
 use terra_init::iscsi::target::Portal;
@@ -20,126 +21,47 @@ const INITIATOR: &str = "iqn.2024-01.org.terra-os:test-initiator";
 const MARKER: &[u8] = b"TERRA-ISCSI-LUN1";
 const LUN_MB: u64 = 16;
 
-/// A tgtd of our own. Dropping it deletes its targets, then ends the process by PID.
-struct Tgtd {
-    child: Child,
-    addr: &'static str,
-    ctl: String,
-    port: u16,
-    dir: tempfile::TempDir,
-    log: PathBuf,
-    tids: std::cell::RefCell<Vec<u32>>,
+/// A lab tgtd whose LUN images (block 0 holds [`MARKER`]) live in a scratch directory that
+/// goes with it. Setup failures fail the test with the lab's message.
+struct Target {
+    tgtd: Tgtd,
+    dir: PathBuf,
 }
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn which(cmd: &str) -> bool {
-    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-        .iter()
-        .any(|d| Path::new(d).join(cmd).is_file())
+    lab::host::which(cmd).is_some()
 }
 
-impl Tgtd {
-    fn start() -> Tgtd {
-        Tgtd::start_on("127.0.0.1")
+impl Target {
+    fn start() -> Target {
+        Target::start_on("127.0.0.1")
     }
 
     /// On another loopback address (all of 127/8 is loopback on Linux).
-    fn start_on(addr: &'static str) -> Tgtd {
+    fn start_on(addr: &str) -> Target {
         assert!(
-            which("tgtd") && which("tgtadm"),
-            "tgtd not installed: apt-get install -y tgt"
-        );
-        assert!(
-            std::fs::read_to_string("/proc/self/status")
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")),
+            lab::host::nix_is_root(),
             "tgtadm only talks to root: run these tests as root"
         );
-        for _attempt in 0..5 {
-            let dir = tempfile::tempdir().unwrap();
-            // A free port: bind, note, release (tgtd binds it right after).
-            let port = TcpListener::bind((addr, 0))
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            // tgtd takes control ports up to 32767; retries move on if one is taken.
-            let n = NEXT.fetch_add(1, Ordering::SeqCst);
-            let ctl = (1_000 + (std::process::id() * 100 + n) % 15_000).to_string();
-            let log = dir.path().join(format!("tgtd-{port}.log"));
-            let out = std::fs::File::create(&log).unwrap();
-            let child = Command::new("tgtd")
-                .args([
-                    "-f",
-                    "-C",
-                    &ctl,
-                    "--iscsi",
-                    &format!("portal={addr}:{port}"),
-                ])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .expect("spawn tgtd");
-            let mut t = Tgtd {
-                child,
-                addr,
-                ctl,
-                port,
-                dir,
-                log,
-                tids: Default::default(),
-            };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = t.child.try_wait() {
-                    break;
-                }
-                if std::net::TcpStream::connect((addr, port)).is_ok()
-                    && t.try_adm(&["--mode", "sys", "--op", "show"]).is_ok()
-                {
-                    return t;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            eprintln!("tgtd did not come up on {port}:\n{}", t.log_text());
-            // Dropping `t` stops it; try another port.
+        Target {
+            tgtd: Tgtd::start_on(addr).unwrap_or_else(|e| panic!("{e}")),
+            dir: lab::disk::tempdir("iscsi-login").unwrap_or_else(|e| panic!("{e}")),
         }
-        panic!("tgtd would not start");
     }
 
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn try_adm(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("tgtadm")
-            .args(["-C", &self.ctl, "--lld", "iscsi"])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "tgtadm {args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+    fn port(&self) -> u16 {
+        self.tgtd.port
     }
 
     fn adm(&self, args: &[&str]) {
-        if let Err(e) = self.try_adm(args) {
-            panic!("{e}\ntgtd log:\n{}", self.log_text());
+        if let Err(e) = self.tgtd.adm(args) {
+            panic!("{e}\ntgtd log:\n{}", self.tgtd.log_text());
         }
     }
 
     /// Target `tid` named `iqn` with a file-backed LUN 1 whose first block holds MARKER.
-    fn target(&self, tid: u32, iqn: &str) {
-        let img = self.dir.path().join(format!("lun-{tid}.img"));
+    fn target(&mut self, tid: u32, iqn: &str) {
+        let img = self.dir.join(format!("lun-{tid}.img"));
         let mut data = MARKER.to_vec();
         data.resize(512, 0);
         std::fs::write(&img, &data).unwrap();
@@ -149,96 +71,30 @@ impl Tgtd {
             .unwrap()
             .set_len(LUN_MB << 20)
             .unwrap();
-        self.tids.borrow_mut().push(tid);
-        let tid = tid.to_string();
-        self.adm(&[
-            "--mode",
-            "target",
-            "--op",
-            "new",
-            "--tid",
-            &tid,
-            "--targetname",
-            iqn,
-        ]);
-        self.adm(&[
-            "--mode",
-            "logicalunit",
-            "--op",
-            "new",
-            "--tid",
-            &tid,
-            "--lun",
-            "1",
-            "--backing-store",
-            img.to_str().unwrap(),
-        ]);
-        self.adm(&[
-            "--mode",
-            "target",
-            "--op",
-            "bind",
-            "--tid",
-            &tid,
-            "--initiator-address",
-            "ALL",
-        ]);
+        if let Err(e) = self.tgtd.target(tid, iqn, &img) {
+            panic!("{e}\ntgtd log:\n{}", self.tgtd.log_text());
+        }
     }
 
     /// An account bound to `tid`, incoming (the target checks us) or outgoing (mutual).
     fn account(&self, tid: u32, user: &str, password: &str, outgoing: bool) {
-        self.adm(&[
-            "--mode",
-            "account",
-            "--op",
-            "new",
-            "--user",
-            user,
-            "--password",
-            password,
-        ]);
-        let tid = tid.to_string();
-        let mut args = vec![
-            "--mode", "account", "--op", "bind", "--tid", &tid, "--user", user,
-        ];
-        if outgoing {
-            args.push("--outgoing");
+        if let Err(e) = self.tgtd.account(tid, user, password, outgoing) {
+            panic!("{e}\ntgtd log:\n{}", self.tgtd.log_text());
         }
-        self.adm(&args);
     }
 
     fn portal(&self) -> Portal {
         Portal {
-            host: self.addr.into(),
-            port: self.port,
+            host: self.tgtd.addr.clone(),
+            port: self.tgtd.port,
         }
     }
 }
 
-impl Drop for Tgtd {
+impl Drop for Target {
     fn drop(&mut self) {
-        // tgtd ignores SIGTERM; it exits on "delete system", which it refuses while
-        // targets exist.
-        for tid in self.tids.borrow().iter() {
-            let tid = tid.to_string();
-            let _ = self.try_adm(&[
-                "--mode", "target", "--op", "delete", "--force", "--tid", &tid,
-            ]);
-        }
-        let _ = self.try_adm(&["--op", "delete", "--mode", "system"]);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => break,
-            }
-        }
-        // By PID, never by name: other tgtd instances may be running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // tgtd itself stops when the field drops, right after this.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -295,7 +151,7 @@ fn prove(mut s: Session<std::net::TcpStream>) {
 
 #[test]
 fn login_without_auth_then_scsi_commands() {
-    let t = Tgtd::start();
+    let mut t = Target::start();
     t.target(1, "iqn.2024-01.org.terra-os:open");
     let start = Instant::now();
     let s = login(t.portal(), config("iqn.2024-01.org.terra-os:open")).expect("login");
@@ -315,7 +171,7 @@ fn login_without_auth_then_scsi_commands() {
 
 #[test]
 fn crc32c_digests_against_tgtd() {
-    let t = Tgtd::start();
+    let mut t = Target::start();
     t.target(1, "iqn.2024-01.org.terra-os:digests");
     // tgtd offers no digest unless the target is told to.
     for key in ["HeaderDigest", "DataDigest"] {
@@ -345,7 +201,7 @@ fn crc32c_digests_against_tgtd() {
 
 #[test]
 fn chap_one_way() {
-    let t = Tgtd::start();
+    let mut t = Target::start();
     t.target(2, "iqn.2024-01.org.terra-os:chap");
     t.account(2, "node1", "node1-secret-12", false);
     let mut cfg = config("iqn.2024-01.org.terra-os:chap");
@@ -378,7 +234,7 @@ fn chap_one_way() {
 
 #[test]
 fn chap_wrong_secret_is_a_clear_authentication_failure() {
-    let t = Tgtd::start();
+    let mut t = Target::start();
     let iqn = "iqn.2024-01.org.terra-os:chap";
     t.target(2, iqn);
     t.account(2, "node1", "node1-secret-12", false);
@@ -406,7 +262,7 @@ fn chap_wrong_secret_is_a_clear_authentication_failure() {
 
 #[test]
 fn chap_mutual() {
-    let t = Tgtd::start();
+    let mut t = Target::start();
     let iqn = "iqn.2024-01.org.terra-os:mutual";
     t.target(3, iqn);
     t.account(3, "node1", "node1-secret-12", false);
@@ -450,7 +306,7 @@ fn chap_mutual() {
 
 #[test]
 fn wrong_target_name_names_it_with_the_status() {
-    let t = Tgtd::start();
+    let mut t = Target::start();
     t.target(1, "iqn.2024-01.org.terra-os:open");
     let wrong = "iqn.2024-01.org.terra-os:no-such-target";
     let e = login(t.portal(), config(wrong)).expect_err("unknown target");
@@ -516,12 +372,12 @@ fn silent_portal_times_out() {
 fn redirect_is_followed() {
     // tgtd A redirects the target to tgtd B, which serves it. B listens on another
     // loopback address: tgtd never redirects to the address the initiator already uses.
-    let a = Tgtd::start();
-    let b = Tgtd::start_on("127.0.0.2");
+    let mut a = Target::start();
+    let mut b = Target::start_on("127.0.0.2");
     let iqn = "iqn.2024-01.org.terra-os:moved";
     a.target(1, iqn);
     b.target(1, iqn);
-    let port = b.port.to_string();
+    let port = b.port().to_string();
     a.adm(&[
         "--mode",
         "target",
@@ -561,7 +417,7 @@ fn redirect_is_followed() {
     let s = login(a.portal(), config(iqn)).expect("login via redirect");
     assert_eq!(
         s.stream().peer_addr().unwrap(),
-        format!("127.0.0.2:{}", b.port).parse().unwrap(),
+        format!("127.0.0.2:{}", b.port()).parse().unwrap(),
         "connected to the redirect target"
     );
     prove(s);
@@ -573,10 +429,10 @@ fn libiscsi_sees_the_same_lun() {
     if !which("iscsi-inq") {
         panic!("iscsi-inq not installed: apt-get install -y libiscsi-bin");
     }
-    let t = Tgtd::start();
+    let mut t = Target::start();
     let iqn = "iqn.2024-01.org.terra-os:open";
     t.target(1, iqn);
-    let url = format!("iscsi://127.0.0.1:{}/{iqn}/1", t.port);
+    let url = format!("iscsi://127.0.0.1:{}/{iqn}/1", t.port());
     let mut child = Command::new("iscsi-inq")
         .args(["-i", INITIATOR, &url])
         .stdout(Stdio::piped())
@@ -620,18 +476,18 @@ impl<S: std::io::Write> std::io::Write for Tap<S> {
 }
 
 /// Regenerates init/src/iscsi/fixtures/ from a live tgtd:
-/// `cargo test -p terra-init --test iscsi_tgtd capture_fixtures -- --ignored`.
+/// `cargo test -p tests-qemu --test iscsi_login capture_fixtures -- --ignored`.
 #[test]
 #[ignore]
 fn capture_fixtures() {
-    let t = Tgtd::start();
+    let mut t = Target::start();
     t.target(1, "iqn.2024-01.org.terra-os:open");
     t.target(2, "iqn.2024-01.org.terra-os:chap");
     t.account(2, "node1", "node1-secret-12", false);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/iscsi/fixtures");
+    let dir = lab::workspace().join("init/src/iscsi/fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let capture = |iqn: &str, chap: Option<Chap>, file: &str| {
-        let stream = std::net::TcpStream::connect(("127.0.0.1", t.port)).unwrap();
+        let stream = std::net::TcpStream::connect(("127.0.0.1", t.port())).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
