@@ -147,6 +147,9 @@ fn boots_with_mutual_chap() {
         &out,
         &["CHAP MD5", "TERRA-ISCSI-PROOF written", "TERRA-DEMO-INIT"],
     );
+    let r = vm::boot_report(&out.log).expect("boot report");
+    assert_eq!(r["iscsi"][0]["chap"], "MD5", "{r}");
+    assert_eq!(r["iscsi"][0]["mutual_chap"], true, "{r}");
     // Only the kernel's own echoes of its command line may show the secrets.
     for l in out.log.lines().filter(|l| !l.contains("ommand line")) {
         assert!(

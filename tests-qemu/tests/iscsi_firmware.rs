@@ -1,8 +1,9 @@
 //! iSCSI root from the firmware's table: OVMF runs QEMU's iPXE ROM, which logs in to tgtd
-//! (`sanhook`) and publishes the session in an iBFT, then boots the kernel and initramfs.
-//! stage0 gets only `rd.iscsi.firmware`: it loads iscsi_ibft, reads the target, initiator
-//! and NIC from /sys/firmware/ibft, brings that NIC up as the firmware had it, logs in and
-//! boots the LUN's btrfs root, whose init writes a file the host then finds in the image.
+//! (`sanhook`, with CHAP) and publishes the session in an iBFT, then boots the kernel and
+//! initramfs. stage0 gets only `rd.iscsi.firmware`: it loads iscsi_ibft, reads the target,
+//! initiator, CHAP credentials and NIC from /sys/firmware/ibft, brings that NIC up as the
+//! firmware had it, logs in and boots the LUN's btrfs root, whose init writes a file the host
+//! then finds in the image.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +18,10 @@ const IQN: &str = "iqn.2024-01.org.terra-os:fw-root";
 /// The name iPXE logs in with and writes into the iBFT.
 const FW_INITIATOR: &str = "iqn.2024-01.org.terra-os:fw-node";
 const MAC: &str = "52:54:00:7e:44:b7";
+/// CHAP: iPXE logs in with these and hands them to stage0 in the iBFT. (Mutual CHAP from
+/// the iBFT is covered by unit tests only: this iPXE build writes no reverse CHAP into its
+/// table.)
+const CHAP: (&str, &str) = ("fw-node", "fw-node-secret-77");
 
 /// A scratch directory (TFTP root and LUN image), removed when the test ends.
 struct Scratch(PathBuf);
@@ -37,6 +42,8 @@ fn tftp_tree(dir: &Path, port: u16, extra: &str) {
         "#!ipxe\n\
          dhcp\n\
          set initiator-iqn {FW_INITIATOR}\n\
+         set username {}\n\
+         set password {}\n\
          sanhook iscsi:{GUEST_HOST_ADDR}::{port}:1:{IQN} || goto failed\n\
          echo Terra: iBFT published\n\
          kernel vmlinuz initrd=initrd.img console=ttyS0 panic=-1 terra.demo=poweroff terra.rescue=halt rd.iscsi.firmware rw init=/bin/iscsi-init {extra}\n\
@@ -44,7 +51,8 @@ fn tftp_tree(dir: &Path, port: u16, extra: &str) {
          boot\n\
          :failed\n\
          echo Terra: sanhook failed\n\
-         poweroff\n"
+         poweroff\n",
+        CHAP.0, CHAP.1
     );
     std::fs::write(dir.join("boot.ipxe"), script).expect("write boot.ipxe");
 }
@@ -71,6 +79,8 @@ fn boot(extra: &str) -> (Outcome, Scratch) {
     std::fs::create_dir_all(&tftp).expect("tftp dir");
     let mut t = Tgtd::start().expect("tgtd");
     t.target(1, IQN, &lun).expect("target");
+    t.account(1, CHAP.0, CHAP.1, false)
+        .expect("incoming account");
     tftp_tree(&tftp, t.port, extra);
     let a = artifacts();
     let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
@@ -108,12 +118,21 @@ fn boots_from_the_ibft_that_ipxe_published() {
             "TERRA-DEMO-INIT",
         ],
     );
+    // The iBFT carried the CHAP credentials (tgtd demands them); the secret, readable in
+    // /sys/firmware/ibft, never reaches the console.
+    assert!(
+        !out.log.contains(CHAP.1),
+        "the secret on the console:\n{}",
+        out.log
+    );
     // The boot report names the target, its source and its disk, and the NIC the firmware
     // configured (static, by its MAC), and no secret.
     let r = report(&out);
     let iscsi = &r["iscsi"][0];
     assert_eq!(iscsi["target"], IQN, "{r}");
     assert_eq!(iscsi["source"], "iBFT", "{r}");
+    assert!(iscsi["chap"].is_string(), "{r}");
+    assert_eq!(iscsi["mutual_chap"], false, "{r}");
     assert!(
         iscsi["device"]
             .as_str()

@@ -138,6 +138,8 @@ pub struct Attached {
     pub host: u32,
     /// The CHAP algorithm used, if any.
     pub chap: Option<&'static str>,
+    /// The target proved itself too (mutual CHAP).
+    pub mutual_chap: bool,
     /// Connect + login time.
     pub login_ms: f64,
     /// Login through disk, in total.
@@ -183,12 +185,15 @@ fn attach_one(
     let session = login::connect(&t.portal, &cfg).map_err(IscsiError::Login)?;
     let login_ms = start.elapsed().as_secs_f64() * 1000.0;
     let chap = session.chap_algorithm.map(|a| a.name());
+    // A login with mutual CHAP configured succeeds only once the target's answer checked out.
+    let mutual_chap = chap.is_some() && t.chap.as_ref().is_some_and(|c| c.mutual.is_some());
     log::info!(
         "iscsi: logged in to {} in {login_ms:.1} ms (TSIH {}, {} round trips{})",
         t.iqn,
         session.tsih,
         session.round_trips,
-        chap.map(|c| format!(", CHAP {c}")).unwrap_or_default()
+        chap.map(|c| format!(", CHAP {c}{}", if mutual_chap { ", mutual" } else { "" }))
+            .unwrap_or_default()
     );
     let handoff_err = |error| IscsiError::Handoff {
         target: t.iqn.clone(),
@@ -230,6 +235,7 @@ fn attach_one(
         sid: h.sid,
         host: h.host,
         chap,
+        mutual_chap,
         login_ms,
         total_ms,
     })

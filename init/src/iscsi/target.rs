@@ -753,6 +753,25 @@ impl Plan {
                 self.initiator = name.clone();
             }
         }
+        for t in &ibft.targets {
+            let chap = match &t.chap {
+                None => String::new(),
+                Some(c) => format!(
+                    ", CHAP user {}{}",
+                    c.initiator.user,
+                    c.mutual
+                        .as_ref()
+                        .map(|m| format!(", mutual with {}", m.user))
+                        .unwrap_or_default()
+                ),
+            };
+            log::info!(
+                "iscsi: the iBFT names {} at {} (LUN {}{chap})",
+                t.iqn,
+                t.portal,
+                t.lun.map_or("any".to_string(), |l| l.to_string())
+            );
+        }
         self.targets.extend(ibft.targets.iter().map(|t| Target {
             portal: t.portal.clone(),
             iqn: t.iqn.clone(),
@@ -1087,6 +1106,8 @@ mutual_secret = "target-secret"
         write(p, "target0/target-name", "iqn.2024-01.fw:root\n");
         write(p, "target0/chap-name", "fwuser\n");
         write(p, "target0/chap-secret", "fw-secret-123\n");
+        write(p, "target0/rev-chap-name", "fw-target\n");
+        write(p, "target0/rev-chap-secret", "fw-target-secret\n");
         write(p, "target1/flags", "0\n");
         write(p, "target1/ip-addr", "10.9.9.9\n");
         write(p, "target1/target-name", "iqn.invalid\n");
@@ -1110,6 +1131,14 @@ mutual_secret = "target-secret"
         assert_eq!(t.lun, Some(1));
         assert_eq!(t.nic, Some(0));
         assert_eq!(t.chap.as_ref().unwrap().initiator.user, "fwuser");
+        let mutual = t
+            .chap
+            .as_ref()
+            .unwrap()
+            .mutual
+            .as_ref()
+            .expect("mutual CHAP");
+        assert_eq!(mutual.user, "fw-target");
         let mut p = plan(&IscsiSection::default(), "rd.iscsi.firmware")
             .unwrap()
             .expect("asking for the firmware is a plan even before the table is read");
