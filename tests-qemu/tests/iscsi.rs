@@ -318,3 +318,66 @@ fn dhcp_root_path_that_is_not_iscsi_ends_in_rescue_naming_it() {
     assert!(!out.log.contains("TERRA-DEMO-INIT"));
     assert!(out.exited, "the VM must halt, not hang");
 }
+
+/// Terra OS's diskless node, the whole way: `terra pxe` turns the node's node.toml (MAC,
+/// hostname, `[iscsi]` initiator and target) into its iPXE entry; the VM (no disk) boots
+/// that entry over QEMU's TFTP with its iPXE ROM, stage0 logs in to the node's LUN with the
+/// keys the builder wrote, and the root from the LUN runs under the node's hostname.
+#[test]
+fn pxe_node_boots_its_iscsi_lun_from_terra_pxe() {
+    const MAC: &str = "52:54:00:7e:44:c5";
+    let img = lun("pxe-node");
+    let t = serve(&img.0);
+    let dir = lab::disk::tempdir("pxe-iscsi").expect("scratch dir");
+    let node = dir.join("iscsi-node.toml");
+    std::fs::write(
+        &node,
+        format!(
+            "hostname = \"terra-diskless\"\nmac = \"{MAC}\"\n\
+             [iscsi]\ninitiator = \"{INITIATOR}\"\n\
+             [[iscsi.targets]]\nportal = \"{GUEST_HOST_ADDR}:{}\"\niqn = \"{IQN}\"\n",
+            t.port
+        ),
+    )
+    .expect("node.toml");
+    let a = artifacts();
+    let tree = dir.join("pxe");
+    let built = lab::run(
+        std::process::Command::new(&a.terra)
+            .arg("pxe")
+            .arg("--kernel")
+            .arg(&a.kernel)
+            .arg("--initramfs")
+            .arg(&a.initramfs)
+            .args([
+                "--cmdline",
+                "console=ttyS0 panic=-1 terra.demo=poweroff terra.rescue=halt rw init=/bin/iscsi-init",
+            ])
+            .arg("--node")
+            .arg(&node)
+            .arg("-o")
+            .arg(&tree),
+    );
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.netboot = Some(vm::NetBoot {
+        tftp_dir: Some(tree.clone()),
+        bootfile: "boot.ipxe".into(),
+        mac: MAC.into(),
+    });
+    vm.timeout = Duration::from_secs(300);
+    let out = built.map(|_| vm.run_captured().expect("qemu runs"));
+    drop(t);
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out.unwrap_or_else(|e| panic!("terra pxe: {e}"));
+    expect(
+        &out,
+        &[
+            &format!("ISCSI_INITIATOR={INITIATOR} ISCSI_TARGET_NAME={IQN}"),
+            &format!("as {INITIATOR} (ISCSI_TARGET_*)"),
+            "TERRA-ISCSI-PROOF written",
+            "TERRA-DEMO-INIT",
+            "TERRA-DEMO-HOSTNAME terra-diskless\n",
+        ],
+    );
+    expect_proof(&img.0);
+}
