@@ -68,3 +68,45 @@ pub fn expect(out: &Outcome, needles: &[&str]) {
 pub fn report(out: &Outcome) -> serde_json::Value {
     vm::boot_report(&out.log).unwrap_or_else(|| panic!("no boot report in:\n{}", out.log))
 }
+
+/// The names of the phases in the boot report the demo init printed, in order.
+#[track_caller]
+pub fn phases(out: &Outcome) -> Vec<String> {
+    report(out)["phases"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The lease JSON the demo init printed for `ifname` (/run/terra/network/<ifname>.json).
+#[track_caller]
+pub fn lease(out: &Outcome, ifname: &str) -> serde_json::Value {
+    let marker = format!("--- lease /run/terra/network/{ifname}.json\n");
+    let Some(at) = out.log.find(&marker) else {
+        panic!("no lease for {ifname} in:\n{}", out.log)
+    };
+    let start = at + marker.len();
+    let end = out.log[start..]
+        .find("\n---")
+        .map_or(out.log.len(), |e| e + start);
+    serde_json::from_str(out.log[start..end].trim())
+        .unwrap_or_else(|e| panic!("lease for {ifname} is not JSON ({e}) in:\n{}", out.log))
+}
+
+/// Asserts the iSCSI demo root ran from `image`: the proof file its init
+/// ([`crate::tgtd::PROOF_INIT`]) wrote is in the LUN image.
+#[track_caller]
+pub fn expect_lun_proof(image: &std::path::Path) {
+    let proof = crate::tgtd::read_from_image(image, "os/iscsi-proof").expect("mount the LUN image");
+    assert!(
+        proof
+            .as_deref()
+            .is_some_and(|p| p.contains("TERRA-ISCSI-PROOF")),
+        "no proof file in {}: {proof:?}",
+        image.display()
+    );
+}

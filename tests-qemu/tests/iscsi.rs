@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lab::disk::BtrfsDisk;
-use lab::harness::{accel, artifacts, expect};
+use lab::harness::{accel, artifacts, expect, expect_lun_proof, lease, phases};
 use lab::netns::{Dnsmasq, Netns};
 use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR};
 use lab::vm::{self, Outcome, Tap, Vm};
@@ -68,29 +68,6 @@ fn boot_on(tap: Option<Tap>, append: &str) -> Outcome {
     out
 }
 
-/// The root ran from the LUN: the proof file its init wrote is in the image.
-#[track_caller]
-fn expect_proof(image: &std::path::Path) {
-    let proof = tgtd::read_from_image(image, "os/iscsi-proof").expect("mount the LUN image");
-    assert!(
-        proof
-            .as_deref()
-            .is_some_and(|p| p.contains("TERRA-ISCSI-PROOF")),
-        "no proof file in {}: {proof:?}",
-        image.display()
-    );
-}
-
-fn phases(out: &Outcome) -> Vec<String> {
-    let r = vm::boot_report(&out.log).unwrap_or_else(|| panic!("no boot report in:\n{}", out.log));
-    r["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn boots_from_terra_keys_and_writes_to_the_lun() {
     let img = lun("terra-keys");
@@ -114,7 +91,7 @@ fn boots_from_terra_keys_and_writes_to_the_lun() {
         p.iter().any(|n| n == "network") && p.iter().any(|n| n == "iscsi"),
         "{p:?}"
     );
-    expect_proof(&img.0);
+    expect_lun_proof(&img.0);
 }
 
 #[test]
@@ -127,7 +104,7 @@ fn boots_via_dracut_netroot() {
     ));
     drop(t);
     expect(&out, &["TERRA-ISCSI-PROOF written", "TERRA-DEMO-INIT"]);
-    expect_proof(&img.0);
+    expect_lun_proof(&img.0);
 }
 
 #[test]
@@ -157,7 +134,7 @@ fn boots_with_mutual_chap() {
             "a secret on the console: {l}"
         );
     }
-    expect_proof(&img.0);
+    expect_lun_proof(&img.0);
 }
 
 #[test]
@@ -226,18 +203,6 @@ impl RootPathNet {
     }
 }
 
-/// The lease JSON the demo init printed for `ifname`.
-fn lease(out: &Outcome, ifname: &str) -> serde_json::Value {
-    let marker = format!("--- lease /run/terra/network/{ifname}.json\n");
-    let start = out
-        .log
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no lease for {ifname} in:\n{}", out.log))
-        + marker.len();
-    let end = out.log[start..].find("\n---").unwrap() + start;
-    serde_json::from_str(out.log[start..end].trim()).unwrap()
-}
-
 /// `netroot=dhcp` end to end: nothing on the command line names the target; stage0's network
 /// phase gets a lease from a real dnsmasq, takes the target from its root path (RFC 4173),
 /// logs in to a real tgtd and boots the root from the LUN, whose init writes the proof file
@@ -292,7 +257,7 @@ fn boots_from_dhcp_root_path() {
         "{l}"
     );
     assert_eq!(l["root_path"], root_path, "{l}");
-    expect_proof(&img.0);
+    expect_lun_proof(&img.0);
 }
 
 /// `netroot=dhcp` with a lease whose root path is not iSCSI: rescue says so, naming what the
@@ -379,5 +344,5 @@ fn pxe_node_boots_its_iscsi_lun_from_terra_pxe() {
             "TERRA-DEMO-HOSTNAME terra-diskless\n",
         ],
     );
-    expect_proof(&img.0);
+    expect_lun_proof(&img.0);
 }

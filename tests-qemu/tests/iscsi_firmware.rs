@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lab::disk::BtrfsDisk;
-use lab::harness::{accel, artifacts, expect, report};
+use lab::harness::{accel, artifacts, expect, expect_lun_proof, report};
 use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR};
 use lab::vm::{self, Firmware, NetBoot, Outcome, Vm};
 
@@ -141,12 +141,5 @@ fn boots_from_the_ibft_that_ipxe_published() {
     );
     let net = &r["network"][0];
     assert_eq!(net["mac"], MAC, "{r}");
-    let proof = tgtd::read_from_image(&scratch.0.join("lun.img"), "os/iscsi-proof")
-        .expect("mount the LUN image");
-    assert!(
-        proof
-            .as_deref()
-            .is_some_and(|p| p.contains("TERRA-ISCSI-PROOF")),
-        "no proof file in the LUN: {proof:?}"
-    );
+    expect_lun_proof(&scratch.0.join("lun.img"));
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use lab::disk::BtrfsDisk;
-use lab::harness::{expect, report, run, vm};
+use lab::harness::{expect, lease, phases, report, run, vm};
 use lab::vm::Outcome;
 
 const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
@@ -21,27 +21,6 @@ fn boot(nic: Option<&str>, append: &str, timeout: u64) -> Outcome {
     let mut vm = vm(vec![os_disk()], append, timeout);
     vm.nic = nic.map(str::to_string);
     run(&vm)
-}
-
-fn phases(out: &Outcome) -> Vec<String> {
-    report(out)["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The lease JSON the demo init printed for `ifname`.
-fn lease(out: &Outcome, ifname: &str) -> serde_json::Value {
-    let marker = format!("--- lease /run/terra/network/{ifname}.json\n");
-    let start = out
-        .log
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no lease for {ifname} in:\n{}", out.log))
-        + marker.len();
-    let end = out.log[start..].find("\n---").unwrap() + start;
-    serde_json::from_str(out.log[start..end].trim()).unwrap()
 }
 
 /// Prints the time to the lease and the network phase's duration (visible with --nocapture).
