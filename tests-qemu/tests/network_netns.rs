@@ -1,168 +1,67 @@
-//! The network phase against real parts on the host: the client runs (in a thread that
-//! entered them) inside network namespaces this test makes, with veth pairs to a server
-//! namespace where `dnsmasq` is the DHCP server. The host's own interfaces are never touched.
-//! Every namespace is deleted and every dnsmasq killed by PID when its guard drops; every
-//! client run is bounded by its `terra.net.timeout=`.
+//! stage0's network phase (`terra_init::network`) against real parts on the host: the DHCP
+//! client (and the static `ip=` form) runs, in a thread that entered them, inside network
+//! namespaces this test makes with [`lab::netns`], with veth pairs to server namespaces where
+//! `dnsmasq` is the DHCP server. It checks the lease's fields as applied to the link (read
+//! back with iproute2) and handed off, option 121 over option 3, a NAK, a silent server, two
+//! servers on one segment, two links, a link that comes up late. The host's own interfaces
+//! are never touched. Every namespace is deleted and every dnsmasq killed by PID when its
+//! guard drops; every client run is bounded by its `terra.net.timeout=`.
 //!
-//! Needs root, `ip` (iproute2) and `dnsmasq` (dnsmasq-base).
+//! Needs root, `ip` (iproute2) and `dnsmasq` (dnsmasq-base); each test fails first, naming
+//! what this host lacks.
 
-use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sched::{setns, unshare, CloneFlags};
+use lab::netns::{Dnsmasq, Netns};
 use terra_init::network::{self, ipconfig, Handoff, NetworkError, NetworkReport};
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The value, or a panic with the lab's message.
+fn ok<T>(r: lab::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Fails first, naming what this host lacks (root, `ip`, `dnsmasq`).
 fn require_tools() {
-    let root = std::fs::read_to_string("/proc/self/status")
+    ok(lab::netns::require_veth());
+}
+
+/// A namespace tagged `tag` (see [`Netns::new`]).
+fn netns(tag: &str) -> Netns {
+    ok(Netns::new(tag))
+}
+
+/// `ip -n <ns> args…`, its output.
+fn ip(ns: &Netns, args: &[&str]) -> String {
+    ok(ns.ip(args))
+}
+
+/// dnsmasq on `iface` of `ns` handing out `range`, with `extra` arguments.
+fn dnsmasq(ns: &Netns, iface: &str, range: &str, extra: &[&str]) -> Dnsmasq {
+    ok(Dnsmasq::start(ns, iface, range, extra))
+}
+
+/// A scratch directory under the lab's, removed on drop.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The host name this thread sees (its UTS namespace's).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim_end().to_string())
         .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    assert!(
-        root,
-        "these tests make network namespaces: run them as root"
-    );
-    for (tool, pkg) in [("ip", "iproute2"), ("dnsmasq", "dnsmasq-base")] {
-        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-            .iter()
-            .any(|d| Path::new(d).join(tool).exists());
-        assert!(found, "{tool} is missing: apt-get install {pkg}");
-    }
-}
-
-/// A network namespace, deleted (with its veths) on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!(
-            "terra-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["ip", "-n", &self.name];
-        all.extend_from_slice(args);
-        sh(&all)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A veth pair: `client_if` (with `mac`) in `client`, `server_if` in `server`.
-fn veth(client: &Netns, client_if: &str, mac: &str, server: &Netns, server_if: &str) {
-    sh(&[
-        "ip",
-        "link",
-        "add",
-        client_if,
-        "address",
-        mac,
-        "netns",
-        &client.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        server_if,
-        "netns",
-        &server.name,
-    ]);
-}
-
-/// dnsmasq as a DHCP server only (port=0: no DNS), in the foreground, killed by PID on drop.
-struct Dnsmasq {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Dnsmasq {
-    fn start(ns: &Netns, iface: &str, args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("dnsmasq.log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "dnsmasq"])
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--user=root",
-                "--bind-interfaces",
-                "--log-dhcp",
-            ])
-            .arg(format!("--interface={iface}"))
-            .arg(format!("--log-facility={}", log.display()))
-            .arg(format!(
-                "--dhcp-leasefile={}",
-                dir.path().join("leases").display()
-            ))
-            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("dnsmasq starts");
-        // It is ready when it logs its DHCP range.
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("DHCP, IP range")
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Dnsmasq {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        // `ip netns exec` execs dnsmasq, so this PID is dnsmasq's.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs the network phase for `cmdline` inside `ns` (and a UTS namespace of its own, so the
@@ -174,32 +73,30 @@ fn phase_in(
 ) -> (
     Result<NetworkReport, NetworkError>,
     String,
-    tempfile::TempDir,
+    RunDir,
     Duration,
 ) {
     let cfg = ipconfig::resolve(&Default::default(), None, cmdline)
         .expect("valid cmdline")
         .expect("network needed");
-    let run = tempfile::tempdir().unwrap();
+    let run = RunDir(ok(lab::disk::tempdir("netns-run")));
     let handoff = Handoff {
         run_dir: run.path().to_path_buf(),
         set_hostname: true,
     };
-    let path = format!("/run/netns/{}", ns.name);
     let (result, hostname, elapsed) = std::thread::scope(|s| {
         s.spawn(|| {
             // setns and unshare act on this thread only; the client threads it spawns inherit.
-            let fd = File::open(&path).expect("netns handle");
-            setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
-            unshare(CloneFlags::CLONE_NEWUTS).expect("unshare UTS");
-            nix::unistd::sethostname("before").expect("sethostname");
+            ok(ns.enter());
+            // SAFETY: unshare(2) gives this thread a UTS namespace of its own; no memory of
+            // ours is involved.
+            let r = unsafe { libc::unshare(libc::CLONE_NEWUTS) };
+            assert_eq!(r, 0, "unshare UTS: {}", std::io::Error::last_os_error());
+            std::fs::write("/proc/sys/kernel/hostname", "before").expect("set hostname");
             let start = Instant::now();
             let r = network::bring_up(&cfg, &mut |d| std::thread::sleep(d), &handoff);
             let elapsed = start.elapsed();
-            let h = nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (r, h, elapsed)
+            (r, hostname(), elapsed)
         })
         .join()
         .expect("client thread")
@@ -216,25 +113,25 @@ fn lease_json(run: &Path, ifname: &str) -> serde_json::Value {
 /// Client namespace with `vc0` (02:00:00:00:00:01) facing a server namespace's `vs0`
 /// (10.77.0.1/24, up).
 fn pair(tag: &str) -> (Netns, Netns) {
-    let c = Netns::new(&format!("{tag}c"));
-    let s = Netns::new(&format!("{tag}s"));
-    veth(&c, "vc0", "02:00:00:00:00:01", &s, "vs0");
-    s.ip(&["addr", "add", "10.77.0.1/24", "dev", "vs0"]);
-    s.ip(&["link", "set", "vs0", "up"]);
+    let c = netns(&format!("{tag}c"));
+    let s = netns(&format!("{tag}s"));
+    ok(c.add_veth("vc0", "02:00:00:00:00:01", &s, "vs0"));
+    ok(s.add_addr("vs0", "10.77.0.1/24"));
+    ok(s.link_up("vs0"));
     (c, s)
 }
 
-const RANGE: &str = "--dhcp-range=10.77.0.50,10.77.0.99,255.255.255.0,1h";
+const RANGE: &str = "10.77.0.50,10.77.0.99,255.255.255.0,1h";
 
 #[test]
 fn lease_fields_are_applied_to_the_link() {
     require_tools();
     let (c, s) = pair("fields");
-    let d = Dnsmasq::start(
+    let d = dnsmasq(
         &s,
         "vs0",
+        RANGE,
         &[
-            RANGE,
             "--dhcp-host=02:00:00:00:00:01,10.77.0.60,client60",
             "--dhcp-option=3,10.77.0.1",
             "--dhcp-option=6,10.77.0.1,10.77.0.2",
@@ -254,12 +151,15 @@ fn lease_fields_are_applied_to_the_link() {
         ["vc0: 10.77.0.60/24 (dhcp from 10.77.0.1)"]
     );
     // Read back with iproute2, independently of our netlink code.
-    let addr = c.ip(&["-4", "addr", "show", "dev", "vc0"]);
+    let addr = ip(&c, &["-4", "addr", "show", "dev", "vc0"]);
     assert!(addr.contains("inet 10.77.0.60/24"), "{addr}");
     assert!(addr.contains("mtu 1400"), "{addr}");
-    let routes = c.ip(&["-4", "route"]);
+    let routes = ip(&c, &["-4", "route"]);
     assert!(routes.contains("default via 10.77.0.1 dev vc0"), "{routes}");
-    assert!(c.ip(&["link", "show", "lo"]).contains("UP"), "loopback up");
+    assert!(
+        ip(&c, &["link", "show", "lo"]).contains("UP"),
+        "loopback up"
+    );
     let l = lease_json(run.path(), "vc0");
     assert_eq!(l["address"], "10.77.0.60");
     assert_eq!(l["prefix"], 24);
@@ -293,18 +193,18 @@ fn lease_fields_are_applied_to_the_link() {
 fn option_121_beats_option_3() {
     require_tools();
     let (c, s) = pair("r121");
-    let d = Dnsmasq::start(
+    let d = dnsmasq(
         &s,
         "vs0",
+        RANGE,
         &[
-            RANGE,
             "--dhcp-option=3,10.77.0.1",
             "--dhcp-option=121,10.99.0.0/16,10.77.0.1,0.0.0.0/0,10.77.0.254",
         ],
     );
     let (r, _, run, _) = phase_in(&c, "ip=vc0:dhcp terra.net.timeout=20 hostname=cfg-wins");
     r.unwrap_or_else(|e| panic!("{e}\ndnsmasq:\n{}", d.log()));
-    let routes = c.ip(&["-4", "route"]);
+    let routes = ip(&c, &["-4", "route"]);
     assert!(
         routes.contains("default via 10.77.0.254 dev vc0"),
         "{routes}"
@@ -325,7 +225,7 @@ fn a_nak_restarts_with_discover() {
     require_tools();
     let (c, s) = pair("nak");
     // Authoritative: a request for an address off this subnet is NAKed.
-    let d = Dnsmasq::start(&s, "vs0", &[RANGE, "--dhcp-authoritative"]);
+    let d = dnsmasq(&s, "vs0", RANGE, &["--dhcp-authoritative"]);
     let (r, _, run, _) = phase_in(&c, "ip=10.88.0.5:::::vc0:dhcp terra.net.timeout=20");
     r.unwrap_or_else(|e| panic!("{e}\ndnsmasq:\n{}", d.log()));
     let log = d.log();
@@ -361,29 +261,25 @@ fn a_silent_server_ends_in_a_bounded_explained_failure() {
 fn two_servers_on_one_segment() {
     require_tools();
     // client — bridge — two servers, all on 10.77.0.0/24.
-    let c = Netns::new("2sc");
-    let sw = Netns::new("2ssw");
-    let s1 = Netns::new("2s1");
-    let s2 = Netns::new("2s2");
-    sw.ip(&["link", "add", "br0", "type", "bridge"]);
-    sw.ip(&["link", "set", "br0", "up"]);
-    veth(&c, "vc0", "02:00:00:00:00:01", &sw, "p0");
-    veth(&s1, "e1", "02:00:00:00:01:01", &sw, "p1");
-    veth(&s2, "e2", "02:00:00:00:01:02", &sw, "p2");
+    let c = netns("2sc");
+    let sw = netns("2ssw");
+    let s1 = netns("2s1");
+    let s2 = netns("2s2");
+    ip(&sw, &["link", "add", "br0", "type", "bridge"]);
+    ok(sw.link_up("br0"));
+    ok(c.add_veth("vc0", "02:00:00:00:00:01", &sw, "p0"));
+    ok(s1.add_veth("e1", "02:00:00:00:01:01", &sw, "p1"));
+    ok(s2.add_veth("e2", "02:00:00:00:01:02", &sw, "p2"));
     for p in ["p0", "p1", "p2"] {
-        sw.ip(&["link", "set", p, "master", "br0"]);
-        sw.ip(&["link", "set", p, "up"]);
+        ip(&sw, &["link", "set", p, "master", "br0"]);
+        ok(sw.link_up(p));
     }
-    s1.ip(&["addr", "add", "10.77.0.1/24", "dev", "e1"]);
-    s1.ip(&["link", "set", "e1", "up"]);
-    s2.ip(&["addr", "add", "10.77.0.2/24", "dev", "e2"]);
-    s2.ip(&["link", "set", "e2", "up"]);
-    let d1 = Dnsmasq::start(&s1, "e1", &[RANGE]);
-    let d2 = Dnsmasq::start(
-        &s2,
-        "e2",
-        &["--dhcp-range=10.77.0.100,10.77.0.149,255.255.255.0,1h"],
-    );
+    ok(s1.add_addr("e1", "10.77.0.1/24"));
+    ok(s1.link_up("e1"));
+    ok(s2.add_addr("e2", "10.77.0.2/24"));
+    ok(s2.link_up("e2"));
+    let d1 = dnsmasq(&s1, "e1", RANGE, &[]);
+    let d2 = dnsmasq(&s2, "e2", "10.77.0.100,10.77.0.149,255.255.255.0,1h", &[]);
     let (r, _, run, _) = phase_in(&c, "ip=dhcp terra.net.timeout=20");
     r.unwrap_or_else(|e| panic!("{e}\ndnsmasq 1:\n{}\ndnsmasq 2:\n{}", d1.log(), d2.log()));
     let l = lease_json(run.path(), "vc0");
@@ -409,10 +305,10 @@ fn two_servers_on_one_segment() {
 fn two_links_the_first_lease_wins_and_stops_the_other() {
     require_tools();
     let (c, s) = pair("2l");
-    let quiet = Netns::new("2lq");
-    veth(&c, "vc1", "02:00:00:00:00:02", &quiet, "vq1");
-    quiet.ip(&["link", "set", "vq1", "up"]);
-    let d = Dnsmasq::start(&s, "vs0", &[RANGE]);
+    let quiet = netns("2lq");
+    ok(c.add_veth("vc1", "02:00:00:00:00:02", &quiet, "vq1"));
+    ok(quiet.link_up("vq1"));
+    let d = dnsmasq(&s, "vs0", RANGE, &[]);
     let (r, _, run, elapsed) = phase_in(&c, "ip=dhcp terra.net.timeout=20");
     let report = r.unwrap_or_else(|e| panic!("{e}\ndnsmasq:\n{}", d.log()));
     assert_eq!(report.configured.len(), 1);
@@ -422,24 +318,24 @@ fn two_links_the_first_lease_wins_and_stops_the_other() {
         "the silent link must be cancelled: {elapsed:?}"
     );
     assert!(!run.path().join("network/vc1.json").exists());
-    assert!(!c
-        .ip(&["-4", "addr", "show", "dev", "vc1"])
-        .contains("inet "));
+    assert!(!ip(&c, &["-4", "addr", "show", "dev", "vc1"]).contains("inet "));
 }
 
 #[test]
 fn a_link_that_comes_up_late() {
     require_tools();
     let (c, s) = pair("late");
-    s.ip(&["link", "set", "vs0", "down"]);
-    let d = Dnsmasq::start(&s, "vs0", &[RANGE]);
-    let name = s.name.clone();
-    let raiser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        sh(&["ip", "-n", &name, "link", "set", "vs0", "up"]);
+    ok(s.link_down("vs0"));
+    let d = dnsmasq(&s, "vs0", RANGE, &[]);
+    let (r, _, run, elapsed) = std::thread::scope(|scope| {
+        let raiser = scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1500));
+            ok(s.link_up("vs0"));
+        });
+        let out = phase_in(&c, "ip=dhcp terra.net.timeout=20");
+        raiser.join().unwrap();
+        out
     });
-    let (r, _, run, elapsed) = phase_in(&c, "ip=dhcp terra.net.timeout=20");
-    raiser.join().unwrap();
     r.unwrap_or_else(|e| panic!("{e}\ndnsmasq:\n{}", d.log()));
     assert!(elapsed >= Duration::from_millis(1400), "{elapsed:?}");
     assert_eq!(lease_json(run.path(), "vc0")["source"], "dhcp");
@@ -454,12 +350,8 @@ fn static_ip_form_applies_address_gateway_dns_and_hostname() {
         "ip=10.77.0.9::10.77.0.1:255.255.255.0:st9:vc0:off:10.77.0.53 terra.net.timeout=10",
     );
     r.unwrap_or_else(|e| panic!("{e}"));
-    assert!(c
-        .ip(&["-4", "addr", "show", "dev", "vc0"])
-        .contains("inet 10.77.0.9/24"));
-    assert!(c
-        .ip(&["-4", "route"])
-        .contains("default via 10.77.0.1 dev vc0"));
+    assert!(ip(&c, &["-4", "addr", "show", "dev", "vc0"]).contains("inet 10.77.0.9/24"));
+    assert!(ip(&c, &["-4", "route"]).contains("default via 10.77.0.1 dev vc0"));
     assert_eq!(hostname, "st9");
     let l = lease_json(run.path(), "vc0");
     assert_eq!(l["source"], "static");
@@ -467,9 +359,10 @@ fn static_ip_form_applies_address_gateway_dns_and_hostname() {
         .unwrap()
         .contains("nameserver 10.77.0.53"));
     // Reachability over the configured link, through the kernel.
-    let ping = Command::new("ip")
-        .args(["netns", "exec", &c.name, "ping", "-c1", "-W2", "10.77.0.1"])
-        .output();
+    let ping = lab::netns::run_timed(
+        c.command("ping").args(["-c1", "-W2", "10.77.0.1"]),
+        Duration::from_secs(10),
+    );
     if let Ok(p) = ping {
         assert!(p.status.success() || !Path::new("/bin/ping").exists());
     }
