@@ -7,6 +7,7 @@ pub mod config;
 pub mod crc;
 pub mod devices;
 pub mod early;
+pub mod entropy;
 pub mod iscsi;
 pub mod layout;
 pub mod modindex;

@@ -542,7 +542,7 @@ pub fn connect(portal: &Portal, cfg: &LoginConfig) -> Result<Session<TcpStream>,
             kind,
         };
         let stream = open(&portal, deadline).map_err(err)?;
-        let result = login(stream, &cfg, deadline, &mut super::sys::fill_random);
+        let result = login(stream, &cfg, deadline, &mut crate::entropy::fill_secret);
         match result {
             Ok(s) => return Ok(s),
             Err(LoginErrorKind::Redirect { address, .. }) => {

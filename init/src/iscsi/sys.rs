@@ -1,47 +1,6 @@
-//! Raw kernel interfaces of the iscsi phase: getrandom(2), and the C layout of NETLINK_ISCSI
-//! messages (`struct iscsi_uevent` in include/scsi/iscsi_if.h), encoded by hand in native
-//! byte order so no struct is ever transmuted.
-
-use std::io::Read;
-
-/// getrandom(2), falling back to /dev/urandom, then to the clock (a CHAP challenge must be
-/// unpredictable, but a boot must not stop because a pre-3.17 kernel lacks the syscall).
-pub fn fill_random(buf: &mut [u8]) {
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        // SAFETY: the pointer and length describe `rest`, a live, writable slice; the kernel
-        // writes at most `rest.len()` bytes into it and we read only what it reports.
-        let n = unsafe { nix::libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        match usize::try_from(n) {
-            Ok(n) if n > 0 => done += n,
-            _ if nix::errno::Errno::last() == nix::errno::Errno::EINTR => {}
-            _ => break,
-        }
-    }
-    if done == buf.len() {
-        return;
-    }
-    let rest = &mut buf[done..];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(rest))
-        .is_ok()
-    {
-        return;
-    }
-    let mut x = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0x9e37_79b9_7f4a_7c15)
-        | 1;
-    for b in rest {
-        // xorshift64
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-}
+//! Raw kernel interfaces of the iscsi phase: the C layout of NETLINK_ISCSI messages
+//! (`struct iscsi_uevent` in include/scsi/iscsi_if.h), encoded by hand in native byte order
+//! so no struct is ever transmuted.
 
 /// `enum iscsi_uevent_e`: requests (UEVENT_BASE = 10) and kernel events (KEVENT_BASE = 100).
 pub mod ev {
@@ -301,13 +260,5 @@ mod tests {
         assert_eq!(msgs[1].0, 17);
         assert!(nlmsgs(&[0u8; 7]).is_empty());
         assert!(nlmsgs(&[0xffu8; 40]).is_empty());
-    }
-
-    #[test]
-    fn random_bytes_vary() {
-        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
-        fill_random(&mut a);
-        fill_random(&mut b);
-        assert_ne!(a, b);
     }
 }

@@ -200,10 +200,27 @@ impl fmt::Display for Rejected {
     }
 }
 
+/// An empty BOOTREQUEST (op 1, htype 1, addresses 0, the magic cookie and End), decoded
+/// from bytes. Not `v4::Message::new_with_id`: its `..Default::default()` asks `rand` for an
+/// xid it then overwrites, and the first such call waits for the kernel's CRNG — a second
+/// of the network phase under QEMU early in boot.
+fn blank_request() -> v4::Message {
+    let mut b = [0u8; 241];
+    b[0] = 1;
+    b[1] = 1;
+    b[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    b[240] = 255;
+    v4::Message::decode(&mut Decoder::new(&b)).unwrap_or_else(|_| {
+        let z = Ipv4Addr::UNSPECIFIED;
+        v4::Message::new_with_id(0, z, z, z, z, &[])
+    })
+}
+
 fn base_message(id: &Identity, xid: u32, secs: u16, kind: MessageType) -> v4::Message {
-    let z = Ipv4Addr::UNSPECIFIED;
-    let mut msg = v4::Message::new_with_id(xid, z, z, z, z, &id.mac);
-    msg.set_opcode(Opcode::BootRequest)
+    let mut msg = blank_request();
+    msg.set_xid(xid)
+        .set_chaddr(&id.mac)
+        .set_opcode(Opcode::BootRequest)
         .set_htype(HType::Eth)
         .set_secs(secs)
         // RFC 2131 §4.1: a client that cannot receive unicast before it is configured sets
@@ -444,23 +461,12 @@ impl Rng {
         Rng(seed)
     }
 
-    /// A generator seeded from /dev/urandom (which never blocks), else from the clock.
+    /// A generator seeded from the kernel without waiting for its CRNG
+    /// ([`crate::entropy::fill_nonce`]): a transaction id need not be a secret.
     pub fn from_kernel() -> Self {
-        use std::io::Read;
         let mut b = [0u8; 8];
-        let ok = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut b))
-            .is_ok();
-        let seed = if ok {
-            u64::from_ne_bytes(b)
-        } else {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x9e37_79b9)
-                ^ u64::from(std::process::id())
-        };
-        Rng(seed)
+        crate::entropy::fill_nonce(&mut b);
+        Rng(u64::from_ne_bytes(b))
     }
 
     /// The next 64 random bits.
@@ -490,7 +496,7 @@ pub struct Transcript {
     pub discovers: u32,
     /// REQUESTs sent.
     pub requests: u32,
-    /// Replies taken: "OFFER 10.0.2.15 from 10.0.2.2", …
+    /// Replies taken: "OFFER 10.0.2.15/24 from 10.0.2.2 at 1.2 ms" (from the first send), …
     pub received: Vec<String>,
     /// Datagrams ignored, with the reason of the last few.
     pub ignored: u32,
@@ -498,10 +504,15 @@ pub struct Transcript {
     pub ignored_reasons: Vec<String>,
     /// Send errors.
     pub send_errors: Vec<String>,
+    /// When the first message went out; replies are timed from here.
+    pub started: Option<Instant>,
 }
 
 impl Transcript {
     fn receive(&mut self, r: &Reply) {
+        let ms = self
+            .started
+            .map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0);
         let line = match r.kind {
             ReplyKind::Nak => format!(
                 "NAK from {}{}",
@@ -516,6 +527,7 @@ impl Transcript {
                 r.kind, r.offered.address, r.offered.prefix, r.offered.server_id
             ),
         };
+        let line = format!("{line} at {ms:.1} ms");
         if self.received.len() >= 16 {
             self.received.remove(0);
         }
@@ -689,6 +701,7 @@ fn exchange(
         }
         match t.send(&make()) {
             Ok(()) => {
+                log.started.get_or_insert_with(Instant::now);
                 if requesting {
                     log.requests += 1;
                 } else {
@@ -799,6 +812,21 @@ mod tests {
                 DhcpOption::AddressLeaseTime(86400),
             ],
         )
+    }
+
+    #[test]
+    fn requests_encode_as_if_built_with_new_with_id() {
+        let i = id();
+        let z = Ipv4Addr::UNSPECIFIED;
+        let mut m = v4::Message::new_with_id(0x0bad_cafe, z, z, z, z, &i.mac);
+        m.set_opcode(Opcode::BootRequest)
+            .set_htype(HType::Eth)
+            .set_secs(3)
+            .set_flags(Flags::default().set_broadcast());
+        *m.opts_mut() = base_message(&i, 0x0bad_cafe, 3, MessageType::Discover)
+            .opts()
+            .clone();
+        assert_eq!(discover(&i, 0x0bad_cafe, 3), encode(&m));
     }
 
     #[test]

@@ -364,6 +364,13 @@ fn run_one(
     let now = nl
         .wait_carrier(link.index, deadline)
         .map_err(|e| fail(false, e.to_string()))?;
+    log::debug!(
+        "{}: carrier {} after {:.1} ms (running {})",
+        link.name,
+        if now.carrier { "up" } else { "down" },
+        started.elapsed().as_secs_f64() * 1000.0,
+        now.running
+    );
     match &iface.method {
         Method::Static(s) => {
             // A named link gets its static address with or without carrier; "any link" means

@@ -58,6 +58,8 @@ pub struct Link {
     pub up: bool,
     /// Carrier (IFF_LOWER_UP).
     pub carrier: bool,
+    /// Operationally up (IFF_RUNNING): the kernel's link watcher has processed the carrier.
+    pub running: bool,
     /// The loopback device.
     pub loopback: bool,
     /// An Ethernet-like link (ARPHRD_ETHER), the kind DHCP can run on.
@@ -176,6 +178,7 @@ fn parse_answer(message_type: u16, payload: &[u8]) -> Option<Answer> {
                 mac: Vec::new(),
                 up: h.flags.contains(LinkFlags::Up),
                 carrier: h.flags.contains(LinkFlags::LowerUp),
+                running: h.flags.contains(LinkFlags::Running),
                 loopback: h.flags.contains(LinkFlags::Loopback),
                 ether: h.link_layer_type == LinkLayerType::Ether,
                 mtu: None,
