@@ -152,10 +152,14 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
             plan.add_firmware(&ibft, dir)?;
         }
         let interfaces = ibft.interfaces();
-        if let Some(net) = net.as_mut().filter(|_| ibft_net && !interfaces.is_empty()) {
-            log::info!("network: from the iBFT: {} interface(s)", interfaces.len());
-            net.interfaces = interfaces;
-            net.nameservers.extend(ibft.nameservers());
+        if let Some(net) = net.as_mut().filter(|_| ibft_net) {
+            if interfaces.is_empty() {
+                log::warn!("network: the iBFT describes no NIC with a MAC; DHCP on any link");
+            } else {
+                log::info!("network: from the iBFT: {} interface(s)", interfaces.len());
+                net.interfaces = interfaces;
+                net.nameservers.extend(ibft.nameservers());
+            }
         }
     }
 
