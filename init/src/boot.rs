@@ -154,7 +154,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         let interfaces = ibft.interfaces();
         if let Some(net) = net.as_mut().filter(|_| ibft_net) {
             if interfaces.is_empty() {
-                log::warn!("network: the iBFT describes no NIC with a MAC; DHCP on any link");
+                log::warn!("network: the iBFT describes no usable NIC; DHCP on any link");
             } else {
                 log::info!("network: from the iBFT: {} interface(s)", interfaces.len());
                 net.interfaces = interfaces;
@@ -184,10 +184,13 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
                 .flat_map(|r| &r.configured)
                 .filter_map(|c| c.lease.root_path.as_deref())
                 .collect();
+            let mut added = 0;
             for root_path in &offered {
-                iscsi::target::add_root_path(&mut plan, &cfg.node.iscsi, root_path)?;
+                if iscsi::target::add_root_path(&mut plan, &cfg.node.iscsi, root_path)? {
+                    added += 1;
+                }
             }
-            if plan.targets.is_empty() {
+            if added == 0 {
                 return Err(IscsiError::NoDhcpRootPath {
                     offered: offered
                         .iter()

@@ -378,42 +378,15 @@ fn redirect_is_followed() {
     a.target(1, iqn);
     b.target(1, iqn);
     let port = b.port().to_string();
-    a.adm(&[
-        "--mode",
-        "target",
-        "--op",
-        "update",
-        "--tid",
-        "1",
-        "--name",
-        "RedirectAddress",
-        "--value",
-        "127.0.0.2",
-    ]);
-    a.adm(&[
-        "--mode",
-        "target",
-        "--op",
-        "update",
-        "--tid",
-        "1",
-        "--name",
-        "RedirectPort",
-        "--value",
-        &port,
-    ]);
-    a.adm(&[
-        "--mode",
-        "target",
-        "--op",
-        "update",
-        "--tid",
-        "1",
-        "--name",
-        "RedirectReason",
-        "--value",
-        "Temporary",
-    ]);
+    for (name, value) in [
+        ("RedirectAddress", "127.0.0.2"),
+        ("RedirectPort", port.as_str()),
+        ("RedirectReason", "Temporary"),
+    ] {
+        a.adm(&[
+            "--mode", "target", "--op", "update", "--tid", "1", "--name", name, "--value", value,
+        ]);
+    }
     let s = login(a.portal(), config(iqn)).expect("login via redirect");
     assert_eq!(
         s.stream().peer_addr().unwrap(),

@@ -353,12 +353,24 @@ impl Ibft {
     /// The network the firmware used to reach its targets, for the network phase
     /// (dracut's `ip=ibft`): each NIC a target is associated with (every NIC when none
     /// says), pinned by MAC, with the firmware's static IPv4 address or DHCP when the
-    /// firmware got its address by DHCP (or has none). NICs without a MAC are skipped.
+    /// firmware got its address by DHCP (or has none). NICs without a MAC, or on a VLAN
+    /// (stage0 makes no VLAN links), are skipped.
     pub fn interfaces(&self) -> Vec<IfaceConfig> {
         let used: Vec<u32> = self.targets.iter().filter_map(|t| t.nic).collect();
         self.nics
             .iter()
             .filter(|n| used.is_empty() || used.contains(&n.index))
+            .filter(|n| match n.vlan {
+                // stage0 makes no VLAN links: untagged DHCP there would only time out.
+                Some(v) => {
+                    log::warn!(
+                        "network: iBFT NIC {} is on VLAN {v}; not supported",
+                        n.index
+                    );
+                    false
+                }
+                None => true,
+            })
             .filter_map(|n| {
                 let mac = parse_mac(n.mac.as_deref()?)?;
                 let v4 = |a: Option<IpAddr>| match a {
@@ -739,14 +751,20 @@ pub fn plan(node: &IscsiSection, cmdline: &str) -> Result<Option<Plan>, ConfigEr
 
 impl Plan {
     /// Adds the iBFT's targets (`rd.iscsi.firmware`) and takes its initiator name unless
-    /// the command line gave one. Fails when the table names no target: the firmware was
-    /// asked for and there is nothing to boot from.
+    /// the command line gave one. A table without targets is an error only when nothing
+    /// else names one (node.toml, the command line, or a DHCP root path still to come);
+    /// otherwise it is logged and the boot goes on with the others.
     pub fn add_firmware(&mut self, ibft: &Ibft, dir: &Path) -> Result<(), super::IscsiError> {
         if ibft.targets.is_empty() {
-            return Err(super::IscsiError::NoFirmwareTarget {
+            let e = super::IscsiError::NoFirmwareTarget {
                 path: dir.to_path_buf(),
                 published: dir.is_dir(),
-            });
+            };
+            if self.targets.is_empty() && !self.from_dhcp {
+                return Err(e);
+            }
+            log::warn!("iscsi: {e}; going on with the other targets");
+            return Ok(());
         }
         if !self.initiator_given {
             if let Some(name) = &ibft.initiator {
@@ -785,13 +803,14 @@ impl Plan {
 
 /// Adds the target of a DHCP root path (option 17, `iscsi:…` as in `netroot=`) to a plan
 /// made with `netroot=dhcp`. Other root paths (NFS, …) are not ours and are ignored.
+/// Returns whether a target was added.
 pub fn add_root_path(
     plan: &mut Plan,
     node: &IscsiSection,
     root_path: &str,
-) -> Result<(), ConfigError> {
+) -> Result<bool, ConfigError> {
     if !root_path.starts_with("iscsi:") {
-        return Ok(());
+        return Ok(false);
     }
     let n = parse_netroot(root_path)
         .map_err(|expected| key_error("DHCP root-path", &redact_netroot(root_path), expected))?;
@@ -810,7 +829,7 @@ pub fn add_root_path(
         chap,
         source: Source::DhcpRootPath,
     });
-    Ok(())
+    Ok(true)
 }
 
 /// Removes secrets from a TOML parse error: the parser quotes the offending source line,
@@ -1188,13 +1207,36 @@ mutual_secret = "target-secret"
                 requested: "10.0.2.15".parse().ok()
             }
         );
+        let mut tagged = ibft.clone();
+        tagged.nics[0].vlan = Some(100);
+        assert!(tagged.interfaces().is_empty(), "VLAN NICs are skipped");
         let none = read_ibft(Path::new("/nonexistent"));
-        let e = p
+        let mut only_fw = plan(&IscsiSection::default(), "rd.iscsi.firmware")
+            .unwrap()
+            .unwrap();
+        let e = only_fw
             .add_firmware(&none, Path::new("/nonexistent"))
             .unwrap_err();
         assert!(e.to_string().contains("published no iBFT"), "{e}");
-        let e = p.add_firmware(&Ibft::default(), d.path()).unwrap_err();
+        let e = only_fw
+            .add_firmware(&Ibft::default(), d.path())
+            .unwrap_err();
         assert!(e.to_string().contains("has no valid target"), "{e}");
+        // With other targets (or a DHCP root path to come) an empty table is not fatal.
+        let mut others = plan(
+            &IscsiSection::default(),
+            "rd.iscsi.firmware netroot=iscsi:10.0.2.2::::iqn.2024-01.x:root",
+        )
+        .unwrap()
+        .unwrap();
+        others
+            .add_firmware(&none, Path::new("/nonexistent"))
+            .unwrap();
+        assert_eq!(others.targets.len(), 1);
+        let mut dhcp = plan(&IscsiSection::default(), "rd.iscsi.firmware netroot=dhcp")
+            .unwrap()
+            .unwrap();
+        dhcp.add_firmware(&none, Path::new("/nonexistent")).unwrap();
         assert!(read_ibft(Path::new("/nonexistent")).targets.is_empty());
     }
 
@@ -1203,7 +1245,7 @@ mutual_secret = "target-secret"
         let mut p = plan(&IscsiSection::default(), "netroot=dhcp")
             .unwrap()
             .unwrap();
-        add_root_path(&mut p, &IscsiSection::default(), "nfs:10.0.0.1:/root").unwrap();
+        assert!(!add_root_path(&mut p, &IscsiSection::default(), "nfs:10.0.0.1:/root").unwrap());
         assert!(p.targets.is_empty());
         add_root_path(
             &mut p,

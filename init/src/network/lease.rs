@@ -48,7 +48,8 @@ pub struct Lease {
     pub hostname: Option<String>,
     /// MTU (option 26, or config).
     pub mtu: Option<u32>,
-    /// Root path (option 17).
+    /// Root path (option 17); CHAP credentials in it are redacted when written out.
+    #[serde(serialize_with = "redacted_root_path")]
     pub root_path: Option<String>,
     /// TFTP server name (option 66).
     pub tftp_server: Option<String>,
@@ -111,6 +112,15 @@ pub fn write_resolv(run: &Path, text: &str) -> io::Result<PathBuf> {
     Ok(path)
 }
 
+/// Writes a root path with any `user:secret@` replaced: leases go to files and reports that
+/// anyone on the system may read.
+fn redacted_root_path<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(p) => s.serialize_some(&crate::iscsi::target::redact_netroot(p)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +176,18 @@ mod tests {
         assert_eq!(v["address"], "10.0.2.15");
         assert_eq!(v["routes"][0]["gateway"], "10.0.2.2");
         assert_eq!(v["lease_time_s"], 86400);
+        assert!(v["root_path"].is_null());
+        // A root path's CHAP credentials never reach the file.
+        let chap = Lease {
+            root_path: Some("iscsi:node:s3cret-chap@10.0.2.2::3260:1:iqn.2024-01.x:root".into()),
+            ..lease
+        };
+        let p = write_lease(dir.path(), &chap).unwrap();
+        let text = std::fs::read_to_string(p).unwrap();
+        assert!(!text.contains("s3cret-chap"), "{text}");
+        assert!(
+            text.contains("iscsi:***@10.0.2.2::3260:1:iqn.2024-01.x:root"),
+            "{text}"
+        );
     }
 }
