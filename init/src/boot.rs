@@ -282,7 +282,7 @@ fn load_network(
     // `ip=ibft` is ours to resolve (after the devices phase); the rest is ipconfig's.
     let mut line: String = cmdline
         .split_whitespace()
-        .filter(|w| *w != "ip=ibft")
+        .filter(|w| !matches!(*w, "ip=ibft" | "ip=\"ibft\"" | "\"ip=ibft\""))
         .collect::<Vec<_>>()
         .join(" ");
     if iscsi.is_some() || ip_ibft {
@@ -331,5 +331,54 @@ fn write_report(
     });
     if let Err(e) = result {
         log::warn!("cannot write {}: {e}", layout::BOOT_REPORT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::ipconfig::{Method, Selector};
+
+    /// What the network phase would do for `line` with an empty node.toml: the interfaces
+    /// (None: no network phase) and whether they are to come from the iBFT.
+    fn network_for(line: &str) -> (Option<Vec<(Selector, Method)>>, bool) {
+        let cfg = BootConfig::resolve(NodeConfig::default(), line).unwrap();
+        let plan = load_iscsi(&cfg, line).unwrap();
+        let (net, ibft) = load_network(&cfg, line, plan.as_ref()).unwrap();
+        let ifaces = net.map(|n| {
+            n.interfaces
+                .into_iter()
+                .map(|i| (i.selector, i.method))
+                .collect()
+        });
+        (ifaces, ibft)
+    }
+
+    #[test]
+    fn the_ibft_configures_the_network_only_when_nothing_else_does() {
+        let dhcp_any = Some(vec![(Selector::Any, Method::Dhcp { requested: None })]);
+        assert_eq!(network_for("quiet"), (None, false));
+        // rd.iscsi.firmware alone: the network is needed, and the iBFT's NICs will replace
+        // the DHCP-on-any-link default once the table is read.
+        assert_eq!(network_for("rd.iscsi.firmware"), (dhcp_any.clone(), true));
+        for line in ["ip=ibft", "ip=\"ibft\"", "rd.iscsi.firmware ip=ibft"] {
+            assert_eq!(network_for(line), (dhcp_any.clone(), true), "{line}");
+        }
+        // An explicit network wins over the firmware's.
+        assert_eq!(
+            network_for("rd.iscsi.firmware ip=dhcp"),
+            (dhcp_any.clone(), false)
+        );
+        let (ifaces, ibft) = network_for("rd.iscsi.firmware network=10.0.0.5/24");
+        assert!(!ibft);
+        assert!(matches!(
+            ifaces.as_deref(),
+            Some([(Selector::Any, Method::Static(_))])
+        ));
+        // iSCSI without the firmware never reads the table.
+        assert_eq!(
+            network_for("netroot=iscsi:10.0.2.2::::iqn.2024-01.x:root"),
+            (dhcp_any, false)
+        );
     }
 }
