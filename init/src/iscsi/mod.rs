@@ -110,7 +110,7 @@ impl fmt::Display for IscsiError {
                 } else {
                     write!(
                         f,
-                        "the firmware published no iBFT ({} is absent after loading iscsi_ibft)",
+                        "the firmware published no iBFT ({} is absent: iscsi_ibft found no table or did not load)",
                         path.display()
                     )
                 }
