@@ -410,9 +410,14 @@ mod tests {
         // What the builder writes is what stage0 reads: its own parsers accept the line
         // and see the same interface and targets.
         let line = n.kernel_args().unwrap().join(" ");
-        let net = terra_init::network::ipconfig::resolve(&Default::default(), None, &line)
-            .unwrap()
-            .expect("network needed");
+        let net = terra_init::network::ipconfig::resolve(
+            &Default::default(),
+            None,
+            &line,
+            Default::default(),
+        )
+        .unwrap()
+        .expect("network needed");
         assert_eq!(net.hostname.as_deref(), Some("n"));
         assert_eq!(net.interfaces.len(), 1);
         assert_eq!(net.nameservers.len(), 2);

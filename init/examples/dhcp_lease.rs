@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         nameservers: Vec::new(),
         hostname: None,
         timeout: Duration::from_secs(timeout_s),
+        ibft: false,
     };
     let run_dir = std::env::temp_dir().join(format!("terra-dhcp-lease-{}", std::process::id()));
     let handoff = Handoff {

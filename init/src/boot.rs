@@ -109,7 +109,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     let cmdline = String::from_utf8_lossy(&cmdline);
     let cfg = load_config(&cmdline)?;
     let mut iscsi_plan = load_iscsi(&cfg, &cmdline)?;
-    let (mut net, ibft_net) = load_network(&cfg, &cmdline, iscsi_plan.as_ref())?;
+    let mut net = load_network(&cfg, &cmdline, iscsi_plan.as_ref())?;
     if cfg.debug {
         log::set_max_level(log::LevelFilter::Debug);
     }
@@ -143,6 +143,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     // rd.iscsi.firmware / ip=ibft: the kernel shows the firmware's table only once
     // iscsi_ibft is loaded; its targets join the plan and its NICs become the network.
     let firmware = iscsi_plan.as_ref().is_some_and(|p| p.firmware);
+    let ibft_net = net.as_ref().is_some_and(|n| n.ibft);
     if firmware || ibft_net {
         s.phase = "iscsi";
         devices.load("iscsi_ibft");
@@ -264,32 +265,22 @@ fn load_config(cmdline: &str) -> Result<BootConfig, ConfigError> {
 }
 
 /// The network phase's task, from node.toml and the command line; None when nothing needs
-/// the network. iSCSI needs it: then it is as if `rd.neednet=1` were given. The flag says
-/// the interfaces are to come from the iBFT: `ip=ibft` (dracut), or `rd.iscsi.firmware`
-/// with no `ip=`/`network=` and no interfaces in node.toml.
+/// the network. iSCSI needs it; with `rd.iscsi.firmware` the iBFT may configure it.
 fn load_network(
     cfg: &BootConfig,
     cmdline: &str,
     iscsi: Option<&Plan>,
-) -> Result<(Option<NetConfig>, bool), ConfigError> {
-    let params = crate::cmdline::split(cmdline);
-    let ip_ibft = params
-        .iter()
-        .any(|p| p.key == "ip" && p.value.as_deref() == Some("ibft"));
-    let configured = params.iter().any(|p| p.key == "ip" || p.key == "network")
-        || !cfg.node.network.interfaces.is_empty();
-    let ibft = ip_ibft || (iscsi.is_some_and(|p| p.firmware) && !configured);
-    // `ip=ibft` is ours to resolve (after the devices phase); the rest is ipconfig's.
-    let mut line: String = cmdline
-        .split_whitespace()
-        .filter(|w| !matches!(*w, "ip=ibft" | "ip=\"ibft\"" | "\"ip=ibft\""))
-        .collect::<Vec<_>>()
-        .join(" ");
-    if iscsi.is_some() || ip_ibft {
-        line.push_str(" rd.neednet=1");
-    }
-    let net = network::ipconfig::resolve(&cfg.node.network, cfg.node.hostname.as_deref(), &line)?;
-    Ok((net, ibft))
+) -> Result<Option<NetConfig>, ConfigError> {
+    let needs = network::ipconfig::Needs {
+        network: iscsi.is_some(),
+        firmware: iscsi.is_some_and(|p| p.firmware),
+    };
+    network::ipconfig::resolve(
+        &cfg.node.network,
+        cfg.node.hostname.as_deref(),
+        cmdline,
+        needs,
+    )
 }
 
 /// The iscsi phase's task: targets from node.toml, the command line or the iBFT; None
@@ -344,7 +335,8 @@ mod tests {
     fn network_for(line: &str) -> (Option<Vec<(Selector, Method)>>, bool) {
         let cfg = BootConfig::resolve(NodeConfig::default(), line).unwrap();
         let plan = load_iscsi(&cfg, line).unwrap();
-        let (net, ibft) = load_network(&cfg, line, plan.as_ref()).unwrap();
+        let net = load_network(&cfg, line, plan.as_ref()).unwrap();
+        let ibft = net.as_ref().is_some_and(|n| n.ibft);
         let ifaces = net.map(|n| {
             n.interfaces
                 .into_iter()

@@ -76,7 +76,7 @@ fn phase_in(
     RunDir,
     Duration,
 ) {
-    let cfg = ipconfig::resolve(&Default::default(), None, cmdline)
+    let cfg = ipconfig::resolve(&Default::default(), None, cmdline, Default::default())
         .expect("valid cmdline")
         .expect("network needed");
     let run = RunDir(ok(lab::disk::tempdir("netns-run")));

@@ -127,6 +127,19 @@ pub struct NetConfig {
     pub hostname: Option<String>,
     /// Bound on the phase.
     pub timeout: Duration,
+    /// The interfaces are to be the firmware's (`ip=ibft`, or `rd.iscsi.firmware` with no
+    /// other network configured): the boot replaces them with the iBFT's NICs once the
+    /// table is readable, after the devices phase.
+    pub ibft: bool,
+}
+
+/// What other phases ask of the network, beside the command line and node.toml.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Another phase needs the network (iSCSI): as if `rd.neednet=1` were given.
+    pub network: bool,
+    /// `rd.iscsi.firmware`: the iBFT configures the network unless something else does.
+    pub firmware: bool,
 }
 
 /// Parses a MAC in `aa:bb:cc:dd:ee:ff` or `aa-bb-…` form.
@@ -393,6 +406,7 @@ pub fn resolve(
     section: &NetworkSection,
     node_hostname: Option<&str>,
     line: &str,
+    needs: Needs,
 ) -> Result<Option<NetConfig>, ConfigError> {
     let bad = |p: &cmdline::Param, expected: &'static str| ConfigError::Key {
         key: p.key.clone(),
@@ -400,6 +414,7 @@ pub fn resolve(
         expected,
     };
     let mut from_ip: Vec<IfaceConfig> = Vec::new();
+    let (mut ip_given, mut ip_ibft) = (false, false);
     let mut ip_hostname = None;
     let mut nameservers: Vec<Ipv4Addr> = Vec::new();
     let mut bootif = None;
@@ -412,7 +427,10 @@ pub fn resolve(
     for p in cmdline::split(line) {
         let v = p.value.as_deref();
         match (p.key.as_str(), v) {
+            // dracut's: the firmware's NICs, known once the iBFT is read.
+            ("ip", Some("ibft")) => ip_ibft = true,
             ("ip", Some(s)) => {
+                ip_given = true;
                 let arg = parse_ip(s).ok_or_else(|| bad(&p, IP_EXPECTED))?;
                 from_ip.extend(arg.iface);
                 ip_hostname = ip_hostname.or(arg.hostname);
@@ -492,7 +510,9 @@ pub fn resolve(
     if interfaces.is_empty() {
         interfaces = node_interfaces(section)?;
     }
-    if interfaces.is_empty() && neednet {
+    let ibft = ip_ibft
+        || (needs.firmware && !ip_given && network.is_none() && section.interfaces.is_empty());
+    if interfaces.is_empty() && (neednet || needs.network || ibft) {
         interfaces.push(IfaceConfig {
             selector: Selector::Any,
             method: Method::Dhcp { requested: None },
@@ -520,6 +540,7 @@ pub fn resolve(
     let mut seen = std::collections::HashSet::new();
     nameservers.retain(|n| seen.insert(*n));
     Ok(Some(NetConfig {
+        ibft,
         interfaces,
         nameservers,
         hostname: hostname
@@ -535,7 +556,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn r(line: &str) -> Option<NetConfig> {
-        resolve(&NetworkSection::default(), None, line).unwrap()
+        resolve(&NetworkSection::default(), None, line, Needs::default()).unwrap()
     }
 
     fn dhcp_any() -> IfaceConfig {
@@ -664,9 +685,14 @@ dhcp = true
             std::path::Path::new("node.toml"),
         )
         .unwrap();
-        let c = resolve(&node.network, node.hostname.as_deref(), "")
-            .unwrap()
-            .unwrap();
+        let c = resolve(
+            &node.network,
+            node.hostname.as_deref(),
+            "",
+            Needs::default(),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(c.interfaces.len(), 2);
         assert_eq!(c.interfaces[0].mtu, Some(1400));
         assert_eq!(c.interfaces[1].method, Method::Dhcp { requested: None });
@@ -677,6 +703,7 @@ dhcp = true
             &node.network,
             node.hostname.as_deref(),
             "ip=dhcp hostname=cmd",
+            Needs::default(),
         )
         .unwrap()
         .unwrap();
@@ -696,7 +723,9 @@ dhcp = true
             }],
             ..Default::default()
         };
-        let err = resolve(&bad, None, "").unwrap_err().to_string();
+        let err = resolve(&bad, None, "", Needs::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("network.interfaces[0].addresses"), "{err}");
     }
 
@@ -720,7 +749,8 @@ dhcp = true
             ("terra.net.timeout=soon", "terra.net.timeout"),
             ("ip=eth0:dhcp:12", "ip"),
         ] {
-            let err = resolve(&NetworkSection::default(), None, line).unwrap_err();
+            let err =
+                resolve(&NetworkSection::default(), None, line, Needs::default()).unwrap_err();
             assert!(
                 matches!(&err, ConfigError::Key { key: k, .. } if k == key),
                 "{line}: {err}"
@@ -731,7 +761,12 @@ dhcp = true
     proptest! {
         #[test]
         fn arbitrary_ip_values_never_panic(v in "[0-9a-z.:\\[\\]-]{0,80}") {
-            let _ = resolve(&NetworkSection::default(), None, &format!("ip={v} BOOTIF={v} iface={v}"));
+            let _ = resolve(
+                &NetworkSection::default(),
+                None,
+                &format!("ip={v} BOOTIF={v} iface={v}"),
+                Needs::default(),
+            );
         }
     }
 }
