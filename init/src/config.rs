@@ -1,5 +1,12 @@
 //! Boot configuration: the embedded `node.toml` (DESIGN.md §4) overlaid by the kernel
 //! command line (§5). The builder uses the same [`NodeConfig`] type to validate what it embeds.
+//!
+//! The schema flows one way: the tables of node.toml are plain data defined here (`[network]`
+//! in [`network`], `[iscsi]` in [`iscsi`]); the phases read them and own what they mean.
+//! Nothing under `config` names a phase module.
+
+pub mod iscsi;
+pub mod network;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,10 +34,10 @@ pub struct NodeConfig {
     pub boot: BootSection,
     /// `[network]`: interfaces, DNS and the phase's bound (network phase).
     #[serde(default)]
-    pub network: crate::network::NetworkSection,
+    pub network: network::NetworkSection,
     /// `[iscsi]`: initiator name and targets (iscsi phase).
     #[serde(default)]
-    pub iscsi: crate::iscsi::target::IscsiSection,
+    pub iscsi: iscsi::IscsiSection,
 }
 
 /// A btrfs disk group.
@@ -239,7 +246,7 @@ impl NodeConfig {
         toml::from_str(text).map_err(|e| ConfigError::Node {
             path: path.to_path_buf(),
             // The parser quotes the offending line: never one holding a CHAP secret.
-            message: crate::iscsi::target::redact_toml_error(&e.to_string()),
+            message: iscsi::redact_toml_error(&e.to_string()),
         })
     }
 

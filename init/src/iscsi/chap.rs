@@ -1,85 +1,15 @@
 //! CHAP for iSCSI (RFC 7143 §12.1.3 over RFC 1994), initiator side: one-way (the target
 //! checks us) and mutual (we check the target too). Algorithms: MD5 (CHAP_A=5) and SHA-256
-//! (CHAP_A=7). Secrets live in [`Secret`], which never prints.
+//! (CHAP_A=7). Secrets live in [`Secret`], which never prints (node.toml's type, defined with
+//! the `[iscsi]` schema in `crate::config::iscsi`).
 
 use std::fmt;
 
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
 
-/// A CHAP secret. Debug prints `***`; there is no Display; the bytes are overwritten when it
-/// is dropped (best effort: copies the allocator made earlier are out of reach).
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret's bytes, for computing a CHAP response and nothing else.
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-
-    /// Whether the secret is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        let mut bytes = std::mem::take(&mut self.0).into_bytes();
-        bytes.iter_mut().for_each(|b| *b = 0);
-        std::hint::black_box(&bytes);
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Secret;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
-                Ok(Secret::new(v))
-            }
-            // Every other type: an error that does not repeat the value (serde's default
-            // message would quote it, and config errors reach the console).
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
-                Err(E::custom(
-                    "a CHAP secret must be a string (value not shown)",
-                ))
-            }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
-                Err(E::custom(
-                    "a CHAP secret must be a string (value not shown)",
-                ))
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
-                Err(E::custom(
-                    "a CHAP secret must be a string (value not shown)",
-                ))
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
-                Err(E::custom(
-                    "a CHAP secret must be a string (value not shown)",
-                ))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
+/// Re-exported: CHAP code and its callers name it here.
+pub use crate::config::iscsi::Secret;
 
 /// A CHAP algorithm, by its IANA PPP authentication algorithm number (RFC 7143 §12.1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -563,26 +493,6 @@ mod tests {
             ),
             Err(ChapError::Invalid { key: "CHAP_C", .. })
         ));
-    }
-
-    #[test]
-    fn toml_secrets_of_the_wrong_type_are_not_echoed() {
-        #[derive(serde::Deserialize, Debug)]
-        struct T {
-            #[allow(dead_code)]
-            s: Secret,
-        }
-        let e = toml::from_str::<T>("s = 98765432\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("value not shown"), "{e}");
-        assert!(
-            !e.lines()
-                .any(|l| l.contains("98765432") && !l.contains('|')),
-            "{e}"
-        );
-        let ok: T = toml::from_str("s = \"x\"").unwrap();
-        assert_eq!(format!("{ok:?}"), "T { s: *** }");
     }
 
     proptest! {

@@ -7,10 +7,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::chap::{Chap, ChapAlgorithm, Credentials, Secret};
 use crate::cmdline;
+use crate::config::iscsi::IscsiSection;
 use crate::config::ConfigError;
 use crate::network::ipconfig::{parse_mac, IfaceConfig, Method, Selector, StaticAddr};
 
@@ -20,39 +19,6 @@ pub const DEFAULT_PORT: u16 = 3260;
 pub const DEFAULT_INITIATOR: &str = "iqn.2025-01.org.terra-os:stage0";
 /// Default bound on connecting, logging in and waiting for a LUN's disk.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `[iscsi]` in node.toml.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct IscsiSection {
-    /// Our iSCSI name.
-    pub initiator: Option<String>,
-    /// Seconds to wait per target (connect, login, disk).
-    pub timeout: Option<u64>,
-    /// Targets to log in to.
-    #[serde(default)]
-    pub targets: Vec<TargetEntry>,
-}
-
-/// `[[iscsi.targets]]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TargetEntry {
-    /// `host[:port]`, IPv6 in brackets.
-    pub portal: String,
-    /// The target's iSCSI name.
-    pub iqn: String,
-    /// The LUN holding the disk (Linux numbering); absent: every LUN the target has.
-    pub lun: Option<u64>,
-    /// CHAP name we log in with.
-    pub chap_user: Option<String>,
-    /// CHAP secret we log in with.
-    pub chap_secret: Option<Secret>,
-    /// Mutual CHAP: the name the target must answer with.
-    pub mutual_user: Option<String>,
-    /// Mutual CHAP: the secret the target must prove.
-    pub mutual_secret: Option<Secret>,
-}
 
 /// A portal: host (an IP literal or a name) and TCP port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -582,61 +548,60 @@ pub fn redact_netroot(v: &str) -> String {
     }
 }
 
-impl IscsiSection {
-    fn validate(&self) -> Result<Vec<Target>, ConfigError> {
-        let mut out = Vec::new();
-        for (i, t) in self.targets.iter().enumerate() {
-            let at = format!("iscsi.targets[{i}]");
-            let portal = Portal::parse(&t.portal).ok_or_else(|| {
-                node_error(format!(
-                    "{at}.portal = {:?}: expected host[:port], IPv6 in brackets",
-                    t.portal
-                ))
-            })?;
-            if t.iqn.is_empty() {
-                return Err(node_error(format!("{at}.iqn is empty")));
-            }
-            let pair = |u: &Option<String>, s: &Option<Secret>, what: &str| match (u, s) {
-                (Some(_), None) | (None, Some(_)) => Err(node_error(format!(
-                    "{at}: {what}_user and {what}_secret go together"
-                ))),
-                _ => Ok(()),
-            };
-            pair(&t.chap_user, &t.chap_secret, "chap")?;
-            pair(&t.mutual_user, &t.mutual_secret, "mutual")?;
-            if t.mutual_user.is_some() && t.chap_user.is_none() {
-                return Err(node_error(format!(
-                    "{at}: mutual CHAP needs chap_user and chap_secret too"
-                )));
-            }
-            out.push(Target {
-                portal,
-                iqn: t.iqn.clone(),
-                lun: t.lun,
-                chap: chap_from(
-                    t.chap_user.as_deref(),
-                    t.chap_secret.as_ref(),
-                    t.mutual_user.as_deref(),
-                    t.mutual_secret.as_ref(),
-                ),
-                source: Source::NodeConfig,
-            });
+/// node.toml's targets, checked.
+fn configured_targets(node: &IscsiSection) -> Result<Vec<Target>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, t) in node.targets.iter().enumerate() {
+        let at = format!("iscsi.targets[{i}]");
+        let portal = Portal::parse(&t.portal).ok_or_else(|| {
+            node_error(format!(
+                "{at}.portal = {:?}: expected host[:port], IPv6 in brackets",
+                t.portal
+            ))
+        })?;
+        if t.iqn.is_empty() {
+            return Err(node_error(format!("{at}.iqn is empty")));
         }
-        Ok(out)
-    }
-
-    /// The CHAP configured for `iqn`, so that a target named on the command line can use
-    /// credentials kept out of /proc/cmdline.
-    fn chap_for(&self, iqn: &str) -> Option<Chap> {
-        self.targets.iter().find(|t| t.iqn == iqn).and_then(|t| {
-            chap_from(
+        let pair = |u: &Option<String>, s: &Option<Secret>, what: &str| match (u, s) {
+            (Some(_), None) | (None, Some(_)) => Err(node_error(format!(
+                "{at}: {what}_user and {what}_secret go together"
+            ))),
+            _ => Ok(()),
+        };
+        pair(&t.chap_user, &t.chap_secret, "chap")?;
+        pair(&t.mutual_user, &t.mutual_secret, "mutual")?;
+        if t.mutual_user.is_some() && t.chap_user.is_none() {
+            return Err(node_error(format!(
+                "{at}: mutual CHAP needs chap_user and chap_secret too"
+            )));
+        }
+        out.push(Target {
+            portal,
+            iqn: t.iqn.clone(),
+            lun: t.lun,
+            chap: chap_from(
                 t.chap_user.as_deref(),
                 t.chap_secret.as_ref(),
                 t.mutual_user.as_deref(),
                 t.mutual_secret.as_ref(),
-            )
-        })
+            ),
+            source: Source::NodeConfig,
+        });
     }
+    Ok(out)
+}
+
+/// The CHAP node.toml configures for `iqn`, so that a target named on the command line can
+/// use credentials kept out of /proc/cmdline.
+fn chap_for(node: &IscsiSection, iqn: &str) -> Option<Chap> {
+    node.targets.iter().find(|t| t.iqn == iqn).and_then(|t| {
+        chap_from(
+            t.chap_user.as_deref(),
+            t.chap_secret.as_ref(),
+            t.mutual_user.as_deref(),
+            t.mutual_secret.as_ref(),
+        )
+    })
 }
 
 /// Works out the targets from node.toml and the command line. None when there is nothing
@@ -645,7 +610,7 @@ impl IscsiSection {
 /// [`Plan::add_firmware`]. The initiator name: the last of `rd.iscsi.initiator=` and
 /// `ISCSI_INITIATOR=`, else the iBFT's, else node.toml's, else [`DEFAULT_INITIATOR`].
 pub fn plan(node: &IscsiSection, cmdline: &str) -> Result<Option<Plan>, ConfigError> {
-    let configured = node.validate()?;
+    let configured = configured_targets(node)?;
     let mut initiator: Option<String> = None;
     let mut cmdline_targets = Vec::new();
     let (mut terra_name, mut terra_ip) = (None, None);
@@ -679,7 +644,7 @@ pub fn plan(node: &IscsiSection, cmdline: &str) -> Result<Option<Plan>, ConfigEr
                         c.mutual = n.mutual.map(|(user, secret)| Credentials { user, secret });
                         Some(c)
                     }
-                    None => node.chap_for(&n.iqn),
+                    None => chap_for(node, &n.iqn),
                 };
                 cmdline_targets.push(Target {
                     portal: n.portal,
@@ -701,7 +666,7 @@ pub fn plan(node: &IscsiSection, cmdline: &str) -> Result<Option<Plan>, ConfigEr
     match (terra_name, terra_ip) {
         (Some(iqn), Some(portal)) => cmdline_targets.push(Target {
             portal,
-            chap: node.chap_for(&iqn),
+            chap: chap_for(node, &iqn),
             lun: node
                 .targets
                 .iter()
@@ -820,7 +785,7 @@ pub fn add_root_path(
             c.mutual = n.mutual.map(|(user, secret)| Credentials { user, secret });
             Some(c)
         }
-        None => node.chap_for(&n.iqn),
+        None => chap_for(node, &n.iqn),
     };
     plan.targets.push(Target {
         portal: n.portal,
@@ -830,27 +795,6 @@ pub fn add_root_path(
         source: Source::DhcpRootPath,
     });
     Ok(true)
-}
-
-/// Removes secrets from a TOML parse error: the parser quotes the offending source line,
-/// and a line that sets a CHAP secret must not reach the console.
-pub fn redact_toml_error(message: &str) -> String {
-    message
-        .lines()
-        .map(|l| {
-            let snippet = l
-                .trim_start()
-                .split_once('|')
-                .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
-            if snippet && l.to_ascii_lowercase().contains("secret") {
-                let (n, _) = l.split_once('|').unwrap_or((l, ""));
-                format!("{n}| (line with a CHAP secret not shown)")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[cfg(test)]
@@ -963,7 +907,7 @@ mod tests {
     }
 
     fn section(text: &str) -> IscsiSection {
-        #[derive(Deserialize)]
+        #[derive(serde::Deserialize)]
         struct W {
             iscsi: IscsiSection,
         }
@@ -1013,15 +957,6 @@ mutual_secret = "target-secret"
         );
         let e = plan(&s, "").unwrap_err().to_string();
         assert!(e.contains("chap_user and chap_secret"), "{e}");
-        #[derive(Deserialize, Debug)]
-        #[allow(dead_code)]
-        struct W {
-            iscsi: IscsiSection,
-        }
-        let e = toml::from_str::<W>("[iscsi]\nbogus = 1\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]
@@ -1265,22 +1200,5 @@ mutual_secret = "target-secret"
         assert_eq!(parse_ibft_lun("0ff000000"), Some(255));
         assert_eq!(parse_ibft_lun("4101000000"), Some(0x4101));
         assert_eq!(parse_ibft_lun("1234"), None);
-    }
-
-    #[test]
-    fn toml_errors_do_not_show_secret_lines() {
-        #[derive(Deserialize, Debug)]
-        #[allow(dead_code)]
-        struct W {
-            iscsi: IscsiSection,
-        }
-        let text = "[iscsi]\n[[iscsi.targets]]\nportal = \"1.2.3.4\"\niqn = \"x\"\nchap_user = \"u\"\nchap_secret = 12345678901\n";
-        let e = toml::from_str::<W>(text).unwrap_err().to_string();
-        let r = redact_toml_error(&e);
-        assert!(!r.contains("12345678901"), "{r}");
-        assert!(r.contains("not shown"), "{r}");
-        let text = "[iscsi]\n[[iscsi.targets]]\nportal = \"1.2.3.4\"\niqn = \"x\"\nchap_secret = \"unterminated\n";
-        let e = toml::from_str::<W>(text).unwrap_err().to_string();
-        assert!(!redact_toml_error(&e).contains("unterminated"), "{e}");
     }
 }

@@ -16,50 +16,13 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::cmdline;
+use crate::config::network::NetworkSection;
 use crate::config::ConfigError;
 use crate::layout;
 
 /// Default bound on the whole network phase.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// node.toml `[network]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkSection {
-    /// Bound on the phase, seconds (like `terra.net.timeout=`).
-    pub timeout: Option<u64>,
-    /// DNS servers for every interface.
-    #[serde(default)]
-    pub nameservers: Vec<String>,
-    /// Interfaces to configure; a non-empty list makes the network needed at boot.
-    #[serde(default)]
-    pub interfaces: Vec<InterfaceSection>,
-}
-
-/// One `[[network.interfaces]]` entry.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct InterfaceSection {
-    /// Kernel name, e.g. `eth0`.
-    pub name: Option<String>,
-    /// Hardware address, e.g. `52:54:00:12:34:56`.
-    pub mac: Option<String>,
-    /// Ask a DHCP server (the default when no address is given).
-    pub dhcp: Option<bool>,
-    /// Static addresses with prefix, e.g. `10.0.0.5/24` (the first one is used).
-    #[serde(default)]
-    pub addresses: Vec<String>,
-    /// Default gateway for a static address.
-    pub gateway: Option<String>,
-    /// MTU to set.
-    pub mtu: Option<u32>,
-    /// DNS servers.
-    #[serde(default)]
-    pub nameservers: Vec<String>,
-}
 
 /// Which link an entry applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -553,6 +516,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::network::InterfaceSection;
     use proptest::prelude::*;
 
     fn r(line: &str) -> Option<NetConfig> {
@@ -709,12 +673,6 @@ dhcp = true
         .unwrap();
         assert_eq!(c.interfaces, vec![dhcp_any()]);
         assert_eq!(c.hostname.as_deref(), Some("cmd"));
-        let err = crate::config::NodeConfig::parse(
-            "[network]\n[[network.interfaces]]\nname = \"e\"\nbogus = 1\n",
-            std::path::Path::new("node.toml"),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("bogus"), "{err}");
         let bad = NetworkSection {
             interfaces: vec![InterfaceSection {
                 name: Some("e".into()),

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub use ipconfig::{IfaceConfig, Method, NetConfig, NetworkSection, Selector};
+pub use ipconfig::{IfaceConfig, Method, NetConfig, Selector};
 use lease::{Lease, LeaseRoute};
 use netlink::{Link, Netlink, NetlinkError, Route};
 
