@@ -12,11 +12,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use terra_init::bootstate::{self, BootState, NODE_FILE, STATE_DIR};
 use terra_init::config::{ConfigError, Disk, Group, NodeConfig, DEFAULT_ROOT_NAME};
+use terra_init::persist::DEFAULT_ETC_OVERLAY;
 use terra_init::probe;
 
 use crate::oci::{self, ApplyOptions, ImageRef, OciError, Platform, ResolveOptions, UnpackReport};
 use crate::tool::{self, ToolError};
+use crate::versions;
 
 /// What to install where.
 #[derive(Debug, Clone)]
@@ -38,6 +41,8 @@ pub struct InstallSpec {
     pub apply: ApplyOptions,
     /// Filesystem UUID of the root group (reproducible test disks).
     pub root_uuid: Option<String>,
+    /// Leave the first version writable (images that need a writable root).
+    pub writable: bool,
 }
 
 impl InstallSpec {
@@ -52,6 +57,7 @@ impl InstallSpec {
             plain_http: false,
             apply: ApplyOptions::default(),
             root_uuid: None,
+            writable: false,
         }
     }
 }
@@ -118,6 +124,8 @@ pub enum InstallError {
     Tool(ToolError),
     /// The image failed.
     Image(OciError),
+    /// Making the first version failed.
+    Version(Box<versions::VersionsError>),
 }
 
 impl fmt::Display for InstallError {
@@ -156,6 +164,7 @@ impl fmt::Display for InstallError {
             ),
             InstallError::Tool(e) => write!(f, "{e}"),
             InstallError::Image(e) => write!(f, "{e}"),
+            InstallError::Version(e) => write!(f, "{e}"),
         }
     }
 }
@@ -279,10 +288,16 @@ fn root_subvolume(node: &NodeConfig, group: &Group) -> String {
         .unwrap_or_else(|| DEFAULT_ROOT_NAME.into())
 }
 
-/// The fstab for the root: the root subvolume first, then every other subvolume.
-pub fn fstab(groups: &[Group], root_label: &str, root_name: &str) -> String {
+/// The fstab for the root: the root subvolume first (`ro` when the version is read-only,
+/// so the real system's remount keeps it so), then every other subvolume.
+pub fn fstab(groups: &[Group], root_label: &str, root_name: &str, root_read_only: bool) -> String {
     let mut s = String::from("# written by terra install\n");
-    s.push_str(&fstab_line(root_label, "/", root_name));
+    let root_subvol = if root_read_only {
+        format!("{root_name},ro")
+    } else {
+        root_name.to_string()
+    };
+    s.push_str(&fstab_line(root_label, "/", &root_subvol));
     for g in groups {
         for sv in g.subvolumes.iter().filter(|sv| sv.path != "/") {
             s.push_str(&fstab_line(&g.label, &sv.path, &sv.name));
@@ -350,7 +365,7 @@ fn continue_create(path: &Path, mb: u64) -> Result<(), InstallError> {
 }
 
 /// Loop devices attached for image files, detached on drop.
-struct Loops(Vec<String>);
+pub(crate) struct Loops(pub(crate) Vec<String>);
 
 impl Drop for Loops {
     fn drop(&mut self) {
@@ -367,7 +382,7 @@ impl Drop for Loops {
 }
 
 /// A mount, unmounted (and its directory removed) on drop.
-struct Mounted(PathBuf);
+pub(crate) struct Mounted(pub(crate) PathBuf);
 
 impl Drop for Mounted {
     fn drop(&mut self) {
@@ -377,7 +392,7 @@ impl Drop for Mounted {
 }
 
 /// Block devices for a group's disks: image files get loop devices.
-fn attach(group: &Group, loops: &mut Loops) -> Result<Vec<String>, InstallError> {
+pub(crate) fn attach(group: &Group, loops: &mut Loops) -> Result<Vec<String>, InstallError> {
     let mut devs = Vec::new();
     for d in &group.disk {
         let path = PathBuf::from(&d.device);
@@ -425,7 +440,7 @@ fn mkfs(group: &Group, devs: &[String], uuid: Option<&str>) -> Result<(), Instal
     Ok(())
 }
 
-fn mount(devs: &[String], mnt: &Path) -> Result<Mounted, InstallError> {
+pub(crate) fn mount(devs: &[String], mnt: &Path) -> Result<Mounted, InstallError> {
     fs::create_dir_all(mnt).map_err(|err| InstallError::Disk {
         disk: mnt.to_path_buf(),
         err,
@@ -441,7 +456,7 @@ fn mount(devs: &[String], mnt: &Path) -> Result<Mounted, InstallError> {
     Ok(Mounted(mnt.to_path_buf()))
 }
 
-fn subvolume_create(path: &Path) -> Result<(), InstallError> {
+pub(crate) fn subvolume_create(path: &Path) -> Result<(), InstallError> {
     tool::run(
         Command::new("btrfs")
             .args(["subvolume", "create"])
@@ -497,7 +512,7 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
             None => r.to_string(),
         },
         unpack: UnpackReport::default(),
-        fstab: fstab(&groups, &root_label, &root_name),
+        fstab: fstab(&groups, &root_label, &root_name, !spec.writable),
     };
     for (i, g) in groups.iter().enumerate() {
         let devs = attach(g, &mut loops)?;
@@ -516,25 +531,34 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
             subvolume_create(&mnt.join(&sv.name))?;
         }
         if i == root_idx {
-            let staging = mnt.join(format!(".terra-staging-{root_name}"));
-            subvolume_create(&staging)?;
-            report.unpack = oci::unpack_into(&image, &staging, &spec.apply)?;
-            for g2 in &groups {
-                for sv in g2.subvolumes.iter().filter(|s| s.path != "/") {
-                    oci::apply::mkdir_beneath(&staging, &sv.path)?;
-                }
+            // The first version, built like every upgrade's (layer chains kept for the
+            // next one), then the boot state that makes it the default.
+            let state_dir = mnt.join(STATE_DIR);
+            fs::create_dir_all(&state_dir).map_err(|e| OciError::io(&state_dir, e))?;
+            let kept = state_dir.join(NODE_FILE);
+            fs::write(&kept, &text).map_err(|e| OciError::io(&kept, e))?;
+            if !g.subvolumes.iter().any(|s| s.name == DEFAULT_ETC_OVERLAY) {
+                subvolume_create(&mnt.join(DEFAULT_ETC_OVERLAY))?;
             }
-            oci::apply::write_file_beneath(&staging, "etc/fstab", report.fstab.as_bytes(), 0o644)?;
-            if let Some(h) = &node.hostname {
-                oci::apply::write_file_beneath(
-                    &staging,
-                    "etc/hostname",
-                    format!("{h}\n").as_bytes(),
-                    0o644,
-                )?;
-            }
-            let dest = mnt.join(&root_name);
-            fs::rename(&staging, &dest).map_err(|e| OciError::io(&dest, e))?;
+            let mut kept_node = node.clone();
+            kept_node.groups = groups.clone();
+            let (version, built) = versions::build_version(
+                &mnt,
+                &versions::NewVersion {
+                    name: &root_name,
+                    image: &image,
+                    reference: &image_ref,
+                    node: &kept_node,
+                    label: &root_label,
+                    apply: &spec.apply,
+                    writable: spec.writable,
+                },
+            )
+            .map_err(|e| InstallError::Version(Box::new(e)))?;
+            report.unpack = built.unpack;
+            let mut state = BootState::new(version);
+            bootstate::store(&mnt, &mut state)
+                .map_err(|e| InstallError::Version(Box::new(e.into())))?;
         }
         // Unmount now (not at the end) so a later group's failure leaves this one whole.
         rustix::fs::sync();
@@ -587,9 +611,9 @@ label = "data"
         assert_eq!(root_group(&g), 0);
         assert_eq!(root_subvolume(&n, &g[0]), "os");
         assert_eq!(
-            fstab(&g, "os", "os"),
+            fstab(&g, "os", "os", true),
             "# written by terra install\n\
-             LABEL=os / btrfs subvol=/os 0 0\n\
+             LABEL=os / btrfs subvol=/os,ro 0 0\n\
              LABEL=os /home btrfs subvol=/home 0 0\n\
              LABEL=data /srv btrfs subvol=/srv 0 0\n"
         );

@@ -12,5 +12,6 @@ pub mod kmod;
 pub mod oci;
 pub mod pxe;
 pub mod tool;
+pub mod versions;
 
 pub use initramfs::{build, BuildReport, Compression, InitramfsError, InitramfsSpec};

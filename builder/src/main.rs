@@ -17,6 +17,8 @@ use terra_builder::pxe::{self, PxeSpec};
 // `terra image` and `terra install`, kept beside the library code they drive.
 #[path = "oci/cli.rs"]
 mod oci_cli;
+// `terra upgrade|versions|bless|rollback|gc`.
+mod versions_cli;
 
 const USAGE: &str = "\
 terra — builds Terra boot artifacts
@@ -31,6 +33,11 @@ Commands:
   image        pull and unpack OCI images (see `terra image --help`)
   install      make node.toml's btrfs disks and install an image as the root
                (see `terra install --help`)
+  upgrade      add a root version from an image; it boots tentatively
+  versions     list the root versions and their states (--json)
+  bless        confirm (good) or reject (bad) the tentative version
+  rollback     make the last good version the default
+  gc           remove old versions
 
 Options:
   -h, --help       print this help
@@ -193,6 +200,13 @@ fn run() -> Result<(), Error> {
         }
         Some(Value(cmd)) if cmd == "install" => {
             oci_cli::cmd_install(&mut parser).map_err(Error::Artifact)
+        }
+        Some(Value(cmd))
+            if ["upgrade", "versions", "bless", "rollback", "gc"]
+                .iter()
+                .any(|c| cmd == *c) =>
+        {
+            versions_cli::cmd(&cmd.to_string_lossy(), &mut parser).map_err(Error::Artifact)
         }
         Some(Value(cmd)) => Err(Error::Usage(format!(
             "unknown command {:?} (see `terra --help`)",

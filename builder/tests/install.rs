@@ -131,12 +131,37 @@ type = "single"
     let id = terra_init::probe::probe_fs(&mut fs::File::open(&disk).unwrap()).unwrap();
     assert_eq!(id.label.as_deref(), Some("os"));
     let m = Mount::new(&[&disk]);
-    assert_eq!(subvolumes(m.path()), ["home", "os", "var-log"]);
+    let all = subvolumes(m.path());
+    let (chains, subvols): (Vec<&String>, Vec<&String>) = all
+        .iter()
+        .partition(|s| s.starts_with(".terra/layers/sha256-"));
+    assert_eq!(subvols, ["home", "os", "persist", "var-log"]);
+    assert_eq!(
+        chains.len(),
+        2,
+        "one read-only chain subvolume per layer: {all:?}"
+    );
     let root = m.path().join("os");
+    // The first version: read-only, the default, recorded with its image's digest.
+    let ro = sh(Command::new("btrfs")
+        .args(["property", "get", "-ts"])
+        .arg(&root)
+        .arg("ro"));
+    assert_eq!(ro.trim(), "ro=true");
+    let state = terra_init::bootstate::load(m.path()).unwrap().unwrap();
+    assert_eq!(state.default, "os");
+    assert_eq!(state.versions.len(), 1);
+    assert!(state.versions[0].digest.starts_with("sha256:"), "{state:?}");
+    assert_eq!(state.versions[0].chains.len(), 2);
+    assert_eq!(
+        fs::read_to_string(m.path().join(".terra/node.toml")).unwrap(),
+        fs::read_to_string(&node).unwrap(),
+        "the node's config is kept on the disk for upgrades"
+    );
     assert_eq!(
         fs::read_to_string(root.join("etc/fstab")).unwrap(),
         "# written by terra install\n\
-         LABEL=os / btrfs subvol=/os 0 0\n\
+         LABEL=os / btrfs subvol=/os,ro 0 0\n\
          LABEL=os /home btrfs subvol=/home 0 0\n\
          LABEL=os /var/log btrfs subvol=/var-log 0 0\n"
     );
@@ -223,10 +248,11 @@ fn raid1_over_two_image_files_with_disks_from_the_command_line() {
         df.contains("Data, RAID1") && df.contains("Metadata, RAID1"),
         "{df}"
     );
-    assert_eq!(subvolumes(m.path()), ["v1"]);
+    let all = subvolumes(m.path());
+    assert!(all.contains(&"v1".to_string()), "{all:?}");
     assert_eq!(
         fs::read_to_string(m.path().join("v1/etc/fstab")).unwrap(),
-        "# written by terra install\nLABEL=pool / btrfs subvol=/v1 0 0\n"
+        "# written by terra install\nLABEL=pool / btrfs subvol=/v1,ro 0 0\n"
     );
     assert_eq!(
         fs::read_to_string(m.path().join("v1/etc/os-release")).unwrap(),

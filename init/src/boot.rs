@@ -12,6 +12,7 @@ use crate::layout;
 use crate::network::{self, lease::Lease, NetConfig, NetworkError};
 use crate::report::{peak_rss_kb, uptime_ms, BootReport, Clock, RootReport};
 use crate::rescue::{self, Diagnostics};
+use crate::select::{self, SelectError, VersionReport};
 use crate::storage::{self, StorageError};
 use crate::switch::{self, SwitchError};
 
@@ -33,6 +34,8 @@ pub enum Failure {
     Iscsi(IscsiError),
     /// Phase storage.
     Storage(StorageError),
+    /// Phase root: no version could be mounted.
+    Select(SelectError),
     /// Phases root and switch.
     Switch(SwitchError),
 }
@@ -46,6 +49,7 @@ impl fmt::Display for Failure {
             Failure::Network(e) => e.fmt(f),
             Failure::Iscsi(e) => e.fmt(f),
             Failure::Storage(e) => e.fmt(f),
+            Failure::Select(e) => e.fmt(f),
             Failure::Switch(e) => e.fmt(f),
         }
     }
@@ -58,7 +62,7 @@ macro_rules! from_error {
         }
     )*};
 }
-from_error!(EarlyError => Early, ConfigError => Config, DeviceError => Devices, NetworkError => Network, IscsiError => Iscsi, StorageError => Storage, SwitchError => Switch);
+from_error!(EarlyError => Early, ConfigError => Config, DeviceError => Devices, NetworkError => Network, IscsiError => Iscsi, StorageError => Storage, SelectError => Select, SwitchError => Switch);
 
 /// What the boot has learnt so far; rescue reports from it.
 struct State {
@@ -206,11 +210,12 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     }
 
     s.phase = "storage";
-    let root = storage::mount_root(&cfg, devices)?;
+    let root_dev = storage::find_root(&cfg, devices)?;
     s.clock.phase("storage");
 
     s.phase = "root";
-    switch::check_root(Path::new(layout::SYSROOT), &cfg.init)?;
+    let chosen = select::mount_root(&cfg, &root_dev, &mut |m| devices.load(m))?;
+    let (root, version) = (chosen.root, chosen.version);
     s.clock.phase("root");
 
     // The network phase, when it ran, already set the name (config first, then the lease).
@@ -229,14 +234,22 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         .flat_map(|r| &r.configured)
         .map(|c| &c.lease)
         .collect();
-    write_report(s, &root, &cfg.init, &leases, &attached);
+    write_report(s, &root, version.as_ref(), &cfg.init, &leases, &attached);
     log::info!(
         "exec {} after {:.1} ms in the initramfs (peak RSS {} kB)",
         cfg.init,
         s.clock.total_ms(),
         peak_rss_kb().unwrap_or(0)
     );
-    Err(switch::exec_init(&cfg.init).into())
+    let err = switch::exec_init(&cfg.init);
+    // The initramfs is gone: the next boot is where another version can run. Marked bad,
+    // this one is never chosen again, so a reboot cannot loop.
+    if let Some(v) = &version {
+        if select::exec_failed(&root, v, &err.to_string()) {
+            rescue::halt(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+        }
+    }
+    Err(err.into())
 }
 
 /// `hostname=` (Terra OS's key, the last one wins) or node.toml's `hostname`, set before
@@ -294,6 +307,7 @@ fn load_iscsi(cfg: &BootConfig, cmdline: &str) -> Result<Option<Plan>, ConfigErr
 fn write_report(
     s: &State,
     root: &RootReport,
+    version: Option<&VersionReport>,
     init: &str,
     network: &[&Lease],
     iscsi: &[iscsi::Attached],
@@ -310,6 +324,7 @@ fn write_report(
         initramfs_ms: s.clock.total_ms(),
         phases: &s.clock.phases,
         root,
+        version,
         init,
         modules,
         network,

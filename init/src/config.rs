@@ -92,8 +92,13 @@ pub struct Subvolume {
 pub struct BootSection {
     /// Like `root=`.
     pub root: Option<String>,
-    /// Like `version=`: the root subvolume.
+    /// Like `version=`: the root subvolume; on a filesystem with versions it pins that
+    /// version (no counting, no fallback).
     pub version: Option<String>,
+    /// The subvolume that keeps the `/etc` overlay's upper directory for read-only
+    /// versions (default `persist`, when the disk has it); `""` turns the overlay off.
+    /// Read from the node.toml `terra install` keeps on the disk.
+    pub etc_overlay: Option<String>,
     /// Like `init=`.
     pub init: Option<String>,
     /// Like `terra.timeout=`, seconds.
@@ -186,6 +191,9 @@ pub struct BootConfig {
     pub rootflags: Option<String>,
     /// The btrfs subvolume to mount when `rootflags=` names none.
     pub subvol: String,
+    /// Whether `version=` or `[boot] version` named [`BootConfig::subvol`]: on a
+    /// filesystem with versions that pins it.
+    pub pinned: bool,
     /// Mount the root read-only (`ro`, the default as with dracut) or read-write (`rw`).
     pub read_only: bool,
     /// The real init.
@@ -358,6 +366,7 @@ impl BootConfig {
             root,
             rootfstype,
             rootflags,
+            pinned: version.is_some(),
             subvol: version.unwrap_or_else(|| DEFAULT_ROOT_NAME.into()),
             read_only,
             init: init.unwrap_or_else(|| DEFAULT_INIT.into()),
@@ -380,19 +389,38 @@ impl BootConfig {
     /// Mount options for the root: `rootflags=` plus, for btrfs, the subvolume unless
     /// `rootflags=` already picks one.
     pub fn mount_options(&self, fstype: &str) -> String {
-        let mut opts: Vec<&str> = self
-            .rootflags
+        self.mount_options_for(fstype, &self.subvol)
+    }
+
+    /// `rootflags=` as a clean option list, without anything added.
+    pub fn rootflags_options(&self) -> String {
+        self.rootflags
             .as_deref()
-            .map(|f| f.split(',').filter(|o| !o.is_empty()).collect())
-            .unwrap_or_default();
-        let names_subvol = opts
-            .iter()
-            .any(|o| o.starts_with("subvol=") || o.starts_with("subvolid="));
-        let subvol = format!("subvol={}", self.subvol);
-        if fstype == "btrfs" && !names_subvol {
-            opts.push(&subvol);
+            .map(|f| f.split(',').filter(|o| !o.is_empty()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .join(",")
+    }
+
+    /// Whether `rootflags=` picks the subvolume itself (then versions do not apply).
+    pub fn rootflags_name_subvol(&self) -> bool {
+        self.rootflags_options()
+            .split(',')
+            .any(|o| o.starts_with("subvol=") || o.starts_with("subvolid="))
+    }
+
+    /// Mount options for subvolume `subvol`: `rootflags=` plus, for btrfs, the subvolume
+    /// unless `rootflags=` already picks one.
+    pub fn mount_options_for(&self, fstype: &str, subvol: &str) -> String {
+        let flags = self.rootflags_options();
+        if fstype != "btrfs" || self.rootflags_name_subvol() {
+            return flags;
         }
-        opts.join(",")
+        let subvol = format!("subvol={subvol}");
+        if flags.is_empty() {
+            subvol
+        } else {
+            format!("{flags},{subvol}")
+        }
     }
 }
 
@@ -414,6 +442,7 @@ mod tests {
         let c = resolve("console=ttyS0 quiet").unwrap();
         assert_eq!(c.root, RootSpec::Label("os".into()));
         assert_eq!(c.subvol, "os");
+        assert!(!c.pinned, "no version= given: the boot state chooses");
         assert_eq!(c.init, "/sbin/init");
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert_eq!(c.rescue, RescueAction::Shell);
@@ -441,6 +470,7 @@ mod tests {
             BootConfig {
                 root: RootSpec::Label("data".into()),
                 subvol: "v2".into(),
+                pinned: true,
                 read_only: false,
                 ..resolve("").unwrap()
             }

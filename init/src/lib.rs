@@ -1,7 +1,9 @@
 //! stage0, Terra's PID 1 in the initramfs, as a library: one module per boot phase
 //! (DESIGN.md §2) plus the types the builder shares with it.
 
+pub mod bless;
 pub mod boot;
+pub mod bootstate;
 pub mod cmdline;
 pub mod config;
 pub mod crc;
@@ -12,8 +14,10 @@ pub mod iscsi;
 pub mod layout;
 pub mod modindex;
 pub mod network;
+pub mod persist;
 pub mod probe;
 pub mod report;
 pub mod rescue;
+pub mod select;
 pub mod storage;
 pub mod switch;

@@ -104,6 +104,8 @@ pub struct BootReport<'a> {
     pub phases: &'a [Phase],
     /// The root.
     pub root: &'a RootReport,
+    /// The version chosen, when the root filesystem has versions (null otherwise).
+    pub version: Option<&'a crate::select::VersionReport>,
     /// The init executed.
     pub init: &'a str,
     /// Modules loaded, in order.

@@ -1,4 +1,5 @@
-//! Phase 6, storage: wait for the root device, load its filesystem, mount it at /sysroot.
+//! Phase 6, storage: wait for the root device and its members, load its filesystem; and
+//! the mount the root phase uses (phase 7 chooses what to mount).
 
 use std::fmt;
 use std::time::Instant;
@@ -43,6 +44,8 @@ pub enum StorageError {
         fstype: String,
         /// Mount options.
         options: String,
+        /// Where.
+        target: String,
         /// The kernel's answer.
         errno: Errno,
     },
@@ -66,12 +69,12 @@ impl fmt::Display for StorageError {
                 device,
                 fstype,
                 options,
+                target,
                 errno,
             } => {
                 write!(
                     f,
-                    "cannot mount {device} ({fstype}, options {options:?}) on {}: {errno}",
-                    crate::layout::SYSROOT
+                    "cannot mount {device} ({fstype}, options {options:?}) on {target}: {errno}"
                 )?;
                 if *errno == Errno::ENOENT && fstype == "btrfs" {
                     write!(f, " (does the subvolume exist?)")?;
@@ -96,8 +99,23 @@ pub fn matches(spec: &RootSpec, name: &str, id: &Identity) -> bool {
     }
 }
 
-/// Waits for the root device (bounded by `terra.timeout`) and mounts it at /sysroot.
-pub fn mount_root(cfg: &BootConfig, devices: &mut Devices) -> Result<RootReport, StorageError> {
+/// The root's block device, found and ready to mount.
+#[derive(Debug, Clone)]
+pub struct RootDevice {
+    /// Device node.
+    pub device: String,
+    /// Filesystem type.
+    pub fstype: String,
+    /// What probing found on it.
+    pub id: Identity,
+    /// Mount options every mount of it needs: for a multi-device btrfs, `device=` for
+    /// each member (`rootflags=` and the subvolume are the root phase's).
+    pub options: String,
+}
+
+/// Waits for the root device (bounded by `terra.timeout`), loads its filesystem and, for a
+/// multi-device btrfs, waits for the other members.
+pub fn find_root(cfg: &BootConfig, devices: &mut Devices) -> Result<RootDevice, StorageError> {
     let deadline = Instant::now() + cfg.timeout;
     log::info!(
         "waiting up to {} s for root {}",
@@ -122,7 +140,7 @@ pub fn mount_root(cfg: &BootConfig, devices: &mut Devices) -> Result<RootReport,
     if !devices.load(&format!("fs-{fstype}")) {
         devices.load(&fstype);
     }
-    let mut options = cfg.mount_options(&fstype);
+    let mut options = String::new();
     if fstype == "btrfs" {
         // A multi-device btrfs mounts only once the kernel knows every member: wait for them
         // (bounded like the root itself) and name them in `device=` options.
@@ -130,31 +148,48 @@ pub fn mount_root(cfg: &BootConfig, devices: &mut Devices) -> Result<RootReport,
             options = join_options(&options, &format!("device=/dev/{member}"));
         }
     }
+    Ok(RootDevice {
+        device,
+        fstype,
+        id,
+        options,
+    })
+}
+
+/// Mounts `root` at `target` with its options plus `extra` (e.g. `subvol=v2`).
+pub fn mount_at(
+    root: &RootDevice,
+    target: &str,
+    extra: &str,
+    read_only: bool,
+) -> Result<RootReport, StorageError> {
+    let options = join_options(&root.options, extra);
     let mut flags = MsFlags::empty();
-    if cfg.read_only {
+    if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
-    let _ = std::fs::create_dir_all(crate::layout::SYSROOT);
+    let _ = std::fs::create_dir_all(target);
     mount(
-        Some(device.as_str()),
-        crate::layout::SYSROOT,
-        Some(fstype.as_str()),
+        Some(root.device.as_str()),
+        target,
+        Some(root.fstype.as_str()),
         flags,
         Some(options.as_str()),
     )
     .map_err(|errno| StorageError::Mount {
-        device: device.clone(),
-        fstype: fstype.clone(),
+        device: root.device.clone(),
+        fstype: root.fstype.clone(),
         options: options.clone(),
+        target: target.to_string(),
         errno,
     })?;
     Ok(RootReport {
-        device,
-        fstype,
-        label: id.label,
-        uuid: id.uuid,
+        device: root.device.clone(),
+        fstype: root.fstype.clone(),
+        label: root.id.label.clone(),
+        uuid: root.id.uuid.clone(),
         options,
-        read_only: cfg.read_only,
+        read_only,
     })
 }
 
@@ -195,11 +230,12 @@ fn btrfs_members(
         .collect())
 }
 
-fn join_options(a: &str, b: &str) -> String {
-    if a.is_empty() {
-        b.to_string()
-    } else {
-        format!("{a},{b}")
+/// `a,b`, either of them possibly empty.
+pub fn join_options(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a},{b}"),
     }
 }
 

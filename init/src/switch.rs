@@ -118,12 +118,109 @@ pub fn check_root(root: &Path, init: &str) -> Result<(), SwitchError> {
             reason: "not an executable file".into(),
         });
     }
+    // exec happens after the initramfs is gone: what would make it fail is checked now,
+    // while another version can still boot instead.
+    runnable(root, &resolved).map_err(|reason| SwitchError::NoInit {
+        init: init.to_string(),
+        reason,
+    })?;
     for dir in MOVED {
         let path = root.join(&dir[1..]);
         if !path.is_dir() && fs::create_dir(&path).is_err() {
             return Err(SwitchError::NoMountPoint {
                 path: dir.to_string(),
             });
+        }
+    }
+    Ok(())
+}
+
+/// The ELF machine this stage0 runs on (and so the root's init must be built for).
+const ELF_MACHINE: Option<u16> = if cfg!(target_arch = "x86_64") {
+    Some(62)
+} else if cfg!(target_arch = "aarch64") {
+    Some(183)
+} else {
+    None
+};
+
+/// Whether the kernel could exec `path` (inside `root`): an ELF for this machine whose
+/// interpreter exists in the root, or a `#!` script whose interpreter does.
+pub fn runnable(root: &Path, path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_end(&mut head))
+        .map_err(|e| e.to_string())?;
+    if let Some(line) = head.strip_prefix(b"#!") {
+        let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let Some(interp) = line.split_whitespace().next() else {
+            return Err("#! names no interpreter".into());
+        };
+        let resolved =
+            resolve_in_root(root, interp).map_err(|e| format!("its interpreter {interp}: {e}"))?;
+        let meta = fs::metadata(&resolved).map_err(|e| format!("its interpreter {interp}: {e}"))?;
+        if !meta.is_file() || meta.mode() & 0o111 == 0 {
+            return Err(format!(
+                "its interpreter {interp} is not an executable file"
+            ));
+        }
+        return Ok(());
+    }
+    let Some(elf) = head.strip_prefix(b"\x7fELF") else {
+        return Err("neither an ELF executable nor a #! script".into());
+    };
+    let u16_at = |o: usize| {
+        elf.get(o - 4..o - 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |o: usize| {
+        head.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    };
+    // Only 64-bit little-endian ELF is checked further; other kinds fail at exec anyway
+    // on the machines stage0 is built for.
+    if elf.first() != Some(&2) || elf.get(1) != Some(&1) {
+        return Err("not a 64-bit little-endian ELF".into());
+    }
+    let machine = u16_at(0x12);
+    if let (Some(want), Some(got)) = (ELF_MACHINE, machine) {
+        if want != got {
+            return Err(format!("an ELF for machine {got}, not this one ({want})"));
+        }
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return Err("a truncated ELF header".into());
+    };
+    if phnum > 256 || phentsize > 256 {
+        return Err(format!(
+            "an ELF with an unusual program header table ({phnum} x {phentsize} bytes)"
+        ));
+    }
+    let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut table = vec![0u8; usize::from(phentsize) * usize::from(phnum)];
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::Start(phoff))
+        .and_then(|_| f.read_exact(&mut table))
+        .map_err(|e| format!("its program headers: {e}"))?;
+    for ph in table.chunks_exact(usize::from(phentsize.max(56))) {
+        if u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]) != 3 {
+            continue; // not PT_INTERP
+        }
+        let field = |o: usize| u64::from_le_bytes(ph[o..o + 8].try_into().unwrap_or_default());
+        let (offset, size) = (field(8), field(32));
+        let mut interp = vec![0u8; usize::try_from(size.min(4096)).unwrap_or(0)];
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(&mut interp))
+            .map_err(|e| format!("its interpreter path: {e}"))?;
+        let interp = String::from_utf8_lossy(interp.split(|&b| b == 0).next().unwrap_or_default())
+            .into_owned();
+        let resolved = resolve_in_root(root, &interp)
+            .map_err(|e| format!("its ELF interpreter {interp}: {e}"))?;
+        if !resolved.is_file() {
+            return Err(format!("its ELF interpreter {interp} is not a file"));
         }
     }
     Ok(())
@@ -213,7 +310,7 @@ mod tests {
         let r = root.path();
         fs::create_dir_all(r.join("lib/systemd")).unwrap();
         fs::create_dir_all(r.join("sbin")).unwrap();
-        fs::write(r.join("lib/systemd/systemd"), "x").unwrap();
+        fs::write(r.join("lib/systemd/systemd"), "#!/lib/systemd/systemd\n").unwrap();
         fs::set_permissions(
             r.join("lib/systemd/systemd"),
             fs::Permissions::from_mode(0o755),
@@ -233,6 +330,52 @@ mod tests {
         check_root(r, "/sbin/init").unwrap();
         for d in ["dev", "proc", "sys", "run"] {
             assert!(r.join(d).is_dir());
+        }
+    }
+
+    #[test]
+    fn inits_that_exec_would_refuse_are_found_before_the_switch() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("sbin")).unwrap();
+        let put = |name: &str, data: &[u8]| {
+            fs::write(r.join(name), data).unwrap();
+            fs::set_permissions(r.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        // A dynamic ELF (the host's sh) whose interpreter the root lacks.
+        let sh = fs::read("/bin/sh").unwrap();
+        put("sbin/init", &sh);
+        let err = check_root(r, "/sbin/init").unwrap_err().to_string();
+        assert!(err.contains("interpreter"), "{err}");
+        // A script whose interpreter is missing, then present.
+        put("sbin/init", b"#!/bin/busybox sh\necho hi\n");
+        let err = check_root(r, "/sbin/init").unwrap_err().to_string();
+        assert!(err.contains("/bin/busybox"), "{err}");
+        fs::create_dir_all(r.join("bin")).unwrap();
+        put("bin/busybox", b"#!/sbin/init\n");
+        check_root(r, "/sbin/init").unwrap();
+        // Neither ELF nor script, and an ELF for another machine.
+        put("sbin/init", b"MZ\x90\x00 not for this kernel");
+        let err = check_root(r, "/sbin/init").unwrap_err().to_string();
+        assert!(err.contains("neither an ELF"), "{err}");
+        let mut arm = sh.clone();
+        arm[0x12] = 183;
+        arm[0x13] = 0;
+        put("sbin/init", &arm);
+        let err = check_root(r, "/sbin/init").unwrap_err().to_string();
+        assert!(err.contains("machine 183"), "{err}");
+        put("sbin/init", &sh[..40]);
+        assert!(check_root(r, "/sbin/init").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_init_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), elf in proptest::prelude::any::<bool>()) {
+            let root = tempfile::tempdir().unwrap();
+            let mut data = if elf { b"\x7fELF\x02\x01".to_vec() } else { Vec::new() };
+            data.extend_from_slice(&bytes);
+            fs::write(root.path().join("init"), &data).unwrap();
+            let _ = runnable(root.path(), &root.path().join("init"));
         }
     }
 

@@ -56,6 +56,7 @@ Options:
       --platform P        platform picked from an index (default linux/amd64)
       --plain-http        talk HTTP to the registry
       --no-devices        leave out device nodes and fifos
+      --writable          leave the first version writable (booted rw with `rw`)
   -h, --help              print this help
 ";
 
@@ -206,6 +207,7 @@ pub fn cmd_install(parser: &mut lexopt::Parser) -> Result<(), CliError> {
             }
             Long("plain-http") => spec.plain_http = true,
             Long("no-devices") => spec.apply.devices = false,
+            Long("writable") => spec.writable = true,
             Value(v) if config.is_none() => config = Some(v.into()),
             _ => return Err(args(arg.unexpected(), "install")),
         }

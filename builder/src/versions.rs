@@ -1,0 +1,815 @@
+//! Root versions on a disk: `terra upgrade`, `terra versions`, `terra bless`, `terra
+//! rollback`, `terra gc`, and the version `terra install` makes first.
+//!
+//! A version is a read-only btrfs subvolume at the top level of the root group; the boot
+//! state beside it (`.terra/state.json`, [`terra_init::bootstate`]) says which is the
+//! default, which is tentative and which are bad. Each image layer chain (OCI chain ID)
+//! is kept as a read-only subvolume under `.terra/layers`, so an upgrade snapshots the
+//! longest chain it shares with what is on the disk and unpacks only the layers above it.
+//!
+//! Crash safety, step by step: work happens in `.terra/staging-<name>` and
+//! `.terra/trash`, which every operation sweeps first; a chain subvolume appears only
+//! complete (a snapshot taken after its layer is applied); a version subvolume is renamed
+//! into place only complete and read-only; and it becomes a candidate only when the state
+//! that names it has been stored (write, fsync, rename). So a kill at any point leaves the
+//! old state with its default, and a re-run completes.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest as _, Sha256};
+use terra_init::bootstate::{
+    self, BootState, StateError, Status, Version, DEFAULT_TRIES, LAYERS_DIR, NODE_FILE, STATE_DIR,
+};
+use terra_init::config::{Group, NodeConfig};
+
+use crate::install::{self, InstallError, Loops, Mounted};
+use crate::oci::{self, ApplyOptions, Image, ImageRef, OciError, ResolveOptions, UnpackReport};
+use crate::tool::{self, ToolError};
+
+/// Where `terra upgrade` and friends act.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// Disks, disk images or LUN files of the root group; empty means the running system
+    /// (found from `/run/terra/boot.json`).
+    pub disks: Vec<PathBuf>,
+}
+
+/// Why a version operation stopped; each names the disk, version or image.
+#[derive(Debug)]
+pub enum VersionsError {
+    /// Disks, loop devices, mounts.
+    Install(InstallError),
+    /// The boot state.
+    State(StateError),
+    /// The image.
+    Image(OciError),
+    /// A host tool.
+    Tool(ToolError),
+    /// Not enough free space for the layers to unpack.
+    NoSpace {
+        /// The disk (or the running system's root device).
+        disk: String,
+        /// What is needed at least, bytes.
+        need: u64,
+        /// What is free, bytes.
+        free: u64,
+    },
+    /// The operation makes no sense here.
+    Refused(String),
+    /// A file of the disk.
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        err: io::Error,
+    },
+}
+
+impl fmt::Display for VersionsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VersionsError::Install(e) => e.fmt(f),
+            VersionsError::State(e) => e.fmt(f),
+            VersionsError::Image(e) => e.fmt(f),
+            VersionsError::Tool(e) => e.fmt(f),
+            VersionsError::NoSpace { disk, need, free } => write!(
+                f,
+                "{disk}: not enough free space: the new layers need at least {} MiB, {} MiB \
+                 are free (nothing was written; `terra gc --keep N` frees old versions)",
+                need >> 20,
+                free >> 20
+            ),
+            VersionsError::Refused(why) => f.write_str(why),
+            VersionsError::Io { path, err } => write!(f, "{}: {err}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for VersionsError {}
+
+macro_rules! from_error {
+    ($($t:ty => $v:ident),*) => {$(
+        impl From<$t> for VersionsError {
+            fn from(e: $t) -> Self { VersionsError::$v(e) }
+        }
+    )*};
+}
+from_error!(InstallError => Install, StateError => State, OciError => Image, ToolError => Tool);
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VersionsError + '_ {
+    move |err| VersionsError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
+}
+
+/// The top level of a root group's filesystem, mounted read-write for the duration.
+pub struct Top {
+    /// The mount point.
+    pub path: PathBuf,
+    /// What to call the disk in messages.
+    pub disk: String,
+    /// The filesystem label.
+    pub label: String,
+    /// The version the running system booted (running-system mode only).
+    pub booted: Option<String>,
+    _lock: fs::File,
+    _mounted: Mounted,
+    _loops: Loops,
+    _work: oci::image::TempDir,
+}
+
+/// Mounts the top level of the root group on `target`'s disks (or the running system's
+/// root device), takes the version lock and sweeps what a killed run left.
+pub fn open(target: &Target) -> Result<Top, VersionsError> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(VersionsError::Refused(
+            "versions live on btrfs subvolumes: run as root (mount, loop devices)".into(),
+        ));
+    }
+    let work = oci::image::temp_dir("terra-versions")?;
+    let work_guard = oci::image::TempDir(work.clone());
+    let mnt = work.join("top");
+    let mut loops = Loops(Vec::new());
+    let (mounted, disk, booted) = if target.disks.is_empty() {
+        let report = fs::read(terra_init::layout::BOOT_REPORT).map_err(|e| {
+            VersionsError::Refused(format!(
+                "{}: {e}: without --disk, terra acts on the running system, which must have \
+                 booted a version with Terra",
+                terra_init::layout::BOOT_REPORT
+            ))
+        })?;
+        let booted =
+            terra_init::bless::booted_from_report(&report).map_err(VersionsError::Refused)?;
+        fs::create_dir_all(&mnt).map_err(io_err(&mnt))?;
+        tool::run(
+            Command::new("mount")
+                .args(["-t", "btrfs", "-o", &booted.top_options])
+                .arg(&booted.device)
+                .arg(&mnt),
+            "mount",
+        )?;
+        (
+            Mounted(mnt.clone()),
+            booted.device.clone(),
+            Some(booted.name),
+        )
+    } else {
+        let group = Group {
+            disk: target
+                .disks
+                .iter()
+                .map(|d| terra_init::config::Disk {
+                    device: d.to_string_lossy().into_owned(),
+                    size: None,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let devs = install::attach(&group, &mut loops)?;
+        let mounted = install::mount(&devs, &mnt)?;
+        let disk = target
+            .disks
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        (mounted, disk, None)
+    };
+    let label = tool::run(
+        Command::new("btrfs")
+            .args(["filesystem", "label"])
+            .arg(&mnt),
+        "btrfs-progs",
+    )?
+    .trim()
+    .to_string();
+    let dir = mnt.join(STATE_DIR);
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let lock_path = dir.join("lock");
+    let lock = fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            VersionsError::Refused(format!(
+                "{disk}: another terra is changing its versions ({} is locked)",
+                lock_path.display()
+            ))
+        },
+    )?;
+    let top = Top {
+        path: mnt,
+        disk,
+        label,
+        booted,
+        _lock: lock,
+        _mounted: mounted,
+        _loops: loops,
+        _work: work_guard,
+    };
+    sweep(&top.path)?;
+    Ok(top)
+}
+
+impl Top {
+    /// The boot state; a filesystem without one was not installed with versions.
+    pub fn state(&self) -> Result<BootState, VersionsError> {
+        bootstate::load(&self.path)?.ok_or_else(|| {
+            VersionsError::Refused(format!(
+                "{}: no {}/{} (installed before versions, or not by terra install)",
+                self.disk,
+                STATE_DIR,
+                bootstate::STATE_FILE
+            ))
+        })
+    }
+
+    /// Stores the boot state crash-safely.
+    pub fn store(&self, state: &mut BootState) -> Result<(), VersionsError> {
+        Ok(bootstate::store(&self.path, state)?)
+    }
+
+    /// The node.toml `terra install` kept on the disk (empty when there is none).
+    pub fn node(&self) -> Result<NodeConfig, VersionsError> {
+        let p = self.path.join(STATE_DIR).join(NODE_FILE);
+        NodeConfig::load(&p).map_err(|e| VersionsError::Install(InstallError::Config(e)))
+    }
+}
+
+fn staging_name(name: &str) -> String {
+    format!("staging-{name}")
+}
+
+/// Deletes what a killed run left: staging subvolumes and the trash.
+fn sweep(top: &Path) -> Result<(), VersionsError> {
+    let dir = top.join(STATE_DIR);
+    let trash = dir.join("trash");
+    let mut leftovers = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+        let entry = entry.map_err(io_err(&dir))?;
+        if entry.file_name().to_string_lossy().starts_with("staging-") {
+            leftovers.push(entry.path());
+        }
+    }
+    if trash.is_dir() {
+        for entry in fs::read_dir(&trash).map_err(io_err(&trash))? {
+            leftovers.push(entry.map_err(io_err(&trash))?.path());
+        }
+    }
+    for p in leftovers {
+        log_line(&format!(
+            "removing {} left by an interrupted run",
+            p.display()
+        ));
+        subvolume_delete(&p)?;
+    }
+    Ok(())
+}
+
+fn log_line(msg: &str) {
+    eprintln!("terra: {msg}");
+}
+
+fn subvolume_delete(path: &Path) -> Result<(), VersionsError> {
+    tool::run(
+        Command::new("btrfs")
+            .args(["subvolume", "delete"])
+            .arg(path),
+        "btrfs-progs",
+    )?;
+    Ok(())
+}
+
+fn snapshot(src: &Path, dst: &Path, read_only: bool) -> Result<(), VersionsError> {
+    let mut cmd = Command::new("btrfs");
+    cmd.args(["subvolume", "snapshot"]);
+    if read_only {
+        cmd.arg("-r");
+    }
+    tool::run(cmd.arg(src).arg(dst), "btrfs-progs")?;
+    Ok(())
+}
+
+/// The OCI chain IDs of `diff_ids`: the first is its diff_id, each next one
+/// `sha256(previous + " " + diff_id)` (image-spec, config.md "Layer ChainID").
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => {
+                let h = Sha256::digest(format!("{prev} {d}").as_bytes());
+                let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+                format!("sha256:{hex}")
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// A chain ID as a subvolume name (`sha256:ab…` → `sha256-ab…`).
+fn chain_dir(top: &Path, chain: &str) -> PathBuf {
+    top.join(STATE_DIR)
+        .join(LAYERS_DIR)
+        .join(chain.replace(':', "-"))
+}
+
+/// Free bytes for unprivileged data on the filesystem at `path`.
+fn free_bytes(path: &Path) -> Result<u64, VersionsError> {
+    let st = rustix::fs::statvfs(path).map_err(|e| VersionsError::Io {
+        path: path.to_path_buf(),
+        err: e.into(),
+    })?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// What a new version is made from and how it is written.
+pub struct NewVersion<'a> {
+    /// Its subvolume name.
+    pub name: &'a str,
+    /// The image, resolved and checked.
+    pub image: &'a Image,
+    /// The reference as the user gave it, for the state.
+    pub reference: &'a str,
+    /// The node config kept on the disk (fstab, hostname, mount points).
+    pub node: &'a NodeConfig,
+    /// The root group's label.
+    pub label: &'a str,
+    /// Layer application options.
+    pub apply: &'a ApplyOptions,
+    /// Leave it writable (images that need a writable root; `rw` mounts it so).
+    pub writable: bool,
+}
+
+/// What building a version did.
+#[derive(Debug, Clone, Default)]
+pub struct Built {
+    /// Layers the image has.
+    pub layers: usize,
+    /// Layers taken from a chain already on the disk (a snapshot, no unpack).
+    pub reused: usize,
+    /// The layers unpacked.
+    pub unpack: UnpackReport,
+}
+
+/// Makes version `v.name` under `top`: snapshot of the longest chain on the disk, the
+/// remaining layers applied one by one (each leaving its chain subvolume), the node's
+/// files, read-only, renamed into place. Returns the state entry (not stored: the caller
+/// adds it to the state) and what was done. A failure deletes the staging subvolume.
+pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), VersionsError> {
+    let diff_ids = &v.image.config.rootfs.diff_ids;
+    if diff_ids.len() != v.image.layers.len() {
+        return Err(VersionsError::Refused(format!(
+            "{}: {} layers but {} diff_ids in the config",
+            v.image.reference,
+            v.image.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = chain_ids(diff_ids);
+    let have = chains
+        .iter()
+        .rposition(|c| chain_dir(top, c).is_dir())
+        .map_or(0, |i| i + 1);
+    // The cheapest check first: never start what cannot fit. Compressed sizes are a lower
+    // bound on what unpacking writes; a full disk later is still caught and cleaned up.
+    let need: u64 = v.image.layers[have..]
+        .iter()
+        .map(|l| l.size.unwrap_or(0))
+        .sum();
+    let free = free_bytes(top)?;
+    if need > free {
+        return Err(VersionsError::NoSpace {
+            disk: top.display().to_string(),
+            need,
+            free,
+        });
+    }
+    let layers_dir = top.join(STATE_DIR).join(LAYERS_DIR);
+    fs::create_dir_all(&layers_dir).map_err(io_err(&layers_dir))?;
+    let staging = top.join(STATE_DIR).join(staging_name(v.name));
+    if have > 0 {
+        snapshot(&chain_dir(top, &chains[have - 1]), &staging, false)?;
+    } else {
+        install::subvolume_create(&staging)?;
+    }
+    let built = fill(top, &staging, v, &chains, have);
+    let built = match built {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = subvolume_delete(&staging);
+            return Err(disk_full(e, top));
+        }
+    };
+    // Renamed while writable (btrfs refuses to move a read-only subvolume), then made
+    // read-only; until the caller stores a state that names it, it is not a candidate.
+    let dest = top.join(v.name);
+    fs::rename(&staging, &dest).map_err(io_err(&dest))?;
+    if !v.writable {
+        tool::run(
+            Command::new("btrfs")
+                .args(["property", "set", "-ts"])
+                .arg(&dest)
+                .args(["ro", "true"]),
+            "btrfs-progs",
+        )?;
+    }
+    let version = Version {
+        name: v.name.to_string(),
+        status: Status::Tentative,
+        tries_left: 0,
+        image: v.reference.to_string(),
+        digest: v
+            .image
+            .manifest_digest
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        created: bootstate::now_rfc3339(),
+        confirmed: 0,
+        chains,
+        reason: None,
+        writable: v.writable,
+        extra: Default::default(),
+    };
+    Ok((version, built))
+}
+
+/// The steps between the staging snapshot and the rename.
+fn fill(
+    top: &Path,
+    staging: &Path,
+    v: &NewVersion,
+    chains: &[String],
+    have: usize,
+) -> Result<Built, VersionsError> {
+    let mut built = Built {
+        layers: chains.len(),
+        reused: have,
+        unpack: UnpackReport::default(),
+    };
+    for (layer, chain) in v.image.layers.iter().zip(chains).skip(have) {
+        let mut u = oci::apply::Unpacker::new(staging, v.apply.clone())?;
+        u.apply_layer(layer)?;
+        let r = u.finish()?;
+        built.unpack.layers += 1;
+        built.unpack.entries += r.entries;
+        built.unpack.whiteouts += r.whiteouts;
+        built.unpack.bytes += r.bytes;
+        built.unpack.skipped_devices += r.skipped_devices;
+        // A snapshot is created whole or not at all, and btrfs flushes the source's
+        // data first: a chain subvolume that exists is complete.
+        snapshot(staging, &chain_dir(top, chain), true)?;
+    }
+    write_node_files(staging, v.node, v.label, v.name, v.writable)?;
+    Ok(built)
+}
+
+/// A full disk while unpacking, said as such.
+fn disk_full(e: VersionsError, top: &Path) -> VersionsError {
+    let text = e.to_string();
+    if text.contains("os error 28") || text.contains("No space left") {
+        return VersionsError::NoSpace {
+            disk: top.display().to_string(),
+            need: 0,
+            free: free_bytes(top).unwrap_or(0),
+        };
+    }
+    e
+}
+
+/// `/etc/fstab`, `/etc/hostname` and the mount points of the node's subvolumes.
+fn write_node_files(
+    root: &Path,
+    node: &NodeConfig,
+    label: &str,
+    name: &str,
+    writable: bool,
+) -> Result<(), VersionsError> {
+    for g in &node.groups {
+        for sv in g.subvolumes.iter().filter(|s| s.path != "/") {
+            oci::apply::mkdir_beneath(root, &sv.path)?;
+        }
+    }
+    let fstab = install::fstab(&node.groups, label, name, !writable);
+    oci::apply::write_file_beneath(root, "etc/fstab", fstab.as_bytes(), 0o644)?;
+    if let Some(h) = &node.hostname {
+        oci::apply::write_file_beneath(root, "etc/hostname", format!("{h}\n").as_bytes(), 0o644)?;
+    }
+    Ok(())
+}
+
+/// `terra upgrade` options.
+#[derive(Debug, Clone)]
+pub struct UpgradeSpec {
+    /// The image reference.
+    pub reference: String,
+    /// The new version's name (default `vN`).
+    pub name: Option<String>,
+    /// Boots it gets before it must be confirmed.
+    pub tries: u32,
+    /// Versions kept by the collection after the upgrade.
+    pub keep: usize,
+    /// Resolution (platform, plain HTTP).
+    pub resolve: ResolveOptions,
+    /// Layer application.
+    pub apply: ApplyOptions,
+    /// Leave the version writable.
+    pub writable: bool,
+}
+
+impl UpgradeSpec {
+    /// Defaults for `reference`.
+    pub fn new(reference: &str) -> Self {
+        UpgradeSpec {
+            reference: reference.to_string(),
+            name: None,
+            tries: DEFAULT_TRIES,
+            keep: DEFAULT_KEEP,
+            resolve: ResolveOptions::default(),
+            apply: ApplyOptions::default(),
+            writable: false,
+        }
+    }
+}
+
+/// Versions kept unless `--keep` says otherwise.
+pub const DEFAULT_KEEP: usize = 3;
+
+/// What an upgrade did.
+#[derive(Debug, Clone)]
+pub enum Upgraded {
+    /// A version with the same manifest digest is there already.
+    Same(String),
+    /// A new tentative version.
+    New {
+        /// Its name.
+        name: String,
+        /// Tries it has.
+        tries: u32,
+        /// The build.
+        built: Built,
+        /// Versions removed by the collection.
+        removed: Vec<String>,
+    },
+}
+
+/// `terra upgrade`: pulls and checks the image (before anything is written), then makes
+/// a new tentative version and collects old ones.
+pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, VersionsError> {
+    let r: ImageRef = spec.reference.parse()?;
+    let image = oci::resolve(&r, &spec.resolve)?;
+    image.verify_blobs()?;
+    let top = open(target)?;
+    let mut state = top.state()?;
+    let digest = image
+        .manifest_digest
+        .as_ref()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    if let Some(same) = state
+        .versions
+        .iter()
+        .find(|v| !digest.is_empty() && v.digest == digest && v.status != Status::Bad)
+    {
+        return Ok(Upgraded::Same(same.name.clone()));
+    }
+    let name = match &spec.name {
+        Some(n) if !bootstate::valid_name(n) => {
+            return Err(VersionsError::Refused(format!(
+                "--name {n:?}: a version name is a plain subvolume name"
+            )))
+        }
+        Some(n) if state.get(n).is_some() => {
+            return Err(VersionsError::Refused(format!(
+                "{}: a version named {n:?} exists",
+                top.disk
+            )))
+        }
+        Some(n) => n.clone(),
+        None => next_name(&state, &top.path),
+    };
+    let dest = top.path.join(&name);
+    if dest.exists() {
+        // Not in the state: a run killed after the rename and before the store, or a
+        // subvolume of someone else's. Only the former is ours to remove.
+        if fs::symlink_metadata(dest.join("etc/fstab")).is_ok() && is_subvolume(&dest) {
+            log_line(&format!(
+                "removing {} left by an interrupted upgrade",
+                dest.display()
+            ));
+            subvolume_delete(&dest)?;
+        } else {
+            return Err(VersionsError::Refused(format!(
+                "{}: {} exists and is not a version; choose another --name",
+                top.disk,
+                dest.display()
+            )));
+        }
+    }
+    let node = top.node()?;
+    let (version, built) = build_version(
+        &top.path,
+        &NewVersion {
+            name: &name,
+            image: &image,
+            reference: &spec.reference,
+            node: &node,
+            label: &top.label,
+            apply: &spec.apply,
+            writable: spec.writable,
+        },
+    )?;
+    state.add_tentative(version, spec.tries)?;
+    top.store(&mut state)?;
+    let removed = collect(&top, &mut state, spec.keep)?;
+    Ok(Upgraded::New {
+        name,
+        tries: spec.tries.max(1),
+        built,
+        removed,
+    })
+}
+
+fn is_subvolume(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // A subvolume's root directory has inode number 256 on btrfs.
+    fs::symlink_metadata(p).is_ok_and(|m| m.ino() == 256)
+}
+
+/// `v<N>` for the first N from the version count on that is free.
+fn next_name(state: &BootState, top: &Path) -> String {
+    (state.versions.len() + 1..)
+        .map(|n| format!("v{n}"))
+        .find(|n| state.get(n).is_none() && !top.join(n).exists())
+        .unwrap_or_else(|| "v".into())
+}
+
+/// Removes versions beyond `keep` (never the default, the booted one, the last good or
+/// the tentative one) and the chain subvolumes no remaining version stands on. Each
+/// version is moved to the trash, forgotten by the stored state, then deleted.
+pub fn collect(
+    top: &Top,
+    state: &mut BootState,
+    keep: usize,
+) -> Result<Vec<String>, VersionsError> {
+    let doomed = state.collectable(keep.max(1), top.booted.as_deref());
+    let trash = top.path.join(STATE_DIR).join("trash");
+    if !doomed.is_empty() {
+        fs::create_dir_all(&trash).map_err(io_err(&trash))?;
+    }
+    for name in &doomed {
+        let src = top.path.join(name);
+        if src.exists() {
+            let dst = trash.join(name);
+            fs::rename(&src, &dst).map_err(io_err(&dst))?;
+        }
+        state.remove(name);
+    }
+    if !doomed.is_empty() {
+        top.store(state)?;
+    }
+    sweep(&top.path)?;
+    // Chains: keep every prefix of a remaining version's chains.
+    let wanted: std::collections::HashSet<String> = state
+        .versions
+        .iter()
+        .flat_map(|v| v.chains.iter().map(|c| c.replace(':', "-")))
+        .collect();
+    let layers = top.path.join(STATE_DIR).join(LAYERS_DIR);
+    if layers.is_dir() {
+        for entry in fs::read_dir(&layers).map_err(io_err(&layers))? {
+            let entry = entry.map_err(io_err(&layers))?;
+            if !wanted.contains(entry.file_name().to_string_lossy().as_ref()) {
+                subvolume_delete(&entry.path())?;
+            }
+        }
+    }
+    Ok(doomed)
+}
+
+/// One version as `terra versions` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionInfo {
+    /// Subvolume name.
+    pub name: String,
+    /// `default`, `tentative`, `good` or `bad`.
+    pub state: &'static str,
+    /// Boots left (tentative).
+    pub tries_left: u32,
+    /// Image reference.
+    pub image: String,
+    /// Manifest digest.
+    pub digest: String,
+    /// When it was made.
+    pub created: String,
+    /// Bytes only this version holds (btrfs exclusive bytes of its subvolume).
+    pub exclusive_bytes: Option<u64>,
+    /// Whether the running system booted it.
+    pub booted: bool,
+    /// Why it is bad.
+    pub reason: Option<String>,
+}
+
+/// `terra versions`.
+pub fn list(target: &Target) -> Result<Vec<VersionInfo>, VersionsError> {
+    let top = open(target)?;
+    let state = top.state()?;
+    Ok(state
+        .versions
+        .iter()
+        .map(|v| VersionInfo {
+            name: v.name.clone(),
+            state: state.shown_state(v),
+            tries_left: v.tries_left,
+            image: v.image.clone(),
+            digest: v.digest.clone(),
+            created: v.created.clone(),
+            exclusive_bytes: exclusive_bytes(&top.path.join(&v.name)),
+            booted: top.booted.as_deref() == Some(v.name.as_str()),
+            reason: v.reason.clone(),
+        })
+        .collect())
+}
+
+/// Exclusive bytes of the tree at `path`, from `btrfs filesystem du` (no quotas needed).
+pub fn exclusive_bytes(path: &Path) -> Option<u64> {
+    let out = tool::run(
+        Command::new("btrfs")
+            .args(["filesystem", "du", "-s", "--raw"])
+            .arg(path),
+        "btrfs-progs",
+    )
+    .ok()?;
+    out.lines().nth(1)?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `terra bless` on a disk: confirms or rejects the tentative version.
+pub fn bless(
+    target: &Target,
+    verdict: terra_init::bless::Verdict,
+) -> Result<String, VersionsError> {
+    use terra_init::bless::Verdict;
+    if target.disks.is_empty() {
+        return terra_init::bless::bless(verdict).map_err(VersionsError::Refused);
+    }
+    let top = open(target)?;
+    let mut state = top.state()?;
+    let tentative = state
+        .tentative()
+        .map(|t| t.name.clone())
+        .ok_or_else(|| VersionsError::Refused(format!("{}: no tentative version", top.disk)))?;
+    let msg = match verdict {
+        Verdict::Good => {
+            state.confirm(&tentative)?;
+            format!("version {tentative} confirmed: it is the default now")
+        }
+        Verdict::Bad => {
+            state.reject(Some(&tentative), "rejected by terra bless bad")?;
+            format!(
+                "version {tentative} rejected; the default stays {}",
+                state.default
+            )
+        }
+    };
+    top.store(&mut state)?;
+    Ok(msg)
+}
+
+/// `terra rollback`: the last good version becomes the default.
+pub fn rollback(target: &Target) -> Result<String, VersionsError> {
+    let top = open(target)?;
+    let mut state = top.state()?;
+    let previous = state.default.clone();
+    let to = state.rollback()?;
+    top.store(&mut state)?;
+    Ok(format!("default is now {to} (was {previous})"))
+}
+
+/// `terra gc`.
+pub fn gc(target: &Target, keep: usize) -> Result<Vec<String>, VersionsError> {
+    let top = open(target)?;
+    let mut state = top.state()?;
+    collect(&top, &mut state, keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = "sha256:aaaa".to_string();
+        let b = "sha256:bbbb".to_string();
+        let c = chain_ids(&[a.clone(), b]);
+        assert_eq!(c[0], a);
+        let h = Sha256::digest(b"sha256:aaaa sha256:bbbb");
+        let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(c[1], format!("sha256:{hex}"));
+        assert!(chain_ids(&[]).is_empty());
+    }
+}

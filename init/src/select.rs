@@ -1,0 +1,334 @@
+//! Phase 7, root: which version boots (ARCHITECTURE.md, "Versions and boot state").
+//!
+//! When the root filesystem carries a boot state (`.terra/state.json` at its top level),
+//! stage0 mounts the top level read-write at [`TOP`], chooses, counts and stores *before*
+//! the switch, and tries the candidates in order: a version that fails here — subvolume
+//! missing, mount refused, init missing, not executable or of a format that cannot run —
+//! is marked bad and the next one boots in the same boot. `version=` pins one version and
+//! never touches the counters. A filesystem without a state boots `version=`/`os` as it
+//! always did.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::bootstate::{self, BootState, Candidate, StateError, Why};
+use crate::config::BootConfig;
+use crate::layout::SYSROOT;
+use crate::report::RootReport;
+use crate::storage::{self, RootDevice, StorageError};
+use crate::switch::{self, SwitchError};
+
+/// Where the top level of the root filesystem is mounted while stage0 (or the
+/// confirmation in the real system) reads and writes the boot state.
+pub const TOP: &str = "/run/terra/top";
+
+/// Why no version could be mounted.
+#[derive(Debug)]
+pub enum SelectError {
+    /// The root (without versions) could not be mounted.
+    Storage(StorageError),
+    /// The root (without versions) is unusable.
+    Switch(SwitchError),
+    /// The pinned version cannot boot; pins never fall back.
+    Pinned {
+        /// The version.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Every candidate failed.
+    AllFailed {
+        /// Each attempt: version, why it was a candidate, why it failed.
+        attempts: Vec<Attempt>,
+    },
+}
+
+impl fmt::Display for SelectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SelectError::Storage(e) => e.fmt(f),
+            SelectError::Switch(e) => e.fmt(f),
+            SelectError::Pinned { name, reason } => write!(
+                f,
+                "version {name} (pinned by version=) cannot boot: {reason}"
+            ),
+            SelectError::AllFailed { attempts } => {
+                write!(f, "no version can boot:")?;
+                for a in attempts {
+                    write!(f, " {} ({}): {};", a.name, a.why, a.reason)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for SelectError {}
+
+/// A candidate that failed in the initramfs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// The version.
+    pub name: String,
+    /// Why it was a candidate.
+    pub why: Why,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// The `version` section of `/run/terra/boot.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionReport {
+    /// The version that booted.
+    pub name: String,
+    /// Why it was chosen.
+    pub why: Why,
+    /// Whether it is tentative (the real system is to confirm it).
+    pub tentative: bool,
+    /// Tries left after this boot (tentative versions).
+    pub tries_left: u32,
+    /// Candidates that failed before it, in this boot.
+    pub fallbacks: Vec<Attempt>,
+    /// The state's generation after this boot's changes.
+    pub generation: u64,
+    /// Mount options of the top level (device= members), for the confirmation.
+    pub top_options: String,
+    /// The confirmation command, when there is something to confirm.
+    pub confirm: Option<String>,
+    /// Persistent mounts stage0 made: mount point and what is there.
+    pub mounts: Vec<(String, String)>,
+}
+
+/// What the root phase mounted.
+#[derive(Debug)]
+pub struct Chosen {
+    /// The root at /sysroot.
+    pub root: RootReport,
+    /// The version, when the filesystem carries versions.
+    pub version: Option<VersionReport>,
+}
+
+/// Mounts the root at /sysroot: the chosen version when the filesystem has a boot state,
+/// else the subvolume the config names. `init` is checked in each candidate.
+pub fn mount_root(
+    cfg: &BootConfig,
+    dev: &RootDevice,
+    load_module: &mut dyn FnMut(&str) -> bool,
+) -> Result<Chosen, SelectError> {
+    let plain = || -> Result<Chosen, SelectError> {
+        let root = storage::mount_at(dev, SYSROOT, &cfg.mount_options(&dev.fstype), cfg.read_only)
+            .map_err(SelectError::Storage)?;
+        switch::check_root(Path::new(SYSROOT), &cfg.init).map_err(SelectError::Switch)?;
+        Ok(Chosen {
+            root,
+            version: None,
+        })
+    };
+    if dev.fstype != "btrfs" || cfg.rootflags_name_subvol() {
+        return plain();
+    }
+    let top_options = storage::join_options(&cfg.rootflags_options(), "subvolid=5");
+    if let Err(e) = storage::mount_at(dev, TOP, &top_options, false) {
+        log::warn!("root: no boot state ({e}); booting {}", cfg.subvol);
+        return plain();
+    }
+    let state = bootstate::load(Path::new(TOP));
+    let chosen = match state {
+        Ok(Some(state)) => choose(cfg, dev, state, &top_options, load_module),
+        Ok(None) => {
+            log::debug!("root: no .terra/state.json: booting {}", cfg.subvol);
+            unmount(TOP);
+            return plain();
+        }
+        Err(e) => {
+            // Unreadable state: the configured subvolume is the best guess left.
+            log::error!("root: {e}; booting {} without the boot state", cfg.subvol);
+            unmount(TOP);
+            return plain();
+        }
+    };
+    unmount(TOP);
+    chosen
+}
+
+fn choose(
+    cfg: &BootConfig,
+    dev: &RootDevice,
+    mut state: BootState,
+    top_options: &str,
+    load_module: &mut dyn FnMut(&str) -> bool,
+) -> Result<Chosen, SelectError> {
+    let top = Path::new(TOP);
+    let candidates = if cfg.pinned {
+        vec![Candidate {
+            name: cfg.subvol.clone(),
+            why: Why::Pinned,
+        }]
+    } else {
+        let mut c = state.begin_boot();
+        // The count must be on disk before the switch: a version that hangs or resets
+        // the machine has spent its try. Without it, skip the tentative version.
+        if let Err(e) = bootstate::store(top, &mut state) {
+            log::error!("root: cannot store the boot state ({e}); not trying a tentative version");
+            c.retain(|c| c.why != Why::Tentative);
+        }
+        c
+    };
+    let mut fallbacks = Vec::new();
+    for c in candidates {
+        let version = state.get(&c.name);
+        let writable = version.is_some_and(|v| v.writable) && !cfg.read_only;
+        let read_only = if version.is_some() {
+            !writable
+        } else {
+            cfg.read_only
+        };
+        log::info!("root: trying version {} ({})", c.name, c.why);
+        match try_version(cfg, dev, &c.name, read_only) {
+            Ok(root) => {
+                if !fallbacks.is_empty() {
+                    log::warn!(
+                        "root: fell back to version {} ({}) after {} failed",
+                        c.name,
+                        c.why,
+                        fallbacks
+                            .iter()
+                            .map(|a: &Attempt| a.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                let tentative = c.why == Why::Tentative;
+                let tries_left = version.map_or(0, |v| v.tries_left);
+                let mounts = crate::persist::mount(top, dev, read_only, load_module);
+                let confirm = tentative.then(crate::bless::install).flatten();
+                if tentative {
+                    log::info!(
+                        "root: version {} is tentative ({tries_left} tries left after this boot); the booted system confirms it",
+                        c.name
+                    );
+                }
+                return Ok(Chosen {
+                    root,
+                    version: Some(VersionReport {
+                        name: c.name,
+                        why: c.why,
+                        tentative,
+                        tries_left,
+                        fallbacks,
+                        generation: state.generation,
+                        top_options: top_options.to_string(),
+                        confirm,
+                        mounts,
+                    }),
+                });
+            }
+            Err(reason) => {
+                log::error!("root: version {} ({}) cannot boot: {reason}", c.name, c.why);
+                if c.why == Why::Pinned {
+                    return Err(SelectError::Pinned {
+                        name: c.name,
+                        reason,
+                    });
+                }
+                state.mark_bad(&c.name, &reason);
+                if let Err(e) = bootstate::store(top, &mut state) {
+                    log::error!("root: cannot record that {} is bad: {e}", c.name);
+                }
+                fallbacks.push(Attempt {
+                    name: c.name,
+                    why: c.why,
+                    reason,
+                });
+            }
+        }
+    }
+    Err(SelectError::AllFailed {
+        attempts: fallbacks,
+    })
+}
+
+/// Mounts version `name` at /sysroot and checks its init; on failure nothing stays
+/// mounted and the reason is returned.
+fn try_version(
+    cfg: &BootConfig,
+    dev: &RootDevice,
+    name: &str,
+    read_only: bool,
+) -> Result<RootReport, String> {
+    if !Path::new(TOP).join(name).is_dir() {
+        return Err(format!("subvolume {name} is missing"));
+    }
+    let root = storage::mount_at(
+        dev,
+        SYSROOT,
+        &cfg.mount_options_for(&dev.fstype, name),
+        read_only,
+    )
+    .map_err(|e| e.to_string())?;
+    if let Err(e) = switch::check_root(Path::new(SYSROOT), &cfg.init) {
+        unmount(SYSROOT);
+        return Err(e.to_string());
+    }
+    Ok(root)
+}
+
+fn unmount(path: &str) {
+    if let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        log::warn!("cannot unmount {path}: {e}");
+    }
+}
+
+/// After the switch, exec of the chosen version's init failed: mark it bad (unless it
+/// was pinned) so the next boot falls back. `/run` is the real root's now, so the top
+/// level is mounted there again. Returns whether the state was changed.
+pub fn exec_failed(root: &RootReport, version: &VersionReport, reason: &str) -> bool {
+    if version.why == Why::Pinned {
+        return false;
+    }
+    let marked = with_top(&root.device, &version.top_options, |top| {
+        let mut state = bootstate::load(top)?
+            .ok_or_else(|| StateError::Refused("the boot state disappeared".into()))?;
+        state.mark_bad(&version.name, reason);
+        bootstate::store(top, &mut state)
+    });
+    match marked {
+        Ok(()) => {
+            log::error!("root: version {} marked bad: {reason}", version.name);
+            true
+        }
+        Err(e) => {
+            log::error!("root: cannot mark version {} bad: {e}", version.name);
+            false
+        }
+    }
+}
+
+/// Mounts the top level of `device` with `options` at [`TOP`], runs `f`, unmounts.
+pub fn with_top<T>(
+    device: &str,
+    options: &str,
+    f: impl FnOnce(&Path) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let top = Path::new(TOP);
+    std::fs::create_dir_all(top).map_err(|err| StateError::Io {
+        path: top.to_path_buf(),
+        err,
+    })?;
+    nix::mount::mount(
+        Some(device),
+        TOP,
+        Some("btrfs"),
+        nix::mount::MsFlags::empty(),
+        Some(options),
+    )
+    .map_err(|e| StateError::Io {
+        path: top.to_path_buf(),
+        err: std::io::Error::other(format!("mount {device} ({options}): {e}")),
+    })?;
+    let out = f(top);
+    unmount(TOP);
+    out
+}
