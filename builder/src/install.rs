@@ -559,6 +559,7 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
             let mut state = BootState::new(version);
             bootstate::store(&mnt, &mut state)
                 .map_err(|e| InstallError::Version(Box::new(e.into())))?;
+            versions::settled(&mnt, &root_name);
         }
         // Unmount now (not at the end) so a later group's failure leaves this one whole.
         rustix::fs::sync();

@@ -7,8 +7,9 @@
 //! is kept as a read-only subvolume under `.terra/layers`, so an upgrade snapshots the
 //! longest chain it shares with what is on the disk and unpacks only the layers above it.
 //!
-//! Crash safety, step by step: work happens in `.terra/staging-<name>` and
-//! `.terra/trash`, which every operation sweeps first; a chain subvolume appears only
+//! Crash safety, step by step: work happens in `.terra/staging-<name>`, which every
+//! operation sweeps first, with a `.terra/pending-<name>` marker for a version between
+//! its subvolume and the stored state; a chain subvolume appears only
 //! complete (a snapshot taken after its layer is applied); a version subvolume is renamed
 //! into place only complete and read-only; and it becomes a candidate only when the state
 //! that names it has been stored (write, fsync, rename). So a kill at any point leaves the
@@ -171,6 +172,11 @@ pub fn open(target: &Target) -> Result<Top, VersionsError> {
             ..Default::default()
         };
         let devs = install::attach(&group, &mut loops)?;
+        // A copy of a disk image carries its filesystem's UUID; the kernel may still hold
+        // a registration of that UUID on a loop device that is gone. Forget unmounted ones.
+        let _ = Command::new("btrfs")
+            .args(["device", "scan", "--forget"])
+            .output();
         let mounted = install::mount(&devs, &mnt)?;
         let disk = target
             .disks
@@ -243,20 +249,40 @@ fn staging_name(name: &str) -> String {
     format!("staging-{name}")
 }
 
-/// Deletes what a killed run left: staging subvolumes and the trash.
+fn pending_marker(top: &Path, name: &str) -> PathBuf {
+    top.join(STATE_DIR).join(format!("pending-{name}"))
+}
+
+/// Drops the marker once the state that names `name` is stored.
+pub fn settled(top: &Path, name: &str) {
+    let _ = fs::remove_file(pending_marker(top, name));
+}
+
+/// Deletes what a killed run left: staging subvolumes, and versions that no stored state
+/// names while their `pending-` marker is still there (renamed into place but never
+/// stored, or forgotten by a collection but not yet deleted).
 fn sweep(top: &Path) -> Result<(), VersionsError> {
     let dir = top.join(STATE_DIR);
-    let trash = dir.join("trash");
     let mut leftovers = Vec::new();
+    let mut markers = Vec::new();
     for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
         let entry = entry.map_err(io_err(&dir))?;
-        if entry.file_name().to_string_lossy().starts_with("staging-") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("staging-") {
             leftovers.push(entry.path());
+        } else if let Some(version) = name.strip_prefix("pending-") {
+            markers.push((entry.path(), version.to_string()));
         }
     }
-    if trash.is_dir() {
-        for entry in fs::read_dir(&trash).map_err(io_err(&trash))? {
-            leftovers.push(entry.map_err(io_err(&trash))?.path());
+    if !markers.is_empty() {
+        let state = bootstate::load(top)?;
+        for (marker, version) in markers {
+            let known = state.as_ref().is_some_and(|s| s.get(&version).is_some());
+            let path = top.join(&version);
+            if !known && path.exists() {
+                leftovers.push(path);
+            }
+            fs::remove_file(&marker).map_err(io_err(&marker))?;
         }
     }
     for p in leftovers {
@@ -267,6 +293,17 @@ fn sweep(top: &Path) -> Result<(), VersionsError> {
         subvolume_delete(&p)?;
     }
     Ok(())
+}
+
+/// Test hook: with `TERRA_CRASH_AT=<point>` in the environment, the process kills itself
+/// with SIGKILL at that point, so tests can show each step is crash-safe (README,
+/// "Versions"). Points: `unpacked`, `chained`, `renamed`, `built`, `stored`, `forgotten`.
+fn crash_point(point: &str) {
+    if std::env::var_os("TERRA_CRASH_AT").is_some_and(|v| v == point) {
+        eprintln!("terra: TERRA_CRASH_AT={point}: killing myself");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
 }
 
 fn log_line(msg: &str) {
@@ -408,7 +445,14 @@ pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), Ver
     // Renamed while writable (btrfs refuses to move a read-only subvolume), then made
     // read-only; until the caller stores a state that names it, it is not a candidate.
     let dest = top.join(v.name);
+    // The marker names the subvolume as ours until a stored state does: a run killed
+    // between the rename and the store leaves it for the next run's sweep to remove.
+    let marker = pending_marker(top, v.name);
+    fs::File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(&marker))?;
     fs::rename(&staging, &dest).map_err(io_err(&dest))?;
+    crash_point("renamed");
     if !v.writable {
         tool::run(
             Command::new("btrfs")
@@ -456,6 +500,7 @@ fn fill(
         let mut u = oci::apply::Unpacker::new(staging, v.apply.clone())?;
         u.apply_layer(layer)?;
         let r = u.finish()?;
+        crash_point("unpacked");
         built.unpack.layers += 1;
         built.unpack.entries += r.entries;
         built.unpack.whiteouts += r.whiteouts;
@@ -464,6 +509,7 @@ fn fill(
         // A snapshot is created whole or not at all, and btrfs flushes the source's
         // data first: a chain subvolume that exists is complete.
         snapshot(staging, &chain_dir(top, chain), true)?;
+        crash_point("chained");
     }
     write_node_files(staging, v.node, v.label, v.name, v.writable)?;
     Ok(built)
@@ -595,21 +641,11 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
     };
     let dest = top.path.join(&name);
     if dest.exists() {
-        // Not in the state: a run killed after the rename and before the store, or a
-        // subvolume of someone else's. Only the former is ours to remove.
-        if fs::symlink_metadata(dest.join("etc/fstab")).is_ok() && is_subvolume(&dest) {
-            log_line(&format!(
-                "removing {} left by an interrupted upgrade",
-                dest.display()
-            ));
-            subvolume_delete(&dest)?;
-        } else {
-            return Err(VersionsError::Refused(format!(
-                "{}: {} exists and is not a version; choose another --name",
-                top.disk,
-                dest.display()
-            )));
-        }
+        return Err(VersionsError::Refused(format!(
+            "{}: {} exists and is not a version; choose another --name",
+            top.disk,
+            dest.display()
+        )));
     }
     let node = top.node()?;
     let (version, built) = build_version(
@@ -624,8 +660,11 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
             writable: spec.writable,
         },
     )?;
+    crash_point("built");
     state.add_tentative(version, spec.tries)?;
     top.store(&mut state)?;
+    settled(&top.path, &name);
+    crash_point("stored");
     let removed = collect(&top, &mut state, spec.keep)?;
     Ok(Upgraded::New {
         name,
@@ -635,15 +674,16 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
     })
 }
 
-fn is_subvolume(p: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // A subvolume's root directory has inode number 256 on btrfs.
-    fs::symlink_metadata(p).is_ok_and(|m| m.ino() == 256)
-}
-
-/// `v<N>` for the first N from the version count on that is free.
+/// `v<N>`, N one more than the highest such name so far (at least 2: the first install
+/// is `os` or its own name), skipping names taken on the disk.
 fn next_name(state: &BootState, top: &Path) -> String {
-    (state.versions.len() + 1..)
+    let highest = state
+        .versions
+        .iter()
+        .filter_map(|v| v.name.strip_prefix('v')?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(1);
+    (highest + 1..)
         .map(|n| format!("v{n}"))
         .find(|n| state.get(n).is_none() && !top.join(n).exists())
         .unwrap_or_else(|| "v".into())
@@ -651,27 +691,24 @@ fn next_name(state: &BootState, top: &Path) -> String {
 
 /// Removes versions beyond `keep` (never the default, the booted one, the last good or
 /// the tentative one) and the chain subvolumes no remaining version stands on. Each
-/// version is moved to the trash, forgotten by the stored state, then deleted.
+/// version gets a `pending-` marker, is forgotten by the stored state, then deleted: a
+/// kill in between leaves a subvolume the next sweep removes.
 pub fn collect(
     top: &Top,
     state: &mut BootState,
     keep: usize,
 ) -> Result<Vec<String>, VersionsError> {
     let doomed = state.collectable(keep.max(1), top.booted.as_deref());
-    let trash = top.path.join(STATE_DIR).join("trash");
-    if !doomed.is_empty() {
-        fs::create_dir_all(&trash).map_err(io_err(&trash))?;
-    }
     for name in &doomed {
-        let src = top.path.join(name);
-        if src.exists() {
-            let dst = trash.join(name);
-            fs::rename(&src, &dst).map_err(io_err(&dst))?;
-        }
+        let marker = pending_marker(&top.path, name);
+        fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&marker))?;
         state.remove(name);
     }
     if !doomed.is_empty() {
         top.store(state)?;
+        crash_point("forgotten");
     }
     sweep(&top.path)?;
     // Chains: keep every prefix of a remaining version's chains.

@@ -1,0 +1,357 @@
+//! `terra upgrade|versions|bless|rollback|gc` on disk images made by `terra install` (real
+//! mkfs.btrfs, loop devices, btrfs snapshots): only new layers are unpacked, the states
+//! agree at each step, a kill at any step leaves the default and a re-run completes, and a
+//! full disk is a clear error with nothing left as a candidate. Needs root.
+
+mod oci_common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oci_common::{add_image, layer, run_terra, terra, write_index, Comp, E};
+
+/// A layout with images tagged by name, each a list of layers.
+fn layout(dir: &Path, images: &[(&str, Vec<(Vec<u8>, Comp)>)]) -> PathBuf {
+    let layout = dir.join("layout");
+    let mut entries = Vec::new();
+    for (tag, layers) in images {
+        let (d, size) = add_image(&layout, "amd64", layers);
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": d, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": tag}
+        }));
+    }
+    write_index(&layout, entries);
+    layout
+}
+
+fn base() -> Vec<u8> {
+    layer(&[
+        E::Dir("etc", 0o755),
+        E::File("etc/os-release", b"NAME=test\n", 0o644),
+        E::Dir("sbin", 0o755),
+        E::File("sbin/init", b"#!/sbin/init\n", 0o755),
+        E::Dir("usr", 0o755),
+        E::File("usr/base", &[7u8; 4096], 0o644),
+    ])
+}
+
+fn top(tag: &'static [u8]) -> Vec<u8> {
+    layer(&[E::File("etc/version", tag, 0o644)])
+}
+
+/// Installs `oci:<layout>:v1` on a fresh 256 MiB disk image with a persistent subvolume.
+fn installed(dir: &Path, layout: &Path, mb: u64) -> PathBuf {
+    let disk = dir.join("disk.img");
+    let node = dir.join("node.toml");
+    fs::write(
+        &node,
+        format!(
+            "hostname = \"up-1\"\nimage = \"oci:{}:v1\"\n[[groups]]\nlabel = \"os\"\n\
+             [[groups.disk]]\ndevice = \"{}\"\nsize = {mb}\n\
+             [[groups.subvolumes]]\nname = \"data\"\npath = \"/var/lib/data\"\n",
+            layout.display(),
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run_terra(&["install", node.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    disk
+}
+
+fn versions(disk: &Path) -> Vec<serde_json::Value> {
+    let (ok, out, err) = run_terra(&["versions", "--disk", disk.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn states(disk: &Path) -> Vec<(String, String)> {
+    versions(disk)
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// Runs a shell-free command on the disk's top level, mounted at a temp dir.
+fn with_mount<T>(disk: &Path, f: impl FnOnce(&Path) -> T) -> T {
+    let m = tempfile::tempdir().unwrap();
+    let out = Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(disk)
+        .arg(m.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r = f(m.path());
+    let _ = Command::new("umount").arg(m.path()).output();
+    let _ = Command::new("btrfs")
+        .args(["device", "scan", "--forget"])
+        .output();
+    r
+}
+
+/// What a power cut would clear after a SIGKILL: the killed terra's mount of the top
+/// level and its loop devices (the disk's content is what the kill left).
+fn power_cut(disk: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        if m.contains("/terra-versions-") {
+            let _ = Command::new("umount").args(["-l", m]).output();
+        }
+    }
+    let out = Command::new("losetup").arg("-j").arg(disk).output().unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(dev) = line.split(':').next() {
+            let _ = Command::new("losetup").args(["-d", dev]).output();
+        }
+    }
+    let _ = Command::new("btrfs")
+        .args(["device", "scan", "--forget"])
+        .output();
+}
+
+fn upgrade(disk: &Path, reference: &str, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec!["upgrade", "--disk", disk.to_str().unwrap(), reference];
+    args.extend_from_slice(extra);
+    run_terra(&args)
+}
+
+#[test]
+fn upgrades_unpack_only_new_layers_and_every_command_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_base = layer(&[E::File("etc/os-release", b"NAME=other\n", 0o644)]);
+    let l = layout(
+        dir.path(),
+        &[
+            ("v1", vec![(base(), Comp::Gzip)]),
+            ("v2", vec![(base(), Comp::Gzip), (top(b"2\n"), Comp::Gzip)]),
+            ("v3", vec![(base(), Comp::Gzip), (top(b"3\n"), Comp::Zstd)]),
+            (
+                "other",
+                vec![(other_base, Comp::None), (top(b"o\n"), Comp::None)],
+            ),
+        ],
+    );
+    let disk = installed(dir.path(), &l, 256);
+    let r = |tag: &str| format!("oci:{}:{tag}", l.display());
+    assert_eq!(states(&disk), pairs(&[("os", "default")]));
+
+    let (ok, out, err) = upgrade(&disk, &r("v2"), &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("version v2 from")
+            && out.contains("1 of 2 layers from chains on the disk, 1 unpacked"),
+        "{out}"
+    );
+    let v = versions(&disk);
+    assert_eq!(v[1]["state"], "tentative");
+    assert_eq!(v[1]["tries_left"], 3);
+    assert!(v[1]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(v[1]["created"].as_str().unwrap().ends_with('Z'));
+    // Only the new layer's bytes (and the node's files) are exclusive to v2.
+    let excl = v[1]["exclusive_bytes"].as_u64().unwrap();
+    assert!(excl < 64 * 1024, "v2 holds {excl} exclusive bytes");
+
+    // The same image again: nothing to do.
+    let (ok, out, err) = upgrade(&disk, &r("v2"), &[]);
+    assert!(ok && out.contains("nothing to do"), "{out}{err}");
+
+    with_mount(&disk, |m| {
+        assert_eq!(fs::read_to_string(m.join("v2/etc/version")).unwrap(), "2\n");
+        assert!(fs::read_to_string(m.join("v2/etc/fstab"))
+            .unwrap()
+            .contains("LABEL=os / btrfs subvol=/v2,ro 0 0"));
+        assert_eq!(
+            fs::read_to_string(m.join("v2/etc/hostname")).unwrap(),
+            "up-1\n"
+        );
+        assert!(
+            m.join("v2/var/lib/data").is_dir(),
+            "mount point of the persistent subvolume"
+        );
+        let err = fs::write(m.join("v2/etc/x"), b"x").unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(30),
+            "versions are read-only: {err}"
+        );
+        assert!(
+            !m.join("os/etc/version").exists(),
+            "the old version is untouched"
+        );
+    });
+
+    // Offline confirmation, then a rollback, then a new tentative one superseding nothing.
+    let d = disk.to_str().unwrap();
+    let (ok, out, err) = run_terra(&["bless", "--disk", d, "good"]);
+    assert!(ok && out.contains("v2 confirmed"), "{out}{err}");
+    assert_eq!(states(&disk), pairs(&[("os", "good"), ("v2", "default")]));
+    let (ok, out, err) = run_terra(&["rollback", "--disk", d]);
+    assert!(ok && out.contains("default is now os"), "{out}{err}");
+    assert_eq!(states(&disk), pairs(&[("os", "default"), ("v2", "good")]));
+    let (ok, _, err) = run_terra(&["bless", "--disk", d, "good"]);
+    assert!(!ok && err.contains("no tentative version"), "{err}");
+
+    // An image sharing no layer unpacks both; one sharing the base reuses it.
+    let (ok, out, err) = upgrade(&disk, &r("other"), &["--name", "o1", "--tries", "2"]);
+    assert!(
+        ok && out.contains("0 of 2 layers from chains"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = upgrade(&disk, &r("v3"), &["--keep", "3"]);
+    assert!(
+        ok && out.contains("1 of 2 layers from chains"),
+        "{out}{err}"
+    );
+    // v3 superseded the unconfirmed o1; keep 3 removed the bad o1, nothing protected.
+    assert!(out.contains("removed old versions o1"), "{out}");
+    assert_eq!(
+        states(&disk),
+        pairs(&[("os", "default"), ("v2", "good"), ("v3", "tentative")])
+    );
+    let (ok, out, err) = run_terra(&["gc", "--disk", d, "--keep", "1"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("nothing to remove"),
+        "default, last good and tentative stay: {out}"
+    );
+    with_mount(&disk, |m| {
+        let chains: Vec<_> = fs::read_dir(m.join(".terra/layers")).unwrap().collect();
+        // base, base+2, base+3: the "other" chains went with o1.
+        assert_eq!(chains.len(), 3, "{chains:?}");
+    });
+    let (ok, _, err) = upgrade(&disk, &r("other"), &["--name", "bad/name"]);
+    assert!(!ok && err.contains("bad/name"), "{err}");
+}
+
+#[test]
+fn a_killed_upgrade_leaves_the_default_and_a_rerun_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = layout(
+        dir.path(),
+        &[
+            ("v1", vec![(base(), Comp::Gzip)]),
+            ("v2", vec![(base(), Comp::Gzip), (top(b"2\n"), Comp::Gzip)]),
+        ],
+    );
+    let disk = installed(dir.path(), &l, 256);
+    let pristine = dir.path().join("pristine.img");
+    fs::copy(&disk, &pristine).unwrap();
+    let r = format!("oci:{}:v2", l.display());
+    for point in ["unpacked", "chained", "renamed", "built", "stored"] {
+        fs::copy(&pristine, &disk).unwrap();
+        let out = terra()
+            .args(["upgrade", "--disk", disk.to_str().unwrap(), &r])
+            .env("TERRA_CRASH_AT", point)
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
+        power_cut(&disk);
+        // Whatever the kill left, the default is there, whole, and nothing half-made is
+        // a candidate.
+        let st = states(&disk);
+        assert_eq!(st[0], ("os".to_string(), "default".to_string()), "{point}");
+        if point == "stored" {
+            assert_eq!(st[1], ("v2".to_string(), "tentative".to_string()));
+        } else {
+            assert_eq!(st.len(), 1, "{point}: {st:?}");
+        }
+        with_mount(&disk, |m| {
+            assert!(m.join("os/sbin/init").is_file(), "{point}");
+        });
+        // A re-run completes (or finds the work done).
+        let (ok, out, err) = upgrade(&disk, &r, &[]);
+        assert!(ok, "{point}: {err}");
+        assert!(
+            out.contains("version v2") || out.contains("nothing to do"),
+            "{point}: {out}"
+        );
+        assert_eq!(
+            states(&disk),
+            pairs(&[("os", "default"), ("v2", "tentative")]),
+            "{point}"
+        );
+        with_mount(&disk, |m| {
+            assert_eq!(
+                fs::read_to_string(m.join("v2/etc/version")).ok().as_deref(),
+                Some("2\n"),
+                "{point}"
+            );
+            let left: Vec<_> = fs::read_dir(m.join(".terra"))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("staging-"))
+                .collect();
+            assert!(left.is_empty(), "{point}: {left:?}");
+        });
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_no_candidate() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200 MiB of incompressible-looking bytes, stored uncompressed: the free-space check
+    // refuses it before writing. The same size of zeros, gzip-compressed to almost
+    // nothing, passes that check and fills the disk while unpacking.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..200 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let big = layer(&[E::FileFull("usr/big", noise, 0o644, 0, 0, vec![])]);
+    let zeros = layer(&[E::FileFull(
+        "usr/zeros",
+        vec![0u8; 200 << 20],
+        0o644,
+        0,
+        0,
+        vec![],
+    )]);
+    let l = layout(
+        dir.path(),
+        &[
+            ("v1", vec![(base(), Comp::Gzip)]),
+            ("big", vec![(base(), Comp::Gzip), (big, Comp::None)]),
+            ("zeros", vec![(base(), Comp::Gzip), (zeros, Comp::Gzip)]),
+        ],
+    );
+    let disk = installed(dir.path(), &l, 160);
+    for tag in ["big", "zeros"] {
+        let (ok, _, err) = upgrade(&disk, &format!("oci:{}:{tag}", l.display()), &[]);
+        assert!(!ok, "{tag} cannot fit");
+        assert!(err.contains("not enough free space"), "{tag}: {err}");
+        assert_eq!(states(&disk), pairs(&[("os", "default")]), "{tag}");
+        with_mount(&disk, |m| {
+            let names: Vec<String> = fs::read_dir(m.join(".terra"))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                !names.iter().any(|n| n.starts_with("staging-")),
+                "{tag}: {names:?}"
+            );
+            assert!(!m.join("v2").exists(), "{tag}");
+        });
+    }
+}
