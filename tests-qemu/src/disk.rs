@@ -31,7 +31,19 @@ if [ -d /run/terra/network ]; then
 fi
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
-    terra.demo=poweroff) echo "TERRA-DEMO-POWEROFF"; poweroff -f ;;
+    terra.demo=persist)
+      echo edited > /etc/demo-edit && echo "TERRA-DEMO-ETC-WRITE ok"
+      echo kept > /var/lib/demo/data && echo "TERRA-DEMO-DATA-WRITE ok"
+      if touch /usr/demo-write 2>/run/demo-err; then echo "TERRA-DEMO-USR-WRITE ok"
+      else echo "TERRA-DEMO-USR-WRITE failed: $(cat /run/demo-err)"; fi ;;
+    terra.demo=bless) /run/terra/bless good; echo "TERRA-DEMO-BLESS rc=$?" ;;
+  esac
+done
+[ -f /etc/demo-edit ] && echo "TERRA-DEMO-ETC-EDIT $(cat /etc/demo-edit)"
+[ -f /var/lib/demo/data ] && echo "TERRA-DEMO-DATA $(cat /var/lib/demo/data)"
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    terra.demo=poweroff) echo "TERRA-DEMO-POWEROFF"; sync; poweroff -f ;;
   esac
 done
 echo "Welcome to the Terra demo root. 'poweroff -f' ends the VM."
@@ -45,7 +57,7 @@ pub const ALT_INIT: &str = "#!/bin/sh\necho \"TERRA-ALT-INIT pid=$$\"\n/bin/powe
 pub fn demo_root(dir: &Path, busybox: &Path, tag: &str) -> crate::Result<()> {
     let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
     for d in [
-        "bin", "sbin", "etc", "dev", "proc", "sys", "run", "tmp", "root",
+        "bin", "sbin", "etc", "dev", "proc", "sys", "run", "tmp", "root", "usr",
     ] {
         fs::create_dir_all(dir.join(d)).map_err(|e| err(&dir.join(d), e))?;
     }
@@ -112,7 +124,7 @@ impl BtrfsDisk {
     /// Path of the cached image with demo roots, built on first use (needs root for the
     /// loop mount).
     pub fn image(&self, busybox: &Path) -> crate::Result<PathBuf> {
-        self.image_with("demo-v3", |dir, subvol| demo_root(dir, busybox, subvol))
+        self.image_with("demo-v4", |dir, subvol| demo_root(dir, busybox, subvol))
     }
 
     /// Path of the cached image whose subvolumes `fill(dir, name)` populates; `kind` names

@@ -71,6 +71,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         cdrom: None,
         netboot: None,
         tap: None,
+        keep_writes: false,
     };
     let works = probe
         .run_captured()
@@ -121,6 +122,9 @@ pub struct Vm {
     /// tap's network namespace (`ip netns exec`), with `nic` as the model (default
     /// virtio-net-pci).
     pub tap: Option<Tap>,
+    /// Write to the disk images themselves (scenarios that boot one disk several times);
+    /// by default writes go to a throwaway snapshot.
+    pub keep_writes: bool,
 }
 
 /// A tap device in a network namespace (see [`crate::netns`]) for the VM's NIC.
@@ -190,6 +194,7 @@ impl Vm {
             cdrom: None,
             netboot: None,
             tap: None,
+            keep_writes: false,
         }
     }
 
@@ -264,8 +269,9 @@ impl Vm {
         }
         for d in &self.disks {
             c.arg("-drive").arg(format!(
-                "file={},format=raw,if=virtio,snapshot=on",
-                d.display()
+                "file={},format=raw,if=virtio,snapshot={}",
+                d.display(),
+                if self.keep_writes { "off" } else { "on" }
             ));
         }
         c

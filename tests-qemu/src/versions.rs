@@ -1,0 +1,250 @@
+//! Root versions in the lab: one OCI image layout whose tags share the demo root as their
+//! base layer and differ in a small top layer, a disk with the first of them installed by
+//! `terra install`, and `terra versions|upgrade` run on it.
+//!
+//! | tag | layers | what it is |
+//! |---|---|---|
+//! | `v1` | base | the demo root (`/etc/demo-subvol` = v1) |
+//! | `v2` | base + 1 | `/etc/demo-subvol` = v2 |
+//! | `v3` | base + 1 | `/sbin/init` whited out: fails in the initramfs |
+//! | `v4` | base + 1 | an init that powers off without confirming |
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::disk::{demo_root, tempdir};
+use crate::oci_root::layer_from_dir;
+use crate::{lab_dir, run};
+
+/// Subvolume `data`, mounted by stage0 at this path in every version.
+pub const DATA_PATH: &str = "/var/lib/demo";
+
+/// v4's init: runs, says so, powers off; never confirms.
+pub const NO_CONFIRM_INIT: &str =
+    "#!/bin/sh\necho \"TERRA-V4-RAN subvol=$(cat /etc/demo-subvol)\"\n/bin/poweroff -f\n";
+
+fn sha256(data: &[u8]) -> String {
+    let hex: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+fn put_blob(layout: &Path, data: &[u8]) -> crate::Result<String> {
+    let digest = sha256(data);
+    let dir = layout.join("blobs/sha256");
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(&digest[7..]);
+    fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(digest)
+}
+
+/// A layer of regular files (path, content, mode) and whiteouts (content None).
+pub fn layer_of(files: &[(&str, Option<&[u8]>, u32)]) -> crate::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, mode) in files {
+        let data = data.unwrap_or_default();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_mtime(1_700_000_000);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, data)
+            .map_err(|e| format!("layer entry {path}: {e}"))?;
+    }
+    b.into_inner().map_err(|e| e.to_string())
+}
+
+/// Adds an image of `layers` (uncompressed tars) to `layout`; returns its index entry.
+fn add_image(layout: &Path, tag: &str, layers: &[&[u8]]) -> crate::Result<serde_json::Value> {
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for l in layers {
+        diff_ids.push(sha256(l));
+        descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": put_blob(layout, l)?, "size": l.len()}));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/sbin/init"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .map_err(|e| e.to_string())?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": put_blob(layout, &config)?, "size": config.len()},
+        "layers": descs,
+    }))
+    .map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": put_blob(layout, &manifest)?, "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}))
+}
+
+/// Writes an image layout with the given tags, each a list of layers.
+pub fn write_layout(layout: &Path, images: &[(&str, Vec<&[u8]>)]) -> crate::Result<()> {
+    let mut entries = Vec::new();
+    for (tag, layers) in images {
+        entries.push(add_image(layout, tag, layers)?);
+    }
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": entries}))
+        .map_err(|e| e.to_string())?;
+    for (name, data) in [
+        ("index.json", index),
+        ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+    ] {
+        let p = layout.join(name);
+        fs::write(&p, data).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Serializes building the cached layout and disks between the tests of one process.
+static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The versions layout (tags v1–v4, see the module doc), cached under target/lab/images
+/// by the base layer's digest.
+pub fn layout(busybox: &Path) -> crate::Result<PathBuf> {
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempdir("versions-image")?;
+    let root = work.join("root");
+    demo_root(&root, busybox, "v1")?;
+    fs::create_dir_all(root.join(&DATA_PATH[1..])).map_err(|e| e.to_string())?;
+    let base = layer_from_dir(&root);
+    let _ = fs::remove_dir_all(&work);
+    let base = base?;
+    let layout = lab_dir()
+        .join("images")
+        .join(format!("versions-{}", &sha256(&base)[7..19]));
+    if layout.join("index.json").is_file() {
+        return Ok(layout);
+    }
+    let v2 = layer_of(&[("etc/demo-subvol", Some(b"v2\n"), 0o644)])?;
+    let v3 = layer_of(&[
+        ("etc/demo-subvol", Some(b"v3\n"), 0o644),
+        ("sbin/.wh.init", None, 0o644),
+    ])?;
+    let v4 = layer_of(&[
+        ("etc/demo-subvol", Some(b"v4\n"), 0o644),
+        ("sbin/init", Some(NO_CONFIRM_INIT.as_bytes()), 0o755),
+    ])?;
+    let tmp = layout.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    write_layout(
+        &tmp,
+        &[
+            ("v1", vec![&base]),
+            ("v2", vec![&base, &v2]),
+            ("v3", vec![&base, &v3]),
+            ("v4", vec![&base, &v4]),
+        ],
+    )?;
+    fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
+    Ok(layout)
+}
+
+/// A fresh copy (at `target/lab/scratch/<name>.img`) of a disk with `oci:<layout>:v1`
+/// installed by `terra install` as version `os`, with subvolume `data` at [`DATA_PATH`];
+/// the installed disk itself is cached.
+/// Give each test its own `uuid`: the kernel refuses two mounted filesystems with one.
+pub fn fresh_disk(terra: &Path, layout: &Path, uuid: &str, name: &str) -> crate::Result<PathBuf> {
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let cached = lab_dir().join("disks").join(format!(
+        "versions-{uuid}-{}.img",
+        layout.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if !cached.is_file() {
+        let work = tempdir("versions-install")?;
+        let disk = work.join("disk.img");
+        let node = work.join("node.toml");
+        let text = format!(
+            "hostname = \"terra-versions\"\nimage = \"oci:{}:v1\"\n\n[[groups]]\nlabel = \"os\"\n\
+             [[groups.disk]]\ndevice = \"{}\"\nsize = 200\n\
+             [[groups.subvolumes]]\nname = \"data\"\npath = \"{DATA_PATH}\"\n",
+            layout.display(),
+            disk.display()
+        );
+        let made = fs::write(&node, text)
+            .map_err(|e| format!("{}: {e}", node.display()))
+            .and_then(|()| {
+                run(Command::new(terra)
+                    .arg("install")
+                    .arg(&node)
+                    .args(["--uuid", uuid]))
+            })
+            .and_then(|_| {
+                fs::create_dir_all(cached.parent().unwrap_or(Path::new(".")))
+                    .and_then(|()| fs::rename(&disk, &cached))
+                    .map_err(|e| format!("{}: {e}", cached.display()))
+            });
+        let _ = fs::remove_dir_all(&work);
+        made?;
+    }
+    let scratch = lab_dir().join("scratch");
+    fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let copy = scratch.join(format!("{name}.img"));
+    fs::copy(&cached, &copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+    Ok(copy)
+}
+
+/// `terra versions --disk D --json`, as (name, state, tries_left) triples.
+pub fn states(terra: &Path, disk: &Path) -> crate::Result<Vec<(String, String, u64)>> {
+    let out = run(Command::new(terra)
+        .args(["versions", "--json", "--disk"])
+        .arg(disk))?;
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&out).map_err(|e| format!("terra versions --json: {e}: {out}"))?;
+    Ok(list
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or_default().to_string(),
+                v["state"].as_str().unwrap_or_default().to_string(),
+                v["tries_left"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// `terra upgrade --disk D oci:<layout>:<tag> ARGS…`; returns its output.
+pub fn upgrade(
+    terra: &Path,
+    disk: &Path,
+    layout: &Path,
+    tag: &str,
+    args: &[&str],
+) -> crate::Result<String> {
+    run(Command::new(terra)
+        .args(["upgrade", "--disk"])
+        .arg(disk)
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .args(args))
+}
+
+/// What a power cut clears after a `terra` was killed with SIGKILL: its mount of the top
+/// level and its loop devices on `disk`. The disk holds what the kill left.
+pub fn power_cut(disk: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        if m.contains("/terra-versions-") {
+            let _ = Command::new("umount").args(["-l", m]).output();
+        }
+    }
+    if let Ok(out) = Command::new("losetup").arg("-j").arg(disk).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(dev) = line.split(':').next() {
+                let _ = Command::new("losetup").args(["-d", dev]).output();
+            }
+        }
+    }
+    crate::host::forget_stale_btrfs_devices();
+}

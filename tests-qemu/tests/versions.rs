@@ -1,0 +1,190 @@
+//! Root versions end to end (issue 11): one disk written by `terra install`, upgraded with
+//! `terra upgrade --disk`, booted again and again under QEMU with its writes kept. stage0
+//! chooses, counts and falls back; the demo root confirms with `/run/terra/bless`; `terra
+//! versions --json` agrees after every step.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lab::harness::{artifacts, busybox, expect, report, run, vm};
+use lab::versions::{self, fresh_disk, states, upgrade};
+use lab::vm::Outcome;
+
+const LIFECYCLE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f1";
+const KILLED_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f2";
+
+fn boot(disk: &Path, append: &str) -> Outcome {
+    let mut v = vm(
+        vec![disk.to_path_buf()],
+        &format!("terra.demo=poweroff {append}"),
+        150,
+    );
+    v.keep_writes = true;
+    run(&v)
+}
+
+fn st(disk: &Path) -> Vec<(String, String, u64)> {
+    states(&artifacts().terra, disk).expect("terra versions")
+}
+
+fn want(list: &[(&str, &str, u64)]) -> Vec<(String, String, u64)> {
+    list.iter()
+        .map(|(n, s, t)| (n.to_string(), s.to_string(), *t))
+        .collect()
+}
+
+fn setup(name: &str, uuid: &str) -> (PathBuf, PathBuf) {
+    let layout = versions::layout(&busybox()).expect("versions layout");
+    let disk = fresh_disk(&artifacts().terra, &layout, uuid, name).expect("installed disk");
+    (layout, disk)
+}
+
+#[test]
+fn upgrade_confirm_pin_fallback_tries_and_gc() {
+    let terra = &artifacts().terra;
+    let (layout, disk) = setup("versions-lifecycle", LIFECYCLE_UUID);
+    assert_eq!(st(&disk), want(&[("os", "default", 0)]));
+
+    // v1 (installed as `os`): read-only, with /etc and the data subvolume writable.
+    let out = boot(&disk, "terra.demo=persist");
+    expect(
+        &out,
+        &[
+            "subvol=v1 pid=1",
+            "TERRA-DEMO-ETC-WRITE ok",
+            "TERRA-DEMO-DATA-WRITE ok",
+            "TERRA-DEMO-USR-WRITE failed",
+            "Read-only file system",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["version"]["name"], "os");
+    assert_eq!(r["version"]["why"], "default");
+    assert_eq!(r["version"]["tentative"], false);
+
+    // Upgrade to v2: only its top layer is unpacked; it boots tentatively and the /etc
+    // edit and the data made under v1 are there.
+    let up = upgrade(terra, &disk, &layout, "v2", &[]).expect("upgrade to v2");
+    assert!(up.contains("1 of 2 layers from chains"), "{up}");
+    assert_eq!(
+        st(&disk),
+        want(&[("os", "default", 0), ("v2", "tentative", 3)])
+    );
+    let out = boot(&disk, "");
+    expect(
+        &out,
+        &[
+            "subvol=v2 pid=1",
+            "TERRA-DEMO-ETC-EDIT edited",
+            "TERRA-DEMO-DATA kept",
+            "is tentative (2 tries left",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["version"]["name"], "v2");
+    assert_eq!(r["version"]["why"], "tentative");
+    assert_eq!(r["version"]["tries_left"], 2);
+    assert_eq!(r["version"]["confirm"], "/run/terra/bless good");
+    assert_eq!(
+        st(&disk),
+        want(&[("os", "default", 0), ("v2", "tentative", 2)])
+    );
+
+    // version=os pins: v1 boots and no counter moves.
+    let out = boot(&disk, "version=os");
+    expect(&out, &["subvol=v1 pid=1"]);
+    assert_eq!(report(&out)["version"]["why"], "pinned");
+    assert_eq!(
+        st(&disk),
+        want(&[("os", "default", 0), ("v2", "tentative", 2)])
+    );
+
+    // The booted v2 confirms itself: it is the default from now on.
+    let out = boot(&disk, "terra.demo=bless");
+    expect(
+        &out,
+        &[
+            "subvol=v2 pid=1",
+            "version v2 confirmed",
+            "TERRA-DEMO-BLESS rc=0",
+        ],
+    );
+    assert_eq!(st(&disk), want(&[("os", "good", 0), ("v2", "default", 0)]));
+
+    // v3 has no init: marked bad and v2 boots in the same boot.
+    upgrade(terra, &disk, &layout, "v3", &[]).expect("upgrade to v3");
+    let out = boot(&disk, "");
+    expect(
+        &out,
+        &[
+            "version v3 (tentative) cannot boot",
+            "fell back to version v2 (default) after v3 failed",
+            "subvol=v2 pid=1",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["version"]["name"], "v2");
+    assert_eq!(r["version"]["fallbacks"][0]["name"], "v3");
+    let reason = r["version"]["fallbacks"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("/sbin/init"), "{reason}");
+    let s = st(&disk);
+    assert_eq!(s[2], ("v3".to_string(), "bad".to_string(), 0), "{s:?}");
+
+    // v4 never confirms: two tries, then the default, and no loop. The collection after
+    // the upgrade (keep 3) removes the bad v3.
+    let up = upgrade(terra, &disk, &layout, "v4", &["--tries", "2"]).expect("upgrade to v4");
+    assert!(up.contains("removed old versions v3"), "{up}");
+    for left in [1, 0] {
+        let out = boot(&disk, "");
+        expect(&out, &["TERRA-V4-RAN subvol=v4"]);
+        assert_eq!(
+            st(&disk),
+            want(&[
+                ("os", "good", 0),
+                ("v2", "default", 0),
+                ("v4", "tentative", left)
+            ])
+        );
+    }
+    let out = boot(&disk, "");
+    expect(&out, &["subvol=v2 pid=1"]);
+    assert!(!out.log.contains("TERRA-V4-RAN"), "{}", out.log);
+    assert_eq!(
+        st(&disk),
+        want(&[("os", "good", 0), ("v2", "default", 0), ("v4", "bad", 0)])
+    );
+
+    // GC never removes the default or the last good version.
+    let gc = lab::run(
+        Command::new(terra)
+            .args(["gc", "--keep", "1", "--disk"])
+            .arg(&disk),
+    )
+    .expect("terra gc");
+    assert!(gc.contains("removed v4"), "{gc}");
+    assert_eq!(st(&disk), want(&[("os", "good", 0), ("v2", "default", 0)]));
+}
+
+#[test]
+fn a_killed_upgrade_leaves_a_disk_that_boots_its_default() {
+    let terra = &artifacts().terra;
+    let (layout, disk) = setup("versions-killed", KILLED_UUID);
+    let out = Command::new(terra)
+        .args(["upgrade", "--disk"])
+        .arg(&disk)
+        .arg(format!("oci:{}:v2", layout.display()))
+        .env("TERRA_CRASH_AT", "renamed")
+        .output()
+        .expect("terra runs");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    // What a power cut clears: the killed process's mount and loop device.
+    lab::versions::power_cut(&disk);
+    let out = boot(&disk, "");
+    expect(&out, &["subvol=v1 pid=1"]);
+    assert_eq!(report(&out)["version"]["name"], "os");
+    // A re-run completes, and v2 boots.
+    upgrade(terra, &disk, &layout, "v2", &[]).expect("re-run");
+    let out = boot(&disk, "");
+    expect(&out, &["subvol=v2 pid=1"]);
+}
