@@ -113,7 +113,11 @@ fn power_cut(disk: &Path) {
             let _ = Command::new("umount").args(["-l", m]).output();
         }
     }
-    let out = Command::new("losetup").arg("-j").arg(disk).output().unwrap();
+    let out = Command::new("losetup")
+        .arg("-j")
+        .arg(disk)
+        .output()
+        .unwrap();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if let Some(dev) = line.split(':').next() {
             let _ = Command::new("losetup").args(["-d", dev]).output();

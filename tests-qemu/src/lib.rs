@@ -13,6 +13,7 @@ pub mod host;
 pub mod netns;
 pub mod oci_root;
 pub mod tgtd;
+pub mod versions;
 pub mod vm;
 
 use std::path::PathBuf;
