@@ -1,5 +1,5 @@
 //! Kernel arguments for boot media (ISO, PXE): a node's identity and `[boot]` settings from
-//! its node.toml, written as the command-line keys stage0 reads (DESIGN.md §5), so a node
+//! its node.toml, written as the command-line keys stage0 reads (ARCHITECTURE.md §5), so a node
 //! boots the same from a shared initramfs as from one that embeds its config.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Assembles an initramfs image as DESIGN.md §3 and `terra_init::layout` describe it:
+//! Assembles an initramfs image as ARCHITECTURE.md §3 and `terra_init::layout` describe it:
 //! stage0 as `/init`, the node config, the module closure with its filtered index and
 //! firmware, an optional busybox rescue shell, and the few directories and device node
 //! the kernel and stage0 need before anything is mounted.

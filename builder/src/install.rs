@@ -185,7 +185,7 @@ impl From<ToolError> for InstallError {
 
 const PROFILES: [&str; 5] = ["single", "raid0", "raid1", "raid5", "raid10"];
 
-/// The fstab line for a subvolume (DESIGN.md §4).
+/// The fstab line for a subvolume (ARCHITECTURE.md §4).
 pub fn fstab_line(label: &str, path: &str, subvolume: &str) -> String {
     format!("LABEL={label} {path} btrfs subvol=/{subvolume} 0 0\n")
 }
@@ -552,6 +552,7 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
                     label: &root_label,
                     apply: &spec.apply,
                     writable: spec.writable,
+                    verify: false,
                 },
             )
             .map_err(|e| InstallError::Version(Box::new(e)))?;

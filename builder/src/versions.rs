@@ -380,6 +380,9 @@ pub struct NewVersion<'a> {
     pub apply: &'a ApplyOptions,
     /// Leave it writable (images that need a writable root; `rw` mounts it so).
     pub writable: bool,
+    /// Check the blobs of the layers to unpack before writing (false when the caller
+    /// checked every blob already).
+    pub verify: bool,
 }
 
 /// What building a version did.
@@ -412,7 +415,12 @@ pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), Ver
         .iter()
         .rposition(|c| chain_dir(top, c).is_dir())
         .map_or(0, |i| i + 1);
-    // The cheapest check first: never start what cannot fit. Compressed sizes are a lower
+    // Layers below `have` are on the disk already, made from verified blobs: only the
+    // ones to unpack are read now, all of them before anything is written.
+    if v.verify {
+        v.image.verify_layers_from(have)?;
+    }
+    // Never start what cannot fit. Compressed sizes are a lower
     // bound on what unpacking writes; a full disk later is still caught and cleaned up.
     let need: u64 = v.image.layers[have..]
         .iter()
@@ -609,7 +617,6 @@ pub enum Upgraded {
 pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, VersionsError> {
     let r: ImageRef = spec.reference.parse()?;
     let image = oci::resolve(&r, &spec.resolve)?;
-    image.verify_blobs()?;
     let top = open(target)?;
     let mut state = top.state()?;
     let digest = image
@@ -658,6 +665,7 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
             label: &top.label,
             apply: &spec.apply,
             writable: spec.writable,
+            verify: true,
         },
     )?;
     crash_point("built");

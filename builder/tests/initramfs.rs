@@ -1,5 +1,5 @@
 //! Whole images built from the host's real kernel modules (Debian's 6.1 kernel on our
-//! machines, DESIGN.md §6) and from a fake modules directory with compressed modules.
+//! machines, ARCHITECTURE.md §6) and from a fake modules directory with compressed modules.
 
 mod common;
 use common::kver;
@@ -179,7 +179,7 @@ fn btrfs_closure_and_written_index_resolve() {
     let order = idx.load_order("btrfs").unwrap();
     assert_eq!(order.last().map(String::as_str), Some("btrfs"));
     assert!(order.iter().any(|m| m == "crc32c_generic"), "{order:?}");
-    // virtio_pci is reached by modalias, not modules.dep (DESIGN.md §6).
+    // virtio_pci is reached by modalias, not modules.dep (ARCHITECTURE.md §6).
     assert_eq!(
         idx.resolve("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"),
         vec!["virtio_pci"]

@@ -11,8 +11,11 @@ use std::process::Command;
 
 use oci_common::{add_image, layer, run_terra, terra, write_index, Comp, E};
 
+/// An image's layers, each with its compression.
+type Layers = Vec<(Vec<u8>, Comp)>;
+
 /// A layout with images tagged by name, each a list of layers.
-fn layout(dir: &Path, images: &[(&str, Vec<(Vec<u8>, Comp)>)]) -> PathBuf {
+fn layout(dir: &Path, images: &[(&str, Layers)]) -> PathBuf {
     let layout = dir.join("layout");
     let mut entries = Vec::new();
     for (tag, layers) in images {

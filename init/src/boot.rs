@@ -1,4 +1,4 @@
-//! The boot, as a script: each phase in order (DESIGN.md §2); any failure goes to rescue.
+//! The boot, as a script: each phase in order (ARCHITECTURE.md §2); any failure goes to rescue.
 
 use std::convert::Infallible;
 use std::fmt;

@@ -207,7 +207,7 @@ impl BootState {
             .iter()
             .filter(|v| v.status == Status::Good && v.name != self.default)
             .collect();
-        good.sort_by(|a, b| b.confirmed.cmp(&a.confirmed));
+        good.sort_by_key(|v| std::cmp::Reverse(v.confirmed));
         good
     }
 

@@ -1,4 +1,4 @@
-//! Boot configuration: the embedded `node.toml` (DESIGN.md §4) overlaid by the kernel
+//! Boot configuration: the embedded `node.toml` (ARCHITECTURE.md §4) overlaid by the kernel
 //! command line (§5). The builder uses the same [`NodeConfig`] type to validate what it embeds.
 //!
 //! The schema flows one way: the tables of node.toml are plain data defined here (`[network]`

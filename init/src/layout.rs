@@ -1,4 +1,4 @@
-//! Paths inside the initramfs: the builder writes them and stage0 reads them (DESIGN.md §3).
+//! Paths inside the initramfs: the builder writes them and stage0 reads them (ARCHITECTURE.md §3).
 
 /// stage0 itself.
 pub const INIT: &str = "init";

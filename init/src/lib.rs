@@ -1,5 +1,5 @@
 //! stage0, Terra's PID 1 in the initramfs, as a library: one module per boot phase
-//! (DESIGN.md §2) plus the types the builder shares with it.
+//! (ARCHITECTURE.md §2) plus the types the builder shares with it.
 
 pub mod bless;
 pub mod boot;

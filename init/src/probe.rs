@@ -1,4 +1,4 @@
-//! Superblock probing (DESIGN.md §2, phase 3 "devices"): stage0 has no udev and no blkid, so
+//! Superblock probing (ARCHITECTURE.md §2, phase 3 "devices"): stage0 has no udev and no blkid, so
 //! it tells block devices apart by reading their bytes. Filesystems (btrfs, ext2/3/4, vfat,
 //! iso9660, squashfs) give TYPE, LABEL and UUID; the parent disk's partition table (GPT or
 //! MBR) gives PARTUUID and PARTLABEL. Values are formatted as blkid formats them, so that a

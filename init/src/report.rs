@@ -10,7 +10,7 @@ use crate::network::lease::Lease;
 /// One finished phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct Phase {
-    /// Phase name (DESIGN.md §2).
+    /// Phase name (ARCHITECTURE.md §2).
     pub name: &'static str,
     /// Duration in milliseconds.
     pub ms: f64,

@@ -167,10 +167,14 @@ fn choose(
             why: Why::Pinned,
         }]
     } else {
+        let before = state.clone();
         let mut c = state.begin_boot();
         // The count must be on disk before the switch: a version that hangs or resets
-        // the machine has spent its try. Without it, skip the tentative version.
-        if let Err(e) = bootstate::store(top, &mut state) {
+        // the machine has spent its try. Without it, skip the tentative version. A boot
+        // of the default changes nothing and writes nothing.
+        if state == before {
+            // Nothing counted.
+        } else if let Err(e) = bootstate::store(top, &mut state) {
             log::error!("root: cannot store the boot state ({e}); not trying a tentative version");
             c.retain(|c| c.why != Why::Tentative);
         }

@@ -77,6 +77,8 @@ pub struct Options {
     pub only_iscsi: bool,
     /// Boots per iSCSI initiator.
     pub iscsi_runs: usize,
+    /// Only the versions case (`--only upgrade`).
+    pub only_upgrade: bool,
 }
 
 /// Median; NaN for no values.
@@ -242,6 +244,14 @@ fn run_iscsi_only(opts: &Options) -> crate::Result<String> {
     Ok(md)
 }
 
+/// The versions case as markdown; a failure is reported in place.
+fn upgrade_case(terra: &Path, boots: usize) -> String {
+    match crate::bench_upgrade::run_upgrade(terra, 3, boots) {
+        Ok(r) => r.render(),
+        Err(e) => format!("### Upgrade\n\nnot measured: {e}\n"),
+    }
+}
+
 /// Runs the whole benchmark; writes target/bench/results.{json,md} and returns the markdown.
 pub fn run_all(opts: &Options) -> crate::Result<String> {
     if opts.only_dhcp {
@@ -249,6 +259,11 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     }
     if opts.only_iscsi {
         return run_iscsi_only(opts);
+    }
+    if opts.only_upgrade {
+        let md = upgrade_case(&build::terra()?, opts.boots);
+        fs::write(bench_dir()?.join("results-upgrade.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
     }
     if opts.only_unpack {
         let md = unpack_case(&build::terra()?);
@@ -385,6 +400,8 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     md.push_str(&imd);
     json["iscsi"] = ijson;
     md.push_str(&unpack_case(&a.terra));
+    md.push('\n');
+    md.push_str(&upgrade_case(&a.terra, opts.boots));
     fs::write(out_dir.join("results.md"), &md).map_err(|e| e.to_string())?;
     fs::write(out_dir.join("results.json"), json.to_string()).map_err(|e| e.to_string())?;
     Ok(md)

@@ -30,13 +30,15 @@ const USAGE: &str = "usage:
   cargo xtask test
       Unit tests, then the QEMU boot scenarios (tests-qemu).
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
-                    [--iscsi-runs N] [--only dhcp|unpack|iscsi]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|upgrade]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
       init on the same kernel and disk; then time to a DHCP lease, stage0 vs busybox udhcpc
       against one dnsmasq in network namespaces (root); time from network up to an iSCSI
       LUN's disk, stage0's initiator vs open-iscsi's iscsistart, in the same VM setup against
       tgtd (--iscsi-runs boots each, default 3); OCI unpack, terra vs umoci, on a 300 MiB
-      3-layer image. --only dhcp|unpack|iscsi: that case alone.
+      3-layer image; versions: `terra upgrade` of a 10 MiB top layer over a 500 MiB base vs a
+      full unpack (time, new data), and the boot cost of a tentative version and of a
+      same-boot fallback (--boots each). --only dhcp|unpack|iscsi|upgrade: that case alone.
       Results in target/bench/results.{md,json}.";
 
 /// The target name `--iscsi` serves the demo root under.
@@ -306,6 +308,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         dhcp_runs: 5,
         only_iscsi: false,
         iscsi_runs: 3,
+        only_upgrade: false,
     };
     let mut accel = None;
     let num = |v: std::ffi::OsString, flag: &str| -> Result<usize, String> {
@@ -337,9 +340,10 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("dhcp") => opts.only_dhcp = true,
                     Some("unpack") => opts.only_unpack = true,
                     Some("iscsi") => opts.only_iscsi = true,
+                    Some("upgrade") => opts.only_upgrade = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack or iscsi",
+                            "--only {}: expected dhcp, unpack, iscsi or upgrade",
                             v.to_string_lossy()
                         ))
                     }

@@ -223,7 +223,18 @@ impl Image {
     /// caller about to destroy something (a disk) fails before it does. Unpacking checks
     /// again as it reads.
     pub fn verify_blobs(&self) -> Result<(), OciError> {
-        for layer in self.layers.iter().filter(|l| l.digest.is_some()) {
+        self.verify_layers_from(0)
+    }
+
+    /// [`Image::verify_blobs`] for the layers from index `first` on (an upgrade reads only
+    /// the layers above the chain the disk already holds).
+    pub fn verify_layers_from(&self, first: usize) -> Result<(), OciError> {
+        for layer in self
+            .layers
+            .iter()
+            .skip(first)
+            .filter(|l| l.digest.is_some())
+        {
             super::blob::VerifyingReader::new(layer.open()?, layer.digest.clone(), layer.size)
                 .finish()
                 .map_err(|r| OciError::blob(&layer.name, r))?;

@@ -1,4 +1,4 @@
-//! Phase 5, iscsi (DESIGN.md §2): log in to each target ourselves, hand the connection to
+//! Phase 5, iscsi (ARCHITECTURE.md §2): log in to each target ourselves, hand the connection to
 //! the kernel's iscsi_tcp, scan, and wait for the LUN's disk. No iscsid, no iscsistart.
 //!
 //! - [`pdu`]: PDUs and framing (RFC 7143 §11), [`text`]: key negotiation (§6, §13),
