@@ -15,6 +15,8 @@ PACKAGES=(
   tgt libiscsi-bin
   # OCI: a registry, and skopeo/umoci to push images and to compare unpacks
   docker-registry skopeo umoci
+  # the Debian systemd root images (tests-qemu/src/debian.rs)
+  debootstrap
   # boot media: ISO (GRUB BIOS+EFI images, FAT, xorriso), UEFI firmware, iPXE ROMs, pxelinux
   grub-common grub-pc-bin grub-efi-amd64-bin mtools ovmf ipxe-qemu pxelinux syslinux-common
   # kernels from kernel-config/ (CI checks the fragments against Debian's linux-source)

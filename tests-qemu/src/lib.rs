@@ -7,6 +7,7 @@ pub mod bench_dhcp;
 pub mod bench_iscsi;
 pub mod bench_upgrade;
 pub mod build;
+pub mod debian;
 pub mod disk;
 pub mod elf;
 pub mod harness;

@@ -109,6 +109,305 @@ pub fn layout_from_dir(root: &Path, layout: &Path) -> crate::Result<String> {
     Ok(manifest_digest)
 }
 
+/// Packs the system root `root` as an uncompressed layer that keeps what a real root needs:
+/// numeric owners, full modes (setuid, setgid, sticky), hardlinks (one `Link` entry per extra
+/// name), symlinks as they are, device nodes and fifos, and xattrs (ACLs,
+/// `security.capability`) as PAX `SCHILY.xattr.*` records. Entries are sorted by name and
+/// mtimes are clamped to `mtime_clamp` (like `SOURCE_DATE_EPOCH`), so the same tree gives the
+/// same bytes. Sockets are left out (tar cannot hold them). Unlike [`layer_from_dir`], whose
+/// deterministic mode makes every entry root-owned 0644/0755.
+pub fn root_layer_from_dir(root: &Path, mtime_clamp: u64) -> crate::Result<Vec<u8>> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    struct Packer {
+        b: tar::Builder<Vec<u8>>,
+        /// (dev, ino) of files with several names → the first name packed.
+        links: HashMap<(u64, u64), PathBuf>,
+        clamp: u64,
+    }
+
+    impl Packer {
+        fn add_dir(&mut self, root: &Path, rel: &Path) -> crate::Result<()> {
+            let dir = root.join(rel);
+            let mut names: Vec<_> = fs::read_dir(&dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            names.sort();
+            for n in names {
+                let r = rel.join(&n);
+                let p = root.join(&r);
+                let is_dir = self
+                    .add(&p, &r)
+                    .map_err(|e| format!("packing {}: {e}", p.display()))?;
+                if is_dir {
+                    self.add_dir(root, &r)?;
+                }
+            }
+            Ok(())
+        }
+
+        /// Appends one entry; true when it is a directory.
+        fn add(&mut self, p: &Path, rel: &Path) -> std::io::Result<bool> {
+            let meta = fs::symlink_metadata(p)?;
+            let ft = meta.file_type();
+            if ft.is_socket() {
+                return Ok(false);
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_uid(u64::from(meta.uid()));
+            h.set_gid(u64::from(meta.gid()));
+            h.set_mode(meta.mode() & 0o7777);
+            h.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0).min(self.clamp));
+            h.set_size(0);
+            let xattrs = list_xattrs(p)?;
+            if !xattrs.is_empty() {
+                append_pax(&mut self.b, rel, &xattrs)?;
+            }
+            if ft.is_dir() {
+                h.set_entry_type(tar::EntryType::Directory);
+                self.b.append_data(&mut h, rel, std::io::empty())?;
+                return Ok(true);
+            }
+            if ft.is_symlink() {
+                h.set_entry_type(tar::EntryType::Symlink);
+                let target = fs::read_link(p)?;
+                self.b.append_link(&mut h, rel, target)?;
+            } else if ft.is_file() {
+                if meta.nlink() > 1 {
+                    let key = (meta.dev(), meta.ino());
+                    if let Some(first) = self.links.get(&key) {
+                        h.set_entry_type(tar::EntryType::Link);
+                        let first = first.clone();
+                        self.b.append_link(&mut h, rel, first)?;
+                        return Ok(false);
+                    }
+                    self.links.insert(key, rel.to_path_buf());
+                }
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(meta.len());
+                self.b.append_data(&mut h, rel, fs::File::open(p)?)?;
+            } else {
+                let kind = if ft.is_char_device() {
+                    tar::EntryType::Char
+                } else if ft.is_block_device() {
+                    tar::EntryType::Block
+                } else {
+                    tar::EntryType::Fifo
+                };
+                h.set_entry_type(kind);
+                if kind != tar::EntryType::Fifo {
+                    let rdev = meta.rdev();
+                    h.set_device_major(libc::major(rdev))?;
+                    h.set_device_minor(libc::minor(rdev))?;
+                }
+                self.b.append_data(&mut h, rel, std::io::empty())?;
+            }
+            Ok(false)
+        }
+    }
+
+    let mut packer = Packer {
+        b: tar::Builder::new(Vec::new()),
+        links: HashMap::new(),
+        clamp: mtime_clamp,
+    };
+    packer.add_dir(root, Path::new(""))?;
+    packer
+        .b
+        .into_inner()
+        .map_err(|e| format!("packing {}: {e}", root.display()))
+}
+
+/// The extended attributes of `p` itself (not following a symlink); none where the
+/// filesystem has no xattrs.
+fn list_xattrs(p: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let path =
+        CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("NUL in path"))?;
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        // SAFETY: `path` is NUL-terminated and `names` is a writable buffer of the given size.
+        let n = unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(e),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).map_err(|_| std::io::Error::other("NUL in xattr"))?;
+        let mut value = vec![0u8; 256];
+        let vlen = loop {
+            // SAFETY: both strings are NUL-terminated; `value` is writable for its length.
+            let n = unsafe {
+                libc::lgetxattr(
+                    path.as_ptr(),
+                    cname.as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ERANGE) {
+                value.resize(value.len() * 4, 0);
+            } else {
+                return Err(e);
+            }
+        };
+        value.truncate(vlen);
+        out.push((String::from_utf8_lossy(name).into_owned(), value));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A PAX extended header carrying `SCHILY.xattr.<name>` records for the next entry.
+fn append_pax(
+    b: &mut tar::Builder<Vec<u8>>,
+    rel: &Path,
+    xattrs: &[(String, Vec<u8>)],
+) -> std::io::Result<()> {
+    let mut data = Vec::new();
+    for (name, value) in xattrs {
+        // "<len> SCHILY.xattr.<name>=<value>\n", where <len> counts its own digits too.
+        let body = 1 + "SCHILY.xattr.".len() + name.len() + 1 + value.len() + 1;
+        let mut len = body;
+        loop {
+            let total = body + len.to_string().len();
+            if total == len {
+                break;
+            }
+            len = total;
+        }
+        data.extend_from_slice(format!("{len} SCHILY.xattr.{name}=").as_bytes());
+        data.extend_from_slice(value);
+        data.push(b'\n');
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    let base = rel
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(80).collect::<String>())
+        .unwrap_or_default();
+    b.append_data(&mut h, format!("PaxHeaders/{base}"), data.as_slice())
+}
+
+/// A layer blob stored in an image layout by [`put_layer`].
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    /// Digest of the stored blob (compressed when `media_type` says so).
+    pub digest: String,
+    /// Size of the stored blob.
+    pub size: u64,
+    /// OCI media type (`…tar` or `…tar+gzip`).
+    pub media_type: &'static str,
+    /// Digest of the uncompressed tar (the config's `diff_ids` entry).
+    pub diff_id: String,
+}
+
+/// Stores the uncompressed layer `tar` in the layout at `layout`, gzip-compressed when `gzip`.
+pub fn put_layer(layout: &Path, tar: &[u8], gzip: bool) -> crate::Result<LayerBlob> {
+    let diff_id = sha256(tar);
+    let (blob, media_type) = if gzip {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(tar)
+            .and_then(|()| e.finish())
+            .map(|z| (z, "application/vnd.oci.image.layer.v1.tar+gzip"))
+            .map_err(|e| format!("gzip of a layer for {}: {e}", layout.display()))?
+    } else {
+        (tar.to_vec(), "application/vnd.oci.image.layer.v1.tar")
+    };
+    let digest = put_blob(layout, &blob)?;
+    Ok(LayerBlob {
+        digest,
+        size: blob.len() as u64,
+        media_type,
+        diff_id,
+    })
+}
+
+/// Adds an amd64 Linux image made of `layers` (bottom first, stored by [`put_layer`]) to the
+/// layout at `layout`, tagged `tag` in its index.json (an image of that tag is replaced;
+/// index.json and oci-layout are created when absent). `labels` go into the config's
+/// `Labels`; its `Cmd` is `/sbin/init`. Returns the manifest digest.
+pub fn put_image(
+    layout: &Path,
+    tag: &str,
+    layers: &[LayerBlob],
+    labels: &[(&str, &str)],
+) -> crate::Result<String> {
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/sbin/init"], "Labels": labels},
+        "rootfs": {"type": "layers",
+                   "diff_ids": layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>()},
+    }))
+    .map_err(|e| e.to_string())?;
+    let config_digest = put_blob(layout, &config)?;
+    let descs: Vec<_> = layers
+        .iter()
+        .map(|l| serde_json::json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size}))
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": descs,
+    }))
+    .map_err(|e| e.to_string())?;
+    let manifest_digest = put_blob(layout, &manifest)?;
+    let index_path = layout.join("index.json");
+    let mut manifests = match fs::read(&index_path) {
+        Ok(data) => {
+            let index: serde_json::Value = serde_json::from_slice(&data)
+                .map_err(|e| format!("{}: {e}", index_path.display()))?;
+            index["manifests"].as_array().cloned().unwrap_or_default()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("{}: {e}", index_path.display())),
+    };
+    manifests.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != tag);
+    manifests.push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": manifest_digest, "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }));
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": manifests,
+    }))
+    .map_err(|e| e.to_string())?;
+    let files = [
+        ("index.json", index),
+        ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+    ];
+    for (name, data) in files {
+        let p = layout.join(name);
+        fs::write(&p, data).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(manifest_digest)
+}
+
 /// The demo image's layout (busybox demo root, `/etc/demo-subvol` = `os`), cached under
 /// target/lab/images by its manifest digest, so a change to the demo root makes a new one.
 /// Returns the layout and the manifest digest.
@@ -162,6 +461,22 @@ pub fn installed_raid1(
     install_group(terra, image, label, uuid, name, "raid1", 2)
 }
 
+/// [`installed_disk`] on a disk image of `size_mb` MiB (installed_disk makes 160 MiB), for
+/// images that need more room, such as a Debian root.
+pub fn installed_disk_sized(
+    terra: &Path,
+    image: &str,
+    label: &str,
+    uuid: &str,
+    name: &str,
+    size_mb: u64,
+) -> crate::Result<PathBuf> {
+    let mut disks = install_group_sized(terra, image, label, uuid, name, "single", 1, size_mb)?;
+    disks
+        .pop()
+        .ok_or_else(|| "terra install made no disk".to_string())
+}
+
 fn install_group(
     terra: &Path,
     image: &str,
@@ -170,6 +485,20 @@ fn install_group(
     name: &str,
     profile: &str,
     count: usize,
+) -> crate::Result<Vec<PathBuf>> {
+    install_group_sized(terra, image, label, uuid, name, profile, count, 160)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn install_group_sized(
+    terra: &Path,
+    image: &str,
+    label: &str,
+    uuid: &str,
+    name: &str,
+    profile: &str,
+    count: usize,
+    size_mb: u64,
 ) -> crate::Result<Vec<PathBuf>> {
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = lab_dir().join("disks");
@@ -197,7 +526,7 @@ fn install_group(
     );
     for d in &disks {
         text.push_str(&format!(
-            "  [[groups.disk]]\n  device = \"{}\"\n  size = 160\n",
+            "  [[groups.disk]]\n  device = \"{}\"\n  size = {size_mb}\n",
             d.display()
         ));
     }
