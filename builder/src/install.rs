@@ -288,16 +288,13 @@ fn root_subvolume(node: &NodeConfig, group: &Group) -> String {
         .unwrap_or_else(|| DEFAULT_ROOT_NAME.into())
 }
 
-/// The fstab for the root: the root subvolume first (`ro` when the version is read-only,
-/// so the real system's remount keeps it so), then every other subvolume.
-pub fn fstab(groups: &[Group], root_label: &str, root_name: &str, root_read_only: bool) -> String {
+/// The fstab for the root: the root subvolume first, then every other subvolume. The root
+/// line has no `ro` even for read-only versions: systemd-remount-fs applies it as a remount
+/// of the whole btrfs filesystem, persistent subvolumes and the `/etc` overlay included. The
+/// subvolume's own read-only flag keeps a version immutable whatever the mount says.
+pub fn fstab(groups: &[Group], root_label: &str, root_name: &str) -> String {
     let mut s = String::from("# written by terra install\n");
-    let root_subvol = if root_read_only {
-        format!("{root_name},ro")
-    } else {
-        root_name.to_string()
-    };
-    s.push_str(&fstab_line(root_label, "/", &root_subvol));
+    s.push_str(&fstab_line(root_label, "/", root_name));
     for g in groups {
         for sv in g.subvolumes.iter().filter(|sv| sv.path != "/") {
             s.push_str(&fstab_line(&g.label, &sv.path, &sv.name));
@@ -512,7 +509,7 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
             None => r.to_string(),
         },
         unpack: UnpackReport::default(),
-        fstab: fstab(&groups, &root_label, &root_name, !spec.writable),
+        fstab: fstab(&groups, &root_label, &root_name),
     };
     for (i, g) in groups.iter().enumerate() {
         let devs = attach(g, &mut loops)?;
@@ -613,9 +610,9 @@ label = "data"
         assert_eq!(root_group(&g), 0);
         assert_eq!(root_subvolume(&n, &g[0]), "os");
         assert_eq!(
-            fstab(&g, "os", "os", true),
+            fstab(&g, "os", "os"),
             "# written by terra install\n\
-             LABEL=os / btrfs subvol=/os,ro 0 0\n\
+             LABEL=os / btrfs subvol=/os 0 0\n\
              LABEL=os /home btrfs subvol=/home 0 0\n\
              LABEL=data /srv btrfs subvol=/srv 0 0\n"
         );

@@ -519,7 +519,7 @@ fn fill(
         snapshot(staging, &chain_dir(top, chain), true)?;
         crash_point("chained");
     }
-    write_node_files(staging, v.node, v.label, v.name, v.writable)?;
+    write_node_files(staging, v.node, v.label, v.name)?;
     Ok(built)
 }
 
@@ -542,14 +542,13 @@ fn write_node_files(
     node: &NodeConfig,
     label: &str,
     name: &str,
-    writable: bool,
 ) -> Result<(), VersionsError> {
     for g in &node.groups {
         for sv in g.subvolumes.iter().filter(|s| s.path != "/") {
             oci::apply::mkdir_beneath(root, &sv.path)?;
         }
     }
-    let fstab = install::fstab(&node.groups, label, name, !writable);
+    let fstab = install::fstab(&node.groups, label, name);
     oci::apply::write_file_beneath(root, "etc/fstab", fstab.as_bytes(), 0o644)?;
     if let Some(h) = &node.hostname {
         oci::apply::write_file_beneath(root, "etc/hostname", format!("{h}\n").as_bytes(), 0o644)?;

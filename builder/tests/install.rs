@@ -161,7 +161,7 @@ type = "single"
     assert_eq!(
         fs::read_to_string(root.join("etc/fstab")).unwrap(),
         "# written by terra install\n\
-         LABEL=os / btrfs subvol=/os,ro 0 0\n\
+         LABEL=os / btrfs subvol=/os 0 0\n\
          LABEL=os /home btrfs subvol=/home 0 0\n\
          LABEL=os /var/log btrfs subvol=/var-log 0 0\n"
     );
@@ -252,7 +252,7 @@ fn raid1_over_two_image_files_with_disks_from_the_command_line() {
     assert!(all.contains(&"v1".to_string()), "{all:?}");
     assert_eq!(
         fs::read_to_string(m.path().join("v1/etc/fstab")).unwrap(),
-        "# written by terra install\nLABEL=pool / btrfs subvol=/v1,ro 0 0\n"
+        "# written by terra install\nLABEL=pool / btrfs subvol=/v1 0 0\n"
     );
     assert_eq!(
         fs::read_to_string(m.path().join("v1/etc/os-release")).unwrap(),

@@ -181,7 +181,7 @@ fn upgrades_unpack_only_new_layers_and_every_command_agrees() {
         assert_eq!(fs::read_to_string(m.join("v2/etc/version")).unwrap(), "2\n");
         assert!(fs::read_to_string(m.join("v2/etc/fstab"))
             .unwrap()
-            .contains("LABEL=os / btrfs subvol=/v2,ro 0 0"));
+            .contains("LABEL=os / btrfs subvol=/v2 0 0"));
         assert_eq!(
             fs::read_to_string(m.join("v2/etc/hostname")).unwrap(),
             "up-1\n"

@@ -19,7 +19,8 @@ static LOCK: Mutex<()> = Mutex::new(());
 /// Tag of the demo image in its layout.
 pub const DEMO_TAG: &str = "demo";
 
-fn sha256(data: &[u8]) -> String {
+/// `sha256:<hex>` of `data`.
+pub fn sha256(data: &[u8]) -> String {
     let d = Sha256::digest(data);
     let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")

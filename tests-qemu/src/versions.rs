@@ -13,10 +13,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use crate::disk::{demo_root, tempdir};
-use crate::oci_root::layer_from_dir;
+use crate::oci_root::{layer_from_dir, put_image, put_layer, sha256};
 use crate::{lab_dir, run};
 
 /// Subvolume `data`, mounted by stage0 at this path in every version.
@@ -25,23 +23,6 @@ pub const DATA_PATH: &str = "/var/lib/demo";
 /// v4's init: runs, says so, powers off; never confirms.
 pub const NO_CONFIRM_INIT: &str =
     "#!/bin/sh\necho \"TERRA-V4-RAN subvol=$(cat /etc/demo-subvol)\"\n/bin/poweroff -f\n";
-
-fn sha256(data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
-fn put_blob(layout: &Path, data: &[u8]) -> crate::Result<String> {
-    let digest = sha256(data);
-    let dir = layout.join("blobs/sha256");
-    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(&digest[7..]);
-    fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(digest)
-}
 
 /// A layer of regular files (path, content, mode) and whiteouts (content None).
 pub fn layer_of(files: &[(&str, Option<&[u8]>, u32)]) -> crate::Result<Vec<u8>> {
@@ -59,50 +40,14 @@ pub fn layer_of(files: &[(&str, Option<&[u8]>, u32)]) -> crate::Result<Vec<u8>> 
     b.into_inner().map_err(|e| e.to_string())
 }
 
-/// Adds an image of `layers` (uncompressed tars) to `layout`; returns its index entry.
-fn add_image(layout: &Path, tag: &str, layers: &[&[u8]]) -> crate::Result<serde_json::Value> {
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for l in layers {
-        diff_ids.push(sha256(l));
-        descs.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": put_blob(layout, l)?, "size": l.len()}));
-    }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/sbin/init"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .map_err(|e| e.to_string())?;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": put_blob(layout, &config)?, "size": config.len()},
-        "layers": descs,
-    }))
-    .map_err(|e| e.to_string())?;
-    Ok(serde_json::json!({
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": put_blob(layout, &manifest)?, "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": tag}}))
-}
-
-/// Writes an image layout with the given tags, each a list of layers.
+/// Writes an image layout with the given tags, each a list of uncompressed layers.
 pub fn write_layout(layout: &Path, images: &[(&str, Vec<&[u8]>)]) -> crate::Result<()> {
-    let mut entries = Vec::new();
     for (tag, layers) in images {
-        entries.push(add_image(layout, tag, layers)?);
-    }
-    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": entries}))
-        .map_err(|e| e.to_string())?;
-    for (name, data) in [
-        ("index.json", index),
-        ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
-    ] {
-        let p = layout.join(name);
-        fs::write(&p, data).map_err(|e| format!("{}: {e}", p.display()))?;
+        let blobs = layers
+            .iter()
+            .map(|l| put_layer(layout, l, false))
+            .collect::<crate::Result<Vec<_>>>()?;
+        put_image(layout, tag, &blobs, &[])?;
     }
     Ok(())
 }

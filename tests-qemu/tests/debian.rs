@@ -6,6 +6,7 @@ use lab::debian::{self, DebianImages};
 use lab::harness::{artifacts, expect, run, vm};
 
 const DEBIAN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000d1";
+const UPGRADE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000d2";
 
 /// Under TCG a Debian boot to multi-user takes a while; this bounds the whole run.
 const TIMEOUT_S: u64 = 300;
@@ -58,4 +59,51 @@ fn a_debian_systemd_image_installed_by_terra_boots_to_multi_user() {
         line(debian::POWEROFF_MARKER),
     );
     assert!(out.exited, "systemd should power the VM off:\n{}", out.log);
+}
+
+/// A Debian root upgraded to a second Debian image confirms itself: stage0 boots v2 as
+/// tentative and leaves its runtime unit, systemd runs it once the boot is complete, and
+/// v2 is the default afterwards. Neither image knows about Terra's versions.
+#[test]
+fn a_debian_root_upgraded_to_a_second_image_confirms_itself() {
+    let terra = &artifacts().terra;
+    let images = images();
+    let cached = debian::debian_disk(terra, &images, debian::V1, UPGRADE_UUID)
+        .expect("Debian v1 installed by terra install");
+    let disk = lab::lab_dir().join("scratch/debian-upgrade.img");
+    std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
+    lab::run(
+        std::process::Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&cached)
+            .arg(&disk),
+    )
+    .expect("copy of the Debian disk");
+    let up = lab::versions::upgrade(terra, &disk, &images.layout, debian::V2, &[])
+        .expect("terra upgrade to Debian v2");
+    assert!(up.contains("1 of 2 layers from chains"), "{up}");
+    let mut machine = vm(vec![disk.clone()], "", TIMEOUT_S);
+    machine.memory_mb = 1024;
+    machine.keep_writes = true;
+    let out = run(&machine);
+    expect(
+        &out,
+        &[
+            "is tentative (2 tries left",
+            &format!("{} version=2 ", debian::MULTI_USER_MARKER),
+            "version v2 confirmed: it is the default now",
+            debian::POWEROFF_MARKER,
+        ],
+    );
+    let states = lab::versions::states(terra, &disk).expect("terra versions");
+    let _ = std::fs::remove_file(&disk);
+    assert_eq!(
+        states,
+        [
+            ("os".to_string(), "good".to_string(), 0),
+            ("v2".to_string(), "default".to_string(), 0)
+        ],
+        "{}",
+        out.log
+    );
 }

@@ -12,6 +12,7 @@ use lab::vm::Outcome;
 
 const LIFECYCLE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f1";
 const KILLED_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f2";
+const ISCSI_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f3";
 
 fn boot(disk: &Path, append: &str) -> Outcome {
     let mut v = vm(
@@ -187,4 +188,41 @@ fn a_killed_upgrade_leaves_a_disk_that_boots_its_default() {
     upgrade(terra, &disk, &layout, "v2", &[]).expect("re-run");
     let out = boot(&disk, "");
     expect(&out, &["subvol=v2 pid=1"]);
+}
+
+#[test]
+fn an_iscsi_lun_counts_and_falls_back_like_a_local_disk() {
+    use lab::tgtd::{Tgtd, GUEST_HOST_ADDR};
+    const IQN: &str = "iqn.2024-01.org.terra-os:versions-root";
+    let terra = &artifacts().terra;
+    let (layout, lun) = setup("versions-iscsi", ISCSI_UUID);
+    upgrade(terra, &lun, &layout, "v3", &["--name", "v3"]).expect("upgrade to v3");
+    let mut t = Tgtd::start().expect("tgtd");
+    t.target(1, IQN, &lun).expect("target");
+    let a = artifacts();
+    let mut v = lab::vm::Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
+    v.nic = Some("virtio".into());
+    v.append = format!(
+        "terra.demo=poweroff terra.rescue=halt ISCSI_INITIATOR=iqn.2024-01.org.terra-os:versions-node \
+         ISCSI_TARGET_NAME={IQN} ISCSI_TARGET_IP={GUEST_HOST_ADDR}:{}",
+        t.port
+    );
+    v.timeout = std::time::Duration::from_secs(240);
+    let out = run(&v);
+    drop(t);
+    // The tentative v3 has no init: marked bad on the LUN, v1 boots in the same boot.
+    expect(
+        &out,
+        &[
+            "iscsi: logged in to",
+            "version v3 (tentative) cannot boot",
+            "subvol=v1 pid=1",
+        ],
+    );
+    let s = st(&lun);
+    assert_eq!(
+        s,
+        want(&[("os", "default", 0), ("v3", "bad", 0)]),
+        "the state on the LUN"
+    );
 }
