@@ -362,3 +362,73 @@ fn a_full_disk_is_a_clear_error_and_leaves_no_candidate() {
         });
     }
 }
+
+#[test]
+fn a_kill_in_the_middle_of_a_layer_leaves_the_default_and_a_rerun_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    // 400 files of 256 KiB: long enough to be killed while it is being written.
+    let names: Vec<String> = (0..400).map(|i| format!("usr/many/f{i:03}")).collect();
+    let entries: Vec<E> = names
+        .iter()
+        .map(|n| {
+            E::FileFull(
+                Box::leak(n.clone().into_boxed_str()),
+                vec![(n.len() % 251) as u8; 256 << 10],
+                0o644,
+                0,
+                0,
+                vec![],
+            )
+        })
+        .collect();
+    let l = layout(
+        dir.path(),
+        &[
+            ("v1", vec![(base(), Comp::Gzip)]),
+            (
+                "v2",
+                vec![(base(), Comp::Gzip), (layer(&entries), Comp::Gzip)],
+            ),
+        ],
+    );
+    let disk = installed(dir.path(), &l, 512);
+    let r = format!("oci:{}:v2", l.display());
+    let mut child = terra()
+        .args(["upgrade", "--disk", disk.to_str().unwrap(), &r])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // terra's mount of the top level is in this mount namespace: watch its staging tree
+    // and kill it once the big layer is partly written.
+    let started = std::time::Instant::now();
+    let mut seen = 0;
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+        let many = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .find(|m| m.contains(&format!("terra-versions-{}-", child.id())))
+            .map(|m| PathBuf::from(m).join(".terra/staging-v2/usr/many"));
+        seen = many
+            .and_then(|p| fs::read_dir(p).ok())
+            .map_or(0, |d| d.count());
+        if seen >= 20 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        seen >= 20 && !status.success(),
+        "killed mid-layer: {seen} files, {status:?}"
+    );
+    power_cut(&disk);
+    assert_eq!(states(&disk), pairs(&[("os", "default")]));
+    let (ok, out, err) = upgrade(&disk, &r, &[]);
+    assert!(ok && out.contains("version v2"), "{out}{err}");
+    with_mount(&disk, |m| {
+        assert_eq!(fs::read_dir(m.join("v2/usr/many")).unwrap().count(), 400);
+    });
+}
