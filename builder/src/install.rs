@@ -532,8 +532,20 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
             // next one), then the boot state that makes it the default.
             let state_dir = mnt.join(STATE_DIR);
             fs::create_dir_all(&state_dir).map_err(|e| OciError::io(&state_dir, e))?;
+            // Owner-only: a node.toml may hold CHAP secrets.
             let kept = state_dir.join(NODE_FILE);
-            fs::write(&kept, &text).map_err(|e| OciError::io(&kept, e))?;
+            {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt;
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&kept)
+                    .and_then(|mut f| f.write_all(text.as_bytes()))
+                    .map_err(|e| OciError::io(&kept, e))?;
+            }
             if !g.subvolumes.iter().any(|s| s.name == DEFAULT_ETC_OVERLAY) {
                 subvolume_create(&mnt.join(DEFAULT_ETC_OVERLAY))?;
             }

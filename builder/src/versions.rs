@@ -136,7 +136,7 @@ pub fn open(target: &Target) -> Result<Top, VersionsError> {
     let work_guard = oci::image::TempDir(work.clone());
     let mnt = work.join("top");
     let mut loops = Loops(Vec::new());
-    let (mounted, disk, booted) = if target.disks.is_empty() {
+    let (mounted, disk, booted, first_dev) = if target.disks.is_empty() {
         let report = fs::read(terra_init::layout::BOOT_REPORT).map_err(|e| {
             VersionsError::Refused(format!(
                 "{}: {e}: without --disk, terra acts on the running system, which must have \
@@ -158,6 +158,7 @@ pub fn open(target: &Target) -> Result<Top, VersionsError> {
             Mounted(mnt.clone()),
             booted.device.clone(),
             Some(booted.name),
+            booted.device,
         )
     } else {
         let group = Group {
@@ -184,16 +185,14 @@ pub fn open(target: &Target) -> Result<Top, VersionsError> {
             .map(|d| d.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        (mounted, disk, None)
+        (mounted, disk, None, devs[0].clone())
     };
-    let label = tool::run(
-        Command::new("btrfs")
-            .args(["filesystem", "label"])
-            .arg(&mnt),
-        "btrfs-progs",
-    )?
-    .trim()
-    .to_string();
+    // The label from the superblock (stage0's prober), not a `btrfs filesystem label` run.
+    let label = fs::File::open(&first_dev)
+        .and_then(|mut f| terra_init::probe::probe_fs(&mut f))
+        .map_err(io_err(Path::new(&first_dev)))?
+        .label
+        .unwrap_or_default();
     let dir = mnt.join(STATE_DIR);
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let lock_path = dir.join("lock");

@@ -158,6 +158,16 @@ type = "single"
         fs::read_to_string(&node).unwrap(),
         "the node's config is kept on the disk for upgrades"
     );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(m.path().join(".terra/node.toml"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600,
+        "it may hold CHAP secrets"
+    );
     assert_eq!(
         fs::read_to_string(root.join("etc/fstab")).unwrap(),
         "# written by terra install\n\

@@ -1,7 +1,8 @@
 //! `cargo xtask bench --only upgrade`: what a version costs.
 //!
 //! 1. **Upgrade vs full unpack**, on one disk image in one run: an image whose only change
-//!    is a 10 MiB top layer over a ~500 MiB base. `terra upgrade` (snapshot of the base
+//!    is a 10 MiB top layer over a ~500 MiB base (gzip layers of text-like content that
+//!    compresses about 3:1, as registries serve them). `terra upgrade` (snapshot of the base
 //!    chain on the disk, then the top layer) against `terra image unpack` of the same
 //!    image into a fresh subvolume of the same filesystem (a full unpack per version, what
 //!    Elemental does): wall time and new data on the filesystem (btrfs `Data used` before
@@ -18,6 +19,7 @@ use std::process::Command;
 use crate::bench::{max, median, min, timed};
 use crate::disk::tempdir;
 use crate::harness;
+use crate::oci_root::{content, Rng};
 use crate::versions::{self, layer_of, write_layout};
 use crate::{lab_dir, run};
 
@@ -28,20 +30,6 @@ const TOP_MB: usize = 10;
 const UPGRADE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b7";
 const BOOT_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b8";
 
-/// Deterministic bytes that do not compress (xorshift64).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// A layer of `mb` files of 1 MiB under `dir/`, plus `extra` entries.
 fn files_layer(
     dir: &str,
@@ -50,9 +38,8 @@ fn files_layer(
     extra: &[(&str, Option<&[u8]>, u32)],
 ) -> crate::Result<Vec<u8>> {
     let names: Vec<String> = (0..mb).map(|i| format!("{dir}/f{i:04}")).collect();
-    let data: Vec<Vec<u8>> = (0..mb)
-        .map(|i| noise(seed * 100_003 + i as u64, 1 << 20))
-        .collect();
+    let mut rng = Rng(seed * 100_003 + 1);
+    let data: Vec<Vec<u8>> = (0..mb).map(|_| content(&mut rng, 1 << 20)).collect();
     let mut files: Vec<(&str, Option<&[u8]>, u32)> = names
         .iter()
         .zip(&data)
@@ -66,7 +53,7 @@ fn files_layer(
 fn layout() -> crate::Result<PathBuf> {
     let layout = lab_dir()
         .join("images")
-        .join(format!("upgrade-bench-{BASE_MB}-{TOP_MB}"));
+        .join(format!("upgrade-bench-{BASE_MB}-{TOP_MB}-gz"));
     if layout.join("index.json").is_file() {
         return Ok(layout);
     }
@@ -78,7 +65,12 @@ fn layout() -> crate::Result<PathBuf> {
     let tmp = layout.with_extension(format!("tmp{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    write_layout(&tmp, &[("v1", vec![&base, &a]), ("v2", vec![&base, &b])])?;
+    // gzip, as registries serve layers.
+    write_layout(
+        &tmp,
+        &[("v1", vec![&base, &a]), ("v2", vec![&base, &b])],
+        true,
+    )?;
     fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
     Ok(layout)
 }
@@ -116,7 +108,7 @@ fn with_mount<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> cra
 fn installed(terra: &Path, layout: &Path) -> crate::Result<PathBuf> {
     let disk = lab_dir()
         .join("disks")
-        .join(format!("upgrade-bench-{BASE_MB}-{TOP_MB}.img"));
+        .join(format!("upgrade-bench-{BASE_MB}-{TOP_MB}-gz.img"));
     if disk.is_file() {
         return Ok(disk);
     }

@@ -565,10 +565,10 @@ pub fn demo_disk(terra: &Path, busybox: &Path, uuid: &str) -> crate::Result<Path
 }
 
 /// Deterministic pseudo-random numbers (xorshift64*) for generated benchmark files.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -577,7 +577,7 @@ impl Rng {
 }
 
 /// Text-like content (compresses about 3:1 with gzip, like binaries and text do).
-fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
+pub(crate) fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
     const WORDS: [&str; 16] = [
         "terra ", "boot ", "layer ", "\x7fELF", "init ", "btrfs\n", "0x3f2a ", "module ", "root ",
         "\0\0\0\0", "kernel ", "image\n", "digest ", "sha256:", "oci ", "stage0 ",

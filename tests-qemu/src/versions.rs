@@ -40,12 +40,13 @@ pub fn layer_of(files: &[(&str, Option<&[u8]>, u32)]) -> crate::Result<Vec<u8>> 
     b.into_inner().map_err(|e| e.to_string())
 }
 
-/// Writes an image layout with the given tags, each a list of uncompressed layers.
-pub fn write_layout(layout: &Path, images: &[(&str, Vec<&[u8]>)]) -> crate::Result<()> {
+/// Writes an image layout with the given tags, each a list of layers (tars, stored
+/// gzip-compressed when `gzip`).
+pub fn write_layout(layout: &Path, images: &[(&str, Vec<&[u8]>)], gzip: bool) -> crate::Result<()> {
     for (tag, layers) in images {
         let blobs = layers
             .iter()
-            .map(|l| put_layer(layout, l, false))
+            .map(|l| put_layer(layout, l, gzip))
             .collect::<crate::Result<Vec<_>>>()?;
         put_image(layout, tag, &blobs, &[])?;
     }
@@ -92,6 +93,7 @@ pub fn layout(busybox: &Path) -> crate::Result<PathBuf> {
             ("v3", vec![&base, &v3]),
             ("v4", vec![&base, &v4]),
         ],
+        false,
     )?;
     fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
     Ok(layout)
