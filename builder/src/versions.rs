@@ -278,20 +278,36 @@ fn sweep(top: &Path) -> Result<(), VersionsError> {
         for (marker, version) in markers {
             let known = state.as_ref().is_some_and(|s| s.get(&version).is_some());
             let path = top.join(&version);
-            if !known && path.exists() {
-                leftovers.push(path);
+            // The subvolume goes first, the marker after: a kill in between leaves the
+            // marker for the next sweep.
+            if !known && path.exists() && !remove_leftover(&path) {
+                continue;
             }
-            fs::remove_file(&marker).map_err(io_err(&marker))?;
+            if let Err(e) = fs::remove_file(&marker) {
+                log_line(&format!("cannot remove {}: {e}", marker.display()));
+            }
         }
     }
     for p in leftovers {
-        log_line(&format!(
-            "removing {} left by an interrupted run",
-            p.display()
-        ));
-        subvolume_delete(&p)?;
+        remove_leftover(&p);
     }
     Ok(())
+}
+
+/// Deletes a subvolume an interrupted run left; a failure is said, not fatal (it must not
+/// stop `rollback` or `versions`). Returns whether it is gone.
+fn remove_leftover(path: &Path) -> bool {
+    log_line(&format!(
+        "removing {} left by an interrupted run",
+        path.display()
+    ));
+    match subvolume_delete(path) {
+        Ok(()) => true,
+        Err(e) => {
+            log_line(&format!("cannot remove {}: {e}", path.display()));
+            false
+        }
+    }
 }
 
 /// Test hook: with `TERRA_CRASH_AT=<point>` in the environment, the process kills itself
@@ -519,6 +535,13 @@ fn fill(
         crash_point("chained");
     }
     write_node_files(staging, v.node, v.label, v.name)?;
+    // Everything on disk before the version can be named by a stored state: the node's
+    // files were written after the last chain snapshot flushed the tree.
+    let dir = fs::File::open(staging).map_err(io_err(staging))?;
+    rustix::fs::syncfs(&dir).map_err(|e| VersionsError::Io {
+        path: staging.to_path_buf(),
+        err: e.into(),
+    })?;
     Ok(built)
 }
 
@@ -546,6 +569,11 @@ fn write_node_files(
         for sv in g.subvolumes.iter().filter(|s| s.path != "/") {
             oci::apply::mkdir_beneath(root, &sv.path)?;
         }
+    }
+    // Images made FROM scratch often lack the mount points stage0 moves into the root;
+    // a read-only version could never get them later.
+    for dir in ["dev", "proc", "sys", "run"] {
+        oci::apply::mkdir_beneath(root, dir)?;
     }
     let fstab = install::fstab(&node.groups, label, name);
     oci::apply::write_file_beneath(root, "etc/fstab", fstab.as_bytes(), 0o644)?;
@@ -617,6 +645,14 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
     let image = oci::resolve(&r, &spec.resolve)?;
     let top = open(target)?;
     let mut state = top.state()?;
+    if let Some(b) = top.booted.as_deref() {
+        if state.get(b).is_some_and(|v| v.status == Status::Tentative) {
+            return Err(VersionsError::Refused(format!(
+                "the running version {b} is tentative: confirm it (`terra bless good`) or \
+                 reject it (`terra bless bad`) before the next upgrade"
+            )));
+        }
+    }
     let digest = image
         .manifest_digest
         .as_ref()
@@ -653,6 +689,12 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
         )));
     }
     let node = top.node()?;
+    if let Some(pin) = &node.boot.version {
+        log_line(&format!(
+            "warning: the node's node.toml sets [boot] version = {pin:?}: stage0 boots that \
+             version only (a pin); remove it there for upgrades to boot"
+        ));
+    }
     let (version, built) = build_version(
         &top.path,
         &NewVersion {

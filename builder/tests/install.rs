@@ -191,7 +191,18 @@ type = "single"
     assert!(ok, "{err}");
     let mut want = snapshot(&plain);
     let mut got = snapshot(&root);
-    for k in ["etc/fstab", "etc/hostname", "var", "var/log", "home", "etc"] {
+    for k in [
+        "etc/fstab",
+        "etc/hostname",
+        "var",
+        "var/log",
+        "home",
+        "etc",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+    ] {
         want.remove(k);
         got.remove(k);
     }

@@ -40,9 +40,11 @@ ExecStart=/run/terra/bless good
 StandardOutput=journal+console
 ";
 
-/// Leaves [`PROGRAM`] and the systemd unit in /run (before the switch). Returns the
-/// command the real system runs, or None when stage0 could not copy itself.
-pub fn install() -> Option<String> {
+/// Leaves [`PROGRAM`] in /run (before the switch) and, when the root at `root` runs
+/// systemd, its unit: `/run/systemd/system` existing tells programs that systemd is PID 1,
+/// which would mislead them under another init. Returns the command the real system
+/// runs, or None when stage0 could not copy itself.
+pub fn install(root: &Path) -> Option<String> {
     let program = Path::new(PROGRAM);
     let copied = program
         .parent()
@@ -51,6 +53,12 @@ pub fn install() -> Option<String> {
     if let Err(e) = copied {
         log::error!("cannot leave {PROGRAM} for the confirmation: {e}");
         return None;
+    }
+    let systemd = ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"]
+        .iter()
+        .any(|p| crate::switch::resolve_in_root(root, p).is_ok_and(|p| p.is_file()));
+    if !systemd {
+        return Some(format!("{PROGRAM} good"));
     }
     let unit = Path::new(UNIT_DIR).join(UNIT);
     let wants = Path::new(UNIT_DIR).join("multi-user.target.wants");
@@ -120,6 +128,19 @@ pub fn bless(verdict: Verdict) -> Result<String, String> {
     private_mounts()?;
     let name = booted.name.clone();
     select::with_top(&booted.device, &booted.top_options, |top| {
+        // Wait for a `terra` that is changing the versions (it holds this lock), so that
+        // neither overwrites the other's change.
+        let lock_path = top.join(bootstate::STATE_DIR).join("lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|err| StateError::Io {
+            path: lock_path.clone(),
+            err,
+        })?;
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            StateError::Io {
+                path: lock_path.clone(),
+                err: std::io::Error::other(format!("flock: {e}")),
+            }
+        })?;
         let mut state = bootstate::load(top)?
             .ok_or_else(|| StateError::Refused("the root filesystem has no boot state".into()))?;
         let message = match verdict {

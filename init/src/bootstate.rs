@@ -290,24 +290,26 @@ impl BootState {
         out
     }
 
-    /// Marks `name` bad for `reason`. When it was the default, the last good version
-    /// becomes the default; with no other good version the default stays (a state always
-    /// has one) and stays good, so the next boot tries it again rather than nothing.
-    pub fn mark_bad(&mut self, name: &str, reason: &str) {
+    /// Marks `name` bad for `reason`; returns whether it became bad. When it was the
+    /// default, the last good version becomes the default; with no other good version the
+    /// default stays (a state always has one) and stays good, and false is returned.
+    pub fn mark_bad(&mut self, name: &str, reason: &str) -> bool {
         let successor = (name == self.default)
             .then(|| self.good_fallbacks().first().map(|v| v.name.clone()))
             .flatten();
         if name == self.default && successor.is_none() {
-            return;
+            return false;
         }
-        if let Some(v) = self.get_mut(name) {
-            v.status = Status::Bad;
-            v.tries_left = 0;
-            v.reason = Some(reason.to_string());
-        }
+        let Some(v) = self.get_mut(name) else {
+            return false;
+        };
+        v.status = Status::Bad;
+        v.tries_left = 0;
+        v.reason = Some(reason.to_string());
         if let Some(s) = successor {
             self.default = s;
         }
+        true
     }
 
     /// The booted system confirms `name`: a tentative version becomes good and the
@@ -581,13 +583,16 @@ mod tests {
     #[test]
     fn a_broken_default_hands_over_to_the_last_good_but_never_leaves_none() {
         let mut s = BootState::new(version("os"));
-        s.mark_bad("os", "init missing");
+        assert!(
+            !s.mark_bad("os", "init missing"),
+            "the only good version is never bad"
+        );
         assert_eq!(s.default, "os", "the only version stays the default");
         assert_eq!(s.get("os").unwrap().status, Status::Good);
         s.add_tentative(version("v2"), 1).unwrap();
         s.begin_boot();
         s.confirm("v2").unwrap();
-        s.mark_bad("v2", "mount refused");
+        assert!(s.mark_bad("v2", "mount refused"));
         assert_eq!(s.default, "os");
         assert_eq!(s.get("v2").unwrap().status, Status::Bad);
         s.check().unwrap();

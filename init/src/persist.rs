@@ -35,6 +35,15 @@ pub fn mount(
         }
     };
     let mut done = Vec::new();
+    // The overlay first: mounted over /etc later, it would hide subvolumes mounted below it.
+    let overlay = node
+        .boot
+        .etc_overlay
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ETC_OVERLAY.to_string());
+    if !overlay.is_empty() && version_read_only {
+        etc_overlay(top, &overlay, load_module, &mut done);
+    }
     let label = dev.id.label.as_deref();
     let subvolumes = node
         .groups
@@ -52,24 +61,30 @@ pub fn mount(
             Err(e) => log::error!("persist: subvolume {} on {}: {e}", sv.name, sv.path),
         }
     }
-    let overlay = node
-        .boot
-        .etc_overlay
-        .clone()
-        .unwrap_or_else(|| DEFAULT_ETC_OVERLAY.to_string());
-    if overlay.is_empty() || !version_read_only {
-        return done;
+    done
+}
+
+/// Mounts the `/etc` overlay whose upper directory lives in subvolume `overlay`.
+fn etc_overlay(
+    top: &Path,
+    overlay: &str,
+    load_module: &mut dyn FnMut(&str) -> bool,
+    done: &mut Vec<(String, String)>,
+) {
+    if !crate::bootstate::valid_name(overlay) {
+        log::error!("persist: boot.etc_overlay = {overlay:?} is not a subvolume name");
+        return;
     }
-    let base = top.join(&overlay);
+    let base = top.join(overlay);
     if !base.is_dir() {
         log::debug!("persist: no subvolume {overlay}: /etc stays the version's");
-        return done;
+        return;
     }
     let upper = base.join("etc/upper");
     let work = base.join("etc/work");
     if let Err(e) = std::fs::create_dir_all(&upper).and_then(|()| std::fs::create_dir_all(&work)) {
         log::error!("persist: {}: {e}; /etc stays read-only", base.display());
-        return done;
+        return;
     }
     if !load_module("fs-overlay") {
         load_module("overlay");
@@ -93,5 +108,4 @@ pub fn mount(
         }
         Err(e) => log::error!("persist: overlay on /etc ({options}): {e}"),
     }
-    done
 }

@@ -117,9 +117,14 @@ pub fn mount_root(
     dev: &RootDevice,
     load_module: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Chosen, SelectError> {
-    let plain = || -> Result<Chosen, SelectError> {
-        let root = storage::mount_at(dev, SYSROOT, &cfg.mount_options(&dev.fstype), cfg.read_only)
-            .map_err(SelectError::Storage)?;
+    let plain = |subvol: &str| -> Result<Chosen, SelectError> {
+        let root = storage::mount_at(
+            dev,
+            SYSROOT,
+            &cfg.mount_options_for(&dev.fstype, subvol),
+            cfg.read_only,
+        )
+        .map_err(SelectError::Storage)?;
         switch::check_root(Path::new(SYSROOT), &cfg.init).map_err(SelectError::Switch)?;
         Ok(Chosen {
             root,
@@ -127,26 +132,52 @@ pub fn mount_root(
         })
     };
     if dev.fstype != "btrfs" || cfg.rootflags_name_subvol() {
-        return plain();
+        return plain(&cfg.subvol);
+    }
+    if cfg.pinned && !bootstate::valid_name(&cfg.subvol) {
+        return Err(SelectError::Pinned {
+            name: cfg.subvol.clone(),
+            reason: "not a plain subvolume name".into(),
+        });
     }
     let top_options = storage::join_options(&cfg.rootflags_options(), "subvolid=5");
-    if let Err(e) = storage::mount_at(dev, TOP, &top_options, false) {
-        log::warn!("root: no boot state ({e}); booting {}", cfg.subvol);
-        return plain();
-    }
-    let state = bootstate::load(Path::new(TOP));
-    let chosen = match state {
-        Ok(Some(state)) => choose(cfg, dev, state, &top_options, load_module),
+    // Read-write to count tries; a write-protected disk or LUN still boots its default,
+    // read-only and without counting.
+    let writable = match storage::mount_at(dev, TOP, &top_options, false) {
+        Ok(_) => true,
+        Err(e) => match storage::mount_at(dev, TOP, &top_options, true) {
+            Ok(_) => {
+                log::warn!(
+                    "root: {e}; the top level is read-only: no counting, no tentative version"
+                );
+                false
+            }
+            Err(e) => {
+                log::warn!("root: no boot state ({e}); booting {}", cfg.subvol);
+                return plain(&cfg.subvol);
+            }
+        },
+    };
+    let top = Path::new(TOP);
+    let chosen = match bootstate::load(top) {
+        Ok(Some(state)) => choose(cfg, dev, state, writable, &top_options, load_module),
         Ok(None) => {
             log::debug!("root: no .terra/state.json: booting {}", cfg.subvol);
             unmount(TOP);
-            return plain();
+            return plain(&cfg.subvol);
         }
         Err(e) => {
-            // Unreadable state: the configured subvolume is the best guess left.
-            log::error!("root: {e}; booting {} without the boot state", cfg.subvol);
+            // A state this stage0 cannot use (a newer format, damage): its default is still
+            // the best guess when it can be read at all; else the configured subvolume.
+            let default = std::fs::read(bootstate::path(top))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["default"].as_str().map(str::to_string))
+                .filter(|d| bootstate::valid_name(d) && !cfg.pinned);
+            let name = default.unwrap_or_else(|| cfg.subvol.clone());
+            log::error!("root: {e}; booting {name} without the boot state");
             unmount(TOP);
-            return plain();
+            return plain(&name);
         }
     };
     unmount(TOP);
@@ -157,6 +188,7 @@ fn choose(
     cfg: &BootConfig,
     dev: &RootDevice,
     mut state: BootState,
+    writable_top: bool,
     top_options: &str,
     load_module: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Chosen, SelectError> {
@@ -166,6 +198,10 @@ fn choose(
             name: cfg.subvol.clone(),
             why: Why::Pinned,
         }]
+    } else if !writable_top {
+        let mut c = state.clone().begin_boot();
+        c.retain(|c| c.why != Why::Tentative);
+        c
     } else {
         let before = state.clone();
         let mut c = state.begin_boot();
@@ -180,7 +216,7 @@ fn choose(
         }
         c
     };
-    let mut fallbacks = Vec::new();
+    let mut fallbacks: Vec<Attempt> = Vec::new();
     for c in candidates {
         let version = state.get(&c.name);
         let writable = version.is_some_and(|v| v.writable) && !cfg.read_only;
@@ -189,6 +225,7 @@ fn choose(
         } else {
             cfg.read_only
         };
+        let tries_left = version.map_or(0, |v| v.tries_left);
         log::info!("root: trying version {} ({})", c.name, c.why);
         match try_version(cfg, dev, &c.name, read_only) {
             Ok(root) => {
@@ -199,15 +236,29 @@ fn choose(
                         c.why,
                         fallbacks
                             .iter()
-                            .map(|a: &Attempt| a.name.as_str())
+                            .map(|a| a.name.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
                     );
+                    // This version passes the checks the others failed: theirs was their
+                    // own fault. Only now are they marked bad, so that a wrong init= that
+                    // fails every version marks none.
+                    if writable_top {
+                        for a in &fallbacks {
+                            state.mark_bad(&a.name, &a.reason);
+                        }
+                        if let Err(e) = bootstate::store(top, &mut state) {
+                            log::error!("root: cannot record the failed versions as bad: {e}");
+                        }
+                    }
                 }
                 let tentative = c.why == Why::Tentative;
-                let tries_left = version.map_or(0, |v| v.tries_left);
                 let mounts = crate::persist::mount(top, dev, read_only, load_module);
-                let confirm = tentative.then(crate::bless::install).flatten();
+                let confirm = if tentative {
+                    crate::bless::install(Path::new(SYSROOT))
+                } else {
+                    None
+                };
                 if tentative {
                     log::info!(
                         "root: version {} is tentative ({tries_left} tries left after this boot); the booted system confirms it",
@@ -223,7 +274,7 @@ fn choose(
                         tries_left,
                         fallbacks,
                         generation: state.generation,
-                        top_options: top_options.to_string(),
+                        top_options: storage::join_options(&dev.options, top_options),
                         confirm,
                         mounts,
                     }),
@@ -236,10 +287,6 @@ fn choose(
                         name: c.name,
                         reason,
                     });
-                }
-                state.mark_bad(&c.name, &reason);
-                if let Err(e) = bootstate::store(top, &mut state) {
-                    log::error!("root: cannot record that {} is bad: {e}", c.name);
                 }
                 fallbacks.push(Attempt {
                     name: c.name,
@@ -295,13 +342,23 @@ pub fn exec_failed(root: &RootReport, version: &VersionReport, reason: &str) -> 
     let marked = with_top(&root.device, &version.top_options, |top| {
         let mut state = bootstate::load(top)?
             .ok_or_else(|| StateError::Refused("the boot state disappeared".into()))?;
-        state.mark_bad(&version.name, reason);
-        bootstate::store(top, &mut state)
+        // The last good version is never marked bad: rebooting into it again would loop.
+        if !state.mark_bad(&version.name, reason) {
+            return Ok(false);
+        }
+        bootstate::store(top, &mut state).map(|()| true)
     });
     match marked {
-        Ok(()) => {
+        Ok(true) => {
             log::error!("root: version {} marked bad: {reason}", version.name);
             true
+        }
+        Ok(false) => {
+            log::error!(
+                "root: version {} is the last good one; not rebooting",
+                version.name
+            );
+            false
         }
         Err(e) => {
             log::error!("root: cannot mark version {} bad: {e}", version.name);

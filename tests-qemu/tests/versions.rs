@@ -13,6 +13,7 @@ use lab::vm::Outcome;
 const LIFECYCLE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f1";
 const KILLED_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f2";
 const ISCSI_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f3";
+const WRONG_INIT_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f4";
 
 fn boot(disk: &Path, append: &str) -> Outcome {
     let mut v = vm(
@@ -224,5 +225,29 @@ fn an_iscsi_lun_counts_and_falls_back_like_a_local_disk() {
         s,
         want(&[("os", "default", 0), ("v3", "bad", 0)]),
         "the state on the LUN"
+    );
+}
+
+#[test]
+fn a_wrong_init_on_the_command_line_marks_no_version_bad() {
+    let terra = &artifacts().terra;
+    let (layout, disk) = setup("versions-wrong-init", WRONG_INIT_UUID);
+    upgrade(terra, &disk, &layout, "v2", &[]).expect("upgrade to v2");
+    // Every version fails the same check: not their fault, so none is marked bad; the
+    // boot ends in rescue (halt) instead of a reboot.
+    let out = boot(&disk, "init=/sbin/nowhere terra.rescue=halt");
+    expect(
+        &out,
+        &[
+            "version v2 (tentative) cannot boot",
+            "version os (default) cannot boot",
+            "no version can boot",
+        ],
+    );
+    assert!(out.exited, "the VM halts");
+    assert_eq!(
+        st(&disk),
+        want(&[("os", "default", 0), ("v2", "tentative", 2)]),
+        "one try spent, nothing marked bad"
     );
 }
