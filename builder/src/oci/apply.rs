@@ -17,8 +17,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufReader, Read, Write};
+use std::io::{Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
@@ -29,6 +31,7 @@ use rustix::process::{Gid, Uid};
 
 use super::blob::VerifyingReader;
 use super::image::{Compression, Image, Layer};
+use super::tarstream::{SparseMap, Tail, TailReader};
 use super::OciError;
 
 /// How layers are applied.
@@ -62,6 +65,9 @@ pub struct UnpackReport {
     pub bytes: u64,
     /// Device nodes and fifos left out (`--no-devices`, or not root).
     pub skipped_devices: u64,
+    /// What was accepted although unusual (a layer without its end-of-archive blocks),
+    /// one line each, for a debug log.
+    pub notes: Vec<String>,
 }
 
 /// Unpacks `image` into `target`: into a new sibling directory first, renamed into place
@@ -237,11 +243,40 @@ impl Unpacker {
         };
         let mut diff = VerifyingReader::new(plain, diff_id, None);
         {
-            let mut ar = tar::Archive::new(BufReader::with_capacity(256 * 1024, &mut diff));
+            // The tail reader sits directly under the tar reader (the buffer below it) so it
+            // hears where each entry's data ends before it reads past it.
+            let tail = Rc::new(Tail::default());
+            let stream = TailReader::new(
+                BufReader::with_capacity(256 * 1024, &mut diff),
+                tail.clone(),
+            );
+            let mut ar = tar::Archive::new(stream);
             let entries = ar.entries().map_err(|e| bad("malformed tar", e))?;
+            let mut last: Option<Vec<u8>> = None;
             for entry in entries {
-                let mut entry = entry.map_err(|e| bad("malformed tar", e))?;
+                let mut entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => return Err(stream_error(name, &tail, last.as_deref(), e)),
+                };
+                let header = entry.header();
+                // An old GNU sparse entry's header size is its data in the archive; the
+                // crate's size() is the expanded file's.
+                let stored = if header.entry_type().is_gnu_sparse() {
+                    header.entry_size()
+                } else {
+                    Ok(entry.size())
+                };
+                let stored = stored.map_err(|e| stream_error(name, &tail, last.as_deref(), e))?;
+                tail.set_data_end(entry.raw_file_position().saturating_add(stored));
+                last = Some(entry.path_bytes().into_owned());
                 self.entry(&mut entry, name)?;
+            }
+            if tail.truncated().is_some() {
+                let e = io::Error::from(io::ErrorKind::UnexpectedEof);
+                return Err(stream_error(name, &tail, last.as_deref(), e));
+            }
+            if let Some(note) = tail.note() {
+                self.report.notes.push(format!("layer {name}: {note}"));
             }
         }
         diff.finish()
@@ -251,10 +286,10 @@ impl Unpacker {
 
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, blob: &str) -> Result<(), OciError> {
         use tar::EntryType as T;
-        let raw = e.path_bytes().into_owned();
-        let fail = |reason: String| OciError::Apply {
+        let mut raw = e.path_bytes().into_owned();
+        let fail = |raw: &[u8], reason: String| OciError::Apply {
             blob: blob.to_string(),
-            entry: String::from_utf8_lossy(&raw).into_owned(),
+            entry: String::from_utf8_lossy(raw).into_owned(),
             reason,
         };
         let kind = e.header().entry_type();
@@ -264,8 +299,20 @@ impl Unpacker {
         ) {
             return Ok(());
         }
+        let pax = pax_records(e).map_err(|err| fail(&raw, err.to_string()))?;
+        // GNU tar's PAX sparse formats: the real name and layout are in the records.
+        let sparse = match kind {
+            T::Regular | T::Continuous => {
+                SparseMap::from_pax(&pax).map_err(|err| fail(&raw, err))?
+            }
+            _ => None,
+        };
+        if let Some(name) = sparse.as_ref().and_then(|s| s.name.clone()) {
+            raw = name;
+        }
+        let fail = |reason: String| fail(&raw, reason);
         let comps = clean(&raw);
-        let meta = meta(e).map_err(|e| fail(e.to_string()))?;
+        let meta = meta(e, &pax).map_err(|e| fail(e.to_string()))?;
         let Some((leaf, parents)) = comps.split_last() else {
             // `./`: the root itself.
             if kind != T::Directory {
@@ -293,7 +340,7 @@ impl Unpacker {
         let dir = self
             .take_parent(parents)
             .map_err(|e| fail(format!("parent directory: {e}")))?;
-        let created = self.create(dir.as_fd(), leaf, &key, kind, e, &meta);
+        let created = self.create(dir.as_fd(), leaf, &key, kind, e, &meta, sparse);
         self.cache = Some((join(parents), dir));
         match created {
             Ok(true) => {
@@ -315,6 +362,7 @@ impl Unpacker {
         kind: tar::EntryType,
         e: &mut tar::Entry<'_, R>,
         meta: &Meta,
+        sparse: Option<SparseMap>,
     ) -> io::Result<bool> {
         use tar::EntryType as T;
         match kind {
@@ -352,23 +400,48 @@ impl Unpacker {
                     Mode::from_raw_mode(0o600),
                 )?;
                 let mut file = fs::File::from(fd);
-                let mut written = 0u64;
-                loop {
-                    let n = match e.read(&mut self.buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(err) => return Err(err),
-                    };
-                    file.write_all(&self.buf[..n])?;
-                    written += n as u64;
-                }
-                if kind != T::GNUSparse && written != e.header().entry_size()? {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("truncated: {written} of {} bytes", e.header().entry_size()?),
-                    ));
-                }
+                // The entry's size: PAX `size` over the header's, and for an old GNU
+                // sparse entry the expanded file's (the crate supplies its holes).
+                let size = e.size();
+                let written = match sparse {
+                    None => {
+                        let written = copy(e, &mut file, &mut self.buf, u64::MAX)?;
+                        if written != size {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!("data truncated: {written} of {size} bytes"),
+                            ));
+                        }
+                        written
+                    }
+                    Some(mut map) => {
+                        let mut left = size;
+                        if map.map_in_data {
+                            left -= map.read_map(e, size).map_err(io::Error::other)?;
+                        }
+                        if map.data_len() != left {
+                            return Err(io::Error::other(format!(
+                                "sparse file: its map holds {} bytes of data, the entry {left}",
+                                map.data_len()
+                            )));
+                        }
+                        // Holes stay holes: seek over them, then set the full size.
+                        for &(off, len) in &map.chunks {
+                            file.seek(SeekFrom::Start(off))?;
+                            let n = copy(e, &mut file, &mut self.buf, len)?;
+                            if n != len {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    format!(
+                                        "data truncated: sparse chunk at {off}: {n} of {len} bytes"
+                                    ),
+                                ));
+                            }
+                        }
+                        file.set_len(map.real_size)?;
+                        map.data_len()
+                    }
+                };
                 self.report.bytes += written;
                 self.set_meta(file.as_fd(), meta)?;
                 rustix::fs::futimens(&file, &times(meta.mtime))?;
@@ -684,6 +757,27 @@ pub fn write_file_beneath(root: &Path, path: &str, data: &[u8], mode: u32) -> Re
     written.map_err(|e| OciError::io(full, e))
 }
 
+/// A tar stream that could not be read further, named by the blob and the last entry read:
+/// as truncated data when the stream ended inside that entry's data.
+fn stream_error(blob: &str, tail: &Tail, last: Option<&[u8]>, e: io::Error) -> OciError {
+    let Some(last) = last else {
+        return OciError::blob(blob, format!("malformed tar: {e}"));
+    };
+    let reason = match tail.truncated() {
+        Some((at, end)) => format!(
+            "data truncated: the layer's tar stream ends at byte {at}, {} bytes before the \
+             end of this entry's data",
+            end - at
+        ),
+        None => format!("malformed tar after this entry: {e}"),
+    };
+    OciError::Apply {
+        blob: blob.to_string(),
+        entry: String::from_utf8_lossy(last).into_owned(),
+        reason,
+    }
+}
+
 fn xattr_error(name: &[u8], e: Errno) -> io::Error {
     io::Error::new(
         io::Error::from(e).kind(),
@@ -761,9 +855,43 @@ fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
+/// Copies up to `limit` bytes of `from` into `to`; returns how many there were.
+fn copy(from: &mut impl Read, to: &mut fs::File, buf: &mut [u8], limit: u64) -> io::Result<u64> {
+    let mut done = 0u64;
+    while done < limit {
+        let want = usize::try_from(limit - done)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = match from.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        to.write_all(&buf[..n])?;
+        done += n as u64;
+    }
+    Ok(done)
+}
+
+/// The entry's PAX records, in order (keys that are not UTF-8 are dropped, as no record
+/// this module reads has one).
+fn pax_records<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    if let Some(pax) = e.pax_extensions()? {
+        for ext in pax {
+            let ext = ext?;
+            if let Ok(key) = ext.key() {
+                out.push((key.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The entry's metadata, with PAX records (mtime with fractions, uid/gid beyond octal,
 /// `SCHILY.xattr.*`) over the ustar header's.
-fn meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+fn meta<R: Read>(e: &tar::Entry<'_, R>, pax: &[(String, Vec<u8>)]) -> io::Result<Meta> {
     let h = e.header();
     // A blank numeric field reads as 0, as Go's archive/tar (umoci, containerd) reads it.
     let old = h.as_old();
@@ -780,25 +908,20 @@ fn meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
         xattrs: Vec::new(),
     };
     let (mut uid, mut gid) = (or_zero(&old.uid, h.uid())?, or_zero(&old.gid, h.gid())?);
-    if let Some(pax) = e.pax_extensions()? {
-        for ext in pax {
-            let ext = ext?;
-            let Ok(key) = ext.key() else { continue };
-            let value = ext.value_bytes();
-            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                m.xattrs.push((name.as_bytes().to_vec(), value.to_vec()));
-            } else {
-                let v = String::from_utf8_lossy(value);
-                match key {
-                    "mtime" => {
-                        if let Some(ts) = parse_pax_time(&v) {
-                            m.mtime = ts;
-                        }
+    for (key, value) in pax {
+        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+            m.xattrs.push((name.as_bytes().to_vec(), value.clone()));
+        } else {
+            let v = String::from_utf8_lossy(value);
+            match key.as_str() {
+                "mtime" => {
+                    if let Some(ts) = parse_pax_time(&v) {
+                        m.mtime = ts;
                     }
-                    "uid" => uid = v.trim().parse().unwrap_or(uid),
-                    "gid" => gid = v.trim().parse().unwrap_or(gid),
-                    _ => {}
                 }
+                "uid" => uid = v.trim().parse().unwrap_or(uid),
+                "gid" => gid = v.trim().parse().unwrap_or(gid),
+                _ => {}
             }
         }
     }
