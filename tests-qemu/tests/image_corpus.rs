@@ -1,0 +1,42 @@
+//! The image corpus's buildah-made image (busybox, `RUN` steps as root and as `USER
+//! 1000`, files of lower layers deleted and replaced) installed by `terra install` boots:
+//! stage0 mounts the subvolume, and the guest sees what the layers' `RUN` steps left.
+
+use lab::harness::{artifacts, busybox, expect, report, run, vm};
+use lab::oci_root::{self, corpus};
+
+const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e3";
+
+#[test]
+fn the_buildah_image_installed_by_terra_boots() {
+    let c = corpus::corpus(&busybox()).expect("the image corpus");
+    let key = c
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for tag in ["layers", "squash"] {
+        let disk = oci_root::installed_disk(
+            &artifacts().terra,
+            &format!("oci:{}:{tag}", c.buildah_layout().display()),
+            "os",
+            UUID,
+            &format!("os-buildah-{tag}-{key}"),
+        )
+        .expect("disk installed from the buildah image");
+        let out = run(&vm(vec![disk], "init=/sbin/corpus-check", 150));
+        expect(
+            &out,
+            &[
+                "TERRA-CORPUS mine=1000:644 busybox=4755 doc-a=directory old=absent b=b, changed",
+                "TERRA-DEMO-INIT",
+                "subvol=os pid=1",
+                "TERRA-DEMO-POWEROFF",
+            ],
+        );
+        let r = report(&out);
+        assert_eq!(r["root"]["uuid"], UUID, "{tag}");
+        assert_eq!(r["root"]["options"], "subvol=os", "{tag}");
+        assert!(out.exited, "{tag}: the VM should power off");
+    }
+}
