@@ -405,7 +405,10 @@ impl Unpacker {
                 let size = e.size();
                 let written = match sparse {
                     None => {
-                        let written = copy(e, &mut file, &mut self.buf, u64::MAX)?;
+                        // An old GNU sparse entry comes with its holes filled in by the
+                        // crate; zero runs become holes again.
+                        let holes = kind == T::GNUSparse;
+                        let written = copy(e, &mut file, &mut self.buf, u64::MAX, holes)?;
                         if written != size {
                             return Err(io::Error::new(
                                 io::ErrorKind::UnexpectedEof,
@@ -428,7 +431,7 @@ impl Unpacker {
                         // Holes stay holes: seek over them, then set the full size.
                         for &(off, len) in &map.chunks {
                             file.seek(SeekFrom::Start(off))?;
-                            let n = copy(e, &mut file, &mut self.buf, len)?;
+                            let n = copy(e, &mut file, &mut self.buf, len, false)?;
                             if n != len {
                                 return Err(io::Error::new(
                                     io::ErrorKind::UnexpectedEof,
@@ -855,9 +858,18 @@ fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
-/// Copies up to `limit` bytes of `from` into `to`; returns how many there were.
-fn copy(from: &mut impl Read, to: &mut fs::File, buf: &mut [u8], limit: u64) -> io::Result<u64> {
+/// Copies up to `limit` bytes of `from` into `to`; returns how many there were. With
+/// `holes`, reads that are all zeros are seeked over rather than written (the length is
+/// set at the end), so they stay unallocated.
+fn copy(
+    from: &mut impl Read,
+    to: &mut fs::File,
+    buf: &mut [u8],
+    limit: u64,
+    holes: bool,
+) -> io::Result<u64> {
     let mut done = 0u64;
+    let start = to.stream_position()?;
     while done < limit {
         let want = usize::try_from(limit - done)
             .unwrap_or(usize::MAX)
@@ -868,8 +880,15 @@ fn copy(from: &mut impl Read, to: &mut fs::File, buf: &mut [u8], limit: u64) -> 
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err),
         };
-        to.write_all(&buf[..n])?;
+        if holes && buf[..n].iter().all(|&b| b == 0) {
+            to.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            to.write_all(&buf[..n])?;
+        }
         done += n as u64;
+    }
+    if holes {
+        to.set_len(start + done)?;
     }
     Ok(done)
 }
