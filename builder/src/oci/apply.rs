@@ -269,6 +269,22 @@ impl Unpacker {
                 let stored = stored.map_err(|e| stream_error(name, &tail, last.as_deref(), e))?;
                 tail.set_data_end(entry.raw_file_position().saturating_add(stored));
                 last = Some(entry.path_bytes().into_owned());
+                let kind = entry.header().entry_type();
+                if stored > 0 && header_only(kind) {
+                    // Go's reader reads no data for these types and takes the next block as
+                    // a header; the tar crate skips `stored` bytes. The two would unpack
+                    // different trees from one layer, so neither is guessed.
+                    return Err(OciError::Apply {
+                        blob: name.to_string(),
+                        entry: String::from_utf8_lossy(last.as_deref().unwrap_or_default())
+                            .into_owned(),
+                        reason: format!(
+                            "a {} entry with {stored} bytes of data: tar readers disagree \
+                             on whether they follow (Go's archive/tar reads none)",
+                            kind_name(kind)
+                        ),
+                    });
+                }
                 self.entry(&mut entry, name)?;
             }
             if tail.truncated().is_some() {
@@ -758,6 +774,29 @@ pub fn write_file_beneath(root: &Path, path: &str, data: &[u8], mode: u32) -> Re
         Ok(())
     })();
     written.map_err(|e| OciError::io(full, e))
+}
+
+/// Types Go's `archive/tar` treats as header-only (`isHeaderOnlyType`): whatever their
+/// size field says, no data follows them.
+fn header_only(kind: tar::EntryType) -> bool {
+    use tar::EntryType as T;
+    matches!(
+        kind,
+        T::Link | T::Symlink | T::Char | T::Block | T::Directory | T::Fifo
+    )
+}
+
+fn kind_name(kind: tar::EntryType) -> &'static str {
+    use tar::EntryType as T;
+    match kind {
+        T::Link => "hardlink",
+        T::Symlink => "symlink",
+        T::Char => "character device",
+        T::Block => "block device",
+        T::Directory => "directory",
+        T::Fifo => "fifo",
+        _ => "other",
+    }
 }
 
 /// A tar stream that could not be read further, named by the blob and the last entry read:

@@ -1,0 +1,221 @@
+//! Where tar readers differ: layers written byte by byte at the edges of the format, each
+//! unpacked by terra and by `umoci unpack` (Go's `archive/tar`). terra accepts what umoci
+//! accepts (a stream cut in its padding, ending after one zero block or without end
+//! blocks) and unpacks it identically; refuses what both refuse (a header cut short); and
+//! refuses, naming the blob and the entry, where the two readers would see different
+//! trees in one layer (a header-only entry with a size). The gaps left open, where umoci
+//! accepts what terra refuses, are pinned here so that a change is noticed.
+
+mod oci_common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use lab::netns::{run_timed, Timed};
+use oci_common::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn bounded(cmd: &mut Command) -> Timed {
+    run_timed(cmd, LIMIT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A ustar header: name, type flag, size field.
+fn header(name: &[u8], kind: u8, size: u64) -> [u8; 512] {
+    let mut h = tar::Header::new_ustar();
+    h.as_ustar_mut().unwrap().name[..name.len()].copy_from_slice(name);
+    h.set_entry_type(tar::EntryType::new(kind));
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(MTIME);
+    h.set_cksum();
+    *h.as_bytes()
+}
+
+/// A file entry with its data padded to a block.
+fn file(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = header(name.as_bytes(), b'0', data.len() as u64).to_vec();
+    v.extend_from_slice(data);
+    v.resize(v.len().next_multiple_of(512), 0);
+    v
+}
+
+struct Outcome {
+    terra: Result<std::collections::BTreeMap<String, Info>, String>,
+    umoci: Result<std::collections::BTreeMap<String, Info>, String>,
+    blob: String,
+}
+
+/// Unpacks a one-layer image of `tar` (gzipped) with both.
+fn both(tar: &[u8]) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    image_layout(&layout, "t", &[(tar.to_vec(), Comp::Gzip)]);
+    let ours = dir.path().join("terra");
+    let t = bounded(
+        Command::new(env!("CARGO_BIN_EXE_terra"))
+            .args(["image", "unpack", &format!("oci:{}:t", layout.display())])
+            .arg(&ours),
+    );
+    let terra = if t.status.success() {
+        Ok(snapshot(&ours))
+    } else {
+        Err(t.stderr)
+    };
+    let umoci = umoci(&layout, &dir.path().join("bundle"));
+    Outcome {
+        terra,
+        umoci,
+        blob: digest(&gzip(tar)),
+    }
+}
+
+fn umoci(layout: &Path, bundle: &Path) -> Result<std::collections::BTreeMap<String, Info>, String> {
+    let u = bounded(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:t", layout.display()))
+            .arg(bundle),
+    );
+    if u.status.success() {
+        Ok(snapshot(&bundle.join("rootfs")))
+    } else {
+        Err(u.stderr)
+    }
+}
+
+fn same(o: &Outcome, what: &str) {
+    let (Ok(t), Ok(u)) = (&o.terra, &o.umoci) else {
+        panic!(
+            "{what}: terra {:?}, umoci {:?}",
+            o.terra.as_ref().err(),
+            o.umoci.as_ref().err()
+        );
+    };
+    let d = differences(t, u, "umoci");
+    assert!(d.is_empty(), "{what}:\n{}", d.join("\n"));
+    assert!(t.contains_key("a"), "{what}: {t:?}");
+}
+
+#[test]
+fn stream_ends_go_accepts_unpack_the_same() {
+    let a = file("a", b"abc");
+    // Cut inside the padding, right after the data, after the padding, after one zero
+    // block, and the POSIX end (two zero blocks).
+    for (what, len, zeros) in [
+        ("cut inside the padding", 512 + 100, 0),
+        ("cut right after the data", 512 + 3, 0),
+        ("no end-of-archive blocks", 1024, 0),
+        ("one zero block", 1024, 512),
+        ("two zero blocks", 1024, 1024),
+    ] {
+        let mut tar = a[..len].to_vec();
+        tar.extend(std::iter::repeat_n(0u8, zeros));
+        same(&both(&tar), what);
+    }
+    // Two entries, the second without its padding.
+    let mut tar = file("b", b"first");
+    tar.extend_from_slice(&file("a", b"second")[..512 + 6]);
+    same(&both(&tar), "two entries, the last cut after its data");
+}
+
+#[test]
+fn cuts_go_refuses_are_refused_naming_the_entry() {
+    let a = file("a", &[b'x'; 1000]);
+    // Inside the data of "a".
+    let o = both(&a[..512 + 600]);
+    assert!(o.umoci.is_err(), "umoci accepted data cut short");
+    let err = o.terra.unwrap_err();
+    assert!(
+        err.contains(&format!("layer {}: entry \"a\": data truncated", o.blob)),
+        "{err}"
+    );
+    // Inside the next header.
+    let mut tar = a.clone();
+    tar.extend_from_slice(&header(b"b", b'0', 0)[..300]);
+    let o = both(&tar);
+    assert!(o.umoci.is_err(), "umoci accepted a header cut short");
+    let err = o.terra.unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "layer {}: entry \"a\": malformed tar after this entry",
+            o.blob
+        )),
+        "{err}"
+    );
+}
+
+/// A hardlink whose size field says 512: Go reads no data for it and takes the next block
+/// as the header of `evil`; the tar crate would skip that block. terra refuses the layer.
+#[test]
+fn header_only_entries_with_a_size_are_refused() {
+    let tar = file("target", b"t");
+    for kind in [b'1', b'2', b'5', b'6'] {
+        let mut t = tar.clone();
+        let mut h = tar::Header::from_byte_slice(&header(b"link", kind, 512)).clone();
+        h.set_link_name("target").unwrap();
+        h.set_cksum();
+        t.extend_from_slice(h.as_bytes());
+        t.extend_from_slice(&header(b"evil", b'0', 0));
+        t.extend_from_slice(&file("a", b"after"));
+        let o = both(&t);
+        let err = o.terra.unwrap_err();
+        assert!(
+            err.contains(&format!("layer {}: entry \"link\"", o.blob))
+                && err.contains("bytes of data: tar readers disagree"),
+            "type {}: {err}",
+            kind as char
+        );
+        if kind == b'1' {
+            // What Go makes of it: `evil` is a file of the layer.
+            let u = o.umoci.expect("umoci reads it");
+            assert!(u.contains_key("evil"), "{u:?}");
+        }
+    }
+}
+
+/// Open gaps, pinned: umoci accepts a header whose checksum is the signed sum (historic Sun
+/// tar, only differs for bytes ≥ 0x80) and a blank size field (read as 0); terra (the tar
+/// crate's header parsing) refuses both, naming the blob. Refusing is safe: no tree
+/// differs, the layer is not installed. And umoci refuses a zero block followed by a
+/// header, which terra reads as the end.
+#[test]
+fn open_gaps_signed_checksum_and_blank_size_are_refused() {
+    // Signed checksum on a name with a byte ≥ 0x80.
+    let mut h = header("caf\u{e9}".as_bytes(), b'0', 0);
+    h[148..156].fill(b' ');
+    let signed: i64 = h.iter().map(|&b| i64::from(b as i8)).sum();
+    let field = format!("{signed:06o}\0 ");
+    h[148..156].copy_from_slice(field.as_bytes());
+    let mut tar = h.to_vec();
+    tar.extend_from_slice(&file("a", b"a"));
+    let o = both(&tar);
+    assert!(o.umoci.is_ok(), "umoci now refuses a signed checksum");
+    let err = o.terra.unwrap_err();
+    assert!(err.contains(&o.blob) && err.contains("checksum"), "{err}");
+    // A blank size field.
+    let mut h = header(b"blank", b'0', 0);
+    h[124..136].fill(0);
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut tar = h.to_vec();
+    tar.extend_from_slice(&file("a", b"a"));
+    let o = both(&tar);
+    assert!(o.umoci.is_ok(), "umoci now refuses a blank size");
+    let err = o.terra.unwrap_err();
+    assert!(err.contains(&o.blob), "{err}");
+    // The other way round: one zero block and then a header. Go calls it malformed; terra
+    // (the tar crate) ends the archive at the zero block. The bytes after it are never
+    // applied and still count toward the diff_id, so nothing unsafe is accepted.
+    let mut tar = file("a", b"a");
+    tar.extend_from_slice(&[0u8; 512]);
+    tar.extend_from_slice(&file("hidden", b"after a zero block"));
+    let o = both(&tar);
+    assert!(o.umoci.is_err(), "umoci now reads past a zero block");
+    let t = o.terra.expect("terra ends at the zero block");
+    assert!(t.contains_key("a") && !t.contains_key("hidden"), "{t:?}");
+}
