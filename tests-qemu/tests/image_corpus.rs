@@ -40,3 +40,14 @@ fn the_buildah_image_installed_by_terra_boots() {
         assert!(out.exited, "{tag}: the VM should power off");
     }
 }
+
+/// The unpack benchmark on the buildah image alone (numbers, not pass/fail; `cargo xtask
+/// bench --only unpack` runs it after the 300 MiB case): `cargo test -p tests-qemu --test
+/// image_corpus -- --ignored --nocapture buildah_unpack_benchmark`.
+#[test]
+#[ignore]
+fn buildah_unpack_benchmark() {
+    let terra = lab::build::terra().expect("terra builds");
+    let table = oci_root::bench_unpack_buildah(&terra, &busybox(), 10).expect("benchmark runs");
+    println!("{table}");
+}

@@ -169,6 +169,8 @@ struct Meta {
     gid: u64,
     mtime: Timespec,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A PAX sparse file's layout (its data holds only the chunks).
+    sparse: Option<SparseMap>,
 }
 
 fn errno(e: Errno) -> io::Error {
@@ -328,7 +330,8 @@ impl Unpacker {
         }
         let fail = |reason: String| fail(&raw, reason);
         let comps = clean(&raw);
-        let meta = meta(e, &pax).map_err(|e| fail(e.to_string()))?;
+        let mut meta = meta(e, &pax).map_err(|e| fail(e.to_string()))?;
+        meta.sparse = sparse;
         let Some((leaf, parents)) = comps.split_last() else {
             // `./`: the root itself.
             if kind != T::Directory {
@@ -356,7 +359,7 @@ impl Unpacker {
         let dir = self
             .take_parent(parents)
             .map_err(|e| fail(format!("parent directory: {e}")))?;
-        let created = self.create(dir.as_fd(), leaf, &key, kind, e, &meta, sparse);
+        let created = self.create(dir.as_fd(), leaf, &key, kind, e, &meta);
         self.cache = Some((join(parents), dir));
         match created {
             Ok(true) => {
@@ -378,7 +381,6 @@ impl Unpacker {
         kind: tar::EntryType,
         e: &mut tar::Entry<'_, R>,
         meta: &Meta,
-        sparse: Option<SparseMap>,
     ) -> io::Result<bool> {
         use tar::EntryType as T;
         match kind {
@@ -419,7 +421,7 @@ impl Unpacker {
                 // The entry's size: PAX `size` over the header's, and for an old GNU
                 // sparse entry the expanded file's (the crate supplies its holes).
                 let size = e.size();
-                let written = match sparse {
+                let written = match meta.sparse.clone() {
                     None => {
                         // An old GNU sparse entry comes with its holes filled in by the
                         // crate; zero runs become holes again.
@@ -964,6 +966,7 @@ fn meta<R: Read>(e: &tar::Entry<'_, R>, pax: &[(String, Vec<u8>)]) -> io::Result
             tv_nsec: 0,
         },
         xattrs: Vec::new(),
+        sparse: None,
     };
     let (mut uid, mut gid) = (or_zero(&old.uid, h.uid())?, or_zero(&old.gid, h.gid())?);
     for (key, value) in pax {

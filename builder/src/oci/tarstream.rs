@@ -188,7 +188,7 @@ impl SparseMap {
                     .collect::<Result<_, _>>()
                     .map_err(|_| format!("sparse file: bad map {map:?}"))?
             };
-            if nums.len() % 2 != 0 {
+            if !nums.len().is_multiple_of(2) {
                 return Err(format!("sparse file: odd map {map:?}"));
             }
             if let Some(n) = text("GNU.sparse.numblocks") {
