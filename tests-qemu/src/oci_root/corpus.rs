@@ -86,7 +86,11 @@ impl Corpus {
 
 /// Missing tools, named by their Debian packages.
 pub fn missing_tools() -> Vec<String> {
-    TOOLS
+    missing(TOOLS)
+}
+
+fn missing(tools: &[(&str, &str)]) -> Vec<String> {
+    tools
         .iter()
         .filter(|(cmd, _)| which(cmd).is_none())
         .map(|(cmd, pkg)| format!("{cmd} (apt-get install {pkg})"))
@@ -617,4 +621,17 @@ fn gnu_tar_images(layout: &Path, src: &Path) -> crate::Result<()> {
     })();
     let _ = fs::remove_dir_all(src);
     made
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_is_named_with_its_package() {
+        assert_eq!(
+            missing(&[("sh", "dash"), ("terra-no-such-tool", "terra-pkg")]),
+            ["terra-no-such-tool (apt-get install terra-pkg)"]
+        );
+    }
 }
