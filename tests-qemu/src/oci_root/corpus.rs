@@ -154,6 +154,14 @@ pub fn corpus(busybox: &Path) -> crate::Result<Corpus> {
         });
         let _ = fs::remove_dir_all(&work);
         placed?;
+        // Corpora of older tools or recipes are not read again.
+        if let Ok(entries) = fs::read_dir(lab_dir().join("corpus")) {
+            for e in entries.flatten() {
+                if e.file_name() != key.as_str() {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
     Ok(Corpus {
         images: images(&dir),
