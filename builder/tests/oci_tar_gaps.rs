@@ -116,6 +116,30 @@ fn stream_ends_go_accepts_unpack_the_same() {
         tar.extend(std::iter::repeat_n(0u8, zeros));
         same(&both(&tar), what);
     }
+    // Cut inside the first end block: a header cut short to Go, refused by both.
+    let mut tar = a.clone();
+    tar.extend_from_slice(&[0u8; 100]);
+    let o = both(&tar);
+    assert!(o.umoci.is_err(), "umoci accepted a partial end block");
+    let err = o.terra.unwrap_err();
+    assert!(
+        err.contains("entry \"a\": malformed tar after this entry"),
+        "{err}"
+    );
+    // Cut inside the second end block: Go refuses it; terra ends at the first zero block
+    // (the tar crate reads no further), the one leniency beyond Go's, harmless as the
+    // bytes are never applied and count toward the diff_id.
+    let mut tar = a.clone();
+    tar.extend_from_slice(&[0u8; 600]);
+    let o = both(&tar);
+    assert!(
+        o.umoci.is_err(),
+        "umoci accepted a partial second end block"
+    );
+    assert!(o
+        .terra
+        .expect("terra stops at one zero block")
+        .contains_key("a"));
     // Two entries, the second without its padding.
     let mut tar = file("b", b"first");
     tar.extend_from_slice(&file("a", b"second")[..512 + 6]);

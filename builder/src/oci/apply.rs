@@ -1031,6 +1031,87 @@ mod tests {
         assert!(c("/").is_empty());
     }
 
+    /// Applies `tar` (uncompressed, unchecked) to a fresh directory; the tree's file "f"
+    /// when it applied.
+    fn apply_bytes(tar: &[u8]) -> Result<Option<Vec<u8>>, OciError> {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("layer.tar");
+        fs::write(&blob, tar).unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let layer = Layer {
+            name: "test-layer".into(),
+            digest: None,
+            size: None,
+            compression: Compression::None,
+            diff_id: None,
+            path: blob,
+            offset: 0,
+        };
+        let opts = ApplyOptions {
+            devices: false,
+            chown: false,
+        };
+        let mut u = Unpacker::new(&root, opts)?;
+        u.apply_layer(&layer)?;
+        u.finish()?;
+        Ok(fs::read(root.join("f")).ok())
+    }
+
+    fn one_file(data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1);
+        b.append_data(&mut h, "f", data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    proptest::proptest! {
+        /// A one-file layer cut anywhere unpacks as Go's archive/tar reads it: cut at the
+        /// start, anywhere in the padding after the data, or after a whole zero block, with
+        /// the whole content; cut inside the header or the data, or inside the first end
+        /// block, refused (naming the entry once its header is whole). One leniency: a cut
+        /// inside the second end block, which Go refuses, ends at the first.
+        #[test]
+        fn cut_layers_follow_go(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500),
+                                cut in 0usize..4096) {
+            let tar = one_file(&data);
+            let cut = cut.min(tar.len());
+            let res = apply_bytes(&tar[..cut]);
+            let data_end = 512 + data.len();
+            let padded = data_end.next_multiple_of(512);
+            if cut == 0 {
+                proptest::prop_assert!(matches!(res, Ok(None)));
+            } else if cut < 512 {
+                proptest::prop_assert!(res.is_err());
+            } else if cut < data_end {
+                let e = res.unwrap_err().to_string();
+                proptest::prop_assert!(e.contains("entry \"f\"") && e.contains("truncated"), "{}", e);
+            } else if cut <= padded || cut >= padded + 512 {
+                proptest::prop_assert_eq!(res.unwrap(), Some(data));
+            } else {
+                let e = res.unwrap_err().to_string();
+                proptest::prop_assert!(e.contains("entry \"f\"") && e.contains("malformed"), "{}", e);
+            }
+        }
+
+        /// Any bytes as a layer: applied or refused, never a panic.
+        #[test]
+        fn arbitrary_layers_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                                        flips in proptest::collection::vec((0usize..2048, proptest::prelude::any::<u8>()), 0..8),
+                                        cut in 0usize..2048) {
+            let mut tar = one_file(&data);
+            for (at, b) in flips {
+                let n = tar.len();
+                tar[at % n] = b;
+            }
+            let cut = cut.min(tar.len());
+            let _ = apply_bytes(&tar[..cut]);
+        }
+    }
+
     #[test]
     fn pax_times() {
         let t = parse_pax_time("1700000000.5").unwrap();
