@@ -206,7 +206,15 @@ fn truncated_data_is_refused_naming_the_blob_and_the_entry() {
 
 #[test]
 fn buildah_images_match_umoci() {
-    let t = all_match(&["buildah-layers", "buildah-squash"]);
+    let t = all_match(&[
+        "buildah-layers",
+        "buildah-squash",
+        "buildah-then-umoci-insert",
+    ]);
+    assert_eq!(
+        t["buildah-then-umoci-insert"]["etc/umoci-marker"].size,
+        "inserted by umoci\n".len() as u64
+    );
     for name in ["buildah-layers", "buildah-squash"] {
         let s = &t[name];
         // RUN as root and as USER 1000, deletions of a lower layer's files, a file that

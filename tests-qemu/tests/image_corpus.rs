@@ -1,6 +1,7 @@
-//! The image corpus's buildah-made image (busybox, `RUN` steps as root and as `USER
-//! 1000`, files of lower layers deleted and replaced) installed by `terra install` boots:
-//! stage0 mounts the subvolume, and the guest sees what the layers' `RUN` steps left.
+//! The image corpus's buildah-made images (busybox, `RUN` steps as root and as `USER
+//! 1000`, files of lower layers deleted and replaced; per-instruction layers, squashed, and
+//! with a file added by `umoci insert`) installed by `terra install` boot: stage0 mounts
+//! the subvolume, and the guest sees what the layers' `RUN` steps left.
 
 use lab::harness::{artifacts, busybox, expect, report, run, vm};
 use lab::oci_root::{self, corpus};
@@ -15,7 +16,13 @@ fn the_buildah_image_installed_by_terra_boots() {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for tag in ["layers", "squash"] {
+    // `layers-umoci` adds a file with `umoci insert`: its top layer ends without padding or
+    // end-of-archive blocks, the layer `terra install` used to refuse.
+    for (tag, marker) in [
+        ("layers", "none"),
+        ("squash", "none"),
+        ("layers-umoci", "inserted by umoci"),
+    ] {
         let disk = oci_root::installed_disk(
             &artifacts().terra,
             &format!("oci:{}:{tag}", c.buildah_layout().display()),
@@ -29,6 +36,7 @@ fn the_buildah_image_installed_by_terra_boots() {
             &out,
             &[
                 "TERRA-CORPUS mine=1000:644 busybox=4755 doc-a=directory old=absent b=b, changed",
+                &format!("TERRA-CORPUS-MARKER {marker}"),
                 "TERRA-DEMO-INIT",
                 "subvol=os pid=1",
                 "TERRA-DEMO-POWEROFF",

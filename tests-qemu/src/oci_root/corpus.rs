@@ -78,7 +78,8 @@ impl Corpus {
         self.dir.join("umoci")
     }
 
-    /// The buildah layout (tags `layers`, `squash`).
+    /// The buildah layout (tags `layers`, `squash`, and `layers-umoci`: `layers` with a
+    /// file added by `umoci insert`).
     pub fn buildah_layout(&self) -> PathBuf {
         self.dir.join("buildah")
     }
@@ -188,6 +189,7 @@ fn images(dir: &Path) -> Vec<Image> {
         same("umoci-repack", "umoci", "repack"),
         same("buildah-layers", "buildah", "layers"),
         same("buildah-squash", "buildah", "squash"),
+        same("buildah-then-umoci-insert", "buildah", "layers-umoci"),
         same("skopeo-oci-from-docker-archive", "from-archive", "layers"),
         same("skopeo-oci-from-dir-gzip", "from-dir-gzip", "layers"),
         same("gnu-tar-layers", "gnu", "layers"),
@@ -333,6 +335,7 @@ RUN echo made by uid 1000 > /home/user/mine && mkdir -m 0750 /home/user/dir \
 pub const CORPUS_CHECK: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin
 echo "TERRA-CORPUS mine=$(stat -c %u:%a /home/user/mine) busybox=$(stat -c %a /bin/busybox) doc-a=$(stat -c %F /usr/share/doc/a) old=$(test -e /usr/share/doc/old && echo present || echo absent) b=$(cat /usr/share/doc/b)"
+echo "TERRA-CORPUS-MARKER $(cat /etc/umoci-marker 2>/dev/null || echo none)"
 exec /sbin/init
 "#;
 
@@ -375,7 +378,19 @@ fn buildah_images(layout: &Path, busybox: &Path, work: &Path) -> crate::Result<(
     })();
     // Nothing of buildah's stays behind: its storage lives under `work` alone.
     let _ = fs::remove_dir_all(work);
-    result
+    result?;
+    // The buildah image with a file added on top by `umoci insert`: a bootable image whose
+    // top layer has issue 18's shape (no padding, no end-of-archive blocks).
+    let marker = layout.with_extension("marker");
+    write(&marker, b"inserted by umoci\n")?;
+    let inserted = run(cmd("umoci")
+        .args(["insert", "--image"])
+        .arg(format!("{}:layers", layout.display()))
+        .args(["--tag", "layers-umoci"])
+        .arg(&marker)
+        .arg("/etc/umoci-marker"));
+    let _ = fs::remove_file(&marker);
+    inserted.map(drop)
 }
 
 fn skopeo(args: &[&str]) -> crate::Result<String> {
