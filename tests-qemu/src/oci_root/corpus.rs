@@ -155,11 +155,22 @@ pub fn corpus(busybox: &Path) -> crate::Result<Corpus> {
         });
         let _ = fs::remove_dir_all(&work);
         placed?;
-        // Corpora of older tools or recipes are not read again.
+        // Corpora of older tools or recipes are not read again, nor the disks installed
+        // from them (named after their key).
+        let mut old = Vec::new();
         if let Ok(entries) = fs::read_dir(lab_dir().join("corpus")) {
             for e in entries.flatten() {
                 if e.file_name() != key.as_str() {
+                    old.push(e.file_name().to_string_lossy().into_owned());
                     let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        if let Ok(entries) = fs::read_dir(lab_dir().join("disks")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if old.iter().any(|k| name.contains(&format!("-{k}"))) {
+                    let _ = fs::remove_file(e.path());
                 }
             }
         }
