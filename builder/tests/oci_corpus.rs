@@ -72,6 +72,7 @@ fn umoci_unpack_bounded(layout: &Path, tag: &str, bundle: &Path) -> Result<(), S
 fn compare(img: &Image) -> (BTreeMap<String, Info>, Vec<String>) {
     let work = tempfile::tempdir().unwrap();
     let ours = work.path().join("terra");
+    let start = now();
     terra_unpack(&img.terra_ref, &ours);
     let bundle = work.path().join("bundle");
     let (layout, tag) = &img.umoci;
@@ -82,13 +83,33 @@ fn compare(img: &Image) -> (BTreeMap<String, Info>, Vec<String>) {
             layout.display()
         );
     }
+    let end = now();
     let mine = snapshot(&ours);
+    let mut theirs = snapshot(&bundle.join("rootfs"));
+    // A directory no layer has an entry for (umoci insert's `etc` above `etc/marker`) is
+    // made by both at unpack time, with that time as its mtime: not compared.
+    let made_now = |t: i64| (start..=end).contains(&t);
+    let mut mine_cmp = mine.clone();
+    for (path, ours) in mine_cmp.iter_mut() {
+        if let Some(t) = theirs.get_mut(path) {
+            if ours.kind == "dir" && t.kind == "dir" && made_now(ours.mtime) && made_now(t.mtime) {
+                (ours.mtime, t.mtime) = (0, 0);
+            }
+        }
+    }
     let reference = match img.reference_note {
         Some(_) => "umoci (other form)",
         None => "umoci",
     };
-    let diffs = differences(&mine, &snapshot(&bundle.join("rootfs")), reference);
+    let diffs = differences(&mine_cmp, &theirs, reference);
     (mine, diffs)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Compares every named image and fails listing each difference under its image.

@@ -271,6 +271,22 @@ impl Unpacker {
                 let stored = stored.map_err(|e| stream_error(name, &tail, last.as_deref(), e))?;
                 tail.set_data_end(entry.raw_file_position().saturating_add(stored));
                 last = Some(entry.path_bytes().into_owned());
+                if tail
+                    .framed_data()
+                    .is_some_and(|at| at != entry.raw_file_position())
+                {
+                    // The reader below rewrites headers by its own walk of the stream;
+                    // out of step with the crate's, it must not be trusted.
+                    return Err(stream_error(
+                        name,
+                        &tail,
+                        last.as_deref(),
+                        io::Error::other(format!(
+                            "tar framing disagreement at byte {}",
+                            entry.raw_file_position()
+                        )),
+                    ));
+                }
                 let kind = entry.header().entry_type();
                 if stored > 0 && header_only(kind) {
                     // Go's reader reads no data for these types and takes the next block as
@@ -294,6 +310,9 @@ impl Unpacker {
                 return Err(stream_error(name, &tail, last.as_deref(), e));
             }
             if let Some(note) = tail.note() {
+                self.report.notes.push(format!("layer {name}: {note}"));
+            }
+            for note in tail.rewritten() {
                 self.report.notes.push(format!("layer {name}: {note}"));
             }
         }
@@ -1095,6 +1114,49 @@ mod tests {
                 let e = res.unwrap_err().to_string();
                 proptest::prop_assert!(e.contains("entry \"f\"") && e.contains("malformed"), "{}", e);
             }
+        }
+
+        /// Layers the crate's writer makes (GNU long names, PAX records, directories,
+        /// symlinks, hardlinks) unpack: the reader's walk of the stream keeps step with
+        /// the crate's.
+        #[test]
+        fn well_formed_layers_unpack(entries in proptest::collection::vec(
+            (0u8..4, 0usize..220, 0usize..1500, proptest::prelude::any::<bool>()), 1..10)) {
+            let mut b = tar::Builder::new(Vec::new());
+            for (i, &(kind, name_len, size, pax)) in entries.iter().enumerate() {
+                let name = format!("{i}-{}", "n".repeat(name_len));
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(0o644);
+                h.set_mtime(1);
+                if pax {
+                    b.append_pax_extensions([("mtime", &b"5.5"[..])]).unwrap();
+                }
+                match kind {
+                    0 => {
+                        h.set_size(size as u64);
+                        b.append_data(&mut h, &name, &vec![7u8; size][..]).unwrap();
+                    }
+                    1 => {
+                        h.set_entry_type(tar::EntryType::Directory);
+                        b.append_data(&mut h, &name, io::empty()).unwrap();
+                    }
+                    2 => {
+                        h.set_entry_type(tar::EntryType::Symlink);
+                        b.append_link(&mut h, &name, "t".repeat(size % 300 + 1)).unwrap();
+                    }
+                    _ => {
+                        h.set_size(1);
+                        b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+                        let mut l = tar::Header::new_gnu();
+                        l.set_entry_type(tar::EntryType::Link);
+                        l.set_mode(0o644);
+                        b.append_link(&mut l, &name, "f").unwrap();
+                    }
+                }
+            }
+            let tar = b.into_inner().unwrap();
+            let res = apply_bytes(&tar);
+            proptest::prop_assert!(res.is_ok(), "{:?}", res.err());
         }
 
         /// Any bytes as a layer: applied or refused, never a panic.

@@ -11,7 +11,7 @@
 //!   records), which Go expands into the file they describe; the `tar` crate would
 //!   otherwise unpack the packed data, map included, at `GNUSparseFile.0/NAME`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
 use std::rc::Rc;
 
@@ -25,6 +25,11 @@ pub struct Tail {
     data_end: Cell<u64>,
     eof: Cell<Option<u64>>,
     padded: Cell<u64>,
+    /// Where the last entry header the framing read says its data starts, while the
+    /// framing is in step with the stream.
+    framed_data: Cell<Option<u64>>,
+    /// Headers rewritten to say what Go's reader reads in them.
+    rewritten: RefCell<Vec<String>>,
 }
 
 impl Tail {
@@ -41,6 +46,18 @@ impl Tail {
     /// Padding bytes supplied because the stream ended inside the last entry's padding.
     pub fn padded(&self) -> u64 {
         self.padded.get()
+    }
+
+    /// Where the framing says the data of the entry whose header was read last starts
+    /// (`None` once the framing stopped: after the end, or at bytes it does not follow).
+    /// The entry loop checks the tar crate agrees.
+    pub fn framed_data(&self) -> Option<u64> {
+        self.framed_data.get()
+    }
+
+    /// The headers rewritten so far, one line each, for a debug log.
+    pub fn rewritten(&self) -> Vec<String> {
+        self.rewritten.borrow().clone()
     }
 
     /// When the stream ended inside the current entry's data: (where it ended, where the
@@ -71,17 +88,32 @@ impl Tail {
     }
 }
 
-/// A reader that, when the stream ends inside the padding after the current entry's data
-/// (as [`Tail::set_data_end`] gave it), supplies the missing zeros up to the block
-/// boundary, so that the `tar` crate sees the end of the archive where Go's reader does.
-/// It supplies nothing anywhere else: an entry whose data is cut short, or a header cut
-/// short, still reads as truncated. It must sit directly under the tar reader (no buffer
-/// in between), so that it hears of each entry before reading past it.
+/// A reader that reads a layer's tar stream as Go's `archive/tar` does, for the `tar`
+/// crate above it:
+///
+/// - When the stream ends inside the padding after the current entry's data (as
+///   [`Tail::set_data_end`] gave it), it supplies the missing zeros up to the block
+///   boundary, so that the crate sees the end of the archive where Go's reader does. It
+///   supplies nothing anywhere else: data or a header cut short still reads as truncated.
+/// - It follows the stream's framing (headers, PAX and GNU extension data, old GNU sparse
+///   extension blocks) and rewrites a header where the crate would read it otherwise than
+///   Go: a checksum over signed bytes (historic Sun tar), numeric fields blank or padded
+///   with leading NULs, and the size of a type Go reads no data for (links, devices,
+///   directories, fifos), which Go takes as 0. A header whose checksum fails both ways is
+///   passed on untouched (the crate refuses it) and the framing stops there.
+///
+/// It must sit directly under the tar reader (no buffer in between), so that it hears of
+/// each entry before reading past it. The digests are checked below it, on the bytes as
+/// they are.
 pub struct TailReader<R> {
     inner: R,
     pos: u64,
     pad_left: u64,
     tail: Rc<Tail>,
+    frame: Frame,
+    /// A header block read whole, being served.
+    pending: Vec<u8>,
+    pending_off: usize,
 }
 
 impl<R: Read> TailReader<R> {
@@ -92,7 +124,28 @@ impl<R: Read> TailReader<R> {
             pos: 0,
             pad_left: 0,
             tail,
+            frame: Frame::default(),
+            pending: Vec::new(),
+            pending_off: 0,
         }
+    }
+
+    fn at_eof(&mut self) {
+        self.tail.eof.set(Some(self.pos));
+        let end = self.tail.data_end.get();
+        let block_end = end.next_multiple_of(BLOCK);
+        if self.pos >= end && self.pos < block_end {
+            self.pad_left = block_end - self.pos;
+            self.tail.padded.set(self.pad_left);
+        }
+    }
+
+    fn serve_pending(&mut self, buf: &mut [u8]) -> usize {
+        let n = (self.pending.len() - self.pending_off).min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[self.pending_off..self.pending_off + n]);
+        self.pending_off += n;
+        self.pos += n as u64;
+        n
     }
 }
 
@@ -101,18 +154,50 @@ impl<R: Read> Read for TailReader<R> {
         if buf.is_empty() {
             return Ok(0);
         }
+        if self.pending_off < self.pending.len() {
+            return Ok(self.serve_pending(buf));
+        }
         if self.tail.eof.get().is_none() {
-            let n = self.inner.read(buf)?;
-            if n > 0 {
-                self.pos += n as u64;
-                return Ok(n);
-            }
-            self.tail.eof.set(Some(self.pos));
-            let end = self.tail.data_end.get();
-            let block_end = end.next_multiple_of(BLOCK);
-            if self.pos >= end && self.pos < block_end {
-                self.pad_left = block_end - self.pos;
-                self.tail.padded.set(self.pad_left);
+            if self.frame.active && self.pos >= self.frame.next {
+                // A header (or extension) block: read it whole before passing it on.
+                let mut block = [0u8; BLOCK as usize];
+                let mut got = 0;
+                while got < block.len() {
+                    match self.inner.read(&mut block[got..]) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if got == 0 {
+                    self.at_eof();
+                } else {
+                    if got == block.len() {
+                        self.frame.block(&mut block, self.pos, &self.tail);
+                    } else {
+                        // Cut short: passed on as it is, for the crate to refuse.
+                        self.frame.stop(&self.tail);
+                    }
+                    self.pending = block[..got].to_vec();
+                    self.pending_off = 0;
+                    return Ok(self.serve_pending(buf));
+                }
+            } else {
+                let want = if self.frame.active {
+                    usize::try_from(self.frame.next - self.pos)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len())
+                } else {
+                    buf.len()
+                };
+                let n = self.inner.read(&mut buf[..want])?;
+                if n > 0 {
+                    self.frame.data(&buf[..n], self.pos, &self.tail);
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+                self.at_eof();
             }
         }
         let n = usize::try_from(self.pad_left)
@@ -122,6 +207,277 @@ impl<R: Read> Read for TailReader<R> {
         self.pad_left -= n as u64;
         Ok(n)
     }
+}
+
+/// Where the stream's blocks are, as Go's reader walks them.
+#[derive(Debug)]
+struct Frame {
+    /// Following the framing (false after the end or at bytes it cannot follow).
+    active: bool,
+    /// Stream offset of the next header or extension block.
+    next: u64,
+    /// The block at `next` is an old GNU sparse extension block, then the entry's data of
+    /// this many bytes follows.
+    sparse_ext: Option<u64>,
+    /// A PAX extended header's data being read: (where it ends, the bytes so far).
+    pax: Option<(u64, Vec<u8>)>,
+    /// The `size` record of the PAX header for the next entry.
+    pax_size: Option<u64>,
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Frame {
+            active: true,
+            next: 0,
+            sparse_ext: None,
+            pax: None,
+            pax_size: None,
+        }
+    }
+}
+
+/// Numeric header fields: (name, range).
+const NUMERIC: [(&str, std::ops::Range<usize>); 5] = [
+    ("mode", 100..108),
+    ("uid", 108..116),
+    ("gid", 116..124),
+    ("size", 124..136),
+    ("mtime", 136..148),
+];
+const DEVICES: [(&str, std::ops::Range<usize>); 2] =
+    [("devmajor", 329..337), ("devminor", 337..345)];
+const CHKSUM: std::ops::Range<usize> = 148..156;
+
+impl Frame {
+    /// Stops following the framing: the rest passes through as it is.
+    fn stop(&mut self, tail: &Tail) {
+        self.active = false;
+        tail.framed_data.set(None);
+    }
+
+    /// A whole block at `at`, where the framing expects a header or extension block;
+    /// rewritten in place where the crate would read it otherwise than Go.
+    fn block(&mut self, block: &mut [u8; BLOCK as usize], at: u64, tail: &Tail) {
+        if let Some(size) = self.sparse_ext {
+            // GNU sparse extension block: `isextended` at 504 says another follows.
+            self.next = at + BLOCK;
+            if block[504] == 0 {
+                self.sparse_ext = None;
+                self.next += size.next_multiple_of(BLOCK);
+            }
+            return;
+        }
+        if block.iter().all(|&b| b == 0) {
+            // The end of the archive: the crate stops here too.
+            self.stop(tail);
+            return;
+        }
+        let stored = go_numeric(&block[CHKSUM]);
+        let (unsigned, signed) = checksums(block);
+        if stored != Some(unsigned) && stored != Some(signed) {
+            self.stop(tail);
+            return;
+        }
+        let kind = block[156];
+        let mut fixed: Vec<String> = Vec::new();
+        if stored != Some(unsigned) {
+            fixed.push("its checksum is over signed bytes".into());
+        }
+        let devices = if matches!(kind, b'3' | b'4') {
+            &DEVICES[..]
+        } else {
+            &[][..]
+        };
+        for (name, range) in NUMERIC.iter().chain(devices) {
+            let field = &mut block[range.clone()];
+            // A blank mode, uid, gid or mtime already reads as 0 (apply.rs's `meta`).
+            let blank = field.iter().all(|&b| b == 0 || b == b' ');
+            if blank && matches!(*name, "mode" | "uid" | "gid" | "mtime") {
+                continue;
+            }
+            // Where Go cannot read it either, the crate refuses the entry as it is.
+            if let Some(v) = go_numeric(field) {
+                if crate_numeric(field) != Some(v) && write_octal(field, v) {
+                    fixed.push(format!("{name} field {v} written as Go reads it"));
+                }
+            }
+        }
+        let header_end = at + BLOCK;
+        let size = crate_numeric(&block[NUMERIC[3].1.clone()]).unwrap_or(0);
+        let mut next = header_end;
+        match kind {
+            b'x' => {
+                self.pax = (size > 0).then(|| (header_end + size, Vec::new()));
+                self.pax_size = None;
+                next += size.next_multiple_of(BLOCK);
+            }
+            // The crate hands a global header on as an entry.
+            b'g' => {
+                tail.framed_data.set(Some(header_end));
+                next += size.next_multiple_of(BLOCK);
+            }
+            b'L' | b'K' => next += size.next_multiple_of(BLOCK),
+            b'S' => {
+                self.pax_size = None;
+                tail.framed_data.set(Some(header_end));
+                if block[482] != 0 {
+                    self.sparse_ext = Some(size);
+                } else {
+                    next += size.next_multiple_of(BLOCK);
+                }
+            }
+            b'1'..=b'6' => {
+                // Go reads no data for these, whatever the size says.
+                if size != 0 && self.pax_size.is_none() {
+                    write_octal(&mut block[NUMERIC[3].1.clone()], 0);
+                    fixed.push(format!(
+                        "size {size} of a header-only type read as 0, as Go does"
+                    ));
+                }
+                self.pax_size = None;
+                tail.framed_data.set(Some(header_end));
+            }
+            _ => {
+                let size = self.pax_size.take().unwrap_or(size);
+                tail.framed_data.set(Some(header_end));
+                next += size.next_multiple_of(BLOCK);
+            }
+        }
+        self.next = next;
+        if !fixed.is_empty() {
+            block[CHKSUM].copy_from_slice(b"        ");
+            let sum: u64 = block.iter().map(|&b| u64::from(b)).sum();
+            write_octal(&mut block[CHKSUM][..7], sum);
+            block[CHKSUM][7] = b' ';
+            let name = String::from_utf8_lossy(&block[..100]);
+            tail.rewritten.borrow_mut().push(format!(
+                "the header at byte {at} ({:?}): {}",
+                name.trim_end_matches('\0'),
+                fixed.join(", ")
+            ));
+        }
+    }
+
+    /// Data bytes passing at `at`: a PAX header's are kept to find its `size` record.
+    fn data(&mut self, bytes: &[u8], at: u64, tail: &Tail) {
+        let Some((end, buf)) = &mut self.pax else {
+            return;
+        };
+        let end = *end;
+        if at < end {
+            let take = usize::try_from(end - at)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            buf.extend_from_slice(&bytes[..take]);
+        }
+        if at + bytes.len() as u64 >= end {
+            let records = std::mem::take(buf);
+            self.pax = None;
+            match pax_size(&records) {
+                Ok(size) => self.pax_size = size,
+                // Records Go would refuse: the framing stops, the crate decides.
+                Err(()) => self.stop(tail),
+            }
+        }
+    }
+}
+
+/// The unsigned and signed sums of a header with its checksum field as spaces.
+fn checksums(block: &[u8; BLOCK as usize]) -> (u64, u64) {
+    let mut unsigned = 0u64;
+    let mut signed = 0i64;
+    for (i, &b) in block.iter().enumerate() {
+        let b = if CHKSUM.contains(&i) { b' ' } else { b };
+        unsigned += u64::from(b);
+        signed += i64::from(b as i8);
+    }
+    (unsigned, signed as u64)
+}
+
+/// A numeric field as Go's `parseNumeric` reads it: base-256 when the top bit is set,
+/// else octal with leading and trailing spaces and NULs trimmed (blank is 0).
+pub fn go_numeric(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        return crate_numeric(field);
+    }
+    let trimmed = field
+        .iter()
+        .position(|&b| b != b' ' && b != 0)
+        .map(|start| {
+            let end = field
+                .iter()
+                .rposition(|&b| b != b' ' && b != 0)
+                .unwrap_or(start);
+            &field[start..=end]
+        })
+        .unwrap_or(&[]);
+    if trimmed.is_empty() {
+        return Some(0);
+    }
+    let text = std::str::from_utf8(trimmed).ok()?;
+    u64::from_str_radix(text, 8).ok()
+}
+
+/// A numeric field as the `tar` crate reads it: base-256 (its last 8 bytes) when the top
+/// bit is set, else octal up to the first NUL with whitespace trimmed.
+pub fn crate_numeric(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        if field.len() > 8 && field[1..field.len() - 8].iter().any(|&b| b != 0) {
+            return None;
+        }
+        let tail = &field[field.len().saturating_sub(8)..];
+        let mut v = 0u64;
+        for (i, &b) in tail.iter().enumerate() {
+            let b = if i == 0 && field.len() == 8 {
+                b & 0x7f
+            } else {
+                b
+            };
+            v = (v << 8) | u64::from(b);
+        }
+        return Some(v);
+    }
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    let text = std::str::from_utf8(&field[..end]).ok()?;
+    u64::from_str_radix(text.trim(), 8).ok()
+}
+
+/// Writes `v` as zero-padded octal and a NUL; false when it does not fit.
+fn write_octal(field: &mut [u8], v: u64) -> bool {
+    let digits = format!("{v:o}");
+    let width = field.len() - 1;
+    if digits.len() > width {
+        return false;
+    }
+    let text = format!("{digits:0>width$}");
+    field[..width].copy_from_slice(text.as_bytes());
+    field[width] = 0;
+    true
+}
+
+/// The `size` record of PAX extended header data ("%d %s=%s\n" records); `Err` when the
+/// records are malformed.
+fn pax_size(mut data: &[u8]) -> Result<Option<u64>, ()> {
+    let mut size = None;
+    while !data.is_empty() {
+        let sp = data.iter().position(|&b| b == b' ').ok_or(())?;
+        let len: usize = std::str::from_utf8(&data[..sp])
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or(())?;
+        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return Err(());
+        }
+        let record = &data[sp + 1..len - 1];
+        let eq = record.iter().position(|&b| b == b'=').ok_or(())?;
+        if &record[..eq] == b"size" {
+            let v = std::str::from_utf8(&record[eq + 1..]).map_err(drop)?;
+            size = Some(v.parse::<u64>().map_err(drop)?);
+        }
+        data = &data[len..];
+    }
+    Ok(size)
 }
 
 /// A sparse file's layout: where its data chunks go, and its full size.
@@ -402,7 +758,91 @@ mod tests {
         assert_eq!((used, m.chunks.clone()), (512, vec![(0, 5), (100, 3)]));
     }
 
+    /// A tar archive from the crate's writer: files (long names too, some with PAX
+    /// records), directories, symlinks with long targets, hardlinks.
+    fn archive(entries: &[(u8, usize, usize, bool)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (i, &(kind, name_len, size, pax)) in entries.iter().enumerate() {
+            let name = format!("{i}-{}", "n".repeat(name_len));
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_mtime(1);
+            if pax {
+                b.append_pax_extensions([("SCHILY.xattr.user.x", &b"v"[..])])
+                    .unwrap();
+            }
+            match kind % 4 {
+                0 => {
+                    h.set_size(size as u64);
+                    b.append_data(&mut h, &name, &vec![7u8; size][..]).unwrap();
+                }
+                1 => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    b.append_data(&mut h, &name, io::empty()).unwrap();
+                }
+                2 => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, &name, "t".repeat(size % 300 + 1))
+                        .unwrap();
+                }
+                _ => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, &name, "0-x").unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
     proptest! {
+        /// What the crate's writer makes passes through unchanged, read in any chunks.
+        #[test]
+        fn well_formed_archives_pass_unchanged(
+            entries in proptest::collection::vec((any::<u8>(), 0usize..220, 0usize..1500, any::<bool>()), 0..12),
+            chunk in 1usize..2000) {
+            let tar = archive(&entries);
+            let tail = Rc::new(Tail::default());
+            let mut r = TailReader::new(&tar[..], tail.clone());
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; chunk];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 { break; }
+                out.extend_from_slice(&buf[..n]);
+            }
+            prop_assert!(out == tar);
+            prop_assert!(tail.rewritten().is_empty());
+        }
+
+        /// Any bytes, or a well-formed archive with bytes changed: read to the end without
+        /// a panic, and never longer than the input plus one block of padding.
+        #[test]
+        fn damaged_archives_never_panic(
+            entries in proptest::collection::vec((any::<u8>(), 0usize..120, 0usize..700, any::<bool>()), 0..6),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..12),
+            cut in any::<usize>(), chunk in 1usize..1500, end in 0u64..4096) {
+            let mut tar = archive(&entries);
+            for (at, b) in flips {
+                let n = tar.len();
+                tar[at % n] = b;
+            }
+            let cut = cut % (tar.len() + 1);
+            let tail = Rc::new(Tail::default());
+            tail.set_data_end(end);
+            let mut r = TailReader::new(&tar[..cut], tail.clone());
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; chunk];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 { break; }
+                out.extend_from_slice(&buf[..n]);
+            }
+            prop_assert!(out.len() as u64 <= cut as u64 + BLOCK);
+        }
+
         /// Any bytes as a 1.0 map: an answer or an error, never a panic, and a map taken
         /// is consistent.
         #[test]
