@@ -309,6 +309,29 @@ impl Unpacker {
                 let e = io::Error::from(io::ErrorKind::UnexpectedEof);
                 return Err(stream_error(name, &tail, last.as_deref(), e));
             }
+            // The crate ends at the first zero block; Go reads one more and calls anything
+            // but a second zero block or the end of the stream malformed. Whatever follows
+            // is not read by either.
+            if tail.eof().is_none() {
+                let mut stream = ar.into_inner();
+                let mut block = [0u8; 512];
+                let mut got = 0;
+                while got < block.len() {
+                    match stream.read(&mut block[got..]) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(stream_error(name, &tail, last.as_deref(), e)),
+                    }
+                }
+                if got != 0 && (got != block.len() || block.iter().any(|&b| b != 0)) {
+                    let e = io::Error::other(
+                        "the end-of-archive zero block is followed by a block that is neither \
+                         zero nor the end of the stream",
+                    );
+                    return Err(stream_error(name, &tail, last.as_deref(), e));
+                }
+            }
             if let Some(note) = tail.note() {
                 self.report.notes.push(format!("layer {name}: {note}"));
             }
@@ -1090,9 +1113,8 @@ mod tests {
     proptest::proptest! {
         /// A one-file layer cut anywhere unpacks as Go's archive/tar reads it: cut at the
         /// start, anywhere in the padding after the data, or after a whole zero block, with
-        /// the whole content; cut inside the header or the data, or inside the first end
-        /// block, refused (naming the entry once its header is whole). One leniency: a cut
-        /// inside the second end block, which Go refuses, ends at the first.
+        /// the whole content; cut inside the header, the data, or an end block, refused
+        /// (naming the entry once its header is whole).
         #[test]
         fn cut_layers_follow_go(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500),
                                 cut in 0usize..4096) {
@@ -1108,7 +1130,7 @@ mod tests {
             } else if cut < data_end {
                 let e = res.unwrap_err().to_string();
                 proptest::prop_assert!(e.contains("entry \"f\"") && e.contains("truncated"), "{}", e);
-            } else if cut <= padded || cut >= padded + 512 {
+            } else if cut <= padded || cut == padded + 512 || cut == padded + 1024 {
                 proptest::prop_assert_eq!(res.unwrap(), Some(data));
             } else {
                 let e = res.unwrap_err().to_string();

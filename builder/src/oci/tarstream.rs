@@ -6,7 +6,9 @@
 //! - [`TailReader`]: a stream that ends right after the last entry's data, without the
 //!   padding to 512 bytes or the end-of-archive blocks (umoci 0.4.7's `insert` writes such
 //!   layers), is accepted: Go's reader treats EOF where padding or a header would start as
-//!   the end of the archive. Data shorter than its header says stays an error.
+//!   the end of the archive. Data shorter than its header says stays an error. Headers Go
+//!   reads and the crate would not (signed checksums, blank or NUL-led numbers, a size on
+//!   a type without data) are rewritten to what Go reads in them.
 //! - [`SparseMap`]: GNU tar's PAX sparse formats 0.0, 0.1 and 1.0 (`GNU.sparse.*`
 //!   records), which Go expands into the file they describe; the `tar` crate would
 //!   otherwise unpack the packed data, map included, at `GNUSparseFile.0/NAME`.
