@@ -291,3 +291,77 @@ fn a_zero_block_then_a_header_is_refused_and_record_padding_is_not() {
     tar.resize(10240, 0);
     same(&both(&tar), "zeros to a 10 KiB record");
 }
+
+/// An old GNU sparse file with more chunks than its header holds: GNU tar writes extension
+/// blocks between the header and the data, which the reader's walk of the stream must
+/// step over as the crate does (terra checks they agree). umoci refuses the entry type
+/// (see oci_corpus.rs); the reference is the file itself.
+#[test]
+fn old_gnu_sparse_with_extension_blocks_unpacks() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let path = src.join("many-holes");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for i in 0..12u64 {
+        f.seek(SeekFrom::Start(i * 65536)).unwrap();
+        f.write_all(format!("chunk {i}").as_bytes()).unwrap();
+    }
+    f.set_len(12 * 65536 + 4096).unwrap();
+    drop(f);
+    let tar_path = dir.path().join("l.tar");
+    let t = bounded(
+        Command::new("tar")
+            .args(["--format=gnu", "--sparse", "-C"])
+            .arg(&src)
+            .arg("-cf")
+            .arg(&tar_path)
+            .arg("many-holes"),
+    );
+    assert!(t.status.success(), "GNU tar: {}", t.stderr);
+    let tar = std::fs::read(&tar_path).unwrap();
+    assert_eq!(tar[156], b'S');
+    assert_ne!(tar[482], 0, "GNU tar wrote no extension block");
+    let layout = dir.path().join("layout");
+    image_layout(&layout, "t", &[(tar, Comp::None)]);
+    let out = dir.path().join("r");
+    let t = bounded(
+        Command::new(env!("CARGO_BIN_EXE_terra"))
+            .args(["image", "unpack", &format!("oci:{}:t", layout.display())])
+            .arg(&out),
+    );
+    assert!(t.status.success(), "{}", t.stderr);
+    let got = std::fs::read(out.join("many-holes")).unwrap();
+    assert_eq!(got, std::fs::read(&path).unwrap());
+    let m = std::fs::metadata(out.join("many-holes")).unwrap();
+    assert!(m.blocks() * 512 < 200 * 1024, "{} blocks", m.blocks());
+}
+
+/// A PAX or GNU long-name header with no entry after it, at the end of the stream or
+/// before the end-of-archive blocks: Go's reader ends there, ignoring it, and so does
+/// terra, saying so on its debug line.
+#[test]
+fn an_extension_header_at_the_end_is_ignored_as_go_does() {
+    for (kind, data, end_blocks) in [
+        (b'x', &b"10 path=z\n"[..], 0usize),
+        (b'x', &b"10 path=z\n"[..], 1024),
+        (b'L', &b"a-long-name\0"[..], 0),
+    ] {
+        let mut tar = file("a", b"a");
+        tar.extend_from_slice(&header(b"././@Ext", kind, data.len() as u64));
+        let mut d = data.to_vec();
+        d.resize(512, 0);
+        tar.extend_from_slice(&d);
+        tar.extend(std::iter::repeat_n(0u8, end_blocks));
+        let o = both(&tar);
+        same(&o, &format!("a dangling {} header", kind as char));
+        assert!(
+            o.debug
+                .contains("an extension header at the end describes no entry"),
+            "{}",
+            o.debug
+        );
+    }
+}

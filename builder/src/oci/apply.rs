@@ -258,6 +258,16 @@ impl Unpacker {
             for entry in entries {
                 let mut entry = match entry {
                     Ok(e) => e,
+                    // An extension header (PAX, GNU long name) and then the end: Go's reader
+                    // ends there, the extension describing nothing; the crate calls it an
+                    // error, in these words.
+                    Err(e) if e.to_string().contains("no future member found") => {
+                        self.report.notes.push(format!(
+                            "layer {name}: an extension header at the end describes no \
+                             entry; ignored, as Go's reader does"
+                        ));
+                        break;
+                    }
                     Err(e) => return Err(stream_error(name, &tail, last.as_deref(), e)),
                 };
                 let header = entry.header();
