@@ -365,3 +365,22 @@ fn an_extension_header_at_the_end_is_ignored_as_go_does() {
         );
     }
 }
+
+/// The pre-POSIX regular-file flag (NUL) on a name ending in `/` is a directory to Go's
+/// reader (and to old tars that wrote them); so it is to terra.
+#[test]
+fn a_nul_typed_entry_ending_in_a_slash_is_a_directory() {
+    let mut h = header(b"olddir/", b'0', 0);
+    h[156] = 0;
+    h[100..108].copy_from_slice(b"0000750\0");
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut tar = h.to_vec();
+    tar.extend_from_slice(&file("olddir/inside", b"x"));
+    tar.extend_from_slice(&file("a", b"a"));
+    let o = both(&tar);
+    same(&o, "a NUL-typed directory");
+    let t = o.terra.unwrap();
+    assert_eq!((t["olddir"].kind, t["olddir"].mode), ("dir", 0o750));
+}

@@ -362,7 +362,12 @@ impl Unpacker {
             entry: String::from_utf8_lossy(raw).into_owned(),
             reason,
         };
-        let kind = e.header().entry_type();
+        let kind = match e.header().entry_type() {
+            // The old regular-file flag NUL on a name ending in `/` is a directory in
+            // pre-POSIX archives, and to Go's reader.
+            T::Regular if e.header().as_bytes()[156] == 0 && raw.ends_with(b"/") => T::Directory,
+            k => k,
+        };
         if matches!(
             kind,
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
