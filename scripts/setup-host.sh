@@ -13,8 +13,9 @@ PACKAGES=(
   dnsmasq-base iproute2 iputils-ping
   # iSCSI: tgtd as the target, libiscsi as a reference initiator
   tgt libiscsi-bin
-  # OCI: a registry, and skopeo/umoci to push images and to compare unpacks
-  docker-registry skopeo umoci
+  # OCI: a registry, skopeo/umoci to push images and to compare unpacks, buildah (and GNU
+  # tar, umoci, skopeo) to make the image corpus the unpack tests compare
+  docker-registry skopeo umoci buildah tar
   # the Debian systemd root images (tests-qemu/src/debian.rs)
   debootstrap
   # boot media: ISO (GRUB BIOS+EFI images, FAT, xorriso), UEFI firmware, iPXE ROMs, pxelinux

@@ -407,15 +407,29 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     Ok(md)
 }
 
-/// The OCI unpack case: terra vs umoci on a ~300 MiB, 3-layer image; failures are reported.
+/// The OCI unpack case: terra vs umoci on a ~300 MiB, 3-layer image, and on the image
+/// corpus's buildah-made image (small: more runs); failures are reported.
 fn unpack_case(terra: &Path) -> String {
-    match crate::oci_root::bench_unpack(terra, 300, 3) {
+    let mut md = match crate::oci_root::bench_unpack(terra, 300, 3) {
         Ok(md) => format!("\n{md}"),
         Err(e) => {
             eprintln!("bench: the unpack case failed: {e}");
             format!("\n### Unpack\n\nnot measured: {e}\n")
         }
+    };
+    let buildah = crate::host::static_busybox()
+        .ok_or_else(|| "no static busybox (apt-get install busybox-static)".to_string())
+        .and_then(|bb| crate::oci_root::bench_unpack_buildah(terra, &bb, 10));
+    match buildah {
+        Ok(t) => md.push_str(&format!("\n{t}")),
+        Err(e) => {
+            eprintln!("bench: the buildah unpack case failed: {e}");
+            md.push_str(&format!(
+                "\n### Unpack: buildah image\n\nnot measured: {e}\n"
+            ));
+        }
     }
+    md
 }
 
 fn ratio(v: f64, base: f64) -> String {

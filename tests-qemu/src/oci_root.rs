@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use crate::disk::{demo_root, tempdir};
 use crate::{lab_dir, run};
 
+pub mod corpus;
+
 /// Serializes building the cached layout and disks between the tests of one process.
 static LOCK: Mutex<()> = Mutex::new(());
 
@@ -732,7 +734,61 @@ pub fn bench_layout(mb: usize) -> crate::Result<PathBuf> {
 /// ratios to terra.
 pub fn bench_unpack(terra: &Path, mb: usize, runs: usize) -> crate::Result<String> {
     let layout = bench_layout(mb)?;
-    let image = format!("{}:bench", layout.display());
+    let rows = time_unpackers(terra, &layout, "bench", runs)?;
+    let mut md = format!(
+        "### Unpack: {mb} MiB image in 3 gzip layers ({:.0} MiB compressed), median of {runs}\n\n",
+        blobs_mib(&layout)
+    );
+    md.push_str(&unpack_table(&rows));
+    Ok(md)
+}
+
+/// The unpack case on the corpus's buildah-made image (busybox, `RUN`, `COPY`, `USER`
+/// layers; see [`corpus`]): the same three unpackers, `runs` times each.
+pub fn bench_unpack_buildah(terra: &Path, busybox: &Path, runs: usize) -> crate::Result<String> {
+    let c = corpus::corpus(busybox)?;
+    let layout = c.buildah_layout();
+    let rows = time_unpackers(terra, &layout, "layers", runs)?;
+    let mut md = format!(
+        "### Unpack: the corpus's buildah image (`buildah bud --layers`, {:.1} MiB of \
+         blobs), median of {runs}\n\n",
+        blobs_mib(&layout)
+    );
+    md.push_str(&unpack_table(&rows));
+    Ok(md)
+}
+
+fn blobs_mib(layout: &Path) -> f64 {
+    let bytes: u64 = fs::read_dir(layout.join("blobs/sha256"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    bytes as f64 / (1 << 20) as f64
+}
+
+fn unpack_table(rows: &[(&str, Vec<f64>)]) -> String {
+    use crate::bench::median;
+    let base = median(&rows[0].1);
+    let mut md = "| unpacker | time (s) | vs terra |\n|---|---|---|\n".to_string();
+    for (name, times) in rows {
+        let m = median(times);
+        md.push_str(&format!("| {name} | {m:.3} | {:.2}× |\n", m / base));
+    }
+    md
+}
+
+/// Times terra, `umoci unpack` and `umoci raw unpack` on layout:tag, `runs` times each
+/// after a warm-up, every run bounded.
+fn time_unpackers(
+    terra: &Path,
+    layout: &Path,
+    tag: &str,
+    runs: usize,
+) -> crate::Result<Vec<(&'static str, Vec<f64>)>> {
+    let image = format!("{}:{tag}", layout.display());
     let work = tempdir("bench-unpack")?;
     let mut rows: Vec<(&str, Vec<f64>)> = Vec::new();
     let result = (|| -> crate::Result<()> {
@@ -762,7 +818,7 @@ pub fn bench_unpack(terra: &Path, mb: usize, runs: usize) -> crate::Result<Strin
                         c
                     }
                 };
-                let t = timed(&mut cmd)?;
+                let t = crate::bench::timed(&mut cmd)?;
                 if i > 0 {
                     times.push(t);
                 }
@@ -774,23 +830,5 @@ pub fn bench_unpack(terra: &Path, mb: usize, runs: usize) -> crate::Result<Strin
     })();
     let _ = fs::remove_dir_all(&work);
     result?;
-    use crate::bench::{median, timed};
-    let base = median(&rows[0].1);
-    let compressed: u64 = fs::read_dir(layout.join("blobs/sha256"))
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
-    let mut md = format!(
-        "### Unpack: {mb} MiB image in 3 gzip layers ({:.0} MiB compressed), median of {runs}\n\n\
-         | unpacker | time (s) | vs terra |\n|---|---|---|\n",
-        compressed as f64 / (1 << 20) as f64
-    );
-    for (name, times) in &rows {
-        let m = median(times);
-        md.push_str(&format!("| {name} | {m:.2} | {:.2}× |\n", m / base));
-    }
-    Ok(md)
+    Ok(rows)
 }

@@ -17,8 +17,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufReader, Read, Write};
+use std::io::{Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
@@ -29,6 +31,7 @@ use rustix::process::{Gid, Uid};
 
 use super::blob::VerifyingReader;
 use super::image::{Compression, Image, Layer};
+use super::tarstream::{SparseMap, Tail, TailReader};
 use super::OciError;
 
 /// How layers are applied.
@@ -62,6 +65,9 @@ pub struct UnpackReport {
     pub bytes: u64,
     /// Device nodes and fifos left out (`--no-devices`, or not root).
     pub skipped_devices: u64,
+    /// What was accepted although unusual (a layer without its end-of-archive blocks),
+    /// one line each, for a debug log.
+    pub notes: Vec<String>,
 }
 
 /// Unpacks `image` into `target`: into a new sibling directory first, renamed into place
@@ -163,6 +169,8 @@ struct Meta {
     gid: u64,
     mtime: Timespec,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A PAX sparse file's layout (its data holds only the chunks).
+    sparse: Option<SparseMap>,
 }
 
 fn errno(e: Errno) -> io::Error {
@@ -237,11 +245,108 @@ impl Unpacker {
         };
         let mut diff = VerifyingReader::new(plain, diff_id, None);
         {
-            let mut ar = tar::Archive::new(BufReader::with_capacity(256 * 1024, &mut diff));
+            // The tail reader sits directly under the tar reader (the buffer below it) so it
+            // hears where each entry's data ends before it reads past it.
+            let tail = Rc::new(Tail::default());
+            let stream = TailReader::new(
+                BufReader::with_capacity(256 * 1024, &mut diff),
+                tail.clone(),
+            );
+            let mut ar = tar::Archive::new(stream);
             let entries = ar.entries().map_err(|e| bad("malformed tar", e))?;
+            let mut last: Option<Vec<u8>> = None;
             for entry in entries {
-                let mut entry = entry.map_err(|e| bad("malformed tar", e))?;
+                let mut entry = match entry {
+                    Ok(e) => e,
+                    // An extension header (PAX, GNU long name) and then the end: Go's reader
+                    // ends there, the extension describing nothing; the crate calls it an
+                    // error, in these words.
+                    Err(e) if e.to_string().contains("no future member found") => {
+                        self.report.notes.push(format!(
+                            "layer {name}: an extension header at the end describes no \
+                             entry; ignored, as Go's reader does"
+                        ));
+                        break;
+                    }
+                    Err(e) => return Err(stream_error(name, &tail, last.as_deref(), e)),
+                };
+                let header = entry.header();
+                // An old GNU sparse entry's header size is its data in the archive; the
+                // crate's size() is the expanded file's.
+                let stored = if header.entry_type().is_gnu_sparse() {
+                    header.entry_size()
+                } else {
+                    Ok(entry.size())
+                };
+                let stored = stored.map_err(|e| stream_error(name, &tail, last.as_deref(), e))?;
+                tail.set_data_end(entry.raw_file_position().saturating_add(stored));
+                last = Some(entry.path_bytes().into_owned());
+                if tail
+                    .framed_data()
+                    .is_some_and(|at| at != entry.raw_file_position())
+                {
+                    // The reader below rewrites headers by its own walk of the stream;
+                    // out of step with the crate's, it must not be trusted.
+                    return Err(stream_error(
+                        name,
+                        &tail,
+                        last.as_deref(),
+                        io::Error::other(format!(
+                            "tar framing disagreement at byte {}",
+                            entry.raw_file_position()
+                        )),
+                    ));
+                }
+                let kind = entry.header().entry_type();
+                if stored > 0 && header_only(kind) {
+                    // Go's reader reads no data for these types and takes the next block as
+                    // a header; the tar crate skips `stored` bytes. The two would unpack
+                    // different trees from one layer, so neither is guessed.
+                    return Err(OciError::Apply {
+                        blob: name.to_string(),
+                        entry: String::from_utf8_lossy(last.as_deref().unwrap_or_default())
+                            .into_owned(),
+                        reason: format!(
+                            "a {} entry with {stored} bytes of data: tar readers disagree \
+                             on whether they follow (Go's archive/tar reads none)",
+                            kind_name(kind)
+                        ),
+                    });
+                }
                 self.entry(&mut entry, name)?;
+            }
+            if tail.truncated().is_some() {
+                let e = io::Error::from(io::ErrorKind::UnexpectedEof);
+                return Err(stream_error(name, &tail, last.as_deref(), e));
+            }
+            // The crate ends at the first zero block; Go reads one more and calls anything
+            // but a second zero block or the end of the stream malformed. Whatever follows
+            // is not read by either.
+            if tail.eof().is_none() {
+                let mut stream = ar.into_inner();
+                let mut block = [0u8; 512];
+                let mut got = 0;
+                while got < block.len() {
+                    match stream.read(&mut block[got..]) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(stream_error(name, &tail, last.as_deref(), e)),
+                    }
+                }
+                if got != 0 && (got != block.len() || block.iter().any(|&b| b != 0)) {
+                    let e = io::Error::other(
+                        "the end-of-archive zero block is followed by a block that is neither \
+                         zero nor the end of the stream",
+                    );
+                    return Err(stream_error(name, &tail, last.as_deref(), e));
+                }
+            }
+            if let Some(note) = tail.note() {
+                self.report.notes.push(format!("layer {name}: {note}"));
+            }
+            for note in tail.rewritten() {
+                self.report.notes.push(format!("layer {name}: {note}"));
             }
         }
         diff.finish()
@@ -251,21 +356,39 @@ impl Unpacker {
 
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, blob: &str) -> Result<(), OciError> {
         use tar::EntryType as T;
-        let raw = e.path_bytes().into_owned();
-        let fail = |reason: String| OciError::Apply {
+        let mut raw = e.path_bytes().into_owned();
+        let fail = |raw: &[u8], reason: String| OciError::Apply {
             blob: blob.to_string(),
-            entry: String::from_utf8_lossy(&raw).into_owned(),
+            entry: String::from_utf8_lossy(raw).into_owned(),
             reason,
         };
-        let kind = e.header().entry_type();
+        let kind = match e.header().entry_type() {
+            // The old regular-file flag NUL on a name ending in `/` is a directory in
+            // pre-POSIX archives, and to Go's reader.
+            T::Regular if e.header().as_bytes()[156] == 0 && raw.ends_with(b"/") => T::Directory,
+            k => k,
+        };
         if matches!(
             kind,
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
         ) {
             return Ok(());
         }
+        let pax = pax_records(e).map_err(|err| fail(&raw, err.to_string()))?;
+        // GNU tar's PAX sparse formats: the real name and layout are in the records.
+        let sparse = match kind {
+            T::Regular | T::Continuous => {
+                SparseMap::from_pax(&pax).map_err(|err| fail(&raw, err))?
+            }
+            _ => None,
+        };
+        if let Some(name) = sparse.as_ref().and_then(|s| s.name.clone()) {
+            raw = name;
+        }
+        let fail = |reason: String| fail(&raw, reason);
         let comps = clean(&raw);
-        let meta = meta(e).map_err(|e| fail(e.to_string()))?;
+        let mut meta = meta(e, &pax).map_err(|e| fail(e.to_string()))?;
+        meta.sparse = sparse;
         let Some((leaf, parents)) = comps.split_last() else {
             // `./`: the root itself.
             if kind != T::Directory {
@@ -352,23 +475,51 @@ impl Unpacker {
                     Mode::from_raw_mode(0o600),
                 )?;
                 let mut file = fs::File::from(fd);
-                let mut written = 0u64;
-                loop {
-                    let n = match e.read(&mut self.buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(err) => return Err(err),
-                    };
-                    file.write_all(&self.buf[..n])?;
-                    written += n as u64;
-                }
-                if kind != T::GNUSparse && written != e.header().entry_size()? {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("truncated: {written} of {} bytes", e.header().entry_size()?),
-                    ));
-                }
+                // The entry's size: PAX `size` over the header's, and for an old GNU
+                // sparse entry the expanded file's (the crate supplies its holes).
+                let size = e.size();
+                let written = match meta.sparse.clone() {
+                    None => {
+                        // An old GNU sparse entry comes with its holes filled in by the
+                        // crate; zero runs become holes again.
+                        let holes = kind == T::GNUSparse;
+                        let written = copy(e, &mut file, &mut self.buf, u64::MAX, holes)?;
+                        if written != size {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                format!("data truncated: {written} of {size} bytes"),
+                            ));
+                        }
+                        written
+                    }
+                    Some(mut map) => {
+                        let mut left = size;
+                        if map.map_in_data {
+                            left -= map.read_map(e, size).map_err(io::Error::other)?;
+                        }
+                        if map.data_len() != left {
+                            return Err(io::Error::other(format!(
+                                "sparse file: its map holds {} bytes of data, the entry {left}",
+                                map.data_len()
+                            )));
+                        }
+                        // Holes stay holes: seek over them, then set the full size.
+                        for &(off, len) in &map.chunks {
+                            file.seek(SeekFrom::Start(off))?;
+                            let n = copy(e, &mut file, &mut self.buf, len, false)?;
+                            if n != len {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    format!(
+                                        "data truncated: sparse chunk at {off}: {n} of {len} bytes"
+                                    ),
+                                ));
+                            }
+                        }
+                        file.set_len(map.real_size)?;
+                        map.data_len()
+                    }
+                };
                 self.report.bytes += written;
                 self.set_meta(file.as_fd(), meta)?;
                 rustix::fs::futimens(&file, &times(meta.mtime))?;
@@ -684,6 +835,50 @@ pub fn write_file_beneath(root: &Path, path: &str, data: &[u8], mode: u32) -> Re
     written.map_err(|e| OciError::io(full, e))
 }
 
+/// Types Go's `archive/tar` treats as header-only (`isHeaderOnlyType`): whatever their
+/// size field says, no data follows them.
+fn header_only(kind: tar::EntryType) -> bool {
+    use tar::EntryType as T;
+    matches!(
+        kind,
+        T::Link | T::Symlink | T::Char | T::Block | T::Directory | T::Fifo
+    )
+}
+
+fn kind_name(kind: tar::EntryType) -> &'static str {
+    use tar::EntryType as T;
+    match kind {
+        T::Link => "hardlink",
+        T::Symlink => "symlink",
+        T::Char => "character device",
+        T::Block => "block device",
+        T::Directory => "directory",
+        T::Fifo => "fifo",
+        _ => "other",
+    }
+}
+
+/// A tar stream that could not be read further, named by the blob and the last entry read:
+/// as truncated data when the stream ended inside that entry's data.
+fn stream_error(blob: &str, tail: &Tail, last: Option<&[u8]>, e: io::Error) -> OciError {
+    let Some(last) = last else {
+        return OciError::blob(blob, format!("malformed tar: {e}"));
+    };
+    let reason = match tail.truncated() {
+        Some((at, end)) => format!(
+            "data truncated: the layer's tar stream ends at byte {at}, {} bytes before the \
+             end of this entry's data",
+            end - at
+        ),
+        None => format!("malformed tar after this entry: {e}"),
+    };
+    OciError::Apply {
+        blob: blob.to_string(),
+        entry: String::from_utf8_lossy(last).into_owned(),
+        reason,
+    }
+}
+
 fn xattr_error(name: &[u8], e: Errno) -> io::Error {
     io::Error::new(
         io::Error::from(e).kind(),
@@ -761,9 +956,59 @@ fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
+/// Copies up to `limit` bytes of `from` into `to`; returns how many there were. With
+/// `holes`, reads that are all zeros are seeked over rather than written (the length is
+/// set at the end), so they stay unallocated.
+fn copy(
+    from: &mut impl Read,
+    to: &mut fs::File,
+    buf: &mut [u8],
+    limit: u64,
+    holes: bool,
+) -> io::Result<u64> {
+    let mut done = 0u64;
+    let start = to.stream_position()?;
+    while done < limit {
+        let want = usize::try_from(limit - done)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = match from.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if holes && buf[..n].iter().all(|&b| b == 0) {
+            to.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            to.write_all(&buf[..n])?;
+        }
+        done += n as u64;
+    }
+    if holes {
+        to.set_len(start + done)?;
+    }
+    Ok(done)
+}
+
+/// The entry's PAX records, in order (keys that are not UTF-8 are dropped, as no record
+/// this module reads has one).
+fn pax_records<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    if let Some(pax) = e.pax_extensions()? {
+        for ext in pax {
+            let ext = ext?;
+            if let Ok(key) = ext.key() {
+                out.push((key.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The entry's metadata, with PAX records (mtime with fractions, uid/gid beyond octal,
 /// `SCHILY.xattr.*`) over the ustar header's.
-fn meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
+fn meta<R: Read>(e: &tar::Entry<'_, R>, pax: &[(String, Vec<u8>)]) -> io::Result<Meta> {
     let h = e.header();
     // A blank numeric field reads as 0, as Go's archive/tar (umoci, containerd) reads it.
     let old = h.as_old();
@@ -778,27 +1023,23 @@ fn meta<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
             tv_nsec: 0,
         },
         xattrs: Vec::new(),
+        sparse: None,
     };
     let (mut uid, mut gid) = (or_zero(&old.uid, h.uid())?, or_zero(&old.gid, h.gid())?);
-    if let Some(pax) = e.pax_extensions()? {
-        for ext in pax {
-            let ext = ext?;
-            let Ok(key) = ext.key() else { continue };
-            let value = ext.value_bytes();
-            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                m.xattrs.push((name.as_bytes().to_vec(), value.to_vec()));
-            } else {
-                let v = String::from_utf8_lossy(value);
-                match key {
-                    "mtime" => {
-                        if let Some(ts) = parse_pax_time(&v) {
-                            m.mtime = ts;
-                        }
+    for (key, value) in pax {
+        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+            m.xattrs.push((name.as_bytes().to_vec(), value.clone()));
+        } else {
+            let v = String::from_utf8_lossy(value);
+            match key.as_str() {
+                "mtime" => {
+                    if let Some(ts) = parse_pax_time(&v) {
+                        m.mtime = ts;
                     }
-                    "uid" => uid = v.trim().parse().unwrap_or(uid),
-                    "gid" => gid = v.trim().parse().unwrap_or(gid),
-                    _ => {}
                 }
+                "uid" => uid = v.trim().parse().unwrap_or(uid),
+                "gid" => gid = v.trim().parse().unwrap_or(gid),
+                _ => {}
             }
         }
     }
@@ -845,6 +1086,129 @@ mod tests {
         assert_eq!(c("a/../../b"), ["b"]);
         assert!(c("./.").is_empty());
         assert!(c("/").is_empty());
+    }
+
+    /// Applies `tar` (uncompressed, unchecked) to a fresh directory; the tree's file "f"
+    /// when it applied.
+    fn apply_bytes(tar: &[u8]) -> Result<Option<Vec<u8>>, OciError> {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("layer.tar");
+        fs::write(&blob, tar).unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let layer = Layer {
+            name: "test-layer".into(),
+            digest: None,
+            size: None,
+            compression: Compression::None,
+            diff_id: None,
+            path: blob,
+            offset: 0,
+        };
+        let opts = ApplyOptions {
+            devices: false,
+            chown: false,
+        };
+        let mut u = Unpacker::new(&root, opts)?;
+        u.apply_layer(&layer)?;
+        u.finish()?;
+        Ok(fs::read(root.join("f")).ok())
+    }
+
+    fn one_file(data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1);
+        b.append_data(&mut h, "f", data).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    proptest::proptest! {
+        /// A one-file layer cut anywhere unpacks as Go's archive/tar reads it: cut at the
+        /// start, anywhere in the padding after the data, or after a whole zero block, with
+        /// the whole content; cut inside the header, the data, or an end block, refused
+        /// (naming the entry once its header is whole).
+        #[test]
+        fn cut_layers_follow_go(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500),
+                                cut in 0usize..4096) {
+            let tar = one_file(&data);
+            let cut = cut.min(tar.len());
+            let res = apply_bytes(&tar[..cut]);
+            let data_end = 512 + data.len();
+            let padded = data_end.next_multiple_of(512);
+            if cut == 0 {
+                proptest::prop_assert!(matches!(res, Ok(None)));
+            } else if cut < 512 {
+                proptest::prop_assert!(res.is_err());
+            } else if cut < data_end {
+                let e = res.unwrap_err().to_string();
+                proptest::prop_assert!(e.contains("entry \"f\"") && e.contains("truncated"), "{}", e);
+            } else if cut <= padded || cut == padded + 512 || cut == padded + 1024 {
+                proptest::prop_assert_eq!(res.unwrap(), Some(data));
+            } else {
+                let e = res.unwrap_err().to_string();
+                proptest::prop_assert!(e.contains("entry \"f\"") && e.contains("malformed"), "{}", e);
+            }
+        }
+
+        /// Layers the crate's writer makes (GNU long names, PAX records, directories,
+        /// symlinks, hardlinks) unpack: the reader's walk of the stream keeps step with
+        /// the crate's.
+        #[test]
+        fn well_formed_layers_unpack(entries in proptest::collection::vec(
+            (0u8..4, 0usize..220, 0usize..1500, proptest::prelude::any::<bool>()), 1..10)) {
+            let mut b = tar::Builder::new(Vec::new());
+            for (i, &(kind, name_len, size, pax)) in entries.iter().enumerate() {
+                let name = format!("{i}-{}", "n".repeat(name_len));
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(0o644);
+                h.set_mtime(1);
+                if pax {
+                    b.append_pax_extensions([("mtime", &b"5.5"[..])]).unwrap();
+                }
+                match kind {
+                    0 => {
+                        h.set_size(size as u64);
+                        b.append_data(&mut h, &name, &vec![7u8; size][..]).unwrap();
+                    }
+                    1 => {
+                        h.set_entry_type(tar::EntryType::Directory);
+                        b.append_data(&mut h, &name, io::empty()).unwrap();
+                    }
+                    2 => {
+                        h.set_entry_type(tar::EntryType::Symlink);
+                        b.append_link(&mut h, &name, "t".repeat(size % 300 + 1)).unwrap();
+                    }
+                    _ => {
+                        h.set_size(1);
+                        b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+                        let mut l = tar::Header::new_gnu();
+                        l.set_entry_type(tar::EntryType::Link);
+                        l.set_mode(0o644);
+                        b.append_link(&mut l, &name, "f").unwrap();
+                    }
+                }
+            }
+            let tar = b.into_inner().unwrap();
+            let res = apply_bytes(&tar);
+            proptest::prop_assert!(res.is_ok(), "{:?}", res.err());
+        }
+
+        /// Any bytes as a layer: applied or refused, never a panic.
+        #[test]
+        fn arbitrary_layers_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+                                        flips in proptest::collection::vec((0usize..2048, proptest::prelude::any::<u8>()), 0..8),
+                                        cut in 0usize..2048) {
+            let mut tar = one_file(&data);
+            for (at, b) in flips {
+                let n = tar.len();
+                tar[at % n] = b;
+            }
+            let cut = cut.min(tar.len());
+            let _ = apply_bytes(&tar[..cut]);
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ pull copies one platform of a registry image into the OCI layout DIR (created wh
 missing), tagged with REF's tag. unpack applies the image's layers (whiteouts, hardlinks,
 owners, modes, xattrs, device nodes when root) into a new directory renamed to DIR once
 complete; an existing DIR is replaced atomically. Every blob's digest and size are checked.
+With TERRA_DEBUG=1, what was accepted although unusual (a layer missing its final padding
+or end-of-archive blocks, as Go's tar reader accepts) is printed on stderr.
 
 Options:
       --layout DIR        (pull) the OCI layout to write
@@ -158,6 +160,7 @@ pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
                     String::new()
                 }
             );
+            debug_notes(&report.notes);
             Ok(())
         }
         ("pull", _) => Err("usage: terra image pull REF --layout DIR".into()),
@@ -166,6 +169,15 @@ pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
             "image: unknown subcommand {other:?} (pull or unpack; see `terra image --help`)"
         )
         .into()),
+    }
+}
+
+/// What an unpack accepted although unusual, on stderr when `TERRA_DEBUG` is set.
+fn debug_notes(notes: &[String]) {
+    if std::env::var_os("TERRA_DEBUG").is_some_and(|v| !v.is_empty()) {
+        for n in notes {
+            eprintln!("terra: debug: {n}");
+        }
     }
 }
 
@@ -214,6 +226,7 @@ pub fn cmd_install(parser: &mut lexopt::Parser) -> Result<(), CliError> {
     }
     spec.config = config.ok_or("install: missing NODE.TOML (see `terra install --help`)")?;
     let report = install::install(&spec)?;
+    debug_notes(&report.unpack.notes);
     for (label, profile, disks) in &report.groups {
         println!(
             "terra: group {label} ({profile}): {}",

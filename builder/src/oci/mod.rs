@@ -13,6 +13,7 @@ pub mod image;
 pub mod layout;
 pub mod reference;
 pub mod registry;
+pub mod tarstream;
 
 use std::fmt;
 use std::io;

@@ -356,6 +356,63 @@ pub fn assert_same(ours: &BTreeMap<String, Info>, theirs: &BTreeMap<String, Info
     );
 }
 
+/// Every difference between terra's tree and a reference tree, one line each naming the
+/// entry and the attribute (`etc/x: mode: terra 0644, umoci 0600`).
+pub fn differences(
+    ours: &BTreeMap<String, Info>,
+    theirs: &BTreeMap<String, Info>,
+    reference: &str,
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for (k, t) in theirs {
+        let Some(o) = ours.get(k) else {
+            diffs.push(format!("{k}: missing in terra ({} in {reference})", t.kind));
+            continue;
+        };
+        let mut attr = |name: &str, a: String, b: String| {
+            if a != b {
+                diffs.push(format!("{k}: {name}: terra {a}, {reference} {b}"));
+            }
+        };
+        attr("kind", o.kind.into(), t.kind.into());
+        attr("mode", format!("{:04o}", o.mode), format!("{:04o}", t.mode));
+        attr("uid", o.uid.to_string(), t.uid.to_string());
+        attr("gid", o.gid.to_string(), t.gid.to_string());
+        attr("size", o.size.to_string(), t.size.to_string());
+        attr(
+            "content",
+            format!("{:?}", o.sha256),
+            format!("{:?}", t.sha256),
+        );
+        attr(
+            "link target",
+            format!("{:?}", o.link),
+            format!("{:?}", t.link),
+        );
+        attr("rdev", format!("{:#x}", o.rdev), format!("{:#x}", t.rdev));
+        attr(
+            "xattrs",
+            format!("{:?}", o.xattrs),
+            format!("{:?}", t.xattrs),
+        );
+        attr("mtime", o.mtime.to_string(), t.mtime.to_string());
+        attr(
+            "hardlink",
+            format!("{:?}", o.same_as),
+            format!("{:?}", t.same_as),
+        );
+    }
+    for (k, o) in ours {
+        if !theirs.contains_key(k) {
+            diffs.push(format!(
+                "{k}: only in terra ({}), not in {reference}",
+                o.kind
+            ));
+        }
+    }
+    diffs
+}
+
 /// `umoci unpack` of layout:tag; returns the rootfs.
 pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
     let out = Command::new("umoci")
