@@ -43,6 +43,8 @@ pub struct InstallSpec {
     pub root_uuid: Option<String>,
     /// Leave the first version writable (images that need a writable root).
     pub writable: bool,
+    /// Refuse the image unless signed by one of these keys (`--verify-key`).
+    pub verify: Option<oci::VerifyPolicy>,
 }
 
 impl InstallSpec {
@@ -58,6 +60,7 @@ impl InstallSpec {
             apply: ApplyOptions::default(),
             root_uuid: None,
             writable: false,
+            verify: None,
         }
     }
 }
@@ -492,6 +495,7 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
         &ResolveOptions {
             platform: spec.platform.clone(),
             plain_http: spec.plain_http,
+            verify: spec.verify.clone(),
         },
     )?;
     image.verify_blobs()?;

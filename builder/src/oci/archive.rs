@@ -132,6 +132,7 @@ pub fn resolve(path: &Path, reference: &str) -> Result<Image, OciError> {
         config_digest,
         config,
         layers,
+        verified: None,
         temp: None,
     })
 }

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use terra_builder::install::{self, InstallSpec};
-use terra_builder::oci::{self, ApplyOptions, ImageRef, OciError, Platform, ResolveOptions};
+use terra_builder::oci::{
+    self, ApplyOptions, ImageRef, OciError, Platform, ResolveOptions, Verified, VerifyPolicy,
+};
 
 /// A failure the binary prints after `terra: `.
 pub type CliError = Box<dyn std::error::Error>;
@@ -14,7 +16,9 @@ terra image — OCI images
 
 Usage:
   terra image pull REF --layout DIR [--platform OS/ARCH[/VARIANT]] [--plain-http]
+                   [--verify-key PEM]...
   terra image unpack REF DIR [--platform OS/ARCH[/VARIANT]] [--plain-http] [--no-devices]
+                   [--verify-key PEM]...
 
 REF is oci:PATH[:TAG] (an OCI image layout), docker-archive:PATH (a `docker save`
 tarball), or a registry reference host[:port]/repo[:tag|@sha256:…] (`alpine:3.20` means
@@ -28,18 +32,27 @@ complete; an existing DIR is replaced atomically. Every blob's digest and size a
 With TERRA_DEBUG=1, what was accepted although unusual (a layer missing its final padding
 or end-of-archive blocks, as Go's tar reader accepts) is printed on stderr.
 
+With --verify-key, REF is resolved once and the digest it names (the manifest or index
+as received) must carry a cosign signature by one of the keys (the sha256-<hex>.sig tag
+in the registry repository, or in the layout); the platform's manifest and every blob are
+then taken by digest from the verified bytes. An unsigned image, a bad signature, one for
+another digest or by another key is refused before anything is written. pull copies the
+signature into the layout, so `unpack oci:DIR:TAG --verify-key` works offline after it.
+
 Options:
       --layout DIR        (pull) the OCI layout to write
       --platform P        platform picked from an index (default linux/amd64)
       --plain-http        talk HTTP to the registry (a local one)
       --no-devices        (unpack) leave out device nodes and fifos
+      --verify-key PEM    require a cosign signature by this ECDSA P-256 public key
+                          (PKIX PEM, e.g. cosign.pub); repeatable, any one suffices
   -h, --help              print this help
 ";
 
 pub const INSTALL_USAGE: &str = "\
 terra install — make node.toml's disk groups and install an OCI image as the root
 
-Usage: terra install NODE.TOML [--image REF] [--disk PATH]... [--force]
+Usage: terra install NODE.TOML [--image REF] [--disk PATH]... [--force] [--verify-key PEM]...
 
 For each [[groups]] of NODE.TOML: mkfs.btrfs with its label and type (single, raid0,
 raid1, raid5, raid10) over its disks, its subvolumes, and for the group labelled `os` (or
@@ -59,6 +72,8 @@ Options:
       --plain-http        talk HTTP to the registry
       --no-devices        leave out device nodes and fifos
       --writable          leave the first version writable (booted rw with `rw`)
+      --verify-key PEM    refuse the image unless a cosign signature by this key names
+                          its digest (repeatable; see `terra image --help`)
   -h, --help              print this help
 ";
 
@@ -68,6 +83,21 @@ fn args(e: lexopt::Error, cmd: &str) -> CliError {
 
 fn platform(v: std::ffi::OsString) -> Result<Platform, CliError> {
     Ok(v.to_string_lossy().parse::<Platform>()?)
+}
+
+/// The policy of the `--verify-key` files given, if any.
+fn policy(keys: &[PathBuf]) -> Result<Option<VerifyPolicy>, CliError> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(VerifyPolicy::from_files(keys)?))
+}
+
+fn print_verified(v: &Verified) {
+    println!(
+        "terra: signature verified: {} signed by {} ({})",
+        v.digest, v.key, v.key_fingerprint
+    );
 }
 
 /// `terra image …`
@@ -90,6 +120,7 @@ pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
     let mut layout: Option<PathBuf> = None;
     let mut resolve = ResolveOptions::default();
     let mut apply = ApplyOptions::default();
+    let mut keys: Vec<PathBuf> = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| args(e, "image"))? {
         match arg {
             Short('h') | Long("help") => {
@@ -102,10 +133,12 @@ pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
             }
             Long("plain-http") => resolve.plain_http = true,
             Long("no-devices") => apply.devices = false,
+            Long("verify-key") => keys.push(parser.value().map_err(|e| args(e, "image"))?.into()),
             Value(v) => positional.push(v.to_string_lossy().into_owned()),
             _ => return Err(args(arg.unexpected(), "image")),
         }
     }
+    resolve.verify = policy(&keys)?;
     match (sub.as_str(), positional.as_slice()) {
         ("pull", [reference]) => {
             let layout = layout.ok_or("image pull: missing --layout DIR")?;
@@ -124,8 +157,12 @@ pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
                     platform: resolve.platform,
                     plain_http: resolve.plain_http,
                     docker_config: None,
+                    verify: resolve.verify,
                 },
             )?;
+            if let Some(v) = &report.verified {
+                print_verified(v);
+            }
             println!(
                 "terra: pulled {} ({}) into {}{}: {} blobs fetched ({} bytes), {} already there",
                 reg.whole(),
@@ -145,6 +182,9 @@ pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
         ("unpack", [reference, dir]) => {
             let r: ImageRef = reference.parse()?;
             let image = oci::resolve(&r, &resolve)?;
+            if let Some(v) = &image.verified {
+                print_verified(v);
+            }
             let report = oci::unpack(&image, std::path::Path::new(dir), &apply)?;
             println!(
                 "terra: unpacked {} into {}: {} layers, {} entries, {} whiteouts, {} bytes{}",
@@ -186,6 +226,7 @@ pub fn cmd_install(parser: &mut lexopt::Parser) -> Result<(), CliError> {
     use lexopt::prelude::*;
     let mut config: Option<PathBuf> = None;
     let mut spec = InstallSpec::new(std::path::Path::new(""));
+    let mut keys: Vec<PathBuf> = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| args(e, "install"))? {
         match arg {
             Short('h') | Long("help") => {
@@ -220,11 +261,13 @@ pub fn cmd_install(parser: &mut lexopt::Parser) -> Result<(), CliError> {
             Long("plain-http") => spec.plain_http = true,
             Long("no-devices") => spec.apply.devices = false,
             Long("writable") => spec.writable = true,
+            Long("verify-key") => keys.push(parser.value().map_err(|e| args(e, "install"))?.into()),
             Value(v) if config.is_none() => config = Some(v.into()),
             _ => return Err(args(arg.unexpected(), "install")),
         }
     }
     spec.config = config.ok_or("install: missing NODE.TOML (see `terra install --help`)")?;
+    spec.verify = policy(&keys)?;
     let report = install::install(&spec)?;
     debug_notes(&report.unpack.notes);
     for (label, profile, disks) in &report.groups {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::blob::Digest;
 use super::layout::{ref_name, Layout};
 use super::reference::ImageRef;
+use super::verify::{self, Refusal, Verified, VerifyError, VerifyPolicy};
 use super::{media, OciError};
 
 /// A platform as `--platform` gives it: `os/arch[/variant]`.
@@ -89,6 +90,9 @@ pub struct ResolveOptions {
     pub platform: Platform,
     /// Registry pulls: plain HTTP.
     pub plain_http: bool,
+    /// Require a signature by one of these keys on the digest the reference resolves to,
+    /// checked before anything else is fetched or written (see [`super::verify`]).
+    pub verify: Option<VerifyPolicy>,
 }
 
 /// A layer's compression, from its media type.
@@ -214,6 +218,8 @@ pub struct Image {
     pub config: ConfigInfo,
     /// Layers, bottom first.
     pub layers: Vec<Layer>,
+    /// The signature that verified the image, when a policy asked for one.
+    pub verified: Option<Verified>,
     /// A registry pull's temporary layout, removed with the image.
     pub(crate) temp: Option<TempDir>,
 }
@@ -255,23 +261,52 @@ impl Drop for TempDir {
 
 /// Resolves a reference to a checked image. A registry reference is pulled into a
 /// temporary layout first.
+///
+/// With [`ResolveOptions::verify`], the digest the reference names (a layout's tag, a
+/// registry tag's manifest or index as received) must carry a signature by a trusted key
+/// before anything below it is read or fetched; the image's [`Image::verified`] says which.
 pub fn resolve(r: &ImageRef, opts: &ResolveOptions) -> Result<Image, OciError> {
     match r {
-        ImageRef::Layout { path, tag } => {
-            resolve_layout(&Layout::open(path)?, tag.as_deref(), r, &opts.platform)
+        ImageRef::Layout { path, tag } => resolve_layout_verified(
+            &Layout::open(path)?,
+            tag.as_deref(),
+            r,
+            &opts.platform,
+            opts.verify.as_ref(),
+        ),
+        ImageRef::DockerArchive { path } => {
+            if let Some(policy) = &opts.verify {
+                // `docker save` keeps no signatures, and its manifest.json has no digest
+                // that a signature could name.
+                return Err(VerifyError::new(
+                    r.to_string(),
+                    None,
+                    policy,
+                    Refusal::Unsupported(
+                        "a docker archive carries no signatures; use a registry or an OCI layout"
+                            .into(),
+                    ),
+                )
+                .into());
+            }
+            super::archive::resolve(path, &r.to_string())
         }
-        ImageRef::DockerArchive { path } => super::archive::resolve(path, &r.to_string()),
         ImageRef::Registry(reg) => {
             let dir = temp_dir("terra-pull")?;
             let guard = TempDir(dir.clone());
             let pull = super::registry::PullOptions {
                 platform: opts.platform.clone(),
                 plain_http: opts.plain_http,
+                verify: opts.verify.clone(),
                 ..Default::default()
             };
+            // The pull verified the digest the tag resolved to (once, from the bytes it
+            // received) and fetched everything else by digest into our own temporary
+            // layout, which is read back here without a second verification.
             let report = super::registry::pull(reg, &dir, &pull)?;
             let layout = Layout::open(&dir)?;
             let mut image = resolve_layout(&layout, report.tag.as_deref(), r, &opts.platform)?;
+            image.verified = report.verified;
             image.temp = Some(guard);
             Ok(image)
         }
@@ -371,6 +406,19 @@ pub fn resolve_layout(
     r: &ImageRef,
     platform: &Platform,
 ) -> Result<Image, OciError> {
+    resolve_layout_verified(layout, tag, r, platform, None)
+}
+
+/// [`resolve_layout`], requiring with `policy` a signature in the layout (the manifest
+/// tagged `sha256-<hex>.sig`) on the digest the tag names, before that digest's bytes are
+/// read and before an index is followed.
+pub fn resolve_layout_verified(
+    layout: &Layout,
+    tag: Option<&str>,
+    r: &ImageRef,
+    platform: &Platform,
+    policy: Option<&VerifyPolicy>,
+) -> Result<Image, OciError> {
     let reference = r.to_string();
     let index = layout.index()?;
     let mut desc = match tag {
@@ -405,6 +453,17 @@ pub fn resolve_layout(
             }
         },
     };
+    // The tag's digest is the one signed; below it, each digest comes from bytes already
+    // checked against the one above.
+    let verified = match policy {
+        Some(p) => Some(verify::verify_layout(
+            layout,
+            &desc_digest(&desc)?,
+            &reference,
+            p,
+        )?),
+        None => None,
+    };
     // Indexes may nest; a few levels is all any tool writes.
     for _ in 0..4 {
         let digest = desc_digest(&desc)?;
@@ -412,7 +471,9 @@ pub fn resolve_layout(
         match parse_document(&bytes, &digest.to_string())? {
             Document::Index(idx) => desc = select_platform(&idx, platform, &reference)?,
             Document::Manifest(m) => {
-                return image_from_manifest(layout, &m, digest, reference);
+                let mut image = image_from_manifest(layout, &m, digest, reference)?;
+                image.verified = verified;
+                return Ok(image);
             }
         }
     }
@@ -449,6 +510,7 @@ fn image_from_manifest(
         config_digest: Some(config_digest),
         config,
         layers,
+        verified: None,
         temp: None,
     })
 }

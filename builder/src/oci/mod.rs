@@ -5,6 +5,8 @@
 //! names it (or that the index/layout names), the config and every layer against the
 //! manifest's descriptors (digest and size), and each layer's uncompressed stream against
 //! the config's `diff_ids`. Nothing is renamed into place until every check has passed.
+//! With a [`VerifyPolicy`], the digest a reference resolves to must also carry a signature
+//! by a trusted key ([`verify`]) before anything else is fetched or written.
 
 pub mod apply;
 pub mod archive;
@@ -14,6 +16,7 @@ pub mod layout;
 pub mod reference;
 pub mod registry;
 pub mod tarstream;
+pub mod verify;
 
 use std::fmt;
 use std::io;
@@ -24,6 +27,7 @@ pub use blob::Digest;
 pub use image::{resolve, Compression, Image, Layer, Platform, ResolveOptions};
 pub use reference::ImageRef;
 pub use registry::{pull, PullOptions, PullReport};
+pub use verify::{TrustedKey, Verified, VerifyError, VerifyPolicy};
 
 /// Everything that can go wrong with an image; each variant names the reference, blob or
 /// path it failed on.
@@ -82,6 +86,9 @@ pub enum OciError {
         /// What failed.
         reason: String,
     },
+    /// The image has no valid signature by a trusted key (the error names the reference,
+    /// the digest, the keys and what was wrong).
+    Signature(Box<VerifyError>),
 }
 
 impl fmt::Display for OciError {
@@ -114,6 +121,7 @@ impl fmt::Display for OciError {
                 entry,
                 reason,
             } => write!(f, "layer {blob}: entry {entry:?}: {reason}"),
+            OciError::Signature(e) => write!(f, "signature: {e}"),
         }
     }
 }

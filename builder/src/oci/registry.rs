@@ -3,6 +3,11 @@
 //! async stays inside the builder. Manifests are checked against the digest that names
 //! them, blobs against their descriptors while they stream to a temporary file, and only
 //! checked bytes get a content address in the layout.
+//!
+//! With a verification policy the tag is resolved once: the manifest (or index) bytes as
+//! received are hashed, that digest must carry a cosign signature by a trusted key (the
+//! `sha256-<hex>.sig` tag of the same repository), and only then is the layout created and
+//! anything else fetched, by digest, from the verified bytes.
 
 use std::fs;
 use std::io::Write;
@@ -19,6 +24,7 @@ use oci_spec::image::{Descriptor, MediaType};
 use super::blob::{Digest, Hasher};
 use super::image::{parse_document, select_platform, ConfigInfo, Document, Platform};
 use super::layout::{Layout, MAX_JSON_BLOB};
+use super::verify::{self, cosign, simplesigning, Refusal, Verified, VerifyError, VerifyPolicy};
 use super::{media, OciError};
 
 /// How to pull.
@@ -31,6 +37,10 @@ pub struct PullOptions {
     /// Docker config with credentials (default `$DOCKER_CONFIG/config.json`, else
     /// `~/.docker/config.json`).
     pub docker_config: Option<PathBuf>,
+    /// Require a signature by one of these keys on the digest the reference resolves to;
+    /// checked before the layout is created or any blob fetched. The signature is copied
+    /// into the layout (tagged `sha256-<hex>.sig`) so the layout verifies offline later.
+    pub verify: Option<VerifyPolicy>,
 }
 
 /// What a pull fetched.
@@ -48,6 +58,8 @@ pub struct PullReport {
     pub bytes: u64,
     /// Blobs already present and checked.
     pub reused: usize,
+    /// The signature that verified the image, when a policy asked for one.
+    pub verified: Option<Verified>,
 }
 
 /// Pulls `reference` (one platform of it) into the layout at `dir`, created when missing,
@@ -64,14 +76,13 @@ pub fn pull(reference: &Reference, dir: &Path, opts: &PullOptions) -> Result<Pul
             reference: whole.clone(),
             message: format!("cannot start the async runtime: {e}"),
         })?;
-    let layout = Layout::create(dir)?;
     let auth = credentials(reference, opts.docker_config.as_deref());
-    rt.block_on(pull_async(reference, &layout, opts, &auth))
+    rt.block_on(pull_async(reference, dir, opts, &auth))
 }
 
 async fn pull_async(
     reference: &Reference,
-    layout: &Layout,
+    dir: &Path,
     opts: &PullOptions,
     auth: &RegistryAuth,
 ) -> Result<PullReport, OciError> {
@@ -99,14 +110,33 @@ async fn pull_async(
         fetched: 0,
         bytes: 0,
         reused: 0,
+        verified: None,
     };
 
+    // The one request that resolves the tag: everything after it is by digest, from these
+    // bytes (or from bytes checked against a digest they name).
     let (bytes, mut digest) = fetch_manifest(&client, reference, auth, None).await?;
+    let mut signature = None;
+    if let Some(policy) = &opts.verify {
+        let (v, copy) = verify_signature(&client, reference, auth, &digest, policy).await?;
+        report.verified = Some(v);
+        signature = Some(copy);
+    }
+    // Nothing is written before the signature check: the layout is created only now.
+    let layout = &Layout::create(dir)?;
     let mut doc = parse_document(&bytes, &digest.to_string())?;
+    // The indexes above the manifest, top first: with a signature they go into the layout
+    // too, so that the tag there names the digest that was signed.
+    let mut parents: Vec<(Vec<u8>, Digest, String)> = Vec::new();
     let mut manifest_bytes = bytes;
     for _ in 0..4 {
         let Document::Index(index) = &doc else { break };
         report.index_digest.get_or_insert(digest.clone());
+        let index_mt = index
+            .media_type()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| media::OCI_INDEX.to_string());
         let desc = select_platform(index, &opts.platform, &whole)?;
         let want: Digest = desc
             .digest()
@@ -116,7 +146,7 @@ async fn pull_async(
         let by_digest = reference.clone_with_digest(want.to_string());
         let (b, d) = fetch_manifest(&client, &by_digest, auth, Some(desc.size())).await?;
         doc = parse_document(&b, &d.to_string())?;
-        manifest_bytes = b;
+        parents.push((std::mem::replace(&mut manifest_bytes, b), digest, index_mt));
         digest = d;
     }
     let Document::Manifest(manifest) = doc else {
@@ -167,14 +197,7 @@ async fn pull_async(
     }
 
     // The manifest last: a layout never names an image whose blobs are not all there.
-    let written = layout.write_blob(&manifest_bytes)?;
-    if written != digest {
-        // Only a non-sha256 digest can differ here: keep its own address.
-        let (tmp, mut f) = layout.temp_blob()?;
-        f.write_all(&manifest_bytes)
-            .map_err(|e| OciError::io(&tmp, e))?;
-        layout.commit_blob(&tmp, &digest)?;
-    }
+    write_manifest(layout, &manifest_bytes, &digest)?;
     report.fetched += 1;
     report.bytes += manifest_bytes.len() as u64;
     let mt = manifest
@@ -182,14 +205,195 @@ async fn pull_async(
         .as_ref()
         .map(|m| m.to_string())
         .unwrap_or_else(|| media::OCI_MANIFEST.to_string());
-    let desc = Descriptor::new(
-        MediaType::from(mt.as_str()),
-        manifest_bytes.len() as u64,
-        oci_spec::image::Digest::try_from(digest.to_string())
-            .map_err(|e| OciError::blob(&digest, e.to_string()))?,
-    );
-    layout.set_ref(report.tag.as_deref(), desc)?;
+    let mut desc = descriptor(&mt, manifest_bytes.len(), &digest)?;
+    if let Some(copy) = signature {
+        // The signed digest is the top one: name the indexes above the manifest (bottom
+        // up, so each is written after what it points to) and tag the top, then copy the
+        // signature beside it.
+        for (bytes, d, mt) in parents.iter().rev() {
+            write_manifest(layout, bytes, d)?;
+            desc = descriptor(mt, bytes.len(), d)?;
+        }
+        layout.set_ref(report.tag.as_deref(), desc)?;
+        if let Some(copy) = copy {
+            copy.store(layout)?;
+        }
+    } else {
+        layout.set_ref(report.tag.as_deref(), desc)?;
+    }
     Ok(report)
+}
+
+fn descriptor(media_type: &str, size: usize, d: &Digest) -> Result<Descriptor, OciError> {
+    Ok(Descriptor::new(
+        MediaType::from(media_type),
+        size as u64,
+        oci_spec::image::Digest::try_from(d.to_string())
+            .map_err(|e| OciError::blob(d, e.to_string()))?,
+    ))
+}
+
+/// Writes manifest bytes under their own digest (which may be sha512).
+fn write_manifest(layout: &Layout, bytes: &[u8], d: &Digest) -> Result<(), OciError> {
+    if &layout.write_blob(bytes)? != d {
+        let (tmp, mut f) = layout.temp_blob()?;
+        f.write_all(bytes).map_err(|e| OciError::io(&tmp, e))?;
+        layout.commit_blob(&tmp, d)?;
+    }
+    Ok(())
+}
+
+/// A verified signature's manifest and blobs, to be copied into the pulled layout.
+struct SignatureCopy {
+    tag: String,
+    manifest: Vec<u8>,
+    digest: Digest,
+    media_type: String,
+    blobs: Vec<Vec<u8>>,
+}
+
+impl SignatureCopy {
+    fn store(&self, layout: &Layout) -> Result<(), OciError> {
+        for b in &self.blobs {
+            layout.write_blob(b)?;
+        }
+        write_manifest(layout, &self.manifest, &self.digest)?;
+        layout.set_ref(
+            Some(&self.tag),
+            descriptor(&self.media_type, self.manifest.len(), &self.digest)?,
+        )
+    }
+}
+
+/// Looks up the cosign signature of `digest` in the reference's repository (the
+/// `sha256-<hex>.sig` tag), fetches its payloads (each checked against its descriptor) and
+/// checks them against `policy`. Fails closed: a missing tag, an unreachable one or a
+/// malformed manifest refuses the image, naming the reference, digest and keys.
+async fn verify_signature(
+    client: &Client,
+    reference: &Reference,
+    auth: &RegistryAuth,
+    digest: &Digest,
+    policy: &VerifyPolicy,
+) -> Result<(Verified, Option<SignatureCopy>), OciError> {
+    let whole = reference.whole();
+    let refuse = |refusal| -> OciError {
+        VerifyError::new(whole.clone(), Some(digest), policy, refusal).into()
+    };
+    let tag = cosign::signature_tag(digest);
+    let sig_ref = Reference::with_tag(
+        reference.registry().to_string(),
+        reference.repository().to_string(),
+        tag.clone(),
+    );
+    let (manifest, sig_digest) = match fetch_manifest(client, &sig_ref, auth, None).await {
+        Ok(x) => x,
+        Err(OciError::NotFound { .. }) => {
+            return Err(refuse(Refusal::Unsigned {
+                looked: format!(
+                    "tag {tag} in {}/{}",
+                    reference.registry(),
+                    reference.repository()
+                ),
+            }))
+        }
+        Err(e) => {
+            return Err(refuse(Refusal::BadSignatureManifest {
+                manifest: None,
+                reason: format!("cannot fetch {tag}: {e}"),
+            }))
+        }
+    };
+    let layers = cosign::signature_layers(&manifest).map_err(|reason| {
+        refuse(Refusal::BadSignatureManifest {
+            manifest: Some(sig_digest.clone()),
+            reason,
+        })
+    })?;
+    // Fetch first (async), check after (sync): the check sees only bytes that matched
+    // their descriptors.
+    let mut fetched = std::collections::BTreeMap::new();
+    for l in layers
+        .iter()
+        .filter(|l| l.size <= simplesigning::MAX_PAYLOAD)
+    {
+        let r = fetch_small_blob(client, reference, &l.digest, l.size).await;
+        fetched.insert(l.digest.clone(), r);
+    }
+    let verified = verify::check_manifest(&manifest, &sig_digest, digest, policy, |l| {
+        fetched
+            .get(&l.digest)
+            .cloned()
+            .unwrap_or_else(|| Err("not fetched".into()))
+    })
+    .map_err(refuse)?;
+    // For the copy in the layout: the payload that verified, and the signature manifest's
+    // config (a layout must hold every blob its manifests name). A config we cannot fetch
+    // only costs the copy, not the verification.
+    let parsed = serde_json::from_slice::<serde_json::Value>(&manifest).unwrap_or_default();
+    let every_layer = parsed["layers"].as_array().is_some_and(|ls| {
+        ls.iter().all(|l| {
+            l["digest"]
+                .as_str()
+                .and_then(|d| d.parse::<Digest>().ok())
+                .is_some_and(|d| matches!(fetched.get(&d), Some(Ok(_))))
+        })
+    });
+    let mut blobs: Vec<Vec<u8>> = fetched.into_values().filter_map(Result::ok).collect();
+    let config = (|| {
+        let d: Digest = parsed["config"]["digest"].as_str()?.parse().ok()?;
+        Some((d, parsed["config"]["size"].as_u64()?))
+    })();
+    let mut complete = false;
+    if let Some((d, size)) = config.filter(|(_, size)| *size <= simplesigning::MAX_PAYLOAD) {
+        if let Ok(b) = fetch_small_blob(client, reference, &d, size).await {
+            blobs.push(b);
+            complete = true;
+        }
+    }
+    if !complete || !every_layer {
+        // Without its config the copy would be an incomplete image: keep none of it.
+        return Ok((verified, None));
+    }
+    let media_type = parsed["mediaType"]
+        .as_str()
+        .unwrap_or(media::OCI_MANIFEST)
+        .to_string();
+    let copy = SignatureCopy {
+        tag,
+        manifest,
+        digest: sig_digest,
+        media_type,
+        blobs,
+    };
+    Ok((verified, Some(copy)))
+}
+
+/// Fetches a small blob into memory, refusing more than `size` bytes and checking digest
+/// and size.
+async fn fetch_small_blob(
+    client: &Client,
+    reference: &Reference,
+    d: &Digest,
+    size: u64,
+) -> Result<Vec<u8>, String> {
+    let digest_str = d.to_string();
+    let mut stream = client
+        .pull_blob_stream(reference, digest_str.as_str())
+        .await
+        .map_err(|e| format!("cannot fetch {d}: {}", flatten(&e)))?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let bytes = chunk.map_err(|e| format!("cannot fetch {d}: {e}"))?;
+        if (out.len() + bytes.len()) as u64 > size {
+            return Err(format!(
+                "{d}: the registry sent more than the {size} bytes the manifest gives"
+            ));
+        }
+        out.extend_from_slice(&bytes);
+    }
+    d.check(&out, Some(size)).map_err(|r| format!("{d}: {r}"))?;
+    Ok(out)
 }
 
 /// Fetches a manifest and checks its bytes: against the digest in the reference (by-digest
