@@ -14,8 +14,9 @@ PACKAGES=(
   # iSCSI: tgtd as the target, libiscsi as a reference initiator
   tgt libiscsi-bin
   # OCI: a registry, skopeo/umoci to push images and to compare unpacks, buildah (and GNU
-  # tar, umoci, skopeo) to make the image corpus the unpack tests compare
-  docker-registry skopeo umoci buildah tar
+  # tar, umoci, skopeo) to make the image corpus the unpack tests compare; openssl makes
+  # the keys and signatures of the signed-image tests (builder/tests/oci_signed.rs)
+  docker-registry skopeo umoci buildah tar openssl
   # the Debian systemd root images (tests-qemu/src/debian.rs)
   debootstrap
   # boot media: ISO (GRUB BIOS+EFI images, FAT, xorriso), UEFI firmware, iPXE ROMs, pxelinux
