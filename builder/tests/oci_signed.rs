@@ -380,6 +380,49 @@ fn a_signed_index_is_verified_and_its_platform_taken_from_the_verified_bytes() {
         "arm64"
     );
 
+    // By digest, the same: the digest is pinned by the reference and still must be signed.
+    let by_digest = format!("{}/multi/os@{index_digest}", lab.reg.host());
+    let tree = lab.path("tree-by-digest");
+    let (ok, out, err) = terra_bounded(
+        &[
+            "image",
+            "unpack",
+            "--plain-http",
+            &by_digest,
+            tree.to_str().unwrap(),
+            "--verify-key",
+            &k1,
+        ],
+        T,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("signature verified: {index_digest}")),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/marker")).unwrap(),
+        "amd64"
+    );
+    let tree = lab.path("tree-by-digest-k2");
+    assert_refused(
+        terra_bounded(
+            &[
+                "image",
+                "unpack",
+                "--plain-http",
+                &by_digest,
+                tree.to_str().unwrap(),
+                "--verify-key",
+                lab.k2.public.to_str().unwrap(),
+            ],
+            T,
+        ),
+        &[&by_digest, &index_digest],
+        "does not verify with any trusted key",
+        &tree,
+    );
+
     // A pull keeps the signature beside the image, tagged as cosign tags it, so the layout
     // verifies with the registry gone.
     let layout = lab.path("pulled");

@@ -305,7 +305,20 @@ pub fn resolve(r: &ImageRef, opts: &ResolveOptions) -> Result<Image, OciError> {
             // layout, which is read back here without a second verification.
             let report = super::registry::pull(reg, &dir, &pull)?;
             let layout = Layout::open(&dir)?;
-            let mut image = resolve_layout(&layout, report.tag.as_deref(), r, &opts.platform)?;
+            // By the digest the pull resolved (a by-digest pull leaves its manifest unnamed,
+            // beside a signature tag when verified).
+            let top = report.named_digest.to_string();
+            let desc = layout
+                .index()?
+                .manifests()
+                .iter()
+                .find(|m| m.digest().to_string() == top)
+                .cloned()
+                .ok_or_else(|| OciError::NotFound {
+                    reference: r.to_string(),
+                    reason: format!("the pulled layout does not name {top}"),
+                })?;
+            let mut image = resolve_descriptor(&layout, desc, r.to_string(), &opts.platform)?;
             image.verified = report.verified;
             image.temp = Some(guard);
             Ok(image)
@@ -421,7 +434,7 @@ pub fn resolve_layout_verified(
 ) -> Result<Image, OciError> {
     let reference = r.to_string();
     let index = layout.index()?;
-    let mut desc = match tag {
+    let desc = match tag {
         Some(t) => index
             .manifests()
             .iter()
@@ -464,6 +477,18 @@ pub fn resolve_layout_verified(
         )?),
         None => None,
     };
+    let mut image = resolve_descriptor(layout, desc, reference, platform)?;
+    image.verified = verified;
+    Ok(image)
+}
+
+/// Follows a layout's descriptor through indexes (by platform) down to an image.
+fn resolve_descriptor(
+    layout: &Layout,
+    mut desc: Descriptor,
+    reference: String,
+    platform: &Platform,
+) -> Result<Image, OciError> {
     // Indexes may nest; a few levels is all any tool writes.
     for _ in 0..4 {
         let digest = desc_digest(&desc)?;
@@ -471,9 +496,7 @@ pub fn resolve_layout_verified(
         match parse_document(&bytes, &digest.to_string())? {
             Document::Index(idx) => desc = select_platform(&idx, platform, &reference)?,
             Document::Manifest(m) => {
-                let mut image = image_from_manifest(layout, &m, digest, reference)?;
-                image.verified = verified;
-                return Ok(image);
+                return image_from_manifest(layout, &m, digest, reference);
             }
         }
     }

@@ -50,6 +50,9 @@ pub struct PullReport {
     pub manifest_digest: Digest,
     /// The index's digest, when the reference named one.
     pub index_digest: Option<Digest>,
+    /// What the layout's index.json names for this pull: the top (signed) digest when
+    /// verified, else the platform's manifest.
+    pub named_digest: Digest,
     /// The name given to the manifest in the layout's index.json.
     pub tag: Option<String>,
     /// Blobs downloaded (manifest, config and layers not already present).
@@ -102,6 +105,7 @@ async fn pull_async(
     let mut report = PullReport {
         manifest_digest: Digest::sha256_of(b""),
         index_digest: None,
+        named_digest: Digest::sha256_of(b""),
         tag: match (reference.tag(), reference.digest()) {
             (Some(t), _) => Some(t.to_string()),
             (None, None) => Some("latest".to_string()),
@@ -214,11 +218,13 @@ async fn pull_async(
             write_manifest(layout, bytes, d)?;
             desc = descriptor(mt, bytes.len(), d)?;
         }
+        report.named_digest = parents.first().map_or(digest.clone(), |p| p.1.clone());
         layout.set_ref(report.tag.as_deref(), desc)?;
         if let Some(copy) = copy {
             copy.store(layout)?;
         }
     } else {
+        report.named_digest = digest.clone();
         layout.set_ref(report.tag.as_deref(), desc)?;
     }
     Ok(report)
