@@ -859,3 +859,140 @@ fn cosign_made_signatures_from_containers_image_fixtures() {
         );
     }
 }
+
+// ---- cosign v3: a Sigstore bundle v0.3 attached as an OCI 1.1 referrer ----
+
+/// Attaches to `image` in `host/repo` a Sigstore bundle v0.3 built as the Sigstore bundle
+/// spec describes it: an in-toto Statement v1 naming `subject`, in a DSSE envelope whose
+/// signature openssl makes over the PAE; uploaded (as oras would) as a referrer manifest
+/// (`artifactType`, `subject`, the bundle as its layer) listed in the referrers fallback tag
+/// `sha256-<hex>` (an index), since Debian's docker-registry 2.8 has no referrers API.
+#[allow(clippy::too_many_arguments)]
+fn attach_bundle(
+    host: &str,
+    repo: &str,
+    image: &str,
+    image_size: usize,
+    subject: &str,
+    predicate: &str,
+    key: &Key,
+) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    const IN_TOTO: &str = "application/vnd.in-toto+json";
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    let statement = serde_json::to_vec(&serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": format!("{host}/{repo}"),
+                     "digest": {"sha256": subject.strip_prefix("sha256:").unwrap()}}],
+        "predicateType": predicate,
+        "predicate": {},
+    }))
+    .unwrap();
+    // DSSE v1 PAE: "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body.
+    let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), statement.len()).into_bytes();
+    pae.extend_from_slice(&statement);
+    let sig = openssl_sign(key, &pae);
+    let bundle = serde_json::to_vec(&serde_json::json!({
+        "mediaType": BUNDLE,
+        "verificationMaterial": {"publicKey": {"hint": "test key"}, "tlogEntries": []},
+        "dsseEnvelope": {"payload": b64.encode(&statement), "payloadType": IN_TOTO,
+                         "signatures": [{"sig": sig, "keyid": ""}]},
+    }))
+    .unwrap();
+    upload_blob(host, repo, &bundle);
+    upload_blob(host, repo, b"{}");
+    let referrer = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "artifactType": BUNDLE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest(b"{}"),
+                   "size": 2},
+        "layers": [{"mediaType": BUNDLE, "digest": digest(&bundle), "size": bundle.len()}],
+        "subject": {"mediaType": MANIFEST, "digest": image, "size": image_size},
+    }))
+    .unwrap();
+    let rd = digest(&referrer);
+    upload_manifest(host, repo, &rd, MANIFEST, &referrer);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX,
+        "manifests": [{"mediaType": MANIFEST, "digest": rd, "size": referrer.len(),
+                       "artifactType": BUNDLE}],
+    }))
+    .unwrap();
+    upload_manifest(host, repo, &image.replace(':', "-"), INDEX, &index);
+}
+
+#[test]
+fn sigstore_bundle_referrers_made_with_openssl() {
+    let lab = Lab::new();
+    let host = lab.reg.host();
+    let k1 = lab.k1.public.to_str().unwrap().to_string();
+    let sign_v1 = "https://sigstore.dev/cosign/sign/v1";
+    let other = digest(b"another image");
+    // (case, the statement names the image?, predicate, key; refusal)
+    let cases: Vec<(&str, bool, &str, &Key, Option<&str>)> = vec![
+        ("good", true, sign_v1, &lab.k1, None),
+        (
+            "other-key",
+            true,
+            sign_v1,
+            &lab.k2,
+            Some("does not verify with any trusted key"),
+        ),
+        (
+            "other-subject",
+            false,
+            sign_v1,
+            &lab.k1,
+            Some("but for another image: the statement names"),
+        ),
+        (
+            "attestation",
+            true,
+            "https://slsa.dev/provenance/v1",
+            &lab.k1,
+            Some("predicateType \"https://slsa.dev/provenance/v1\""),
+        ),
+    ];
+    for (case, own, predicate, key, refusal) in cases {
+        let repo = format!("bundle/{case}");
+        let src = lab.path(&format!("src-bundle-{case}"));
+        let d = image_layout(&src, "v1", &[(marker(case), Comp::Gzip)]);
+        lab.reg.push(&src, "v1", &repo);
+        let size = fs::read(src.join("blobs/sha256").join(&d[7..]))
+            .unwrap()
+            .len();
+        let subject = if own { d.clone() } else { other.clone() };
+        attach_bundle(&host, &repo, &d, size, &subject, predicate, key);
+        let reference = lab.reference(&repo, "v1");
+        let target = lab.path(&format!("tree-bundle-{case}"));
+        let run = terra_bounded(
+            &[
+                "image",
+                "unpack",
+                "--plain-http",
+                &reference,
+                target.to_str().unwrap(),
+                "--verify-key",
+                &k1,
+            ],
+            T,
+        );
+        match refusal {
+            None => {
+                let (ok, out, err) = run;
+                assert!(ok, "{case}: {err}");
+                assert!(
+                    out.contains(&format!("signature verified: {d} signed by {k1}")),
+                    "{out}"
+                );
+                assert_eq!(fs::read_to_string(target.join("etc/marker")).unwrap(), case);
+            }
+            Some(why) => assert_refused(run, &[&reference, &d, &k1], why, &target),
+        }
+    }
+}

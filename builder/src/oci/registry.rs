@@ -24,7 +24,9 @@ use oci_spec::image::{Descriptor, MediaType};
 use super::blob::{Digest, Hasher};
 use super::image::{parse_document, select_platform, ConfigInfo, Document, Platform};
 use super::layout::{Layout, MAX_JSON_BLOB};
-use super::verify::{self, cosign, simplesigning, Refusal, Verified, VerifyError, VerifyPolicy};
+use super::verify::{
+    self, bundle, cosign, simplesigning, Problem, Refusal, Verified, VerifyError, VerifyPolicy,
+};
 use super::{media, OciError};
 
 /// How to pull.
@@ -271,10 +273,10 @@ impl SignatureCopy {
     }
 }
 
-/// Looks up the cosign signature of `digest` in the reference's repository (the
-/// `sha256-<hex>.sig` tag), fetches its payloads (each checked against its descriptor) and
-/// checks them against `policy`. Fails closed: a missing tag, an unreachable one or a
-/// malformed manifest refuses the image, naming the reference, digest and keys.
+/// Requires a signature of `digest` by a key of `policy` in the reference's repository:
+/// cosign's classic `sha256-<hex>.sig` tag first, then Sigstore bundles attached as
+/// referrers. Fails closed: nothing found, nothing valid, or a lookup that fails refuses
+/// the image, naming the reference, digest and keys and each signature's problem.
 async fn verify_signature(
     client: &Client,
     reference: &Reference,
@@ -282,10 +284,125 @@ async fn verify_signature(
     digest: &Digest,
     policy: &VerifyPolicy,
 ) -> Result<(Verified, Option<SignatureCopy>), OciError> {
-    let whole = reference.whole();
-    let refuse = |refusal| -> OciError {
-        VerifyError::new(whole.clone(), Some(digest), policy, refusal).into()
+    let classic = match classic_signature(client, reference, auth, digest, policy).await {
+        Ok(v) => return Ok(v),
+        Err(r) => r,
     };
+    let problems = match bundle_signatures(client, reference, auth, digest, policy).await {
+        Ok(v) => return Ok((v, None)),
+        Err(p) => p,
+    };
+    let refusal = match (classic, problems.is_empty()) {
+        (Refusal::Unsigned { looked }, true) => Refusal::Unsigned {
+            looked: format!("{looked}, nor a {} referrer", bundle::MEDIA_TYPE),
+        },
+        (r, true) => r,
+        (Refusal::Rejected(mut p), false) => {
+            p.extend(problems);
+            Refusal::Rejected(p)
+        }
+        (_, false) => Refusal::Rejected(problems),
+    };
+    Err(VerifyError::new(reference.whole(), Some(digest), policy, refusal).into())
+}
+
+/// Sigstore bundles among the referrers of `digest` (the registry's referrers API, or the
+/// `sha256-<hex>` fallback tag's index): each referrer manifest with the bundle's
+/// `artifactType`, fetched by digest, its bundle layers checked with
+/// [`verify::check_bundle`]. No referrers is an empty list of problems.
+async fn bundle_signatures(
+    client: &Client,
+    reference: &Reference,
+    auth: &RegistryAuth,
+    digest: &Digest,
+    policy: &VerifyPolicy,
+) -> Result<Verified, Vec<(Digest, Problem)>> {
+    let subject = reference.clone_with_digest(digest.to_string());
+    let index = client
+        .pull_referrers(&subject, Some(bundle::MEDIA_TYPE))
+        .await
+        .map_err(|e| {
+            vec![(
+                digest.clone(),
+                Problem::Fetch(format!("cannot list referrers: {}", flatten(&e))),
+            )]
+        })?;
+    let mut problems = Vec::new();
+    // A registry may ignore the artifactType filter: filter again.
+    for entry in index
+        .manifests
+        .iter()
+        .filter(|e| e.artifact_type.as_deref() == Some(bundle::MEDIA_TYPE))
+        .take(cosign::MAX_SIGNATURES)
+    {
+        let Ok(md) = entry.digest.parse::<Digest>() else {
+            continue;
+        };
+        let size = u64::try_from(entry.size).ok();
+        let manifest = match fetch_manifest(
+            client,
+            &reference.clone_with_digest(md.to_string()),
+            auth,
+            size,
+        )
+        .await
+        {
+            Ok((m, _)) => m,
+            Err(e) => {
+                problems.push((md, Problem::Fetch(e.to_string())));
+                continue;
+            }
+        };
+        let layers = serde_json::from_slice::<serde_json::Value>(&manifest).unwrap_or_default();
+        for l in layers["layers"].as_array().into_iter().flatten() {
+            if l["mediaType"].as_str() != Some(bundle::MEDIA_TYPE) {
+                continue;
+            }
+            let (Some(bd), Some(bsize)) = (
+                l["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()),
+                l["size"].as_u64(),
+            ) else {
+                continue;
+            };
+            if bsize > simplesigning::MAX_PAYLOAD {
+                problems.push((bd, Problem::Fetch("bundle larger than the limit".into())));
+                continue;
+            }
+            let bytes = match fetch_small_blob(client, reference, &bd, bsize).await {
+                Ok(b) => b,
+                Err(e) => {
+                    problems.push((bd, Problem::Fetch(e)));
+                    continue;
+                }
+            };
+            match verify::check_bundle(&bytes, digest, policy) {
+                Ok(key) => {
+                    return Ok(Verified {
+                        digest: digest.clone(),
+                        key: key.name().to_string(),
+                        key_fingerprint: key.fingerprint().clone(),
+                        signature_manifest: md,
+                        payload: bd,
+                    })
+                }
+                Err(p) => problems.push((bd, p)),
+            }
+        }
+    }
+    Err(problems)
+}
+
+/// Looks up the cosign signature of `digest` in the reference's repository (the
+/// `sha256-<hex>.sig` tag), fetches its payloads (each checked against its descriptor) and
+/// checks them against `policy`.
+async fn classic_signature(
+    client: &Client,
+    reference: &Reference,
+    auth: &RegistryAuth,
+    digest: &Digest,
+    policy: &VerifyPolicy,
+) -> Result<(Verified, Option<SignatureCopy>), Refusal> {
+    let refuse = |refusal: Refusal| refusal;
     let tag = cosign::signature_tag(digest);
     let sig_ref = Reference::with_tag(
         reference.registry().to_string(),

@@ -367,3 +367,80 @@ fn forward(
     client.write_all(&resp)?;
     client.flush()
 }
+
+/// One HTTP/1.1 request to the registry on 127.0.0.1 (`Connection: close`); returns the
+/// status and the `Location` header. For uploads skopeo cannot make (an OCI 1.1 referrer
+/// index that containers/image 5.23 would rewrite), as oras would make them.
+pub fn http(
+    host: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let location = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, location)
+}
+
+/// Uploads a blob with the distribution API (POST, then PUT with the digest).
+pub fn upload_blob(host: &str, repo: &str, data: &[u8]) {
+    let d = super::oci_common::digest(data);
+    let (status, location) = http(
+        host,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        "application/octet-stream",
+        b"",
+    );
+    assert_eq!(status, 202, "upload start for {d}");
+    let path = location
+        .strip_prefix(&format!("http://{host}"))
+        .unwrap_or(&location)
+        .to_string();
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (status, _) = http(
+        host,
+        "PUT",
+        &format!("{path}{sep}digest={d}"),
+        "application/octet-stream",
+        data,
+    );
+    assert_eq!(status, 201, "upload of {d}");
+}
+
+/// Puts a manifest or index under a tag or digest.
+pub fn upload_manifest(host: &str, repo: &str, reference: &str, media_type: &str, data: &[u8]) {
+    let (status, _) = http(
+        host,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        media_type,
+        data,
+    );
+    assert_eq!(status, 201, "manifest {reference} of {repo}");
+}

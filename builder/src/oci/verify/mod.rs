@@ -11,9 +11,13 @@
 //! Supported: cosign's key-based signatures in the classic format ([`cosign`]: the
 //! `sha256-<hex>.sig` tag holding [`simplesigning`] payloads), ECDSA P-256 with SHA-256,
 //! public keys as PKIX PEM (`BEGIN PUBLIC KEY`, what `cosign generate-key-pair` and
-//! `openssl ec -pubout` write). Offline: no transparency log, no certificates; a
-//! `dev.sigstore.cosign/bundle` or certificate annotation is neither needed nor trusted.
+//! `openssl ec -pubout` write). In a registry, also cosign v3's Sigstore bundle v0.3
+//! ([`bundle`]) attached as an OCI 1.1 referrer (the referrers API, or its `sha256-<hex>`
+//! fallback tag): a DSSE envelope whose in-toto statement names the digest. Offline: no
+//! transparency log, no certificates; a `dev.sigstore.cosign/bundle` or certificate
+//! annotation, or a bundle's `verificationMaterial`, is neither needed nor trusted.
 
+pub mod bundle;
 pub mod cosign;
 pub mod simplesigning;
 
@@ -232,6 +236,20 @@ pub enum Problem {
     },
     /// The payload blob could not be fetched or read.
     Fetch(String),
+    /// A Sigstore bundle refused (with the key that verified it, when one did).
+    Bundle {
+        /// The key that verified the envelope, if any.
+        key: Option<String>,
+        /// What is wrong.
+        error: bundle::BundleError,
+    },
+    /// A trusted key signed a statement whose subjects do not include the digest.
+    NotASubject {
+        /// The key that verified the envelope.
+        key: String,
+        /// The subjects' digests, as `alg:hex`.
+        subjects: Vec<String>,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -248,6 +266,16 @@ impl fmt::Display for Problem {
                 write!(f, "signed by {key}, but for another image: {names}")
             }
             Problem::Fetch(e) => write!(f, "{e}"),
+            Problem::Bundle { key: None, error } => write!(f, "{error}"),
+            Problem::Bundle {
+                key: Some(key),
+                error,
+            } => write!(f, "signed by {key}, but {error}"),
+            Problem::NotASubject { key, subjects } => write!(
+                f,
+                "signed by {key}, but for another image: the statement names {}",
+                subjects.join(", ")
+            ),
         }
     }
 }
@@ -405,6 +433,42 @@ pub fn check(
         }
     }
     Err(Refusal::Rejected(problems))
+}
+
+/// Checks one Sigstore bundle (bytes already checked against their descriptor): a trusted
+/// key must verify a DSSE signature over the envelope's PAE, then the statement (parsed
+/// only then) must be cosign's signature predicate with `digest` among its subjects.
+pub fn check_bundle<'p>(
+    bytes: &[u8],
+    digest: &Digest,
+    policy: &'p VerifyPolicy,
+) -> Result<&'p TrustedKey, Problem> {
+    let env = bundle::parse_bundle(bytes).map_err(|error| Problem::Bundle { key: None, error })?;
+    let signed = bundle::pae(&env.payload_type, &env.payload);
+    let key = env
+        .signatures
+        .iter()
+        .filter_map(|der| Signature::from_der(der).ok())
+        .find_map(|sig| policy.keys.iter().find(|k| k.verifies(&signed, &sig)))
+        .ok_or(Problem::NoTrustedKey)?;
+    let subjects = bundle::parse_statement(&env.payload).map_err(|error| Problem::Bundle {
+        key: Some(key.to_string()),
+        error,
+    })?;
+    let alg = digest.algorithm().name();
+    if subjects
+        .iter()
+        .any(|s| s.digests.get(alg).map(String::as_str) == Some(digest.hex()))
+    {
+        return Ok(key);
+    }
+    Err(Problem::NotASubject {
+        key: key.to_string(),
+        subjects: subjects
+            .iter()
+            .flat_map(|s| s.digests.iter().map(|(a, h)| format!("{a}:{h}")))
+            .collect(),
+    })
 }
 
 /// Turns fetched payload blobs into candidates, recording a fetch failure as that layer's
