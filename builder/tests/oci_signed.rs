@@ -991,6 +991,54 @@ fn sigstore_bundle_referrers_made_with_openssl() {
                     "{out}"
                 );
                 assert_eq!(fs::read_to_string(target.join("etc/marker")).unwrap(), case);
+                // A pull keeps the referrer (listed in index.json with its artifactType,
+                // as OCI image-layout 1.1 lists referrers): the layout verifies offline.
+                let layout = lab.path(&format!("pulled-bundle-{case}"));
+                let (ok, _, err) = terra_bounded(
+                    &[
+                        "image",
+                        "pull",
+                        "--plain-http",
+                        &reference,
+                        "--layout",
+                        layout.to_str().unwrap(),
+                        "--verify-key",
+                        &k1,
+                    ],
+                    T,
+                );
+                assert!(ok, "{err}");
+                let offline = lab.path(&format!("tree-bundle-offline-{case}"));
+                let (ok, out, err) = terra_bounded(
+                    &[
+                        "image",
+                        "unpack",
+                        &format!("oci:{}:v1", layout.display()),
+                        offline.to_str().unwrap(),
+                        "--verify-key",
+                        &k1,
+                    ],
+                    T,
+                );
+                assert!(ok, "{err}");
+                assert!(out.contains(&format!("signature verified: {d}")), "{out}");
+                let wrong = lab.path(&format!("tree-bundle-offline-k2-{case}"));
+                assert_refused(
+                    terra_bounded(
+                        &[
+                            "image",
+                            "unpack",
+                            &format!("oci:{}:v1", layout.display()),
+                            wrong.to_str().unwrap(),
+                            "--verify-key",
+                            lab.k2.public.to_str().unwrap(),
+                        ],
+                        T,
+                    ),
+                    &[&d],
+                    "does not verify with any trusted key",
+                    &wrong,
+                );
             }
             Some(why) => assert_refused(run, &[&reference, &d, &k1], why, &target),
         }

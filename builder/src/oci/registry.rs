@@ -253,7 +253,10 @@ fn write_manifest(layout: &Layout, bytes: &[u8], d: &Digest) -> Result<(), OciEr
 
 /// A verified signature's manifest and blobs, to be copied into the pulled layout.
 struct SignatureCopy {
-    tag: String,
+    /// The classic format's `.sig` tag; None for a referrer (listed unnamed, with its
+    /// artifactType, in index.json as OCI image-layout 1.1 lists referrers).
+    tag: Option<String>,
+    artifact_type: Option<&'static str>,
     manifest: Vec<u8>,
     digest: Digest,
     media_type: String,
@@ -266,10 +269,11 @@ impl SignatureCopy {
             layout.write_blob(b)?;
         }
         write_manifest(layout, &self.manifest, &self.digest)?;
-        layout.set_ref(
-            Some(&self.tag),
-            descriptor(&self.media_type, self.manifest.len(), &self.digest)?,
-        )
+        let mut desc = descriptor(&self.media_type, self.manifest.len(), &self.digest)?;
+        if let Some(at) = self.artifact_type {
+            desc.set_artifact_type(Some(MediaType::from(at)));
+        }
+        layout.set_ref(self.tag.as_deref(), desc)
     }
 }
 
@@ -289,20 +293,10 @@ async fn verify_signature(
         Err(r) => r,
     };
     let problems = match bundle_signatures(client, reference, auth, digest, policy).await {
-        Ok(v) => return Ok((v, None)),
+        Ok(v) => return Ok(v),
         Err(p) => p,
     };
-    let refusal = match (classic, problems.is_empty()) {
-        (Refusal::Unsigned { looked }, true) => Refusal::Unsigned {
-            looked: format!("{looked}, nor a {} referrer", bundle::MEDIA_TYPE),
-        },
-        (r, true) => r,
-        (Refusal::Rejected(mut p), false) => {
-            p.extend(problems);
-            Refusal::Rejected(p)
-        }
-        (_, false) => Refusal::Rejected(problems),
-    };
+    let refusal = verify::combine(classic, problems);
     Err(VerifyError::new(reference.whole(), Some(digest), policy, refusal).into())
 }
 
@@ -316,7 +310,7 @@ async fn bundle_signatures(
     auth: &RegistryAuth,
     digest: &Digest,
     policy: &VerifyPolicy,
-) -> Result<Verified, Vec<(Digest, Problem)>> {
+) -> Result<(Verified, Option<SignatureCopy>), Vec<(Digest, Problem)>> {
     let subject = reference.clone_with_digest(digest.to_string());
     let index = client
         .pull_referrers(&subject, Some(bundle::MEDIA_TYPE))
@@ -353,17 +347,7 @@ async fn bundle_signatures(
                 continue;
             }
         };
-        let layers = serde_json::from_slice::<serde_json::Value>(&manifest).unwrap_or_default();
-        for l in layers["layers"].as_array().into_iter().flatten() {
-            if l["mediaType"].as_str() != Some(bundle::MEDIA_TYPE) {
-                continue;
-            }
-            let (Some(bd), Some(bsize)) = (
-                l["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()),
-                l["size"].as_u64(),
-            ) else {
-                continue;
-            };
+        for (bd, bsize) in verify::bundle_layers(&manifest) {
             if bsize > simplesigning::MAX_PAYLOAD {
                 problems.push((bd, Problem::Fetch("bundle larger than the limit".into())));
                 continue;
@@ -377,19 +361,54 @@ async fn bundle_signatures(
             };
             match verify::check_bundle(&bytes, digest, policy) {
                 Ok(key) => {
-                    return Ok(Verified {
+                    let copy = referrer_copy(client, reference, md.clone(), manifest, bytes).await;
+                    let v = Verified {
                         digest: digest.clone(),
                         key: key.name().to_string(),
                         key_fingerprint: key.fingerprint().clone(),
                         signature_manifest: md,
                         payload: bd,
-                    })
+                    };
+                    return Ok((v, copy));
                 }
                 Err(p) => problems.push((bd, p)),
             }
         }
     }
     Err(problems)
+}
+
+/// The verified referrer, whole, for the pulled layout: its manifest, the bundle and the
+/// config (an empty descriptor's `{}`, usually). None when it has other layers or its
+/// config cannot be fetched: only the copy is lost, not the verification.
+async fn referrer_copy(
+    client: &Client,
+    reference: &Reference,
+    digest: Digest,
+    manifest: Vec<u8>,
+    bundle_bytes: Vec<u8>,
+) -> Option<SignatureCopy> {
+    let v = serde_json::from_slice::<serde_json::Value>(&manifest).ok()?;
+    if v["layers"].as_array()?.len() != 1 {
+        return None;
+    }
+    let cd: Digest = v["config"]["digest"].as_str()?.parse().ok()?;
+    let csize = v["config"]["size"].as_u64()?;
+    if csize > simplesigning::MAX_PAYLOAD {
+        return None;
+    }
+    let config = fetch_small_blob(client, reference, &cd, csize).await.ok()?;
+    Some(SignatureCopy {
+        tag: None,
+        artifact_type: Some(bundle::MEDIA_TYPE),
+        media_type: v["mediaType"]
+            .as_str()
+            .unwrap_or(media::OCI_MANIFEST)
+            .to_string(),
+        manifest,
+        digest,
+        blobs: vec![bundle_bytes, config],
+    })
 }
 
 /// Looks up the cosign signature of `digest` in the reference's repository (the
@@ -483,7 +502,8 @@ async fn classic_signature(
         .unwrap_or(media::OCI_MANIFEST)
         .to_string();
     let copy = SignatureCopy {
-        tag,
+        tag: Some(tag),
+        artifact_type: None,
         manifest,
         digest: sig_digest,
         media_type,

@@ -533,49 +533,171 @@ pub(crate) fn check_manifest(
 
 /// Verifies `digest` against the signatures an OCI layout holds: the manifest tagged
 /// `sha256-<hex>.sig` in its index.json (as `skopeo copy` of a cosign signature tag writes
-/// it), its payload blobs read from the layout and checked against their descriptors.
+/// it), then Sigstore bundle referrers (index.json entries with the bundle's
+/// `artifactType`, and the `sha256-<hex>` referrers fallback tag); every blob read from the
+/// layout is checked against its descriptor.
 pub fn verify_layout(
     layout: &Layout,
     digest: &Digest,
     reference: &str,
     policy: &VerifyPolicy,
 ) -> Result<Verified, OciError> {
-    let refuse =
-        |refusal| -> OciError { VerifyError::new(reference, Some(digest), policy, refusal).into() };
+    let classic = match classic_in_layout(layout, digest, policy) {
+        Ok(v) => return Ok(v),
+        Err(r) => r,
+    };
+    let problems = match bundles_in_layout(layout, digest, policy) {
+        Ok(v) => return Ok(v),
+        Err(p) => p,
+    };
+    Err(VerifyError::new(reference, Some(digest), policy, combine(classic, problems)).into())
+}
+
+/// One refusal out of the classic format's and the bundles' problems.
+pub(crate) fn combine(classic: Refusal, bundle_problems: Vec<(Digest, Problem)>) -> Refusal {
+    match (classic, bundle_problems.is_empty()) {
+        (Refusal::Unsigned { looked }, true) => Refusal::Unsigned {
+            looked: format!("{looked}, nor a {} referrer", bundle::MEDIA_TYPE),
+        },
+        (r, true) => r,
+        (Refusal::Rejected(mut p), false) => {
+            p.extend(bundle_problems);
+            Refusal::Rejected(p)
+        }
+        (_, false) => Refusal::Rejected(bundle_problems),
+    }
+}
+
+fn classic_in_layout(
+    layout: &Layout,
+    digest: &Digest,
+    policy: &VerifyPolicy,
+) -> Result<Verified, Refusal> {
     let tag = cosign::signature_tag(digest);
-    let index = layout.index()?;
+    let index = layout.index().map_err(|e| Refusal::BadSignatureManifest {
+        manifest: None,
+        reason: e.to_string(),
+    })?;
     let Some(desc) = index
         .manifests()
         .iter()
         .find(|m| ref_name(m) == Some(tag.as_str()))
     else {
-        return Err(refuse(Refusal::Unsigned {
+        return Err(Refusal::Unsigned {
             looked: format!(
                 "manifest tagged {tag} in the layout {}",
                 layout.path().display()
             ),
-        }));
+        });
     };
-    let sig_digest: Digest = desc.digest().to_string().parse().map_err(|e: String| {
-        refuse(Refusal::BadSignatureManifest {
-            manifest: None,
-            reason: e,
-        })
-    })?;
+    let sig_digest: Digest =
+        desc.digest()
+            .to_string()
+            .parse()
+            .map_err(|e: String| Refusal::BadSignatureManifest {
+                manifest: None,
+                reason: e,
+            })?;
     let bytes = layout
         .read_blob(&sig_digest, Some(desc.size()))
-        .map_err(|e| {
-            refuse(Refusal::BadSignatureManifest {
-                manifest: Some(sig_digest.clone()),
-                reason: e.to_string(),
-            })
+        .map_err(|e| Refusal::BadSignatureManifest {
+            manifest: Some(sig_digest.clone()),
+            reason: e.to_string(),
         })?;
     check_manifest(&bytes, &sig_digest, digest, policy, |l| {
         layout
             .read_blob(&l.digest, Some(l.size))
             .map_err(|e| e.to_string())
     })
-    .map_err(refuse)
+}
+
+/// Descriptors (digest, size) of a JSON list's entries with the bundle's `artifactType`.
+fn bundle_entries(list: &serde_json::Value) -> Vec<(Digest, u64)> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["artifactType"].as_str() == Some(bundle::MEDIA_TYPE))
+        .filter_map(|e| Some((e["digest"].as_str()?.parse().ok()?, e["size"].as_u64()?)))
+        .take(cosign::MAX_SIGNATURES)
+        .collect()
+}
+
+/// Bundle layers of a referrer manifest: (digest, size).
+pub(crate) fn bundle_layers(manifest: &[u8]) -> Vec<(Digest, u64)> {
+    let v = serde_json::from_slice::<serde_json::Value>(manifest).unwrap_or_default();
+    v["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["mediaType"].as_str() == Some(bundle::MEDIA_TYPE))
+        .filter_map(|l| Some((l["digest"].as_str()?.parse().ok()?, l["size"].as_u64()?)))
+        .take(cosign::MAX_SIGNATURES)
+        .collect()
+}
+
+fn bundles_in_layout(
+    layout: &Layout,
+    digest: &Digest,
+    policy: &VerifyPolicy,
+) -> Result<Verified, Vec<(Digest, Problem)>> {
+    let mut problems = Vec::new();
+    let Ok(text) = std::fs::read(layout.path().join("index.json")) else {
+        return Err(problems);
+    };
+    let top = serde_json::from_slice::<serde_json::Value>(&text).unwrap_or_default();
+    let mut referrers = bundle_entries(&top["manifests"]);
+    // The referrers fallback tag: an index listing them.
+    let fallback = format!("{}-{}", digest.algorithm().name(), digest.hex());
+    let tagged =
+        top["manifests"].as_array().into_iter().flatten().find(|m| {
+            m["annotations"][super::layout::REF_NAME].as_str() == Some(fallback.as_str())
+        });
+    if let Some((d, size)) = tagged.and_then(|m| {
+        Some((
+            m["digest"].as_str()?.parse::<Digest>().ok()?,
+            m["size"].as_u64()?,
+        ))
+    }) {
+        match layout.read_blob(&d, Some(size)) {
+            Ok(b) => {
+                let v = serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default();
+                referrers.extend(bundle_entries(&v["manifests"]));
+            }
+            Err(e) => problems.push((d, Problem::Fetch(e.to_string()))),
+        }
+    }
+    referrers.dedup();
+    for (md, size) in referrers {
+        let manifest = match layout.read_blob(&md, Some(size)) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push((md, Problem::Fetch(e.to_string())));
+                continue;
+            }
+        };
+        for (bd, bsize) in bundle_layers(&manifest) {
+            if bsize > simplesigning::MAX_PAYLOAD {
+                problems.push((bd, Problem::Fetch("bundle larger than the limit".into())));
+                continue;
+            }
+            match layout.read_blob(&bd, Some(bsize)) {
+                Ok(bytes) => match check_bundle(&bytes, digest, policy) {
+                    Ok(key) => {
+                        return Ok(Verified {
+                            digest: digest.clone(),
+                            key: key.name.clone(),
+                            key_fingerprint: key.fingerprint.clone(),
+                            signature_manifest: md,
+                            payload: bd,
+                        })
+                    }
+                    Err(p) => problems.push((bd, p)),
+                },
+                Err(e) => problems.push((bd, Problem::Fetch(e.to_string()))),
+            }
+        }
+    }
+    Err(problems)
 }
 
 #[cfg(test)]
