@@ -11,7 +11,7 @@
 //! Supported: cosign's key-based signatures in the classic format ([`cosign`]: the
 //! `sha256-<hex>.sig` tag holding [`simplesigning`] payloads), ECDSA P-256 with SHA-256,
 //! public keys as PKIX PEM (`BEGIN PUBLIC KEY`, what `cosign generate-key-pair` and
-//! `openssl ec -pubout` write). In a registry, also cosign v3's Sigstore bundle v0.3
+//! `openssl ec -pubout` write). Also cosign v3's Sigstore bundle v0.3
 //! ([`bundle`]) attached as an OCI 1.1 referrer (the referrers API, or its `sha256-<hex>`
 //! fallback tag): a DSSE envelope whose in-toto statement names the digest. Offline: no
 //! transparency log, no certificates; a `dev.sigstore.cosign/bundle` or certificate
