@@ -421,7 +421,6 @@ async fn classic_signature(
     digest: &Digest,
     policy: &VerifyPolicy,
 ) -> Result<(Verified, Option<SignatureCopy>), Refusal> {
-    let refuse = |refusal: Refusal| refusal;
     let tag = cosign::signature_tag(digest);
     let sig_ref = Reference::with_tag(
         reference.registry().to_string(),
@@ -431,27 +430,26 @@ async fn classic_signature(
     let (manifest, sig_digest) = match fetch_manifest(client, &sig_ref, auth, None).await {
         Ok(x) => x,
         Err(OciError::NotFound { .. }) => {
-            return Err(refuse(Refusal::Unsigned {
+            return Err(Refusal::Unsigned {
                 looked: format!(
                     "tag {tag} in {}/{}",
                     reference.registry(),
                     reference.repository()
                 ),
-            }))
+            })
         }
         Err(e) => {
-            return Err(refuse(Refusal::BadSignatureManifest {
+            return Err(Refusal::BadSignatureManifest {
                 manifest: None,
                 reason: format!("cannot fetch {tag}: {e}"),
-            }))
+            })
         }
     };
-    let layers = cosign::signature_layers(&manifest).map_err(|reason| {
-        refuse(Refusal::BadSignatureManifest {
+    let layers =
+        cosign::signature_layers(&manifest).map_err(|reason| Refusal::BadSignatureManifest {
             manifest: Some(sig_digest.clone()),
             reason,
-        })
-    })?;
+        })?;
     // Fetch first (async), check after (sync): the check sees only bytes that matched
     // their descriptors.
     let mut fetched = std::collections::BTreeMap::new();
@@ -467,8 +465,7 @@ async fn classic_signature(
             .get(&l.digest)
             .cloned()
             .unwrap_or_else(|| Err("not fetched".into()))
-    })
-    .map_err(refuse)?;
+    })?;
     // For the copy in the layout: the payload that verified, and the signature manifest's
     // config (a layout must hold every blob its manifests name). A config we cannot fetch
     // only costs the copy, not the verification.

@@ -557,7 +557,7 @@ pub fn verify_layout(
 pub(crate) fn combine(classic: Refusal, bundle_problems: Vec<(Digest, Problem)>) -> Refusal {
     match (classic, bundle_problems.is_empty()) {
         (Refusal::Unsigned { looked }, true) => Refusal::Unsigned {
-            looked: format!("{looked}, nor a {} referrer", bundle::MEDIA_TYPE),
+            looked: format!("{looked}, nor any {} referrer", bundle::MEDIA_TYPE),
         },
         (r, true) => r,
         (Refusal::Rejected(mut p), false) => {
