@@ -501,6 +501,11 @@ pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), Ver
         chains,
         reason: None,
         writable: v.writable,
+        verified_by: v
+            .image
+            .verified
+            .as_ref()
+            .map(|k| format!("{} ({})", k.key, k.key_fingerprint)),
         extra: Default::default(),
     };
     Ok((version, built))
@@ -798,6 +803,8 @@ pub struct VersionInfo {
     pub booted: bool,
     /// Why it is bad.
     pub reason: Option<String>,
+    /// The key whose signature the image carried, when `--verify-key` checked it.
+    pub verified_by: Option<String>,
 }
 
 /// `terra versions`.
@@ -817,6 +824,7 @@ pub fn list(target: &Target) -> Result<Vec<VersionInfo>, VersionsError> {
             exclusive_bytes: exclusive_bytes(&top.path.join(&v.name)),
             booted: top.booted.as_deref() == Some(v.name.as_str()),
             reason: v.reason.clone(),
+            verified_by: v.verified_by.clone(),
         })
         .collect())
 }

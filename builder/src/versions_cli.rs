@@ -19,6 +19,7 @@ pub const UPGRADE_USAGE: &str = "\
 terra upgrade — add a root version from an OCI image; it boots tentatively
 
 Usage: terra upgrade [--disk PATH]... REF [--name NAME] [--tries N] [--keep N]
+                     [--verify-key PEM]...
 
 Pulls and checks REF like `terra install` (every blob before anything is written), checks
 free space, then makes a read-only btrfs subvolume NAME (default vN) from a snapshot of the
@@ -39,6 +40,9 @@ Options:
       --platform P        platform picked from an index (default linux/amd64)
       --plain-http        talk HTTP to the registry
       --no-devices        leave out device nodes and fifos
+      --verify-key PEM    refuse the image unless a cosign signature by this ECDSA P-256
+                          public key names the digest REF resolves to (repeatable; checked
+                          before anything is written, see `terra image --help`)
   -h, --help              print this help
 ";
 
@@ -106,6 +110,7 @@ pub fn cmd(name: &str, parser: &mut lexopt::Parser) -> Result<(), CliError> {
     let mut positional: Vec<String> = Vec::new();
     let mut json = false;
     let mut keep = DEFAULT_KEEP;
+    let mut keys: Vec<PathBuf> = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| args(e, name))? {
         match arg {
             Short('h') | Long("help") => {
@@ -143,6 +148,9 @@ pub fn cmd(name: &str, parser: &mut lexopt::Parser) -> Result<(), CliError> {
             }
             Long("plain-http") if name == "upgrade" => spec.resolve.plain_http = true,
             Long("no-devices") if name == "upgrade" => spec.apply.devices = false,
+            Long("verify-key") if name == "upgrade" => {
+                keys.push(PathBuf::from(parser.value().map_err(|e| args(e, name))?))
+            }
             Value(v) => positional.push(v.to_string_lossy().into_owned()),
             _ => return Err(args(arg.unexpected(), name)),
         }
@@ -150,6 +158,9 @@ pub fn cmd(name: &str, parser: &mut lexopt::Parser) -> Result<(), CliError> {
     match (name, positional.as_slice()) {
         ("upgrade", [reference]) => {
             spec.reference = reference.clone();
+            if !keys.is_empty() {
+                spec.resolve.verify = Some(terra_builder::oci::VerifyPolicy::from_files(&keys)?);
+            }
             match versions::upgrade(&target, &spec)? {
                 Upgraded::Same(v) => {
                     println!("terra: version {v} is {reference} already; nothing to do")

@@ -670,6 +670,61 @@ fn install_verifies_before_the_first_mkfs() {
         "unsigned",
         &disk2,
     );
+
+    // terra upgrade checks the same way, before anything is written to the disk.
+    let d = disk.to_str().unwrap();
+    let (ok, _, err) = terra_bounded(
+        &[
+            "upgrade",
+            "--disk",
+            d,
+            &reference,
+            "--plain-http",
+            "--verify-key",
+            &k1,
+        ],
+        300,
+    );
+    assert!(!ok && err.contains(&unsigned), "{err}");
+    let versions = |d: &str| {
+        let (ok, out, err) = terra_bounded(&["versions", "--disk", d, "--json"], 120);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
+    };
+    assert_eq!(versions(d).len(), 1, "nothing was added");
+    let src4 = lab.path("src-node-4");
+    let up = image_layout(
+        &src4,
+        "v4",
+        &[
+            (marker("signed root"), Comp::Gzip),
+            (marker("upgrade"), Comp::Gzip),
+        ],
+    );
+    lab.push(
+        &src4,
+        "v4",
+        "node/os",
+        &lab.sign(&lab.k1, cosign_payload(&docker_ref, &up)),
+    );
+    let (ok, out, err) = terra_bounded(
+        &[
+            "upgrade",
+            "--disk",
+            d,
+            &lab.reference("node/os", "v4"),
+            "--plain-http",
+            "--verify-key",
+            &k1,
+        ],
+        300,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("1 of 2 layers from chains"), "{out}");
+    let v = versions(d);
+    assert_eq!(v[1]["state"], "tentative");
+    let by = v[1]["verified_by"].as_str().unwrap_or_default();
+    assert!(by.contains(&k1), "the state records the key: {v:?}");
 }
 
 // ---- Real cosign signatures: containers/image's fixtures (tests/fixtures/cosign) ----

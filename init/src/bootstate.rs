@@ -72,6 +72,10 @@ pub struct Version {
     /// root); versions are read-only otherwise.
     #[serde(default)]
     pub writable: bool,
+    /// The key whose cosign signature the image carried (name and fingerprint), when it
+    /// was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<String>,
     /// Fields a newer Terra wrote: kept as they are when this code rewrites the file.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -534,6 +538,7 @@ mod tests {
             chains: Vec::new(),
             reason: None,
             writable: false,
+            verified_by: None,
             extra: Default::default(),
         }
     }
