@@ -436,9 +436,59 @@ pub fn demo_layout(busybox: &Path) -> crate::Result<(PathBuf, String)> {
     placed
 }
 
+/// A group of disk images written by `terra install` from a node.toml, cached under
+/// target/lab/disks by [`Install::name`] (change it when the content changes); needs root
+/// (terra install uses loop devices).
+#[derive(Debug, Clone)]
+pub struct Install<'a> {
+    /// The image reference.
+    pub image: &'a str,
+    /// The group's label.
+    pub label: &'a str,
+    /// The root group's filesystem UUID.
+    pub uuid: &'a str,
+    /// The cache name.
+    pub name: &'a str,
+    /// `single` or `raid1`, …
+    pub profile: &'a str,
+    /// How many disks.
+    pub count: usize,
+    /// Each disk's size, MiB.
+    pub size_mb: u64,
+    /// node.toml text appended inside the group (e.g. `[[groups.subvolumes]]`).
+    pub group_extra: &'a str,
+}
+
+impl<'a> Install<'a> {
+    /// One 160 MiB disk, group type single, nothing extra.
+    pub fn single(image: &'a str, label: &'a str, uuid: &'a str, name: &'a str) -> Self {
+        Install {
+            image,
+            label,
+            uuid,
+            name,
+            profile: "single",
+            count: 1,
+            size_mb: 160,
+            group_extra: "",
+        }
+    }
+
+    /// Installs (or finds the cached disks); returns them in order.
+    pub fn disks(&self, terra: &Path) -> crate::Result<Vec<PathBuf>> {
+        install_group(terra, self)
+    }
+
+    /// [`Install::disks`] for a one-disk group.
+    pub fn disk(&self, terra: &Path) -> crate::Result<PathBuf> {
+        self.disks(terra)?
+            .pop()
+            .ok_or_else(|| "terra install made no disk".to_string())
+    }
+}
+
 /// A disk image made by `terra install` from a node.toml: label `label`, filesystem UUID
-/// `uuid`, the image `image` in subvolume `os`. Cached under target/lab/disks by `name`
-/// (change it when the content changes); needs root (terra install uses loop devices).
+/// `uuid`, the image `image` in subvolume `os`, 160 MiB ([`Install::single`]).
 pub fn installed_disk(
     terra: &Path,
     image: &str,
@@ -446,10 +496,7 @@ pub fn installed_disk(
     uuid: &str,
     name: &str,
 ) -> crate::Result<PathBuf> {
-    let mut disks = install_group(terra, image, label, uuid, name, "single", 1)?;
-    disks
-        .pop()
-        .ok_or_else(|| "terra install made no disk".to_string())
+    Install::single(image, label, uuid, name).disk(terra)
 }
 
 /// Two disk images holding one raid1 group made by `terra install`, as
@@ -461,11 +508,16 @@ pub fn installed_raid1(
     uuid: &str,
     name: &str,
 ) -> crate::Result<Vec<PathBuf>> {
-    install_group(terra, image, label, uuid, name, "raid1", 2)
+    Install {
+        profile: "raid1",
+        count: 2,
+        ..Install::single(image, label, uuid, name)
+    }
+    .disks(terra)
 }
 
-/// [`installed_disk`] on a disk image of `size_mb` MiB (installed_disk makes 160 MiB), for
-/// images that need more room, such as a Debian root.
+/// [`installed_disk`] on a disk image of `size_mb` MiB, for images that need more room,
+/// such as a Debian root.
 pub fn installed_disk_sized(
     terra: &Path,
     image: &str,
@@ -474,35 +526,24 @@ pub fn installed_disk_sized(
     name: &str,
     size_mb: u64,
 ) -> crate::Result<PathBuf> {
-    let mut disks = install_group_sized(terra, image, label, uuid, name, "single", 1, size_mb)?;
-    disks
-        .pop()
-        .ok_or_else(|| "terra install made no disk".to_string())
+    Install {
+        size_mb,
+        ..Install::single(image, label, uuid, name)
+    }
+    .disk(terra)
 }
 
-fn install_group(
-    terra: &Path,
-    image: &str,
-    label: &str,
-    uuid: &str,
-    name: &str,
-    profile: &str,
-    count: usize,
-) -> crate::Result<Vec<PathBuf>> {
-    install_group_sized(terra, image, label, uuid, name, profile, count, 160)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn install_group_sized(
-    terra: &Path,
-    image: &str,
-    label: &str,
-    uuid: &str,
-    name: &str,
-    profile: &str,
-    count: usize,
-    size_mb: u64,
-) -> crate::Result<Vec<PathBuf>> {
+fn install_group(terra: &Path, spec: &Install) -> crate::Result<Vec<PathBuf>> {
+    let Install {
+        image,
+        label,
+        uuid,
+        name,
+        profile,
+        count,
+        size_mb,
+        group_extra,
+    } = *spec;
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = lab_dir().join("disks");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -533,6 +574,7 @@ fn install_group_sized(
             d.display()
         ));
     }
+    text.push_str(group_extra);
     let installed = fs::File::create(&node)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .map_err(|e| format!("{}: {e}", node.display()))

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::disk::{demo_root, tempdir};
-use crate::oci_root::{layer_from_dir, put_image, put_layer, sha256};
+use crate::oci_root::{layer_from_dir, put_image, put_layer, sha256, Install};
 use crate::{lab_dir, run};
 
 /// Subvolume `data`, mounted by stage0 at this path in every version.
@@ -99,46 +99,32 @@ pub fn layout(busybox: &Path) -> crate::Result<PathBuf> {
     Ok(layout)
 }
 
-/// A fresh copy (at `target/lab/scratch/<name>.img`) of a disk with `oci:<layout>:v1`
+/// A fresh copy (at `target/lab/scratch/<copy_name>.img`) of a disk with `oci:<layout>:v1`
 /// installed by `terra install` as version `os`, with subvolume `data` at [`DATA_PATH`];
 /// the installed disk itself is cached.
 /// Give each test its own `uuid`: the kernel refuses two mounted filesystems with one.
-pub fn fresh_disk(terra: &Path, layout: &Path, uuid: &str, name: &str) -> crate::Result<PathBuf> {
+pub fn fresh_disk(
+    terra: &Path,
+    layout: &Path,
+    uuid: &str,
+    copy_name: &str,
+) -> crate::Result<PathBuf> {
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let cached = lab_dir().join("disks").join(format!(
-        "versions-{uuid}-{}.img",
+    let image = format!("oci:{}:v1", layout.display());
+    let name = format!(
+        "versions-{uuid}-{}",
         layout.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    if !cached.is_file() {
-        let work = tempdir("versions-install")?;
-        let disk = work.join("disk.img");
-        let node = work.join("node.toml");
-        let text = format!(
-            "hostname = \"terra-versions\"\nimage = \"oci:{}:v1\"\n\n[[groups]]\nlabel = \"os\"\n\
-             [[groups.disk]]\ndevice = \"{}\"\nsize = 200\n\
-             [[groups.subvolumes]]\nname = \"data\"\npath = \"{DATA_PATH}\"\n",
-            layout.display(),
-            disk.display()
-        );
-        let made = fs::write(&node, text)
-            .map_err(|e| format!("{}: {e}", node.display()))
-            .and_then(|()| {
-                run(Command::new(terra)
-                    .arg("install")
-                    .arg(&node)
-                    .args(["--uuid", uuid]))
-            })
-            .and_then(|_| {
-                fs::create_dir_all(cached.parent().unwrap_or(Path::new(".")))
-                    .and_then(|()| fs::rename(&disk, &cached))
-                    .map_err(|e| format!("{}: {e}", cached.display()))
-            });
-        let _ = fs::remove_dir_all(&work);
-        made?;
+    );
+    let extra = format!("  [[groups.subvolumes]]\n  name = \"data\"\n  path = \"{DATA_PATH}\"\n");
+    let cached = Install {
+        size_mb: 200,
+        group_extra: &extra,
+        ..Install::single(&image, "os", uuid, &name)
     }
+    .disk(terra)?;
     let scratch = lab_dir().join("scratch");
     fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    let copy = scratch.join(format!("{name}.img"));
+    let copy = scratch.join(format!("{copy_name}.img"));
     fs::copy(&cached, &copy).map_err(|e| format!("{}: {e}", copy.display()))?;
     Ok(copy)
 }
