@@ -490,12 +490,29 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
 
     // The image first: a missing tag or a corrupt blob must fail before any disk is touched.
     let r: ImageRef = image_ref.parse()?;
+    // The keys node.toml names join --verify-key's; they are kept on the disk for upgrades.
+    let config_dir = spec.config.parent().unwrap_or(Path::new("."));
+    let signature_error = |message: String| {
+        InstallError::Config(ConfigError::Node {
+            path: spec.config.clone(),
+            message: format!("[signature]: {message}"),
+        })
+    };
+    let node_keys =
+        versions::node_keys(&node, config_dir).map_err(|e| signature_error(e.to_string()))?;
+    let policy = versions::combine_policy(
+        spec.verify.as_ref(),
+        node_keys,
+        node.signature.require,
+        &spec.config.display().to_string(),
+    )
+    .map_err(signature_error)?;
     let image = oci::resolve(
         &r,
         &ResolveOptions {
             platform: spec.platform.clone(),
             plain_http: spec.plain_http,
-            verify: spec.verify.clone(),
+            verify: policy.clone(),
         },
     )?;
     image.verify_blobs()?;
@@ -552,6 +569,9 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
             }
             if !g.subvolumes.iter().any(|s| s.name == DEFAULT_ETC_OVERLAY) {
                 subvolume_create(&mnt.join(DEFAULT_ETC_OVERLAY))?;
+            }
+            if let Some(p) = &policy {
+                versions::keep_keys(&mnt, p.keys()).map_err(|e| OciError::io(&state_dir, e))?;
             }
             let mut kept_node = node.clone();
             kept_node.groups = groups.clone();

@@ -28,7 +28,11 @@ use terra_init::bootstate::{
 use terra_init::config::{Group, NodeConfig};
 
 use crate::install::{self, InstallError, Loops, Mounted};
-use crate::oci::{self, ApplyOptions, Image, ImageRef, OciError, ResolveOptions, UnpackReport};
+use crate::oci::verify::KeyError;
+use crate::oci::{
+    self, ApplyOptions, Image, ImageRef, OciError, ResolveOptions, TrustedKey, UnpackReport,
+    VerifyPolicy,
+};
 use crate::tool::{self, ToolError};
 
 /// Where `terra upgrade` and friends act.
@@ -588,6 +592,68 @@ fn write_node_files(
     Ok(())
 }
 
+/// Where `terra install` keeps the node's trusted keys, inside `.terra/`: upgrades of the
+/// disk are checked with them.
+pub const KEYS_DIR: &str = "keys";
+
+/// The keys node.toml's `[signature] keys` names, relative to `config_dir`.
+pub fn node_keys(node: &NodeConfig, config_dir: &Path) -> Result<Vec<TrustedKey>, KeyError> {
+    node.signature
+        .keys
+        .iter()
+        .map(|k| TrustedKey::from_file(&config_dir.join(k)))
+        .collect()
+}
+
+/// The keys kept on the disk whose top level is `top`.
+pub fn disk_keys(top: &Path) -> Result<Vec<TrustedKey>, KeyError> {
+    let dir = top.join(STATE_DIR).join(KEYS_DIR);
+    let mut paths: Vec<PathBuf> = match fs::read_dir(&dir) {
+        Ok(d) => d.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => return Ok(Vec::new()),
+    };
+    paths.sort();
+    paths.iter().map(|p| TrustedKey::from_file(p)).collect()
+}
+
+/// Keeps `keys` on the disk (public keys: readable by all).
+pub fn keep_keys(top: &Path, keys: &[TrustedKey]) -> io::Result<()> {
+    let dir = top.join(STATE_DIR).join(KEYS_DIR);
+    fs::create_dir_all(&dir)?;
+    for k in keys {
+        let name = format!("{}.pub", k.fingerprint().hex());
+        fs::write(dir.join(name), k.pem())?;
+    }
+    Ok(())
+}
+
+/// The policy of `given` (`--verify-key`) plus `more`; an error when `require` and there
+/// is no key at all. None means the image is not checked.
+pub fn combine_policy(
+    given: Option<&VerifyPolicy>,
+    more: Vec<TrustedKey>,
+    require: bool,
+    what: &str,
+) -> Result<Option<VerifyPolicy>, String> {
+    let mut keys: Vec<TrustedKey> = given.map(|p| p.keys().to_vec()).unwrap_or_default();
+    for k in more {
+        if !keys.iter().any(|o| o.fingerprint() == k.fingerprint()) {
+            keys.push(k);
+        }
+    }
+    if keys.is_empty() {
+        return if require {
+            Err(format!(
+                "{what}: [signature] require = true but there is no key to check the image with \
+                 (node.toml [signature] keys, or --verify-key)"
+            ))
+        } else {
+            Ok(None)
+        };
+    }
+    VerifyPolicy::new(keys).map(Some).map_err(|e| e.to_string())
+}
+
 /// `terra upgrade` options.
 #[derive(Debug, Clone)]
 pub struct UpgradeSpec {
@@ -647,9 +713,20 @@ pub enum Upgraded {
 /// a new tentative version and collects old ones.
 pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, VersionsError> {
     let r: ImageRef = spec.reference.parse()?;
-    let image = oci::resolve(&r, &spec.resolve)?;
     let top = open(target)?;
     let mut state = top.state()?;
+    let node = top.node()?;
+    // The keys the node was installed with check every upgrade, with --verify-key's.
+    let mut resolve = spec.resolve.clone();
+    let kept = disk_keys(&top.path).map_err(|e| VersionsError::Refused(e.to_string()))?;
+    resolve.verify = combine_policy(
+        spec.resolve.verify.as_ref(),
+        kept,
+        node.signature.require,
+        &top.disk,
+    )
+    .map_err(VersionsError::Refused)?;
+    let image = oci::resolve(&r, &resolve)?;
     if let Some(b) = top.booted.as_deref() {
         if state.get(b).is_some_and(|v| v.status == Status::Tentative) {
             return Err(VersionsError::Refused(format!(
@@ -693,7 +770,6 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
             dest.display()
         )));
     }
-    let node = top.node()?;
     if let Some(pin) = &node.boot.version {
         log_line(&format!(
             "warning: the node's node.toml sets [boot] version = {pin:?}: stage0 boots that \

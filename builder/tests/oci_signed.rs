@@ -671,20 +671,10 @@ fn install_verifies_before_the_first_mkfs() {
         &disk2,
     );
 
-    // terra upgrade checks the same way, before anything is written to the disk.
+    // terra upgrade checks the same way, before anything is written to the disk, with the
+    // keys the disk was installed with: no --verify-key needed.
     let d = disk.to_str().unwrap();
-    let (ok, _, err) = terra_bounded(
-        &[
-            "upgrade",
-            "--disk",
-            d,
-            &reference,
-            "--plain-http",
-            "--verify-key",
-            &k1,
-        ],
-        300,
-    );
+    let (ok, _, err) = terra_bounded(&["upgrade", "--disk", d, &reference, "--plain-http"], 300);
     assert!(!ok && err.contains(&unsigned), "{err}");
     let versions = |d: &str| {
         let (ok, out, err) = terra_bounded(&["versions", "--disk", d, "--json"], 120);
@@ -707,24 +697,45 @@ fn install_verifies_before_the_first_mkfs() {
         "node/os",
         &lab.sign(&lab.k1, cosign_payload(&docker_ref, &up)),
     );
-    let (ok, out, err) = terra_bounded(
-        &[
-            "upgrade",
-            "--disk",
-            d,
-            &lab.reference("node/os", "v4"),
-            "--plain-http",
-            "--verify-key",
-            &k1,
-        ],
-        300,
-    );
+    let v4 = lab.reference("node/os", "v4");
+    let (ok, out, err) = terra_bounded(&["upgrade", "--disk", d, &v4, "--plain-http"], 300);
     assert!(ok, "{err}");
     assert!(out.contains("1 of 2 layers from chains"), "{out}");
     let v = versions(d);
     assert_eq!(v[1]["state"], "tentative");
     let by = v[1]["verified_by"].as_str().unwrap_or_default();
-    assert!(by.contains(&k1), "the state records the key: {v:?}");
+    assert!(by.contains("sha256:"), "the state records the key: {v:?}");
+
+    // node.toml's [signature] instead of --verify-key; `require` with no key is refused.
+    let with_policy = |disk: &Path, policy: &str| {
+        let path = lab.path("node-policy.toml");
+        fs::write(
+            &path,
+            format!(
+                "[signature]\n{policy}\n[[groups]]\nlabel = \"os\"\n  [[groups.disk]]\n  \
+                 device = \"{}\"\n  size = 256\n",
+                disk.display()
+            ),
+        )
+        .unwrap();
+        terra_bounded(
+            &[
+                "install",
+                path.to_str().unwrap(),
+                "--image",
+                &lab.reference("node/os", "v1"),
+                "--plain-http",
+            ],
+            300,
+        )
+    };
+    let disk3 = lab.path("disk3.img");
+    let (ok, out, err) = with_policy(&disk3, &format!("keys = [{k1:?}]"));
+    assert!(ok && out.contains(&signed), "{out}{err}");
+    let disk4 = lab.path("disk4.img");
+    let (ok, _, err) = with_policy(&disk4, "require = true");
+    assert!(!ok && err.contains("require = true"), "{err}");
+    assert!(!disk4.exists(), "nothing written");
 }
 
 // ---- Real cosign signatures: containers/image's fixtures (tests/fixtures/cosign) ----

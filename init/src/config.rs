@@ -38,6 +38,24 @@ pub struct NodeConfig {
     /// `[iscsi]`: initiator name and targets (iscsi phase).
     #[serde(default)]
     pub iscsi: iscsi::IscsiSection,
+    /// `[signature]`: the keys images must be signed by (terra install and upgrade).
+    #[serde(default)]
+    pub signature: SignatureSection,
+}
+
+/// `[signature]`: which cosign keys the node's images must be signed by. `terra install`
+/// checks the image with them and keeps them on the disk (`.terra/keys/`), so that every
+/// `terra upgrade` of that disk is checked with the keys the node was installed with.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureSection {
+    /// PEM public keys (ECDSA P-256, PKIX), relative to node.toml's directory; any one
+    /// suffices.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Refuse to install or upgrade without a key to check with.
+    #[serde(default)]
+    pub require: bool,
 }
 
 /// A btrfs disk group.

@@ -132,6 +132,13 @@ impl TrustedKey {
         Self::from_pem(name, &text)
     }
 
+    /// The public key as PKIX PEM (what `terra install` keeps on the disk for upgrades).
+    pub fn pem(&self) -> String {
+        self.key
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap_or_default()
+    }
+
     /// How messages name the key (its file, usually).
     pub fn name(&self) -> &str {
         &self.name
@@ -167,7 +174,7 @@ impl VerifyPolicy {
         Ok(VerifyPolicy { keys })
     }
 
-    /// A policy from PEM files (`--verify-key`, node.toml's `verify_keys`).
+    /// A policy from PEM files (`--verify-key`, node.toml's `[signature] keys`).
     pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<VerifyPolicy, KeyError> {
         let keys = paths
             .iter()
