@@ -1110,3 +1110,65 @@ fn sigstore_bundle_referrers_made_with_openssl() {
         }
     }
 }
+
+// ---- Benchmark (numbers, not pass/fail): `cargo xtask bench --only verify` ----
+
+/// What `--verify-key` adds to `terra image pull` of the lab's demo image from a registry on
+/// loopback: pulls with and without it, alternating, median of `TERRA_BENCH_RUNS` (9).
+/// Prints a markdown table.
+#[test]
+#[ignore]
+fn verify_benchmark() {
+    use std::time::Instant;
+    let lab = Lab::new();
+    let busybox = lab::host::static_busybox().expect("static busybox (busybox-static)");
+    let (layout, digest) = lab::oci_root::demo_layout(&busybox).expect("the demo image");
+    let docker_ref = format!("{}/bench/demo", lab.reg.host());
+    let sigs = lab.sign(&lab.k1, cosign_payload(&docker_ref, &digest));
+    lab.push(&layout, lab::oci_root::DEMO_TAG, "bench/demo", &sigs);
+    let reference = lab.reference("bench/demo", lab::oci_root::DEMO_TAG);
+    let key = lab.k1.public.to_str().unwrap().to_string();
+    let runs: usize = std::env::var("TERRA_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    let (mut plain, mut verified) = (Vec::new(), Vec::new());
+    for i in 0..=runs {
+        for verify in [false, true] {
+            let out = lab.path(&format!("pull-{i}-{verify}"));
+            let mut args = vec![
+                "image",
+                "pull",
+                &reference,
+                "--layout",
+                out.to_str().unwrap(),
+                "--plain-http",
+            ];
+            if verify {
+                args.extend(["--verify-key", &key]);
+            }
+            let start = Instant::now();
+            let (ok, _, err) = terra_bounded(&args, 120);
+            let ms = start.elapsed().as_secs_f64() * 1000.0;
+            assert!(ok, "{err}");
+            // The first round warms the registry and the page cache.
+            if i > 0 {
+                if verify { &mut verified } else { &mut plain }.push(ms);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (p, v) = (median(&mut plain), median(&mut verified));
+    let size = fs::metadata(env!("CARGO_BIN_EXE_terra")).map_or(0, |m| m.len());
+    println!(
+        "### Signature check: `terra image pull` of the demo image from a local registry, median of {runs}\n\n\
+         | pull | ms | added |\n|---|---|---|\n\
+         | without --verify-key | {p:.1} | |\n\
+         | with --verify-key | {v:.1} | {:+.1} ms |\n\n\
+         terra binary: {size} bytes (this build)\n",
+        v - p
+    );
+}

@@ -79,6 +79,8 @@ pub struct Options {
     pub iscsi_runs: usize,
     /// Only the versions case (`--only upgrade`).
     pub only_upgrade: bool,
+    /// Only the signature case (`--only verify`).
+    pub only_verify: bool,
 }
 
 /// Median; NaN for no values.
@@ -244,6 +246,32 @@ fn run_iscsi_only(opts: &Options) -> crate::Result<String> {
     Ok(md)
 }
 
+/// What `--verify-key` adds to a pull: the ignored benchmark test in
+/// builder/tests/oci_signed.rs, built with the release profile (a registry on loopback).
+fn verify_case() -> crate::Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run(Command::new(cargo).current_dir(crate::workspace()).args([
+        "test",
+        "--release",
+        "-p",
+        "terra-builder",
+        "--test",
+        "oci_signed",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--exact",
+        "verify_benchmark",
+    ]))?;
+    let start = out
+        .find("### Signature check")
+        .ok_or_else(|| format!("no table in the benchmark's output:\n{out}"))?;
+    let end = out[start..]
+        .find("test verify_benchmark")
+        .map_or(out.len(), |e| start + e);
+    Ok(out[start..end].trim_end().to_string() + "\n")
+}
+
 /// The versions case as markdown; a failure is reported in place.
 fn upgrade_case(terra: &Path, boots: usize) -> String {
     match crate::bench_upgrade::run_upgrade(terra, 3, boots) {
@@ -259,6 +287,11 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     }
     if opts.only_iscsi {
         return run_iscsi_only(opts);
+    }
+    if opts.only_verify {
+        let md = verify_case()?;
+        fs::write(bench_dir()?.join("results-verify.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
     }
     if opts.only_upgrade {
         let md = upgrade_case(&build::terra()?, opts.boots);
@@ -402,6 +435,10 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     md.push_str(&unpack_case(&a.terra));
     md.push('\n');
     md.push_str(&upgrade_case(&a.terra, opts.boots));
+    md.push('\n');
+    md.push_str(
+        &verify_case().unwrap_or_else(|e| format!("### Signature check\n\nnot measured: {e}\n")),
+    );
     fs::write(out_dir.join("results.md"), &md).map_err(|e| e.to_string())?;
     fs::write(out_dir.join("results.json"), json.to_string()).map_err(|e| e.to_string())?;
     Ok(md)
