@@ -107,29 +107,9 @@ fn with_mount<T>(disk: &Path, f: impl FnOnce(&Path) -> T) -> T {
     r
 }
 
-/// What a power cut would clear after a SIGKILL: the killed terra's mount of the top
-/// level and its loop devices (the disk's content is what the kill left).
-fn power_cut(disk: &Path) {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
-    for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
-        if m.contains("/terra-versions-") {
-            let _ = Command::new("umount").args(["-l", m]).output();
-        }
-    }
-    let out = Command::new("losetup")
-        .arg("-j")
-        .arg(disk)
-        .output()
-        .unwrap();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(dev) = line.split(':').next() {
-            let _ = Command::new("losetup").args(["-d", dev]).output();
-        }
-    }
-    let _ = Command::new("btrfs")
-        .args(["device", "scan", "--forget"])
-        .output();
-}
+/// What a power cut would clear after a SIGKILL: the lab's helper (the killed terra's
+/// mount of the top level and its loop devices; the disk keeps what the kill left).
+use lab::versions::power_cut;
 
 fn upgrade(disk: &Path, reference: &str, extra: &[&str]) -> (bool, String, String) {
     let mut args = vec!["upgrade", "--disk", disk.to_str().unwrap(), reference];
