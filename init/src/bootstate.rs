@@ -24,6 +24,39 @@ pub const STATE_FILE: &str = "state.json";
 pub const NODE_FILE: &str = "node.toml";
 /// Read-only subvolumes of layer chains, inside [`STATE_DIR`] (what upgrades start from).
 pub const LAYERS_DIR: &str = "layers";
+/// Inside a version that carries its kernel: the kernel, the Terra initramfs built for it
+/// from the version's own modules, and its release (`uname -r`), as `terra upgrade` and
+/// `terra install` write them.
+pub const KERNEL_DIR: &str = "boot/terra";
+/// The kernel `terra install` was given, for versions without one, inside [`STATE_DIR`]
+/// (same three files as [`KERNEL_DIR`]).
+pub const BASE_KERNEL_DIR: &str = "kernel";
+/// The kernel image in a kernel directory.
+pub const KERNEL_FILE: &str = "vmlinuz";
+/// The initramfs in a kernel directory.
+pub const INITRAMFS_FILE: &str = "initramfs.img";
+/// The kernel release (one line) in a kernel directory.
+pub const RELEASE_FILE: &str = "release";
+
+/// The kernel directory of version `name` on the top level `top`: its own
+/// ([`KERNEL_DIR`]) when it carries one, else the install's ([`BASE_KERNEL_DIR`]) when
+/// there is one.
+pub fn kernel_dir(top: &Path, name: &str) -> Option<PathBuf> {
+    [
+        top.join(name).join(KERNEL_DIR),
+        top.join(STATE_DIR).join(BASE_KERNEL_DIR),
+    ]
+    .into_iter()
+    .find(|d| d.join(RELEASE_FILE).is_file())
+}
+
+/// The release recorded in a kernel directory.
+pub fn kernel_release(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(RELEASE_FILE)).ok()?;
+    let r = text.trim();
+    (!r.is_empty()).then(|| r.to_string())
+}
+
 /// The format this code writes and reads.
 pub const FORMAT: u32 = 1;
 /// Tries a new version gets unless told otherwise.
