@@ -1,0 +1,590 @@
+//! The EFI system partition of a bootable disk (`[[groups]] mbr = true`, ARCHITECTURE.md,
+//! "ESP and bootloader"): GRUB's files, two slots of kernel and initramfs, and the GRUB
+//! config that names one of them. `terra install` fills it, and every change of the default
+//! version (`terra bless|rollback`, the booted system's `bless`) brings it up to date with
+//! [`sync`], so the firmware boots the default's kernel without `-kernel`/`-initrd`.
+//!
+//! Layout on the ESP (FAT):
+//!
+//! ```text
+//! /EFI/BOOT/BOOTX64.EFI          GRUB for UEFI (the removable-media path)
+//! /terra/a/{vmlinuz,initramfs.img}
+//! /terra/b/{vmlinuz,initramfs.img}
+//! /terra/grub.cfg                one entry: the slot in use
+//! /terra/grub.cfg.new            only between two steps of a sync
+//! /terra/entry                   version, release, slot and command line, for people
+//! ```
+//!
+//! Crash safety: the files GRUB reads are `grub.cfg`, or `grub.cfg.new` when `grub.cfg`
+//! is missing (GRUB's embedded config says so), and the slot the one it names. A sync
+//! writes only into the other slot, syncs it, writes `grub.cfg.new`, syncs it, then renames
+//! it over `grub.cfg` and syncs the directory. Until the rename GRUB reads the old config
+//! and the untouched old slot; after it, the new config and a slot that was complete
+//! before the config could name it. FAT has no journal, so a power cut inside the rename
+//! may leave no `grub.cfg`: then `grub.cfg.new` is complete, and GRUB (and the next sync,
+//! which finishes the rename first) uses it. This code never runs in stage0's boot path.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::bootstate::{self, INITRAMFS_FILE, KERNEL_FILE, STATE_DIR};
+
+/// Inside [`STATE_DIR`]: the PARTUUID of the disk's ESP, written by `terra install`. Its
+/// presence means "this disk boots from its ESP: keep the ESP on the default".
+pub const ESP_FILE: &str = "esp";
+/// Inside [`STATE_DIR`]: the kernel command line of the ESP's GRUB entry (one line).
+pub const CMDLINE_FILE: &str = "cmdline";
+/// GPT partition name of the ESP.
+pub const ESP_PARTLABEL: &str = "terra-esp";
+/// GPT partition name of the btrfs partition beside it.
+pub const ROOT_PARTLABEL: &str = "terra-root";
+/// GPT partition name of the BIOS boot partition (GRUB's core.img).
+pub const BIOS_PARTLABEL: &str = "terra-bios";
+/// The UEFI loader, at the path firmware boots from removable media (no NVRAM entry needed).
+pub const EFI_LOADER: &str = "EFI/BOOT/BOOTX64.EFI";
+/// Terra's directory on the ESP.
+pub const DIR: &str = "terra";
+/// The GRUB config GRUB reads, inside [`DIR`].
+pub const GRUB_CFG: &str = "grub.cfg";
+/// The config being written, inside [`DIR`]; GRUB reads it when [`GRUB_CFG`] is missing.
+pub const GRUB_CFG_NEW: &str = "grub.cfg.new";
+/// What the ESP boots, inside [`DIR`] (see [`Entry`]).
+pub const ENTRY_FILE: &str = "entry";
+/// The two slots, directories inside [`DIR`].
+pub const SLOTS: [&str; 2] = ["a", "b"];
+
+/// What an ESP boots: the version, its kernel release, the slot holding its files and the
+/// kernel command line. `grub.cfg` carries it in its first lines (the truth, since it is
+/// what GRUB reads); [`ENTRY_FILE`] is a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The default version.
+    pub version: String,
+    /// Its kernel's release.
+    pub release: String,
+    /// `a` or `b`.
+    pub slot: String,
+    /// The kernel arguments.
+    pub cmdline: String,
+}
+
+impl Entry {
+    /// `key=value` lines.
+    pub fn render(&self) -> String {
+        format!(
+            "version={}\nrelease={}\nslot={}\ncmdline={}\n",
+            self.version, self.release, self.slot, self.cmdline
+        )
+    }
+
+    /// Reads [`Entry::render`]'s lines, also as `# `-comments of a grub.cfg; None when a
+    /// key is missing or the slot is not one of [`SLOTS`].
+    pub fn parse(text: &str) -> Option<Entry> {
+        let get = |key: &str| {
+            text.lines().find_map(|l| {
+                let l = l.strip_prefix("# ").unwrap_or(l);
+                l.strip_prefix(key)?.strip_prefix('=').map(str::to_string)
+            })
+        };
+        let slot = get("slot").filter(|s| SLOTS.contains(&s.as_str()))?;
+        Some(Entry {
+            version: get("version")?,
+            release: get("release")?,
+            slot,
+            cmdline: get("cmdline")?,
+        })
+    }
+}
+
+/// The GRUB config of `entry`: serial and VGA consoles, no delay, one menu entry titled
+/// with the version, booting the slot's kernel and initramfs. The entry's lines come first
+/// as comments, so the config says itself what it boots.
+pub fn grub_cfg(entry: &Entry) -> String {
+    let mut s = String::from("# Written by Terra (terra install, terra bless|rollback, bless).\n");
+    for line in entry.render().lines() {
+        s.push_str("# ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    let slot = &entry.slot;
+    // The version name is a plain subvolume name; the quotes keep GRUB from reading
+    // anything in the title.
+    let title = format!("Terra {} ({})", entry.version, entry.release).replace('\'', "");
+    s.push_str(&format!(
+        "serial --unit=0 --speed=115200\n\
+         terminal_input console serial\n\
+         terminal_output console serial\n\
+         set default=0\n\
+         set timeout=0\n\
+         \n\
+         menuentry '{title}' {{\n\
+         \x20   linux /{DIR}/{slot}/{KERNEL_FILE} {}\n\
+         \x20   initrd /{DIR}/{slot}/{INITRAMFS_FILE}\n\
+         }}\n",
+        entry.cmdline
+    ));
+    s
+}
+
+/// GRUB's embedded early config (in both GRUB images): find the ESP by its FAT volume id
+/// (`XXXX-XXXX`) and read [`GRUB_CFG`], or [`GRUB_CFG_NEW`] when a power cut left only
+/// that one.
+pub fn early_config(fat_uuid: &str) -> String {
+    format!(
+        "search --no-floppy --fs-uuid --set=root {fat_uuid}\n\
+         set prefix=($root)/{DIR}\n\
+         if [ -f ($root)/{DIR}/{GRUB_CFG} ]; then\n\
+         \x20   configfile ($root)/{DIR}/{GRUB_CFG}\n\
+         else\n\
+         \x20   configfile ($root)/{DIR}/{GRUB_CFG_NEW}\n\
+         fi\n"
+    )
+}
+
+/// A step of [`sync_with`] after which the test hook runs (kill tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The new slot's kernel and initramfs are written and synced.
+    SlotWritten,
+    /// `grub.cfg.new` is written and synced.
+    ConfigStaged,
+    /// `grub.cfg.new` has been renamed over `grub.cfg`.
+    ConfigRenamed,
+}
+
+impl Step {
+    /// The name `TERRA_CRASH_AT` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::SlotWritten => "esp-slot",
+            Step::ConfigStaged => "esp-staged",
+            Step::ConfigRenamed => "esp-renamed",
+        }
+    }
+}
+
+/// Why the ESP could not be found, mounted or updated; each names the file, partition or
+/// device.
+#[derive(Debug)]
+pub enum EspError {
+    /// The version has no kernel directory, and the install kept no base kernel.
+    NoKernel {
+        /// The version.
+        version: String,
+        /// The top level searched.
+        top: PathBuf,
+    },
+    /// A file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        err: io::Error,
+    },
+    /// A file on the ESP could not be written, synced or renamed.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        err: io::Error,
+    },
+    /// No block device has the partition UUID `.terra/esp` records.
+    NotFound {
+        /// The PARTUUID.
+        partuuid: String,
+        /// Where it was recorded.
+        record: PathBuf,
+    },
+    /// Mounting the ESP failed.
+    Mount {
+        /// The partition.
+        device: PathBuf,
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// The kernel's answer.
+        err: nix::Error,
+    },
+}
+
+impl fmt::Display for EspError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EspError::NoKernel { version, top } => write!(
+                f,
+                "version {version} has no kernel ({}/{version}/{} or {}/{STATE_DIR}/{}): \
+                 nothing for the ESP to boot",
+                top.display(),
+                bootstate::KERNEL_DIR,
+                top.display(),
+                bootstate::BASE_KERNEL_DIR
+            ),
+            EspError::Read { path, err } => write!(f, "cannot read {}: {err}", path.display()),
+            EspError::Write { path, err } => {
+                write!(f, "cannot write the ESP's {}: {err}", path.display())
+            }
+            EspError::NotFound { partuuid, record } => write!(
+                f,
+                "no block device has PARTUUID {partuuid} (the ESP {} names)",
+                record.display()
+            ),
+            EspError::Mount {
+                device,
+                mountpoint,
+                err,
+            } => write!(
+                f,
+                "cannot mount the ESP {} (vfat) at {}: {err}",
+                device.display(),
+                mountpoint.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EspError {}
+
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> EspError + '_ {
+    move |err| EspError::Read {
+        path: path.to_path_buf(),
+        err,
+    }
+}
+
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> EspError + '_ {
+    move |err| EspError::Write {
+        path: path.to_path_buf(),
+        err,
+    }
+}
+
+/// The kernel command line `terra install` kept on the top level `top`.
+pub fn cmdline(top: &Path) -> Result<String, EspError> {
+    let path = top.join(STATE_DIR).join(CMDLINE_FILE);
+    let text = fs::read_to_string(&path).map_err(read_err(&path))?;
+    Ok(text.trim().to_string())
+}
+
+/// The ESP's PARTUUID that `terra install` recorded on `top`; None on a disk that does not
+/// boot from an ESP.
+pub fn recorded_partuuid(top: &Path) -> Result<Option<String>, EspError> {
+    let path = top.join(STATE_DIR).join(ESP_FILE);
+    match fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(t.trim().to_ascii_lowercase())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(EspError::Read { path, err }),
+    }
+}
+
+/// The entry the ESP at `esp` boots: from `grub.cfg`, else from `grub.cfg.new` (what GRUB
+/// falls back to).
+pub fn current(esp: &Path) -> Option<Entry> {
+    let dir = esp.join(DIR);
+    [GRUB_CFG, GRUB_CFG_NEW].iter().find_map(|name| {
+        let path = dir.join(name);
+        path.is_file()
+            .then(|| fs::read_to_string(&path).ok())
+            .flatten()
+            .map(|t| Entry::parse(&t))
+    })?
+}
+
+/// Brings the ESP mounted at `esp` to the kernel of version `default` on the top level
+/// `top` (see the module doc for the steps). Returns whether anything changed.
+pub fn sync(top: &Path, esp: &Path, default: &str) -> Result<bool, EspError> {
+    sync_with(top, esp, default, &mut |_| ())
+}
+
+/// [`sync`], calling `at` after each [`Step`] (the builder's `TERRA_CRASH_AT` hook).
+pub fn sync_with(
+    top: &Path,
+    esp: &Path,
+    default: &str,
+    at: &mut dyn FnMut(Step),
+) -> Result<bool, EspError> {
+    let kdir = bootstate::kernel_dir(top, default).ok_or_else(|| EspError::NoKernel {
+        version: default.to_string(),
+        top: top.to_path_buf(),
+    })?;
+    let release = bootstate::kernel_release(&kdir).ok_or_else(|| EspError::Read {
+        path: kdir.join(bootstate::RELEASE_FILE),
+        err: io::Error::new(io::ErrorKind::InvalidData, "empty"),
+    })?;
+    let cmdline = cmdline(top)?;
+    let sources = [kdir.join(KERNEL_FILE), kdir.join(INITRAMFS_FILE)];
+    let dir = esp.join(DIR);
+    fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+    let cfg = dir.join(GRUB_CFG);
+    let cfg_new = dir.join(GRUB_CFG_NEW);
+
+    // A power cut inside the last sync's rename: finish it before anything else, so the
+    // config GRUB reads is never the one about to be rewritten.
+    if !cfg.exists() && cfg_new.is_file() {
+        fs::rename(&cfg_new, &cfg).map_err(write_err(&cfg))?;
+        sync_dir(&dir)?;
+    }
+
+    let live = current(esp);
+    let wanted = |slot: &str| Entry {
+        version: default.to_string(),
+        release: release.clone(),
+        slot: slot.to_string(),
+        cmdline: cmdline.clone(),
+    };
+    if let Some(e) = &live {
+        if *e == wanted(&e.slot) && slot_complete(&dir.join(&e.slot), &sources)? {
+            // Up to date; the copy for people may still be behind after a kill.
+            let entry = dir.join(ENTRY_FILE);
+            if fs::read_to_string(&entry).ok().as_deref() != Some(e.render().as_str()) {
+                replace(&dir, ENTRY_FILE, e.render().as_bytes())?;
+            }
+            return Ok(false);
+        }
+    }
+    let target = match live.as_ref().map(|e| e.slot.as_str()) {
+        Some("a") => "b",
+        _ => "a",
+    };
+    let new = wanted(target);
+    let slot_dir = dir.join(target);
+    fs::create_dir_all(&slot_dir).map_err(write_err(&slot_dir))?;
+    for src in &sources {
+        let name = src.file_name().unwrap_or_default();
+        copy_synced(src, &slot_dir.join(name))?;
+    }
+    sync_dir(&slot_dir)?;
+    at(Step::SlotWritten);
+    write_synced(&cfg_new, grub_cfg(&new).as_bytes())?;
+    at(Step::ConfigStaged);
+    fs::rename(&cfg_new, &cfg).map_err(write_err(&cfg))?;
+    sync_dir(&dir)?;
+    at(Step::ConfigRenamed);
+    replace(&dir, ENTRY_FILE, new.render().as_bytes())?;
+    Ok(true)
+}
+
+/// Whether the slot holds every source file at its full length (a killed copy is short).
+fn slot_complete(slot: &Path, sources: &[PathBuf]) -> Result<bool, EspError> {
+    for src in sources {
+        let want = fs::metadata(src).map_err(read_err(src))?.len();
+        let have = src
+            .file_name()
+            .and_then(|n| fs::metadata(slot.join(n)).ok())
+            .map(|m| m.len());
+        if have != Some(want) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn copy_synced(src: &Path, dst: &Path) -> Result<(), EspError> {
+    let mut from = File::open(src).map_err(read_err(src))?;
+    let mut to = File::create(dst).map_err(write_err(dst))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = from.read(&mut buf).map_err(read_err(src))?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&buf[..n]).map_err(write_err(dst))?;
+    }
+    to.sync_all().map_err(write_err(dst))
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), EspError> {
+    let mut f = File::create(path).map_err(write_err(path))?;
+    f.write_all(data).map_err(write_err(path))?;
+    f.sync_all().map_err(write_err(path))
+}
+
+/// Writes `dir/name` through a `.new` file and a rename.
+fn replace(dir: &Path, name: &str, data: &[u8]) -> Result<(), EspError> {
+    let tmp = dir.join(format!("{name}.new"));
+    write_synced(&tmp, data)?;
+    let path = dir.join(name);
+    fs::rename(&tmp, &path).map_err(write_err(&path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), EspError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err(dir))
+}
+
+/// The block device whose PARTUUID is `partuuid`, probed with [`crate::probe::identify`]
+/// under `sys_block` (normally `/sys/class/block`) and `dev` (`/dev`). With `within`
+/// non-empty, only partitions of those disks (kernel names such as `loop3`, `vda`) count:
+/// a copy of the same disk image attached elsewhere carries the same PARTUUID.
+pub fn find_partition(
+    partuuid: &str,
+    sys_block: &Path,
+    dev: &Path,
+    within: &[String],
+) -> Option<PathBuf> {
+    let mut names: Vec<String> = fs::read_dir(sys_block)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| sys_block.join(n).join("partition").is_file())
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|name| {
+        if !within.is_empty() {
+            let parent = fs::canonicalize(sys_block.join(&name)).ok()?;
+            let disk = parent.parent()?.file_name()?.to_str()?.to_string();
+            if !within.contains(&disk) {
+                return None;
+            }
+        }
+        let id = crate::probe::identify(&name, dev, sys_block).ok()?;
+        (id.partuuid.as_deref() == Some(partuuid)).then(|| dev.join(name.replace('!', "/")))
+    })
+}
+
+/// Mounts the vfat partition `device` at `mountpoint`, runs `f` on it and unmounts. The
+/// kernel loads `vfat` and the code page's `nls_*` module itself (request_module through
+/// modprobe) in the running systems this runs in: the booted root and a build host.
+pub fn mount_esp<T>(
+    device: &Path,
+    mountpoint: &Path,
+    f: impl FnOnce(&Path) -> Result<T, EspError>,
+) -> Result<T, EspError> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    fs::create_dir_all(mountpoint).map_err(write_err(mountpoint))?;
+    mount(
+        Some(device),
+        mountpoint,
+        Some("vfat"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME,
+        None::<&str>,
+    )
+    .map_err(|err| EspError::Mount {
+        device: device.to_path_buf(),
+        mountpoint: mountpoint.to_path_buf(),
+        err,
+    })?;
+    let out = f(mountpoint);
+    // Everything written was synced file by file; a busy mount point is detached.
+    if umount2(mountpoint, MntFlags::empty()).is_err() {
+        let _ = umount2(mountpoint, MntFlags::MNT_DETACH);
+    }
+    out
+}
+
+/// Finds the ESP that `.terra/esp` on `top` names among the running system's block
+/// devices, mounts it at `mountpoint`, runs `f` and unmounts. Ok(None) when the disk
+/// records no ESP (it does not boot from one).
+pub fn with_esp<T>(
+    top: &Path,
+    mountpoint: &Path,
+    f: impl FnOnce(&Path) -> Result<T, EspError>,
+) -> Result<Option<T>, EspError> {
+    let Some(partuuid) = recorded_partuuid(top)? else {
+        return Ok(None);
+    };
+    let device = find_partition(
+        &partuuid,
+        Path::new("/sys/class/block"),
+        Path::new("/dev"),
+        &[],
+    )
+    .ok_or_else(|| EspError::NotFound {
+        partuuid: partuuid.clone(),
+        record: top.join(STATE_DIR).join(ESP_FILE),
+    })?;
+    mount_esp(&device, mountpoint, f).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn top_with_kernel(t: &Path, version: &str, release: &str, kernel: &[u8]) {
+        let k = t.join(version).join(bootstate::KERNEL_DIR);
+        fs::create_dir_all(&k).unwrap();
+        fs::write(k.join(KERNEL_FILE), kernel).unwrap();
+        fs::write(k.join(INITRAMFS_FILE), [kernel, b"-initramfs"].concat()).unwrap();
+        fs::write(k.join(bootstate::RELEASE_FILE), format!("{release}\n")).unwrap();
+        fs::create_dir_all(t.join(STATE_DIR)).unwrap();
+        fs::write(
+            t.join(STATE_DIR).join(CMDLINE_FILE),
+            "console=ttyS0 root=UUID=x\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn entries_round_trip_through_grub_cfg() {
+        let e = Entry {
+            version: "v2".into(),
+            release: "6.1.0-9-amd64".into(),
+            slot: "b".into(),
+            cmdline: "console=ttyS0 root=UUID=x".into(),
+        };
+        let cfg = grub_cfg(&e);
+        assert_eq!(Entry::parse(&cfg), Some(e.clone()));
+        assert_eq!(Entry::parse(&e.render()), Some(e));
+        assert!(cfg.contains("linux /terra/b/vmlinuz console=ttyS0 root=UUID=x\n"));
+        assert!(cfg.contains("initrd /terra/b/initramfs.img\n"));
+        assert!(cfg.contains("menuentry 'Terra v2 (6.1.0-9-amd64)'"));
+        assert_eq!(Entry::parse("version=a\nrelease=b\nslot=c\ncmdline=\n"), None);
+    }
+
+    #[test]
+    fn sync_alternates_slots_and_does_nothing_when_current() {
+        let t = tempfile::tempdir().unwrap();
+        let (top, esp) = (t.path().join("top"), t.path().join("esp"));
+        top_with_kernel(&top, "os", "6.1.0-1", b"kernel one");
+        top_with_kernel(&top, "v2", "6.1.0-2", b"kernel two, longer");
+        assert!(sync(&top, &esp, "os").unwrap());
+        assert_eq!(current(&esp).unwrap().slot, "a");
+        assert!(!sync(&top, &esp, "os").unwrap());
+        assert!(sync(&top, &esp, "v2").unwrap());
+        let e = current(&esp).unwrap();
+        assert_eq!((e.version.as_str(), e.slot.as_str()), ("v2", "b"));
+        assert_eq!(
+            fs::read(esp.join("terra/b/vmlinuz")).unwrap(),
+            b"kernel two, longer"
+        );
+        assert_eq!(
+            fs::read_to_string(esp.join("terra/entry")).unwrap(),
+            e.render()
+        );
+        // Back to os: into slot a again, never the slot grub.cfg names.
+        assert!(sync(&top, &esp, "os").unwrap());
+        assert_eq!(current(&esp).unwrap().slot, "a");
+        assert!(!esp.join("terra/grub.cfg.new").exists());
+    }
+
+    #[test]
+    fn a_torn_slot_or_a_lost_config_is_repaired() {
+        let t = tempfile::tempdir().unwrap();
+        let (top, esp) = (t.path().join("top"), t.path().join("esp"));
+        top_with_kernel(&top, "os", "6.1.0-1", b"kernel one");
+        sync(&top, &esp, "os").unwrap();
+        fs::write(esp.join("terra/a/initramfs.img"), b"short").unwrap();
+        assert!(sync(&top, &esp, "os").unwrap());
+        assert_eq!(current(&esp).unwrap().slot, "b");
+        // A power cut inside the rename: only grub.cfg.new is left.
+        fs::rename(esp.join("terra/grub.cfg"), esp.join("terra/grub.cfg.new")).unwrap();
+        assert_eq!(current(&esp).unwrap().slot, "b");
+        assert!(!sync(&top, &esp, "os").unwrap());
+        assert!(esp.join("terra/grub.cfg").is_file());
+    }
+
+    #[test]
+    fn a_version_without_kernel_is_named() {
+        let t = tempfile::tempdir().unwrap();
+        let e = sync(t.path(), &t.path().join("esp"), "v9").unwrap_err();
+        assert!(e.to_string().contains("version v9 has no kernel"), "{e}");
+    }
+
+    #[test]
+    fn early_config_falls_back_to_the_new_config() {
+        let c = early_config("abcd-1234");
+        assert!(c.contains("--fs-uuid --set=root abcd-1234"));
+        assert!(c.contains("configfile ($root)/terra/grub.cfg.new"));
+    }
+}
