@@ -1,0 +1,567 @@
+//! Disks that boot on their own (`[[groups]] mbr = true`, ARCHITECTURE.md "ESP and
+//! bootloader"): the GPT of the root group's first disk, GRUB for BIOS and UEFI, the FAT
+//! ESP, and keeping the ESP on the default version ([`terra_init::esp`] holds the ESP's
+//! layout and its sync, shared with the booted system's `bless`).
+//!
+//! GRUB, because one bootloader from the distribution's packages (grub-pc-bin,
+//! grub-efi-amd64-bin) serves both firmwares, reads the FAT ESP under both, and loads a
+//! Linux kernel and initramfs from it with a plain config; `terra iso` already builds its
+//! images the same way. Both images are made with `grub-mkimage` with every module built in
+//! and an early config that finds the ESP by its FAT volume id, so GRUB needs no module
+//! directory and no NVRAM entry.
+//!
+//! BIOS: GRUB's `boot.img` goes into the MBR's first 440 bytes (the disk signature and the
+//! protective partition table after them are kept) and core.img into the BIOS boot
+//! partition. grub-bios-setup would do it, but it is not in grub-pc-bin and it probes the
+//! host's devices; the two fields it patches are written here instead (see
+//! [`patch_bios_boot`]), which also keeps the bytes a function of the inputs.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest as _, Sha256};
+use terra_init::bootstate::STATE_DIR;
+use terra_init::esp::{
+    self, EspError, BIOS_PARTLABEL, CMDLINE_FILE, EFI_LOADER, ESP_FILE, ESP_PARTLABEL,
+    ROOT_PARTLABEL,
+};
+
+use crate::tool::{self, ToolError};
+
+/// GPT type of the BIOS boot partition (GRUB's core.img).
+pub const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
+/// GPT type of the EFI system partition.
+pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+/// GPT type of a Linux filesystem (the btrfs partition).
+pub const LINUX_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+/// Size of the BIOS boot partition, MiB (core.img is about 150 KiB).
+pub const BIOS_BOOT_MIB: u64 = 1;
+/// Size of the ESP, MiB: two slots of kernel and initramfs with room to grow.
+pub const ESP_MIB: u64 = 256;
+/// The least the btrfs partition may get, MiB (mkfs.btrfs needs about 110).
+pub const MIN_ROOT_MIB: u64 = 128;
+/// Where the first partition starts, MiB (alignment; the GPT fits before it).
+const FIRST_MIB: u64 = 1;
+
+const GRUB_PC_DIR: &str = "/usr/lib/grub/i386-pc";
+const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
+/// Built into both GRUB images: no module directory on the disk.
+const GRUB_MODULES: &[&str] = &[
+    "part_gpt",
+    "part_msdos",
+    "fat",
+    "search",
+    "search_fs_uuid",
+    "configfile",
+    "normal",
+    "linux",
+    "echo",
+    "test",
+    "serial",
+    "terminal",
+    "all_video",
+    "gzio",
+];
+
+/// Kernel consoles of an installed disk, as `terra iso` writes them.
+pub use crate::iso::CONSOLE_ARGS;
+
+/// The identifiers of a bootable disk, derived from one seed (the root filesystem's UUID),
+/// so the same install gives the same partition table and the same ESP volume id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The GPT's disk GUID.
+    pub disk_guid: String,
+    /// PARTUUID of partition 1 (BIOS boot).
+    pub bios_guid: String,
+    /// PARTUUID of partition 2 (ESP).
+    pub esp_guid: String,
+    /// PARTUUID of partition 3 (btrfs).
+    pub root_guid: String,
+    /// The ESP's FAT volume id, 8 hex digits (GRUB and blkid show it as `XXXX-XXXX`).
+    pub fat_id: String,
+}
+
+fn guid(seed: &str, what: &str) -> String {
+    let h = Sha256::digest(format!("terra-gpt:{seed}:{what}").as_bytes());
+    let mut b: [u8; 16] = [0; 16];
+    b.copy_from_slice(&h[..16]);
+    // A random (version 4, RFC 4122 variant) GUID in form, so tools take it as one.
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x: String = b.iter().map(|v| format!("{v:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
+}
+
+impl Layout {
+    /// The identifiers for `seed`.
+    pub fn derive(seed: &str) -> Layout {
+        let fat = Sha256::digest(format!("terra-fat:{seed}").as_bytes());
+        Layout {
+            disk_guid: guid(seed, "disk"),
+            bios_guid: guid(seed, "bios"),
+            esp_guid: guid(seed, "esp"),
+            root_guid: guid(seed, "root"),
+            fat_id: fat[..4].iter().map(|v| format!("{v:02x}")).collect(),
+        }
+    }
+
+    /// The FAT volume id as GRUB's `search --fs-uuid` and blkid write it.
+    pub fn fat_uuid(&self) -> String {
+        format!("{}-{}", &self.fat_id[..4], &self.fat_id[4..])
+    }
+
+    /// The sfdisk script: BIOS boot, ESP, then btrfs over the rest.
+    pub fn sfdisk_script(&self) -> String {
+        let sectors = |mib: u64| mib * 2048;
+        format!(
+            "label: gpt\n\
+             label-id: {}\n\
+             first-lba: 34\n\
+             start={}, size={}, type={BIOS_BOOT_TYPE}, uuid={}, name={BIOS_PARTLABEL}\n\
+             start={}, size={}, type={ESP_TYPE}, uuid={}, name={ESP_PARTLABEL}\n\
+             start={}, type={LINUX_TYPE}, uuid={}, name={ROOT_PARTLABEL}\n",
+            self.disk_guid,
+            sectors(FIRST_MIB),
+            sectors(BIOS_BOOT_MIB),
+            self.bios_guid,
+            sectors(FIRST_MIB + BIOS_BOOT_MIB),
+            sectors(ESP_MIB),
+            self.esp_guid,
+            sectors(FIRST_MIB + BIOS_BOOT_MIB + ESP_MIB),
+            self.root_guid,
+        )
+    }
+}
+
+/// The LBA (512-byte sectors) where the BIOS boot partition starts.
+pub const BIOS_BOOT_LBA: u64 = FIRST_MIB * 2048;
+
+/// Why a disk could not be made bootable; each names the disk, partition or file.
+#[derive(Debug)]
+pub enum BootDiskError {
+    /// The disk is too small for the BIOS boot partition, the ESP and a btrfs partition.
+    TooSmall {
+        /// The disk.
+        disk: PathBuf,
+        /// Its size, MiB.
+        mib: u64,
+    },
+    /// A disk, partition or file could not be read or written.
+    Io {
+        /// What.
+        path: PathBuf,
+        /// The OS error.
+        err: io::Error,
+    },
+    /// The partition did not appear after partitioning.
+    NoPartition {
+        /// The disk.
+        disk: String,
+        /// The partition's name.
+        partlabel: &'static str,
+    },
+    /// A host tool failed.
+    Tool(ToolError),
+    /// The ESP.
+    Esp(EspError),
+}
+
+impl fmt::Display for BootDiskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootDiskError::TooSmall { disk, mib } => write!(
+                f,
+                "disk {}: {mib} MiB is too small for mbr = true: it needs {} MiB (BIOS boot \
+                 partition, {ESP_MIB} MiB ESP, at least {MIN_ROOT_MIB} MiB for btrfs)",
+                disk.display(),
+                min_disk_mib()
+            ),
+            BootDiskError::Io { path, err } => write!(f, "{}: {err}", path.display()),
+            BootDiskError::NoPartition { disk, partlabel } => write!(
+                f,
+                "disk {disk}: partition {partlabel} did not appear after partitioning"
+            ),
+            BootDiskError::Tool(e) => e.fmt(f),
+            BootDiskError::Esp(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BootDiskError {}
+
+impl From<ToolError> for BootDiskError {
+    fn from(e: ToolError) -> Self {
+        BootDiskError::Tool(e)
+    }
+}
+
+impl From<EspError> for BootDiskError {
+    fn from(e: EspError) -> Self {
+        BootDiskError::Esp(e)
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BootDiskError + '_ {
+    move |err| BootDiskError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
+}
+
+/// The smallest disk `mbr = true` accepts, MiB (the GPT backup takes the last MiB).
+pub fn min_disk_mib() -> u64 {
+    FIRST_MIB + BIOS_BOOT_MIB + ESP_MIB + MIN_ROOT_MIB + 1
+}
+
+/// Writes the GPT of `layout` on `disk` (an image file or a block device; sfdisk makes the
+/// kernel re-read a device's table).
+pub fn partition(disk: &Path, layout: &Layout) -> Result<(), BootDiskError> {
+    let size = fs::File::open(disk)
+        .and_then(|mut f| f.seek(SeekFrom::End(0)))
+        .map_err(io_err(disk))?;
+    if size >> 20 < min_disk_mib() {
+        return Err(BootDiskError::TooSmall {
+            disk: disk.to_path_buf(),
+            mib: size >> 20,
+        });
+    }
+    tool::run_with_input(
+        Command::new("sfdisk")
+            .args(["--quiet", "--wipe", "always", "--wipe-partitions", "always"])
+            .arg(disk),
+        "fdisk",
+        layout.sfdisk_script().as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// The partitions of the whole-disk device `dev` (e.g. `/dev/loop3`): number and device
+/// path, from sysfs.
+pub fn partitions(dev: &str) -> Vec<(u32, PathBuf)> {
+    let Some(name) = Path::new(dev).file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let sys = Path::new("/sys/class/block").join(name);
+    let mut out: Vec<(u32, PathBuf)> = fs::read_dir(&sys)
+        .map(|rd| {
+            rd.filter_map(|e| {
+                let e = e.ok()?;
+                let n: u32 = fs::read_to_string(e.path().join("partition"))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                let pname = e.file_name().into_string().ok()?;
+                Some((n, Path::new("/dev").join(pname.replace('!', "/"))))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The partition of `dev` named `partlabel` (GPT name), probed like stage0 probes.
+pub fn partition_named(dev: &str, partlabel: &str) -> Option<PathBuf> {
+    partitions(dev).into_iter().find_map(|(_, p)| {
+        let name = p.file_name()?.to_str()?.to_string();
+        let id = terra_init::probe::identify(
+            &name,
+            Path::new("/dev"),
+            Path::new("/sys/class/block"),
+        )
+        .ok()?;
+        (id.partlabel.as_deref() == Some(partlabel)).then_some(p)
+    })
+}
+
+/// The btrfs member a disk contributes: its `terra-root` partition on a bootable disk,
+/// else the whole disk.
+pub fn root_member(dev: &str) -> String {
+    partition_named(dev, ROOT_PARTLABEL)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| dev.to_string())
+}
+
+/// Waits (briefly) for `partlabel` to appear on `dev` after partitioning.
+pub fn wait_partition(dev: &str, partlabel: &'static str) -> Result<PathBuf, BootDiskError> {
+    for _ in 0..50 {
+        if let Some(p) = partition_named(dev, partlabel) {
+            return Ok(p);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(BootDiskError::NoPartition {
+        disk: dev.to_string(),
+        partlabel,
+    })
+}
+
+/// GRUB's two images, made in `work`: `core.img` (i386-pc) and `BOOTX64.EFI`
+/// (x86_64-efi), both with [`esp::early_config`] for the FAT volume id `fat_uuid`.
+pub fn grub_images(work: &Path, fat_uuid: &str) -> Result<(PathBuf, PathBuf), BootDiskError> {
+    tool::require_file(&Path::new(GRUB_PC_DIR).join("boot.img"), "grub-pc-bin")?;
+    tool::require_file(
+        &Path::new(GRUB_EFI_DIR).join("linux.mod"),
+        "grub-efi-amd64-bin",
+    )?;
+    fs::create_dir_all(work).map_err(io_err(work))?;
+    let early = work.join("early.cfg");
+    fs::write(&early, esp::early_config(fat_uuid)).map_err(io_err(&early))?;
+    let mkimage = |format: &str, dir: &str, out: &Path, extra: &str| {
+        let mut c = Command::new("grub-mkimage");
+        c.env("SOURCE_DATE_EPOCH", "0")
+            .env("TZ", "UTC")
+            .env("LC_ALL", "C")
+            .args(["-O", format, "-d", dir, "-p", "/terra", "-c"])
+            .arg(&early)
+            .arg("-o")
+            .arg(out)
+            .args(GRUB_MODULES)
+            .arg(extra);
+        tool::run(&mut c, "grub-common").map(|_| ())
+    };
+    let core = work.join("core.img");
+    let efi = work.join("BOOTX64.EFI");
+    mkimage("i386-pc", GRUB_PC_DIR, &core, "biosdisk")?;
+    mkimage("x86_64-efi", GRUB_EFI_DIR, &efi, "efi_gop")?;
+    Ok((core, efi))
+}
+
+/// Offsets in GRUB's boot.img (grub-core/boot/i386/pc/boot.S) and diskboot.img, the first
+/// sector of core.img (diskboot.S).
+const KERNEL_SECTOR: usize = 0x5c;
+const DRIVE_CHECK: usize = 0x66;
+/// The MBR code area: the disk signature and partition table follow it.
+pub const MBR_CODE_BYTES: usize = 440;
+/// The first blocklist entry at the end of diskboot.img: start (u64), length in sectors
+/// (u16), segment (u16), growing downwards.
+const BLOCKLIST: usize = 512 - 12;
+
+/// boot.img and core.img patched for core.img at LBA `core_lba`, as grub-bios-setup
+/// patches them when it embeds core.img in one contiguous run: boot.img gets core.img's
+/// first sector at 0x5c (its LBA read loads that one sector, diskboot) and the NOPs over
+/// the floppy check that grub-bios-setup writes for hard disks; diskboot's first
+/// blocklist entry gets the rest of core.img (from `core_lba + 1`, `sectors - 1` long,
+/// loaded at segment 0x820 as the entry already says), the entry below it staying zero as
+/// the terminator. Returns the MBR code bytes and core.img padded to whole sectors.
+pub fn patch_bios_boot(
+    boot_img: &[u8],
+    core_img: &[u8],
+    core_lba: u64,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    if boot_img.len() != 512 || &boot_img[510..] != b"\x55\xaa" {
+        return Err("boot.img is not a 512-byte boot sector".into());
+    }
+    if core_img.len() < 1024 {
+        return Err("core.img is shorter than two sectors".into());
+    }
+    let mut boot = boot_img[..MBR_CODE_BYTES].to_vec();
+    boot[KERNEL_SECTOR..KERNEL_SECTOR + 8].copy_from_slice(&core_lba.to_le_bytes());
+    boot[DRIVE_CHECK..DRIVE_CHECK + 2].copy_from_slice(&[0x90, 0x90]);
+    let mut core = core_img.to_vec();
+    core.resize(core.len().div_ceil(512) * 512, 0);
+    let rest = u16::try_from(core.len() / 512 - 1)
+        .map_err(|_| format!("core.img is too large ({} bytes)", core.len()))?;
+    if core[BLOCKLIST + 8..BLOCKLIST + 10] != [0, 0] || core[BLOCKLIST - 12..BLOCKLIST] != [0; 12]
+    {
+        return Err("core.img's first sector is not GRUB's diskboot.img".into());
+    }
+    core[BLOCKLIST..BLOCKLIST + 8].copy_from_slice(&(core_lba + 1).to_le_bytes());
+    core[BLOCKLIST + 8..BLOCKLIST + 10].copy_from_slice(&rest.to_le_bytes());
+    Ok((boot, core))
+}
+
+/// Installs GRUB for BIOS on the whole-disk device `disk`: core.img into the BIOS boot
+/// partition, boot.img into the MBR's code area.
+pub fn install_bios(disk: &Path, core_img: &Path) -> Result<(), BootDiskError> {
+    let boot_path = Path::new(GRUB_PC_DIR).join("boot.img");
+    let boot = fs::read(&boot_path).map_err(io_err(&boot_path))?;
+    let core = fs::read(core_img).map_err(io_err(core_img))?;
+    let (mbr, core) = patch_bios_boot(&boot, &core, BIOS_BOOT_LBA).map_err(|e| {
+        BootDiskError::Io {
+            path: core_img.to_path_buf(),
+            err: io::Error::new(io::ErrorKind::InvalidData, e),
+        }
+    })?;
+    if core.len() as u64 > BIOS_BOOT_MIB << 20 {
+        return Err(BootDiskError::Io {
+            path: core_img.to_path_buf(),
+            err: io::Error::other("core.img does not fit in the BIOS boot partition"),
+        });
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(disk)
+        .map_err(io_err(disk))?;
+    f.seek(SeekFrom::Start(BIOS_BOOT_LBA * 512))
+        .and_then(|_| f.write_all(&core))
+        .and_then(|()| f.seek(SeekFrom::Start(0)))
+        .and_then(|_| f.write_all(&mbr))
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(disk))
+}
+
+/// Makes the FAT32 ESP on `part` with the layout's volume id.
+pub fn mkfs_esp(part: &Path, layout: &Layout) -> Result<(), BootDiskError> {
+    tool::run(
+        Command::new("mkfs.fat")
+            .args(["-F", "32", "-n", "TERRA-ESP", "-i", &layout.fat_id])
+            .arg(part),
+        "dosfstools",
+    )?;
+    Ok(())
+}
+
+/// Copies the UEFI GRUB image to [`EFI_LOADER`] on the ESP mounted at `esp`.
+pub fn install_efi(esp: &Path, efi_img: &Path) -> Result<(), BootDiskError> {
+    let dest = esp.join(EFI_LOADER);
+    if let Some(dir) = dest.parent() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let data = fs::read(efi_img).map_err(io_err(efi_img))?;
+    fs::File::create(&dest)
+        .and_then(|mut f| f.write_all(&data).and_then(|()| f.sync_all()))
+        .map_err(io_err(&dest))
+}
+
+/// Records on the top level `top` what keeps the ESP on the default: the kernel command
+/// line and the ESP's PARTUUID (ARCHITECTURE.md, "Versions and boot state").
+pub fn record(top: &Path, layout: &Layout, cmdline: &str) -> Result<(), BootDiskError> {
+    let dir = top.join(STATE_DIR);
+    for (name, text) in [(CMDLINE_FILE, cmdline), (ESP_FILE, layout.esp_guid.as_str())] {
+        let path = dir.join(name);
+        fs::write(&path, format!("{text}\n")).map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
+/// The release of a bzImage, from its setup header (`kernel_version`, Linux boot
+/// protocol 2.00+): the string's first word.
+pub fn bzimage_release(path: &Path) -> Result<String, BootDiskError> {
+    let bad = |why: &str| BootDiskError::Io {
+        path: path.to_path_buf(),
+        err: io::Error::new(io::ErrorKind::InvalidData, why.to_string()),
+    };
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut head = vec![0u8; 0x4000];
+    let n = f.read(&mut head).map_err(io_err(path))?;
+    head.truncate(n);
+    if head.get(0x202..0x206) != Some(b"HdrS") {
+        return Err(bad("not a bzImage (no HdrS setup header)"));
+    }
+    let off = head
+        .get(0x20e..0x210)
+        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])) + 0x200)
+        .ok_or_else(|| bad("short setup header"))?;
+    let text = head.get(off..).ok_or_else(|| bad("kernel_version beyond the header"))?;
+    let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+    String::from_utf8_lossy(&text[..end])
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| bad("empty kernel_version"))
+}
+
+/// The whole-disk device of a partition device (sysfs nests a partition in its disk).
+pub fn disk_of(part: &Path) -> Option<PathBuf> {
+    let name = part.file_name()?.to_str()?;
+    let real = fs::canonicalize(Path::new("/sys/class/block").join(name)).ok()?;
+    let disk = real.parent()?.file_name()?.to_str()?;
+    Some(Path::new("/dev").join(disk.replace('!', "/")))
+}
+
+/// Brings the ESP of the disk whose top level is mounted at `top` to the default version,
+/// when the disk has one (`.terra/esp`). `within` names the disks to look on (kernel names,
+/// e.g. `loop3`; empty: every block device). Returns whether the ESP changed, None when
+/// the disk has no ESP. `at` is the crash hook.
+pub fn follow_default(
+    top: &Path,
+    default: &str,
+    mountpoint: &Path,
+    within: &[String],
+    at: &mut dyn FnMut(esp::Step),
+) -> Result<Option<bool>, EspError> {
+    let Some(partuuid) = esp::recorded_partuuid(top)? else {
+        return Ok(None);
+    };
+    let device = esp::find_partition(
+        &partuuid,
+        Path::new("/sys/class/block"),
+        Path::new("/dev"),
+        within,
+    )
+    .ok_or_else(|| EspError::NotFound {
+        partuuid,
+        record: top.join(STATE_DIR).join(ESP_FILE),
+    })?;
+    esp::mount_esp(&device, mountpoint, |mnt| {
+        esp::sync_with(top, mnt, default, at)
+    })
+    .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_is_a_function_of_the_seed() {
+        let a = Layout::derive("0f3e8f6c-1a7e-4e55-9d0a-5b0d8c1e2f3a");
+        assert_eq!(a, Layout::derive("0f3e8f6c-1a7e-4e55-9d0a-5b0d8c1e2f3a"));
+        assert_ne!(a.esp_guid, Layout::derive("other").esp_guid);
+        assert_ne!(a.esp_guid, a.root_guid);
+        assert_eq!(a.esp_guid.len(), 36);
+        assert_eq!(&a.esp_guid[14..15], "4");
+        let s = a.sfdisk_script();
+        assert!(s.contains(&format!("start=2048, size=2048, type={BIOS_BOOT_TYPE}")));
+        assert!(s.contains(&format!("start=4096, size=524288, type={ESP_TYPE}")));
+        assert!(s.contains("name=terra-esp"));
+        assert_eq!(a.fat_uuid().len(), 9);
+    }
+
+    #[test]
+    fn boot_and_core_are_patched_where_grub_reads_them() {
+        let mut boot = vec![0u8; 512];
+        boot[510] = 0x55;
+        boot[511] = 0xaa;
+        boot[DRIVE_CHECK] = 0xeb;
+        let mut core = vec![7u8; 3 * 512 + 100];
+        core[BLOCKLIST - 12..512].fill(0);
+        core[BLOCKLIST] = 2;
+        core[510..512].copy_from_slice(&0x820u16.to_le_bytes());
+        let (mbr, core) = patch_bios_boot(&boot, &core, 2048).unwrap();
+        assert_eq!(mbr.len(), 440);
+        assert_eq!(&mbr[0x5c..0x64], &2048u64.to_le_bytes());
+        assert_eq!(&mbr[0x66..0x68], &[0x90, 0x90]);
+        assert_eq!(core.len(), 4 * 512);
+        assert_eq!(&core[500..508], &2049u64.to_le_bytes());
+        assert_eq!(&core[508..510], &3u16.to_le_bytes());
+        assert_eq!(&core[510..512], &0x820u16.to_le_bytes());
+        assert!(patch_bios_boot(&boot[..400], &core, 1).is_err());
+    }
+
+    #[test]
+    fn grub_packages_boot_img_is_patchable() {
+        let boot = Path::new(GRUB_PC_DIR).join("boot.img");
+        let disk = Path::new(GRUB_PC_DIR).join("diskboot.img");
+        let (Ok(boot), Ok(mut core)) = (fs::read(boot), fs::read(disk)) else {
+            panic!("grub-pc-bin is not installed (scripts/setup-host.sh)");
+        };
+        core.resize(4096, 0);
+        let (mbr, core) = patch_bios_boot(&boot, &core, 2048).unwrap();
+        assert_eq!(&mbr[0x5c..0x64], &2048u64.to_le_bytes());
+        assert_eq!(&core[508..510], &7u16.to_le_bytes());
+    }
+}
