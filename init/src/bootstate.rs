@@ -109,6 +109,10 @@ pub struct Version {
     /// was checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_by: Option<String>,
+    /// The release of the kernel it carries (in its [`KERNEL_DIR`]); none: it boots on the
+    /// kernel that boots the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
     /// Fields a newer Terra wrote: kept as they are when this code rewrites the file.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -572,6 +576,7 @@ mod tests {
             reason: None,
             writable: false,
             verified_by: None,
+            kernel: None,
             extra: Default::default(),
         }
     }
