@@ -674,11 +674,11 @@ mod tests {
         let mut s = BootState::new(version("os"));
         s.versions[0]
             .extra
-            .insert("kernel".into(), serde_json::json!("6.1.0-9"));
+            .insert("firmware_slot".into(), serde_json::json!("6.1.0-9"));
         let dir = tempfile::tempdir().unwrap();
         store(dir.path(), &mut s).unwrap();
         let back = load(dir.path()).unwrap().unwrap();
-        assert_eq!(back.versions[0].extra["kernel"], "6.1.0-9");
+        assert_eq!(back.versions[0].extra["firmware_slot"], "6.1.0-9");
         assert_eq!(back.generation, 2);
         assert!(!dir.path().join(".terra/state.json.new").exists());
         std::fs::write(path(dir.path()), b"{\"format\":1,").unwrap();
