@@ -575,6 +575,12 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
             }
             let mut kept_node = node.clone();
             kept_node.groups = groups.clone();
+            let boot = crate::bootfiles::BootInitramfs::for_disk(&state_dir).map_err(|err| {
+                InstallError::Version(Box::new(versions::VersionsError::Kernel {
+                    version: root_name.clone(),
+                    err,
+                }))
+            })?;
             let (version, built) = versions::build_version(
                 &mnt,
                 &versions::NewVersion {
@@ -586,6 +592,7 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
                     apply: &spec.apply,
                     writable: spec.writable,
                     verify: false,
+                    boot: Some(&boot),
                 },
             )
             .map_err(|e| InstallError::Version(Box::new(e)))?;

@@ -3,6 +3,7 @@
 
 pub mod bootargs;
 pub mod bootdisk;
+pub mod bootfiles;
 pub mod cpio;
 pub mod elf;
 pub mod initramfs;

@@ -27,6 +27,7 @@ use terra_init::bootstate::{
 };
 use terra_init::config::{Group, NodeConfig};
 
+use crate::bootfiles::{self, BootFilesError, BootInitramfs, KernelDir};
 use crate::install::{self, InstallError, Loops, Mounted};
 use crate::oci::verify::KeyError;
 use crate::oci::{
@@ -65,6 +66,13 @@ pub enum VersionsError {
     },
     /// The operation makes no sense here.
     Refused(String),
+    /// The kernel a version carries: its files or its initramfs.
+    Kernel {
+        /// The version.
+        version: String,
+        /// What went wrong.
+        err: crate::bootfiles::BootFilesError,
+    },
     /// A file of the disk.
     Io {
         /// The path.
@@ -81,6 +89,7 @@ impl fmt::Display for VersionsError {
             VersionsError::State(e) => e.fmt(f),
             VersionsError::Image(e) => e.fmt(f),
             VersionsError::Tool(e) => e.fmt(f),
+            VersionsError::Kernel { version, err } => write!(f, "version {version}: {err}"),
             VersionsError::NoSpace { disk, need, free } => write!(
                 f,
                 "{disk}: not enough free space: the new layers need at least {} MiB, {} MiB \
@@ -402,6 +411,9 @@ pub struct NewVersion<'a> {
     /// Check the blobs of the layers to unpack before writing (false when the caller
     /// checked every blob already).
     pub verify: bool,
+    /// When the image carries a kernel, build its initramfs so (`None`: the version
+    /// boots on whatever kernel boots the machine).
+    pub boot: Option<&'a BootInitramfs>,
 }
 
 /// What building a version did.
@@ -413,6 +425,8 @@ pub struct Built {
     pub reused: usize,
     /// The layers unpacked.
     pub unpack: UnpackReport,
+    /// The kernel it carries, with its initramfs.
+    pub kernel: Option<KernelDir>,
 }
 
 /// Makes version `v.name` under `top`: snapshot of the longest chain on the disk, the
@@ -510,6 +524,7 @@ pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), Ver
             .verified
             .as_ref()
             .map(|k| format!("{} ({})", k.key, k.key_fingerprint)),
+        kernel: built.kernel.as_ref().map(|k| k.release.clone()),
         extra: Default::default(),
     };
     Ok((version, built))
@@ -527,6 +542,7 @@ fn fill(
         layers: chains.len(),
         reused: have,
         unpack: UnpackReport::default(),
+        kernel: None,
     };
     for (layer, chain) in v.image.layers.iter().zip(chains).skip(have) {
         let mut u = oci::apply::Unpacker::new(staging, v.apply.clone())?;
@@ -544,6 +560,13 @@ fn fill(
         crash_point("chained");
     }
     write_node_files(staging, v.node, v.label, v.name)?;
+    if let Some(spec) = v.boot {
+        built.kernel = carried_kernel(staging, spec).map_err(|err| VersionsError::Kernel {
+            version: v.name.to_string(),
+            err,
+        })?;
+        crash_point("kernel");
+    }
     // Everything on disk before the version can be named by a stored state: the node's
     // files were written after the last chain snapshot flushed the tree.
     let dir = fs::File::open(staging).map_err(io_err(staging))?;
@@ -552,6 +575,33 @@ fn fill(
         err: e.into(),
     })?;
     Ok(built)
+}
+
+/// The kernel directory of a version being built (`boot/terra`), when its tree carries a
+/// kernel with modules.
+fn carried_kernel(
+    staging: &Path,
+    spec: &BootInitramfs,
+) -> Result<Option<KernelDir>, BootFilesError> {
+    let Some(kernel) = bootfiles::find_kernel(staging)? else {
+        return Ok(None);
+    };
+    let escapes = || BootFilesError::Escapes {
+        path: staging.join(bootstate::KERNEL_DIR),
+        root: staging.to_path_buf(),
+    };
+    // `boot` is the image's: made beneath the root, and checked to stay there before
+    // anything is written through the path.
+    oci::apply::mkdir_beneath(staging, bootstate::KERNEL_DIR).map_err(|_| escapes())?;
+    let dest = staging.join(bootstate::KERNEL_DIR);
+    let inside = match (dest.canonicalize(), staging.canonicalize()) {
+        (Ok(d), Ok(r)) => d.starts_with(r),
+        _ => false,
+    };
+    if !inside {
+        return Err(escapes());
+    }
+    bootfiles::write_kernel_dir(&dest, &kernel, spec).map(Some)
 }
 
 /// A full disk while unpacking, said as such.
@@ -776,6 +826,12 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
              version only (a pin); remove it there for upgrades to boot"
         ));
     }
+    let boot = BootInitramfs::for_disk(&top.path.join(STATE_DIR)).map_err(|err| {
+        VersionsError::Kernel {
+            version: name.clone(),
+            err,
+        }
+    })?;
     let (version, built) = build_version(
         &top.path,
         &NewVersion {
@@ -787,6 +843,7 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
             apply: &spec.apply,
             writable: spec.writable,
             verify: true,
+            boot: Some(&boot),
         },
     )?;
     crash_point("built");
@@ -881,6 +938,8 @@ pub struct VersionInfo {
     pub reason: Option<String>,
     /// The key whose signature the image carried, when `--verify-key` checked it.
     pub verified_by: Option<String>,
+    /// The release of the kernel it carries.
+    pub kernel: Option<String>,
 }
 
 /// `terra versions`.
@@ -901,6 +960,7 @@ pub fn list(target: &Target) -> Result<Vec<VersionInfo>, VersionsError> {
             booted: top.booted.as_deref() == Some(v.name.as_str()),
             reason: v.reason.clone(),
             verified_by: v.verified_by.clone(),
+            kernel: v.kernel.clone(),
         })
         .collect())
 }

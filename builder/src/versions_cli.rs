@@ -175,6 +175,19 @@ pub fn cmd(name: &str, parser: &mut lexopt::Parser) -> Result<(), CliError> {
                         "terra: version {name} from {reference}: {} of {} layers from chains on the disk, {} unpacked ({} entries, {} bytes); tentative with {tries} tries",
                         built.reused, built.layers, built.unpack.layers, built.unpack.entries, built.unpack.bytes
                     );
+                    if let Some(k) = &built.kernel {
+                        println!(
+                            "terra: version {name} carries kernel {}: its initramfs is {} bytes",
+                            k.release, k.initramfs_bytes
+                        );
+                        if !k.left_out.is_empty() {
+                            eprintln!(
+                                "terra: warning: kernel {} has no module {} (left out of its initramfs)",
+                                k.release,
+                                k.left_out.join(", ")
+                            );
+                        }
+                    }
                     if !removed.is_empty() {
                         println!("terra: removed old versions {}", removed.join(", "));
                     }

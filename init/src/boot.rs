@@ -214,7 +214,15 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.clock.phase("storage");
 
     s.phase = "root";
-    let chosen = select::mount_root(&cfg, &root_dev, &mut |m| devices.load(m))?;
+    let chosen = match select::mount_root(&cfg, &root_dev, &mut |m| devices.load(m)) {
+        // Marked bad after a kexec into its kernel: the firmware's kernel boots the next
+        // choice, and this version is never chosen again, so the reboot cannot loop.
+        Err(e @ SelectError::AfterKexec { marked: true, .. }) => {
+            log::error!("root: {e}; rebooting");
+            rescue::halt(nix::sys::reboot::RebootMode::RB_AUTOBOOT)
+        }
+        r => r?,
+    };
     let (root, version) = (chosen.root, chosen.version);
     s.clock.phase("root");
 

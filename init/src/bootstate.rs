@@ -109,6 +109,10 @@ pub struct Version {
     /// was checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_by: Option<String>,
+    /// The release of the kernel it carries (in its [`KERNEL_DIR`]); none: it boots on the
+    /// kernel that boots the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
     /// Fields a newer Terra wrote: kept as they are when this code rewrites the file.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -572,6 +576,7 @@ mod tests {
             reason: None,
             writable: false,
             verified_by: None,
+            kernel: None,
             extra: Default::default(),
         }
     }
@@ -669,11 +674,11 @@ mod tests {
         let mut s = BootState::new(version("os"));
         s.versions[0]
             .extra
-            .insert("kernel".into(), serde_json::json!("6.1.0-9"));
+            .insert("firmware_slot".into(), serde_json::json!("6.1.0-9"));
         let dir = tempfile::tempdir().unwrap();
         store(dir.path(), &mut s).unwrap();
         let back = load(dir.path()).unwrap().unwrap();
-        assert_eq!(back.versions[0].extra["kernel"], "6.1.0-9");
+        assert_eq!(back.versions[0].extra["firmware_slot"], "6.1.0-9");
         assert_eq!(back.generation, 2);
         assert!(!dir.path().join(".terra/state.json.new").exists());
         std::fs::write(path(dir.path()), b"{\"format\":1,").unwrap();

@@ -224,8 +224,29 @@ pub struct BootConfig {
     pub modules: Vec<String>,
     /// Debug logging.
     pub debug: bool,
+    /// Kernels carried by versions (`terra.kexec=`).
+    pub kexec: Kexec,
     /// The node config, when the image embeds one.
     pub node: NodeConfig,
+}
+
+/// `terra.kexec=`: what stage0 does with a kernel a version carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Kexec {
+    /// A version whose kernel is not the running one is booted on its kernel (kexec).
+    #[default]
+    Auto,
+    /// `terra.kexec=off`: every version boots on the running kernel.
+    Off,
+    /// `terra.kexec=<version>`: this boot is the kexec a previous stage0 made into that
+    /// version's kernel: it boots that version, counts nothing and kexecs no further.
+    Into {
+        /// The version.
+        version: String,
+        /// `terra.kexec.from=<release>@<ms>`: the kernel that chose it and how long that
+        /// boot took (ms since its kernel started) up to the kexec.
+        from: Option<(String, u64)>,
+    },
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -316,6 +337,8 @@ impl BootConfig {
         let mut rescue = None;
         let mut modules = boot.modules.clone();
         let mut debug = false;
+        let mut kexec = Kexec::Auto;
+        let mut kexec_from = None;
         if let Some(r) = &boot.root {
             root = Some(RootSpec::parse(r).ok_or_else(|| ConfigError::Node {
                 path: PathBuf::from(crate::layout::NODE_CONFIG),
@@ -364,14 +387,32 @@ impl BootConfig {
                 }
                 ("terra.debug", None | Some("1")) => debug = true,
                 ("terra.debug", Some("0")) => debug = false,
+                ("terra.kexec", Some("off")) => kexec = Kexec::Off,
+                ("terra.kexec", Some(s)) if valid_subvol(s) => {
+                    kexec = Kexec::Into {
+                        version: s.to_string(),
+                        from: None,
+                    }
+                }
+                ("terra.kexec.from", Some(s)) => {
+                    kexec_from = s
+                        .rsplit_once('@')
+                        .and_then(|(r, ms)| Some((r.to_string(), ms.parse().ok()?)))
+                        .filter(|(r, _)| !r.is_empty());
+                    if kexec_from.is_none() {
+                        return Err(bad(&p, "<kernel release>@<milliseconds>"));
+                    }
+                }
                 // Keys we own, with values we cannot use.
                 ("disk_label" | "rootfstype", _) => return Err(bad(&p, "a non-empty name")),
                 ("version", _) => return Err(bad(&p, "a subvolume name without '/' or ','")),
+                ("terra.kexec", _) => return Err(bad(&p, "off or a version name")),
                 ("init", _) => return Err(bad(&p, "an absolute path")),
                 ("terra.debug" | "ro" | "rw", Some(_)) => return Err(bad(&p, "no value")),
                 ("rd.shell", Some(_)) => return Err(bad(&p, "0 or 1")),
                 (
-                    "root" | "rootflags" | "terra.timeout" | "terra.rescue" | "terra.modules",
+                    "root" | "rootflags" | "terra.timeout" | "terra.rescue" | "terra.modules"
+                    | "terra.kexec.from",
                     None,
                 ) => return Err(bad(&p, "a value")),
                 _ => {}
@@ -392,6 +433,13 @@ impl BootConfig {
             rescue: rescue.unwrap_or(RescueAction::Shell),
             modules,
             debug,
+            kexec: match kexec {
+                Kexec::Into { version, .. } => Kexec::Into {
+                    version,
+                    from: kexec_from,
+                },
+                k => k,
+            },
             node,
         })
     }
@@ -467,6 +515,32 @@ mod tests {
         assert!(c.read_only);
         assert_eq!(c.mount_options("btrfs"), "subvol=os");
         assert_eq!(c.mount_options("ext4"), "");
+    }
+
+    #[test]
+    fn kexec_forms() {
+        assert_eq!(resolve("").unwrap().kexec, Kexec::Auto);
+        assert_eq!(resolve("terra.kexec=off").unwrap().kexec, Kexec::Off);
+        assert_eq!(
+            resolve("terra.kexec=v2 terra.kexec.from=6.1.0-9-amd64@2345")
+                .unwrap()
+                .kexec,
+            Kexec::Into {
+                version: "v2".into(),
+                from: Some(("6.1.0-9-amd64".into(), 2345)),
+            }
+        );
+        for bad in [
+            "terra.kexec",
+            "terra.kexec=a/b",
+            "terra.kexec.from=x",
+            "terra.kexec.from=@1",
+        ] {
+            assert!(
+                matches!(resolve(bad), Err(ConfigError::Key { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod early;
 pub mod entropy;
 pub mod esp;
 pub mod iscsi;
+pub mod kexec;
 pub mod layout;
 pub mod modindex;
 pub mod network;

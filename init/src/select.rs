@@ -9,12 +9,14 @@
 //! always did.
 
 use std::fmt;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::bootstate::{self, BootState, Candidate, StateError, Why};
-use crate::config::BootConfig;
+use crate::bootstate::{self, BootState, Candidate, StateError, Status, Why};
+use crate::config::{BootConfig, Kexec};
+use crate::kexec;
 use crate::layout::SYSROOT;
 use crate::report::RootReport;
 use crate::storage::{self, RootDevice, StorageError};
@@ -38,6 +40,16 @@ pub enum SelectError {
         /// Why.
         reason: String,
     },
+    /// The version a previous stage0 kexecd into cannot boot on its kernel (there is no
+    /// fallback on this kernel: the next boot, from the firmware, has one).
+    AfterKexec {
+        /// The version.
+        name: String,
+        /// Why.
+        reason: String,
+        /// Whether it was marked bad (then a reboot chooses another version).
+        marked: bool,
+    },
     /// Every candidate failed.
     AllFailed {
         /// Each attempt: version, why it was a candidate, why it failed.
@@ -53,6 +65,19 @@ impl fmt::Display for SelectError {
             SelectError::Pinned { name, reason } => write!(
                 f,
                 "version {name} (pinned by version=) cannot boot: {reason}"
+            ),
+            SelectError::AfterKexec {
+                name,
+                reason,
+                marked,
+            } => write!(
+                f,
+                "version {name} cannot boot on its own kernel: {reason}{}",
+                if *marked {
+                    " (marked bad: the next boot chooses another version)"
+                } else {
+                    ""
+                }
             ),
             SelectError::AllFailed { attempts } => {
                 write!(f, "no version can boot:")?;
@@ -99,6 +124,19 @@ pub struct VersionReport {
     pub confirm: Option<String>,
     /// Persistent mounts stage0 made: mount point and what is there.
     pub mounts: Vec<(String, String)>,
+    /// When this boot came through a kexec into the version's kernel: from what.
+    pub kexec: Option<KexecReport>,
+}
+
+/// How a version came to run on its own kernel.
+#[derive(Debug, Clone, Serialize)]
+pub struct KexecReport {
+    /// The kernel that booted first and chose the version.
+    pub from_release: String,
+    /// How long that first boot took, from its kernel's start to the kexec (ms).
+    pub first_boot_ms: u64,
+    /// The version's kernel, running now.
+    pub release: String,
 }
 
 /// What the root phase mounted.
@@ -193,7 +231,23 @@ fn choose(
     load_module: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Chosen, SelectError> {
     let top = Path::new(TOP);
-    let candidates = if cfg.pinned {
+    let kexeced = match &cfg.kexec {
+        Kexec::Into { version, from } => Some((version.clone(), from.clone())),
+        _ => None,
+    };
+    let candidates = if let Some((name, _)) = &kexeced {
+        // Chosen and counted by the stage0 that kexecd into this kernel.
+        let why = match state.get(name) {
+            Some(v) if v.status == Status::Tentative => Why::Tentative,
+            _ if cfg.pinned && *name == cfg.subvol => Why::Pinned,
+            _ if *name == state.default => Why::Default,
+            _ => Why::LastGood,
+        };
+        vec![Candidate {
+            name: name.clone(),
+            why,
+        }]
+    } else if cfg.pinned {
         vec![Candidate {
             name: cfg.subvol.clone(),
             why: Why::Pinned,
@@ -252,6 +306,18 @@ fn choose(
                         }
                     }
                 }
+                if cfg.kexec == Kexec::Auto {
+                    if let Err(reason) = kexec_into(&c.name) {
+                        log::error!("root: version {} ({}) cannot boot: {reason}", c.name, c.why);
+                        unmount(SYSROOT);
+                        fallbacks.push(Attempt {
+                            name: c.name,
+                            why: c.why,
+                            reason,
+                        });
+                        continue;
+                    }
+                }
                 let tentative = c.why == Why::Tentative;
                 let mounts = crate::persist::mount(top, dev, read_only, load_module);
                 let confirm = if tentative {
@@ -277,11 +343,29 @@ fn choose(
                         top_options: storage::join_options(&dev.options, top_options),
                         confirm,
                         mounts,
+                        kexec: kexeced
+                            .and_then(|(_, from)| from)
+                            .map(|(r, ms)| KexecReport {
+                                from_release: r,
+                                first_boot_ms: ms,
+                                release: kexec::running_release(),
+                            }),
                     }),
                 });
             }
             Err(reason) => {
                 log::error!("root: version {} ({}) cannot boot: {reason}", c.name, c.why);
+                if kexeced.is_some() {
+                    let marked = c.why != Why::Pinned
+                        && writable_top
+                        && state.mark_bad(&c.name, &reason)
+                        && bootstate::store(top, &mut state).is_ok();
+                    return Err(SelectError::AfterKexec {
+                        name: c.name,
+                        reason,
+                        marked,
+                    });
+                }
                 if c.why == Why::Pinned {
                     return Err(SelectError::Pinned {
                         name: c.name,
@@ -299,6 +383,34 @@ fn choose(
     Err(SelectError::AllFailed {
         attempts: fallbacks,
     })
+}
+
+/// When the version mounted at /sysroot carries a kernel other than the running one:
+/// loads it and reboots into it (no return). Ok when there is nothing to do; the reason
+/// when its kernel cannot be started, a failure of this version like a missing init.
+fn kexec_into(name: &str) -> Result<(), String> {
+    let root = Path::new(SYSROOT);
+    let Some(release) = kexec::carried_release(root) else {
+        return Ok(());
+    };
+    let running = kexec::running_release();
+    if release == running {
+        return Ok(());
+    }
+    let current = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let uptime = crate::report::uptime_ms() as u64;
+    let line = kexec::next_cmdline(current.trim(), name, &running, uptime);
+    log::info!("root: version {name} carries kernel {release} (running {running}): kexec");
+    kexec::load(root, &line).map_err(|e| e.to_string())?;
+    // The state (the try counted, versions marked bad) is on disk before the kernel goes.
+    if let Ok(top) = std::fs::File::open(TOP) {
+        if let Err(e) = nix::unistd::syncfs(top.as_raw_fd()) {
+            log::warn!("root: syncfs of {TOP}: {e}");
+        }
+    }
+    nix::unistd::sync();
+    let err = kexec::exec();
+    Err(format!("reboot into kernel {release} failed: {err}"))
 }
 
 /// Mounts version `name` at /sysroot and checks its init; on failure nothing stays

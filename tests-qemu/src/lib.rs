@@ -12,6 +12,7 @@ pub mod disk;
 pub mod elf;
 pub mod harness;
 pub mod host;
+pub mod kernels;
 pub mod netns;
 pub mod oci_root;
 pub mod tgtd;

@@ -1,0 +1,162 @@
+//! Booting a version on the kernel it carries: `kexec_file_load` of the version's kernel
+//! and Terra initramfs (`boot/terra/` in the version, written by `terra upgrade`), with the
+//! running command line plus `terra.kexec=<version>` so the next stage0 boots that version
+//! without counting or kexecing again (ARCHITECTURE.md, "Kernels").
+
+use std::fmt;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::bootstate::{INITRAMFS_FILE, KERNEL_DIR, KERNEL_FILE, RELEASE_FILE};
+
+/// A version's kernel that cannot be loaded.
+#[derive(Debug)]
+pub enum KexecError {
+    /// A file of the kernel directory cannot be opened.
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        err: std::io::Error,
+    },
+    /// The kernel refused the image (not a bzImage, a signature it enforces, no memory).
+    Load {
+        /// The kernel image.
+        kernel: PathBuf,
+        /// The errno.
+        err: nix::errno::Errno,
+    },
+}
+
+impl fmt::Display for KexecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KexecError::Open { path, err } => write!(f, "kexec: {}: {err}", path.display()),
+            KexecError::Load { kernel, err } => write!(
+                f,
+                "kexec_file_load of {} refused: {err} (EPERM/EKEYREJECTED: lockdown or an \
+                 unsigned kernel; ENOEXEC: not a kernel image)",
+                kernel.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KexecError {}
+
+/// The running kernel's release (`uname -r`).
+pub fn running_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The release of the kernel version root `root` carries, when it carries one.
+pub fn carried_release(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(root.join(KERNEL_DIR).join(RELEASE_FILE)).ok()?;
+    let r = text.trim();
+    (!r.is_empty()).then(|| r.to_string())
+}
+
+/// The command line for the kexec into `version`: the running one without our kexec
+/// keys, plus `terra.kexec=<version>` and where this boot came from and when.
+pub fn next_cmdline(current: &str, version: &str, release: &str, uptime_ms: u64) -> String {
+    let mut kept: Vec<&str> = current
+        .split_whitespace()
+        .filter(|w| {
+            let key = w.split('=').next().unwrap_or("");
+            // BOOT_IMAGE is the bootloader's note about the kernel it loaded, not this one.
+            !matches!(key, "terra.kexec" | "terra.kexec.from" | "BOOT_IMAGE")
+        })
+        .collect();
+    let pin = format!("terra.kexec={version}");
+    let from = format!("terra.kexec.from={release}@{uptime_ms}");
+    kept.push(&pin);
+    kept.push(&from);
+    kept.join(" ")
+}
+
+/// Loads the kernel and initramfs of the version mounted at `root` for the next reboot.
+pub fn load(root: &Path, cmdline: &str) -> Result<(), KexecError> {
+    let dir = root.join(KERNEL_DIR);
+    let open = |name: &str| {
+        let path = dir.join(name);
+        File::open(&path).map_err(|err| KexecError::Open { path, err })
+    };
+    let kernel = open(KERNEL_FILE)?;
+    let initrd = open(INITRAMFS_FILE)?;
+    let mut line = cmdline.as_bytes().to_vec();
+    line.push(0);
+    // SAFETY: both descriptors are open files owned by this frame; the command line is a
+    // NUL-terminated buffer that lives across the call and whose length (NUL included) is
+    // passed with it; flags 0 asks for a normal (not crash) kernel load.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_kexec_file_load,
+            kernel.as_raw_fd(),
+            initrd.as_raw_fd(),
+            line.len(),
+            line.as_ptr(),
+            0usize,
+        )
+    };
+    if rc != 0 {
+        return Err(KexecError::Load {
+            kernel: dir.join(KERNEL_FILE),
+            err: nix::errno::Errno::last(),
+        });
+    }
+    Ok(())
+}
+
+/// Starts the loaded kernel. Returns only when the reboot failed.
+pub fn exec() -> nix::errno::Errno {
+    match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_KEXEC) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_command_line_pins_the_version_once() {
+        let line = next_cmdline(
+            "BOOT_IMAGE=/terra/a/vmlinuz root=LABEL=os console=ttyS0 terra.kexec=v1 terra.kexec.from=x@1",
+            "v2",
+            "6.1.0-9-amd64",
+            1234,
+        );
+        assert_eq!(
+            line,
+            "root=LABEL=os console=ttyS0 terra.kexec=v2 terra.kexec.from=6.1.0-9-amd64@1234"
+        );
+        let c = crate::config::BootConfig::resolve(Default::default(), &line).unwrap();
+        assert_eq!(
+            c.kexec,
+            crate::config::Kexec::Into {
+                version: "v2".into(),
+                from: Some(("6.1.0-9-amd64".into(), 1234)),
+            }
+        );
+    }
+
+    #[test]
+    fn a_release_is_read_from_the_version() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(carried_release(t.path()), None);
+        std::fs::create_dir_all(t.path().join(KERNEL_DIR)).unwrap();
+        std::fs::write(
+            t.path().join(KERNEL_DIR).join(RELEASE_FILE),
+            "6.1.0-9-cloud-amd64\n",
+        )
+        .unwrap();
+        assert_eq!(
+            carried_release(t.path()).as_deref(),
+            Some("6.1.0-9-cloud-amd64")
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! Kernels that travel with versions (issue 12): an upgrade to an image carrying Debian's
+//! cloud kernel boots that version on its kernel — stage0 on the lab's kernel chooses it and
+//! kexecs into the version's kernel and Terra initramfs, whose stage0 boots it without
+//! counting again — and a version whose kernel or init fails falls back to the default on
+//! the running kernel, in the same boot, without a loop.
+
+use std::path::Path;
+
+use lab::harness::{artifacts, busybox, expect, report, run, vm};
+use lab::kernels;
+use lab::versions::{self, fresh_disk, states, upgrade};
+use lab::vm::Outcome;
+
+const KEXEC_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
+const FALLBACK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a2";
+
+fn boot(disk: &Path, append: &str) -> Outcome {
+    let mut v = vm(
+        vec![disk.to_path_buf()],
+        &format!("terra.demo=poweroff {append}"),
+        200,
+    );
+    v.keep_writes = true;
+    run(&v)
+}
+
+fn st(disk: &Path) -> Vec<(String, String, u64)> {
+    states(&artifacts().terra, disk).expect("terra versions")
+}
+
+fn want(list: &[(&str, &str, u64)]) -> Vec<(String, String, u64)> {
+    list.iter()
+        .map(|(n, s, t)| (n.to_string(), s.to_string(), *t))
+        .collect()
+}
+
+#[test]
+fn a_version_boots_on_the_kernel_it_carries_through_kexec() {
+    let a = artifacts();
+    let (klayout, k) = kernels::layout(&busybox()).expect("kernel layout");
+    let vlayout = versions::layout(&busybox()).expect("versions layout");
+    let disk = fresh_disk(&a.terra, &vlayout, KEXEC_UUID, "kernels-kexec").expect("disk");
+    let out = upgrade(&a.terra, &disk, &klayout, "k2", &[]).expect("upgrade to k2");
+    assert!(
+        out.contains(&format!("version v2 carries kernel {}", k.release)),
+        "{out}"
+    );
+    assert_ne!(k.release, a.kver, "the lab needs two different kernels");
+
+    // The lab's kernel boots, its stage0 chooses v2 (tentative, one try spent) and kexecs;
+    // the cloud kernel's stage0 boots v2 and the demo root confirms it.
+    let out = boot(&disk, "terra.demo=bless");
+    expect(
+        &out,
+        &[
+            &format!("carries kernel {} (running {}): kexec", k.release, a.kver),
+            "subvol=k2 pid=1",
+            &format!("Terra demo root on {}", k.release),
+            "TERRA-DEMO-BLESS rc=0",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["version"]["name"], "v2");
+    assert_eq!(r["version"]["why"], "tentative");
+    assert_eq!(r["version"]["kexec"]["release"], k.release.as_str());
+    assert_eq!(r["version"]["kexec"]["from_release"], a.kver.as_str());
+    assert!(r["version"]["kexec"]["first_boot_ms"].as_u64().unwrap() > 0);
+    // The second stage0 loaded the version's own modules: its kernel's, or nothing would
+    // have found the disk.
+    let modules: Vec<&str> = r["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert!(modules.contains(&"virtio_blk"), "{modules:?}");
+    // The try was counted once, by the first stage0.
+    assert_eq!(st(&disk), want(&[("os", "good", 0), ("v2", "default", 0)]));
+
+    // The default now carries its kernel too: every boot from the lab's kernel kexecs
+    // into it (an installed disk's ESP follows the default instead), and counts nothing.
+    let out = boot(&disk, "");
+    expect(
+        &out,
+        &[
+            "subvol=k2 pid=1",
+            &format!("Terra demo root on {}", k.release),
+        ],
+    );
+    assert_eq!(report(&out)["version"]["why"], "default");
+    // terra.kexec=off: the version boots on the running kernel.
+    let out = boot(&disk, "terra.kexec=off");
+    expect(
+        &out,
+        &["subvol=k2 pid=1", &format!("Terra demo root on {}", a.kver)],
+    );
+    assert!(!out.log.contains(": kexec"), "{}", out.log);
+}
+
+#[test]
+fn a_version_whose_kernel_or_init_fails_falls_back_on_the_running_kernel() {
+    let a = artifacts();
+    let (klayout, _) = kernels::layout(&busybox()).expect("kernel layout");
+    let vlayout = versions::layout(&busybox()).expect("versions layout");
+    let disk = fresh_disk(&a.terra, &vlayout, FALLBACK_UUID, "kernels-fallback").expect("disk");
+
+    // k4's kernel is not one: kexec_file_load refuses it, and os boots in the same boot.
+    upgrade(&a.terra, &disk, &klayout, "k4", &[]).expect("upgrade to k4");
+    let out = boot(&disk, "");
+    expect(
+        &out,
+        &[
+            "kexec_file_load of",
+            "fell back to version os",
+            "subvol=v1 pid=1",
+            &format!("Terra demo root on {}", a.kver),
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["version"]["fallbacks"][0]["name"], "v2");
+    assert!(
+        r["version"]["fallbacks"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("kexec_file_load"),
+        "{r}"
+    );
+    assert_eq!(st(&disk), want(&[("os", "default", 0), ("v2", "bad", 0)]));
+
+    // k3 has a kernel but no init: found in the first initramfs, so no kexec at all.
+    upgrade(&a.terra, &disk, &klayout, "k3", &[]).expect("upgrade to k3");
+    let out = boot(&disk, "");
+    expect(&out, &["fell back to version os", "subvol=v1 pid=1"]);
+    assert!(!out.log.contains(": kexec"), "{}", out.log);
+    let states = st(&disk);
+    assert_eq!(states.last().unwrap().1, "bad", "{states:?}");
+}
