@@ -29,6 +29,7 @@ use terra_init::esp::{
     ROOT_PARTLABEL,
 };
 
+use crate::bootfiles::{BootFilesError, BootInitramfs, FoundKernel};
 use crate::tool::{self, ToolError};
 
 /// GPT type of the BIOS boot partition (GRUB's core.img).
@@ -175,6 +176,13 @@ pub enum BootDiskError {
     Tool(ToolError),
     /// The ESP.
     Esp(EspError),
+    /// No kernel to boot.
+    NoKernel {
+        /// Why.
+        reason: String,
+    },
+    /// The base kernel's directory.
+    Kernel(BootFilesError),
 }
 
 impl fmt::Display for BootDiskError {
@@ -194,6 +202,8 @@ impl fmt::Display for BootDiskError {
             ),
             BootDiskError::Tool(e) => e.fmt(f),
             BootDiskError::Esp(e) => e.fmt(f),
+            BootDiskError::NoKernel { reason } => write!(f, "mbr = true: {reason}"),
+            BootDiskError::Kernel(e) => write!(f, "the base kernel: {e}"),
         }
     }
 }
@@ -510,6 +520,114 @@ pub fn follow_default(
         esp::sync_with(top, mnt, default, at)
     })
     .map(Some)
+}
+
+/// What `terra install` needs to make the root group's first disk bootable, worked out
+/// before any disk is touched.
+#[derive(Debug, Clone)]
+pub struct BootPlan {
+    /// The disk that gets the GPT.
+    pub disk: PathBuf,
+    /// Its identifiers.
+    pub layout: Layout,
+    /// The base kernel (`.terra/kernel`) for versions without their own.
+    pub kernel: FoundKernel,
+    /// The kernel command line, as GRUB words.
+    pub cmdline: String,
+    /// The root filesystem's UUID: the seed of [`Layout`], and `root=`.
+    pub root_uuid: String,
+}
+
+/// The base kernel: `kernel` (a bzImage whose modules are in `/lib/modules/<release>` or
+/// `/usr/lib/modules/<release>`), else the host's newest `/boot/vmlinuz-*` with modules.
+pub fn base_kernel(kernel: Option<&Path>) -> Result<FoundKernel, BootDiskError> {
+    let Some(image) = kernel else {
+        return crate::bootfiles::find_kernel(Path::new("/"))
+            .map_err(BootDiskError::Kernel)?
+            .ok_or_else(|| BootDiskError::NoKernel {
+                reason: "no /boot/vmlinuz-<release> with modules in /lib/modules/<release> \
+                         on this host: pass --kernel FILE"
+                    .into(),
+            });
+    };
+    let release = bzimage_release(image)?;
+    ["/lib/modules", "/usr/lib/modules"]
+        .iter()
+        .map(|d| Path::new(d).join(&release))
+        .find(|m| m.join("modules.dep").is_file())
+        .map(|modules_dir| FoundKernel {
+            image: image.to_path_buf(),
+            release: release.clone(),
+            modules_dir,
+        })
+        .ok_or_else(|| BootDiskError::NoKernel {
+            reason: format!(
+                "--kernel {}: release {release} has no modules (no /lib/modules/{release}/modules.dep)",
+                image.display()
+            ),
+        })
+}
+
+/// The kernel command line of an installed disk: the consoles `terra iso` uses, `root=`
+/// by the root filesystem's UUID, the node's own arguments (as `terra iso`/`pxe` write
+/// them; left out with a note when a kernel argument cannot carry them, since the
+/// initramfs embeds the same node.toml), then `extra`. Each one a GRUB word.
+pub fn kernel_cmdline(
+    config: &Path,
+    node: &terra_init::config::NodeConfig,
+    root_uuid: &str,
+    extra: &str,
+) -> String {
+    let mut args: Vec<String> = CONSOLE_ARGS.iter().map(|s| s.to_string()).collect();
+    args.push(format!("root=UUID={root_uuid}"));
+    let n = crate::bootargs::Node {
+        path: config.to_path_buf(),
+        config: node.clone(),
+    };
+    match n.kernel_args() {
+        Ok(a) => args.extend(a),
+        Err(e) => eprintln!(
+            "terra: note: {e}; the node's settings reach stage0 through the node.toml in \
+             the disk's initramfs instead"
+        ),
+    }
+    args.extend(crate::bootargs::split_user_args(extra));
+    args.iter()
+        .map(|a| crate::iso::grub_word(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// After the root group's first version is stored on the top level `top` (mounted): the
+/// base kernel and its initramfs in `.terra/kernel`, the records, GRUB on the disk
+/// (`whole`, the whole-disk device) and in the ESP (`esp_part`), and the ESP synced to
+/// `default`.
+pub fn finish(
+    plan: &BootPlan,
+    top: &Path,
+    whole: &Path,
+    esp_part: &Path,
+    work: &Path,
+    default: &str,
+    boot: &BootInitramfs,
+) -> Result<(), BootDiskError> {
+    let kdir = top.join(STATE_DIR).join(terra_init::bootstate::BASE_KERNEL_DIR);
+    crate::bootfiles::write_kernel_dir(&kdir, &plan.kernel, boot).map_err(BootDiskError::Kernel)?;
+    record(top, &plan.layout, &plan.cmdline)?;
+    let (core, efi) = grub_images(&work.join("grub"), &plan.layout.fat_uuid())?;
+    install_bios(whole, &core)?;
+    mkfs_esp(esp_part, &plan.layout)?;
+    esp::mount_esp(esp_part, &work.join("esp"), |mnt| {
+        install_efi(mnt, &efi).map_err(|e| match e {
+            BootDiskError::Io { path, err } => EspError::Write { path, err },
+            other => EspError::Write {
+                path: mnt.join(EFI_LOADER),
+                err: io::Error::other(other.to_string()),
+            },
+        })?;
+        esp::sync(top, mnt, default)
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
