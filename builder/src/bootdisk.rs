@@ -25,7 +25,7 @@ use std::process::Command;
 use sha2::{Digest as _, Sha256};
 use terra_init::bootstate::STATE_DIR;
 use terra_init::esp::{
-    self, EspError, BIOS_PARTLABEL, CMDLINE_FILE, EFI_LOADER, ESP_FILE, ESP_PARTLABEL,
+    self, EspError, EspFiles, BIOS_PARTLABEL, CMDLINE_FILE, EFI_LOADER, ESP_FILE, ESP_PARTLABEL,
     ROOT_PARTLABEL,
 };
 
@@ -282,8 +282,18 @@ pub fn partitions(dev: &str) -> Vec<(u32, PathBuf)> {
     out
 }
 
+/// Makes the kernel add `dev`'s partitions when it shows none: `losetup --partscan` does
+/// not always find a GPT written just before (seen on Debian's 6.1), `partx --add` does.
+/// A disk without a partition table stays as it is.
+fn scan_partitions(dev: &str) {
+    if partitions(dev).is_empty() {
+        let _ = Command::new("partx").args(["--add", dev]).output();
+    }
+}
+
 /// The partition of `dev` named `partlabel` (GPT name), probed like stage0 probes.
 pub fn partition_named(dev: &str, partlabel: &str) -> Option<PathBuf> {
+    scan_partitions(dev);
     partitions(dev).into_iter().find_map(|(_, p)| {
         let name = p.file_name()?.to_str()?.to_string();
         let id = terra_init::probe::identify(
@@ -384,7 +394,12 @@ pub fn patch_bios_boot(
     core.resize(core.len().div_ceil(512) * 512, 0);
     let rest = u16::try_from(core.len() / 512 - 1)
         .map_err(|_| format!("core.img is too large ({} bytes)", core.len()))?;
-    if core[BLOCKLIST + 8..BLOCKLIST + 10] != [0, 0] || core[BLOCKLIST - 12..BLOCKLIST] != [0; 12]
+    // grub-mkimage already fills in the length (the rest of core.img, in sectors); the
+    // segment is diskboot's default and the entry below must be the zero terminator.
+    let len = u16::from_le_bytes([core[BLOCKLIST + 8], core[BLOCKLIST + 9]]);
+    if (len != 0 && len != rest)
+        || core[BLOCKLIST + 10..BLOCKLIST + 12] != 0x820u16.to_le_bytes()
+        || core[BLOCKLIST - 12..BLOCKLIST] != [0; 12]
     {
         return Err("core.img's first sector is not GRUB's diskboot.img".into());
     }
@@ -432,18 +447,6 @@ pub fn mkfs_esp(part: &Path, layout: &Layout) -> Result<(), BootDiskError> {
         "dosfstools",
     )?;
     Ok(())
-}
-
-/// Copies the UEFI GRUB image to [`EFI_LOADER`] on the ESP mounted at `esp`.
-pub fn install_efi(esp: &Path, efi_img: &Path) -> Result<(), BootDiskError> {
-    let dest = esp.join(EFI_LOADER);
-    if let Some(dir) = dest.parent() {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-    }
-    let data = fs::read(efi_img).map_err(io_err(efi_img))?;
-    fs::File::create(&dest)
-        .and_then(|mut f| f.write_all(&data).and_then(|()| f.sync_all()))
-        .map_err(io_err(&dest))
 }
 
 /// Records on the top level `top` what keeps the ESP on the default: the kernel command
@@ -499,7 +502,6 @@ pub fn disk_of(part: &Path) -> Option<PathBuf> {
 pub fn follow_default(
     top: &Path,
     default: &str,
-    mountpoint: &Path,
     within: &[String],
     at: &mut dyn FnMut(esp::Step),
 ) -> Result<Option<bool>, EspError> {
@@ -516,10 +518,143 @@ pub fn follow_default(
         partuuid,
         record: top.join(STATE_DIR).join(ESP_FILE),
     })?;
-    esp::mount_esp(&device, mountpoint, |mnt| {
-        esp::sync_with(top, mnt, default, at)
-    })
-    .map(Some)
+    esp::sync_with(top, &mut MtoolsEsp::new(&device), default, at).map(Some)
+}
+
+/// The ESP's files through mtools on the partition itself: the build host needs no vfat
+/// driver (a builder VM's kernel may have none) and nothing is mounted. Every write ends
+/// with an fsync of the device, which flushes what mtools wrote through it.
+#[derive(Debug, Clone)]
+pub struct MtoolsEsp {
+    dev: PathBuf,
+}
+
+impl MtoolsEsp {
+    /// The FAT filesystem on `dev` (a partition or an image file).
+    pub fn new(dev: &Path) -> Self {
+        MtoolsEsp {
+            dev: dev.to_path_buf(),
+        }
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        // No user or system mtools.conf, no geometry check on a partition, file times
+        // from SOURCE_DATE_EPOCH (the same inputs give the same directory entries): FAT's
+        // epoch, 1980-01-01.
+        c.env("MTOOLSRC", "/dev/null")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .env("SOURCE_DATE_EPOCH", "315532800")
+            .env("TZ", "UTC")
+            .arg("-i")
+            .arg(&self.dev);
+        c
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dev.join(rel)
+    }
+
+    fn run(&self, c: &mut Command, rel: &str) -> Result<(), EspError> {
+        tool::run(c, "mtools").map(|_| ()).map_err(|e| EspError::Write {
+            path: self.path(rel),
+            err: io::Error::other(e.to_string()),
+        })?;
+        self.flush(rel)
+    }
+
+    fn flush(&self, rel: &str) -> Result<(), EspError> {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&self.dev)
+            .and_then(|f| f.sync_all())
+            .map_err(|err| EspError::Write {
+                path: self.path(rel),
+                err,
+            })
+    }
+
+    fn exists(&self, rel: &str) -> bool {
+        self.cmd("mdir")
+            .arg(format!("::/{rel}"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+impl esp::EspFiles for MtoolsEsp {
+    fn read(&mut self, rel: &str) -> Result<Option<Vec<u8>>, EspError> {
+        let out = self
+            .cmd("mcopy")
+            .args(["-n", &format!("::/{rel}"), "-"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|err| EspError::Read {
+                path: self.path(rel),
+                err,
+            })?;
+        if out.status.success() {
+            return Ok(Some(out.stdout));
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("not found") {
+            return Ok(None);
+        }
+        Err(EspError::Read {
+            path: self.path(rel),
+            err: io::Error::other(format!("mcopy: {}", stderr.trim())),
+        })
+    }
+
+    fn len(&mut self, rel: &str) -> Result<Option<u64>, EspError> {
+        Ok(self.read(rel)?.map(|b| b.len() as u64))
+    }
+
+    fn mkdir_all(&mut self, rel: &str) -> Result<(), EspError> {
+        let mut done = String::new();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            if !done.is_empty() {
+                done.push('/');
+            }
+            done.push_str(part);
+            if !self.exists(&done) {
+                let mut c = self.cmd("mmd");
+                c.arg(format!("::/{done}"));
+                self.run(&mut c, &done)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_in(&mut self, src: &Path, rel: &str) -> Result<(), EspError> {
+        let mut c = self.cmd("mcopy");
+        c.arg("-o").arg(src).arg(format!("::/{rel}"));
+        self.run(&mut c, rel)
+    }
+
+    fn write(&mut self, rel: &str, data: &[u8]) -> Result<(), EspError> {
+        let tmp = std::env::temp_dir().join(format!(
+            "terra-esp-{}-{}",
+            std::process::id(),
+            rel.replace('/', "_")
+        ));
+        fs::write(&tmp, data).map_err(|err| EspError::Write {
+            path: tmp.clone(),
+            err,
+        })?;
+        let out = self.copy_in(&tmp, rel);
+        let _ = fs::remove_file(&tmp);
+        out
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), EspError> {
+        let mut c = self.cmd("mren");
+        // -D o: replace an existing `to` (GRUB falls back to `from` if a cut loses both
+        // names' entry in between, see terra_init::esp).
+        c.args(["-D", "o", &format!("::/{from}"), &format!("::/{to}")]);
+        self.run(&mut c, to)
+    }
 }
 
 /// What `terra install` needs to make the root group's first disk bootable, worked out
@@ -617,16 +752,12 @@ pub fn finish(
     let (core, efi) = grub_images(&work.join("grub"), &plan.layout.fat_uuid())?;
     install_bios(whole, &core)?;
     mkfs_esp(esp_part, &plan.layout)?;
-    esp::mount_esp(esp_part, &work.join("esp"), |mnt| {
-        install_efi(mnt, &efi).map_err(|e| match e {
-            BootDiskError::Io { path, err } => EspError::Write { path, err },
-            other => EspError::Write {
-                path: mnt.join(EFI_LOADER),
-                err: io::Error::other(other.to_string()),
-            },
-        })?;
-        esp::sync(top, mnt, default)
-    })?;
+    let mut files = MtoolsEsp::new(esp_part);
+    if let Some((dir, _)) = EFI_LOADER.rsplit_once('/') {
+        files.mkdir_all(dir)?;
+    }
+    files.copy_in(&efi, EFI_LOADER)?;
+    esp::sync_with(top, &mut files, default, &mut |_| ())?;
     Ok(())
 }
 

@@ -135,7 +135,6 @@ pub struct Top {
     /// Kernel names of the disks attached for `--disk` (where the ESP is looked for);
     /// empty on the running system (every block device).
     pub disks: Vec<String>,
-    esp_mnt: PathBuf,
     _lock: fs::File,
     _mounted: Mounted,
     _loops: Loops,
@@ -236,7 +235,6 @@ pub fn open(target: &Target) -> Result<Top, VersionsError> {
         label,
         booted,
         disks,
-        esp_mnt: work.join("esp"),
         _lock: lock,
         _mounted: mounted,
         _loops: loops,
@@ -258,7 +256,6 @@ fn follow_esp(top: &Top, default: &str) -> String {
     let synced = crate::bootdisk::follow_default(
         &top.path,
         default,
-        &top.esp_mnt,
         &top.disks,
         &mut |step| crash_point(step.name()),
     );

@@ -277,29 +277,117 @@ pub fn recorded_partuuid(top: &Path) -> Result<Option<String>, EspError> {
     }
 }
 
-/// The entry the ESP at `esp` boots: from `grub.cfg`, else from `grub.cfg.new` (what GRUB
-/// falls back to).
-pub fn current(esp: &Path) -> Option<Entry> {
-    let dir = esp.join(DIR);
-    [GRUB_CFG, GRUB_CFG_NEW].iter().find_map(|name| {
-        let path = dir.join(name);
-        path.is_file()
-            .then(|| fs::read_to_string(&path).ok())
-            .flatten()
-            .map(|t| Entry::parse(&t))
-    })?
+/// The file operations a sync needs, on paths relative to the ESP's root (`terra/grub.cfg`).
+/// Each write is durable when it returns. [`MountedEsp`] works on a mounted ESP (the
+/// booted system's `bless`); the builder drives mtools on the partition, so a build host
+/// needs no vfat driver.
+pub trait EspFiles {
+    /// The file's bytes; None when it does not exist.
+    fn read(&mut self, rel: &str) -> Result<Option<Vec<u8>>, EspError>;
+    /// The file's length; None when it does not exist.
+    fn len(&mut self, rel: &str) -> Result<Option<u64>, EspError>;
+    /// Creates the directory and its parents when missing.
+    fn mkdir_all(&mut self, rel: &str) -> Result<(), EspError>;
+    /// Writes `rel` with the contents of the host file `src`, replacing it, and syncs it.
+    fn copy_in(&mut self, src: &Path, rel: &str) -> Result<(), EspError>;
+    /// Writes `rel` with `data`, replacing it, and syncs it.
+    fn write(&mut self, rel: &str, data: &[u8]) -> Result<(), EspError>;
+    /// Renames `from` over `to` and syncs the directory.
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), EspError>;
+}
+
+/// An ESP mounted at a directory.
+#[derive(Debug, Clone)]
+pub struct MountedEsp(pub PathBuf);
+
+impl EspFiles for MountedEsp {
+    fn read(&mut self, rel: &str) -> Result<Option<Vec<u8>>, EspError> {
+        let path = self.0.join(rel);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(EspError::Read { path, err }),
+        }
+    }
+
+    fn len(&mut self, rel: &str) -> Result<Option<u64>, EspError> {
+        let path = self.0.join(rel);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(EspError::Read { path, err }),
+        }
+    }
+
+    fn mkdir_all(&mut self, rel: &str) -> Result<(), EspError> {
+        let path = self.0.join(rel);
+        fs::create_dir_all(&path).map_err(write_err(&path))
+    }
+
+    fn copy_in(&mut self, src: &Path, rel: &str) -> Result<(), EspError> {
+        let dst = self.0.join(rel);
+        let mut from = File::open(src).map_err(read_err(src))?;
+        let mut to = File::create(&dst).map_err(write_err(&dst))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = from.read(&mut buf).map_err(read_err(src))?;
+            if n == 0 {
+                break;
+            }
+            to.write_all(&buf[..n]).map_err(write_err(&dst))?;
+        }
+        to.sync_all().map_err(write_err(&dst))?;
+        sync_parent(&dst)
+    }
+
+    fn write(&mut self, rel: &str, data: &[u8]) -> Result<(), EspError> {
+        let path = self.0.join(rel);
+        let mut f = File::create(&path).map_err(write_err(&path))?;
+        f.write_all(data).map_err(write_err(&path))?;
+        f.sync_all().map_err(write_err(&path))?;
+        sync_parent(&path)
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), EspError> {
+        let dst = self.0.join(to);
+        fs::rename(self.0.join(from), &dst).map_err(write_err(&dst))?;
+        sync_parent(&dst)
+    }
+}
+
+fn sync_parent(path: &Path) -> Result<(), EspError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err(dir))
+}
+
+fn rel(parts: &[&str]) -> String {
+    parts.join("/")
+}
+
+/// The entry the ESP boots: from `grub.cfg`, else from `grub.cfg.new` (what GRUB falls
+/// back to).
+pub fn current(esp: &mut dyn EspFiles) -> Result<Option<Entry>, EspError> {
+    for name in [GRUB_CFG, GRUB_CFG_NEW] {
+        if let Some(bytes) = esp.read(&rel(&[DIR, name]))? {
+            return Ok(Entry::parse(&String::from_utf8_lossy(&bytes)));
+        }
+    }
+    Ok(None)
 }
 
 /// Brings the ESP mounted at `esp` to the kernel of version `default` on the top level
 /// `top` (see the module doc for the steps). Returns whether anything changed.
 pub fn sync(top: &Path, esp: &Path, default: &str) -> Result<bool, EspError> {
-    sync_with(top, esp, default, &mut |_| ())
+    sync_with(top, &mut MountedEsp(esp.to_path_buf()), default, &mut |_| ())
 }
 
-/// [`sync`], calling `at` after each [`Step`] (the builder's `TERRA_CRASH_AT` hook).
+/// [`sync`] on any [`EspFiles`], calling `at` after each [`Step`] (the builder's
+/// `TERRA_CRASH_AT` hook).
 pub fn sync_with(
     top: &Path,
-    esp: &Path,
+    esp: &mut dyn EspFiles,
     default: &str,
     at: &mut dyn FnMut(Step),
 ) -> Result<bool, EspError> {
@@ -312,20 +400,18 @@ pub fn sync_with(
         err: io::Error::new(io::ErrorKind::InvalidData, "empty"),
     })?;
     let cmdline = cmdline(top)?;
-    let sources = [kdir.join(KERNEL_FILE), kdir.join(INITRAMFS_FILE)];
-    let dir = esp.join(DIR);
-    fs::create_dir_all(&dir).map_err(write_err(&dir))?;
-    let cfg = dir.join(GRUB_CFG);
-    let cfg_new = dir.join(GRUB_CFG_NEW);
+    let files = [KERNEL_FILE, INITRAMFS_FILE];
+    esp.mkdir_all(DIR)?;
+    let cfg = rel(&[DIR, GRUB_CFG]);
+    let cfg_new = rel(&[DIR, GRUB_CFG_NEW]);
 
     // A power cut inside the last sync's rename: finish it before anything else, so the
     // config GRUB reads is never the one about to be rewritten.
-    if !cfg.exists() && cfg_new.is_file() {
-        fs::rename(&cfg_new, &cfg).map_err(write_err(&cfg))?;
-        sync_dir(&dir)?;
+    if esp.len(&cfg)?.is_none() && esp.len(&cfg_new)?.is_some() {
+        esp.rename(&cfg_new, &cfg)?;
     }
 
-    let live = current(esp);
+    let live = current(esp)?;
     let wanted = |slot: &str| Entry {
         version: default.to_string(),
         release: release.clone(),
@@ -333,11 +419,11 @@ pub fn sync_with(
         cmdline: cmdline.clone(),
     };
     if let Some(e) = &live {
-        if *e == wanted(&e.slot) && slot_complete(&dir.join(&e.slot), &sources)? {
+        if *e == wanted(&e.slot) && slot_complete(esp, &kdir, &e.slot, &files)? {
             // Up to date; the copy for people may still be behind after a kill.
-            let entry = dir.join(ENTRY_FILE);
-            if fs::read_to_string(&entry).ok().as_deref() != Some(e.render().as_str()) {
-                replace(&dir, ENTRY_FILE, e.render().as_bytes())?;
+            let entry = rel(&[DIR, ENTRY_FILE]);
+            if esp.read(&entry)?.as_deref() != Some(e.render().as_bytes()) {
+                esp.write(&entry, e.render().as_bytes())?;
             }
             return Ok(false);
         }
@@ -347,71 +433,35 @@ pub fn sync_with(
         _ => "a",
     };
     let new = wanted(target);
-    let slot_dir = dir.join(target);
-    fs::create_dir_all(&slot_dir).map_err(write_err(&slot_dir))?;
-    for src in &sources {
-        let name = src.file_name().unwrap_or_default();
-        copy_synced(src, &slot_dir.join(name))?;
+    esp.mkdir_all(&rel(&[DIR, target]))?;
+    for name in files {
+        esp.copy_in(&kdir.join(name), &rel(&[DIR, target, name]))?;
     }
-    sync_dir(&slot_dir)?;
     at(Step::SlotWritten);
-    write_synced(&cfg_new, grub_cfg(&new).as_bytes())?;
+    esp.write(&cfg_new, grub_cfg(&new).as_bytes())?;
     at(Step::ConfigStaged);
-    fs::rename(&cfg_new, &cfg).map_err(write_err(&cfg))?;
-    sync_dir(&dir)?;
+    esp.rename(&cfg_new, &cfg)?;
     at(Step::ConfigRenamed);
-    replace(&dir, ENTRY_FILE, new.render().as_bytes())?;
+    // Not read by GRUB: written in place.
+    esp.write(&rel(&[DIR, ENTRY_FILE]), new.render().as_bytes())?;
     Ok(true)
 }
 
-/// Whether the slot holds every source file at its full length (a killed copy is short).
-fn slot_complete(slot: &Path, sources: &[PathBuf]) -> Result<bool, EspError> {
-    for src in sources {
-        let want = fs::metadata(src).map_err(read_err(src))?.len();
-        let have = src
-            .file_name()
-            .and_then(|n| fs::metadata(slot.join(n)).ok())
-            .map(|m| m.len());
-        if have != Some(want) {
+/// Whether the slot holds every kernel file at its full length (a killed copy is short).
+fn slot_complete(
+    esp: &mut dyn EspFiles,
+    kdir: &Path,
+    slot: &str,
+    files: &[&str],
+) -> Result<bool, EspError> {
+    for name in files {
+        let src = kdir.join(name);
+        let want = fs::metadata(&src).map_err(read_err(&src))?.len();
+        if esp.len(&rel(&[DIR, slot, name]))? != Some(want) {
             return Ok(false);
         }
     }
     Ok(true)
-}
-
-fn copy_synced(src: &Path, dst: &Path) -> Result<(), EspError> {
-    let mut from = File::open(src).map_err(read_err(src))?;
-    let mut to = File::create(dst).map_err(write_err(dst))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = from.read(&mut buf).map_err(read_err(src))?;
-        if n == 0 {
-            break;
-        }
-        to.write_all(&buf[..n]).map_err(write_err(dst))?;
-    }
-    to.sync_all().map_err(write_err(dst))
-}
-
-fn write_synced(path: &Path, data: &[u8]) -> Result<(), EspError> {
-    let mut f = File::create(path).map_err(write_err(path))?;
-    f.write_all(data).map_err(write_err(path))?;
-    f.sync_all().map_err(write_err(path))
-}
-
-/// Writes `dir/name` through a `.new` file and a rename.
-fn replace(dir: &Path, name: &str, data: &[u8]) -> Result<(), EspError> {
-    let tmp = dir.join(format!("{name}.new"));
-    write_synced(&tmp, data)?;
-    let path = dir.join(name);
-    fs::rename(&tmp, &path).map_err(write_err(&path))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), EspError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write_err(dir))
 }
 
 /// The block device whose PARTUUID is `partuuid`, probed with [`crate::probe::identify`]
@@ -539,10 +589,10 @@ mod tests {
         top_with_kernel(&top, "os", "6.1.0-1", b"kernel one");
         top_with_kernel(&top, "v2", "6.1.0-2", b"kernel two, longer");
         assert!(sync(&top, &esp, "os").unwrap());
-        assert_eq!(current(&esp).unwrap().slot, "a");
+        assert_eq!(current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot, "a");
         assert!(!sync(&top, &esp, "os").unwrap());
         assert!(sync(&top, &esp, "v2").unwrap());
-        let e = current(&esp).unwrap();
+        let e = current(&mut MountedEsp(esp.clone())).unwrap().unwrap();
         assert_eq!((e.version.as_str(), e.slot.as_str()), ("v2", "b"));
         assert_eq!(
             fs::read(esp.join("terra/b/vmlinuz")).unwrap(),
@@ -554,7 +604,7 @@ mod tests {
         );
         // Back to os: into slot a again, never the slot grub.cfg names.
         assert!(sync(&top, &esp, "os").unwrap());
-        assert_eq!(current(&esp).unwrap().slot, "a");
+        assert_eq!(current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot, "a");
         assert!(!esp.join("terra/grub.cfg.new").exists());
     }
 
@@ -566,10 +616,10 @@ mod tests {
         sync(&top, &esp, "os").unwrap();
         fs::write(esp.join("terra/a/initramfs.img"), b"short").unwrap();
         assert!(sync(&top, &esp, "os").unwrap());
-        assert_eq!(current(&esp).unwrap().slot, "b");
+        assert_eq!(current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot, "b");
         // A power cut inside the rename: only grub.cfg.new is left.
         fs::rename(esp.join("terra/grub.cfg"), esp.join("terra/grub.cfg.new")).unwrap();
-        assert_eq!(current(&esp).unwrap().slot, "b");
+        assert_eq!(current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot, "b");
         assert!(!sync(&top, &esp, "os").unwrap());
         assert!(esp.join("terra/grub.cfg").is_file());
     }
