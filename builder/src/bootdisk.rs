@@ -467,10 +467,12 @@ pub fn bzimage_release(path: &Path) -> Result<String, BootDiskError> {
         path: path.to_path_buf(),
         err: io::Error::new(io::ErrorKind::InvalidData, why.to_string()),
     };
-    let mut f = fs::File::open(path).map_err(io_err(path))?;
-    let mut head = vec![0u8; 0x4000];
-    let n = f.read(&mut head).map_err(io_err(path))?;
-    head.truncate(n);
+    let f = fs::File::open(path).map_err(io_err(path))?;
+    // The string sits in the real-mode setup code, at most 64 KiB in.
+    let mut head = Vec::new();
+    f.take(0x1_0000)
+        .read_to_end(&mut head)
+        .map_err(io_err(path))?;
     if head.get(0x202..0x206) != Some(b"HdrS") {
         return Err(bad("not a bzImage (no HdrS setup header)"));
     }
