@@ -608,6 +608,64 @@ pub fn demo_disk(terra: &Path, busybox: &Path, uuid: &str) -> crate::Result<Path
     )
 }
 
+/// The demo image installed by `terra install` on one 512 MiB disk with `mbr = true`: the
+/// disk boots by itself under BIOS and UEFI (GRUB, the ESP holding `kernel` and a Terra
+/// initramfs with `stage0`), with `terra.demo=poweroff` on its command line so the demo
+/// init ends the run. Cached under target/lab/disks by UUID, image digest and the kernel's
+/// and stage0's sizes and times (a new build makes a new disk).
+pub fn demo_boot_disk(
+    terra: &Path,
+    busybox: &Path,
+    stage0: &Path,
+    kernel: &Path,
+    uuid: &str,
+) -> crate::Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let (layout, digest) = demo_layout(busybox)?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in [terra, stage0, kernel] {
+        let m = fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        (m.len(), m.modified().ok()).hash(&mut h);
+    }
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = lab_dir().join("disks");
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!(
+        "boot-{uuid}-{}-{:016x}.img",
+        &digest[7..19],
+        h.finish()
+    ));
+    if path.is_file() {
+        return Ok(path);
+    }
+    if !crate::host::nix_is_root() {
+        return Err("terra install needs root (loop devices and mount)".into());
+    }
+    let work = tempdir("install-boot")?;
+    let disk = work.join("disk.img");
+    let node = work.join("node.toml");
+    let text = format!(
+        "hostname = \"terra-demo\"\nimage = \"oci:{}:{DEMO_TAG}\"\n\n[[groups]]\n\
+         label = \"os\"\nmbr = true\n  [[groups.disk]]\n  device = \"{}\"\n  size = 512\n",
+        layout.display(),
+        disk.display()
+    );
+    let installed = fs::write(&node, text)
+        .map_err(|e| format!("{}: {e}", node.display()))
+        .and_then(|()| {
+            run(Command::new(terra)
+                .env("TERRA_STAGE0", stage0)
+                .arg("install")
+                .arg(&node)
+                .args(["--uuid", uuid, "--cmdline", "terra.demo=poweroff", "--kernel"])
+                .arg(kernel))
+        })
+        .and_then(|_| fs::rename(&disk, &path).map_err(|e| format!("{}: {e}", path.display())));
+    let _ = fs::remove_dir_all(&work);
+    installed?;
+    Ok(path)
+}
+
 /// Deterministic pseudo-random numbers (xorshift64*) for generated benchmark files.
 pub(crate) struct Rng(pub(crate) u64);
 
