@@ -296,12 +296,9 @@ pub fn partition_named(dev: &str, partlabel: &str) -> Option<PathBuf> {
     scan_partitions(dev);
     partitions(dev).into_iter().find_map(|(_, p)| {
         let name = p.file_name()?.to_str()?.to_string();
-        let id = terra_init::probe::identify(
-            &name,
-            Path::new("/dev"),
-            Path::new("/sys/class/block"),
-        )
-        .ok()?;
+        let id =
+            terra_init::probe::identify(&name, Path::new("/dev"), Path::new("/sys/class/block"))
+                .ok()?;
         (id.partlabel.as_deref() == Some(partlabel)).then_some(p)
     })
 }
@@ -414,12 +411,11 @@ pub fn install_bios(disk: &Path, core_img: &Path) -> Result<(), BootDiskError> {
     let boot_path = Path::new(GRUB_PC_DIR).join("boot.img");
     let boot = fs::read(&boot_path).map_err(io_err(&boot_path))?;
     let core = fs::read(core_img).map_err(io_err(core_img))?;
-    let (mbr, core) = patch_bios_boot(&boot, &core, BIOS_BOOT_LBA).map_err(|e| {
-        BootDiskError::Io {
+    let (mbr, core) =
+        patch_bios_boot(&boot, &core, BIOS_BOOT_LBA).map_err(|e| BootDiskError::Io {
             path: core_img.to_path_buf(),
             err: io::Error::new(io::ErrorKind::InvalidData, e),
-        }
-    })?;
+        })?;
     if core.len() as u64 > BIOS_BOOT_MIB << 20 {
         return Err(BootDiskError::Io {
             path: core_img.to_path_buf(),
@@ -453,7 +449,10 @@ pub fn mkfs_esp(part: &Path, layout: &Layout) -> Result<(), BootDiskError> {
 /// line and the ESP's PARTUUID (ARCHITECTURE.md, "Versions and boot state").
 pub fn record(top: &Path, layout: &Layout, cmdline: &str) -> Result<(), BootDiskError> {
     let dir = top.join(STATE_DIR);
-    for (name, text) in [(CMDLINE_FILE, cmdline), (ESP_FILE, layout.esp_guid.as_str())] {
+    for (name, text) in [
+        (CMDLINE_FILE, cmdline),
+        (ESP_FILE, layout.esp_guid.as_str()),
+    ] {
         let path = dir.join(name);
         fs::write(&path, format!("{text}\n")).map_err(io_err(&path))?;
     }
@@ -480,7 +479,9 @@ pub fn bzimage_release(path: &Path) -> Result<String, BootDiskError> {
         .get(0x20e..0x210)
         .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])) + 0x200)
         .ok_or_else(|| bad("short setup header"))?;
-    let text = head.get(off..).ok_or_else(|| bad("kernel_version beyond the header"))?;
+    let text = head
+        .get(off..)
+        .ok_or_else(|| bad("kernel_version beyond the header"))?;
     let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
     String::from_utf8_lossy(&text[..end])
         .split_whitespace()
@@ -558,10 +559,12 @@ impl MtoolsEsp {
     }
 
     fn run(&self, c: &mut Command, rel: &str) -> Result<(), EspError> {
-        tool::run(c, "mtools").map(|_| ()).map_err(|e| EspError::Write {
-            path: self.path(rel),
-            err: io::Error::other(e.to_string()),
-        })?;
+        tool::run(c, "mtools")
+            .map(|_| ())
+            .map_err(|e| EspError::Write {
+                path: self.path(rel),
+                err: io::Error::other(e.to_string()),
+            })?;
         self.flush(rel)
     }
 
@@ -748,7 +751,9 @@ pub fn finish(
     default: &str,
     boot: &BootInitramfs,
 ) -> Result<(), BootDiskError> {
-    let kdir = top.join(STATE_DIR).join(terra_init::bootstate::BASE_KERNEL_DIR);
+    let kdir = top
+        .join(STATE_DIR)
+        .join(terra_init::bootstate::BASE_KERNEL_DIR);
     crate::bootfiles::write_kernel_dir(&kdir, &plan.kernel, boot).map_err(BootDiskError::Kernel)?;
     record(top, &plan.layout, &plan.cmdline)?;
     let (core, efi) = grub_images(&work.join("grub"), &plan.layout.fat_uuid())?;

@@ -496,7 +496,11 @@ fn plan_boot(
     groups: &[Group],
     root_idx: usize,
 ) -> Result<Option<BootPlan>, InstallError> {
-    if let Some(g) = groups.iter().enumerate().find(|(i, g)| g.mbr && *i != root_idx) {
+    if let Some(g) = groups
+        .iter()
+        .enumerate()
+        .find(|(i, g)| g.mbr && *i != root_idx)
+    {
         return Err(InstallError::Group {
             label: g.1.label.clone(),
             reason: "mbr = true: only the root group's first disk can be made bootable \

@@ -27,8 +27,8 @@ use terra_init::bootstate::{
 };
 use terra_init::config::{Group, NodeConfig};
 
-use crate::bootfiles::{self, BootFilesError, BootInitramfs, KernelDir};
 use crate::bootdisk;
+use crate::bootfiles::{self, BootFilesError, BootInitramfs, KernelDir};
 use crate::install::{self, InstallError, Loops, Mounted};
 use crate::oci::verify::KeyError;
 use crate::oci::{
@@ -253,12 +253,9 @@ pub fn open(target: &Target) -> Result<Top, VersionsError> {
 /// command on the disk (every one syncs when it opens it) or `bless` catches up. Returns a
 /// note for the user when the ESP changed.
 fn follow_esp(top: &Top, default: &str) -> String {
-    let synced = crate::bootdisk::follow_default(
-        &top.path,
-        default,
-        &top.disks,
-        &mut |step| crash_point(step.name()),
-    );
+    let synced = crate::bootdisk::follow_default(&top.path, default, &top.disks, &mut |step| {
+        crash_point(step.name())
+    });
     match synced {
         Ok(Some(true)) => format!("; the ESP boots {default} now"),
         Ok(_) => String::new(),

@@ -29,7 +29,12 @@ fn host_kernel() -> PathBuf {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_prefix("vmlinuz-"))
-                .is_some_and(|r| Path::new("/lib/modules").join(r).join("modules.dep").is_file())
+                .is_some_and(|r| {
+                    Path::new("/lib/modules")
+                        .join(r)
+                        .join("modules.dep")
+                        .is_file()
+                })
         })
         .collect();
     k.sort();
@@ -120,7 +125,11 @@ fn esp_file(disk: &Path, path: &str) -> Option<Vec<u8>> {
 }
 
 fn partition_table(disk: &Path) -> serde_json::Value {
-    let out = Command::new("sfdisk").arg("--json").arg(disk).output().unwrap();
+    let out = Command::new("sfdisk")
+        .arg("--json")
+        .arg(disk)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let t = v.get_mut("partitiontable").unwrap().take();
@@ -146,7 +155,11 @@ fn live_slot(disk: &Path) -> (String, String) {
         .unwrap_or_else(|| panic!("no linux line in\n{cfg}"));
     let slot = line.trim_start()["linux /terra/".len()..][..1].to_string();
     let kernel = esp_file(disk, &format!("terra/{slot}/vmlinuz")).expect("slot kernel");
-    assert_eq!(kernel, fs::read(host_kernel()).unwrap(), "slot {slot} kernel");
+    assert_eq!(
+        kernel,
+        fs::read(host_kernel()).unwrap(),
+        "slot {slot} kernel"
+    );
     let initramfs = esp_file(disk, &format!("terra/{slot}/initramfs.img")).expect("initramfs");
     // A complete zstd stream: zstd -t reads it to its end.
     let tmp = tempfile::NamedTempFile::new().unwrap();
@@ -247,7 +260,10 @@ fn mbr_on_another_group_or_a_small_disk_is_refused() {
     let (ok, out) = run(&["install", node.to_str().unwrap()], &[]);
     assert!(!ok);
     assert!(out.contains("group \"data\": mbr = true"), "{out}");
-    assert!(!tmp.path().join("os.img").exists(), "nothing is written first");
+    assert!(
+        !tmp.path().join("os.img").exists(),
+        "nothing is written first"
+    );
 
     fs::write(
         &node,

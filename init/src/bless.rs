@@ -173,7 +173,9 @@ const ESP_MOUNT: &str = "/run/terra/esp";
 /// is said, not returned: the state is the truth, and the next sync (any `terra` command
 /// on the disk, or the next confirmation) catches up. Returns a note when the ESP changed.
 fn follow_esp(top: &Path, default: &str) -> String {
-    match esp::with_esp(top, Path::new(ESP_MOUNT), |mnt| esp::sync(top, mnt, default)) {
+    match esp::with_esp(top, Path::new(ESP_MOUNT), |mnt| {
+        esp::sync(top, mnt, default)
+    }) {
         Ok(Some(true)) => format!("; the ESP boots {default} now"),
         Ok(_) => String::new(),
         Err(e) => {

@@ -380,7 +380,12 @@ pub fn current(esp: &mut dyn EspFiles) -> Result<Option<Entry>, EspError> {
 /// Brings the ESP mounted at `esp` to the kernel of version `default` on the top level
 /// `top` (see the module doc for the steps). Returns whether anything changed.
 pub fn sync(top: &Path, esp: &Path, default: &str) -> Result<bool, EspError> {
-    sync_with(top, &mut MountedEsp(esp.to_path_buf()), default, &mut |_| ())
+    sync_with(
+        top,
+        &mut MountedEsp(esp.to_path_buf()),
+        default,
+        &mut |_| (),
+    )
 }
 
 /// [`sync`] on any [`EspFiles`], calling `at` after each [`Step`] (the builder's
@@ -579,7 +584,10 @@ mod tests {
         assert!(cfg.contains("linux /terra/b/vmlinuz console=ttyS0 root=UUID=x\n"));
         assert!(cfg.contains("initrd /terra/b/initramfs.img\n"));
         assert!(cfg.contains("menuentry 'Terra v2 (6.1.0-9-amd64)'"));
-        assert_eq!(Entry::parse("version=a\nrelease=b\nslot=c\ncmdline=\n"), None);
+        assert_eq!(
+            Entry::parse("version=a\nrelease=b\nslot=c\ncmdline=\n"),
+            None
+        );
     }
 
     #[test]
@@ -589,7 +597,10 @@ mod tests {
         top_with_kernel(&top, "os", "6.1.0-1", b"kernel one");
         top_with_kernel(&top, "v2", "6.1.0-2", b"kernel two, longer");
         assert!(sync(&top, &esp, "os").unwrap());
-        assert_eq!(current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot, "a");
+        assert_eq!(
+            current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot,
+            "a"
+        );
         assert!(!sync(&top, &esp, "os").unwrap());
         assert!(sync(&top, &esp, "v2").unwrap());
         let e = current(&mut MountedEsp(esp.clone())).unwrap().unwrap();
@@ -604,7 +615,10 @@ mod tests {
         );
         // Back to os: into slot a again, never the slot grub.cfg names.
         assert!(sync(&top, &esp, "os").unwrap());
-        assert_eq!(current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot, "a");
+        assert_eq!(
+            current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot,
+            "a"
+        );
         assert!(!esp.join("terra/grub.cfg.new").exists());
     }
 
@@ -616,10 +630,16 @@ mod tests {
         sync(&top, &esp, "os").unwrap();
         fs::write(esp.join("terra/a/initramfs.img"), b"short").unwrap();
         assert!(sync(&top, &esp, "os").unwrap());
-        assert_eq!(current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot, "b");
+        assert_eq!(
+            current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot,
+            "b"
+        );
         // A power cut inside the rename: only grub.cfg.new is left.
         fs::rename(esp.join("terra/grub.cfg"), esp.join("terra/grub.cfg.new")).unwrap();
-        assert_eq!(current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot, "b");
+        assert_eq!(
+            current(&mut MountedEsp(esp.clone())).unwrap().unwrap().slot,
+            "b"
+        );
         assert!(!sync(&top, &esp, "os").unwrap());
         assert!(esp.join("terra/grub.cfg").is_file());
     }

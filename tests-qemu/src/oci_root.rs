@@ -610,15 +610,17 @@ pub fn demo_disk(terra: &Path, busybox: &Path, uuid: &str) -> crate::Result<Path
 
 /// The demo image installed by `terra install` on one 512 MiB disk with `mbr = true`: the
 /// disk boots by itself under BIOS and UEFI (GRUB, the ESP holding `kernel` and a Terra
-/// initramfs with `stage0`), with `terra.demo=poweroff` on its command line so the demo
-/// init ends the run. Cached under target/lab/disks by UUID, image digest and the kernel's
-/// and stage0's sizes and times (a new build makes a new disk).
+/// initramfs with `stage0`), with `append` added to its kernel command line
+/// (`terra.demo=poweroff` makes the demo init end the run). Cached under target/lab/disks
+/// by UUID, image digest, `append` and the kernel's, terra's and stage0's sizes and times
+/// (a new build makes a new disk).
 pub fn demo_boot_disk(
     terra: &Path,
     busybox: &Path,
     stage0: &Path,
     kernel: &Path,
     uuid: &str,
+    append: &str,
 ) -> crate::Result<PathBuf> {
     use std::hash::{Hash, Hasher};
     let (layout, digest) = demo_layout(busybox)?;
@@ -627,6 +629,7 @@ pub fn demo_boot_disk(
         let m = fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
         (m.len(), m.modified().ok()).hash(&mut h);
     }
+    append.hash(&mut h);
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = lab_dir().join("disks");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -657,7 +660,7 @@ pub fn demo_boot_disk(
                 .env("TERRA_STAGE0", stage0)
                 .arg("install")
                 .arg(&node)
-                .args(["--uuid", uuid, "--cmdline", "terra.demo=poweroff", "--kernel"])
+                .args(["--uuid", uuid, "--cmdline", append, "--kernel"])
                 .arg(kernel))
         })
         .and_then(|_| fs::rename(&disk, &path).map_err(|e| format!("{}: {e}", path.display())));

@@ -17,8 +17,15 @@ fn disk() -> PathBuf {
     static DISK: OnceLock<PathBuf> = OnceLock::new();
     DISK.get_or_init(|| {
         let a = artifacts();
-        oci_root::demo_boot_disk(&a.terra, &busybox(), &a.stage0, &a.kernel, BOOT_UUID)
-            .expect("bootable disk from terra install")
+        oci_root::demo_boot_disk(
+            &a.terra,
+            &busybox(),
+            &a.stage0,
+            &a.kernel,
+            BOOT_UUID,
+            "terra.demo=poweroff",
+        )
+        .expect("bootable disk from terra install")
     })
     .clone()
 }
