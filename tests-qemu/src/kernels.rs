@@ -36,6 +36,7 @@ const MODULES: &[&str] = &[
     "overlay",
     "vfat",
     "nls_cp437",
+    "nls_ascii",
 ];
 
 /// A kernel unpacked from a Debian package.
