@@ -926,6 +926,129 @@ fn cosign_made_signatures_from_containers_image_fixtures() {
     }
 }
 
+/// Stores `manifest` as `repo:tag` in the registry's filesystem storage, laid out as
+/// distribution stores a pushed manifest (the blob, its revision link, the tag's links).
+/// The fixtures ship a manifest without its config and layer blobs, and a registry refuses a
+/// manifest push whose blobs it does not have; it serves a stored one regardless.
+fn seed_manifest(reg: &Registry, repo: &str, tag: &str, manifest: &[u8]) -> String {
+    let d = digest(manifest);
+    let hex = &d[7..];
+    let v2 = reg.dir.path().join("data/docker/registry/v2");
+    let link = d.clone();
+    let put = |p: PathBuf, data: &[u8]| {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    };
+    put(
+        v2.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2])),
+        manifest,
+    );
+    let r = v2.join("repositories").join(repo).join("_manifests");
+    put(
+        r.join(format!("revisions/sha256/{hex}/link")),
+        link.as_bytes(),
+    );
+    put(r.join(format!("tags/{tag}/current/link")), link.as_bytes());
+    put(
+        r.join(format!("tags/{tag}/index/sha256/{hex}/link")),
+        link.as_bytes(),
+    );
+    d
+}
+
+#[test]
+fn cosign_made_signatures_from_containers_image_fixtures_served_by_a_registry() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let work = tempfile::tempdir().unwrap();
+    let key = fixtures().join("cosign.pub");
+    let unknown = fixtures().join("unknown-cosign-key.signature");
+    // (fixture, its signature files, None = accepted or what the refusal says)
+    let cases: Vec<(&str, Vec<PathBuf>, Option<&str>)> = vec![
+        (
+            "dir-img-cosign-valid",
+            signature_files("dir-img-cosign-valid"),
+            None,
+        ),
+        (
+            "dir-img-cosign-valid-2",
+            signature_files("dir-img-cosign-valid-2"),
+            None,
+        ),
+        (
+            "dir-img-cosign-mixed",
+            signature_files("dir-img-cosign-mixed"),
+            None,
+        ),
+        (
+            "dir-img-cosign-modified-manifest",
+            signature_files("dir-img-cosign-modified-manifest"),
+            Some("but for another image"),
+        ),
+        // A schema 1 manifest: the registry's digest of it is not the digest of the
+        // bytes it serves, and the pull stops there, before any signature is looked at.
+        (
+            "dir-img-cosign-manifest-digest-error",
+            signature_files("dir-img-cosign-manifest-digest-error"),
+            Some("Invalid digest"),
+        ),
+        (
+            "dir-img-cosign-valid",
+            vec![unknown],
+            Some("the signature does not verify with any trusted key"),
+        ),
+    ];
+    for (i, (fixture, sigs, refused)) in cases.into_iter().enumerate() {
+        let repo = format!("cosign/case{i}");
+        let manifest = fs::read(fixtures().join(fixture).join("manifest.json")).unwrap();
+        let d = seed_manifest(&reg, &repo, "v1", &manifest);
+        // The signatures as cosign lays them out (`sha256-<hex>.sig`, one layer per
+        // signature), pushed by skopeo from a layout.
+        let (layout, ld) = fixture_layout(&work.path().join(format!("case{i}")), fixture, &sigs);
+        assert_eq!(ld, d);
+        must(
+            std::process::Command::new("skopeo")
+                .args(["--insecure-policy", "copy", "--preserve-digests"])
+                .args(["--dest-tls-verify=false"])
+                .arg(format!("oci:{}:{}", layout.display(), sig_tag(&d)))
+                .arg(format!("docker://{host}/{repo}:{}", sig_tag(&d))),
+            120,
+        );
+        let reference = format!("{host}/{repo}:v1");
+        let pulled = work.path().join(format!("pulled{i}"));
+        let (ok, out, err) = terra_bounded(
+            &[
+                "image",
+                "pull",
+                "--plain-http",
+                &reference,
+                "--layout",
+                pulled.to_str().unwrap(),
+                "--verify-key",
+                key.to_str().unwrap(),
+            ],
+            T,
+        );
+        match refused {
+            // Verified; the pull then stops at the config blob the fixture does not ship.
+            None => {
+                assert!(!ok, "{fixture}: {out}");
+                assert!(!err.contains("signature"), "{fixture}: {err}");
+                assert!(err.contains("961769676411f082"), "{fixture}: {err}");
+            }
+            Some(why) if why == "Invalid digest" => {
+                assert_refused((ok, out, err), &[&reference, &d], why, &pulled)
+            }
+            Some(why) => assert_refused(
+                (ok, out, err),
+                &[&reference, &d, "cosign.pub"],
+                why,
+                &pulled,
+            ),
+        }
+    }
+}
+
 // ---- cosign v3: a Sigstore bundle v0.3 attached as an OCI 1.1 referrer ----
 
 /// Attaches to `image` in `host/repo` a Sigstore bundle v0.3 built as the Sigstore bundle

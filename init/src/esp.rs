@@ -498,9 +498,9 @@ pub fn find_partition(
     })
 }
 
-/// Mounts the vfat partition `device` at `mountpoint`, runs `f` on it and unmounts. The
-/// kernel loads `vfat` and the code page's `nls_*` module itself (request_module through
-/// modprobe) in the running systems this runs in: the booted root and a build host.
+/// Mounts the vfat partition `device` at `mountpoint`, runs `f` on it and unmounts. In
+/// the booted system stage0 has loaded `vfat` and its `nls_*` modules before the switch
+/// (`select.rs`); elsewhere the kernel's request_module does.
 pub fn mount_esp<T>(
     device: &Path,
     mountpoint: &Path,

@@ -81,6 +81,8 @@ pub struct Options {
     pub only_upgrade: bool,
     /// Only the signature case (`--only verify`).
     pub only_verify: bool,
+    /// Only the kexec case (`--only kexec`).
+    pub only_kexec: bool,
 }
 
 /// Median; NaN for no values.
@@ -273,6 +275,12 @@ fn verify_case() -> crate::Result<String> {
 }
 
 /// The versions case as markdown; a failure is reported in place.
+fn kexec_case(terra: &Path, boots: usize) -> String {
+    crate::bench_kexec::run_kexec(terra, boots.max(1)).unwrap_or_else(|e| {
+        format!("### Booting a version on its own kernel\n\nnot measured: {e}\n")
+    })
+}
+
 fn upgrade_case(terra: &Path, boots: usize) -> String {
     match crate::bench_upgrade::run_upgrade(terra, 3, boots) {
         Ok(r) => r.render(),
@@ -291,6 +299,11 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     if opts.only_verify {
         let md = verify_case()?;
         fs::write(bench_dir()?.join("results-verify.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
+    }
+    if opts.only_kexec {
+        let md = kexec_case(&build::terra()?, opts.boots);
+        fs::write(bench_dir()?.join("results-kexec.md"), &md).map_err(|e| e.to_string())?;
         return Ok(md);
     }
     if opts.only_upgrade {

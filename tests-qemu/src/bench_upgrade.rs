@@ -89,7 +89,10 @@ fn data_used(image: &Path) -> crate::Result<u64> {
     })
 }
 
-fn with_mount<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> crate::Result<T> {
+pub(crate) fn with_mount<T>(
+    image: &Path,
+    f: impl FnOnce(&Path) -> crate::Result<T>,
+) -> crate::Result<T> {
     let work = tempdir("bench-upgrade-mnt")?;
     crate::host::forget_stale_btrfs_devices();
     run(Command::new("mount")
@@ -159,7 +162,7 @@ pub struct UpgradeResult {
     pub boots: Vec<BootCost>,
 }
 
-fn scratch_copy(src: &Path, name: &str) -> crate::Result<PathBuf> {
+pub(crate) fn scratch_copy(src: &Path, name: &str) -> crate::Result<PathBuf> {
     let dir = lab_dir().join("scratch");
     fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let dst = dir.join(name);

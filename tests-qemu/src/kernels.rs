@@ -36,6 +36,7 @@ const MODULES: &[&str] = &[
     "overlay",
     "vfat",
     "nls_cp437",
+    "nls_ascii",
 ];
 
 /// A kernel unpacked from a Debian package.
@@ -173,8 +174,9 @@ pub fn layout(busybox: &Path) -> crate::Result<(PathBuf, DebKernel)> {
             .map_err(|e| e.to_string())?;
         let base = layer_from_dir(&root)?;
         let layout = lab_dir().join("images").join(format!(
-            "kernels-{}-{}",
+            "kernels-{}-{}-{}",
             &sha256(&base)[7..19],
+            &sha256(MODULES.join(",").as_bytes())[7..13],
             k.release
         ));
         if layout.join("index.json").is_file() {

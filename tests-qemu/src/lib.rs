@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bench_dhcp;
 pub mod bench_iscsi;
+pub mod bench_kexec;
 pub mod bench_upgrade;
 pub mod build;
 pub mod debian;

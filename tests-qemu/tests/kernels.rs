@@ -135,3 +135,55 @@ fn a_version_whose_kernel_or_init_fails_falls_back_on_the_running_kernel() {
     let states = st(&disk);
     assert_eq!(states.last().unwrap().1, "bad", "{states:?}");
 }
+
+#[test]
+fn a_diskless_node_kexecs_into_its_luns_kernel_and_logs_in_again() {
+    use lab::tgtd::{Tgtd, GUEST_HOST_ADDR};
+    const IQN: &str = "iqn.2024-01.org.terra-os:kernels-root";
+    const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a3";
+    let a = artifacts();
+    let (klayout, k) = kernels::layout(&busybox()).expect("kernel layout");
+    let vlayout = versions::layout(&busybox()).expect("versions layout");
+    let lun = fresh_disk(&a.terra, &vlayout, UUID, "kernels-iscsi").expect("disk");
+    upgrade(&a.terra, &lun, &klayout, "k2", &[]).expect("upgrade to k2");
+    let mut t = Tgtd::start().expect("tgtd");
+    t.target(1, IQN, &lun).expect("target");
+    let mut v = lab::vm::Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
+    v.nic = Some("virtio".into());
+    v.append = format!(
+        "terra.demo=poweroff terra.demo=bless terra.rescue=halt \
+         ISCSI_INITIATOR=iqn.2024-01.org.terra-os:kernels-node \
+         ISCSI_TARGET_NAME={IQN} ISCSI_TARGET_IP={GUEST_HOST_ADDR}:{}",
+        t.port
+    );
+    v.timeout = std::time::Duration::from_secs(300);
+    let out = run(&v);
+    drop(t);
+    // Logged in once on each kernel: the LUN's state chose v2, its kernel logged in again.
+    assert_eq!(
+        out.log.matches("iscsi: logged in to").count(),
+        2,
+        "{}",
+        out.log
+    );
+    expect(
+        &out,
+        &[
+            ": kexec",
+            "subvol=k2 pid=1",
+            &format!("Terra demo root on {}", k.release),
+            "TERRA-DEMO-BLESS rc=0",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["version"]["kexec"]["release"], k.release.as_str());
+    assert!(
+        r["iscsi"][0]["sid"].is_number() || r["iscsi"].is_array(),
+        "{r}"
+    );
+    assert_eq!(
+        st(&lun),
+        want(&[("os", "good", 0), ("v2", "default", 0)]),
+        "the state on the LUN"
+    );
+}

@@ -32,7 +32,7 @@ const USAGE: &str = "usage:
   cargo xtask test
       Unit tests, then the QEMU boot scenarios (tests-qemu).
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
-                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|upgrade|verify]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|upgrade|verify|kexec]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
       init on the same kernel and disk; then time to a DHCP lease, stage0 vs busybox udhcpc
       against one dnsmasq in network namespaces (root); time from network up to an iSCSI
@@ -41,7 +41,9 @@ const USAGE: &str = "usage:
       3-layer image; versions: `terra upgrade` of a 10 MiB top layer over a 500 MiB base vs a
       full unpack (time, new data), and the boot cost of a tentative version and of a
       same-boot fallback (--boots each); what --verify-key adds to `terra image pull` of the
-      demo image from a local registry (--only verify). --only …: that case alone.
+      demo image from a local registry (--only verify); booting a version on its own kernel,
+      kexec from the lab's kernel vs that kernel started directly (--only kexec, --boots
+      each). --only …: that case alone.
       Results in target/bench/results.{md,json}.";
 
 /// The target name `--iscsi` serves the demo root under.
@@ -339,6 +341,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         iscsi_runs: 3,
         only_upgrade: false,
         only_verify: false,
+        only_kexec: false,
     };
     let mut accel = None;
     let num = |v: std::ffi::OsString, flag: &str| -> Result<usize, String> {
@@ -372,9 +375,10 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("iscsi") => opts.only_iscsi = true,
                     Some("upgrade") => opts.only_upgrade = true,
                     Some("verify") => opts.only_verify = true,
+                    Some("kexec") => opts.only_kexec = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade or verify",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify or kexec",
                             v.to_string_lossy()
                         ))
                     }
