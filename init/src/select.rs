@@ -322,7 +322,12 @@ fn choose(
                     }
                 }
                 let tentative = c.why == Why::Tentative;
-                if tentative && top.join(bootstate::STATE_DIR).join(crate::esp::ESP_FILE).is_file() {
+                if tentative
+                    && top
+                        .join(bootstate::STATE_DIR)
+                        .join(crate::esp::ESP_FILE)
+                        .is_file()
+                {
                     // The confirmation brings the disk's ESP to this version, in a root
                     // that may have neither these modules (a version without a kernel
                     // runs on the initramfs's) nor a modprobe for the kernel to call.

@@ -12,6 +12,7 @@ use lab::oci_root;
 use lab::vm::{Firmware, Vm};
 
 const BOOT_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e5";
+const BLESS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e6";
 
 fn disk() -> PathBuf {
     static DISK: OnceLock<PathBuf> = OnceLock::new();
@@ -57,4 +58,68 @@ fn an_installed_disk_boots_by_itself_under_seabios() {
 #[test]
 fn the_same_disk_boots_by_itself_under_ovmf() {
     boot(Firmware::Uefi);
+}
+
+/// The booted system's confirmation brings the ESP along: a tentative version boots from
+/// the old default's ESP entry, `/run/terra/bless good` makes it the default and rewrites
+/// the ESP (in its private mount namespace, vfat loaded by stage0), and the next boot's
+/// GRUB entry names it.
+#[test]
+fn the_booted_systems_confirmation_moves_the_esp_to_the_new_default() {
+    let a = artifacts();
+    let layout = lab::versions::layout(&busybox()).expect("versions layout");
+    let cached = oci_root::boot_disk(
+        &oci_root::BootDisk {
+            terra: &a.terra,
+            stage0: &a.stage0,
+            kernel: &a.kernel,
+            image: &format!("oci:{}:v1", layout.display()),
+            uuid: BLESS_UUID,
+            append: "terra.demo=bless terra.demo=poweroff",
+        },
+        "boot-bless",
+    )
+    .expect("bootable disk");
+    let scratch = lab::lab_dir().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let disk = scratch.join("disk-boot-bless.img");
+    std::fs::copy(&cached, &disk).unwrap();
+    lab::versions::upgrade(&a.terra, &disk, &layout, "v2", &[]).expect("terra upgrade");
+    let cfg = |d: &std::path::Path| {
+        String::from_utf8(
+            oci_root::esp_file(d, "terra/grub.cfg")
+                .unwrap()
+                .expect("grub.cfg"),
+        )
+        .unwrap()
+    };
+    assert!(cfg(&disk).contains("# version=os\n"), "{}", cfg(&disk));
+
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
+    vm.boot_disk = true;
+    vm.disks = vec![disk.clone()];
+    vm.keep_writes = true;
+    vm.timeout = Duration::from_secs(150);
+    let out = run(&vm);
+    expect(
+        &out,
+        &[
+            "subvol=v2 pid=1",
+            "the ESP boots v2 now",
+            "TERRA-DEMO-BLESS rc=0",
+        ],
+    );
+    let c = cfg(&disk);
+    assert!(
+        c.contains("# version=v2\n") && c.contains("# slot=b\n"),
+        "{c}"
+    );
+    assert!(oci_root::esp_file(&disk, "terra/grub.cfg.new")
+        .unwrap()
+        .is_none());
+
+    let out = run(&vm);
+    expect(&out, &["subvol=v2 pid=1", "TERRA-DEMO-POWEROFF"]);
+    assert_eq!(report(&out)["version"]["why"], "default");
+    let _ = std::fs::remove_file(&disk);
 }
