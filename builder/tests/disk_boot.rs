@@ -18,6 +18,7 @@ const UUID: &str = "5e2b7c1a-0d4f-4a8e-9b6c-3f1e2d4c5b6a";
 /// The kill test's disks: tests run in parallel, and two filesystems with one UUID at once
 /// would be refused by mkfs.btrfs.
 const KILL_UUID: &str = "6a1c2d3e-4f50-4617-8829-3a4b5c6d7e8f";
+const RAID_UUID: &str = "7b2d3e4f-5061-4728-9930-4b5c6d7e8f90";
 /// The ESP starts at 2 MiB (after 1 MiB of alignment and the 1 MiB BIOS boot partition).
 const ESP_OFFSET: &str = "@@2M";
 
@@ -340,4 +341,61 @@ fn a_killed_esp_sync_leaves_a_bootable_esp_and_the_next_command_completes_it() {
     let (slot, cfg) = live_slot(&template);
     assert_eq!(slot, "a");
     assert!(cfg.contains("# version=os"), "{cfg}");
+}
+
+#[test]
+fn a_raid1_group_boots_from_its_first_disk_and_its_versions_open_from_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = layout(tmp.path());
+    let node = tmp.path().join("node.toml");
+    let (a, b) = (tmp.path().join("a.img"), tmp.path().join("b.img"));
+    fs::write(
+        &node,
+        format!(
+            "image = \"oci:{}:v1\"\n[[groups]]\nlabel = \"os\"\ntype = \"raid1\"\nmbr = true\n\
+             [[groups.disk]]\ndevice = \"{}\"\nsize = 512\n[[groups.disk]]\ndevice = \"{}\"\n\
+             size = 512\n",
+            layout.display(),
+            a.display(),
+            b.display()
+        ),
+    )
+    .unwrap();
+    let kernel = host_kernel();
+    let (ok, out) = run(
+        &[
+            "install",
+            node.to_str().unwrap(),
+            "--uuid",
+            RAID_UUID,
+            "--kernel",
+            kernel.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        partition_table(&a)["partitions"].as_array().unwrap().len(),
+        3
+    );
+    // The second disk is a whole-disk btrfs member.
+    let probe = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "btrfs");
+    let (_, cfg) = live_slot(&a);
+    assert!(cfg.contains(&format!("root=UUID={RAID_UUID}")), "{cfg}");
+    let (ok, out) = run(
+        &[
+            "versions",
+            "--disk",
+            a.to_str().unwrap(),
+            "--disk",
+            b.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok && out.contains("os"), "{out}");
 }

@@ -651,6 +651,52 @@ mod tests {
         assert!(e.to_string().contains("version v9 has no kernel"), "{e}");
     }
 
+    /// A fake /sys/class/block and /dev: disk `vdx` (a real GPT made by sfdisk) with
+    /// partition 2, the way sysfs nests a partition in its disk.
+    #[test]
+    fn the_esp_is_found_by_partuuid_on_the_disks_allowed() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let t = tempfile::tempdir().unwrap();
+        let (dev, sys) = (t.path().join("dev"), t.path().join("sys"));
+        fs::create_dir_all(&dev).unwrap();
+        let disk = dev.join("vdx");
+        File::create(&disk).unwrap().set_len(8 << 20).unwrap();
+        let uuid = "3b1c5d2e-8f4a-4b6c-9d0e-1f2a3b4c5d6e";
+        let mut sfdisk = Command::new("sfdisk")
+            .args(["--quiet"])
+            .arg(&disk)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("sfdisk (util-linux's fdisk package)");
+        write!(
+            sfdisk.stdin.take().unwrap(),
+            "label: gpt\nstart=2048, size=2048\nstart=4096, size=4096, uuid={uuid}, name={ESP_PARTLABEL}\n"
+        )
+        .unwrap();
+        assert!(sfdisk.wait().unwrap().success());
+        File::create(dev.join("vdx2"))
+            .unwrap()
+            .set_len(2 << 20)
+            .unwrap();
+        fs::create_dir_all(sys.join("vdx/vdx2")).unwrap();
+        fs::write(sys.join("vdx/vdx2/partition"), "2\n").unwrap();
+        std::os::unix::fs::symlink(sys.join("vdx/vdx2"), sys.join("vdx2")).unwrap();
+
+        let found = find_partition(uuid, &sys, &dev, &[]);
+        assert_eq!(found, Some(dev.join("vdx2")));
+        assert_eq!(
+            find_partition(uuid, &sys, &dev, &["vdx".to_string()]),
+            Some(dev.join("vdx2"))
+        );
+        assert_eq!(find_partition(uuid, &sys, &dev, &["vdy".to_string()]), None);
+        assert_eq!(
+            find_partition("00000000-0000-4000-8000-000000000000", &sys, &dev, &[]),
+            None
+        );
+    }
+
     #[test]
     fn early_config_falls_back_to_the_new_config() {
         let c = early_config("abcd-1234");
