@@ -14,11 +14,11 @@
 //! protective partition table after them are kept) and core.img into the BIOS boot
 //! partition. grub-bios-setup would do it, but it is not in grub-pc-bin and it probes the
 //! host's devices; the two fields it patches are written here instead (see
-//! [`patch_bios_boot`]), which also keeps the bytes a function of the inputs.
+//! [`grub::patch_bios_boot`]), which also keeps the bytes a function of the inputs.
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,6 +31,12 @@ use terra_init::esp::{
 
 use crate::bootfiles::{BootFilesError, BootInitramfs, FoundKernel};
 use crate::tool::{self, ToolError};
+
+mod grub;
+mod mtools;
+
+pub use grub::{grub_images, install_bios, patch_bios_boot, MBR_CODE_BYTES};
+pub use mtools::MtoolsEsp;
 
 /// GPT type of the BIOS boot partition (GRUB's core.img).
 pub const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
@@ -46,26 +52,6 @@ pub const ESP_MIB: u64 = 256;
 pub const MIN_ROOT_MIB: u64 = 128;
 /// Where the first partition starts, MiB (alignment; the GPT fits before it).
 const FIRST_MIB: u64 = 1;
-
-const GRUB_PC_DIR: &str = "/usr/lib/grub/i386-pc";
-const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
-/// Built into both GRUB images: no module directory on the disk.
-const GRUB_MODULES: &[&str] = &[
-    "part_gpt",
-    "part_msdos",
-    "fat",
-    "search",
-    "search_fs_uuid",
-    "configfile",
-    "normal",
-    "linux",
-    "echo",
-    "test",
-    "serial",
-    "terminal",
-    "all_video",
-    "gzio",
-];
 
 /// Kernel consoles of an installed disk, as `terra iso` writes them.
 pub use crate::iso::CONSOLE_ARGS;
@@ -325,115 +311,6 @@ pub fn wait_partition(dev: &str, partlabel: &'static str) -> Result<PathBuf, Boo
     })
 }
 
-/// GRUB's two images, made in `work`: `core.img` (i386-pc) and `BOOTX64.EFI`
-/// (x86_64-efi), both with [`esp::early_config`] for the FAT volume id `fat_uuid`.
-pub fn grub_images(work: &Path, fat_uuid: &str) -> Result<(PathBuf, PathBuf), BootDiskError> {
-    tool::require_file(&Path::new(GRUB_PC_DIR).join("boot.img"), "grub-pc-bin")?;
-    tool::require_file(
-        &Path::new(GRUB_EFI_DIR).join("linux.mod"),
-        "grub-efi-amd64-bin",
-    )?;
-    fs::create_dir_all(work).map_err(io_err(work))?;
-    let early = work.join("early.cfg");
-    fs::write(&early, esp::early_config(fat_uuid)).map_err(io_err(&early))?;
-    let mkimage = |format: &str, dir: &str, out: &Path, extra: &str| {
-        let mut c = Command::new("grub-mkimage");
-        c.env("SOURCE_DATE_EPOCH", "0")
-            .env("TZ", "UTC")
-            .env("LC_ALL", "C")
-            .args(["-O", format, "-d", dir, "-p", "/terra", "-c"])
-            .arg(&early)
-            .arg("-o")
-            .arg(out)
-            .args(GRUB_MODULES)
-            .arg(extra);
-        tool::run(&mut c, "grub-common").map(|_| ())
-    };
-    let core = work.join("core.img");
-    let efi = work.join("BOOTX64.EFI");
-    mkimage("i386-pc", GRUB_PC_DIR, &core, "biosdisk")?;
-    mkimage("x86_64-efi", GRUB_EFI_DIR, &efi, "efi_gop")?;
-    Ok((core, efi))
-}
-
-/// Offsets in GRUB's boot.img (grub-core/boot/i386/pc/boot.S) and diskboot.img, the first
-/// sector of core.img (diskboot.S).
-const KERNEL_SECTOR: usize = 0x5c;
-const DRIVE_CHECK: usize = 0x66;
-/// The MBR code area: the disk signature and partition table follow it.
-pub const MBR_CODE_BYTES: usize = 440;
-/// The first blocklist entry at the end of diskboot.img: start (u64), length in sectors
-/// (u16), segment (u16), growing downwards.
-const BLOCKLIST: usize = 512 - 12;
-
-/// boot.img and core.img patched for core.img at LBA `core_lba`, as grub-bios-setup
-/// patches them when it embeds core.img in one contiguous run: boot.img gets core.img's
-/// first sector at 0x5c (its LBA read loads that one sector, diskboot) and the NOPs over
-/// the floppy check that grub-bios-setup writes for hard disks; diskboot's first
-/// blocklist entry gets the rest of core.img (from `core_lba + 1`, `sectors - 1` long,
-/// loaded at segment 0x820 as the entry already says), the entry below it staying zero as
-/// the terminator. Returns the MBR code bytes and core.img padded to whole sectors.
-pub fn patch_bios_boot(
-    boot_img: &[u8],
-    core_img: &[u8],
-    core_lba: u64,
-) -> Result<(Vec<u8>, Vec<u8>), String> {
-    if boot_img.len() != 512 || &boot_img[510..] != b"\x55\xaa" {
-        return Err("boot.img is not a 512-byte boot sector".into());
-    }
-    if core_img.len() < 1024 {
-        return Err("core.img is shorter than two sectors".into());
-    }
-    let mut boot = boot_img[..MBR_CODE_BYTES].to_vec();
-    boot[KERNEL_SECTOR..KERNEL_SECTOR + 8].copy_from_slice(&core_lba.to_le_bytes());
-    boot[DRIVE_CHECK..DRIVE_CHECK + 2].copy_from_slice(&[0x90, 0x90]);
-    let mut core = core_img.to_vec();
-    core.resize(core.len().div_ceil(512) * 512, 0);
-    let rest = u16::try_from(core.len() / 512 - 1)
-        .map_err(|_| format!("core.img is too large ({} bytes)", core.len()))?;
-    // grub-mkimage already fills in the length (the rest of core.img, in sectors); the
-    // segment is diskboot's default and the entry below must be the zero terminator.
-    let len = u16::from_le_bytes([core[BLOCKLIST + 8], core[BLOCKLIST + 9]]);
-    if (len != 0 && len != rest)
-        || core[BLOCKLIST + 10..BLOCKLIST + 12] != 0x820u16.to_le_bytes()
-        || core[BLOCKLIST - 12..BLOCKLIST] != [0; 12]
-    {
-        return Err("core.img's first sector is not GRUB's diskboot.img".into());
-    }
-    core[BLOCKLIST..BLOCKLIST + 8].copy_from_slice(&(core_lba + 1).to_le_bytes());
-    core[BLOCKLIST + 8..BLOCKLIST + 10].copy_from_slice(&rest.to_le_bytes());
-    Ok((boot, core))
-}
-
-/// Installs GRUB for BIOS on the whole-disk device `disk`: core.img into the BIOS boot
-/// partition, boot.img into the MBR's code area.
-pub fn install_bios(disk: &Path, core_img: &Path) -> Result<(), BootDiskError> {
-    let boot_path = Path::new(GRUB_PC_DIR).join("boot.img");
-    let boot = fs::read(&boot_path).map_err(io_err(&boot_path))?;
-    let core = fs::read(core_img).map_err(io_err(core_img))?;
-    let (mbr, core) =
-        patch_bios_boot(&boot, &core, BIOS_BOOT_LBA).map_err(|e| BootDiskError::Io {
-            path: core_img.to_path_buf(),
-            err: io::Error::new(io::ErrorKind::InvalidData, e),
-        })?;
-    if core.len() as u64 > BIOS_BOOT_MIB << 20 {
-        return Err(BootDiskError::Io {
-            path: core_img.to_path_buf(),
-            err: io::Error::other("core.img does not fit in the BIOS boot partition"),
-        });
-    }
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(disk)
-        .map_err(io_err(disk))?;
-    f.seek(SeekFrom::Start(BIOS_BOOT_LBA * 512))
-        .and_then(|_| f.write_all(&core))
-        .and_then(|()| f.seek(SeekFrom::Start(0)))
-        .and_then(|_| f.write_all(&mbr))
-        .and_then(|()| f.sync_all())
-        .map_err(io_err(disk))
-}
-
 /// Makes the FAT32 ESP on `part` with the layout's volume id.
 pub fn mkfs_esp(part: &Path, layout: &Layout) -> Result<(), BootDiskError> {
     tool::run(
@@ -522,144 +399,6 @@ pub fn follow_default(
         record: top.join(STATE_DIR).join(ESP_FILE),
     })?;
     esp::sync_with(top, &mut MtoolsEsp::new(&device), default, at).map(Some)
-}
-
-/// The ESP's files through mtools on the partition itself: the build host needs no vfat
-/// driver (a builder VM's kernel may have none) and nothing is mounted. Every write ends
-/// with an fsync of the device, which flushes what mtools wrote through it.
-#[derive(Debug, Clone)]
-pub struct MtoolsEsp {
-    dev: PathBuf,
-}
-
-impl MtoolsEsp {
-    /// The FAT filesystem on `dev` (a partition or an image file).
-    pub fn new(dev: &Path) -> Self {
-        MtoolsEsp {
-            dev: dev.to_path_buf(),
-        }
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        // No user or system mtools.conf, no geometry check on a partition, file times
-        // from SOURCE_DATE_EPOCH (the same inputs give the same directory entries): FAT's
-        // epoch, 1980-01-01.
-        c.env("MTOOLSRC", "/dev/null")
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .env("SOURCE_DATE_EPOCH", "315532800")
-            .env("TZ", "UTC")
-            .arg("-i")
-            .arg(&self.dev);
-        c
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dev.join(rel)
-    }
-
-    fn run(&self, c: &mut Command, rel: &str) -> Result<(), EspError> {
-        tool::run(c, "mtools")
-            .map(|_| ())
-            .map_err(|e| EspError::Write {
-                path: self.path(rel),
-                err: io::Error::other(e.to_string()),
-            })?;
-        self.flush(rel)
-    }
-
-    fn flush(&self, rel: &str) -> Result<(), EspError> {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&self.dev)
-            .and_then(|f| f.sync_all())
-            .map_err(|err| EspError::Write {
-                path: self.path(rel),
-                err,
-            })
-    }
-
-    fn exists(&self, rel: &str) -> bool {
-        self.cmd("mdir")
-            .arg(format!("::/{rel}"))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-}
-
-impl esp::EspFiles for MtoolsEsp {
-    fn read(&mut self, rel: &str) -> Result<Option<Vec<u8>>, EspError> {
-        let out = self
-            .cmd("mcopy")
-            .args(["-n", &format!("::/{rel}"), "-"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|err| EspError::Read {
-                path: self.path(rel),
-                err,
-            })?;
-        if out.status.success() {
-            return Ok(Some(out.stdout));
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("not found") {
-            return Ok(None);
-        }
-        Err(EspError::Read {
-            path: self.path(rel),
-            err: io::Error::other(format!("mcopy: {}", stderr.trim())),
-        })
-    }
-
-    fn len(&mut self, rel: &str) -> Result<Option<u64>, EspError> {
-        Ok(self.read(rel)?.map(|b| b.len() as u64))
-    }
-
-    fn mkdir_all(&mut self, rel: &str) -> Result<(), EspError> {
-        let mut done = String::new();
-        for part in rel.split('/').filter(|p| !p.is_empty()) {
-            if !done.is_empty() {
-                done.push('/');
-            }
-            done.push_str(part);
-            if !self.exists(&done) {
-                let mut c = self.cmd("mmd");
-                c.arg(format!("::/{done}"));
-                self.run(&mut c, &done)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn copy_in(&mut self, src: &Path, rel: &str) -> Result<(), EspError> {
-        let mut c = self.cmd("mcopy");
-        c.arg("-o").arg(src).arg(format!("::/{rel}"));
-        self.run(&mut c, rel)
-    }
-
-    fn write(&mut self, rel: &str, data: &[u8]) -> Result<(), EspError> {
-        let tmp = std::env::temp_dir().join(format!(
-            "terra-esp-{}-{}",
-            std::process::id(),
-            rel.replace('/', "_")
-        ));
-        fs::write(&tmp, data).map_err(|err| EspError::Write {
-            path: tmp.clone(),
-            err,
-        })?;
-        let out = self.copy_in(&tmp, rel);
-        let _ = fs::remove_file(&tmp);
-        out
-    }
-
-    fn rename(&mut self, from: &str, to: &str) -> Result<(), EspError> {
-        let mut c = self.cmd("mren");
-        // -D o: replace an existing `to` (GRUB falls back to `from` if a cut loses both
-        // names' entry in between, see terra_init::esp).
-        c.args(["-D", "o", &format!("::/{from}"), &format!("::/{to}")]);
-        self.run(&mut c, to)
-    }
 }
 
 /// What `terra install` needs to make the root group's first disk bootable, worked out
@@ -785,39 +524,5 @@ mod tests {
         assert!(s.contains(&format!("start=4096, size=524288, type={ESP_TYPE}")));
         assert!(s.contains("name=terra-esp"));
         assert_eq!(a.fat_uuid().len(), 9);
-    }
-
-    #[test]
-    fn boot_and_core_are_patched_where_grub_reads_them() {
-        let mut boot = vec![0u8; 512];
-        boot[510] = 0x55;
-        boot[511] = 0xaa;
-        boot[DRIVE_CHECK] = 0xeb;
-        let mut core = vec![7u8; 3 * 512 + 100];
-        core[BLOCKLIST - 12..512].fill(0);
-        core[BLOCKLIST] = 2;
-        core[510..512].copy_from_slice(&0x820u16.to_le_bytes());
-        let (mbr, core) = patch_bios_boot(&boot, &core, 2048).unwrap();
-        assert_eq!(mbr.len(), 440);
-        assert_eq!(&mbr[0x5c..0x64], &2048u64.to_le_bytes());
-        assert_eq!(&mbr[0x66..0x68], &[0x90, 0x90]);
-        assert_eq!(core.len(), 4 * 512);
-        assert_eq!(&core[500..508], &2049u64.to_le_bytes());
-        assert_eq!(&core[508..510], &3u16.to_le_bytes());
-        assert_eq!(&core[510..512], &0x820u16.to_le_bytes());
-        assert!(patch_bios_boot(&boot[..400], &core, 1).is_err());
-    }
-
-    #[test]
-    fn grub_packages_boot_img_is_patchable() {
-        let boot = Path::new(GRUB_PC_DIR).join("boot.img");
-        let disk = Path::new(GRUB_PC_DIR).join("diskboot.img");
-        let (Ok(boot), Ok(mut core)) = (fs::read(boot), fs::read(disk)) else {
-            panic!("grub-pc-bin is not installed (scripts/setup-host.sh)");
-        };
-        core.resize(4096, 0);
-        let (mbr, core) = patch_bios_boot(&boot, &core, 2048).unwrap();
-        assert_eq!(&mbr[0x5c..0x64], &2048u64.to_le_bytes());
-        assert_eq!(&core[508..510], &7u16.to_le_bytes());
     }
 }
