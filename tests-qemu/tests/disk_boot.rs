@@ -123,3 +123,34 @@ fn the_booted_systems_confirmation_moves_the_esp_to_the_new_default() {
     assert_eq!(report(&out)["version"]["why"], "default");
     let _ = std::fs::remove_file(&disk);
 }
+
+/// A power cut in the middle of an ESP sync's last step (the old `grub.cfg` gone, the new
+/// one still `grub.cfg.new`) leaves a disk that boots: GRUB's early config falls back to
+/// `grub.cfg.new`. The builder test `disk_boot` kills the sync at every step and checks the
+/// files; this boots the one state only GRUB's fallback can save.
+#[test]
+fn a_disk_cut_off_between_the_esp_configs_still_boots() {
+    let a = artifacts();
+    let scratch = lab::lab_dir().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let copy = scratch.join("disk-boot-cut.img");
+    std::fs::copy(disk(), &copy).unwrap();
+    let moved = std::process::Command::new("mmove")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@2M", copy.display()))
+        .args(["::/terra/grub.cfg", "::/terra/grub.cfg.new"])
+        .output()
+        .unwrap();
+    assert!(moved.status.success(), "{moved:?}");
+    assert!(oci_root::esp_file(&copy, "terra/grub.cfg")
+        .unwrap()
+        .is_none());
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
+    vm.boot_disk = true;
+    vm.disks = vec![copy.clone()];
+    vm.timeout = Duration::from_secs(150);
+    let out = run(&vm);
+    expect(&out, &["subvol=os pid=1", "TERRA-DEMO-POWEROFF"]);
+    let _ = std::fs::remove_file(&copy);
+}
