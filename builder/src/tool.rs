@@ -66,6 +66,16 @@ pub fn run(cmd: &mut Command, package: &'static str) -> Result<String, ToolError
         .stdin(Stdio::null())
         .output()
         .map_err(|e| spawn_error(&command, package, e))?;
+    captured(command, package, out)
+}
+
+/// A finished run's stdout, or the error naming the command, its package and its output
+/// (stderr, else stdout).
+fn captured(
+    command: String,
+    package: &'static str,
+    out: std::process::Output,
+) -> Result<String, ToolError> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         let output = if stderr.is_empty() {
@@ -106,23 +116,7 @@ pub fn run_with_input(
     let out = child
         .wait_with_output()
         .map_err(|e| spawn_error(&command, package, e))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let output = if stderr.is_empty() {
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        } else {
-            stderr
-        };
-        return Err(ToolError {
-            command,
-            package,
-            kind: ToolErrorKind::Failed {
-                status: out.status,
-                output: tail(&output, 60),
-            },
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    captured(command, package, out)
 }
 
 /// Runs `cmd` with its output on this process's terminal (long builds show progress).

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use lab::versions::power_cut;
-use oci_common::{add_image, layer, terra, write_index, Comp, E};
+use oci_common::{layer, tagged_layout, terra, Comp, E};
 
 const UUID: &str = "5e2b7c1a-0d4f-4a8e-9b6c-3f1e2d4c5b6a";
 /// The kill test's disks: tests run in parallel, and two filesystems with one UUID at once
@@ -45,22 +45,18 @@ fn host_kernel() -> PathBuf {
 
 fn layout(dir: &Path) -> PathBuf {
     let layout = dir.join("layout");
-    let mut entries = Vec::new();
-    for (tag, body) in [("v1", &b"one\n"[..]), ("v2", b"two\n")] {
-        let l = layer(&[
-            E::Dir("sbin", 0o755),
-            E::File("sbin/init", b"#!/bin/sh\n", 0o755),
-            E::Dir("etc", 0o755),
-            E::File("etc/version", body, 0o644),
-        ]);
-        let (d, size) = add_image(&layout, "amd64", &[(l, Comp::Gzip)]);
-        entries.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": d, "size": size,
-            "annotations": {"org.opencontainers.image.ref.name": tag}
-        }));
-    }
-    write_index(&layout, entries);
+    let image = |body: &'static [u8]| {
+        vec![(
+            layer(&[
+                E::Dir("sbin", 0o755),
+                E::File("sbin/init", b"#!/bin/sh\n", 0o755),
+                E::Dir("etc", 0o755),
+                E::File("etc/version", body, 0o644),
+            ]),
+            Comp::Gzip,
+        )]
+    };
+    tagged_layout(&layout, &[("v1", image(b"one\n")), ("v2", image(b"two\n"))]);
     layout
 }
 

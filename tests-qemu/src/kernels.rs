@@ -19,7 +19,7 @@ use std::process::Command;
 
 use crate::disk::{demo_root, tempdir};
 use crate::oci_root::{layer_from_dir, sha256};
-use crate::versions::{layer_of, write_layout};
+use crate::versions::{layer_of, write_layout_at};
 use crate::{lab_dir, run};
 
 /// Modules the version's kernel needs to find and mount its root in the lab (with their
@@ -196,11 +196,8 @@ pub fn layout(busybox: &Path) -> crate::Result<(PathBuf, DebKernel)> {
             ("etc/demo-subvol", Some(b"k4\n"), 0o644),
             (bogus.as_str(), Some(b"not a kernel\n"), 0o644),
         ])?;
-        let tmp = layout.with_extension(format!("tmp{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        write_layout(
-            &tmp,
+        write_layout_at(
+            &layout,
             &[
                 ("v1", vec![&base]),
                 ("k2", vec![&base, &k2]),
@@ -209,7 +206,6 @@ pub fn layout(busybox: &Path) -> crate::Result<(PathBuf, DebKernel)> {
             ],
             false,
         )?;
-        fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
         Ok(layout)
     })();
     let _ = fs::remove_dir_all(&work);
