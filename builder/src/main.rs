@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use terra_builder::initramfs::{
-    self, default_stage0, read_module_list, source_date_epoch, Compression, InitramfsError,
+    self, find_stage0, read_module_list, source_date_epoch, Compression, InitramfsError,
     InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_ZSTD_LEVEL,
 };
 use terra_builder::iso::{self, IsoSpec};
@@ -267,7 +267,11 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
         Error::Usage("initramfs: missing -o OUT (see `terra initramfs --help`)".into())
     })?;
 
-    let mut spec = InitramfsSpec::new(stage0.unwrap_or_else(default_stage0), output);
+    let stage0 = match stage0 {
+        Some(p) => p,
+        None => find_stage0()?,
+    };
+    let mut spec = InitramfsSpec::new(stage0, output);
     spec.kernel = kernel;
     if !modules.is_empty() || !module_lists.is_empty() {
         spec.load = modules.clone();
