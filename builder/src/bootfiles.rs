@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use terra_init::bootstate::{INITRAMFS_FILE, KERNEL_FILE, RELEASE_FILE};
 
 use crate::initramfs::{self, Compression, InitramfsError, InitramfsSpec};
-use crate::kmod::{self, Kernel, KernelSource, KmodError};
+use crate::kmod::{self, KernelSource, KmodError};
 
 /// The module list of the disk's initramfs images, inside `.terra/` (one name per line,
 /// as `--modules-list`): `terra install` writes it, every upgrade reads it.
@@ -203,12 +203,6 @@ pub fn write_kernel_dir(
         kver: Some(kernel.release.clone()),
         modules_dir: Some(kernel.modules_dir.clone()),
     };
-    let k = Kernel::open(&source).map_err(BootFilesError::Kmod)?;
-    let (modules, left_out): (Vec<String>, Vec<String>) = spec
-        .modules
-        .iter()
-        .cloned()
-        .partition(|m| k.closure(std::slice::from_ref(m)).is_ok());
     let output = dest.join(INITRAMFS_FILE);
     let stage0 = match &spec.stage0 {
         Some(p) => p.clone(),
@@ -216,7 +210,8 @@ pub fn write_kernel_dir(
     };
     let mut is = InitramfsSpec::new(stage0, output.clone());
     is.kernel = source;
-    is.modules = modules;
+    is.modules = spec.modules.clone();
+    is.skip_missing = true;
     is.config = spec.config.clone();
     is.busybox = spec.busybox.clone();
     is.compression = Compression::default();
@@ -224,7 +219,7 @@ pub fn write_kernel_dir(
     std::fs::write(&release_file, format!("{}\n", kernel.release)).map_err(io(&release_file))?;
     Ok(KernelDir {
         release: kernel.release.clone(),
-        left_out,
+        left_out: report.left_out,
         initramfs_bytes: report.compressed_bytes,
     })
 }

@@ -172,6 +172,10 @@ pub struct InitramfsSpec {
     pub modules: Vec<String>,
     /// Modules stage0 loads unconditionally at boot (also packed).
     pub load: Vec<String>,
+    /// Leave out requested modules the kernel does not have (reported in
+    /// [`BuildReport::left_out`]) instead of failing: a set made for many kernels, used
+    /// by a kernel hook or for a version's own kernel.
+    pub skip_missing: bool,
     /// Node config, copied as is to `/etc/terra/node.toml`.
     pub config: Option<PathBuf>,
     /// Busybox for a rescue shell; None for no shell.
@@ -193,6 +197,7 @@ impl InitramfsSpec {
             kernel: KernelSource::default(),
             modules: default_modules(),
             load: Vec::new(),
+            skip_missing: false,
             config: None,
             busybox: None,
             firmware_root: PathBuf::from(FIRMWARE_ROOT),
@@ -226,6 +231,9 @@ pub struct BuildReport {
     pub missing_firmware: Vec<MissingFirmware>,
     /// Why the packed node config will be refused at boot, if it will.
     pub config_problem: Option<String>,
+    /// Requested modules left out because the kernel does not have them
+    /// ([`InitramfsSpec::skip_missing`]).
+    pub left_out: Vec<String>,
     /// Size of the cpio archive.
     pub uncompressed_bytes: u64,
     /// Size of the written file.
@@ -428,7 +436,15 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
     }
 
     let kernel = Kernel::open(&spec.kernel)?;
-    let closure = kernel.closure(&spec.modules)?;
+    let (wanted, left_out): (Vec<String>, Vec<String>) = if spec.skip_missing {
+        spec.modules
+            .iter()
+            .cloned()
+            .partition(|m| kernel.closure(std::slice::from_ref(m)).is_ok())
+    } else {
+        (spec.modules.clone(), Vec::new())
+    };
+    let closure = kernel.closure(&wanted)?;
     let modules_dir = format!("{}/{}", layout::MODULES_DIR, kernel.kver);
     a.add_dir(&modules_dir)?;
 
@@ -494,6 +510,7 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
         firmware,
         missing_firmware,
         config_problem,
+        left_out,
         uncompressed_bytes: 0,
         compressed_bytes: 0,
         compression: spec.compression,
