@@ -31,6 +31,9 @@ const USAGE: &str = "usage:
       modules (like `cargo xtask qemu --check`).
   cargo xtask test
       Unit tests, then the QEMU boot scenarios (tests-qemu).
+  cargo xtask deb
+      The Debian package: terra, stage0, the module sets and the kernel hooks, in
+      target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
                     [--iscsi-runs N] [--only dhcp|unpack|iscsi|upgrade|verify|kexec]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(args.collect()),
         Some("kernel") => kernel(args.collect()),
+        Some("deb") => deb(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(true)
@@ -307,6 +311,13 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
     vm.timeout = Duration::from_secs(q.timeout.unwrap_or(3600));
     eprintln!("xtask: booting ({accel:?}); quit with Ctrl-A X");
     Ok(vm.run_interactive()?.success())
+}
+
+fn deb() -> Result<bool, String> {
+    let deb = lab::package::build_deb()?;
+    let size = std::fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
+    println!("{} ({size} bytes)", deb.display());
+    Ok(true)
 }
 
 fn test() -> Result<bool, String> {
