@@ -160,6 +160,24 @@ impl FromStr for Compression {
     }
 }
 
+/// The driver-hints table stage0 reads when a boot fails (`terra_init::hints`): the
+/// modaliases of the kernel's storage and network drivers that are not packed, names only.
+fn driver_hints(kernel: &Kernel, packed: &[String]) -> String {
+    use terra_init::hints::{wanted_driver, Hints, BUSES};
+    let entries: Vec<(String, String)> = kernel
+        .index
+        .aliases()
+        .iter()
+        .filter(|(pattern, module)| {
+            BUSES.iter().any(|b| pattern.starts_with(b))
+                && !packed.contains(module)
+                && kernel.index.path(module).is_some_and(wanted_driver)
+        })
+        .cloned()
+        .collect();
+    Hints::render(&entries)
+}
+
 /// Everything an image is made from.
 #[derive(Debug, Clone)]
 pub struct InitramfsSpec {
@@ -501,6 +519,11 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
         load_text.push('\n');
     }
     a.add_file(layout::MODULES_LOAD, load_text.into_bytes(), false)?;
+    a.add_file(
+        terra_init::hints::HINTS_FILE,
+        driver_hints(&kernel, &closure).into_bytes(),
+        false,
+    )?;
 
     let report = BuildReport {
         kver: kernel.kver.clone(),

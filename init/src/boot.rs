@@ -99,6 +99,11 @@ pub fn run() -> ! {
         diag.loaded = d.loaded.clone();
         diag.failed = d.failed.clone();
         diag.unmatched = d.unmatched;
+        // Read only now: the table is for a boot that failed.
+        let table = std::fs::read_to_string(Path::new("/").join(crate::hints::HINTS_FILE))
+            .unwrap_or_default();
+        diag.missing_drivers =
+            crate::hints::missing_drivers(&crate::hints::Hints::parse(&table), &d.driverless());
     }
     rescue::enter(&diag, s.rescue)
 }

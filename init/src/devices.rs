@@ -231,6 +231,38 @@ impl Devices {
         }
     }
 
+    /// Devices on a bus that have a modalias, no driver bound, and no packed module for
+    /// them: (the device's directory under `/sys/bus/<bus>/devices`, its modalias). Read
+    /// when the boot fails, to name what is missing.
+    pub fn driverless(&self) -> Vec<(PathBuf, String)> {
+        let mut out = Vec::new();
+        for bus in fs::read_dir(self.paths.sys.join("bus"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for dev in fs::read_dir(bus.path().join("devices"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let dir = dev.path();
+                if dir.join("driver").exists() {
+                    continue;
+                }
+                let Ok(alias) = fs::read_to_string(dir.join("modalias")) else {
+                    continue;
+                };
+                let alias = alias.trim();
+                if !alias.is_empty() && self.index.resolve(alias).is_empty() {
+                    out.push((dir, alias.to_string()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Loads modules for every modalias of a device on a bus.
     pub fn coldplug(&mut self) {
         let mut aliases = Vec::new();

@@ -149,6 +149,11 @@ impl ModuleIndex {
         self.builtin.contains(&normalize(name))
     }
 
+    /// Every (pattern, module) of modules.alias, normalized, in file order.
+    pub fn aliases(&self) -> &[(String, String)] {
+        &self.aliases
+    }
+
     /// All module names known to modules.dep.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.modules.keys().map(String::as_str)

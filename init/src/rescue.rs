@@ -28,6 +28,9 @@ pub struct Diagnostics {
     pub failed: Vec<(String, String)>,
     /// Modaliases no packed module serves.
     pub unmatched: usize,
+    /// Storage and network devices without a driver, each with the module the full kernel
+    /// would load (`hints::missing_drivers`).
+    pub missing_drivers: Vec<String>,
     /// Phase timings.
     pub timings: String,
 }
@@ -67,6 +70,9 @@ impl Diagnostics {
                 "terra: {} device(s) have no driver in the initramfs\n",
                 self.unmatched
             ));
+        }
+        for line in &self.missing_drivers {
+            s.push_str(&format!("terra: {line}\n"));
         }
         s.push_str(&format!("terra: phase timings: {}\n", self.timings));
         s
@@ -141,6 +147,11 @@ mod tests {
             loaded: vec!["virtio_blk".into()],
             failed: vec![("crc32c_intel".into(), "No such device".into())],
             unmatched: 2,
+            missing_drivers: vec![
+                "PCI 0000:00:01.1 IDE controller [8086:7010] needs ata_piix — not in this \
+                 initramfs; add it with --module ata_piix"
+                    .into(),
+            ],
             timings: "early 1.0 ms".into(),
         };
         let r = d.render();
@@ -151,6 +162,7 @@ mod tests {
             "virtio_blk",
             "crc32c_intel failed",
             "2 device(s)",
+            "terra: PCI 0000:00:01.1 IDE controller [8086:7010] needs ata_piix",
             "early 1.0 ms",
         ] {
             assert!(r.contains(want), "{want} missing from {r}");

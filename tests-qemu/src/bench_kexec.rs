@@ -19,7 +19,7 @@ use crate::bench::{max, median, min};
 use crate::bench_upgrade::{scratch_copy, with_mount};
 use crate::{harness, kernels, versions};
 
-const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b9";
+const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001b9";
 
 /// Runs `boots` boots of each kind; returns the markdown table.
 pub fn run_kexec(terra: &Path, boots: usize) -> crate::Result<String> {

@@ -73,6 +73,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         tap: None,
         keep_writes: false,
         boot_disk: false,
+        extra: Vec::new(),
     };
     let works = probe
         .run_captured()
@@ -129,6 +130,8 @@ pub struct Vm {
     /// Boot from the first disk through the firmware (a disk made bootable by `terra
     /// install` with `mbr = true`); `kernel`, `initrd` and `append` are then unused.
     pub boot_disk: bool,
+    /// More QEMU arguments, appended as given (e.g. a disk on another controller).
+    pub extra: Vec<String>,
 }
 
 /// A tap device in a network namespace (see [`crate::netns`]) for the VM's NIC.
@@ -200,6 +203,7 @@ impl Vm {
             tap: None,
             keep_writes: false,
             boot_disk: false,
+            extra: Vec::new(),
         }
     }
 
@@ -291,6 +295,7 @@ impl Vm {
                 d.display()
             ));
         }
+        c.args(&self.extra);
         c
     }
 

@@ -11,9 +11,9 @@ use lab::kernels;
 use lab::versions::{self, fresh_disk, upgrade};
 use lab::vm::Outcome;
 
-const KEXEC_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
-const FALLBACK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a2";
-const ESP_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a4";
+const KEXEC_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a1";
+const FALLBACK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a2";
+const ESP_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a4";
 
 fn boot(disk: &Path, append: &str) -> Outcome {
     boot_kept(disk, append, 200)
@@ -129,7 +129,7 @@ fn a_version_whose_kernel_or_init_fails_falls_back_on_the_running_kernel() {
 fn a_diskless_node_kexecs_into_its_luns_kernel_and_logs_in_again() {
     use lab::tgtd::{Tgtd, GUEST_HOST_ADDR};
     const IQN: &str = "iqn.2024-01.org.terra-os:kernels-root";
-    const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a3";
+    const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a3";
     let a = artifacts();
     let (klayout, k) = kernels::layout(&busybox()).expect("kernel layout");
     let vlayout = versions::layout(&busybox()).expect("versions layout");

@@ -11,7 +11,7 @@ use std::process::Command;
 use lab::harness::{artifacts, busybox, expect, report, run};
 use lab::{kernels, oci_root, package};
 
-const HOOK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000c1";
+const HOOK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001c1";
 
 fn sh(cmd: &mut Command) -> String {
     lab::run(cmd).unwrap_or_else(|e| panic!("{e}"))
