@@ -54,6 +54,7 @@ if [ -n "$pid" ]; then
   echo "TERRA-KEEPER cmdline=$(tr '\0' ' ' < /proc/$pid/cmdline)"
   echo "TERRA-KEEPER environ=$(tr '\0' ' ' < /proc/$pid/environ)"
   echo "TERRA-KEEPER $(grep VmRSS /proc/$pid/status)"
+  grep -E '^(Rss|Anonymous|Shared_Clean|Private_Clean|Private_Dirty)' /proc/$pid/smaps_rollup | sed 's/^/TERRA-KEEPER-MEM /'
 fi
 echo "--- keeper.log"
 cat /run/terra/keeper.log
@@ -282,6 +283,8 @@ fn writes_survive_a_target_restart() {
     expect_writes_survived(&r);
     // A restarted tgtd has forgotten the session: the keeper reinstates it.
     assert!(r.out.log.contains("session reinstated"), "{}", r.out.log);
+    // The first attempt met the target still down.
+    assert!(r.out.log.contains("Connection refused"), "{}", r.out.log);
 }
 
 #[test]

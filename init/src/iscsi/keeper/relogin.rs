@@ -96,16 +96,7 @@ impl KernelLink {
 
     /// Sends every complete PDU in `out`.
     fn flush_pdus(&mut self) -> io::Result<()> {
-        while self.out.len() >= BHS_LEN {
-            let Ok(bhs) = Bhs::new(&self.out[..BHS_LEN]) else {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad BHS"));
-            };
-            let hdr_len = BHS_LEN + bhs.ahs_len();
-            let data_len = bhs.data_len();
-            let total = hdr_len + data_len + (4 - data_len % 4) % 4;
-            if self.out.len() < total {
-                break;
-            }
+        while let Some((hdr_len, data_len, total)) = complete_pdu(&self.out) {
             let (hdr, rest) = self.out.split_at(hdr_len);
             self.nl
                 .send_pdu(self.sid, self.cid, hdr, &rest[..data_len])
@@ -114,6 +105,16 @@ impl KernelLink {
         }
         Ok(())
     }
+}
+
+/// When `buf` starts with a whole PDU (no digests: none during a login): its header
+/// length (BHS and AHS), data length and length on the wire (data padded to 4).
+fn complete_pdu(buf: &[u8]) -> Option<(usize, usize, usize)> {
+    let bhs = Bhs::new(buf.get(..BHS_LEN)?).ok()?;
+    let hdr_len = BHS_LEN + bhs.ahs_len();
+    let data_len = bhs.data_len();
+    let total = hdr_len + data_len + (4 - data_len % 4) % 4;
+    (buf.len() >= total).then_some((hdr_len, data_len, total))
 }
 
 impl Write for KernelLink {
@@ -163,7 +164,7 @@ impl Read for KernelLink {
     }
 }
 
-/// Reconnects `k` with TSIH `tsih` and puts the new connection into the kernel session:
+/// Reconnects `k` with TSIH `tsih` (0: reinstate the session) and puts the new connection into the kernel session:
 /// connect (following redirects) → bind → login through the kernel → parameters → start.
 /// On failure the connection is stopped for recovery again, ready for the next attempt.
 /// Returns the session's TSIH (a new one when the target reinstated the session).
@@ -193,4 +194,37 @@ pub fn attempt(nl: &mut Netlink, sys: &Path, k: &Kept, tsih: u16) -> Result<u16,
         return Err(kernel(e));
     }
     Ok(session.tsih)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iscsi::pdu::{Digests, LoginRequest, Pdu, Stage};
+
+    #[test]
+    fn written_bytes_split_into_pdus_as_the_kernel_wants_them() {
+        let pdu = Pdu::LoginRequest(LoginRequest {
+            transit: true,
+            cont: false,
+            csg: Stage::Operational,
+            nsg: Stage::FullFeature,
+            version_max: 0,
+            version_min: 0,
+            isid: [0x80, 0, 0, 0, 0, 0],
+            tsih: 3,
+            itt: 0,
+            cid: 0,
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+            data: b"InitiatorName=iqn.x\0".to_vec(),
+        })
+        .emit(Digests::default());
+        assert_eq!(pdu.len(), 48 + 20);
+        assert_eq!(complete_pdu(&pdu[..47]), None);
+        assert_eq!(complete_pdu(&pdu[..60]), None);
+        assert_eq!(complete_pdu(&pdu), Some((48, 20, 68)));
+        let mut two = pdu.clone();
+        two.extend_from_slice(&pdu[..10]);
+        assert_eq!(complete_pdu(&two), Some((48, 20, 68)));
+    }
 }

@@ -193,46 +193,33 @@ fn recover(
     }
     let tmo = recovery_tmo(sys, k.sid);
     let mut pause = FIRST_PAUSE;
-    let mut tsih = k.tsih;
     let mut late = false;
     for n in 1u64.. {
         if let Some(why) = iscsid() {
             return Outcome::StepAside(why);
         }
-        match relogin::attempt(nl, sys, k, tsih) {
+        // Always TSIH 0, the same ISID: session reinstatement (RFC 7143 §6.3.5). At
+        // ErrorRecoveryLevel 0 a connection failure is a session failure (§7.1.5): the
+        // kernel has failed the old connection's commands (the SCSI layer sends them again
+        // with new CmdSNs), so continuing the target's session (its TSIH) would leave it
+        // waiting for CmdSNs that died with the connection. tgtd, for one, adds the new
+        // connection beside the old one and keeps the session's ExpCmdSN.
+        match relogin::attempt(nl, sys, k, 0) {
             Ok(new_tsih) => {
-                let how = if tsih != 0 && new_tsih == tsih {
-                    "session continued"
-                } else {
-                    "session reinstated"
-                };
-                k.tsih = new_tsih;
                 j.say(
                     5,
                     &format!(
-                        "session {} to {} at {} is back after {:.1} s ({n} attempt(s), {how}, TSIH {new_tsih})",
+                        "session {} to {} at {} is back after {:.1} s ({n} attempt(s); session reinstated, TSIH {} -> {new_tsih})",
                         k.sid,
                         k.target,
                         k.portal,
-                        start.elapsed().as_secs_f64()
+                        start.elapsed().as_secs_f64(),
+                        k.tsih
                     ),
                 );
+                k.tsih = new_tsih;
                 drain(events, k);
                 return Outcome::Recovered;
-            }
-            // A target that restarted has forgotten the session: reinstate it (TSIH 0, the
-            // same ISID, RFC 7143 §6.3.5), as open-iscsi does, at once.
-            Err(relogin::RecoveryError::Login(e))
-                if tsih != 0
-                    && e.status().is_some_and(|(class, _)| class == 2)
-                    && !e.is_authentication_failure() =>
-            {
-                j.say(
-                    5,
-                    &format!("{e}; the target does not continue TSIH {tsih}: reinstating the session"),
-                );
-                tsih = 0;
-                continue;
             }
             Err(e) => {
                 if n == 1 || n % 10 == 0 {
