@@ -293,7 +293,14 @@ impl Vm {
         };
         let mut child = self
             .command()
-            .args(["-display", "none", "-serial", "stdio", "-monitor", &monitor_arg])
+            .args([
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-monitor",
+                &monitor_arg,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -399,7 +406,10 @@ impl Running {
     /// Sends one command to QEMU's human monitor and returns its answer.
     pub fn monitor(&self, command: &str) -> crate::Result<String> {
         use std::io::Write;
-        let path = self.monitor.as_ref().ok_or("the VM has no monitor socket")?;
+        let path = self
+            .monitor
+            .as_ref()
+            .ok_or("the VM has no monitor socket")?;
         let mut s = std::os::unix::net::UnixStream::connect(path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         s.set_read_timeout(Some(Duration::from_millis(500)))

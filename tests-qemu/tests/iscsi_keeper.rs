@@ -63,6 +63,28 @@ sync
 poweroff -f
 "#;
 
+/// A root init that starts a stand-in for iscsid (a process whose PID is in
+/// `/run/iscsid.pid`, as open-iscsi's iscsid writes it) and then checks that the keeper
+/// stepped aside.
+const STEP_ASIDE: &str = r#"#!/bin/sh
+export PATH=/bin:/sbin
+keeper() {
+  for d in /proc/[0-9]*; do
+    [ "$(cat $d/comm 2>/dev/null)" = keeper ] && echo ${d#/proc/}
+  done
+}
+echo "TERRA-ASIDE keeper before: $(keeper)"
+sleep 60 &
+echo $! > /run/iscsid.pid
+n=0
+while [ -n "$(keeper)" ] && [ $n -lt 100 ]; do sleep 0.2; n=$((n+1)); done
+echo "TERRA-ASIDE keeper after: $(keeper)"
+echo "--- keeper.log"
+cat /run/terra/keeper.log
+echo "--- end keeper.log"
+poweroff -f
+"#;
+
 /// A LUN image, removed when the test ends, pass or fail.
 struct Lun(PathBuf);
 
@@ -77,8 +99,16 @@ fn lun(name: &str) -> Lun {
     let base = BtrfsDisk::new("os", LUN_UUID, &["os"])
         .image(&busybox)
         .expect("demo disk");
-    Lun(tgtd::lun_image_with(&base, name, &["os"], &[("bin/keeper-writer", WRITER)])
-        .expect("LUN image"))
+    Lun(tgtd::lun_image_with(
+        &base,
+        name,
+        &["os"],
+        &[
+            ("bin/keeper-writer", WRITER),
+            ("bin/step-aside", STEP_ASIDE),
+        ],
+    )
+    .expect("LUN image"))
 }
 
 /// tgtd serving `image` as LUN 1 of [`IQN`], on `port` when given, with mutual CHAP
@@ -154,7 +184,9 @@ fn run(name: &str, chap: bool, outage: Outage) -> Run {
             eprintln!("host: tgtd back on port {port}");
         }
         Outage::LinkDown => {
-            let info = running.monitor("info network").unwrap_or_else(|e| panic!("{e}"));
+            let info = running
+                .monitor("info network")
+                .unwrap_or_else(|e| panic!("{e}"));
             // `-nic user,model=…` names the NIC after its model, e.g. `virtio-net-pci.0`.
             let nic = info
                 .lines()
@@ -163,7 +195,13 @@ fn run(name: &str, chap: bool, outage: Outage) -> Run {
                 .find(|n| n.starts_with("virtio-net-pci"))
                 .unwrap_or("virtio-net-pci.0")
                 .to_string();
-            eprintln!("host: link {nic} down: {}", running.monitor(&format!("set_link {nic} off")).unwrap_or_default().trim());
+            eprintln!(
+                "host: link {nic} down: {}",
+                running
+                    .monitor(&format!("set_link {nic} off"))
+                    .unwrap_or_default()
+                    .trim()
+            );
             std::thread::sleep(OUTAGE);
             running
                 .monitor(&format!("set_link {nic} on"))
@@ -222,7 +260,12 @@ fn expect_writes_survived(r: &Run) -> (f64, f64) {
         .unwrap_or(0);
     let numbers: Vec<u64> = r.lines.iter().map(|(n, _)| *n).collect();
     let expected: Vec<u64> = (1..=written).collect();
-    assert_eq!(numbers, expected, "the LUN's file must hold every line in order; {}", ctx());
+    assert_eq!(
+        numbers,
+        expected,
+        "the LUN's file must hold every line in order; {}",
+        ctx()
+    );
     // The longest pause between two writes is the outage the writer lived through.
     let (at, stall) = r
         .lines
@@ -235,7 +278,11 @@ fn expect_writes_survived(r: &Run) -> (f64, f64) {
         ctx()
     );
     let after = r.lines.iter().filter(|(_, t)| *t >= at).count();
-    assert!(after >= 5, "only {after} writes after the outage; {}", ctx());
+    assert!(
+        after >= 5,
+        "only {after} writes after the outage; {}",
+        ctx()
+    );
     assert!(
         log.contains("terra-keeper: connection of session") && log.contains("is back after"),
         "the keeper did not report the recovery; {}",
@@ -253,9 +300,17 @@ fn expect_writes_survived(r: &Run) -> (f64, f64) {
     // its predecessor's sync returned, plus the writer's 200 ms pause.
     let back = keeper_log
         .lines()
+        .rev()
         .filter(|l| l.contains("is back after"))
-        .filter_map(|l| l.trim_start_matches('[').split(']').next()?.trim().parse::<f64>().ok())
-        .last()
+        .filter_map(|l| {
+            l.trim_start_matches('[')
+                .split(']')
+                .next()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .next()
         .unwrap_or(0.0);
     let first_write = at - 0.2 - back;
     eprintln!(
@@ -298,4 +353,39 @@ fn writes_survive_a_target_restart_with_mutual_chap() {
 fn writes_survive_a_link_down() {
     let r = run("keeper-link", false, Outage::LinkDown);
     expect_writes_survived(&r);
+}
+
+/// The keeper exits once the system runs its own iscsid (here: a process named by
+/// `/run/iscsid.pid`), which adopts the sessions.
+#[test]
+fn keeper_steps_aside_for_iscsid() {
+    let img = lun("keeper-aside");
+    let t = serve(&img.0, None, false);
+    let a = artifacts();
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.nic = Some("virtio".into());
+    vm.append = format!(
+        "terra.rescue=halt rd.iscsi.initiator={INITIATOR} netroot=iscsi:{GUEST_HOST_ADDR}::{}:1:{IQN} rw init=/bin/step-aside",
+        t.port
+    );
+    vm.timeout = Duration::from_secs(240);
+    let out = vm.run_captured().unwrap_or_else(|e| panic!("{e}"));
+    drop(t);
+    let log = &out.log;
+    let before = log
+        .lines()
+        .find_map(|l| l.strip_prefix("TERRA-ASIDE keeper before: "))
+        .unwrap_or_default();
+    assert!(
+        !before.trim().is_empty(),
+        "no keeper ran; serial log:\n{log}"
+    );
+    assert!(
+        log.contains("TERRA-ASIDE keeper after: \n"),
+        "the keeper did not exit; serial log:\n{log}"
+    );
+    assert!(
+        log.contains("/run/iscsid.pid): it adopts the sessions; the keeper exits"),
+        "serial log:\n{log}"
+    );
 }

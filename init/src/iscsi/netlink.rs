@@ -378,7 +378,9 @@ pub fn conn_state(sys: &Path, sid: u32, cid: u32) -> Option<String> {
     let p = sys.join(format!(
         "class/iscsi_connection/connection{sid}:{cid}/state"
     ));
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// A session the kernel now runs.

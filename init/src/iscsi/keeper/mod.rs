@@ -103,9 +103,14 @@ fn spawn(attached: &[Attached]) -> std::io::Result<u32> {
     if let Some(dir) = Path::new(PROGRAM).parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // The initramfs is gone: the running program is still reachable through /proc.
-    std::fs::copy("/proc/self/exe", PROGRAM)?;
-    std::fs::set_permissions(PROGRAM, std::fs::Permissions::from_mode(0o700))?;
+    // The confirmation command is the same program: a second name costs no memory (the
+    // copy lives in tmpfs, and its mapped pages are the keeper's RSS).
+    let _ = std::fs::remove_file(PROGRAM);
+    if std::fs::hard_link(crate::bless::PROGRAM, PROGRAM).is_err() {
+        // The initramfs is gone: the running program is still reachable through /proc.
+        std::fs::copy("/proc/self/exe", PROGRAM)?;
+        std::fs::set_permissions(PROGRAM, std::fs::Permissions::from_mode(0o700))?;
+    }
     let mut child = Command::new(PROGRAM)
         .arg0(ARGV0)
         .env_clear()

@@ -141,14 +141,19 @@ impl Read for KernelLink {
                 .next(left.min(std::time::Duration::from_secs(1)))
                 .map_err(|e| io::Error::other(e.to_string()))?;
             match event {
-                Some(KernelEvent::RecvPdu { sid, cid, pdu }) if (sid, cid) == (self.sid, self.cid) => {
+                Some(KernelEvent::RecvPdu { sid, cid, pdu })
+                    if (sid, cid) == (self.sid, self.cid) =>
+                {
                     // The kernel copies the 48-byte header and the data without its padding;
                     // the PDU reader expects the wire form.
                     self.inbuf = pdu;
                     let data_len = self.inbuf.len().saturating_sub(BHS_LEN);
-                    self.inbuf.resize(self.inbuf.len() + (4 - data_len % 4) % 4, 0);
+                    self.inbuf
+                        .resize(self.inbuf.len() + (4 - data_len % 4) % 4, 0);
                 }
-                Some(KernelEvent::ConnError { sid, cid, error }) if (sid, cid) == (self.sid, self.cid) => {
+                Some(KernelEvent::ConnError { sid, cid, error })
+                    if (sid, cid) == (self.sid, self.cid) =>
+                {
                     return Err(io::Error::new(
                         io::ErrorKind::ConnectionReset,
                         format!("the kernel reports connection error {error} during the login"),
@@ -177,17 +182,20 @@ pub fn attempt(nl: &mut Netlink, sys: &Path, k: &Kept, tsih: u16) -> Result<u16,
         portal: k.portal.to_string(),
         error,
     };
-    let session: Session<KernelLink> = login::connect_via(&k.portal, &cfg, &mut |stream, cfg, deadline| {
-        let result = KernelLink::bind(sys, sid, cid, stream, deadline)
-            .map_err(|e| LoginErrorKind::Io(io::Error::other(e.to_string())))
-            .and_then(|link| login::login(link, cfg, deadline, &mut crate::entropy::fill_secret));
-        if result.is_err() {
-            // Releases the socket just bound (if it was): the next bind needs a free slot.
-            let _ = nl.stop_conn_for_recovery(sid, cid);
-        }
-        result
-    })
-    .map_err(RecoveryError::Login)?;
+    let session: Session<KernelLink> =
+        login::connect_via(&k.portal, &cfg, &mut |stream, cfg, deadline| {
+            let result = KernelLink::bind(sys, sid, cid, stream, deadline)
+                .map_err(|e| LoginErrorKind::Io(io::Error::other(e.to_string())))
+                .and_then(|link| {
+                    login::login(link, cfg, deadline, &mut crate::entropy::fill_secret)
+                });
+            if result.is_err() {
+                // Releases the socket just bound (if it was): the next bind needs a free slot.
+                let _ = nl.stop_conn_for_recovery(sid, cid);
+            }
+            result
+        })
+        .map_err(RecoveryError::Login)?;
     let params = netlink::kernel_params(&session, &k.portal);
     if let Err(e) = netlink::configure_and_start(nl, sid, cid, &params) {
         let _ = nl.stop_conn_for_recovery(sid, cid);

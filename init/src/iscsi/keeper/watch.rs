@@ -32,7 +32,10 @@ impl Journal {
     /// Opens /dev/kmsg and [`LOG`] (mode 0600); either may be missing.
     pub fn open() -> Self {
         Journal {
-            kmsg: std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok(),
+            kmsg: std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/kmsg")
+                .ok(),
             file: std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -65,13 +68,19 @@ pub fn iscsid_running(proc: &Path, run: &Path) -> Option<String> {
     if let Ok(pid) = std::fs::read_to_string(run.join("iscsid.pid")) {
         let pid = pid.trim();
         if !pid.is_empty() && proc.join(pid).is_dir() {
-            return Some(format!("iscsid runs (pid {pid}, {}/iscsid.pid)", run.display()));
+            return Some(format!(
+                "iscsid runs (pid {pid}, {}/iscsid.pid)",
+                run.display()
+            ));
         }
     }
     let dir = std::fs::read_dir(proc).ok()?;
     for e in dir.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "iscsid") {
@@ -111,7 +120,10 @@ pub fn run(mut sessions: Vec<Kept>, j: &mut Journal, sys: &Path) -> i32 {
     }
     loop {
         if let Some(why) = iscsid() {
-            j.say(5, &format!("{why}: it adopts the sessions; the keeper exits"));
+            j.say(
+                5,
+                &format!("{why}: it adopts the sessions; the keeper exits"),
+            );
             return 0;
         }
         sessions.retain(|k| {
@@ -128,9 +140,10 @@ pub fn run(mut sessions: Vec<Kept>, j: &mut Journal, sys: &Path) -> i32 {
             return 0;
         }
         // An error may have come before the keeper listened, or been lost (ENOBUFS).
-        let mut failed: Option<(usize, String)> = sessions.iter().position(|k| {
-            netlink::conn_state(sys, k.sid, k.cid).as_deref() == Some("failed")
-        }).map(|i| (i, "found failed in sysfs".to_string()));
+        let mut failed: Option<(usize, String)> = sessions
+            .iter()
+            .position(|k| netlink::conn_state(sys, k.sid, k.cid).as_deref() == Some("failed"))
+            .map(|i| (i, "found failed in sysfs".to_string()));
         if failed.is_none() {
             match events.next(TICK) {
                 Ok(Some(KernelEvent::ConnError { sid, cid, error })) => {
@@ -153,7 +166,10 @@ pub fn run(mut sessions: Vec<Kept>, j: &mut Journal, sys: &Path) -> i32 {
                 sessions.remove(i);
             }
             Outcome::StepAside(why) => {
-                j.say(5, &format!("{why}: it takes over the recovery; the keeper exits"));
+                j.say(
+                    5,
+                    &format!("{why}: it takes over the recovery; the keeper exits"),
+                );
                 return 0;
             }
         }
@@ -186,7 +202,10 @@ fn recover(
         ),
     );
     if let Err(e) = nl.stop_conn_for_recovery(k.sid, k.cid) {
-        if !sys.join(format!("class/iscsi_session/session{}", k.sid)).exists() {
+        if !sys
+            .join(format!("class/iscsi_session/session{}", k.sid))
+            .exists()
+        {
             return Outcome::Gone;
         }
         j.say(4, &format!("stopping connection {}:{}: {e}", k.sid, k.cid));
@@ -227,7 +246,10 @@ fn recover(
                 }
             }
         }
-        if !sys.join(format!("class/iscsi_session/session{}", k.sid)).exists() {
+        if !sys
+            .join(format!("class/iscsi_session/session{}", k.sid))
+            .exists()
+        {
             return Outcome::Gone;
         }
         if !late && start.elapsed() >= tmo {

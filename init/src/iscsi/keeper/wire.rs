@@ -54,7 +54,7 @@ fn put(s: &mut String, key: &str, bytes: &[u8]) {
 }
 
 fn unhex(v: &str) -> Result<Vec<u8>, String> {
-    if v.len() % 2 != 0 {
+    if !v.len().is_multiple_of(2) {
         return Err("odd hex length".into());
     }
     (0..v.len())
@@ -142,15 +142,19 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Kept>, String> {
                 let num = |v: &str| v.parse::<u64>().map_err(|_| "not a number".to_string());
                 let r: Result<(), String> = (|| {
                     match key {
-                        "sid" => p.sid = Some(u32::try_from(num(value)?).map_err(|e| e.to_string())?),
-                        "cid" => p.cid = Some(u32::try_from(num(value)?).map_err(|e| e.to_string())?),
-                        "host" => p.host = Some(u32::try_from(num(value)?).map_err(|e| e.to_string())?),
+                        "sid" => {
+                            p.sid = Some(u32::try_from(num(value)?).map_err(|e| e.to_string())?)
+                        }
+                        "cid" => {
+                            p.cid = Some(u32::try_from(num(value)?).map_err(|e| e.to_string())?)
+                        }
+                        "host" => {
+                            p.host = Some(u32::try_from(num(value)?).map_err(|e| e.to_string())?)
+                        }
                         "tsih" => p.tsih = u16::try_from(num(value)?).map_err(|e| e.to_string())?,
                         "timeout_ms" => p.timeout = Some(Duration::from_millis(num(value)?)),
                         "portal" => {
-                            p.portal = Some(
-                                Portal::parse(&text(value)?).ok_or("unusable portal")?,
-                            )
+                            p.portal = Some(Portal::parse(&text(value)?).ok_or("unusable portal")?)
                         }
                         "initiator" => p.initiator = Some(text(value)?),
                         "target" => p.target = Some(text(value)?),
@@ -215,11 +219,17 @@ mod tests {
         let sessions = vec![kept(Some(chap)), kept(None)];
         let bytes = encode(&sessions);
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(!text.contains("s3cret") && !text.contains("other"), "hex only");
+        assert!(
+            !text.contains("s3cret") && !text.contains("other"),
+            "hex only"
+        );
         let back = decode(&bytes).unwrap();
         assert_eq!(back.len(), 2);
         let c = back[0].chap.as_ref().unwrap();
-        assert_eq!(c.initiator.secret.expose(), b"s3cret with spaces\nand lines");
+        assert_eq!(
+            c.initiator.secret.expose(),
+            b"s3cret with spaces\nand lines"
+        );
         assert_eq!(c.mutual.as_ref().unwrap().secret.expose(), b"other");
         assert_eq!(c.algorithms, vec![ChapAlgorithm::Md5]);
         assert_eq!(back[0].portal, sessions[0].portal);
