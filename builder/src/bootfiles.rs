@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use terra_init::bootstate::{INITRAMFS_FILE, KERNEL_FILE, RELEASE_FILE};
 
 use crate::initramfs::{self, Compression, InitramfsError, InitramfsSpec};
-use crate::kmod::{self, Kernel, KernelSource, KmodError};
+use crate::kmod::{self, KernelSource, KmodError};
 
 /// The module list of the disk's initramfs images, inside `.terra/` (one name per line,
 /// as `--modules-list`): `terra install` writes it, every upgrade reads it.
@@ -28,8 +28,8 @@ pub struct FoundKernel {
 /// How the initramfs of a kernel directory is made.
 #[derive(Debug, Clone)]
 pub struct BootInitramfs {
-    /// The static stage0.
-    pub stage0: PathBuf,
+    /// The static stage0; None: found when needed (`initramfs::find_stage0`).
+    pub stage0: Option<PathBuf>,
     /// Modules to pack; those the kernel does not have are left out and reported.
     pub modules: Vec<String>,
     /// node.toml to embed.
@@ -40,7 +40,7 @@ pub struct BootInitramfs {
 
 impl BootInitramfs {
     /// The disk's settings: its module list (`.terra/initramfs.modules`, else the default
-    /// set) and its node.toml, with `stage0` (`$TERRA_STAGE0`, else this workspace's build).
+    /// set) and its node.toml; stage0 is looked for when a kernel needs an initramfs.
     pub fn for_disk(state_dir: &Path) -> Result<BootInitramfs, BootFilesError> {
         let list = state_dir.join(MODULES_FILE);
         let modules = if list.is_file() {
@@ -50,19 +50,12 @@ impl BootInitramfs {
         };
         let node = state_dir.join(terra_init::bootstate::NODE_FILE);
         Ok(BootInitramfs {
-            stage0: stage0_path(),
+            stage0: None,
             modules,
             config: node.is_file().then_some(node),
             busybox: None,
         })
     }
-}
-
-/// The stage0 to pack: `$TERRA_STAGE0`, else the workspace's build output.
-pub fn stage0_path() -> PathBuf {
-    std::env::var_os("TERRA_STAGE0")
-        .map(PathBuf::from)
-        .unwrap_or_else(initramfs::default_stage0)
 }
 
 /// What went wrong with a kernel directory.
@@ -210,16 +203,15 @@ pub fn write_kernel_dir(
         kver: Some(kernel.release.clone()),
         modules_dir: Some(kernel.modules_dir.clone()),
     };
-    let k = Kernel::open(&source).map_err(BootFilesError::Kmod)?;
-    let (modules, left_out): (Vec<String>, Vec<String>) = spec
-        .modules
-        .iter()
-        .cloned()
-        .partition(|m| k.closure(std::slice::from_ref(m)).is_ok());
     let output = dest.join(INITRAMFS_FILE);
-    let mut is = InitramfsSpec::new(spec.stage0.clone(), output.clone());
+    let stage0 = match &spec.stage0 {
+        Some(p) => p.clone(),
+        None => initramfs::find_stage0().map_err(BootFilesError::Initramfs)?,
+    };
+    let mut is = InitramfsSpec::new(stage0, output.clone());
     is.kernel = source;
-    is.modules = modules;
+    is.modules = spec.modules.clone();
+    is.skip_missing = true;
     is.config = spec.config.clone();
     is.busybox = spec.busybox.clone();
     is.compression = Compression::default();
@@ -227,7 +219,7 @@ pub fn write_kernel_dir(
     std::fs::write(&release_file, format!("{}\n", kernel.release)).map_err(io(&release_file))?;
     Ok(KernelDir {
         release: kernel.release.clone(),
-        left_out,
+        left_out: report.left_out,
         initramfs_bytes: report.compressed_bytes,
     })
 }

@@ -47,6 +47,31 @@ pub fn default_stage0() -> PathBuf {
         .join(STAGE0_IN_WORKSPACE)
 }
 
+/// Where the packaged stage0 is installed (`cargo xtask deb` and distributions).
+pub const PACKAGED_STAGE0: &str = "/usr/lib/terra/stage0";
+
+/// The stage0 to pack when none is named: `$TERRA_STAGE0`, else `stage0` beside this
+/// executable, else [`PACKAGED_STAGE0`], else this workspace's build ([`default_stage0`]);
+/// the first that exists. The error lists where it looked.
+pub fn find_stage0() -> Result<PathBuf, InitramfsError> {
+    let mut looked: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("TERRA_STAGE0") {
+        looked.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        looked.push(dir.join("stage0"));
+    }
+    looked.push(PathBuf::from(PACKAGED_STAGE0));
+    looked.push(default_stage0());
+    match looked.iter().find(|p| p.is_file()) {
+        Some(p) => Ok(p.clone()),
+        None => Err(InitramfsError::Stage0NotFound { looked }),
+    }
+}
+
 /// Module names from a list: one per line, `#` starts a comment, blank lines are ignored.
 pub fn parse_module_list(text: &str) -> Vec<String> {
     text.lines()
@@ -147,6 +172,10 @@ pub struct InitramfsSpec {
     pub modules: Vec<String>,
     /// Modules stage0 loads unconditionally at boot (also packed).
     pub load: Vec<String>,
+    /// Leave out requested modules the kernel does not have (reported in
+    /// [`BuildReport::left_out`]) instead of failing: a set made for many kernels, used
+    /// by a kernel hook or for a version's own kernel.
+    pub skip_missing: bool,
     /// Node config, copied as is to `/etc/terra/node.toml`.
     pub config: Option<PathBuf>,
     /// Busybox for a rescue shell; None for no shell.
@@ -168,6 +197,7 @@ impl InitramfsSpec {
             kernel: KernelSource::default(),
             modules: default_modules(),
             load: Vec::new(),
+            skip_missing: false,
             config: None,
             busybox: None,
             firmware_root: PathBuf::from(FIRMWARE_ROOT),
@@ -201,6 +231,9 @@ pub struct BuildReport {
     pub missing_firmware: Vec<MissingFirmware>,
     /// Why the packed node config will be refused at boot, if it will.
     pub config_problem: Option<String>,
+    /// Requested modules left out because the kernel does not have them
+    /// ([`InitramfsSpec::skip_missing`]).
+    pub left_out: Vec<String>,
     /// Size of the cpio archive.
     pub uncompressed_bytes: u64,
     /// Size of the written file.
@@ -213,6 +246,8 @@ pub struct BuildReport {
 pub enum InitramfsError {
     /// The stage0 binary does not exist.
     Stage0Missing { path: PathBuf },
+    /// No stage0 was named and none was found where one is installed.
+    Stage0NotFound { looked: Vec<PathBuf> },
     /// An input file could not be read.
     Read {
         what: &'static str,
@@ -250,6 +285,17 @@ impl fmt::Display for InitramfsError {
                 "stage0 binary {} does not exist; build it with `cargo build -p terra-init \
                  --bin stage0 --profile stage0 --target x86_64-unknown-linux-musl` or pass --stage0 PATH",
                 path.display()
+            ),
+            InitramfsError::Stage0NotFound { looked } => write!(
+                f,
+                "no stage0 binary: looked at {} ($TERRA_STAGE0, beside terra, the packaged \
+                 path, this workspace's build); build it with `cargo build -p terra-init --bin \
+                 stage0 --profile stage0 --target x86_64-unknown-linux-musl` or pass --stage0 PATH",
+                looked
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             InitramfsError::Read { what, path, err } => {
                 write!(f, "cannot read {what} {}: {err}", path.display())
@@ -390,7 +436,15 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
     }
 
     let kernel = Kernel::open(&spec.kernel)?;
-    let closure = kernel.closure(&spec.modules)?;
+    let (wanted, left_out): (Vec<String>, Vec<String>) = if spec.skip_missing {
+        spec.modules
+            .iter()
+            .cloned()
+            .partition(|m| kernel.closure(std::slice::from_ref(m)).is_ok())
+    } else {
+        (spec.modules.clone(), Vec::new())
+    };
+    let closure = kernel.closure(&wanted)?;
     let modules_dir = format!("{}/{}", layout::MODULES_DIR, kernel.kver);
     a.add_dir(&modules_dir)?;
 
@@ -456,6 +510,7 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
         firmware,
         missing_firmware,
         config_problem,
+        left_out,
         uncompressed_bytes: 0,
         compressed_bytes: 0,
         compression: spec.compression,
@@ -526,6 +581,27 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), InitramfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage0_is_found_from_terra_stage0_first_and_never_a_missing_one() {
+        let t = tempfile::tempdir().unwrap();
+        let here = t.path().join("stage0");
+        std::fs::write(&here, b"x").unwrap();
+        // The only test in this binary that sets the variable.
+        std::env::set_var("TERRA_STAGE0", &here);
+        assert_eq!(find_stage0().unwrap(), here);
+        let gone = t.path().join("gone");
+        std::env::set_var("TERRA_STAGE0", &gone);
+        match find_stage0() {
+            Ok(p) => assert_ne!(p, gone),
+            Err(InitramfsError::Stage0NotFound { looked }) => {
+                assert_eq!(looked[0], gone);
+                assert!(looked.contains(&PathBuf::from(PACKAGED_STAGE0)));
+            }
+            Err(e) => panic!("{e}"),
+        }
+        std::env::remove_var("TERRA_STAGE0");
+    }
 
     #[test]
     fn module_lists_skip_comments_and_blanks() {

@@ -17,6 +17,7 @@ use terra_init::config::{ConfigError, Disk, Group, NodeConfig, DEFAULT_ROOT_NAME
 use terra_init::persist::DEFAULT_ETC_OVERLAY;
 use terra_init::probe;
 
+use crate::bootdisk::{self, BootPlan};
 use crate::oci::{self, ApplyOptions, ImageRef, OciError, Platform, ResolveOptions, UnpackReport};
 use crate::tool::{self, ToolError};
 use crate::versions;
@@ -45,6 +46,11 @@ pub struct InstallSpec {
     pub writable: bool,
     /// Refuse the image unless signed by one of these keys (`--verify-key`).
     pub verify: Option<oci::VerifyPolicy>,
+    /// The base kernel of a bootable disk (`mbr = true`); default: the host's newest
+    /// `/boot/vmlinuz-*` with modules.
+    pub kernel: Option<PathBuf>,
+    /// Extra kernel arguments of a bootable disk's GRUB entry.
+    pub cmdline: String,
 }
 
 impl InstallSpec {
@@ -61,6 +67,8 @@ impl InstallSpec {
             root_uuid: None,
             writable: false,
             verify: None,
+            kernel: None,
+            cmdline: String::new(),
         }
     }
 }
@@ -129,6 +137,8 @@ pub enum InstallError {
     Image(OciError),
     /// Making the first version failed.
     Version(Box<versions::VersionsError>),
+    /// Making the disk bootable (`mbr = true`) failed.
+    Boot(bootdisk::BootDiskError),
 }
 
 impl fmt::Display for InstallError {
@@ -168,6 +178,7 @@ impl fmt::Display for InstallError {
             InstallError::Tool(e) => write!(f, "{e}"),
             InstallError::Image(e) => write!(f, "{e}"),
             InstallError::Version(e) => write!(f, "{e}"),
+            InstallError::Boot(e) => write!(f, "{e}"),
         }
     }
 }
@@ -177,6 +188,12 @@ impl std::error::Error for InstallError {}
 impl From<OciError> for InstallError {
     fn from(e: OciError) -> Self {
         InstallError::Image(e)
+    }
+}
+
+impl From<bootdisk::BootDiskError> for InstallError {
+    fn from(e: bootdisk::BootDiskError) -> Self {
+        InstallError::Boot(e)
     }
 }
 
@@ -372,10 +389,13 @@ impl Drop for Loops {
         for dev in self.0.drain(..).rev() {
             // The btrfs driver remembers the device path with this filesystem's UUID; a later
             // filesystem on the same loop device would be refused as a mismatch. Forget it.
-            let _ = Command::new("btrfs")
-                .args(["device", "scan", "--forget"])
-                .arg(&dev)
-                .output();
+            let parts = bootdisk::partitions(&dev).into_iter().map(|(_, p)| p);
+            for member in std::iter::once(PathBuf::from(&dev)).chain(parts) {
+                let _ = Command::new("btrfs")
+                    .args(["device", "scan", "--forget"])
+                    .arg(&member)
+                    .output();
+            }
             let _ = Command::new("losetup").arg("-d").arg(&dev).output();
         }
     }
@@ -402,8 +422,9 @@ pub(crate) fn attach(group: &Group, loops: &mut Loops) -> Result<Vec<String>, In
         })?;
         if meta.is_file() {
             let out = tool::run(
+                // --partscan: a bootable disk's btrfs is its third partition.
                 Command::new("losetup")
-                    .args(["--find", "--show"])
+                    .args(["--find", "--show", "--partscan"])
                     .arg(&path),
                 "mount",
             )?;
@@ -466,6 +487,60 @@ pub(crate) fn subvolume_create(path: &Path) -> Result<(), InstallError> {
     Ok(())
 }
 
+/// The boot plan when the root group has `mbr = true` (refused on other groups), with the
+/// root filesystem's UUID fixed (generated when `--uuid` is not given) since the partition
+/// identifiers and `root=` derive from it.
+fn plan_boot(
+    spec: &InstallSpec,
+    node: &NodeConfig,
+    groups: &[Group],
+    root_idx: usize,
+) -> Result<Option<BootPlan>, InstallError> {
+    if let Some(g) = groups
+        .iter()
+        .enumerate()
+        .find(|(i, g)| g.mbr && *i != root_idx)
+    {
+        return Err(InstallError::Group {
+            label: g.1.label.clone(),
+            reason: "mbr = true: only the root group's first disk can be made bootable \
+                     (the root group is the one labelled `os`, else the first)"
+                .into(),
+        });
+    }
+    let root = &groups[root_idx];
+    if !root.mbr {
+        if let Some(k) = &spec.kernel {
+            return Err(InstallError::Group {
+                label: root.label.clone(),
+                reason: format!(
+                    "--kernel {}: only a bootable disk (mbr = true) carries a kernel",
+                    k.display()
+                ),
+            });
+        }
+        return Ok(None);
+    }
+    let uuid = match &spec.root_uuid {
+        Some(u) => u.clone(),
+        None => fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .map_err(|err| InstallError::Disk {
+                disk: "/proc/sys/kernel/random/uuid".into(),
+                err,
+            })?
+            .trim()
+            .to_string(),
+    };
+    let kernel = bootdisk::base_kernel(spec.kernel.as_deref())?;
+    Ok(Some(BootPlan {
+        disk: PathBuf::from(&root.disk[0].device),
+        layout: bootdisk::Layout::derive(&uuid),
+        kernel,
+        cmdline: bootdisk::kernel_cmdline(&spec.config, node, &uuid, &spec.cmdline),
+        root_uuid: uuid,
+    }))
+}
+
 /// Installs per `spec`.
 pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
     let text = fs::read_to_string(&spec.config).map_err(|e| {
@@ -516,11 +591,16 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
         },
     )?;
     image.verify_blobs()?;
+    let boot_plan = plan_boot(spec, &node, &groups, root_idx)?;
     prepare_disks(&groups, spec.force)?;
 
     let work = oci::image::temp_dir("terra-install")?;
     let _work = oci::image::TempDir(work.clone());
     let mut loops = Loops(Vec::new());
+    let root_uuid = boot_plan
+        .as_ref()
+        .map(|p| p.root_uuid.clone())
+        .or_else(|| spec.root_uuid.clone());
     let mut report = InstallReport {
         groups: Vec::new(),
         root_label: root_label.clone(),
@@ -533,9 +613,23 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
         fstab: fstab(&groups, &root_label, &root_name),
     };
     for (i, g) in groups.iter().enumerate() {
-        let devs = attach(g, &mut loops)?;
+        let boot_disk = boot_plan.as_ref().filter(|_| i == root_idx);
+        if let Some(p) = boot_disk {
+            bootdisk::partition(&p.disk, &p.layout)?;
+        }
+        let mut devs = attach(g, &mut loops)?;
+        // The whole first disk (GRUB's boot sector) and its ESP; btrfs gets partition 3.
+        let mut bootable = None;
+        if boot_disk.is_some() {
+            let whole = devs[0].clone();
+            let esp = bootdisk::wait_partition(&whole, terra_init::esp::ESP_PARTLABEL)?;
+            devs[0] = bootdisk::wait_partition(&whole, terra_init::esp::ROOT_PARTLABEL)?
+                .display()
+                .to_string();
+            bootable = Some((PathBuf::from(whole), esp));
+        }
         let uuid = if i == root_idx {
-            spec.root_uuid.as_deref()
+            root_uuid.as_deref()
         } else {
             None
         };
@@ -601,6 +695,9 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
             bootstate::store(&mnt, &mut state)
                 .map_err(|e| InstallError::Version(Box::new(e.into())))?;
             versions::settled(&mnt, &root_name);
+            if let (Some(p), Some((whole, esp))) = (boot_disk, &bootable) {
+                bootdisk::finish(p, &mnt, whole, esp, &work, &root_name, &boot)?;
+            }
         }
         // Unmount now (not at the end) so a later group's failure leaves this one whole.
         rustix::fs::sync();

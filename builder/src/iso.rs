@@ -164,7 +164,7 @@ pub fn kernel_args(spec: &IsoSpec) -> Result<Vec<String>, IsoError> {
 /// One argument as a GRUB script word: bare when it has no characters GRUB's parser
 /// treats specially, else single-quoted (GRUB's `linux` re-quotes arguments with spaces
 /// for the kernel).
-fn grub_word(arg: &str) -> String {
+pub(crate) fn grub_word(arg: &str) -> String {
     let plain = arg
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"._,:/=+@%-".contains(&b));

@@ -2,6 +2,7 @@
 //! artifacts. The `terra` binary is a thin argument parser over this library.
 
 pub mod bootargs;
+pub mod bootdisk;
 pub mod bootfiles;
 pub mod cpio;
 pub mod elf;

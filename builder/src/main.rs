@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use terra_builder::initramfs::{
-    self, default_stage0, read_module_list, source_date_epoch, Compression, InitramfsError,
+    self, find_stage0, read_module_list, source_date_epoch, Compression, InitramfsError,
     InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_ZSTD_LEVEL,
 };
 use terra_builder::iso::{self, IsoSpec};
@@ -55,9 +55,9 @@ Options:
                           (default: the newest installed)
       --modules-dir DIR   take modules from DIR instead (its name is the kernel
                           version unless --kver is given)
-      --stage0 PATH       stage0 binary, packed as /init
-                          (default: target/x86_64-unknown-linux-musl/stage0/stage0
-                          in the terra workspace)
+      --stage0 PATH       stage0 binary, packed as /init (default: $TERRA_STAGE0,
+                          stage0 beside terra, /usr/lib/terra/stage0, then this
+                          workspace's build)
       --config PATH       node config, packed as /etc/terra/node.toml
       --module NAME       pack NAME and its dependencies and load it at boot;
                           repeatable, or comma-separated
@@ -69,6 +69,10 @@ Options:
       --rescue-shell      add busybox as /bin/sh
       --busybox PATH      static busybox for the rescue shell (default /bin/busybox;
                           implies --rescue-shell)
+      --skip-missing-modules
+                          leave out listed modules this kernel does not have
+                          (named on stderr) instead of failing: for kernel hooks
+                          and sets shared by several kernel flavours
       --firmware-dir DIR  firmware root (default /lib/firmware)
       --compress C        zstd[:1-19], gzip[:1-9] or none (default zstd:{zstd})
   -h, --help              print this help
@@ -226,6 +230,7 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
     let mut module_lists: Vec<PathBuf> = Vec::new();
     let mut config: Option<PathBuf> = None;
     let mut rescue_shell = false;
+    let mut skip_missing = false;
     let mut busybox: Option<PathBuf> = None;
     let mut firmware_root: Option<PathBuf> = None;
     let mut compression = Compression::default();
@@ -250,6 +255,7 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
             }
             Long("modules-list") => module_lists.push(parser.value()?.into()),
             Long("rescue-shell") => rescue_shell = true,
+            Long("skip-missing-modules") => skip_missing = true,
             Long("busybox") => {
                 busybox = Some(parser.value()?.into());
                 rescue_shell = true;
@@ -267,7 +273,11 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
         Error::Usage("initramfs: missing -o OUT (see `terra initramfs --help`)".into())
     })?;
 
-    let mut spec = InitramfsSpec::new(stage0.unwrap_or_else(default_stage0), output);
+    let stage0 = match stage0 {
+        Some(p) => p,
+        None => find_stage0()?,
+    };
+    let mut spec = InitramfsSpec::new(stage0, output);
     spec.kernel = kernel;
     if !modules.is_empty() || !module_lists.is_empty() {
         spec.load = modules.clone();
@@ -277,6 +287,7 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
         spec.modules = modules;
     }
     spec.config = config;
+    spec.skip_missing = skip_missing;
     if rescue_shell {
         spec.busybox = Some(busybox.unwrap_or_else(|| PathBuf::from(DEFAULT_BUSYBOX)));
     }
@@ -291,6 +302,13 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
     // Missing firmware only matters on hardware that needs it: warn, grouped by module.
     if let Some(problem) = &report.config_problem {
         eprintln!("terra: warning: stage0 will refuse this config at boot: {problem}");
+    }
+    if !report.left_out.is_empty() {
+        eprintln!(
+            "terra: warning: kernel {} has no module {} (left out)",
+            report.kver,
+            report.left_out.join(", ")
+        );
     }
     let mut missing = report.missing_firmware.iter().peekable();
     while let Some(first) = missing.next() {

@@ -66,6 +66,16 @@ pub fn run(cmd: &mut Command, package: &'static str) -> Result<String, ToolError
         .stdin(Stdio::null())
         .output()
         .map_err(|e| spawn_error(&command, package, e))?;
+    captured(command, package, out)
+}
+
+/// A finished run's stdout, or the error naming the command, its package and its output
+/// (stderr, else stdout).
+fn captured(
+    command: String,
+    package: &'static str,
+    out: std::process::Output,
+) -> Result<String, ToolError> {
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         let output = if stderr.is_empty() {
@@ -83,6 +93,30 @@ pub fn run(cmd: &mut Command, package: &'static str) -> Result<String, ToolError
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `cmd` with `input` on its stdin (sfdisk reads its script there); returns stdout.
+pub fn run_with_input(
+    cmd: &mut Command,
+    package: &'static str,
+    input: &[u8],
+) -> Result<String, ToolError> {
+    use std::io::Write as _;
+    let command = describe(cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_error(&command, package, e))?;
+    // A tool that exits without reading all of it shows as its exit status below.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| spawn_error(&command, package, e))?;
+    captured(command, package, out)
 }
 
 /// Runs `cmd` with its output on this process's terminal (long builds show progress).

@@ -27,6 +27,7 @@ use terra_init::bootstate::{
 };
 use terra_init::config::{Group, NodeConfig};
 
+use crate::bootdisk;
 use crate::bootfiles::{self, BootFilesError, BootInitramfs, KernelDir};
 use crate::install::{self, InstallError, Loops, Mounted};
 use crate::oci::verify::KeyError;
@@ -131,6 +132,9 @@ pub struct Top {
     pub label: String,
     /// The version the running system booted (running-system mode only).
     pub booted: Option<String>,
+    /// Kernel names of the disks attached for `--disk` (where the ESP is looked for);
+    /// empty on the running system (every block device).
+    pub disks: Vec<String>,
     _lock: fs::File,
     _mounted: Mounted,
     _loops: Loops,
@@ -149,6 +153,7 @@ pub fn open(target: &Target) -> Result<Top, VersionsError> {
     let work_guard = oci::image::TempDir(work.clone());
     let mnt = work.join("top");
     let mut loops = Loops(Vec::new());
+    let mut disks = Vec::new();
     let (mounted, disk, booted, first_dev) = if target.disks.is_empty() {
         let report = fs::read(terra_init::layout::BOOT_REPORT).map_err(|e| {
             VersionsError::Refused(format!(
@@ -186,6 +191,12 @@ pub fn open(target: &Target) -> Result<Top, VersionsError> {
             ..Default::default()
         };
         let devs = install::attach(&group, &mut loops)?;
+        disks = devs
+            .iter()
+            .filter_map(|d| Some(Path::new(d).file_name()?.to_str()?.to_string()))
+            .collect();
+        // A bootable disk (mbr = true) holds the filesystem in its terra-root partition.
+        let devs: Vec<String> = devs.iter().map(|d| bootdisk::root_member(d)).collect();
         // A copy of a disk image carries its filesystem's UUID; the kernel may still hold
         // a registration of that UUID on a loop device that is gone. Forget unmounted ones.
         let _ = Command::new("btrfs")
@@ -223,13 +234,39 @@ pub fn open(target: &Target) -> Result<Top, VersionsError> {
         disk,
         label,
         booted,
+        disks,
         _lock: lock,
         _mounted: mounted,
         _loops: loops,
         _work: work_guard,
     };
     sweep(&top.path)?;
+    // Like the sweep, finish what a killed run left: an ESP behind the stored default.
+    if let Ok(Some(state)) = bootstate::load(&top.path) {
+        follow_esp(&top, &state.default);
+    }
     Ok(top)
+}
+
+/// Brings the disk's ESP, when it boots from one (`.terra/esp`), to the default version.
+/// A failure is said, not returned: the stored state is the truth, and the next `terra`
+/// command on the disk (every one syncs when it opens it) or `bless` catches up. Returns a
+/// note for the user when the ESP changed.
+fn follow_esp(top: &Top, default: &str) -> String {
+    let synced = crate::bootdisk::follow_default(&top.path, default, &top.disks, &mut |step| {
+        crash_point(step.name())
+    });
+    match synced {
+        Ok(Some(true)) => format!("; the ESP boots {default} now"),
+        Ok(_) => String::new(),
+        Err(e) => {
+            log_line(&format!(
+                "warning: the ESP was not brought to {default}: {e} (the boot state is \
+                 stored; the next terra command on this disk retries)"
+            ));
+            String::new()
+        }
+    }
 }
 
 impl Top {
@@ -325,7 +362,8 @@ fn remove_leftover(path: &Path) -> bool {
 
 /// Test hook: with `TERRA_CRASH_AT=<point>` in the environment, the process kills itself
 /// with SIGKILL at that point, so tests can show each step is crash-safe (README,
-/// "Versions"). Points: `unpacked`, `chained`, `renamed`, `built`, `stored`, `forgotten`.
+/// "Versions"). Points: `unpacked`, `chained`, `renamed`, `built`, `stored`, `forgotten`,
+/// and those of an ESP sync (`esp-slot`, `esp-staged`, `esp-renamed`, [`terra_init::esp::Step`]).
 fn crash_point(point: &str) {
     if std::env::var_os("TERRA_CRASH_AT").is_some_and(|v| v == point) {
         eprintln!("terra: TERRA_CRASH_AT={point}: killing myself");
@@ -1006,7 +1044,8 @@ pub fn bless(
         }
     };
     top.store(&mut state)?;
-    Ok(msg)
+    let note = follow_esp(&top, &state.default);
+    Ok(msg + &note)
 }
 
 /// `terra rollback`: the last good version becomes the default.
@@ -1016,7 +1055,8 @@ pub fn rollback(target: &Target) -> Result<String, VersionsError> {
     let previous = state.default.clone();
     let to = state.rollback()?;
     top.store(&mut state)?;
-    Ok(format!("default is now {to} (was {previous})"))
+    let note = follow_esp(&top, &state.default);
+    Ok(format!("default is now {to} (was {previous}){note}"))
 }
 
 /// `terra gc`.

@@ -9,24 +9,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use oci_common::{add_image, layer, run_terra, terra, write_index, Comp, E};
-
-/// An image's layers, each with its compression.
-type Layers = Vec<(Vec<u8>, Comp)>;
+use oci_common::{layer, run_terra, tagged_layout, terra, Comp, Layers, E};
 
 /// A layout with images tagged by name, each a list of layers.
 fn layout(dir: &Path, images: &[(&str, Layers)]) -> PathBuf {
     let layout = dir.join("layout");
-    let mut entries = Vec::new();
-    for (tag, layers) in images {
-        let (d, size) = add_image(&layout, "amd64", layers);
-        entries.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": d, "size": size,
-            "annotations": {"org.opencontainers.image.ref.name": tag}
-        }));
-    }
-    write_index(&layout, entries);
+    tagged_layout(&layout, images);
     layout
 }
 

@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::bootstate::{self, StateError};
+use crate::esp;
 use crate::layout::{BOOT_REPORT, INIT};
 use crate::select;
 
@@ -160,9 +161,31 @@ pub fn bless(verdict: Verdict) -> Result<String, String> {
             }
         };
         bootstate::store(top, &mut state)?;
-        Ok(message)
+        Ok(message + &follow_esp(top, &state.default))
     })
     .map_err(|e| e.to_string())
+}
+
+/// Where [`follow_esp`] mounts the ESP, inside this command's private mount namespace.
+const ESP_MOUNT: &str = "/run/terra/esp";
+
+/// Brings the disk's ESP (when it boots from one) to the default just stored. A failure
+/// is said, not returned: the state is the truth, and the next sync (any `terra` command
+/// on the disk, or the next confirmation) catches up. Returns a note when the ESP changed.
+fn follow_esp(top: &Path, default: &str) -> String {
+    match esp::with_esp(top, Path::new(ESP_MOUNT), |mnt| {
+        esp::sync(top, mnt, default)
+    }) {
+        Ok(Some(true)) => format!("; the ESP boots {default} now"),
+        Ok(_) => String::new(),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "terra: bless: warning: the ESP was not brought to {default}: {e}"
+            );
+            String::new()
+        }
+    }
 }
 
 /// A mount namespace of our own, so the top level never shows in the system's mounts.

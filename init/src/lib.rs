@@ -10,6 +10,7 @@ pub mod crc;
 pub mod devices;
 pub mod early;
 pub mod entropy;
+pub mod esp;
 pub mod iscsi;
 pub mod kexec;
 pub mod layout;

@@ -26,6 +26,9 @@ use crate::switch::{self, SwitchError};
 /// confirmation in the real system) reads and writes the boot state.
 pub const TOP: &str = "/run/terra/top";
 
+/// What mounting the ESP needs: FAT with its default code page and I/O charset.
+const ESP_MODULES: [&str; 3] = ["vfat", "nls_cp437", "nls_ascii"];
+
 /// Why no version could be mounted.
 #[derive(Debug)]
 pub enum SelectError {
@@ -319,6 +322,19 @@ fn choose(
                     }
                 }
                 let tentative = c.why == Why::Tentative;
+                if tentative
+                    && top
+                        .join(bootstate::STATE_DIR)
+                        .join(crate::esp::ESP_FILE)
+                        .is_file()
+                {
+                    // The confirmation brings the disk's ESP to this version, in a root
+                    // that may have neither these modules (a version without a kernel
+                    // runs on the initramfs's) nor a modprobe for the kernel to call.
+                    for m in ESP_MODULES {
+                        load_module(m);
+                    }
+                }
                 let mounts = crate::persist::mount(top, dev, read_only, load_module);
                 let confirm = if tentative {
                     crate::bless::install(Path::new(SYSROOT))

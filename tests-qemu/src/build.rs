@@ -32,6 +32,23 @@ fn musl_installed() -> bool {
         .unwrap_or(false)
 }
 
+/// `rustup target add` of the musl target when rustup is there (once per process, bounded
+/// in time); whether the target is installed afterwards.
+fn add_musl() -> bool {
+    static TRIED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRIED.get_or_init(|| {
+        if crate::host::which("rustup").is_none() {
+            return false;
+        }
+        eprintln!("lab: installing the rust target {MUSL} (rustup target add {MUSL})");
+        let added = Command::new("timeout")
+            .args(["120", "rustup", "target", "add", MUSL])
+            .status()
+            .is_ok_and(|s| s.success());
+        added && musl_installed()
+    })
+}
+
 /// Builds stage0 with the size-tuned `stage0` profile, statically: for musl, or, when that
 /// target cannot be installed, for glibc with crt-static. Returns the binary's path.
 pub fn stage0() -> crate::Result<PathBuf> {
@@ -51,7 +68,7 @@ pub fn bench_iscsi() -> crate::Result<PathBuf> {
 /// Builds a static binary with the `stage0` profile; see [`stage0`].
 fn static_bin(package: &str, bin: &str) -> crate::Result<PathBuf> {
     let mut cmd = cargo();
-    let target = if musl_installed() {
+    let target = if musl_installed() || add_musl() {
         MUSL
     } else {
         eprintln!("lab: rust target {MUSL} is not installed (rustup target add {MUSL}); building static glibc");

@@ -263,7 +263,7 @@ fn build_in(work: &Path) -> crate::Result<()> {
         "lab: debootstrap {SUITE} ({PACKAGES}) from {mirror} into {}",
         rootfs.display()
     );
-    debootstrap(&rootfs, &mirror)?;
+    debootstrap(&rootfs, &mirror, PACKAGES)?;
     eprintln!(
         "lab: debootstrap took {:.0} s",
         start.elapsed().as_secs_f64()
@@ -326,7 +326,9 @@ fn unmount_under(dir: &Path) {
 
 /// `debootstrap --variant=minbase --include=PACKAGES SUITE rootfs mirror`, bounded in time;
 /// a failure reports the end of its output and where its log is.
-fn debootstrap(rootfs: &Path, mirror: &str) -> crate::Result<()> {
+/// `debootstrap --variant=minbase --include=<packages>` of [`SUITE`] from `mirror` into
+/// `rootfs`, bounded in time; a failure carries the tail of its log.
+pub fn debootstrap(rootfs: &Path, mirror: &str, packages: &str) -> crate::Result<()> {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join("debootstrap").is_file()))
         .unwrap_or(false)
@@ -342,7 +344,7 @@ fn debootstrap(rootfs: &Path, mirror: &str) -> crate::Result<()> {
         &DEBOOTSTRAP_TIMEOUT_S.to_string(),
         "debootstrap",
         "--variant=minbase",
-        &format!("--include={PACKAGES}"),
+        &format!("--include={packages}"),
         SUITE,
     ])
     .arg(rootfs)

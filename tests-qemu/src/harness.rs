@@ -44,6 +44,26 @@ pub fn vm(disks: Vec<PathBuf>, append: &str, timeout: u64) -> Vm {
     vm
 }
 
+/// Boots the lab's kernel and initramfs on `disk` with its writes kept, for scenarios that
+/// boot one disk again and again.
+pub fn boot_kept(disk: &std::path::Path, append: &str, timeout: u64) -> Outcome {
+    let mut v = vm(vec![disk.to_path_buf()], append, timeout);
+    v.keep_writes = true;
+    run(&v)
+}
+
+/// `terra versions --disk D`, as (name, state, tries left).
+pub fn versions_of(disk: &std::path::Path) -> Vec<(String, String, u64)> {
+    crate::versions::states(&artifacts().terra, disk).expect("terra versions")
+}
+
+/// What [`versions_of`] should say.
+pub fn want(list: &[(&str, &str, u64)]) -> Vec<(String, String, u64)> {
+    list.iter()
+        .map(|(n, s, t)| (n.to_string(), s.to_string(), *t))
+        .collect()
+}
+
 /// Runs the VM; a QEMU that cannot start fails the test.
 pub fn run(vm: &Vm) -> Outcome {
     vm.run_captured().expect("qemu runs")

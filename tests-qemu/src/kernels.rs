@@ -19,7 +19,7 @@ use std::process::Command;
 
 use crate::disk::{demo_root, tempdir};
 use crate::oci_root::{layer_from_dir, sha256};
-use crate::versions::{layer_of, write_layout};
+use crate::versions::{layer_of, write_layout_at};
 use crate::{lab_dir, run};
 
 /// Modules the version's kernel needs to find and mount its root in the lab (with their
@@ -36,6 +36,7 @@ const MODULES: &[&str] = &[
     "overlay",
     "vfat",
     "nls_cp437",
+    "nls_ascii",
 ];
 
 /// A kernel unpacked from a Debian package.
@@ -52,12 +53,21 @@ pub struct DebKernel {
 /// Serializes the download and the cached layout between the tests of one process.
 static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Debian's cloud kernel, fetched and unpacked once.
-pub fn cloud_kernel() -> crate::Result<DebKernel> {
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = lab_dir().join("kernels").join("cloud");
-    if let Some(k) = unpacked(&dir) {
-        return Ok(k);
+/// The cloud kernel's package, downloaded once into `target/lab/kernels` (never installed
+/// on the host); also what the package test installs into a Debian root.
+pub fn cloud_kernel_deb() -> crate::Result<PathBuf> {
+    let dir = lab_dir().join("kernels");
+    let cached = |dir: &Path| {
+        fs::read_dir(dir).ok().and_then(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+                p.extension().is_some_and(|x| x == "deb")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("linux-image-"))
+            })
+        })
+    };
+    if let Some(deb) = cached(&dir) {
+        return Ok(deb);
     }
     // The metapackage names the current kernel package.
     let depends = run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))
@@ -79,29 +89,49 @@ pub fn cloud_kernel() -> crate::Result<DebKernel> {
     .map_err(|e| {
         format!("{e}\n(apt-get download {package}: the package mirror must be reachable)")
     })?;
-    let deb = fs::read_dir(&work)
-        .map_err(|e| format!("{}: {e}", work.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| format!("apt-get download {package} left no .deb"))?;
+    let deb = cached(&work).ok_or_else(|| format!("apt-get download {package} left no .deb"))?;
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dest = dir.join(deb.file_name().unwrap_or_default());
+    fs::rename(&deb, &dest)
+        .or_else(|_| fs::copy(&deb, &dest).map(|_| ()))
+        .map_err(|e| format!("{}: {e}", dest.display()))?;
+    let _ = fs::remove_dir_all(&work);
+    Ok(dest)
+}
+
+/// Debian's cloud kernel, fetched and unpacked once.
+pub fn cloud_kernel() -> crate::Result<DebKernel> {
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = lab_dir().join("kernels").join("cloud");
+    if let Some(k) = unpacked(&dir) {
+        return Ok(k);
+    }
+    let deb = cloud_kernel_deb()?;
+    let work = tempdir("cloud-kernel")?;
     let tree = work.join("tree");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
-    let release = package
-        .strip_prefix("linux-image-")
-        .unwrap_or(&package)
-        .to_string();
+    let release = unpacked_release(&tree)
+        .ok_or_else(|| format!("{}: no boot/vmlinuz-* inside", deb.display()))?;
     // Installing the package would run depmod; unpacking it does not.
     run(Command::new("depmod").arg("-b").arg(&tree).arg(&release))?;
-    fs::create_dir_all(dir.parent().unwrap_or(&dir)).map_err(|e| e.to_string())?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&tree, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let _ = fs::remove_dir_all(&work);
     unpacked(&dir).ok_or_else(|| {
         format!(
-            "{}: no kernel with modules after unpacking {package}",
-            dir.display()
+            "{}: no kernel with modules after unpacking {}",
+            dir.display(),
+            deb.display()
         )
     })
+}
+
+/// The release of the `boot/vmlinuz-<release>` in an unpacked package.
+fn unpacked_release(tree: &Path) -> Option<String> {
+    fs::read_dir(tree.join("boot"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
 }
 
 fn unpacked(dir: &Path) -> Option<DebKernel> {
@@ -173,8 +203,9 @@ pub fn layout(busybox: &Path) -> crate::Result<(PathBuf, DebKernel)> {
             .map_err(|e| e.to_string())?;
         let base = layer_from_dir(&root)?;
         let layout = lab_dir().join("images").join(format!(
-            "kernels-{}-{}",
+            "kernels-{}-{}-{}",
             &sha256(&base)[7..19],
+            &sha256(MODULES.join(",").as_bytes())[7..13],
             k.release
         ));
         if layout.join("index.json").is_file() {
@@ -194,11 +225,8 @@ pub fn layout(busybox: &Path) -> crate::Result<(PathBuf, DebKernel)> {
             ("etc/demo-subvol", Some(b"k4\n"), 0o644),
             (bogus.as_str(), Some(b"not a kernel\n"), 0o644),
         ])?;
-        let tmp = layout.with_extension(format!("tmp{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        write_layout(
-            &tmp,
+        write_layout_at(
+            &layout,
             &[
                 ("v1", vec![&base]),
                 ("k2", vec![&base, &k2]),
@@ -207,7 +235,6 @@ pub fn layout(busybox: &Path) -> crate::Result<(PathBuf, DebKernel)> {
             ],
             false,
         )?;
-        fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
         Ok(layout)
     })();
     let _ = fs::remove_dir_all(&work);

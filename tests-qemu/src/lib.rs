@@ -16,6 +16,7 @@ pub mod host;
 pub mod kernels;
 pub mod netns;
 pub mod oci_root;
+pub mod package;
 pub mod tgtd;
 pub mod versions;
 pub mod vm;

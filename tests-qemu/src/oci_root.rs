@@ -608,6 +608,110 @@ pub fn demo_disk(terra: &Path, busybox: &Path, uuid: &str) -> crate::Result<Path
     )
 }
 
+/// The demo image installed by `terra install` on one 512 MiB disk with `mbr = true`: the
+/// disk boots by itself under BIOS and UEFI (GRUB, the ESP holding `kernel` and a Terra
+/// initramfs with `stage0`), with `append` added to its kernel command line
+/// (`terra.demo=poweroff` makes the demo init end the run). See [`boot_disk`].
+pub fn demo_boot_disk(
+    terra: &Path,
+    busybox: &Path,
+    stage0: &Path,
+    kernel: &Path,
+    uuid: &str,
+    append: &str,
+) -> crate::Result<PathBuf> {
+    let (layout, digest) = demo_layout(busybox)?;
+    boot_disk(
+        &BootDisk {
+            terra,
+            stage0,
+            kernel,
+            image: &format!("oci:{}:{DEMO_TAG}", layout.display()),
+            uuid,
+            append,
+        },
+        &format!("boot-{uuid}-{}", &digest[7..19]),
+    )
+}
+
+/// What [`boot_disk`] installs.
+#[derive(Debug, Clone)]
+pub struct BootDisk<'a> {
+    /// The terra binary.
+    pub terra: &'a Path,
+    /// stage0 for the disk's initramfs.
+    pub stage0: &'a Path,
+    /// The base kernel (`--kernel`).
+    pub kernel: &'a Path,
+    /// The image reference.
+    pub image: &'a str,
+    /// The root filesystem's UUID.
+    pub uuid: &'a str,
+    /// Extra kernel arguments on the ESP (`--cmdline`).
+    pub append: &'a str,
+}
+
+/// A disk image made by `terra install` with `mbr = true` (label `os`, one 512 MiB disk),
+/// cached under target/lab/disks as `<name>-<hash>.img`, the hash covering `append` and the
+/// kernel's, terra's and stage0's sizes and times (a new build makes a new disk).
+pub fn boot_disk(spec: &BootDisk, name: &str) -> crate::Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in [spec.terra, spec.stage0, spec.kernel] {
+        let m = fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        (m.len(), m.modified().ok()).hash(&mut h);
+    }
+    (spec.append, spec.image).hash(&mut h);
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = lab_dir().join("disks");
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{name}-{:016x}.img", h.finish()));
+    if path.is_file() {
+        return Ok(path);
+    }
+    if !crate::host::nix_is_root() {
+        return Err("terra install needs root (loop devices and mount)".into());
+    }
+    let work = tempdir("install-boot")?;
+    let disk = work.join("disk.img");
+    let node = work.join("node.toml");
+    let text = format!(
+        "hostname = \"terra-demo\"\nimage = \"{}\"\n\n[[groups]]\n\
+         label = \"os\"\nmbr = true\n  [[groups.disk]]\n  device = \"{}\"\n  size = 512\n",
+        spec.image,
+        disk.display()
+    );
+    let installed = fs::write(&node, text)
+        .map_err(|e| format!("{}: {e}", node.display()))
+        .and_then(|()| {
+            run(Command::new(spec.terra)
+                .env("TERRA_STAGE0", spec.stage0)
+                .arg("install")
+                .arg(&node)
+                .args(["--uuid", spec.uuid, "--cmdline", spec.append, "--kernel"])
+                .arg(spec.kernel))
+        })
+        .and_then(|_| fs::rename(&disk, &path).map_err(|e| format!("{}: {e}", path.display())));
+    let _ = fs::remove_dir_all(&work);
+    installed?;
+    Ok(path)
+}
+
+/// A file of the ESP of a disk made by [`boot_disk`], read with mtools (the ESP starts at
+/// 2 MiB); None when it is missing.
+pub fn esp_file(disk: &Path, path: &str) -> crate::Result<Option<Vec<u8>>> {
+    let out = Command::new("mcopy")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-n")
+        .arg("-i")
+        .arg(format!("{}@@2M", disk.display()))
+        .arg(format!("::/{path}"))
+        .arg("-")
+        .output()
+        .map_err(|e| format!("mcopy: {e}"))?;
+    Ok(out.status.success().then_some(out.stdout))
+}
+
 /// Deterministic pseudo-random numbers (xorshift64*) for generated benchmark files.
 pub(crate) struct Rng(pub(crate) u64);
 

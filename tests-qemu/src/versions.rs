@@ -53,6 +53,20 @@ pub fn write_layout(layout: &Path, images: &[(&str, Vec<&[u8]>)], gzip: bool) ->
     Ok(())
 }
 
+/// [`write_layout`] made beside `layout` and renamed into place, so a cached layout that
+/// exists is complete.
+pub fn write_layout_at(
+    layout: &Path,
+    images: &[(&str, Vec<&[u8]>)],
+    gzip: bool,
+) -> crate::Result<()> {
+    let tmp = layout.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    write_layout(&tmp, images, gzip)?;
+    fs::rename(&tmp, layout).map_err(|e| format!("{}: {e}", layout.display()))
+}
+
 /// Serializes building the cached layout and disks between the tests of one process.
 static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -82,11 +96,8 @@ pub fn layout(busybox: &Path) -> crate::Result<PathBuf> {
         ("etc/demo-subvol", Some(b"v4\n"), 0o644),
         ("sbin/init", Some(NO_CONFIRM_INIT.as_bytes()), 0o755),
     ])?;
-    let tmp = layout.with_extension(format!("tmp{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    write_layout(
-        &tmp,
+    write_layout_at(
+        &layout,
         &[
             ("v1", vec![&base]),
             ("v2", vec![&base, &v2]),
@@ -95,7 +106,6 @@ pub fn layout(busybox: &Path) -> crate::Result<PathBuf> {
         ],
         false,
     )?;
-    fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
     Ok(layout)
 }
 

@@ -72,6 +72,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         netboot: None,
         tap: None,
         keep_writes: false,
+        boot_disk: false,
     };
     let works = probe
         .run_captured()
@@ -125,6 +126,9 @@ pub struct Vm {
     /// Write to the disk images themselves (scenarios that boot one disk several times);
     /// by default writes go to a throwaway snapshot.
     pub keep_writes: bool,
+    /// Boot from the first disk through the firmware (a disk made bootable by `terra
+    /// install` with `mbr = true`); `kernel`, `initrd` and `append` are then unused.
+    pub boot_disk: bool,
 }
 
 /// A tap device in a network namespace (see [`crate::netns`]) for the VM's NIC.
@@ -195,6 +199,7 @@ impl Vm {
             netboot: None,
             tap: None,
             keep_writes: false,
+            boot_disk: false,
         }
     }
 
@@ -259,6 +264,8 @@ impl Vm {
                 "virtio-net-pci,netdev=netboot0,mac={},bootindex=0",
                 qemu_opt(&nb.mac)
             ));
+        } else if self.boot_disk {
+            // The first disk boots (bootindex below), under both firmwares.
         } else {
             c.arg("-kernel").arg(&self.kernel);
             if let Some(i) = &self.initrd {
@@ -267,11 +274,21 @@ impl Vm {
             c.arg("-append")
                 .arg(format!("console=ttyS0 panic=-1 {}", self.append).trim_end());
         }
-        for d in &self.disks {
+        let snapshot = if self.keep_writes { "off" } else { "on" };
+        for (i, d) in self.disks.iter().enumerate() {
+            if self.boot_disk && i == 0 {
+                // bootindex needs the device spelled out; the same virtio-blk-pci disk.
+                c.arg("-drive")
+                    .arg(format!(
+                        "file={},format=raw,if=none,id=boot0,snapshot={snapshot}",
+                        qemu_opt(&d.to_string_lossy())
+                    ))
+                    .args(["-device", "virtio-blk-pci,drive=boot0,bootindex=0"]);
+                continue;
+            }
             c.arg("-drive").arg(format!(
-                "file={},format=raw,if=virtio,snapshot={}",
-                d.display(),
-                if self.keep_writes { "off" } else { "on" }
+                "file={},format=raw,if=virtio,snapshot={snapshot}",
+                d.display()
             ));
         }
         c

@@ -6,32 +6,21 @@
 
 use std::path::Path;
 
-use lab::harness::{artifacts, busybox, expect, report, run, vm};
+use lab::harness::{artifacts, boot_kept, busybox, expect, report, run, versions_of, want};
 use lab::kernels;
-use lab::versions::{self, fresh_disk, states, upgrade};
+use lab::versions::{self, fresh_disk, upgrade};
 use lab::vm::Outcome;
 
 const KEXEC_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
 const FALLBACK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a2";
+const ESP_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a4";
 
 fn boot(disk: &Path, append: &str) -> Outcome {
-    let mut v = vm(
-        vec![disk.to_path_buf()],
-        &format!("terra.demo=poweroff {append}"),
-        200,
-    );
-    v.keep_writes = true;
-    run(&v)
+    boot_kept(disk, append, 200)
 }
 
 fn st(disk: &Path) -> Vec<(String, String, u64)> {
-    states(&artifacts().terra, disk).expect("terra versions")
-}
-
-fn want(list: &[(&str, &str, u64)]) -> Vec<(String, String, u64)> {
-    list.iter()
-        .map(|(n, s, t)| (n.to_string(), s.to_string(), *t))
-        .collect()
+    versions_of(disk)
 }
 
 #[test]
@@ -186,4 +175,83 @@ fn a_diskless_node_kexecs_into_its_luns_kernel_and_logs_in_again() {
         want(&[("os", "good", 0), ("v2", "default", 0)]),
         "the state on the LUN"
     );
+}
+
+/// The whole flow on a disk that boots by itself: installed with `mbr = true` (its ESP holds
+/// the lab's kernel), upgraded to a version carrying the cloud kernel; the first boot goes
+/// through GRUB, the lab's kernel and a kexec into the version's kernel, whose root confirms
+/// it and brings the ESP along; the next boot starts the version's kernel straight from the
+/// ESP, with no kexec.
+#[test]
+fn an_installed_disk_kexecs_once_then_boots_the_new_kernel_from_its_esp() {
+    use lab::oci_root;
+    let a = artifacts();
+    let (klayout, k) = kernels::layout(&busybox()).expect("kernel layout");
+    let vlayout = versions::layout(&busybox()).expect("versions layout");
+    let cached = oci_root::boot_disk(
+        &oci_root::BootDisk {
+            terra: &a.terra,
+            stage0: &a.stage0,
+            kernel: &a.kernel,
+            image: &format!("oci:{}:v1", vlayout.display()),
+            uuid: ESP_UUID,
+            append: "terra.demo=bless terra.demo=poweroff",
+        },
+        "kernels-esp",
+    )
+    .expect("bootable disk");
+    let scratch = lab::lab_dir().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let disk = scratch.join("kernels-esp.img");
+    std::fs::copy(&cached, &disk).unwrap();
+    upgrade(&a.terra, &disk, &klayout, "k2", &[]).expect("upgrade to k2");
+    let grub_cfg = || {
+        String::from_utf8(
+            oci_root::esp_file(&disk, "terra/grub.cfg")
+                .unwrap()
+                .expect("grub.cfg"),
+        )
+        .unwrap()
+    };
+    assert!(
+        grub_cfg().contains(&format!("# release={}\n", a.kver)),
+        "{}",
+        grub_cfg()
+    );
+
+    let mut vm = lab::vm::Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
+    vm.boot_disk = true;
+    vm.disks = vec![disk.clone()];
+    vm.keep_writes = true;
+    vm.timeout = std::time::Duration::from_secs(240);
+    let out = run(&vm);
+    expect(
+        &out,
+        &[
+            &format!("carries kernel {} (running {}): kexec", k.release, a.kver),
+            "subvol=k2 pid=1",
+            &format!("Terra demo root on {}", k.release),
+            "the ESP boots v2 now",
+            "TERRA-DEMO-BLESS rc=0",
+        ],
+    );
+    let c = grub_cfg();
+    assert!(
+        c.contains("# version=v2\n") && c.contains(&format!("# release={}\n", k.release)),
+        "{c}"
+    );
+
+    let out = run(&vm);
+    expect(
+        &out,
+        &[
+            "subvol=k2 pid=1",
+            &format!("Terra demo root on {}", k.release),
+        ],
+    );
+    assert!(!out.log.contains(": kexec"), "{}", out.log);
+    let r = report(&out);
+    assert_eq!(r["version"]["why"], "default");
+    assert!(r["version"]["kexec"].is_null(), "{r}");
+    let _ = std::fs::remove_file(&disk);
 }

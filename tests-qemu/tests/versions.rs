@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lab::harness::{artifacts, busybox, expect, report, run, vm};
-use lab::versions::{self, fresh_disk, states, upgrade};
+use lab::harness::{artifacts, boot_kept, busybox, expect, report, run, versions_of, want};
+use lab::versions::{self, fresh_disk, upgrade};
 use lab::vm::Outcome;
 
 const LIFECYCLE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f1";
@@ -16,23 +16,11 @@ const ISCSI_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f3";
 const WRONG_INIT_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f4";
 
 fn boot(disk: &Path, append: &str) -> Outcome {
-    let mut v = vm(
-        vec![disk.to_path_buf()],
-        &format!("terra.demo=poweroff {append}"),
-        150,
-    );
-    v.keep_writes = true;
-    run(&v)
+    boot_kept(disk, append, 150)
 }
 
 fn st(disk: &Path) -> Vec<(String, String, u64)> {
-    states(&artifacts().terra, disk).expect("terra versions")
-}
-
-fn want(list: &[(&str, &str, u64)]) -> Vec<(String, String, u64)> {
-    list.iter()
-        .map(|(n, s, t)| (n.to_string(), s.to_string(), *t))
-        .collect()
+    versions_of(disk)
 }
 
 fn setup(name: &str, uuid: &str) -> (PathBuf, PathBuf) {

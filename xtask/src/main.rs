@@ -18,10 +18,12 @@ const USAGE: &str = "usage:
       `--append ip=dhcp` then runs the network phase. --iscsi serves the demo root from tgtd
       on 127.0.0.1 (LUN 1, a copy of the demo disk) to a VM without disks, which logs in
       through 10.0.2.2 with Terra's ISCSI_* keys; tgtd stops when the VM does.
-  cargo xtask qemu ... [--iso | --pxe] [--uefi]
+  cargo xtask qemu ... [--iso | --pxe | --disk-boot] [--uefi]
       --iso boots the kernel and initramfs from a CD-ROM made by `terra iso`; --pxe from a
       tree made by `terra pxe`, over QEMU's TFTP with its iPXE ROM (the default entry);
-      --uefi uses OVMF on -machine q35 instead of SeaBIOS. --append goes into the artifact.
+      --disk-boot from the disk alone (no -kernel): the demo root installed by `terra
+      install` with `mbr = true` (GRUB, ESP), or the first --disk; --uefi uses OVMF on
+      -machine q35 instead of SeaBIOS. --append goes into the artifact.
   cargo xtask kernel [--check-only] [--fragment F]... [-o OUT] [-j N] [--boot]
       `terra kernel` on Debian's linux-source (unpacked once under target/kernel/src) with
       kernel-config/base.config and qemu.config unless --fragment is given; OUT defaults to
@@ -29,6 +31,9 @@ const USAGE: &str = "usage:
       modules (like `cargo xtask qemu --check`).
   cargo xtask test
       Unit tests, then the QEMU boot scenarios (tests-qemu).
+  cargo xtask deb
+      The Debian package: terra, stage0, the module sets and the kernel hooks, in
+      target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
                     [--iscsi-runs N] [--only dhcp|unpack|iscsi|upgrade|verify|kexec]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
@@ -58,6 +63,8 @@ impl Drop for LunFile {
 
 /// UUID of the demo disk, pinned so `root=UUID=` can be tried by hand.
 pub const DEMO_UUID: &str = "7e44a1a0-5ca1-4e00-9000-00000000d001";
+/// Filesystem UUID of the bootable demo disk (`--disk-boot`).
+pub const DISK_BOOT_UUID: &str = "7e44a1a0-5ca1-4e00-9000-00000000d002";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(args.collect()),
         Some("kernel") => kernel(args.collect()),
+        Some("deb") => deb(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(true)
@@ -96,6 +104,7 @@ struct QemuArgs {
     iscsi: bool,
     iso: bool,
     pxe: bool,
+    disk_boot: bool,
     uefi: bool,
 }
 
@@ -141,6 +150,7 @@ fn parse_qemu(args: Vec<String>) -> Result<QemuArgs, String> {
             Long("iso") => q.iso = true,
             Long("pxe") => q.pxe = true,
             Long("uefi") => q.uefi = true,
+            Long("disk-boot") => q.disk_boot = true,
             Long("nic") => {
                 let v = s(p.value().map_err(|e| e.to_string())?)?;
                 q.nic = match v.as_str() {
@@ -172,7 +182,28 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
     };
     // With --iscsi the demo root lives in tgtd, which lives until this function returns.
     let mut iscsi = None;
-    let disks = if q.iscsi {
+    if q.disk_boot && (q.iso || q.pxe || q.iscsi) {
+        return Err(
+            "--disk-boot boots the disk: it goes with neither --iso, --pxe nor --iscsi".into(),
+        );
+    }
+    let disks = if q.disk_boot && q.disks.is_empty() {
+        let busybox = lab::host::static_busybox()
+            .ok_or("no static busybox (apt-get install busybox-static)")?;
+        // The kernel arguments live on the disk's ESP: the demo's poweroff goes in there.
+        let mut append = q.append.join(" ");
+        if q.check {
+            append.push_str(" terra.demo=poweroff");
+        }
+        vec![lab::oci_root::demo_boot_disk(
+            &build::terra()?,
+            &busybox,
+            &build::stage0()?,
+            &kernel,
+            DISK_BOOT_UUID,
+            append.trim(),
+        )?]
+    } else if q.iscsi {
         let busybox = lab::host::static_busybox()
             .ok_or("no static busybox (apt-get install busybox-static)")?;
         // The same demo root as without --iscsi (written by `terra install`), copied so
@@ -204,6 +235,7 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
     let accel = q.accel.unwrap_or_else(|| vm::detect_accel(&kernel));
     let mut vm = Vm::new(&kernel, &initramfs, accel);
     vm.disks = disks;
+    vm.boot_disk = q.disk_boot;
     vm.smp = q.smp;
     vm.nic = q.nic.clone();
     vm.append = q.append.join(" ");
@@ -279,6 +311,13 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
     vm.timeout = Duration::from_secs(q.timeout.unwrap_or(3600));
     eprintln!("xtask: booting ({accel:?}); quit with Ctrl-A X");
     Ok(vm.run_interactive()?.success())
+}
+
+fn deb() -> Result<bool, String> {
+    let deb = lab::package::build_deb()?;
+    let size = std::fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
+    println!("{} ({size} bytes)", deb.display());
+    Ok(true)
 }
 
 fn test() -> Result<bool, String> {

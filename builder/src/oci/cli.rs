@@ -53,6 +53,7 @@ pub const INSTALL_USAGE: &str = "\
 terra install — make node.toml's disk groups and install an OCI image as the root
 
 Usage: terra install NODE.TOML [--image REF] [--disk PATH]... [--force] [--verify-key PEM]...
+                     [--kernel FILE] [--cmdline ARGS]
 
 For each [[groups]] of NODE.TOML: mkfs.btrfs with its label and type (single, raid0,
 raid1, raid5, raid10) over its disks, its subvolumes, and for the group labelled `os` (or
@@ -61,6 +62,11 @@ subvolume whose path is /) with /etc/fstab (LABEL=<label> <path> btrfs subvol=/<
 and /etc/hostname. Disks are block devices or image files, created at `size` MiB when
 missing. A disk holding a filesystem or partition table is refused unless --force. Needs
 root.
+
+With `mbr = true` on the root group, its first disk boots on its own under BIOS and UEFI:
+a GPT with a BIOS boot partition, a 256 MiB FAT ESP (PARTLABEL terra-esp) and btrfs on the
+rest; GRUB for both firmwares; the default version's kernel and a Terra initramfs for it
+on the ESP (a version that carries no kernel boots the base kernel, --kernel).
 
 Options:
       --image REF         the image (default: node.toml's `image`); see `terra image --help`
@@ -74,6 +80,9 @@ Options:
       --writable          leave the first version writable (booted rw with `rw`)
       --verify-key PEM    refuse the image unless a cosign signature by this key names
                           its digest (repeatable; see `terra image --help`)
+      --kernel FILE       (mbr = true) the base kernel, its modules in /lib/modules/<release>
+                          (default: the host's newest /boot/vmlinuz-* with modules)
+      --cmdline ARGS      (mbr = true) extra kernel arguments of the disk's GRUB entry
   -h, --help              print this help
 ";
 
@@ -262,6 +271,16 @@ pub fn cmd_install(parser: &mut lexopt::Parser) -> Result<(), CliError> {
             Long("no-devices") => spec.apply.devices = false,
             Long("writable") => spec.writable = true,
             Long("verify-key") => keys.push(parser.value().map_err(|e| args(e, "install"))?.into()),
+            Long("kernel") => {
+                spec.kernel = Some(parser.value().map_err(|e| args(e, "install"))?.into())
+            }
+            Long("cmdline") => {
+                let v = parser.value().map_err(|e| args(e, "install"))?;
+                spec.cmdline = [spec.cmdline.as_str(), &v.to_string_lossy()]
+                    .join(" ")
+                    .trim()
+                    .to_string();
+            }
             Value(v) if config.is_none() => config = Some(v.into()),
             _ => return Err(args(arg.unexpected(), "install")),
         }

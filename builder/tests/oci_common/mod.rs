@@ -221,6 +221,25 @@ pub fn write_index(layout: &Path, entries: Vec<serde_json::Value>) {
     .unwrap();
 }
 
+/// An image's layers, each with its compression.
+pub type Layers = Vec<(Vec<u8>, Comp)>;
+
+/// A layout at `layout` with one amd64 image per tag, each a list of layers.
+pub fn tagged_layout(layout: &Path, images: &[(&str, Layers)]) {
+    let entries = images
+        .iter()
+        .map(|(tag, layers)| {
+            let (d, size) = add_image(layout, "amd64", layers);
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": d, "size": size,
+                "annotations": {"org.opencontainers.image.ref.name": tag}
+            })
+        })
+        .collect();
+    write_index(layout, entries);
+}
+
 /// A layout holding one image tagged `tag`.
 pub fn image_layout(layout: &Path, tag: &str, layers: &[(Vec<u8>, Comp)]) -> String {
     let (d, size) = add_image(layout, "amd64", layers);
