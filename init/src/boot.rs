@@ -242,6 +242,8 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.phase = "switch";
     switch::enter_root()?;
     s.clock.phase("switch");
+    // Inside the real root, before the exec: the keeper is PID 1's child and outlives it.
+    iscsi::keeper::leave(&attached);
     let leases: Vec<&Lease> = net_report
         .iter()
         .flat_map(|r| &r.configured)

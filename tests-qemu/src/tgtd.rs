@@ -40,13 +40,27 @@ impl Tgtd {
     /// Starts tgtd on 127.0.0.1 and a free port; fails with the package to install when
     /// tgtd is missing.
     pub fn start() -> crate::Result<Tgtd> {
-        Self::spawn(None, "127.0.0.1")
+        Self::spawn(None, "127.0.0.1", None)
+    }
+
+    /// Starts tgtd on 127.0.0.1:`port`: a target that comes back where it was (after
+    /// [`Tgtd::kill`]).
+    pub fn start_at(port: u16) -> crate::Result<Tgtd> {
+        Self::spawn(None, "127.0.0.1", Some(port))
+    }
+
+    /// Kills tgtd at once (SIGKILL, by PID), as a crash or a power loss of the target
+    /// would: its connections close, and it forgets every session.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.tids.clear();
     }
 
     /// Starts tgtd on another loopback address of the host (all of 127/8 is loopback on
     /// Linux) and a free port: a second portal, e.g. for a login redirect.
     pub fn start_on(addr: &str) -> crate::Result<Tgtd> {
-        Self::spawn(None, addr)
+        Self::spawn(None, addr, None)
     }
 
     /// Starts tgtd inside `ns`, listening on `addr` (an IPv4 address of one of its
@@ -54,10 +68,10 @@ impl Tgtd {
     /// thread die before dropping it ([`crate::netns::die_with_parent`]). Drop it before the
     /// namespace.
     pub fn start_in(ns: &Netns, addr: &str) -> crate::Result<Tgtd> {
-        Self::spawn(Some(ns), addr)
+        Self::spawn(Some(ns), addr, None)
     }
 
-    fn spawn(ns: Option<&Netns>, addr: &str) -> crate::Result<Tgtd> {
+    fn spawn(ns: Option<&Netns>, addr: &str, fixed: Option<u16>) -> crate::Result<Tgtd> {
         if crate::host::which("tgtd").is_none() || crate::host::which("tgtadm").is_none() {
             return Err("tgtd is not installed: apt-get install -y tgt".into());
         }
@@ -65,9 +79,10 @@ impl Tgtd {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut last = String::new();
         for _ in 0..5 {
-            let port = match ns {
-                Some(_) => ISCSI_PORT,
-                None => TcpListener::bind((addr, 0))
+            let port = match (ns, fixed) {
+                (_, Some(p)) => p,
+                (Some(_), None) => ISCSI_PORT,
+                (None, None) => TcpListener::bind((addr, 0))
                     .and_then(|l| l.local_addr())
                     .map_err(|e| format!("no free port: {e}"))?
                     .port(),
@@ -269,6 +284,32 @@ pub fn lun_image(image: &Path, name: &str, subvolumes: &[&str]) -> crate::Result
                     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
                 })
                 .map_err(|e| format!("{}: {e}", init.display()))?;
+        }
+        Ok(())
+    })?;
+    Ok(lun)
+}
+
+/// Like [`lun_image`], and writes `files` (path relative to each subvolume, content) as
+/// executables too.
+pub fn lun_image_with(
+    image: &Path,
+    name: &str,
+    subvolumes: &[&str],
+    files: &[(&str, &str)],
+) -> crate::Result<PathBuf> {
+    let lun = lun_image(image, name, subvolumes)?;
+    with_mounted(&lun, |mnt| {
+        for sv in subvolumes {
+            for (rel, text) in files {
+                let path = mnt.join(sv).join(rel);
+                std::fs::write(&path, text)
+                    .and_then(|()| {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    })
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
         }
         Ok(())
     })?;

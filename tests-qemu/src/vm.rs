@@ -301,10 +301,28 @@ impl Vm {
 
     /// Runs with the serial console captured, killing QEMU at the timeout.
     pub fn run_captured(&self) -> crate::Result<Outcome> {
+        self.spawn_captured(None)?.finish()
+    }
+
+    /// Starts the VM with the serial console captured and returns at once, so the host can
+    /// act while the guest runs ([`Running`]); with `monitor`, QEMU's human monitor listens
+    /// on that Unix socket (e.g. for `set_link`).
+    pub fn spawn_captured(&self, monitor: Option<&Path>) -> crate::Result<Running> {
         let start = Instant::now();
+        let monitor_arg = match monitor {
+            Some(p) => format!("unix:{},server=on,wait=off", qemu_opt(&p.to_string_lossy())),
+            None => "none".to_string(),
+        };
         let mut child = self
             .command()
-            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .args([
+                "-display",
+                "none",
+                "-serial",
+                "stdio",
+                "-monitor",
+                &monitor_arg,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -338,30 +356,13 @@ impl Vm {
                 }
             }));
         }
-        let exited = loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break true,
-                Ok(None) if start.elapsed() >= self.timeout => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break false;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("waiting for qemu: {e}"));
-                }
-            }
-        };
-        for r in readers {
-            let _ = r.join();
-        }
-        let bytes = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(Outcome {
-            log: String::from_utf8_lossy(&bytes).replace('\r', ""),
-            exited,
-            elapsed: start.elapsed(),
+        Ok(Running {
+            child,
+            log,
+            readers,
+            start,
+            timeout: self.timeout,
+            monitor: monitor.map(Path::to_path_buf),
         })
     }
 
@@ -386,6 +387,104 @@ impl Vm {
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A VM started by [`Vm::spawn_captured`]; [`Running::finish`] waits for it (bounded by the
+/// VM's timeout) and returns what it printed. Dropping it unfinished kills QEMU.
+pub struct Running {
+    child: std::process::Child,
+    log: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    start: Instant,
+    timeout: Duration,
+    monitor: Option<PathBuf>,
+}
+
+impl Running {
+    /// The console so far.
+    pub fn log(&self) -> String {
+        let bytes = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).replace('\r', "")
+    }
+
+    /// Waits until the console shows `needle`; false when the VM ended or `within` passed
+    /// first.
+    pub fn wait_for(&mut self, needle: &str, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while Instant::now() < until && self.start.elapsed() < self.timeout {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.log().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Sends one command to QEMU's human monitor and returns its answer.
+    pub fn monitor(&self, command: &str) -> crate::Result<String> {
+        use std::io::Write;
+        let path = self
+            .monitor
+            .as_ref()
+            .ok_or("the VM has no monitor socket")?;
+        let mut s = std::os::unix::net::UnixStream::connect(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(format!("{command}\n").as_bytes())
+            .map_err(|e| format!("monitor: {e}"))?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        // The monitor prints a banner, echoes the command and answers; it never closes.
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Waits for the VM to end (killing it at the timeout) and returns what it printed.
+    pub fn finish(mut self) -> crate::Result<Outcome> {
+        let exited = loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break true,
+                Ok(None) if self.start.elapsed() >= self.timeout => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break false;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err(format!("waiting for qemu: {e}"));
+                }
+            }
+        };
+        for r in std::mem::take(&mut self.readers) {
+            let _ = r.join();
+        }
+        Ok(Outcome {
+            log: self.log(),
+            exited,
+            elapsed: self.start.elapsed(),
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // By PID: a test that panics mid-run must not leave its QEMU behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

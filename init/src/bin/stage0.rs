@@ -5,6 +5,10 @@ fn main() {
     // (the copy stage0 leaves at /run/terra/bless).
     if std::process::id() != 1 {
         let args: Vec<String> = std::env::args().collect();
+        // The copy at /run/terra/keeper, started by stage0 as `@keeper`.
+        if terra_init::iscsi::keeper::is_keeper(&args) {
+            std::process::exit(terra_init::iscsi::keeper::main());
+        }
         std::process::exit(terra_init::bless::main(&args));
     }
     // With panic=abort a panic would kill PID 1 and the kernel with it; there is no panic

@@ -30,6 +30,10 @@ pub struct LoginConfig {
     pub params: Params,
     /// Initiator Session ID (§11.12.5); see [`isid_for`].
     pub isid: [u8; 6],
+    /// Target Session Identifying Handle (§11.12.6): 0 for a new session (or to reinstate
+    /// the one with this ISID, §6.3.5), the target's TSIH to add a connection to a session
+    /// it still has (session continuation, used after a dropped connection).
+    pub tsih: u16,
     /// The session's initial CmdSN: carried by every login request and by the first
     /// command of the Full Feature Phase (§11.12.9).
     pub cmd_sn: u32,
@@ -47,6 +51,7 @@ impl LoginConfig {
             chap: None,
             params: Params::default(),
             isid: isid_for(initiator_name, target_name),
+            tsih: 0,
             cmd_sn: 1,
             timeout: Duration::from_secs(10),
         }
@@ -334,7 +339,7 @@ pub fn login<S: Read + Write>(
             version_max: 0,
             version_min: 0,
             isid: cfg.isid,
-            tsih: 0,
+            tsih: cfg.tsih,
             itt: ITT,
             cid: 0,
             cmd_sn: cfg.cmd_sn,
@@ -530,6 +535,23 @@ fn find<'a>(keys: &'a [(String, String)], k: &str) -> Option<&'a str> {
 /// attacker nothing new: the login is in clear text, so one who can fail our first attempt
 /// could as well have rewritten our CHAP_A list.
 pub fn connect(portal: &Portal, cfg: &LoginConfig) -> Result<Session<TcpStream>, LoginError> {
+    connect_via(portal, cfg, &mut |stream, cfg, deadline| {
+        login(stream, cfg, deadline, &mut crate::entropy::fill_secret)
+    })
+}
+
+/// How [`connect_via`] logs in over a fresh TCP connection: directly over the socket
+/// (stage0), or through the kernel once the socket is bound to a session (the keeper).
+pub type LogIn<'a, S> =
+    dyn FnMut(TcpStream, &LoginConfig, Instant) -> Result<Session<S>, LoginErrorKind> + 'a;
+
+/// [`connect`], with the login over each TCP connection left to `log_in`: redirects and
+/// the MD5 retry are the same whoever carries the PDUs.
+pub fn connect_via<S>(
+    portal: &Portal,
+    cfg: &LoginConfig,
+    log_in: &mut LogIn<'_, S>,
+) -> Result<Session<S>, LoginError> {
     let deadline = Instant::now() + cfg.timeout;
     let mut cfg = cfg.clone();
     let mut portal = portal.clone();
@@ -542,7 +564,7 @@ pub fn connect(portal: &Portal, cfg: &LoginConfig) -> Result<Session<TcpStream>,
             kind,
         };
         let stream = open(&portal, deadline).map_err(err)?;
-        let result = login(stream, &cfg, deadline, &mut crate::entropy::fill_secret);
+        let result = log_in(stream, &cfg, deadline);
         match result {
             Ok(s) => return Ok(s),
             Err(LoginErrorKind::Redirect { address, .. }) => {

@@ -5,15 +5,18 @@
 //!   [`chap`]: CHAP (§12.1.3) — wire formats without I/O;
 //! - [`login`]: the login state machine over any `Read + Write`, and a userspace session;
 //! - [`target`]: where targets come from (node.toml, command line, DHCP root path, iBFT);
-//! - [`netlink`]: NETLINK_ISCSI and the handoff; `sys`: the raw kernel interfaces.
+//! - [`netlink`]: NETLINK_ISCSI and the handoff; `sys`: the raw kernel interfaces;
+//! - [`keeper`]: the process stage0 leaves behind to log in again after a dropped
+//!   connection.
 //!
 //! The session outlives stage0: the kernel holds the socket. What it cannot do alone is
 //! recover: at ErrorRecoveryLevel 0 a broken connection is re-established by a userspace
-//! daemon (open-iscsi's iscsid adopts existing sessions when it starts), so a real system
-//! on an iSCSI root should run one; until it does, I/O fails after the kernel's recovery
-//! timeout (120 s) if the connection drops.
+//! daemon. Until the real system starts one (open-iscsi's iscsid adopts existing sessions
+//! when it starts), stage0's [`keeper`] does that job; without either, I/O fails after the
+//! session's recovery timeout if the connection drops.
 
 pub mod chap;
+pub mod keeper;
 pub mod login;
 pub mod netlink;
 pub mod pdu;
@@ -144,6 +147,9 @@ pub struct Attached {
     pub login_ms: f64,
     /// Login through disk, in total.
     pub total_ms: f64,
+    /// What the keeper needs to log in again (secrets included: never serialized here).
+    #[serde(skip)]
+    pub keep: keeper::Kept,
 }
 
 /// Logs in to every target of `plan`, hands each session to the kernel and waits for its
@@ -206,6 +212,13 @@ fn attach_one(
     let Some(link) = nl.as_mut() else {
         return Err(handoff_err(HandoffError::NoReply { op: "open".into() }));
     };
+    // Kept for the keeper: CHAP limited to the algorithm this target took (so no MD5
+    // retry is ever needed again).
+    let mut kept_chap = t.chap.clone();
+    if let (Some(c), Some(a)) = (kept_chap.as_mut(), session.chap_algorithm) {
+        c.algorithms = vec![a];
+    }
+    let (isid, tsih) = (session.isid, session.tsih);
     let h = netlink::hand_off(link, session, &t.portal).map_err(handoff_err)?;
     netlink::scan(sys, h.host).map_err(handoff_err)?;
     let deadline = start + plan.timeout;
@@ -238,5 +251,17 @@ fn attach_one(
         mutual_chap,
         login_ms,
         total_ms,
+        keep: keeper::Kept {
+            sid: h.sid,
+            cid: h.cid,
+            host: h.host,
+            portal: t.portal.clone(),
+            initiator: plan.initiator.clone(),
+            target: t.iqn.clone(),
+            isid,
+            tsih,
+            timeout: plan.timeout,
+            chap: kept_chap,
+        },
     })
 }

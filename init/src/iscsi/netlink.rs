@@ -27,7 +27,7 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 
 use super::login::Session;
-use super::sys::{self, ev, param, Uevent};
+use super::sys::{self, ev, param, KernelEvent, Uevent};
 use super::target::Portal;
 use super::text::Digest;
 
@@ -252,12 +252,43 @@ impl Netlink {
 
     /// ISCSI_UEVENT_STOP_CONN with STOP_CONN_TERM (cleanup after a failed handoff).
     pub fn stop_conn(&mut self, sid: u32, cid: u32) -> Result<(), HandoffError> {
+        self.stop_conn_with(sid, cid, sys::STOP_CONN_TERM)
+    }
+
+    /// ISCSI_UEVENT_STOP_CONN with STOP_CONN_RECOVER, after a connection error: the kernel
+    /// releases the dead socket and keeps the session (its disks blocked, not gone). Until
+    /// this call it answers BIND_CONN and SEND_PDU on the connection with ENOTCONN.
+    pub fn stop_conn_for_recovery(&mut self, sid: u32, cid: u32) -> Result<(), HandoffError> {
+        self.stop_conn_with(sid, cid, sys::STOP_CONN_RECOVER)
+    }
+
+    fn stop_conn_with(&mut self, sid: u32, cid: u32, flag: u32) -> Result<(), HandoffError> {
         let mut e = Uevent::new(ev::STOP_CONN, self.handle);
         e.set_u32(0, sid)
             .set_u32(4, cid)
             .set_u64(8, 0)
-            .set_u32(16, 0x1);
+            .set_u32(16, flag);
         self.call_rc(&e, &[], "ISCSI_UEVENT_STOP_CONN")
+    }
+
+    /// ISCSI_UEVENT_SEND_PDU: the kernel sends `hdr` (BHS and AHS) and `data` (unpadded) on
+    /// a bound connection. Login requests sent this way carry the session's current CmdSN,
+    /// which the kernel writes in (only the kernel knows it once the session ran).
+    pub fn send_pdu(
+        &mut self,
+        sid: u32,
+        cid: u32,
+        hdr: &[u8],
+        data: &[u8],
+    ) -> Result<(), HandoffError> {
+        let mut e = Uevent::new(ev::SEND_PDU, self.handle);
+        e.set_u32(0, sid)
+            .set_u32(4, cid)
+            .set_u32(8, hdr.len() as u32)
+            .set_u32(12, data.len() as u32);
+        let mut extra = hdr.to_vec();
+        extra.extend_from_slice(data);
+        self.call_rc(&e, &extra, "ISCSI_UEVENT_SEND_PDU")
     }
 
     /// ISCSI_UEVENT_DESTROY_CONN.
@@ -273,6 +304,83 @@ impl Netlink {
         e.set_u32(0, sid);
         self.call_rc(&e, &[], "ISCSI_UEVENT_DESTROY_SESSION")
     }
+}
+
+/// A NETLINK_ISCSI socket in the multicast group the kernel sends its events to
+/// ([`sys::NL_GRP_ISCSID`]): connection errors, and the PDUs of a login it carries.
+/// Requests go through a [`Netlink`] of their own, so replies and events never mix.
+pub struct Events {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    /// Events read while waiting for another one, oldest first.
+    backlog: std::collections::VecDeque<KernelEvent>,
+}
+
+impl Events {
+    /// Joins the group. Every member gets every event: an iscsid started later sees them too.
+    pub fn open() -> Result<Self, HandoffError> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkISCSI,
+        )
+        .map_err(HandoffError::Socket)?;
+        bind(
+            fd.as_raw_fd(),
+            &NetlinkAddr::new(0, 1 << (sys::NL_GRP_ISCSID - 1)),
+        )
+        .map_err(HandoffError::Socket)?;
+        Ok(Events {
+            fd,
+            buf: vec![0u8; 16_384],
+            backlog: Default::default(),
+        })
+    }
+
+    /// The next event, waiting at most `timeout`; None when none came. An overrun socket
+    /// (ENOBUFS: events were lost) reads as None too: callers re-check the connections'
+    /// states in sysfs on every timeout anyway.
+    pub fn next(&mut self, timeout: Duration) -> Result<Option<KernelEvent>, HandoffError> {
+        if let Some(e) = self.backlog.pop_front() {
+            return Ok(Some(e));
+        }
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) | Err(Errno::EINTR) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(HandoffError::Socket(e)),
+        }
+        let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN | Errno::EINTR | Errno::ENOBUFS) => return Ok(None),
+            Err(e) => return Err(HandoffError::Socket(e)),
+        };
+        for (_, body) in sys::nlmsgs(&self.buf[..n]) {
+            if let Some(e) = KernelEvent::decode(body) {
+                self.backlog.push_back(e);
+            }
+        }
+        Ok(self.backlog.pop_front())
+    }
+
+    /// Puts back an event read while waiting for another, for the next [`Events::next`].
+    pub fn defer(&mut self, e: KernelEvent) {
+        self.backlog.push_back(e);
+    }
+}
+
+/// The state of a kernel connection as sysfs shows it (`up`, `failed`, `down`, `bound`);
+/// None when it does not exist (any more).
+pub fn conn_state(sys: &Path, sid: u32, cid: u32) -> Option<String> {
+    let p = sys.join(format!(
+        "class/iscsi_connection/connection{sid}:{cid}/state"
+    ));
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// A session the kernel now runs.
@@ -326,7 +434,41 @@ pub fn kernel_params<S>(s: &Session<S>, persistent: &Portal) -> Vec<(u32, String
     if let Some(a) = &n.target_alias {
         v.push((param::TARGET_ALIAS, a.clone()));
     }
+    // How the kernel notices a dead connection and how long it holds I/O for a new one
+    // (see RECOVERY_TMO_SECS).
+    v.push((param::RECV_TMO, NOP_INTERVAL_SECS.to_string()));
+    v.push((param::PING_TMO, NOP_TIMEOUT_SECS.to_string()));
+    v.push((param::SESS_RECOVERY_TMO, RECOVERY_TMO_SECS.to_string()));
     v
+}
+
+/// Seconds of silence before the kernel pings the target with a NOP-Out, and seconds the
+/// answer may take before the connection counts as failed: open-iscsi's defaults
+/// (`noop_out_interval`, `noop_out_timeout`). Without them a connection whose peer vanished
+/// without a FIN or RST (a link down, a rebooted target host) fails only when TCP gives
+/// up, after many minutes.
+pub const NOP_INTERVAL_SECS: u32 = 5;
+/// See [`NOP_INTERVAL_SECS`].
+pub const NOP_TIMEOUT_SECS: u32 = 5;
+/// How long a failed connection may take to come back before the kernel fails the root
+/// disk's I/O (open-iscsi's `replacement_timeout`, kernel default 120 s). Raised to 300 s:
+/// Terra's keeper reconnects within seconds of the target's return, and for a root disk
+/// waiting for a target that reboots (a few minutes) beats failing writes, which leaves a
+/// read-only or broken root. The kernel drops it to 0 on its own once shutdown begins.
+pub const RECOVERY_TMO_SECS: u32 = 300;
+
+/// Sets the parameters of a new login on connection `cid` of session `sid` and starts it
+/// (the last steps of a handoff, and of a recovery).
+pub fn configure_and_start(
+    nl: &mut Netlink,
+    sid: u32,
+    cid: u32,
+    params: &[(u32, String)],
+) -> Result<(), HandoffError> {
+    for (p, v) in params {
+        nl.set_param(sid, cid, *p, v)?;
+    }
+    nl.start_conn(sid, cid)
 }
 
 /// Gives a logged-in session to the kernel. On failure the half-made kernel session is torn
@@ -342,10 +484,7 @@ pub fn hand_off(
     let result = (|| {
         let cid = nl.create_conn(sid, 0)?;
         nl.bind_conn(sid, cid, session.stream().as_fd().as_raw_fd(), true)?;
-        for (p, v) in kernel_params(&session, persistent) {
-            nl.set_param(sid, cid, p, &v)?;
-        }
-        nl.start_conn(sid, cid)?;
+        configure_and_start(nl, sid, cid, &kernel_params(&session, persistent))?;
         Ok(cid)
     })();
     match result {

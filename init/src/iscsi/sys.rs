@@ -20,9 +20,25 @@ pub mod ev {
     pub const START_CONN: u32 = 17;
     /// ISCSI_UEVENT_STOP_CONN.
     pub const STOP_CONN: u32 = 18;
+    /// ISCSI_UEVENT_SEND_PDU: the kernel sends a PDU on a bound connection (login).
+    pub const SEND_PDU: u32 = 19;
+    /// ISCSI_KEVENT_RECV_PDU: a PDU the kernel received and leaves to userspace (login).
+    pub const RECV_PDU: u32 = 101;
+    /// ISCSI_KEVENT_CONN_ERROR: a connection failed (`r.connerror`).
+    pub const CONN_ERROR: u32 = 102;
     /// ISCSI_KEVENT_IF_ERROR: the kernel's reply when it refused the request.
     pub const IF_ERROR: u32 = 103;
 }
+
+/// `ISCSI_NL_GRP_ISCSID`: the multicast group of kernel events for the session daemon
+/// (connection errors, received login PDUs).
+pub const NL_GRP_ISCSID: u32 = 1;
+
+/// `STOP_CONN_TERM`: the connection goes away.
+pub const STOP_CONN_TERM: u32 = 0x1;
+/// `STOP_CONN_RECOVER`: the connection is stopped for a new login; the session stays, its
+/// SCSI devices blocked until the connection starts again or the recovery timeout ends.
+pub const STOP_CONN_RECOVER: u32 = 0x3;
 
 /// `enum iscsi_param`, the ones stage0 sets.
 pub mod param {
@@ -60,6 +76,13 @@ pub mod param {
     pub const PERSISTENT_ADDRESS: u32 = 17;
     /// ISCSI_PARAM_PERSISTENT_PORT.
     pub const PERSISTENT_PORT: u32 = 18;
+    /// ISCSI_PARAM_SESS_RECOVERY_TMO: seconds a failed connection may take to come back
+    /// before the kernel fails the session's I/O.
+    pub const SESS_RECOVERY_TMO: u32 = 19;
+    /// ISCSI_PARAM_PING_TMO: seconds a NOP-Out may wait for its NOP-In.
+    pub const PING_TMO: u32 = 30;
+    /// ISCSI_PARAM_RECV_TMO: seconds of silence before the kernel sends a NOP-Out.
+    pub const RECV_TMO: u32 = 31;
     /// ISCSI_PARAM_IFACE_NAME.
     pub const IFACE_NAME: u32 = 32;
     /// ISCSI_PARAM_INITIATOR_NAME.
@@ -87,6 +110,9 @@ pub mod param {
             TPGT => "TPGT",
             PERSISTENT_ADDRESS => "PERSISTENT_ADDRESS",
             PERSISTENT_PORT => "PERSISTENT_PORT",
+            SESS_RECOVERY_TMO => "SESS_RECOVERY_TMO",
+            PING_TMO => "PING_TMO",
+            RECV_TMO => "RECV_TMO",
             IFACE_NAME => "IFACE_NAME",
             INITIATOR_NAME => "INITIATOR_NAME",
             TARGET_ALIAS => "TARGET_ALIAS",
@@ -192,6 +218,52 @@ impl Uevent {
     }
 }
 
+/// A kernel event the keeper acts on (multicast to [`NL_GRP_ISCSID`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// `ISCSI_KEVENT_CONN_ERROR`: `r.connerror` is `{sid, cid, error}` (enum iscsi_err).
+    ConnError {
+        /// Session.
+        sid: u32,
+        /// Connection.
+        cid: u32,
+        /// `enum iscsi_err` (e.g. 1011 ISCSI_ERR_CONN_FAILED).
+        error: u32,
+    },
+    /// `ISCSI_KEVENT_RECV_PDU`: `r.recv_req` is `{sid, cid, recv_handle}`; the PDU (header,
+    /// then its data segment without padding) follows the struct.
+    RecvPdu {
+        /// Session.
+        sid: u32,
+        /// Connection.
+        cid: u32,
+        /// Header and data, as the kernel copied them.
+        pdu: Vec<u8>,
+    },
+    /// Any other event.
+    Other(u32),
+}
+
+impl KernelEvent {
+    /// Decodes the payload of an event message; None if too short.
+    pub fn decode(body: &[u8]) -> Option<Self> {
+        let e = Uevent::decode(body)?;
+        Some(match e.kind {
+            ev::CONN_ERROR => KernelEvent::ConnError {
+                sid: e.r_u32(0),
+                cid: e.r_u32(4),
+                error: e.r_u32(8),
+            },
+            ev::RECV_PDU => KernelEvent::RecvPdu {
+                sid: e.r_u32(0),
+                cid: e.r_u32(4),
+                pdu: body.get(Uevent::LEN..).unwrap_or_default().to_vec(),
+            },
+            k => KernelEvent::Other(k),
+        })
+    }
+}
+
 /// A netlink message: header plus payload, padded to 4 bytes (NLMSG_ALIGN). The kernel
 /// routes iSCSI requests by the uevent type, which open-iscsi also puts in `nlmsg_type`.
 pub fn nlmsg(kind: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
@@ -242,6 +314,35 @@ mod tests {
         assert_eq!(&b[32..36], &1u32.to_ne_bytes());
         assert_eq!(Uevent::decode(&b), Some(e));
         assert_eq!(Uevent::decode(&b[..55]), None);
+    }
+
+    #[test]
+    fn kernel_events_decode_as_iscsi_if_h_lays_them_out() {
+        let mut e = Uevent::new(ev::CONN_ERROR, 0);
+        e.r[0..4].copy_from_slice(&2u32.to_ne_bytes());
+        e.r[4..8].copy_from_slice(&0u32.to_ne_bytes());
+        e.r[8..12].copy_from_slice(&1011u32.to_ne_bytes());
+        assert_eq!(
+            KernelEvent::decode(&e.encode()),
+            Some(KernelEvent::ConnError {
+                sid: 2,
+                cid: 0,
+                error: 1011
+            })
+        );
+        let mut e = Uevent::new(ev::RECV_PDU, 0);
+        e.r[0..4].copy_from_slice(&3u32.to_ne_bytes());
+        let mut b = e.encode().to_vec();
+        b.extend_from_slice(&[0x23; 48]);
+        assert_eq!(
+            KernelEvent::decode(&b),
+            Some(KernelEvent::RecvPdu {
+                sid: 3,
+                cid: 0,
+                pdu: vec![0x23; 48]
+            })
+        );
+        assert_eq!(KernelEvent::decode(&[0; 10]), None);
     }
 
     #[test]
