@@ -87,12 +87,21 @@ fn with_mount<T>(disk: &Path, f: impl FnOnce(&Path) -> T) -> T {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let r = f(m.path());
-    let _ = Command::new("umount").arg(m.path()).output();
-    let _ = Command::new("btrfs")
-        .args(["device", "scan", "--forget"])
-        .output();
-    r
+    /// Unmounts even when `f` panics (a failed assertion must not leave the loop mount).
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let done = Command::new("umount").arg(self.0).status();
+            if !done.is_ok_and(|s| s.success()) {
+                let _ = Command::new("umount").arg("-l").arg(self.0).status();
+            }
+            let _ = Command::new("btrfs")
+                .args(["device", "scan", "--forget"])
+                .output();
+        }
+    }
+    let _unmount = Unmount(m.path());
+    f(m.path())
 }
 
 /// What a power cut would clear after a SIGKILL: the lab's helper (the killed terra's
