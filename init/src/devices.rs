@@ -236,27 +236,16 @@ impl Devices {
     /// when the boot fails, to name what is missing.
     pub fn driverless(&self) -> Vec<(PathBuf, String)> {
         let mut out = Vec::new();
-        for bus in fs::read_dir(self.paths.sys.join("bus"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            for dev in fs::read_dir(bus.path().join("devices"))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let dir = dev.path();
-                if dir.join("driver").exists() {
-                    continue;
-                }
-                let Ok(alias) = fs::read_to_string(dir.join("modalias")) else {
-                    continue;
-                };
-                let alias = alias.trim();
-                if !alias.is_empty() && self.index.resolve(alias).is_empty() {
-                    out.push((dir, alias.to_string()));
-                }
+        for dir in bus_devices(&self.paths.sys) {
+            if dir.join("driver").exists() {
+                continue;
+            }
+            let Ok(alias) = fs::read_to_string(dir.join("modalias")) else {
+                continue;
+            };
+            let alias = alias.trim();
+            if !alias.is_empty() && self.index.resolve(alias).is_empty() {
+                out.push((dir, alias.to_string()));
             }
         }
         out.sort();
@@ -439,25 +428,29 @@ pub fn uevent_modalias(msg: &[u8]) -> Option<String> {
         .find_map(|v| std::str::from_utf8(v).ok().map(str::to_string))
 }
 
+/// Every device directory under `sys/bus/*/devices/` (symlinks into /sys/devices).
+fn bus_devices(sys: &Path) -> Vec<PathBuf> {
+    fs::read_dir(sys.join("bus"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|bus| {
+            fs::read_dir(bus.path().join("devices"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|dev| dev.path())
+        })
+        .collect()
+}
+
 /// Collects the modalias of every device on a bus, plus the CPU's (which hangs off the
 /// cpu subsystem itself). Every device that has a modalias is on a bus, and the bus lists
 /// are a few dozen symlinks, where a walk of /sys/devices visits thousands of entries
 /// (about 250 ms under TCG).
 fn collect_modaliases(sys: &Path, out: &mut Vec<String>) {
     let mut files = vec![sys.join("devices/system/cpu/modalias")];
-    for bus in fs::read_dir(sys.join("bus"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for dev in fs::read_dir(bus.path().join("devices"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            files.push(dev.path().join("modalias"));
-        }
-    }
+    files.extend(bus_devices(sys).into_iter().map(|d| d.join("modalias")));
     for file in files {
         if let Ok(s) = fs::read_to_string(&file) {
             let s = s.trim();

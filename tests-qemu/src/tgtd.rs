@@ -343,3 +343,13 @@ fn with_mounted<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> c
     unmounted?;
     Ok(v)
 }
+
+/// A LUN image file, removed when dropped (when the test or command ends, pass or fail).
+#[derive(Debug)]
+pub struct Lun(pub PathBuf);
+
+impl Drop for Lun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -4,7 +4,6 @@
 //! the VM's NIC is instead on a tap in a network namespace of its own, where dnsmasq hands
 //! out the root path (option 17, which QEMU's DHCP cannot send) and tgtd listens.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lab::disk::BtrfsDisk;
@@ -17,22 +16,13 @@ const LUN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000c3";
 const IQN: &str = "iqn.2024-01.org.terra-os:lab-root";
 const INITIATOR: &str = "iqn.2024-01.org.terra-os:lab-node";
 
-/// A LUN image, removed when the test ends, pass or fail.
-struct Lun(PathBuf);
-
-impl Drop for Lun {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A fresh, writable LUN image: label `os`, subvolume `os`, with /bin/iscsi-init.
-fn lun(name: &str) -> Lun {
+fn lun(name: &str) -> tgtd::Lun {
     let busybox = lab::host::static_busybox().expect("static busybox");
     let base = BtrfsDisk::new("os", LUN_UUID, &["os"])
         .image(&busybox)
         .expect("demo disk");
-    Lun(tgtd::lun_image(&base, name, &["os"]).expect("LUN image"))
+    tgtd::Lun(tgtd::lun_image(&base, name, &["os"]).expect("LUN image"))
 }
 
 /// A tgtd serving `image` as LUN 1 of target 1, [`IQN`].

@@ -5,7 +5,7 @@
 //! The writes must resume with no I/O error reaching the program, and the file, read from
 //! the image afterwards, must hold every line in order.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use lab::disk::BtrfsDisk;
@@ -85,30 +85,23 @@ echo "--- end keeper.log"
 poweroff -f
 "#;
 
-/// A LUN image, removed when the test ends, pass or fail.
-struct Lun(PathBuf);
-
-impl Drop for Lun {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn lun(name: &str) -> Lun {
+fn lun(name: &str) -> tgtd::Lun {
     let busybox = lab::host::static_busybox().expect("static busybox");
     let base = BtrfsDisk::new("os", LUN_UUID, &["os"])
         .image(&busybox)
         .expect("demo disk");
-    Lun(tgtd::lun_image_with(
-        &base,
-        name,
-        &["os"],
-        &[
-            ("bin/keeper-writer", WRITER),
-            ("bin/step-aside", STEP_ASIDE),
-        ],
+    tgtd::Lun(
+        tgtd::lun_image_with(
+            &base,
+            name,
+            &["os"],
+            &[
+                ("bin/keeper-writer", WRITER),
+                ("bin/step-aside", STEP_ASIDE),
+            ],
+        )
+        .expect("LUN image"),
     )
-    .expect("LUN image"))
 }
 
 /// tgtd serving `image` as LUN 1 of [`IQN`], on `port` when given, with mutual CHAP

@@ -52,15 +52,6 @@ const USAGE: &str = "usage:
 /// The target name `--iscsi` serves the demo root under.
 const ISCSI_IQN: &str = "iqn.2024-01.org.terra-os:demo-root";
 
-/// A LUN image copy, removed when dropped.
-struct LunFile(PathBuf);
-
-impl Drop for LunFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// UUID of the demo disk, pinned so `root=UUID=` can be tried by hand.
 pub const DEMO_UUID: &str = "7e44a1a0-5ca1-4e00-9000-00000000d001";
 /// Filesystem UUID of the bootable demo disk (`--disk-boot`).
@@ -220,7 +211,7 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
             lun.display(),
             t.port
         );
-        iscsi = Some((t, LunFile(lun)));
+        iscsi = Some((t, lab::tgtd::Lun(lun)));
         Vec::new()
     } else if q.disks.is_empty() {
         let busybox = lab::host::static_busybox()
