@@ -60,12 +60,12 @@ Options:
                           workspace's build)
       --config PATH       node config, packed as /etc/terra/node.toml
       --module NAME       pack NAME and its dependencies and load it at boot;
-                          repeatable, or comma-separated
+                          repeatable, or comma-separated; added to the module
+                          lists (or, without --modules-list, to the QEMU set)
       --modules-list FILE pack each module named in FILE (one per line, `#`
                           comments); stage0 loads them when a device, the root
                           filesystem or terra.modules= asks; repeatable
-                          (default without --module/--modules-list: the QEMU set,
-                          initramfs/qemu.modules)
+                          (default: the QEMU set, initramfs/qemu.modules)
       --rescue-shell      add busybox as /bin/sh
       --busybox PATH      static busybox for the rescue shell (default /bin/busybox;
                           implies --rescue-shell)
@@ -281,6 +281,11 @@ fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
     spec.kernel = kernel;
     if !modules.is_empty() || !module_lists.is_empty() {
         spec.load = modules.clone();
+        // --module alone adds to the default set (as dracut's --add-drivers does): the
+        // fix a failed boot suggests must not drop what the image already had.
+        if module_lists.is_empty() {
+            modules.extend(initramfs::default_modules());
+        }
         for list in &module_lists {
             modules.extend(read_module_list(list)?);
         }

@@ -148,6 +148,22 @@ fn a_root_behind_a_controller_without_its_driver_names_the_missing_module() {
         ],
     );
     assert!(out.exited, "the VM must halt:\n{}", out.log);
+
+    // The fix it names works: the same image with --module ata_piix boots from that disk.
+    let a = artifacts();
+    let img = lab::lab_dir().join("scratch/initramfs-ata-piix.img");
+    std::fs::create_dir_all(img.parent().unwrap()).unwrap();
+    Initramfs {
+        extra: vec!["--module".into(), "ata_piix".into()],
+        ..Default::default()
+    }
+    .build(&a.terra, &a.stage0, &a.kver, &img)
+    .expect("initramfs with ata_piix");
+    vm.initrd = Some(img);
+    vm.append = "terra.demo=poweroff terra.timeout=20 terra.rescue=halt".into();
+    let out = run(&vm);
+    expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
+    assert_eq!(report(&out)["root"]["uuid"], OS_UUID);
 }
 
 #[test]
