@@ -114,7 +114,10 @@ pub fn find_kernel(root: &Path) -> Result<Option<FoundKernel>, BootFilesError> {
     };
     let mut found: Vec<FoundKernel> = Vec::new();
     let mut consider = |image: PathBuf, release: &str| -> Result<(), BootFilesError> {
-        if release.is_empty() || release.contains('/') {
+        // A release goes into file names, GRUB's config and the kernel command line:
+        // only the characters kernel releases are made of.
+        let plain = |c: char| c.is_ascii_alphanumeric() || "._+~-".contains(c);
+        if release.is_empty() || !release.chars().all(plain) {
             return Ok(());
         }
         let Some(image) = inside(&image)?.filter(|p| p.is_file()) else {
@@ -216,6 +219,16 @@ pub fn write_kernel_dir(
     is.busybox = spec.busybox.clone();
     is.compression = Compression::default();
     let report = initramfs::build(&is).map_err(BootFilesError::Initramfs)?;
+    // The image embeds the disk's node.toml, which may hold CHAP secrets: the booted
+    // system's users must not read it from the version's /boot.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let owner_only = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io(p))
+        };
+        owner_only(&output, 0o600)?;
+        owner_only(dest, 0o700)?;
+    }
     std::fs::write(&release_file, format!("{}\n", kernel.release)).map_err(io(&release_file))?;
     Ok(KernelDir {
         release: kernel.release.clone(),

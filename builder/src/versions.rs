@@ -598,11 +598,13 @@ fn fill(
         crash_point("chained");
     }
     write_node_files(staging, v.node, v.label, v.name)?;
+    let kernel_err = |err| VersionsError::Kernel {
+        version: v.name.to_string(),
+        err,
+    };
+    clear_kernel_dir(staging).map_err(kernel_err)?;
     if let Some(spec) = v.boot {
-        built.kernel = carried_kernel(staging, spec).map_err(|err| VersionsError::Kernel {
-            version: v.name.to_string(),
-            err,
-        })?;
+        built.kernel = carried_kernel(staging, spec).map_err(kernel_err)?;
         crash_point("kernel");
     }
     // Everything on disk before the version can be named by a stored state: the node's
@@ -613,6 +615,37 @@ fn fill(
         err: e.into(),
     })?;
     Ok(built)
+}
+
+/// Removes an image's own `boot/terra`: it could hold anything (symlinks to the build
+/// host's files included), and only what the builder writes there may count as the
+/// version's kernel. `boot` itself must stay inside the tree.
+fn clear_kernel_dir(staging: &Path) -> Result<(), BootFilesError> {
+    let boot = staging.join("boot");
+    if fs::symlink_metadata(&boot).is_err() {
+        return Ok(());
+    }
+    let inside = match (boot.canonicalize(), staging.canonicalize()) {
+        (Ok(b), Ok(r)) => b.starts_with(&r).then_some(b),
+        _ => None,
+    };
+    let Some(boot) = inside else {
+        return Err(BootFilesError::Escapes {
+            path: staging.join("boot"),
+            root: staging.to_path_buf(),
+        });
+    };
+    let dir = boot.join("terra");
+    let io = |err| BootFilesError::Io {
+        path: dir.clone(),
+        err,
+    };
+    match fs::symlink_metadata(&dir) {
+        // remove_dir_all does not follow symlinks inside the tree it removes.
+        Ok(m) if m.is_dir() => fs::remove_dir_all(&dir).map_err(io),
+        Ok(_) => fs::remove_file(&dir).map_err(io),
+        Err(_) => Ok(()),
+    }
 }
 
 /// The kernel directory of a version being built (`boot/terra`), when its tree carries a
@@ -1069,6 +1102,32 @@ pub fn gc(target: &Target, keep: usize) -> Result<Vec<String>, VersionsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_images_own_kernel_dir_is_removed_without_following_its_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let host = t.path().join("host-secret");
+        fs::write(&host, b"secret").unwrap();
+        let root = t.path().join("staging");
+        fs::create_dir_all(root.join("boot/terra")).unwrap();
+        std::os::unix::fs::symlink(&host, root.join("boot/terra/vmlinuz")).unwrap();
+        std::os::unix::fs::symlink(&host, root.join("boot/terra/initramfs.img")).unwrap();
+        fs::write(root.join("boot/terra/release"), b"6.1\n").unwrap();
+        clear_kernel_dir(&root).unwrap();
+        assert!(!root.join("boot/terra").exists());
+        assert!(root.join("boot").is_dir());
+        assert_eq!(fs::read(&host).unwrap(), b"secret");
+        // A `boot` that leads out of the tree is refused, and the outside is left alone.
+        let outside = t.path().join("outside");
+        fs::create_dir_all(outside.join("terra")).unwrap();
+        fs::remove_dir_all(root.join("boot")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("boot")).unwrap();
+        assert!(matches!(
+            clear_kernel_dir(&root),
+            Err(BootFilesError::Escapes { .. })
+        ));
+        assert!(outside.join("terra").is_dir());
+    }
 
     #[test]
     fn chain_ids_follow_the_image_spec() {

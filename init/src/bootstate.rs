@@ -47,7 +47,12 @@ pub fn kernel_dir(top: &Path, name: &str) -> Option<PathBuf> {
         top.join(STATE_DIR).join(BASE_KERNEL_DIR),
     ]
     .into_iter()
-    .find(|d| d.join(RELEASE_FILE).is_file())
+    .find(|d| {
+        // Regular files only: a symlink in a kernel directory is never followed.
+        [RELEASE_FILE, KERNEL_FILE, INITRAMFS_FILE]
+            .iter()
+            .all(|f| std::fs::symlink_metadata(d.join(f)).is_ok_and(|m| m.file_type().is_file()))
+    })
 }
 
 /// The release recorded in a kernel directory.

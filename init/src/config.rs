@@ -238,8 +238,8 @@ pub enum Kexec {
     Auto,
     /// `terra.kexec=off`: every version boots on the running kernel.
     Off,
-    /// `terra.kexec=<version>`: this boot is the kexec a previous stage0 made into that
-    /// version's kernel: it boots that version, counts nothing and kexecs no further.
+    /// `terra.kexec.into=<version>`: this boot is the kexec a previous stage0 made into
+    /// that version's kernel: it boots that version, counts nothing and kexecs no further.
     Into {
         /// The version.
         version: String,
@@ -388,7 +388,8 @@ impl BootConfig {
                 ("terra.debug", None | Some("1")) => debug = true,
                 ("terra.debug", Some("0")) => debug = false,
                 ("terra.kexec", Some("off")) => kexec = Kexec::Off,
-                ("terra.kexec", Some(s)) if valid_subvol(s) => {
+                ("terra.kexec", Some("on")) => kexec = Kexec::Auto,
+                ("terra.kexec.into", Some(s)) if valid_subvol(s) => {
                     kexec = Kexec::Into {
                         version: s.to_string(),
                         from: None,
@@ -406,7 +407,8 @@ impl BootConfig {
                 // Keys we own, with values we cannot use.
                 ("disk_label" | "rootfstype", _) => return Err(bad(&p, "a non-empty name")),
                 ("version", _) => return Err(bad(&p, "a subvolume name without '/' or ','")),
-                ("terra.kexec", _) => return Err(bad(&p, "off or a version name")),
+                ("terra.kexec", _) => return Err(bad(&p, "on or off")),
+                ("terra.kexec.into", _) => return Err(bad(&p, "a version name")),
                 ("init", _) => return Err(bad(&p, "an absolute path")),
                 ("terra.debug" | "ro" | "rw", Some(_)) => return Err(bad(&p, "no value")),
                 ("rd.shell", Some(_)) => return Err(bad(&p, "0 or 1")),
@@ -522,7 +524,7 @@ mod tests {
         assert_eq!(resolve("").unwrap().kexec, Kexec::Auto);
         assert_eq!(resolve("terra.kexec=off").unwrap().kexec, Kexec::Off);
         assert_eq!(
-            resolve("terra.kexec=v2 terra.kexec.from=6.1.0-9-amd64@2345")
+            resolve("terra.kexec.into=v2 terra.kexec.from=6.1.0-9-amd64@2345")
                 .unwrap()
                 .kexec,
             Kexec::Into {
@@ -532,7 +534,8 @@ mod tests {
         );
         for bad in [
             "terra.kexec",
-            "terra.kexec=a/b",
+            "terra.kexec=v2",
+            "terra.kexec.into=a/b",
             "terra.kexec.from=x",
             "terra.kexec.from=@1",
         ] {

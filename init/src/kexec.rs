@@ -1,6 +1,6 @@
 //! Booting a version on the kernel it carries: `kexec_file_load` of the version's kernel
 //! and Terra initramfs (`boot/terra/` in the version, written by `terra upgrade`), with the
-//! running command line plus `terra.kexec=<version>` so the next stage0 boots that version
+//! running command line plus `terra.kexec.into=<version>` so the next stage0 boots that version
 //! without counting or kexecing again (ARCHITECTURE.md, "Kernels").
 
 use std::fmt;
@@ -54,23 +54,33 @@ pub fn running_release() -> String {
 
 /// The release of the kernel version root `root` carries, when it carries one.
 pub fn carried_release(root: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(root.join(KERNEL_DIR).join(RELEASE_FILE)).ok()?;
+    let dir = root.join(KERNEL_DIR);
+    // Regular files only, as `bootstate::kernel_dir` wants them: never a symlink.
+    let regular =
+        |f: &str| std::fs::symlink_metadata(dir.join(f)).is_ok_and(|m| m.file_type().is_file());
+    if ![RELEASE_FILE, KERNEL_FILE, INITRAMFS_FILE]
+        .iter()
+        .all(|f| regular(f))
+    {
+        return None;
+    }
+    let text = std::fs::read_to_string(dir.join(RELEASE_FILE)).ok()?;
     let r = text.trim();
     (!r.is_empty()).then(|| r.to_string())
 }
 
 /// The command line for the kexec into `version`: the running one without our kexec
-/// keys, plus `terra.kexec=<version>` and where this boot came from and when.
+/// keys, plus `terra.kexec.into=<version>` and where this boot came from and when.
 pub fn next_cmdline(current: &str, version: &str, release: &str, uptime_ms: u64) -> String {
     let mut kept: Vec<&str> = current
         .split_whitespace()
         .filter(|w| {
             let key = w.split('=').next().unwrap_or("");
             // BOOT_IMAGE is the bootloader's note about the kernel it loaded, not this one.
-            !matches!(key, "terra.kexec" | "terra.kexec.from" | "BOOT_IMAGE")
+            !matches!(key, "terra.kexec.into" | "terra.kexec.from" | "BOOT_IMAGE")
         })
         .collect();
-    let pin = format!("terra.kexec={version}");
+    let pin = format!("terra.kexec.into={version}");
     let from = format!("terra.kexec.from={release}@{uptime_ms}");
     kept.push(&pin);
     kept.push(&from);
@@ -110,6 +120,27 @@ pub fn load(root: &Path, cmdline: &str) -> Result<(), KexecError> {
     Ok(())
 }
 
+impl KexecError {
+    /// Whether the failure is the machine's rather than the version's: kexec missing from
+    /// the kernel, refused by lockdown or signature policy, or no memory for the image.
+    /// Then the version boots on the running kernel instead of counting as broken.
+    pub fn is_environment(&self) -> bool {
+        use nix::errno::Errno;
+        matches!(
+            self,
+            KexecError::Load {
+                err: Errno::ENOSYS
+                    | Errno::EPERM
+                    | Errno::EKEYREJECTED
+                    | Errno::EACCES
+                    | Errno::ENOMEM
+                    | Errno::EBUSY,
+                ..
+            }
+        )
+    }
+}
+
 /// Starts the loaded kernel. Returns only when the reboot failed.
 pub fn exec() -> nix::errno::Errno {
     match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_KEXEC) {
@@ -125,14 +156,14 @@ mod tests {
     #[test]
     fn the_next_command_line_pins_the_version_once() {
         let line = next_cmdline(
-            "BOOT_IMAGE=/terra/a/vmlinuz root=LABEL=os console=ttyS0 terra.kexec=v1 terra.kexec.from=x@1",
+            "BOOT_IMAGE=/terra/a/vmlinuz root=LABEL=os console=ttyS0 terra.kexec.into=v1 terra.kexec.from=x@1",
             "v2",
             "6.1.0-9-amd64",
             1234,
         );
         assert_eq!(
             line,
-            "root=LABEL=os console=ttyS0 terra.kexec=v2 terra.kexec.from=6.1.0-9-amd64@1234"
+            "root=LABEL=os console=ttyS0 terra.kexec.into=v2 terra.kexec.from=6.1.0-9-amd64@1234"
         );
         let c = crate::config::BootConfig::resolve(Default::default(), &line).unwrap();
         assert_eq!(
@@ -154,6 +185,21 @@ mod tests {
             "6.1.0-9-cloud-amd64\n",
         )
         .unwrap();
+        // Without the kernel and initramfs beside it, it carries nothing.
+        assert_eq!(carried_release(t.path()), None);
+        std::fs::write(t.path().join(KERNEL_DIR).join(KERNEL_FILE), b"k").unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/passwd",
+            t.path().join(KERNEL_DIR).join(INITRAMFS_FILE),
+        )
+        .unwrap();
+        assert_eq!(
+            carried_release(t.path()),
+            None,
+            "a symlink is never followed"
+        );
+        std::fs::remove_file(t.path().join(KERNEL_DIR).join(INITRAMFS_FILE)).unwrap();
+        std::fs::write(t.path().join(KERNEL_DIR).join(INITRAMFS_FILE), b"i").unwrap();
         assert_eq!(
             carried_release(t.path()).as_deref(),
             Some("6.1.0-9-cloud-amd64")

@@ -235,14 +235,24 @@ fn choose(
 ) -> Result<Chosen, SelectError> {
     let top = Path::new(TOP);
     let kexeced = match &cfg.kexec {
-        Kexec::Into { version, from } => Some((version.clone(), from.clone())),
+        // A command line reused after the state changed (a `kexec --reuse-cmdline`, a
+        // rollback in between) may name a version that is bad or gone: choose afresh.
+        Kexec::Into { version, from }
+            if state.get(version).is_some_and(|v| v.status != Status::Bad) =>
+        {
+            Some((version.clone(), from.clone()))
+        }
+        Kexec::Into { version, .. } => {
+            log::warn!("root: terra.kexec.into={version} names no bootable version; choosing");
+            None
+        }
         _ => None,
     };
     let candidates = if let Some((name, _)) = &kexeced {
         // Chosen and counted by the stage0 that kexecd into this kernel.
         let why = match state.get(name) {
-            Some(v) if v.status == Status::Tentative => Why::Tentative,
             _ if cfg.pinned && *name == cfg.subvol => Why::Pinned,
+            Some(v) if v.status == Status::Tentative => Why::Tentative,
             _ if *name == state.default => Why::Default,
             _ => Why::LastGood,
         };
@@ -417,7 +427,15 @@ fn kexec_into(name: &str) -> Result<(), String> {
     let uptime = crate::report::uptime_ms() as u64;
     let line = kexec::next_cmdline(current.trim(), name, &running, uptime);
     log::info!("root: version {name} carries kernel {release} (running {running}): kexec");
-    kexec::load(root, &line).map_err(|e| e.to_string())?;
+    match kexec::load(root, &line) {
+        Ok(()) => {}
+        // Not this version's fault: it boots on the running kernel.
+        Err(e) if e.is_environment() => {
+            log::warn!("root: {e}; version {name} boots on the running kernel {running}");
+            return Ok(());
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     // The state (the try counted, versions marked bad) is on disk before the kernel goes.
     if let Ok(top) = std::fs::File::open(TOP) {
         if let Err(e) = nix::unistd::syncfs(top.as_raw_fd()) {

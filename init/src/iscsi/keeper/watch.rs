@@ -65,9 +65,13 @@ impl Journal {
 /// alone is not enough, since systemd holds it for a socket-activated iscsid that has not
 /// started (and adopted nothing) yet.
 pub fn iscsid_running(proc: &Path, run: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // Only root's processes count: any user can name a process `iscsid`, and a keeper
+    // that stepped aside for it would leave the root disk without recovery.
+    let roots = |pid: &str| std::fs::metadata(proc.join(pid)).is_ok_and(|m| m.uid() == 0);
     if let Ok(pid) = std::fs::read_to_string(run.join("iscsid.pid")) {
         let pid = pid.trim();
-        if !pid.is_empty() && proc.join(pid).is_dir() {
+        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && roots(pid) {
             return Some(format!(
                 "iscsid runs (pid {pid}, {}/iscsid.pid)",
                 run.display()
@@ -83,7 +87,9 @@ pub fn iscsid_running(proc: &Path, run: &Path) -> Option<String> {
         else {
             continue;
         };
-        if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "iscsid") {
+        if roots(pid)
+            && std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "iscsid")
+        {
             return Some(format!("iscsid runs (pid {pid})"));
         }
     }
@@ -302,6 +308,11 @@ mod tests {
         std::fs::create_dir_all(proc.join("77")).unwrap();
         assert!(iscsid_running(&proc, &run).unwrap().contains("pid 77"));
         std::fs::remove_file(run.join("iscsid.pid")).unwrap();
+        // A user's process that calls itself iscsid does not count.
+        std::fs::create_dir_all(proc.join("43")).unwrap();
+        std::fs::write(proc.join("43/comm"), "iscsid\n").unwrap();
+        std::os::unix::fs::chown(proc.join("43"), Some(1000), Some(1000)).unwrap();
+        assert_eq!(iscsid_running(&proc, &run), None);
         std::fs::write(proc.join("42/comm"), "iscsid\n").unwrap();
         assert!(iscsid_running(&proc, &run).unwrap().contains("pid 42"));
     }
