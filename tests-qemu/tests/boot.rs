@@ -213,4 +213,10 @@ fn stage0_is_static() {
     // And the checker does catch a dynamic binary.
     let dynamic = std::fs::read("/bin/ls").unwrap();
     assert!(lab::elf::not_static_reason(&dynamic).is_some());
+    // The size budget: stage0 stays within 2 MB.
+    assert!(
+        bytes.len() <= 2_000_000,
+        "stage0 is {} bytes, over its 2 MB budget",
+        bytes.len()
+    );
 }
