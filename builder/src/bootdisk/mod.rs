@@ -292,9 +292,27 @@ pub fn partition_named(dev: &str, partlabel: &str) -> Option<PathBuf> {
 /// The btrfs member a disk contributes: its `terra-root` partition on a bootable disk,
 /// else the whole disk.
 pub fn root_member(dev: &str) -> String {
-    partition_named(dev, ROOT_PARTLABEL)
+    // A disk with a GPT is a bootable one: its partitions may show a moment after the
+    // loop device does, so wait for them rather than fall back to the whole disk.
+    if !has_gpt(dev) {
+        return dev.to_string();
+    }
+    wait_partition(dev, ROOT_PARTLABEL)
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|| dev.to_string())
+        .unwrap_or_else(|_| dev.to_string())
+}
+
+/// Whether `dev` carries a GPT header (`EFI PART` at LBA 1).
+fn has_gpt(dev: &str) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut sig = [0u8; 8];
+    fs::File::open(dev)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(512))?;
+            f.read_exact(&mut sig)
+        })
+        .is_ok()
+        && &sig == b"EFI PART"
 }
 
 /// Waits (briefly) for `partlabel` to appear on `dev` after partitioning.

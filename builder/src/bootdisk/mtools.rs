@@ -124,15 +124,33 @@ impl esp::EspFiles for MtoolsEsp {
     }
 
     fn write(&mut self, rel: &str, data: &[u8]) -> Result<(), EspError> {
-        let tmp = std::env::temp_dir().join(format!(
-            "terra-esp-{}-{}",
-            std::process::id(),
-            rel.replace('/', "_")
-        ));
-        fs::write(&tmp, data).map_err(|err| EspError::Write {
-            path: tmp.clone(),
-            err,
-        })?;
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        // A name of our own, created exclusively (O_EXCL: never an existing file or a
+        // planted symlink) and owner-only: other users share the temporary directory.
+        let mut n = 0u32;
+        let (tmp, mut file) = loop {
+            let tmp = std::env::temp_dir().join(format!(
+                "terra-esp-{}-{n}-{}",
+                std::process::id(),
+                rel.replace('/', "_")
+            ));
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(err) => return Err(EspError::Write { path: tmp, err }),
+            }
+        };
+        if let Err(err) = file.write_all(data) {
+            let _ = fs::remove_file(&tmp);
+            return Err(EspError::Write { path: tmp, err });
+        }
+        drop(file);
         let out = self.copy_in(&tmp, rel);
         let _ = fs::remove_file(&tmp);
         out
