@@ -178,16 +178,12 @@ pub(crate) fn grub_word(arg: &str) -> String {
 /// The GRUB configuration: serial and VGA consoles, no menu delay, the Terra entry and a
 /// debug entry.
 pub fn grub_cfg(args: &[String]) -> String {
+    use terra_init::esp::GRUB_PREAMBLE;
     let line: Vec<String> = args.iter().map(|a| grub_word(a)).collect();
     let line = line.join(" ");
     format!(
         "# Written by terra iso.\n\
-         serial --unit=0 --speed=115200\n\
-         terminal_input console serial\n\
-         terminal_output console serial\n\
-         set default=0\n\
-         set timeout=0\n\
-         \n\
+         {GRUB_PREAMBLE}\
          menuentry 'Terra' {{\n\
          \x20   linux {KERNEL_PATH} {line}\n\
          \x20   initrd {INITRAMFS_PATH}\n\

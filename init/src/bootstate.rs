@@ -47,12 +47,15 @@ pub fn kernel_dir(top: &Path, name: &str) -> Option<PathBuf> {
         top.join(STATE_DIR).join(BASE_KERNEL_DIR),
     ]
     .into_iter()
-    .find(|d| {
-        // Regular files only: a symlink in a kernel directory is never followed.
-        [RELEASE_FILE, KERNEL_FILE, INITRAMFS_FILE]
-            .iter()
-            .all(|f| std::fs::symlink_metadata(d.join(f)).is_ok_and(|m| m.file_type().is_file()))
-    })
+    .find(|d| is_kernel_dir(d))
+}
+
+/// Whether `dir` is a complete kernel directory: its three files, regular files only (a
+/// symlink in a kernel directory is never followed).
+pub fn is_kernel_dir(dir: &Path) -> bool {
+    [RELEASE_FILE, KERNEL_FILE, INITRAMFS_FILE]
+        .iter()
+        .all(|f| std::fs::symlink_metadata(dir.join(f)).is_ok_and(|m| m.file_type().is_file()))
 }
 
 /// The release recorded in a kernel directory.

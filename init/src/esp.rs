@@ -100,6 +100,15 @@ impl Entry {
 
 /// The GRUB config of `entry`: serial and VGA consoles, no delay, one menu entry titled
 /// with the version, booting the slot's kernel and initramfs. The entry's lines come first
+/// What every Terra GRUB config starts with (the ESP's and `terra iso`'s): the console
+/// on VGA and the first serial port, the one entry, no menu delay.
+pub const GRUB_PREAMBLE: &str = "serial --unit=0 --speed=115200\n\
+terminal_input console serial\n\
+terminal_output console serial\n\
+set default=0\n\
+set timeout=0\n\
+\n";
+
 /// as comments, so the config says itself what it boots.
 pub fn grub_cfg(entry: &Entry) -> String {
     let mut s = String::from("# Written by Terra (terra install, terra bless|rollback, bless).\n");
@@ -112,14 +121,9 @@ pub fn grub_cfg(entry: &Entry) -> String {
     // The version name is a plain subvolume name; the quotes keep GRUB from reading
     // anything in the title.
     let title = format!("Terra {} ({})", entry.version, entry.release).replace('\'', "");
+    s.push_str(GRUB_PREAMBLE);
     s.push_str(&format!(
-        "serial --unit=0 --speed=115200\n\
-         terminal_input console serial\n\
-         terminal_output console serial\n\
-         set default=0\n\
-         set timeout=0\n\
-         \n\
-         menuentry '{title}' {{\n\
+        "menuentry '{title}' {{\n\
          \x20   linux /{DIR}/{slot}/{KERNEL_FILE} {}\n\
          \x20   initrd /{DIR}/{slot}/{INITRAMFS_FILE}\n\
          }}\n",

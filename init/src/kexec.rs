@@ -8,7 +8,9 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::bootstate::{INITRAMFS_FILE, KERNEL_DIR, KERNEL_FILE, RELEASE_FILE};
+#[cfg(test)]
+use crate::bootstate::RELEASE_FILE;
+use crate::bootstate::{self, INITRAMFS_FILE, KERNEL_DIR, KERNEL_FILE};
 
 /// A version's kernel that cannot be loaded.
 #[derive(Debug)]
@@ -55,18 +57,10 @@ pub fn running_release() -> String {
 /// The release of the kernel version root `root` carries, when it carries one.
 pub fn carried_release(root: &Path) -> Option<String> {
     let dir = root.join(KERNEL_DIR);
-    // Regular files only, as `bootstate::kernel_dir` wants them: never a symlink.
-    let regular =
-        |f: &str| std::fs::symlink_metadata(dir.join(f)).is_ok_and(|m| m.file_type().is_file());
-    if ![RELEASE_FILE, KERNEL_FILE, INITRAMFS_FILE]
-        .iter()
-        .all(|f| regular(f))
-    {
+    if !bootstate::is_kernel_dir(&dir) {
         return None;
     }
-    let text = std::fs::read_to_string(dir.join(RELEASE_FILE)).ok()?;
-    let r = text.trim();
-    (!r.is_empty()).then(|| r.to_string())
+    bootstate::kernel_release(&dir)
 }
 
 /// The command line for the kexec into `version`: the running one without our kexec

@@ -97,6 +97,19 @@ pub struct Netlink {
     seq: u32,
 }
 
+/// A NETLINK_ISCSI socket bound to the multicast `groups` (0: none, requests only).
+fn iscsi_socket(groups: u32) -> Result<std::os::fd::OwnedFd, HandoffError> {
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkISCSI,
+    )
+    .map_err(HandoffError::Socket)?;
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups)).map_err(HandoffError::Socket)?;
+    Ok(fd)
+}
+
 impl Netlink {
     /// Opens the socket for the transport named `transport` ("tcp") as found under `sys`
     /// (normally /sys).
@@ -112,14 +125,7 @@ impl Netlink {
                 path: path.clone(),
                 error,
             })?;
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkISCSI,
-        )
-        .map_err(HandoffError::Socket)?;
-        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(HandoffError::Socket)?;
+        let fd = iscsi_socket(0)?;
         // The kernel answers synchronously; a bound keeps PID 1 from hanging on a bug.
         setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(10, 0))
             .map_err(HandoffError::Socket)?;
@@ -319,18 +325,7 @@ pub struct Events {
 impl Events {
     /// Joins the group. Every member gets every event: an iscsid started later sees them too.
     pub fn open() -> Result<Self, HandoffError> {
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkISCSI,
-        )
-        .map_err(HandoffError::Socket)?;
-        bind(
-            fd.as_raw_fd(),
-            &NetlinkAddr::new(0, 1 << (sys::NL_GRP_ISCSID - 1)),
-        )
-        .map_err(HandoffError::Socket)?;
+        let fd = iscsi_socket(1 << (sys::NL_GRP_ISCSID - 1))?;
         Ok(Events {
             fd,
             buf: vec![0u8; 16_384],
