@@ -466,6 +466,13 @@ pub(crate) fn mount(devs: &[String], mnt: &Path) -> Result<Mounted, InstallError
         disk: mnt.to_path_buf(),
         err,
     })?;
+    // btrfs reads a member's superblock through the block device's page cache but writes
+    // it around the cache; a page left there from an earlier mount of the same loop device
+    // (kept when another process held the device open at unmount) would mount an old
+    // generation. Drop the cached pages first.
+    for d in devs {
+        let _ = Command::new("blockdev").args(["--flushbufs", d]).output();
+    }
     let opts: Vec<String> = devs.iter().map(|d| format!("device={d}")).collect();
     let mut cmd = Command::new("mount");
     cmd.args(["-t", "btrfs"]);
