@@ -1,0 +1,7 @@
+//! The Terra controller (ARCHITECTURE.md §6): provisions fleets of diskless nodes. Each node
+//! gets a copy-on-write clone of its image's golden LUN, its own iSCSI target on tgtd bound
+//! to its own initiator, and an iPXE entry served over HTTP; state lives in SQLite or
+//! PostgreSQL.
+
+pub mod cli;
+pub mod tgt;

@@ -1,0 +1,1 @@
+//! tgtd's management interface (to be written).
