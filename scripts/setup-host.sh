@@ -13,6 +13,8 @@ PACKAGES=(
   dnsmasq-base iproute2 iputils-ping
   # iSCSI: tgtd as the target, libiscsi as a reference initiator
   tgt libiscsi-bin
+  # the controller's shared database in its tests (a server the tests start and stop)
+  postgresql
   # OCI: a registry, skopeo/umoci to push images and to compare unpacks, buildah (and GNU
   # tar, umoci, skopeo) to make the image corpus the unpack tests compare; openssl makes
   # the keys and signatures of the signed-image tests (builder/tests/oci_signed.rs)

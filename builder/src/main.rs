@@ -38,6 +38,8 @@ Commands:
   bless        confirm (good) or reject (bad) the tentative version
   rollback     make the last good version the default
   gc           remove old versions
+  serve        run the controller: provisions diskless nodes (terra-controller)
+  node         add, list, upgrade and delete the controller's nodes
 
 Options:
   -h, --help       print this help
@@ -212,6 +214,7 @@ fn run() -> Result<(), Error> {
         {
             versions_cli::cmd(&cmd.to_string_lossy(), &mut parser).map_err(Error::Artifact)
         }
+        Some(Value(cmd)) if cmd == "serve" || cmd == "node" => Err(exec_controller()),
         Some(Value(cmd)) => Err(Error::Usage(format!(
             "unknown command {:?} (see `terra --help`)",
             cmd.to_string_lossy()
@@ -219,6 +222,36 @@ fn run() -> Result<(), Error> {
         Some(arg) => Err(arg.unexpected().into()),
         None => Err(Error::Usage(format!("missing command\n\n{USAGE}"))),
     }
+}
+
+/// `terra serve` and `terra node` live in `terra-controller` (the controller crate stands
+/// on this one, never the other way): exec it with the same arguments, found beside this
+/// executable, then on `$PATH`. Returns only on failure.
+fn exec_controller() -> Error {
+    use std::os::unix::process::CommandExt;
+    const NAME: &str = "terra-controller";
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(NAME)))
+        .filter(|p| p.is_file());
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(NAME))
+            .find(|p| p.is_file())
+    });
+    let Some(program) = beside.clone().or(on_path) else {
+        return Error::Usage(format!(
+            "the controller ({NAME}) is not installed: looked beside {} and on $PATH \
+             (build it with `cargo build -p terra-controller`)",
+            std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "terra".into())
+        ));
+    };
+    let err = std::process::Command::new(&program)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Error::Usage(format!("{}: {err}", program.display()))
 }
 
 fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {

@@ -3,5 +3,13 @@
 //! to its own initiator, and an iPXE entry served over HTTP; state lives in SQLite or
 //! PostgreSQL.
 
+pub mod boot;
 pub mod cli;
+pub mod client;
+pub mod db;
+pub mod http;
+pub mod node;
+pub mod provision;
+pub mod serve;
+pub mod storage;
 pub mod tgt;

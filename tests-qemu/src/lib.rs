@@ -17,6 +17,7 @@ pub mod kernels;
 pub mod netns;
 pub mod oci_root;
 pub mod package;
+pub mod postgres;
 pub mod tgtd;
 pub mod versions;
 pub mod vm;

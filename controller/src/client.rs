@@ -1,0 +1,135 @@
+//! `terra node`: the API's client.
+
+use std::time::Duration;
+
+use crate::http::{NodeView, UpgradeRequest};
+
+/// A client of one controller.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// What went wrong, with the server's own message when it sent one.
+#[derive(Debug)]
+pub struct ClientError(pub String);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl Client {
+    /// A client of the controller at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError(format!("tokio: {e}")))?;
+        let http = reqwest::Client::builder()
+            // Provisioning the first node of an image installs it: minutes for a big one.
+            .timeout(Duration::from_secs(1800))
+            .build()
+            .map_err(|e| ClientError(e.to_string()))?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+            runtime,
+        })
+    }
+
+    fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<Option<T>, ClientError> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        self.runtime.block_on(async {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ClientError(format!("{what}: {}: {e}", self.base)))?;
+            let status = resp.status();
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| ClientError(format!("{what}: {e}")))?;
+            if !status.is_success() {
+                let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                return Err(ClientError(format!(
+                    "{what}: {msg} (HTTP {})",
+                    status.as_u16()
+                )));
+            }
+            if body.is_empty() {
+                return Ok(None);
+            }
+            serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| ClientError(format!("{what}: the controller's answer: {e}")))
+        })
+    }
+
+    /// `node add`.
+    pub fn add(&self, text: &str, file: &str) -> Result<NodeView, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/api/nodes", self.base))
+            .query(&[("file", file)])
+            .body(text.to_string());
+        self.send(req, &format!("adding {file}"))?
+            .ok_or_else(|| ClientError("adding: empty answer".into()))
+    }
+
+    /// `node list`.
+    pub fn list(&self) -> Result<Vec<NodeView>, ClientError> {
+        let req = self.http.get(format!("{}/api/nodes", self.base));
+        Ok(self.send(req, "listing nodes")?.unwrap_or_default())
+    }
+
+    /// `node show`.
+    pub fn show(&self, name: &str) -> Result<NodeView, ClientError> {
+        let req = self.http.get(format!("{}/api/nodes/{name}", self.base));
+        self.send(req, &format!("node {name}"))?
+            .ok_or_else(|| ClientError(format!("node {name}: empty answer")))
+    }
+
+    /// `node delete`.
+    pub fn delete(&self, name: &str) -> Result<(), ClientError> {
+        let req = self.http.delete(format!("{}/api/nodes/{name}", self.base));
+        self.send::<serde_json::Value>(req, &format!("deleting node {name}"))
+            .map(drop)
+    }
+
+    /// `node upgrade`.
+    pub fn upgrade(&self, name: &str, reference: &str) -> Result<NodeView, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/api/nodes/{name}/upgrade", self.base))
+            .json(&UpgradeRequest {
+                reference: reference.to_string(),
+            });
+        self.send(req, &format!("upgrading node {name}"))?
+            .ok_or_else(|| ClientError(format!("upgrading node {name}: empty answer")))
+    }
+
+    /// `node discovered`.
+    pub fn discovered(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        let req = self.http.get(format!("{}/api/discovered", self.base));
+        Ok(self
+            .send(req, "listing discovered machines")?
+            .unwrap_or_default())
+    }
+}

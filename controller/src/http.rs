@@ -1,0 +1,330 @@
+//! The HTTP side: boot endpoints (open: machines ask before they have any credential) and
+//! the JSON API under `/api` (changes need the token).
+//!
+//! ```text
+//! GET  /boot.ipxe                    chains to /ipxe?mac=${mac:hexhyp}
+//! GET  /ipxe?mac=52-54-00-…          the node's script, or the default one (recorded)
+//! GET  /nodes/<mac>/node.cpio        the node's own initramfs (its node.toml)
+//! GET  /assets/vmlinuz, /assets/initrd.img   shared kernel and initramfs (range requests)
+//! GET  /api/nodes[/<name>]   POST /api/nodes   DELETE /api/nodes/<name>
+//! POST /api/nodes/<name>/upgrade     GET /api/discovered   GET /api/health
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, get_service, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use terra_builder::bootargs::Mac;
+use tower_http::services::ServeFile;
+
+use crate::boot;
+use crate::db::NodeRow;
+use crate::provision::{state, Controller, ControllerError};
+
+/// What the HTTP handlers share.
+pub struct App {
+    /// The controller.
+    pub ctl: Arc<Controller>,
+    /// The token changes need.
+    pub token: String,
+    /// Where nodes reach this server.
+    pub public_url: String,
+    /// The shared kernel.
+    pub kernel: PathBuf,
+    /// The shared initramfs.
+    pub initramfs: PathBuf,
+}
+
+/// A node as the API shows it: never its node.toml or CHAP secrets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeView {
+    /// Hostname.
+    pub hostname: String,
+    /// MAC.
+    pub mac: String,
+    /// Image reference.
+    pub image: String,
+    /// Default root version on its LUN.
+    pub version: String,
+    /// Initiator IQN.
+    pub initiator: String,
+    /// Target IQN.
+    pub target: String,
+    /// Lifecycle state.
+    pub state: String,
+    /// Why it failed.
+    #[serde(default)]
+    pub reason: String,
+    /// Portal of its target.
+    #[serde(default)]
+    pub portal: String,
+    /// Image digest.
+    #[serde(default)]
+    pub digest: String,
+    /// Controller holding its LUN.
+    #[serde(default)]
+    pub controller: String,
+    /// Whether it logs in with CHAP.
+    #[serde(default)]
+    pub chap: bool,
+}
+
+impl From<&NodeRow> for NodeView {
+    fn from(n: &NodeRow) -> Self {
+        NodeView {
+            hostname: n.hostname.clone(),
+            mac: n.mac.clone(),
+            image: n.image.clone(),
+            version: n.version.clone(),
+            initiator: n.initiator.clone(),
+            target: n.target.clone(),
+            state: n.state.clone(),
+            reason: n.reason.clone(),
+            portal: n.portal.clone(),
+            digest: n.digest.clone(),
+            controller: n.controller.clone(),
+            chap: !n.chap.is_empty(),
+        }
+    }
+}
+
+/// An API error: a status and a message naming the node, step and cause.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ControllerError> for ApiError {
+    fn from(e: ControllerError) -> Self {
+        let status = match &e {
+            ControllerError::Spec(_) | ControllerError::Image { .. } => StatusCode::BAD_REQUEST,
+            ControllerError::Taken { .. } | ControllerError::State { .. } => StatusCode::CONFLICT,
+            ControllerError::NoNode(_) => StatusCode::NOT_FOUND,
+            ControllerError::Step { .. } | ControllerError::Db(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// The router.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/boot.ipxe", get(boot_ipxe))
+        .route("/ipxe", get(ipxe))
+        .route("/nodes/{mac}/node.cpio", get(node_cpio))
+        .route_service(boot::KERNEL_PATH, get_service(ServeFile::new(&app.kernel)))
+        .route_service(
+            boot::INITRD_PATH,
+            get_service(ServeFile::new(&app.initramfs)),
+        )
+        .route("/api/health", get(health))
+        .route("/api/nodes", get(list).post(add))
+        .route("/api/nodes/{name}", get(show).delete(delete))
+        .route("/api/nodes/{name}/upgrade", post(upgrade))
+        .route("/api/discovered", get(discovered))
+        .with_state(app)
+}
+
+fn ipxe_text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn boot_ipxe(State(app): State<Arc<App>>) -> Response {
+    ipxe_text(boot::chain_script(&app.public_url))
+}
+
+#[derive(Deserialize)]
+struct MacQuery {
+    mac: String,
+}
+
+async fn ipxe(
+    State(app): State<Arc<App>>,
+    Query(q): Query<MacQuery>,
+) -> Result<Response, ApiError> {
+    let mac = Mac::parse(&q.mac).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("mac={:?}: not a MAC address", q.mac),
+        )
+    })?;
+    let cmdline = &app.ctl.settings.cmdline;
+    let node = app
+        .ctl
+        .db
+        .node_by_mac(&mac.to_string())
+        .await
+        .map_err(internal)?;
+    let Some(n) = node else {
+        app.ctl
+            .db
+            .discovered(&mac.to_string())
+            .await
+            .map_err(internal)?;
+        return Ok(ipxe_text(boot::default_script(
+            &app.public_url,
+            &mac.to_string(),
+            cmdline,
+        )));
+    };
+    let script = match n.state.as_str() {
+        state::READY | state::BOOTED => {
+            boot::node_script(&app.public_url, &n.hostname, &mac, cmdline)
+        }
+        state::FAILED => format!(
+            "#!ipxe\necho Terra: node {} failed: {}\nexit 1\n",
+            n.hostname,
+            n.reason.replace(['\n', '$'], " ")
+        ),
+        // Provisioning, upgrading or deleting: ask again shortly.
+        other => format!(
+            "#!ipxe\necho Terra: node {} is {other}; asking again in 5 s\nsleep 5\n\
+             chain {}/ipxe?mac=${{mac:hexhyp}}\n",
+            n.hostname,
+            app.public_url.trim_end_matches('/')
+        ),
+    };
+    Ok(ipxe_text(script))
+}
+
+async fn node_cpio(
+    State(app): State<Arc<App>>,
+    Path(mac): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = Mac::parse(&mac).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{mac:?}: not a MAC address"),
+        )
+    })?;
+    let n = app
+        .ctl
+        .db
+        .node_by_mac(&parsed.to_string())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node has MAC {parsed}")))?;
+    let bytes = boot::node_cpio(&app.ctl.boot_config(&n)).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("node {}: {e}", n.hostname),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// Changes need `Authorization: Bearer <token>`; compared in constant time.
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (given.as_bytes(), app.token.as_bytes());
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    if same && !b.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "changes need the controller's token (TERRA_TOKEN or --token-file)".into(),
+        ))
+    }
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    Json(serde_json::json!({
+        "controller": app.ctl.settings.id,
+        "database": app.ctl.db.backend,
+    }))
+    .into_response()
+}
+
+async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<NodeView>>, ApiError> {
+    let nodes = app.ctl.db.nodes().await.map_err(internal)?;
+    Ok(Json(nodes.iter().map(NodeView::from).collect()))
+}
+
+async fn show(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
+    let n = app
+        .ctl
+        .db
+        .node(&name)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::from(ControllerError::NoNode(name)))?;
+    Ok(Json(NodeView::from(&n)))
+}
+
+#[derive(Deserialize)]
+struct AddQuery {
+    /// The node.toml's file name, for messages.
+    file: Option<String>,
+}
+
+async fn add(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<AddQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<NodeView>), ApiError> {
+    authorize(&app, &headers)?;
+    let file = q.file.unwrap_or_else(|| "node.toml".into());
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{file}: not UTF-8")))?;
+    let n = app.ctl.add(&text, &file).await?;
+    Ok((StatusCode::CREATED, Json(NodeView::from(&n))))
+}
+
+async fn delete(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&app, &headers)?;
+    app.ctl.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Serialize)]
+/// `POST /api/nodes/<name>/upgrade`'s body.
+pub struct UpgradeRequest {
+    /// The image reference.
+    pub reference: String,
+}
+
+async fn upgrade(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<UpgradeRequest>,
+) -> Result<Json<NodeView>, ApiError> {
+    authorize(&app, &headers)?;
+    let n = app.ctl.upgrade(&name, &req.reference).await?;
+    Ok(Json(NodeView::from(&n)))
+}
+
+async fn discovered(
+    State(app): State<Arc<App>>,
+) -> Result<Json<Vec<crate::db::Discovered>>, ApiError> {
+    Ok(Json(app.ctl.db.discoveries().await.map_err(internal)?))
+}

@@ -1,0 +1,253 @@
+//! `terra serve`: opens the state directory and database, makes sure tgtd runs, finishes
+//! what a killed controller left, then serves HTTP while a watcher keeps tgtd's targets in
+//! step with the database (tgtd keeps no state: after it restarts, every target is made
+//! again) and notices nodes that booted.
+
+use std::fs;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::db::{redact_url, Db};
+use crate::http::{self, App};
+use crate::node::random_token;
+use crate::provision::{Controller, Settings};
+use crate::storage::{Storage, DEFAULT_LUN_MB};
+use crate::tgt::{spawn_tgtd, Tgt};
+
+/// tgtd's control port the controller uses by default (not the system tgtd's 0).
+pub const DEFAULT_TGTD_CONTROL_PORT: u16 = 13260;
+
+/// `terra serve`'s options.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The state directory.
+    pub state: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: SQLite in the state directory.
+    pub database: Option<String>,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// The URL nodes reach the HTTP server at.
+    pub public_url: String,
+    /// tgtd's portal (`addr:port`).
+    pub iscsi_listen: String,
+    /// The portal nodes are told (`host:port`).
+    pub iscsi_portal: String,
+    /// tgtd's control port.
+    pub tgtd_control_port: u16,
+    /// Shared kernel.
+    pub kernel: PathBuf,
+    /// Shared initramfs.
+    pub initramfs: PathBuf,
+    /// Kernel arguments of every entry.
+    pub cmdline: String,
+    /// The token file (default `<state>/token`, made on first start).
+    pub token_file: Option<PathBuf>,
+    /// Generated CHAP for every node.
+    pub chap: bool,
+    /// Registries over plain HTTP.
+    pub plain_http: bool,
+    /// LUN size, MiB.
+    pub lun_mb: u64,
+}
+
+impl ServeOptions {
+    /// Defaults around a state directory.
+    pub fn new(state: &Path) -> ServeOptions {
+        ServeOptions {
+            state: state.to_path_buf(),
+            database: None,
+            listen: "127.0.0.1:8080".parse().expect("address"),
+            public_url: String::new(),
+            iscsi_listen: "127.0.0.1:3260".into(),
+            iscsi_portal: String::new(),
+            tgtd_control_port: DEFAULT_TGTD_CONTROL_PORT,
+            kernel: state.join("boot/vmlinuz"),
+            initramfs: state.join("boot/initrd.img"),
+            cmdline: String::new(),
+            token_file: None,
+            chap: false,
+            plain_http: false,
+            lun_mb: DEFAULT_LUN_MB,
+        }
+    }
+}
+
+/// A file's content, or a new random one written owner-only.
+fn read_or_make(path: &Path, len: usize) -> Result<String, String> {
+    match fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let value = random_token(len).map_err(|e| format!("random: {e}"))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(format!("{value}\n").as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(value)
+}
+
+/// Starts tgtd when it does not answer on its control port; its PID goes to
+/// `<state>/tgtd.pid`. It runs in its own session: nodes keep their disks while the
+/// controller restarts.
+fn ensure_tgtd(tgt: &Tgt, opts: &ServeOptions) -> Result<Option<u32>, String> {
+    if tgt.ping().is_ok() {
+        return Ok(None);
+    }
+    let pid = spawn_tgtd(
+        opts.tgtd_control_port,
+        &opts.iscsi_listen,
+        &opts.state.join("tgtd.log"),
+    )
+    .map_err(|e| format!("tgtd on {}: {e}", opts.iscsi_listen))?;
+    let pid_file = opts.state.join("tgtd.pid");
+    fs::write(&pid_file, format!("{pid}\n")).map_err(|e| format!("{}: {e}", pid_file.display()))?;
+    Ok(Some(pid))
+}
+
+/// Runs the controller until it is killed.
+pub fn serve(opts: ServeOptions) -> Result<(), String> {
+    for (what, p) in [("--kernel", &opts.kernel), ("--initramfs", &opts.initramfs)] {
+        if !p.is_file() {
+            return Err(format!(
+                "{what} {}: no such file (the kernel and initramfs every node boots; build the \
+                 initramfs with `terra initramfs --modules-list initramfs/netboot.modules`)",
+                p.display()
+            ));
+        }
+    }
+    fs::create_dir_all(&opts.state).map_err(|e| format!("{}: {e}", opts.state.display()))?;
+    let storage = Storage::open(&opts.state).map_err(|e| e.to_string())?;
+    let id = read_or_make(&opts.state.join("id"), 12)?;
+    let token_file = opts
+        .token_file
+        .clone()
+        .unwrap_or_else(|| opts.state.join("token"));
+    let token = read_or_make(&token_file, 32)?;
+    let url = opts.database.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            opts.state.join("terra.db").display()
+        )
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio: {e}"))?;
+    runtime.block_on(async move {
+        let db = Db::open(&url).await.map_err(|e| e.to_string())?;
+        let tgt = Tgt::new(opts.tgtd_control_port);
+        if let Some(pid) = ensure_tgtd(&tgt, &opts)? {
+            eprintln!(
+                "terra serve: started tgtd (pid {pid}) on {}",
+                opts.iscsi_listen
+            );
+        }
+        let portal = if opts.iscsi_portal.is_empty() {
+            opts.iscsi_listen.clone()
+        } else {
+            opts.iscsi_portal.clone()
+        };
+        let public_url = if opts.public_url.is_empty() {
+            format!("http://{}", opts.listen)
+        } else {
+            opts.public_url.trim_end_matches('/').to_string()
+        };
+        let ctl = Arc::new(Controller::new(
+            db,
+            storage,
+            tgt.clone(),
+            Settings {
+                id: id.clone(),
+                portal,
+                plain_http: opts.plain_http,
+                chap: opts.chap,
+                lun_mb: opts.lun_mb,
+                cmdline: opts.cmdline.clone(),
+            },
+        ));
+        for line in ctl.recover().await.map_err(|e| e.to_string())? {
+            eprintln!("terra serve: {line}");
+        }
+        match ctl.restore().await {
+            Ok(r) if !r.is_empty() => {
+                eprintln!("terra serve: targets made again for {}", r.join(", "))
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("terra serve: {e}"),
+        }
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| format!("--listen {}: {e}", opts.listen))?;
+        eprintln!(
+            "terra serve: controller {id} on http://{} (nodes use {public_url}), iSCSI on {} \
+             (nodes use {}), database {} ({}), state {}",
+            opts.listen,
+            opts.iscsi_listen,
+            ctl.settings.portal,
+            redact_url(&url),
+            ctl.db.backend,
+            opts.state.display()
+        );
+        let watcher = {
+            let (ctl, opts) = (ctl.clone(), opts.clone());
+            tokio::spawn(async move { watch(ctl, opts).await })
+        };
+        let app = Arc::new(App {
+            ctl,
+            token,
+            public_url,
+            kernel: opts.kernel.clone(),
+            initramfs: opts.initramfs.clone(),
+        });
+        let served = axum::serve(listener, http::router(app))
+            .await
+            .map_err(|e| format!("http: {e}"));
+        watcher.abort();
+        served
+    })
+}
+
+/// Every 2 s: tgtd answers (else it is started again), every node's target is there (else
+/// made again), and nodes whose initiator logged in are marked booted.
+async fn watch(ctl: Arc<Controller>, opts: ServeOptions) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let tgt = ctl.tgt.clone();
+        let o = opts.clone();
+        match tokio::task::spawn_blocking(move || ensure_tgtd(&tgt, &o)).await {
+            Ok(Ok(Some(pid))) => {
+                eprintln!("terra serve: tgtd was gone; started it again (pid {pid})")
+            }
+            Ok(Err(e)) => {
+                eprintln!("terra serve: {e}");
+                continue;
+            }
+            _ => {}
+        }
+        match ctl.restore().await {
+            Ok(r) if !r.is_empty() => {
+                eprintln!("terra serve: targets made again for {}", r.join(", "))
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("terra serve: {e}"),
+        }
+        if let Ok(b) = ctl.notice_boots().await {
+            for h in b {
+                eprintln!("terra serve: node {h} booted");
+            }
+        }
+    }
+}

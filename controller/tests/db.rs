@@ -1,0 +1,171 @@
+//! The controller's database on both backends it supports: a real SQLite file and a real
+//! PostgreSQL server the test starts (lab::postgres). One schema, migrations applied once,
+//! refusals that name the node holding a hostname or MAC, target ids unique under
+//! concurrent adds (also from two controllers' pools on one PostgreSQL database), the
+//! journal, and discovery.
+
+use lab::postgres::Postgres;
+use terra_controller::db::{AddError, Db, NodeRow};
+
+fn node(host: &str, mac: &str, controller: &str) -> NodeRow {
+    NodeRow {
+        hostname: host.into(),
+        mac: mac.into(),
+        image: "oci:/images:v1".into(),
+        digest: "sha256:00".into(),
+        version: String::new(),
+        initiator: format!("iqn.2024-01.org.terra-os:node.{host}"),
+        target: format!("iqn.2024-01.org.terra-os:target.{host}"),
+        portal: "10.0.2.2:3260".into(),
+        controller: controller.into(),
+        tid: 0,
+        state: "provisioning".into(),
+        reason: String::new(),
+        config: "hostname = \"x\"".into(),
+        chap: String::new(),
+        updated: 0,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn exercise(url: &str) {
+    let db = Db::open(url).await.expect("open");
+    // A second open (a restart, or a second controller) finds the schema made.
+    let again = Db::open(url).await.expect("open again");
+    assert_eq!(db.schema_version().await.unwrap(), 1);
+    assert_eq!(again.schema_version().await.unwrap(), 1);
+
+    let a = db
+        .add_node(node("a", "52:54:00:00:00:0a", "c1"))
+        .await
+        .unwrap();
+    assert_eq!(a.tid, 1);
+    for (dup, field, value) in [
+        (node("a", "52:54:00:00:00:0b", "c1"), "hostname", "a"),
+        (
+            node("b", "52:54:00:00:00:0a", "c1"),
+            "mac",
+            "52:54:00:00:00:0a",
+        ),
+    ] {
+        match again.add_node(dup).await {
+            Err(AddError::Taken {
+                field: f,
+                value: v,
+                node,
+            }) => {
+                assert_eq!((f, v.as_str(), node.as_str()), (field, value, "a"));
+            }
+            other => panic!("expected {field} taken, got {other:?}"),
+        }
+    }
+
+    // Twenty adds at once through two pools: every one gets its own tid.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let db = if i % 2 == 0 {
+            db.clone()
+        } else {
+            again.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            db.add_node(node(
+                &format!("n{i}"),
+                &format!("52:54:00:00:01:{i:02x}"),
+                "c1",
+            ))
+            .await
+            .map(|n| n.tid)
+        }));
+    }
+    let mut tids = Vec::new();
+    for t in tasks {
+        tids.push(t.await.unwrap().expect("concurrent add"));
+    }
+    tids.sort();
+    assert_eq!(tids, (2..22).collect::<Vec<i64>>());
+    // Another controller's tids are its own.
+    let other = db
+        .add_node(node("o", "52:54:00:00:02:00", "c2"))
+        .await
+        .unwrap();
+    assert_eq!(other.tid, 1);
+
+    assert_eq!(db.nodes().await.unwrap().len(), 22);
+    assert_eq!(
+        db.node_by_mac("52:54:00:00:00:0a")
+            .await
+            .unwrap()
+            .unwrap()
+            .hostname,
+        "a"
+    );
+    assert!(db.transition("a", "provisioning", "ready").await.unwrap());
+    assert!(!db.transition("a", "provisioning", "ready").await.unwrap());
+
+    db.journal("a", "lun", "/x/a.img").await.unwrap();
+    db.journal("a", "target", "1").await.unwrap();
+    let steps = again.steps("a").await.unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| (s.seq, s.step.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "lun"), (2, "target")]
+    );
+    db.unjournal("a", 2).await.unwrap();
+    assert_eq!(db.steps("a").await.unwrap().len(), 1);
+    db.delete_node("a").await.unwrap();
+    assert!(db.node("a").await.unwrap().is_none());
+    assert!(db.steps("a").await.unwrap().is_empty());
+
+    for _ in 0..3 {
+        db.discovered("52:54:00:99:00:01").await.unwrap();
+    }
+    let d = again.discoveries().await.unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].requests, 3);
+}
+
+#[test]
+fn sqlite_holds_the_schema_and_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("terra.db").display()
+    );
+    runtime().block_on(exercise(&url));
+}
+
+#[test]
+fn postgresql_holds_the_same_schema_for_two_controllers() {
+    let pg = Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    runtime().block_on(exercise(&pg.url()));
+}
+
+#[test]
+fn a_bad_url_is_named() {
+    let err = runtime()
+        .block_on(Db::open("mysql://x@y/z"))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("mysql://x@y/z"), "{err}");
+    let err = runtime()
+        .block_on(Db::open(
+            "postgres://terra:hunter2hunter2@127.0.0.1:1/terra",
+        ))
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("127.0.0.1:1") && !msg.contains("hunter2"),
+        "{msg}"
+    );
+}
