@@ -103,6 +103,20 @@ pub fn terra() -> crate::Result<PathBuf> {
     Ok(target_dir().join("release/terra"))
 }
 
+/// Builds `terra-controller` (release). Returns its path.
+pub fn controller() -> crate::Result<PathBuf> {
+    run(cargo().args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "terra-controller",
+        "--bin",
+        "terra-controller",
+    ]))?;
+    Ok(target_dir().join("release/terra-controller"))
+}
+
 /// Options for one initramfs.
 #[derive(Debug, Clone, Default)]
 pub struct Initramfs {

@@ -11,6 +11,7 @@ pub mod build;
 pub mod debian;
 pub mod disk;
 pub mod elf;
+pub mod fleet;
 pub mod harness;
 pub mod host;
 pub mod kernels;

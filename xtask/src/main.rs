@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
+mod bench_controller;
+
 use lab::build::{self, Artifacts};
 use lab::vm::{self, Accel, Vm};
 
@@ -36,6 +38,8 @@ const USAGE: &str = "usage:
       target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
                     [--iscsi-runs N] [--only dhcp|unpack|iscsi|upgrade|verify|kexec]
+                    [--only controller [--nodes N] [--full-nodes N] [--image-mb N]
+                                       [--requests N]]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
       init on the same kernel and disk; then time to a DHCP lease, stage0 vs busybox udhcpc
       against one dnsmasq in network namespaces (root); time from network up to an iSCSI
@@ -46,7 +50,11 @@ const USAGE: &str = "usage:
       same-boot fallback (--boots each); what --verify-key adds to `terra image pull` of the
       demo image from a local registry (--only verify); booting a version on its own kernel,
       kexec from the lab's kernel vs that kernel started directly (--only kexec, --boots
-      each). --only …: that case alone.
+      each). --only …: that case alone. --only controller (root): provisioning 1, 10 and
+      100 nodes (--nodes) from one 500 MiB image through the controller (golden LUN, then
+      reflink clones on a btrfs state directory) vs a full `terra install` per node
+      (--full-nodes, default 10): time and new disk bytes per node; and `/ipxe?mac=`
+      requests per second with 1,000 nodes in the database (--requests, default 50,000).
       Results in target/bench/results.{md,json}.";
 
 /// The target name `--iscsi` serves the demo root under.
@@ -346,6 +354,13 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         only_kexec: false,
     };
     let mut accel = None;
+    let mut only_controller = false;
+    let mut fleet = bench_controller::Options {
+        nodes: 100,
+        full_nodes: 10,
+        image_mb: 500,
+        requests: 50_000,
+    };
     let num = |v: std::ffi::OsString, flag: &str| -> Result<usize, String> {
         v.to_str()
             .and_then(|s| s.parse().ok())
@@ -378,16 +393,31 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("upgrade") => opts.only_upgrade = true,
                     Some("verify") => opts.only_verify = true,
                     Some("kexec") => opts.only_kexec = true,
+                    Some("controller") => only_controller = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify or kexec",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec or controller",
                             v.to_string_lossy()
                         ))
                     }
                 }
             }
+            Long("nodes") => fleet.nodes = num(p.value().map_err(|e| e.to_string())?, "--nodes")?,
+            Long("full-nodes") => {
+                fleet.full_nodes = num(p.value().map_err(|e| e.to_string())?, "--full-nodes")?
+            }
+            Long("image-mb") => {
+                fleet.image_mb = num(p.value().map_err(|e| e.to_string())?, "--image-mb")?
+            }
+            Long("requests") => {
+                fleet.requests = num(p.value().map_err(|e| e.to_string())?, "--requests")?
+            }
             other => return Err(format!("{}\n{USAGE}", other.unexpected())),
         }
+    }
+    if only_controller {
+        println!("{}", bench_controller::run_bench(&fleet)?);
+        return Ok(true);
     }
     opts.accel = match accel {
         Some(a) => a,

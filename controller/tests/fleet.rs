@@ -1,0 +1,526 @@
+//! The controller end to end (ARCHITECTURE.md §6), with real parts: `terra-controller serve`
+//! on loopback with its own tgtd, SQLite or a PostgreSQL server the test starts, QEMU
+//! machines booting through iPXE over HTTP (SeaBIOS and OVMF), and libiscsi's `iscsi-inq`
+//! as an independent initiator checking who may log in to which target.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use lab::fleet::{self, Controller, ControllerSpec};
+use lab::harness::{accel, artifacts, busybox};
+use lab::vm::{Firmware, NetBoot, Outcome, Vm};
+
+const PROGRAM: &str = env!("CARGO_BIN_EXE_terra-controller");
+
+fn spec(state: &Path) -> ControllerSpec {
+    let a = artifacts();
+    ControllerSpec::new(Path::new(PROGRAM), state, &a.kernel, &a.initramfs)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn start(spec: &ControllerSpec) -> Controller {
+    Controller::start(spec).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn image(tag: &str) -> String {
+    let layout = fleet::layout(&busybox()).unwrap_or_else(|e| panic!("{e}"));
+    format!("oci:{}:{tag}", layout.display())
+}
+
+fn node_toml(dir: &Path, host: &str, mac: &str, image: &str) -> PathBuf {
+    let p = dir.join(format!("{host}.toml"));
+    std::fs::write(
+        &p,
+        format!("hostname = \"{host}\"\nmac = \"{mac}\"\nimage = \"{image}\"\n"),
+    )
+    .unwrap();
+    p
+}
+
+/// `terra-controller node …` against `c`; (success, stdout + stderr).
+fn node(c: &ControllerSpec, args: &[&str]) -> (bool, String) {
+    let out = Command::new(PROGRAM)
+        .arg("node")
+        .args(["--server", &c.url()])
+        .arg("--token-file")
+        .arg(c.state.join("token"))
+        .args(args)
+        .output()
+        .expect("terra-controller runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn list(c: &ControllerSpec) -> Vec<serde_json::Value> {
+    let (ok, out) = node(c, &["list", "--json"]);
+    assert!(ok, "{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// A plain HTTP GET on loopback: (status, body).
+fn get(url: &str) -> (u16, Vec<u8>) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 4 + n..];
+    }
+}
+
+/// `iscsi-inq` as `initiator` (with `chap` = (user, secret)) against LUN 1 of `target` on
+/// the controller's tgtd: whether the login and INQUIRY succeeded.
+fn inquiry(c: &ControllerSpec, initiator: &str, target: &str, chap: Option<(&str, &str)>) -> bool {
+    let auth = chap.map(|(u, s)| format!("{u}%{s}@")).unwrap_or_default();
+    let url = format!("iscsi://{auth}127.0.0.1:{}/{target}/1", c.iscsi_port);
+    let out = Command::new("timeout")
+        .args(["30", "iscsi-inq", "-i", initiator, &url])
+        .output()
+        .expect("iscsi-inq (apt-get install libiscsi-bin)");
+    out.status.success()
+}
+
+/// The CHAP credentials in a node's own initramfs, as the controller serves it.
+fn served_chap(c: &ControllerSpec, mac: &str) -> (String, String) {
+    let (status, body) = get(&format!(
+        "{}/nodes/{}/node.cpio",
+        c.url(),
+        mac.replace(':', "-")
+    ));
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body).to_string();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no {k} in {text}"))
+            .to_string()
+    };
+    (field("chap_user"), field("chap_secret"))
+}
+
+fn netboot(c: &ControllerSpec, mac: &str, firmware: Firmware) -> Vm {
+    let a = artifacts();
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.firmware = firmware;
+    vm.netboot = Some(NetBoot {
+        tftp_dir: None,
+        bootfile: format!("{}/boot.ipxe", c.guest_url()),
+        mac: mac.into(),
+    });
+    vm.timeout = Duration::from_secs(420);
+    vm
+}
+
+#[track_caller]
+fn expect_node(out: &Outcome, host: &str, version: &str) {
+    for needle in [
+        format!("TERRA-NODE-PROOF {host} version={version}"),
+        format!("TERRA-DEMO-HOSTNAME {host}\n"),
+        "TERRA-DEMO-POWEROFF".to_string(),
+    ] {
+        assert!(
+            out.log.contains(&needle),
+            "no {needle:?} in the serial log:\n{}",
+            out.log
+        );
+    }
+}
+
+/// The `/etc/node-proof` lines on a node's LUN (the `/etc` overlay's upper directory).
+fn proof(c: &ControllerSpec, host: &str) -> String {
+    let lun = c.state.join("luns").join(format!("{host}.img"));
+    lab::tgtd::read_from_image(&lun, "persist/etc/upper/node-proof")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_nodes_boot_at_once_from_their_own_luns_and_an_upgrade_boots_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(&dir.path().join("state"));
+    s.extra.push("--chap".into());
+    let c = start(&s);
+    let v1 = image("v1");
+    let (m1, m2) = ("52:54:00:7e:50:01", "52:54:00:7e:50:02");
+    for (host, mac) in [("n1", m1), ("n2", m2)] {
+        let file = node_toml(dir.path(), host, mac, &v1);
+        let (ok, out) = node(&s, &["add", file.to_str().unwrap()]);
+        assert!(ok, "{out}\n{}", c.log());
+        assert!(out.contains(&format!("node {host} is ready")), "{out}");
+    }
+    let nodes = list(&s);
+    assert_eq!(nodes.len(), 2);
+    for (n, host) in nodes.iter().zip(["n1", "n2"]) {
+        let keys: Vec<&str> = n.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = [
+            "hostname",
+            "mac",
+            "image",
+            "version",
+            "initiator",
+            "target",
+            "state",
+        ];
+        want.sort();
+        let mut got = keys.clone();
+        got.sort();
+        assert_eq!(got, want);
+        assert_eq!(n["hostname"], host);
+        assert_eq!(n["state"], "ready");
+        assert_eq!(n["image"], v1.as_str());
+    }
+    // The second LUN is a clone: it shares the golden LUN's blocks (on btrfs or XFS).
+    let (n1_t, n2_t) = (
+        nodes[0]["target"].as_str().unwrap(),
+        nodes[1]["target"].as_str().unwrap(),
+    );
+    let (n1_i, n2_i) = (
+        nodes[0]["initiator"].as_str().unwrap(),
+        nodes[1]["initiator"].as_str().unwrap(),
+    );
+
+    // Both machines at once: n1 under SeaBIOS, n2 under OVMF.
+    let r1 = netboot(&s, m1, Firmware::Bios)
+        .spawn_captured(None)
+        .expect("qemu");
+    let r2 = netboot(&s, m2, Firmware::Uefi)
+        .spawn_captured(None)
+        .expect("qemu");
+    let (o1, o2) = (r1.finish().expect("n1 runs"), r2.finish().expect("n2 runs"));
+    expect_node(&o1, "n1", "v1");
+    expect_node(&o2, "n2", "v1");
+    // Each wrote to its own root only.
+    let (p1, p2) = (proof(&s, "n1"), proof(&s, "n2"));
+    assert!(
+        p1.contains("node n1") && !p1.contains("node n2"),
+        "n1's LUN: {p1}"
+    );
+    assert!(
+        p2.contains("node n2") && !p2.contains("node n1"),
+        "n2's LUN: {p2}"
+    );
+    // The controller saw both log in.
+    let states: Vec<String> = list(&s)
+        .iter()
+        .map(|n| n["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["booted", "booted"], "{}", c.log());
+
+    // Each target lets in its own initiator, with its CHAP secret, and nobody else.
+    let (u1, s1) = served_chap(&s, m1);
+    assert!(
+        inquiry(&s, n1_i, n1_t, Some((&u1, &s1))),
+        "n1's initiator with n1's CHAP"
+    );
+    assert!(
+        !inquiry(&s, n2_i, n1_t, Some((&u1, &s1))),
+        "n2's initiator on n1's target"
+    );
+    assert!(
+        !inquiry(&s, n1_i, n1_t, Some((&u1, "wrong-secret-123456"))),
+        "a wrong secret"
+    );
+    assert!(!inquiry(&s, n1_i, n1_t, None), "no CHAP at all");
+    let (u2, s2) = served_chap(&s, m2);
+    assert!(inquiry(&s, n2_i, n2_t, Some((&u2, &s2))));
+    assert!(!inquiry(&s, n1_i, n2_t, Some((&u2, &s2))));
+    // No secret in the controller's log or its command line.
+    let log = c.log();
+    assert!(
+        !log.contains(&s1) && !log.contains(&s2),
+        "a secret in the log:\n{log}"
+    );
+
+    // An upgrade of n1's LUN while it is off: it boots v2 next time; n2 stays on v1.
+    let (ok, out) = node(&s, &["upgrade", "n1", &image("v2")]);
+    assert!(ok, "{out}\n{}", c.log());
+    let o = netboot(&s, m1, Firmware::Bios)
+        .run_captured()
+        .expect("qemu");
+    expect_node(&o, "n1", "v2");
+    let n1 = &list(&s)[0];
+    assert_eq!(n1["image"], image("v2").as_str());
+    assert_ne!(n1["version"], nodes[0]["version"]);
+
+    // Deleting a node removes its target, LUN and entry.
+    let (ok, out) = node(&s, &["delete", "n2"]);
+    assert!(ok, "{out}");
+    assert!(!s.state.join("luns/n2.img").exists());
+    assert!(!inquiry(&s, n2_i, n2_t, Some((&u2, &s2))));
+    assert_eq!(list(&s).len(), 1);
+}
+
+#[test]
+fn unknown_machines_are_recorded_and_bad_input_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(&dir.path().join("state"));
+    let c = start(&s);
+    let v1 = image("v1");
+    // The boot entry chains by MAC; an unknown MAC gets the default entry and is recorded.
+    let (status, body) = get(&format!("{}/boot.ipxe", s.url()));
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("/ipxe?mac=${mac:hexhyp}"));
+    let (status, body) = get(&format!("{}/ipxe?mac=52-54-00-99-00-01", s.url()));
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("not a known node"));
+    let (ok, out) = node(&s, &["discovered"]);
+    assert!(ok && out.contains("52:54:00:99:00:01"), "{out}");
+
+    let good = node_toml(dir.path(), "a1", "52:54:00:7e:51:01", &v1);
+    let (ok, out) = node(&s, &["add", good.to_str().unwrap()]);
+    assert!(ok, "{out}\n{}", c.log());
+    let cases = [
+        (
+            "bad.toml",
+            "hostname = \"x\"\nbogus = 1\n".to_string(),
+            "bogus",
+        ),
+        (
+            "dup-mac.toml",
+            format!("hostname = \"a2\"\nmac = \"52:54:00:7E:51:01\"\nimage = \"{v1}\"\n"),
+            "belongs to node a1",
+        ),
+        (
+            "dup-host.toml",
+            format!("hostname = \"a1\"\nmac = \"52:54:00:7e:51:09\"\nimage = \"{v1}\"\n"),
+            "belongs to node a1",
+        ),
+        (
+            "no-image.toml",
+            "hostname = \"a3\"\nmac = \"52:54:00:7e:51:03\"\nimage = \"oci:/nonexistent:v1\"\n"
+                .to_string(),
+            "image oci:/nonexistent:v1",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let (ok, out) = node(&s, &["add", p.to_str().unwrap()]);
+        assert!(!ok && out.contains(want), "{name}: {out}");
+        assert!(
+            out.contains(name) || want.contains("node a1") || want.starts_with("image"),
+            "{name}: {out}"
+        );
+    }
+    // Nothing was created for them.
+    assert_eq!(list(&s).len(), 1);
+    let luns: Vec<_> = std::fs::read_dir(s.state.join("luns")).unwrap().collect();
+    assert_eq!(luns.len(), 1);
+    // Changes need the token.
+    let out = Command::new(PROGRAM)
+        .args(["node", "--server", &s.url(), "delete", "a1"])
+        .env_remove("TERRA_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+    assert_eq!(list(&s).len(), 1);
+}
+
+/// Targets on the controller's tgtd, by IQN (through tgtadm, not the controller's code).
+fn tgtd_targets(s: &ControllerSpec) -> Vec<String> {
+    let out = Command::new("tgtadm")
+        .args([
+            "-C",
+            &s.control_port.to_string(),
+            "--lld",
+            "iscsi",
+            "--mode",
+            "target",
+            "--op",
+            "show",
+        ])
+        .output()
+        .expect("tgtadm");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Target ")
+                .and_then(|r| r.split_once(": "))
+                .map(|(_, iqn)| iqn.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_controller_leaves_a_ready_node_or_nothing_and_tgtd_restarts_heal() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let v1 = image("v1");
+    // The golden LUN first, so every crash point below is past it.
+    let s = spec(&state);
+    {
+        let _c = start(&s);
+        let f = node_toml(dir.path(), "k0", "52:54:00:7e:52:00", &v1);
+        let (ok, out) = node(&s, &["add", f.to_str().unwrap()]);
+        assert!(ok, "{out}");
+    }
+    for (i, point) in [
+        "controller-lun",
+        "controller-target",
+        "controller-entry",
+        "controller-ready",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut crashing = s.clone();
+        crashing.env = vec![("TERRA_CRASH_AT".into(), point.to_string())];
+        let mut c = start(&crashing);
+        let host = format!("k{}", i + 1);
+        let f = node_toml(
+            dir.path(),
+            &host,
+            &format!("52:54:00:7e:52:0{}", i + 1),
+            &v1,
+        );
+        let (ok, out) = node(&s, &["add", f.to_str().unwrap()]);
+        assert!(
+            !ok,
+            "{point}: the add should have died with the controller: {out}"
+        );
+        assert!(
+            c.wait_exit(Duration::from_secs(30)),
+            "{point}: controller still running"
+        );
+        // Its tgtd stays up, as after a real crash (Drop would stop it).
+        std::mem::forget(c);
+        let c = start(&s);
+        let nodes = list(&s);
+        let n = nodes
+            .iter()
+            .find(|n| n["hostname"] == host.as_str())
+            .unwrap_or_else(|| panic!("{point}: node {host} gone: {nodes:?}\n{}", c.log()));
+        assert_eq!(n["state"], "ready", "{point}: {n}\n{}", c.log());
+        drop(c);
+    }
+    // Every node has exactly its target, LUN and entry; nothing else is left.
+    let c = start(&s);
+    let nodes = list(&s);
+    let mut want: Vec<String> = nodes
+        .iter()
+        .map(|n| n["target"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    let mut got = tgtd_targets(&s);
+    got.sort();
+    assert_eq!(got, want, "{}", c.log());
+    let mut luns: Vec<String> = std::fs::read_dir(s.state.join("luns"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    luns.sort();
+    assert_eq!(luns, ["k0.img", "k1.img", "k2.img", "k3.img", "k4.img"]);
+    // tgtd killed: the controller starts it again and makes every target again.
+    let before = c.tgtd_pid().expect("tgtd pid");
+    fleet::kill_tgtd(&s.state);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tgtd_targets(&s).len() < want.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(c.tgtd_pid(), Some(before));
+    let mut back = tgtd_targets(&s);
+    back.sort();
+    assert_eq!(back, want, "{}", c.log());
+    let k0 = &nodes[0];
+    assert!(inquiry(
+        &s,
+        k0["initiator"].as_str().unwrap(),
+        k0["target"].as_str().unwrap(),
+        None
+    ));
+    // A delete killed half-way finishes on restart.
+    drop(c);
+    let mut crashing = s.clone();
+    crashing.env = vec![("TERRA_CRASH_AT".into(), "controller-deleting".into())];
+    let mut c = start(&crashing);
+    let (ok, _) = node(&s, &["delete", "k1"]);
+    assert!(!ok);
+    assert!(c.wait_exit(Duration::from_secs(30)));
+    std::mem::forget(c);
+    let c = start(&s);
+    assert!(
+        list(&s).iter().all(|n| n["hostname"] != "k1"),
+        "{}",
+        c.log()
+    );
+    assert!(!s.state.join("luns/k1.img").exists());
+    assert_eq!(tgtd_targets(&s).len(), 4);
+}
+
+#[test]
+fn two_controllers_on_one_postgresql_share_the_fleet() {
+    let pg = lab::postgres::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut s1 = spec(&dir.path().join("c1"));
+    let mut s2 = spec(&dir.path().join("c2"));
+    s1.database = Some(pg.url());
+    s2.database = Some(pg.url());
+    let (_c1, _c2) = (start(&s1), start(&s2));
+    let v1 = image("v1");
+    let (m1, m2) = ("52:54:00:7e:53:01", "52:54:00:7e:53:02");
+    let f1 = node_toml(dir.path(), "p1", m1, &v1);
+    let f2 = node_toml(dir.path(), "p2", m2, &v1);
+    // Both at once, each through its own controller.
+    let t = {
+        let (s2, f2) = (s2.clone(), f2.clone());
+        std::thread::spawn(move || node(&s2, &["add", f2.to_str().unwrap()]))
+    };
+    let (ok1, out1) = node(&s1, &["add", f1.to_str().unwrap()]);
+    let (ok2, out2) = t.join().unwrap();
+    assert!(ok1 && ok2, "{out1}\n{out2}");
+    // Either controller lists both.
+    assert_eq!(list(&s1), list(&s2));
+    assert_eq!(list(&s2).len(), 2);
+    // p1's LUN is on c1; it boots through c2's HTTP server.
+    let o = netboot(&s2, m1, Firmware::Bios)
+        .run_captured()
+        .expect("qemu");
+    expect_node(&o, "p1", "v1");
+    assert!(proof(&s1, "p1").contains("node p1"));
+    // A change to a node another controller holds is refused with where it is.
+    let (ok, out) = node(&s2, &["delete", "p1"]);
+    assert!(!ok && out.contains("controller"), "{out}");
+}
