@@ -31,6 +31,7 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| ClientError(format!("tokio: {e}")))?;
+        terra_builder::oci::registry::ensure_tls_provider();
         let http = reqwest::Client::builder()
             // Provisioning the first node of an image installs it: minutes for a big one.
             .timeout(Duration::from_secs(1800))

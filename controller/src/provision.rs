@@ -454,7 +454,12 @@ impl Controller {
             .map_err(|e| refuse(e.to_string()))?
             .into_iter()
             .find(|t| t.tid == tid)
-            .map(|t| t.sessions)
+            .map(|t| {
+                t.sessions
+                    .into_iter()
+                    .map(|s| s.initiator)
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         if !sessions.is_empty() {
             return Err(refuse(format!(
@@ -612,9 +617,9 @@ impl Controller {
             if n.controller != self.settings.id || n.state != state::READY {
                 continue;
             }
-            let logged_in = targets
-                .iter()
-                .any(|t| t.tid as i64 == n.tid && t.sessions.iter().any(|s| s == &n.initiator));
+            let logged_in = targets.iter().any(|t| {
+                t.tid as i64 == n.tid && t.sessions.iter().any(|s| s.initiator == n.initiator)
+            });
             if logged_in
                 && self
                     .db

@@ -105,15 +105,39 @@ fn ensure_tgtd(tgt: &Tgt, opts: &ServeOptions) -> Result<Option<u32>, String> {
     if tgt.ping().is_ok() {
         return Ok(None);
     }
-    let pid = spawn_tgtd(
-        opts.tgtd_control_port,
-        &opts.iscsi_listen,
-        &opts.state.join("tgtd.log"),
-    )
-    .map_err(|e| format!("tgtd on {}: {e}", opts.iscsi_listen))?;
+    let portal: std::net::SocketAddr = opts.iscsi_listen.parse().map_err(|e| {
+        format!(
+            "--iscsi-listen {}: {e} (an address:port)",
+            opts.iscsi_listen
+        )
+    })?;
+    let pid = spawn_tgtd(opts.tgtd_control_port, portal, &opts.state.join("tgtd.log"))
+        .map_err(|e| format!("tgtd on {}: {e}", opts.iscsi_listen))?;
     let pid_file = opts.state.join("tgtd.pid");
     fs::write(&pid_file, format!("{pid}\n")).map_err(|e| format!("{}: {e}", pid_file.display()))?;
     Ok(Some(pid))
+}
+
+/// The shared initramfs as served: a copy padded with zeros to a multiple of 4 bytes when
+/// it is not one already. The kernel reads the node's own archive, appended after it, only
+/// at a 4-byte boundary (and skips zeros between archives); iPXE under BIOS aligns initrds
+/// itself, but under UEFI the kernel's EFI stub concatenates `initrd=` files as they are.
+fn aligned_initramfs(initramfs: &Path, state: &Path) -> Result<PathBuf, String> {
+    let len = fs::metadata(initramfs)
+        .map_err(|e| format!("--initramfs {}: {e}", initramfs.display()))?
+        .len();
+    if len % 4 == 0 {
+        return Ok(initramfs.to_path_buf());
+    }
+    let mut data =
+        fs::read(initramfs).map_err(|e| format!("--initramfs {}: {e}", initramfs.display()))?;
+    data.resize(data.len().next_multiple_of(4), 0);
+    let served = state.join("initrd.served.img");
+    let partial = served.with_extension("partial");
+    fs::write(&partial, &data)
+        .and_then(|()| fs::rename(&partial, &served))
+        .map_err(|e| format!("{}: {e}", served.display()))?;
+    Ok(served)
 }
 
 /// Runs the controller until it is killed.
@@ -205,12 +229,13 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
             let (ctl, opts) = (ctl.clone(), opts.clone());
             tokio::spawn(async move { watch(ctl, opts).await })
         };
+        let initramfs = aligned_initramfs(&opts.initramfs, &opts.state)?;
         let app = Arc::new(App {
             ctl,
             token,
             public_url,
             kernel: opts.kernel.clone(),
-            initramfs: opts.initramfs.clone(),
+            initramfs,
         });
         let served = axum::serve(listener, http::router(app))
             .await

@@ -249,6 +249,7 @@ pub fn run_bench(o: &Options) -> Result<String, String> {
 
 /// `requests` GETs of `path(i)` over 8 connections; requests per second.
 async fn load(base: &str, path: impl Fn(usize) -> String, requests: usize) -> Result<f64, String> {
+    terra_builder::oci::registry::ensure_tls_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(8)
         .timeout(Duration::from_secs(30))

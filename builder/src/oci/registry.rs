@@ -67,13 +67,18 @@ pub struct PullReport {
     pub verified: Option<Verified>,
 }
 
+/// Installs rustls's ring provider for this process: reqwest (built without a provider of
+/// its own, for the builder's TLS stack) needs one before any client is made. A second
+/// install fails harmlessly.
+pub fn ensure_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Pulls `reference` (one platform of it) into the layout at `dir`, created when missing,
 /// naming it with the reference's tag (`latest` when it names neither tag nor digest).
 pub fn pull(reference: &Reference, dir: &Path, opts: &PullOptions) -> Result<PullReport, OciError> {
     let whole = reference.whole();
-    // reqwest without a built-in provider needs one installed; a second install fails
-    // harmlessly when another pull in this process did it first.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    ensure_tls_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
