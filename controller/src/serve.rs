@@ -102,6 +102,19 @@ fn read_or_make(path: &Path, len: usize) -> Result<String, String> {
 /// `<state>/tgtd.pid`. It runs in its own session: nodes keep their disks while the
 /// controller restarts.
 fn ensure_tgtd(tgt: &Tgt, opts: &ServeOptions) -> Result<Option<u32>, String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // The tgtd this controller started stays its child: reap it once it has died, so a
+    // restarted tgtd leaves no zombie behind (by its PID only: other children are waited
+    // for by the code that made them).
+    static STARTED: AtomicU32 = AtomicU32::new(0);
+    let started = STARTED.load(Ordering::SeqCst);
+    if let Some(pid) = rustix::process::Pid::from_raw(started as i32) {
+        if let Ok(Some(_)) =
+            rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG)
+        {
+            STARTED.store(0, Ordering::SeqCst);
+        }
+    }
     if tgt.ping().is_ok() {
         return Ok(None);
     }
@@ -113,6 +126,7 @@ fn ensure_tgtd(tgt: &Tgt, opts: &ServeOptions) -> Result<Option<u32>, String> {
     })?;
     let pid = spawn_tgtd(opts.tgtd_control_port, portal, &opts.state.join("tgtd.log"))
         .map_err(|e| format!("tgtd on {}: {e}", opts.iscsi_listen))?;
+    STARTED.store(pid, Ordering::SeqCst);
     let pid_file = opts.state.join("tgtd.pid");
     fs::write(&pid_file, format!("{pid}\n")).map_err(|e| format!("{}: {e}", pid_file.display()))?;
     Ok(Some(pid))
