@@ -57,7 +57,7 @@ impl Postgres {
         let dir = std::env::temp_dir().join(format!(
             "terra-pg-{}-{}",
             std::process::id(),
-            crate::oci_root::sha256(format!("{:?}", Instant::now()).as_bytes())[7..15].to_string()
+            &crate::oci_root::sha256(format!("{:?}", Instant::now()).as_bytes())[7..15]
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         crate::run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;

@@ -289,7 +289,7 @@ trait PowerOfTen {
 impl PowerOfTen for usize {
     fn is_power_of_ten(&self) -> bool {
         let mut n = *self;
-        while n >= 10 && n % 10 == 0 {
+        while n >= 10 && n.is_multiple_of(10) {
             n /= 10;
         }
         n == 1
