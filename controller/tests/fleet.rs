@@ -307,6 +307,14 @@ fn unknown_machines_are_recorded_and_bad_input_creates_nothing() {
     assert!(String::from_utf8_lossy(&body).contains("not a known node"));
     let (ok, out) = node(&s, &["discovered"]);
     assert!(ok && out.contains("52:54:00:99:00:01"), "{out}");
+    // The shared files honour range requests (iPXE and UEFI HTTP boot resume with them).
+    let whole = std::fs::read(&artifacts().kernel).unwrap();
+    let (status, part) = get_with(
+        &format!("{}/assets/vmlinuz", s.url()),
+        "Range: bytes=512-1023\r\n",
+    );
+    assert_eq!(status, 206);
+    assert_eq!(part, whole[512..1024]);
 
     let good = node_toml(dir.path(), "a1", "52:54:00:7e:51:01", &v1);
     let (ok, out) = node(&s, &["add", good.to_str().unwrap()]);
