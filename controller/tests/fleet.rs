@@ -67,13 +67,18 @@ fn list(c: &ControllerSpec) -> Vec<serde_json::Value> {
 
 /// A plain HTTP GET on loopback: (status, body).
 fn get(url: &str) -> (u16, Vec<u8>) {
+    get_with(url, "")
+}
+
+/// A GET with extra header lines (each ending in CRLF).
+fn get_with(url: &str, headers: &str) -> (u16, Vec<u8>) {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut s = std::net::TcpStream::connect(host).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -531,4 +536,31 @@ fn two_controllers_on_one_postgresql_share_the_fleet() {
     // A change to a node another controller holds is refused with where it is.
     let (ok, out) = node(&s2, &["delete", "p1"]);
     assert!(!ok && out.contains("controller"), "{out}");
+}
+
+#[test]
+fn terra_serve_and_node_run_the_controller_found_beside_terra() {
+    let dir = tempfile::tempdir().unwrap();
+    let terra = dir.path().join("terra");
+    std::fs::copy(&artifacts().terra, &terra).unwrap();
+    // Alone, terra says where it looked (with no terra-controller on PATH either).
+    let out = Command::new(&terra)
+        .args(["node", "list"])
+        .env("PATH", dir.path().join("empty"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("terra-controller") && err.contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    // Beside it, `terra node --help` is the controller's.
+    std::fs::copy(PROGRAM, dir.path().join("terra-controller")).unwrap();
+    let out = Command::new(&terra)
+        .args(["node", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("terra node — manage the nodes"));
 }

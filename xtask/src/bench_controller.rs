@@ -247,39 +247,72 @@ pub fn run_bench(o: &Options) -> Result<String, String> {
     Ok(md)
 }
 
-/// `requests` GETs of `path(i)` over 8 connections; requests per second.
+/// `requests` GETs of `path(i)` over 8 keep-alive connections, each driven by a thread
+/// with a minimal HTTP/1.1 client (so the load loop spends little of the two cores the
+/// server has); requests per second.
 async fn load(base: &str, path: impl Fn(usize) -> String, requests: usize) -> Result<f64, String> {
-    terra_builder::oci::registry::ensure_tls_provider();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(8)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let addr = base.trim_start_matches("http://").to_string();
     let paths: Vec<String> = (0..requests).map(&path).collect();
     let per = requests.div_ceil(8);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for chunk in paths.chunks(per) {
-        let (client, base, chunk) = (client.clone(), base.to_string(), chunk.to_vec());
-        tasks.push(tokio::spawn(async move {
-            for p in chunk {
-                let r = client
-                    .get(format!("{base}{p}"))
-                    .send()
-                    .await
-                    .map_err(|e| format!("{p}: {e}"))?;
-                if !r.status().is_success() {
-                    return Err(format!("{p}: HTTP {}", r.status()));
-                }
-                r.bytes().await.map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
-        }));
-    }
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
+    let threads: Vec<_> = paths
+        .chunks(per)
+        .map(|chunk| {
+            let (addr, chunk) = (addr.clone(), chunk.to_vec());
+            std::thread::spawn(move || keep_alive_gets(&addr, &chunk))
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| "a load thread panicked".to_string())??;
     }
     Ok(requests as f64 / started.elapsed().as_secs_f64())
+}
+
+/// GETs `paths` one after another on one connection; every answer must be 200.
+fn keep_alive_gets(addr: &str, paths: &[String]) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let stream = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut body = Vec::new();
+    for p in paths {
+        write!(writer, "GET {p} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+            .map_err(|e| format!("{p}: {e}"))?;
+        line.clear();
+        reader
+            .read_line(&mut line)
+            .map_err(|e| format!("{p}: {e}"))?;
+        if !line.starts_with("HTTP/1.1 200") {
+            return Err(format!("{p}: {}", line.trim()));
+        }
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            reader
+                .read_line(&mut line)
+                .map_err(|e| format!("{p}: {e}"))?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().map_err(|_| format!("{p}: {l}"))?;
+                }
+            }
+        }
+        body.resize(length, 0);
+        reader
+            .read_exact(&mut body)
+            .map_err(|e| format!("{p}: {e}"))?;
+    }
+    Ok(())
 }
 
 trait PowerOfTen {
