@@ -259,11 +259,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     })
 }
 
-/// Every 2 s: tgtd answers (else it is started again), every node's target is there (else
+/// Every second (a node that boots and powers off within seconds is still seen logged in): tgtd answers (else it is started again), every node's target is there (else
 /// made again), and nodes whose initiator logged in are marked booted.
 async fn watch(ctl: Arc<Controller>, opts: ServeOptions) {
     loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let tgt = ctl.tgt.clone();
         let o = opts.clone();
         match tokio::task::spawn_blocking(move || ensure_tgtd(&tgt, &o)).await {
