@@ -259,8 +259,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     })
 }
 
-/// Every second (a node that boots and powers off within seconds is still seen logged in): tgtd answers (else it is started again), every node's target is there (else
-/// made again), and nodes whose initiator logged in are marked booted.
+/// Every second: tgtd answers (else it is started again), every node's target is there
+/// (else made again), and nodes whose initiator logged in are marked booted (a node that
+/// boots and powers off within seconds is still seen logged in).
 async fn watch(ctl: Arc<Controller>, opts: ServeOptions) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
