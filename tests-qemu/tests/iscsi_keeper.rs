@@ -128,7 +128,13 @@ enum Outage {
     TargetRestart,
     /// The VM's NIC loses its link (QEMU's `set_link`).
     LinkDown,
+    /// The node has a second session (listed first), to another tgtd: both tgtds are
+    /// killed, the root's comes back after the outage, the other one 8 s later.
+    TargetRestartOtherDead,
 }
+
+/// The second target's name in [`Outage::TargetRestartOtherDead`].
+const OTHER_IQN: &str = "iqn.2024-01.org.terra-os:keeper-other";
 
 /// What a run left: the console, and the lines of `/writes.log` as (number, guest uptime).
 struct Run {
@@ -147,11 +153,27 @@ fn run(name: &str, chap: bool, outage: Outage) -> Run {
     } else {
         format!("netroot=iscsi:{GUEST_HOST_ADDR}::{port}:1:{IQN}")
     };
+    // The other session: an empty data LUN on a second tgtd, logged in first.
+    let mut other = (outage == Outage::TargetRestartOtherDead).then(|| {
+        let data = lab::disk::tempdir("keeper-other")
+            .expect("scratch dir")
+            .join("data.img");
+        std::fs::File::create(&data)
+            .and_then(|f| f.set_len(16 << 20))
+            .expect("data LUN");
+        let mut o = Tgtd::start().unwrap_or_else(|e| panic!("{e}"));
+        o.target(1, OTHER_IQN, &data).expect("other target");
+        (o, data)
+    });
+    let other_arg = other
+        .as_ref()
+        .map(|(o, _)| format!("netroot=iscsi:{GUEST_HOST_ADDR}::{}:1:{OTHER_IQN} ", o.port))
+        .unwrap_or_default();
     let a = artifacts();
     let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
     vm.nic = Some("virtio".into());
     vm.append = format!(
-        "terra.rescue=halt rd.iscsi.initiator={INITIATOR} {target} rw init=/bin/keeper-writer terra.writer={WRITE_SECS}"
+        "terra.rescue=halt rd.iscsi.initiator={INITIATOR} {other_arg}{target} rw init=/bin/keeper-writer terra.writer={WRITE_SECS}"
     );
     vm.timeout = Duration::from_secs(300);
     let monitor = lab::disk::tempdir("keeper-mon")
@@ -169,12 +191,28 @@ fn run(name: &str, chap: bool, outage: Outage) -> Run {
     // A few seconds of writes first, so the file shows lines before and after.
     std::thread::sleep(Duration::from_secs(3));
     match outage {
-        Outage::TargetRestart => {
+        Outage::TargetRestart | Outage::TargetRestartOtherDead => {
+            let other_gone = other.take().map(|(o, data)| {
+                let other_port = o.port;
+                o.kill();
+                eprintln!("host: the other tgtd killed");
+                (other_port, data)
+            });
             t.kill();
             eprintln!("host: tgtd killed");
             std::thread::sleep(OUTAGE);
             t = serve(&img.0, Some(port), chap);
             eprintln!("host: tgtd back on port {port}");
+            // The other target stays away well past the root's recovery, then comes back
+            // (a session left down would hold the final poweroff: the kernel flushes every
+            // disk's cache, and that command waits out the recovery timeout).
+            if let Some((other_port, data)) = other_gone {
+                std::thread::sleep(Duration::from_secs(8));
+                let mut o = Tgtd::start_at(other_port).unwrap_or_else(|e| panic!("{e}"));
+                o.target(1, OTHER_IQN, &data).expect("other target");
+                eprintln!("host: the other tgtd back on port {other_port}");
+                other = Some((o, data));
+            }
         }
         Outage::LinkDown => {
             let info = running
@@ -204,6 +242,10 @@ fn run(name: &str, chap: bool, outage: Outage) -> Run {
     }
     let out = running.finish().unwrap_or_else(|e| panic!("{e}"));
     drop(t);
+    if let Some((o, data)) = other {
+        drop(o);
+        let _ = std::fs::remove_dir_all(data.parent().unwrap_or(Path::new("/nonexistent")));
+    }
     let _ = std::fs::remove_dir_all(monitor.parent().unwrap_or(Path::new("/nonexistent")));
     for l in out.log.lines().filter(|l| {
         l.contains("terra-keeper") || l.contains("TERRA-WRITER") || l.contains("TERRA-KEEPER")
@@ -340,6 +382,29 @@ fn writes_survive_a_target_restart_with_mutual_chap() {
     let r = run("keeper-chap", true, Outage::TargetRestart);
     expect_writes_survived(&r);
     expect_no_secret(&r.out.log);
+}
+
+/// A target that stays away does not hold up another's recovery: the dead session is
+/// listed first, yet the root's comes back and the writes go on.
+#[test]
+fn a_dead_target_does_not_hold_up_the_roots_recovery() {
+    let r = run("keeper-other", false, Outage::TargetRestartOtherDead);
+    expect_writes_survived(&r);
+    let log = &r.out.log;
+    let back: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("terra-keeper") && l.contains("is back after"))
+        .collect();
+    // The root's session came back first, while the other target was still away.
+    assert!(
+        back.len() == 2 && back[0].contains(IQN) && back[1].contains(OTHER_IQN),
+        "the root's session back first, the other's later: {back:?}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("failed") && l.contains(OTHER_IQN) && l.contains("terra-keeper")),
+        "the other session's failure is reported:\n{log}"
+    );
 }
 
 #[test]

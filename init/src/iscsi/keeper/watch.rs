@@ -100,14 +100,28 @@ fn iscsid() -> Option<String> {
     iscsid_running(Path::new("/proc"), Path::new("/run"))
 }
 
-enum Outcome {
-    Recovered,
-    StepAside(String),
-    Gone,
+/// A session whose connection failed: when it failed, and when to try again.
+struct Recovery {
+    start: Instant,
+    next: Instant,
+    pause: Duration,
+    late: bool,
+    attempts: u64,
+    tmo: Duration,
+}
+
+/// A kept session and, while its connection is down, its recovery.
+struct Watched {
+    k: Kept,
+    down: Option<Recovery>,
 }
 
 /// Runs until iscsid takes over or every session is gone. Returns the exit code.
-pub fn run(mut sessions: Vec<Kept>, j: &mut Journal, sys: &Path) -> i32 {
+///
+/// Each failed session recovers on its own schedule: one login attempt at a time for
+/// whichever session is due, so a target that stays away does not hold up another whose
+/// target came back.
+pub fn run(sessions: Vec<Kept>, j: &mut Journal, sys: &Path) -> i32 {
     let (mut nl, mut events) = match (Netlink::open(sys, "tcp"), Events::open()) {
         (Ok(nl), Ok(ev)) => (nl, ev),
         (Err(e), _) | (_, Err(e)) => {
@@ -124,61 +138,101 @@ pub fn run(mut sessions: Vec<Kept>, j: &mut Journal, sys: &Path) -> i32 {
             ),
         );
     }
+    let mut sessions: Vec<Watched> = sessions
+        .into_iter()
+        .map(|k| Watched { k, down: None })
+        .collect();
+    let alive = |sid: u32| {
+        sys.join(format!("class/iscsi_session/session{sid}"))
+            .exists()
+    };
     loop {
         if let Some(why) = iscsid() {
-            j.say(
-                5,
-                &format!("{why}: it adopts the sessions; the keeper exits"),
-            );
+            let what = if sessions.iter().any(|w| w.down.is_some()) {
+                "it takes over the recovery"
+            } else {
+                "it adopts the sessions"
+            };
+            j.say(5, &format!("{why}: {what}; the keeper exits"));
             return 0;
         }
-        sessions.retain(|k| {
-            let alive = sys
-                .join(format!("class/iscsi_session/session{}", k.sid))
-                .exists();
-            if !alive {
-                j.say(5, &format!("session {} with {} is gone", k.sid, k.target));
+        sessions.retain(|w| {
+            let here = alive(w.k.sid);
+            if !here {
+                j.say(
+                    5,
+                    &format!("session {} with {} is gone", w.k.sid, w.k.target),
+                );
             }
-            alive
+            here
         });
         if sessions.is_empty() {
             j.say(5, "no session left to keep; exiting");
             return 0;
         }
         // An error may have come before the keeper listened, or been lost (ENOBUFS).
-        let mut failed: Option<(usize, String)> = sessions
+        for w in sessions.iter_mut().filter(|w| w.down.is_none()) {
+            if netlink::conn_state(sys, w.k.sid, w.k.cid).as_deref() == Some("failed") {
+                w.down = Some(fail(&mut nl, sys, &w.k, "found failed in sysfs", j));
+            }
+        }
+        // Wait for an error until the next attempt is due.
+        let now = Instant::now();
+        let wait = sessions
             .iter()
-            .position(|k| netlink::conn_state(sys, k.sid, k.cid).as_deref() == Some("failed"))
-            .map(|i| (i, "found failed in sysfs".to_string()));
-        if failed.is_none() {
-            match events.next(TICK) {
-                Ok(Some(KernelEvent::ConnError { sid, cid, error })) => {
-                    failed = sessions
-                        .iter()
-                        .position(|k| (k.sid, k.cid) == (sid, cid))
-                        .map(|i| (i, format!("kernel error {error}")));
+            .filter_map(|w| {
+                w.down
+                    .as_ref()
+                    .map(|r| r.next.saturating_duration_since(now))
+            })
+            .min()
+            .unwrap_or(TICK);
+        match events.next(wait) {
+            Ok(Some(KernelEvent::ConnError { sid, cid, error })) => {
+                if let Some(w) = sessions
+                    .iter_mut()
+                    .find(|w| (w.k.sid, w.k.cid) == (sid, cid) && w.down.is_none())
+                {
+                    let why = format!("kernel error {error}");
+                    w.down = Some(fail(&mut nl, sys, &w.k, &why, j));
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    j.say(4, &format!("reading kernel events: {e}"));
-                    std::thread::sleep(TICK);
-                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                j.say(4, &format!("reading kernel events: {e}"));
+                std::thread::sleep(wait.min(TICK));
             }
         }
-        let Some((i, why)) = failed else { continue };
-        match recover(&mut nl, &mut events, sys, &mut sessions[i], &why, j) {
-            Outcome::Recovered => {}
-            Outcome::Gone => {
-                sessions.remove(i);
-            }
-            Outcome::StepAside(why) => {
-                j.say(
-                    5,
-                    &format!("{why}: it takes over the recovery; the keeper exits"),
-                );
-                return 0;
+        for w in sessions.iter_mut() {
+            let due = w.down.as_ref().is_some_and(|r| r.next <= Instant::now());
+            if due && attempt(&mut nl, &mut events, sys, w, j) {
+                w.down = None;
             }
         }
+    }
+}
+
+/// Session `k`'s connection failed: the kernel is told to hold its I/O for recovery, and
+/// the first login attempt is due at once.
+fn fail(nl: &mut Netlink, sys: &Path, k: &Kept, why: &str, j: &mut Journal) -> Recovery {
+    j.say(
+        4,
+        &format!(
+            "connection of session {} to {} at {} failed ({why}); logging in again",
+            k.sid, k.target, k.portal
+        ),
+    );
+    if let Err(e) = nl.stop_conn_for_recovery(k.sid, k.cid) {
+        j.say(4, &format!("stopping connection {}:{}: {e}", k.sid, k.cid));
+    }
+    let now = Instant::now();
+    Recovery {
+        start: now,
+        next: now,
+        pause: FIRST_PAUSE,
+        late: false,
+        attempts: 0,
+        tmo: recovery_tmo(sys, k.sid),
     }
 }
 
@@ -191,89 +245,69 @@ fn recovery_tmo(sys: &Path, sid: u32) -> Duration {
         .map_or(Duration::from_secs(120), |s| Duration::from_secs(s as u64))
 }
 
-fn recover(
+/// One login attempt for `w`, whose connection is down; whether it is back. A failure
+/// schedules the next attempt (pauses doubling up to [`MAX_PAUSE`], then [`LATE_PAUSE`]
+/// once the recovery timeout has passed).
+fn attempt(
     nl: &mut Netlink,
     events: &mut Events,
     sys: &Path,
-    k: &mut Kept,
-    why: &str,
+    w: &mut Watched,
     j: &mut Journal,
-) -> Outcome {
-    let start = Instant::now();
-    j.say(
-        4,
-        &format!(
-            "connection of session {} to {} at {} failed ({why}); logging in again",
-            k.sid, k.target, k.portal
-        ),
-    );
-    if let Err(e) = nl.stop_conn_for_recovery(k.sid, k.cid) {
-        if !sys
-            .join(format!("class/iscsi_session/session{}", k.sid))
-            .exists()
-        {
-            return Outcome::Gone;
-        }
-        j.say(4, &format!("stopping connection {}:{}: {e}", k.sid, k.cid));
-    }
-    let tmo = recovery_tmo(sys, k.sid);
-    let mut pause = FIRST_PAUSE;
-    let mut late = false;
-    for n in 1u64.. {
-        if let Some(why) = iscsid() {
-            return Outcome::StepAside(why);
-        }
-        // Always TSIH 0, the same ISID: session reinstatement (RFC 7143 §6.3.5). At
-        // ErrorRecoveryLevel 0 a connection failure is a session failure (§7.1.5): the
-        // kernel has failed the old connection's commands (the SCSI layer sends them again
-        // with new CmdSNs), so continuing the target's session (its TSIH) would leave it
-        // waiting for CmdSNs that died with the connection. tgtd, for one, adds the new
-        // connection beside the old one and keeps the session's ExpCmdSN.
-        match relogin::attempt(nl, sys, k, 0) {
-            Ok(new_tsih) => {
-                j.say(
-                    5,
-                    &format!(
-                        "session {} to {} at {} is back after {:.1} s ({n} attempt(s); session reinstated, TSIH {} -> {new_tsih})",
-                        k.sid,
-                        k.target,
-                        k.portal,
-                        start.elapsed().as_secs_f64(),
-                        k.tsih
-                    ),
-                );
-                k.tsih = new_tsih;
-                drain(events, k);
-                return Outcome::Recovered;
-            }
-            Err(e) => {
-                if n == 1 || n % 10 == 0 {
-                    j.say(4, &format!("attempt {n}: {e}"));
-                }
-            }
-        }
-        if !sys
-            .join(format!("class/iscsi_session/session{}", k.sid))
-            .exists()
-        {
-            return Outcome::Gone;
-        }
-        if !late && start.elapsed() >= tmo {
-            late = true;
+) -> bool {
+    let Some(r) = w.down.as_mut() else {
+        return true;
+    };
+    let k = &mut w.k;
+    r.attempts += 1;
+    // Always TSIH 0, the same ISID: session reinstatement (RFC 7143 §6.3.5). At
+    // ErrorRecoveryLevel 0 a connection failure is a session failure (§7.1.5): the kernel
+    // has failed the old connection's commands (the SCSI layer sends them again with new
+    // CmdSNs), so continuing the target's session (its TSIH) would leave it waiting for
+    // CmdSNs that died with the connection. tgtd, for one, adds the new connection beside
+    // the old one and keeps the session's ExpCmdSN.
+    match relogin::attempt(nl, sys, k, 0) {
+        Ok(new_tsih) => {
             j.say(
-                3,
+                5,
                 &format!(
-                    "session {} still down after its recovery timeout ({} s): the kernel fails its I/O until it is back; retrying every {} s",
+                    "session {} to {} at {} is back after {:.1} s ({} attempt(s); session reinstated, TSIH {} -> {new_tsih})",
                     k.sid,
-                    tmo.as_secs(),
-                    LATE_PAUSE.as_secs()
+                    k.target,
+                    k.portal,
+                    r.start.elapsed().as_secs_f64(),
+                    r.attempts,
+                    k.tsih
                 ),
             );
+            k.tsih = new_tsih;
+            drain(events, k);
+            return true;
         }
-        std::thread::sleep(if late { LATE_PAUSE } else { pause });
-        pause = (pause * 2).min(MAX_PAUSE);
+        Err(e) => {
+            if r.attempts == 1 || r.attempts % 10 == 0 {
+                j.say(
+                    4,
+                    &format!("session {}: attempt {}: {e}", k.sid, r.attempts),
+                );
+            }
+        }
     }
-    Outcome::Gone
+    if !r.late && r.start.elapsed() >= r.tmo {
+        r.late = true;
+        j.say(
+            3,
+            &format!(
+                "session {} still down after its recovery timeout ({} s): the kernel fails its I/O until it is back; retrying every {} s",
+                k.sid,
+                r.tmo.as_secs(),
+                LATE_PAUSE.as_secs()
+            ),
+        );
+    }
+    r.next = Instant::now() + if r.late { LATE_PAUSE } else { r.pause };
+    r.pause = (r.pause * 2).min(MAX_PAUSE);
+    false
 }
 
 /// Drops the errors of `k`'s old connection still queued (from the outage and from failed
