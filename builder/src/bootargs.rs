@@ -145,8 +145,8 @@ impl Node {
     /// `[network]` in Terra OS's keys, which stage0 reads: a static interface as
     /// `network=<address/prefix> gateway=<gw>`, DHCP as `ip=dhcp`, the interface by
     /// `iface=<name or MAC>`, DNS as `nameservers=a,b`, the bound as `terra.net.timeout=`.
-    /// Terra OS's keys describe one interface; more, or an MTU, need the node.toml
-    /// embedded in the initramfs, and are refused here rather than silently dropped.
+    /// Terra OS's keys describe one interface; more, an MTU, bonds or VLANs need the
+    /// node.toml embedded in the initramfs, and are refused here rather than silently dropped.
     pub fn network_args(&self) -> Result<Vec<String>, ArgsError> {
         let n = &self.config.network;
         let mut args = Vec::new();
@@ -157,6 +157,19 @@ impl Node {
                 "kernel arguments describe one interface; embed this node.toml in the \
                  initramfs (terra initramfs --config) instead",
             ));
+        }
+        for (key, count) in [
+            ("network.bonds", n.bonds.len()),
+            ("network.vlans", n.vlans.len()),
+        ] {
+            if count > 0 {
+                return Err(self.unsupported(
+                    key,
+                    format!("{count} entries"),
+                    "bonds and VLANs from node.toml are made from the node.toml embedded in \
+                     the initramfs (terra initramfs --config); embed it instead",
+                ));
+            }
         }
         let mut nameservers = n.nameservers.clone();
         if let Some(i) = n.interfaces.first() {
@@ -468,6 +481,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mtu"), "{e}");
+        for (toml, key) in [
+            (
+                "[[network.bonds]]\nname = \"bond0\"\nslaves = [\"eth0\"]\n",
+                "network.bonds",
+            ),
+            (
+                "[[network.vlans]]\nparent = \"eth0\"\nid = 5\n",
+                "network.vlans",
+            ),
+        ] {
+            let e = node(toml).kernel_args().unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("--config"), "{e}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ fn main() -> ExitCode {
         hostname: None,
         timeout: Duration::from_secs(timeout_s),
         ibft: false,
+        links: Default::default(),
+        routes: Vec::new(),
     };
     let run_dir = std::env::temp_dir().join(format!("terra-dhcp-lease-{}", std::process::id()));
     let handoff = Handoff {

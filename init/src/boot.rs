@@ -9,7 +9,8 @@ use crate::devices::{DeviceError, Devices, Paths};
 use crate::early::{self, EarlyError};
 use crate::iscsi::{self, target::Plan, IscsiError};
 use crate::layout;
-use crate::network::{self, lease::Lease, NetConfig, NetworkError};
+use crate::network::lease::{Lease, MadeLink};
+use crate::network::{self, NetConfig, NetworkError};
 use crate::report::{peak_rss_kb, uptime_ms, BootReport, Clock, RootReport};
 use crate::rescue::{self, Diagnostics};
 use crate::select::{self, SelectError, VersionReport};
@@ -177,6 +178,10 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     let mut net_report = None;
     if let Some(net) = &net {
         s.phase = "network";
+        // Bonds and VLANs are made by drivers no device asks for.
+        for m in net.links.modules() {
+            devices.load_with(m.name, m.params);
+        }
         net_report = Some(network::bring_up(
             net,
             &mut |d| devices.pump(d),
@@ -249,7 +254,16 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         .flat_map(|r| &r.configured)
         .map(|c| &c.lease)
         .collect();
-    write_report(s, &root, version.as_ref(), &cfg.init, &leases, &attached);
+    let links = net_report.as_ref().map_or(&[][..], |r| &r.links[..]);
+    write_report(
+        s,
+        &root,
+        version.as_ref(),
+        &cfg.init,
+        &leases,
+        links,
+        &attached,
+    );
     log::info!(
         "exec {} after {:.1} ms in the initramfs (peak RSS {} kB)",
         cfg.init,
@@ -325,6 +339,7 @@ fn write_report(
     version: Option<&VersionReport>,
     init: &str,
     network: &[&Lease],
+    network_links: &[MadeLink],
     iscsi: &[iscsi::Attached],
 ) {
     let modules = s
@@ -343,6 +358,7 @@ fn write_report(
         init,
         modules,
         network,
+        network_links,
         iscsi,
         stage0_peak_rss_kb: peak_rss_kb(),
     };

@@ -258,8 +258,16 @@ pub enum ConfigError {
         key: String,
         /// The value given.
         value: String,
-        /// What is expected.
-        expected: &'static str,
+        /// What is expected (and, for a key with parts, which part was wrong).
+        expected: std::borrow::Cow<'static, str>,
+    },
+    /// Network links that cannot be made together (a member in two bonds, a name given
+    /// twice…), from the keys or tables named.
+    Links {
+        /// Where they came from, e.g. `bond=/bondslaves=, vlan=`.
+        what: String,
+        /// What is wrong, naming the link.
+        problem: String,
     },
     /// node.toml cannot be read or does not parse.
     Node {
@@ -278,6 +286,7 @@ impl fmt::Display for ConfigError {
                 value,
                 expected,
             } => write!(f, "invalid {key}={value:?}: expected {expected}"),
+            ConfigError::Links { what, problem } => write!(f, "invalid {what}: {problem}"),
             ConfigError::Node { path, message } => {
                 write!(f, "invalid {}: {}", path.display(), message.trim_end())
             }
@@ -323,7 +332,7 @@ impl BootConfig {
         let bad = |p: &Param, expected: &'static str| ConfigError::Key {
             key: p.key.clone(),
             value: p.value.clone().unwrap_or_default(),
-            expected,
+            expected: expected.into(),
         };
         let boot = node.boot.clone();
         let mut root = None;

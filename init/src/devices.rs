@@ -1,7 +1,7 @@
 //! Phase 3, devices: kernel modules by modalias (coldplug, then uevents) and block devices
 //! identified by their superblocks. No udev, no blkid, no kmod.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::os::fd::{AsFd, OwnedFd};
@@ -82,6 +82,8 @@ pub struct Devices {
     /// Block devices that could not be read, with the reason.
     pub unreadable: BTreeMap<String, String>,
     preloads: Vec<Preload>,
+    /// Parameters for modules loaded with [`Devices::load_with`].
+    params: HashMap<String, String>,
 }
 
 /// A thread loading modules in order; it yields each module with how its load went.
@@ -109,6 +111,7 @@ impl Devices {
             blocks: BTreeMap::new(),
             unreadable: BTreeMap::new(),
             preloads: Vec::new(),
+            params: HashMap::new(),
         };
         if let Some(p) = preload {
             devices.preload(p);
@@ -142,6 +145,17 @@ impl Devices {
         any
     }
 
+    /// Loads a module like [`Devices::load`], the module itself (not its dependencies)
+    /// with these parameters (`finit_module`'s `param_values`, e.g. `max_bonds=0`).
+    pub fn load_with(&mut self, name: &str, params: &str) -> bool {
+        if !params.is_empty() {
+            for m in self.index.resolve(name) {
+                self.params.insert(m, params.to_string());
+            }
+        }
+        self.load(name)
+    }
+
     fn load_module(&mut self, module: &str) -> bool {
         let order = match self.index.load_order(module) {
             Ok(o) => o,
@@ -161,7 +175,7 @@ impl Devices {
             };
             let path = self.paths.modules.join(rel);
             let start = Instant::now();
-            match insmod(&path) {
+            match insmod(&path, self.params.get(&m).map_or("", String::as_str)) {
                 Ok(()) => {
                     log::debug!(
                         "loaded {m} in {:.1} ms",
@@ -204,7 +218,7 @@ impl Devices {
             jobs.into_iter()
                 .map(|(m, path)| {
                     let start = Instant::now();
-                    let r = insmod(&path);
+                    let r = insmod(&path, "");
                     log::debug!(
                         "preloaded {m} in {:.1} ms",
                         start.elapsed().as_secs_f64() * 1000.0
@@ -391,9 +405,11 @@ pub fn describe(id: &Identity) -> String {
     parts.join(" ")
 }
 
-fn insmod(path: &Path) -> Result<(), String> {
+fn insmod(path: &Path, params: &str) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    match finit_module(&file, c"", ModuleInitFlags::empty()) {
+    let params = std::ffi::CString::new(params)
+        .map_err(|_| format!("{}: parameters with a NUL byte", path.display()))?;
+    match finit_module(&file, &params, ModuleInitFlags::empty()) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err(format!("finit_module {}: {e}", path.display())),
     }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::iscsi::Attached;
-use crate::network::lease::Lease;
+use crate::network::lease::{Lease, MadeLink};
 
 /// One finished phase.
 #[derive(Debug, Clone, Serialize)]
@@ -112,6 +112,8 @@ pub struct BootReport<'a> {
     pub modules: &'a [String],
     /// Interfaces the network phase configured (empty when it did not run).
     pub network: &'a [&'a Lease],
+    /// Links the network phase made or renamed: bonds, VLANs, `ifname=` (empty when none).
+    pub network_links: &'a [MadeLink],
     /// iSCSI targets logged in to and their disks (no secrets).
     pub iscsi: &'a [Attached],
     /// stage0's peak resident memory (VmHWM), kB.

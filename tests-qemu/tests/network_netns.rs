@@ -367,3 +367,64 @@ fn static_ip_form_applies_address_gateway_dns_and_hostname() {
         assert!(p.status.success() || !Path::new("/bin/ping").exists());
     }
 }
+
+#[test]
+fn ifname_renames_by_mac_and_rd_route_adds_routes() {
+    require_tools();
+    let (c, _s) = pair("ifname");
+    let (r, _, run, _) = phase_in(
+        &c,
+        "ifname=lan0:02:00:00:00:00:01 ip=10.77.0.9::10.77.0.1:255.255.255.0::lan0:off \
+         rd.route=10.99.0.0/16:10.77.0.1 rd.route=10.98.0.0/255.255.0.0::lan0 \
+         terra.net.timeout=10",
+    );
+    let report = r.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.summary(), ["lan0: 10.77.0.9/24 (static)"]);
+    // Read back with iproute2: the veth has its stable name, and both routes are there.
+    assert!(ip(&c, &["link", "show", "lan0"]).contains("02:00:00:00:00:01"));
+    let routes = ip(&c, &["-4", "route"]);
+    assert!(
+        routes.contains("10.99.0.0/16 via 10.77.0.1 dev lan0"),
+        "{routes}"
+    );
+    assert!(routes.contains("10.98.0.0/16 dev lan0"), "{routes}");
+    let l = lease_json(run.path(), "lan0");
+    assert_eq!(l["link"]["kind"], "renamed");
+    assert_eq!(l["link"]["from"], "vc0");
+    let origins: Vec<&str> = l["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["origin"].as_str())
+        .collect();
+    assert_eq!(origins, ["rd.route", "rd.route"]);
+    let p = run.path().join("network/links/lan0.json");
+    let made: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    assert_eq!(made["from"], "vc0");
+    // Run again: the link already has its name, nothing to do.
+    let (again, _, _, _) = phase_in(
+        &c,
+        "ifname=lan0:02:00:00:00:00:01 ip=10.77.0.9::10.77.0.1:24::lan0:off terra.net.timeout=10",
+    );
+    assert!(again.unwrap_or_else(|e| panic!("{e}")).links.is_empty());
+    // A name another link holds: the error names both.
+    let (taken, _, _, _) = phase_in(
+        &c,
+        "ifname=lo:02:00:00:00:00:01 ip=dhcp terra.net.timeout=3",
+    );
+    let e = taken.expect_err("lo holds the name").to_string();
+    assert!(
+        e.contains("cannot rename lan0 (02:00:00:00:00:01): lo"),
+        "{e}"
+    );
+    // A route whose gateway no configured subnet reaches: rescue names the rd.route.
+    let (unreachable, _, _, _) = phase_in(
+        &c,
+        "ip=10.77.0.9::10.77.0.1:24::lan0:off rd.route=10.97.0.0/16:192.0.2.1 terra.net.timeout=10",
+    );
+    let e = unreachable.expect_err("unreachable gateway").to_string();
+    assert!(
+        e.starts_with("rd.route=10.97.0.0/16:192.0.2.1: netlink: add route"),
+        "{e}"
+    );
+}

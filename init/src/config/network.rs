@@ -1,6 +1,6 @@
 //! node.toml's `[network]` table as written: plain data, checked only for its shape. The
-//! network phase (`network::ipconfig`) validates the values and overlays the kernel
-//! command line on them.
+//! network phase (`network::ipconfig`, `network::bond`, `network::vlan`) validates the
+//! values and overlays the kernel command line on them.
 
 use serde::Deserialize;
 
@@ -16,6 +16,13 @@ pub struct NetworkSection {
     /// Interfaces to configure; a non-empty list makes the network needed at boot.
     #[serde(default)]
     pub interfaces: Vec<InterfaceSection>,
+    /// Bonds made before any interface is configured.
+    #[serde(default)]
+    pub bonds: Vec<BondSection>,
+    /// VLANs made (after the bonds, so a VLAN may sit on one) before any interface is
+    /// configured.
+    #[serde(default)]
+    pub vlans: Vec<VlanSection>,
 }
 
 /// One `[[network.interfaces]]` entry.
@@ -40,6 +47,39 @@ pub struct InterfaceSection {
     pub nameservers: Vec<String>,
 }
 
+/// One `[[network.bonds]]` entry: what dracut's `bond=` says, as a table.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BondSection {
+    /// The bond's name, e.g. `bond0`.
+    pub name: String,
+    /// Member links, by name or by MAC.
+    #[serde(default)]
+    pub slaves: Vec<String>,
+    /// Bonding mode by name or number, e.g. `802.3ad` or `active-backup` (default
+    /// `balance-rr`, the kernel's).
+    pub mode: Option<String>,
+    /// Bonding options as for `bond=`: comma-separated `key=value`, e.g.
+    /// `"miimon=100,lacp_rate=fast"`.
+    pub options: Option<String>,
+    /// MTU of the bond (its members follow).
+    pub mtu: Option<u32>,
+}
+
+/// One `[[network.vlans]]` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VlanSection {
+    /// The VLAN link's name (default `<parent>.<id>`).
+    pub name: Option<String>,
+    /// The link it sits on, by name (a NIC or a bond) or MAC.
+    pub parent: String,
+    /// VLAN ID, 1 to 4094.
+    pub id: u16,
+    /// MTU of the VLAN link (at most its parent's).
+    pub mtu: Option<u32>,
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -54,5 +94,31 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bonds_and_vlans_parse_and_unknown_keys_are_named() {
+        let node = NodeConfig::parse(
+            "[[network.bonds]]\nname = \"bond0\"\nslaves = [\"eth0\", \"52:54:00:00:00:02\"]\n\
+             mode = \"802.3ad\"\noptions = \"miimon=100\"\nmtu = 9000\n\
+             [[network.vlans]]\nparent = \"bond0\"\nid = 42\n",
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        assert_eq!(node.network.bonds[0].slaves.len(), 2);
+        assert_eq!(node.network.bonds[0].mtu, Some(9000));
+        assert_eq!(node.network.vlans[0].id, 42);
+        assert_eq!(node.network.vlans[0].name, None);
+        for (text, key) in [
+            ("[[network.bonds]]\nname = \"b\"\nlacp = 1\n", "lacp"),
+            (
+                "[[network.vlans]]\nparent = \"e\"\nid = 5\nvid = 5\n",
+                "vid",
+            ),
+            ("[[network.vlans]]\nparent = \"e\"\nid = 70000\n", "id"),
+        ] {
+            let err = NodeConfig::parse(text, Path::new("node.toml")).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
     }
 }

@@ -529,7 +529,7 @@ fn key_error(key: &str, value: &str, expected: &'static str) -> ConfigError {
     ConfigError::Key {
         key: key.into(),
         value: value.into(),
-        expected,
+        expected: expected.into(),
     }
 }
 

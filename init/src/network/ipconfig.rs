@@ -1,8 +1,14 @@
 //! What the network phase is asked to do: node.toml's `[network]` overlaid by the kernel
 //! command line. Kernel and dracut keys: `ip=` (every form below, several times),
-//! `BOOTIF=`, `nameserver=`, `rd.neednet=`; Terra OS keys: `hostname=`, `network=<cidr>`,
-//! `gateway=`, `nameservers=a,b`, `iface=`; ours: `terra.net.timeout=<s>`. Invalid values are
-//! errors naming the key, as in the rest of the config phase.
+//! `BOOTIF=`, `nameserver=`, `rd.neednet=`, `bond=`, `vlan=`, `ifname=`, `rd.route=`
+//! (parsed in `bond.rs`, `vlan.rs`, `ifname.rs`, `route.rs`); Terra OS keys: `hostname=`,
+//! `network=<cidr>`, `gateway=`, `nameservers=a,b`, `iface=`, `bondslaves=`; ours:
+//! `terra.net.timeout=<s>`. Invalid values are errors naming the key, as in the rest of the
+//! config phase.
+//!
+//! Bonds, VLANs, renames and routes shape the network the phase brings up; they do not by
+//! themselves make the network needed (as `nameserver=` does not). Bonds and VLANs from the
+//! command line replace node.toml's, as its interfaces do.
 //!
 //! `ip=` forms (Documentation/admin-guide/nfs/nfsroot.rst and dracut.cmdline(7)):
 //! - `off | none` — no network from `ip=`;
@@ -16,6 +22,11 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::bond::{self, BondSpec};
+use super::ifname::{self, Rename};
+use super::links::LinkPlan;
+use super::route::{self, ExtraRoute};
+use super::vlan::{self, VlanSpec};
 use crate::cmdline;
 use crate::config::network::NetworkSection;
 use crate::config::ConfigError;
@@ -94,6 +105,10 @@ pub struct NetConfig {
     /// other network configured): the boot replaces them with the iBFT's NICs once the
     /// table is readable, after the devices phase.
     pub ibft: bool,
+    /// Links to make before any interface is configured: renames, bonds, VLANs.
+    pub links: LinkPlan,
+    /// `rd.route=`: routes added once the interfaces are configured.
+    pub routes: Vec<ExtraRoute>,
 }
 
 /// What other phases ask of the network, beside the command line and node.toml.
@@ -138,7 +153,7 @@ pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
 }
 
 /// A netmask (`255.255.255.0`) or a prefix length (`24`).
-fn parse_netmask(s: &str) -> Option<u8> {
+pub(crate) fn parse_netmask(s: &str) -> Option<u8> {
     if let Ok(p) = s.parse::<u8>() {
         return (p <= 32).then_some(p);
     }
@@ -158,7 +173,7 @@ pub fn valid_hostname(s: &str) -> bool {
         })
 }
 
-fn valid_mtu(m: u32) -> bool {
+pub(crate) fn valid_mtu(m: u32) -> bool {
     (68..=65535).contains(&m)
 }
 
@@ -371,11 +386,12 @@ pub fn resolve(
     line: &str,
     needs: Needs,
 ) -> Result<Option<NetConfig>, ConfigError> {
-    let bad = |p: &cmdline::Param, expected: &'static str| ConfigError::Key {
+    let bad = |p: &cmdline::Param, expected: std::borrow::Cow<'static, str>| ConfigError::Key {
         key: p.key.clone(),
         value: p.value.clone().unwrap_or_default(),
         expected,
     };
+    let bad = |p: &cmdline::Param, expected: &'static str| bad(p, expected.into());
     let mut from_ip: Vec<IfaceConfig> = Vec::new();
     let (mut ip_given, mut ip_ibft) = (false, false);
     let mut ip_hostname = None;
@@ -387,6 +403,10 @@ pub fn resolve(
     let mut gateway = None;
     let mut iface = None;
     let mut timeout = section.timeout.map(Duration::from_secs);
+    let mut bonds: Vec<BondSpec> = Vec::new();
+    let mut vlans: Vec<VlanSpec> = Vec::new();
+    let mut renames: Vec<Rename> = Vec::new();
+    let mut routes: Vec<ExtraRoute> = Vec::new();
     for p in cmdline::split(line) {
         let v = p.value.as_deref();
         match (p.key.as_str(), v) {
@@ -440,11 +460,22 @@ pub fn resolve(
                 let secs: u64 = s.parse().map_err(|_| bad(&p, "whole seconds"))?;
                 timeout = Some(Duration::from_secs(secs));
             }
+            ("bond", v) => bonds.push(bond::parse_bond(v).map_err(|e| ConfigError::Key {
+                key: p.key.clone(),
+                value: p.value.clone().unwrap_or_default(),
+                expected: e,
+            })?),
+            ("bondslaves", Some(s)) => {
+                bonds.push(bond::parse_bondslaves(s).map_err(|e| bad(&p, e))?)
+            }
+            ("vlan", Some(s)) => vlans.push(vlan::parse_vlan(s).map_err(|e| bad(&p, e))?),
+            ("ifname", Some(s)) => renames.push(ifname::parse_ifname(s).map_err(|e| bad(&p, e))?),
+            ("rd.route", Some(s)) => routes.push(route::parse_rd_route(s).map_err(|e| bad(&p, e))?),
             ("rd.neednet", Some(_)) => return Err(bad(&p, "0 or 1")),
             ("iface", Some(_)) => return Err(bad(&p, "an interface name or MAC")),
             (
                 "ip" | "BOOTIF" | "nameserver" | "nameservers" | "hostname" | "network" | "gateway"
-                | "iface" | "terra.net.timeout",
+                | "iface" | "terra.net.timeout" | "bondslaves" | "vlan" | "ifname" | "rd.route",
                 None,
             ) => return Err(bad(&p, "a value")),
             _ => {}
@@ -454,7 +485,7 @@ pub fn resolve(
         return Err(ConfigError::Key {
             key: "gateway".into(),
             value: gateway.map(|g| g.to_string()).unwrap_or_default(),
-            expected: "network=<address/prefix> beside it",
+            expected: "network=<address/prefix> beside it".into(),
         });
     }
     // The command line wins over node.toml, as dracut's does over its config files.
@@ -482,7 +513,24 @@ pub fn resolve(
             mtu: None,
         });
     }
-    // iface= (Terra) or BOOTIF= (PXE) pins "any link" to one.
+    let links = link_plan(section, bonds, vlans, renames)?;
+    for i in &interfaces {
+        if let Selector::Name(n) = &i.selector {
+            if let Some(b) = links.bond_of(n) {
+                return Err(ConfigError::Links {
+                    what: "ip=/network.interfaces".into(),
+                    problem: format!(
+                        "{n} is a member of {}: configure {} instead",
+                        b.name, b.name
+                    ),
+                });
+            }
+        }
+    }
+    // iface= (Terra) or BOOTIF= (PXE) pins "any link" to one. Not BOOTIF= when bonds or
+    // VLANs are made: the NIC the firmware booted from is then a member or a parent, and
+    // "any link" means the links made on it (`links.rs`).
+    let bootif = bootif.filter(|_| !links.makes_links());
     if let Some(pin) = iface.or(bootif.map(Selector::Mac)) {
         for i in &mut interfaces {
             if i.selector == Selector::Any {
@@ -510,7 +558,63 @@ pub fn resolve(
             .or(ip_hostname)
             .or(node_hostname.map(str::to_string)),
         timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
+        links,
+        routes,
     }))
+}
+
+/// The links to make: bonds and VLANs from the command line, else node.toml's; renames
+/// from the command line. Checked as a whole (`LinkPlan::check`), the error naming where
+/// the links came from.
+fn link_plan(
+    section: &NetworkSection,
+    bonds: Vec<BondSpec>,
+    vlans: Vec<VlanSpec>,
+    renames: Vec<Rename>,
+) -> Result<LinkPlan, ConfigError> {
+    let mut sources = Vec::new();
+    if !renames.is_empty() {
+        sources.push("ifname=");
+    }
+    let bonds = if bonds.is_empty() {
+        let mut out = Vec::new();
+        for (i, s) in section.bonds.iter().enumerate() {
+            out.push(bond::from_section(&format!("network.bonds[{i}]"), s).map_err(node_error)?);
+        }
+        if !out.is_empty() {
+            sources.push("network.bonds");
+        }
+        out
+    } else {
+        sources.push("bond=/bondslaves=");
+        bonds
+    };
+    let vlans = if vlans.is_empty() {
+        let mut out = Vec::new();
+        for (i, s) in section.vlans.iter().enumerate() {
+            out.push(
+                vlan::from_section(&format!("network.vlans[{i}]"), s)
+                    .map_err(|e| node_error(e.into_owned()))?,
+            );
+        }
+        if !out.is_empty() {
+            sources.push("network.vlans");
+        }
+        out
+    } else {
+        sources.push("vlan=");
+        vlans
+    };
+    let plan = LinkPlan {
+        renames,
+        bonds,
+        vlans,
+    };
+    plan.check().map_err(|problem| ConfigError::Links {
+        what: sources.join(", "),
+        problem,
+    })?;
+    Ok(plan)
 }
 
 #[cfg(test)]
@@ -716,6 +820,153 @@ dhcp = true
         }
     }
 
+    #[test]
+    fn bonds_vlans_renames_and_routes() {
+        // Terra OS's bondslaves=: bond0 in 802.3ad; "any link" is left for the phase to
+        // point at what it makes.
+        let c = r("bondslaves=eth0,eth1 ip=dhcp").unwrap();
+        assert_eq!(c.interfaces, vec![dhcp_any()]);
+        assert_eq!(c.links.bonds[0].name, "bond0");
+        assert_eq!(c.links.bonds[0].mode, super::bond::Mode::IEEE_8023AD);
+        // dracut's, with the interface named.
+        let c = r("bond=bond1:eno1,eno2:mode=active-backup,miimon=100 ip=bond1:dhcp").unwrap();
+        assert_eq!(c.links.bonds[0].mode, super::bond::Mode::ACTIVE_BACKUP);
+        assert_eq!(c.interfaces[0].selector, Selector::Name("bond1".into()));
+        let c = r("vlan=vlan5:eth0 ip=vlan5:dhcp").unwrap();
+        assert_eq!(c.links.vlans[0].id, 5);
+        let c = r("ifname=lan0:52:54:00:00:b0:01 rd.route=10.99.0.0/16:10.0.2.2 rd.route=10.98.0.0/16::lan0 ip=dhcp")
+            .unwrap();
+        assert_eq!(c.links.renames[0].name, "lan0");
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[1].dev.as_deref(), Some("lan0"));
+        // BOOTIF= names the NIC the firmware booted; with a bond it is a member, so it does
+        // not pin "any link". iface= still does.
+        let c = r("bondslaves=eth0,eth1 ip=dhcp BOOTIF=01-52-54-00-12-34-56").unwrap();
+        assert_eq!(c.interfaces[0].selector, Selector::Any);
+        let c = r("bondslaves=eth0,eth1 ip=dhcp iface=bond0").unwrap();
+        assert_eq!(c.interfaces[0].selector, Selector::Name("bond0".into()));
+        // They shape the network; they do not make it needed.
+        assert_eq!(
+            r("bond=bond0:eth0,eth1 vlan=vlan5:bond0 ifname=lan0:52:54:00:00:b0:01"),
+            None
+        );
+        // A bare `bond` is dracut's default bond.
+        let c = r("bond rd.neednet=1").unwrap();
+        assert_eq!(c.links.bonds[0].slaves.len(), 2);
+    }
+
+    #[test]
+    fn node_toml_bonds_and_vlans_unless_the_command_line_has_some() {
+        let node = crate::config::NodeConfig::parse(
+            r#"
+[[network.bonds]]
+name = "bond0"
+slaves = ["52:54:00:00:00:01", "52:54:00:00:00:02"]
+mode = "active-backup"
+[[network.vlans]]
+parent = "bond0"
+id = 42
+[[network.interfaces]]
+name = "bond0.42"
+"#,
+            std::path::Path::new("node.toml"),
+        )
+        .unwrap();
+        let c = resolve(&node.network, None, "", Needs::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c.links.bonds[0].slaves[0],
+            Selector::Mac([0x52, 0x54, 0, 0, 0, 1])
+        );
+        assert_eq!(c.links.vlans[0].name, "bond0.42");
+        let c = resolve(
+            &node.network,
+            None,
+            "bondslaves=eth0,eth1",
+            Needs::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.links.bonds[0].slaves[0], Selector::Name("eth0".into()));
+        assert_eq!(c.links.vlans.len(), 1, "node.toml's VLANs stay");
+        let bad = crate::config::NodeConfig::parse(
+            "[[network.bonds]]\nname = \"bond0\"\nslaves = [\"eth0\"]\noptions = \"lacp=1\"\n",
+            std::path::Path::new("node.toml"),
+        )
+        .unwrap();
+        let e = resolve(&bad.network, None, "", Needs::default()).unwrap_err();
+        assert!(e.to_string().contains("network.bonds[0].options"), "{e}");
+    }
+
+    #[test]
+    fn links_that_cannot_be_made_together_are_named() {
+        for (line, needle) in [
+            (
+                "bond=bond0:eth0 bond=bond1:eth0,eth1 ip=dhcp",
+                "invalid bond=/bondslaves=: eth0 is a member of both bond0 and bond1",
+            ),
+            (
+                "bondslaves=eth0,eth1 ip=eth0:dhcp",
+                "eth0 is a member of bond0: configure bond0 instead",
+            ),
+            (
+                "ifname=bond0:52:54:00:00:00:01 bondslaves=eth0,eth1",
+                "invalid ifname=, bond=/bondslaves=: bond0 is given to two links",
+            ),
+            (
+                "bondslaves=eth0,eth1 vlan=vlan5:eth1",
+                "vlan5: its parent eth1 is a member of bond0",
+            ),
+        ] {
+            let e = resolve(&NetworkSection::default(), None, line, Needs::default()).unwrap_err();
+            assert!(matches!(e, ConfigError::Links { .. }), "{line}: {e}");
+            assert!(e.to_string().contains(needle), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn invalid_link_keys_are_named_whether_or_not_the_network_is_needed() {
+        for (line, key) in [
+            ("bond=bond0:eth0:lacp=fast", "bond"),
+            ("bond=bond0:eth0:mode=fast", "bond"),
+            ("bond=b/0", "bond"),
+            ("bondslaves=", "bondslaves"),
+            ("bondslaves", "bondslaves"),
+            ("vlan=vlan5", "vlan"),
+            ("vlan=lan:eth0", "vlan"),
+            ("vlan", "vlan"),
+            ("ifname=lan0", "ifname"),
+            ("ifname=lan0:52:54:00:00:00", "ifname"),
+            ("ifname", "ifname"),
+            ("rd.route=10.0.0.1/8:10.0.0.254", "rd.route"),
+            ("rd.route=[2001:db8::/32]:[2001:db8::1]", "rd.route"),
+            ("rd.route", "rd.route"),
+        ] {
+            for extra in ["", " ip=dhcp"] {
+                let line = format!("{line}{extra}");
+                let err =
+                    resolve(&NetworkSection::default(), None, &line, Needs::default()).unwrap_err();
+                assert!(
+                    matches!(&err, ConfigError::Key { key: k, .. } if k == key),
+                    "{line}: {err}"
+                );
+                assert!(
+                    err.to_string().starts_with(&format!("invalid {key}=")),
+                    "{err}"
+                );
+            }
+        }
+        let e = r#try("bond=bond0:eth0:lacp=fast");
+        assert!(e.contains("\"lacp\" is not one of them"), "{e}");
+    }
+
+    fn r#try(line: &str) -> String {
+        resolve(&NetworkSection::default(), None, line, Needs::default())
+            .unwrap_err()
+            .to_string()
+    }
+
     proptest! {
         #[test]
         fn arbitrary_ip_values_never_panic(v in "[0-9a-z.:\\[\\]-]{0,80}") {
@@ -723,6 +974,16 @@ dhcp = true
                 &NetworkSection::default(),
                 None,
                 &format!("ip={v} BOOTIF={v} iface={v}"),
+                Needs::default(),
+            );
+        }
+
+        #[test]
+        fn arbitrary_link_keys_never_panic(v in "[0-9a-z.:,;=/-]{0,60}", w in "[0-9a-z.:]{0,30}") {
+            let _ = resolve(
+                &NetworkSection::default(),
+                None,
+                &format!("ip=dhcp bond={v} bondslaves={w} vlan={w} ifname={w} rd.route={v} vlan={v}"),
                 Needs::default(),
             );
         }

@@ -1,6 +1,8 @@
 //! What the network phase hands to the real system: `/run/terra/network/<ifname>.json` per
-//! configured interface and `/run/terra/resolv.conf`. `/run` is moved into the new root by
-//! the switch phase, so both survive it (as do the kernel's addresses and routes).
+//! configured interface, `/run/terra/network/links/<ifname>.json` per link it made or
+//! renamed (bonds, VLANs, `ifname=`), and `/run/terra/resolv.conf`. `/run` is moved into the
+//! new root by the switch phase, so they survive it (as do the kernel's links, addresses and
+//! routes).
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -15,6 +17,61 @@ pub struct LeaseRoute {
     pub destination: String,
     /// Next hop; None for an on-link route.
     pub gateway: Option<Ipv4Addr>,
+    /// Where it came from when not from the lease or the interface's own configuration:
+    /// `rd.route`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'static str>,
+}
+
+/// A member of a bond as it was before being enslaved (the bond gives its members its own
+/// MAC in most modes).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Member {
+    /// Interface name.
+    pub name: String,
+    /// Its own hardware address.
+    pub mac: String,
+}
+
+/// What kind of link stage0 made, and how.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LinkKind {
+    /// A NIC given a stable name (`ifname=`).
+    Renamed {
+        /// The kernel's name before.
+        from: String,
+    },
+    /// A bond.
+    Bond {
+        /// Bonding mode, by name (`802.3ad`).
+        mode: &'static str,
+        /// The other options set, `name=value` as the driver's sysfs files take them.
+        options: Vec<String>,
+        /// Members, in the order they were enslaved.
+        slaves: Vec<Member>,
+    },
+    /// An 802.1Q VLAN.
+    Vlan {
+        /// VLAN ID.
+        id: u16,
+        /// The link it sits on.
+        parent: String,
+    },
+}
+
+/// A link stage0 made or renamed; it stays for the real system.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MadeLink {
+    /// Interface name.
+    pub name: String,
+    /// Its hardware address once made.
+    pub mac: String,
+    /// MTU set, if any.
+    pub mtu: Option<u32>,
+    /// Kind and settings.
+    #[serde(flatten)]
+    pub kind: LinkKind,
 }
 
 /// The configuration of one interface, from a DHCP lease or static config.
@@ -24,6 +81,9 @@ pub struct Lease {
     pub interface: String,
     /// Its hardware address.
     pub mac: String,
+    /// The link's kind and settings when stage0 made or renamed it (a bond, a VLAN, a
+    /// stable name); None for a NIC as the kernel named it.
+    pub link: Option<MadeLink>,
     /// `dhcp` or `static`.
     pub source: &'static str,
     /// Address.
@@ -77,6 +137,24 @@ pub fn write_lease(run: &Path, lease: &Lease) -> io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
     }
     let json = serde_json::to_vec_pretty(lease).map_err(io::Error::other)?;
+    std::fs::write(&path, json)?;
+    Ok(path)
+}
+
+/// `<run>/network/links/<ifname>.json`.
+pub fn link_path(run: &Path, ifname: &str) -> PathBuf {
+    run.join("network")
+        .join("links")
+        .join(format!("{ifname}.json"))
+}
+
+/// Writes the description of a link stage0 made; returns its path.
+pub fn write_link(run: &Path, link: &MadeLink) -> io::Result<PathBuf> {
+    let path = link_path(run, &link.name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::to_vec_pretty(link).map_err(io::Error::other)?;
     std::fs::write(&path, json)?;
     Ok(path)
 }
@@ -147,6 +225,7 @@ mod tests {
         let lease = Lease {
             interface: "eth0".into(),
             mac: "52:54:00:12:34:56".into(),
+            link: None,
             source: "dhcp",
             address: Ipv4Addr::new(10, 0, 2, 15),
             prefix: 24,
@@ -155,6 +234,7 @@ mod tests {
             routes: vec![LeaseRoute {
                 destination: "0.0.0.0/0".into(),
                 gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+                origin: None,
             }],
             dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
             domain: None,
@@ -177,6 +257,8 @@ mod tests {
         assert_eq!(v["routes"][0]["gateway"], "10.0.2.2");
         assert_eq!(v["lease_time_s"], 86400);
         assert!(v["root_path"].is_null());
+        assert!(v["link"].is_null());
+        assert!(v["routes"][0].get("origin").is_none());
         // A root path's CHAP credentials never reach the file.
         let chap = Lease {
             root_path: Some("iscsi:node:s3cret-chap@10.0.2.2::3260:1:iqn.2024-01.x:root".into()),
@@ -189,5 +271,60 @@ mod tests {
             text.contains("iscsi:***@10.0.2.2::3260:1:iqn.2024-01.x:root"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn made_links_are_described_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let bond = MadeLink {
+            name: "bond0".into(),
+            mac: "52:54:00:00:b0:01".into(),
+            mtu: None,
+            kind: LinkKind::Bond {
+                mode: "802.3ad",
+                options: vec!["miimon=100".into()],
+                slaves: vec![
+                    Member {
+                        name: "lan0".into(),
+                        mac: "52:54:00:00:b0:01".into(),
+                    },
+                    Member {
+                        name: "lan1".into(),
+                        mac: "52:54:00:00:b0:02".into(),
+                    },
+                ],
+            },
+        };
+        let p = write_link(dir.path(), &bond).unwrap();
+        assert_eq!(p, dir.path().join("network/links/bond0.json"));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        assert_eq!(v["kind"], "bond");
+        assert_eq!(v["mode"], "802.3ad");
+        assert_eq!(v["slaves"][1]["name"], "lan1");
+        assert_eq!(v["options"][0], "miimon=100");
+        let vlan = MadeLink {
+            name: "vlan5".into(),
+            mac: "52:54:00:00:b0:01".into(),
+            mtu: Some(1496),
+            kind: LinkKind::Vlan {
+                id: 5,
+                parent: "bond0".into(),
+            },
+        };
+        let v = serde_json::to_value(&vlan).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"name": "vlan5", "mac": "52:54:00:00:b0:01", "mtu": 1496,
+                "kind": "vlan", "id": 5, "parent": "bond0"})
+        );
+        let renamed = MadeLink {
+            name: "lan0".into(),
+            mac: "52:54:00:00:b0:01".into(),
+            mtu: None,
+            kind: LinkKind::Renamed {
+                from: "eth0".into(),
+            },
+        };
+        assert_eq!(serde_json::to_value(&renamed).unwrap()["from"], "eth0");
     }
 }

@@ -1,15 +1,21 @@
 //! Phase 4, network: only when something needs it (`ip=`, `rd.neednet=1`, Terra's
-//! `network=`, node.toml `[network]`). Loopback up; the wanted links found (waiting for late
-//! NICs while uevents are handled); each candidate brought up, its carrier awaited and DHCP
-//! or a static address run in its own thread; the results applied over netlink and read back;
-//! lease files, resolv.conf and the host name handed to the real system. Addresses and
-//! routes are never torn down: they outlive switch_root.
+//! `network=`, node.toml `[network]`). Loopback up; links renamed, bonds and VLANs made
+//! (`links.rs`); the wanted links found (waiting for late NICs while uevents are handled);
+//! each candidate brought up, its carrier awaited and DHCP or a static address run in its
+//! own thread; the results applied over netlink and read back; `rd.route=` routes added;
+//! lease and link files, resolv.conf and the host name handed to the real system. Links,
+//! addresses and routes are never torn down: they outlive switch_root.
 
+pub mod bond;
 pub mod dhcp;
+pub mod ifname;
 pub mod ipconfig;
 pub mod lease;
+pub mod links;
 pub mod netlink;
+pub mod route;
 pub mod socket;
+pub mod vlan;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -18,8 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use ipconfig::{IfaceConfig, Method, NetConfig, Selector};
-use lease::{Lease, LeaseRoute};
+use lease::{Lease, LeaseRoute, MadeLink};
+use links::Built;
 use netlink::{Link, Netlink, NetlinkError, Route};
+use route::ExtraRoute;
 
 /// Where the handoff goes and whether the host name is set (tests say no, or use a UTS
 /// namespace of their own).
@@ -86,6 +94,21 @@ pub enum NetworkError {
         /// Every link tried.
         attempts: Vec<Attempt>,
     },
+    /// A link to be made or renamed cannot be (its name is taken, it exists as something
+    /// else…).
+    Link {
+        /// The link's name.
+        link: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An `rd.route=` the kernel refused.
+    Route {
+        /// The route as given.
+        route: ExtraRoute,
+        /// The kernel's answer.
+        error: NetlinkError,
+    },
     /// An address or route did not read back as set.
     Verify {
         /// Interface name.
@@ -121,6 +144,8 @@ impl fmt::Display for NetworkError {
                 }
                 Ok(())
             }
+            NetworkError::Link { link, problem } => write!(f, "{link}: {problem}"),
+            NetworkError::Route { route, error } => write!(f, "rd.route={route}: {error}"),
             NetworkError::Verify { ifname, missing } => {
                 write!(f, "{ifname}: {missing} did not read back after being set")
             }
@@ -154,6 +179,8 @@ pub struct NetworkReport {
     pub attempts: Vec<Attempt>,
     /// Host name set, if any.
     pub hostname: Option<String>,
+    /// Links made or renamed (bonds, VLANs, `ifname=`).
+    pub links: Vec<MadeLink>,
 }
 
 impl NetworkReport {
@@ -205,7 +232,9 @@ pub fn bring_up(
     for l in nl.links()?.iter().filter(|l| l.loopback && !l.up) {
         nl.set_up(l, None)?;
     }
-    let jobs = find_links(cfg, &mut nl, pump, deadline)?;
+    // Before any interface is looked for: the links to configure may be the ones made.
+    let built = links::build(&cfg.links, &mut nl, pump, deadline)?;
+    let jobs = find_links(cfg, &built, &mut nl, pump, deadline)?;
     let results = run_jobs(jobs, deadline, cfg.hostname.as_deref(), pump);
 
     let mut report = NetworkReport::default();
@@ -221,7 +250,8 @@ pub fn bring_up(
                     }
                     any_won = true;
                 }
-                let lease = apply(&mut nl, &job.link, &plan)?;
+                let mut lease = apply(&mut nl, &job.link, &plan)?;
+                lease.link = built.made(&job.link.name).cloned();
                 report.attempts.push(Attempt {
                     ifname: job.link.name.clone(),
                     mac: job.link.mac_string(),
@@ -249,6 +279,11 @@ pub fn bring_up(
             attempts: report.attempts,
         });
     }
+    // After the addresses: a gateway is reachable only through a configured subnet.
+    for r in &cfg.routes {
+        add_extra_route(&mut nl, r, &mut report)?;
+    }
+    report.links = built.links;
     handoff_files(cfg, handoff, &mut report);
     Ok(report)
 }
@@ -261,9 +296,71 @@ fn matches(sel: &Selector, l: &Link) -> bool {
     }
 }
 
+/// Adds one `rd.route=` and reads it back; the lease of the interface it leaves by lists
+/// it (`origin: rd.route`).
+fn add_extra_route(
+    nl: &mut Netlink,
+    r: &ExtraRoute,
+    report: &mut NetworkReport,
+) -> Result<(), NetworkError> {
+    let fail = |error| NetworkError::Route {
+        route: r.clone(),
+        error,
+    };
+    let oif = match &r.dev {
+        None => 0,
+        Some(d) => match nl.link_named(d).map_err(fail)? {
+            Some(l) => l.index,
+            None => {
+                return Err(fail(NetlinkError {
+                    what: format!("find interface {d}"),
+                    errno: nix::errno::Errno::ENODEV,
+                }))
+            }
+        },
+    };
+    let route = Route {
+        destination: r.destination,
+        prefix: r.prefix,
+        gateway: r.gateway,
+        oif,
+        onlink: false,
+    };
+    nl.add_route(&route, r.dev.as_deref().unwrap_or(""))
+        .map_err(fail)?;
+    let installed = nl.routes().map_err(fail)?;
+    let Some(found) = installed.iter().find(|i| {
+        i.prefix == r.prefix
+            && i.destination == r.destination
+            && i.gateway == r.gateway
+            && (oif == 0 || i.oif == oif)
+    }) else {
+        return Err(NetworkError::Verify {
+            ifname: r.dev.clone().unwrap_or_else(|| "rd.route".into()),
+            missing: format!("route {route}"),
+        });
+    };
+    log::info!("rd.route: {route} (interface {})", found.oif);
+    if let Some(c) = report
+        .configured
+        .iter_mut()
+        .find(|c| c.link.index == found.oif)
+    {
+        c.lease.routes.push(LeaseRoute {
+            destination: format!("{}/{}", r.destination, r.prefix),
+            gateway: r.gateway,
+            origin: Some("rd.route"),
+        });
+    }
+    Ok(())
+}
+
 /// Waits (bounded) until every selector matches a link; returns one job per (link, entry).
+/// Among the links, only those `built` leaves eligible (bond members and VLAN parents are
+/// taken; "any link" is the top of what was made).
 fn find_links(
     cfg: &NetConfig,
+    built: &Built,
     nl: &mut Netlink,
     pump: &mut dyn FnMut(Duration),
     deadline: Instant,
@@ -272,18 +369,19 @@ fn find_links(
         let links = nl.links()?;
         let mut jobs = Vec::new();
         let mut missing = None;
+        let fits = |sel: &Selector, l: &Link| matches(sel, l) && built.eligible(sel, l);
         let named: Vec<&Link> = links
             .iter()
             .filter(|l| {
                 cfg.interfaces
                     .iter()
-                    .any(|i| i.selector != Selector::Any && matches(&i.selector, l))
+                    .any(|i| i.selector != Selector::Any && fits(&i.selector, l))
             })
             .collect();
         for i in &cfg.interfaces {
             let found: Vec<&Link> = links
                 .iter()
-                .filter(|l| matches(&i.selector, l))
+                .filter(|l| fits(&i.selector, l))
                 .filter(|l| i.selector != Selector::Any || !named.contains(l))
                 .collect();
             if found.is_empty() {
@@ -497,6 +595,7 @@ fn apply(nl: &mut Netlink, link: &Link, plan: &Plan) -> Result<Lease, NetworkErr
     let lease = Lease {
         interface: link.name.clone(),
         mac: link.mac_string(),
+        link: None,
         source: plan.source,
         address: o.address,
         prefix: o.prefix,
@@ -507,6 +606,7 @@ fn apply(nl: &mut Netlink, link: &Link, plan: &Plan) -> Result<Lease, NetworkErr
             .map(|r| LeaseRoute {
                 destination: format!("{}/{}", r.destination, r.prefix),
                 gateway: r.gateway,
+                origin: None,
             })
             .collect(),
         dns: o.dns.clone(),
@@ -541,6 +641,11 @@ fn apply(nl: &mut Netlink, link: &Link, plan: &Plan) -> Result<Lease, NetworkErr
 /// Lease files, resolv.conf and the host name: best effort, like the boot report — a
 /// handoff file that cannot be written must not stop a boot whose network is up.
 fn handoff_files(cfg: &NetConfig, handoff: &Handoff, report: &mut NetworkReport) {
+    for l in &report.links {
+        if let Err(e) = lease::write_link(&handoff.run_dir, l) {
+            log::warn!("cannot write the description of {}: {e}", l.name);
+        }
+    }
     let mut dns = cfg.nameservers.clone();
     let mut search = Vec::new();
     for c in &report.configured {

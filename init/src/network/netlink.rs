@@ -9,12 +9,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressHeader, AddressMessage};
 use netlink_packet_route::link::{
-    LinkAttribute, LinkFlags, LinkHeader, LinkLayerType, LinkMessage,
+    InfoBond, InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkHeader, LinkInfo,
+    LinkLayerType, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -66,6 +67,15 @@ pub struct Link {
     pub ether: bool,
     /// Current MTU.
     pub mtu: Option<u32>,
+    /// The bond (or other master) it is enslaved to (IFLA_MASTER).
+    pub master: Option<u32>,
+    /// The link it sits on, for a VLAN (IFLA_LINK, when it differs from the index).
+    pub parent: Option<u32>,
+    /// The driver's kind for a virtual link: `bond`, `vlan`, `veth`… (IFLA_INFO_KIND).
+    pub kind: Option<String>,
+    /// A VLAN's ID (IFLA_VLAN_ID), a bond's mode (IFLA_BOND_MODE): the first attribute
+    /// of IFLA_INFO_DATA for those two kinds.
+    pub kind_value: Option<u16>,
 }
 
 impl Link {
@@ -81,6 +91,28 @@ pub fn format_mac(mac: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// A virtual link stage0 makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Virtual {
+    /// A bond (driver `bonding`).
+    Bond,
+    /// An 802.1Q VLAN on the given link (driver `8021q`).
+    Vlan {
+        /// The parent's index.
+        parent: u32,
+    },
+}
+
+impl Virtual {
+    /// The kind as the kernel names it (IFLA_INFO_KIND).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Virtual::Bond => "bond",
+            Virtual::Vlan { .. } => "vlan",
+        }
+    }
 }
 
 /// An IPv4 route in the main table.
@@ -137,6 +169,13 @@ const NLMSG_DONE: u16 = 3;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+/// IFLA_VLAN_ID and IFLA_BOND_MODE: both attribute 1 of their kind's IFLA_INFO_DATA.
+const INFO_DATA_FIRST: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
@@ -182,7 +221,12 @@ fn parse_answer(message_type: u16, payload: &[u8]) -> Option<Answer> {
                 loopback: h.flags.contains(LinkFlags::Loopback),
                 ether: h.link_layer_type == LinkLayerType::Ether,
                 mtu: None,
+                master: None,
+                parent: None,
+                kind: None,
+                kind_value: None,
             };
+            let mut data = Vec::new();
             attributes(payload, IFINFOMSG_LEN, |kind, v| match kind {
                 IFLA_IFNAME => {
                     link.name = String::from_utf8_lossy(v)
@@ -191,8 +235,33 @@ fn parse_answer(message_type: u16, payload: &[u8]) -> Option<Answer> {
                 }
                 IFLA_ADDRESS => link.mac = v.to_vec(),
                 IFLA_MTU => link.mtu = u32_ne(v),
+                IFLA_MASTER => link.master = u32_ne(v).filter(|m| *m != 0),
+                IFLA_LINK => link.parent = u32_ne(v).filter(|p| *p != h.index && *p != 0),
+                IFLA_LINKINFO => attributes(v, 0, |k, v| match k {
+                    IFLA_INFO_KIND => {
+                        link.kind = Some(
+                            String::from_utf8_lossy(v)
+                                .trim_end_matches('\0')
+                                .to_string(),
+                        )
+                    }
+                    IFLA_INFO_DATA => data = v.to_vec(),
+                    _ => {}
+                }),
                 _ => {}
             });
+            // The kind comes first in the kernel's answer, but nothing promises it.
+            if matches!(link.kind.as_deref(), Some("vlan" | "bond")) {
+                attributes(&data, 0, |k, v| {
+                    if k == INFO_DATA_FIRST && link.kind_value.is_none() {
+                        link.kind_value = match v {
+                            [m] => Some(u16::from(*m)),
+                            [a, b] => Some(u16::from_ne_bytes([*a, *b])),
+                            _ => None,
+                        };
+                    }
+                });
+            }
             Some(Answer::Link(link))
         }
         RTM_NEWADDR => {
@@ -402,6 +471,95 @@ impl Netlink {
         .map(drop)
     }
 
+    /// A link by name, if there is one.
+    pub fn link_named(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        Ok(self.links()?.into_iter().find(|l| l.name == name))
+    }
+
+    /// Makes a virtual link named `name` with the kind's `IFLA_INFO_DATA` attributes
+    /// (payloads as netlink carries them), or, when a link of that name and kind exists,
+    /// changes it to them: NLM_F_CREATE without NLM_F_EXCL, so the step can run again. The
+    /// kernel refuses a link of that name but another kind (EOPNOTSUPP); the caller reads
+    /// the link back to see that it is what was asked.
+    pub fn create_or_update(
+        &mut self,
+        name: &str,
+        what: Virtual,
+        data: Vec<(u16, Vec<u8>)>,
+    ) -> Result<(), NetlinkError> {
+        let nlas = data.into_iter().map(|(k, v)| DefaultNla::new(k, v));
+        let (kind, data) = match what {
+            Virtual::Bond => (
+                InfoKind::Bond,
+                InfoData::Bond(nlas.map(InfoBond::Other).collect()),
+            ),
+            Virtual::Vlan { .. } => (
+                InfoKind::Vlan,
+                InfoData::Vlan(nlas.map(InfoVlan::Other).collect()),
+            ),
+        };
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if let Virtual::Vlan { parent } = what {
+            msg.attributes.push(LinkAttribute::Link(parent));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(kind),
+            LinkInfo::Data(data),
+        ]));
+        self.request(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_ACK | NLM_F_CREATE,
+            &|| format!("make {} {name}", what.kind()),
+        )
+        .map(drop)
+    }
+
+    fn set_link(
+        &mut self,
+        link: &Link,
+        flags: Option<LinkFlags>,
+        attribute: Option<LinkAttribute>,
+        what: &dyn Fn() -> String,
+    ) -> Result<(), NetlinkError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = link.index;
+        if let Some(f) = flags {
+            msg.header.flags = f;
+            msg.header.change_mask = LinkFlags::Up;
+        }
+        msg.attributes.extend(attribute);
+        self.request(RouteNetlinkMessage::SetLink(msg), NLM_F_ACK, what)
+            .map(drop)
+    }
+
+    /// Sets a link down (the bonding driver enslaves only links that are down).
+    pub fn set_down(&mut self, link: &Link) -> Result<(), NetlinkError> {
+        self.set_link(link, Some(LinkFlags::empty()), None, &|| {
+            format!("set {} down", link.name)
+        })
+    }
+
+    /// Enslaves a link to a bond (IFLA_MASTER).
+    pub fn set_master(&mut self, link: &Link, master: &Link) -> Result<(), NetlinkError> {
+        self.set_link(
+            link,
+            None,
+            Some(LinkAttribute::Controller(master.index)),
+            &|| format!("enslave {} to {}", link.name, master.name),
+        )
+    }
+
+    /// Renames a link (it must be down).
+    pub fn rename(&mut self, link: &Link, name: &str) -> Result<(), NetlinkError> {
+        self.set_link(
+            link,
+            None,
+            Some(LinkAttribute::IfName(name.to_string())),
+            &|| format!("rename {} ({}) to {name}", link.name, link.mac_string()),
+        )
+    }
+
     /// Waits until `index` has carrier, at most until `deadline`; returns the link as last seen.
     pub fn wait_carrier(&mut self, index: u32, deadline: Instant) -> Result<Link, NetlinkError> {
         loop {
@@ -491,11 +649,17 @@ impl Netlink {
             msg.attributes
                 .push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
         }
-        msg.attributes.push(RouteAttribute::Oif(route.oif));
+        // No interface: the kernel picks the one that reaches the gateway.
+        if route.oif != 0 {
+            msg.attributes.push(RouteAttribute::Oif(route.oif));
+        }
         self.request(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-            &|| format!("add route {route} dev {ifname}"),
+            &|| match ifname {
+                "" => format!("add route {route}"),
+                dev => format!("add route {route} dev {dev}"),
+            },
         )
         .map(drop)
     }
@@ -539,5 +703,83 @@ mod tests {
             format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
             "52:54:00:12:34:56"
         );
+    }
+
+    /// An RTM_NEWLINK as the crate's emitter writes it (the layout the kernel uses: the
+    /// header, then attributes, IFLA_LINKINFO nesting the kind and its data).
+    fn newlink(index: u32, attributes: Vec<LinkAttribute>) -> Vec<u8> {
+        use netlink_packet_core::Emitable;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.link_layer_type = LinkLayerType::Ether;
+        msg.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+        msg.attributes = attributes;
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn links_read_their_master_parent_and_kind() {
+        let vlan = newlink(
+            7,
+            vec![
+                LinkAttribute::IfName("vlan5".into()),
+                LinkAttribute::Address(vec![0x52, 0x54, 0, 0, 0xb0, 1]),
+                LinkAttribute::Link(6),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::Vlan),
+                    LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(5)])),
+                ]),
+            ],
+        );
+        let Some(Answer::Link(l)) = parse_answer(RTM_NEWLINK, &vlan) else {
+            panic!("not a link")
+        };
+        assert_eq!(
+            (
+                l.name.as_str(),
+                l.kind.as_deref(),
+                l.parent,
+                l.kind_value,
+                l.master
+            ),
+            ("vlan5", Some("vlan"), Some(6), Some(5), None)
+        );
+        assert!(l.carrier && l.up && l.ether);
+        let bond = newlink(
+            6,
+            vec![
+                LinkAttribute::IfName("bond0".into()),
+                LinkAttribute::LinkInfo(vec![
+                    LinkInfo::Kind(InfoKind::Bond),
+                    LinkInfo::Data(InfoData::Bond(vec![
+                        InfoBond::Mode(netlink_packet_route::link::BondMode::Ieee8023Ad),
+                        InfoBond::MiiMon(100),
+                    ])),
+                ]),
+            ],
+        );
+        let Some(Answer::Link(l)) = parse_answer(RTM_NEWLINK, &bond) else {
+            panic!("not a link")
+        };
+        assert_eq!((l.kind.as_deref(), l.kind_value), (Some("bond"), Some(4)));
+        let member = newlink(
+            2,
+            vec![
+                LinkAttribute::IfName("eth0".into()),
+                LinkAttribute::Controller(6),
+                // IFLA_LINK naming the link itself, as physical NICs report it.
+                LinkAttribute::Link(2),
+            ],
+        );
+        let Some(Answer::Link(l)) = parse_answer(RTM_NEWLINK, &member) else {
+            panic!("not a link")
+        };
+        assert_eq!((l.master, l.parent, l.kind), (Some(6), None, None));
+        // Cut anywhere, a message is a link with less, or nothing: never a panic.
+        for n in 0..vlan.len() {
+            let _ = parse_answer(RTM_NEWLINK, &vlan[..n]);
+        }
     }
 }
