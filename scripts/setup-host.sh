@@ -23,6 +23,10 @@ PACKAGES=(
   debootstrap
   # boot media: ISO (GRUB BIOS+EFI images, FAT, xorriso), UEFI firmware, iPXE ROMs, pxelinux
   grub-common grub-pc-bin grub-efi-amd64-bin mtools ovmf ipxe-qemu pxelinux syslinux-common
+  # Secure Boot: systemd's EFI stub for `terra uki`, sbsign/sbverify (run under faketime for
+  # a fixed signing time), and python3-venv for the venv under target/lab where the UKI test
+  # installs PyPI's virt-firmware (not in Debian 12) to enroll its keys into OVMF's variables
+  systemd-boot-efi sbsigntool faketime python3-venv
   # kernels from kernel-config/ (CI checks the fragments against Debian's linux-source)
   linux-source build-essential bc bison flex libssl-dev libelf-dev openssl
 )

@@ -12,8 +12,10 @@ pub mod iso;
 pub mod kernel;
 pub mod kmod;
 pub mod oci;
+pub mod pe;
 pub mod pxe;
 pub mod tool;
+pub mod uki;
 pub mod versions;
 
 pub use initramfs::{build, BuildReport, Compression, InitramfsError, InitramfsSpec};

@@ -22,7 +22,12 @@ fn have_kernel() -> bool {
 
 #[test]
 fn help_prints_usage() {
-    for args in [&["--help"][..], &["-h"], &["initramfs", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["initramfs", "--help"],
+        &["uki", "--help"],
+    ] {
         let o = terra(args);
         assert!(o.status.success(), "{args:?}");
         assert!(
@@ -58,6 +63,21 @@ fn usage_errors_exit_1_with_a_terra_line() {
         (
             &["initramfs", "--compress", "lz4", "-o", "/dev/null"],
             "lz4",
+        ),
+        (&["uki", "--kernel", "k", "--initramfs", "i"], "missing -o"),
+        (
+            &[
+                "uki",
+                "--kernel",
+                "k",
+                "--initramfs",
+                "i",
+                "--sign-key",
+                "k",
+                "-o",
+                "x",
+            ],
+            "missing --sign-cert",
         ),
     ] {
         let o = terra(args);

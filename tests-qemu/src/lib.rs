@@ -19,6 +19,7 @@ pub mod netns;
 pub mod oci_root;
 pub mod package;
 pub mod postgres;
+pub mod secureboot;
 pub mod tgtd;
 pub mod versions;
 pub mod vm;

@@ -73,6 +73,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         tap: None,
         keep_writes: false,
         boot_disk: false,
+        efi_vars: None,
         extra: Vec::new(),
     };
     let works = probe
@@ -113,7 +114,8 @@ pub struct Vm {
     /// A NIC model (`virtio` = virtio-net-pci, `e1000`, or any QEMU model name) on QEMU user
     /// networking (DHCP 10.0.2.15/24, router 10.0.2.2, DNS 10.0.2.3); None = no NIC at all.
     pub nic: Option<String>,
-    /// SeaBIOS on `-machine pc`, or OVMF (UEFI) on `-machine q35`.
+    /// SeaBIOS on `-machine pc`, or OVMF (UEFI) on `-machine q35`, with or without Secure
+    /// Boot.
     pub firmware: Firmware,
     /// Boot this ISO from a CD-ROM drive; `kernel`, `initrd` and `append` are then unused.
     pub cdrom: Option<PathBuf>,
@@ -130,6 +132,10 @@ pub struct Vm {
     /// Boot from the first disk through the firmware (a disk made bootable by `terra
     /// install` with `mbr = true`); `kernel`, `initrd` and `append` are then unused.
     pub boot_disk: bool,
+    /// The UEFI variable store of [`Firmware::SecureBoot`] (e.g. one with the lab's keys
+    /// enrolled, [`crate::secureboot::enrolled_vars`]), attached copy-on-write so one store
+    /// serves every run; None: Debian's empty [`OVMF_VARS_4M`], where nothing is enforced.
+    pub efi_vars: Option<PathBuf>,
     /// More QEMU arguments, appended as given (e.g. a disk on another controller).
     pub extra: Vec<String>,
 }
@@ -150,10 +156,18 @@ pub enum Firmware {
     Bios,
     /// OVMF (package `ovmf`), `-machine q35`.
     Uefi,
+    /// OVMF built with Secure Boot and SMM ([`OVMF_SECBOOT_CODE`]), `-machine q35,smm=on`,
+    /// its variables from [`Vm::efi_vars`]: whether Secure Boot is enforced is up to them.
+    SecureBoot,
 }
 
 /// OVMF as Debian's `ovmf` package installs it.
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+/// Debian's Secure Boot build of OVMF (package `ovmf`): firmware code only, its variables
+/// in a second flash device.
+pub const OVMF_SECBOOT_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// The empty variable store that goes with [`OVMF_SECBOOT_CODE`] (no keys: setup mode).
+pub const OVMF_VARS_4M: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// A network boot: a virtio NIC on QEMU user networking whose DHCP hands out `bootfile`,
 /// with QEMU's TFTP server on `tftp_dir`. iPXE comes from QEMU's option ROM (package
@@ -203,6 +217,7 @@ impl Vm {
             tap: None,
             keep_writes: false,
             boot_disk: false,
+            efi_vars: None,
             extra: Vec::new(),
         }
     }
@@ -221,10 +236,30 @@ impl Vm {
         let machine = match self.firmware {
             Firmware::Bios => "pc",
             Firmware::Uefi => "q35",
+            Firmware::SecureBoot => "q35,smm=on",
         };
         c.args(["-machine", machine, "-accel", self.accel.name()]);
-        if self.firmware == Firmware::Uefi {
-            c.args(["-bios", OVMF]);
+        match self.firmware {
+            Firmware::Bios => {}
+            Firmware::Uefi => {
+                c.args(["-bios", OVMF]);
+            }
+            Firmware::SecureBoot => {
+                // The secure-boot build keeps the variables (the keys, the enforcing switch)
+                // in flash that only SMM code may write; `-bios` has no variable store.
+                let vars = self.efi_vars.as_deref().unwrap_or(Path::new(OVMF_VARS_4M));
+                c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                        qemu_opt(OVMF_SECBOOT_CODE)
+                    ))
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,unit=1,snapshot=on,file={}",
+                        qemu_opt(&vars.to_string_lossy())
+                    ));
+            }
         }
         c.args([
             "-m",
@@ -448,6 +483,24 @@ impl Running {
             out.extend_from_slice(&buf[..n]);
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Stops the VM now (by its PID) and returns what it printed: for guests that end
+    /// waiting, such as firmware at its boot menu.
+    pub fn stop(mut self) -> Outcome {
+        let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for r in std::mem::take(&mut self.readers) {
+            let _ = r.join();
+        }
+        Outcome {
+            log: self.log(),
+            exited,
+            elapsed: self.start.elapsed(),
+        }
     }
 
     /// Waits for the VM to end (killing it at the timeout) and returns what it printed.
