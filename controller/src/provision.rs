@@ -514,10 +514,7 @@ impl Controller {
     /// node owns. Returns what it did, for the log.
     pub async fn recover(&self) -> Result<Vec<String>, ControllerError> {
         let mut done = Vec::new();
-        for n in self.db.nodes().await? {
-            if n.controller != self.settings.id {
-                continue;
-            }
+        for n in self.own_nodes().await? {
             match n.state.as_str() {
                 state::PROVISIONING => {
                     let r = self.provision(&n.hostname).await;
@@ -553,15 +550,16 @@ impl Controller {
         Ok(done)
     }
 
+    /// The nodes whose LUNs this controller holds.
+    async fn own_nodes(&self) -> Result<Vec<NodeRow>, DbError> {
+        let mut nodes = self.db.nodes().await?;
+        nodes.retain(|n| n.controller == self.settings.id);
+        Ok(nodes)
+    }
+
     /// Removes targets, LUN files and TFTP entries no node of this controller owns.
     pub async fn sweep(&self) -> Result<Vec<String>, ControllerError> {
-        let nodes: Vec<NodeRow> = self
-            .db
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|n| n.controller == self.settings.id)
-            .collect();
+        let nodes = self.own_nodes().await?;
         let (storage, tgt) = (self.storage.clone(), self.tgt.clone());
         let swept = blocking(move || sweep(&storage, &tgt, &nodes)).await;
         Ok(swept)
@@ -570,16 +568,10 @@ impl Controller {
     /// Brings tgtd back to the nodes' targets: after tgtd restarted (it keeps no state), or
     /// after the controller did. Returns the nodes whose targets were made again.
     pub async fn restore(&self) -> Result<Vec<String>, ControllerError> {
-        let nodes: Vec<NodeRow> = self
-            .db
-            .nodes()
-            .await?
-            .into_iter()
-            .filter(|n| {
-                n.controller == self.settings.id
-                    && [state::READY, state::BOOTED, state::UPGRADING].contains(&n.state.as_str())
-            })
-            .collect();
+        let mut nodes = self.own_nodes().await?;
+        nodes.retain(|n| {
+            [state::READY, state::BOOTED, state::UPGRADING].contains(&n.state.as_str())
+        });
         let (storage, tgt) = (self.storage.clone(), self.tgt.clone());
         let restored = blocking(move || -> Result<Vec<String>, TgtError> {
             let present = tgt.targets()?;
@@ -613,8 +605,8 @@ impl Controller {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for n in self.db.nodes().await? {
-            if n.controller != self.settings.id || n.state != state::READY {
+        for n in self.own_nodes().await? {
+            if n.state != state::READY {
                 continue;
             }
             let logged_in = targets.iter().any(|t| {
