@@ -33,6 +33,9 @@ Options:
       --tgtd-control-port N tgtd's control port (default 13260)
       --lun-size MIB        size of each LUN, sparse (default 4096)
       --plain-http          pull from registries over plain HTTP
+      --verify-key PEM      images must carry a cosign signature by this ECDSA
+                            P-256 key (repeatable; any one suffices): checked
+                            before a node is added, kept on its LUN for upgrades
   -h, --help                print this help
 ";
 
@@ -96,6 +99,7 @@ fn cmd_serve(p: &mut lexopt::Parser) -> Result<(), String> {
     let mut state = PathBuf::from("/var/lib/terra/controller");
     let mut o: Vec<(String, String)> = Vec::new();
     let mut flags = Vec::new();
+    let mut keys = Vec::new();
     while let Some(arg) = p.next().map_err(|e| format!("terra serve: {e}"))? {
         match arg {
             Long("help") | Short('h') => {
@@ -103,6 +107,7 @@ fn cmd_serve(p: &mut lexopt::Parser) -> Result<(), String> {
                 return Ok(());
             }
             Long("state") => state = PathBuf::from(value(p, "--state")?),
+            Long("verify-key") => keys.push(PathBuf::from(value(p, "--verify-key")?)),
             Long(f @ ("chap" | "plain-http")) => flags.push(f.to_string()),
             Long(
                 name @ ("database" | "listen" | "public-url" | "iscsi-listen" | "iscsi-portal"
@@ -146,6 +151,7 @@ fn cmd_serve(p: &mut lexopt::Parser) -> Result<(), String> {
             _ => unreachable!("listed above"),
         }
     }
+    opts.verify_keys = keys;
     opts.chap = flags.iter().any(|f| f == "chap");
     opts.plain_http = flags.iter().any(|f| f == "plain-http");
     serve::serve(opts).map_err(|e| format!("terra serve: {e}"))

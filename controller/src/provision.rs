@@ -130,6 +130,10 @@ pub struct Settings {
     pub lun_mb: u64,
     /// Kernel arguments of every entry.
     pub cmdline: String,
+    /// Images must carry a cosign signature by one of these keys (`serve --verify-key`):
+    /// checked when a node is added (before anything is made), by the golden LUN's install
+    /// (which keeps the keys on the LUN for the node's own upgrades) and by `node upgrade`.
+    pub verify: Option<oci::VerifyPolicy>,
 }
 
 /// The controller's working parts.
@@ -223,6 +227,7 @@ impl Controller {
     /// The manifest digest `image` resolves to (index and platform as for `terra install`).
     async fn resolve(&self, image: &str) -> Result<String, ControllerError> {
         let plain_http = self.settings.plain_http;
+        let verify = self.settings.verify.clone();
         let image_s = image.to_string();
         blocking(move || {
             let r: ImageRef = image_s.parse().map_err(|e: oci::OciError| e.to_string())?;
@@ -230,6 +235,7 @@ impl Controller {
                 &r,
                 &ResolveOptions {
                     plain_http,
+                    verify,
                     ..Default::default()
                 },
             )
@@ -292,9 +298,11 @@ impl Controller {
             node.digest.clone(),
         );
         let (plain_http, lun_mb) = (self.settings.plain_http, self.settings.lun_mb);
-        let golden = blocking(move || storage.ensure_golden(&image, &digest, plain_http, lun_mb))
-            .await
-            .map_err(|e| ("golden", e.to_string()))?;
+        let verify = self.settings.verify.clone();
+        let golden =
+            blocking(move || storage.ensure_golden(&image, &digest, plain_http, verify, lun_mb))
+                .await
+                .map_err(|e| ("golden", e.to_string()))?;
         let version = golden.version.clone();
         self.db
             .set_image(&h, &node.image, &node.digest, &version)
@@ -475,6 +483,7 @@ impl Controller {
         let lun = self.storage.lun(hostname);
         let mut spec = UpgradeSpec::new(reference);
         spec.resolve.plain_http = self.settings.plain_http;
+        spec.resolve.verify = self.settings.verify.clone();
         let upgraded =
             blocking(move || versions::upgrade(&versions::Target { disks: vec![lun] }, &spec))
                 .await;

@@ -52,6 +52,8 @@ pub struct ServeOptions {
     pub plain_http: bool,
     /// LUN size, MiB.
     pub lun_mb: u64,
+    /// `--verify-key` files: images must be signed by one of them.
+    pub verify_keys: Vec<PathBuf>,
 }
 
 impl ServeOptions {
@@ -72,6 +74,7 @@ impl ServeOptions {
             chap: false,
             plain_http: false,
             lun_mb: DEFAULT_LUN_MB,
+            verify_keys: Vec::new(),
         }
     }
 }
@@ -165,6 +168,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
             ));
         }
     }
+    let verify = if opts.verify_keys.is_empty() {
+        None
+    } else {
+        Some(
+            terra_builder::oci::VerifyPolicy::from_files(&opts.verify_keys)
+                .map_err(|e| format!("--verify-key: {e}"))?,
+        )
+    };
     fs::create_dir_all(&opts.state).map_err(|e| format!("{}: {e}", opts.state.display()))?;
     let storage = Storage::open(&opts.state).map_err(|e| e.to_string())?;
     let id = read_or_make(&opts.state.join("id"), 12)?;
@@ -214,6 +225,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
                 chap: opts.chap,
                 lun_mb: opts.lun_mb,
                 cmdline: opts.cmdline.clone(),
+                verify,
             },
         ));
         for line in ctl.recover().await.map_err(|e| e.to_string())? {

@@ -144,6 +144,7 @@ impl Storage {
         image: &str,
         digest: &str,
         plain_http: bool,
+        verify: Option<terra_builder::oci::VerifyPolicy>,
         size_mb: u64,
     ) -> Result<Golden, StorageError> {
         let golden = self.golden(digest);
@@ -178,6 +179,7 @@ impl Storage {
         fs::write(&config, text).map_err(io_err(&config))?;
         let mut spec = InstallSpec::new(&config);
         spec.plain_http = plain_http;
+        spec.verify = verify;
         let done = install::install(&spec);
         let _ = fs::remove_file(&config);
         let report = match done {

@@ -564,3 +564,68 @@ fn terra_serve_and_node_run_the_controller_found_beside_terra() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("terra node — manage the nodes"));
 }
+
+#[test]
+fn a_controller_with_a_verify_key_refuses_unsigned_images_before_making_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = (dir.path().join("key.pem"), dir.path().join("pub.pem"));
+    for args in [
+        vec![
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            key.to_str().unwrap(),
+        ],
+        vec![
+            "ec",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A key that is not one stops the controller at start, naming it.
+    let mut bad = spec(&dir.path().join("bad"));
+    bad.extra = vec![
+        "--verify-key".into(),
+        dir.path().join("none.pem").display().to_string(),
+    ];
+    let err = Controller::start(&bad).err().expect("refused");
+    assert!(
+        err.contains("--verify-key") && err.contains("none.pem"),
+        "{err}"
+    );
+
+    let mut s = spec(&dir.path().join("state"));
+    s.extra = vec!["--verify-key".into(), public.display().to_string()];
+    let c = start(&s);
+    let v1 = image("v1");
+    let f = node_toml(dir.path(), "s1", "52:54:00:7e:54:01", &v1);
+    let (ok, out) = node(&s, &["add", f.to_str().unwrap()]);
+    assert!(!ok, "an unsigned image was accepted: {out}");
+    assert!(
+        out.contains(&format!("image {v1}")) && out.contains("sign"),
+        "{out}\n{}",
+        c.log()
+    );
+    assert!(list(&s).is_empty());
+    assert_eq!(std::fs::read_dir(s.state.join("luns")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(s.state.join("golden")).unwrap().count(),
+        0
+    );
+}
