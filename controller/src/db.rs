@@ -294,13 +294,26 @@ impl Db {
         let mut last = None;
         // Two controllers (or two requests) may pick one tid: the unique index refuses the
         // second, which tries the next.
-        for _ in 0..10 {
+        for _ in 0..50 {
             let mut tx = self
                 .pool
                 .begin()
                 .await
                 .map_err(ctx("adding a node"))
                 .map_err(AddError::Db)?;
+            if self.backend == "sqlite" {
+                // Take SQLite's write lock first (waiting for it under busy_timeout), as
+                // BEGIN IMMEDIATE would: a transaction that read first and then writes fails
+                // at once with "database is locked" when another writer committed between.
+                sqlx::query("UPDATE terra_schema SET version = version WHERE 1 = 0")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ctx(format!(
+                        "adding node {}: waiting for the database",
+                        node.hostname
+                    )))
+                    .map_err(AddError::Db)?;
+            }
             for (field, column, value) in [
                 ("hostname", "hostname", &node.hostname),
                 ("mac", "mac", &node.mac),
