@@ -185,7 +185,9 @@ mod setup {
     pub const HEADER: usize = 0x202;
     /// `version`: the boot protocol version.
     pub const VERSION: usize = 0x206;
-    /// `kernel_version`: pointer to the version string, minus 0x200.
+    /// `kernel_version`: pointer to the version string, minus 0x200 (read by
+    /// [`crate::bootdisk::setup_release`]; the tests write it).
+    #[cfg(test)]
     pub const KERNEL_VERSION: usize = 0x20e;
     /// `relocatable_kernel` (protocol 2.05+).
     pub const RELOCATABLE: usize = 0x234;
@@ -228,15 +230,7 @@ pub fn check_kernel(kernel: &[u8]) -> Result<Option<String>, String> {
                 .into(),
         );
     }
-    let release = u16_at(setup::KERNEL_VERSION)
-        .filter(|&p| p != 0)
-        .and_then(|p| kernel.get(usize::from(p) + 0x200..))
-        .and_then(|text| {
-            let end = text.iter().take(256).position(|&b| b == 0)?;
-            let text = std::str::from_utf8(&text[..end]).ok()?;
-            text.split_whitespace().next().map(str::to_string)
-        });
-    Ok(release)
+    Ok(crate::bootdisk::setup_release(kernel))
 }
 
 /// The sections of the image, in the order ukify writes them (`.linux` last).

@@ -390,30 +390,30 @@ impl Db {
 
     /// The node named `hostname`.
     pub async fn node(&self, hostname: &str) -> Result<Option<NodeRow>, DbError> {
-        let q = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE hostname = $1");
-        let row = sqlx::query(&q)
-            .bind(hostname.to_string())
-            .fetch_optional(&self.pool)
+        self.node_where("hostname", hostname, &format!("reading node {hostname}"))
             .await
-            .map_err(ctx(format!("reading node {hostname}")))?;
-        row.as_ref()
-            .map(node_from)
-            .transpose()
-            .map_err(ctx(format!("reading node {hostname}")))
     }
 
     /// The node with MAC `mac` (lowercase, colons).
     pub async fn node_by_mac(&self, mac: &str) -> Result<Option<NodeRow>, DbError> {
-        let q = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE mac = $1");
+        self.node_where("mac", mac, &format!("looking up MAC {mac}"))
+            .await
+    }
+
+    /// The node whose unique `column` holds `value`; `what` names the lookup in errors.
+    async fn node_where(
+        &self,
+        column: &'static str,
+        value: &str,
+        what: &str,
+    ) -> Result<Option<NodeRow>, DbError> {
+        let q = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE {column} = $1");
         let row = sqlx::query(&q)
-            .bind(mac.to_string())
+            .bind(value.to_string())
             .fetch_optional(&self.pool)
             .await
-            .map_err(ctx(format!("looking up MAC {mac}")))?;
-        row.as_ref()
-            .map(node_from)
-            .transpose()
-            .map_err(ctx(format!("reading the node of MAC {mac}")))
+            .map_err(ctx(what))?;
+        row.as_ref().map(node_from).transpose().map_err(ctx(what))
     }
 
     /// Every node, by hostname.

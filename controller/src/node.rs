@@ -224,7 +224,7 @@ pub fn random_token(n: usize) -> Result<String, std::io::Error> {
 }
 
 /// TOML's basic string for `s`.
-fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 

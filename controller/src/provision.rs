@@ -18,7 +18,7 @@ use terra_builder::versions::{self, crash_point, UpgradeSpec, Upgraded};
 use crate::boot;
 use crate::db::{AddError, Db, DbError, NodeRow};
 use crate::node::{self, Chap, NodeSpec, SpecError};
-use crate::storage::{CloneKind, Storage, StorageError};
+use crate::storage::{CloneKind, Storage};
 use crate::tgt::{Tgt, TgtError};
 
 /// Node states.
@@ -180,6 +180,23 @@ impl Controller {
             .clone()
     }
 
+    /// Node `hostname`, with its lock held: its work is serialized, other nodes' is not.
+    async fn locked(
+        &self,
+        hostname: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, NodeRow), ControllerError> {
+        let held = self.lock_of(hostname).lock_owned().await;
+        Ok((held, self.existing(hostname).await?))
+    }
+
+    /// Node `hostname` as stored now.
+    async fn existing(&self, hostname: &str) -> Result<NodeRow, ControllerError> {
+        self.db
+            .node(hostname)
+            .await?
+            .ok_or_else(|| ControllerError::NoNode(hostname.into()))
+    }
+
     /// `node add`: checks the node.toml and the image (nothing is created when either is
     /// wrong), records the node and provisions it; returns it `ready` or the failed step.
     pub async fn add(&self, text: &str, file: &str) -> Result<NodeRow, ControllerError> {
@@ -255,13 +272,7 @@ impl Controller {
 
     /// Runs (or, after a crash, re-runs) node `hostname`'s provisioning.
     pub async fn provision(&self, hostname: &str) -> Result<NodeRow, ControllerError> {
-        let lock = self.lock_of(hostname);
-        let _held = lock.lock().await;
-        let node = self
-            .db
-            .node(hostname)
-            .await?
-            .ok_or_else(|| ControllerError::NoNode(hostname.into()))?;
+        let (_held, node) = self.locked(hostname).await?;
         // Whatever an earlier, killed run left is undone first: each step then starts clean.
         self.undo(&node).await?;
         match self.steps(&node).await {
@@ -283,10 +294,7 @@ impl Controller {
                 });
             }
         }
-        self.db
-            .node(hostname)
-            .await?
-            .ok_or_else(|| ControllerError::NoNode(hostname.into()))
+        self.existing(hostname).await
     }
 
     async fn steps(&self, node: &NodeRow) -> Result<(), (&'static str, String)> {
@@ -403,13 +411,7 @@ impl Controller {
 
     /// `node delete`: removes the node's entry, target and LUN, then the node.
     pub async fn delete(&self, hostname: &str) -> Result<(), ControllerError> {
-        let lock = self.lock_of(hostname);
-        let _held = lock.lock().await;
-        let node = self
-            .db
-            .node(hostname)
-            .await?
-            .ok_or_else(|| ControllerError::NoNode(hostname.into()))?;
+        let (_held, node) = self.locked(hostname).await?;
         if node.controller != self.settings.id {
             return Err(ControllerError::State {
                 node: hostname.into(),
@@ -434,13 +436,7 @@ impl Controller {
         hostname: &str,
         reference: &str,
     ) -> Result<NodeRow, ControllerError> {
-        let lock = self.lock_of(hostname);
-        let _held = lock.lock().await;
-        let node = self
-            .db
-            .node(hostname)
-            .await?
-            .ok_or_else(|| ControllerError::NoNode(hostname.into()))?;
+        let (_held, node) = self.locked(hostname).await?;
         let refuse = |why: String| ControllerError::State {
             node: hostname.into(),
             op: "upgrade",
@@ -513,10 +509,7 @@ impl Controller {
                 });
             }
         }
-        self.db
-            .node(hostname)
-            .await?
-            .ok_or_else(|| ControllerError::NoNode(hostname.into()))
+        self.existing(hostname).await
     }
 
     /// At start: finishes or undoes the work a killed controller left, then sweeps what no
@@ -719,14 +712,4 @@ fn sweep(storage: &Storage, tgt: &Tgt, nodes: &[NodeRow]) -> Vec<String> {
         }
     }
     out
-}
-
-impl From<StorageError> for ControllerError {
-    fn from(e: StorageError) -> Self {
-        ControllerError::Step {
-            node: "*".into(),
-            step: "storage",
-            cause: e.to_string(),
-        }
-    }
 }

@@ -4,9 +4,7 @@
 //! again) and notices nodes that booted.
 
 use std::fs;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +13,7 @@ use crate::db::{redact_url, Db};
 use crate::http::{self, App};
 use crate::node::random_token;
 use crate::provision::{Controller, Settings};
-use crate::storage::{Storage, DEFAULT_LUN_MB};
+use crate::storage::{write_private, Storage, DEFAULT_LUN_MB};
 use crate::tgt::{spawn_tgtd, Tgt};
 
 /// tgtd's control port the controller uses by default (not the system tgtd's 0).
@@ -88,16 +86,7 @@ fn read_or_make(path: &Path, len: usize) -> Result<String, String> {
         Err(e) => return Err(format!("{}: {e}", path.display())),
     }
     let value = random_token(len).map_err(|e| format!("random: {e}"))?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(format!("{value}\n").as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    write_private(path, format!("{value}\n").as_bytes()).map_err(|e| e.to_string())?;
     Ok(value)
 }
 
@@ -150,10 +139,7 @@ fn aligned_initramfs(initramfs: &Path, state: &Path) -> Result<PathBuf, String> 
         fs::read(initramfs).map_err(|e| format!("--initramfs {}: {e}", initramfs.display()))?;
     data.resize(data.len().next_multiple_of(4), 0);
     let served = state.join("initrd.served.img");
-    let partial = served.with_extension("partial");
-    fs::write(&partial, &data)
-        .and_then(|()| fs::rename(&partial, &served))
-        .map_err(|e| format!("{}: {e}", served.display()))?;
+    write_private(&served, &data).map_err(|e| e.to_string())?;
     Ok(served)
 }
 

@@ -173,8 +173,8 @@ impl Storage {
         let text = format!(
             "# the golden LUN of {image} ({digest}), written by the Terra controller\n\
              image = {}\n[[groups]]\nlabel = \"os\"\n[[groups.disk]]\ndevice = {}\nsize = {size_mb}\n",
-            toml::Value::String(image.to_string()),
-            toml::Value::String(partial.display().to_string()),
+            crate::node::toml_str(image),
+            crate::node::toml_str(&partial.display().to_string()),
         );
         fs::write(&config, text).map_err(io_err(&config))?;
         let mut spec = InstallSpec::new(&config);
@@ -194,9 +194,9 @@ impl Storage {
         };
         // The version's name first: a golden LUN is complete once its image file is there.
         write_private(&version_file, report.root_subvolume.as_bytes())?;
-        sync_file(&partial)?;
+        sync(&partial)?;
         fs::rename(&partial, &golden).map_err(io_err(&golden))?;
-        sync_dir(golden.parent().unwrap_or(&self.root))?;
+        sync(golden.parent().unwrap_or(&self.root))?;
         Ok(Golden {
             path: golden,
             version: report.root_subvolume,
@@ -211,7 +211,7 @@ impl Storage {
         let _ = fs::remove_file(&partial);
         let kind = clone_file(golden, &partial)?;
         fs::rename(&partial, &lun).map_err(io_err(&lun))?;
-        sync_dir(lun.parent().unwrap_or(&self.root))?;
+        sync(lun.parent().unwrap_or(&self.root))?;
         Ok(kind)
     }
 
@@ -291,7 +291,7 @@ fn remove_if_present(p: &Path) -> Result<(), StorageError> {
 }
 
 /// Writes `data` to `path` owner-only, through a partial file and a rename.
-fn write_private(path: &Path, data: &[u8]) -> Result<(), StorageError> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), StorageError> {
     use std::io::Write as _;
     let partial = path.with_extension("partial");
     let _ = fs::remove_file(&partial);
@@ -326,7 +326,7 @@ pub fn clone_file(src: &Path, dst: &Path) -> Result<CloneKind, StorageError> {
             CloneKind::Copy
         }
     };
-    sync_file(dst)?;
+    sync(dst)?;
     Ok(kind)
 }
 
@@ -347,13 +347,8 @@ fn copy_sparse(src: &Path, dst: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn sync_file(p: &Path) -> Result<(), StorageError> {
-    fs::File::open(p)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(p))
-}
-
-fn sync_dir(p: &Path) -> Result<(), StorageError> {
+/// fsync of a file, or of a directory (its entries: a rename is durable after it).
+fn sync(p: &Path) -> Result<(), StorageError> {
     fs::File::open(p)
         .and_then(|f| f.sync_all())
         .map_err(io_err(p))

@@ -90,7 +90,8 @@ pub fn demo_root(dir: &Path, busybox: &Path, tag: &str) -> crate::Result<()> {
     Ok(())
 }
 
-fn write_exec(path: &Path, text: &str) -> crate::Result<()> {
+/// Writes an executable (mode 0755) file.
+pub(crate) fn write_exec(path: &Path, text: &str) -> crate::Result<()> {
     fs::write(path, text)
         .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
         .map_err(|e| format!("{}: {e}", path.display()))

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::oci_root::{layer_from_dir, put_image, put_layer, sha256};
-use crate::{lab_dir, Result};
+use crate::{free_port, lab_dir, Result};
 
 /// The node's first init: appends its hostname and version to `/etc/node-proof` (the `/etc`
 /// overlay's upper directory lives on its LUN) and says so on the console, then runs the
@@ -27,16 +27,6 @@ exec /sbin/init
 pub const NODE_CMDLINE: &str =
     "console=ttyS0 panic=-1 terra.demo=poweroff terra.rescue=halt init=/bin/node-init";
 
-fn write_exec(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(d) = path.parent() {
-        fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-    }
-    fs::write(path, text)
-        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
 /// The fleet image's layout (tags `v1`, `v2`), cached under target/lab/images by content.
 pub fn layout(busybox: &Path) -> Result<PathBuf> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -44,7 +34,7 @@ pub fn layout(busybox: &Path) -> Result<PathBuf> {
     let work = crate::disk::tempdir("fleet-image")?;
     let root = work.join("root");
     crate::disk::demo_root(&root, busybox, "os")?;
-    write_exec(&root.join("bin/node-init"), NODE_INIT)?;
+    crate::disk::write_exec(&root.join("bin/node-init"), NODE_INIT)?;
     fs::create_dir_all(root.join("usr/share")).map_err(|e| e.to_string())?;
     fs::write(root.join("usr/share/fleet-version"), "v1\n").map_err(|e| e.to_string())?;
     let base = layer_from_dir(&root)?;
@@ -68,14 +58,6 @@ pub fn layout(busybox: &Path) -> Result<PathBuf> {
     }
     let _ = fs::remove_dir_all(&work);
     Ok(layout)
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
 }
 
 /// A tgtd control port (a socket name, not a TCP port; tgtd takes up to 32767) no other

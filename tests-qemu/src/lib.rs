@@ -43,6 +43,14 @@ pub fn lab_dir() -> PathBuf {
 /// Lab errors are messages for a developer: they say what failed and what to do.
 pub type Result<T> = std::result::Result<T, String>;
 
+/// A free TCP port on 127.0.0.1 (for a server a test starts).
+pub fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
 /// Runs a command, failing with its stderr and the command line.
 pub fn run(cmd: &mut std::process::Command) -> Result<String> {
     let out = cmd

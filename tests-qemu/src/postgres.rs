@@ -73,10 +73,7 @@ impl Postgres {
                 .arg("-D")
                 .arg(&data),
         )?;
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+        let port = crate::free_port()?;
         let log = std::fs::File::create(dir.join("server.log")).map_err(|e| e.to_string())?;
         let child = as_postgres(&bin.join("postgres"))
             .arg("-D")

@@ -370,19 +370,22 @@ pub fn bzimage_release(path: &Path) -> Result<String, BootDiskError> {
     if head.get(0x202..0x206) != Some(b"HdrS") {
         return Err(bad("not a bzImage (no HdrS setup header)"));
     }
+    setup_release(&head).ok_or_else(|| bad("no kernel_version string in the setup header"))
+}
+
+/// The release a bzImage's setup header names (`kernel_version`: an offset from 0x200 to
+/// a NUL-terminated string, whose first word it is), from the image's first bytes.
+pub fn setup_release(head: &[u8]) -> Option<String> {
     let off = head
         .get(0x20e..0x210)
-        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])) + 0x200)
-        .ok_or_else(|| bad("short setup header"))?;
-    let text = head
-        .get(off..)
-        .ok_or_else(|| bad("kernel_version beyond the header"))?;
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .filter(|&p| p != 0)?;
+    let text = head.get(usize::from(off) + 0x200..)?;
     let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
     String::from_utf8_lossy(&text[..end])
         .split_whitespace()
         .next()
         .map(str::to_string)
-        .ok_or_else(|| bad("empty kernel_version"))
 }
 
 /// The whole-disk device of a partition device (sysfs nests a partition in its disk).

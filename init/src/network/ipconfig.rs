@@ -563,6 +563,32 @@ pub fn resolve(
     }))
 }
 
+/// The command line's links of one kind (`arg`), else node.toml's `[[table]]` entries,
+/// each checked by `parse`; where they came from goes to `sources`.
+fn given_or_section<T, S>(
+    given: Vec<T>,
+    arg: &'static str,
+    entries: &[S],
+    table: &'static str,
+    sources: &mut Vec<&'static str>,
+    parse: impl Fn(&str, &S) -> Result<T, String>,
+) -> Result<Vec<T>, ConfigError> {
+    if !given.is_empty() {
+        sources.push(arg);
+        return Ok(given);
+    }
+    let out = entries
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse(&format!("{table}[{i}]"), s))
+        .collect::<Result<Vec<T>, String>>()
+        .map_err(node_error)?;
+    if !out.is_empty() {
+        sources.push(table);
+    }
+    Ok(out)
+}
+
 /// The links to make: bonds and VLANs from the command line, else node.toml's; renames
 /// from the command line. Checked as a whole (`LinkPlan::check`), the error naming where
 /// the links came from.
@@ -576,35 +602,22 @@ fn link_plan(
     if !renames.is_empty() {
         sources.push("ifname=");
     }
-    let bonds = if bonds.is_empty() {
-        let mut out = Vec::new();
-        for (i, s) in section.bonds.iter().enumerate() {
-            out.push(bond::from_section(&format!("network.bonds[{i}]"), s).map_err(node_error)?);
-        }
-        if !out.is_empty() {
-            sources.push("network.bonds");
-        }
-        out
-    } else {
-        sources.push("bond=/bondslaves=");
-        bonds
-    };
-    let vlans = if vlans.is_empty() {
-        let mut out = Vec::new();
-        for (i, s) in section.vlans.iter().enumerate() {
-            out.push(
-                vlan::from_section(&format!("network.vlans[{i}]"), s)
-                    .map_err(|e| node_error(e.into_owned()))?,
-            );
-        }
-        if !out.is_empty() {
-            sources.push("network.vlans");
-        }
-        out
-    } else {
-        sources.push("vlan=");
-        vlans
-    };
+    let bonds = given_or_section(
+        bonds,
+        "bond=/bondslaves=",
+        &section.bonds,
+        "network.bonds",
+        &mut sources,
+        bond::from_section,
+    )?;
+    let vlans = given_or_section(
+        vlans,
+        "vlan=",
+        &section.vlans,
+        "network.vlans",
+        &mut sources,
+        |at, s| vlan::from_section(at, s).map_err(|e| e.into_owned()),
+    )?;
     let plan = LinkPlan {
         renames,
         bonds,

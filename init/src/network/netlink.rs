@@ -453,22 +453,15 @@ impl Netlink {
 
     /// Sets a link up, and its MTU when given.
     pub fn set_up(&mut self, link: &Link, mtu: Option<u32>) -> Result<(), NetlinkError> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = link.index;
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
-        if let Some(mtu) = mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        self.request(
-            RouteNetlinkMessage::SetLink(msg),
-            NLM_F_ACK,
+        self.set_link(
+            link,
+            Some(LinkFlags::Up),
+            mtu.map(LinkAttribute::Mtu),
             &|| match mtu {
                 Some(m) => format!("set {} up with mtu {m}", link.name),
                 None => format!("set {} up", link.name),
             },
         )
-        .map(drop)
     }
 
     /// A link by name, if there is one.
