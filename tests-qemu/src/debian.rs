@@ -324,10 +324,11 @@ fn unmount_under(dir: &Path) {
     }
 }
 
-/// `debootstrap --variant=minbase --include=PACKAGES SUITE rootfs mirror`, bounded in time;
-/// a failure reports the end of its output and where its log is.
 /// `debootstrap --variant=minbase --include=<packages>` of [`SUITE`] from `mirror` into
-/// `rootfs`, bounded in time; a failure carries the tail of its log.
+/// `rootfs`, bounded in time. A failed run is tried once more from scratch (a mirror that
+/// drops a connection mid-download is the usual cause); a second failure carries the end of
+/// debootstrap's output and of its log (where the extracting tar's own error lands) and the
+/// free space where it wrote.
 pub fn debootstrap(rootfs: &Path, mirror: &str, packages: &str) -> crate::Result<()> {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join("debootstrap").is_file()))
@@ -338,6 +339,19 @@ pub fn debootstrap(rootfs: &Path, mirror: &str, packages: &str) -> crate::Result
             "debootstrap is missing: apt-get install debootstrap (scripts/setup-host.sh)".into(),
         );
     }
+    match debootstrap_once(rootfs, mirror, packages) {
+        Ok(()) => Ok(()),
+        Err(first) => {
+            eprintln!("lab: {first}\nlab: trying debootstrap once more");
+            unmount_under(rootfs);
+            let _ = fs::remove_dir_all(rootfs);
+            debootstrap_once(rootfs, mirror, packages)
+                .map_err(|second| format!("{second}\n(the first attempt had failed too)"))
+        }
+    }
+}
+
+fn debootstrap_once(rootfs: &Path, mirror: &str, packages: &str) -> crate::Result<()> {
     let mut cmd = Command::new("timeout");
     cmd.args([
         "--kill-after=10",
@@ -359,24 +373,37 @@ pub fn debootstrap(rootfs: &Path, mirror: &str, packages: &str) -> crate::Result
     if out.status.success() {
         return Ok(());
     }
-    let text = format!(
+    let tail = |text: &str, n: usize| {
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    };
+    let output = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+    let log_path = rootfs.join("debootstrap/debootstrap.log");
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
     let timed_out = if out.status.code() == Some(124) {
         format!(" (stopped after {DEBOOTSTRAP_TIMEOUT_S} s)")
     } else {
         String::new()
     };
+    let df = Command::new("df")
+        .arg("-h")
+        .arg(rootfs.parent().unwrap_or(rootfs))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     Err(format!(
-        "debootstrap of {SUITE} from {mirror} into {} failed ({}){timed_out}; its log is {}:\n\
-         {tail}",
+        "debootstrap of {SUITE} from {mirror} into {} failed ({}){timed_out}:\n{}\n\
+         the end of {}:\n{}\nfree space there:\n{}",
         rootfs.display(),
         out.status,
-        rootfs.join("debootstrap/debootstrap.log").display()
+        tail(&output, 8),
+        log_path.display(),
+        tail(&log, 20),
+        df.trim_end()
     ))
 }
 

@@ -31,6 +31,16 @@ pub struct Options {
 
 struct Mounted(PathBuf);
 
+/// The benchmark's work directory (a 48 GB sparse btrfs image holding GBs once filled),
+/// removed when the benchmark ends, however it ends; dropped after [`Mounted`].
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -64,6 +74,7 @@ pub fn run_bench(o: &Options) -> Result<String, String> {
     let image = lab::oci_root::bench_layout(o.image_mb)?;
     let reference = format!("oci:{}:bench", image.display());
     let work = lab::disk::tempdir("bench-controller")?;
+    let _scratch = Scratch(work.clone());
     let fs_image = work.join("state.btrfs");
     std::fs::File::create(&fs_image)
         .and_then(|f| f.set_len(48 << 30))
