@@ -27,14 +27,16 @@ use crate::lab_dir;
 use crate::oci_root::{installed_disk_sized, put_image, put_layer, root_layer_from_dir};
 
 /// Names the cached layout; bump it whenever what goes into the images changes.
-pub const FIXTURE_VERSION: &str = "f3";
+pub const FIXTURE_VERSION: &str = "f4";
 
 /// The Debian release the images are made from.
 pub const SUITE: &str = "bookworm";
 
 /// Packages debootstrap adds to minbase: systemd as `/sbin/init`, udev for device units
-/// (`/etc/fstab` names the root by label) and dbus for logind.
-pub const PACKAGES: &str = "systemd-sysv,udev,dbus";
+/// (`/etc/fstab` names the root by label), dbus for logind, and open-iscsi, whose iscsid
+/// adopts a diskless root's session from stage0's keeper (its units start only when a
+/// session exists, so local-disk boots are unchanged).
+pub const PACKAGES: &str = "systemd-sysv,udev,dbus,open-iscsi";
 
 /// The mirror used unless `TERRA_DEBIAN_MIRROR` is set.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -115,6 +117,73 @@ After=multi-user.target
 [Service]
 Type=oneshot
 ExecStart=/usr/local/sbin/terra-demo-marker
+StandardOutput=journal+console
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Printed by the writer unit once iscsid runs and the keeper is gone (or 60 s passed):
+/// `TERRA-DEBIAN-ISCSID iscsid=<pids> keeper=<pids> sessions=<iscsiadm -m session>`.
+pub const ISCSID_MARKER: &str = "TERRA-DEBIAN-ISCSID";
+
+/// The writer of the keeper scenarios, for a Debian root on iSCSI (run by
+/// `terra-demo-writer.service` when the kernel command line has `terra.demo=iscsi-writer`):
+/// waits for open-iscsi's iscsid to adopt the session and stage0's keeper to step aside,
+/// then appends a numbered line with the guest uptime to `writes.log` at the top level of
+/// the root's btrfs filesystem every 200 ms for `terra.writer=` seconds, syncing each, and
+/// reports errors, the keeper's and iscsid's logs, then powers off at once (a stopping
+/// open-iscsi.service would log the root's session out).
+const WRITER_SCRIPT: &str = r#"#!/bin/sh
+# Terra lab (tests-qemu/src/debian.rs): writes through an iSCSI outage on a Debian root.
+secs=30
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in terra.writer=*) secs=${arg#terra.writer=} ;; esac
+done
+keeper() {
+  for d in /proc/[0-9]*; do
+    [ "$(cat $d/comm 2>/dev/null)" = keeper ] && echo ${d#/proc/}
+  done
+}
+n=0
+while { [ -n "$(keeper)" ] || ! pidof iscsid >/dev/null; } && [ $n -lt 300 ]; do
+  sleep 0.2; n=$((n+1))
+done
+echo "TERRA-DEBIAN-ISCSID iscsid=$(pidof iscsid) keeper=$(keeper) sessions=$(iscsiadm -m session 2>&1 | tr '\n' ' ')"
+echo "--- keeper.log"
+cat /run/terra/keeper.log
+echo "--- end keeper.log"
+dev=$(findmnt -n -o SOURCE / | sed 's/\[.*//')
+mkdir -p /run/terra-top
+mount -o subvolid=5 "$dev" /run/terra-top || echo "TERRA-WRITER cannot mount $dev"
+start=$(cut -d. -f1 /proc/uptime)
+echo "TERRA-WRITER start uptime=$(cut -d' ' -f1 /proc/uptime)"
+i=0
+errors=0
+while [ $(( $(cut -d. -f1 /proc/uptime) - start )) -lt "$secs" ]; do
+  i=$((i+1))
+  if ! { echo "$i $(cut -d' ' -f1 /proc/uptime)" >> /run/terra-top/writes.log && sync; } 2>/run/werr; then
+    errors=$((errors+1))
+    echo "TERRA-WRITER error at line $i: $(cat /run/werr)"
+  fi
+  sleep 0.2
+done
+echo "TERRA-WRITER done lines=$i errors=$errors kernel-io-errors=$(dmesg | grep -ci 'i/o error')"
+journalctl -b -u iscsid -u open-iscsi --no-pager -o short-monotonic | tail -n 40 | sed 's/^/TERRA-ISCSID-LOG /'
+umount /run/terra-top
+sync
+systemctl poweroff --force --force
+"#;
+
+/// The writer's unit, part of the image; it runs only on the keeper scenario's command line.
+const WRITER_UNIT: &str = "[Unit]
+Description=Terra lab: write through an iSCSI outage
+ConditionKernelCommandLine=terra.demo=iscsi-writer
+After=multi-user.target
+
+[Service]
+Type=simple
+ExecStart=/usr/local/sbin/terra-demo-writer
 StandardOutput=journal+console
 
 [Install]
@@ -455,18 +524,19 @@ fn tidy(root: &Path) -> crate::Result<()> {
 
 /// The marker unit, enabled, and `/etc/terra-demo-version`.
 fn add_marker(root: &Path, version: &str) -> crate::Result<()> {
-    write(
-        &root.join("usr/local/sbin/terra-demo-marker"),
-        MARKER_SCRIPT,
-        0o755,
-    )?;
-    let unit = root.join("etc/systemd/system/terra-demo-marker.service");
-    write(&unit, MARKER_UNIT, 0o644)?;
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants).map_err(|e| format!("{}: {e}", wants.display()))?;
-    let link = wants.join("terra-demo-marker.service");
-    std::os::unix::fs::symlink("/etc/systemd/system/terra-demo-marker.service", &link)
-        .map_err(|e| format!("{}: {e}", link.display()))?;
+    for (name, script, unit) in [
+        ("terra-demo-marker", MARKER_SCRIPT, MARKER_UNIT),
+        ("terra-demo-writer", WRITER_SCRIPT, WRITER_UNIT),
+    ] {
+        write(&root.join("usr/local/sbin").join(name), script, 0o755)?;
+        let path = format!("/etc/systemd/system/{name}.service");
+        write(&root.join(&path[1..]), unit, 0o644)?;
+        let link = wants.join(format!("{name}.service"));
+        std::os::unix::fs::symlink(&path, &link)
+            .map_err(|e| format!("{}: {e}", link.display()))?;
+    }
     write(
         &root.join("etc/terra-demo-version"),
         &format!("{version}\n"),

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use lab::debian;
 use lab::disk::BtrfsDisk;
 use lab::harness::{accel, artifacts};
 use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR};
@@ -142,8 +143,31 @@ struct Run {
     lines: Vec<(u64, f64)>,
 }
 
+/// The busybox root whose init is the writer ([`WRITER`]).
 fn run(name: &str, chap: bool, outage: Outage) -> Run {
-    let img = lun(name);
+    let root = Root {
+        lun: lun(name),
+        args: format!("rw init=/bin/keeper-writer terra.writer={WRITE_SECS}"),
+        log: "os/writes.log",
+        memory_mb: None,
+    };
+    run_on(root, chap, outage)
+}
+
+/// A diskless root to run the outage against.
+struct Root {
+    /// The LUN image.
+    lun: tgtd::Lun,
+    /// What the command line adds to start the root's writer.
+    args: String,
+    /// Where the writer's file is, relative to the top of the LUN's filesystem.
+    log: &'static str,
+    /// The guest's memory when the default is too small.
+    memory_mb: Option<u32>,
+}
+
+fn run_on(root: Root, chap: bool, outage: Outage) -> Run {
+    let img = root.lun;
     let mut t = serve(&img.0, None, chap);
     let port = t.port;
     let target = if chap {
@@ -173,16 +197,20 @@ fn run(name: &str, chap: bool, outage: Outage) -> Run {
     let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
     vm.nic = Some("virtio".into());
     vm.append = format!(
-        "terra.rescue=halt rd.iscsi.initiator={INITIATOR} {other_arg}{target} rw init=/bin/keeper-writer terra.writer={WRITE_SECS}"
+        "terra.rescue=halt rd.iscsi.initiator={INITIATOR} {other_arg}{target} {}",
+        root.args
     );
-    vm.timeout = Duration::from_secs(300);
+    if let Some(mb) = root.memory_mb {
+        vm.memory_mb = mb;
+    }
+    vm.timeout = Duration::from_secs(420);
     let monitor = lab::disk::tempdir("keeper-mon")
         .expect("scratch dir")
         .join("monitor.sock");
     let mut running = vm
         .spawn_captured(Some(&monitor))
         .unwrap_or_else(|e| panic!("{e}"));
-    let started = running.wait_for("TERRA-WRITER start", Duration::from_secs(240));
+    let started = running.wait_for("TERRA-WRITER start", Duration::from_secs(360));
     assert!(
         started,
         "the writer never started; serial log:\n{}",
@@ -253,7 +281,7 @@ fn run(name: &str, chap: bool, outage: Outage) -> Run {
         eprintln!("guest: {l}");
     }
     eprintln!("VM run: {:.1} s", out.elapsed.as_secs_f64());
-    let text = tgtd::read_from_image(&img.0, "os/writes.log")
+    let text = tgtd::read_from_image(&img.0, root.log)
         .expect("mount the LUN image")
         .unwrap_or_default();
     let lines = text
@@ -266,11 +294,57 @@ fn run(name: &str, chap: bool, outage: Outage) -> Run {
     Run { out, lines }
 }
 
-/// The writes went on through the outage: no error reached the program or the kernel log,
-/// every line is in the file once and in order, writes stalled for the outage and went on
-/// after it, and the keeper said it brought the session back.
+/// The writes went on through the outage and the keeper said it brought the session back;
+/// returns the stall and the first write's delay after the keeper's login.
 #[track_caller]
 fn expect_writes_survived(r: &Run) -> (f64, f64) {
+    let (stall, at) = expect_writes_went_on(r);
+    let log = &r.out.log;
+    let ctx = || format!("serial log ({:.1} s):\n{log}", r.out.elapsed.as_secs_f64());
+    assert!(
+        log.contains("terra-keeper: connection of session") && log.contains("is back after"),
+        "the keeper did not report the recovery; {}",
+        ctx()
+    );
+    // The keeper's log and /proc entries hold no secret.
+    let keeper_log = log
+        .split("--- keeper.log")
+        .nth(1)
+        .and_then(|s| s.split("--- end keeper.log").next())
+        .unwrap_or_default();
+    assert!(keeper_log.contains("is back after"), "{keeper_log}");
+    assert!(log.contains("TERRA-KEEPER cmdline=@keeper"), "{}", ctx());
+    // The first write after the keeper's login: the line after the stall carries the time
+    // its predecessor's sync returned, plus the writer's 200 ms pause.
+    let back = keeper_log
+        .lines()
+        .rev()
+        .filter(|l| l.contains("is back after"))
+        .filter_map(|l| {
+            l.trim_start_matches('[')
+                .split(']')
+                .next()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .next()
+        .unwrap_or(0.0);
+    let first_write = at - 0.2 - back;
+    eprintln!(
+        "measured: writes stalled {stall:.1} s; first write {first_write:.2} s after the keeper's login; {}",
+        log.lines()
+            .find(|l| l.contains("TERRA-KEEPER VmRSS"))
+            .unwrap_or("no RSS")
+    );
+    (stall, first_write)
+}
+
+/// The writes went on through the outage: no error reached the program or the kernel log,
+/// every line is in the file once and in order, and writes stalled for the outage and went
+/// on after it. Returns the longest stall and the guest time of the write that ended it.
+#[track_caller]
+fn expect_writes_went_on(r: &Run) -> (f64, f64) {
     let log = &r.out.log;
     let ctx = || format!("serial log ({:.1} s):\n{log}", r.out.elapsed.as_secs_f64());
     assert!(r.out.exited, "the VM must power off by itself; {}", ctx());
@@ -318,43 +392,7 @@ fn expect_writes_survived(r: &Run) -> (f64, f64) {
         "only {after} writes after the outage; {}",
         ctx()
     );
-    assert!(
-        log.contains("terra-keeper: connection of session") && log.contains("is back after"),
-        "the keeper did not report the recovery; {}",
-        ctx()
-    );
-    // The keeper's log and /proc entries hold no secret.
-    let keeper_log = log
-        .split("--- keeper.log")
-        .nth(1)
-        .and_then(|s| s.split("--- end keeper.log").next())
-        .unwrap_or_default();
-    assert!(keeper_log.contains("is back after"), "{keeper_log}");
-    assert!(log.contains("TERRA-KEEPER cmdline=@keeper"), "{}", ctx());
-    // The first write after the keeper's login: the line after the stall carries the time
-    // its predecessor's sync returned, plus the writer's 200 ms pause.
-    let back = keeper_log
-        .lines()
-        .rev()
-        .filter(|l| l.contains("is back after"))
-        .filter_map(|l| {
-            l.trim_start_matches('[')
-                .split(']')
-                .next()?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .next()
-        .unwrap_or(0.0);
-    let first_write = at - 0.2 - back;
-    eprintln!(
-        "measured: writes stalled {stall:.1} s; first write {first_write:.2} s after the keeper's login; {}",
-        log.lines()
-            .find(|l| l.contains("TERRA-KEEPER VmRSS"))
-            .unwrap_or("no RSS")
-    );
-    (stall, first_write)
+    (stall, at)
 }
 
 #[track_caller]
@@ -445,5 +483,67 @@ fn keeper_steps_aside_for_iscsid() {
     assert!(
         log.contains("/run/iscsid.pid): it adopts the sessions; the keeper exits"),
         "serial log:\n{log}"
+    );
+}
+
+/// UUID of the Debian root installed for the iscsid scenario.
+const DEBIAN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000d3";
+
+/// A Debian root with open-iscsi (debootstrapped by the lab, `lab::debian`) on a LUN:
+/// open-iscsi.service starts iscsid because a session exists, iscsid adopts the session
+/// stage0 made, the keeper steps aside, and iscsid alone recovers a later target restart
+/// while the root's writer goes on.
+#[test]
+fn iscsid_in_a_debian_root_adopts_the_session_and_recovers_a_target_restart() {
+    let a = artifacts();
+    let images = debian::debian_images()
+        .expect("Debian images (debootstrap needs root and Debian's mirror)");
+    let installed = debian::debian_disk(&a.terra, &images, debian::V1, DEBIAN_UUID)
+        .expect("Debian v1 installed by terra install");
+    let lun = tgtd::Lun(lab::lab_dir().join("scratch/keeper-debian.img"));
+    std::fs::create_dir_all(lun.0.parent().unwrap()).expect("scratch dir");
+    lab::run(
+        std::process::Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&installed)
+            .arg(&lun.0),
+    )
+    .expect("copy the installed disk");
+    let root = Root {
+        lun,
+        args: format!("terra.demo=iscsi-writer terra.writer={WRITE_SECS}"),
+        log: "writes.log",
+        memory_mb: Some(1024),
+    };
+    let r = run_on(root, false, Outage::TargetRestart);
+    let log = &r.out.log;
+    for l in log.lines().filter(|l| l.contains("TERRA-ISCSID-LOG")) {
+        eprintln!("guest: {l}");
+    }
+    let (stall, _) = expect_writes_went_on(&r);
+    let adopted = log
+        .lines()
+        .find_map(|l| l.split(&format!("{} ", debian::ISCSID_MARKER)).nth(1))
+        .unwrap_or_else(|| panic!("the Debian writer never reported iscsid; serial log:\n{log}"));
+    assert!(
+        !adopted.starts_with("iscsid= ") && adopted.contains(" keeper= "),
+        "iscsid must run and the keeper be gone before the writes: {adopted}\n{log}"
+    );
+    assert!(
+        log.contains("it adopts the sessions; the keeper exits"),
+        "the keeper must say why it stepped aside; serial log:\n{log}"
+    );
+    // iscsid, not the keeper, brought the connection back.
+    assert!(
+        !log.contains("is back after"),
+        "the keeper recovered the session although iscsid runs; serial log:\n{log}"
+    );
+    assert!(
+        log.contains("operational after recovery"),
+        "iscsid must report the recovery; serial log:\n{log}"
+    );
+    eprintln!(
+        "measured: iscsid in the Debian root: writes stalled {stall:.1} s for a {} s outage",
+        OUTAGE.as_secs()
     );
 }
