@@ -83,6 +83,8 @@ pub struct Options {
     pub only_verify: bool,
     /// Only the kexec case (`--only kexec`).
     pub only_kexec: bool,
+    /// Only the session keeper case (`--only keeper`).
+    pub only_keeper: bool,
 }
 
 /// Median; NaN for no values.
@@ -304,6 +306,13 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     if opts.only_kexec {
         let md = kexec_case(&build::terra()?, opts.boots);
         fs::write(bench_dir()?.join("results-kexec.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
+    }
+    if opts.only_keeper {
+        let md = crate::bench_keeper::run_keeper(opts.boots.max(1)).unwrap_or_else(|e| {
+            format!("### A diskless root through a target restart\n\nnot measured: {e}\n")
+        });
+        fs::write(bench_dir()?.join("results-keeper.md"), &md).map_err(|e| e.to_string())?;
         return Ok(md);
     }
     if opts.only_upgrade {

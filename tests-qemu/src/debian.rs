@@ -534,8 +534,7 @@ fn add_marker(root: &Path, version: &str) -> crate::Result<()> {
         let path = format!("/etc/systemd/system/{name}.service");
         write(&root.join(&path[1..]), unit, 0o644)?;
         let link = wants.join(format!("{name}.service"));
-        std::os::unix::fs::symlink(&path, &link)
-            .map_err(|e| format!("{}: {e}", link.display()))?;
+        std::os::unix::fs::symlink(&path, &link).map_err(|e| format!("{}: {e}", link.display()))?;
     }
     write(
         &root.join("etc/terra-demo-version"),

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bench_dhcp;
 pub mod bench_iscsi;
+pub mod bench_keeper;
 pub mod bench_kexec;
 pub mod bench_upgrade;
 pub mod build;
@@ -14,6 +15,7 @@ pub mod elf;
 pub mod fleet;
 pub mod harness;
 pub mod host;
+pub mod keeper;
 pub mod kernels;
 pub mod netns;
 pub mod oci_root;

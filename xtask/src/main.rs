@@ -37,7 +37,7 @@ const USAGE: &str = "usage:
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
       target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
-                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|upgrade|verify|kexec]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|upgrade|verify|kexec|keeper]
                     [--only controller [--nodes N] [--full-nodes N] [--image-mb N]
                                        [--requests N]]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
@@ -50,7 +50,9 @@ const USAGE: &str = "usage:
       same-boot fallback (--boots each); what --verify-key adds to `terra image pull` of the
       demo image from a local registry (--only verify); booting a version on its own kernel,
       kexec from the lab's kernel vs that kernel started directly (--only kexec, --boots
-      each). --only …: that case alone. --only controller (root): provisioning 1, 10 and
+      each); a diskless root's writes through a 10 s target restart, stage0's keeper vs
+      open-iscsi's iscsid adopting the session in the lab's Debian root (--only keeper,
+      --boots runs each). --only …: that case alone. --only controller (root): provisioning 1, 10 and
       100 nodes (--nodes) from one 500 MiB image through the controller (golden LUN, then
       reflink clones on a btrfs state directory) vs a full `terra install` per node
       (--full-nodes, default 10): time and new disk bytes per node; and `/ipxe?mac=`
@@ -352,6 +354,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         only_upgrade: false,
         only_verify: false,
         only_kexec: false,
+        only_keeper: false,
     };
     let mut accel = None;
     let mut only_controller = false;
@@ -393,10 +396,11 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("upgrade") => opts.only_upgrade = true,
                     Some("verify") => opts.only_verify = true,
                     Some("kexec") => opts.only_kexec = true,
+                    Some("keeper") => opts.only_keeper = true,
                     Some("controller") => only_controller = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec or controller",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper or controller",
                             v.to_string_lossy()
                         ))
                     }

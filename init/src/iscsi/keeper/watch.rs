@@ -146,15 +146,22 @@ pub fn run(sessions: Vec<Kept>, j: &mut Journal, sys: &Path) -> i32 {
         sys.join(format!("class/iscsi_session/session{sid}"))
             .exists()
     };
+    // Looked at before anything the keeper does to a session: iscsid adopting a session
+    // drops its connection and logs in again, and the keeper hears that connection error
+    // too; acting on it would fight iscsid over the session.
+    let steps_aside = |sessions: &[Watched], j: &mut Journal| {
+        let why = iscsid()?;
+        let what = if sessions.iter().any(|w| w.down.is_some()) {
+            "it takes over the recovery"
+        } else {
+            "it adopts the sessions"
+        };
+        j.say(5, &format!("{why}: {what}; the keeper exits"));
+        Some(0)
+    };
     loop {
-        if let Some(why) = iscsid() {
-            let what = if sessions.iter().any(|w| w.down.is_some()) {
-                "it takes over the recovery"
-            } else {
-                "it adopts the sessions"
-            };
-            j.say(5, &format!("{why}: {what}; the keeper exits"));
-            return 0;
+        if let Some(code) = steps_aside(&sessions, j) {
+            return code;
         }
         sessions.retain(|w| {
             let here = alive(w.k.sid);
@@ -187,7 +194,11 @@ pub fn run(sessions: Vec<Kept>, j: &mut Journal, sys: &Path) -> i32 {
             })
             .min()
             .unwrap_or(TICK);
-        match events.next(wait) {
+        let event = events.next(wait);
+        if let Some(code) = steps_aside(&sessions, j) {
+            return code;
+        }
+        match event {
             Ok(Some(KernelEvent::ConnError { sid, cid, error })) => {
                 if let Some(w) = sessions
                     .iter_mut()

@@ -1,0 +1,109 @@
+//! `cargo xtask bench --only keeper`: how fast a diskless root's writes resume after its
+//! target comes back, stage0's keeper (the busybox root, no iscsid) against open-iscsi's
+//! iscsid (the lab's Debian root, which adopts the session), under the same outage: tgtd
+//! killed and started again 10 s later ([`crate::keeper`]).
+//!
+//! From the writer's file (guest clock): the stall is the longest pause between two synced
+//! writes; the stall minus the outage is the time from the target answering again to the
+//! first write (to within one write, ~0.2–0.7 s under TCG, the same for both); "login to
+//! write" is from the initiator's log line saying the connection is back (the keeper's
+//! `is back after`, iscsid's `operational after recovery` in the journal) to that write.
+
+use crate::bench::{max, median, min};
+use crate::keeper::{self, Outage, Run, OUTAGE};
+
+/// Guest uptime of the last line in `log` that contains `needle`, where the uptime is the
+/// first `[ seconds ]` on the line (the kernel's, or journalctl's `short-monotonic`).
+fn last_uptime(log: &str, needle: &str, skip_prefix: &str) -> Option<f64> {
+    log.lines()
+        .rev()
+        .filter(|l| l.contains(needle))
+        .find_map(|l| {
+            let l = l.split(skip_prefix).last()?;
+            let open = l.find('[')?;
+            let close = open + l[open..].find(']')?;
+            l[open + 1..close].trim().parse().ok()
+        })
+}
+
+/// One run's figures: (stall s, stall − outage s, login to first write s).
+fn figures(who: &str, r: &Run, back_line: &str, prefix: &str) -> crate::Result<(f64, f64, f64)> {
+    let done = r
+        .out
+        .log
+        .lines()
+        .find_map(|l| l.split("TERRA-WRITER done ").nth(1))
+        .ok_or_else(|| format!("{who}: the writer did not finish:\n{}", r.out.log))?;
+    if !done.contains("errors=0 kernel-io-errors=0") {
+        return Err(format!("{who}: errors reached the writer: {done}"));
+    }
+    let (stall, at) = r.stall();
+    let login = last_uptime(&r.out.log, back_line, prefix)
+        .ok_or_else(|| format!("{who}: no {back_line:?} line:\n{}", r.out.log))?;
+    Ok((stall, stall - OUTAGE.as_secs_f64(), at - 0.2 - login))
+}
+
+/// Runs `runs` outages against each initiator; returns the markdown table.
+pub fn run_keeper(runs: usize) -> crate::Result<String> {
+    let mut keeper_f = Vec::new();
+    let mut iscsid_f = Vec::new();
+    for i in 0..runs {
+        let r = keeper::run("bench-keeper", false, Outage::TargetRestart)?;
+        let f = figures("keeper", &r, "is back after", "\u{1}")?;
+        eprintln!("bench: keeper run {i}: stall {:.1} s, after the target {:.1} s, login to write {:.2} s", f.0, f.1, f.2);
+        keeper_f.push(f);
+        let root = keeper::debian_root("bench-keeper-debian")?;
+        let r = keeper::run_on(root, false, Outage::TargetRestart)?;
+        if r.out.log.contains("is back after") || !r.out.log.contains("the keeper exits") {
+            return Err(format!(
+                "iscsid run {i}: the keeper did not step aside for iscsid:\n{}",
+                r.out.log
+            ));
+        }
+        let f = figures(
+            "iscsid",
+            &r,
+            "operational after recovery",
+            "TERRA-ISCSID-LOG",
+        )?;
+        eprintln!("bench: iscsid run {i}: stall {:.1} s, after the target {:.1} s, login to write {:.2} s", f.0, f.1, f.2);
+        iscsid_f.push(f);
+    }
+    let col = |v: &[(f64, f64, f64)], k: usize| -> Vec<f64> {
+        v.iter()
+            .map(|f| match k {
+                0 => f.0,
+                1 => f.1,
+                _ => f.2,
+            })
+            .collect()
+    };
+    let row = |name: &str, v: &[(f64, f64, f64)]| {
+        let (s, a, l) = (col(v, 0), col(v, 1), col(v, 2));
+        format!(
+            "| {name} | {:.1} ({:.1}–{:.1}) | {:.1} ({:.1}–{:.1}) | {:.2} ({:.2}–{:.2}) |\n",
+            median(&s),
+            min(&s),
+            max(&s),
+            median(&a),
+            min(&a),
+            max(&a),
+            median(&l),
+            min(&l),
+            max(&l)
+        )
+    };
+    let (k, d) = (median(&col(&keeper_f, 1)), median(&col(&iscsid_f, 1)));
+    Ok(format!(
+        "### A diskless root through a {} s target restart (TCG), median (min–max) of {runs}\n\n\
+         | initiator | writes stalled, s | target back → first write, s | login → first write, s |\n\
+         |---|---|---|---|\n{}{}\n\
+         Keeper vs iscsid, target back → first write: {k:.1} s vs {d:.1} s (ratio {:.2}; goal: \
+         no slower than iscsid and ≤ 2 s: {}).\n",
+        OUTAGE.as_secs(),
+        row("stage0's keeper (busybox root)", &keeper_f),
+        row("open-iscsi iscsid (Debian root, adopted)", &iscsid_f),
+        k / d,
+        if k <= d && k <= 2.0 { "met" } else { "missed" }
+    ))
+}
