@@ -72,6 +72,14 @@ pub fn find_stage0() -> Result<PathBuf, InitramfsError> {
     }
 }
 
+/// The session keeper binary beside `stage0` (a file named `keeper` in its directory).
+pub fn keeper_beside(stage0: &Path) -> Option<PathBuf> {
+    stage0
+        .parent()
+        .map(|d| d.join("keeper"))
+        .filter(|k| k.is_file())
+}
+
 /// Module names from a list: one per line, `#` starts a comment, blank lines are ignored.
 pub fn parse_module_list(text: &str) -> Vec<String> {
     text.lines()
@@ -252,6 +260,8 @@ pub struct BuildReport {
     /// Requested modules left out because the kernel does not have them
     /// ([`InitramfsSpec::skip_missing`]).
     pub left_out: Vec<String>,
+    /// The session keeper binary packed beside stage0 ([`keeper_beside`]), if any.
+    pub keeper: Option<PathBuf>,
     /// Size of the cpio archive.
     pub uncompressed_bytes: u64,
     /// Size of the written file.
@@ -436,6 +446,13 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
         read_static("stage0", &spec.stage0, false)?,
         true,
     )?;
+    // The session keeper alone, when it was built beside stage0 (cargo builds both bins
+    // into one directory; the package installs both in /usr/lib/terra): the process that
+    // outlives the boot then maps it instead of all of stage0.
+    let keeper = keeper_beside(&spec.stage0);
+    if let Some(keeper) = &keeper {
+        a.add_file(layout::KEEPER, read_static("keeper", keeper, false)?, true)?;
+    }
     a.add_file(layout::INITRD_RELEASE, initrd_release().into_bytes(), false)?;
     let mut config_problem = None;
     if let Some(config) = &spec.config {
@@ -534,6 +551,7 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
         missing_firmware,
         config_problem,
         left_out,
+        keeper,
         uncompressed_bytes: 0,
         compressed_bytes: 0,
         compression: spec.compression,

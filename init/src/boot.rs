@@ -245,6 +245,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         set_hostname(&cfg, &cmdline);
     }
     s.phase = "switch";
+    iscsi::keeper::place(&attached);
     switch::enter_root()?;
     s.clock.phase("switch");
     // Inside the real root, before the exec: the keeper is PID 1's child and outlives it.

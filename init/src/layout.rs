@@ -12,6 +12,9 @@ pub const MODULES_LOAD: &str = "etc/terra/modules.load";
 pub const MODULES_DIR: &str = "lib/modules";
 /// Firmware the packed modules declare.
 pub const FIRMWARE_DIR: &str = "lib/firmware";
+/// The session keeper alone (`keeper` built beside stage0), packed when the builder finds
+/// it; without it stage0 leaves a copy of itself as the keeper.
+pub const KEEPER: &str = "lib/terra/keeper";
 /// Rescue shell, present only when the builder was asked for one.
 pub const RESCUE_SHELL: &str = "bin/sh";
 /// Where the root filesystem is mounted before the switch.

@@ -51,7 +51,9 @@ fn add_musl() -> bool {
 
 /// Builds stage0 with the size-tuned `stage0` profile, statically: for musl, or, when that
 /// target cannot be installed, for glibc with crt-static. Returns the binary's path.
+/// The session keeper binary is built beside it, where the builder finds and packs it.
 pub fn stage0() -> crate::Result<PathBuf> {
+    static_bin("terra-init", "keeper")?;
     static_bin("terra-init", "stage0")
 }
 

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `/usr/bin/terra` | the CLI |
 //! | `/usr/lib/terra/stage0` | the static stage0 (where `terra` looks when no `--stage0` is given) |
+//! | `/usr/lib/terra/keeper` | the static session keeper, packed beside stage0 into every image |
 //! | `/usr/share/terra/modules/{qemu,baremetal}.modules` | the module sets |
 //! | `/etc/kernel/postinst.d/zz-terra`, `/etc/kernel/postrm.d/zz-terra` | the kernel hooks (`builder/package/`) |
 //! | `/etc/terra/initramfs.conf` | the switch: `TERRA_INITRAMFS=no` until the admin says yes |
@@ -41,6 +42,11 @@ pub fn build_deb() -> crate::Result<PathBuf> {
     let pkg = ws.join("builder/package");
     let files: Vec<(PathBuf, &str, u32)> = vec![
         (terra, "usr/bin/terra", 0o755),
+        (
+            stage0.with_file_name("keeper"),
+            "usr/lib/terra/keeper",
+            0o755,
+        ),
         (stage0, "usr/lib/terra/stage0", 0o755),
         (
             ws.join("initramfs/qemu.modules"),

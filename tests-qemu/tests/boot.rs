@@ -219,4 +219,29 @@ fn stage0_is_static() {
         "stage0 is {} bytes, over its 2 MB budget",
         bytes.len()
     );
+    // The session keeper built beside it is static too, and is packed into the image.
+    let keeper = a.stage0.with_file_name("keeper");
+    let kbytes = std::fs::read(&keeper).unwrap_or_else(|e| panic!("{}: {e}", keeper.display()));
+    assert_eq!(
+        lab::elf::not_static_reason(&kbytes),
+        None,
+        "{}",
+        keeper.display()
+    );
+    let listing = lab::run(std::process::Command::new("sh").arg("-c").arg(format!(
+        "zstd -dc '{}' 2>/dev/null | cpio -t 2>/dev/null || gzip -dc '{}' | cpio -t",
+        a.initramfs.display(),
+        a.initramfs.display()
+    )))
+    .expect("list the initramfs");
+    assert!(
+        listing.lines().any(|l| l == "lib/terra/keeper"),
+        "the keeper is not in {}:\n{listing}",
+        a.initramfs.display()
+    );
+    eprintln!(
+        "stage0 {} bytes, keeper {} bytes",
+        bytes.len(),
+        kbytes.len()
+    );
 }

@@ -35,6 +35,17 @@ fn expect_writes_survived(r: &Run) -> (f64, f64) {
         .unwrap_or_default();
     assert!(keeper_log.contains("is back after"), "{keeper_log}");
     assert!(log.contains("TERRA-KEEPER cmdline=@keeper"), "{}", ctx());
+    // Tiny: the keeper binary alone (lib/terra/keeper), not all of stage0, is mapped.
+    let rss_kb: u64 = log
+        .lines()
+        .find_map(|l| l.split("TERRA-KEEPER VmRSS:").nth(1))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no keeper RSS on the console; {}", ctx()));
+    assert!(
+        rss_kb <= 1024,
+        "the keeper's RSS is {rss_kb} kB, over its 1 MB goal; {}",
+        ctx()
+    );
     // The first write after the keeper's login: the line after the stall carries the time
     // its predecessor's sync returned, plus the writer's 200 ms pause.
     let back = keeper_log

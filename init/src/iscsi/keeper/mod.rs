@@ -29,7 +29,9 @@ use super::Attached;
 
 pub use relogin::RecoveryError;
 
-/// The keeper's program: a copy of stage0 (a multi-call binary) in the real root's /run.
+/// The keeper's program in the real root's /run: the initramfs's own keeper binary
+/// ([`crate::layout::KEEPER`], copied by [`place`] before the switch), else a copy of
+/// stage0 (a multi-call binary).
 pub const PROGRAM: &str = "/run/terra/keeper";
 /// What the keeper says, one line per event, with the monotonic time (no secrets).
 pub const LOG: &str = "/run/terra/keeper.log";
@@ -81,6 +83,29 @@ pub fn is_keeper(args: &[String]) -> bool {
         .is_some_and(|n| n == "keeper" || n == ARGV0)
 }
 
+/// Before the switch, while the initramfs is still there: copies its keeper binary to
+/// [`PROGRAM`] (in /run, which the switch carries into the real root) when there are
+/// sessions to keep and the image has one. The keeper lives as long as the root, and its
+/// program's mapped pages are its memory: the keeper alone is a fraction of stage0.
+pub fn place(attached: &[Attached]) {
+    let own = Path::new("/").join(crate::layout::KEEPER);
+    if attached.is_empty() || !own.is_file() {
+        return;
+    }
+    let copied = Path::new(PROGRAM)
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::copy(&own, PROGRAM))
+        .and_then(|_| std::fs::set_permissions(PROGRAM, std::fs::Permissions::from_mode(0o700)));
+    if let Err(e) = copied {
+        log::warn!(
+            "iscsi: cannot copy {} to {PROGRAM} ({e}); stage0 itself will be the keeper",
+            own.display()
+        );
+        let _ = std::fs::remove_file(PROGRAM);
+    }
+}
+
 /// Leaves a keeper for the sessions of `attached`, after the switch (so it lives in the
 /// real root) and before the exec of the real init (so it is PID 1's child, which outlives
 /// the exec). Best effort: a keeper that cannot start is logged, the boot goes on.
@@ -103,10 +128,11 @@ fn spawn(attached: &[Attached]) -> std::io::Result<u32> {
     if let Some(dir) = Path::new(PROGRAM).parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // The confirmation command is the same program: a second name costs no memory (the
-    // copy lives in tmpfs, and its mapped pages are the keeper's RSS).
-    let _ = std::fs::remove_file(PROGRAM);
-    if std::fs::hard_link(crate::bless::PROGRAM, PROGRAM).is_err() {
+    // Placed before the switch ([`place`]); else stage0 itself. The confirmation command is
+    // then the same program: a second name costs no memory (the copy lives in tmpfs, and
+    // its mapped pages are the keeper's RSS).
+    if !Path::new(PROGRAM).is_file() && std::fs::hard_link(crate::bless::PROGRAM, PROGRAM).is_err()
+    {
         // The initramfs is gone: the running program is still reachable through /proc.
         std::fs::copy("/proc/self/exe", PROGRAM)?;
         std::fs::set_permissions(PROGRAM, std::fs::Permissions::from_mode(0o700))?;
