@@ -213,6 +213,9 @@ pub struct InitramfsSpec {
     pub mtime: u32,
     /// Where the image is written.
     pub output: PathBuf,
+    /// `--host`: the sysfs of the machine the image is for (`/sys`, or a copy of another
+    /// machine's); device drivers none of its devices use are left out ([`crate::hostonly`]).
+    pub host: Option<PathBuf>,
 }
 
 impl InitramfsSpec {
@@ -230,6 +233,7 @@ impl InitramfsSpec {
             compression: Compression::default(),
             mtime: 0,
             output,
+            host: None,
         }
     }
 }
@@ -260,6 +264,9 @@ pub struct BuildReport {
     /// Requested modules left out because the kernel does not have them
     /// ([`InitramfsSpec::skip_missing`]).
     pub left_out: Vec<String>,
+    /// Requested device drivers left out by `--host` ([`InitramfsSpec::host`]): no device
+    /// of the machine uses them.
+    pub host_dropped: Vec<String>,
     /// The session keeper binary packed beside stage0 ([`keeper_beside`]), if any.
     pub keeper: Option<PathBuf>,
     /// Size of the cpio archive.
@@ -303,6 +310,8 @@ pub enum InitramfsError {
     Write { path: PathBuf, err: std::io::Error },
     /// `SOURCE_DATE_EPOCH` is not a number of seconds that fits the cpio header.
     SourceDateEpoch { value: String },
+    /// `--host`: the machine's devices could not be read.
+    Host(crate::hostonly::HostError),
 }
 
 impl fmt::Display for InitramfsError {
@@ -350,6 +359,7 @@ impl fmt::Display for InitramfsError {
                 "SOURCE_DATE_EPOCH={value:?} is not a number of seconds between 0 and {}",
                 u32::MAX
             ),
+            InitramfsError::Host(e) => write!(f, "{e}"),
         }
     }
 }
@@ -479,6 +489,14 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
     } else {
         (spec.modules.clone(), Vec::new())
     };
+    let (wanted, host_dropped) = match &spec.host {
+        Some(sysfs) => {
+            let devices = crate::hostonly::scan(sysfs).map_err(InitramfsError::Host)?;
+            let s = crate::hostonly::select(&kernel.index, &wanted, &devices);
+            (s.kept, s.dropped)
+        }
+        None => (wanted, Vec::new()),
+    };
     let closure = kernel.closure(&wanted)?;
     let modules_dir = format!("{}/{}", layout::MODULES_DIR, kernel.kver);
     a.add_dir(&modules_dir)?;
@@ -551,6 +569,7 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
         missing_firmware,
         config_problem,
         left_out,
+        host_dropped,
         keeper,
         uncompressed_bytes: 0,
         compressed_bytes: 0,

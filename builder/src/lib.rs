@@ -6,6 +6,7 @@ pub mod bootdisk;
 pub mod bootfiles;
 pub mod cpio;
 pub mod elf;
+pub mod hostonly;
 pub mod initramfs;
 pub mod install;
 pub mod iso;
