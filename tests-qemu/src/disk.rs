@@ -37,6 +37,10 @@ for arg in $(cat /proc/cmdline); do
       if touch /usr/demo-write 2>/run/demo-err; then echo "TERRA-DEMO-USR-WRITE ok"
       else echo "TERRA-DEMO-USR-WRITE failed: $(cat /run/demo-err)"; fi ;;
     terra.demo=bless) /run/terra/bless good; echo "TERRA-DEMO-BLESS rc=$?" ;;
+    terra.demo=modaliases)
+      find /sys/devices -name modalias | while read -r f; do
+        echo "TERRA-MODALIAS ${f#/sys/} $(cat "$f")"
+      done ;;
   esac
 done
 [ -f /etc/demo-edit ] && echo "TERRA-DEMO-ETC-EDIT $(cat /etc/demo-edit)"

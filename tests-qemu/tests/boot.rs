@@ -245,3 +245,65 @@ fn stage0_is_static() {
         kbytes.len()
     );
 }
+
+/// `terra initramfs --host` for the lab guest: its devices (every modalias under
+/// /sys/devices, printed by the demo root) copied into a sysfs tree, the bare-metal module
+/// set cut down to them (`--host-sysfs`), and that image boots the lab disk; the drivers
+/// of hardware the guest lacks are left out and the image is a fraction of the full set.
+#[test]
+fn a_host_only_image_made_for_the_lab_guest_boots_it() {
+    let a = artifacts();
+    let out = boot(vec![os_disk()], "terra.demo=modaliases", None, 150);
+    expect(&out, &["TERRA-DEMO-POWEROFF"]);
+    let dir = disk::tempdir("host-sysfs").unwrap();
+    let sysfs = dir.join("sys");
+    let mut devices = 0;
+    for l in out.log.lines() {
+        let Some((path, alias)) = l
+            .split("TERRA-MODALIAS ")
+            .nth(1)
+            .and_then(|r| r.trim().split_once(' '))
+        else {
+            continue;
+        };
+        assert!(
+            path.starts_with("devices/") && !path.contains(".."),
+            "{path}"
+        );
+        let file = sysfs.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, format!("{alias}\n")).unwrap();
+        devices += 1;
+    }
+    assert!(devices >= 5, "too few modaliases on the console:\n{}", out.log);
+    let baremetal = lab::workspace().join("initramfs/baremetal.modules");
+    let build = |extra: Vec<String>, img: &std::path::Path| {
+        Initramfs {
+            extra,
+            ..Default::default()
+        }
+        .build(&a.terra, &a.stage0, &a.kver, img)
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::metadata(img).unwrap().len()
+    };
+    let list = vec![
+        "--modules-list".to_string(),
+        baremetal.display().to_string(),
+    ];
+    let full = build(list.clone(), &dir.join("full.img"));
+    let host_img = dir.join("host.img");
+    let mut host_args = list;
+    host_args.extend(["--host-sysfs".to_string(), sysfs.display().to_string()]);
+    let host = build(host_args, &host_img);
+    eprintln!(
+        "measured: the lab guest's {devices} modaliases; bare-metal set {full} bytes, --host {host} bytes ({:.0}%)",
+        host as f64 * 100.0 / full as f64
+    );
+    assert!(
+        host * 2 < full,
+        "--host ({host} bytes) should be well under the bare-metal set ({full} bytes)"
+    );
+    let out = boot(vec![os_disk()], "terra.rescue=halt", Some(host_img), 150);
+    let _ = std::fs::remove_dir_all(&dir);
+    expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
+}
