@@ -25,7 +25,7 @@ use terra_builder::uki::{self, Signer, UkiSpec};
 // `terra image` and `terra install`, kept beside the library code they drive.
 #[path = "oci/cli.rs"]
 mod oci_cli;
-// The terminal progress bar of pulls and unpacks.
+// The terminal progress bar of pulls, unpacks, installs and upgrades.
 mod progress_bar;
 // `terra upgrade|versions|bless|rollback|gc`.
 mod versions_cli;
@@ -51,6 +51,7 @@ Environment:
 #[command(
     name = "terra",
     version,
+    propagate_version = true,
     after_help = EXIT_STATUS,
     subcommand_required = true,
     arg_required_else_help = true
@@ -353,8 +354,8 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Pxe(a) => cmd_pxe(a),
         Command::Uki(a) => cmd_uki(a),
         Command::Image(a) => oci_cli::cmd_image(a, progress.as_ref()).map_err(Error::Artifact),
-        Command::Install(a) => oci_cli::cmd_install(a).map_err(Error::Artifact),
-        Command::Upgrade(a) => versions_cli::upgrade(a).map_err(Error::Artifact),
+        Command::Install(a) => oci_cli::cmd_install(a, progress.as_ref()).map_err(Error::Artifact),
+        Command::Upgrade(a) => versions_cli::upgrade(a, progress.as_ref()).map_err(Error::Artifact),
         Command::Versions(a) => versions_cli::versions(a).map_err(Error::Artifact),
         Command::Bless(a) => versions_cli::bless(a).map_err(Error::Artifact),
         Command::Rollback(a) => versions_cli::rollback(a).map_err(Error::Artifact),

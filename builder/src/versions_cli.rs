@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use terra_builder::oci::Progress;
 use terra_builder::versions::{self, Target, UpgradeSpec, Upgraded, DEFAULT_KEEP};
 use terra_init::bless::Verdict;
 use terra_init::bootstate::DEFAULT_TRIES;
@@ -134,7 +135,7 @@ pub struct GcArgs {
 }
 
 /// `terra upgrade`.
-pub fn upgrade(a: UpgradeArgs) -> Result<(), CliError> {
+pub fn upgrade(a: UpgradeArgs, progress: &dyn Progress) -> Result<(), CliError> {
     let target = a.disk.target();
     let reference = &a.reference;
     let mut spec = UpgradeSpec::new(reference);
@@ -144,7 +145,7 @@ pub fn upgrade(a: UpgradeArgs) -> Result<(), CliError> {
     spec.writable = a.writable;
     spec.apply.devices = !a.no_devices;
     spec.resolve = a.fetch.resolve()?;
-    match versions::upgrade(&target, &spec)? {
+    match versions::upgrade_with(&target, &spec, progress)? {
         Upgraded::Same(v) => {
             println!("terra: version {v} is {reference} already; nothing to do")
         }

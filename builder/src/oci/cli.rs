@@ -263,7 +263,7 @@ fn debug_notes(notes: &[String]) {
 }
 
 /// `terra install …`
-pub fn cmd_install(a: InstallArgs) -> Result<(), CliError> {
+pub fn cmd_install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> {
     let mut spec = InstallSpec::new(&a.config);
     spec.image = a.image;
     spec.disks = a.disks;
@@ -276,7 +276,7 @@ pub fn cmd_install(a: InstallArgs) -> Result<(), CliError> {
     spec.kernel = a.kernel;
     spec.cmdline = a.cmdlines.join(" ").trim().to_string();
     spec.verify = policy(&a.fetch.verify_keys)?;
-    let report = install::install(&spec)?;
+    let report = install::install_with(&spec, progress)?;
     debug_notes(&report.unpack.notes);
     for (label, profile, disks) in &report.groups {
         println!(
