@@ -550,6 +550,15 @@ fn plan_boot(
 
 /// Installs per `spec`.
 pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
+    install_with(spec, &oci::Silent)
+}
+
+/// [`install`], telling `progress` of the pull of a registry image and of the layers
+/// unpacked.
+pub fn install_with(
+    spec: &InstallSpec,
+    progress: &dyn oci::Progress,
+) -> Result<InstallReport, InstallError> {
     let text = fs::read_to_string(&spec.config).map_err(|e| {
         InstallError::Config(ConfigError::Node {
             path: spec.config.clone(),
@@ -589,13 +598,14 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
         &spec.config.display().to_string(),
     )
     .map_err(signature_error)?;
-    let image = oci::resolve(
+    let image = oci::resolve_with(
         &r,
         &ResolveOptions {
             platform: spec.platform.clone(),
             plain_http: spec.plain_http,
             verify: policy.clone(),
         },
+        progress,
     )?;
     image.verify_blobs()?;
     let boot_plan = plan_boot(spec, &node, &groups, root_idx)?;
@@ -694,6 +704,7 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
                     writable: spec.writable,
                     verify: false,
                     boot: Some(&boot),
+                    progress,
                 },
             )
             .map_err(|e| InstallError::Version(Box::new(e)))?;

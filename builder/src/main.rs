@@ -1,180 +1,308 @@
 //! terra, the builder: parses arguments and calls the `terra_builder` library.
+//!
+//! The command line is one `clap` definition ([`Cli`]): help, errors with suggestions,
+//! shell completions (`terra completions SHELL`) and man pages (`terra man DIR`) all come
+//! from it.
 
 use std::ffi::OsString;
 use std::fmt;
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use terra_builder::initramfs::{
     self, find_stage0, read_module_list, source_date_epoch, Compression, InitramfsError,
-    InitramfsSpec, DEFAULT_BUSYBOX, DEFAULT_ZSTD_LEVEL,
+    InitramfsSpec, DEFAULT_BUSYBOX,
 };
 use terra_builder::iso::{self, IsoSpec};
 use terra_builder::kernel::{self, KernelSpec};
 use terra_builder::kmod::KernelSource;
+use terra_builder::oci::{Progress, Silent};
 use terra_builder::pxe::{self, PxeSpec};
 use terra_builder::uki::{self, Signer, UkiSpec};
 
 // `terra image` and `terra install`, kept beside the library code they drive.
 #[path = "oci/cli.rs"]
 mod oci_cli;
+// The terminal progress bar of pulls, unpacks, installs and upgrades.
+mod progress_bar;
 // `terra upgrade|versions|bless|rollback|gc`.
 mod versions_cli;
 
-const USAGE: &str = "\
-terra — builds Terra boot artifacts
+/// What `terra --help` ends with, and the README repeats.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  the command failed (the line after `terra: ` says what, and where)
+  2  usage error: unknown command or option, missing or invalid argument
+`terra serve` and `terra node` exit with terra-controller's status.
 
-Usage: terra <command> [options]
+Completions and man pages: `terra completions bash|zsh|fish|elvish|powershell` prints a
+completion script; `terra man DIR` writes terra.1 and terra-<command>.1 into DIR. The
+Debian package installs both.";
 
-Commands:
-  initramfs    build an initramfs image (see `terra initramfs --help`)
-  kernel       build a kernel from kernel-config/ fragments (see `terra kernel --help`)
-  iso          build a hybrid BIOS/UEFI boot ISO (see `terra iso --help`)
-  pxe          write a TFTP/HTTP tree for iPXE and pxelinux (see `terra pxe --help`)
-  uki          build a Unified Kernel Image for Secure Boot (see `terra uki --help`)
-  image        pull and unpack OCI images (see `terra image --help`)
-  install      make node.toml's btrfs disks and install an image as the root
-               (see `terra install --help`)
-  upgrade      add a root version from an image; it boots tentatively
-  versions     list the root versions and their states (--json)
-  bless        confirm (good) or reject (bad) the tentative version
-  rollback     make the last good version the default
-  gc           remove old versions
-  serve        run the controller: provisions diskless nodes (terra-controller)
-  node         add, list, upgrade and delete the controller's nodes
-
-Options:
-  -h, --help       print this help
-  -V, --version    print the version
-";
-
-const INITRAMFS_USAGE: &str = "\
-terra initramfs — build a Terra initramfs image
-
-Usage: terra initramfs [options] -o OUT
-
-Options:
-  -o, --output OUT        where to write the image (required)
-      --kver V            kernel version: modules from /lib/modules/V
-                          (default: the newest installed)
-      --modules-dir DIR   take modules from DIR instead (its name is the kernel
-                          version unless --kver is given)
-      --stage0 PATH       stage0 binary, packed as /init (default: $TERRA_STAGE0,
-                          stage0 beside terra, /usr/lib/terra/stage0, then this
-                          workspace's build)
-      --config PATH       node config, packed as /etc/terra/node.toml
-      --module NAME       pack NAME and its dependencies and load it at boot;
-                          repeatable, or comma-separated; added to the module
-                          lists (or, without --modules-list, to the QEMU set)
-      --modules-list FILE pack each module named in FILE (one per line, `#`
-                          comments); stage0 loads them when a device, the root
-                          filesystem or terra.modules= asks; repeatable
-                          (default: the QEMU set, initramfs/qemu.modules)
-      --rescue-shell      add busybox as /bin/sh
-      --busybox PATH      static busybox for the rescue shell (default /bin/busybox;
-                          implies --rescue-shell)
-      --skip-missing-modules
-                          leave out listed modules this kernel does not have
-                          (named on stderr) instead of failing: for kernel hooks
-                          and sets shared by several kernel flavours
-      --firmware-dir DIR  firmware root (default /lib/firmware)
-      --compress C        zstd[:1-19], gzip[:1-9] or none (default zstd:{zstd})
-  -h, --help              print this help
-
+const SOURCE_DATE_EPOCH_REPRODUCIBLE: &str = "\
 Environment:
-  SOURCE_DATE_EPOCH       modification time of every entry (default 0)
-";
+  SOURCE_DATE_EPOCH  every timestamp on the image (default 0): same inputs, same bytes";
 
-const KERNEL_USAGE: &str = "\
-terra kernel — build a kernel from configuration fragments
+/// terra — builds Terra boot artifacts
+#[derive(Debug, Parser)]
+#[command(
+    name = "terra",
+    version,
+    propagate_version = true,
+    after_help = EXIT_STATUS,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// Show no progress bars
+    ///
+    /// Results, warnings and errors are still printed. Progress bars are drawn only when
+    /// stderr is a terminal.
+    #[arg(short, long, global = true)]
+    quiet: bool,
 
-Usage: terra kernel --source DIR [--fragment F]... -o OUT
+    #[command(subcommand)]
+    command: Command,
+}
 
-Merges the fragments, in order, onto `make defconfig`, runs `make olddefconfig` and fails
-naming every requested option the kernel dropped; then builds bzImage and modules.
+#[derive(Debug, Subcommand)]
+enum Command {
+    Initramfs(InitramfsArgs),
+    Kernel(KernelArgs),
+    Iso(IsoArgs),
+    Pxe(PxeArgs),
+    Uki(UkiArgs),
+    Image(oci_cli::ImageArgs),
+    Install(oci_cli::InstallArgs),
+    Upgrade(versions_cli::UpgradeArgs),
+    Versions(versions_cli::VersionsArgs),
+    Bless(versions_cli::BlessArgs),
+    Rollback(versions_cli::RollbackArgs),
+    Gc(versions_cli::GcArgs),
+    /// Run the controller: provisions diskless nodes (terra-controller)
+    ///
+    /// Runs `terra-controller serve` with these arguments (found beside terra, then on
+    /// $PATH); `terra serve --help` is the controller's help.
+    #[command(disable_help_flag = true)]
+    Serve(Passthrough),
+    /// Add, list, upgrade and delete the controller's nodes (terra-controller)
+    ///
+    /// Runs `terra-controller node` with these arguments (found beside terra, then on
+    /// $PATH); `terra node --help` is the controller's help.
+    #[command(disable_help_flag = true)]
+    Node(Passthrough),
+    /// Print a shell completion script on stdout
+    ///
+    /// bash: save it as ~/.local/share/bash-completion/completions/terra; zsh: as _terra
+    /// in a directory on $fpath; fish: as ~/.config/fish/completions/terra.fish.
+    #[command(hide = true)]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (terra.1, terra-<command>.1) into a directory
+    #[command(hide = true)]
+    Man {
+        /// The directory, created when missing
+        dir: PathBuf,
+    },
+}
 
-Options:
-      --source DIR      unpacked kernel source tree (left clean: objects go to OUT/build)
-      --fragment F      configuration fragment (.config syntax); repeatable
-  -o, --output OUT      output directory: config, bzImage, lib/modules/<kver>/, build/
-      --check-only      stop after olddefconfig and the check (no compilation)
-  -j, --jobs N          parallel make jobs (default: the number of CPUs)
-  -h, --help            print this help
+/// The arguments `terra serve` and `terra node` hand to terra-controller untouched.
+#[derive(Debug, Args)]
+struct Passthrough {
+    /// terra-controller's arguments
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<OsString>,
+}
 
+/// Build a Terra initramfs image
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
 Environment:
-  SOURCE_DATE_EPOCH       the kernel's build timestamp (KBUILD_BUILD_TIMESTAMP)
-";
+  SOURCE_DATE_EPOCH  modification time of every entry (default 0)")]
+struct InitramfsArgs {
+    /// Where to write the image
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    /// Kernel version: modules from /lib/modules/V (default: the newest installed)
+    #[arg(long, value_name = "V")]
+    kver: Option<String>,
+    /// Take modules from DIR instead (its name is the kernel version unless --kver is given)
+    #[arg(long, value_name = "DIR")]
+    modules_dir: Option<PathBuf>,
+    /// stage0 binary, packed as /init (default: $TERRA_STAGE0, stage0 beside terra,
+    /// /usr/lib/terra/stage0, then this workspace's build)
+    #[arg(long, value_name = "PATH")]
+    stage0: Option<PathBuf>,
+    /// Node config, packed as /etc/terra/node.toml
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Pack NAME and its dependencies and load it at boot; repeatable, or comma-separated
+    ///
+    /// Added to the module lists (or, without --modules-list, to the QEMU set).
+    #[arg(long = "module", value_name = "NAME")]
+    modules: Vec<String>,
+    /// Pack each module named in FILE (one per line, `#` comments); repeatable (default:
+    /// the QEMU set, initramfs/qemu.modules)
+    ///
+    /// stage0 loads them when a device, the root filesystem or terra.modules= asks.
+    #[arg(long = "modules-list", value_name = "FILE")]
+    module_lists: Vec<PathBuf>,
+    /// Add busybox as /bin/sh
+    #[arg(long)]
+    rescue_shell: bool,
+    /// Static busybox for the rescue shell (default /bin/busybox; implies --rescue-shell)
+    #[arg(long, value_name = "PATH")]
+    busybox: Option<PathBuf>,
+    /// Leave out listed modules this kernel does not have (named on stderr) instead of
+    /// failing
+    ///
+    /// For kernel hooks and sets shared by several kernel flavours.
+    #[arg(long = "skip-missing-modules")]
+    skip_missing: bool,
+    /// Firmware root (default /lib/firmware)
+    #[arg(long = "firmware-dir", value_name = "DIR")]
+    firmware_root: Option<PathBuf>,
+    /// zstd[:1-19], gzip[:1-9] or none
+    #[arg(long = "compress", value_name = "C", default_value_t = Compression::default())]
+    compression: Compression,
+}
 
-const ISO_USAGE: &str = "\
-terra iso — build a hybrid ISO that boots under BIOS and UEFI (GRUB)
-
-Usage: terra iso --kernel K --initramfs I [options] -o OUT
-
-Options:
-      --kernel K        kernel image
-      --initramfs I     initramfs image
-      --cmdline ARGS    extra kernel arguments (after the consoles and the node's)
-      --node FILE       add this node.toml's kernel arguments (hostname=, version=, …)
-      --label L         ISO 9660 volume label (default TERRA)
-  -o, --output OUT      the image to write
-  -h, --help            print this help
-
-The consoles are VGA and ttyS0 (115200 baud); GRUB boots without a menu delay.
-
+/// Build a kernel from kernel-config/ fragments
+///
+/// Merges the fragments, in order, onto `make defconfig`, runs `make olddefconfig` and
+/// fails naming every requested option the kernel dropped; then builds bzImage and modules.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
 Environment:
-  SOURCE_DATE_EPOCH     every timestamp on the image (default 0): same inputs, same bytes
-";
+  SOURCE_DATE_EPOCH  the kernel's build timestamp (KBUILD_BUILD_TIMESTAMP)")]
+struct KernelArgs {
+    /// Unpacked kernel source tree (left clean: objects go to OUT/build)
+    #[arg(long, value_name = "DIR")]
+    source: PathBuf,
+    /// Configuration fragment (.config syntax); repeatable
+    #[arg(long = "fragment", value_name = "F")]
+    fragments: Vec<PathBuf>,
+    /// Output directory: config, bzImage, lib/modules/<kver>/, build/
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    /// Stop after olddefconfig and the check (no compilation)
+    #[arg(long)]
+    check_only: bool,
+    /// Parallel make jobs (default: the number of CPUs)
+    #[arg(short, long, value_name = "N")]
+    jobs: Option<usize>,
+}
 
-const PXE_USAGE: &str = "\
-terra pxe — write a network boot tree (iPXE and pxelinux, BIOS and UEFI)
+/// Build a hybrid BIOS/UEFI boot ISO (GRUB)
+///
+/// The consoles are VGA and ttyS0 (115200 baud); GRUB boots without a menu delay.
+#[derive(Debug, Args)]
+#[command(after_long_help = SOURCE_DATE_EPOCH_REPRODUCIBLE)]
+struct IsoArgs {
+    /// Kernel image
+    #[arg(long, value_name = "K")]
+    kernel: PathBuf,
+    /// Initramfs image
+    #[arg(long, value_name = "I")]
+    initramfs: PathBuf,
+    /// Extra kernel arguments (after the consoles and the node's); repeatable
+    #[arg(long = "cmdline", value_name = "ARGS", allow_hyphen_values = true)]
+    cmdlines: Vec<String>,
+    /// Add this node.toml's kernel arguments (hostname=, version=, …)
+    #[arg(long, value_name = "FILE")]
+    node: Option<PathBuf>,
+    /// ISO 9660 volume label
+    #[arg(long, value_name = "L", default_value = iso::DEFAULT_LABEL)]
+    label: String,
+    /// The image to write
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+}
 
-Usage: terra pxe --kernel K --initramfs I [--node node.toml]... [options] -o DIR
+/// Write a TFTP/HTTP tree for iPXE and pxelinux (BIOS and UEFI)
+///
+/// Writes DIR/vmlinuz, DIR/initrd.img, DIR/boot.ipxe (point DHCP's boot file or iPXE at
+/// it), DIR/<mac>.ipxe and DIR/pxelinux.cfg/01-<mac> per node, and pxelinux.cfg/default.
+/// A machine whose MAC has no entry boots the default entry.
+#[derive(Debug, Args)]
+struct PxeArgs {
+    /// Kernel image (copied to DIR/vmlinuz)
+    #[arg(long, value_name = "K")]
+    kernel: PathBuf,
+    /// Initramfs image (copied to DIR/initrd.img)
+    #[arg(long, value_name = "I")]
+    initramfs: PathBuf,
+    /// A node.toml with `mac`; its entry gets the node's kernel arguments (hostname=,
+    /// version=, [boot] …); repeatable
+    #[arg(long = "node", value_name = "FILE")]
+    nodes: Vec<PathBuf>,
+    /// Extra kernel arguments for every entry; repeatable
+    #[arg(long = "cmdline", value_name = "ARGS", allow_hyphen_values = true)]
+    cmdlines: Vec<String>,
+    /// Also copy pxelinux.0 and ldlinux.c32 (packages pxelinux, syslinux-common) for BIOS
+    /// machines that boot pxelinux
+    #[arg(long)]
+    pxelinux: bool,
+    /// The tree's directory
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+}
 
-Writes DIR/vmlinuz, DIR/initrd.img, DIR/boot.ipxe (point DHCP's boot file or iPXE at
-it), DIR/<mac>.ipxe and DIR/pxelinux.cfg/01-<mac> per node, and pxelinux.cfg/default.
-A machine whose MAC has no entry boots the default entry.
-
-Options:
-      --kernel K        kernel image (copied to DIR/vmlinuz)
-      --initramfs I     initramfs image (copied to DIR/initrd.img)
-      --node FILE       a node.toml with `mac`; its entry gets the node's kernel
-                        arguments (hostname=, version=, [boot] …); repeatable
-      --cmdline ARGS    extra kernel arguments for every entry
-      --pxelinux        also copy pxelinux.0 and ldlinux.c32 (packages pxelinux,
-                        syslinux-common) for BIOS machines that boot pxelinux
-  -o, --output DIR      the tree's directory
-  -h, --help            print this help
-";
-
-const UKI_USAGE: &str = "\
-terra uki — build a Unified Kernel Image (one EFI application: kernel, initramfs,
-command line), signed for Secure Boot when given a key
-
-Usage: terra uki --kernel K --initramfs I [options] -o OUT
-
-systemd's EFI stub with .osrel, .cmdline, .uname and .initrd sections and the kernel as
-.linux (the UKI specification's layout). Under Secure Boot the stub ignores a command line
-from the boot loader: the signed .cmdline is the kernel's whole command line.
-
-Options:
-      --kernel K        kernel image (x86 bzImage with the EFI handover entry)
-      --initramfs I     initramfs image
-      --cmdline ARGS    the kernel command line (repeatable, joined with spaces)
-      --os-release FILE the .osrel section (default: NAME=\"Terra\", ID=terra)
-      --stub PATH       systemd's EFI stub (default {stub}, package {stub_package})
-      --sign-key KEY    sign with this PEM private key (sbsign, package sbsigntool,
-                        run under faketime, package faketime) …
-      --sign-cert CERT  … and this PEM certificate: both or neither
-  -o, --output OUT      the image to write (e.g. EFI/BOOT/BOOTX64.EFI on an ESP)
-  -h, --help            print this help
-
+/// Build a Unified Kernel Image for Secure Boot
+///
+/// One EFI application (kernel, initramfs, command line), signed for Secure Boot when
+/// given a key: systemd's EFI stub with .osrel, .cmdline, .uname and .initrd sections and
+/// the kernel as .linux (the UKI specification's layout). Under Secure Boot the stub
+/// ignores a command line from the boot loader: the signed .cmdline is the kernel's whole
+/// command line.
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
 Environment:
-  SOURCE_DATE_EPOCH     the signature's signing time (default 0): same inputs, same bytes
-";
+  SOURCE_DATE_EPOCH  the signature's signing time (default 0): same inputs, same bytes")]
+struct UkiArgs {
+    /// Kernel image (x86 bzImage with the EFI handover entry)
+    #[arg(long, value_name = "K")]
+    kernel: PathBuf,
+    /// Initramfs image
+    #[arg(long, value_name = "I")]
+    initramfs: PathBuf,
+    /// The kernel command line (repeatable, joined with spaces)
+    #[arg(long = "cmdline", value_name = "ARGS", allow_hyphen_values = true)]
+    cmdlines: Vec<String>,
+    /// The .osrel section (default: NAME="Terra", ID=terra)
+    #[arg(long, value_name = "FILE")]
+    os_release: Option<PathBuf>,
+    /// systemd's EFI stub
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = uki::DEFAULT_STUB,
+        long_help = format!("systemd's EFI stub (package {})", uki::STUB_PACKAGE)
+    )]
+    stub: PathBuf,
+    /// Sign with this PEM private key (sbsign, package sbsigntool, run under faketime,
+    /// package faketime); needs --sign-cert
+    #[arg(long, value_name = "KEY", requires = "sign_cert")]
+    sign_key: Option<PathBuf>,
+    /// … and this PEM certificate: both or neither
+    #[arg(long, value_name = "CERT", requires = "sign_key")]
+    sign_cert: Option<PathBuf>,
+    /// The image to write (e.g. EFI/BOOT/BOOTX64.EFI on an ESP)
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+}
 
 #[derive(Debug)]
 enum Error {
-    Args(lexopt::Error),
     Usage(String),
     Build(InitramfsError),
     Artifact(Box<dyn std::error::Error>),
@@ -183,17 +311,10 @@ enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Args(e) => write!(f, "{e} (see `terra --help`)"),
             Error::Usage(e) => write!(f, "{e}"),
             Error::Build(e) => write!(f, "{e}"),
             Error::Artifact(e) => write!(f, "{e}"),
         }
-    }
-}
-
-impl From<lexopt::Error> for Error {
-    fn from(e: lexopt::Error) -> Self {
-        Error::Args(e)
     }
 }
 
@@ -204,7 +325,9 @@ impl From<InitramfsError> for Error {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    // Usage errors exit 2 here (clap's convention), help and version 0.
+    let cli = Cli::parse();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("terra: {e}");
@@ -213,49 +336,50 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), Error> {
-    use lexopt::prelude::*;
-    let mut parser = lexopt::Parser::from_env();
-    match parser.next()? {
-        Some(Short('h') | Long("help")) => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Some(Short('V') | Long("version")) => {
-            println!("terra {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
-        Some(Value(cmd)) if cmd == "initramfs" => cmd_initramfs(&mut parser),
-        Some(Value(cmd)) if cmd == "kernel" => cmd_kernel(&mut parser),
-        Some(Value(cmd)) if cmd == "iso" => cmd_iso(&mut parser),
-        Some(Value(cmd)) if cmd == "pxe" => cmd_pxe(&mut parser),
-        Some(Value(cmd)) if cmd == "uki" => cmd_uki(&mut parser),
-        Some(Value(cmd)) if cmd == "image" => {
-            oci_cli::cmd_image(&mut parser).map_err(Error::Artifact)
-        }
-        Some(Value(cmd)) if cmd == "install" => {
-            oci_cli::cmd_install(&mut parser).map_err(Error::Artifact)
-        }
-        Some(Value(cmd))
-            if ["upgrade", "versions", "bless", "rollback", "gc"]
-                .iter()
-                .any(|c| cmd == *c) =>
-        {
-            versions_cli::cmd(&cmd.to_string_lossy(), &mut parser).map_err(Error::Artifact)
-        }
-        Some(Value(cmd)) if cmd == "serve" || cmd == "node" => Err(exec_controller()),
-        Some(Value(cmd)) => Err(Error::Usage(format!(
-            "unknown command {:?} (see `terra --help`)",
-            cmd.to_string_lossy()
-        ))),
-        Some(arg) => Err(arg.unexpected().into()),
-        None => Err(Error::Usage(format!("missing command\n\n{USAGE}"))),
+/// The progress observer for long work: a bar on a terminal, nothing otherwise.
+fn progress(quiet: bool) -> Box<dyn Progress> {
+    if quiet || !std::io::stderr().is_terminal() {
+        Box::new(Silent)
+    } else {
+        Box::new(progress_bar::Bar::new())
     }
 }
 
+fn run(cli: Cli) -> Result<(), Error> {
+    let progress = progress(cli.quiet);
+    match cli.command {
+        Command::Initramfs(a) => cmd_initramfs(a),
+        Command::Kernel(a) => cmd_kernel(a),
+        Command::Iso(a) => cmd_iso(a),
+        Command::Pxe(a) => cmd_pxe(a),
+        Command::Uki(a) => cmd_uki(a),
+        Command::Image(a) => oci_cli::cmd_image(a, progress.as_ref()).map_err(Error::Artifact),
+        Command::Install(a) => oci_cli::cmd_install(a, progress.as_ref()).map_err(Error::Artifact),
+        Command::Upgrade(a) => versions_cli::upgrade(a, progress.as_ref()).map_err(Error::Artifact),
+        Command::Versions(a) => versions_cli::versions(a).map_err(Error::Artifact),
+        Command::Bless(a) => versions_cli::bless(a).map_err(Error::Artifact),
+        Command::Rollback(a) => versions_cli::rollback(a).map_err(Error::Artifact),
+        Command::Gc(a) => versions_cli::gc(a).map_err(Error::Artifact),
+        Command::Serve(_) | Command::Node(_) => Err(exec_controller()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "terra", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => write_man_pages(&dir),
+    }
+}
+
+/// terra.1 and one page per (visible) subcommand, named terra-<command>[-<sub>].1.
+fn write_man_pages(dir: &Path) -> Result<(), Error> {
+    let failed = |e: std::io::Error| Error::Usage(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(failed)
+}
+
 /// `terra serve` and `terra node` live in `terra-controller` (the controller crate stands
-/// on this one, never the other way): exec it with the same arguments, found beside this
-/// executable, then on `$PATH`. Returns only on failure.
+/// on this one, never the other way): exec it with the arguments from the subcommand's
+/// name on, exactly as given, found beside this executable, then on `$PATH`. Returns only
+/// on failure.
 fn exec_controller() -> Error {
     use std::os::unix::process::CommandExt;
     const NAME: &str = "terra-controller";
@@ -277,91 +401,58 @@ fn exec_controller() -> Error {
                 .unwrap_or_else(|_| "terra".into())
         ));
     };
-    let err = std::process::Command::new(&program)
-        .args(std::env::args_os().skip(1))
-        .exec();
+    // The global options before the subcommand (`-q`) take no value, so the first
+    // `serve` or `node` is the subcommand; what follows it clap has not rewritten.
+    let args: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .skip_while(|a| a != "serve" && a != "node")
+        .collect();
+    let err = std::process::Command::new(&program).args(args).exec();
     Error::Usage(format!("{}: {err}", program.display()))
 }
 
-fn cmd_initramfs(parser: &mut lexopt::Parser) -> Result<(), Error> {
-    use lexopt::prelude::*;
-    let mut output: Option<PathBuf> = None;
-    let mut stage0: Option<PathBuf> = None;
-    let mut kernel = KernelSource::default();
-    let mut modules: Vec<String> = Vec::new();
-    let mut module_lists: Vec<PathBuf> = Vec::new();
-    let mut config: Option<PathBuf> = None;
-    let mut rescue_shell = false;
-    let mut skip_missing = false;
-    let mut busybox: Option<PathBuf> = None;
-    let mut firmware_root: Option<PathBuf> = None;
-    let mut compression = Compression::default();
+fn cmd_initramfs(a: InitramfsArgs) -> Result<(), Error> {
+    let kernel = KernelSource {
+        kver: a.kver,
+        modules_dir: a.modules_dir,
+        ..KernelSource::default()
+    };
+    let mut modules: Vec<String> = a
+        .modules
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect();
+    let rescue_shell = a.rescue_shell || a.busybox.is_some();
 
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => {
-                print!(
-                    "{}",
-                    INITRAMFS_USAGE.replace("{zstd}", &DEFAULT_ZSTD_LEVEL.to_string())
-                );
-                return Ok(());
-            }
-            Short('o') | Long("output") => output = Some(parser.value()?.into()),
-            Long("kver") => kernel.kver = Some(string(parser.value()?, "--kver")?),
-            Long("modules-dir") => kernel.modules_dir = Some(parser.value()?.into()),
-            Long("stage0") => stage0 = Some(parser.value()?.into()),
-            Long("config") => config = Some(parser.value()?.into()),
-            Long("module") => {
-                let v = string(parser.value()?, "--module")?;
-                modules.extend(v.split(',').filter(|m| !m.is_empty()).map(str::to_string));
-            }
-            Long("modules-list") => module_lists.push(parser.value()?.into()),
-            Long("rescue-shell") => rescue_shell = true,
-            Long("skip-missing-modules") => skip_missing = true,
-            Long("busybox") => {
-                busybox = Some(parser.value()?.into());
-                rescue_shell = true;
-            }
-            Long("firmware-dir") => firmware_root = Some(parser.value()?.into()),
-            Long("compress") => {
-                compression = string(parser.value()?, "--compress")?
-                    .parse()
-                    .map_err(Error::Usage)?;
-            }
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    let output = output.ok_or_else(|| {
-        Error::Usage("initramfs: missing -o OUT (see `terra initramfs --help`)".into())
-    })?;
-
-    let stage0 = match stage0 {
+    let stage0 = match a.stage0 {
         Some(p) => p,
         None => find_stage0()?,
     };
-    let mut spec = InitramfsSpec::new(stage0, output);
+    let mut spec = InitramfsSpec::new(stage0, a.output);
     spec.kernel = kernel;
-    if !modules.is_empty() || !module_lists.is_empty() {
+    if !modules.is_empty() || !a.module_lists.is_empty() {
         spec.load = modules.clone();
         // --module alone adds to the default set (as dracut's --add-drivers does): the
         // fix a failed boot suggests must not drop what the image already had.
-        if module_lists.is_empty() {
+        if a.module_lists.is_empty() {
             modules.extend(initramfs::default_modules());
         }
-        for list in &module_lists {
+        for list in &a.module_lists {
             modules.extend(read_module_list(list)?);
         }
         spec.modules = modules;
     }
-    spec.config = config;
-    spec.skip_missing = skip_missing;
+    spec.config = a.config;
+    spec.skip_missing = a.skip_missing;
     if rescue_shell {
-        spec.busybox = Some(busybox.unwrap_or_else(|| PathBuf::from(DEFAULT_BUSYBOX)));
+        spec.busybox = Some(a.busybox.unwrap_or_else(|| PathBuf::from(DEFAULT_BUSYBOX)));
     }
-    if let Some(root) = firmware_root {
+    if let Some(root) = a.firmware_root {
         spec.firmware_root = root;
     }
-    spec.compression = compression;
+    spec.compression = a.compression;
     spec.mtime = source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH").as_deref())?;
 
     let report = initramfs::build(&spec)?;
@@ -407,39 +498,15 @@ fn artifact(e: impl std::error::Error + 'static) -> Error {
     Error::Artifact(Box::new(e))
 }
 
-fn cmd_kernel(parser: &mut lexopt::Parser) -> Result<(), Error> {
-    use lexopt::prelude::*;
-    let mut source: Option<PathBuf> = None;
-    let mut fragments: Vec<PathBuf> = Vec::new();
-    let mut output: Option<PathBuf> = None;
-    let mut check_only = false;
-    let mut jobs: Option<usize> = None;
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => {
-                print!("{KERNEL_USAGE}");
-                return Ok(());
-            }
-            Long("source") => source = Some(parser.value()?.into()),
-            Long("fragment") => fragments.push(parser.value()?.into()),
-            Short('o') | Long("output") => output = Some(parser.value()?.into()),
-            Long("check-only") => check_only = true,
-            Short('j') | Long("jobs") => jobs = Some(parser.value()?.parse()?),
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    let missing = |what: &str| {
-        Error::Usage(format!(
-            "kernel: missing {what} (see `terra kernel --help`)"
-        ))
-    };
-    let mut spec = KernelSpec::new(
-        source.ok_or_else(|| missing("--source DIR"))?,
-        fragments,
-        output.ok_or_else(|| missing("-o OUT"))?,
-    );
-    spec.check_only = check_only;
-    if let Some(j) = jobs {
+/// Repeated `--cmdline` values, joined with spaces as one command line.
+fn joined(cmdlines: &[String]) -> String {
+    cmdlines.join(" ").trim().to_string()
+}
+
+fn cmd_kernel(a: KernelArgs) -> Result<(), Error> {
+    let mut spec = KernelSpec::new(a.source, a.fragments, a.output);
+    spec.check_only = a.check_only;
+    if let Some(j) = a.jobs {
         spec.jobs = j;
     }
     if let Some(epoch) = std::env::var_os("SOURCE_DATE_EPOCH") {
@@ -464,33 +531,11 @@ fn cmd_kernel(parser: &mut lexopt::Parser) -> Result<(), Error> {
     Ok(())
 }
 
-fn cmd_iso(parser: &mut lexopt::Parser) -> Result<(), Error> {
-    use lexopt::prelude::*;
-    let (mut kernel, mut initrd, mut output) = (None, None, None);
-    let mut spec = IsoSpec::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => {
-                print!("{ISO_USAGE}");
-                return Ok(());
-            }
-            Long("kernel") => kernel = Some(PathBuf::from(parser.value()?)),
-            Long("initramfs") => initrd = Some(PathBuf::from(parser.value()?)),
-            Long("cmdline") => {
-                let v = string(parser.value()?, "--cmdline")?;
-                spec.cmdline = [spec.cmdline, v].join(" ").trim().to_string();
-            }
-            Long("node") => spec.node = Some(parser.value()?.into()),
-            Long("label") => spec.label = string(parser.value()?, "--label")?,
-            Short('o') | Long("output") => output = Some(PathBuf::from(parser.value()?)),
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    let missing =
-        |what: &str| Error::Usage(format!("iso: missing {what} (see `terra iso --help`)"));
-    spec.kernel = kernel.ok_or_else(|| missing("--kernel K"))?;
-    spec.initramfs = initrd.ok_or_else(|| missing("--initramfs I"))?;
-    spec.output = output.ok_or_else(|| missing("-o OUT"))?;
+fn cmd_iso(a: IsoArgs) -> Result<(), Error> {
+    let mut spec = IsoSpec::new(a.kernel, a.initramfs, a.output);
+    spec.cmdline = joined(&a.cmdlines);
+    spec.node = a.node;
+    spec.label = a.label;
     spec.source_date_epoch = u64::from(source_date_epoch(
         std::env::var_os("SOURCE_DATE_EPOCH").as_deref(),
     )?);
@@ -507,39 +552,14 @@ fn cmd_iso(parser: &mut lexopt::Parser) -> Result<(), Error> {
     Ok(())
 }
 
-fn cmd_pxe(parser: &mut lexopt::Parser) -> Result<(), Error> {
-    use lexopt::prelude::*;
-    let (mut kernel, mut initrd, mut output) = (None, None, None);
-    let mut nodes = Vec::new();
-    let mut cmdline = String::new();
-    let mut pxelinux = false;
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long("pxelinux") => pxelinux = true,
-            Short('h') | Long("help") => {
-                print!("{PXE_USAGE}");
-                return Ok(());
-            }
-            Long("kernel") => kernel = Some(PathBuf::from(parser.value()?)),
-            Long("initramfs") => initrd = Some(PathBuf::from(parser.value()?)),
-            Long("node") => nodes.push(PathBuf::from(parser.value()?)),
-            Long("cmdline") => {
-                let v = string(parser.value()?, "--cmdline")?;
-                cmdline = [cmdline, v].join(" ").trim().to_string();
-            }
-            Short('o') | Long("output") => output = Some(PathBuf::from(parser.value()?)),
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    let missing =
-        |what: &str| Error::Usage(format!("pxe: missing {what} (see `terra pxe --help`)"));
+fn cmd_pxe(a: PxeArgs) -> Result<(), Error> {
     let spec = PxeSpec {
-        kernel: kernel.ok_or_else(|| missing("--kernel K"))?,
-        initramfs: initrd.ok_or_else(|| missing("--initramfs I"))?,
-        nodes,
-        cmdline,
-        output: output.ok_or_else(|| missing("-o DIR"))?,
-        pxelinux,
+        kernel: a.kernel,
+        initramfs: a.initramfs,
+        nodes: a.nodes,
+        cmdline: joined(&a.cmdlines),
+        output: a.output,
+        pxelinux: a.pxelinux,
     };
     let report = pxe::build(&spec).map_err(artifact)?;
     for path in &report.removed {
@@ -562,46 +582,15 @@ fn cmd_pxe(parser: &mut lexopt::Parser) -> Result<(), Error> {
     Ok(())
 }
 
-fn cmd_uki(parser: &mut lexopt::Parser) -> Result<(), Error> {
-    use lexopt::prelude::*;
-    let (mut kernel, mut initrd, mut output) = (None, None, None);
-    let (mut key, mut cert) = (None, None);
-    let mut spec = UkiSpec::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => {
-                print!(
-                    "{}",
-                    UKI_USAGE
-                        .replace("{stub}", uki::DEFAULT_STUB)
-                        .replace("{stub_package}", uki::STUB_PACKAGE)
-                );
-                return Ok(());
-            }
-            Long("kernel") => kernel = Some(PathBuf::from(parser.value()?)),
-            Long("initramfs") => initrd = Some(PathBuf::from(parser.value()?)),
-            Long("cmdline") => {
-                let v = string(parser.value()?, "--cmdline")?;
-                spec.cmdline = [spec.cmdline, v].join(" ").trim().to_string();
-            }
-            Long("os-release") => spec.os_release = Some(parser.value()?.into()),
-            Long("stub") => spec.stub = parser.value()?.into(),
-            Long("sign-key") => key = Some(PathBuf::from(parser.value()?)),
-            Long("sign-cert") => cert = Some(PathBuf::from(parser.value()?)),
-            Short('o') | Long("output") => output = Some(PathBuf::from(parser.value()?)),
-            _ => return Err(arg.unexpected().into()),
-        }
-    }
-    let missing =
-        |what: &str| Error::Usage(format!("uki: missing {what} (see `terra uki --help`)"));
-    spec.kernel = kernel.ok_or_else(|| missing("--kernel K"))?;
-    spec.initramfs = initrd.ok_or_else(|| missing("--initramfs I"))?;
-    spec.output = output.ok_or_else(|| missing("-o OUT"))?;
-    spec.sign = match (key, cert) {
+fn cmd_uki(a: UkiArgs) -> Result<(), Error> {
+    let mut spec = UkiSpec::new(a.kernel, a.initramfs, a.output);
+    spec.cmdline = joined(&a.cmdlines);
+    spec.os_release = a.os_release;
+    spec.stub = a.stub;
+    // clap's `requires` makes these both or neither.
+    spec.sign = match (a.sign_key, a.sign_cert) {
         (Some(key), Some(cert)) => Some(Signer { key, cert }),
-        (None, None) => None,
-        (Some(_), None) => return Err(missing("--sign-cert CERT (--sign-key needs it)")),
-        (None, Some(_)) => return Err(missing("--sign-key KEY (--sign-cert needs it)")),
+        _ => None,
     };
     spec.source_date_epoch = u64::from(source_date_epoch(
         std::env::var_os("SOURCE_DATE_EPOCH").as_deref(),
@@ -628,11 +617,14 @@ fn cmd_uki(parser: &mut lexopt::Parser) -> Result<(), Error> {
     Ok(())
 }
 
-fn string(v: OsString, option: &str) -> Result<String, Error> {
-    v.into_string().map_err(|v| {
-        Error::Usage(format!(
-            "{option}: {:?} is not valid UTF-8",
-            v.to_string_lossy()
-        ))
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks over the whole definition (conflicting names,
+    /// `requires` naming an argument that exists, …).
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

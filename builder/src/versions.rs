@@ -30,11 +30,13 @@ use terra_init::config::{Group, NodeConfig};
 use crate::bootdisk;
 use crate::bootfiles::{self, BootFilesError, BootInitramfs, KernelDir};
 use crate::install::{self, InstallError, Loops, Mounted};
+use crate::oci::progress::Phase;
 use crate::oci::verify::KeyError;
 use crate::oci::{
     self, ApplyOptions, Image, ImageRef, OciError, ResolveOptions, TrustedKey, UnpackReport,
     VerifyPolicy,
 };
+use crate::oci::{Progress, Silent};
 use crate::tool::{self, ToolError};
 
 /// Where `terra upgrade` and friends act.
@@ -453,6 +455,8 @@ pub struct NewVersion<'a> {
     /// When the image carries a kernel, build its initramfs so (`None`: the version
     /// boots on whatever kernel boots the machine).
     pub boot: Option<&'a BootInitramfs>,
+    /// Told of each layer unpacked and its bytes.
+    pub progress: &'a dyn Progress,
 }
 
 /// What building a version did.
@@ -583,9 +587,17 @@ fn fill(
         unpack: UnpackReport::default(),
         kernel: None,
     };
-    for (layer, chain) in v.image.layers.iter().zip(chains).skip(have) {
+    let todo = &v.image.layers[have.min(v.image.layers.len())..];
+    let _phase = Phase::start(
+        v.progress,
+        "unpack",
+        todo.len(),
+        todo.iter().filter_map(|l| l.size).sum(),
+    );
+    for (i, (layer, chain)) in v.image.layers.iter().zip(chains).skip(have).enumerate() {
+        v.progress.item(i, &layer.name);
         let mut u = oci::apply::Unpacker::new(staging, v.apply.clone())?;
-        u.apply_layer(layer)?;
+        u.apply_layer_with(layer, v.progress)?;
         let r = u.finish()?;
         crash_point("unpacked");
         built.unpack.layers += 1;
@@ -834,6 +846,16 @@ pub enum Upgraded {
 /// `terra upgrade`: pulls and checks the image (before anything is written), then makes
 /// a new tentative version and collects old ones.
 pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, VersionsError> {
+    upgrade_with(target, spec, &Silent)
+}
+
+/// [`upgrade`], telling `progress` of the pull of a registry image and of the layers
+/// unpacked.
+pub fn upgrade_with(
+    target: &Target,
+    spec: &UpgradeSpec,
+    progress: &dyn Progress,
+) -> Result<Upgraded, VersionsError> {
     let r: ImageRef = spec.reference.parse()?;
     let top = open(target)?;
     let mut state = top.state()?;
@@ -848,7 +870,7 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
         &top.disk,
     )
     .map_err(VersionsError::Refused)?;
-    let image = oci::resolve(&r, &resolve)?;
+    let image = oci::resolve_with(&r, &resolve, progress)?;
     if let Some(b) = top.booted.as_deref() {
         if state.get(b).is_some_and(|v| v.status == Status::Tentative) {
             return Err(VersionsError::Refused(format!(
@@ -916,6 +938,7 @@ pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, Versions
             writable: spec.writable,
             verify: true,
             boot: Some(&boot),
+            progress,
         },
     )?;
     crash_point("built");

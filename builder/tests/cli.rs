@@ -54,17 +54,20 @@ fn help_prints_usage() {
 }
 
 #[test]
-fn usage_errors_exit_1_with_a_terra_line() {
+fn usage_errors_exit_2_naming_the_argument() {
     for (args, needle) in [
-        (&[][..], "missing command"),
-        (&["frobnicate"], "unknown command"),
-        (&["initramfs"], "missing -o"),
+        (&[][..], "Usage: terra"),
+        (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (&["initramfs"], "--output <OUT>"),
         (&["initramfs", "--bogus"], "--bogus"),
         (
             &["initramfs", "--compress", "lz4", "-o", "/dev/null"],
             "lz4",
         ),
-        (&["uki", "--kernel", "k", "--initramfs", "i"], "missing -o"),
+        (
+            &["uki", "--kernel", "k", "--initramfs", "i"],
+            "--output <OUT>",
+        ),
         (
             &[
                 "uki",
@@ -77,17 +80,69 @@ fn usage_errors_exit_1_with_a_terra_line() {
                 "-o",
                 "x",
             ],
-            "missing --sign-cert",
+            "--sign-cert <CERT>",
         ),
+        (
+            &["kernel", "--source", "s", "-o", "o", "-j", "many"],
+            "many",
+        ),
+        (&["image", "pull", "alpine"], "--layout <DIR>"),
+        (&["image", "unpack", "oci:x"], "<DIR>"),
+        (&["bless", "maybe"], "[possible values: good, bad]"),
+        (&["upgrade", "r", "--platform", "amd64"], "OS/ARCH"),
+        (&["gc", "--keep", "-1"], "-1"),
     ] {
         let o = terra(args);
-        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
         let e = stderr(&o);
-        assert!(
-            e.starts_with("terra: ") && e.contains(needle),
-            "{args:?}: {e}"
-        );
+        assert!(e.contains(needle), "{args:?}: {e}");
     }
+}
+
+#[test]
+fn failures_exit_1_with_a_terra_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t");
+    let o = terra(&[
+        "pxe",
+        "--kernel",
+        "/nonexistent/vmlinuz",
+        "--initramfs",
+        "/nonexistent/initrd",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("terra: ") && e.contains("/nonexistent/vmlinuz"),
+        "{e}"
+    );
+    let o = terra(&["image", "unpack", "oci:/nonexistent/layout", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("terra: ") && e.contains("/nonexistent/layout"),
+        "{e}"
+    );
+}
+
+#[test]
+fn repeated_and_comma_separated_values_add_up() {
+    // Parsed, not run: a bad path after them fails only when building.
+    let o = terra(&[
+        "iso",
+        "--kernel",
+        "/nonexistent/k",
+        "--initramfs",
+        "i",
+        "--cmdline",
+        "a=1",
+        "--cmdline=-b",
+        "-o",
+        "x.iso",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
 
 #[test]

@@ -176,7 +176,8 @@ fn errors_name_what_is_wrong() {
         "{err}"
     );
     let o = terra(&["iso", "--kernel", s(&k), "-o", "x.iso"], "0");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("missing --initramfs"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--initramfs <I>"));
     let o = terra(
         &[
             "iso",

@@ -47,6 +47,11 @@ fn pull_by_tag_and_by_digest_then_unpack() {
     ]);
     assert!(ok, "{err}");
     assert!(out.contains(&manifest), "{out}");
+    // Captured stderr is no terminal: no progress bar, no line control.
+    assert!(
+        !err.contains("pull [") && !err.contains('\r') && !err.contains("\x1b["),
+        "{err:?}"
+    );
     let index = read_index(&layout);
     assert_eq!(index["manifests"][0]["digest"], manifest.as_str());
     assert_eq!(

@@ -10,6 +10,8 @@
 //! | `/etc/kernel/postinst.d/zz-terra`, `/etc/kernel/postrm.d/zz-terra` | the kernel hooks (`builder/package/`) |
 //! | `/etc/terra/initramfs.conf` | the switch: `TERRA_INITRAMFS=no` until the admin says yes |
 //! | `/usr/share/doc/terra/README.md` | the README |
+//! | `/usr/share/bash-completion/completions/terra`, `/usr/share/zsh/vendor-completions/_terra`, `/usr/share/fish/vendor_completions.d/terra.fish` | shell completions (`terra completions SHELL`) |
+//! | `/usr/share/man/man1/terra.1.gz`, `terra-<command>.1.gz` | the man pages (`terra man DIR`), gzipped as dh_compress does |
 //!
 //! It `Provides: linux-initramfs-tool`, as dracut does, so a kernel package can be installed
 //! with Terra as the generator, but it replaces nothing: initramfs-tools stays when present.
@@ -41,7 +43,7 @@ pub fn build_deb() -> crate::Result<PathBuf> {
     let _ = fs::remove_dir_all(&root);
     let pkg = ws.join("builder/package");
     let files: Vec<(PathBuf, &str, u32)> = vec![
-        (terra, "usr/bin/terra", 0o755),
+        (terra.clone(), "usr/bin/terra", 0o755),
         (
             stage0.with_file_name("keeper"),
             "usr/lib/terra/keeper",
@@ -86,6 +88,7 @@ pub fn build_deb() -> crate::Result<PathBuf> {
             .map(|m| m.len().div_ceil(1024))
             .unwrap_or(0);
     }
+    installed_kb += generated_docs(&terra, &root)?;
     let control = root.join("DEBIAN");
     fs::create_dir_all(&control).map_err(|e| e.to_string())?;
     fs::write(
@@ -116,6 +119,54 @@ pub fn build_deb() -> crate::Result<PathBuf> {
         .arg(&root)
         .arg(&deb))?;
     Ok(deb)
+}
+
+/// Writes what `terra` generates from its own command-line definition into the package
+/// root: the completions where bash-completion, zsh and fish look for a package's, and the
+/// man pages, gzipped (`-9`, no name or time, as dh_compress does) so that man finds
+/// them. Returns their size in KiB.
+fn generated_docs(terra: &Path, root: &Path) -> crate::Result<u64> {
+    let mut kb = 0;
+    let mut write = |rel: &str, data: &[u8]| -> crate::Result<()> {
+        let dst = root.join(rel);
+        fs::create_dir_all(dst.parent().unwrap_or(root)).map_err(|e| e.to_string())?;
+        fs::write(&dst, data).map_err(|e| format!("{}: {e}", dst.display()))?;
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o644))
+            .map_err(|e| format!("{}: {e}", dst.display()))?;
+        kb += (data.len() as u64).div_ceil(1024);
+        Ok(())
+    };
+    for (shell, rel) in [
+        ("bash", "usr/share/bash-completion/completions/terra"),
+        ("zsh", "usr/share/zsh/vendor-completions/_terra"),
+        ("fish", "usr/share/fish/vendor_completions.d/terra.fish"),
+    ] {
+        let script = run(Command::new(terra).args(["completions", shell]))?;
+        write(rel, script.as_bytes())?;
+    }
+    let pages = root.join("man.tmp");
+    let _ = fs::remove_dir_all(&pages);
+    run(Command::new(terra).arg("man").arg(&pages))?;
+    let mut names: Vec<PathBuf> = fs::read_dir(&pages)
+        .map_err(|e| format!("{}: {e}", pages.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    for page in names {
+        let text = fs::read(&page).map_err(|e| format!("{}: {e}", page.display()))?;
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, &text).map_err(|e| e.to_string())?;
+        let gz = gz.finish().map_err(|e| e.to_string())?;
+        let name = page.file_name().unwrap_or_default().to_string_lossy();
+        write(&format!("usr/share/man/man1/{name}.gz"), &gz)?;
+    }
+    fs::remove_dir_all(&pages).map_err(|e| format!("{}: {e}", pages.display()))?;
+    if !root.join("usr/share/man/man1/terra.1.gz").is_file() {
+        return Err("terra man wrote no terra.1".into());
+    }
+    Ok(kb)
 }
 
 /// The workspace's `version` (Cargo.toml `[workspace.package]`).

@@ -36,6 +36,13 @@ fn the_package_installs_and_its_kernel_hook_makes_a_bootable_initramfs() {
         "./etc/kernel/postinst.d/zz-terra",
         "./etc/kernel/postrm.d/zz-terra",
         "./etc/terra/initramfs.conf",
+        "./usr/share/bash-completion/completions/terra",
+        "./usr/share/zsh/vendor-completions/_terra",
+        "./usr/share/fish/vendor_completions.d/terra.fish",
+        "./usr/share/man/man1/terra.1.gz",
+        "./usr/share/man/man1/terra-initramfs.1.gz",
+        "./usr/share/man/man1/terra-image-unpack.1.gz",
+        "./usr/share/man/man1/terra-upgrade.1.gz",
     ] {
         assert!(contents.contains(path), "{path} missing:\n{contents}");
     }

@@ -31,6 +31,7 @@ use rustix::process::{Gid, Uid};
 
 use super::blob::VerifyingReader;
 use super::image::{Compression, Image, Layer};
+use super::progress::{Counted, Phase, Progress, Silent};
 use super::tarstream::{SparseMap, Tail, TailReader};
 use super::OciError;
 
@@ -74,6 +75,16 @@ pub struct UnpackReport {
 /// only when every layer applied and checked. An existing `target` is swapped out
 /// atomically (`RENAME_EXCHANGE`) and then removed; on failure it is left as it was.
 pub fn unpack(image: &Image, target: &Path, opts: &ApplyOptions) -> Result<UnpackReport, OciError> {
+    unpack_with(image, target, opts, &Silent)
+}
+
+/// [`unpack`], telling `progress` of each layer and the blob bytes read.
+pub fn unpack_with(
+    image: &Image,
+    target: &Path,
+    opts: &ApplyOptions,
+    progress: &dyn Progress,
+) -> Result<UnpackReport, OciError> {
     let name = target
         .file_name()
         .ok_or_else(|| OciError::io(target, io::Error::other("not a directory name")))?;
@@ -100,7 +111,7 @@ pub fn unpack(image: &Image, target: &Path, opts: &ApplyOptions) -> Result<Unpac
     let staging =
         staging.ok_or_else(|| OciError::io(&parent, io::Error::other("no staging name free")))?;
     let guard = RemoveOnDrop(Some(staging.clone()));
-    let report = unpack_into(image, &staging, opts)?;
+    let report = unpack_layers(image, &staging, opts, progress)?;
     match rustix::fs::renameat_with(CWD, &staging, CWD, target, RenameFlags::NOREPLACE) {
         Ok(()) => {}
         Err(Errno::EXIST) => {
@@ -138,9 +149,21 @@ pub fn unpack_into(
     dir: &Path,
     opts: &ApplyOptions,
 ) -> Result<UnpackReport, OciError> {
+    unpack_layers(image, dir, opts, &Silent)
+}
+
+fn unpack_layers(
+    image: &Image,
+    dir: &Path,
+    opts: &ApplyOptions,
+    progress: &dyn Progress,
+) -> Result<UnpackReport, OciError> {
+    let bytes = image.layers.iter().filter_map(|l| l.size).sum();
+    let _phase = Phase::start(progress, "unpack", image.layers.len(), bytes);
     let mut u = Unpacker::new(dir, opts.clone())?;
-    for layer in &image.layers {
-        u.apply_layer(layer)?;
+    for (i, layer) in image.layers.iter().enumerate() {
+        progress.item(i, &layer.name);
+        u.apply_layer_with(layer, progress)?;
     }
     u.finish()
 }
@@ -203,6 +226,15 @@ impl Unpacker {
     /// stream's diff_id. A mismatch is reported as such even when the corrupted bytes made
     /// decompression or tar parsing fail first.
     pub fn apply_layer(&mut self, layer: &Layer) -> Result<(), OciError> {
+        self.apply_layer_with(layer, &Silent)
+    }
+
+    /// [`Unpacker::apply_layer`], telling `progress` of the blob bytes as they are read.
+    pub fn apply_layer_with(
+        &mut self,
+        layer: &Layer,
+        progress: &dyn Progress,
+    ) -> Result<(), OciError> {
         if layer.compression == Compression::None && layer.digest.is_some() {
             if let (Some(d), Some(diff)) = (&layer.digest, &layer.diff_id) {
                 if d != diff {
@@ -216,7 +248,13 @@ impl Unpacker {
         let raw = layer.open()?;
         let mut blob = VerifyingReader::new(raw, layer.digest.clone(), layer.size);
         self.layer_paths.clear();
-        let applied = self.apply_stream(&mut blob, layer);
+        let applied = self.apply_stream(
+            &mut Counted {
+                inner: &mut blob,
+                progress,
+            },
+            layer,
+        );
         let checked = blob.finish();
         match (applied, checked) {
             (_, Err(reason)) => Err(OciError::blob(&layer.name, reason)),

@@ -5,93 +5,162 @@ use std::path::PathBuf;
 
 use terra_builder::install::{self, InstallSpec};
 use terra_builder::oci::{
-    self, ApplyOptions, ImageRef, OciError, Platform, ResolveOptions, Verified, VerifyPolicy,
+    self, ApplyOptions, ImageRef, OciError, Platform, Progress, ResolveOptions, Verified,
+    VerifyPolicy,
 };
 
 /// A failure the binary prints after `terra: `.
 pub type CliError = Box<dyn std::error::Error>;
 
-pub const IMAGE_USAGE: &str = "\
-terra image — OCI images
+/// What REF may be, for every command that takes an image.
+const REF_HELP: &str = "\
+REF is oci:PATH[:TAG] (an OCI image layout), docker-archive:PATH (a `docker save` tarball), \
+or a registry reference host[:port]/repo[:tag|@sha256:…] (`alpine:3.20` means \
+docker.io/library/alpine:3.20). Credentials come from ~/.docker/config.json \
+($DOCKER_CONFIG/config.json).";
 
-Usage:
-  terra image pull REF --layout DIR [--platform OS/ARCH[/VARIANT]] [--plain-http]
-                   [--verify-key PEM]...
-  terra image unpack REF DIR [--platform OS/ARCH[/VARIANT]] [--plain-http] [--no-devices]
-                   [--verify-key PEM]...
+/// What `--verify-key` checks, for `terra image pull|unpack`.
+const VERIFY_HELP: &str = "\
+With --verify-key, REF is resolved once and the digest it names (the manifest or index as \
+received) must carry a cosign signature by one of the keys (the sha256-<hex>.sig tag in the \
+registry repository, or in the layout); the platform's manifest and every blob are then \
+taken by digest from the verified bytes. An unsigned image, a bad signature, one for another \
+digest or by another key is refused before anything is written. pull copies the signature \
+into the layout, so `unpack oci:DIR:TAG --verify-key` works offline after it.";
 
-REF is oci:PATH[:TAG] (an OCI image layout), docker-archive:PATH (a `docker save`
-tarball), or a registry reference host[:port]/repo[:tag|@sha256:…] (`alpine:3.20` means
-docker.io/library/alpine:3.20). Credentials come from ~/.docker/config.json
-($DOCKER_CONFIG/config.json).
-
-pull copies one platform of a registry image into the OCI layout DIR (created when
-missing), tagged with REF's tag. unpack applies the image's layers (whiteouts, hardlinks,
-owners, modes, xattrs, device nodes when root) into a new directory renamed to DIR once
-complete; an existing DIR is replaced atomically. Every blob's digest and size are checked.
-With TERRA_DEBUG=1, what was accepted although unusual (a layer missing its final padding
-or end-of-archive blocks, as Go's tar reader accepts) is printed on stderr.
-
-With --verify-key, REF is resolved once and the digest it names (the manifest or index
-as received) must carry a cosign signature by one of the keys (the sha256-<hex>.sig tag
-in the registry repository, or in the layout); the platform's manifest and every blob are
-then taken by digest from the verified bytes. An unsigned image, a bad signature, one for
-another digest or by another key is refused before anything is written. pull copies the
-signature into the layout, so `unpack oci:DIR:TAG --verify-key` works offline after it.
-
-Options:
-      --layout DIR        (pull) the OCI layout to write
-      --platform P        platform picked from an index (default linux/amd64)
-      --plain-http        talk HTTP to the registry (a local one)
-      --no-devices        (unpack) leave out device nodes and fifos
-      --verify-key PEM    require a cosign signature by this ECDSA P-256 public key
-                          (PKIX PEM, e.g. cosign.pub); repeatable, any one suffices
-  -h, --help              print this help
-";
-
-pub const INSTALL_USAGE: &str = "\
-terra install — make node.toml's disk groups and install an OCI image as the root
-
-Usage: terra install NODE.TOML [--image REF] [--disk PATH]... [--force] [--verify-key PEM]...
-                     [--kernel FILE] [--cmdline ARGS]
-
-For each [[groups]] of NODE.TOML: mkfs.btrfs with its label and type (single, raid0,
-raid1, raid5, raid10) over its disks, its subvolumes, and for the group labelled `os` (or
-the first) the image unpacked into the root subvolume (`os`, or [boot] version, or the
-subvolume whose path is /) with /etc/fstab (LABEL=<label> <path> btrfs subvol=/<name> 0 0)
-and /etc/hostname. Disks are block devices or image files, created at `size` MiB when
-missing. A disk holding a filesystem or partition table is refused unless --force. Needs
-root.
-
-With `mbr = true` on the root group, its first disk boots on its own under BIOS and UEFI:
-a GPT with a BIOS boot partition, a 256 MiB FAT ESP (PARTLABEL terra-esp) and btrfs on the
-rest; GRUB for both firmwares; the default version's kernel and a Terra initramfs for it
-on the ESP (a version that carries no kernel boots the base kernel, --kernel).
-
-Options:
-      --image REF         the image (default: node.toml's `image`); see `terra image --help`
-      --disk PATH         replaces node.toml's disks in order (repeatable); with no
-                          [[groups]], makes one group `os` of type single
-      --force             overwrite disks that hold data
-      --uuid UUID         filesystem UUID of the root group
-      --platform P        platform picked from an index (default linux/amd64)
-      --plain-http        talk HTTP to the registry
-      --no-devices        leave out device nodes and fifos
-      --writable          leave the first version writable (booted rw with `rw`)
-      --verify-key PEM    refuse the image unless a cosign signature by this key names
-                          its digest (repeatable; see `terra image --help`)
-      --kernel FILE       (mbr = true) the base kernel, its modules in /lib/modules/<release>
-                          (default: the host's newest /boot/vmlinuz-* with modules)
-      --cmdline ARGS      (mbr = true) extra kernel arguments of the disk's GRUB entry
-  -h, --help              print this help
-";
-
-fn args(e: lexopt::Error, cmd: &str) -> CliError {
-    format!("{e} (see `terra {cmd} --help`)").into()
+/// Pull and unpack OCI images
+///
+/// Every blob's digest and size are checked. With TERRA_DEBUG=1, what was accepted although
+/// unusual (a layer missing its final padding or end-of-archive blocks, as Go's tar reader
+/// accepts) is printed on stderr.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = VERIFY_HELP)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    command: ImageCommand,
 }
 
-fn platform(v: std::ffi::OsString) -> Result<Platform, CliError> {
-    Ok(v.to_string_lossy().parse::<Platform>()?)
+#[derive(Debug, clap::Subcommand)]
+enum ImageCommand {
+    Pull(PullArgs),
+    Unpack(UnpackArgs),
+}
+
+/// How an image is fetched and checked: the options `image pull`, `image unpack`,
+/// `install` and `upgrade` share.
+#[derive(Debug, Default, clap::Args)]
+pub struct FetchArgs {
+    /// Platform picked from an index (default linux/amd64)
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<Platform>,
+    /// Talk HTTP to the registry (a local one)
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Require a cosign signature by this ECDSA P-256 public key (PKIX PEM, e.g.
+    /// cosign.pub) on the digest REF resolves to; repeatable, any one suffices
+    ///
+    /// Checked before anything is written (see `terra image --help`).
+    #[arg(long = "verify-key", value_name = "PEM")]
+    pub verify_keys: Vec<PathBuf>,
+}
+
+impl FetchArgs {
+    /// The resolve options these ask for.
+    pub fn resolve(&self) -> Result<ResolveOptions, CliError> {
+        Ok(ResolveOptions {
+            platform: self.platform.clone().unwrap_or_default(),
+            plain_http: self.plain_http,
+            verify: policy(&self.verify_keys)?,
+        })
+    }
+}
+
+/// Copy one platform of a registry image into an OCI layout
+///
+/// DIR is created when missing; the image is tagged there with REF's tag.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = format!("{REF_HELP}\n\n{VERIFY_HELP}"))]
+struct PullArgs {
+    /// The registry image
+    #[arg(value_name = "REF")]
+    reference: String,
+    /// The OCI layout to write
+    #[arg(long, value_name = "DIR")]
+    layout: PathBuf,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+/// Apply an image's layers into a directory
+///
+/// Whiteouts, hardlinks, owners, modes, xattrs and device nodes (when root) are applied
+/// into a new directory renamed to DIR once complete; an existing DIR is replaced
+/// atomically.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = format!("{REF_HELP}\n\n{VERIFY_HELP}"))]
+struct UnpackArgs {
+    /// The image
+    #[arg(value_name = "REF")]
+    reference: String,
+    /// The directory to make
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Leave out device nodes and fifos
+    #[arg(long)]
+    no_devices: bool,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
+
+/// Make node.toml's btrfs disks and install an OCI image as the root
+///
+/// For each [[groups]] of NODE.TOML: mkfs.btrfs with its label and type (single, raid0,
+/// raid1, raid5, raid10) over its disks, its subvolumes, and for the group labelled `os`
+/// (or the first) the image unpacked into the root subvolume (`os`, or [boot] version, or
+/// the subvolume whose path is /) with /etc/fstab (LABEL=<label> <path> btrfs
+/// subvol=/<name> 0 0) and /etc/hostname. Disks are block devices or image files, created
+/// at `size` MiB when missing. A disk holding a filesystem or partition table is refused
+/// unless --force. Needs root.
+///
+/// With `mbr = true` on the root group, its first disk boots on its own under BIOS and
+/// UEFI: a GPT with a BIOS boot partition, a 256 MiB FAT ESP (PARTLABEL terra-esp) and
+/// btrfs on the rest; GRUB for both firmwares; the default version's kernel and a Terra
+/// initramfs for it on the ESP (a version that carries no kernel boots the base kernel,
+/// --kernel).
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = REF_HELP)]
+pub struct InstallArgs {
+    /// The node's config
+    #[arg(value_name = "NODE.TOML")]
+    config: PathBuf,
+    /// The image (default: node.toml's `image`); see `terra image --help`
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
+    /// Replaces node.toml's disks in order (repeatable); with no [[groups]], makes one
+    /// group `os` of type single
+    #[arg(long = "disk", value_name = "PATH")]
+    disks: Vec<PathBuf>,
+    /// Overwrite disks that hold data
+    #[arg(long)]
+    force: bool,
+    /// Filesystem UUID of the root group
+    #[arg(long, value_name = "UUID")]
+    uuid: Option<String>,
+    /// Leave out device nodes and fifos
+    #[arg(long)]
+    no_devices: bool,
+    /// Leave the first version writable (booted rw with `rw`)
+    #[arg(long)]
+    writable: bool,
+    /// (mbr = true) the base kernel, its modules in /lib/modules/<release> (default: the
+    /// host's newest /boot/vmlinuz-* with modules)
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// (mbr = true) extra kernel arguments of the disk's GRUB entry; repeatable
+    #[arg(long = "cmdline", value_name = "ARGS", allow_hyphen_values = true)]
+    cmdlines: Vec<String>,
+    #[command(flatten)]
+    fetch: FetchArgs,
 }
 
 /// The policy of the `--verify-key` files given, if any.
@@ -110,64 +179,28 @@ fn print_verified(v: &Verified) {
 }
 
 /// `terra image …`
-pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
-    use lexopt::prelude::*;
-    let sub = match parser.next().map_err(|e| args(e, "image"))? {
-        Some(Short('h') | Long("help")) => {
-            print!("{IMAGE_USAGE}");
-            return Ok(());
-        }
-        Some(Value(v)) => v.to_string_lossy().into_owned(),
-        Some(other) => return Err(args(other.unexpected(), "image")),
-        None => {
-            return Err(
-                format!("image: missing subcommand (pull or unpack)\n\n{IMAGE_USAGE}").into(),
-            )
-        }
-    };
-    let mut positional: Vec<String> = Vec::new();
-    let mut layout: Option<PathBuf> = None;
-    let mut resolve = ResolveOptions::default();
-    let mut apply = ApplyOptions::default();
-    let mut keys: Vec<PathBuf> = Vec::new();
-    while let Some(arg) = parser.next().map_err(|e| args(e, "image"))? {
-        match arg {
-            Short('h') | Long("help") => {
-                print!("{IMAGE_USAGE}");
-                return Ok(());
-            }
-            Long("layout") => layout = Some(parser.value().map_err(|e| args(e, "image"))?.into()),
-            Long("platform") => {
-                resolve.platform = platform(parser.value().map_err(|e| args(e, "image"))?)?
-            }
-            Long("plain-http") => resolve.plain_http = true,
-            Long("no-devices") => apply.devices = false,
-            Long("verify-key") => keys.push(parser.value().map_err(|e| args(e, "image"))?.into()),
-            Value(v) => positional.push(v.to_string_lossy().into_owned()),
-            _ => return Err(args(arg.unexpected(), "image")),
-        }
-    }
-    resolve.verify = policy(&keys)?;
-    match (sub.as_str(), positional.as_slice()) {
-        ("pull", [reference]) => {
-            let layout = layout.ok_or("image pull: missing --layout DIR")?;
-            let r: ImageRef = reference.parse()?;
+pub fn cmd_image(args: ImageArgs, progress: &dyn Progress) -> Result<(), CliError> {
+    match args.command {
+        ImageCommand::Pull(a) => {
+            let resolve = a.fetch.resolve()?;
+            let r: ImageRef = a.reference.parse()?;
             let ImageRef::Registry(reg) = &r else {
                 return Err(OciError::Reference {
-                    reference: reference.clone(),
+                    reference: a.reference.clone(),
                     reason: "pull takes a registry reference (unpack reads oci: and docker-archive: directly)".into(),
                 }
                 .into());
             };
-            let report = oci::pull(
+            let report = oci::pull_with(
                 reg,
-                &layout,
+                &a.layout,
                 &oci::PullOptions {
                     platform: resolve.platform,
                     plain_http: resolve.plain_http,
                     docker_config: None,
                     verify: resolve.verify,
                 },
+                progress,
             )?;
             if let Some(v) = &report.verified {
                 print_verified(v);
@@ -176,7 +209,7 @@ pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
                 "terra: pulled {} ({}) into {}{}: {} blobs fetched ({} bytes), {} already there",
                 reg.whole(),
                 report.manifest_digest,
-                layout.display(),
+                a.layout.display(),
                 report
                     .tag
                     .as_deref()
@@ -188,17 +221,22 @@ pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
             );
             Ok(())
         }
-        ("unpack", [reference, dir]) => {
-            let r: ImageRef = reference.parse()?;
-            let image = oci::resolve(&r, &resolve)?;
+        ImageCommand::Unpack(a) => {
+            let resolve = a.fetch.resolve()?;
+            let apply = ApplyOptions {
+                devices: !a.no_devices,
+                ..ApplyOptions::default()
+            };
+            let r: ImageRef = a.reference.parse()?;
+            let image = oci::resolve_with(&r, &resolve, progress)?;
             if let Some(v) = &image.verified {
                 print_verified(v);
             }
-            let report = oci::unpack(&image, std::path::Path::new(dir), &apply)?;
+            let report = oci::unpack_with(&image, &a.dir, &apply, progress)?;
             println!(
                 "terra: unpacked {} into {}: {} layers, {} entries, {} whiteouts, {} bytes{}",
                 image.reference,
-                dir,
+                a.dir.display(),
                 report.layers,
                 report.entries,
                 report.whiteouts,
@@ -212,12 +250,6 @@ pub fn cmd_image(parser: &mut lexopt::Parser) -> Result<(), CliError> {
             debug_notes(&report.notes);
             Ok(())
         }
-        ("pull", _) => Err("usage: terra image pull REF --layout DIR".into()),
-        ("unpack", _) => Err("usage: terra image unpack REF DIR".into()),
-        (other, _) => Err(format!(
-            "image: unknown subcommand {other:?} (pull or unpack; see `terra image --help`)"
-        )
-        .into()),
     }
 }
 
@@ -231,63 +263,20 @@ fn debug_notes(notes: &[String]) {
 }
 
 /// `terra install …`
-pub fn cmd_install(parser: &mut lexopt::Parser) -> Result<(), CliError> {
-    use lexopt::prelude::*;
-    let mut config: Option<PathBuf> = None;
-    let mut spec = InstallSpec::new(std::path::Path::new(""));
-    let mut keys: Vec<PathBuf> = Vec::new();
-    while let Some(arg) = parser.next().map_err(|e| args(e, "install"))? {
-        match arg {
-            Short('h') | Long("help") => {
-                print!("{INSTALL_USAGE}");
-                return Ok(());
-            }
-            Long("image") => {
-                spec.image = Some(
-                    parser
-                        .value()
-                        .map_err(|e| args(e, "install"))?
-                        .to_string_lossy()
-                        .into_owned(),
-                )
-            }
-            Long("disk") => spec
-                .disks
-                .push(parser.value().map_err(|e| args(e, "install"))?.into()),
-            Long("force") => spec.force = true,
-            Long("uuid") => {
-                spec.root_uuid = Some(
-                    parser
-                        .value()
-                        .map_err(|e| args(e, "install"))?
-                        .to_string_lossy()
-                        .into_owned(),
-                )
-            }
-            Long("platform") => {
-                spec.platform = platform(parser.value().map_err(|e| args(e, "install"))?)?
-            }
-            Long("plain-http") => spec.plain_http = true,
-            Long("no-devices") => spec.apply.devices = false,
-            Long("writable") => spec.writable = true,
-            Long("verify-key") => keys.push(parser.value().map_err(|e| args(e, "install"))?.into()),
-            Long("kernel") => {
-                spec.kernel = Some(parser.value().map_err(|e| args(e, "install"))?.into())
-            }
-            Long("cmdline") => {
-                let v = parser.value().map_err(|e| args(e, "install"))?;
-                spec.cmdline = [spec.cmdline.as_str(), &v.to_string_lossy()]
-                    .join(" ")
-                    .trim()
-                    .to_string();
-            }
-            Value(v) if config.is_none() => config = Some(v.into()),
-            _ => return Err(args(arg.unexpected(), "install")),
-        }
-    }
-    spec.config = config.ok_or("install: missing NODE.TOML (see `terra install --help`)")?;
-    spec.verify = policy(&keys)?;
-    let report = install::install(&spec)?;
+pub fn cmd_install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> {
+    let mut spec = InstallSpec::new(&a.config);
+    spec.image = a.image;
+    spec.disks = a.disks;
+    spec.force = a.force;
+    spec.root_uuid = a.uuid;
+    spec.platform = a.fetch.platform.unwrap_or_default();
+    spec.plain_http = a.fetch.plain_http;
+    spec.apply.devices = !a.no_devices;
+    spec.writable = a.writable;
+    spec.kernel = a.kernel;
+    spec.cmdline = a.cmdlines.join(" ").trim().to_string();
+    spec.verify = policy(&a.fetch.verify_keys)?;
+    let report = install::install_with(&spec, progress)?;
     debug_notes(&report.unpack.notes);
     for (label, profile, disks) in &report.groups {
         println!(

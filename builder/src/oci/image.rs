@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::blob::Digest;
 use super::layout::{ref_name, Layout};
+use super::progress::{Progress, Silent};
 use super::reference::ImageRef;
 use super::verify::{self, Refusal, Verified, VerifyError, VerifyPolicy};
 use super::{media, OciError};
@@ -266,6 +267,15 @@ impl Drop for TempDir {
 /// registry tag's manifest or index as received) must carry a signature by a trusted key
 /// before anything below it is read or fetched; the image's [`Image::verified`] says which.
 pub fn resolve(r: &ImageRef, opts: &ResolveOptions) -> Result<Image, OciError> {
+    resolve_with(r, opts, &Silent)
+}
+
+/// [`resolve`], telling `progress` of a registry reference's pull.
+pub fn resolve_with(
+    r: &ImageRef,
+    opts: &ResolveOptions,
+    progress: &dyn Progress,
+) -> Result<Image, OciError> {
     match r {
         ImageRef::Layout { path, tag } => resolve_layout_verified(
             &Layout::open(path)?,
@@ -303,7 +313,7 @@ pub fn resolve(r: &ImageRef, opts: &ResolveOptions) -> Result<Image, OciError> {
             // The pull verified the digest the tag resolved to (once, from the bytes it
             // received) and fetched everything else by digest into our own temporary
             // layout, which is read back here without a second verification.
-            let report = super::registry::pull(reg, &dir, &pull)?;
+            let report = super::registry::pull_with(reg, &dir, &pull, progress)?;
             let layout = Layout::open(&dir)?;
             // By the digest the pull resolved (a by-digest pull leaves its manifest unnamed,
             // beside a signature tag when verified).

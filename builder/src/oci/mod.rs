@@ -13,6 +13,7 @@ pub mod archive;
 pub mod blob;
 pub mod image;
 pub mod layout;
+pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod tarstream;
@@ -22,11 +23,12 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-pub use apply::{unpack, unpack_into, ApplyOptions, UnpackReport};
+pub use apply::{unpack, unpack_into, unpack_with, ApplyOptions, UnpackReport};
 pub use blob::Digest;
-pub use image::{resolve, Compression, Image, Layer, Platform, ResolveOptions};
+pub use image::{resolve, resolve_with, Compression, Image, Layer, Platform, ResolveOptions};
+pub use progress::{Progress, Silent};
 pub use reference::ImageRef;
-pub use registry::{pull, PullOptions, PullReport};
+pub use registry::{pull, pull_with, PullOptions, PullReport};
 pub use verify::{TrustedKey, Verified, VerifyError, VerifyPolicy};
 
 /// Everything that can go wrong with an image; each variant names the reference, blob or

@@ -24,6 +24,7 @@ use oci_spec::image::{Descriptor, MediaType};
 use super::blob::{Digest, Hasher};
 use super::image::{parse_document, select_platform, ConfigInfo, Document, Platform};
 use super::layout::{Layout, MAX_JSON_BLOB};
+use super::progress::{Phase, Progress, Silent};
 use super::verify::{
     self, bundle, cosign, simplesigning, Problem, Refusal, Verified, VerifyError, VerifyPolicy,
 };
@@ -77,6 +78,17 @@ pub fn ensure_tls_provider() {
 /// Pulls `reference` (one platform of it) into the layout at `dir`, created when missing,
 /// naming it with the reference's tag (`latest` when it names neither tag nor digest).
 pub fn pull(reference: &Reference, dir: &Path, opts: &PullOptions) -> Result<PullReport, OciError> {
+    pull_with(reference, dir, opts, &Silent)
+}
+
+/// [`pull`], telling `progress` of each blob (config, then layers) and the bytes fetched;
+/// a blob already in the layout counts as done at once.
+pub fn pull_with(
+    reference: &Reference,
+    dir: &Path,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullReport, OciError> {
     let whole = reference.whole();
     ensure_tls_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -87,7 +99,7 @@ pub fn pull(reference: &Reference, dir: &Path, opts: &PullOptions) -> Result<Pul
             message: format!("cannot start the async runtime: {e}"),
         })?;
     let auth = credentials(reference, opts.docker_config.as_deref());
-    rt.block_on(pull_async(reference, dir, opts, &auth))
+    rt.block_on(pull_async(reference, dir, opts, &auth, progress))
 }
 
 async fn pull_async(
@@ -95,6 +107,7 @@ async fn pull_async(
     dir: &Path,
     opts: &PullOptions,
     auth: &RegistryAuth,
+    progress: &dyn Progress,
 ) -> Result<PullReport, OciError> {
     let whole = reference.whole();
     let client = Client::new(ClientConfig {
@@ -171,6 +184,8 @@ async fn pull_async(
     // Config first: it names the layers' diff_ids, and a bad one fails before the big blobs.
     let mut blobs: Vec<&Descriptor> = vec![manifest.config()];
     blobs.extend(manifest.layers());
+    let total = blobs.iter().map(|d| d.size()).sum();
+    let phase = Phase::start(progress, "pull", blobs.len(), total);
     for (i, desc) in blobs.into_iter().enumerate() {
         let d: Digest = desc
             .digest()
@@ -193,11 +208,13 @@ async fn pull_async(
                 "config larger than the limit for configs",
             ));
         }
+        progress.item(i, &d.to_string());
         if layout.has_blob(&d, desc.size()) {
+            progress.advance(desc.size());
             report.reused += 1;
             continue;
         }
-        fetch_blob(&client, reference, layout, desc, &d).await?;
+        fetch_blob(&client, reference, layout, desc, &d, progress).await?;
         report.fetched += 1;
         report.bytes += desc.size();
         if i == 0 {
@@ -207,6 +224,7 @@ async fn pull_async(
         }
     }
 
+    drop(phase);
     // The manifest last: a layout never names an image whose blobs are not all there.
     write_manifest(layout, &manifest_bytes, &digest)?;
     report.fetched += 1;
@@ -580,6 +598,7 @@ async fn fetch_blob(
     layout: &Layout,
     desc: &Descriptor,
     d: &Digest,
+    progress: &dyn Progress,
 ) -> Result<(), OciError> {
     let size = desc.size();
     let digest_str = d.to_string();
@@ -605,6 +624,7 @@ async fn fetch_blob(
                 }
                 hasher.update(&bytes);
                 out.write_all(&bytes).map_err(|e| OciError::io(&tmp, e))?;
+                progress.advance(bytes.len() as u64);
             }
             // oci-client checks the digest too and fails the stream's end; our own
             // check below says what differs, so keep going to it.
