@@ -492,8 +492,13 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
     let (wanted, host_dropped) = match &spec.host {
         Some(sysfs) => {
             let devices = crate::hostonly::scan(sysfs).map_err(InitramfsError::Host)?;
-            let s = crate::hostonly::select(&kernel.index, &wanted, &devices);
-            (s.kept, s.dropped)
+            // What --module names is kept: it was asked for by name.
+            let forced: HashSet<String> = spec.load.iter().map(|m| normalize(m)).collect();
+            let (named, listed): (Vec<String>, Vec<String>) = wanted
+                .into_iter()
+                .partition(|m| forced.contains(&normalize(m)));
+            let s = crate::hostonly::select(&kernel.index, &listed, &devices);
+            (named.into_iter().chain(s.kept).collect(), s.dropped)
         }
         None => (wanted, Vec::new()),
     };

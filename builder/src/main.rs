@@ -174,6 +174,16 @@ struct InitramfsArgs {
     /// zstd[:1-19], gzip[:1-9] or none
     #[arg(long = "compress", value_name = "C", default_value_t = Compression::default())]
     compression: Compression,
+    /// Only the drivers this machine's devices use (its /sys), as dracut --hostonly
+    ///
+    /// Device drivers of the module lists that no device here matches are left out (named
+    /// on stderr); filesystems, protocols and --module names stay. A device added later
+    /// gets no driver (the boot then names the module it needs).
+    #[arg(long)]
+    host: bool,
+    /// --host for another machine: its sysfs copied to DIR (DIR/devices/**/modalias)
+    #[arg(long = "host-sysfs", value_name = "DIR")]
+    host_sysfs: Option<PathBuf>,
 }
 
 /// Build a kernel from kernel-config/ fragments
@@ -453,6 +463,7 @@ fn cmd_initramfs(a: InitramfsArgs) -> Result<(), Error> {
         spec.firmware_root = root;
     }
     spec.compression = a.compression;
+    spec.host = a.host_sysfs.or(a.host.then(|| PathBuf::from("/sys")));
     spec.mtime = source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH").as_deref())?;
 
     let report = initramfs::build(&spec)?;
@@ -466,6 +477,14 @@ fn cmd_initramfs(a: InitramfsArgs) -> Result<(), Error> {
             "terra: warning: kernel {} has no module {} (left out)",
             report.kver,
             report.left_out.join(", ")
+        );
+    }
+    if !report.host_dropped.is_empty() {
+        eprintln!(
+            "terra: --host: left out {} driver(s) no device of {} uses: {}",
+            report.host_dropped.len(),
+            spec.host.as_deref().unwrap_or(Path::new("/sys")).display(),
+            report.host_dropped.join(", ")
         );
     }
     let mut missing = report.missing_firmware.iter().peekable();

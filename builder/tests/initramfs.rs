@@ -465,3 +465,63 @@ fn whole_image_is_accepted_by_gnu_cpio() {
         .collect();
     assert_eq!(listed, ours);
 }
+
+/// `--host`: the drivers of devices the machine lacks are left out and reported; drivers
+/// its devices match, everything that is not a device driver and what `--module` named
+/// stay; the left-out drivers remain in the driver-hints table, so a boot that misses one
+/// still names it.
+#[test]
+fn host_keeps_only_the_drivers_of_the_machines_devices() {
+    let Some(kernel) = real_kernel() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = tmp.path().join("sys/devices/pci0000:00/0000:00:04.0");
+    std::fs::create_dir_all(dev.join("virtio1")).unwrap();
+    std::fs::write(
+        dev.join("modalias"),
+        "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n",
+    )
+    .unwrap();
+    std::fs::write(dev.join("virtio1/modalias"), "virtio:d00000002v00001AF4\n").unwrap();
+    let mut s = spec(
+        tmp.path(),
+        kernel,
+        &[
+            "virtio_pci",
+            "virtio_blk",
+            "nvme",
+            "e1000e",
+            "btrfs",
+            "ahci",
+        ],
+        "host.img",
+    );
+    s.load = vec!["ahci".into()];
+    s.host = Some(tmp.path().join("sys"));
+    let r = build(&s).unwrap();
+    for m in ["virtio_pci", "virtio_blk", "btrfs", "ahci"] {
+        assert!(
+            r.modules.iter().any(|p| p == m),
+            "{m} kept: {:?}",
+            r.modules
+        );
+    }
+    for m in ["nvme", "e1000e"] {
+        assert!(
+            !r.modules.iter().any(|p| p == m),
+            "{m} left out: {:?}",
+            r.modules
+        );
+    }
+    assert_eq!(
+        r.host_dropped,
+        vec!["nvme".to_string(), "e1000e".to_string()]
+    );
+    let files = unpack(&std::fs::read(&s.output).unwrap(), s.compression);
+    let hints = String::from_utf8_lossy(&files[terra_init::hints::HINTS_FILE].1).into_owned();
+    assert!(hints.lines().any(|l| l.ends_with(" nvme")), "{hints}");
+
+    // A sysfs without devices is an error naming it.
+    s.host = Some(tmp.path().join("nowhere"));
+    let e = build(&s).unwrap_err().to_string();
+    assert!(e.contains("nowhere") && e.contains("--host-sysfs"), "{e}");
+}

@@ -275,7 +275,11 @@ fn a_host_only_image_made_for_the_lab_guest_boots_it() {
         std::fs::write(&file, format!("{alias}\n")).unwrap();
         devices += 1;
     }
-    assert!(devices >= 5, "too few modaliases on the console:\n{}", out.log);
+    assert!(
+        devices >= 5,
+        "too few modaliases on the console:\n{}",
+        out.log
+    );
     let baremetal = lab::workspace().join("initramfs/baremetal.modules");
     let build = |extra: Vec<String>, img: &std::path::Path| {
         Initramfs {
