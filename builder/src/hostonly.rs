@@ -133,15 +133,22 @@ pub fn is_device_driver(index: &ModuleIndex, module: &str) -> bool {
         .any(|(pattern, m)| *m == module && DEVICE_BUSES.iter().any(|b| pattern.starts_with(b)))
 }
 
-/// Splits `wanted` into what the machine with `modaliases` uses and what it does not.
+/// Splits `wanted` into what the machine with `modaliases` uses and what it does not: a
+/// device driver no modalias matches is left out, and so is a module that depends on one
+/// (`mlx4_en` has no alias of its own; `mlx4_core`, which it needs, drives the PCI device).
 pub fn select(index: &ModuleIndex, wanted: &[String], modaliases: &[String]) -> Selection {
     let used: BTreeSet<String> = modaliases.iter().flat_map(|a| index.resolve(a)).collect();
+    let unused_driver = |m: &str| !used.contains(m) && is_device_driver(index, m);
     let mut s = Selection::default();
     for m in wanted {
-        if used.contains(&normalize(m)) || !is_device_driver(index, m) {
-            s.kept.push(m.clone());
-        } else {
+        let name = normalize(m);
+        let needs_unused = index
+            .deps(&name)
+            .is_some_and(|deps| deps.iter().any(|d| unused_driver(d)));
+        if unused_driver(&name) || needs_unused {
             s.dropped.push(m.clone());
+        } else {
+            s.kept.push(m.clone());
         }
     }
     s
@@ -161,13 +168,15 @@ alias fs-btrfs btrfs
 alias devname:btrfs-control btrfs
 alias crypto-crc32c crc32c_generic
 alias cpu:type:x86,ven*fam*mod*:feature:*0094* crc32c_intel
+alias pci:v000015B3d00001003sv*sd*bc*sc*i* mlx4_core
 ";
 
     fn index() -> ModuleIndex {
         let dep = "kernel/a/virtio_blk.ko:\nkernel/a/virtio_pci.ko:\nkernel/a/e1000.ko:\n\
                    kernel/a/nvme.ko:\nkernel/a/sd_mod.ko:\nkernel/a/btrfs.ko:\n\
                    kernel/a/crc32c_generic.ko:\nkernel/a/crc32c-intel.ko:\n\
-                   kernel/a/iscsi_tcp.ko:\n";
+                   kernel/a/iscsi_tcp.ko:\nkernel/a/mlx4_core.ko:\n\
+                   kernel/a/mlx4_en.ko: kernel/a/mlx4_core.ko\n";
         ModuleIndex::parse(dep, ALIAS, "", "")
     }
 
@@ -187,6 +196,7 @@ alias cpu:type:x86,ven*fam*mod*:feature:*0094* crc32c_intel
             "crc32c_generic",
             "crc32c-intel",
             "iscsi_tcp",
+            "mlx4_en",
         ]);
         let host = names(&[
             "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
@@ -205,7 +215,7 @@ alias cpu:type:x86,ven*fam*mod*:feature:*0094* crc32c_intel
                 "iscsi_tcp"
             ])
         );
-        assert_eq!(s.dropped, names(&["e1000", "nvme", "sd_mod"]));
+        assert_eq!(s.dropped, names(&["e1000", "nvme", "sd_mod", "mlx4_en"]));
     }
 
     #[test]

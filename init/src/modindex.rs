@@ -144,6 +144,14 @@ impl ModuleIndex {
         self.modules.get(&normalize(name)).map(|(p, _)| p.as_str())
     }
 
+    /// The module's dependencies as modules.dep lists them (all of them, deepest first);
+    /// None for a module modules.dep does not know.
+    pub fn deps(&self, name: &str) -> Option<&[String]> {
+        self.modules
+            .get(&normalize(name))
+            .map(|(_, d)| d.as_slice())
+    }
+
     /// Whether the module is compiled into the kernel.
     pub fn is_builtin(&self, name: &str) -> bool {
         self.builtin.contains(&normalize(name))

@@ -129,7 +129,7 @@ impl BtrfsDisk {
     /// Path of the cached image with demo roots, built on first use (needs root for the
     /// loop mount).
     pub fn image(&self, busybox: &Path) -> crate::Result<PathBuf> {
-        self.image_with("demo-v4", |dir, subvol| demo_root(dir, busybox, subvol))
+        self.image_with("demo-v5", |dir, subvol| demo_root(dir, busybox, subvol))
     }
 
     /// Path of the cached image whose subvolumes `fill(dir, name)` populates; `kind` names
