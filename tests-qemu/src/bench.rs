@@ -176,14 +176,7 @@ fn boot_times(log: &str) -> Option<(f64, Option<f64>)> {
     let run_init = log
         .lines()
         .find(|l| l.contains("Run /init as init process"))
-        .and_then(|l| {
-            l.trim_start_matches('[')
-                .split(']')
-                .next()?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        });
+        .and_then(crate::vm::log_time);
     Some((at_init, run_init.map(|t| at_init - t)))
 }
 

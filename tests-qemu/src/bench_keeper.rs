@@ -13,19 +13,6 @@
 use crate::bench::{max, median, min};
 use crate::keeper::{self, Outage, Run, OUTAGE};
 
-/// Guest uptime of the last line in `log` that contains `needle`: the first `[ seconds ]`
-/// on the line (the kernel's time stamp).
-fn last_uptime(log: &str, needle: &str) -> Option<f64> {
-    log.lines()
-        .rev()
-        .filter(|l| l.contains(needle))
-        .find_map(|l| {
-            let open = l.find('[')?;
-            let close = open + l[open..].find(']')?;
-            l[open + 1..close].trim().parse().ok()
-        })
-}
-
 /// One run's figures: (stall s, stall − outage s, login to first write s, NaN without
 /// `back_line`).
 fn figures(who: &str, r: &Run, back_line: Option<&str>) -> crate::Result<(f64, f64, f64)> {
@@ -40,7 +27,13 @@ fn figures(who: &str, r: &Run, back_line: Option<&str>) -> crate::Result<(f64, f
     }
     let (stall, at) = r.stall();
     let login = match back_line {
-        Some(line) => last_uptime(&r.out.log, line)
+        Some(line) => r
+            .out
+            .log
+            .lines()
+            .rev()
+            .filter(|l| l.contains(line))
+            .find_map(crate::vm::log_time)
             .ok_or_else(|| format!("{who}: no {line:?} line:\n{}", r.out.log))?,
         None => f64::NAN,
     };

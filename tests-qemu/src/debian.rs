@@ -27,7 +27,7 @@ use crate::lab_dir;
 use crate::oci_root::{installed_disk_sized, put_image, put_layer, root_layer_from_dir};
 
 /// Names the cached layout; bump it whenever what goes into the images changes.
-pub const FIXTURE_VERSION: &str = "f4";
+pub const FIXTURE_VERSION: &str = "f5";
 
 /// The Debian release the images are made from.
 pub const SUITE: &str = "bookworm";
@@ -134,7 +134,8 @@ pub const ISCSID_MARKER: &str = "TERRA-DEBIAN-ISCSID";
 /// the root's btrfs filesystem every 200 ms for `terra.writer=` seconds, syncing each, and
 /// reports errors, the keeper's and iscsid's logs, then powers off at once (a stopping
 /// open-iscsi.service would log the root's session out).
-const WRITER_SCRIPT: &str = r#"#!/bin/sh
+const WRITER_SCRIPT: &str = concat!(
+    r#"#!/bin/sh
 # Terra lab (tests-qemu/src/debian.rs): writes through an iSCSI outage on a Debian root.
 secs=30
 for arg in $(cat /proc/cmdline); do
@@ -156,24 +157,15 @@ echo "--- end keeper.log"
 dev=$(findmnt -n -o SOURCE / | sed 's/\[.*//')
 mkdir -p /run/terra-top
 mount -o subvolid=5 "$dev" /run/terra-top || echo "TERRA-WRITER cannot mount $dev"
-start=$(cut -d. -f1 /proc/uptime)
-echo "TERRA-WRITER start uptime=$(cut -d' ' -f1 /proc/uptime)"
-i=0
-errors=0
-while [ $(( $(cut -d. -f1 /proc/uptime) - start )) -lt "$secs" ]; do
-  i=$((i+1))
-  if ! { echo "$i $(cut -d' ' -f1 /proc/uptime)" >> /run/terra-top/writes.log && sync; } 2>/run/werr; then
-    errors=$((errors+1))
-    echo "TERRA-WRITER error at line $i: $(cat /run/werr)"
-  fi
-  sleep 0.2
-done
-echo "TERRA-WRITER done lines=$i errors=$errors kernel-io-errors=$(dmesg | grep -ci 'i/o error')"
-journalctl -b -u iscsid -u open-iscsi --no-pager -o short-monotonic | tail -n 40 | sed 's/^/TERRA-ISCSID-LOG /'
+log=/run/terra-top/writes.log
+"#,
+    crate::keeper::write_loop!(),
+    r#"journalctl -b -u iscsid -u open-iscsi --no-pager -o short-monotonic | tail -n 40 | sed 's/^/TERRA-ISCSID-LOG /'
 umount /run/terra-top
 sync
 systemctl poweroff --force --force
-"#;
+"#
+);
 
 /// The writer's unit, part of the image; it runs only on the keeper scenario's command line.
 const WRITER_UNIT: &str = "[Unit]

@@ -23,29 +23,43 @@ pub const WRITE_SECS: u32 = 30;
 /// How long the target (or the link) is away.
 pub const OUTAGE: Duration = Duration::from_secs(10);
 
-/// The root's init: writes `/writes.log` for `terra.writer=` seconds, reports any failed
-/// write or sync and the kernel's I/O errors, shows what the keeper exposes (its
-/// cmdline, environment, RSS and log), then powers off.
-pub const WRITER: &str = r#"#!/bin/sh
-export PATH=/bin:/sbin
-secs=30
-for arg in $(cat /proc/cmdline); do
-  case "$arg" in terra.writer=*) secs=${arg#terra.writer=} ;; esac
-done
-start=$(cut -d. -f1 /proc/uptime)
+/// The writer's loop, shared by [`WRITER`] and the Debian root's writer
+/// (`crate::debian`): appends a numbered line with the guest uptime to `$log` every 200 ms
+/// for `$secs` seconds, syncing each, and reports failed writes and the kernel's I/O errors.
+macro_rules! write_loop {
+    () => {
+        r#"start=$(cut -d. -f1 /proc/uptime)
 echo "TERRA-WRITER start uptime=$(cut -d' ' -f1 /proc/uptime)"
 i=0
 errors=0
 while [ $(( $(cut -d. -f1 /proc/uptime) - start )) -lt "$secs" ]; do
   i=$((i+1))
-  if ! { echo "$i $(cut -d' ' -f1 /proc/uptime)" >> /writes.log && sync; } 2>/run/werr; then
+  if ! { echo "$i $(cut -d' ' -f1 /proc/uptime)" >> "$log" && sync; } 2>/run/werr; then
     errors=$((errors+1))
     echo "TERRA-WRITER error at line $i: $(cat /run/werr)"
   fi
   sleep 0.2
 done
 echo "TERRA-WRITER done lines=$i errors=$errors kernel-io-errors=$(dmesg | grep -ci 'i/o error')"
-pid=
+"#
+    };
+}
+pub(crate) use write_loop;
+
+/// The root's init: writes `/writes.log` for `terra.writer=` seconds, reports any failed
+/// write or sync and the kernel's I/O errors, shows what the keeper exposes (its
+/// cmdline, environment, RSS and log), then powers off.
+pub const WRITER: &str = concat!(
+    r#"#!/bin/sh
+export PATH=/bin:/sbin
+secs=30
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in terra.writer=*) secs=${arg#terra.writer=} ;; esac
+done
+log=/writes.log
+"#,
+    write_loop!(),
+    r#"pid=
 for d in /proc/[0-9]*; do
   [ "$(cat $d/comm 2>/dev/null)" = keeper ] && pid=${d#/proc/}
 done
@@ -61,7 +75,8 @@ cat /run/terra/keeper.log
 echo "--- end keeper.log"
 sync
 poweroff -f
-"#;
+"#
+);
 
 /// A root init that starts a stand-in for iscsid (a process whose PID is in
 /// `/run/iscsid.pid`, as open-iscsi's iscsid writes it) and then checks that the keeper
@@ -179,6 +194,16 @@ pub struct Root {
     pub memory_mb: Option<u32>,
 }
 
+/// A diskless node: the lab's kernel and initramfs, a virtio NIC on QEMU's user network,
+/// initiator [`INITIATOR`], rescue halts; `append` adds the targets and the root's args.
+pub fn node_vm(append: &str) -> Vm {
+    let a = artifacts();
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.nic = Some("virtio".into());
+    vm.append = format!("terra.rescue=halt rd.iscsi.initiator={INITIATOR} {append}");
+    vm
+}
+
 /// Boots `root` from tgtd, lets it write for a few seconds, makes the outage, and returns
 /// the console and the writer's file once the VM has powered off.
 pub fn run_on(root: Root, chap: bool, outage: Outage) -> crate::Result<Run> {
@@ -210,13 +235,7 @@ pub fn run_on(root: Root, chap: bool, outage: Outage) -> crate::Result<Run> {
         .as_ref()
         .map(|(o, _)| format!("netroot=iscsi:{GUEST_HOST_ADDR}::{}:1:{OTHER_IQN} ", o.port))
         .unwrap_or_default();
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.nic = Some("virtio".into());
-    vm.append = format!(
-        "terra.rescue=halt rd.iscsi.initiator={INITIATOR} {other_arg}{target} {}",
-        root.args
-    );
+    let mut vm = node_vm(&format!("{other_arg}{target} {}", root.args));
     if let Some(mb) = root.memory_mb {
         vm.memory_mb = mb;
     }

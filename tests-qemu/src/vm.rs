@@ -542,6 +542,17 @@ impl Drop for Running {
     }
 }
 
+/// The kernel's time stamp of a console line, `[   12.345678] …`, in seconds.
+pub fn log_time(line: &str) -> Option<f64> {
+    line.trim_start()
+        .strip_prefix('[')?
+        .split(']')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Guest seconds since kernel start printed by the demo init's marker line.
 pub fn demo_init_uptime(log: &str) -> Option<f64> {
     log.lines()

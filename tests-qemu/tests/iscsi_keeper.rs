@@ -5,15 +5,14 @@
 //! The writes must resume with no I/O error reaching the program, and the file, read from
 //! the image afterwards, must hold every line in order.
 
+use std::time::Duration;
+
 use lab::debian;
-use lab::harness::{accel, artifacts};
 use lab::keeper::{
-    debian_root, lun, run, run_on, serve, Outage, Run, INITIATOR, IQN, NODE_SECRET, OTHER_IQN,
+    debian_root, lun, node_vm, run, run_on, serve, Outage, Run, IQN, NODE_SECRET, OTHER_IQN,
     OUTAGE, TARGET_SECRET,
 };
 use lab::tgtd::GUEST_HOST_ADDR;
-use lab::vm::Vm;
-use std::time::Duration;
 
 /// The writes went on through the outage and the keeper said it brought the session back;
 /// returns the stall and the first write's delay after the keeper's login.
@@ -52,15 +51,7 @@ fn expect_writes_survived(r: &Run) -> (f64, f64) {
         .lines()
         .rev()
         .filter(|l| l.contains("is back after"))
-        .filter_map(|l| {
-            l.trim_start_matches('[')
-                .split(']')
-                .next()?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .next()
+        .find_map(lab::vm::log_time)
         .unwrap_or(0.0);
     let first_write = at - 0.2 - back;
     eprintln!(
@@ -185,13 +176,10 @@ fn writes_survive_a_link_down() {
 fn keeper_steps_aside_for_iscsid() {
     let img = lun("keeper-aside").unwrap_or_else(|e| panic!("{e}"));
     let t = serve(&img.0, None, false).unwrap_or_else(|e| panic!("{e}"));
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.nic = Some("virtio".into());
-    vm.append = format!(
-        "terra.rescue=halt rd.iscsi.initiator={INITIATOR} netroot=iscsi:{GUEST_HOST_ADDR}::{}:1:{IQN} rw init=/bin/step-aside",
+    let mut vm = node_vm(&format!(
+        "netroot=iscsi:{GUEST_HOST_ADDR}::{}:1:{IQN} rw init=/bin/step-aside",
         t.port
-    );
+    ));
     vm.timeout = Duration::from_secs(240);
     let out = vm.run_captured().unwrap_or_else(|e| panic!("{e}"));
     drop(t);
