@@ -6,7 +6,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use terra_init::cmdline;
+use terra_init::config::network::{BondSection, VlanSection};
 use terra_init::config::{ConfigError, NodeConfig};
+use terra_init::network::ipconfig::parse_mac;
+use terra_init::network::{bond, vlan};
 
 /// A node config and where it came from.
 #[derive(Debug, Clone)]
@@ -82,6 +85,74 @@ impl Node {
 
     /// The node's kernel arguments: `hostname=`; the `[boot]` table as `version=`, `root=`,
     /// `init=`, `terra.timeout=`, `terra.rescue=`, `terra.modules=`; `[network]` and
+    /// One `[[network.bonds]]` entry as `bond=`.
+    fn bond_arg(&self, b: &BondSection) -> Result<String, ArgsError> {
+        let refuse = |value: String, reason| Err(self.unsupported("network.bonds", value, reason));
+        if let Err(e) = bond::from_section("network.bonds", b) {
+            return refuse(e, "not a valid bond");
+        }
+        if b.slaves.iter().any(|m| parse_mac(m).is_some()) {
+            return refuse(
+                b.slaves.join(","),
+                "bond= names members by interface name; name them, or embed this node.toml in \
+                 the initramfs (terra initramfs --config)",
+            );
+        }
+        // Valid options hold neither ':' nor spaces (bond::from_section checked them).
+        let opts = b.options.as_deref().unwrap_or("");
+        // The mode always goes first, so the options field is never empty (dracut's
+        // default would be balance-rr too).
+        let mut field = format!("mode={}", b.mode.as_deref().unwrap_or("balance-rr"));
+        if b.mode.is_none() && opts.split(',').any(|o| o.starts_with("mode=")) {
+            field.clear();
+        }
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            if !field.is_empty() {
+                field.push(',');
+            }
+            field.push_str(o);
+        }
+        let mut arg = format!("bond={}:{}:{field}", b.name, b.slaves.join(","));
+        if let Some(mtu) = b.mtu {
+            arg.push_str(&format!(":{mtu}"));
+        }
+        Ok(arg)
+    }
+
+    /// One `[[network.vlans]]` entry as `vlan=<name>:<parent>` (the ID is in the name).
+    fn vlan_arg(&self, v: &VlanSection) -> Result<String, ArgsError> {
+        let refuse = |value: String, reason| Err(self.unsupported("network.vlans", value, reason));
+        if let Err(e) = vlan::from_section("network.vlans", v) {
+            return refuse(e.into_owned(), "not a valid VLAN");
+        }
+        if parse_mac(&v.parent).is_some() {
+            return refuse(
+                v.parent.clone(),
+                "vlan= names the parent by interface name; name it, or embed this node.toml in \
+                 the initramfs (terra initramfs --config)",
+            );
+        }
+        if let Some(mtu) = v.mtu {
+            return refuse(
+                mtu.to_string(),
+                "no kernel argument carries a VLAN's MTU; embed this node.toml in the initramfs \
+                 (terra initramfs --config)",
+            );
+        }
+        let name = v
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", v.parent, v.id));
+        if vlan::id_from_name(&name) != Some(v.id) {
+            return refuse(
+                name,
+                "vlan= takes the ID from the name (<parent>.<id> or vlan<id>); name it so, or \
+                 embed this node.toml in the initramfs (terra initramfs --config)",
+            );
+        }
+        Ok(format!("vlan={name}:{}", v.parent))
+    }
+
     /// `[iscsi]` as Terra OS's keys (see [`Node::network_args`], [`Node::iscsi_args`]).
     pub fn kernel_args(&self) -> Result<Vec<String>, ArgsError> {
         let c = &self.config;
@@ -145,8 +216,11 @@ impl Node {
     /// `[network]` in Terra OS's keys, which stage0 reads: a static interface as
     /// `network=<address/prefix> gateway=<gw>`, DHCP as `ip=dhcp`, the interface by
     /// `iface=<name or MAC>`, DNS as `nameservers=a,b`, the bound as `terra.net.timeout=`.
-    /// Terra OS's keys describe one interface; more, an MTU, bonds or VLANs need the
-    /// node.toml embedded in the initramfs, and are refused here rather than silently dropped.
+    /// Bonds and VLANs become dracut's `bond=<name>:<members>:mode=<mode>[,<options>][:<mtu>]`
+    /// and `vlan=<name>:<parent>`, which stage0 reads into the same links. Terra OS's keys
+    /// describe one interface; more, an MTU, and what those keys cannot say (members or
+    /// parents by MAC, a VLAN name without its ID, a VLAN's MTU) need the node.toml embedded
+    /// in the initramfs, and are refused here rather than silently dropped.
     pub fn network_args(&self) -> Result<Vec<String>, ArgsError> {
         let n = &self.config.network;
         let mut args = Vec::new();
@@ -158,18 +232,11 @@ impl Node {
                  initramfs (terra initramfs --config) instead",
             ));
         }
-        for (key, count) in [
-            ("network.bonds", n.bonds.len()),
-            ("network.vlans", n.vlans.len()),
-        ] {
-            if count > 0 {
-                return Err(self.unsupported(
-                    key,
-                    format!("{count} entries"),
-                    "bonds and VLANs from node.toml are made from the node.toml embedded in \
-                     the initramfs (terra initramfs --config); embed it instead",
-                ));
-            }
+        for b in &n.bonds {
+            args.push(self.bond_arg(b)?);
+        }
+        for v in &n.vlans {
+            args.push(self.vlan_arg(v)?);
         }
         let mut nameservers = n.nameservers.clone();
         if let Some(i) = n.interfaces.first() {
@@ -481,18 +548,93 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mtu"), "{e}");
+        // What bond= and vlan= cannot say.
         for (toml, key) in [
             (
-                "[[network.bonds]]\nname = \"bond0\"\nslaves = [\"eth0\"]\n",
+                "[[network.bonds]]\nname = \"bond0\"\nslaves = [\"52:54:00:12:34:56\"]\n",
                 "network.bonds",
             ),
             (
-                "[[network.vlans]]\nparent = \"eth0\"\nid = 5\n",
+                "[[network.vlans]]\nname = \"vlan5\"\nparent = \"52:54:00:12:34:56\"\nid = 5\n",
+                "network.vlans",
+            ),
+            (
+                "[[network.vlans]]\nparent = \"eth0\"\nid = 5\nmtu = 1400\n",
+                "network.vlans",
+            ),
+            (
+                "[[network.vlans]]\nname = \"storage\"\nparent = \"eth0\"\nid = 5\n",
                 "network.vlans",
             ),
         ] {
             let e = node(toml).kernel_args().unwrap_err().to_string();
             assert!(e.contains(key) && e.contains("--config"), "{e}");
+        }
+        // And what is not a bond or a VLAN at all.
+        let e = node("[[network.vlans]]\nparent = \"eth0\"\nid = 4095\n")
+            .kernel_args()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("network.vlans") && e.contains("4094"), "{e}");
+        let e = node(
+            "[[network.bonds]]\nname = \"bond0\"\nslaves = [\"eth0\"]\n\
+             options = \"arp_ip_target=fe80::1\"\n",
+        )
+        .kernel_args()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("network.bonds") && e.contains("arp_ip_target"),
+            "{e}"
+        );
+    }
+
+    /// Bonds and VLANs reach stage0 as `bond=`/`vlan=` and make the same links as the
+    /// node.toml they came from would when embedded.
+    #[test]
+    fn bonds_and_vlans_become_arguments_stage0_reads_back_the_same() {
+        use terra_init::network::ipconfig::{resolve, Needs};
+        for (toml, want) in [
+            (
+                "[[network.interfaces]]\nname = \"bond0.5\"\ndhcp = true\n\
+                 [[network.bonds]]\nname = \"bond0\"\nslaves = [\"eth0\", \"eth1\"]\n\
+                 mode = \"active-backup\"\noptions = \"miimon=100,primary=eth1\"\nmtu = 9000\n\
+                 [[network.vlans]]\nparent = \"bond0\"\nid = 5\n",
+                &[
+                    "bond=bond0:eth0,eth1:mode=active-backup,miimon=100,primary=eth1:9000",
+                    "vlan=bond0.5:bond0",
+                ][..],
+            ),
+            (
+                "[[network.bonds]]\nname = \"bond1\"\nslaves = [\"eno1\"]\n\
+                 options = \"mode=802.3ad,lacp_rate=fast\"\n\
+                 [[network.vlans]]\nname = \"vlan7\"\nparent = \"bond1\"\nid = 7\n",
+                &[
+                    "bond=bond1:eno1:mode=802.3ad,lacp_rate=fast",
+                    "vlan=vlan7:bond1",
+                ][..],
+            ),
+            (
+                "[[network.bonds]]\nname = \"bond0\"\nslaves = [\"eth0\"]\n",
+                &["bond=bond0:eth0:mode=balance-rr"][..],
+            ),
+        ] {
+            let n = node(toml);
+            let args = n.network_args().unwrap();
+            for w in want {
+                assert!(args.iter().any(|a| a == w), "{w} in {args:?}");
+            }
+            let needs = Needs {
+                network: true,
+                ..Needs::default()
+            };
+            let from_toml = resolve(&n.config.network, None, "", needs)
+                .unwrap()
+                .unwrap();
+            let from_args = resolve(&Default::default(), None, &args.join(" "), needs)
+                .unwrap()
+                .unwrap();
+            assert_eq!(from_args.links, from_toml.links, "{toml}");
         }
     }
 
