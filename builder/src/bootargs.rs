@@ -100,18 +100,18 @@ impl Node {
         }
         // Valid options hold neither ':' nor spaces (bond::from_section checked them).
         let opts = b.options.as_deref().unwrap_or("");
-        // The mode always goes first, so the options field is never empty (dracut's
-        // default would be balance-rr too).
-        let mut field = format!("mode={}", b.mode.as_deref().unwrap_or("balance-rr"));
-        if b.mode.is_none() && opts.split(',').any(|o| o.starts_with("mode=")) {
-            field.clear();
+        // A mode always goes in (the options' own, else `mode`, else balance-rr as dracut's
+        // default), so the options field is never empty.
+        let mut fields: Vec<String> = opts
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect();
+        if !fields.iter().any(|o| o.starts_with("mode=")) {
+            let mode = b.mode.as_deref().unwrap_or("balance-rr");
+            fields.insert(0, format!("mode={mode}"));
         }
-        for o in opts.split(',').filter(|o| !o.is_empty()) {
-            if !field.is_empty() {
-                field.push(',');
-            }
-            field.push_str(o);
-        }
+        let field = fields.join(",");
         let mut arg = format!("bond={}:{}:{field}", b.name, b.slaves.join(","));
         if let Some(mtu) = b.mtu {
             arg.push_str(&format!(":{mtu}"));

@@ -124,13 +124,15 @@ pub struct Selection {
     pub dropped: Vec<String>,
 }
 
-/// Whether `module` drives a device: it has an alias on one of [`DEVICE_BUSES`].
-pub fn is_device_driver(index: &ModuleIndex, module: &str) -> bool {
-    let module = normalize(module);
+/// The modules that drive a device: those with an alias on one of [`DEVICE_BUSES`]
+/// (normalized names; one pass over modules.alias).
+pub fn device_drivers(index: &ModuleIndex) -> BTreeSet<&str> {
     index
         .aliases()
         .iter()
-        .any(|(pattern, m)| *m == module && DEVICE_BUSES.iter().any(|b| pattern.starts_with(b)))
+        .filter(|(pattern, _)| DEVICE_BUSES.iter().any(|b| pattern.starts_with(b)))
+        .map(|(_, m)| m.as_str())
+        .collect()
 }
 
 /// Splits `wanted` into what the machine with `modaliases` uses and what it does not: a
@@ -138,7 +140,8 @@ pub fn is_device_driver(index: &ModuleIndex, module: &str) -> bool {
 /// (`mlx4_en` has no alias of its own; `mlx4_core`, which it needs, drives the PCI device).
 pub fn select(index: &ModuleIndex, wanted: &[String], modaliases: &[String]) -> Selection {
     let used: BTreeSet<String> = modaliases.iter().flat_map(|a| index.resolve(a)).collect();
-    let unused_driver = |m: &str| !used.contains(m) && is_device_driver(index, m);
+    let drivers = device_drivers(index);
+    let unused_driver = |m: &str| !used.contains(m) && drivers.contains(m);
     let mut s = Selection::default();
     for m in wanted {
         let name = normalize(m);

@@ -13,14 +13,11 @@
 use crate::bench::{max, median, min};
 use crate::keeper::{self, Outage, Run, OUTAGE};
 
-/// One run's figures: (stall s, stall − outage s, login to first write s, NaN without
-/// `back_line`).
-fn figures(who: &str, r: &Run, back_line: Option<&str>) -> crate::Result<(f64, f64, f64)> {
+/// One run's figures: [stall s, stall − outage s, login to first write s (NaN without
+/// `back_line`)].
+fn figures(who: &str, r: &Run, back_line: Option<&str>) -> crate::Result<[f64; 3]> {
     let done = r
-        .out
-        .log
-        .lines()
-        .find_map(|l| l.split("TERRA-WRITER done ").nth(1))
+        .done()
         .ok_or_else(|| format!("{who}: the writer did not finish:\n{}", r.out.log))?;
     if !done.contains("errors=0 kernel-io-errors=0") {
         return Err(format!("{who}: errors reached the writer: {done}"));
@@ -37,7 +34,7 @@ fn figures(who: &str, r: &Run, back_line: Option<&str>) -> crate::Result<(f64, f
             .ok_or_else(|| format!("{who}: no {line:?} line:\n{}", r.out.log))?,
         None => f64::NAN,
     };
-    Ok((stall, stall - OUTAGE.as_secs_f64(), at - 0.2 - login))
+    Ok([stall, stall - OUTAGE.as_secs_f64(), at - 0.2 - login])
 }
 
 /// Runs `runs` outages against each initiator; returns the markdown table.
@@ -49,7 +46,7 @@ pub fn run_keeper(runs: usize) -> crate::Result<String> {
         let f = figures("keeper", &r, Some("is back after"))?;
         eprintln!(
             "bench: keeper run {i}: stall {:.1} s, after the target {:.1} s, login to write {:.2} s",
-            f.0, f.1, f.2
+            f[0], f[1], f[2]
         );
         keeper_f.push(f);
         let root = keeper::debian_root("bench-keeper-debian")?;
@@ -69,20 +66,12 @@ pub fn run_keeper(runs: usize) -> crate::Result<String> {
         let f = figures("iscsid", &r, None)?;
         eprintln!(
             "bench: iscsid run {i}: stall {:.1} s, after the target {:.1} s",
-            f.0, f.1
+            f[0], f[1]
         );
         iscsid_f.push(f);
     }
-    let col = |v: &[(f64, f64, f64)], k: usize| -> Vec<f64> {
-        v.iter()
-            .map(|f| match k {
-                0 => f.0,
-                1 => f.1,
-                _ => f.2,
-            })
-            .collect()
-    };
-    let row = |name: &str, v: &[(f64, f64, f64)]| {
+    let col = |v: &[[f64; 3]], k: usize| -> Vec<f64> { v.iter().map(|f| f[k]).collect() };
+    let row = |name: &str, v: &[[f64; 3]]| {
         let (s, a, l) = (col(v, 0), col(v, 1), col(v, 2));
         let login = if l.iter().any(|x| x.is_nan()) {
             "—".to_string()

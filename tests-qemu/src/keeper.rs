@@ -161,6 +161,15 @@ pub struct Run {
 }
 
 impl Run {
+    /// The writer's last report: what follows `TERRA-WRITER done ` (`lines=… errors=…
+    /// kernel-io-errors=…`).
+    pub fn done(&self) -> Option<&str> {
+        self.out
+            .log
+            .lines()
+            .find_map(|l| l.split("TERRA-WRITER done ").nth(1))
+    }
+
     /// The longest pause between two writes (the outage the writer lived through) and the
     /// guest time of the write that ended it.
     pub fn stall(&self) -> (f64, f64) {
@@ -336,15 +345,10 @@ pub fn debian_root(name: &str) -> crate::Result<Root> {
     let a = crate::harness::artifacts();
     let images = crate::debian::debian_images()?;
     let installed = crate::debian::debian_disk(&a.terra, &images, crate::debian::V1, DEBIAN_UUID)?;
-    let lun = tgtd::Lun(crate::lab_dir().join(format!("scratch/{name}.img")));
-    std::fs::create_dir_all(crate::lab_dir().join("scratch"))
-        .map_err(|e| format!("{}: {e}", crate::lab_dir().join("scratch").display()))?;
-    crate::run(
-        std::process::Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&installed)
-            .arg(&lun.0),
-    )?;
+    let lun = tgtd::Lun(crate::bench_upgrade::scratch_copy(
+        &installed,
+        &format!("{name}.img"),
+    )?);
     Ok(Root {
         lun,
         args: format!("terra.demo=iscsi-writer terra.writer={WRITE_SECS}"),

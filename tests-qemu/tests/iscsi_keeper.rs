@@ -71,9 +71,8 @@ fn expect_writes_went_on(r: &Run) -> (f64, f64) {
     let log = &r.out.log;
     let ctx = || format!("serial log ({:.1} s):\n{log}", r.out.elapsed.as_secs_f64());
     assert!(r.out.exited, "the VM must power off by itself; {}", ctx());
-    let done = log
-        .lines()
-        .find_map(|l| l.split("TERRA-WRITER done ").nth(1))
+    let done = r
+        .done()
         .unwrap_or_else(|| panic!("the writer did not finish; {}", ctx()));
     assert!(
         done.contains("errors=0 kernel-io-errors=0"),

@@ -92,12 +92,7 @@ pub fn place(attached: &[Attached]) {
     if attached.is_empty() || !own.is_file() {
         return;
     }
-    let copied = Path::new(PROGRAM)
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::copy(&own, PROGRAM))
-        .and_then(|_| std::fs::set_permissions(PROGRAM, std::fs::Permissions::from_mode(0o700)));
-    if let Err(e) = copied {
+    if let Err(e) = write_program(&own) {
         log::warn!(
             "iscsi: cannot copy {} to {PROGRAM} ({e}); stage0 itself will be the keeper",
             own.display()
@@ -124,18 +119,23 @@ pub fn leave(attached: &[Attached]) {
     }
 }
 
-fn spawn(attached: &[Attached]) -> std::io::Result<u32> {
+/// Copies `from` to [`PROGRAM`], mode 0700.
+fn write_program(from: &Path) -> std::io::Result<()> {
     if let Some(dir) = Path::new(PROGRAM).parent() {
         std::fs::create_dir_all(dir)?;
     }
+    std::fs::copy(from, PROGRAM)?;
+    std::fs::set_permissions(PROGRAM, std::fs::Permissions::from_mode(0o700))
+}
+
+fn spawn(attached: &[Attached]) -> std::io::Result<u32> {
     // Placed before the switch ([`place`]); else stage0 itself. The confirmation command is
     // then the same program: a second name costs no memory (the copy lives in tmpfs, and
     // its mapped pages are the keeper's RSS).
     if !Path::new(PROGRAM).is_file() && std::fs::hard_link(crate::bless::PROGRAM, PROGRAM).is_err()
     {
         // The initramfs is gone: the running program is still reachable through /proc.
-        std::fs::copy("/proc/self/exe", PROGRAM)?;
-        std::fs::set_permissions(PROGRAM, std::fs::Permissions::from_mode(0o700))?;
+        write_program(Path::new("/proc/self/exe"))?;
     }
     let mut child = Command::new(PROGRAM)
         .arg0(ARGV0)

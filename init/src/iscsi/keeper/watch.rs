@@ -161,10 +161,10 @@ pub fn run(sessions: Vec<Kept>, j: &mut Journal, sys: &Path) -> i32 {
         j.say(5, &format!("{why}: {what}; the keeper exits"));
         Some(0)
     };
+    if let Some(code) = steps_aside(&sessions, j) {
+        return code;
+    }
     loop {
-        if let Some(code) = steps_aside(&sessions, j) {
-            return code;
-        }
         sessions.retain(|w| {
             let here = alive(w.k.sid);
             if !here {
