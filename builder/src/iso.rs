@@ -26,6 +26,9 @@ pub const CONSOLE_ARGS: [&str; 2] = ["console=tty0", "console=ttyS0,115200"];
 pub const KERNEL_PATH: &str = "/boot/vmlinuz";
 /// See [`KERNEL_PATH`].
 pub const INITRAMFS_PATH: &str = "/boot/initramfs.img";
+/// Where a live ISO's root image lives: dracut's default (`rd.live.dir=LiveOS`,
+/// `rd.live.squashimg=squashfs.img`), which stage0 also reads.
+pub const LIVE_IMAGE_PATH: &str = "/LiveOS/squashfs.img";
 
 const GRUB_PC_DIR: &str = "/usr/lib/grub/i386-pc";
 const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
@@ -64,6 +67,9 @@ pub struct IsoSpec {
     pub output: PathBuf,
     /// Every timestamp on the image.
     pub source_date_epoch: u64,
+    /// A squashfs root for a live ISO (see [`crate::live`]): placed at
+    /// [`LIVE_IMAGE_PATH`], and the kernel line gains `root=live:LABEL=<label>`.
+    pub live: Option<PathBuf>,
 }
 
 impl IsoSpec {
@@ -77,6 +83,7 @@ impl IsoSpec {
             label: DEFAULT_LABEL.into(),
             output,
             source_date_epoch: 0,
+            live: None,
         }
     }
 }
@@ -140,10 +147,14 @@ impl From<ArgsError> for IsoError {
     }
 }
 
-/// The kernel arguments of the default entry: consoles, the node's arguments, then the
-/// user's (so a user's `version=` wins over the node's: stage0 keeps the last).
+/// The kernel arguments of the default entry: consoles, a live ISO's `root=`, the node's
+/// arguments, then the user's (so a user's `version=` wins over the node's: stage0 keeps
+/// the last).
 pub fn kernel_args(spec: &IsoSpec) -> Result<Vec<String>, IsoError> {
     let mut args: Vec<String> = CONSOLE_ARGS.iter().map(|s| s.to_string()).collect();
+    if spec.live.is_some() {
+        args.push(format!("root=live:LABEL={}", spec.label));
+    }
     if let Some(path) = &spec.node {
         args.extend(Node::load(path)?.kernel_args()?);
     }
@@ -255,7 +266,9 @@ fn write(path: &Path, data: &[u8]) -> Result<(), IsoError> {
 
 /// Builds the ISO.
 pub fn build(spec: &IsoSpec) -> Result<IsoReport, IsoError> {
-    for (what, path) in [("kernel", &spec.kernel), ("initramfs", &spec.initramfs)] {
+    let mut inputs = vec![("kernel", &spec.kernel), ("initramfs", &spec.initramfs)];
+    inputs.extend(spec.live.iter().map(|p| ("live image", p)));
+    for (what, path) in inputs {
         std::fs::File::open(path).map_err(|err| IsoError::Input {
             what,
             path: path.clone(),
@@ -296,10 +309,12 @@ pub fn build(spec: &IsoSpec) -> Result<IsoReport, IsoError> {
         err,
     })?;
 
-    let id = fingerprint(
-        &[cfg.as_bytes(), spec.label.as_bytes()],
-        &[("kernel", &spec.kernel), ("initramfs", &spec.initramfs)],
-    )?;
+    let mut files = vec![
+        ("kernel", spec.kernel.as_path()),
+        ("initramfs", &spec.initramfs),
+    ];
+    files.extend(spec.live.iter().map(|p| ("live image", p.as_path())));
+    let id = fingerprint(&[cfg.as_bytes(), spec.label.as_bytes()], &files)?;
     let marker = format!("terra-{id:016x}.id");
     write(&grub_dir.join(&marker), b"Terra boot image\n")?;
     write(&grub_dir.join("grub.cfg"), cfg.as_bytes())?;
@@ -411,10 +426,13 @@ pub fn build(spec: &IsoSpec) -> Result<IsoReport, IsoError> {
             "{}={}",
             &INITRAMFS_PATH[1..],
             spec.initramfs.display()
-        ))
-        // SOURCE_DATE_EPOCH alone only makes xorriso copy each file's mtime into its other
-        // times; the inputs' own mtimes must not reach the image either.
-        .args(["--", "-volume_date", "all_file_dates"])
+        ));
+    if let Some(img) = &spec.live {
+        c.arg(format!("{}={}", &LIVE_IMAGE_PATH[1..], img.display()));
+    }
+    // SOURCE_DATE_EPOCH alone only makes xorriso copy each file's mtime into its other
+    // times; the inputs' own mtimes must not reach the image either.
+    c.args(["--", "-volume_date", "all_file_dates"])
         .arg(format!("={}", spec.source_date_epoch));
     tool::run(&mut c, "xorriso")?;
     std::fs::rename(&tmp_iso, &spec.output).map_err(|err| IsoError::Write {

@@ -12,6 +12,7 @@ pub mod install;
 pub mod iso;
 pub mod kernel;
 pub mod kmod;
+pub mod live;
 pub mod oci;
 pub mod pe;
 pub mod pxe;

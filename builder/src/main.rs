@@ -233,6 +233,13 @@ struct IsoArgs {
     /// ISO 9660 volume label
     #[arg(long, value_name = "L", default_value = iso::DEFAULT_LABEL)]
     label: String,
+    /// Make a live ISO: this OCI image (oci:PATH[:TAG], docker-archive:PATH or a registry
+    /// reference) becomes a squashfs root at /LiveOS/squashfs.img that stage0 boots under a
+    /// tmpfs overlay, found by the volume label (root=live:LABEL=<label>); no disk needed
+    #[arg(long, value_name = "REF")]
+    live: Option<String>,
+    #[command(flatten)]
+    fetch: oci_cli::FetchArgs,
     /// The image to write
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
@@ -360,7 +367,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Initramfs(a) => cmd_initramfs(a),
         Command::Kernel(a) => cmd_kernel(a),
-        Command::Iso(a) => cmd_iso(a),
+        Command::Iso(a) => cmd_iso(a, progress.as_ref()),
         Command::Pxe(a) => cmd_pxe(a),
         Command::Uki(a) => cmd_uki(a),
         Command::Image(a) => oci_cli::cmd_image(a, progress.as_ref()).map_err(Error::Artifact),
@@ -550,7 +557,7 @@ fn cmd_kernel(a: KernelArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn cmd_iso(a: IsoArgs) -> Result<(), Error> {
+fn cmd_iso(a: IsoArgs, progress: &dyn Progress) -> Result<(), Error> {
     let mut spec = IsoSpec::new(a.kernel, a.initramfs, a.output);
     spec.cmdline = joined(&a.cmdlines);
     spec.node = a.node;
@@ -559,6 +566,27 @@ fn cmd_iso(a: IsoArgs) -> Result<(), Error> {
         std::env::var_os("SOURCE_DATE_EPOCH").as_deref(),
     )?);
     let start = std::time::Instant::now();
+    // The squashfs is made beside the output and removed however the build ends.
+    let squash = a.live.as_ref().map(|_| {
+        let mut name = spec.output.as_os_str().to_owned();
+        name.push(format!(".live-{}.squashfs", std::process::id()));
+        TempFile(PathBuf::from(name))
+    });
+    if let (Some(reference), Some(squash)) = (&a.live, &squash) {
+        let r = oci_cli::live_squashfs(
+            reference,
+            &a.fetch,
+            &squash.0,
+            spec.source_date_epoch,
+            progress,
+        )
+        .map_err(Error::Artifact)?;
+        println!(
+            "terra: live root {reference}: {} bytes unpacked, squashfs {} bytes",
+            r.unpacked_bytes, r.bytes
+        );
+        spec.live = Some(squash.0.clone());
+    }
     let report = iso::build(&spec).map_err(artifact)?;
     println!(
         "terra: wrote {} ({} bytes, label {}) in {:.1} s; kernel arguments: {}",
@@ -569,6 +597,15 @@ fn cmd_iso(a: IsoArgs) -> Result<(), Error> {
         report.cmdline
     );
     Ok(())
+}
+
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn cmd_pxe(a: PxeArgs) -> Result<(), Error> {

@@ -9,6 +9,7 @@ use crate::devices::{DeviceError, Devices, Paths};
 use crate::early::{self, EarlyError};
 use crate::iscsi::{self, target::Plan, IscsiError};
 use crate::layout;
+use crate::live::{self, LiveError};
 use crate::network::lease::{Lease, MadeLink};
 use crate::network::{self, NetConfig, NetworkError};
 use crate::report::{peak_rss_kb, uptime_ms, BootReport, Clock, RootReport};
@@ -37,6 +38,8 @@ pub enum Failure {
     Storage(StorageError),
     /// Phase root: no version could be mounted.
     Select(SelectError),
+    /// Phase root: the live medium's image could not be mounted.
+    Live(LiveError),
     /// Phases root and switch.
     Switch(SwitchError),
 }
@@ -51,6 +54,7 @@ impl fmt::Display for Failure {
             Failure::Iscsi(e) => e.fmt(f),
             Failure::Storage(e) => e.fmt(f),
             Failure::Select(e) => e.fmt(f),
+            Failure::Live(e) => e.fmt(f),
             Failure::Switch(e) => e.fmt(f),
         }
     }
@@ -63,7 +67,7 @@ macro_rules! from_error {
         }
     )*};
 }
-from_error!(EarlyError => Early, ConfigError => Config, DeviceError => Devices, NetworkError => Network, IscsiError => Iscsi, StorageError => Storage, SelectError => Select, SwitchError => Switch);
+from_error!(EarlyError => Early, ConfigError => Config, DeviceError => Devices, NetworkError => Network, IscsiError => Iscsi, StorageError => Storage, SelectError => Select, LiveError => Live, SwitchError => Switch);
 
 /// What the boot has learnt so far; rescue reports from it.
 struct State {
@@ -224,7 +228,19 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.clock.phase("storage");
 
     s.phase = "root";
-    let chosen = match select::mount_root(&cfg, &root_dev, &mut |m| devices.load(m)) {
+    let chosen = match &cfg.live {
+        // A live medium carries one root and no boot state: nothing to choose or count.
+        Some(l) => {
+            let root = live::mount_root(l, &root_dev, &mut |m| devices.load(m))?;
+            switch::check_root(Path::new(layout::SYSROOT), &cfg.init)?;
+            Ok(select::Chosen {
+                root,
+                version: None,
+            })
+        }
+        None => select::mount_root(&cfg, &root_dev, &mut |m| devices.load(m)),
+    };
+    let chosen = match chosen {
         // Marked bad after a kexec into its kernel: the firmware's kernel boots the next
         // choice, and this version is never chosen again, so the reboot cannot loop.
         Err(e @ SelectError::AfterKexec { marked: true, .. }) => {

@@ -175,6 +175,41 @@ impl RootSpec {
     }
 }
 
+/// A live root (`root=live:…`): where the squashfs image is on the medium
+/// (`rd.live.dir=`, `rd.live.squashimg=`, dracut's keys and defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// Directory on the medium.
+    pub dir: String,
+    /// Image file name in it.
+    pub image: String,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            dir: "LiveOS".into(),
+            image: "squashfs.img".into(),
+        }
+    }
+}
+
+/// Parses a `root=` value that may be a live medium: `live:LABEL=…`, `live:CDLABEL=…`
+/// (dracut's name for an ISO's label), `live:UUID=…`, `live:/dev/…`. Returns the medium
+/// and whether it is live.
+fn parse_root(v: &str) -> Option<(RootSpec, bool)> {
+    match v.strip_prefix("live:") {
+        Some(m) => {
+            let m = m
+                .strip_prefix("CD")
+                .filter(|m| m.starts_with("LABEL="))
+                .unwrap_or(m);
+            RootSpec::parse(m).map(|r| (r, true))
+        }
+        None => RootSpec::parse(v).map(|r| (r, false)),
+    }
+}
+
 /// What stage0 does when the boot fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -226,6 +261,8 @@ pub struct BootConfig {
     pub debug: bool,
     /// Kernels carried by versions (`terra.kexec=`).
     pub kexec: Kexec,
+    /// A live root (`root=live:…`): [`BootConfig::root`] is the medium.
+    pub live: Option<Live>,
     /// The node config, when the image embeds one.
     pub node: NodeConfig,
 }
@@ -319,6 +356,10 @@ impl NodeConfig {
     }
 }
 
+/// What `root=` takes, for errors.
+const ROOT_FORMS: &str =
+    "LABEL=, UUID=, PARTUUID=, PARTLABEL=, /dev/… or live: followed by one of them (or CDLABEL=)";
+
 /// Default wait for the root device.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default root subvolume and disk label (Terra OS's layout).
@@ -348,13 +389,14 @@ impl BootConfig {
         let mut debug = false;
         let mut kexec = Kexec::Auto;
         let mut kexec_from = None;
+        let mut live = false;
+        let (mut live_dir, mut live_image) = (None, None);
         if let Some(r) = &boot.root {
-            root = Some(RootSpec::parse(r).ok_or_else(|| ConfigError::Node {
+            let (spec, is_live) = parse_root(r).ok_or_else(|| ConfigError::Node {
                 path: PathBuf::from(crate::layout::NODE_CONFIG),
-                message: format!(
-                    "boot.root = {r:?}: expected LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…"
-                ),
-            })?);
+                message: format!("boot.root = {r:?}: expected {ROOT_FORMS}"),
+            })?;
+            (root, live) = (Some(spec), is_live);
         }
         if let Some(r) = &boot.rescue {
             rescue = Some(RescueAction::parse(r).ok_or_else(|| ConfigError::Node {
@@ -366,11 +408,14 @@ impl BootConfig {
             let v = p.value.as_deref();
             match (p.key.as_str(), v) {
                 ("root", Some(s)) => {
-                    root =
-                        Some(RootSpec::parse(s).ok_or_else(|| {
-                            bad(&p, "LABEL=, UUID=, PARTUUID=, PARTLABEL= or /dev/…")
-                        })?)
+                    let (spec, is_live) = parse_root(s).ok_or_else(|| bad(&p, ROOT_FORMS))?;
+                    (root, live) = (Some(spec), is_live);
                 }
+                ("rd.live.dir", Some(s)) => live_dir = Some(s.to_string()),
+                ("rd.live.squashimg", Some(s)) if !s.is_empty() && !s.contains('/') => {
+                    live_image = Some(s.to_string())
+                }
+                ("rd.live.squashimg", _) => return Err(bad(&p, "a file name")),
                 ("disk_label", Some(s)) if !s.is_empty() => disk_label = Some(s.to_string()),
                 ("rootfstype", Some(s)) if !s.is_empty() => rootfstype = Some(s.to_string()),
                 ("rootflags", Some(s)) => rootflags = Some(s.to_string()),
@@ -423,7 +468,7 @@ impl BootConfig {
                 ("rd.shell", Some(_)) => return Err(bad(&p, "0 or 1")),
                 (
                     "root" | "rootflags" | "terra.timeout" | "terra.rescue" | "terra.modules"
-                    | "terra.kexec.from",
+                    | "terra.kexec.from" | "rd.live.dir",
                     None,
                 ) => return Err(bad(&p, "a value")),
                 _ => {}
@@ -451,6 +496,13 @@ impl BootConfig {
                 },
                 k => k,
             },
+            live: live.then(|| {
+                let d = Live::default();
+                Live {
+                    dir: live_dir.unwrap_or(d.dir),
+                    image: live_image.unwrap_or(d.image),
+                }
+            }),
             node,
         })
     }
@@ -460,7 +512,13 @@ impl BootConfig {
     /// loading it early; when the guess is wrong (and the module is packed at all) the cost
     /// is a module loaded in parallel for nothing.
     pub fn expected_fs_module(&self) -> String {
-        format!("fs-{}", self.rootfstype.as_deref().unwrap_or("btrfs"))
+        // A live medium is most often an ISO 9660.
+        let guess = if self.live.is_some() {
+            "iso9660"
+        } else {
+            "btrfs"
+        };
+        format!("fs-{}", self.rootfstype.as_deref().unwrap_or(guess))
     }
 
     /// Mount options for the root: `rootflags=` plus, for btrfs, the subvolume unless
@@ -584,6 +642,45 @@ mod tests {
             resolve("disk_label=a root=LABEL=b").unwrap().root,
             RootSpec::Label("b".into())
         );
+    }
+
+    #[test]
+    fn live_roots_name_the_medium_and_the_image() {
+        let c = resolve("root=live:CDLABEL=TERRA").unwrap();
+        assert_eq!(c.root, RootSpec::Label("TERRA".into()));
+        assert_eq!(c.live, Some(Live::default()));
+        let c = resolve("root=live:UUID=2026-12-01-00-00-00-00 rd.live.dir=/boot/live rd.live.squashimg=root.sqfs")
+            .unwrap();
+        assert_eq!(c.root, RootSpec::Uuid("2026-12-01-00-00-00-00".into()));
+        assert_eq!(
+            c.live,
+            Some(Live {
+                dir: "/boot/live".into(),
+                image: "root.sqfs".into()
+            })
+        );
+        // A later plain root= is not live; the live keys alone make nothing live.
+        assert_eq!(
+            resolve("root=live:LABEL=A root=LABEL=os").unwrap().live,
+            None
+        );
+        assert_eq!(resolve("rd.live.dir=x").unwrap().live, None);
+        for (line, key) in [
+            ("root=live:", "root"),
+            ("root=live:CDLABEL=", "root"),
+            ("root=live:sr0", "root"),
+            (
+                "root=live:LABEL=A rd.live.squashimg=a/b",
+                "rd.live.squashimg",
+            ),
+            ("root=live:LABEL=A rd.live.dir", "rd.live.dir"),
+        ] {
+            let err = resolve(line).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Key { key: k, .. } if k == key),
+                "{line}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod hints;
 pub mod iscsi;
 pub mod kexec;
 pub mod layout;
+pub mod live;
 pub mod modindex;
 pub mod network;
 pub mod persist;

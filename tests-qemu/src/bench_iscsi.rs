@@ -159,7 +159,7 @@ pub fn parse_ldd(out: &str) -> crate::Result<Vec<(PathBuf, PathBuf)>> {
     }
     if !missing.is_empty() {
         return Err(format!(
-            "iscsistart needs libraries found neither in the packages nor on the host: {}",
+            "ldd: libraries found neither in the given directories nor on the host: {}",
             missing.join(", ")
         ));
     }

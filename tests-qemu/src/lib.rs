@@ -17,6 +17,7 @@ pub mod harness;
 pub mod host;
 pub mod keeper;
 pub mod kernels;
+pub mod live;
 pub mod netns;
 pub mod oci_root;
 pub mod package;

@@ -253,6 +253,29 @@ pub fn cmd_image(args: ImageArgs, progress: &dyn Progress) -> Result<(), CliErro
     }
 }
 
+/// `terra iso --live REF`: resolves (and, with `--verify-key`, verifies) the image, then
+/// packs its root as the squashfs `out`.
+pub fn live_squashfs(
+    reference: &str,
+    fetch: &FetchArgs,
+    out: &std::path::Path,
+    source_date_epoch: u64,
+    progress: &dyn Progress,
+) -> Result<terra_builder::live::LiveReport, CliError> {
+    let resolve = fetch.resolve()?;
+    let r: ImageRef = reference.parse()?;
+    let image = oci::resolve_with(&r, &resolve, progress)?;
+    if let Some(v) = &image.verified {
+        print_verified(v);
+    }
+    Ok(terra_builder::live::squashfs(
+        &image,
+        out,
+        source_date_epoch,
+        progress,
+    )?)
+}
+
 /// What an unpack accepted although unusual, on stderr when `TERRA_DEBUG` is set.
 fn debug_notes(notes: &[String]) {
     if std::env::var_os("TERRA_DEBUG").is_some_and(|v| !v.is_empty()) {
