@@ -59,7 +59,7 @@ poweroff -f
 
 /// Host tools `terra install` runs for an `mbr = true` disk (mount, umount, losetup and
 /// blockdev are busybox's).
-const TOOLS: [&str; 11] = [
+const TOOLS: [&str; 7] = [
     "/usr/sbin/mkfs.btrfs",
     "/usr/bin/btrfs",
     "/usr/sbin/sfdisk",
@@ -67,10 +67,6 @@ const TOOLS: [&str; 11] = [
     "/usr/sbin/mkfs.fat",
     "/usr/bin/mtools",
     "/usr/bin/grub-mkimage",
-    "/usr/bin/mcopy",
-    "/usr/bin/mmd",
-    "/usr/bin/mdir",
-    "/usr/bin/mattrib",
 ];
 
 const GRUB_DIRS: [&str; 2] = ["/usr/lib/grub/i386-pc", "/usr/lib/grub/x86_64-efi"];
@@ -84,7 +80,7 @@ pub fn installer_image(a: &Artifacts, busybox: &Path) -> crate::Result<String> {
         let m = fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
         (m.len(), m.modified().ok()).hash(&mut h);
     }
-    INSTALLER.hash(&mut h);
+    (INSTALLER, "modules-5").hash(&mut h);
     let dir = lab_dir().join("images");
     let layout = dir.join(format!("live-installer-{:016x}", h.finish()));
     let reference = format!("oci:{}:{DEMO_TAG}", layout.display());
@@ -108,7 +104,12 @@ fn copy(from: &Path, root: &Path, to: &Path) -> crate::Result<()> {
     if let Some(p) = dest.parent() {
         fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
     }
-    // cp keeps symlinks as symlinks (mtools' m* names) and modes.
+    // cp keeps symlinks as symlinks (mtools' m* names) and modes; a directory's contents
+    // merge into one that is already there.
+    if from.is_dir() && !fs::symlink_metadata(from).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::create_dir_all(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        return run(Command::new("cp").arg("-a").arg(from.join(".")).arg(&dest)).map(|_| ());
+    }
     run(Command::new("cp").arg("-a").arg(from).arg(&dest)).map(|_| ())
 }
 
@@ -152,6 +153,19 @@ fn fill(root: &Path, a: &Artifacts, keeper: &Path, busybox: &Path) -> crate::Res
         fs::copy(from, &dest)
             .map_err(|e| format!("{} → {}: {e}", from.display(), dest.display()))?;
     }
+    // mtools converts names through iconv's code page 850: glibc's gconv module and its
+    // configuration (a distribution's root has them all).
+    let gconv = Path::new("/usr/lib/x86_64-linux-gnu/gconv");
+    for f in ["gconv-modules", "gconv-modules.d", "IBM850.so"] {
+        copy(&gconv.join(f), root, &gconv.join(f))?;
+    }
+    // mtools' commands are its links in /usr/bin (mcopy, mmd, mren…).
+    for entry in fs::read_dir("/usr/bin").map_err(|e| format!("/usr/bin: {e}"))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if fs::read_link(&path).is_ok_and(|t| t == Path::new("mtools")) {
+            copy(&path, root, &path)?;
+        }
+    }
     for d in GRUB_DIRS {
         copy(Path::new(d), root, Path::new(d))?;
     }
@@ -164,8 +178,8 @@ fn fill(root: &Path, a: &Artifacts, keeper: &Path, busybox: &Path) -> crate::Res
     copy(&demo_layout(busybox)?.0, root, Path::new(INSTALL_SOURCE))
 }
 
-/// The QEMU set's modules and their dependencies, with every index file, into the root's
-/// `/lib/modules/<kver>`.
+/// The QEMU set's modules and their dependencies, the crypto and library modules, and every
+/// index file, into the root's `/lib/modules/<kver>`.
 fn modules(root: &Path, kver: &str) -> crate::Result<()> {
     let host = Path::new("/lib/modules").join(kver);
     let dest = root.join("lib/modules").join(kver);
@@ -184,12 +198,18 @@ fn modules(root: &Path, kver: &str) -> crate::Result<()> {
         .map(|l| l.split('#').next().unwrap_or("").trim().replace('-', "_"))
         .filter(|l| !l.is_empty())
         .collect();
-    for rel in needed_modules(&dep, &wanted) {
-        copy(
-            &host.join(&rel),
-            root,
-            &Path::new("/lib/modules").join(kver).join(&rel),
-        )?;
+    // Soft dependencies name aliases (btrfs: `blake2b-256`, `crypto-crc32c`…): the crypto
+    // and library modules go in whole rather than resolving them here.
+    let whole = ["kernel/crypto", "kernel/lib", "kernel/arch"].map(String::from);
+    for rel in needed_modules(&dep, &wanted).into_iter().chain(whole) {
+        let from = host.join(&rel);
+        if from.exists() {
+            copy(
+                &from,
+                root,
+                &Path::new("/lib/modules").join(kver).join(&rel),
+            )?;
+        }
     }
     Ok(())
 }

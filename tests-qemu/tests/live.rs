@@ -175,9 +175,13 @@ fn a_live_iso_installs_a_disk_that_boots_on_its_own() {
         "installer-live.iso",
         &format!(
             "panic=-1 init=/bin/live-install terra.live.uuid={INSTALLED_UUID} \
-             terra.live.cmdline=panic=-1,terra.demo=poweroff"
+             terra.live.cmdline=panic=-1,terra.demo=poweroff \
+             terra.modules=virtio_pci,virtio_blk,btrfs"
         ),
     );
+    // The busybox root has no udev or modprobe to load the target disk's driver and btrfs
+    // once stage0 found the medium; terra.modules= has stage0 load them (a distribution's
+    // live root has both).
     let disk = work_dir().join("installed.img");
     blank_disk(&disk);
 
