@@ -2,9 +2,9 @@
 //! stage0 boots it under a tmpfs overlay with no disk (`root=live:LABEL=…`,
 //! `init/src/live.rs`).
 //!
-//! - The demo image's live ISO boots from a CD-ROM under SeaBIOS, and the same file written
-//!   as a disk (what `dd` to a USB stick gives; QEMU attaches it as virtio) under OVMF. The
-//!   root is an overlay on a loop device, and it takes writes even in `/usr`.
+//! - The demo image's live ISO boots from a CD-ROM under SeaBIOS, and the same file as a
+//!   USB stick (QEMU's usb-storage on xHCI) under OVMF. The root is an overlay on a loop
+//!   device, and it takes writes even in `/usr`.
 //! - An installer ISO (the demo root plus `terra`, stage0 and the tools `terra install`
 //!   runs; `lab::live`) boots with `init=` its install script, which installs the demo
 //!   image onto the machine's empty disk with `mbr = true`; that disk then boots on its own
@@ -29,18 +29,19 @@ fn work_dir() -> PathBuf {
     dir
 }
 
-/// The lab's initramfs plus the CD-ROM controllers' drivers, as a live ISO for real
-/// machines needs them (the QEMU set has none: its roots are on virtio): `ata_piix` for the
-/// `pc` machine's IDE CD-ROM, `ahci` for q35's SATA one.
+/// The lab's initramfs plus the drivers of the media a live ISO boots from on real machines
+/// (the QEMU set has none: its roots are on virtio): `ata_piix` for the `pc` machine's IDE
+/// CD-ROM, `ahci` for q35's SATA one, `xhci_pci` and `usb_storage` for a USB stick.
 fn live_initramfs() -> &'static PathBuf {
     static IMG: OnceLock<PathBuf> = OnceLock::new();
     IMG.get_or_init(|| {
         let a = artifacts();
         let img = work_dir().join("initramfs-live.img");
         Initramfs {
-            extra: ["--module", "ata_piix", "--module", "ahci"]
-                .map(String::from)
-                .to_vec(),
+            extra: vec![
+                "--module".into(),
+                "ata_piix,ahci,xhci_pci,usb_storage".into(),
+            ],
             ..Default::default()
         }
         .build(&a.terra, &a.stage0, &a.kver, &img)
@@ -127,12 +128,26 @@ fn a_live_iso_boots_its_squashfs_root_from_a_cdrom_under_seabios() {
 }
 
 #[test]
-fn the_same_iso_written_as_a_disk_boots_under_ovmf() {
+fn the_same_iso_on_a_usb_stick_boots_under_ovmf() {
     let a = artifacts();
     let mut vm = Vm::new(&a.kernel, live_initramfs(), accel());
     vm.firmware = Firmware::Uefi;
+    // No -kernel: the firmware boots the stick (a USB mass-storage device on an xHCI
+    // controller holding the ISO's bytes, as `dd` writes them).
     vm.boot_disk = true;
-    vm.disks = vec![demo_iso().clone()];
+    vm.extra = [
+        "-device",
+        "qemu-xhci,id=xhci",
+        "-drive",
+        &format!(
+            "if=none,id=stick,format=raw,snapshot=on,file={}",
+            demo_iso().display()
+        ),
+        "-device",
+        "usb-storage,bus=xhci.0,drive=stick,bootindex=0",
+    ]
+    .map(String::from)
+    .to_vec();
     vm.timeout = Duration::from_secs(150);
     expect_live_demo(&vm);
 }
