@@ -70,6 +70,10 @@ pub struct IsoSpec {
     /// A squashfs root for a live ISO (see [`crate::live`]): placed at
     /// [`LIVE_IMAGE_PATH`], and the kernel line gains `root=live:LABEL=<label>`.
     pub live: Option<PathBuf>,
+    /// A Unified Kernel Image (`terra uki`, signed for Secure Boot) that UEFI firmware
+    /// starts directly as `/EFI/BOOT/BOOTX64.EFI` instead of GRUB: its own command line and
+    /// initramfs apply. BIOS still boots GRUB with [`IsoSpec::kernel`].
+    pub uki: Option<PathBuf>,
 }
 
 impl IsoSpec {
@@ -84,6 +88,7 @@ impl IsoSpec {
             output,
             source_date_epoch: 0,
             live: None,
+            uki: None,
         }
     }
 }
@@ -268,6 +273,7 @@ fn write(path: &Path, data: &[u8]) -> Result<(), IsoError> {
 pub fn build(spec: &IsoSpec) -> Result<IsoReport, IsoError> {
     let mut inputs = vec![("kernel", &spec.kernel), ("initramfs", &spec.initramfs)];
     inputs.extend(spec.live.iter().map(|p| ("live image", p)));
+    inputs.extend(spec.uki.iter().map(|p| ("UKI", p)));
     for (what, path) in inputs {
         std::fs::File::open(path).map_err(|err| IsoError::Input {
             what,
@@ -314,6 +320,7 @@ pub fn build(spec: &IsoSpec) -> Result<IsoReport, IsoError> {
         ("initramfs", &spec.initramfs),
     ];
     files.extend(spec.live.iter().map(|p| ("live image", p.as_path())));
+    files.extend(spec.uki.iter().map(|p| ("UKI", p.as_path())));
     let id = fingerprint(&[cfg.as_bytes(), spec.label.as_bytes()], &files)?;
     let marker = format!("terra-{id:016x}.id");
     write(&grub_dir.join(&marker), b"Terra boot image\n")?;
@@ -353,8 +360,14 @@ pub fn build(spec: &IsoSpec) -> Result<IsoReport, IsoError> {
         GRUB_PC_DIR,
         &grub_dir.join("eltorito.img"),
     )?;
-    let efi_core = scratch.0.join("BOOTX64.EFI");
-    mkimage("x86_64-efi", GRUB_EFI_DIR, &efi_core)?;
+    let efi_core = match &spec.uki {
+        Some(uki) => uki.clone(),
+        None => {
+            let core = scratch.0.join("BOOTX64.EFI");
+            mkimage("x86_64-efi", GRUB_EFI_DIR, &core)?;
+            core
+        }
+    };
 
     // The EFI system image: a FAT filesystem with the removable-media path the firmware
     // looks for. --invariant fixes the volume id and dates; mtools takes its times from

@@ -238,6 +238,11 @@ struct IsoArgs {
     /// tmpfs overlay, found by the volume label (root=live:LABEL=<label>); no disk needed
     #[arg(long, value_name = "REF")]
     live: Option<String>,
+    /// Under UEFI, start this Unified Kernel Image (`terra uki`, signed for Secure Boot)
+    /// directly instead of GRUB; its own command line applies (for a live ISO, give it
+    /// root=live:LABEL=<label>). BIOS still boots GRUB with --kernel and --initramfs
+    #[arg(long, value_name = "EFI")]
+    uki: Option<PathBuf>,
     #[command(flatten)]
     fetch: oci_cli::FetchArgs,
     /// The image to write
@@ -562,6 +567,7 @@ fn cmd_iso(a: IsoArgs, progress: &dyn Progress) -> Result<(), Error> {
     spec.cmdline = joined(&a.cmdlines);
     spec.node = a.node;
     spec.label = a.label;
+    spec.uki = a.uki;
     spec.source_date_epoch = u64::from(source_date_epoch(
         std::env::var_os("SOURCE_DATE_EPOCH").as_deref(),
     )?);

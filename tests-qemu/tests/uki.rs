@@ -63,12 +63,16 @@ fn path_str(p: &Path) -> &str {
 /// `terra uki` with the lab's kernel and initramfs into `name`, signed with the db key
 /// when `signed`.
 fn uki(name: &str, signed: bool) -> PathBuf {
+    uki_with(name, signed, CMDLINE)
+}
+
+fn uki_with(name: &str, signed: bool, cmdline: &str) -> PathBuf {
     let (a, s) = (artifacts(), setup());
     let out = s.dir.join(name);
     let mut cmd = Command::new(&a.terra);
     cmd.args(["uki", "--kernel", path_str(&a.kernel)])
         .args(["--initramfs", path_str(&a.initramfs)])
-        .args(["--cmdline", CMDLINE, "-o", path_str(&out)])
+        .args(["--cmdline", cmdline, "-o", path_str(&out)])
         .env("SOURCE_DATE_EPOCH", "1700000000");
     if signed {
         cmd.args(["--sign-key", path_str(&s.keys.db_key)])
@@ -218,4 +222,65 @@ fn unsigned_uki_is_refused() {
 #[test]
 fn tampered_uki_is_refused() {
     expect_refused(&refused(tampered_uki()));
+}
+
+/// `terra iso --live … --uki`: under UEFI the ISO starts the signed UKI itself (no GRUB), so
+/// enforcing Secure Boot covers the kernel, the initramfs and the command line that names
+/// the live medium; stage0 then boots the squashfs root from the CD (virtio-scsi, whose
+/// drivers the QEMU set has).
+#[test]
+fn a_live_iso_starts_its_signed_uki_under_secure_boot() {
+    let (a, s) = (artifacts(), setup());
+    let uki = uki_with(
+        "terra-live-signed.efi",
+        true,
+        "console=ttyS0,115200 panic=-1 terra.demo=poweroff hostname=terra-uki-live \
+         root=live:LABEL=TERRA",
+    );
+    let busybox = lab::host::static_busybox().expect("static busybox");
+    let (layout, _) = lab::oci_root::demo_layout(&busybox).expect("demo image");
+    let iso = s.dir.join("terra-live-uki.iso");
+    let reference = format!("oci:{}:{}", layout.display(), lab::oci_root::DEMO_TAG);
+    let out = lab::run(
+        Command::new(&a.terra)
+            .args(["iso", "--kernel", path_str(&a.kernel)])
+            .args(["--initramfs", path_str(&a.initramfs)])
+            .args(["--live", &reference, "--uki", path_str(&uki)])
+            .args(["-o", path_str(&iso)])
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprint!("{out}");
+
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.firmware = Firmware::SecureBoot;
+    vm.efi_vars = Some(s.vars.clone());
+    vm.boot_disk = true;
+    vm.extra = [
+        "-device",
+        "virtio-scsi-pci,id=scsi0",
+        "-drive",
+        &format!(
+            "if=none,id=cd,media=cdrom,readonly=on,file={}",
+            iso.display()
+        ),
+        "-device",
+        "scsi-cd,bus=scsi0.0,drive=cd,bootindex=0",
+    ]
+    .map(String::from)
+    .to_vec();
+    vm.timeout = Duration::from_secs(150);
+    let out = vm.run_captured().expect("qemu runs");
+    lab::harness::expect(
+        &out,
+        &[
+            "Secure boot enabled",
+            "TERRA-DEMO-INIT",
+            "TERRA-DEMO-HOSTNAME terra-uki-live",
+            "TERRA-DEMO-POWEROFF",
+        ],
+    );
+    let r = lab::harness::report(&out);
+    assert_eq!(r["root"]["fstype"], "overlay", "{r}");
+    assert_eq!(r["root"]["label"], "TERRA", "{r}");
 }
