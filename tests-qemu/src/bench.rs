@@ -180,6 +180,31 @@ fn boot_times(log: &str) -> Option<(f64, Option<f64>)> {
     Some((at_init, run_init.map(|t| at_init - t)))
 }
 
+/// The lab guest's devices as a sysfs tree for `--host-sysfs`: one boot of the demo disk
+/// whose root prints every modalias (`terra.demo=modaliases`).
+fn guest_sysfs(
+    a: &build::Artifacts,
+    accel: crate::vm::Accel,
+    out_dir: &Path,
+) -> crate::Result<PathBuf> {
+    let busybox = crate::host::static_busybox()
+        .ok_or("no static busybox (apt-get install busybox-static)")?;
+    let disk = crate::disk::BtrfsDisk::new("os", "7e44a1a0-5ca1-4e00-9000-0000000000b5", &["os"])
+        .image(&busybox)?;
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel);
+    vm.disks = vec![disk];
+    vm.append = "terra.demo=poweroff terra.demo=modaliases".into();
+    let out = vm.run_captured()?;
+    let sysfs = out_dir.join("guest-sysfs");
+    let _ = fs::remove_dir_all(&sysfs);
+    let n = crate::vm::modaliases_to_sysfs(&out.log, &sysfs)?;
+    if n == 0 {
+        return Err("the lab guest printed no modaliases (terra.demo=modaliases)".into());
+    }
+    eprintln!("bench: the lab guest has {n} devices with a modalias");
+    Ok(sysfs)
+}
+
 fn bench_dir() -> crate::Result<PathBuf> {
     let out_dir = lab_dir()
         .parent()
@@ -325,6 +350,26 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     let disk = bench_disk(&init)?;
     let out_dir = bench_dir()?;
     let kver = a.kver.clone();
+    let sysfs = guest_sysfs(&a, opts.accel, &out_dir)?;
+    let baremetal = crate::workspace().join("initramfs/baremetal.modules");
+    let terra_with = |extra: Vec<String>| -> GenerateFn {
+        let (a, kver) = (&a, &kver);
+        Box::new(move |out: &Path| {
+            let start = Instant::now();
+            Initramfs {
+                extra: extra.clone(),
+                ..Default::default()
+            }
+            .build(&a.terra, &a.stage0, kver, out)?;
+            Ok(start.elapsed().as_secs_f64())
+        })
+    };
+    let list = vec![
+        "--modules-list".to_string(),
+        baremetal.display().to_string(),
+    ];
+    let mut host = list.clone();
+    host.extend(["--host-sysfs".to_string(), sysfs.display().to_string()]);
 
     let gens: Vec<(Generator, GenerateFn)> = vec![
         (
@@ -332,11 +377,21 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
                 name: "terra",
                 boot: true,
             },
-            Box::new(|out: &Path| {
-                let start = Instant::now();
-                Initramfs::default().build(&a.terra, &a.stage0, &kver, out)?;
-                Ok(start.elapsed().as_secs_f64())
-            }),
+            terra_with(Vec::new()),
+        ),
+        (
+            Generator {
+                name: "terra, bare-metal set",
+                boot: true,
+            },
+            terra_with(list),
+        ),
+        (
+            Generator {
+                name: "terra --host (bare-metal set, lab guest)",
+                boot: true,
+            },
+            terra_with(host),
         ),
         (
             Generator {

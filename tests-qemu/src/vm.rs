@@ -561,6 +561,34 @@ pub fn demo_init_uptime(log: &str) -> Option<f64> {
         .and_then(|s| s.parse().ok())
 }
 
+/// The guest's devices as the demo root printed them (`terra.demo=modaliases`: one
+/// `TERRA-MODALIAS devices/<path> <alias>` line each), written as a sysfs tree under `sysfs`
+/// for `terra initramfs --host-sysfs`. Returns how many devices there were; a path that
+/// would leave `devices/` is refused.
+pub fn modaliases_to_sysfs(log: &str, sysfs: &Path) -> crate::Result<usize> {
+    let mut devices = 0;
+    for l in log.lines() {
+        let Some((path, alias)) = l
+            .split("TERRA-MODALIAS ")
+            .nth(1)
+            .and_then(|r| r.trim().split_once(' '))
+        else {
+            continue;
+        };
+        if !path.starts_with("devices/") || path.contains("..") {
+            return Err(format!("modalias path {path:?} is not under devices/"));
+        }
+        let file = sysfs.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&file, format!("{alias}\n"))
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        devices += 1;
+    }
+    Ok(devices)
+}
+
 /// The boot report the demo init printed, as JSON.
 pub fn boot_report(log: &str) -> Option<serde_json::Value> {
     let start = log.find("--- /run/terra/boot.json\n")? + "--- /run/terra/boot.json\n".len();

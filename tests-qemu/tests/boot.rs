@@ -257,24 +257,7 @@ fn a_host_only_image_made_for_the_lab_guest_boots_it() {
     expect(&out, &["TERRA-DEMO-POWEROFF"]);
     let dir = disk::tempdir("host-sysfs").unwrap();
     let sysfs = dir.join("sys");
-    let mut devices = 0;
-    for l in out.log.lines() {
-        let Some((path, alias)) = l
-            .split("TERRA-MODALIAS ")
-            .nth(1)
-            .and_then(|r| r.trim().split_once(' '))
-        else {
-            continue;
-        };
-        assert!(
-            path.starts_with("devices/") && !path.contains(".."),
-            "{path}"
-        );
-        let file = sysfs.join(path);
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        std::fs::write(&file, format!("{alias}\n")).unwrap();
-        devices += 1;
-    }
+    let devices = lab::vm::modaliases_to_sysfs(&out.log, &sysfs).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         devices >= 5,
         "too few modaliases on the console:\n{}",

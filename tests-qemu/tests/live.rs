@@ -184,7 +184,7 @@ fn blank_disk(path: &Path) {
 #[test]
 fn a_live_iso_installs_a_disk_that_boots_on_its_own() {
     let a = artifacts();
-    let reference = lab::live::installer_image(&a, &busybox()).expect("installer image");
+    let reference = lab::live::installer_image(a, &busybox()).expect("installer image");
     let iso = live_iso(
         &reference,
         "installer-live.iso",
