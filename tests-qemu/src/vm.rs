@@ -334,6 +334,38 @@ impl Vm {
         c
     }
 
+    /// Attaches `image` as a USB stick (usb-storage on an xHCI controller) that the
+    /// firmware boots first; writes go to a snapshot.
+    pub fn add_usb_stick(&mut self, image: &Path) {
+        self.extra.extend([
+            "-device".to_string(),
+            "qemu-xhci,id=xhci".into(),
+            "-drive".into(),
+            format!(
+                "if=none,id=stick,format=raw,snapshot=on,file={}",
+                qemu_opt(&image.to_string_lossy())
+            ),
+            "-device".into(),
+            "usb-storage,bus=xhci.0,drive=stick,bootindex=0".into(),
+        ]);
+    }
+
+    /// Attaches `iso` as a CD-ROM on virtio-scsi that the firmware boots first (the QEMU
+    /// module set drives it, unlike the machines' IDE or SATA CD-ROMs).
+    pub fn add_scsi_cdrom(&mut self, iso: &Path) {
+        self.extra.extend([
+            "-device".to_string(),
+            "virtio-scsi-pci,id=scsi0".into(),
+            "-drive".into(),
+            format!(
+                "if=none,id=cd,media=cdrom,readonly=on,file={}",
+                qemu_opt(&iso.to_string_lossy())
+            ),
+            "-device".into(),
+            "scsi-cd,bus=scsi0.0,drive=cd,bootindex=0".into(),
+        ]);
+    }
+
     /// Runs with the serial console captured, killing QEMU at the timeout.
     pub fn run_captured(&self) -> crate::Result<Outcome> {
         self.spawn_captured(None)?.finish()

@@ -117,45 +117,36 @@ fn expect_live_demo(vm: &Vm) {
     assert!(out.exited, "the VM should power off");
 }
 
-#[test]
-fn a_live_iso_boots_its_squashfs_root_from_a_cdrom_under_seabios() {
+/// A VM under `firmware` with the lab's kernel and [`live_initramfs`] (used only when it
+/// boots with `-kernel`).
+fn live_vm(firmware: Firmware) -> Vm {
     let a = artifacts();
     let mut vm = Vm::new(&a.kernel, live_initramfs(), accel());
-    vm.firmware = Firmware::Bios;
-    vm.cdrom = Some(demo_iso().clone());
+    vm.firmware = firmware;
     vm.timeout = Duration::from_secs(150);
+    vm
+}
+
+#[test]
+fn a_live_iso_boots_its_squashfs_root_from_a_cdrom_under_seabios() {
+    let mut vm = live_vm(Firmware::Bios);
+    vm.cdrom = Some(demo_iso().clone());
     expect_live_demo(&vm);
 }
 
 #[test]
 fn the_same_iso_on_a_usb_stick_boots_under_ovmf() {
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, live_initramfs(), accel());
-    vm.firmware = Firmware::Uefi;
-    // No -kernel: the firmware boots the stick (a USB mass-storage device on an xHCI
-    // controller holding the ISO's bytes, as `dd` writes them).
+    let mut vm = live_vm(Firmware::Uefi);
+    // No -kernel: the firmware boots the stick, which holds the ISO's bytes as `dd`
+    // writes them.
     vm.boot_disk = true;
-    vm.extra = [
-        "-device",
-        "qemu-xhci,id=xhci",
-        "-drive",
-        &format!(
-            "if=none,id=stick,format=raw,snapshot=on,file={}",
-            demo_iso().display()
-        ),
-        "-device",
-        "usb-storage,bus=xhci.0,drive=stick,bootindex=0",
-    ]
-    .map(String::from)
-    .to_vec();
-    vm.timeout = Duration::from_secs(150);
+    vm.add_usb_stick(demo_iso());
     expect_live_demo(&vm);
 }
 
 #[test]
 fn a_missing_image_on_the_medium_is_named_in_rescue() {
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, live_initramfs(), accel());
+    let mut vm = live_vm(Firmware::Bios);
     // The kernel directly (no firmware, no GRUB): only stage0's handling is under test.
     vm.append =
         "root=live:CDLABEL=TERRA rd.live.squashimg=absent.img terra.rescue=halt terra.timeout=20"
@@ -200,8 +191,7 @@ fn a_live_iso_installs_a_disk_that_boots_on_its_own() {
     let disk = work_dir().join("installed.img");
     blank_disk(&disk);
 
-    let mut vm = Vm::new(&a.kernel, live_initramfs(), accel());
-    vm.firmware = Firmware::Bios;
+    let mut vm = live_vm(Firmware::Bios);
     vm.cdrom = Some(iso);
     vm.disks = vec![disk.clone()];
     vm.keep_writes = true;
@@ -219,11 +209,9 @@ fn a_live_iso_installs_a_disk_that_boots_on_its_own() {
     assert!(out.exited, "the installer should power off");
 
     // The installed disk alone: firmware, its GRUB, its kernel and initramfs, its root.
-    let mut vm = Vm::new(&a.kernel, live_initramfs(), accel());
-    vm.firmware = Firmware::Bios;
+    let mut vm = live_vm(Firmware::Bios);
     vm.boot_disk = true;
     vm.disks = vec![disk.clone()];
-    vm.timeout = Duration::from_secs(150);
     let out = run(&vm);
     expect(
         &out,

@@ -256,19 +256,7 @@ fn a_live_iso_starts_its_signed_uki_under_secure_boot() {
     vm.firmware = Firmware::SecureBoot;
     vm.efi_vars = Some(s.vars.clone());
     vm.boot_disk = true;
-    vm.extra = [
-        "-device",
-        "virtio-scsi-pci,id=scsi0",
-        "-drive",
-        &format!(
-            "if=none,id=cd,media=cdrom,readonly=on,file={}",
-            iso.display()
-        ),
-        "-device",
-        "scsi-cd,bus=scsi0.0,drive=cd,bootindex=0",
-    ]
-    .map(String::from)
-    .to_vec();
+    vm.add_scsi_cdrom(&iso);
     vm.timeout = Duration::from_secs(150);
     let out = vm.run_captured().expect("qemu runs");
     lab::harness::expect(
