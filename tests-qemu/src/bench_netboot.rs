@@ -15,10 +15,12 @@
 //! is not installed for that (its postinst enables daemons and adds udev rules): the bench
 //! reuses the packages the iSCSI case fetches with `apt-get download`
 //! ([`crate::bench_iscsi::fetch_iscsistart`]) and runs dracut in a mount namespace of its own
-//! (`unshare -m`) where read-only overlays put the unpacked tree over `/usr/sbin`,
-//! `/usr/lib/x86_64-linux-gnu`, `/usr/lib/systemd/system` and `/etc`. dracut then finds the
-//! tools, libraries, units and `iscsid.conf` where open-iscsi would have put them; nothing
-//! changes outside the namespace. When any of that fails, dracut's side is not run and the
+//! (`unshare -m`) where read-only overlays put the unpacked tree over `/usr/sbin`, `/usr/lib`
+//! and `/etc`. dracut then finds the tools, libraries, units and `iscsid.conf` where
+//! open-iscsi would have put them; nothing changes outside the namespace. The helper that
+//! Debian's `iscsid.service` runs first (`/lib/open-iscsi/startup-checks.sh`) is not among
+//! what dracut's iscsi module installs; without it iscsid does not start in the initramfs,
+//! so the bench adds what the unit runs with `--install`. When any of that fails, dracut's side is not run and the
 //! report says why.
 
 use std::collections::BTreeMap;
@@ -135,19 +137,12 @@ const DRACUT_MODULES: &str = "/usr/lib/dracut/modules.d";
 /// The overlays that show `tree` (an unpacked package) in place of the host's directories:
 /// (host directory, the tree's directories over it, topmost first). Directories of the tree
 /// that the host has under one name (`/sbin` is `/usr/sbin` on a merged-/usr host) share an
-/// overlay. `/etc/iscsi` does not exist on the host, so the tree's `etc` goes over `/etc`.
+/// overlay. Whole top directories are covered because some of the package's directories
+/// (`/etc/iscsi`, `/lib/open-iscsi`) do not exist on the host.
 pub fn overlays(tree: &Path) -> crate::Result<Vec<(PathBuf, Vec<PathBuf>)>> {
     let mut by_host: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
     for rel in [
-        "sbin",
-        "usr/sbin",
-        "bin",
-        "usr/bin",
-        "lib/x86_64-linux-gnu",
-        "usr/lib/x86_64-linux-gnu",
-        "lib/systemd/system",
-        "usr/lib/systemd/system",
-        "etc",
+        "sbin", "usr/sbin", "bin", "usr/bin", "lib", "usr/lib", "etc",
     ] {
         let src = tree.join(rel);
         if !src.is_dir() {
@@ -201,8 +196,16 @@ pub fn dracut_script(overlays: &[(PathBuf, Vec<PathBuf>)]) -> String {
 fn dracut_image(kver: &str, tree: &Path, out: &Path) -> crate::Result<()> {
     check_libraries(tree)?;
     let script = dracut_script(&overlays(tree)?);
-    run(Command::new("timeout")
-        .args([DRACUT_LIMIT, "unshare", "-m", "sh", "-c", &script, "dracut"])
+    let unit = tree.join("lib/systemd/system/iscsid.service");
+    let helpers = fs::read_to_string(&unit)
+        .map(|u| unit_helpers(&u, tree))
+        .unwrap_or_default();
+    let mut cmd = Command::new("timeout");
+    cmd.args([DRACUT_LIMIT, "unshare", "-m", "sh", "-c", &script, "dracut"]);
+    for h in &helpers {
+        cmd.args(["--install", h]);
+    }
+    run(cmd
         .args([
             "-q",
             "--force",
@@ -231,6 +234,29 @@ fn dracut_image(kver: &str, tree: &Path, out: &Path) -> crate::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The programs a systemd unit's `Exec*=` lines run that `tree` holds (absolute paths),
+/// other than open-iscsi's tools, which dracut's iscsi module installs itself.
+pub fn unit_helpers(unit: &str, tree: &Path) -> Vec<String> {
+    let mut v: Vec<String> = unit
+        .lines()
+        .filter_map(|l| {
+            let (key, value) = l.trim().split_once('=')?;
+            if !key.trim().starts_with("Exec") {
+                return None;
+            }
+            // Prefixes such as `-` (failure ignored) or `@` come before the path.
+            let prog = value.trim().trim_start_matches(['-', '@', ':', '+', '!']);
+            let prog = prog.split_whitespace().next()?;
+            let name = Path::new(prog).file_name()?.to_str()?;
+            let ours = DRACUT_ISCSI_TOOLS.contains(&name);
+            (prog.starts_with('/') && !ours && tree.join(&prog[1..]).is_file())
+                .then(|| prog.to_string())
+        })
+        .collect();
+    v.dedup();
+    v
 }
 
 /// open-iscsi's tools that dracut's iscsi module installs.
@@ -542,6 +568,21 @@ mod tests {
             "{script}"
         );
         assert!(script.ends_with("exec dracut \"$@\"\n"), "{script}");
+    }
+
+    #[test]
+    fn the_units_helpers_are_installed_but_not_the_tools() {
+        let tree = crate::disk::tempdir("netboot-unit").unwrap();
+        fs::create_dir_all(tree.join("lib/open-iscsi")).unwrap();
+        fs::create_dir_all(tree.join("sbin")).unwrap();
+        fs::write(tree.join("lib/open-iscsi/startup-checks.sh"), "#!/bin/sh\n").unwrap();
+        fs::write(tree.join("sbin/iscsid"), "").unwrap();
+        let unit = "[Service]\nType=forking\nPIDFile=/run/iscsid.pid\n\
+                    ExecStartPre=-/lib/open-iscsi/startup-checks.sh\n\
+                    ExecStart=/sbin/iscsid\nExecStop=/lib/open-iscsi/absent.sh x\n";
+        let h = unit_helpers(unit, &tree);
+        let _ = fs::remove_dir_all(&tree);
+        assert_eq!(h, vec!["/lib/open-iscsi/startup-checks.sh".to_string()]);
     }
 
     #[test]
