@@ -5,10 +5,11 @@
 //!
 //! The LUN is a copy of the boot bench's root ([`crate::bench::bench_disk`]: btrfs label `os`,
 //! subvolume `os`, whose `/sbin/init` prints `/proc/uptime` and powers off). A fresh tgtd on
-//! the host's 127.0.0.1 (the guest's 10.0.2.2) serves it to every boot; the VM has no disk,
-//! only a virtio NIC, and both images get the same keys, which both understand: `ip=dhcp`
-//! (QEMU's DHCP server), `rd.iscsi.initiator=`, `netroot=iscsi:10.0.2.2::<port>:1:<iqn>` and
-//! `root=LABEL=os rootflags=subvol=os rootfstype=btrfs`.
+//! the host's own address ([`portal`] says why not loopback) serves it to every boot; the VM
+//! has no disk, only a virtio NIC on QEMU user networking, and both images get the same
+//! keys, which both understand: `ip=dhcp` (QEMU's DHCP server), `rd.iscsi.initiator=`,
+//! `netroot=iscsi:<host>::<port>:1:<iqn>` and `root=LABEL=os rootflags=subvol=os
+//! rootfstype=btrfs`.
 //!
 //! dracut's network module is `network-legacy` (see [`dracut_image`] for why not
 //! `systemd-networkd`). Its iscsi module wants `iscsi-iname`, `iscsiadm` and `iscsid` on the host. open-iscsi
@@ -47,12 +48,40 @@ const DRACUT_LIMIT: &str = "900";
 pub const APPEND_ENV: &str = "TERRA_BENCH_NETBOOT_APPEND";
 
 /// The kernel command line of every boot: only keys both images understand.
-pub fn append(port: u16) -> String {
+pub fn append(portal: &str, port: &str) -> String {
     format!(
         "ip=dhcp rd.iscsi.initiator={INITIATOR} \
-         netroot=iscsi:{GUEST_HOST_ADDR}::{port}:1:{IQN} \
+         netroot=iscsi:{portal}::{port}:1:{IQN} \
          root=LABEL=os rootflags=subvol=os rootfstype=btrfs"
     )
+}
+
+/// Where tgtd listens and both images log in: (tgtd's address, the guest's name for it).
+///
+/// Not the lab's usual 127.0.0.1 (the guest's 10.0.2.2): dracut's `iscsiroot` first asks
+/// the portal for its targets (SendTargets) and then logs in to the node record of the
+/// portal on its command line, and tgtd answers discovery with the address it listens on,
+/// so a tgtd on 127.0.0.1 leaves records for 127.0.0.1:port and dracut's login finds "No
+/// records found". The host's own global IPv4 address does not have that problem: tgtd
+/// listens there, and the guest reaches it under the same name through QEMU's user
+/// networking (slirp connects from the host). Without such an address the bench falls back
+/// to loopback, and the report says dracut cannot log in there.
+pub fn portal() -> (String, String) {
+    let out = run(Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]))
+        .unwrap_or_default();
+    match global_addr(&out) {
+        Some(a) => (a.clone(), a),
+        None => ("127.0.0.1".into(), GUEST_HOST_ADDR.into()),
+    }
+}
+
+/// The first address in `ip -4 -o addr show scope global`.
+pub fn global_addr(out: &str) -> Option<String> {
+    out.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        words.find(|w| *w == "inet")?;
+        Some(words.next()?.split('/').next()?.to_string())
+    })
 }
 
 /// One image under test.
@@ -113,6 +142,8 @@ pub struct NetbootResult {
     pub sides: Vec<Side>,
     /// dracut's network module, read from its image (`systemd-networkd`, `network-legacy`…).
     pub dracut_network: Option<String>,
+    /// The portal's address as the guest names it ([`portal`]).
+    pub portal: String,
 }
 
 /// Installs dracut-core and dracut-network when missing (apt, as root; no recommends, so
@@ -297,15 +328,21 @@ fn dracut_network_module(image: &Path) -> Option<String> {
 }
 
 /// One boot of `image` from a fresh tgtd serving `lun`: the console log.
-fn one_boot(a: &Artifacts, accel: Accel, image: &Path, lun: &Path) -> crate::Result<String> {
-    let mut tgtd = Tgtd::start()?;
+fn one_boot(
+    a: &Artifacts,
+    accel: Accel,
+    image: &Path,
+    lun: &Path,
+    (listen, guest): (&str, &str),
+) -> crate::Result<String> {
+    let mut tgtd = Tgtd::start_on(listen)?;
     tgtd.target(1, IQN, lun)?;
     let mut vm = Vm::new(&a.kernel, image, accel);
     vm.nic = Some("virtio".into());
     vm.timeout = BOOT_LIMIT;
     vm.append = format!(
         "{} {}",
-        append(tgtd.port),
+        append(guest, &tgtd.port.to_string()),
         std::env::var(APPEND_ENV).unwrap_or_default()
     );
     let out = vm.run_captured()?;
@@ -357,19 +394,22 @@ pub fn run_netboot(
         made,
     );
     let dracut_network = dracut.image.as_deref().and_then(dracut_network_module);
+    let (listen, guest) = portal();
+    eprintln!("bench: netboot: tgtd on {listen}, the guest logs in to {guest}");
     let mut r = NetbootResult {
         accel,
         kver: a.kver.clone(),
         boots,
         sides: vec![terra, dracut],
         dracut_network,
+        portal: guest.clone(),
     };
     for n in 0..boots {
         for side in r.sides.iter_mut() {
             let Some(image) = side.image.clone() else {
                 continue;
             };
-            let outcome = one_boot(a, accel, &image, &lun.0).and_then(|log| {
+            let outcome = one_boot(a, accel, &image, &lun.0, (&listen, &guest)).and_then(|log| {
                 boot_times(&log)
                     .map(|t| (t, log.clone()))
                     .ok_or_else(|| format!("no uptime on the TERRA-BENCH-INIT line\n{log}"))
@@ -442,11 +482,12 @@ impl NetbootResult {
         );
         s.push_str(&format!(
             "Kernel {}, no disk, a virtio NIC on QEMU user networking; a fresh tgtd per boot on \
-             the host (10.0.2.2) serves one btrfs LUN (label `os`, subvolume `os`, whose init \
+             the host ({}) serves one btrfs LUN (label `os`, subvolume `os`, whose init \
              prints its uptime and powers off); both images get `{}`. {} boots per image, \
              alternating, under {:?}; guest seconds. dracut's network module: {}.\n\n",
             self.kver,
-            append(3260).replace("::3260:", "::<port>:"),
+            self.portal,
+            append(&self.portal, "<port>"),
             self.boots,
             self.accel,
             self.dracut_network.as_deref().unwrap_or("unknown"),
@@ -477,6 +518,12 @@ impl NetbootResult {
                 side.unpacked as f64 / 1e6,
                 side.failures.len(),
             ));
+        }
+        if self.portal == GUEST_HOST_ADDR {
+            s.push_str(
+                "\nThe host has no global IPv4 address, so tgtd listened on loopback: its \
+                 discovery answers name 127.0.0.1, and dracut's login cannot use them.\n",
+            );
         }
         let ratio = self.ratio();
         if ratio.is_finite() {
@@ -511,6 +558,7 @@ impl NetbootResult {
             "kernel": self.kver,
             "boots": self.boots,
             "dracut_network": self.dracut_network,
+            "portal": self.portal,
             "sides": self.sides.iter().map(|s| serde_json::json!({
                 "name": s.name,
                 "skipped": s.skipped,
@@ -586,6 +634,14 @@ mod tests {
     }
 
     #[test]
+    fn the_portal_is_the_hosts_first_global_address() {
+        let out = "2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\\       valid_lft forever\n\
+                   3: eth1    inet 198.51.100.7/16 scope global eth1\n";
+        assert_eq!(global_addr(out).as_deref(), Some("192.0.2.2"));
+        assert_eq!(global_addr(""), None);
+    }
+
+    #[test]
     fn overlay_layers_with_separators_are_refused() {
         let tree = crate::disk::tempdir("netboot,tree").unwrap();
         fs::create_dir_all(tree.join("sbin")).unwrap();
@@ -615,6 +671,7 @@ mod tests {
                 side("dracut", &[20.0, 19.0, 40.0]),
             ],
             dracut_network: Some("systemd-networkd".into()),
+            portal: "192.0.2.2".into(),
         };
         assert_eq!(r.ratio(), 4.0);
         let md = r.render();
@@ -627,7 +684,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("network module: systemd-networkd"), "{md}");
-        assert!(md.contains("netroot=iscsi:10.0.2.2::<port>:1:"), "{md}");
+        assert!(md.contains("netroot=iscsi:192.0.2.2::<port>:1:"), "{md}");
         assert_eq!(r.to_json()["sides"][1]["median_s"], 20.0);
 
         r.sides[1] = Side {
