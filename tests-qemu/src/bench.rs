@@ -85,6 +85,8 @@ pub struct Options {
     pub only_kexec: bool,
     /// Only the session keeper case (`--only keeper`).
     pub only_keeper: bool,
+    /// Only the diskless boot case (`--only netboot`; `boots` boots per image).
+    pub only_netboot: bool,
 }
 
 /// Median; NaN for no values.
@@ -149,7 +151,7 @@ pub(crate) fn timed(cmd: &mut Command) -> crate::Result<f64> {
 
 /// Sum of the sizes of the files an image unpacks to (unmkinitramfs handles early cpio
 /// segments and every compressor the three generators use).
-fn unpacked_size(image: &Path) -> crate::Result<u64> {
+pub(crate) fn unpacked_size(image: &Path) -> crate::Result<u64> {
     let dir = crate::disk::tempdir("unpack")?;
     let result = run(Command::new("unmkinitramfs").arg(image).arg(&dir)).and_then(|_| {
         let out = run(Command::new("du")
@@ -166,7 +168,7 @@ fn unpacked_size(image: &Path) -> crate::Result<u64> {
 
 /// Seconds from a console log: the kernel's timestamp of "Run /init as init process" and the
 /// root init's own uptime line.
-fn boot_times(log: &str) -> Option<(f64, Option<f64>)> {
+pub(crate) fn boot_times(log: &str) -> Option<(f64, Option<f64>)> {
     let at_init: f64 = log
         .lines()
         .find_map(|l| l.split("TERRA-BENCH-INIT uptime=").nth(1))?
@@ -268,6 +270,40 @@ fn run_iscsi_only(opts: &Options) -> crate::Result<String> {
     Ok(md)
 }
 
+/// The diskless boot case: its markdown section and its `netboot` object for results.json.
+/// A failure is reported in both, not returned.
+fn netboot_case(
+    opts: &Options,
+    a: &build::Artifacts,
+    out_dir: &Path,
+) -> (String, serde_json::Value) {
+    match crate::bench_netboot::run_netboot(a, opts.accel, opts.boots.max(1), out_dir) {
+        Ok(r) => (r.render(), r.to_json()),
+        Err(e) => {
+            eprintln!("bench: the netboot case failed: {e}");
+            (
+                format!("\n## Diskless boot over iSCSI: kernel start → the root's init\n\nnot measured: {e}\n"),
+                serde_json::json!({ "error": e }),
+            )
+        }
+    }
+}
+
+/// `--only netboot`: the diskless boot case alone; writes target/bench/results.{json,md}.
+fn run_netboot_only(opts: &Options) -> crate::Result<String> {
+    let out_dir = bench_dir()?;
+    let a = build::artifacts()?;
+    let stage0_size = fs::metadata(&a.stage0).map(|m| m.len()).ok();
+    let (md, json) = netboot_case(opts, &a, &out_dir);
+    fs::write(out_dir.join("results.md"), &md).map_err(|e| e.to_string())?;
+    fs::write(
+        out_dir.join("results.json"),
+        serde_json::json!({ "stage0_bytes": stage0_size, "netboot": json }).to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(md)
+}
+
 /// What `--verify-key` adds to a pull: the ignored benchmark test in
 /// builder/tests/oci_signed.rs, built with the release profile (a registry on loopback).
 fn verify_case() -> crate::Result<String> {
@@ -315,6 +351,9 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     }
     if opts.only_iscsi {
         return run_iscsi_only(opts);
+    }
+    if opts.only_netboot {
+        return run_netboot_only(opts);
     }
     if opts.only_verify {
         let md = verify_case()?;
@@ -502,6 +541,9 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     let (imd, ijson) = iscsi_case(opts, &a, &out_dir);
     md.push_str(&imd);
     json["iscsi"] = ijson;
+    let (nmd, njson) = netboot_case(opts, &a, &out_dir);
+    md.push_str(&nmd);
+    json["netboot"] = njson;
     md.push_str(&unpack_case(&a.terra));
     md.push('\n');
     md.push_str(&upgrade_case(&a.terra, opts.boots));

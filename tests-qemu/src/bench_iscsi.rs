@@ -10,7 +10,7 @@
 //! the same blank 64 MiB LUN to each boot, so every login meets the same target state.
 //!
 //! `iscsistart` is not installed on the host (open-iscsi's postinst starts daemons and
-//! pulls in udev rules): `apt-get download` fetches open-iscsi and libopeniscsiusr into
+//! pulls in udev rules): `apt-get download` fetches open-iscsi, libopeniscsiusr and libisns0 into
 //! target/lab/iscsistart, `dpkg -x` unpacks them, and `ldd` gives the shared-library closure
 //! that goes into the bench root with the dynamic loader. When that fails the iscsistart
 //! side is skipped and the report says what is missing.
@@ -45,6 +45,9 @@ const BOOT_LIMIT: Duration = Duration::from_secs(240);
 /// Extra kernel arguments for every boot, for looking into a run by hand (e.g.
 /// `bench.debug loglevel=7`: iscsistart's output and the kernel's SCSI messages).
 pub const APPEND_ENV: &str = "TERRA_BENCH_ISCSI_APPEND";
+/// The packages unpacked for open-iscsi's tools: iscsistart needs the first two; iscsiadm and
+/// iscsid (the netboot case's dracut image) also link libisns.
+pub const OPEN_ISCSI_DEBS: [&str; 3] = ["open-iscsi", "libopeniscsiusr", "libisns0"];
 /// Bound on `apt-get download`.
 const APT_LIMIT: &str = "180";
 /// What the guest's network and modules need from stage0.
@@ -132,6 +135,9 @@ pub struct IscsistartDist {
     pub libs: Vec<(PathBuf, PathBuf)>,
     /// open-iscsi's package version.
     pub version: String,
+    /// Where [`OPEN_ISCSI_DEBS`] are unpacked (`dpkg -x`): a tree laid out like
+    /// the host's.
+    pub tree: PathBuf,
 }
 
 /// The libraries `ldd` lists: (where it goes in the root, host file). Named libraries go to
@@ -166,7 +172,7 @@ pub fn parse_ldd(out: &str) -> crate::Result<Vec<(PathBuf, PathBuf)>> {
     Ok(v)
 }
 
-/// Fetches (once) and unpacks open-iscsi and libopeniscsiusr into target/lab/iscsistart;
+/// Fetches (once) and unpacks [`OPEN_ISCSI_DEBS`] into target/lab/iscsistart;
 /// the error says precisely what is missing.
 pub fn fetch_iscsistart() -> crate::Result<IscsistartDist> {
     for (tool, pkg) in [
@@ -197,20 +203,15 @@ pub fn fetch_iscsistart() -> crate::Result<IscsistartDist> {
                 .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
         })
     };
-    if !have("open-iscsi_") || !have("libopeniscsiusr_") {
+    if OPEN_ISCSI_DEBS.iter().any(|pkg| !have(&format!("{pkg}_"))) {
         run(Command::new("timeout")
-            .args([
-                APT_LIMIT,
-                "apt-get",
-                "download",
-                "open-iscsi",
-                "libopeniscsiusr",
-            ])
+            .args([APT_LIMIT, "apt-get", "download"])
+            .args(OPEN_ISCSI_DEBS)
             .current_dir(&dir))
         .map_err(|e| {
             format!(
-                "`apt-get download open-iscsi libopeniscsiusr` failed, so there is no \
-                 iscsistart (open-iscsi) to compare with: {e}"
+                "`apt-get download {}` failed, so there is no open-iscsi to compare with: {e}",
+                OPEN_ISCSI_DEBS.join(" ")
             )
         })?;
     }
@@ -244,11 +245,12 @@ pub fn fetch_iscsistart() -> crate::Result<IscsistartDist> {
     let out = run(Command::new("ldd")
         .arg(&binary)
         .env("LD_LIBRARY_PATH", ld_path))?;
-    let libs = parse_ldd(&out)?;
+    let libs = parse_ldd(&out).map_err(|e| format!("iscsistart needs {e}"))?;
     Ok(IscsistartDist {
         binary,
         libs,
         version,
+        tree: root,
     })
 }
 

@@ -7,6 +7,7 @@ pub mod bench_dhcp;
 pub mod bench_iscsi;
 pub mod bench_keeper;
 pub mod bench_kexec;
+pub mod bench_netboot;
 pub mod bench_upgrade;
 pub mod build;
 pub mod debian;

@@ -37,14 +37,16 @@ const USAGE: &str = "usage:
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
       target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
-                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|upgrade|verify|kexec|keeper]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|kexec|keeper]
                     [--only controller [--nodes N] [--full-nodes N] [--image-mb N]
                                        [--requests N]]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
       init on the same kernel and disk; then time to a DHCP lease, stage0 vs busybox udhcpc
       against one dnsmasq in network namespaces (root); time from network up to an iSCSI
       LUN's disk, stage0's initiator vs open-iscsi's iscsistart, in the same VM setup against
-      tgtd (--iscsi-runs boots each, default 3); OCI unpack, terra vs umoci, on a 300 MiB
+      tgtd (--iscsi-runs boots each, default 3); a diskless node's whole boot from one tgtd
+      LUN, Terra's image vs dracut's with network and iscsi (--boots each; --only netboot);
+      OCI unpack, terra vs umoci, on a 300 MiB
       3-layer image; versions: `terra upgrade` of a 10 MiB top layer over a 500 MiB base vs a
       full unpack (time, new data), and the boot cost of a tentative version and of a
       same-boot fallback (--boots each); what --verify-key adds to `terra image pull` of the
@@ -355,6 +357,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         only_verify: false,
         only_kexec: false,
         only_keeper: false,
+        only_netboot: false,
     };
     let mut accel = None;
     let mut only_controller = false;
@@ -397,10 +400,11 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("verify") => opts.only_verify = true,
                     Some("kexec") => opts.only_kexec = true,
                     Some("keeper") => opts.only_keeper = true,
+                    Some("netboot") => opts.only_netboot = true,
                     Some("controller") => only_controller = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper or controller",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper, netboot or controller",
                             v.to_string_lossy()
                         ))
                     }
