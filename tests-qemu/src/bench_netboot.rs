@@ -4,12 +4,13 @@
 //! same LUN, same command line.
 //!
 //! The LUN is a copy of the boot bench's root ([`crate::bench::bench_disk`]: btrfs label `os`,
-//! subvolume `os`, whose `/sbin/init` prints `/proc/uptime` and powers off). A fresh tgtd on
-//! the host's own address ([`portal`] says why not loopback) serves it to every boot; the VM
-//! has no disk, only a virtio NIC on QEMU user networking, and both images get the same
-//! keys, which both understand: `ip=dhcp` (QEMU's DHCP server), `rd.iscsi.initiator=`,
-//! `netroot=iscsi:<host>::<port>:1:<iqn>` and `root=LABEL=os rootflags=subvol=os
-//! rootfstype=btrfs`.
+//! subvolume `os`, whose `/sbin/init` prints `/proc/uptime` and powers off). The VM has no
+//! disk, only a virtio NIC on a tap in a network namespace of the bench's own ([`Segment`]),
+//! where dnsmasq hands out addresses and a fresh tgtd serves the LUN to every boot at
+//! [`PORTAL`] (see there why not QEMU's user networking). Both images get the same keys,
+//! which both understand: `ip=dhcp`, `rd.iscsi.initiator=`,
+//! `netroot=iscsi:<portal>::<port>:1:<iqn>` and `root=LABEL=os rootflags=subvol=os
+//! rootfstype=btrfs`. The host's own interfaces are never touched.
 //!
 //! dracut's network module is `network-legacy` (see [`dracut_image`] for why not
 //! `systemd-networkd`). Its iscsi module wants `iscsi-iname`, `iscsiadm` and `iscsid` on the host. open-iscsi
@@ -32,9 +33,10 @@ use std::time::Duration;
 
 use crate::bench::{boot_times, max, median, min, unpacked_size};
 use crate::build::Artifacts;
+use crate::netns::{Dnsmasq, Netns};
 use crate::run;
-use crate::tgtd::{Lun, Tgtd, GUEST_HOST_ADDR};
-use crate::vm::{Accel, Vm};
+use crate::tgtd::{Lun, Tgtd};
+use crate::vm::{Accel, Tap, Vm};
 
 /// The target tgtd serves the root under.
 pub const IQN: &str = "iqn.2024-01.org.terra-os:bench-netboot";
@@ -56,32 +58,39 @@ pub fn append(portal: &str, port: &str) -> String {
     )
 }
 
-/// Where tgtd listens and both images log in: (tgtd's address, the guest's name for it).
+/// The namespace side of the tap: DHCP server and iSCSI portal for the VM.
 ///
-/// Not the lab's usual 127.0.0.1 (the guest's 10.0.2.2): dracut's `iscsiroot` first asks
-/// the portal for its targets (SendTargets) and then logs in to the node record of the
-/// portal on its command line, and tgtd answers discovery with the address it listens on,
-/// so a tgtd on 127.0.0.1 leaves records for 127.0.0.1:port and dracut's login finds "No
-/// records found". The host's own global IPv4 address does not have that problem: tgtd
-/// listens there, and the guest reaches it under the same name through QEMU's user
-/// networking (slirp connects from the host). Without such an address the bench falls back
-/// to loopback, and the report says dracut cannot log in there.
-pub fn portal() -> (String, String) {
-    let out = run(Command::new("ip").args(["-4", "-o", "addr", "show", "scope", "global"]))
-        .unwrap_or_default();
-    match global_addr(&out) {
-        Some(a) => (a.clone(), a),
-        None => ("127.0.0.1".into(), GUEST_HOST_ADDR.into()),
-    }
+/// Not the lab's usual tgtd on 127.0.0.1 behind QEMU's user networking (the guest's
+/// 10.0.2.2): dracut's `iscsiroot` first asks the portal for its targets (SendTargets) and
+/// then logs in to the node record of the portal on its command line, and tgtd answers
+/// discovery with the address it listens on, so a tgtd on 127.0.0.1 leaves records for
+/// 127.0.0.1 and dracut's login finds "No records found". On the tap, tgtd listens on the
+/// very address the guest reaches.
+pub const PORTAL: &str = "10.78.0.1";
+
+/// The bench's network: namespace `terra-netboot-<pid>-<n>` with tap `tap0` at
+/// [`PORTAL`]/24 and dnsmasq serving 10.78.0.50–99 on it. dnsmasq is killed by PID before
+/// the namespace (and the tap with it) is deleted, however the bench ends.
+struct Segment {
+    dnsmasq: Dnsmasq,
+    ns: Netns,
 }
 
-/// The first address in `ip -4 -o addr show scope global`.
-pub fn global_addr(out: &str) -> Option<String> {
-    out.lines().find_map(|l| {
-        let mut words = l.split_whitespace();
-        words.find(|w| *w == "inet")?;
-        Some(words.next()?.split('/').next()?.to_string())
-    })
+impl Segment {
+    fn new() -> crate::Result<Segment> {
+        crate::netns::require()?;
+        let ns = Netns::new("netboot")?;
+        ns.add_tap("tap0", &format!("{PORTAL}/24"))?;
+        let dnsmasq = Dnsmasq::start(&ns, "tap0", "10.78.0.50,10.78.0.99,255.255.255.0,1h", &[])?;
+        Ok(Segment { dnsmasq, ns })
+    }
+
+    fn tap(&self) -> Tap {
+        Tap {
+            netns: self.ns.name().to_string(),
+            ifname: "tap0".into(),
+        }
+    }
 }
 
 /// One image under test.
@@ -142,7 +151,7 @@ pub struct NetbootResult {
     pub sides: Vec<Side>,
     /// dracut's network module, read from its image (`systemd-networkd`, `network-legacy`…).
     pub dracut_network: Option<String>,
-    /// The portal's address as the guest names it ([`portal`]).
+    /// The portal's address ([`PORTAL`]).
     pub portal: String,
 }
 
@@ -333,16 +342,17 @@ fn one_boot(
     accel: Accel,
     image: &Path,
     lun: &Path,
-    (listen, guest): (&str, &str),
+    net: &Segment,
 ) -> crate::Result<String> {
-    let mut tgtd = Tgtd::start_on(listen)?;
+    let mut tgtd = Tgtd::start_in(&net.ns, PORTAL)?;
     tgtd.target(1, IQN, lun)?;
     let mut vm = Vm::new(&a.kernel, image, accel);
     vm.nic = Some("virtio".into());
+    vm.tap = Some(net.tap());
     vm.timeout = BOOT_LIMIT;
     vm.append = format!(
         "{} {}",
-        append(guest, &tgtd.port.to_string()),
+        append(PORTAL, &tgtd.port.to_string()),
         std::env::var(APPEND_ENV).unwrap_or_default()
     );
     let out = vm.run_captured()?;
@@ -350,11 +360,12 @@ fn one_boot(
         return Ok(out.log);
     }
     Err(format!(
-        "no TERRA-BENCH-INIT line (VM {} after {:.0} s)\n{}\n--- tgtd log\n{}",
+        "no TERRA-BENCH-INIT line (VM {} after {:.0} s)\n{}\n--- tgtd log\n{}\n--- dnsmasq log\n{}",
         if out.exited { "ended" } else { "timed out" },
         out.elapsed.as_secs_f64(),
         out.log,
-        tgtd.log_text()
+        tgtd.log_text(),
+        net.dnsmasq.log()
     ))
 }
 
@@ -394,22 +405,25 @@ pub fn run_netboot(
         made,
     );
     let dracut_network = dracut.image.as_deref().and_then(dracut_network_module);
-    let (listen, guest) = portal();
-    eprintln!("bench: netboot: tgtd on {listen}, the guest logs in to {guest}");
+    let net = Segment::new()?;
+    eprintln!(
+        "bench: netboot: namespace {}, dnsmasq and tgtd on {PORTAL}",
+        net.ns.name()
+    );
     let mut r = NetbootResult {
         accel,
         kver: a.kver.clone(),
         boots,
         sides: vec![terra, dracut],
         dracut_network,
-        portal: guest.clone(),
+        portal: PORTAL.into(),
     };
     for n in 0..boots {
         for side in r.sides.iter_mut() {
             let Some(image) = side.image.clone() else {
                 continue;
             };
-            let outcome = one_boot(a, accel, &image, &lun.0, (&listen, &guest)).and_then(|log| {
+            let outcome = one_boot(a, accel, &image, &lun.0, &net).and_then(|log| {
                 boot_times(&log)
                     .map(|t| (t, log.clone()))
                     .ok_or_else(|| format!("no uptime on the TERRA-BENCH-INIT line\n{log}"))
@@ -519,12 +533,6 @@ impl NetbootResult {
                 side.failures.len(),
             ));
         }
-        if self.portal == GUEST_HOST_ADDR {
-            s.push_str(
-                "\nThe host has no global IPv4 address, so tgtd listened on loopback: its \
-                 discovery answers name 127.0.0.1, and dracut's login cannot use them.\n",
-            );
-        }
         let ratio = self.ratio();
         if ratio.is_finite() {
             s.push_str(&format!(
@@ -631,14 +639,6 @@ mod tests {
         let h = unit_helpers(unit, &tree);
         let _ = fs::remove_dir_all(&tree);
         assert_eq!(h, vec!["/lib/open-iscsi/startup-checks.sh".to_string()]);
-    }
-
-    #[test]
-    fn the_portal_is_the_hosts_first_global_address() {
-        let out = "2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\\       valid_lft forever\n\
-                   3: eth1    inet 198.51.100.7/16 scope global eth1\n";
-        assert_eq!(global_addr(out).as_deref(), Some("192.0.2.2"));
-        assert_eq!(global_addr(""), None);
     }
 
     #[test]
