@@ -9,7 +9,7 @@ use crate::devices::{DeviceError, Devices, Paths};
 use crate::early::{self, EarlyError};
 use crate::iscsi::{self, target::Plan, IscsiError};
 use crate::layout;
-use crate::network::lease::{Lease, MadeLink};
+use crate::network::lease::{Lease, Lease6, MadeLink};
 use crate::network::{self, NetConfig, NetworkError};
 use crate::report::{peak_rss_kb, uptime_ms, BootReport, Clock, RootReport};
 use crate::rescue::{self, Diagnostics};
@@ -255,6 +255,11 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         .flat_map(|r| &r.configured)
         .map(|c| &c.lease)
         .collect();
+    let leases6: Vec<&Lease6> = net_report
+        .iter()
+        .flat_map(|r| &r.configured6)
+        .map(|c| &c.lease)
+        .collect();
     let links = net_report.as_ref().map_or(&[][..], |r| &r.links[..]);
     write_report(
         s,
@@ -262,6 +267,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         version.as_ref(),
         &cfg.init,
         &leases,
+        &leases6,
         links,
         &attached,
     );
@@ -340,6 +346,7 @@ fn write_report(
     version: Option<&VersionReport>,
     init: &str,
     network: &[&Lease],
+    network_ipv6: &[&Lease6],
     network_links: &[MadeLink],
     iscsi: &[iscsi::Attached],
 ) {
@@ -359,6 +366,7 @@ fn write_report(
         init,
         modules,
         network,
+        network_ipv6,
         network_links,
         iscsi,
         stage0_peak_rss_kb: peak_rss_kb(),
