@@ -149,8 +149,9 @@ pub struct LeaseRoute6 {
     /// Next hop (a router's link-local address, for routes from advertisements); None
     /// for an on-link prefix.
     pub gateway: Option<Ipv6Addr>,
-    /// `ra` for what the kernel learned from a router advertisement, `static` for
-    /// stage0's own.
+    /// `ra` for a default router the kernel learned from an advertisement, `kernel` for an
+    /// on-link prefix the kernel installed (from an advertisement's prefix or the address),
+    /// `static` for stage0's own.
     pub origin: &'static str,
 }
 

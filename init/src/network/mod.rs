@@ -1,8 +1,8 @@
 //! Phase 4, network: only when something needs it (`ip=`, `rd.neednet=1`, Terra's
 //! `network=`, node.toml `[network]`). Loopback up; links renamed, bonds and VLANs made
 //! (`links.rs`); the wanted links found (waiting for late NICs while uevents are handled);
-//! each candidate brought up, its carrier awaited and DHCP or a static address run in its
-//! own thread; the results applied over netlink and read back; `rd.route=` routes added;
+//! each candidate brought up, its carrier awaited and DHCP, DHCPv6, SLAAC (`ipv6.rs`) or a
+//! static address run in its own thread; the results applied over netlink and read back; `rd.route=` routes added;
 //! lease and link files, resolv.conf and the host name handed to the real system. Links,
 //! addresses and routes are never torn down: they outlive switch_root.
 
