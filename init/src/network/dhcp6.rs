@@ -568,26 +568,31 @@ const REQUEST: Backoff = Backoff {
     mrc: 10,
 };
 
-/// RAND in −0.1..0.1 (RFC 8415 §15), or 0..0.1 when `positive` (the first Solicit's, so the
-/// first Advertises are waited for a full IRT).
-fn rand_factor(rng: &mut Rng, positive: bool) -> f64 {
-    let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    if positive {
-        unit * 0.1
+/// RT·(1 + RAND) with RAND in −0.1..0.1 (RFC 8415 §15), or 0..0.1 when `positive` (the
+/// first Solicit's, so the first Advertises are waited for a full IRT); in whole
+/// milliseconds, without floating point.
+fn jitter(rt: Duration, rng: &mut Rng, positive: bool) -> Duration {
+    let ms = u64::try_from(rt.as_millis()).unwrap_or(u64::MAX / 2);
+    let tenth = ms / 10;
+    let r = rng.next_u64();
+    let spread = if positive {
+        r % (tenth + 1)
     } else {
-        (unit - 0.5) * 0.2
-    }
+        (r % (2 * tenth + 1)).wrapping_sub(tenth)
+    };
+    Duration::from_millis(ms.wrapping_add(spread))
 }
 
 /// The next retransmission timeout after `prev` (RFC 8415 §15): IRT + RAND·IRT first, then
 /// 2·RTprev + RAND·RTprev, held at MRT + RAND·MRT.
 fn next_rt(prev: Option<Duration>, b: Backoff, rng: &mut Rng, solicit: bool) -> Duration {
     let rt = match prev {
-        None => b.irt.mul_f64(1.0 + rand_factor(rng, solicit)),
-        Some(p) => p.mul_f64(2.0 + rand_factor(rng, false)),
+        None => jitter(b.irt, rng, solicit),
+        // 2·RTprev + RAND·RTprev = RTprev + RTprev·(1 + RAND).
+        Some(p) => p + jitter(p, rng, false),
     };
     if rt > b.mrt {
-        b.mrt.mul_f64(1.0 + rand_factor(rng, false))
+        jitter(b.mrt, rng, false)
     } else {
         rt
     }
@@ -715,6 +720,40 @@ fn client_message(
     Message { kind, xid, options }.emit()
 }
 
+/// Sends `msg` and hands each datagram that comes before `until` to `take`, until it says
+/// it has what it waited for (true). One function (through `dyn`) for both exchanges.
+fn exchange(
+    t: &mut dyn Transport6,
+    msg: &[u8],
+    until: Instant,
+    stop: &AtomicBool,
+    log: &mut Transcript6,
+    take: &mut dyn FnMut(&[u8], &mut Transcript6) -> bool,
+) -> Result<(), Dhcp6Error> {
+    if let Err(e) = t.send(msg) {
+        log.send_errors.push(e.to_string());
+    }
+    let mut buf = [0u8; 1500];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Dhcp6Error::Cancelled);
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        match t.recv(&mut buf, left.min(Duration::from_millis(200))) {
+            Ok(Some(n)) => {
+                if take(&buf[..n.min(buf.len())], log) {
+                    return Ok(());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Dhcp6Error::Io(e.to_string())),
+        }
+    }
+}
+
 /// Runs Solicit → Advertise → Request → Reply until an address is assigned, the deadline
 /// passes or `stop` is set. Advertises are gathered for the first retransmission timeout
 /// and the most preferred taken (one of preference 255 at once, §18.2.1); after that the
@@ -729,71 +768,62 @@ pub fn run(
 ) -> Result<Assigned, Dhcp6Error> {
     let cid = duid_ll(&s.mac);
     let iaid = s.iaid();
-    let mut buf = vec![0u8; 1500];
     let started = Instant::now();
-    let ms = |at: Instant| at.elapsed().as_secs_f64() * 1000.0;
+    let ms = move || started.elapsed().as_secs_f64() * 1000.0;
     loop {
-        // Solicit.
+        // Solicit, until an Advertise is chosen.
         let xid = (rng.next_u64() & 0xff_ffff) as u32;
         let mut rt = None;
         let mut best: Option<Assigned> = None;
         let mut first_round = true;
-        let chosen = 'solicit: loop {
-            let timeout = next_rt(rt, SOLICIT, rng, rt.is_none());
-            rt = Some(timeout);
-            let msg = client_message(kind::SOLICIT, xid, s, None, started);
-            if let Err(e) = t.send(&msg) {
-                log.send_errors.push(e.to_string());
-            }
-            log.solicits += 1;
-            let until = (Instant::now() + timeout).min(s.deadline);
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(Dhcp6Error::Cancelled);
-                }
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                let n = match t.recv(&mut buf, left.min(Duration::from_millis(200))) {
-                    Ok(Some(n)) => n,
-                    Ok(None) => continue,
-                    Err(e) => return Err(Dhcp6Error::Io(e.to_string())),
-                };
-                match read_answer(&buf[..n], kind::ADVERTISE, xid, &cid, None, iaid) {
-                    Ok(a) => {
-                        log.received.push(format!(
-                            "ADVERTISE {} (preference {}) at {:.1} ms",
-                            a.address,
-                            a.preference,
-                            ms(started)
-                        ));
-                        let pref = a.preference;
-                        if best.as_ref().is_none_or(|b| pref > b.preference) {
-                            best = Some(a);
-                        }
-                        if pref == 255 || !first_round {
-                            break 'solicit best;
-                        }
-                    }
-                    Err(why) => log.ignore(&why),
-                }
-            }
-            first_round = false;
-            if best.is_some() {
-                break 'solicit best;
-            }
+        let offer = loop {
             if Instant::now() >= s.deadline {
                 return Err(Dhcp6Error::TimedOut);
             }
+            let timeout = next_rt(rt, SOLICIT, rng, rt.is_none());
+            rt = Some(timeout);
+            let msg = client_message(kind::SOLICIT, xid, s, None, started);
+            log.solicits += 1;
+            let until = (Instant::now() + timeout).min(s.deadline);
+            exchange(t, &msg, until, stop, log, &mut |b, log| match read_answer(
+                b,
+                kind::ADVERTISE,
+                xid,
+                &cid,
+                None,
+                iaid,
+            ) {
+                Ok(a) => {
+                    log.received.push(format!(
+                        "ADVERTISE {} (preference {}) at {:.1} ms",
+                        a.address,
+                        a.preference,
+                        ms()
+                    ));
+                    let pref = a.preference;
+                    if best.as_ref().is_none_or(|b| pref > b.preference) {
+                        best = Some(a);
+                    }
+                    pref == 255 || !first_round
+                }
+                Err(why) => {
+                    log.ignore(&why);
+                    false
+                }
+            })?;
+            first_round = false;
+            if let Some(b) = best.take() {
+                break b;
+            }
         };
-        let Some(offer) = chosen else { continue };
         // Request the advertised address from that server.
         let xid = (rng.next_u64() & 0xff_ffff) as u32;
         let req_started = Instant::now();
         let mut rt = None;
-        let mut restart = false;
         for _ in 0..REQUEST.mrc {
+            if Instant::now() >= s.deadline {
+                return Err(Dhcp6Error::TimedOut);
+            }
             let timeout = next_rt(rt, REQUEST, rng, false);
             rt = Some(timeout);
             let msg = client_message(
@@ -803,54 +833,42 @@ pub fn run(
                 Some((&offer.server_id, offer.address)),
                 req_started,
             );
-            if let Err(e) = t.send(&msg) {
-                log.send_errors.push(e.to_string());
-            }
             log.requests += 1;
             let until = (Instant::now() + timeout).min(s.deadline);
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(Dhcp6Error::Cancelled);
+            let mut outcome: Option<Result<Assigned, Rejected>> = None;
+            exchange(t, &msg, until, stop, log, &mut |b, log| match read_answer(
+                b,
+                kind::REPLY,
+                xid,
+                &cid,
+                Some(&offer.server_id),
+                iaid,
+            ) {
+                Ok(a) => {
+                    log.received
+                        .push(format!("REPLY {} at {:.1} ms", a.address, ms()));
+                    outcome = Some(Ok(a));
+                    true
                 }
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
+                Err(why @ Rejected::Status(status::NO_ADDRS_AVAIL | status::NOT_ON_LINK, _)) => {
+                    log.received.push(format!("REPLY {why}"));
+                    outcome = Some(Err(why));
+                    true
                 }
-                let n = match t.recv(&mut buf, left.min(Duration::from_millis(200))) {
-                    Ok(Some(n)) => n,
-                    Ok(None) => continue,
-                    Err(e) => return Err(Dhcp6Error::Io(e.to_string())),
-                };
-                match read_answer(
-                    &buf[..n],
-                    kind::REPLY,
-                    xid,
-                    &cid,
-                    Some(&offer.server_id),
-                    iaid,
-                ) {
-                    Ok(mut a) => {
-                        log.received
-                            .push(format!("REPLY {} at {:.1} ms", a.address, ms(started)));
-                        a.preference = offer.preference;
-                        return Ok(a);
-                    }
-                    Err(
-                        why @ Rejected::Status(status::NO_ADDRS_AVAIL | status::NOT_ON_LINK, _),
-                    ) => {
-                        log.received.push(format!("REPLY {why}"));
-                        restart = true;
-                        break;
-                    }
-                    Err(why) => log.ignore(&why),
+                Err(why) => {
+                    log.ignore(&why);
+                    false
                 }
+            })?;
+            match outcome {
+                Some(Ok(mut a)) => {
+                    a.preference = offer.preference;
+                    return Ok(a);
+                }
+                // The server has nothing for us: look for servers again.
+                Some(Err(_)) => break,
+                None => {}
             }
-            if restart || Instant::now() >= s.deadline {
-                break;
-            }
-        }
-        if Instant::now() >= s.deadline {
-            return Err(Dhcp6Error::TimedOut);
         }
     }
 }

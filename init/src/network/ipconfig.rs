@@ -501,7 +501,7 @@ fn node_interfaces(section: &NetworkSection) -> Result<Vec<IfaceConfig>, ConfigE
             }
             (Some(false), None) => {}
             // As before IPv6: no address means DHCPv4, unless the entry asks only for IPv6.
-            (None, None) if v6.is_none() && s.dhcp6.is_none() && s.auto6.is_none() => {
+            (None, None) if v6.is_none() && s.dhcp6 != Some(true) && s.auto6 != Some(true) => {
                 methods.push(Method::Dhcp { requested: None })
             }
             (None, None) => {}
@@ -760,8 +760,14 @@ pub fn resolve(
     }
     let mut seen = std::collections::HashSet::new();
     nameservers.retain(|n| seen.insert(*n));
-    let mut seen = std::collections::HashSet::new();
-    nameservers6.retain(|n| seen.insert(*n));
+    // A few servers at most: a linear check (and no second HashSet type in PID 1).
+    let mut unique6: Vec<Ipv6Addr> = Vec::new();
+    for n in nameservers6 {
+        if !unique6.contains(&n) {
+            unique6.push(n);
+        }
+    }
+    let nameservers6 = unique6;
     Ok(Some(NetConfig {
         ibft,
         interfaces,

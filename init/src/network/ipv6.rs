@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::netlink::{Address6, Netlink, NetlinkError, Route6, SCOPE_GLOBAL, SCOPE_LINK};
+use super::netlink::{Address6, Netlink, NetlinkError, Route6, SCOPE_LINK};
 
 /// Why IPv6 could not be set up on a link.
 #[derive(Debug)]
@@ -213,9 +213,9 @@ pub fn wait_autoconf(
         stop,
         "global address and default route from a router advertisement",
         |addrs, routes| {
-            let address = *addrs
-                .iter()
-                .find(|a| a.scope == SCOPE_GLOBAL && a.usable())?;
+            // Global or site scope: QEMU's user networking still advertises the old
+            // site-local fec0::/64, which the kernel gives scope site (200).
+            let address = *addrs.iter().find(|a| a.scope < SCOPE_LINK && a.usable())?;
             let default = ra_default(routes)?.clone();
             Some(Autoconf {
                 address,

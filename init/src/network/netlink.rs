@@ -183,7 +183,7 @@ pub struct Address6 {
     pub address: Ipv6Addr,
     /// Prefix length.
     pub prefix: u8,
-    /// `RT_SCOPE_*`: 0 global, 253 link.
+    /// `RT_SCOPE_*`: 0 global, 200 site, 253 link, 254 host.
     pub scope: u8,
     /// `IFA_F_*` (IFA_FLAGS when present, else the header's 8 bits).
     pub flags: u32,
@@ -195,9 +195,7 @@ pub const IFA_F_TENTATIVE: u32 = 0x40;
 pub const IFA_F_DADFAILED: u32 = 0x08;
 /// `IFA_F_NODAD`: no duplicate address detection.
 const IFA_F_NODAD: u32 = 0x02;
-/// `RT_SCOPE_UNIVERSE`.
-pub const SCOPE_GLOBAL: u8 = 0;
-/// `RT_SCOPE_LINK`.
+/// `RT_SCOPE_LINK` (global is 0, site 200, host 254).
 pub const SCOPE_LINK: u8 = 253;
 
 impl Address6 {
