@@ -910,6 +910,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ipv6_addresses_and_routes_read_back() {
+        use netlink_packet_core::Emitable;
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.prefix_len = 64;
+        msg.header.index = 3;
+        msg.header.scope = netlink_packet_route::address::AddressScope::Site;
+        msg.attributes.push(AddressAttribute::Address(
+            "fec0::5054:ff:fe12:3456".parse().unwrap(),
+        ));
+        msg.attributes.push(AddressAttribute::Flags(
+            netlink_packet_route::address::AddressFlags::from_bits_retain(IFA_F_TENTATIVE),
+        ));
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        let Some(Answer::Address6 { index, address }) = parse_answer(RTM_NEWADDR, &buf) else {
+            panic!("not an IPv6 address")
+        };
+        assert_eq!((index, address.prefix, address.scope), (3, 64, 200));
+        assert!(!address.usable(), "tentative");
+        assert_eq!(address.address.to_string(), "fec0::5054:ff:fe12:3456");
+        let mut route = RouteMessage::default();
+        route.header.address_family = AddressFamily::Inet6;
+        route.header.table = RouteHeader::RT_TABLE_MAIN;
+        route.header.protocol = RouteProtocol::Ra;
+        route.header.kind = RouteType::Unicast;
+        route
+            .attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet6(
+                "fe80::2".parse().unwrap(),
+            )));
+        route.attributes.push(RouteAttribute::Oif(3));
+        let mut buf = vec![0u8; route.buffer_len()];
+        route.emit(&mut buf);
+        let Some(Answer::Route6(r, table, RouteType::Unicast)) = parse_answer(RTM_NEWROUTE, &buf)
+        else {
+            panic!("not an IPv6 route")
+        };
+        assert_eq!(table, RouteHeader::RT_TABLE_MAIN);
+        assert_eq!((r.prefix, r.oif, r.protocol), (0, 3, RTPROT_RA));
+        assert_eq!(r.to_string(), "default via fe80::2");
+        // Cut anywhere: never a panic.
+        for n in 0..buf.len() {
+            let _ = parse_answer(RTM_NEWROUTE, &buf[..n]);
+        }
+    }
+
     /// An RTM_NEWLINK as the crate's emitter writes it (the layout the kernel uses: the
     /// header, then attributes, IFLA_LINKINFO nesting the kind and its data).
     fn newlink(index: u32, attributes: Vec<LinkAttribute>) -> Vec<u8> {
