@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lab::netns::{Dnsmasq, Netns};
-use terra_init::network::{self, ipconfig, Handoff, NetworkError, NetworkReport};
+use terra_init::network::{self, dhcp6, ipconfig, Handoff, NetworkError, NetworkReport};
 
 /// The value, or a panic with the lab's message.
 fn ok<T>(r: lab::Result<T>) -> T {
@@ -630,4 +630,78 @@ fn static_ipv6_form() {
     assert!(std::fs::read_to_string(run.path().join("resolv.conf"))
         .unwrap()
         .contains("nameserver fd77::53"));
+}
+
+/// Records what a [`dhcp6::Transport6`] receives: the server's own bytes.
+struct Recording<T> {
+    inner: T,
+    received: Vec<Vec<u8>>,
+}
+
+impl<T: dhcp6::Transport6> dhcp6::Transport6 for Recording<T> {
+    fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        self.inner.send(packet)
+    }
+    fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
+        let r = self.inner.recv(buf, timeout)?;
+        if let Some(n) = r {
+            self.received.push(buf[..n].to_vec());
+        }
+        Ok(r)
+    }
+}
+
+/// The DHCPv6 wire format against a real server's bytes: the client run directly over its
+/// socket, every Advertise and Reply dnsmasq sent parses, and emits back to the same bytes.
+#[test]
+fn dhcp6_messages_from_dnsmasq_round_trip() {
+    use terra_init::network::{dhcp, ipv6, netlink::Netlink, socket::UdpTransport6};
+    require_tools();
+    let (c, s) = pair6("wire6");
+    let d = dnsmasq(
+        &s,
+        "vs0",
+        "fd77::100,fd77::1ff,64,1h",
+        &[
+            "--dhcp-option=option6:dns-server,[fd77::53]",
+            "--dhcp-option=option6:domain-search,lab.example",
+        ],
+    );
+    let received = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            ok(c.enter());
+            let deadline = Instant::now() + Duration::from_secs(15);
+            ipv6::enable("vc0", false).expect("IPv6 on vc0");
+            let mut nl = Netlink::open().expect("netlink");
+            let link = nl.link_named("vc0").expect("links").expect("vc0");
+            nl.set_up(&link, None).expect("up");
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let ll = ipv6::wait_link_local(&mut nl, link.index, deadline, &stop)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut t = Recording {
+                inner: UdpTransport6::bind("vc0", link.index, ll).expect("bind 546"),
+                received: Vec::new(),
+            };
+            let settings = dhcp6::Settings6 {
+                mac: [2, 0, 0, 0, 0, 1],
+                deadline,
+            };
+            let mut log = dhcp6::Transcript6::default();
+            let a = dhcp6::run(&mut t, &settings, &stop, &mut dhcp::Rng::new(7), &mut log)
+                .unwrap_or_else(|e| panic!("{e}: {log}\ndnsmasq:\n{}", d.log()));
+            assert_eq!(a.dns, ["fd77::53".parse::<std::net::Ipv6Addr>().unwrap()]);
+            assert_eq!(a.search, ["lab.example"]);
+            t.received
+        })
+        .join()
+        .expect("client thread")
+    });
+    assert!(received.len() >= 2, "an Advertise and a Reply");
+    let mut kinds = Vec::new();
+    for b in &received {
+        let m = dhcp6::Message::parse(b).unwrap_or_else(|e| panic!("{e}: {b:02x?}"));
+        assert_eq!(&m.emit(), b, "{m:?}");
+        kinds.push(m.kind);
+    }
+    assert!(kinds.contains(&dhcp6::kind::ADVERTISE) && kinds.contains(&dhcp6::kind::REPLY));
 }
