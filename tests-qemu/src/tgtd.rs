@@ -68,6 +68,11 @@ impl Tgtd {
         Self::spawn(None, addr, None)
     }
 
+    /// Starts tgtd on `addr`:`port` of the host (e.g. `::1` again after [`Tgtd::kill`]).
+    pub fn start_on_at(addr: &str, port: u16) -> crate::Result<Tgtd> {
+        Self::spawn(None, addr, Some(port))
+    }
+
     /// Starts tgtd inside `ns`, listening on `addr` (an IPv4 address of one of its
     /// interfaces, e.g. a tap's) and [`ISCSI_PORT`]. It gets `SIGKILL` should the calling
     /// thread die before dropping it ([`crate::netns::die_with_parent`]). Drop it before the
