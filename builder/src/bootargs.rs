@@ -248,14 +248,39 @@ impl Node {
                      (terra initramfs --config) instead",
                 ));
             }
-            match i.addresses.first() {
+            // As stage0 reads the entry (`ipconfig::node_interfaces`): the first IPv4 and the
+            // first IPv6 address, the gateway with the address of its family, DHCPv4 unless
+            // an address or only IPv6 is asked for. IPv6 goes as dracut's `ip=` forms on
+            // "any link", which `iface=` below pins as it pins `ip=dhcp`.
+            let v4 = i
+                .addresses
+                .iter()
+                .find(|a| terra_init::network::ipconfig::parse_cidr(a).is_some());
+            let v6 = i
+                .addresses
+                .iter()
+                .find_map(|a| terra_init::network::ipconfig::parse_cidr6(a));
+            let gw_v6 = i.gateway.as_deref().filter(|g| g.contains(':'));
+            let only_v6 = v6.is_some() || i.dhcp6 == Some(true) || i.auto6 == Some(true);
+            match v4 {
                 Some(addr) if i.dhcp != Some(true) => {
                     args.push(format!("network={addr}"));
-                    if let Some(gw) = &i.gateway {
+                    if let Some(gw) = i.gateway.as_ref().filter(|_| gw_v6.is_none()) {
                         args.push(format!("gateway={gw}"));
                     }
                 }
+                None if i.dhcp == Some(false) || (i.dhcp.is_none() && only_v6) => {}
                 _ => args.push("ip=dhcp".into()),
+            }
+            if let Some((addr, prefix)) = v6 {
+                let gw = gw_v6.map(|g| format!("[{g}]")).unwrap_or_default();
+                args.push(format!("ip=[{addr}]::{gw}:{prefix}:::none"));
+            }
+            if i.auto6 == Some(true) {
+                args.push("ip=auto6".into());
+            }
+            if i.dhcp6 == Some(true) {
+                args.push("ip=dhcp6".into());
             }
             if let Some(sel) = i.name.as_ref().or(i.mac.as_ref()) {
                 args.push(format!("iface={sel}"));
@@ -516,6 +541,32 @@ mod tests {
         );
         let dhcp = node("[[network.interfaces]]\nname = \"eth0\"\n");
         assert_eq!(dhcp.kernel_args().unwrap(), ["ip=dhcp", "iface=eth0"]);
+        // IPv6 as dracut's forms, read back by stage0 as the node.toml entry would be.
+        let v6 = node(
+            "[[network.interfaces]]\nname = \"eth0\"\nauto6 = true\ndhcp6 = true\n\
+             addresses = [\"fd00::5/64\"]\ngateway = \"fd00::1\"\n",
+        );
+        let args = v6.kernel_args().unwrap();
+        assert_eq!(
+            args,
+            [
+                "ip=[fd00::5]::[fd00::1]:64:::none",
+                "ip=auto6",
+                "ip=dhcp6",
+                "iface=eth0"
+            ]
+        );
+        let net = terra_init::network::ipconfig::resolve(
+            &Default::default(),
+            None,
+            &args.join(" "),
+            Default::default(),
+        )
+        .unwrap()
+        .expect("network needed");
+        assert_eq!(net.interfaces.len(), 3);
+        assert!(net.interfaces.iter().all(|i| i.method.is_ipv6()
+            && i.selector == terra_init::network::ipconfig::Selector::Name("eth0".into())));
         let iscsi_only =
             node("[[iscsi.targets]]\nportal = \"[fd00::9]:3260\"\niqn = \"iqn.x:y\"\nlun = 1\n");
         assert_eq!(

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             mtu: None,
         }],
         nameservers: Vec::new(),
+        nameservers6: Vec::new(),
         hostname: None,
         timeout: Duration::from_secs(timeout_s),
         ibft: false,

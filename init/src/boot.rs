@@ -10,7 +10,7 @@ use crate::early::{self, EarlyError};
 use crate::iscsi::{self, target::Plan, IscsiError};
 use crate::layout;
 use crate::live::{self, LiveError};
-use crate::network::lease::{Lease, MadeLink};
+use crate::network::lease::{Lease, Lease6};
 use crate::network::{self, NetConfig, NetworkError};
 use crate::report::{peak_rss_kb, uptime_ms, BootReport, Clock, RootReport};
 use crate::rescue::{self, Diagnostics};
@@ -266,19 +266,12 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.clock.phase("switch");
     // Inside the real root, before the exec: the keeper is PID 1's child and outlives it.
     iscsi::keeper::leave(&attached);
-    let leases: Vec<&Lease> = net_report
-        .iter()
-        .flat_map(|r| &r.configured)
-        .map(|c| &c.lease)
-        .collect();
-    let links = net_report.as_ref().map_or(&[][..], |r| &r.links[..]);
     write_report(
         s,
         &root,
         version.as_ref(),
         &cfg.init,
-        &leases,
-        links,
+        net_report.as_ref(),
         &attached,
     );
     log::info!(
@@ -355,10 +348,20 @@ fn write_report(
     root: &RootReport,
     version: Option<&VersionReport>,
     init: &str,
-    network: &[&Lease],
-    network_links: &[MadeLink],
+    net: Option<&network::NetworkReport>,
     iscsi: &[iscsi::Attached],
 ) {
+    let network: Vec<&Lease> = net
+        .iter()
+        .flat_map(|r| &r.configured)
+        .map(|c| &c.lease)
+        .collect();
+    let network_ipv6: Vec<&Lease6> = net
+        .iter()
+        .flat_map(|r| &r.configured6)
+        .map(|c| &c.lease)
+        .collect();
+    let network_links = net.map_or(&[][..], |r| &r.links[..]);
     let modules = s
         .devices
         .as_ref()
@@ -374,7 +377,8 @@ fn write_report(
         version,
         init,
         modules,
-        network,
+        network: &network,
+        network_ipv6: &network_ipv6,
         network_links,
         iscsi,
         stage0_peak_rss_kb: peak_rss_kb(),

@@ -5,7 +5,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::iscsi::Attached;
-use crate::network::lease::{Lease, MadeLink};
+use crate::network::lease::{Lease, Lease6, MadeLink};
 
 /// One finished phase.
 #[derive(Debug, Clone, Serialize)]
@@ -112,6 +112,9 @@ pub struct BootReport<'a> {
     pub modules: &'a [String],
     /// Interfaces the network phase configured (empty when it did not run).
     pub network: &'a [&'a Lease],
+    /// Interfaces the network phase configured for IPv6 (`network::lease::Lease6`: method,
+    /// address, prefix, gateway, routes, DNS, search; empty when none).
+    pub network_ipv6: &'a [&'a Lease6],
     /// Links the network phase made or renamed: bonds, VLANs, `ifname=` (empty when none).
     pub network_links: &'a [MadeLink],
     /// iSCSI targets logged in to and their disks (no secrets).

@@ -123,9 +123,14 @@ pub fn lun(name: &str) -> crate::Result<tgtd::Lun> {
 /// tgtd serving `image` as LUN 1 of [`IQN`], on `port` when given, with mutual CHAP
 /// accounts when `chap`.
 pub fn serve(image: &Path, port: Option<u16>, chap: bool) -> crate::Result<Tgtd> {
+    serve_on("127.0.0.1", image, port, chap)
+}
+
+/// [`serve`] on the host's `addr` (`127.0.0.1`, or `::1` for an IPv6 portal).
+fn serve_on(addr: &str, image: &Path, port: Option<u16>, chap: bool) -> crate::Result<Tgtd> {
     let mut t = match port {
-        Some(p) => Tgtd::start_at(p),
-        None => Tgtd::start(),
+        Some(p) => Tgtd::start_on_at(addr, p),
+        None => Tgtd::start_on(addr),
     }?;
     t.target(1, IQN, image)
         .map_err(|e| format!("target: {e}"))?;
@@ -191,6 +196,19 @@ pub fn run(name: &str, chap: bool, outage: Outage) -> crate::Result<Run> {
     run_on(root, chap, outage)
 }
 
+/// [`run`] over IPv6 alone: the node takes its address by SLAAC (`ip=auto6`) and its root
+/// from tgtd on the host's `::1`, which QEMU's user network shows it as
+/// [`tgtd::GUEST_HOST_ADDR6`]; the keeper must reconnect to that portal.
+pub fn run_ipv6(name: &str, outage: Outage) -> crate::Result<Run> {
+    let root = Root {
+        lun: lun(name)?,
+        args: format!("ip=auto6 rw init=/bin/keeper-writer terra.writer={WRITE_SECS}"),
+        log: "os/writes.log",
+        memory_mb: None,
+    };
+    run_over(root, false, outage, true)
+}
+
 /// A diskless root to run the outage against.
 pub struct Root {
     /// The LUN image.
@@ -216,15 +234,25 @@ pub fn node_vm(append: &str) -> Vm {
 /// Boots `root` from tgtd, lets it write for a few seconds, makes the outage, and returns
 /// the console and the writer's file once the VM has powered off.
 pub fn run_on(root: Root, chap: bool, outage: Outage) -> crate::Result<Run> {
+    run_over(root, chap, outage, false)
+}
+
+/// [`run_on`], the target on the host's `::1` (the guest's fec0::2) when `ipv6`.
+fn run_over(root: Root, chap: bool, outage: Outage, ipv6: bool) -> crate::Result<Run> {
     let img = root.lun;
-    let mut t = serve(&img.0, None, chap)?;
+    let (host_addr, guest_addr) = if ipv6 {
+        ("::1", format!("[{}]", tgtd::GUEST_HOST_ADDR6))
+    } else {
+        ("127.0.0.1", GUEST_HOST_ADDR.to_string())
+    };
+    let mut t = serve_on(host_addr, &img.0, None, chap)?;
     let port = t.port;
     let target = if chap {
         format!(
-            "netroot=iscsi:keeper-node:{NODE_SECRET}:keeper-target:{TARGET_SECRET}@{GUEST_HOST_ADDR}::{port}:1:{IQN}"
+            "netroot=iscsi:keeper-node:{NODE_SECRET}:keeper-target:{TARGET_SECRET}@{guest_addr}::{port}:1:{IQN}"
         )
     } else {
-        format!("netroot=iscsi:{GUEST_HOST_ADDR}::{port}:1:{IQN}")
+        format!("netroot=iscsi:{guest_addr}::{port}:1:{IQN}")
     };
     // The other session: an empty data LUN on a second tgtd, logged in first.
     let mut other = None;
@@ -273,7 +301,7 @@ pub fn run_on(root: Root, chap: bool, outage: Outage) -> crate::Result<Run> {
             t.kill();
             eprintln!("host: tgtd killed");
             std::thread::sleep(OUTAGE);
-            t = serve(&img.0, Some(port), chap)?;
+            t = serve_on(host_addr, &img.0, Some(port), chap)?;
             eprintln!("host: tgtd back on port {port}");
             // The other target stays away well past the root's recovery, then comes back
             // (a session left down would hold the final poweroff: the kernel flushes every

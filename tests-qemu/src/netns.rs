@@ -311,6 +311,23 @@ impl Netns {
         }
     }
 
+    /// Adds IPv6 address `cidr` to `ifname` and sets the link up, with duplicate address
+    /// detection off for the link (`accept_dad=0`): the address, and the link-local one the
+    /// kernel makes once the link has carrier (router advertisements go out from it), are
+    /// usable at once, so a server started next can bind them and answer a client's first
+    /// router solicitation. (A veth has no link-local address before its peer is up, so it
+    /// cannot be waited for here.)
+    pub fn add_addr6(&self, ifname: &str, cidr: &str) -> crate::Result<()> {
+        crate::netns::run_bounded(
+            self.command("sysctl")
+                .arg("-qw")
+                .arg(format!("net.ipv6.conf.{ifname}.accept_dad=0")),
+            IP_LIMIT,
+        )?;
+        self.ip(&["-6", "addr", "add", cidr, "dev", ifname, "nodad"])?;
+        self.link_up(ifname)
+    }
+
     /// Removes the IPv4 routes and addresses on `ifname` (what a DHCP client applied), so
     /// the next client starts from a bare link.
     pub fn flush(&self, ifname: &str) -> crate::Result<()> {
@@ -401,7 +418,16 @@ impl Dnsmasq {
         let mut d = Dnsmasq { child, dir };
         let start = Instant::now();
         while start.elapsed() < DNSMASQ_READY {
-            if d.log().contains("DHCP, IP range") {
+            // An IPv4 range, an IPv6 one, or router advertisements alone (`ra-only`).
+            let log = d.log();
+            if [
+                "DHCP, IP range",
+                "DHCPv6, IP range",
+                "router advertisement on",
+            ]
+            .iter()
+            .any(|m| log.contains(m))
+            {
                 return Ok(d);
             }
             if let Ok(Some(status)) = d.child.try_wait() {

@@ -17,6 +17,10 @@ use crate::{lab_dir, run};
 /// Where the guest finds the host's loopback under QEMU user networking.
 pub const GUEST_HOST_ADDR: &str = "10.0.2.2";
 
+/// Where the guest finds the host's IPv6 loopback (`::1`) under QEMU user networking, which
+/// advertises fec0::/64 to it (router advertisements) for SLAAC.
+pub const GUEST_HOST_ADDR6: &str = "fec0::2";
+
 /// iSCSI's well-known port, which a tgtd in a namespace of its own can always take.
 pub const ISCSI_PORT: u16 = 3260;
 
@@ -58,9 +62,15 @@ impl Tgtd {
     }
 
     /// Starts tgtd on another loopback address of the host (all of 127/8 is loopback on
-    /// Linux) and a free port: a second portal, e.g. for a login redirect.
+    /// Linux) and a free port: a second portal, e.g. for a login redirect. `::1` gives an
+    /// IPv6 portal, which QEMU's user networking shows the guest as [`GUEST_HOST_ADDR6`].
     pub fn start_on(addr: &str) -> crate::Result<Tgtd> {
         Self::spawn(None, addr, None)
+    }
+
+    /// Starts tgtd on `addr`:`port` of the host (e.g. `::1` again after [`Tgtd::kill`]).
+    pub fn start_on_at(addr: &str, port: u16) -> crate::Result<Tgtd> {
+        Self::spawn(None, addr, Some(port))
     }
 
     /// Starts tgtd inside `ns`, listening on `addr` (an IPv4 address of one of its
@@ -107,7 +117,12 @@ impl Tgtd {
                     "-C",
                     &ctl,
                     "--iscsi",
-                    &format!("portal={addr}:{port}"),
+                    // tgtd reads an IPv6 portal in brackets.
+                    &if addr.contains(':') {
+                        format!("portal=[{addr}]:{port}")
+                    } else {
+                        format!("portal={addr}:{port}")
+                    },
                 ])
                 .stdin(Stdio::null())
                 .stdout(out)

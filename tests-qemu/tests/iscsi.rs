@@ -9,7 +9,7 @@ use std::time::Duration;
 use lab::disk::BtrfsDisk;
 use lab::harness::{accel, artifacts, expect, expect_lun_proof, lease, phases};
 use lab::netns::{Dnsmasq, Netns};
-use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR};
+use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR, GUEST_HOST_ADDR6};
 use lab::vm::{self, Outcome, Tap, Vm};
 
 const LUN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000c3";
@@ -101,6 +101,39 @@ fn boots_via_dracut_netroot() {
     drop(t);
     expect(&out, &["TERRA-ISCSI-PROOF written", "TERRA-DEMO-INIT"]);
     expect_lun_proof(&img.0);
+}
+
+/// An iSCSI root over IPv6 alone: stage0 takes the address QEMU's router advertisement
+/// gives (SLAAC, `ip=auto6`) and logs in to tgtd on the host's `::1`, which the guest reaches
+/// as fec0::2; no IPv4 is configured.
+#[test]
+fn boots_over_ipv6_with_slaac() {
+    let img = lun("ipv6");
+    let mut t = Tgtd::start_on("::1").expect("tgtd on ::1");
+    t.target(1, IQN, &img.0).expect("target");
+    let port = t.port;
+    let out = boot(&format!(
+        "ip=auto6 rd.iscsi.initiator={INITIATOR} netroot=iscsi:[{GUEST_HOST_ADDR6}]::{port}:1:{IQN} rw init=/bin/iscsi-init"
+    ));
+    drop(t);
+    expect_lun_root(&out, &["(auto6), default via fe80::"]);
+    expect_lun_proof(&img.0);
+    let r = vm::boot_report(&out.log).expect("boot report");
+    assert_eq!(r["network"], serde_json::json!([]), "no IPv4: {r}");
+    let v6 = &r["network_ipv6"][0];
+    assert_eq!(v6["method"], "auto6", "{r}");
+    assert_eq!(v6["prefix"], 64, "{r}");
+    assert!(
+        v6["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("fec0::")),
+        "{r}"
+    );
+    assert_eq!(
+        r["iscsi"][0]["portal"],
+        format!("[{GUEST_HOST_ADDR6}]:{port}"),
+        "{r}"
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use lab::debian;
 use lab::keeper::{
-    debian_root, lun, node_vm, run, run_on, serve, Outage, Run, IQN, NODE_SECRET, OTHER_IQN,
-    OUTAGE, TARGET_SECRET,
+    debian_root, lun, node_vm, run, run_ipv6, run_on, serve, Outage, Run, IQN, NODE_SECRET,
+    OTHER_IQN, OUTAGE, TARGET_SECRET,
 };
 use lab::tgtd::GUEST_HOST_ADDR;
 
@@ -130,6 +130,16 @@ fn writes_survive_a_target_restart() {
     assert!(r.out.log.contains("session reinstated"), "{}", r.out.log);
     // The first attempt met the target still down.
     assert!(r.out.log.contains("Connection refused"), "{}", r.out.log);
+}
+
+/// The same over IPv6 alone (SLAAC, the portal [fec0::2]): the keeper reconnects to the
+/// IPv6 portal it was handed.
+#[test]
+fn writes_survive_a_target_restart_over_ipv6() {
+    let r = run_ipv6("keeper-ipv6", Outage::TargetRestart).unwrap_or_else(|e| panic!("{e}"));
+    expect_writes_survived(&r);
+    assert!(r.out.log.contains("session reinstated"), "{}", r.out.log);
+    assert!(r.out.log.contains("[fec0::2]:"), "{}", r.out.log);
 }
 
 #[test]

@@ -3,7 +3,10 @@
 //! namespaces this test makes with [`lab::netns`], with veth pairs to server namespaces where
 //! `dnsmasq` is the DHCP server. It checks the lease's fields as applied to the link (read
 //! back with iproute2) and handed off, option 121 over option 3, a NAK, a silent server, two
-//! servers on one segment, two links, a link that comes up late. The host's own interfaces
+//! servers on one segment, two links, a link that comes up late; and IPv6: SLAAC from
+//! dnsmasq's router advertisements, a DHCPv6 address with the advertisement's route,
+//! DHCPv4 and DHCPv6 side by side, a silent DHCPv6 link, the static IPv6 form (read back
+//! with `ip -6`, and the `network/ipv6/<if>.json` handoff). The host's own interfaces
 //! are never touched. Every namespace is deleted and every dnsmasq killed by PID when its
 //! guard drops; every client run is bounded by its `terra.net.timeout=`.
 //!
@@ -15,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lab::netns::{Dnsmasq, Netns};
-use terra_init::network::{self, ipconfig, Handoff, NetworkError, NetworkReport};
+use terra_init::network::{self, dhcp6, ipconfig, Handoff, NetworkError, NetworkReport};
 
 /// The value, or a panic with the lab's message.
 fn ok<T>(r: lab::Result<T>) -> T {
@@ -427,4 +430,278 @@ fn ifname_renames_by_mac_and_rd_route_adds_routes() {
         e.starts_with("rd.route=10.97.0.0/16:192.0.2.1: netlink: add route"),
         "{e}"
     );
+}
+
+fn lease6_json(run: &Path, ifname: &str) -> serde_json::Value {
+    let p = run.join("network/ipv6").join(format!("{ifname}.json"));
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// [`pair`], with `fd77::1/64` on the server's `vs0`, usable at once, as is its link-local
+/// address once the client's end is up (no DAD there), so dnsmasq answers the client's
+/// first router solicitation.
+fn pair6(tag: &str) -> (Netns, Netns) {
+    let (c, s) = pair(tag);
+    ok(s.add_addr6("vs0", "fd77::1/64"));
+    (c, s)
+}
+
+/// Router advertisements every few seconds, the router a default one for 10 minutes
+/// (dnsmasq's RA parameters: interface, interval, router lifetime).
+const RA_PARAM: &str = "--ra-param=vs0,4,600";
+
+#[test]
+fn slaac_from_router_advertisements() {
+    require_tools();
+    let (c, s) = pair6("slaac");
+    let d = dnsmasq(
+        &s,
+        "vs0",
+        "fd77::,ra-only,64,1h",
+        &["--enable-ra", RA_PARAM],
+    );
+    let (r, _, run, elapsed) = phase_in(&c, "ip=auto6 terra.net.timeout=20");
+    let report = r.unwrap_or_else(|e| panic!("{e}\ndnsmasq:\n{}", d.log()));
+    assert!(report.configured.is_empty(), "no IPv4 asked for");
+    assert_eq!(report.configured6.len(), 1);
+    let l6 = &report.configured6[0].lease;
+    // The kernel's EUI-64 address from the advertised prefix and the veth's MAC.
+    assert_eq!(l6.address.to_string(), "fd77::ff:fe00:1");
+    assert_eq!(l6.prefix, 64);
+    // Read back with iproute2.
+    let addr = ip(&c, &["-6", "addr", "show", "dev", "vc0", "scope", "global"]);
+    assert!(addr.contains("inet6 fd77::ff:fe00:1/64"), "{addr}");
+    let routes = ip(&c, &["-6", "route"]);
+    assert!(routes.contains("fd77::/64 dev vc0"), "{routes}");
+    assert!(routes.contains("default via fe80::"), "{routes}");
+    assert!(routes.contains("dev vc0 proto ra"), "{routes}");
+    let l = lease6_json(run.path(), "vc0");
+    assert_eq!(l["method"], "auto6");
+    assert_eq!(l["address"], "fd77::ff:fe00:1");
+    assert_eq!(l["prefix"], 64);
+    assert_eq!(l["mac"], "02:00:00:00:00:01");
+    assert!(l["gateway"].as_str().unwrap().starts_with("fe80::"), "{l}");
+    let origins: Vec<(&str, &str)> = l["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["destination"].as_str().unwrap(),
+                r["origin"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(origins.contains(&("::/0", "ra")), "{origins:?}");
+    // The kernel installs the advertised on-link prefix itself (proto kernel).
+    assert!(origins.contains(&("fd77::/64", "kernel")), "{origins:?}");
+    assert!(
+        !run.path().join("network/vc0.json").exists(),
+        "no IPv4 lease"
+    );
+    assert!(elapsed < Duration::from_secs(15), "{elapsed:?}");
+}
+
+#[test]
+fn dhcp6_address_with_the_router_advertisements_route() {
+    require_tools();
+    let (c, s) = pair6("dhcp6");
+    let d = dnsmasq(
+        &s,
+        "vs0",
+        "fd77::100,fd77::1ff,64,1h",
+        &[
+            "--enable-ra",
+            RA_PARAM,
+            "--dhcp-host=id:00:03:00:01:02:00:00:00:00:01,[fd77::150]",
+            "--dhcp-option=option6:dns-server,[fd77::53]",
+            "--dhcp-option=option6:domain-search,lab.example,example",
+        ],
+    );
+    let (r, _, run, elapsed) = phase_in(&c, "ip=vc0:dhcp6 terra.net.timeout=20");
+    let report = r.unwrap_or_else(|e| panic!("{e}\ndnsmasq:\n{}", d.log()));
+    assert_eq!(report.summary().len(), 1, "{:?}", report.summary());
+    assert!(
+        report.summary()[0].starts_with("vc0: fd77::150/128 (dhcp6 via fe80::"),
+        "{:?}",
+        report.summary()
+    );
+    let addr = ip(&c, &["-6", "addr", "show", "dev", "vc0", "scope", "global"]);
+    assert!(addr.contains("inet6 fd77::150/128"), "{addr}");
+    // The M flag's prefix has no A flag: no SLAAC address beside the leased one.
+    assert!(!addr.contains("fd77::ff:fe00:1"), "{addr}");
+    let routes = ip(&c, &["-6", "route"]);
+    assert!(routes.contains("default via fe80::"), "{routes}");
+    // The on-link prefix, from the advertisement (the kernel adds it as its own).
+    assert!(
+        routes.contains("fd77::/64 dev vc0 proto kernel"),
+        "{routes}"
+    );
+    let l = lease6_json(run.path(), "vc0");
+    assert_eq!(l["method"], "dhcp6");
+    assert_eq!(l["address"], "fd77::150");
+    assert_eq!(l["prefix"], 128);
+    assert_eq!(l["dns"], serde_json::json!(["fd77::53"]));
+    assert_eq!(l["search"], serde_json::json!(["lab.example", "example"]));
+    assert_eq!(l["valid_lifetime_s"], 3600);
+    assert!(
+        l["server_duid"].as_str().is_some_and(|d| !d.is_empty()),
+        "{l}"
+    );
+    assert!(l["gateway"].as_str().unwrap().starts_with("fe80::"), "{l}");
+    let resolv = std::fs::read_to_string(run.path().join("resolv.conf")).unwrap();
+    assert!(
+        resolv.contains("nameserver fd77::53\nsearch lab.example example"),
+        "{resolv}"
+    );
+    assert!(elapsed < Duration::from_secs(15), "{elapsed:?}");
+    let log = d.log();
+    assert!(log.contains("DHCPSOLICIT(vs0)"), "{log}");
+    assert!(log.contains("DHCPREPLY(vs0) fd77::150"), "{log}");
+}
+
+#[test]
+fn dhcp6_beside_dhcp4_on_one_link() {
+    require_tools();
+    let (c, s) = pair6("dual");
+    let d = dnsmasq(
+        &s,
+        "vs0",
+        RANGE,
+        &[
+            "--dhcp-range=fd77::100,fd77::1ff,64,1h",
+            "--enable-ra",
+            RA_PARAM,
+        ],
+    );
+    let (r, _, run, _) = phase_in(&c, "ip=dhcp ip=dhcp6 terra.net.timeout=20");
+    let report = r.unwrap_or_else(|e| panic!("{e}\ndnsmasq:\n{}", d.log()));
+    // "Any link" is decided per family: the IPv4 lease does not cancel DHCPv6.
+    assert_eq!(report.configured.len(), 1);
+    assert_eq!(report.configured6.len(), 1);
+    assert_eq!(lease_json(run.path(), "vc0")["source"], "dhcp");
+    let a: std::net::Ipv6Addr = lease6_json(run.path(), "vc0")["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        ("fd77::100".parse::<std::net::Ipv6Addr>().unwrap()..="fd77::1ff".parse().unwrap())
+            .contains(&a),
+        "{a}"
+    );
+}
+
+#[test]
+fn a_silent_dhcp6_link_ends_in_a_bounded_explained_failure() {
+    require_tools();
+    let (c, _s) = pair6("silent6");
+    let (r, _, _, elapsed) = phase_in(&c, "ip=dhcp6 terra.net.timeout=4");
+    let err = r.expect_err("no server, no address").to_string();
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+    for want in [
+        "no network configuration within 4 s",
+        "link vc0 (02:00:00:00:00:01, carrier up)",
+        "DHCPv6 no address before the deadline: sent ",
+        "SOLICIT, 0 REQUEST; received nothing",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn static_ipv6_form() {
+    require_tools();
+    let (c, _s) = pair6("static6");
+    let (r, hostname, run, _) = phase_in(
+        &c,
+        "ip=[fd77::9]::[fd77::1]:64:st6:vc0:none nameserver=[fd77::53] terra.net.timeout=10",
+    );
+    r.unwrap_or_else(|e| panic!("{e}"));
+    let addr = ip(&c, &["-6", "addr", "show", "dev", "vc0"]);
+    assert!(addr.contains("inet6 fd77::9/64"), "{addr}");
+    let routes = ip(&c, &["-6", "route"]);
+    assert!(routes.contains("default via fd77::1 dev vc0"), "{routes}");
+    assert_eq!(hostname, "st6");
+    let l = lease6_json(run.path(), "vc0");
+    assert_eq!(l["method"], "static");
+    assert_eq!(l["gateway"], "fd77::1");
+    assert!(std::fs::read_to_string(run.path().join("resolv.conf"))
+        .unwrap()
+        .contains("nameserver fd77::53"));
+}
+
+/// Records what a [`dhcp6::Transport6`] receives: the server's own bytes.
+struct Recording<T> {
+    inner: T,
+    received: Vec<Vec<u8>>,
+}
+
+impl<T: dhcp6::Transport6> dhcp6::Transport6 for Recording<T> {
+    fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        self.inner.send(packet)
+    }
+    fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
+        let r = self.inner.recv(buf, timeout)?;
+        if let Some(n) = r {
+            self.received.push(buf[..n].to_vec());
+        }
+        Ok(r)
+    }
+}
+
+/// The DHCPv6 wire format against a real server's bytes: the client run directly over its
+/// socket, every Advertise and Reply dnsmasq sent parses, and emits back to the same bytes.
+#[test]
+fn dhcp6_messages_from_dnsmasq_round_trip() {
+    use terra_init::network::{dhcp, ipv6, netlink::Netlink, socket::UdpTransport6};
+    require_tools();
+    let (c, s) = pair6("wire6");
+    let d = dnsmasq(
+        &s,
+        "vs0",
+        "fd77::100,fd77::1ff,64,1h",
+        &[
+            "--dhcp-option=option6:dns-server,[fd77::53]",
+            "--dhcp-option=option6:domain-search,lab.example",
+        ],
+    );
+    let received = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            ok(c.enter());
+            let deadline = Instant::now() + Duration::from_secs(15);
+            ipv6::enable("vc0", false).expect("IPv6 on vc0");
+            let mut nl = Netlink::open().expect("netlink");
+            let link = nl.link_named("vc0").expect("links").expect("vc0");
+            nl.set_up(&link, None).expect("up");
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let ll = ipv6::wait_link_local(&mut nl, link.index, deadline, &stop)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut t = Recording {
+                inner: UdpTransport6::bind("vc0", link.index, ll).expect("bind 546"),
+                received: Vec::new(),
+            };
+            let settings = dhcp6::Settings6 {
+                mac: [2, 0, 0, 0, 0, 1],
+                deadline,
+            };
+            let mut log = dhcp6::Transcript6::default();
+            let a = dhcp6::run(&mut t, &settings, &stop, &mut dhcp::Rng::new(7), &mut log)
+                .unwrap_or_else(|e| panic!("{e}: {log}\ndnsmasq:\n{}", d.log()));
+            assert_eq!(a.dns, ["fd77::53".parse::<std::net::Ipv6Addr>().unwrap()]);
+            assert_eq!(a.search, ["lab.example"]);
+            t.received
+        })
+        .join()
+        .expect("client thread")
+    });
+    assert!(received.len() >= 2, "an Advertise and a Reply");
+    let mut kinds = Vec::new();
+    for b in &received {
+        let m = dhcp6::Message::parse(b).unwrap_or_else(|e| panic!("{e}: {b:02x?}"));
+        assert_eq!(&m.emit(), b, "{m:?}");
+        kinds.push(m.kind);
+    }
+    assert!(kinds.contains(&dhcp6::kind::ADVERTISE) && kinds.contains(&dhcp6::kind::REPLY));
 }

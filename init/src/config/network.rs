@@ -33,12 +33,18 @@ pub struct InterfaceSection {
     pub name: Option<String>,
     /// Hardware address, e.g. `52:54:00:12:34:56`.
     pub mac: Option<String>,
-    /// Ask a DHCP server (the default when no address is given).
+    /// Ask a DHCP server (the default when no address is given and neither `dhcp6` nor
+    /// `auto6` is set).
     pub dhcp: Option<bool>,
-    /// Static addresses with prefix, e.g. `10.0.0.5/24` (the first one is used).
+    /// Ask a DHCPv6 server for an address (like `ip=<dev>:dhcp6`).
+    pub dhcp6: Option<bool>,
+    /// IPv6 stateless autoconfiguration from router advertisements (like `ip=<dev>:auto6`).
+    pub auto6: Option<bool>,
+    /// Static addresses with prefix, e.g. `10.0.0.5/24` or `fd00::5/64` (the first of each
+    /// family is used).
     #[serde(default)]
     pub addresses: Vec<String>,
-    /// Default gateway for a static address.
+    /// Default gateway for the static address of its family (IPv4 or IPv6).
     pub gateway: Option<String>,
     /// MTU to set.
     pub mtu: Option<u32>,

@@ -5,7 +5,7 @@
 //! routes).
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -141,6 +141,75 @@ pub fn write_lease(run: &Path, lease: &Lease) -> io::Result<PathBuf> {
     Ok(path)
 }
 
+/// One IPv6 route as handed over.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LeaseRoute6 {
+    /// `prefix/n`; `::/0` is the default route.
+    pub destination: String,
+    /// Next hop (a router's link-local address, for routes from advertisements); None
+    /// for an on-link prefix.
+    pub gateway: Option<Ipv6Addr>,
+    /// `ra` for a default router the kernel learned from an advertisement, `kernel` for an
+    /// on-link prefix the kernel installed (from an advertisement's prefix or the address),
+    /// `static` for stage0's own.
+    pub origin: &'static str,
+}
+
+/// The IPv6 configuration of one interface: `<run>/network/ipv6/<ifname>.json`, beside the
+/// IPv4 lease of the same interface (if any), whose fields keep their meaning.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Lease6 {
+    /// Interface name.
+    pub interface: String,
+    /// Its hardware address.
+    pub mac: String,
+    /// The link's kind and settings when stage0 made or renamed it.
+    pub link: Option<MadeLink>,
+    /// `auto6` (SLAAC), `dhcp6` or `static`.
+    pub method: &'static str,
+    /// The global address.
+    pub address: Ipv6Addr,
+    /// Its prefix length: the advertised prefix's for SLAAC, 128 for DHCPv6 (the on-link
+    /// prefix is then a route), the configured one for static.
+    pub prefix: u8,
+    /// The default router, when there is one.
+    pub gateway: Option<Ipv6Addr>,
+    /// Routes on this interface: the default and on-link prefixes.
+    pub routes: Vec<LeaseRoute6>,
+    /// DNS servers (DHCPv6 option 23, or config).
+    pub dns: Vec<Ipv6Addr>,
+    /// Domain search list (DHCPv6 option 24).
+    pub search: Vec<String>,
+    /// Preferred lifetime, seconds (DHCPv6).
+    pub preferred_lifetime_s: Option<u32>,
+    /// Valid lifetime, seconds (DHCPv6).
+    pub valid_lifetime_s: Option<u32>,
+    /// The DHCPv6 server's DUID, hex.
+    pub server_duid: Option<String>,
+    /// Kernel uptime when the configuration was complete, ms (CLOCK_BOOTTIME).
+    pub acquired_uptime_ms: f64,
+    /// From the start of this interface's attempt (link up) to then, ms.
+    pub elapsed_ms: f64,
+}
+
+/// `<run>/network/ipv6/<ifname>.json`.
+pub fn lease6_path(run: &Path, ifname: &str) -> PathBuf {
+    run.join("network")
+        .join("ipv6")
+        .join(format!("{ifname}.json"))
+}
+
+/// Writes the IPv6 description of an interface; returns its path.
+pub fn write_lease6(run: &Path, lease: &Lease6) -> io::Result<PathBuf> {
+    let path = lease6_path(run, &lease.interface);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::to_vec_pretty(lease).map_err(io::Error::other)?;
+    std::fs::write(&path, json)?;
+    Ok(path)
+}
+
 /// `<run>/network/links/<ifname>.json`.
 pub fn link_path(run: &Path, ifname: &str) -> PathBuf {
     run.join("network")
@@ -161,12 +230,13 @@ pub fn write_link(run: &Path, link: &MadeLink) -> io::Result<PathBuf> {
 
 /// resolv.conf text: servers in order without duplicates (glibc reads at most 3), and the
 /// search list (option 119, else the domain names).
-pub fn resolv_conf(nameservers: &[Ipv4Addr], search: &[String]) -> String {
+pub fn resolv_conf<A: Into<IpAddr> + Copy>(nameservers: &[A], search: &[String]) -> String {
     let mut s = String::from("# written by terra stage0\n");
-    let mut seen = Vec::new();
+    let mut seen: Vec<IpAddr> = Vec::new();
     for n in nameservers {
-        if !seen.contains(n) {
-            seen.push(*n);
+        let n: IpAddr = (*n).into();
+        if !seen.contains(&n) {
+            seen.push(n);
             s.push_str(&format!("nameserver {n}\n"));
         }
     }

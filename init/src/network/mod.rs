@@ -1,15 +1,17 @@
 //! Phase 4, network: only when something needs it (`ip=`, `rd.neednet=1`, Terra's
 //! `network=`, node.toml `[network]`). Loopback up; links renamed, bonds and VLANs made
 //! (`links.rs`); the wanted links found (waiting for late NICs while uevents are handled);
-//! each candidate brought up, its carrier awaited and DHCP or a static address run in its
-//! own thread; the results applied over netlink and read back; `rd.route=` routes added;
+//! each candidate brought up, its carrier awaited and DHCP, DHCPv6, SLAAC (`ipv6.rs`) or a
+//! static address run in its own thread; the results applied over netlink and read back; `rd.route=` routes added;
 //! lease and link files, resolv.conf and the host name handed to the real system. Links,
 //! addresses and routes are never torn down: they outlive switch_root.
 
 pub mod bond;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod ifname;
 pub mod ipconfig;
+pub mod ipv6;
 pub mod lease;
 pub mod links;
 pub mod netlink;
@@ -18,15 +20,15 @@ pub mod socket;
 pub mod vlan;
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use ipconfig::{IfaceConfig, Method, NetConfig, Selector};
-use lease::{Lease, LeaseRoute, MadeLink};
+use lease::{Lease, Lease6, LeaseRoute, LeaseRoute6, MadeLink};
 use links::Built;
-use netlink::{Link, Netlink, NetlinkError, Route};
+use netlink::{Link, Netlink, NetlinkError, Route, Route6};
 use route::ExtraRoute;
 
 /// Where the handoff goes and whether the host name is set (tests say no, or use a UTS
@@ -170,11 +172,22 @@ pub struct Configured {
     pub lease: Lease,
 }
 
+/// One interface configured for IPv6.
+#[derive(Debug, Clone)]
+pub struct Configured6 {
+    /// The link.
+    pub link: Link,
+    /// What it got.
+    pub lease: Lease6,
+}
+
 /// What the network phase did.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkReport {
-    /// Configured interfaces.
+    /// Interfaces configured for IPv4.
     pub configured: Vec<Configured>,
+    /// Interfaces configured for IPv6 (an interface may be in both lists).
+    pub configured6: Vec<Configured6>,
     /// Every link tried, with its outcome.
     pub attempts: Vec<Attempt>,
     /// Host name set, if any.
@@ -201,6 +214,19 @@ impl NetworkReport {
                         .unwrap_or_default()
                 )
             })
+            .chain(self.configured6.iter().map(|c| {
+                format!(
+                    "{}: {}/{} ({}{})",
+                    c.link.name,
+                    c.lease.address,
+                    c.lease.prefix,
+                    c.lease.method,
+                    c.lease
+                        .gateway
+                        .map(|g| format!(" via {g}"))
+                        .unwrap_or_default()
+                )
+            }))
             .collect()
     }
 }
@@ -209,8 +235,38 @@ impl NetworkReport {
 struct Job {
     link: Link,
     group_any: bool,
-    result: Result<Plan, Attempt>,
+    ipv6: bool,
+    result: Result<Planned, Attempt>,
 }
+
+/// A plan of either family.
+enum Planned {
+    V4(Plan),
+    V6(Plan6),
+}
+
+/// What to apply to a link for IPv6.
+struct Plan6 {
+    method: &'static str,
+    address: Ipv6Addr,
+    prefix: u8,
+    /// Routes stage0 adds (a static gateway's default route).
+    add: Vec<Route6>,
+    /// Routes the kernel already has from router advertisements.
+    learned: Vec<Route6>,
+    dns: Vec<Ipv6Addr>,
+    search: Vec<String>,
+    lifetimes: Option<(u32, u32)>,
+    server_duid: Option<String>,
+    /// The address is the kernel's (SLAAC): only read back.
+    kernels: bool,
+    mtu: Option<u32>,
+    started: Instant,
+}
+
+/// How long DHCPv6 waits, after its Reply, for a router advertisement to bring the default
+/// route (the kernel usually has it by then: it solicits routers right after DAD).
+const RA_GRACE: Duration = Duration::from_secs(5);
 
 /// What to apply to a link.
 struct Plan {
@@ -238,18 +294,38 @@ pub fn bring_up(
     let results = run_jobs(jobs, deadline, cfg.hostname.as_deref(), pump);
 
     let mut report = NetworkReport::default();
-    let mut any_won = false;
-    let mut any_tried = false;
+    // "Any link" is decided per family: an IPv4 winner does not stop the IPv6 search.
+    let mut any_won = [false; 2];
+    let mut any_tried = [false; 2];
     let mut named_failed = false;
     for job in results {
+        let family = usize::from(job.ipv6);
         match job.result {
-            Ok(plan) => {
+            Ok(planned) => {
                 if job.group_any {
-                    if any_won {
+                    if any_won[family] {
                         continue; // a later winner of "any": leave it unconfigured
                     }
-                    any_won = true;
+                    any_won[family] = true;
                 }
+                let plan = match planned {
+                    Planned::V4(plan) => plan,
+                    Planned::V6(plan) => {
+                        let mut lease = apply6(&mut nl, &job.link, &plan)?;
+                        lease.link = built.made(&job.link.name).cloned();
+                        report.attempts.push(Attempt {
+                            ifname: job.link.name.clone(),
+                            mac: job.link.mac_string(),
+                            carrier: true,
+                            outcome: format!("{} {}/{}", lease.method, lease.address, lease.prefix),
+                        });
+                        report.configured6.push(Configured6 {
+                            link: job.link,
+                            lease,
+                        });
+                        continue;
+                    }
+                };
                 let mut lease = apply(&mut nl, &job.link, &plan)?;
                 lease.link = built.made(&job.link.name).cloned();
                 report.attempts.push(Attempt {
@@ -265,7 +341,7 @@ pub fn bring_up(
             }
             Err(a) => {
                 if job.group_any {
-                    any_tried = true;
+                    any_tried[family] = true;
                 } else {
                     named_failed = true;
                 }
@@ -273,7 +349,10 @@ pub fn bring_up(
             }
         }
     }
-    if named_failed || (any_tried && !any_won) || report.configured.is_empty() {
+    if named_failed
+        || (0..2).any(|f| any_tried[f] && !any_won[f])
+        || (report.configured.is_empty() && report.configured6.is_empty())
+    {
         return Err(NetworkError::NoLease {
             timeout_s: cfg.timeout.as_secs(),
             attempts: report.attempts,
@@ -414,20 +493,31 @@ fn run_jobs(
     pump: &mut dyn FnMut(Duration),
 ) -> Vec<Job> {
     let any_done = AtomicBool::new(false);
+    let any6_done = AtomicBool::new(false);
     let never = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .into_iter()
             .map(|(link, iface, any)| {
-                let stop = if any { &any_done } else { &never };
+                let ipv6 = iface.method.is_ipv6();
+                let stop = match (any, ipv6) {
+                    (true, false) => &any_done,
+                    (true, true) => &any6_done,
+                    (false, _) => &never,
+                };
                 scope.spawn(move || {
-                    let result = run_one(&link, &iface, deadline, stop, any, hostname);
+                    let result = if ipv6 {
+                        run_one6(&link, &iface, deadline, stop, any).map(Planned::V6)
+                    } else {
+                        run_one(&link, &iface, deadline, stop, any, hostname).map(Planned::V4)
+                    };
                     if any && result.is_ok() {
                         stop.store(true, Ordering::Relaxed);
                     }
                     Job {
                         link,
                         group_any: any,
+                        ipv6,
                         result,
                     }
                 })
@@ -470,6 +560,10 @@ fn run_one(
         now.running
     );
     match &iface.method {
+        Method::Auto6 | Method::Dhcp6 | Method::Static6(_) => Err(fail(
+            now.carrier,
+            "an IPv6 method in the IPv4 client".into(),
+        )),
         Method::Static(s) => {
             // A named link gets its static address with or without carrier; "any link" means
             // the first one that is plugged in.
@@ -529,6 +623,216 @@ fn run_one(
             }
         }
     }
+}
+
+/// One IPv6 job: IPv6 switched on for the link (before it goes up, so the kernel solicits
+/// routers), then SLAAC awaited, a DHCPv6 exchange run, or a static address planned.
+fn run_one6(
+    link: &Link,
+    iface: &IfaceConfig,
+    deadline: Instant,
+    stop: &AtomicBool,
+    any: bool,
+) -> Result<Plan6, Attempt> {
+    let started = Instant::now();
+    let fail = |carrier: bool, outcome: String| Attempt {
+        ifname: link.name.clone(),
+        mac: link.mac_string(),
+        carrier,
+        outcome,
+    };
+    ipv6::enable(&link.name, iface.method == Method::Auto6)
+        .map_err(|e| fail(link.carrier, e.to_string()))?;
+    let mut nl = Netlink::open().map_err(|e| fail(link.carrier, e.to_string()))?;
+    nl.set_up(link, iface.mtu)
+        .map_err(|e| fail(link.carrier, e.to_string()))?;
+    let now = nl
+        .wait_carrier(link.index, deadline)
+        .map_err(|e| fail(false, e.to_string()))?;
+    let plan = |method, address, prefix| Plan6 {
+        method,
+        address,
+        prefix,
+        add: Vec::new(),
+        learned: Vec::new(),
+        dns: Vec::new(),
+        search: Vec::new(),
+        lifetimes: None,
+        server_duid: None,
+        kernels: false,
+        mtu: iface.mtu,
+        started,
+    };
+    match &iface.method {
+        Method::Static6(s) => {
+            if any && !now.carrier {
+                return Err(fail(false, "no carrier".into()));
+            }
+            let mut p = plan("static", s.address, s.prefix);
+            p.add = s
+                .gateway
+                .map(|g| Route6 {
+                    destination: Ipv6Addr::UNSPECIFIED,
+                    prefix: 0,
+                    gateway: Some(g),
+                    oif: link.index,
+                    protocol: 0,
+                })
+                .into_iter()
+                .collect();
+            Ok(p)
+        }
+        Method::Auto6 => {
+            if !now.carrier {
+                return Err(fail(false, "no carrier; no router heard".into()));
+            }
+            let a = ipv6::wait_autoconf(&mut nl, link.index, deadline, stop)
+                .map_err(|e| fail(true, format!("SLAAC: {e}")))?;
+            let mut p = plan("auto6", a.address.address, a.address.prefix);
+            p.kernels = true;
+            p.learned = std::iter::once(a.default).chain(a.routes).collect();
+            Ok(p)
+        }
+        Method::Dhcp6 => {
+            if !now.carrier {
+                return Err(fail(false, "no carrier; nothing sent".into()));
+            }
+            let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
+                return Err(fail(
+                    true,
+                    "not an Ethernet address: DHCPv6 needs one".into(),
+                ));
+            };
+            // Messages go from the link-local address, usable once DAD is done.
+            let ll = ipv6::wait_link_local(&mut nl, link.index, deadline, stop)
+                .map_err(|e| fail(true, format!("DHCPv6: {e}")))?;
+            let mut t = socket::UdpTransport6::bind(&link.name, link.index, ll)
+                .map_err(|e| fail(true, format!("cannot bind UDP [{ll}]:546: {e}")))?;
+            let settings = dhcp6::Settings6 { mac, deadline };
+            let mut log = dhcp6::Transcript6::default();
+            let mut rng = dhcp::Rng::from_kernel();
+            let a = dhcp6::run(&mut t, &settings, stop, &mut rng, &mut log).map_err(|e| {
+                let carrier = nl.link(link.index).map(|l| l.carrier).unwrap_or(false);
+                fail(carrier, format!("DHCPv6 {e}: {log}"))
+            })?;
+            log::info!("{}: {log}", link.name);
+            // DHCPv6 gives an address, not a route: the default route and the on-link
+            // prefix come from router advertisements (RFC 8415 §18.2.10.1 leaves them there).
+            let ra_until = deadline.min(Instant::now() + RA_GRACE);
+            let default = ipv6::wait_default_route(&mut nl, link.index, ra_until, stop)
+                .map_err(|e| fail(true, e.to_string()))?;
+            let mut p = plan("dhcp6", a.address, 128);
+            p.dns = a.dns;
+            p.search = a.search;
+            p.lifetimes = Some((a.preferred, a.valid));
+            p.server_duid = Some(a.server_id.iter().map(|b| format!("{b:02x}")).collect());
+            p.learned = default.into_iter().collect();
+            Ok(p)
+        }
+        Method::Dhcp { .. } | Method::Static(_) => Err(fail(
+            now.carrier,
+            "an IPv4 method in the IPv6 client".into(),
+        )),
+    }
+}
+
+/// Applies an IPv6 plan (a DHCPv6 or static address and route; nothing for SLAAC, whose
+/// address the kernel made) and reads it back with the routes the kernel learned.
+fn apply6(nl: &mut Netlink, link: &Link, plan: &Plan6) -> Result<Lease6, NetworkError> {
+    if plan.mtu.is_some() {
+        nl.set_up(link, plan.mtu)?;
+    }
+    if !plan.kernels {
+        // No DAD: the address was assigned to us (by a server that checked its bindings,
+        // or by the administrator), and a boot should not wait a second more for it.
+        nl.add_address6(link, plan.address, plan.prefix, true)?;
+    }
+    for r in &plan.add {
+        nl.add_route6(r, &link.name)?;
+    }
+    if !nl
+        .addresses6(link.index)?
+        .iter()
+        .any(|a| a.address == plan.address && a.prefix == plan.prefix)
+    {
+        return Err(NetworkError::Verify {
+            ifname: link.name.clone(),
+            missing: format!("address {}/{}", plan.address, plan.prefix),
+        });
+    }
+    let installed: Vec<Route6> = nl
+        .routes6()?
+        .into_iter()
+        .filter(|r| r.oif == link.index)
+        .collect();
+    for r in &plan.add {
+        if !installed.iter().any(|i| {
+            i.prefix == r.prefix && i.gateway == r.gateway && i.destination == r.destination
+        }) {
+            return Err(NetworkError::Verify {
+                ifname: link.name.clone(),
+                missing: format!("route {r}"),
+            });
+        }
+    }
+    // The routes as they stand now: the kernel's from advertisements, and ours.
+    let routes: Vec<LeaseRoute6> = installed
+        .iter()
+        .filter(|r| {
+            r.prefix == 0
+                || (r.prefix < 128
+                    && !r.destination.is_unicast_link_local()
+                    && !r.destination.is_multicast())
+        })
+        .map(|r| LeaseRoute6 {
+            destination: format!("{}/{}", r.destination, r.prefix),
+            gateway: r.gateway,
+            origin: if r.protocol == netlink::RTPROT_RA {
+                "ra"
+            } else if plan
+                .add
+                .iter()
+                .any(|a| a.prefix == r.prefix && a.gateway == r.gateway)
+            {
+                "static"
+            } else {
+                "kernel"
+            },
+        })
+        .collect();
+    let gateway = installed
+        .iter()
+        .find(|r| r.prefix == 0 && r.gateway.is_some())
+        .and_then(|r| r.gateway)
+        .or_else(|| plan.learned.iter().find_map(|r| r.gateway));
+    let lease = Lease6 {
+        interface: link.name.clone(),
+        mac: link.mac_string(),
+        link: None,
+        method: plan.method,
+        address: plan.address,
+        prefix: plan.prefix,
+        gateway,
+        routes,
+        dns: plan.dns.clone(),
+        search: plan.search.clone(),
+        preferred_lifetime_s: plan.lifetimes.map(|l| l.0),
+        valid_lifetime_s: plan.lifetimes.map(|l| l.1),
+        server_duid: plan.server_duid.clone(),
+        acquired_uptime_ms: crate::report::uptime_ms(),
+        elapsed_ms: plan.started.elapsed().as_secs_f64() * 1000.0,
+    };
+    log::info!(
+        "{}: {}/{} ({}){}",
+        link.name,
+        plan.address,
+        plan.prefix,
+        plan.method,
+        gateway
+            .map(|g| format!(", default via {g}"))
+            .unwrap_or_default()
+    );
+    Ok(lease)
 }
 
 fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
@@ -646,18 +950,26 @@ fn handoff_files(cfg: &NetConfig, handoff: &Handoff, report: &mut NetworkReport)
             log::warn!("cannot write the description of {}: {e}", l.name);
         }
     }
-    let mut dns = cfg.nameservers.clone();
+    let mut dns: Vec<std::net::IpAddr> = cfg.nameservers.iter().map(|&a| a.into()).collect();
     let mut search = Vec::new();
     for c in &report.configured {
         if let Err(e) = lease::write_lease(&handoff.run_dir, &c.lease) {
             log::warn!("cannot write the lease of {}: {e}", c.link.name);
         }
-        dns.extend(c.lease.dns.iter().copied());
+        dns.extend(c.lease.dns.iter().map(|&a| std::net::IpAddr::from(a)));
         if c.lease.search.is_empty() {
             search.extend(c.lease.domain.iter().cloned());
         } else {
             search.extend(c.lease.search.iter().cloned());
         }
+    }
+    dns.extend(cfg.nameservers6.iter().map(|&a| std::net::IpAddr::from(a)));
+    for c in &report.configured6 {
+        if let Err(e) = lease::write_lease6(&handoff.run_dir, &c.lease) {
+            log::warn!("cannot write the IPv6 description of {}: {e}", c.link.name);
+        }
+        dns.extend(c.lease.dns.iter().map(|&a| std::net::IpAddr::from(a)));
+        search.extend(c.lease.search.iter().cloned());
     }
     if let Err(e) = lease::write_resolv(&handoff.run_dir, &lease::resolv_conf(&dns, &search)) {
         log::warn!("cannot write resolv.conf: {e}");

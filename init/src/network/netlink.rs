@@ -4,7 +4,7 @@
 //! named.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,67 @@ impl fmt::Display for Route {
     }
 }
 
+/// An IPv6 route in the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route6 {
+    /// Destination network.
+    pub destination: Ipv6Addr,
+    /// Destination prefix length (0 = default route).
+    pub prefix: u8,
+    /// Next hop (for a router learned from an advertisement, its link-local address).
+    pub gateway: Option<Ipv6Addr>,
+    /// Output interface.
+    pub oif: u32,
+    /// Who installed it (`RTPROT_*`: 2 kernel, 3 boot, 9 router advertisement).
+    pub protocol: u8,
+}
+
+/// `RTPROT_RA`: a route the kernel learned from a router advertisement.
+pub const RTPROT_RA: u8 = 9;
+
+impl fmt::Display for Route6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix == 0 {
+            write!(f, "default")?;
+        } else {
+            write!(f, "{}/{}", self.destination, self.prefix)?;
+        }
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An IPv6 address of a link as the kernel shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address6 {
+    /// The address.
+    pub address: Ipv6Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// `RT_SCOPE_*`: 0 global, 200 site, 253 link, 254 host.
+    pub scope: u8,
+    /// `IFA_F_*` (IFA_FLAGS when present, else the header's 8 bits).
+    pub flags: u32,
+}
+
+/// `IFA_F_TENTATIVE`: duplicate address detection still runs; the address cannot be used.
+pub const IFA_F_TENTATIVE: u32 = 0x40;
+/// `IFA_F_DADFAILED`: another node has the address.
+pub const IFA_F_DADFAILED: u32 = 0x08;
+/// `IFA_F_NODAD`: no duplicate address detection.
+const IFA_F_NODAD: u32 = 0x02;
+/// `RT_SCOPE_LINK` (global is 0, site 200, host 254).
+pub const SCOPE_LINK: u8 = 253;
+
+impl Address6 {
+    /// Usable as a source: neither tentative nor failed.
+    pub fn usable(&self) -> bool {
+        self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0
+    }
+}
+
 /// One answer of the kernel, reduced to what the network phase reads.
 ///
 /// Answers are read with the crate's header parsers and only the attributes named here,
@@ -158,6 +219,11 @@ enum Answer {
         prefix: u8,
     },
     Route(Route, u8, RouteType),
+    Address6 {
+        index: u32,
+        address: Address6,
+    },
+    Route6(Route6, u8, RouteType),
 }
 
 // rtnetlink message types and attributes (linux/rtnetlink.h, if_link.h, if_addr.h).
@@ -176,7 +242,10 @@ const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 /// IFLA_VLAN_ID and IFLA_BOND_MODE: both attribute 1 of their kind's IFLA_INFO_DATA.
 const INFO_DATA_FIRST: u16 = 1;
+const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+const AF_INET6: u8 = 10;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
@@ -188,6 +257,10 @@ const RTMSG_LEN: usize = 12;
 
 fn ipv4(v: &[u8]) -> Option<Ipv4Addr> {
     <[u8; 4]>::try_from(v).ok().map(Ipv4Addr::from)
+}
+
+fn ipv6(v: &[u8]) -> Option<Ipv6Addr> {
+    <[u8; 16]>::try_from(v).ok().map(Ipv6Addr::from)
 }
 
 fn u32_ne(v: &[u8]) -> Option<u32> {
@@ -263,6 +336,48 @@ fn parse_answer(message_type: u16, payload: &[u8]) -> Option<Answer> {
                 });
             }
             Some(Answer::Link(link))
+        }
+        // struct ifaddrmsg: family, prefixlen, flags, scope (u8 each), index (u32).
+        RTM_NEWADDR if payload.first() == Some(&AF_INET6) => {
+            let h = payload.get(..IFADDRMSG_LEN)?;
+            let mut address = None;
+            let mut flags = u32::from(h[2]);
+            attributes(payload, IFADDRMSG_LEN, |kind, v| match kind {
+                // For IPv6, IFA_ADDRESS is the address (IFA_LOCAL only on point-to-point).
+                IFA_ADDRESS => address = ipv6(v),
+                IFA_FLAGS => flags = u32_ne(v).unwrap_or(flags),
+                _ => {}
+            });
+            Some(Answer::Address6 {
+                index: u32::from_ne_bytes([h[4], h[5], h[6], h[7]]),
+                address: Address6 {
+                    address: address?,
+                    prefix: h[1],
+                    scope: h[3],
+                    flags,
+                },
+            })
+        }
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+        RTM_NEWROUTE if payload.first() == Some(&AF_INET6) => {
+            let h = RouteHeader::parse(payload).ok()?;
+            let protocol = *payload.get(5)?;
+            let mut route = Route6 {
+                destination: Ipv6Addr::UNSPECIFIED,
+                prefix: h.destination_prefix_length,
+                gateway: None,
+                oif: 0,
+                protocol,
+            };
+            let mut table = h.table;
+            attributes(payload, RTMSG_LEN, |kind, v| match kind {
+                RTA_DST => route.destination = ipv6(v).unwrap_or(Ipv6Addr::UNSPECIFIED),
+                RTA_GATEWAY => route.gateway = ipv6(v),
+                RTA_OIF => route.oif = u32_ne(v).unwrap_or(0),
+                RTA_TABLE => table = u32_ne(v).map_or(table, |t| t.min(255) as u8),
+                _ => {}
+            });
+            Some(Answer::Route6(route, table, h.kind))
         }
         RTM_NEWADDR => {
             let h = AddressHeader::parse(payload).ok()?;
@@ -657,6 +772,103 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Adds (or replaces) an IPv6 address. `nodad` skips duplicate address detection (for
+    /// an address a DHCPv6 server assigned us, which checked it, so it is usable at once).
+    pub fn add_address6(
+        &mut self,
+        link: &Link,
+        address: Ipv6Addr,
+        prefix: u8,
+        nodad: bool,
+    ) -> Result<(), NetlinkError> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.prefix_len = prefix;
+        msg.header.index = link.index;
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V6(address)));
+        if nodad {
+            msg.attributes.push(AddressAttribute::Flags(
+                netlink_packet_route::address::AddressFlags::from_bits_retain(IFA_F_NODAD),
+            ));
+        }
+        self.request(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            &|| format!("add address {address}/{prefix} on {}", link.name),
+        )
+        .map(drop)
+    }
+
+    /// The IPv6 addresses of a link, with scope and flags.
+    pub fn addresses6(&mut self, index: u32) -> Result<Vec<Address6>, NetlinkError> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        let answers = self.request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP, &|| {
+            "list IPv6 addresses".into()
+        })?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                Answer::Address6 { index: i, address } if i == index => Some(address),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds (or replaces) an IPv6 route in the main table.
+    pub fn add_route6(&mut self, route: &Route6, ifname: &str) -> Result<(), NetlinkError> {
+        let mut msg = RouteMessage::default();
+        msg.header = RouteHeader {
+            address_family: AddressFamily::Inet6,
+            destination_prefix_length: route.prefix,
+            table: RouteHeader::RT_TABLE_MAIN,
+            protocol: RouteProtocol::Boot,
+            scope: RouteScope::Universe,
+            kind: RouteType::Unicast,
+            ..RouteHeader::default()
+        };
+        if route.prefix > 0 {
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet6(
+                    route.destination,
+                )));
+        }
+        if let Some(g) = route.gateway {
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet6(g)));
+        }
+        if route.oif != 0 {
+            msg.attributes.push(RouteAttribute::Oif(route.oif));
+        }
+        self.request(
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            &|| format!("add route {route} dev {ifname}"),
+        )
+        .map(drop)
+    }
+
+    /// The IPv6 unicast routes of the main table.
+    pub fn routes6(&mut self) -> Result<Vec<Route6>, NetlinkError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet6;
+        let answers = self.request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP, &|| {
+            "list IPv6 routes".into()
+        })?;
+        Ok(answers
+            .into_iter()
+            .filter_map(|m| match m {
+                Answer::Route6(r, table, kind)
+                    if table == RouteHeader::RT_TABLE_MAIN && kind == RouteType::Unicast =>
+                {
+                    Some(r)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The IPv4 unicast routes of the main table.
     pub fn routes(&mut self) -> Result<Vec<Route>, NetlinkError> {
         let mut msg = RouteMessage::default();
@@ -696,6 +908,54 @@ mod tests {
             format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
             "52:54:00:12:34:56"
         );
+    }
+
+    #[test]
+    fn ipv6_addresses_and_routes_read_back() {
+        use netlink_packet_core::Emitable;
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet6;
+        msg.header.prefix_len = 64;
+        msg.header.index = 3;
+        msg.header.scope = netlink_packet_route::address::AddressScope::Site;
+        msg.attributes.push(AddressAttribute::Address(
+            "fec0::5054:ff:fe12:3456".parse().unwrap(),
+        ));
+        msg.attributes.push(AddressAttribute::Flags(
+            netlink_packet_route::address::AddressFlags::from_bits_retain(IFA_F_TENTATIVE),
+        ));
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        let Some(Answer::Address6 { index, address }) = parse_answer(RTM_NEWADDR, &buf) else {
+            panic!("not an IPv6 address")
+        };
+        assert_eq!((index, address.prefix, address.scope), (3, 64, 200));
+        assert!(!address.usable(), "tentative");
+        assert_eq!(address.address.to_string(), "fec0::5054:ff:fe12:3456");
+        let mut route = RouteMessage::default();
+        route.header.address_family = AddressFamily::Inet6;
+        route.header.table = RouteHeader::RT_TABLE_MAIN;
+        route.header.protocol = RouteProtocol::Ra;
+        route.header.kind = RouteType::Unicast;
+        route
+            .attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet6(
+                "fe80::2".parse().unwrap(),
+            )));
+        route.attributes.push(RouteAttribute::Oif(3));
+        let mut buf = vec![0u8; route.buffer_len()];
+        route.emit(&mut buf);
+        let Some(Answer::Route6(r, table, RouteType::Unicast)) = parse_answer(RTM_NEWROUTE, &buf)
+        else {
+            panic!("not an IPv6 route")
+        };
+        assert_eq!(table, RouteHeader::RT_TABLE_MAIN);
+        assert_eq!((r.prefix, r.oif, r.protocol), (0, 3, RTPROT_RA));
+        assert_eq!(r.to_string(), "default via fe80::2");
+        // Cut anywhere: never a panic.
+        for n in 0..buf.len() {
+            let _ = parse_answer(RTM_NEWROUTE, &buf[..n]);
+        }
     }
 
     /// An RTM_NEWLINK as the crate's emitter writes it (the layout the kernel uses: the

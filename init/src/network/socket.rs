@@ -83,3 +83,79 @@ impl Transport for UdpTransport {
         }
     }
 }
+
+/// The DHCPv6 client's socket: UDP port 546 on one interface's link-local address, sending
+/// to All_DHCP_Relay_Agents_and_Servers (ff02::1:2) port 547 through that interface
+/// (RFC 8415 §7.1, §18.2). Bound to the link-local address so the kernel's source is the
+/// one servers answer to; the address must have left DAD's tentative state first, or the
+/// bind fails (`EADDRNOTAVAIL`).
+pub struct UdpTransport6 {
+    sock: UdpSocket,
+    ifindex: u32,
+}
+
+impl UdpTransport6 {
+    /// Binds `[link_local%ifindex]:546` on `ifname`.
+    pub fn bind(ifname: &str, ifindex: u32, link_local: std::net::Ipv6Addr) -> Result<Self, Errno> {
+        use nix::sys::socket::SockaddrIn6;
+        let fd = socket(
+            AddressFamily::Inet6,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        setsockopt(
+            &fd,
+            sockopt::BindToDevice,
+            &std::ffi::OsString::from(ifname),
+        )?;
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrIn6::from(std::net::SocketAddrV6::new(
+                link_local,
+                super::dhcp6::CLIENT_PORT,
+                0,
+                ifindex,
+            )),
+        )?;
+        Ok(UdpTransport6 {
+            sock: UdpSocket::from(fd),
+            ifindex,
+        })
+    }
+}
+
+impl super::dhcp6::Transport6 for UdpTransport6 {
+    fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        self.sock
+            .send_to(
+                packet,
+                std::net::SocketAddrV6::new(
+                    super::dhcp6::ALL_SERVERS,
+                    super::dhcp6::SERVER_PORT,
+                    0,
+                    self.ifindex,
+                ),
+            )
+            .map(drop)
+    }
+
+    fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
+        self.sock
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        match self.sock.recv_from(buf) {
+            Ok((n, from)) if from.port() == super::dhcp6::SERVER_PORT => Ok(Some(n)),
+            Ok(_) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -238,6 +238,19 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_portal_comes_back_to_the_keeper() {
+        // The keeper reconnects to what it decodes: the address must survive unbracketed.
+        let mut k = kept(None);
+        k.portal = Portal {
+            host: "fec0::2".into(),
+            port: 3260,
+        };
+        let back = decode(&encode(&[k.clone()])).unwrap();
+        assert_eq!(back[0].portal, k.portal);
+        assert_eq!(back[0].portal.to_string(), "[fec0::2]:3260");
+    }
+
+    #[test]
     fn garbage_is_refused_without_echoing_it() {
         assert!(decode(b"").is_err());
         assert!(decode(b"terra-keeper 1\nsession\nsid 1\n").is_err());
