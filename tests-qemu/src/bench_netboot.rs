@@ -1,5 +1,5 @@
 //! `cargo xtask bench --only netboot`: a diskless node's whole boot, from kernel start to the
-//! root's init, over iSCSI from one tgtd LUN on QEMU user networking: Terra's image against
+//! root's init, over iSCSI from one tgtd LUN on a tap in a network namespace: Terra's image against
 //! dracut's (`--no-hostonly`, modules `network iscsi`, open-iscsi's tools), same kernel,
 //! same LUN, same command line.
 //!
@@ -495,8 +495,8 @@ impl NetbootResult {
              and command line)\n\n",
         );
         s.push_str(&format!(
-            "Kernel {}, no disk, a virtio NIC on QEMU user networking; a fresh tgtd per boot on \
-             the host ({}) serves one btrfs LUN (label `os`, subvolume `os`, whose init \
+            "Kernel {}, no disk, a virtio NIC on a tap in the bench's network namespace \
+             (dnsmasq's DHCP); a fresh tgtd per boot there ({}) serves one btrfs LUN (label `os`, subvolume `os`, whose init \
              prints its uptime and powers off); both images get `{}`. {} boots per image, \
              alternating, under {:?}; guest seconds. dracut's network module: {}.\n\n",
             self.kver,
