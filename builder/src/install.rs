@@ -51,6 +51,9 @@ pub struct InstallSpec {
     pub kernel: Option<PathBuf>,
     /// Extra kernel arguments of a bootable disk's GRUB entry.
     pub cmdline: String,
+    /// A Unified Kernel Image (`terra uki`, signed for Secure Boot) that UEFI firmware
+    /// starts from the bootable disk's ESP instead of GRUB; BIOS still boots GRUB.
+    pub uki: Option<PathBuf>,
 }
 
 impl InstallSpec {
@@ -69,6 +72,7 @@ impl InstallSpec {
             verify: None,
             kernel: None,
             cmdline: String::new(),
+            uki: None,
         }
     }
 }
@@ -517,16 +521,25 @@ fn plan_boot(
     }
     let root = &groups[root_idx];
     if !root.mbr {
-        if let Some(k) = &spec.kernel {
-            return Err(InstallError::Group {
-                label: root.label.clone(),
-                reason: format!(
-                    "--kernel {}: only a bootable disk (mbr = true) carries a kernel",
-                    k.display()
-                ),
-            });
+        for (flag, path) in [("--kernel", &spec.kernel), ("--uki", &spec.uki)] {
+            if let Some(p) = path {
+                return Err(InstallError::Group {
+                    label: root.label.clone(),
+                    reason: format!(
+                        "{flag} {}: only a bootable disk (mbr = true) carries a kernel",
+                        p.display()
+                    ),
+                });
+            }
         }
         return Ok(None);
+    }
+    if let Some(u) = &spec.uki {
+        // Read before any disk is touched.
+        fs::File::open(u).map_err(|err| InstallError::Disk {
+            disk: u.clone(),
+            err,
+        })?;
     }
     let uuid = match &spec.root_uuid {
         Some(u) => u.clone(),
@@ -545,6 +558,7 @@ fn plan_boot(
         kernel,
         cmdline: bootdisk::kernel_cmdline(&spec.config, node, &uuid, &spec.cmdline),
         root_uuid: uuid,
+        uki: spec.uki.clone(),
     }))
 }
 

@@ -20,6 +20,8 @@ use lab::vm::{self, Firmware, Outcome, Vm};
 /// The demo root of `artifacts.rs` (the same cached image).
 const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
 /// The UKI's whole command line; the hostname shows the signed `.cmdline` reached the root.
+/// What every test UKI's command line starts with.
+const CMDLINE_BASE: &str = "console=ttyS0,115200 panic=-1 terra.demo=poweroff";
 const CMDLINE: &str = "console=ttyS0,115200 panic=-1 terra.demo=poweroff hostname=terra-uki";
 /// What OVMF prints once every boot option failed; a refused run ends here.
 const NO_BOOT: &str = "BdsDxe: No bootable option or device was found";
@@ -234,8 +236,7 @@ fn a_live_iso_starts_its_signed_uki_under_secure_boot() {
     let uki = uki_with(
         "terra-live-signed.efi",
         true,
-        "console=ttyS0,115200 panic=-1 terra.demo=poweroff hostname=terra-uki-live \
-         root=live:LABEL=TERRA",
+        &format!("{CMDLINE_BASE} hostname=terra-uki-live root=live:LABEL=TERRA"),
     );
     let busybox = lab::host::static_busybox().expect("static busybox");
     let (layout, _) = lab::oci_root::demo_layout(&busybox).expect("demo image");
@@ -271,4 +272,60 @@ fn a_live_iso_starts_its_signed_uki_under_secure_boot() {
     let r = lab::harness::report(&out);
     assert_eq!(r["root"]["fstype"], "overlay", "{r}");
     assert_eq!(r["root"]["label"], "TERRA", "{r}");
+}
+
+/// `terra install --uki`: the bootable disk's ESP starts the signed UKI under UEFI instead
+/// of GRUB, so enforcing Secure Boot covers the installed disk's kernel, initramfs and
+/// command line; stage0 in it still finds the root by UUID and boots its version.
+#[test]
+fn an_installed_disk_starts_its_signed_uki_under_secure_boot() {
+    const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a1";
+    let (a, s) = (artifacts(), setup());
+    let uki = uki_with(
+        "terra-disk-signed.efi",
+        true,
+        &format!("{CMDLINE_BASE} hostname=terra-uki-disk root=UUID={UUID}"),
+    );
+    let busybox = lab::host::static_busybox().expect("static busybox");
+    let (layout, _) = lab::oci_root::demo_layout(&busybox).expect("demo image");
+    let disk = s.dir.join("installed-uki.img");
+    let _ = std::fs::remove_file(&disk);
+    let node = s.dir.join("installed-uki.toml");
+    std::fs::write(
+        &node,
+        format!(
+            "hostname = \"terra-uki-disk\"\nimage = \"oci:{}:{}\"\n\n[[groups]]\nlabel = \"os\"\n\
+             mbr = true\n  [[groups.disk]]\n  device = \"{}\"\n  size = 512\n",
+            layout.display(),
+            lab::oci_root::DEMO_TAG,
+            disk.display()
+        ),
+    )
+    .expect("node.toml");
+    let out = lab::run(
+        Command::new(&a.terra)
+            .args(["--quiet", "install", path_str(&node), "--uuid", UUID])
+            .args(["--kernel", path_str(&a.kernel), "--uki", path_str(&uki)]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprint!("{out}");
+
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.firmware = Firmware::SecureBoot;
+    vm.efi_vars = Some(s.vars.clone());
+    vm.boot_disk = true;
+    vm.disks = vec![disk.clone()];
+    vm.timeout = Duration::from_secs(150);
+    let out = vm.run_captured().expect("qemu runs");
+    let _ = std::fs::remove_file(&disk);
+    lab::harness::expect(
+        &out,
+        &[
+            "Secure boot enabled",
+            "TERRA-DEMO-INIT",
+            "TERRA-DEMO-HOSTNAME terra-uki-disk",
+            "TERRA-DEMO-POWEROFF",
+        ],
+    );
+    assert_eq!(lab::harness::report(&out)["root"]["uuid"], UUID);
 }

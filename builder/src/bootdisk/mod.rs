@@ -436,6 +436,9 @@ pub struct BootPlan {
     pub cmdline: String,
     /// The root filesystem's UUID: the seed of [`Layout`], and `root=`.
     pub root_uuid: String,
+    /// A UKI UEFI firmware starts instead of GRUB (`terra install --uki`). stage0 in it
+    /// still chooses the version; the ESP's slots serve BIOS boots.
+    pub uki: Option<PathBuf>,
 }
 
 /// The base kernel: `kernel` (a bzImage whose modules are in `/lib/modules/<release>` or
@@ -523,7 +526,7 @@ pub fn finish(
     if let Some((dir, _)) = EFI_LOADER.rsplit_once('/') {
         files.mkdir_all(dir)?;
     }
-    files.copy_in(&efi, EFI_LOADER)?;
+    files.copy_in(plan.uki.as_deref().unwrap_or(&efi), EFI_LOADER)?;
     esp::sync_with(top, &mut files, default, &mut |_| ())?;
     Ok(())
 }

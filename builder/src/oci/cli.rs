@@ -159,6 +159,11 @@ pub struct InstallArgs {
     /// (mbr = true) extra kernel arguments of the disk's GRUB entry; repeatable
     #[arg(long = "cmdline", value_name = "ARGS", allow_hyphen_values = true)]
     cmdlines: Vec<String>,
+    /// (mbr = true) start this Unified Kernel Image (`terra uki`, signed for Secure Boot)
+    /// under UEFI instead of GRUB; its own command line applies (give it
+    /// root=UUID=<--uuid>). BIOS still boots GRUB
+    #[arg(long, value_name = "EFI")]
+    uki: Option<PathBuf>,
     #[command(flatten)]
     fetch: FetchArgs,
 }
@@ -298,6 +303,7 @@ pub fn cmd_install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliErr
     spec.writable = a.writable;
     spec.kernel = a.kernel;
     spec.cmdline = a.cmdlines.join(" ").trim().to_string();
+    spec.uki = a.uki;
     spec.verify = policy(&a.fetch.verify_keys)?;
     let report = install::install_with(&spec, progress)?;
     debug_notes(&report.unpack.notes);
