@@ -496,16 +496,72 @@ pub struct Transcript {
     pub discovers: u32,
     /// REQUESTs sent.
     pub requests: u32,
-    /// Replies taken: "OFFER 10.0.2.15/24 from 10.0.2.2 at 1.2 ms" (from the first send), …
-    pub received: Vec<String>,
-    /// Datagrams ignored, with the reason of the last few.
-    pub ignored: u32,
-    /// The reasons of the last ignored datagrams.
-    pub ignored_reasons: Vec<String>,
-    /// Send errors.
-    pub send_errors: Vec<String>,
+    /// What came back: "OFFER 10.0.2.15/24 from 10.0.2.2 at 1.2 ms" (from the first send), …
+    pub heard: Heard,
     /// When the first message went out; replies are timed from here.
     pub started: Option<Instant>,
+}
+
+/// What a DHCP client (v4 or v6) heard and could not send, for the error that ends a run
+/// without an address.
+#[derive(Debug, Clone, Default)]
+pub struct Heard {
+    /// Replies taken, the last 16.
+    pub received: Vec<String>,
+    /// Datagrams ignored.
+    pub ignored: u32,
+    /// The reasons of the last few ignored datagrams.
+    pub ignored_reasons: Vec<String>,
+    /// Send errors, the first few.
+    pub send_errors: Vec<String>,
+}
+
+impl Heard {
+    /// Records a reply taken.
+    pub fn take(&mut self, line: String) {
+        if self.received.len() >= 16 {
+            self.received.remove(0);
+        }
+        self.received.push(line);
+    }
+
+    /// Records an ignored datagram and why.
+    pub fn ignore(&mut self, why: &dyn fmt::Display) {
+        self.ignored += 1;
+        if self.ignored_reasons.len() >= 4 {
+            self.ignored_reasons.remove(0);
+        }
+        self.ignored_reasons.push(why.to_string());
+    }
+
+    /// Records a failed send.
+    pub fn send_error(&mut self, e: &dyn fmt::Display) {
+        if self.send_errors.len() < 4 {
+            self.send_errors.push(e.to_string());
+        }
+    }
+}
+
+impl fmt::Display for Heard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.received.is_empty() {
+            write!(f, "received nothing")?;
+        } else {
+            write!(f, "received {}", self.received.join(", "))?;
+        }
+        if self.ignored > 0 {
+            write!(
+                f,
+                "; ignored {} datagram(s): {}",
+                self.ignored,
+                self.ignored_reasons.join(", ")
+            )?;
+        }
+        if !self.send_errors.is_empty() {
+            write!(f, "; send errors: {}", self.send_errors.join(", "))?;
+        }
+        Ok(())
+    }
 }
 
 impl Transcript {
@@ -527,19 +583,7 @@ impl Transcript {
                 r.kind, r.offered.address, r.offered.prefix, r.offered.server_id
             ),
         };
-        let line = format!("{line} at {ms:.1} ms");
-        if self.received.len() >= 16 {
-            self.received.remove(0);
-        }
-        self.received.push(line);
-    }
-
-    fn ignore(&mut self, why: &Rejected) {
-        self.ignored += 1;
-        if self.ignored_reasons.len() >= 4 {
-            self.ignored_reasons.remove(0);
-        }
-        self.ignored_reasons.push(why.to_string());
+        self.heard.take(format!("{line} at {ms:.1} ms"));
     }
 }
 
@@ -547,26 +591,9 @@ impl fmt::Display for Transcript {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sent {} DISCOVER, {} REQUEST; received ",
-            self.discovers, self.requests
-        )?;
-        if self.received.is_empty() {
-            write!(f, "nothing")?;
-        } else {
-            write!(f, "{}", self.received.join(", "))?;
-        }
-        if self.ignored > 0 {
-            write!(
-                f,
-                "; ignored {} datagram(s): {}",
-                self.ignored,
-                self.ignored_reasons.join(", ")
-            )?;
-        }
-        if !self.send_errors.is_empty() {
-            write!(f, "; send errors: {}", self.send_errors.join(", "))?;
-        }
-        Ok(())
+            "sent {} DISCOVER, {} REQUEST; {}",
+            self.discovers, self.requests, self.heard
+        )
     }
 }
 
@@ -710,9 +737,7 @@ fn exchange(
             }
             Err(e) => {
                 // ENETDOWN and friends while a link settles: the next try may work.
-                if log.send_errors.len() < 4 {
-                    log.send_errors.push(e.to_string());
-                }
+                log.heard.send_error(&e);
             }
         }
         let until = (Instant::now() + backoff(attempt, rng)).min(s.deadline);
@@ -735,7 +760,7 @@ fn exchange(
             let reply = match parse_reply(buf.get(..n).unwrap_or_default(), xid, &s.identity.mac) {
                 Ok(r) => r,
                 Err(why) => {
-                    log.ignore(&why);
+                    log.heard.ignore(&why);
                     continue;
                 }
             };
@@ -745,7 +770,8 @@ fn exchange(
                 reply.kind == ReplyKind::Offer
             };
             if !wanted {
-                log.ignore(&Rejected::UnexpectedType(reply.kind.to_string()));
+                log.heard
+                    .ignore(&Rejected::UnexpectedType(reply.kind.to_string()));
                 continue;
             }
             log.receive(&reply);
@@ -1125,7 +1151,7 @@ mod tests {
         );
         assert_eq!(t.sent[0].xid(), t.sent[1].xid());
         assert_ne!(t.sent[1].xid(), t.sent[2].xid());
-        assert_eq!(log.ignored, 2, "{log}");
+        assert_eq!(log.heard.ignored, 2, "{log}");
         assert!(log.to_string().contains("NAK from 10.0.2.2"), "{log}");
     }
 

@@ -13,7 +13,7 @@ use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::dhcp::Rng;
+use super::dhcp::{Heard, Rng};
 
 /// UDP port clients listen on (RFC 8415 §7.2).
 pub const CLIENT_PORT: u16 = 546;
@@ -605,50 +605,17 @@ pub struct Transcript6 {
     pub solicits: u32,
     /// Requests sent.
     pub requests: u32,
-    /// Answers taken.
-    pub received: Vec<String>,
-    /// Datagrams ignored, with the last few reasons.
-    pub ignored: u32,
-    /// Reasons.
-    pub ignored_reasons: Vec<String>,
-    /// Send errors.
-    pub send_errors: Vec<String>,
-}
-
-impl Transcript6 {
-    fn ignore(&mut self, why: &Rejected) {
-        self.ignored += 1;
-        if self.ignored_reasons.len() >= 4 {
-            self.ignored_reasons.remove(0);
-        }
-        self.ignored_reasons.push(why.to_string());
-    }
+    /// What came back.
+    pub heard: Heard,
 }
 
 impl fmt::Display for Transcript6 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "sent {} SOLICIT, {} REQUEST; received ",
-            self.solicits, self.requests
-        )?;
-        if self.received.is_empty() {
-            write!(f, "nothing")?;
-        } else {
-            write!(f, "{}", self.received.join(", "))?;
-        }
-        if self.ignored > 0 {
-            write!(
-                f,
-                "; ignored {} datagram(s): {}",
-                self.ignored,
-                self.ignored_reasons.join(", ")
-            )?;
-        }
-        if !self.send_errors.is_empty() {
-            write!(f, "; send errors: {}", self.send_errors.join(", "))?;
-        }
-        Ok(())
+            "sent {} SOLICIT, {} REQUEST; {}",
+            self.solicits, self.requests, self.heard
+        )
     }
 }
 
@@ -731,7 +698,7 @@ fn exchange(
     take: &mut dyn FnMut(&[u8], &mut Transcript6) -> bool,
 ) -> Result<(), Dhcp6Error> {
     if let Err(e) = t.send(msg) {
-        log.send_errors.push(e.to_string());
+        log.heard.send_error(&e);
     }
     let mut buf = [0u8; 1500];
     loop {
@@ -794,7 +761,7 @@ pub fn run(
                 iaid,
             ) {
                 Ok(a) => {
-                    log.received.push(format!(
+                    log.heard.take(format!(
                         "ADVERTISE {} (preference {}) at {:.1} ms",
                         a.address,
                         a.preference,
@@ -807,7 +774,7 @@ pub fn run(
                     pref == 255 || !first_round
                 }
                 Err(why) => {
-                    log.ignore(&why);
+                    log.heard.ignore(&why);
                     false
                 }
             })?;
@@ -845,18 +812,18 @@ pub fn run(
                 iaid,
             ) {
                 Ok(a) => {
-                    log.received
-                        .push(format!("REPLY {} at {:.1} ms", a.address, ms()));
+                    log.heard
+                        .take(format!("REPLY {} at {:.1} ms", a.address, ms()));
                     outcome = Some(Ok(a));
                     true
                 }
                 Err(why @ Rejected::Status(status::NO_ADDRS_AVAIL | status::NOT_ON_LINK, _)) => {
-                    log.received.push(format!("REPLY {why}"));
+                    log.heard.take(format!("REPLY {why}"));
                     outcome = Some(Err(why));
                     true
                 }
                 Err(why) => {
-                    log.ignore(&why);
+                    log.heard.ignore(&why);
                     false
                 }
             })?;
@@ -1027,7 +994,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.address, "fd00:77::150".parse::<Ipv6Addr>().unwrap());
         assert_eq!(t.sent, [1, 1, 3]);
-        assert_eq!(log.ignored, 2, "{log}");
+        assert_eq!(log.heard.ignored, 2, "{log}");
         assert!(
             log.to_string().starts_with("sent 2 SOLICIT, 1 REQUEST"),
             "{log}"
