@@ -131,18 +131,14 @@ fn sbverify(image: &Path) -> bool {
 /// A VM under OVMF with Secure Boot enforcing that boots `efi` from an ESP disk, with the
 /// demo root as the second disk.
 fn secure_vm(efi: &Path, timeout: u64) -> Vm {
-    let (a, s) = (artifacts(), setup());
     let esp = efi.with_extension("esp.img");
     secureboot::esp_disk(efi, &esp).unwrap_or_else(|e| panic!("{e}"));
     let busybox = lab::host::static_busybox().expect("static busybox");
     let root = BtrfsDisk::new("os", OS_UUID, &["os", "v2"])
         .image(&busybox)
         .expect("os disk");
-    // kernel and initrd are unused: the firmware boots the ESP disk.
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.firmware = Firmware::SecureBoot;
-    vm.efi_vars = Some(s.vars.clone());
-    vm.boot_disk = true;
+    // The firmware boots the ESP disk.
+    let mut vm = enforcing_vm();
     vm.disks = vec![esp, root];
     vm.timeout = Duration::from_secs(timeout);
     vm
@@ -226,6 +222,18 @@ fn tampered_uki_is_refused() {
     expect_refused(&refused(tampered_uki()));
 }
 
+/// A VM under enforcing Secure Boot with the test keys enrolled that boots what the
+/// firmware finds first (no `-kernel`).
+fn enforcing_vm() -> Vm {
+    let (a, s) = (artifacts(), setup());
+    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
+    vm.firmware = Firmware::SecureBoot;
+    vm.efi_vars = Some(s.vars.clone());
+    vm.boot_disk = true;
+    vm.timeout = Duration::from_secs(150);
+    vm
+}
+
 /// `terra iso --live … --uki`: under UEFI the ISO starts the signed UKI itself (no GRUB), so
 /// enforcing Secure Boot covers the kernel, the initramfs and the command line that names
 /// the live medium; stage0 then boots the squashfs root from the CD (virtio-scsi, whose
@@ -253,12 +261,8 @@ fn a_live_iso_starts_its_signed_uki_under_secure_boot() {
     .unwrap_or_else(|e| panic!("{e}"));
     eprint!("{out}");
 
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.firmware = Firmware::SecureBoot;
-    vm.efi_vars = Some(s.vars.clone());
-    vm.boot_disk = true;
+    let mut vm = enforcing_vm();
     vm.add_scsi_cdrom(&iso);
-    vm.timeout = Duration::from_secs(150);
     let out = vm.run_captured().expect("qemu runs");
     lab::harness::expect(
         &out,
@@ -310,12 +314,8 @@ fn an_installed_disk_starts_its_signed_uki_under_secure_boot() {
     .unwrap_or_else(|e| panic!("{e}"));
     eprint!("{out}");
 
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.firmware = Firmware::SecureBoot;
-    vm.efi_vars = Some(s.vars.clone());
-    vm.boot_disk = true;
+    let mut vm = enforcing_vm();
     vm.disks = vec![disk.clone()];
-    vm.timeout = Duration::from_secs(150);
     let out = vm.run_captured().expect("qemu runs");
     let _ = std::fs::remove_file(&disk);
     lab::harness::expect(

@@ -64,6 +64,18 @@ pub struct Attempt {
     pub outcome: String,
 }
 
+impl Attempt {
+    /// A link that was configured (it had carrier), with what it got.
+    fn configured(link: &Link, outcome: String) -> Self {
+        Attempt {
+            ifname: link.name.clone(),
+            mac: link.mac_string(),
+            carrier: true,
+            outcome,
+        }
+    }
+}
+
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -313,12 +325,10 @@ pub fn bring_up(
                     Planned::V6(plan) => {
                         let mut lease = apply6(&mut nl, &job.link, &plan)?;
                         lease.link = built.made(&job.link.name).cloned();
-                        report.attempts.push(Attempt {
-                            ifname: job.link.name.clone(),
-                            mac: job.link.mac_string(),
-                            carrier: true,
-                            outcome: format!("{} {}/{}", lease.method, lease.address, lease.prefix),
-                        });
+                        report.attempts.push(Attempt::configured(
+                            &job.link,
+                            format!("{} {}/{}", lease.method, lease.address, lease.prefix),
+                        ));
                         report.configured6.push(Configured6 {
                             link: job.link,
                             lease,
@@ -328,12 +338,10 @@ pub fn bring_up(
                 };
                 let mut lease = apply(&mut nl, &job.link, &plan)?;
                 lease.link = built.made(&job.link.name).cloned();
-                report.attempts.push(Attempt {
-                    ifname: job.link.name.clone(),
-                    mac: job.link.mac_string(),
-                    carrier: true,
-                    outcome: format!("{} {}/{}", lease.source, lease.address, lease.prefix),
-                });
+                report.attempts.push(Attempt::configured(
+                    &job.link,
+                    format!("{} {}/{}", lease.source, lease.address, lease.prefix),
+                ));
                 report.configured.push(Configured {
                     link: job.link,
                     lease,

@@ -747,27 +747,37 @@ impl Netlink {
             },
             ..RouteHeader::default()
         };
-        if route.prefix > 0 {
-            msg.attributes
-                .push(RouteAttribute::Destination(RouteAddress::Inet(
-                    route.destination,
-                )));
+        let destination = (route.prefix > 0).then_some(RouteAddress::Inet(route.destination));
+        let gateway = route.gateway.map(RouteAddress::Inet);
+        self.new_route(msg, destination, gateway, route.oif, &|| match ifname {
+            "" => format!("add route {route}"),
+            dev => format!("add route {route} dev {dev}"),
+        })
+    }
+
+    /// Sends `msg` as a new (or replacing) route with its destination, gateway and output
+    /// interface (0: none, so the kernel picks the one that reaches the gateway).
+    fn new_route(
+        &mut self,
+        mut msg: RouteMessage,
+        destination: Option<RouteAddress>,
+        gateway: Option<RouteAddress>,
+        oif: u32,
+        what: &dyn Fn() -> String,
+    ) -> Result<(), NetlinkError> {
+        if let Some(d) = destination {
+            msg.attributes.push(RouteAttribute::Destination(d));
         }
-        if let Some(g) = route.gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
+        if let Some(g) = gateway {
+            msg.attributes.push(RouteAttribute::Gateway(g));
         }
-        // No interface: the kernel picks the one that reaches the gateway.
-        if route.oif != 0 {
-            msg.attributes.push(RouteAttribute::Oif(route.oif));
+        if oif != 0 {
+            msg.attributes.push(RouteAttribute::Oif(oif));
         }
         self.request(
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-            &|| match ifname {
-                "" => format!("add route {route}"),
-                dev => format!("add route {route} dev {dev}"),
-            },
+            what,
         )
         .map(drop)
     }
@@ -828,25 +838,11 @@ impl Netlink {
             kind: RouteType::Unicast,
             ..RouteHeader::default()
         };
-        if route.prefix > 0 {
-            msg.attributes
-                .push(RouteAttribute::Destination(RouteAddress::Inet6(
-                    route.destination,
-                )));
-        }
-        if let Some(g) = route.gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::Inet6(g)));
-        }
-        if route.oif != 0 {
-            msg.attributes.push(RouteAttribute::Oif(route.oif));
-        }
-        self.request(
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-            &|| format!("add route {route} dev {ifname}"),
-        )
-        .map(drop)
+        let destination = (route.prefix > 0).then_some(RouteAddress::Inet6(route.destination));
+        let gateway = route.gateway.map(RouteAddress::Inet6);
+        self.new_route(msg, destination, gateway, route.oif, &|| {
+            format!("add route {route} dev {ifname}")
+        })
     }
 
     /// The IPv6 unicast routes of the main table.

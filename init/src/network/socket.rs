@@ -25,6 +25,44 @@ pub const CLIENT_PORT: u16 = 68;
 /// UDP port of DHCP servers.
 pub const SERVER_PORT: u16 = 67;
 
+/// A UDP socket of `family` bound to device `ifname`, sharing its port (SO_REUSEADDR) with
+/// the sockets of other devices. The device comes first: the port is then shared only with
+/// sockets bound to other devices.
+fn udp_on(family: AddressFamily, ifname: &str) -> Result<std::os::fd::OwnedFd, Errno> {
+    let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(
+        &fd,
+        sockopt::BindToDevice,
+        &std::ffi::OsString::from(ifname),
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    Ok(fd)
+}
+
+/// One datagram from source port `port` within `timeout`; None on timeout or for a datagram
+/// from another port (another client's broadcast, say).
+fn recv_from_port(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    timeout: Duration,
+    port: u16,
+) -> std::io::Result<Option<usize>> {
+    sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+    match sock.recv_from(buf) {
+        Ok((n, from)) if from.port() == port => Ok(Some(n)),
+        Ok(_) => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A UDP socket on port 68 of one interface, sending broadcasts to port 67.
 pub struct UdpTransport {
     sock: UdpSocket,
@@ -33,19 +71,7 @@ pub struct UdpTransport {
 impl UdpTransport {
     /// Binds 0.0.0.0:68 on `ifname`.
     pub fn bind(ifname: &str) -> Result<Self, Errno> {
-        let fd = socket(
-            AddressFamily::Inet,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        // The device first: the port is then shared only with sockets of other devices.
-        setsockopt(
-            &fd,
-            sockopt::BindToDevice,
-            &std::ffi::OsString::from(ifname),
-        )?;
-        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        let fd = udp_on(AddressFamily::Inet, ifname)?;
         setsockopt(&fd, sockopt::Broadcast, &true)?;
         bind(
             fd.as_raw_fd(),
@@ -65,22 +91,7 @@ impl Transport for UdpTransport {
     }
 
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
-        self.sock
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-        match self.sock.recv_from(buf) {
-            Ok((n, from)) if from.port() == SERVER_PORT => Ok(Some(n)),
-            // Not from a server port: another client's broadcast, say.
-            Ok(_) => Ok(None),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        recv_from_port(&self.sock, buf, timeout, SERVER_PORT)
     }
 }
 
@@ -98,18 +109,7 @@ impl UdpTransport6 {
     /// Binds `[link_local%ifindex]:546` on `ifname`.
     pub fn bind(ifname: &str, ifindex: u32, link_local: std::net::Ipv6Addr) -> Result<Self, Errno> {
         use nix::sys::socket::SockaddrIn6;
-        let fd = socket(
-            AddressFamily::Inet6,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        setsockopt(
-            &fd,
-            sockopt::BindToDevice,
-            &std::ffi::OsString::from(ifname),
-        )?;
-        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        let fd = udp_on(AddressFamily::Inet6, ifname)?;
         bind(
             fd.as_raw_fd(),
             &SockaddrIn6::from(std::net::SocketAddrV6::new(
@@ -142,20 +142,6 @@ impl super::dhcp6::Transport6 for UdpTransport6 {
     }
 
     fn recv(&mut self, buf: &mut [u8], timeout: Duration) -> std::io::Result<Option<usize>> {
-        self.sock
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-        match self.sock.recv_from(buf) {
-            Ok((n, from)) if from.port() == super::dhcp6::SERVER_PORT => Ok(Some(n)),
-            Ok(_) => Ok(None),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        recv_from_port(&self.sock, buf, timeout, super::dhcp6::SERVER_PORT)
     }
 }
