@@ -19,8 +19,9 @@ use terra_init::probe;
 
 use crate::bootdisk::{self, BootPlan};
 use crate::oci::{self, ApplyOptions, ImageRef, OciError, Platform, ResolveOptions, UnpackReport};
-use crate::tool::{self, ToolError};
-use crate::versions;
+use crate::tool::{self, Missing, Need, ToolError};
+use crate::versions::disk::{self, attach, fstab, mount, subvolume_create, DiskError, Loops};
+use crate::versions::{self, VersionsError};
 
 /// What to install where.
 #[derive(Debug, Clone)]
@@ -137,10 +138,12 @@ pub enum InstallError {
     NotRoot,
     /// A host tool failed.
     Tool(ToolError),
+    /// Host tools or files the install needs are missing (nothing was written).
+    Missing(Missing),
     /// The image failed.
     Image(OciError),
     /// Making the first version failed.
-    Version(Box<versions::VersionsError>),
+    Version(Box<VersionsError>),
     /// Making the disk bootable (`mbr = true`) failed.
     Boot(bootdisk::BootDiskError),
 }
@@ -180,6 +183,7 @@ impl fmt::Display for InstallError {
                 "terra install needs root (mkfs.btrfs, loop devices and mount)"
             ),
             InstallError::Tool(e) => write!(f, "{e}"),
+            InstallError::Missing(e) => write!(f, "{e}"),
             InstallError::Image(e) => write!(f, "{e}"),
             InstallError::Version(e) => write!(f, "{e}"),
             InstallError::Boot(e) => write!(f, "{e}"),
@@ -201,6 +205,15 @@ impl From<bootdisk::BootDiskError> for InstallError {
     }
 }
 
+impl From<DiskError> for InstallError {
+    fn from(e: DiskError) -> Self {
+        match e {
+            DiskError::Io { disk, err } => InstallError::Disk { disk, err },
+            DiskError::Tool(e) => InstallError::Tool(e),
+        }
+    }
+}
+
 impl From<ToolError> for InstallError {
     fn from(e: ToolError) -> Self {
         InstallError::Tool(e)
@@ -208,11 +221,6 @@ impl From<ToolError> for InstallError {
 }
 
 const PROFILES: [&str; 5] = ["single", "raid0", "raid1", "raid5", "raid10"];
-
-/// The fstab line for a subvolume (ARCHITECTURE.md §4).
-pub fn fstab_line(label: &str, path: &str, subvolume: &str) -> String {
-    format!("LABEL={label} {path} btrfs subvol=/{subvolume} 0 0\n")
-}
 
 /// The groups to make: node.toml's, with `--disk` replacing their devices in order.
 pub fn plan_groups(
@@ -312,21 +320,6 @@ fn root_subvolume(node: &NodeConfig, group: &Group) -> String {
         .unwrap_or_else(|| DEFAULT_ROOT_NAME.into())
 }
 
-/// The fstab for the root: the root subvolume first, then every other subvolume. The root
-/// line has no `ro` even for read-only versions: systemd-remount-fs applies it as a remount
-/// of the whole btrfs filesystem, persistent subvolumes and the `/etc` overlay included. The
-/// subvolume's own read-only flag keeps a version immutable whatever the mount says.
-pub fn fstab(groups: &[Group], root_label: &str, root_name: &str) -> String {
-    let mut s = String::from("# written by terra install\n");
-    s.push_str(&fstab_line(root_label, "/", root_name));
-    for g in groups {
-        for sv in g.subvolumes.iter().filter(|sv| sv.path != "/") {
-            s.push_str(&fstab_line(&g.label, &sv.path, &sv.name));
-        }
-    }
-    s
-}
-
 /// What a disk holds, as a refusal would say it; None when it looks blank.
 pub fn disk_contents(disk: &Path) -> Result<Option<String>, InstallError> {
     let derr = |err| InstallError::Disk {
@@ -385,63 +378,6 @@ fn continue_create(path: &Path, mb: u64) -> Result<(), InstallError> {
     f.set_len(mb << 20).map_err(derr)
 }
 
-/// Loop devices attached for image files, detached on drop.
-pub(crate) struct Loops(pub(crate) Vec<String>);
-
-impl Drop for Loops {
-    fn drop(&mut self) {
-        for dev in self.0.drain(..).rev() {
-            // The btrfs driver remembers the device path with this filesystem's UUID; a later
-            // filesystem on the same loop device would be refused as a mismatch. Forget it.
-            let parts = bootdisk::partitions(&dev).into_iter().map(|(_, p)| p);
-            for member in std::iter::once(PathBuf::from(&dev)).chain(parts) {
-                let _ = Command::new("btrfs")
-                    .args(["device", "scan", "--forget"])
-                    .arg(&member)
-                    .output();
-            }
-            let _ = Command::new("losetup").arg("-d").arg(&dev).output();
-        }
-    }
-}
-
-/// A mount, unmounted (and its directory removed) on drop.
-pub(crate) struct Mounted(pub(crate) PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
-        let _ = fs::remove_dir(&self.0);
-    }
-}
-
-/// Block devices for a group's disks: image files get loop devices.
-pub(crate) fn attach(group: &Group, loops: &mut Loops) -> Result<Vec<String>, InstallError> {
-    let mut devs = Vec::new();
-    for d in &group.disk {
-        let path = PathBuf::from(&d.device);
-        let meta = fs::metadata(&path).map_err(|err| InstallError::Disk {
-            disk: path.clone(),
-            err,
-        })?;
-        if meta.is_file() {
-            let out = tool::run(
-                // --partscan: a bootable disk's btrfs is its third partition.
-                Command::new("losetup")
-                    .args(["--find", "--show", "--partscan"])
-                    .arg(&path),
-                "mount",
-            )?;
-            let dev = out.trim().to_string();
-            loops.0.push(dev.clone());
-            devs.push(dev);
-        } else {
-            devs.push(d.device.clone());
-        }
-    }
-    Ok(devs)
-}
-
 /// mkfs.btrfs over a group's devices with its label and profile. Metadata is mirrored
 /// like the data for raid1/raid10, raid1 under raid5 (btrfs's advice), striped for raid0.
 fn mkfs(group: &Group, devs: &[String], uuid: Option<&str>) -> Result<(), InstallError> {
@@ -462,39 +398,6 @@ fn mkfs(group: &Group, devs: &[String], uuid: Option<&str>) -> Result<(), Instal
     }
     cmd.args(devs);
     tool::run(&mut cmd, "btrfs-progs")?;
-    Ok(())
-}
-
-pub(crate) fn mount(devs: &[String], mnt: &Path) -> Result<Mounted, InstallError> {
-    fs::create_dir_all(mnt).map_err(|err| InstallError::Disk {
-        disk: mnt.to_path_buf(),
-        err,
-    })?;
-    // btrfs reads a member's superblock through the block device's page cache but writes
-    // it around the cache; a page left there from an earlier mount of the same loop device
-    // (kept when another process held the device open at unmount) would mount an old
-    // generation. Drop the cached pages first.
-    for d in devs {
-        let _ = Command::new("blockdev").args(["--flushbufs", d]).output();
-    }
-    let opts: Vec<String> = devs.iter().map(|d| format!("device={d}")).collect();
-    let mut cmd = Command::new("mount");
-    cmd.args(["-t", "btrfs"]);
-    if devs.len() > 1 {
-        cmd.args(["-o", &opts.join(",")]);
-    }
-    cmd.arg(&devs[0]).arg(mnt);
-    tool::run(&mut cmd, "mount")?;
-    Ok(Mounted(mnt.to_path_buf()))
-}
-
-pub(crate) fn subvolume_create(path: &Path) -> Result<(), InstallError> {
-    tool::run(
-        Command::new("btrfs")
-            .args(["subvolume", "create"])
-            .arg(path),
-        "btrfs-progs",
-    )?;
     Ok(())
 }
 
@@ -562,6 +465,17 @@ fn plan_boot(
     }))
 }
 
+/// The host tools an install runs: mkfs.btrfs and the disk tools, and for a bootable disk
+/// (`mbr = true`) the partitioning, FAT, mtools and GRUB ones.
+pub fn needs(bootable: bool) -> Vec<Need> {
+    let mut n = Need::programs(&["mkfs.btrfs"], "btrfs-progs");
+    n.extend(disk::needs());
+    if bootable {
+        n.extend(bootdisk::needs());
+    }
+    n
+}
+
 /// Installs per `spec`.
 pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
     install_with(spec, &oci::Silent)
@@ -591,6 +505,18 @@ pub fn install_with(
     let root_name = root_subvolume(&node, &groups[root_idx]);
     if !rustix::process::geteuid().is_root() {
         return Err(InstallError::NotRoot);
+    }
+    // Every host tool the install runs, before the image is fetched and any disk touched:
+    // a missing GRUB found after partitioning would leave a wiped disk and no install.
+    let bootable = groups[root_idx].mbr;
+    tool::check(&needs(bootable)).map_err(InstallError::Missing)?;
+    if bootable {
+        // The base kernel's initramfs packs stage0.
+        crate::initramfs::find_stage0().map_err(|e| {
+            InstallError::Boot(bootdisk::BootDiskError::Kernel(
+                crate::bootfiles::BootFilesError::Initramfs(e),
+            ))
+        })?;
     }
 
     // The image first: a missing tag or a corrupt blob must fail before any disk is touched.
@@ -701,7 +627,7 @@ pub fn install_with(
             let mut kept_node = node.clone();
             kept_node.groups = groups.clone();
             let boot = crate::bootfiles::BootInitramfs::for_disk(&state_dir).map_err(|err| {
-                InstallError::Version(Box::new(versions::VersionsError::Kernel {
+                InstallError::Version(Box::new(VersionsError::Kernel {
                     version: root_name.clone(),
                     err,
                 }))

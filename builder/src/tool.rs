@@ -2,7 +2,7 @@
 //! they fail say which command, which Debian package provides it, and what it printed.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
 /// A host tool that could not run or failed.
@@ -167,4 +167,90 @@ pub fn require_file(path: &Path, package: &'static str) -> Result<(), ToolError>
         package,
         kind: ToolErrorKind::NotFound,
     })
+}
+
+/// Something a command will run or read, and the Debian package that provides it: checked
+/// before the command writes anything ([`check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// A program, found on `$PATH` as [`Command`] finds it.
+    Program(&'static str, &'static str),
+    /// A data file a package ships.
+    File(PathBuf, &'static str),
+}
+
+impl Need {
+    /// Programs from one package.
+    pub fn programs(names: &[&'static str], package: &'static str) -> Vec<Need> {
+        names.iter().map(|n| Need::Program(n, package)).collect()
+    }
+
+    /// The error a missing one is, as a failed run of it would say.
+    fn missing(&self) -> ToolError {
+        let (command, package) = match self {
+            Need::Program(name, package) => (name.to_string(), *package),
+            Need::File(path, package) => (path.display().to_string(), *package),
+        };
+        ToolError {
+            command,
+            package,
+            kind: ToolErrorKind::NotFound,
+        }
+    }
+
+    fn present(&self) -> bool {
+        match self {
+            Need::Program(name, _) => on_path(name).is_some(),
+            Need::File(path, _) => path.exists(),
+        }
+    }
+}
+
+/// `program` as `Command::new(program)` would run it: a path as given, else the first
+/// executable file of that name in a `$PATH` directory.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| executable(p))
+}
+
+/// Host tools and files a command needs that are not there; each names its package.
+#[derive(Debug)]
+pub struct Missing(pub Vec<ToolError>);
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        write!(
+            f,
+            "missing on this host (checked before anything was written): {}",
+            list.join("; ")
+        )
+    }
+}
+
+impl std::error::Error for Missing {}
+
+/// Fails naming every one of `needs` that is missing (once each), before a command
+/// starts what it could not finish: a disk half made is worse than none.
+pub fn check(needs: &[Need]) -> Result<(), Missing> {
+    let mut missing: Vec<&Need> = Vec::new();
+    for n in needs {
+        if !missing.contains(&n) && !n.present() {
+            missing.push(n);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Missing(missing.into_iter().map(Need::missing).collect()))
 }

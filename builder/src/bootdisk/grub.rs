@@ -10,7 +10,7 @@ use std::process::Command;
 use terra_init::esp;
 
 use super::{io_err, BootDiskError, BIOS_BOOT_LBA, BIOS_BOOT_MIB};
-use crate::tool;
+use crate::tool::{self, Need};
 
 const GRUB_PC_DIR: &str = "/usr/lib/grub/i386-pc";
 const GRUB_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
@@ -31,6 +31,19 @@ const GRUB_MODULES: &[&str] = &[
     "all_video",
     "gzio",
 ];
+
+/// What [`grub_images`] and [`install_bios`] run and read: grub-mkimage, and the module
+/// directories of both platforms.
+pub fn needs() -> Vec<Need> {
+    vec![
+        Need::Program("grub-mkimage", "grub-common"),
+        Need::File(Path::new(GRUB_PC_DIR).join("boot.img"), "grub-pc-bin"),
+        Need::File(
+            Path::new(GRUB_EFI_DIR).join("linux.mod"),
+            "grub-efi-amd64-bin",
+        ),
+    ]
+}
 
 /// GRUB's two images, made in `work`: `core.img` (i386-pc) and `BOOTX64.EFI`
 /// (x86_64-efi), both with [`esp::early_config`] for the FAT volume id `fat_uuid`.

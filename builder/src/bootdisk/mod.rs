@@ -30,7 +30,7 @@ use terra_init::esp::{
 };
 
 use crate::bootfiles::{BootFilesError, BootInitramfs, FoundKernel};
-use crate::tool::{self, ToolError};
+use crate::tool::{self, Need, ToolError};
 
 mod grub;
 mod mtools;
@@ -213,6 +213,23 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BootDiskError + '_ {
         path: path.to_path_buf(),
         err,
     }
+}
+
+/// The host tools and GRUB's files that making a disk bootable needs, for a check before
+/// the disk is partitioned.
+pub fn needs() -> Vec<Need> {
+    let mut n = Need::programs(&["sfdisk"], "fdisk");
+    // partx finds a fresh GPT that a loop device's partscan missed.
+    n.extend(Need::programs(&["partx"], "util-linux"));
+    n.extend(Need::programs(&["mkfs.fat"], "dosfstools"));
+    n.extend(esp_needs());
+    n.extend(grub::needs());
+    n
+}
+
+/// What keeping an ESP on the default version runs ([`MtoolsEsp`]).
+pub fn esp_needs() -> Vec<Need> {
+    Need::programs(&["mcopy", "mmd", "mren", "mdir"], "mtools")
 }
 
 /// The smallest disk `mbr = true` accepts, MiB (the GPT backup takes the last MiB).

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod resolve;
 pub mod tarstream;
 pub mod verify;
 
@@ -25,10 +26,11 @@ use std::path::PathBuf;
 
 pub use apply::{unpack, unpack_into, unpack_with, ApplyOptions, UnpackReport};
 pub use blob::Digest;
-pub use image::{resolve, resolve_with, Compression, Image, Layer, Platform, ResolveOptions};
+pub use image::{Compression, Image, Layer, Platform};
 pub use progress::{Progress, Silent};
 pub use reference::ImageRef;
 pub use registry::{pull, pull_with, PullOptions, PullReport};
+pub use resolve::{resolve, resolve_with, ResolveOptions};
 pub use verify::{TrustedKey, Verified, VerifyError, VerifyPolicy};
 
 /// Everything that can go wrong with an image; each variant names the reference, blob or
