@@ -236,6 +236,30 @@ impl InitramfsSpec {
             host: None,
         }
     }
+
+    /// The modules of `--module` (`named`, also loaded at boot) and `--modules-list`
+    /// (`lists`): with neither, the default set stays. `named` alone adds to the default set,
+    /// as dracut's `--add-drivers` does: the fix a failed boot suggests must not drop what
+    /// the image already had.
+    pub fn choose_modules(
+        &mut self,
+        named: Vec<String>,
+        lists: &[PathBuf],
+    ) -> Result<(), InitramfsError> {
+        if named.is_empty() && lists.is_empty() {
+            return Ok(());
+        }
+        let mut modules = named.clone();
+        self.load = named;
+        if lists.is_empty() {
+            modules.extend(default_modules());
+        }
+        for list in lists {
+            modules.extend(read_module_list(list)?);
+        }
+        self.modules = modules;
+        Ok(())
+    }
 }
 
 /// A firmware file a packed module declares but that was not found.

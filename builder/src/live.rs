@@ -102,3 +102,36 @@ pub fn squashfs(
         bytes,
     })
 }
+
+/// A live root's squashfs made beside an ISO being built, removed when dropped: however
+/// the ISO build ends, no scratch file is left next to its output.
+#[derive(Debug)]
+pub struct SquashfsBeside(PathBuf);
+
+impl SquashfsBeside {
+    /// Where it lives: the ISO's path with `.live-<pid>.squashfs` added.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SquashfsBeside {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// [`squashfs`] of `image` beside the ISO `iso_output`, for `IsoSpec::live`; keep the
+/// returned file until the ISO is built.
+pub fn squashfs_beside(
+    image: &Image,
+    iso_output: &Path,
+    source_date_epoch: u64,
+    progress: &dyn Progress,
+) -> Result<(SquashfsBeside, LiveReport), LiveError> {
+    let mut name = iso_output.as_os_str().to_owned();
+    name.push(format!(".live-{}.squashfs", std::process::id()));
+    let file = SquashfsBeside(PathBuf::from(name));
+    let report = squashfs(image, file.path(), source_date_epoch, progress)?;
+    Ok((file, report))
+}

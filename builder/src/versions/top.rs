@@ -186,7 +186,7 @@ impl Top {
     /// The node.toml `terra install` kept on the disk (empty when there is none).
     pub fn node(&self) -> Result<NodeConfig, VersionsError> {
         let p = self.path.join(STATE_DIR).join(NODE_FILE);
-        NodeConfig::load(&p).map_err(|e| VersionsError::Config(e))
+        NodeConfig::load(&p).map_err(VersionsError::Config)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The terminal progress bar of `terra image pull|unpack`, `install` and `upgrade`: the
-//! library reports through [`Progress`], this draws it with indicatif on stderr. main.rs
-//! uses it only when stderr is a terminal and `--quiet` is not given.
+//! library reports through [`Progress`], this draws it with indicatif on stderr. the
+//! command line uses it only when stderr is a terminal and `--quiet` is not given.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -1,23 +1,78 @@
-//! `terra upgrade|versions|bless|rollback|gc`: argument parsing over
-//! `terra_builder::versions`. Part of the `terra` binary only (main.rs includes it).
+//! `terra install` and `terra upgrade|versions|bless|rollback|gc`: the versions on a
+//! node's disks, over `terra_builder::install` and `terra_builder::versions`.
 
 use std::path::PathBuf;
 
+use terra_builder::install::{self, InstallSpec};
 use terra_builder::oci::Progress;
 use terra_builder::versions::{self, Target, UpgradeSpec, Upgraded, DEFAULT_KEEP};
 use terra_init::bless::Verdict;
 use terra_init::bootstate::DEFAULT_TRIES;
 
-use crate::oci_cli::FetchArgs;
-
-/// A failure the binary prints after `terra: `.
-pub type CliError = Box<dyn std::error::Error>;
+use super::images::{debug_notes, policy, FetchArgs, REF_HELP};
+use super::CliError;
 
 /// How every command here finds its disk, after its own help.
 const COMMON: &str = "\
 Without --disk these act on the running system (the root device and booted version named \
 in /run/terra/boot.json); with --disk on a root group's disks, disk images or LUN files, \
 offline (repeat --disk for each member of a multi-disk group). They need root.";
+
+/// Make node.toml's btrfs disks and install an OCI image as the root
+///
+/// For each [[groups]] of NODE.TOML: mkfs.btrfs with its label and type (single, raid0,
+/// raid1, raid5, raid10) over its disks, its subvolumes, and for the group labelled `os`
+/// (or the first) the image unpacked into the root subvolume (`os`, or [boot] version, or
+/// the subvolume whose path is /) with /etc/fstab (LABEL=<label> <path> btrfs
+/// subvol=/<name> 0 0) and /etc/hostname. Disks are block devices or image files, created
+/// at `size` MiB when missing. A disk holding a filesystem or partition table is refused
+/// unless --force. Needs root.
+///
+/// With `mbr = true` on the root group, its first disk boots on its own under BIOS and
+/// UEFI: a GPT with a BIOS boot partition, a 256 MiB FAT ESP (PARTLABEL terra-esp) and
+/// btrfs on the rest; GRUB for both firmwares; the default version's kernel and a Terra
+/// initramfs for it on the ESP (a version that carries no kernel boots the base kernel,
+/// --kernel).
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = REF_HELP)]
+pub struct InstallArgs {
+    /// The node's config
+    #[arg(value_name = "NODE.TOML")]
+    config: PathBuf,
+    /// The image (default: node.toml's `image`); see `terra image --help`
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
+    /// Replaces node.toml's disks in order (repeatable); with no [[groups]], makes one
+    /// group `os` of type single
+    #[arg(long = "disk", value_name = "PATH")]
+    disks: Vec<PathBuf>,
+    /// Overwrite disks that hold data
+    #[arg(long)]
+    force: bool,
+    /// Filesystem UUID of the root group
+    #[arg(long, value_name = "UUID")]
+    uuid: Option<String>,
+    /// Leave out device nodes and fifos
+    #[arg(long)]
+    no_devices: bool,
+    /// Leave the first version writable (booted rw with `rw`)
+    #[arg(long)]
+    writable: bool,
+    /// (mbr = true) the base kernel, its modules in /lib/modules/<release> (default: the
+    /// host's newest /boot/vmlinuz-* with modules)
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// (mbr = true) extra kernel arguments of the disk's GRUB entry; repeatable
+    #[arg(long = "cmdline", value_name = "ARGS", allow_hyphen_values = true)]
+    cmdlines: Vec<String>,
+    /// (mbr = true) start this Unified Kernel Image (`terra uki`, signed for Secure Boot)
+    /// under UEFI instead of GRUB; its own command line applies (give it
+    /// root=UUID=<--uuid>). BIOS still boots GRUB
+    #[arg(long, value_name = "EFI")]
+    uki: Option<PathBuf>,
+    #[command(flatten)]
+    fetch: FetchArgs,
+}
 
 /// The disks a command acts on.
 #[derive(Debug, clap::Args)]
@@ -132,6 +187,45 @@ pub struct GcArgs {
     /// Versions kept
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP)]
     keep: usize,
+}
+
+/// `terra install …`
+pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> {
+    let mut spec = InstallSpec::new(&a.config);
+    spec.image = a.image;
+    spec.disks = a.disks;
+    spec.force = a.force;
+    spec.root_uuid = a.uuid;
+    spec.platform = a.fetch.platform.unwrap_or_default();
+    spec.plain_http = a.fetch.plain_http;
+    spec.apply.devices = !a.no_devices;
+    spec.writable = a.writable;
+    spec.kernel = a.kernel;
+    spec.cmdline = a.cmdlines.join(" ").trim().to_string();
+    spec.uki = a.uki;
+    spec.verify = policy(&a.fetch.verify_keys)?;
+    let report = install::install_with(&spec, progress)?;
+    debug_notes(&report.unpack.notes);
+    for (label, profile, disks) in &report.groups {
+        println!(
+            "terra: group {label} ({profile}): {}",
+            disks
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!(
+        "terra: installed {} into subvolume {} of LABEL={}: {} layers, {} entries, {} bytes",
+        report.image,
+        report.root_subvolume,
+        report.root_label,
+        report.unpack.layers,
+        report.unpack.entries,
+        report.unpack.bytes
+    );
+    Ok(())
 }
 
 /// `terra upgrade`.
