@@ -254,3 +254,35 @@ pub fn check(needs: &[Need]) -> Result<(), Missing> {
     }
     Err(Missing(missing.into_iter().map(Need::missing).collect()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_names_each_missing_tool_once_with_its_package() {
+        assert!(check(&Need::programs(&["sh"], "dash")).is_ok());
+        let needs = [
+            Need::Program("terra-no-such-tool", "terra-pkg"),
+            Need::Program("sh", "dash"),
+            Need::Program("terra-no-such-tool", "terra-pkg"),
+            Need::File(PathBuf::from("/nonexistent/boot.img"), "grub-pc-bin"),
+        ];
+        let err = check(&needs).unwrap_err();
+        assert_eq!(err.0.len(), 2);
+        assert_eq!(
+            err.to_string(),
+            "missing on this host (checked before anything was written): \
+             terra-no-such-tool: not found (apt-get install terra-pkg); \
+             /nonexistent/boot.img: not found (apt-get install grub-pc-bin)"
+        );
+    }
+
+    #[test]
+    fn on_path_finds_executables_only() {
+        assert!(on_path("sh").is_some());
+        assert!(on_path("/bin/sh").is_some());
+        assert!(on_path("/etc/passwd").is_none());
+        assert!(on_path("terra-no-such-tool").is_none());
+    }
+}

@@ -1,6 +1,7 @@
 //! `terra install` on image files (needs root: mkfs.btrfs, loop devices, mount): a single
-//! disk and raid1 over two, their subvolumes, fstab and hostname, and the refusal to
-//! overwrite a disk that holds a filesystem.
+//! disk and raid1 over two, their subvolumes, fstab and hostname, the refusal to
+//! overwrite a disk that holds a filesystem, and a bootable install that lacks a host tool
+//! leaving its disk as it was.
 
 mod oci_common;
 
@@ -316,4 +317,91 @@ fn missing_disk_without_size_and_bad_profiles_are_refused() {
     fs::write(&node, "bogus = 1\n").unwrap();
     let (ok, _, err) = run_terra(&["install", node.to_str().unwrap()]);
     assert!(!ok && err.contains("bogus"), "{err}");
+}
+
+/// A directory to put on `PATH`: a symlink to every program of the host's `PATH` except
+/// `without`, so a run sees this host minus those tools.
+fn path_without(dir: &Path, without: &[&str]) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for d in std::env::split_paths(&path) {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let link = dir.join(&name);
+            if without.iter().any(|w| name == *w) || link.exists() {
+                continue;
+            }
+            std::os::unix::fs::symlink(e.path(), link).unwrap();
+        }
+    }
+    for w in without {
+        assert!(!dir.join(w).exists());
+    }
+    dir.to_path_buf()
+}
+
+/// sha256sum's digest of `path` (a debug build of sha2 takes a minute over a disk image).
+fn sha256_file(path: &Path) -> String {
+    sh(Command::new("sha256sum").arg(path))
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `mbr = true` needs GRUB and mtools; when one is missing the install fails naming it and
+/// its Debian package before anything is written: the disk (a filesystem worth keeping,
+/// overwritable with --force) is byte for byte what it was.
+#[test]
+fn a_bootable_install_without_grub_or_mtools_leaves_the_disk_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    fs::File::create(&disk).unwrap().set_len(400 << 20).unwrap();
+    sh(Command::new("mkfs.btrfs")
+        .args(["-q", "-L", "precious"])
+        .arg(&disk));
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.seek(SeekFrom::Start(300 << 20)).unwrap();
+        f.write_all(&b"terra: keep me ".repeat(4096)).unwrap();
+    }
+    let before = sha256_file(&disk);
+    let node = dir.path().join("node.toml");
+    fs::write(
+        &node,
+        format!(
+            "image = \"{}\"\n[[groups]]\nlabel = \"os\"\nmbr = true\n[[groups.disk]]\ndevice = \"{}\"\n",
+            image(dir.path()),
+            disk.display()
+        ),
+    )
+    .unwrap();
+    for (missing, package) in [("grub-mkimage", "grub-common"), ("mcopy", "mtools")] {
+        let bin = path_without(&dir.path().join(format!("bin-{missing}")), &[missing]);
+        let out = terra()
+            .args(["install", node.to_str().unwrap(), "--force"])
+            .env("PATH", &bin)
+            // What disk_boot.rs packs as stage0: the check must stop on the tool alone.
+            .env("TERRA_STAGE0", "/bin/busybox")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "installed without {missing}: {err}");
+        assert!(
+            err.contains(&format!("{missing}: not found (apt-get install {package})"))
+                && err.contains("before anything was written"),
+            "{err}"
+        );
+        assert_eq!(
+            sha256_file(&disk),
+            before,
+            "the disk changed although {missing} is missing"
+        );
+    }
+    let id = terra_init::probe::probe_fs(&mut fs::File::open(&disk).unwrap()).unwrap();
+    assert_eq!(id.label.as_deref(), Some("precious"));
 }

@@ -103,7 +103,7 @@ pub enum Command {
 pub enum Error {
     /// The command line or the environment.
     Usage(String),
-    /// `terra initramfs`.
+    /// Building an initramfs, or reading `SOURCE_DATE_EPOCH`.
     Build(InitramfsError),
     /// Any other library error.
     Artifact(CliError),
