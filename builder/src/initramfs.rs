@@ -672,6 +672,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn named_modules_add_to_the_default_set_and_lists_replace_it() {
+        let spec = || InitramfsSpec::new("stage0".into(), "out".into());
+        let mut s = spec();
+        s.choose_modules(Vec::new(), &[]).unwrap();
+        assert_eq!((s.modules, s.load), (default_modules(), Vec::new()));
+
+        let mut s = spec();
+        s.choose_modules(vec!["e1000e".into()], &[]).unwrap();
+        assert_eq!(s.load, ["e1000e"]);
+        assert_eq!(s.modules[0], "e1000e");
+        assert_eq!(&s.modules[1..], default_modules().as_slice());
+
+        let t = tempfile::tempdir().unwrap();
+        let list = t.path().join("nic.modules");
+        std::fs::write(&list, "igb # the NIC\nixgbe\n").unwrap();
+        let mut s = spec();
+        s.choose_modules(vec!["e1000e".into()], std::slice::from_ref(&list))
+            .unwrap();
+        assert_eq!(s.modules, ["e1000e", "igb", "ixgbe"]);
+        assert_eq!(s.load, ["e1000e"]);
+    }
+
+    #[test]
     fn stage0_is_found_from_terra_stage0_first_and_never_a_missing_one() {
         let t = tempfile::tempdir().unwrap();
         let here = t.path().join("stage0");

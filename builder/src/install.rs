@@ -732,6 +732,32 @@ label = "data"
     }
 
     #[test]
+    fn a_bootable_install_needs_the_partitioning_fat_mtools_and_grub_tools_too() {
+        let program = |needs: &[Need], name: &str| {
+            needs
+                .iter()
+                .any(|n| matches!(n, Need::Program(p, _) if *p == name))
+        };
+        let (plain, bootable) = (needs(false), needs(true));
+        for p in ["mkfs.btrfs", "btrfs", "losetup", "mount"] {
+            assert!(program(&plain, p) && program(&bootable, p), "{p}");
+        }
+        for p in [
+            "sfdisk",
+            "partx",
+            "mkfs.fat",
+            "mcopy",
+            "mren",
+            "grub-mkimage",
+        ] {
+            assert!(!program(&plain, p) && program(&bootable, p), "{p}");
+        }
+        assert!(bootable
+            .iter()
+            .any(|n| matches!(n, Need::File(f, "grub-pc-bin") if f.ends_with("boot.img"))));
+    }
+
+    #[test]
     fn bare_config_takes_disks_and_checks_profiles() {
         let g = plan_groups(&node(""), &[PathBuf::from("/d")], Path::new("n")).unwrap();
         assert_eq!(
