@@ -1,5 +1,5 @@
 //! The terminal progress bar of `terra image pull|unpack`, `install` and `upgrade`: the
-//! library reports through [`Progress`], this draws it with indicatif on stderr. the
+//! library reports through [`Progress`], this draws it with indicatif on stderr. The
 //! command line uses it only when stderr is a terminal and `--quiet` is not given.
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,5 +1,5 @@
 //! A resolved image and its parts: the platform, the config, the ordered layers with where
-//! their bytes are, and the manifest documents read on the way ([`super::resolve`] gets
+//! their bytes are, and the manifest documents read on the way (`oci::resolve` gets
 //! from a reference to an [`Image`]).
 
 use std::fmt;
