@@ -159,7 +159,7 @@ mkdir -p /run/terra-top
 mount -o subvolid=5 "$dev" /run/terra-top || echo "TERRA-WRITER cannot mount $dev"
 log=/run/terra-top/writes.log
 "#,
-    crate::keeper::write_loop!(),
+    crate::writer::write_loop!(),
     r#"journalctl -b -u iscsid -u open-iscsi --no-pager -o short-monotonic | tail -n 40 | sed 's/^/TERRA-ISCSID-LOG /'
 umount /run/terra-top
 sync

@@ -56,6 +56,6 @@ fn the_buildah_image_installed_by_terra_boots() {
 #[ignore]
 fn buildah_unpack_benchmark() {
     let terra = lab::build::terra().expect("terra builds");
-    let table = oci_root::bench_unpack_buildah(&terra, &busybox(), 10).expect("benchmark runs");
+    let table = lab::bench::unpack::unpack_buildah(&terra, &busybox(), 10).expect("benchmark runs");
     println!("{table}");
 }

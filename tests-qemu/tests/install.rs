@@ -62,6 +62,6 @@ fn unpack_benchmark() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let terra = build::terra().expect("terra builds");
-    let table = oci_root::bench_unpack(&terra, mb, 3).expect("benchmark runs");
+    let table = lab::bench::unpack::unpack(&terra, mb, 3).expect("benchmark runs");
     println!("{table}");
 }

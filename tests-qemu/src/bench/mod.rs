@@ -1,6 +1,14 @@
 //! `cargo xtask bench`: Terra side by side with initramfs-tools and dracut, in one run, on the
 //! same kernel, the same QEMU setup and the same btrfs root disk. Numbers, not pass/fail.
 
+pub mod dhcp;
+pub mod iscsi;
+pub mod keeper;
+pub mod kexec;
+pub mod netboot;
+pub mod unpack;
+pub mod upgrade;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -221,7 +229,7 @@ fn dhcp_case(
     opts: &Options,
     stage0_size: Option<u64>,
 ) -> crate::Result<(String, serde_json::Value)> {
-    let r = crate::bench_dhcp::run_dhcp(opts.dhcp_runs)?;
+    let r = dhcp::run_dhcp(opts.dhcp_runs)?;
     Ok((r.render(stage0_size), r.to_json(stage0_size)))
 }
 
@@ -243,7 +251,7 @@ fn run_dhcp_only(opts: &Options) -> crate::Result<String> {
 /// The iSCSI case: its markdown section and its `iscsi` object for results.json. A failure
 /// is reported in both, not returned.
 fn iscsi_case(opts: &Options, a: &build::Artifacts, out_dir: &Path) -> (String, serde_json::Value) {
-    match crate::bench_iscsi::run_iscsi(a, opts.accel, opts.iscsi_runs, out_dir) {
+    match iscsi::run_iscsi(a, opts.accel, opts.iscsi_runs, out_dir) {
         Ok(r) => (r.render(), r.to_json()),
         Err(e) => {
             eprintln!("bench: the iSCSI case failed: {e}");
@@ -277,7 +285,7 @@ fn netboot_case(
     a: &build::Artifacts,
     out_dir: &Path,
 ) -> (String, serde_json::Value) {
-    match crate::bench_netboot::run_netboot(a, opts.accel, opts.boots.max(1), out_dir) {
+    match netboot::run_netboot(a, opts.accel, opts.boots.max(1), out_dir) {
         Ok(r) => (r.render(), r.to_json()),
         Err(e) => {
             eprintln!("bench: the netboot case failed: {e}");
@@ -332,13 +340,13 @@ fn verify_case() -> crate::Result<String> {
 
 /// The versions case as markdown; a failure is reported in place.
 fn kexec_case(terra: &Path, boots: usize) -> String {
-    crate::bench_kexec::run_kexec(terra, boots.max(1)).unwrap_or_else(|e| {
+    kexec::run_kexec(terra, boots.max(1)).unwrap_or_else(|e| {
         format!("### Booting a version on its own kernel\n\nnot measured: {e}\n")
     })
 }
 
 fn upgrade_case(terra: &Path, boots: usize) -> String {
-    match crate::bench_upgrade::run_upgrade(terra, 3, boots) {
+    match upgrade::run_upgrade(terra, 3, boots) {
         Ok(r) => r.render(),
         Err(e) => format!("### Upgrade\n\nnot measured: {e}\n"),
     }
@@ -366,7 +374,7 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
         return Ok(md);
     }
     if opts.only_keeper {
-        let md = crate::bench_keeper::run_keeper(opts.boots.max(1)).unwrap_or_else(|e| {
+        let md = keeper::run_keeper(opts.boots.max(1)).unwrap_or_else(|e| {
             format!("### A diskless root through a target restart\n\nnot measured: {e}\n")
         });
         fs::write(bench_dir()?.join("results-keeper.md"), &md).map_err(|e| e.to_string())?;
@@ -559,7 +567,7 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
 /// The OCI unpack case: terra vs umoci on a ~300 MiB, 3-layer image, and on the image
 /// corpus's buildah-made image (small: more runs); failures are reported.
 fn unpack_case(terra: &Path) -> String {
-    let mut md = match crate::oci_root::bench_unpack(terra, 300, 3) {
+    let mut md = match unpack::unpack(terra, 300, 3) {
         Ok(md) => format!("\n{md}"),
         Err(e) => {
             eprintln!("bench: the unpack case failed: {e}");
@@ -568,7 +576,7 @@ fn unpack_case(terra: &Path) -> String {
     };
     let buildah = crate::host::static_busybox()
         .ok_or_else(|| "no static busybox (apt-get install busybox-static)".to_string())
-        .and_then(|bb| crate::oci_root::bench_unpack_buildah(terra, &bb, 10));
+        .and_then(|bb| unpack::unpack_buildah(terra, &bb, 10));
     match buildah {
         Ok(t) => md.push_str(&format!("\n{t}")),
         Err(e) => {

@@ -16,7 +16,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::bench::{max, median, min};
-use crate::bench_upgrade::{scratch_copy, with_mount};
+use crate::disk::{scratch_copy, with_mount};
 use crate::{harness, kernels, versions};
 
 const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001b9";
