@@ -19,6 +19,7 @@ pub mod package;
 pub mod postgres;
 pub mod secureboot;
 pub mod tgtd;
+pub mod timings;
 pub mod versions;
 pub mod vm;
 pub mod writer;

@@ -209,9 +209,7 @@ fn boot_costs(terra: &Path, boots: usize) -> crate::Result<Vec<BootCost>> {
                 }
                 _ => {}
             }
-            let mut vm = harness::vm(vec![d.clone()], "", 150);
-            vm.keep_writes = true;
-            let out = vm.run_captured()?;
+            let out = harness::boot().disk(&d).keep_writes().vm().run_captured()?;
             let report = crate::vm::boot_report(&out.log)
                 .ok_or_else(|| format!("{kind}: no boot report:\n{}", out.log))?;
             let root = report["phases"]
