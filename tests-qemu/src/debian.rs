@@ -8,7 +8,7 @@
 //! `terra-demo-marker.service` (wanted by and ordered after `multi-user.target`), that prints
 //! [`MULTI_USER_MARKER`] with the version, then the root mount, whether `/etc` and `/var`
 //! take writes, and the failed units with their errors, on the console; when the kernel
-//! command line has `terra.demo=poweroff` (which [`crate::harness::vm`] always passes) a
+//! command line has `terra.demo=poweroff` (which [`crate::harness::boot`] always passes) a
 //! transient unit powers off once every boot job is done, so units ordered after
 //! `multi-user.target` (Terra's confirmation) still run. No kernel in the images, nothing
 //! Terra-specific.
@@ -159,7 +159,7 @@ mkdir -p /run/terra-top
 mount -o subvolid=5 "$dev" /run/terra-top || echo "TERRA-WRITER cannot mount $dev"
 log=/run/terra-top/writes.log
 "#,
-    crate::keeper::write_loop!(),
+    crate::writer::write_loop!(),
     r#"journalctl -b -u iscsid -u open-iscsi --no-pager -o short-monotonic | tail -n 40 | sed 's/^/TERRA-ISCSID-LOG /'
 umount /run/terra-top
 sync

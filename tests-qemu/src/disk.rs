@@ -216,3 +216,29 @@ pub fn tempdir(prefix: &str) -> crate::Result<PathBuf> {
         base.display()
     ))
 }
+
+/// A sparse copy of `src` at `target/lab/scratch/<name>`, for a run that writes to a cached
+/// image; an earlier copy of that name is replaced.
+pub fn scratch_copy(src: &Path, name: &str) -> crate::Result<PathBuf> {
+    let dir = lab_dir().join("scratch");
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dst = dir.join(name);
+    run(Command::new("cp").arg("--sparse=always").arg(src).arg(&dst))?;
+    Ok(dst)
+}
+
+/// Runs `f` on `image` loop-mounted (read-write) at a temporary directory, unmounting after.
+pub fn with_mount<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> crate::Result<T> {
+    let work = tempdir("mnt")?;
+    crate::host::forget_stale_btrfs_devices();
+    run(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(image)
+        .arg(&work))?;
+    let _ = run(&mut Command::new("sync"));
+    let out = f(&work);
+    let _ = run(Command::new("umount").arg(&work));
+    let _ = fs::remove_dir_all(&work);
+    crate::host::forget_stale_btrfs_devices();
+    out
+}

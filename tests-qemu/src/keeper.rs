@@ -23,29 +23,6 @@ pub const WRITE_SECS: u32 = 30;
 /// How long the target (or the link) is away.
 pub const OUTAGE: Duration = Duration::from_secs(10);
 
-/// The writer's loop, shared by [`WRITER`] and the Debian root's writer
-/// (`crate::debian`): appends a numbered line with the guest uptime to `$log` every 200 ms
-/// for `$secs` seconds, syncing each, and reports failed writes and the kernel's I/O errors.
-macro_rules! write_loop {
-    () => {
-        r#"start=$(cut -d. -f1 /proc/uptime)
-echo "TERRA-WRITER start uptime=$(cut -d' ' -f1 /proc/uptime)"
-i=0
-errors=0
-while [ $(( $(cut -d. -f1 /proc/uptime) - start )) -lt "$secs" ]; do
-  i=$((i+1))
-  if ! { echo "$i $(cut -d' ' -f1 /proc/uptime)" >> "$log" && sync; } 2>/run/werr; then
-    errors=$((errors+1))
-    echo "TERRA-WRITER error at line $i: $(cat /run/werr)"
-  fi
-  sleep 0.2
-done
-echo "TERRA-WRITER done lines=$i errors=$errors kernel-io-errors=$(dmesg | grep -ci 'i/o error')"
-"#
-    };
-}
-pub(crate) use write_loop;
-
 /// The root's init: writes `/writes.log` for `terra.writer=` seconds, reports any failed
 /// write or sync and the kernel's I/O errors, shows what the keeper exposes (its
 /// cmdline, environment, RSS and log), then powers off.
@@ -58,7 +35,7 @@ for arg in $(cat /proc/cmdline); do
 done
 log=/writes.log
 "#,
-    write_loop!(),
+    crate::writer::write_loop!(),
     r#"pid=
 for d in /proc/[0-9]*; do
   [ "$(cat $d/comm 2>/dev/null)" = keeper ] && pid=${d#/proc/}
@@ -373,7 +350,7 @@ pub fn debian_root(name: &str) -> crate::Result<Root> {
     let a = crate::harness::artifacts();
     let images = crate::debian::debian_images()?;
     let installed = crate::debian::debian_disk(&a.terra, &images, crate::debian::V1, DEBIAN_UUID)?;
-    let lun = tgtd::Lun(crate::bench_upgrade::scratch_copy(
+    let lun = tgtd::Lun(crate::disk::scratch_copy(
         &installed,
         &format!("{name}.img"),
     )?);

@@ -3,12 +3,6 @@
 //! boot scenarios in `tests/` both stand on it.
 
 pub mod bench;
-pub mod bench_dhcp;
-pub mod bench_iscsi;
-pub mod bench_keeper;
-pub mod bench_kexec;
-pub mod bench_netboot;
-pub mod bench_upgrade;
 pub mod build;
 pub mod debian;
 pub mod disk;
@@ -25,8 +19,10 @@ pub mod package;
 pub mod postgres;
 pub mod secureboot;
 pub mod tgtd;
+pub mod timings;
 pub mod versions;
 pub mod vm;
+pub mod writer;
 
 use std::path::PathBuf;
 

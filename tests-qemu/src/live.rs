@@ -16,9 +16,9 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::bench_iscsi::parse_ldd;
 use crate::build::Artifacts;
 use crate::disk::{demo_root, tempdir, write_exec};
+use crate::elf::parse_ldd;
 use crate::oci_root::{demo_layout, layout_from_dir, DEMO_TAG};
 use crate::{lab_dir, run};
 

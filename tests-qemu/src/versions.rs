@@ -132,11 +132,7 @@ pub fn fresh_disk(
         ..Install::single(&image, "os", uuid, &name)
     }
     .disk(terra)?;
-    let scratch = lab_dir().join("scratch");
-    fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    let copy = scratch.join(format!("{copy_name}.img"));
-    fs::copy(&cached, &copy).map_err(|e| format!("{}: {e}", copy.display()))?;
-    Ok(copy)
+    crate::disk::scratch_copy(&cached, &format!("{copy_name}.img"))
 }
 
 /// `terra versions --disk D --json`, as (name, state, tries_left) triples.

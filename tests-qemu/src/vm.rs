@@ -518,7 +518,8 @@ impl Running {
     }
 
     /// Stops the VM now (by its PID) and returns what it printed: for guests that end
-    /// waiting, such as firmware at its boot menu.
+    /// waiting, such as firmware at its boot menu. Like [`Running::finish`], it records the
+    /// run's time for the test running it ([`crate::timings`]).
     pub fn stop(mut self) -> Outcome {
         let exited = matches!(self.child.try_wait(), Ok(Some(_)));
         if !exited {
@@ -528,10 +529,12 @@ impl Running {
         for r in std::mem::take(&mut self.readers) {
             let _ = r.join();
         }
+        let elapsed = self.start.elapsed();
+        crate::timings::record(elapsed);
         Outcome {
             log: self.log(),
             exited,
-            elapsed: self.start.elapsed(),
+            elapsed,
         }
     }
 
@@ -556,10 +559,12 @@ impl Running {
         for r in std::mem::take(&mut self.readers) {
             let _ = r.join();
         }
+        let elapsed = self.start.elapsed();
+        crate::timings::record(elapsed);
         Ok(Outcome {
             log: self.log(),
             exited,
-            elapsed: self.start.elapsed(),
+            elapsed,
         })
     }
 }

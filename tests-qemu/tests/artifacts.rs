@@ -8,26 +8,16 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use lab::disk::BtrfsDisk;
-use lab::harness::{accel, artifacts, expect};
-use lab::vm::{self, Firmware, NetBoot, Outcome, Vm};
+use lab::harness::{artifacts, boot, expect, os_disk, Boot};
+use lab::vm::{self, Firmware, NetBoot, Outcome};
 
-const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
 const NODE1_MAC: &str = "52:54:00:7e:44:01";
 const NODE2_MAC: &str = "52:54:00:7e:44:02";
 const UNKNOWN_MAC: &str = "52:54:00:7e:44:99";
 /// What every entry passes: the serial console for the log, panic=-1 so a failure ends the
 /// VM, and the demo root powers off once it has reported.
 const TEST_ARGS: &str = "console=ttyS0,115200 panic=-1 terra.demo=poweroff";
-
-fn os_disk() -> PathBuf {
-    let busybox = lab::host::static_busybox().expect("static busybox");
-    BtrfsDisk::new("os", OS_UUID, &["os", "v2"])
-        .image(&busybox)
-        .expect("os disk")
-}
 
 /// Firmware and ROMs the scenarios boot with, named with their packages when missing.
 fn require_host_files() {
@@ -179,21 +169,15 @@ fn serve(stream: TcpStream, root: &Path) -> std::io::Result<()> {
     out.flush()
 }
 
-fn base_vm(firmware: Firmware) -> Vm {
+/// The demo OS disk under `firmware`; the boot media come from the scenario.
+fn base_vm(firmware: Firmware) -> Boot {
     require_host_files();
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.firmware = firmware;
-    vm.disks = vec![os_disk()];
     // Firmware, GRUB or iPXE, then Linux, all under TCG: UEFI takes the longest.
-    vm.timeout = Duration::from_secs(300);
-    vm
+    boot().firmware(firmware).disk(os_disk()).timeout(300)
 }
 
 fn boot_iso(firmware: Firmware) -> Outcome {
-    let mut vm = base_vm(firmware);
-    vm.cdrom = Some(iso().clone());
-    vm.run_captured().expect("qemu runs")
+    base_vm(firmware).cdrom(iso().clone()).run()
 }
 
 enum Via {
@@ -210,13 +194,13 @@ fn boot_pxe(firmware: Firmware, via: Via, mac: &str) -> Outcome {
         Via::Http => format!("http://10.0.2.2:{}/boot.ipxe", http_server()),
         Via::Pxelinux => "pxelinux.0".to_string(),
     };
-    let mut vm = base_vm(firmware);
-    vm.netboot = Some(NetBoot {
-        tftp_dir: (!matches!(via, Via::Http)).then_some(tree),
-        bootfile,
-        mac: mac.into(),
-    });
-    vm.run_captured().expect("qemu runs")
+    base_vm(firmware)
+        .netboot(NetBoot {
+            tftp_dir: (!matches!(via, Via::Http)).then_some(tree),
+            bootfile,
+            mac: mac.into(),
+        })
+        .run()
 }
 
 #[track_caller]

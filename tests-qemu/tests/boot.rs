@@ -5,18 +5,9 @@ use std::path::PathBuf;
 
 use lab::build::Initramfs;
 use lab::disk::{self, BtrfsDisk};
-use lab::harness::{artifacts, busybox, expect, report, run, vm};
-use lab::vm::Outcome;
+use lab::harness::{artifacts, boot, busybox, expect, os_disk, report, run, OS_UUID};
 
-const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
 const DATA_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b2";
-
-/// Label `os`: subvolumes `os` and `v2`, each a demo root tagged with its name.
-fn os_disk() -> PathBuf {
-    BtrfsDisk::new("os", OS_UUID, &["os", "v2"])
-        .image(&busybox())
-        .expect("os disk")
-}
 
 /// Label `terra-data`: subvolume `v7`.
 fn data_disk() -> PathBuf {
@@ -25,22 +16,12 @@ fn data_disk() -> PathBuf {
         .expect("data disk")
 }
 
-fn boot(disks: Vec<PathBuf>, append: &str, initrd: Option<PathBuf>, timeout: u64) -> Outcome {
-    let mut vm = vm(disks, append, timeout);
-    if let Some(i) = initrd {
-        vm.initrd = Some(i);
-    }
-    run(&vm)
-}
-
 #[test]
 fn boots_by_label_and_subvolume() {
-    let out = boot(
-        vec![os_disk()],
-        "root=LABEL=os rootflags=subvol=v2",
-        None,
-        150,
-    );
+    let out = boot()
+        .disk(os_disk())
+        .append("root=LABEL=os rootflags=subvol=v2")
+        .run();
     expect(
         &out,
         &["TERRA-DEMO-INIT", "subvol=v2 pid=1", "TERRA-DEMO-POWEROFF"],
@@ -65,13 +46,11 @@ fn boots_by_label_and_subvolume() {
 #[test]
 fn boots_by_uuid_with_default_subvolume_on_two_cpus() {
     // Two CPUs: stage0 loads btrfs on a thread while it looks for the disk.
-    let mut vm = vm(
-        vec![os_disk()],
-        &format!("root=UUID={} terra.debug", OS_UUID.to_uppercase()),
-        150,
-    );
-    vm.smp = 2;
-    let out = run(&vm);
+    let out = boot()
+        .disk(os_disk())
+        .append(&format!("root=UUID={} terra.debug", OS_UUID.to_uppercase()))
+        .smp(2)
+        .run();
     expect(
         &out,
         &[
@@ -88,12 +67,10 @@ fn boots_by_uuid_with_default_subvolume_on_two_cpus() {
 
 #[test]
 fn boots_by_terra_disk_label_and_version() {
-    let out = boot(
-        vec![os_disk(), data_disk()],
-        "disk_label=terra-data version=v7",
-        None,
-        150,
-    );
+    let out = boot()
+        .disks([os_disk(), data_disk()])
+        .append("disk_label=terra-data version=v7")
+        .run();
     expect(&out, &["TERRA-DEMO-INIT", "subvol=v7 pid=1"]);
     assert_eq!(report(&out)["root"]["device"], "/dev/vdb");
 }
@@ -101,19 +78,21 @@ fn boots_by_terra_disk_label_and_version() {
 #[test]
 fn finds_the_label_on_the_second_disk() {
     let blank = disk::blank("blank-64m", 64).expect("blank disk");
-    let out = boot(vec![blank, os_disk()], "root=LABEL=os", None, 150);
+    let out = boot()
+        .disks([blank, os_disk()])
+        .append("root=LABEL=os")
+        .run();
     expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
     assert_eq!(report(&out)["root"]["device"], "/dev/vdb");
 }
 
 #[test]
 fn missing_disk_ends_in_rescue_naming_the_label_and_halts() {
-    let out = boot(
-        vec![os_disk()],
-        "root=LABEL=nowhere terra.timeout=3 terra.rescue=halt",
-        None,
-        120,
-    );
+    let out = boot()
+        .disk(os_disk())
+        .append("root=LABEL=nowhere terra.timeout=3 terra.rescue=halt")
+        .timeout(120)
+        .run();
     expect(
         &out,
         &[
@@ -133,7 +112,10 @@ fn missing_disk_ends_in_rescue_naming_the_label_and_halts() {
 /// controller by bus address, class and IDs, and the module the full kernel would use.
 #[test]
 fn a_root_behind_a_controller_without_its_driver_names_the_missing_module() {
-    let mut vm = vm(Vec::new(), "terra.timeout=3 terra.rescue=halt", 120);
+    let mut vm = boot()
+        .append("terra.timeout=3 terra.rescue=halt")
+        .timeout(120)
+        .vm();
     vm.extra = vec![
         "-drive".into(),
         format!("file={},format=raw,if=ide,snapshot=on", os_disk().display()),
@@ -179,7 +161,12 @@ fn invalid_node_toml_ends_in_rescue_naming_the_key() {
     }
     .build(&a.terra, &a.stage0, &a.kver, &img)
     .expect("initramfs with a bad config");
-    let out = boot(vec![os_disk()], "terra.rescue=halt", Some(img), 120);
+    let out = boot()
+        .disk(os_disk())
+        .append("terra.rescue=halt")
+        .initrd(img)
+        .timeout(120)
+        .run();
     let _ = std::fs::remove_dir_all(&dir);
     expect(
         &out,
@@ -195,7 +182,7 @@ fn invalid_node_toml_ends_in_rescue_naming_the_key() {
 
 #[test]
 fn init_override_runs_another_program() {
-    let out = boot(vec![os_disk()], "init=/bin/alt-init", None, 150);
+    let out = boot().disk(os_disk()).append("init=/bin/alt-init").run();
     expect(&out, &["TERRA-ALT-INIT pid=1"]);
     assert!(!out.log.contains("TERRA-DEMO-INIT"));
 }
@@ -253,7 +240,7 @@ fn stage0_is_static() {
 #[test]
 fn a_host_only_image_made_for_the_lab_guest_boots_it() {
     let a = artifacts();
-    let out = boot(vec![os_disk()], "terra.demo=modaliases", None, 150);
+    let out = boot().disk(os_disk()).append("terra.demo=modaliases").run();
     expect(&out, &["TERRA-DEMO-POWEROFF"]);
     let dir = disk::tempdir("host-sysfs").unwrap();
     let sysfs = dir.join("sys");
@@ -290,7 +277,11 @@ fn a_host_only_image_made_for_the_lab_guest_boots_it() {
         host * 2 < full,
         "--host ({host} bytes) should be well under the bare-metal set ({full} bytes)"
     );
-    let out = boot(vec![os_disk()], "terra.rescue=halt", Some(host_img), 150);
+    let out = boot()
+        .disk(os_disk())
+        .append("terra.rescue=halt")
+        .initrd(host_img)
+        .run();
     let _ = std::fs::remove_dir_all(&dir);
     expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
 }

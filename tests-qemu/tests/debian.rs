@@ -3,7 +3,7 @@
 //! reaches multi-user.target and powers the VM off.
 
 use lab::debian::{self, DebianImages};
-use lab::harness::{artifacts, expect, run, vm};
+use lab::harness::{artifacts, boot, expect, run, scratch_copy};
 
 const DEBIAN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000d1";
 const UPGRADE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000d2";
@@ -20,8 +20,7 @@ fn a_debian_systemd_image_installed_by_terra_boots_to_multi_user() {
     let images = images();
     let disk = debian::debian_disk(&artifacts().terra, &images, debian::V1, DEBIAN_UUID)
         .expect("Debian v1 installed by terra install");
-    let mut machine = vm(vec![disk], "", TIMEOUT_S);
-    machine.memory_mb = 1024;
+    let machine = boot().disk(disk).memory_mb(1024).timeout(TIMEOUT_S).vm();
     let out = run(&machine);
     eprintln!(
         "Debian v1: multi-user.target at {} s guest time, VM ended after {:.1} s wall ({:?})",
@@ -70,22 +69,16 @@ fn a_debian_root_upgraded_to_a_second_image_confirms_itself() {
     let images = images();
     let cached = debian::debian_disk(terra, &images, debian::V1, UPGRADE_UUID)
         .expect("Debian v1 installed by terra install");
-    let disk = lab::lab_dir().join("scratch/debian-upgrade.img");
-    std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
-    lab::run(
-        std::process::Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&cached)
-            .arg(&disk),
-    )
-    .expect("copy of the Debian disk");
+    let disk = scratch_copy(&cached, "debian-upgrade.img");
     let up = lab::versions::upgrade(terra, &disk, &images.layout, debian::V2, &[])
         .expect("terra upgrade to Debian v2");
     assert!(up.contains("1 of 2 layers from chains"), "{up}");
-    let mut machine = vm(vec![disk.clone()], "", TIMEOUT_S);
-    machine.memory_mb = 1024;
-    machine.keep_writes = true;
-    let out = run(&machine);
+    let out = boot()
+        .disk(&disk)
+        .memory_mb(1024)
+        .keep_writes()
+        .timeout(TIMEOUT_S)
+        .run();
     expect(
         &out,
         &[

@@ -5,11 +5,10 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use lab::harness::{artifacts, busybox, expect, report, run};
+use lab::harness::{artifacts, boot, busybox, expect, report, run, scratch_copy};
 use lab::oci_root;
-use lab::vm::{Firmware, Vm};
+use lab::vm::Firmware;
 
 const BOOT_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e5";
 const BLESS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e6";
@@ -31,15 +30,9 @@ fn disk() -> PathBuf {
     .clone()
 }
 
-fn boot(firmware: Firmware) {
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
-    vm.boot_disk = true;
-    vm.firmware = firmware;
-    vm.disks = vec![disk()];
+fn boots_by_itself(firmware: Firmware) {
     // Firmware, GRUB, then Linux, all under TCG.
-    vm.timeout = Duration::from_secs(150);
-    let out = run(&vm);
+    let out = boot().from_disk().firmware(firmware).disk(disk()).run();
     expect(
         &out,
         &["TERRA-DEMO-INIT", "subvol=os pid=1", "TERRA-DEMO-POWEROFF"],
@@ -52,12 +45,12 @@ fn boot(firmware: Firmware) {
 
 #[test]
 fn an_installed_disk_boots_by_itself_under_seabios() {
-    boot(Firmware::Bios);
+    boots_by_itself(Firmware::Bios);
 }
 
 #[test]
 fn the_same_disk_boots_by_itself_under_ovmf() {
-    boot(Firmware::Uefi);
+    boots_by_itself(Firmware::Uefi);
 }
 
 /// The booted system's confirmation brings the ESP along: a tentative version boots from
@@ -80,10 +73,7 @@ fn the_booted_systems_confirmation_moves_the_esp_to_the_new_default() {
         "boot-bless",
     )
     .expect("bootable disk");
-    let scratch = lab::lab_dir().join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let disk = scratch.join("disk-boot-bless.img");
-    std::fs::copy(&cached, &disk).unwrap();
+    let disk = scratch_copy(&cached, "disk-boot-bless.img");
     lab::versions::upgrade(&a.terra, &disk, &layout, "v2", &[]).expect("terra upgrade");
     let cfg = |d: &std::path::Path| {
         String::from_utf8(
@@ -95,11 +85,7 @@ fn the_booted_systems_confirmation_moves_the_esp_to_the_new_default() {
     };
     assert!(cfg(&disk).contains("# version=os\n"), "{}", cfg(&disk));
 
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
-    vm.boot_disk = true;
-    vm.disks = vec![disk.clone()];
-    vm.keep_writes = true;
-    vm.timeout = Duration::from_secs(150);
+    let vm = boot().from_disk().disk(&disk).keep_writes().vm();
     let out = run(&vm);
     expect(
         &out,
@@ -130,11 +116,7 @@ fn the_booted_systems_confirmation_moves_the_esp_to_the_new_default() {
 /// files; this boots the one state only GRUB's fallback can save.
 #[test]
 fn a_disk_cut_off_between_the_esp_configs_still_boots() {
-    let a = artifacts();
-    let scratch = lab::lab_dir().join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let copy = scratch.join("disk-boot-cut.img");
-    std::fs::copy(disk(), &copy).unwrap();
+    let copy = scratch_copy(&disk(), "disk-boot-cut.img");
     let moved = std::process::Command::new("mmove")
         .env("MTOOLS_SKIP_CHECK", "1")
         .arg("-i")
@@ -146,11 +128,7 @@ fn a_disk_cut_off_between_the_esp_configs_still_boots() {
     assert!(oci_root::esp_file(&copy, "terra/grub.cfg")
         .unwrap()
         .is_none());
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
-    vm.boot_disk = true;
-    vm.disks = vec![copy.clone()];
-    vm.timeout = Duration::from_secs(150);
-    let out = run(&vm);
+    let out = boot().from_disk().disk(&copy).run();
     expect(&out, &["subvol=os pid=1", "TERRA-DEMO-POWEROFF"]);
     let _ = std::fs::remove_file(&copy);
 }

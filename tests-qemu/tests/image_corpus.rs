@@ -3,7 +3,7 @@
 //! with a file added by `umoci insert`) installed by `terra install` boot: stage0 mounts
 //! the subvolume, and the guest sees what the layers' `RUN` steps left.
 
-use lab::harness::{artifacts, busybox, expect, report, run, vm};
+use lab::harness::{artifacts, boot, busybox, expect, report};
 use lab::oci_root::{self, corpus};
 
 const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e3";
@@ -31,7 +31,7 @@ fn the_buildah_image_installed_by_terra_boots() {
             &format!("os-buildah-{tag}-{key}"),
         )
         .expect("disk installed from the buildah image");
-        let out = run(&vm(vec![disk], "init=/sbin/corpus-check", 150));
+        let out = boot().disk(disk).append("init=/sbin/corpus-check").run();
         expect(
             &out,
             &[
@@ -56,6 +56,6 @@ fn the_buildah_image_installed_by_terra_boots() {
 #[ignore]
 fn buildah_unpack_benchmark() {
     let terra = lab::build::terra().expect("terra builds");
-    let table = oci_root::bench_unpack_buildah(&terra, &busybox(), 10).expect("benchmark runs");
+    let table = lab::bench::unpack::unpack_buildah(&terra, &busybox(), 10).expect("benchmark runs");
     println!("{table}");
 }

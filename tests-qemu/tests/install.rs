@@ -1,25 +1,18 @@
 //! Disks written by `terra install` from OCI images boot: stage0 finds the group by label,
 //! mounts the root subvolume the install made, and runs the image's init.
 
-use std::path::PathBuf;
-
 use lab::build;
-use lab::harness::{artifacts, busybox, expect, report, run, vm};
+use lab::harness::{artifacts, boot, busybox, expect, report};
 use lab::oci_root;
-use lab::vm::Outcome;
 
 const INSTALL_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e1";
 const RAID_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e2";
-
-fn boot(disks: Vec<PathBuf>, append: &str, timeout: u64) -> Outcome {
-    run(&vm(disks, append, timeout))
-}
 
 #[test]
 fn a_disk_written_by_terra_install_boots_to_the_image_init() {
     let disk =
         oci_root::demo_disk(&artifacts().terra, &busybox(), INSTALL_UUID).expect("installed disk");
-    let out = boot(vec![disk], "", 150);
+    let out = boot().disk(disk).run();
     expect(
         &out,
         &["TERRA-DEMO-INIT", "subvol=os pid=1", "TERRA-DEMO-POWEROFF"],
@@ -44,7 +37,10 @@ fn a_raid1_group_written_by_terra_install_boots() {
     )
     .expect("installed raid1 disks");
     // stage0 waits for both members (the superblock counts them) and names them to btrfs.
-    let out = boot(disks, &format!("root=UUID={RAID_UUID}"), 150);
+    let out = boot()
+        .disks(disks)
+        .append(&format!("root=UUID={RAID_UUID}"))
+        .run();
     expect(&out, &["TERRA-DEMO-INIT", "subvol=os pid=1"]);
     let r = report(&out);
     assert_eq!(r["root"]["uuid"], RAID_UUID);
@@ -62,6 +58,6 @@ fn unpack_benchmark() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let terra = build::terra().expect("terra builds");
-    let table = oci_root::bench_unpack(&terra, mb, 3).expect("benchmark runs");
+    let table = lab::bench::unpack::unpack(&terra, mb, 3).expect("benchmark runs");
     println!("{table}");
 }

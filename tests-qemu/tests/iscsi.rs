@@ -4,13 +4,11 @@
 //! the VM's NIC is instead on a tap in a network namespace of its own, where dnsmasq hands
 //! out the root path (option 17, which QEMU's DHCP cannot send) and tgtd listens.
 
-use std::time::Duration;
-
 use lab::disk::BtrfsDisk;
-use lab::harness::{accel, artifacts, expect, expect_lun_proof, lease, phases};
+use lab::harness::{artifacts, boot, expect, expect_lun_proof, lease, phases};
 use lab::netns::{Dnsmasq, Netns};
 use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR, GUEST_HOST_ADDR6};
-use lab::vm::{self, Outcome, Tap, Vm};
+use lab::vm::{self, Outcome, Tap};
 
 const LUN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000c3";
 const IQN: &str = "iqn.2024-01.org.terra-os:lab-root";
@@ -32,19 +30,21 @@ fn serve(image: &std::path::Path) -> Tgtd {
     t
 }
 
-fn boot(append: &str) -> Outcome {
-    boot_on(None, append)
+fn diskless(append: &str) -> Outcome {
+    diskless_on(None, append)
 }
 
 /// A diskless VM with a virtio NIC on QEMU user networking, or on `tap` when given.
-fn boot_on(tap: Option<Tap>, append: &str) -> Outcome {
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.nic = Some("virtio".into());
-    vm.tap = tap;
-    vm.append = format!("terra.demo=poweroff terra.rescue=halt {append}");
-    vm.timeout = Duration::from_secs(240);
-    let out = vm.run_captured().expect("qemu runs");
+fn diskless_on(tap: Option<Tap>, append: &str) -> Outcome {
+    let mut vm = boot()
+        .nic("virtio")
+        .append("terra.rescue=halt")
+        .append(append)
+        .timeout(240);
+    if let Some(tap) = tap {
+        vm = vm.tap(tap);
+    }
+    let out = vm.run();
     // What stage0 said about the iscsi and network phases, for whoever reads test output.
     for l in out.log.lines().filter(|l| {
         l.contains("iscsi:")
@@ -81,7 +81,7 @@ fn expect_lun_root(out: &Outcome, extra: &[&str]) {
 fn boots_from_terra_keys_and_writes_to_the_lun() {
     let img = lun("terra-keys");
     let t = serve(&img.0);
-    let out = boot(&format!(
+    let out = diskless(&format!(
         "ISCSI_INITIATOR={INITIATOR} ISCSI_TARGET_NAME={IQN} ISCSI_TARGET_IP={GUEST_HOST_ADDR}:{} rw init=/bin/iscsi-init",
         t.port
     ));
@@ -94,7 +94,7 @@ fn boots_from_terra_keys_and_writes_to_the_lun() {
 fn boots_via_dracut_netroot() {
     let img = lun("netroot");
     let t = serve(&img.0);
-    let out = boot(&format!(
+    let out = diskless(&format!(
         "rd.iscsi.initiator={INITIATOR} netroot=iscsi:{GUEST_HOST_ADDR}::{}:1:{IQN} rw init=/bin/iscsi-init",
         t.port
     ));
@@ -112,7 +112,7 @@ fn boots_over_ipv6_with_slaac() {
     let mut t = Tgtd::start_on("::1").expect("tgtd on ::1");
     t.target(1, IQN, &img.0).expect("target");
     let port = t.port;
-    let out = boot(&format!(
+    let out = diskless(&format!(
         "ip=auto6 rd.iscsi.initiator={INITIATOR} netroot=iscsi:[{GUEST_HOST_ADDR6}]::{port}:1:{IQN} rw init=/bin/iscsi-init"
     ));
     drop(t);
@@ -144,7 +144,7 @@ fn boots_with_mutual_chap() {
         .expect("incoming account");
     t.account(1, "lab-target", "lab-target-secret-2", true)
         .expect("outgoing account");
-    let out = boot(&format!(
+    let out = diskless(&format!(
         "rd.iscsi.initiator={INITIATOR} netroot=iscsi:lab-node:lab-node-secret-1:lab-target:lab-target-secret-2@{GUEST_HOST_ADDR}::{}:1:{IQN} rw init=/bin/iscsi-init",
         t.port
     ));
@@ -170,7 +170,7 @@ fn boots_with_mutual_chap() {
 fn wrong_target_name_ends_in_rescue_with_the_targets_answer() {
     let img = lun("wrong-name");
     let t = serve(&img.0);
-    let out = boot(&format!(
+    let out = diskless(&format!(
         "ISCSI_INITIATOR={INITIATOR} ISCSI_TARGET_NAME=iqn.2024-01.org.terra-os:nope ISCSI_TARGET_IP={GUEST_HOST_ADDR}:{}",
         t.port
     ));
@@ -244,7 +244,7 @@ fn boots_from_dhcp_root_path() {
     let net = RootPathNet::new(&img.0, None);
     let portal = format!("{RP_SERVER}:{}", net.tgtd.port);
     let root_path = format!("iscsi:{RP_SERVER}::{}:1:{IQN}", net.tgtd.port);
-    let out = boot_on(
+    let out = diskless_on(
         Some(net.tap()),
         &format!("rd.iscsi.initiator={INITIATOR} netroot=dhcp rw init=/bin/iscsi-init"),
     );
@@ -287,7 +287,7 @@ fn dhcp_root_path_that_is_not_iscsi_ends_in_rescue_naming_it() {
     lab::netns::require().unwrap_or_else(|e| panic!("{e}"));
     let img = lun("dhcp-nfs-root-path");
     let net = RootPathNet::new(&img.0, Some("nfs:10.77.0.1:/export/root"));
-    let out = boot_on(
+    let out = diskless_on(
         Some(net.tap()),
         &format!("rd.iscsi.initiator={INITIATOR} netroot=dhcp"),
     );
@@ -343,14 +343,14 @@ fn pxe_node_boots_its_iscsi_lun_from_terra_pxe() {
             .arg("-o")
             .arg(&tree),
     );
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.netboot = Some(vm::NetBoot {
-        tftp_dir: Some(tree.clone()),
-        bootfile: "boot.ipxe".into(),
-        mac: MAC.into(),
-    });
-    vm.timeout = Duration::from_secs(300);
-    let out = built.map(|_| vm.run_captured().expect("qemu runs"));
+    let vm = boot()
+        .netboot(vm::NetBoot {
+            tftp_dir: Some(tree.clone()),
+            bootfile: "boot.ipxe".into(),
+            mac: MAC.into(),
+        })
+        .timeout(300);
+    let out = built.map(|_| vm.run());
     drop(t);
     let _ = std::fs::remove_dir_all(&dir);
     let out = out.unwrap_or_else(|e| panic!("terra pxe: {e}"));

@@ -6,12 +6,11 @@
 //! then finds in the image.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use lab::disk::BtrfsDisk;
-use lab::harness::{accel, artifacts, expect, expect_lun_proof, report};
+use lab::harness::{artifacts, boot, busybox, expect, expect_lun_proof, report};
 use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR};
-use lab::vm::{self, Firmware, NetBoot, Outcome, Vm};
+use lab::vm::{self, Firmware, NetBoot, Outcome};
 
 const LUN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000c4";
 const IQN: &str = "iqn.2024-01.org.terra-os:fw-root";
@@ -57,7 +56,7 @@ fn tftp_tree(dir: &Path, port: u16, extra: &str) {
     std::fs::write(dir.join("boot.ipxe"), script).expect("write boot.ipxe");
 }
 
-fn boot(extra: &str) -> (Outcome, Scratch) {
+fn ibft_boot(extra: &str) -> (Outcome, Scratch) {
     for (path, package) in [
         (vm::OVMF, "ovmf"),
         ("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu"),
@@ -68,9 +67,8 @@ fn boot(extra: &str) -> (Outcome, Scratch) {
         );
     }
     let scratch = Scratch(lab::disk::tempdir("ibft").expect("scratch dir"));
-    let busybox = lab::host::static_busybox().expect("static busybox");
     let base = BtrfsDisk::new("os", LUN_UUID, &["os"])
-        .image(&busybox)
+        .image(&busybox())
         .expect("demo disk");
     let image = tgtd::lun_image(&base, "ibft", &["os"]).expect("LUN image");
     let lun = scratch.0.join("lun.img");
@@ -82,17 +80,16 @@ fn boot(extra: &str) -> (Outcome, Scratch) {
     t.account(1, CHAP.0, CHAP.1, false)
         .expect("incoming account");
     tftp_tree(&tftp, t.port, extra);
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.firmware = Firmware::Uefi;
-    vm.memory_mb = 768;
-    vm.timeout = Duration::from_secs(300);
-    vm.netboot = Some(NetBoot {
-        tftp_dir: Some(tftp),
-        bootfile: "boot.ipxe".into(),
-        mac: MAC.into(),
-    });
-    let out = vm.run_captured().expect("qemu runs");
+    let out = boot()
+        .firmware(Firmware::Uefi)
+        .memory_mb(768)
+        .timeout(300)
+        .netboot(NetBoot {
+            tftp_dir: Some(tftp),
+            bootfile: "boot.ipxe".into(),
+            mac: MAC.into(),
+        })
+        .run();
     drop(t);
     for l in out
         .log
@@ -107,7 +104,7 @@ fn boot(extra: &str) -> (Outcome, Scratch) {
 
 #[test]
 fn boots_from_the_ibft_that_ipxe_published() {
-    let (out, scratch) = boot("");
+    let (out, scratch) = ibft_boot("");
     expect(
         &out,
         &[

@@ -6,19 +6,20 @@
 
 use std::path::Path;
 
-use lab::harness::{artifacts, boot_kept, busybox, expect, report, run, versions_of, want};
+use lab::harness::{
+    artifacts, boot, busybox, expect, report, run, scratch_copy, versions_of, want, Boot,
+};
 use lab::kernels;
 use lab::versions::{self, fresh_disk, upgrade};
-use lab::vm::Outcome;
 
 const KEXEC_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a1";
 const FALLBACK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a2";
 const ESP_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a4";
 
-/// Two kernels boot in one run (the lab's, then the carried one after kexec): on a loaded
+/// The scenario's disk, booted with its writes kept. Two kernels boot in one run (the lab's, then the carried one after kexec): on a loaded
 /// two-core TCG host that has taken over 200 s, so the bound is generous.
-fn boot(disk: &Path, append: &str) -> Outcome {
-    boot_kept(disk, append, 360)
+fn kept(disk: &Path) -> Boot {
+    boot().disk(disk).keep_writes().timeout(360)
 }
 
 fn st(disk: &Path) -> Vec<(String, String, u64)> {
@@ -40,7 +41,7 @@ fn a_version_boots_on_the_kernel_it_carries_through_kexec() {
 
     // The lab's kernel boots, its stage0 chooses v2 (tentative, one try spent) and kexecs;
     // the cloud kernel's stage0 boots v2 and the demo root confirms it.
-    let out = boot(&disk, "terra.demo=bless");
+    let out = kept(&disk).append("terra.demo=bless").run();
     expect(
         &out,
         &[
@@ -70,7 +71,7 @@ fn a_version_boots_on_the_kernel_it_carries_through_kexec() {
 
     // The default now carries its kernel too: every boot from the lab's kernel kexecs
     // into it (an installed disk's ESP follows the default instead), and counts nothing.
-    let out = boot(&disk, "");
+    let out = kept(&disk).run();
     expect(
         &out,
         &[
@@ -80,7 +81,7 @@ fn a_version_boots_on_the_kernel_it_carries_through_kexec() {
     );
     assert_eq!(report(&out)["version"]["why"], "default");
     // terra.kexec=off: the version boots on the running kernel.
-    let out = boot(&disk, "terra.kexec=off");
+    let out = kept(&disk).append("terra.kexec=off").run();
     expect(
         &out,
         &["subvol=k2 pid=1", &format!("Terra demo root on {}", a.kver)],
@@ -97,7 +98,7 @@ fn a_version_whose_kernel_or_init_fails_falls_back_on_the_running_kernel() {
 
     // k4's kernel is not one: kexec_file_load refuses it, and os boots in the same boot.
     upgrade(&a.terra, &disk, &klayout, "k4", &[]).expect("upgrade to k4");
-    let out = boot(&disk, "");
+    let out = kept(&disk).run();
     expect(
         &out,
         &[
@@ -120,7 +121,7 @@ fn a_version_whose_kernel_or_init_fails_falls_back_on_the_running_kernel() {
 
     // k3 has a kernel but no init: found in the first initramfs, so no kexec at all.
     upgrade(&a.terra, &disk, &klayout, "k3", &[]).expect("upgrade to k3");
-    let out = boot(&disk, "");
+    let out = kept(&disk).run();
     expect(&out, &["fell back to version os", "subvol=v1 pid=1"]);
     assert!(!out.log.contains(": kexec"), "{}", out.log);
     let states = st(&disk);
@@ -139,16 +140,16 @@ fn a_diskless_node_kexecs_into_its_luns_kernel_and_logs_in_again() {
     upgrade(&a.terra, &lun, &klayout, "k2", &[]).expect("upgrade to k2");
     let mut t = Tgtd::start().expect("tgtd");
     t.target(1, IQN, &lun).expect("target");
-    let mut v = lab::vm::Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
-    v.nic = Some("virtio".into());
-    v.append = format!(
-        "terra.demo=poweroff terra.demo=bless terra.rescue=halt \
-         ISCSI_INITIATOR=iqn.2024-01.org.terra-os:kernels-node \
-         ISCSI_TARGET_NAME={IQN} ISCSI_TARGET_IP={GUEST_HOST_ADDR}:{}",
-        t.port
-    );
-    v.timeout = std::time::Duration::from_secs(300);
-    let out = run(&v);
+    let out = boot()
+        .nic("virtio")
+        .append(&format!(
+            "terra.demo=bless terra.rescue=halt \
+             ISCSI_INITIATOR=iqn.2024-01.org.terra-os:kernels-node \
+             ISCSI_TARGET_NAME={IQN} ISCSI_TARGET_IP={GUEST_HOST_ADDR}:{}",
+            t.port
+        ))
+        .timeout(300)
+        .run();
     drop(t);
     // Logged in once on each kernel: the LUN's state chose v2, its kernel logged in again.
     assert_eq!(
@@ -202,10 +203,7 @@ fn an_installed_disk_kexecs_once_then_boots_the_new_kernel_from_its_esp() {
         "kernels-esp",
     )
     .expect("bootable disk");
-    let scratch = lab::lab_dir().join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let disk = scratch.join("kernels-esp.img");
-    std::fs::copy(&cached, &disk).unwrap();
+    let disk = scratch_copy(&cached, "kernels-esp.img");
     upgrade(&a.terra, &disk, &klayout, "k2", &[]).expect("upgrade to k2");
     let grub_cfg = || {
         String::from_utf8(
@@ -221,11 +219,12 @@ fn an_installed_disk_kexecs_once_then_boots_the_new_kernel_from_its_esp() {
         grub_cfg()
     );
 
-    let mut vm = lab::vm::Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
-    vm.boot_disk = true;
-    vm.disks = vec![disk.clone()];
-    vm.keep_writes = true;
-    vm.timeout = std::time::Duration::from_secs(240);
+    let vm = boot()
+        .from_disk()
+        .disk(&disk)
+        .keep_writes()
+        .timeout(240)
+        .vm();
     let out = run(&vm);
     expect(
         &out,

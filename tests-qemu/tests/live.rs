@@ -15,10 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use lab::build::Initramfs;
-use lab::harness::{accel, artifacts, busybox, expect, report, run};
+use lab::harness::{artifacts, boot, busybox, expect, report, run, Boot};
 use lab::vm::{Firmware, Vm};
 
 const INSTALLED_UUID: &str = "7e44a1a0-5ca1-4e00-9000-00000000011e";
@@ -119,34 +118,27 @@ fn expect_live_demo(vm: &Vm) {
 
 /// A VM under `firmware` with the lab's kernel and [`live_initramfs`] (used only when it
 /// boots with `-kernel`).
-fn live_vm(firmware: Firmware) -> Vm {
-    let a = artifacts();
-    let mut vm = Vm::new(&a.kernel, live_initramfs(), accel());
-    vm.firmware = firmware;
-    vm.timeout = Duration::from_secs(150);
-    vm
+fn live_vm(firmware: Firmware) -> Boot {
+    boot().initrd(live_initramfs()).firmware(firmware)
 }
 
 #[test]
 fn a_live_iso_boots_its_squashfs_root_from_a_cdrom_under_seabios() {
-    let mut vm = live_vm(Firmware::Bios);
-    vm.cdrom = Some(demo_iso().clone());
-    expect_live_demo(&vm);
+    expect_live_demo(&live_vm(Firmware::Bios).cdrom(demo_iso()).vm());
 }
 
 #[test]
 fn the_same_iso_on_a_usb_stick_boots_under_ovmf() {
-    let mut vm = live_vm(Firmware::Uefi);
     // No -kernel: the firmware boots the stick, which holds the ISO's bytes as `dd`
     // writes them.
-    vm.boot_disk = true;
+    let mut vm = live_vm(Firmware::Uefi).from_disk().vm();
     vm.add_usb_stick(demo_iso());
     expect_live_demo(&vm);
 }
 
 #[test]
 fn a_missing_image_on_the_medium_is_named_in_rescue() {
-    let mut vm = live_vm(Firmware::Bios);
+    let mut vm = live_vm(Firmware::Bios).timeout(90).vm();
     // The kernel directly (no firmware, no GRUB): only stage0's handling is under test.
     vm.append =
         "root=live:CDLABEL=TERRA rd.live.squashimg=absent.img terra.rescue=halt terra.timeout=20"
@@ -155,7 +147,6 @@ fn a_missing_image_on_the_medium_is_named_in_rescue() {
         "-drive".into(),
         format!("file={},media=cdrom,readonly=on", demo_iso().display()),
     ];
-    vm.timeout = Duration::from_secs(90);
     let out = run(&vm);
     expect(&out, &["/LiveOS/absent.img", "rd.live.squashimg="]);
     assert!(
@@ -191,13 +182,13 @@ fn a_live_iso_installs_a_disk_that_boots_on_its_own() {
     let disk = work_dir().join("installed.img");
     blank_disk(&disk);
 
-    let mut vm = live_vm(Firmware::Bios);
-    vm.cdrom = Some(iso);
-    vm.disks = vec![disk.clone()];
-    vm.keep_writes = true;
-    vm.memory_mb = 1024;
-    vm.timeout = Duration::from_secs(600);
-    let out = run(&vm);
+    let out = live_vm(Firmware::Bios)
+        .cdrom(iso)
+        .disk(&disk)
+        .keep_writes()
+        .memory_mb(1024)
+        .timeout(600)
+        .run();
     expect(
         &out,
         &[
@@ -209,10 +200,7 @@ fn a_live_iso_installs_a_disk_that_boots_on_its_own() {
     assert!(out.exited, "the installer should power off");
 
     // The installed disk alone: firmware, its GRUB, its kernel and initramfs, its root.
-    let mut vm = live_vm(Firmware::Bios);
-    vm.boot_disk = true;
-    vm.disks = vec![disk.clone()];
-    let out = run(&vm);
+    let out = live_vm(Firmware::Bios).from_disk().disk(&disk).run();
     expect(
         &out,
         &[

@@ -2,26 +2,8 @@
 //! 10.0.2.15/24, router 10.0.2.2, DNS 10.0.2.3), stage0 from this tree, the demo root printing
 //! `ip addr`, its routes and the lease files it finds in /run/terra/network.
 
-use std::path::PathBuf;
-
-use lab::disk::BtrfsDisk;
-use lab::harness::{expect, lease, phases, report, run, vm};
+use lab::harness::{boot, expect, lease, os_disk, phases, report};
 use lab::vm::Outcome;
-
-const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
-
-fn os_disk() -> PathBuf {
-    let busybox = lab::host::static_busybox().expect("static busybox");
-    BtrfsDisk::new("os", OS_UUID, &["os", "v2"])
-        .image(&busybox)
-        .expect("os disk")
-}
-
-fn boot(nic: Option<&str>, append: &str, timeout: u64) -> Outcome {
-    let mut vm = vm(vec![os_disk()], append, timeout);
-    vm.nic = nic.map(str::to_string);
-    run(&vm)
-}
 
 /// Prints the time to the lease and the network phase's duration (visible with --nocapture).
 fn measure(out: &Outcome, what: &str) {
@@ -40,7 +22,12 @@ fn measure(out: &Outcome, what: &str) {
 }
 
 fn dhcp_boot(model: &str) {
-    let out = boot(Some(model), "ip=dhcp terra.net.timeout=30", 180);
+    let out = boot()
+        .disk(os_disk())
+        .nic(model)
+        .append("ip=dhcp terra.net.timeout=30")
+        .timeout(180)
+        .run();
     expect(
         &out,
         &[
@@ -77,11 +64,12 @@ fn dhcp_over_e1000() {
 
 #[test]
 fn static_ip_with_hostname_and_dns() {
-    let out = boot(
-        Some("virtio"),
-        "ip=10.0.2.50::10.0.2.2:255.255.255.0:static50:eth0:off:10.0.2.3",
-        180,
-    );
+    let out = boot()
+        .disk(os_disk())
+        .nic("virtio")
+        .append("ip=10.0.2.50::10.0.2.2:255.255.255.0:static50:eth0:off:10.0.2.3")
+        .timeout(180)
+        .run();
     expect(
         &out,
         &[
@@ -99,7 +87,7 @@ fn static_ip_with_hostname_and_dns() {
 #[test]
 fn no_network_need_leaves_the_network_alone() {
     // A NIC is there (and its driver loads by modalias), but nothing asks for the network.
-    let out = boot(Some("virtio"), "", 180);
+    let out = boot().disk(os_disk()).nic("virtio").timeout(180).run();
     expect(&out, &["TERRA-DEMO-INIT", "TERRA-DEMO-POWEROFF"]);
     assert!(!phases(&out).contains(&"network".to_string()));
     assert!(!out.log.contains("--- network"), "{}", out.log);
@@ -107,7 +95,11 @@ fn no_network_need_leaves_the_network_alone() {
 
 #[test]
 fn no_nic_ends_in_rescue_naming_the_network_phase() {
-    let out = boot(None, "ip=dhcp terra.net.timeout=3 terra.rescue=halt", 120);
+    let out = boot()
+        .disk(os_disk())
+        .append("ip=dhcp terra.net.timeout=3 terra.rescue=halt")
+        .timeout(120)
+        .run();
     expect(
         &out,
         &[

@@ -30,10 +30,11 @@ use std::time::Duration;
 use dhcproto::v4::{self, DhcpOption, MessageType, Opcode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use lab::disk::BtrfsDisk;
-use lab::harness::{busybox, expect, report, vm};
+use lab::harness::{boot, busybox, expect, report, run};
 use lab::vm::Outcome;
 
-const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b1";
+/// Not the demo OS disk's UUID: this disk's roots run `net-check`, a recipe of its own.
+const BONDS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b1";
 
 /// The root's init. With `terra.check=failover` it finds the bond's active member, prints
 /// it for the host (which pulls that cable), waits until the member has lost its carrier,
@@ -84,9 +85,10 @@ sync
 poweroff -f
 "#;
 
-fn os_disk() -> PathBuf {
+/// Label `os`, subvolume `os`: the demo root with `/bin/net-check`.
+fn bonds_disk() -> PathBuf {
     let busybox = busybox();
-    BtrfsDisk::new("os", OS_UUID, &["os"])
+    BtrfsDisk::new("os", BONDS_UUID, &["os"])
         .image_with("net-check-v1", |dir, subvol| {
             lab::disk::demo_root(dir, &busybox, subvol)?;
             let p = dir.join("bin/net-check");
@@ -138,13 +140,15 @@ fn nic(netdev: String, id: &str, mac: &str) -> Vec<String> {
 
 #[test]
 fn bond_of_renamed_nics_takes_a_lease_adds_routes_and_survives_a_pulled_cable() {
-    let mut v = vm(
-        vec![os_disk()],
-        "init=/bin/net-check terra.check=failover terra.rescue=halt terra.net.timeout=40 \
-         ifname=lan0:52:54:00:00:b0:01 ifname=lan1:52:54:00:00:b0:02 bondslaves=lan0,lan1 \
-         ip=dhcp rd.route=10.99.0.0/16:10.0.2.2 rd.route=10.98.0.0/255.255.0.0::bond0",
-        240,
-    );
+    let mut v = boot()
+        .disk(bonds_disk())
+        .append(
+            "init=/bin/net-check terra.check=failover terra.rescue=halt terra.net.timeout=40 \
+             ifname=lan0:52:54:00:00:b0:01 ifname=lan1:52:54:00:00:b0:02 bondslaves=lan0,lan1 \
+             ip=dhcp rd.route=10.99.0.0/16:10.0.2.2 rd.route=10.98.0.0/255.255.0.0::bond0",
+        )
+        .timeout(240)
+        .vm();
     for (id, mac) in [("nic0", "52:54:00:00:b0:01"), ("nic1", "52:54:00:00:b0:02")] {
         v.extra.extend(nic(format!("user,id={id}-net"), id, mac));
     }
@@ -460,12 +464,14 @@ fn free_udp_port() -> u16 {
 #[test]
 fn vlan_on_a_bond_takes_the_tagged_lease_only() {
     let server = VlanServer::start();
-    let mut v = vm(
-        vec![os_disk()],
-        "init=/bin/net-check terra.rescue=halt terra.net.timeout=40 \
-         bond=bond1:eth0,eth1:mode=active-backup,miimon=100 vlan=vlan5:bond1 ip=dhcp",
-        180,
-    );
+    let mut v = boot()
+        .disk(bonds_disk())
+        .append(
+            "init=/bin/net-check terra.rescue=halt terra.net.timeout=40 \
+             bond=bond1:eth0,eth1:mode=active-backup,miimon=100 vlan=vlan5:bond1 ip=dhcp",
+        )
+        .timeout(180)
+        .vm();
     let macs = ["52:54:00:00:c0:01", "52:54:00:00:c0:02"];
     for (id, mac) in ["nic0", "nic1"].into_iter().zip(macs) {
         let netdev = format!(
@@ -476,7 +482,7 @@ fn vlan_on_a_bond_takes_the_tagged_lease_only() {
         );
         v.extra.extend(nic(netdev, id, mac));
     }
-    let out = lab::harness::run(&v);
+    let out = run(&v);
     let seen = server.seen();
     drop(server);
     show(&out);
@@ -532,11 +538,12 @@ fn vlan_on_a_bond_takes_the_tagged_lease_only() {
 #[test]
 fn a_malformed_link_key_ends_in_rescue_naming_it() {
     // The config phase refuses it before any device is touched: a short boot.
-    let out = lab::harness::run(&vm(
-        vec![],
-        "terra.rescue=halt ip=dhcp vlan=vlan5:eth0 bond=bond0:eth0,eth1:mode=802.3ad,lacp=fast",
-        120,
-    ));
+    let out = boot()
+        .append(
+            "terra.rescue=halt ip=dhcp vlan=vlan5:eth0 bond=bond0:eth0,eth1:mode=802.3ad,lacp=fast",
+        )
+        .timeout(120)
+        .run();
     show(&out);
     expect(
         &out,

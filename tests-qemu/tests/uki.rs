@@ -12,13 +12,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use lab::disk::BtrfsDisk;
-use lab::harness::{accel, artifacts, expect};
+use lab::harness::{accel, artifacts, boot, expect, os_disk, run, Boot};
 use lab::secureboot::{self, Keys};
 use lab::vm::{self, Firmware, Outcome, Vm};
 
-/// The demo root of `artifacts.rs` (the same cached image).
-const OS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000a1";
 /// The UKI's whole command line; the hostname shows the signed `.cmdline` reached the root.
 /// What every test UKI's command line starts with.
 const CMDLINE_BASE: &str = "console=ttyS0,115200 panic=-1 terra.demo=poweroff";
@@ -133,15 +130,12 @@ fn sbverify(image: &Path) -> bool {
 fn secure_vm(efi: &Path, timeout: u64) -> Vm {
     let esp = efi.with_extension("esp.img");
     secureboot::esp_disk(efi, &esp).unwrap_or_else(|e| panic!("{e}"));
-    let busybox = lab::host::static_busybox().expect("static busybox");
-    let root = BtrfsDisk::new("os", OS_UUID, &["os", "v2"])
-        .image(&busybox)
-        .expect("os disk");
     // The firmware boots the ESP disk.
-    let mut vm = enforcing_vm();
-    vm.disks = vec![esp, root];
-    vm.timeout = Duration::from_secs(timeout);
-    vm
+    enforcing_vm()
+        .disk(esp)
+        .disk(os_disk())
+        .timeout(timeout)
+        .vm()
 }
 
 /// Boots `efi` and returns the console once the firmware has given up (or the bound
@@ -190,9 +184,7 @@ fn signatures_check_and_signed_images_are_reproducible() {
 
 #[test]
 fn signed_uki_boots_under_enforcing_secure_boot() {
-    let out = secure_vm(signed_uki(), 300)
-        .run_captured()
-        .expect("qemu runs");
+    let out = run(&secure_vm(signed_uki(), 300));
     expect(
         &out,
         &[
@@ -224,14 +216,11 @@ fn tampered_uki_is_refused() {
 
 /// A VM under enforcing Secure Boot with the test keys enrolled that boots what the
 /// firmware finds first (no `-kernel`).
-fn enforcing_vm() -> Vm {
-    let (a, s) = (artifacts(), setup());
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
-    vm.firmware = Firmware::SecureBoot;
-    vm.efi_vars = Some(s.vars.clone());
-    vm.boot_disk = true;
-    vm.timeout = Duration::from_secs(150);
-    vm
+fn enforcing_vm() -> Boot {
+    boot()
+        .firmware(Firmware::SecureBoot)
+        .efi_vars(&setup().vars)
+        .from_disk()
 }
 
 /// `terra iso --live … --uki`: under UEFI the ISO starts the signed UKI itself (no GRUB), so
@@ -261,9 +250,9 @@ fn a_live_iso_starts_its_signed_uki_under_secure_boot() {
     .unwrap_or_else(|e| panic!("{e}"));
     eprint!("{out}");
 
-    let mut vm = enforcing_vm();
+    let mut vm = enforcing_vm().vm();
     vm.add_scsi_cdrom(&iso);
-    let out = vm.run_captured().expect("qemu runs");
+    let out = run(&vm);
     lab::harness::expect(
         &out,
         &[
@@ -314,9 +303,7 @@ fn an_installed_disk_starts_its_signed_uki_under_secure_boot() {
     .unwrap_or_else(|e| panic!("{e}"));
     eprint!("{out}");
 
-    let mut vm = enforcing_vm();
-    vm.disks = vec![disk.clone()];
-    let out = vm.run_captured().expect("qemu runs");
+    let out = enforcing_vm().disk(&disk).run();
     let _ = std::fs::remove_file(&disk);
     lab::harness::expect(
         &out,

@@ -6,17 +6,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lab::harness::{artifacts, boot_kept, busybox, expect, report, run, versions_of, want};
+use lab::harness::{artifacts, boot, busybox, expect, report, versions_of, want, Boot};
 use lab::versions::{self, fresh_disk, upgrade};
-use lab::vm::Outcome;
 
 const LIFECYCLE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f1";
 const KILLED_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f2";
 const ISCSI_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f3";
 const WRONG_INIT_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f4";
 
-fn boot(disk: &Path, append: &str) -> Outcome {
-    boot_kept(disk, append, 150)
+/// The scenario's disk, booted with its writes kept.
+fn kept(disk: &Path) -> Boot {
+    boot().disk(disk).keep_writes()
 }
 
 fn st(disk: &Path) -> Vec<(String, String, u64)> {
@@ -36,7 +36,7 @@ fn upgrade_confirm_pin_fallback_tries_and_gc() {
     assert_eq!(st(&disk), want(&[("os", "default", 0)]));
 
     // v1 (installed as `os`): read-only, with /etc and the data subvolume writable.
-    let out = boot(&disk, "terra.demo=persist");
+    let out = kept(&disk).append("terra.demo=persist").run();
     expect(
         &out,
         &[
@@ -60,7 +60,7 @@ fn upgrade_confirm_pin_fallback_tries_and_gc() {
         st(&disk),
         want(&[("os", "default", 0), ("v2", "tentative", 3)])
     );
-    let out = boot(&disk, "");
+    let out = kept(&disk).run();
     expect(
         &out,
         &[
@@ -81,7 +81,7 @@ fn upgrade_confirm_pin_fallback_tries_and_gc() {
     );
 
     // version=os pins: v1 boots and no counter moves.
-    let out = boot(&disk, "version=os");
+    let out = kept(&disk).append("version=os").run();
     expect(&out, &["subvol=v1 pid=1"]);
     assert_eq!(report(&out)["version"]["why"], "pinned");
     assert_eq!(
@@ -90,7 +90,7 @@ fn upgrade_confirm_pin_fallback_tries_and_gc() {
     );
 
     // The booted v2 confirms itself: it is the default from now on.
-    let out = boot(&disk, "terra.demo=bless");
+    let out = kept(&disk).append("terra.demo=bless").run();
     expect(
         &out,
         &[
@@ -103,7 +103,7 @@ fn upgrade_confirm_pin_fallback_tries_and_gc() {
 
     // v3 has no init: marked bad and v2 boots in the same boot.
     upgrade(terra, &disk, &layout, "v3", &[]).expect("upgrade to v3");
-    let out = boot(&disk, "");
+    let out = kept(&disk).run();
     expect(
         &out,
         &[
@@ -125,7 +125,7 @@ fn upgrade_confirm_pin_fallback_tries_and_gc() {
     let up = upgrade(terra, &disk, &layout, "v4", &["--tries", "2"]).expect("upgrade to v4");
     assert!(up.contains("removed old versions v3"), "{up}");
     for left in [1, 0] {
-        let out = boot(&disk, "");
+        let out = kept(&disk).run();
         expect(&out, &["TERRA-V4-RAN subvol=v4"]);
         assert_eq!(
             st(&disk),
@@ -136,7 +136,7 @@ fn upgrade_confirm_pin_fallback_tries_and_gc() {
             ])
         );
     }
-    let out = boot(&disk, "");
+    let out = kept(&disk).run();
     expect(&out, &["subvol=v2 pid=1"]);
     assert!(!out.log.contains("TERRA-V4-RAN"), "{}", out.log);
     assert_eq!(
@@ -170,12 +170,12 @@ fn a_killed_upgrade_leaves_a_disk_that_boots_its_default() {
     assert_eq!(out.status.signal(), Some(9), "{out:?}");
     // What a power cut clears: the killed process's mount and loop device.
     lab::versions::power_cut(&disk);
-    let out = boot(&disk, "");
+    let out = kept(&disk).run();
     expect(&out, &["subvol=v1 pid=1"]);
     assert_eq!(report(&out)["version"]["name"], "os");
     // A re-run completes, and v2 boots.
     upgrade(terra, &disk, &layout, "v2", &[]).expect("re-run");
-    let out = boot(&disk, "");
+    let out = kept(&disk).run();
     expect(&out, &["subvol=v2 pid=1"]);
 }
 
@@ -188,16 +188,15 @@ fn an_iscsi_lun_counts_and_falls_back_like_a_local_disk() {
     upgrade(terra, &lun, &layout, "v3", &["--name", "v3"]).expect("upgrade to v3");
     let mut t = Tgtd::start().expect("tgtd");
     t.target(1, IQN, &lun).expect("target");
-    let a = artifacts();
-    let mut v = lab::vm::Vm::new(&a.kernel, &a.initramfs, lab::harness::accel());
-    v.nic = Some("virtio".into());
-    v.append = format!(
-        "terra.demo=poweroff terra.rescue=halt ISCSI_INITIATOR=iqn.2024-01.org.terra-os:versions-node \
-         ISCSI_TARGET_NAME={IQN} ISCSI_TARGET_IP={GUEST_HOST_ADDR}:{}",
-        t.port
-    );
-    v.timeout = std::time::Duration::from_secs(240);
-    let out = run(&v);
+    let out = boot()
+        .nic("virtio")
+        .append(&format!(
+            "terra.rescue=halt ISCSI_INITIATOR=iqn.2024-01.org.terra-os:versions-node \
+             ISCSI_TARGET_NAME={IQN} ISCSI_TARGET_IP={GUEST_HOST_ADDR}:{}",
+            t.port
+        ))
+        .timeout(240)
+        .run();
     drop(t);
     // The tentative v3 has no init: marked bad on the LUN, v1 boots in the same boot.
     expect(
@@ -223,7 +222,9 @@ fn a_wrong_init_on_the_command_line_marks_no_version_bad() {
     upgrade(terra, &disk, &layout, "v2", &[]).expect("upgrade to v2");
     // Every version fails the same check: not their fault, so none is marked bad; the
     // boot ends in rescue (halt) instead of a reboot.
-    let out = boot(&disk, "init=/sbin/nowhere terra.rescue=halt");
+    let out = kept(&disk)
+        .append("init=/sbin/nowhere terra.rescue=halt")
+        .run();
     expect(
         &out,
         &[

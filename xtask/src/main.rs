@@ -32,7 +32,9 @@ const USAGE: &str = "usage:
       target/kernel/qemu. --boot then boots the new kernel with a Terra initramfs of its
       modules (like `cargo xtask qemu --check`).
   cargo xtask test
-      Unit tests, then the QEMU boot scenarios (tests-qemu).
+      Sets up the host (scripts/setup-host.sh: needs root or sudo when packages are
+      missing), then the unit and host tests, then the QEMU boot scenarios (tests-qemu),
+      then the 10 slowest scenarios (target/lab/timings/scenarios.jsonl).
   cargo xtask deb
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
       target/deb/terra_<version>_amd64.deb.
@@ -331,6 +333,17 @@ fn test() -> Result<bool, String> {
             .map(|s| s.success())
             .map_err(|e| e.to_string())
     };
+    // The workspace's tests need the host's packages too (mkfs.*, tgtd, a registry…), so
+    // the host is set up before any test runs, not only before the QEMU scenarios.
+    eprintln!("xtask: host packages (scripts/setup-host.sh)");
+    if !status(Command::new("bash").arg("scripts/setup-host.sh"))? {
+        return Err(
+            "scripts/setup-host.sh failed: the host lacks what the tests need; run it as root \
+             (or with sudo) and see its output above"
+                .into(),
+        );
+    }
+    lab::timings::clear()?;
     eprintln!("xtask: unit tests");
     if !status(Command::new(&cargo).args(["test", "--workspace", "--exclude", "tests-qemu"]))? {
         return Ok(false);
@@ -338,7 +351,32 @@ fn test() -> Result<bool, String> {
     eprintln!("xtask: host tools and artifacts");
     build::artifacts()?;
     eprintln!("xtask: QEMU boot scenarios");
-    status(Command::new(&cargo).args(["test", "-p", "tests-qemu", "--", "--test-threads=2"]))
+    let passed =
+        status(Command::new(&cargo).args(["test", "-p", "tests-qemu", "--", "--test-threads=2"]))?;
+    print_slowest(10);
+    Ok(passed)
+}
+
+/// The `n` slowest boot scenarios of this run, from the lab's timings.
+fn print_slowest(n: usize) {
+    match lab::timings::slowest() {
+        Ok(all) if all.is_empty() => {}
+        Ok(all) => {
+            eprintln!(
+                "xtask: the {} slowest of {} boot scenarios (wall s, VMs, s in QEMU), from {}:",
+                n.min(all.len()),
+                all.len(),
+                lab::timings::file().display()
+            );
+            for s in all.iter().take(n) {
+                eprintln!(
+                    "  {:7.1}  {:2} VM  {:7.1}  {}",
+                    s.seconds, s.boots, s.vm_seconds, s.name
+                );
+            }
+        }
+        Err(e) => eprintln!("xtask: no scenario timings: {e}"),
+    }
 }
 
 fn bench(args: Vec<String>) -> Result<bool, String> {

@@ -7,7 +7,7 @@
 //! or `TERRA-BENCH-ISCSI initiator=… error=…` on failure, then powers off. Parameters come
 //! from /proc/cmdline: `bench.initiator=stage0|iscsistart bench.portal=HOST:PORT
 //! bench.iqn=IQN`; `bench.debug` also prints iscsistart's own output after the marker (for
-//! looking into a run by hand, see bench_iscsi.rs).
+//! looking into a run by hand, see bench/iscsi.rs).
 //!
 //! - `stage0`: stage0's own code in-process (`login::connect`, `netlink::hand_off`,
 //!   `netlink::scan`), as its iscsi phase runs it;

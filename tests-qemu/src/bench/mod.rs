@@ -1,62 +1,27 @@
 //! `cargo xtask bench`: Terra side by side with initramfs-tools and dracut, in one run, on the
 //! same kernel, the same QEMU setup and the same btrfs root disk. Numbers, not pass/fail.
 
+pub mod dhcp;
+pub mod generators;
+pub mod iscsi;
+pub mod keeper;
+pub mod kexec;
+pub mod netboot;
+pub mod unpack;
+pub mod upgrade;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::build::{self, Initramfs};
+use crate::build;
 use crate::disk::BtrfsDisk;
-use crate::vm::{Accel, Vm};
+use crate::vm::Accel;
 use crate::{lab_dir, run};
 
 /// UUID of the benchmark disk.
 const BENCH_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000be";
-
-/// One initramfs generator under test.
-#[derive(Debug, Clone)]
-pub struct Generator {
-    /// Row name.
-    pub name: &'static str,
-    /// Whether its image is booted (a host-only image is for this host's hardware).
-    pub boot: bool,
-}
-
-/// Writes an image to the given path; returns the wall time taken, s.
-type GenerateFn<'a> = Box<dyn Fn(&Path) -> crate::Result<f64> + 'a>;
-
-/// Measurements of one generator.
-#[derive(Debug, Clone, Default)]
-pub struct Row {
-    /// Generator name.
-    pub name: String,
-    /// Median generation wall time, s.
-    pub gen_s: f64,
-    /// Image size, bytes.
-    pub size: u64,
-    /// Unpacked size (sum of the file sizes in the image), bytes.
-    pub unpacked: u64,
-    /// Guest uptime at the root's init, s, per boot.
-    pub init_at: Vec<f64>,
-    /// Time between the kernel running /init and the root's init, s, per boot.
-    pub in_initramfs: Vec<f64>,
-    /// Boots that did not reach the root's init.
-    pub failed_boots: usize,
-    /// stage0's peak RSS as it logged it before exec, kB (Terra only).
-    pub peak_rss_kb: Option<u64>,
-}
-
-/// The peak RSS stage0 logs on its exec line.
-fn stage0_peak_rss(log: &str) -> Option<u64> {
-    log.split("(peak RSS ")
-        .nth(1)?
-        .split(" kB")
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
 
 /// Options of a bench run.
 #[derive(Debug, Clone)]
@@ -108,21 +73,6 @@ pub(crate) fn min(v: &[f64]) -> f64 {
 /// Largest; NaN for no values.
 pub(crate) fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NAN, f64::max)
-}
-
-/// Installs initramfs-tools and dracut-core when missing (apt, as root).
-pub fn ensure_peers() -> crate::Result<()> {
-    let mut missing = Vec::new();
-    if crate::host::which("mkinitramfs").is_none() {
-        missing.push("initramfs-tools");
-    }
-    if crate::host::which("dracut").is_none() {
-        missing.push("dracut-core");
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    crate::host::apt_install(&missing)
 }
 
 /// The benchmark root: label `os`, subvolume `os`, `/sbin/init` = bench-init, plus what
@@ -182,31 +132,6 @@ pub(crate) fn boot_times(log: &str) -> Option<(f64, Option<f64>)> {
     Some((at_init, run_init.map(|t| at_init - t)))
 }
 
-/// The lab guest's devices as a sysfs tree for `--host-sysfs`: one boot of the demo disk
-/// whose root prints every modalias (`terra.demo=modaliases`).
-fn guest_sysfs(
-    a: &build::Artifacts,
-    accel: crate::vm::Accel,
-    out_dir: &Path,
-) -> crate::Result<PathBuf> {
-    let busybox = crate::host::static_busybox()
-        .ok_or("no static busybox (apt-get install busybox-static)")?;
-    let disk = crate::disk::BtrfsDisk::new("os", "7e44a1a0-5ca1-4e00-9000-0000000000b5", &["os"])
-        .image(&busybox)?;
-    let mut vm = Vm::new(&a.kernel, &a.initramfs, accel);
-    vm.disks = vec![disk];
-    vm.append = "terra.demo=poweroff terra.demo=modaliases".into();
-    let out = vm.run_captured()?;
-    let sysfs = out_dir.join("guest-sysfs");
-    let _ = fs::remove_dir_all(&sysfs);
-    let n = crate::vm::modaliases_to_sysfs(&out.log, &sysfs)?;
-    if n == 0 {
-        return Err("the lab guest printed no modaliases (terra.demo=modaliases)".into());
-    }
-    eprintln!("bench: the lab guest has {n} devices with a modalias");
-    Ok(sysfs)
-}
-
 fn bench_dir() -> crate::Result<PathBuf> {
     let out_dir = lab_dir()
         .parent()
@@ -221,7 +146,7 @@ fn dhcp_case(
     opts: &Options,
     stage0_size: Option<u64>,
 ) -> crate::Result<(String, serde_json::Value)> {
-    let r = crate::bench_dhcp::run_dhcp(opts.dhcp_runs)?;
+    let r = dhcp::run_dhcp(opts.dhcp_runs)?;
     Ok((r.render(stage0_size), r.to_json(stage0_size)))
 }
 
@@ -243,7 +168,7 @@ fn run_dhcp_only(opts: &Options) -> crate::Result<String> {
 /// The iSCSI case: its markdown section and its `iscsi` object for results.json. A failure
 /// is reported in both, not returned.
 fn iscsi_case(opts: &Options, a: &build::Artifacts, out_dir: &Path) -> (String, serde_json::Value) {
-    match crate::bench_iscsi::run_iscsi(a, opts.accel, opts.iscsi_runs, out_dir) {
+    match iscsi::run_iscsi(a, opts.accel, opts.iscsi_runs, out_dir) {
         Ok(r) => (r.render(), r.to_json()),
         Err(e) => {
             eprintln!("bench: the iSCSI case failed: {e}");
@@ -277,7 +202,7 @@ fn netboot_case(
     a: &build::Artifacts,
     out_dir: &Path,
 ) -> (String, serde_json::Value) {
-    match crate::bench_netboot::run_netboot(a, opts.accel, opts.boots.max(1), out_dir) {
+    match netboot::run_netboot(a, opts.accel, opts.boots.max(1), out_dir) {
         Ok(r) => (r.render(), r.to_json()),
         Err(e) => {
             eprintln!("bench: the netboot case failed: {e}");
@@ -332,13 +257,13 @@ fn verify_case() -> crate::Result<String> {
 
 /// The versions case as markdown; a failure is reported in place.
 fn kexec_case(terra: &Path, boots: usize) -> String {
-    crate::bench_kexec::run_kexec(terra, boots.max(1)).unwrap_or_else(|e| {
+    kexec::run_kexec(terra, boots.max(1)).unwrap_or_else(|e| {
         format!("### Booting a version on its own kernel\n\nnot measured: {e}\n")
     })
 }
 
 fn upgrade_case(terra: &Path, boots: usize) -> String {
-    match crate::bench_upgrade::run_upgrade(terra, 3, boots) {
+    match upgrade::run_upgrade(terra, 3, boots) {
         Ok(r) => r.render(),
         Err(e) => format!("### Upgrade\n\nnot measured: {e}\n"),
     }
@@ -366,7 +291,7 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
         return Ok(md);
     }
     if opts.only_keeper {
-        let md = crate::bench_keeper::run_keeper(opts.boots.max(1)).unwrap_or_else(|e| {
+        let md = keeper::run_keeper(opts.boots.max(1)).unwrap_or_else(|e| {
             format!("### A diskless root through a target restart\n\nnot measured: {e}\n")
         });
         fs::write(bench_dir()?.join("results-keeper.md"), &md).map_err(|e| e.to_string())?;
@@ -383,146 +308,11 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
         return Ok(md);
     }
     crate::host::ensure()?;
-    ensure_peers()?;
+    generators::ensure_peers()?;
     let a = build::artifacts()?;
-    let init = build::bench_init()?;
-    let disk = bench_disk(&init)?;
     let out_dir = bench_dir()?;
-    let kver = a.kver.clone();
-    let sysfs = guest_sysfs(&a, opts.accel, &out_dir)?;
-    let baremetal = crate::workspace().join("initramfs/baremetal.modules");
-    let terra_with = |extra: Vec<String>| -> GenerateFn {
-        let (a, kver) = (&a, &kver);
-        Box::new(move |out: &Path| {
-            let start = Instant::now();
-            Initramfs {
-                extra: extra.clone(),
-                ..Default::default()
-            }
-            .build(&a.terra, &a.stage0, kver, out)?;
-            Ok(start.elapsed().as_secs_f64())
-        })
-    };
-    let list = vec![
-        "--modules-list".to_string(),
-        baremetal.display().to_string(),
-    ];
-    let mut host = list.clone();
-    host.extend(["--host-sysfs".to_string(), sysfs.display().to_string()]);
-
-    let gens: Vec<(Generator, GenerateFn)> = vec![
-        (
-            Generator {
-                name: "terra",
-                boot: true,
-            },
-            terra_with(Vec::new()),
-        ),
-        (
-            Generator {
-                name: "terra, bare-metal set",
-                boot: true,
-            },
-            terra_with(list),
-        ),
-        (
-            Generator {
-                name: "terra --host (bare-metal set, lab guest)",
-                boot: true,
-            },
-            terra_with(host),
-        ),
-        (
-            Generator {
-                name: "mkinitramfs",
-                boot: true,
-            },
-            Box::new(|out: &Path| timed(Command::new("mkinitramfs").arg("-o").arg(out).arg(&kver))),
-        ),
-        (
-            Generator {
-                name: "dracut --no-hostonly",
-                boot: true,
-            },
-            Box::new(|out: &Path| {
-                timed(
-                    Command::new("dracut")
-                        .args(["-q", "--force", "--no-hostonly", "--kver", &kver])
-                        .arg(out),
-                )
-            }),
-        ),
-        (
-            Generator {
-                name: "dracut --hostonly",
-                boot: false,
-            },
-            Box::new(|out: &Path| {
-                timed(
-                    Command::new("dracut")
-                        .args(["-q", "--force", "--hostonly", "--kver", &kver])
-                        .arg(out),
-                )
-            }),
-        ),
-    ];
-
-    let mut rows = Vec::new();
-    for (i, (g, generate)) in gens.iter().enumerate() {
-        let image = out_dir.join(format!("image-{i}.img"));
-        let mut times = Vec::new();
-        for _ in 0..opts.gen_runs {
-            times.push(generate(&image)?);
-        }
-        let mut row = Row {
-            name: g.name.to_string(),
-            gen_s: median(&times),
-            size: fs::metadata(&image).map(|m| m.len()).unwrap_or(0),
-            unpacked: unpacked_size(&image).unwrap_or(0),
-            ..Default::default()
-        };
-        eprintln!(
-            "bench: {} generated in {:.2} s (median of {}), {} bytes",
-            g.name,
-            row.gen_s,
-            times.len(),
-            row.size
-        );
-        if g.boot {
-            for n in 0..opts.boots {
-                let mut vm = Vm::new(&a.kernel, &image, opts.accel);
-                vm.disks = vec![disk.clone()];
-                vm.append = "root=LABEL=os rootflags=subvol=os rootfstype=btrfs".into();
-                vm.timeout = Duration::from_secs(180);
-                let out = vm.run_captured()?;
-                match boot_times(&out.log) {
-                    Some((at, inside)) => {
-                        eprintln!("bench: {} boot {}: root init at {at:.2} s", g.name, n + 1);
-                        row.init_at.push(at);
-                        row.peak_rss_kb = row.peak_rss_kb.or(stage0_peak_rss(&out.log));
-                        if let Some(t) = inside {
-                            row.in_initramfs.push(t);
-                        }
-                    }
-                    None => {
-                        let log = out_dir.join(format!("failed-boot-{i}-{n}.log"));
-                        let _ = fs::write(&log, &out.log);
-                        eprintln!(
-                            "bench: {} boot {} did not reach the root's init; log in {}",
-                            g.name,
-                            n + 1,
-                            log.display()
-                        );
-                        row.failed_boots += 1;
-                    }
-                }
-            }
-        }
-        rows.push(row);
-    }
     let stage0_size = fs::metadata(&a.stage0).map(|m| m.len()).unwrap_or(0);
-    let mut md = render(&rows, stage0_size, opts);
-    let mut json = to_json(&rows, stage0_size, opts);
+    let (mut md, mut json) = generators::run(opts, &a, &out_dir, stage0_size)?;
     // After the image rows: a DHCP failure (no dnsmasq, say) is reported, not fatal to them.
     let dhcp = match dhcp_case(opts, Some(stage0_size)) {
         Ok((dmd, djson)) => {
@@ -559,7 +349,7 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
 /// The OCI unpack case: terra vs umoci on a ~300 MiB, 3-layer image, and on the image
 /// corpus's buildah-made image (small: more runs); failures are reported.
 fn unpack_case(terra: &Path) -> String {
-    let mut md = match crate::oci_root::bench_unpack(terra, 300, 3) {
+    let mut md = match unpack::unpack(terra, 300, 3) {
         Ok(md) => format!("\n{md}"),
         Err(e) => {
             eprintln!("bench: the unpack case failed: {e}");
@@ -568,7 +358,7 @@ fn unpack_case(terra: &Path) -> String {
     };
     let buildah = crate::host::static_busybox()
         .ok_or_else(|| "no static busybox (apt-get install busybox-static)".to_string())
-        .and_then(|bb| crate::oci_root::bench_unpack_buildah(terra, &bb, 10));
+        .and_then(|bb| unpack::unpack_buildah(terra, &bb, 10));
     match buildah {
         Ok(t) => md.push_str(&format!("\n{t}")),
         Err(e) => {
@@ -579,83 +369,6 @@ fn unpack_case(terra: &Path) -> String {
         }
     }
     md
-}
-
-fn ratio(v: f64, base: f64) -> String {
-    if v.is_finite() && base.is_finite() && base > 0.0 {
-        format!("{:.1}×", v / base)
-    } else {
-        "–".into()
-    }
-}
-
-fn render(rows: &[Row], stage0_size: u64, opts: &Options) -> String {
-    let base = rows.first().cloned().unwrap_or_default();
-    let mb = |b: u64| b as f64 / 1e6;
-    let mut s = format!(
-        "Kernel start → root init, guest seconds under {:?}; {} boots per image; generation: median of {} runs.\n\n",
-        opts.accel, opts.boots, opts.gen_runs
-    );
-    s.push_str("| generator | generate (s) | × terra | image (MB) | × terra | unpacked (MB) | root init at, median (min–max) s | × terra | in initramfs, median s | failed boots |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
-    for r in rows {
-        let booted = !r.init_at.is_empty();
-        s.push_str(&format!(
-            "| {} | {:.2} | {} | {:.2} | {} | {:.2} | {} | {} | {} | {} |\n",
-            r.name,
-            r.gen_s,
-            ratio(r.gen_s, base.gen_s),
-            mb(r.size),
-            ratio(r.size as f64, base.size as f64),
-            mb(r.unpacked),
-            if booted {
-                format!(
-                    "{:.2} ({:.2}–{:.2})",
-                    median(&r.init_at),
-                    min(&r.init_at),
-                    max(&r.init_at)
-                )
-            } else {
-                "not booted".into()
-            },
-            if booted {
-                ratio(median(&r.init_at), median(&base.init_at))
-            } else {
-                "–".into()
-            },
-            if r.in_initramfs.is_empty() {
-                "–".into()
-            } else {
-                format!("{:.2}", median(&r.in_initramfs))
-            },
-            r.failed_boots,
-        ));
-    }
-    s.push_str(&format!("\nstage0 binary: {stage0_size} bytes"));
-    if let Some(kb) = base.peak_rss_kb {
-        s.push_str(&format!("; stage0 peak RSS during boot: {kb} kB"));
-    }
-    s.push_str(".\n");
-    s
-}
-
-fn to_json(rows: &[Row], stage0_size: u64, opts: &Options) -> serde_json::Value {
-    serde_json::json!({
-        "accel": format!("{:?}", opts.accel),
-        "boots": opts.boots,
-        "gen_runs": opts.gen_runs,
-        "stage0_bytes": stage0_size,
-        "rows": rows.iter().map(|r| serde_json::json!({
-            "name": r.name,
-            "generate_s": r.gen_s,
-            "image_bytes": r.size,
-            "unpacked_bytes": r.unpacked,
-            "root_init_at_s": r.init_at,
-            "in_initramfs_s": r.in_initramfs,
-            "failed_boots": r.failed_boots,
-            "peak_rss_kb": r.peak_rss_kb,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 #[cfg(test)]
@@ -669,12 +382,6 @@ mod tests {
         assert_eq!(at, 5.5);
         assert!((inside.unwrap() - 2.265092).abs() < 1e-9);
         assert!(boot_times("[ 1.0] Run /init as init process\n").is_none());
-        assert_eq!(
-            stage0_peak_rss(
-                "stage0: exec /sbin/init after 1.0 ms in the initramfs (peak RSS 1234 kB)"
-            ),
-            Some(1234)
-        );
     }
 
     #[test]

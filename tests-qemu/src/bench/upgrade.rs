@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::bench::{max, median, min, timed};
-use crate::disk::tempdir;
+use crate::disk::{scratch_copy, tempdir, with_mount};
 use crate::harness;
 use crate::oci_root::{content, Rng};
 use crate::versions::{self, layer_of, write_layout};
@@ -89,24 +89,6 @@ fn data_used(image: &Path) -> crate::Result<u64> {
     })
 }
 
-pub(crate) fn with_mount<T>(
-    image: &Path,
-    f: impl FnOnce(&Path) -> crate::Result<T>,
-) -> crate::Result<T> {
-    let work = tempdir("bench-upgrade-mnt")?;
-    crate::host::forget_stale_btrfs_devices();
-    run(Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(image)
-        .arg(&work))?;
-    let _ = run(&mut Command::new("sync"));
-    let out = f(&work);
-    let _ = run(Command::new("umount").arg(&work));
-    let _ = fs::remove_dir_all(&work);
-    crate::host::forget_stale_btrfs_devices();
-    out
-}
-
 /// Installs v1 on a 2 GiB disk image (cached).
 fn installed(terra: &Path, layout: &Path) -> crate::Result<PathBuf> {
     let disk = lab_dir()
@@ -160,14 +142,6 @@ pub struct UpgradeResult {
     pub full_bytes: Vec<u64>,
     /// Stage0 root phase (ms) and root init uptime (s) per boot kind.
     pub boots: Vec<BootCost>,
-}
-
-pub(crate) fn scratch_copy(src: &Path, name: &str) -> crate::Result<PathBuf> {
-    let dir = lab_dir().join("scratch");
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let dst = dir.join(name);
-    run(Command::new("cp").arg("--sparse=always").arg(src).arg(&dst))?;
-    Ok(dst)
 }
 
 /// Runs the upgrade case `runs` times and the boot case `boots` times per kind.
@@ -235,9 +209,7 @@ fn boot_costs(terra: &Path, boots: usize) -> crate::Result<Vec<BootCost>> {
                 }
                 _ => {}
             }
-            let mut vm = harness::vm(vec![d.clone()], "", 150);
-            vm.keep_writes = true;
-            let out = vm.run_captured()?;
+            let out = harness::boot().disk(&d).keep_writes().vm().run_captured()?;
             let report = crate::vm::boot_report(&out.log)
                 .ok_or_else(|| format!("{kind}: no boot report:\n{}", out.log))?;
             let root = report["phases"]

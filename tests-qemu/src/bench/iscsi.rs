@@ -140,38 +140,6 @@ pub struct IscsistartDist {
     pub tree: PathBuf,
 }
 
-/// The libraries `ldd` lists: (where it goes in the root, host file). Named libraries go to
-/// /lib/x86_64-linux-gnu under the name the binary asks for; the loader keeps its path.
-pub fn parse_ldd(out: &str) -> crate::Result<Vec<(PathBuf, PathBuf)>> {
-    let mut v = Vec::new();
-    let mut missing = Vec::new();
-    for line in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some((name, target)) = line.split_once("=>") {
-            let name = name.trim();
-            let path = target.trim().split(" (").next().unwrap_or("").trim();
-            if path == "not found" || path.is_empty() {
-                missing.push(name.to_string());
-                continue;
-            }
-            v.push((
-                Path::new("/lib/x86_64-linux-gnu").join(name),
-                PathBuf::from(path),
-            ));
-        } else if line.starts_with('/') {
-            let path = line.split(" (").next().unwrap_or(line).trim();
-            v.push((PathBuf::from(path), PathBuf::from(path)));
-        }
-        // Anything else (linux-vdso.so.1) is the kernel's.
-    }
-    if !missing.is_empty() {
-        return Err(format!(
-            "ldd: libraries found neither in the given directories nor on the host: {}",
-            missing.join(", ")
-        ));
-    }
-    Ok(v)
-}
-
 /// Fetches (once) and unpacks [`OPEN_ISCSI_DEBS`] into target/lab/iscsistart;
 /// the error says precisely what is missing.
 pub fn fetch_iscsistart() -> crate::Result<IscsistartDist> {
@@ -245,7 +213,7 @@ pub fn fetch_iscsistart() -> crate::Result<IscsistartDist> {
     let out = run(Command::new("ldd")
         .arg(&binary)
         .env("LD_LIBRARY_PATH", ld_path))?;
-    let libs = parse_ldd(&out).map_err(|e| format!("iscsistart needs {e}"))?;
+    let libs = crate::elf::parse_ldd(&out).map_err(|e| format!("iscsistart needs {e}"))?;
     Ok(IscsistartDist {
         binary,
         libs,
@@ -683,33 +651,5 @@ mod tests {
         );
         assert!(r.ratio().is_nan());
         assert!(r.to_json()["iscsistart"]["error"].is_string());
-    }
-
-    #[test]
-    fn ldd_output_gives_the_library_closure() {
-        let out = "\tlinux-vdso.so.1 (0x00007ffd)\n\
-                   \tlibcrypto.so.3 => /lib/x86_64-linux-gnu/libcrypto.so.3 (0x00007f9e)\n\
-                   \tlibopeniscsiusr.so.0.2.0 => /x/usr/lib/x86_64-linux-gnu/libopeniscsiusr.so.0.2.0 (0x1)\n\
-                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f9e6b2bf000)\n";
-        let libs = parse_ldd(out).unwrap();
-        assert_eq!(
-            libs,
-            vec![
-                (
-                    PathBuf::from("/lib/x86_64-linux-gnu/libcrypto.so.3"),
-                    PathBuf::from("/lib/x86_64-linux-gnu/libcrypto.so.3")
-                ),
-                (
-                    PathBuf::from("/lib/x86_64-linux-gnu/libopeniscsiusr.so.0.2.0"),
-                    PathBuf::from("/x/usr/lib/x86_64-linux-gnu/libopeniscsiusr.so.0.2.0")
-                ),
-                (
-                    PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
-                    PathBuf::from("/lib64/ld-linux-x86-64.so.2")
-                ),
-            ]
-        );
-        let e = parse_ldd("\tlibkmod.so.2 => not found\n").unwrap_err();
-        assert!(e.contains("libkmod.so.2"), "{e}");
     }
 }

@@ -16,7 +16,7 @@
 //! `systemd-networkd`). Its iscsi module wants `iscsi-iname`, `iscsiadm` and `iscsid` on the host. open-iscsi
 //! is not installed for that (its postinst enables daemons and adds udev rules): the bench
 //! reuses the packages the iSCSI case fetches with `apt-get download`
-//! ([`crate::bench_iscsi::fetch_iscsistart`]) and runs dracut in a mount namespace of its own
+//! ([`crate::bench::iscsi::fetch_iscsistart`]) and runs dracut in a mount namespace of its own
 //! (`unshare -m`) where read-only overlays put the unpacked tree over `/usr/sbin`, `/usr/lib`
 //! and `/etc`. dracut then finds the tools, libraries, units and `iscsid.conf` where
 //! open-iscsi would have put them; nothing changes outside the namespace. The helper that
@@ -312,7 +312,7 @@ fn check_libraries(tree: &Path) -> crate::Result<()> {
         let out = run(Command::new("ldd")
             .arg(tree.join("sbin").join(tool))
             .env("LD_LIBRARY_PATH", &path))?;
-        crate::bench_iscsi::parse_ldd(&out).map_err(|e| format!("{tool} needs {e}"))?;
+        crate::elf::parse_ldd(&out).map_err(|e| format!("{tool} needs {e}"))?;
     }
     Ok(())
 }
@@ -383,16 +383,13 @@ pub fn run_netboot(
     }
     let init = crate::build::bench_init()?;
     let root = crate::bench::bench_disk(&init)?;
-    let lun = Lun(crate::bench_upgrade::scratch_copy(
-        &root,
-        "bench-netboot-lun.img",
-    )?);
+    let lun = Lun(crate::disk::scratch_copy(&root, "bench-netboot-lun.img")?);
 
     let terra = Side::new("terra", "terra", Ok(a.initramfs.clone()));
     let dracut_out = out_dir.join("netboot-dracut.img");
     let made = ensure_dracut_network()
         .and_then(|()| {
-            crate::bench_iscsi::fetch_iscsistart().map_err(|e| format!("no open-iscsi: {e}"))
+            crate::bench::iscsi::fetch_iscsistart().map_err(|e| format!("no open-iscsi: {e}"))
         })
         .and_then(|dist| {
             eprintln!("bench: netboot: generating dracut's image (network-legacy, iscsi)");

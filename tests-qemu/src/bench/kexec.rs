@@ -16,7 +16,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::bench::{max, median, min};
-use crate::bench_upgrade::{scratch_copy, with_mount};
+use crate::disk::{scratch_copy, with_mount};
 use crate::{harness, kernels, versions};
 
 const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001b9";
@@ -29,8 +29,12 @@ pub fn run_kexec(terra: &Path, boots: usize) -> crate::Result<String> {
     let base = versions::fresh_disk(terra, &vlayout, UUID, "bench-kexec-base")?;
     versions::upgrade(terra, &base, &klayout, "k2", &[])?;
     // Confirmed once, so every measured boot is a plain boot of the default.
-    let mut first = harness::vm(vec![base.clone()], "terra.demo=bless", 200);
-    first.keep_writes = true;
+    let first = harness::boot()
+        .disk(&base)
+        .append("terra.demo=bless")
+        .keep_writes()
+        .timeout(200)
+        .vm();
     let out = first.run_captured()?;
     if !out.log.contains("TERRA-DEMO-BLESS rc=0") {
         return Err(format!(
@@ -49,7 +53,7 @@ pub fn run_kexec(terra: &Path, boots: usize) -> crate::Result<String> {
     for i in 0..boots {
         for kind in ["kexec", "direct"] {
             let d = scratch_copy(&base, "bench-kexec.img")?;
-            let mut vm = harness::vm(vec![d.clone()], "", 200);
+            let mut vm = harness::boot().disk(&d).timeout(200).vm();
             if kind == "direct" {
                 vm.kernel = k.image.clone();
                 vm.initrd = Some(initramfs.clone());
