@@ -5,6 +5,8 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 mod bench_controller;
+mod circles;
+mod runner;
 
 use lab::build::{self, Artifacts};
 use lab::vm::{self, Accel, Vm};
@@ -31,10 +33,16 @@ const USAGE: &str = "usage:
       kernel-config/base.config and qemu.config unless --fragment is given; OUT defaults to
       target/kernel/qemu. --boot then boots the new kernel with a Terra initramfs of its
       modules (like `cargo xtask qemu --check`).
-  cargo xtask test
+  cargo xtask test [FILTER | --skip NAME | libtest options]...
       Sets up the host (scripts/setup-host.sh: needs root or sudo when packages are
-      missing), then the unit and host tests, then the QEMU boot scenarios (tests-qemu),
-      then the 10 slowest scenarios (target/lab/timings/scenarios.jsonl).
+      missing), builds every test binary of the workspace once (dev profile; the lab runs
+      that terra and terra-controller), builds the lab's artifacts, then runs the binaries
+      two at a time, heaviest first (the QEMU scenarios' binary with 4 test threads), each
+      line prefixed with its binary (whole logs in target/lab/test-logs/). Ends with every
+      binary's wall time and the 10 slowest boot scenarios
+      (target/lab/timings/scenarios.jsonl). Arguments go to every test binary.
+  cargo xtask circles
+      Lists file-level import circles in each crate's src/ (exit 1 when there is one).
   cargo xtask deb
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
       target/deb/terra_<version>_amd64.deb.
@@ -75,7 +83,8 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let result = match args.next().as_deref() {
         Some("qemu") => qemu(args.collect()),
-        Some("test") => test(),
+        Some("test") => test(args.collect()),
+        Some("circles") => circles(),
         Some("bench") => bench(args.collect()),
         Some("kernel") => kernel(args.collect()),
         Some("deb") => deb(),
@@ -318,6 +327,19 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
     Ok(vm.run_interactive()?.success())
 }
 
+fn circles() -> Result<bool, String> {
+    let trees: Vec<PathBuf> = circles::TREES
+        .iter()
+        .map(|t| lab::workspace().join(t))
+        .collect();
+    let found = circles::find(&trees)?;
+    for line in &found {
+        println!("{line}");
+    }
+    println!("{} circle(s) in {}", found.len(), circles::TREES.join(", "));
+    Ok(found.is_empty())
+}
+
 fn deb() -> Result<bool, String> {
     let deb = lab::package::build_deb()?;
     let size = std::fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
@@ -325,7 +347,7 @@ fn deb() -> Result<bool, String> {
     Ok(true)
 }
 
-fn test() -> Result<bool, String> {
+fn test(args: Vec<String>) -> Result<bool, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = |c: &mut Command| {
         c.current_dir(lab::workspace())
@@ -344,17 +366,43 @@ fn test() -> Result<bool, String> {
         );
     }
     lab::timings::clear()?;
-    eprintln!("xtask: unit tests");
-    if !status(Command::new(&cargo).args(["test", "--workspace", "--exclude", "tests-qemu"]))? {
-        return Ok(false);
-    }
+    eprintln!("xtask: building every test binary");
+    let bins = runner::build(&cargo, &lab::workspace())?;
+    // The lab runs the dev-profile terra and terra-controller the build above made: a
+    // release build would compile the whole dependency tree a second time (minutes on a
+    // fresh machine), and nothing the tests check depends on the profile.
+    let debug = lab::workspace().join("target/debug");
+    let debug = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| PathBuf::from(t).join("debug"))
+        .unwrap_or(debug);
+    std::env::set_var("LAB_TERRA", debug.join("terra"));
+    std::env::set_var("LAB_TERRA_CONTROLLER", debug.join("terra-controller"));
     eprintln!("xtask: host tools and artifacts");
     build::artifacts()?;
-    eprintln!("xtask: QEMU boot scenarios");
-    let passed =
-        status(Command::new(&cargo).args(["test", "-p", "tests-qemu", "--", "--test-threads=2"]))?;
+    eprintln!(
+        "xtask: {} test binaries in {} lanes (logs in {})",
+        bins.len(),
+        runner::LANES,
+        lab::lab_dir().join("test-logs").display()
+    );
+    let ran = runner::run(bins, &args, &lab::lab_dir().join("test-logs"))?;
+    let mut ran = ran;
+    ran.sort_by(|a, b| b.took.cmp(&a.took));
+    eprintln!("xtask: test binaries, slowest first (wall s):");
+    for r in &ran {
+        eprintln!(
+            "  {:7.1}  {}  {}",
+            r.took.as_secs_f64(),
+            if r.ok { "ok    " } else { "FAILED" },
+            r.name
+        );
+    }
     print_slowest(10);
-    Ok(passed)
+    let failed: Vec<_> = ran.iter().filter(|r| !r.ok).collect();
+    for r in &failed {
+        eprintln!("xtask: FAILED {} (its output: {})", r.name, r.log.display());
+    }
+    Ok(failed.is_empty())
 }
 
 /// The `n` slowest boot scenarios of this run, from the lab's timings.
