@@ -17,6 +17,7 @@ pub mod links;
 pub mod netlink;
 pub mod route;
 pub mod socket;
+pub mod types;
 pub mod vlan;
 
 use std::fmt;
@@ -25,11 +26,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub use ipconfig::{IfaceConfig, Method, NetConfig, Selector};
-use lease::{Lease, Lease6, LeaseRoute, LeaseRoute6, MadeLink};
+use crate::devices::Devices;
+use crate::report::network::{Lease, Lease6, LeaseRoute, LeaseRoute6, MadeLink, NetworkRecords};
+pub use ipconfig::{IfaceConfig, Method, NetConfig};
 use links::Built;
 use netlink::{Link, Netlink, NetlinkError, Route, Route6};
 use route::ExtraRoute;
+pub use types::Selector;
 
 /// Where the handoff goes and whether the host name is set (tests say no, or use a UTS
 /// namespace of their own).
@@ -209,6 +212,16 @@ pub struct NetworkReport {
 }
 
 impl NetworkReport {
+    /// The boot report's network parts: the IPv4 leases, the IPv6 configurations and the
+    /// links made, in the order they were configured.
+    pub fn records(&self) -> NetworkRecords<'_> {
+        NetworkRecords {
+            leases: self.configured.iter().map(|c| &c.lease).collect(),
+            leases6: self.configured6.iter().map(|c| &c.lease).collect(),
+            links: &self.links,
+        }
+    }
+
     /// One line per configured interface, for logs and the rescue report.
     pub fn summary(&self) -> Vec<String> {
         self.configured
@@ -286,6 +299,16 @@ struct Plan {
     offered: dhcp::Offered,
     mtu: Option<u32>,
     started: Instant,
+}
+
+/// The network phase as the boot runs it: loads the drivers of the links it is to make
+/// (bonds and VLANs are made by drivers no device asks for), then [`bring_up`] with the
+/// system's handoff, handling `devices`' events while it waits.
+pub fn run(cfg: &NetConfig, devices: &mut Devices) -> Result<NetworkReport, NetworkError> {
+    for m in cfg.links.modules() {
+        devices.load_with(m.name, m.params);
+    }
+    bring_up(cfg, &mut |d| devices.pump(d), &Handoff::system())
 }
 
 /// Brings the network up as `cfg` says. `pump` waits for (and handles) device events for at

@@ -29,6 +29,8 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
+use super::types::format_mac;
+
 /// A netlink request that failed; `what` names the request and the interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetlinkError {
@@ -83,14 +85,6 @@ impl Link {
     pub fn mac_string(&self) -> String {
         format_mac(&self.mac)
     }
-}
-
-/// "aa:bb:…" for any hardware address.
-pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// A virtual link stage0 makes.
