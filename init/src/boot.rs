@@ -103,15 +103,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.clock.phase("early");
 
     s.phase = "config";
-    // Read once: every loader below takes its keys from the same line.
-    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    let cfg = load_config(&cmdline)?;
-    let mut iscsi_plan = load_iscsi(&cfg, &cmdline)?;
-    let mut net = load_network(&cfg, &cmdline, iscsi_plan.as_ref())?;
-    if cfg.debug {
-        log::set_max_level(log::LevelFilter::Debug);
-    }
+    let (cfg, mut iscsi_plan, mut net) = configure()?;
     s.rescue = cfg.rescue;
     s.awaited = Some(cfg.root.to_string());
     s.clock.phase("config");
@@ -158,11 +150,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
 
     s.phase = "switch";
     // The network phase, when it ran, already set the name (config first, then the lease).
-    if net_report
-        .as_ref()
-        .and_then(|r| r.hostname.as_ref())
-        .is_none()
-    {
+    if net_report.as_ref().is_none_or(|r| r.hostname.is_none()) {
         switch::set_hostname(cfg.hostname.as_deref());
     }
     iscsi::keeper::place(&attached);
@@ -170,18 +158,17 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     s.clock.phase("switch");
     // Inside the real root, before the exec: the keeper is PID 1's child and outlives it.
     iscsi::keeper::leave(&attached);
-    let parts = Parts {
-        root: &chosen.root,
-        version: chosen.version.as_ref(),
-        init: &cfg.init,
-        modules: &devices.loaded,
-        network: net_report
-            .as_ref()
-            .map(NetworkReport::records)
-            .unwrap_or_default(),
-        iscsi: attached.iter().map(|a| &a.report).collect(),
-    };
-    report::write(&s.clock, &parts);
+    report::write(
+        &s.clock,
+        &Parts {
+            root: &chosen.root,
+            version: chosen.version.as_ref(),
+            init: &cfg.init,
+            modules: &devices.loaded,
+            network: net_report.as_ref().map(NetworkReport::records),
+            iscsi: attached.iter().map(|a| &a.report).collect(),
+        },
+    );
     log::info!(
         "exec {} after {:.1} ms in the initramfs (peak RSS {} kB)",
         cfg.init,
@@ -197,6 +184,20 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         }
     }
     Err(err.into())
+}
+
+/// The config phase: reads the command line once (every loader takes its keys from the
+/// same line), then resolves the boot, the iSCSI plan and the network task.
+fn configure() -> Result<(BootConfig, Option<Plan>, Option<NetConfig>), ConfigError> {
+    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let cfg = load_config(&cmdline)?;
+    let iscsi_plan = load_iscsi(&cfg, &cmdline)?;
+    let net = load_network(&cfg, &cmdline, iscsi_plan.as_ref())?;
+    if cfg.debug {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+    Ok((cfg, iscsi_plan, net))
 }
 
 fn load_config(cmdline: &str) -> Result<BootConfig, ConfigError> {

@@ -579,6 +579,20 @@ mod tests {
     }
 
     #[test]
+    fn the_last_non_empty_hostname_wins_over_node_toml() {
+        let node = NodeConfig {
+            hostname: Some("from-toml".into()),
+            ..NodeConfig::default()
+        };
+        let name = |line| BootConfig::resolve(node.clone(), line).unwrap().hostname;
+        assert_eq!(name("quiet").as_deref(), Some("from-toml"));
+        assert_eq!(name("hostname=a hostname=b").as_deref(), Some("b"));
+        assert_eq!(name("hostname=a hostname=").as_deref(), Some("a"));
+        assert_eq!(name("hostname=").as_deref(), Some("from-toml"));
+        assert_eq!(resolve("hostname").unwrap().hostname, None);
+    }
+
+    #[test]
     fn defaults_follow_terra_layout() {
         let c = resolve("console=ttyS0 quiet").unwrap();
         assert_eq!(c.root, RootSpec::Label("os".into()));

@@ -510,6 +510,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn modules_load_skips_comments_and_blank_lines() {
+        assert_eq!(
+            modules_load("# forced\nvirtio_blk\n\n  e1000  \n#x\n"),
+            ["virtio_blk", "e1000"]
+        );
+    }
+
+    #[test]
     fn uevent_add_with_modalias() {
         let msg = b"add@/devices/pci0000:00/0000:00:04.0/virtio1\0ACTION=add\0DEVPATH=/devices/pci0000:00/0000:00:04.0/virtio1\0SUBSYSTEM=virtio\0MODALIAS=virtio:d00000002v00001AF4\0SEQNUM=812\0";
         assert_eq!(

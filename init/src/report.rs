@@ -224,8 +224,8 @@ pub struct Parts<'a> {
     pub init: &'a str,
     /// Modules loaded, in order.
     pub modules: &'a [String],
-    /// The network phase's records.
-    pub network: NetworkRecords<'a>,
+    /// The network phase's records; None when it did not run.
+    pub network: Option<NetworkRecords<'a>>,
     /// The iSCSI disks attached.
     pub iscsi: Vec<&'a IscsiReport>,
 }
@@ -233,6 +233,7 @@ pub struct Parts<'a> {
 /// Writes [`layout::BOOT_REPORT`] (inside the real root's /run, after the switch). Best
 /// effort: a report that cannot be written must not stop the boot.
 pub fn write(clock: &Clock, parts: &Parts<'_>) {
+    let network = parts.network.clone().unwrap_or_default();
     let report = BootReport {
         stage0: env!("CARGO_PKG_VERSION"),
         uptime_at_start_ms: clock.uptime_at_start_ms,
@@ -243,9 +244,9 @@ pub fn write(clock: &Clock, parts: &Parts<'_>) {
         version: parts.version,
         init: parts.init,
         modules: parts.modules,
-        network: &parts.network.leases,
-        network_ipv6: &parts.network.leases6,
-        network_links: parts.network.links,
+        network: &network.leases,
+        network_ipv6: &network.leases6,
+        network_links: network.links,
         iscsi: &parts.iscsi,
         stage0_peak_rss_kb: peak_rss_kb(),
     };
