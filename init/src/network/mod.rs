@@ -68,14 +68,19 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// A link that was configured (it had carrier), with what it got.
-    fn configured(link: &Link, outcome: String) -> Self {
+    /// What a job on `link` came to, with the carrier as it was then.
+    fn on(link: &Link, carrier: bool, outcome: String) -> Self {
         Attempt {
             ifname: link.name.clone(),
             mac: link.mac_string(),
-            carrier: true,
+            carrier,
             outcome,
         }
+    }
+
+    /// A link that was configured (it had carrier), with what it got.
+    fn configured(link: &Link, outcome: String) -> Self {
+        Attempt::on(link, true, outcome)
     }
 }
 
@@ -562,6 +567,80 @@ fn run_jobs(
     })
 }
 
+/// A job's link, up with the configured MTU, once its carrier came or the deadline passed.
+struct Up {
+    /// The job's own netlink socket.
+    nl: Netlink,
+    /// Whether the link has carrier.
+    carrier: bool,
+}
+
+/// What every job does first, whatever the family: its own netlink socket, the link up with
+/// the configured MTU, and its carrier awaited until `deadline`.
+fn link_up(
+    link: &Link,
+    iface: &IfaceConfig,
+    deadline: Instant,
+    started: Instant,
+) -> Result<Up, Attempt> {
+    let fail = |carrier, e: NetlinkError| Attempt::on(link, carrier, e.to_string());
+    let mut nl = Netlink::open().map_err(|e| fail(link.carrier, e))?;
+    nl.set_up(link, iface.mtu)
+        .map_err(|e| fail(link.carrier, e))?;
+    let now = nl
+        .wait_carrier(link.index, deadline)
+        .map_err(|e| fail(false, e))?;
+    log::debug!(
+        "{}: carrier {} after {:.1} ms (running {})",
+        link.name,
+        if now.carrier { "up" } else { "down" },
+        started.elapsed().as_secs_f64() * 1000.0,
+        now.running
+    );
+    Ok(Up {
+        nl,
+        carrier: now.carrier,
+    })
+}
+
+impl Up {
+    /// An exchange needs carrier: without it nothing is sent (`why` says what was not done).
+    fn require_carrier(&self, link: &Link, why: &str) -> Result<(), Attempt> {
+        if self.carrier {
+            Ok(())
+        } else {
+            Err(Attempt::on(link, false, format!("no carrier; {why}")))
+        }
+    }
+
+    /// A static address: a named link gets it with or without carrier; "any link" means
+    /// the first one that is plugged in.
+    fn static_allowed(&self, link: &Link, any: bool) -> Result<(), Attempt> {
+        if any && !self.carrier {
+            return Err(Attempt::on(link, false, "no carrier".into()));
+        }
+        Ok(())
+    }
+
+    /// A failed exchange, with the carrier read again: it may have gone meanwhile.
+    fn failed(&mut self, link: &Link, outcome: String) -> Attempt {
+        let carrier = self.nl.link(link.index).map(|l| l.carrier).unwrap_or(false);
+        Attempt::on(link, carrier, outcome)
+    }
+}
+
+/// The link's hardware address as a DHCP client identity (`client` names the protocol).
+fn ethernet_mac(link: &Link, client: &str) -> Result<[u8; 6], Attempt> {
+    <[u8; 6]>::try_from(link.mac.as_slice()).map_err(|_| {
+        Attempt::on(
+            link,
+            true,
+            format!("not an Ethernet address: {client} needs one"),
+        )
+    })
+}
+
+/// One IPv4 job: the link up, then a static address planned or a DHCP exchange run.
 fn run_one(
     link: &Link,
     iface: &IfaceConfig,
@@ -571,36 +650,15 @@ fn run_one(
     hostname: Option<&str>,
 ) -> Result<Plan, Attempt> {
     let started = Instant::now();
-    let fail = |carrier: bool, outcome: String| Attempt {
-        ifname: link.name.clone(),
-        mac: link.mac_string(),
-        carrier,
-        outcome,
-    };
-    let mut nl = Netlink::open().map_err(|e| fail(link.carrier, e.to_string()))?;
-    nl.set_up(link, iface.mtu)
-        .map_err(|e| fail(link.carrier, e.to_string()))?;
-    let now = nl
-        .wait_carrier(link.index, deadline)
-        .map_err(|e| fail(false, e.to_string()))?;
-    log::debug!(
-        "{}: carrier {} after {:.1} ms (running {})",
-        link.name,
-        if now.carrier { "up" } else { "down" },
-        started.elapsed().as_secs_f64() * 1000.0,
-        now.running
-    );
+    let mut up = link_up(link, iface, deadline, started)?;
     match &iface.method {
-        Method::Auto6 | Method::Dhcp6 | Method::Static6(_) => Err(fail(
-            now.carrier,
+        Method::Auto6 | Method::Dhcp6 | Method::Static6(_) => Err(Attempt::on(
+            link,
+            up.carrier,
             "an IPv6 method in the IPv4 client".into(),
         )),
         Method::Static(s) => {
-            // A named link gets its static address with or without carrier; "any link" means
-            // the first one that is plugged in.
-            if any && !now.carrier {
-                return Err(fail(false, "no carrier".into()));
-            }
+            up.static_allowed(link, any)?;
             Ok(Plan {
                 source: "static",
                 offered: dhcp::Offered {
@@ -614,14 +672,10 @@ fn run_one(
             })
         }
         Method::Dhcp { requested } => {
-            if !now.carrier {
-                return Err(fail(false, "no carrier; nothing sent".into()));
-            }
-            let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
-                return Err(fail(true, "not an Ethernet address: DHCP needs one".into()));
-            };
+            up.require_carrier(link, "nothing sent")?;
+            let mac = ethernet_mac(link, "DHCP")?;
             let mut t = socket::UdpTransport::bind(&link.name)
-                .map_err(|e| fail(true, format!("cannot bind UDP port 68: {e}")))?;
+                .map_err(|e| Attempt::on(link, true, format!("cannot bind UDP port 68: {e}")))?;
             let settings = dhcp::Settings {
                 identity: dhcp::Identity {
                     mac,
@@ -632,26 +686,20 @@ fn run_one(
             };
             let mut log = dhcp::Transcript::default();
             let mut rng = dhcp::Rng::from_kernel();
-            match dhcp::run(&mut t, &settings, stop, &mut rng, &mut log) {
-                Ok(reply) => {
-                    log::info!("{}: {log}", link.name);
-                    Ok(Plan {
-                        source: "dhcp",
-                        mtu: reply
-                            .offered
-                            .mtu
-                            .map(u32::from)
-                            .filter(|m| *m >= 68)
-                            .or(iface.mtu),
-                        offered: reply.offered,
-                        started,
-                    })
-                }
-                Err(e) => {
-                    let carrier = nl.link(link.index).map(|l| l.carrier).unwrap_or(false);
-                    Err(fail(carrier, format!("DHCP {e}: {log}")))
-                }
-            }
+            let reply = dhcp::run(&mut t, &settings, stop, &mut rng, &mut log)
+                .map_err(|e| up.failed(link, format!("DHCP {e}: {log}")))?;
+            log::info!("{}: {log}", link.name);
+            Ok(Plan {
+                source: "dhcp",
+                mtu: reply
+                    .offered
+                    .mtu
+                    .map(u32::from)
+                    .filter(|m| *m >= 68)
+                    .or(iface.mtu),
+                offered: reply.offered,
+                started,
+            })
         }
     }
 }
@@ -666,20 +714,9 @@ fn run_one6(
     any: bool,
 ) -> Result<Plan6, Attempt> {
     let started = Instant::now();
-    let fail = |carrier: bool, outcome: String| Attempt {
-        ifname: link.name.clone(),
-        mac: link.mac_string(),
-        carrier,
-        outcome,
-    };
     ipv6::enable(&link.name, iface.method == Method::Auto6)
-        .map_err(|e| fail(link.carrier, e.to_string()))?;
-    let mut nl = Netlink::open().map_err(|e| fail(link.carrier, e.to_string()))?;
-    nl.set_up(link, iface.mtu)
-        .map_err(|e| fail(link.carrier, e.to_string()))?;
-    let now = nl
-        .wait_carrier(link.index, deadline)
-        .map_err(|e| fail(false, e.to_string()))?;
+        .map_err(|e| Attempt::on(link, link.carrier, e.to_string()))?;
+    let mut up = link_up(link, iface, deadline, started)?;
     let plan = |method, address, prefix| Plan6 {
         method,
         address,
@@ -694,11 +731,10 @@ fn run_one6(
         mtu: iface.mtu,
         started,
     };
+    let fail = |outcome: String| Attempt::on(link, true, outcome);
     match &iface.method {
         Method::Static6(s) => {
-            if any && !now.carrier {
-                return Err(fail(false, "no carrier".into()));
-            }
+            up.static_allowed(link, any)?;
             let mut p = plan("static", s.address, s.prefix);
             p.add = s
                 .gateway
@@ -714,44 +750,33 @@ fn run_one6(
             Ok(p)
         }
         Method::Auto6 => {
-            if !now.carrier {
-                return Err(fail(false, "no carrier; no router heard".into()));
-            }
-            let a = ipv6::wait_autoconf(&mut nl, link.index, deadline, stop)
-                .map_err(|e| fail(true, format!("SLAAC: {e}")))?;
+            up.require_carrier(link, "no router heard")?;
+            let a = ipv6::wait_autoconf(&mut up.nl, link.index, deadline, stop)
+                .map_err(|e| fail(format!("SLAAC: {e}")))?;
             let mut p = plan("auto6", a.address.address, a.address.prefix);
             p.kernels = true;
             p.learned = std::iter::once(a.default).chain(a.routes).collect();
             Ok(p)
         }
         Method::Dhcp6 => {
-            if !now.carrier {
-                return Err(fail(false, "no carrier; nothing sent".into()));
-            }
-            let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
-                return Err(fail(
-                    true,
-                    "not an Ethernet address: DHCPv6 needs one".into(),
-                ));
-            };
+            up.require_carrier(link, "nothing sent")?;
+            let mac = ethernet_mac(link, "DHCPv6")?;
             // Messages go from the link-local address, usable once DAD is done.
-            let ll = ipv6::wait_link_local(&mut nl, link.index, deadline, stop)
-                .map_err(|e| fail(true, format!("DHCPv6: {e}")))?;
+            let ll = ipv6::wait_link_local(&mut up.nl, link.index, deadline, stop)
+                .map_err(|e| fail(format!("DHCPv6: {e}")))?;
             let mut t = socket::UdpTransport6::bind(&link.name, link.index, ll)
-                .map_err(|e| fail(true, format!("cannot bind UDP [{ll}]:546: {e}")))?;
+                .map_err(|e| fail(format!("cannot bind UDP [{ll}]:546: {e}")))?;
             let settings = dhcp6::Settings6 { mac, deadline };
             let mut log = dhcp6::Transcript6::default();
             let mut rng = dhcp::Rng::from_kernel();
-            let a = dhcp6::run(&mut t, &settings, stop, &mut rng, &mut log).map_err(|e| {
-                let carrier = nl.link(link.index).map(|l| l.carrier).unwrap_or(false);
-                fail(carrier, format!("DHCPv6 {e}: {log}"))
-            })?;
+            let a = dhcp6::run(&mut t, &settings, stop, &mut rng, &mut log)
+                .map_err(|e| up.failed(link, format!("DHCPv6 {e}: {log}")))?;
             log::info!("{}: {log}", link.name);
             // DHCPv6 gives an address, not a route: the default route and the on-link
             // prefix come from router advertisements (RFC 8415 §18.2.10.1 leaves them there).
             let ra_until = deadline.min(Instant::now() + RA_GRACE);
-            let default = ipv6::wait_default_route(&mut nl, link.index, ra_until, stop)
-                .map_err(|e| fail(true, e.to_string()))?;
+            let default = ipv6::wait_default_route(&mut up.nl, link.index, ra_until, stop)
+                .map_err(|e| fail(e.to_string()))?;
             let mut p = plan("dhcp6", a.address, 128);
             p.dns = a.dns;
             p.search = a.search;
@@ -760,8 +785,9 @@ fn run_one6(
             p.learned = default.into_iter().collect();
             Ok(p)
         }
-        Method::Dhcp { .. } | Method::Static(_) => Err(fail(
-            now.carrier,
+        Method::Dhcp { .. } | Method::Static(_) => Err(Attempt::on(
+            link,
+            up.carrier,
             "an IPv4 method in the IPv6 client".into(),
         )),
     }
