@@ -193,8 +193,17 @@ pub fn add_dhcp_targets(
         .flat_map(|r| &r.configured)
         .filter_map(|c| c.lease.root_path.as_deref())
         .collect();
+    add_root_paths(plan, node, &offered)
+}
+
+/// [`add_dhcp_targets`] for the root paths the leases `offered`.
+fn add_root_paths(
+    plan: &mut Plan,
+    node: &IscsiSection,
+    offered: &[&str],
+) -> Result<(), IscsiError> {
     let mut added = 0;
-    for root_path in &offered {
+    for root_path in offered {
         if target::add_root_path(plan, node, root_path).map_err(IscsiError::RootPath)? {
             added += 1;
         }
@@ -321,4 +330,36 @@ fn attach_one(
             chap: kept_chap,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dhcp_root_paths_add_targets_and_an_empty_offer_names_what_was_offered() {
+        let node = IscsiSection::default();
+        let mut plan = target::plan(&node, "netroot=dhcp").unwrap().unwrap();
+        let offered = [
+            "nfs:10.0.2.2:/srv",
+            "iscsi:u:s3cret@10.0.2.2::3260::iqn.2024-01.x:root",
+        ];
+        add_root_paths(&mut plan, &node, &offered).unwrap();
+        assert_eq!(plan.targets.len(), 1);
+        assert_eq!(plan.targets[0].iqn, "iqn.2024-01.x:root");
+
+        let mut plan = target::plan(&node, "netroot=dhcp").unwrap().unwrap();
+        let err = add_root_paths(&mut plan, &node, &["nfs:u:s3cret@10.0.2.2:/srv"]).unwrap_err();
+        let IscsiError::NoDhcpRootPath { offered } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(offered, &["***@10.0.2.2:/srv"]);
+        assert!(!err.to_string().contains("s3cret"));
+        // A plan not made with netroot=dhcp takes nothing from the leases.
+        let mut plan = target::plan(&node, "netroot=iscsi:10.0.2.2::::iqn.2024-01.x:a")
+            .unwrap()
+            .unwrap();
+        add_dhcp_targets(&mut plan, &node, None).unwrap();
+        assert_eq!(plan.targets.len(), 1);
+    }
 }
