@@ -230,31 +230,105 @@ pub struct Parts<'a> {
     pub iscsi: Vec<&'a IscsiReport>,
 }
 
+impl<'a> BootReport<'a> {
+    /// The report as of now: the clock's phases and times, and the phases' parts.
+    pub fn new(clock: &'a Clock, parts: &'a Parts<'a>, network: &'a NetworkRecords<'a>) -> Self {
+        BootReport {
+            stage0: env!("CARGO_PKG_VERSION"),
+            uptime_at_start_ms: clock.uptime_at_start_ms,
+            uptime_at_init_ms: uptime_ms(),
+            initramfs_ms: clock.total_ms(),
+            phases: &clock.phases,
+            root: parts.root,
+            version: parts.version,
+            init: parts.init,
+            modules: parts.modules,
+            network: &network.leases,
+            network_ipv6: &network.leases6,
+            network_links: network.links,
+            iscsi: &parts.iscsi,
+            stage0_peak_rss_kb: peak_rss_kb(),
+        }
+    }
+}
+
 /// Writes [`layout::BOOT_REPORT`] (inside the real root's /run, after the switch). Best
 /// effort: a report that cannot be written must not stop the boot.
 pub fn write(clock: &Clock, parts: &Parts<'_>) {
     let network = parts.network.clone().unwrap_or_default();
-    let report = BootReport {
-        stage0: env!("CARGO_PKG_VERSION"),
-        uptime_at_start_ms: clock.uptime_at_start_ms,
-        uptime_at_init_ms: uptime_ms(),
-        initramfs_ms: clock.total_ms(),
-        phases: &clock.phases,
-        root: parts.root,
-        version: parts.version,
-        init: parts.init,
-        modules: parts.modules,
-        network: &network.leases,
-        network_ipv6: &network.leases6,
-        network_links: network.links,
-        iscsi: &parts.iscsi,
-        stage0_peak_rss_kb: peak_rss_kb(),
-    };
+    let report = BootReport::new(clock, parts, &network);
     let result = std::fs::create_dir_all(layout::RUN_TERRA).and_then(|()| {
         let json = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?;
         std::fs::write(layout::BOOT_REPORT, json)
     });
     if let Err(e) = result {
         log::warn!("cannot write {}: {e}", layout::BOOT_REPORT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_boot_report_keeps_its_fields_and_order_and_no_secret() {
+        let mut clock = Clock::start();
+        clock.phase("early");
+        let root = RootReport {
+            device: "/dev/sda".into(),
+            fstype: "btrfs".into(),
+            ..RootReport::default()
+        };
+        let disk = IscsiReport {
+            target: "iqn.2024-01.x:root".into(),
+            portal: "10.0.2.2:3260".into(),
+            source: "netroot",
+            device: "sda".into(),
+            sid: 1,
+            host: 2,
+            chap: Some("SHA-256"),
+            mutual_chap: false,
+            login_ms: 1.5,
+            total_ms: 9.0,
+        };
+        let modules = ["virtio_net".to_string()];
+        let parts = Parts {
+            root: &root,
+            version: None,
+            init: "/sbin/init",
+            modules: &modules,
+            network: None,
+            iscsi: vec![&disk],
+        };
+        let network = NetworkRecords::default();
+        let v = serde_json::to_value(BootReport::new(&clock, &parts, &network)).unwrap();
+        let text = serde_json::to_string(&BootReport::new(&clock, &parts, &network)).unwrap();
+        let keys = [
+            "stage0",
+            "uptime_at_start_ms",
+            "uptime_at_init_ms",
+            "initramfs_ms",
+            "phases",
+            "root",
+            "version",
+            "init",
+            "modules",
+            "network",
+            "network_ipv6",
+            "network_links",
+            "iscsi",
+            "stage0_peak_rss_kb",
+        ];
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        assert_eq!(v["phases"][0]["name"], "early");
+        assert_eq!(v["version"], serde_json::Value::Null);
+        assert_eq!(v["network"], serde_json::json!([]));
+        assert_eq!(v["iscsi"][0]["device"], "sda");
+        assert_eq!(v["iscsi"][0]["chap"], "SHA-256");
+        assert_eq!(v["iscsi"][0].as_object().unwrap().len(), 10);
     }
 }
