@@ -13,11 +13,8 @@ use std::path::Path;
 
 use crate::bootstate::{self, StateError};
 use crate::esp;
-use crate::layout::{BOOT_REPORT, INIT};
-use crate::select;
+use crate::layout::{BLESS_PROGRAM as PROGRAM, BOOT_REPORT, INIT};
 
-/// The confirmation command stage0 leaves for the real system.
-pub const PROGRAM: &str = "/run/terra/bless";
 /// systemd's runtime unit directory.
 pub const UNIT_DIR: &str = "/run/systemd/system";
 /// The unit that runs [`PROGRAM`] once the boot is complete.
@@ -128,7 +125,7 @@ pub fn bless(verdict: Verdict) -> Result<String, String> {
     let booted = booted_from_report(&report)?;
     private_mounts()?;
     let name = booted.name.clone();
-    select::with_top(&booted.device, &booted.top_options, |top| {
+    bootstate::with_top(&booted.device, &booted.top_options, |top| {
         // Wait for a `terra` that is changing the versions (it holds this lock), so that
         // neither overwrites the other's change.
         let lock_path = top.join(bootstate::STATE_DIR).join("lock");

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout::TOP;
+
 /// Directory at the top level of the root filesystem that holds Terra's own files.
 pub const STATE_DIR: &str = ".terra";
 /// The state file inside [`STATE_DIR`].
@@ -534,6 +536,37 @@ pub fn store(top: &Path, state: &mut BootState) -> Result<(), StateError> {
     std::fs::File::open(&dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(&dir))
+}
+
+/// Mounts the top level of `device` with `options` at [`TOP`], runs `f`, unmounts. stage0
+/// uses it after the switch (a failed exec marks the version bad) and the confirmation
+/// command in the real system; both find the device and options in the boot report.
+pub fn with_top<T>(
+    device: &str,
+    options: &str,
+    f: impl FnOnce(&Path) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let top = Path::new(TOP);
+    std::fs::create_dir_all(top).map_err(|err| StateError::Io {
+        path: top.to_path_buf(),
+        err,
+    })?;
+    nix::mount::mount(
+        Some(device),
+        TOP,
+        Some("btrfs"),
+        nix::mount::MsFlags::empty(),
+        Some(options),
+    )
+    .map_err(|e| StateError::Io {
+        path: top.to_path_buf(),
+        err: io::Error::other(format!("mount {device} ({options}): {e}")),
+    })?;
+    let out = f(top);
+    if let Err(e) = nix::mount::umount2(TOP, nix::mount::MntFlags::MNT_DETACH) {
+        log::warn!("cannot unmount {TOP}: {e}");
+    }
+    out
 }
 
 /// Now as RFC 3339 UTC (`2026-12-01T09:30:00Z`), without a calendar crate.

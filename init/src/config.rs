@@ -259,6 +259,9 @@ pub struct BootConfig {
     pub modules: Vec<String>,
     /// Debug logging.
     pub debug: bool,
+    /// The host name to set: `hostname=` (Terra OS's key; the last non-empty one wins),
+    /// else node.toml's `hostname`.
+    pub hostname: Option<String>,
     /// Kernels carried by versions (`terra.kexec=`).
     pub kexec: Kexec,
     /// A live root (`root=live:…`): [`BootConfig::root`] is the medium.
@@ -387,6 +390,7 @@ impl BootConfig {
         let mut rescue = None;
         let mut modules = boot.modules.clone();
         let mut debug = false;
+        let mut hostname = None;
         let mut kexec = Kexec::Auto;
         let mut kexec_from = None;
         let mut live = false;
@@ -439,6 +443,7 @@ impl BootConfig {
                 ("terra.modules", Some(s)) => {
                     modules.extend(s.split(',').filter(|m| !m.is_empty()).map(str::to_string))
                 }
+                ("hostname", Some(s)) if !s.is_empty() => hostname = Some(s.to_string()),
                 ("terra.debug", None | Some("1")) => debug = true,
                 ("terra.debug", Some("0")) => debug = false,
                 ("terra.kexec", Some("off")) => kexec = Kexec::Off,
@@ -489,6 +494,7 @@ impl BootConfig {
             rescue: rescue.unwrap_or(RescueAction::Shell),
             modules,
             debug,
+            hostname: hostname.or_else(|| node.hostname.clone()),
             kexec: match kexec {
                 Kexec::Into { version, .. } => Kexec::Into {
                     version,
@@ -570,6 +576,20 @@ mod tests {
 
     fn resolve(cmdline: &str) -> Result<BootConfig, ConfigError> {
         BootConfig::resolve(NodeConfig::default(), cmdline)
+    }
+
+    #[test]
+    fn the_last_non_empty_hostname_wins_over_node_toml() {
+        let node = NodeConfig {
+            hostname: Some("from-toml".into()),
+            ..NodeConfig::default()
+        };
+        let name = |line| BootConfig::resolve(node.clone(), line).unwrap().hostname;
+        assert_eq!(name("quiet").as_deref(), Some("from-toml"));
+        assert_eq!(name("hostname=a hostname=b").as_deref(), Some("b"));
+        assert_eq!(name("hostname=a hostname=").as_deref(), Some("a"));
+        assert_eq!(name("hostname=").as_deref(), Some("from-toml"));
+        assert_eq!(resolve("hostname").unwrap().hostname, None);
     }
 
     #[test]

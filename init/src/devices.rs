@@ -16,6 +16,7 @@ use nix::sys::socket::{
     SockProtocol, SockType,
 };
 
+use crate::config::BootConfig;
 use crate::modindex::{IndexError, ModuleIndex};
 use crate::probe::{self, Identity};
 
@@ -90,6 +91,23 @@ pub struct Devices {
 type Preload = std::thread::JoinHandle<Vec<(String, Result<(), String>)>>;
 
 impl Devices {
+    /// The devices phase as the boot runs it: the running kernel's packed modules, the
+    /// builder's `modules.load` and the configured modules forced, and the root
+    /// filesystem's module loaded on a thread when there is a CPU to spare.
+    pub fn start_for_boot(cfg: &BootConfig) -> Result<Self, DeviceError> {
+        let kver = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(crate::layout::MODULES_LOAD_ABS).unwrap_or_default();
+        let mut forced = modules_load(&text);
+        forced.extend(cfg.modules.iter().cloned());
+        // With one CPU a parallel load only competes with finding the disk; with more it
+        // hides the root filesystem module's load time behind device discovery.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let preload = (cpus > 1).then(|| cfg.expected_fs_module());
+        Devices::start(Paths::system(&kver), &forced, preload.as_deref())
+    }
+
     /// Binds the uevent socket first (so nothing that appears during coldplug is missed),
     /// starts loading `preload` on a thread, then loads the forced modules and coldplugs.
     pub fn start(
@@ -389,6 +407,16 @@ impl Devices {
     }
 }
 
+/// The module names of a `modules.load` file: one per line, `#` comments and blank lines
+/// skipped.
+pub fn modules_load(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
 /// "btrfs LABEL=os UUID=…" style description of an identity.
 pub fn describe(id: &Identity) -> String {
     let mut parts = vec![id.fstype.map_or("unknown", |t| t.as_str()).to_string()];
@@ -480,6 +508,14 @@ fn collect_modaliases(sys: &Path, out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modules_load_skips_comments_and_blank_lines() {
+        assert_eq!(
+            modules_load("# forced\nvirtio_blk\n\n  e1000  \n#x\n"),
+            ["virtio_blk", "e1000"]
+        );
+    }
 
     #[test]
     fn uevent_add_with_modalias() {

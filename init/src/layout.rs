@@ -23,6 +23,12 @@ pub const SYSROOT: &str = "/sysroot";
 pub const RUN_TERRA: &str = "/run/terra";
 /// Boot report written for the real system.
 pub const BOOT_REPORT: &str = "/run/terra/boot.json";
+/// The confirmation command stage0 leaves for the real system when a tentative version
+/// boots (`bless.rs`); the keeper's fallback links to it.
+pub const BLESS_PROGRAM: &str = "/run/terra/bless";
+/// Where the top level of the root filesystem is mounted while stage0 (or the
+/// confirmation in the real system) reads and writes the boot state.
+pub const TOP: &str = "/run/terra/top";
 /// Index files kept (filtered) next to the packed modules.
 pub const MODULE_INDEX_FILES: [&str; 4] = [
     "modules.dep",

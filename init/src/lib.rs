@@ -11,7 +11,6 @@ pub mod devices;
 pub mod early;
 pub mod entropy;
 pub mod esp;
-pub mod hints;
 pub mod iscsi;
 pub mod kexec;
 pub mod layout;
@@ -25,3 +24,6 @@ pub mod rescue;
 pub mod select;
 pub mod storage;
 pub mod switch;
+
+/// The driver-hints table, which the builder writes (its old path, kept for the builder).
+pub use rescue::hints;

@@ -1,5 +1,8 @@
 //! rescue: say what was awaited and what was seen, then shell, reboot or halt.
-//! PID 1 must never exit, so nothing here returns.
+//! PID 1 must never exit, so nothing here returns. [`hints`] names the drivers a failed
+//! boot lacked.
+
+pub mod hints;
 
 use std::io::Write;
 use std::path::Path;
@@ -9,6 +12,7 @@ use std::time::Duration;
 use nix::sys::reboot::{reboot, RebootMode};
 
 use crate::config::RescueAction;
+use crate::devices::Devices;
 use crate::layout::RESCUE_SHELL;
 
 /// Everything the rescue report can tell.
@@ -36,6 +40,22 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
+    /// Adds what the devices phase saw: block devices, modules loaded and failed (the
+    /// preloads finished first), modaliases without a driver, and the drivers the hints
+    /// table names for the storage and network devices among them.
+    pub fn add_devices(&mut self, d: &mut Devices) {
+        d.finish_preloads();
+        self.blocks = d.block_summary();
+        self.loaded = d.loaded.clone();
+        self.failed = d.failed.clone();
+        self.unmatched = d.unmatched;
+        // Read only now: the table is for a boot that failed.
+        let table =
+            std::fs::read_to_string(Path::new("/").join(hints::HINTS_FILE)).unwrap_or_default();
+        self.missing_drivers =
+            hints::missing_drivers(&hints::Hints::parse(&table), &d.driverless());
+    }
+
     /// The report as printed on the console.
     pub fn render(&self) -> String {
         let mut s = String::new();

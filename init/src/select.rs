@@ -1,4 +1,5 @@
-//! Phase 7, root: which version boots (ARCHITECTURE.md, "Versions and boot state").
+//! Phase 7, root: which version boots (ARCHITECTURE.md, "Versions and boot state"), or the
+//! live medium's image.
 //!
 //! When the root filesystem carries a boot state (`.terra/state.json` at its top level),
 //! stage0 mounts the top level read-write at [`TOP`], chooses, counts and stores *before*
@@ -12,19 +13,14 @@ use std::fmt;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use serde::Serialize;
-
 use crate::bootstate::{self, BootState, Candidate, StateError, Status, Why};
 use crate::config::{BootConfig, Kexec};
 use crate::kexec;
-use crate::layout::SYSROOT;
-use crate::report::RootReport;
+use crate::layout::{SYSROOT, TOP};
+use crate::live::{self, LiveError};
+use crate::report::{Attempt, KexecReport, RootReport, VersionReport};
 use crate::storage::{self, RootDevice, StorageError};
 use crate::switch::{self, SwitchError};
-
-/// Where the top level of the root filesystem is mounted while stage0 (or the
-/// confirmation in the real system) reads and writes the boot state.
-pub const TOP: &str = "/run/terra/top";
 
 /// What mounting the ESP needs: FAT with its default code page and I/O charset.
 const ESP_MODULES: [&str; 3] = ["vfat", "nls_cp437", "nls_ascii"];
@@ -34,8 +30,10 @@ const ESP_MODULES: [&str; 3] = ["vfat", "nls_cp437", "nls_ascii"];
 pub enum SelectError {
     /// The root (without versions) could not be mounted.
     Storage(StorageError),
-    /// The root (without versions) is unusable.
+    /// The root (without versions, or a live one) is unusable.
     Switch(SwitchError),
+    /// The live medium's image could not be mounted.
+    Live(LiveError),
     /// The pinned version cannot boot; pins never fall back.
     Pinned {
         /// The version.
@@ -65,6 +63,7 @@ impl fmt::Display for SelectError {
         match self {
             SelectError::Storage(e) => e.fmt(f),
             SelectError::Switch(e) => e.fmt(f),
+            SelectError::Live(e) => e.fmt(f),
             SelectError::Pinned { name, reason } => write!(
                 f,
                 "version {name} (pinned by version=) cannot boot: {reason}"
@@ -95,53 +94,6 @@ impl fmt::Display for SelectError {
 
 impl std::error::Error for SelectError {}
 
-/// A candidate that failed in the initramfs.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    /// The version.
-    pub name: String,
-    /// Why it was a candidate.
-    pub why: Why,
-    /// Why it failed.
-    pub reason: String,
-}
-
-/// The `version` section of `/run/terra/boot.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct VersionReport {
-    /// The version that booted.
-    pub name: String,
-    /// Why it was chosen.
-    pub why: Why,
-    /// Whether it is tentative (the real system is to confirm it).
-    pub tentative: bool,
-    /// Tries left after this boot (tentative versions).
-    pub tries_left: u32,
-    /// Candidates that failed before it, in this boot.
-    pub fallbacks: Vec<Attempt>,
-    /// The state's generation after this boot's changes.
-    pub generation: u64,
-    /// Mount options of the top level (device= members), for the confirmation.
-    pub top_options: String,
-    /// The confirmation command, when there is something to confirm.
-    pub confirm: Option<String>,
-    /// Persistent mounts stage0 made: mount point and what is there.
-    pub mounts: Vec<(String, String)>,
-    /// When this boot came through a kexec into the version's kernel: from what.
-    pub kexec: Option<KexecReport>,
-}
-
-/// How a version came to run on its own kernel.
-#[derive(Debug, Clone, Serialize)]
-pub struct KexecReport {
-    /// The kernel that booted first and chose the version.
-    pub from_release: String,
-    /// How long that first boot took, from its kernel's start to the kexec (ms).
-    pub first_boot_ms: u64,
-    /// The version's kernel, running now.
-    pub release: String,
-}
-
 /// What the root phase mounted.
 #[derive(Debug)]
 pub struct Chosen {
@@ -149,6 +101,25 @@ pub struct Chosen {
     pub root: RootReport,
     /// The version, when the filesystem carries versions.
     pub version: Option<VersionReport>,
+}
+
+/// The root phase: mounts the root at /sysroot. A live medium (`root=live:…`) carries one
+/// root and no boot state, so there is nothing to choose or count; otherwise
+/// [`mount_root`].
+pub fn mount(
+    cfg: &BootConfig,
+    dev: &RootDevice,
+    load_module: &mut dyn FnMut(&str) -> bool,
+) -> Result<Chosen, SelectError> {
+    let Some(l) = &cfg.live else {
+        return mount_root(cfg, dev, load_module);
+    };
+    let root = live::mount_root(l, dev, load_module).map_err(SelectError::Live)?;
+    switch::check_root(Path::new(SYSROOT), &cfg.init).map_err(SelectError::Switch)?;
+    Ok(Chosen {
+        root,
+        version: None,
+    })
 }
 
 /// Mounts the root at /sysroot: the chosen version when the filesystem has a boot state,
@@ -485,7 +456,7 @@ pub fn exec_failed(root: &RootReport, version: &VersionReport, reason: &str) -> 
     if version.why == Why::Pinned {
         return false;
     }
-    let marked = with_top(&root.device, &version.top_options, |top| {
+    let marked = bootstate::with_top(&root.device, &version.top_options, |top| {
         let mut state = bootstate::load(top)?
             .ok_or_else(|| StateError::Refused("the boot state disappeared".into()))?;
         // The last good version is never marked bad: rebooting into it again would loop.
@@ -511,31 +482,4 @@ pub fn exec_failed(root: &RootReport, version: &VersionReport, reason: &str) -> 
             false
         }
     }
-}
-
-/// Mounts the top level of `device` with `options` at [`TOP`], runs `f`, unmounts.
-pub fn with_top<T>(
-    device: &str,
-    options: &str,
-    f: impl FnOnce(&Path) -> Result<T, StateError>,
-) -> Result<T, StateError> {
-    let top = Path::new(TOP);
-    std::fs::create_dir_all(top).map_err(|err| StateError::Io {
-        path: top.to_path_buf(),
-        err,
-    })?;
-    nix::mount::mount(
-        Some(device),
-        TOP,
-        Some("btrfs"),
-        nix::mount::MsFlags::empty(),
-        Some(options),
-    )
-    .map_err(|e| StateError::Io {
-        path: top.to_path_buf(),
-        err: std::io::Error::other(format!("mount {device} ({options}): {e}")),
-    })?;
-    let out = f(top);
-    unmount(TOP);
-    out
 }

@@ -1,5 +1,5 @@
-//! Phases 7–8, root and switch: check the new root, move the pseudo filesystems into it,
-//! free the initramfs, chroot and exec the real init.
+//! Phases 7–8, root and switch: check the new root, set the host name, move the pseudo
+//! filesystems into the root, free the initramfs, chroot and exec the real init.
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -224,6 +224,20 @@ pub fn runnable(root: &Path, path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Sets the host name before the switch, so the real init starts with it and a configured
+/// name beats one from DHCP: `name` is `hostname=`, else node.toml's (config phase). Linux
+/// ≥ 5.19 applies `hostname=` itself at boot; node.toml's name and older kernels need this.
+/// Best effort: a name the kernel refuses is logged, not fatal.
+pub fn set_hostname(name: Option<&str>) {
+    let Some(name) = name else {
+        return;
+    };
+    match nix::unistd::sethostname(name) {
+        Ok(()) => log::info!("hostname {name}"),
+        Err(e) => log::warn!("cannot set hostname {name:?}: {e}"),
+    }
 }
 
 /// Moves /dev, /proc, /sys and /run into /sysroot, deletes the initramfs, makes /sysroot the

@@ -1,5 +1,6 @@
 //! node.toml's `[iscsi]` table as written: plain data, checked only for its shape, and the
-//! [`Secret`] type its CHAP secrets are held in. The iscsi phase (`iscsi::target`)
+//! [`Secret`] type its CHAP secrets are held in, and the redaction of secrets from
+//! messages ([`redact_toml_error`], [`redact_netroot`]). The iscsi phase (`iscsi::target`)
 //! validates the entries and merges them with the kernel command line and the iBFT.
 
 use std::fmt;
@@ -132,6 +133,22 @@ pub fn redact_toml_error(message: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A root path (`netroot=`, DHCP option 17) with `user:secret@` replaced, for messages,
+/// lease files and the boot report, which anyone on the system may read.
+pub fn redact_netroot(v: &str) -> String {
+    match v.split_once('@') {
+        Some((a, rest)) if a.contains(':') => {
+            let scheme = if a.starts_with("iscsi:") {
+                "iscsi:"
+            } else {
+                ""
+            };
+            format!("{scheme}***@{rest}")
+        }
+        _ => v.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,11 @@ use std::fmt;
 use std::path::Path;
 use std::time::Instant;
 
+use crate::config::iscsi::{redact_netroot, IscsiSection};
+use crate::config::ConfigError;
 use crate::devices::Devices;
+use crate::network::{NetConfig, NetworkReport};
+use crate::report::IscsiReport;
 use login::{LoginConfig, LoginError};
 use netlink::{HandoffError, Netlink};
 use target::{Plan, Target};
@@ -58,6 +62,9 @@ pub enum IscsiError {
         /// How long we waited.
         secs: u64,
     },
+    /// A lease's `iscsi:` root path (DHCP option 17) cannot be used (the error names the
+    /// root path, its credentials redacted).
+    RootPath(ConfigError),
     /// `netroot=dhcp` was given, but no lease carried an `iscsi:` root path.
     NoDhcpRootPath {
         /// The root paths the leases did carry (CHAP secrets redacted).
@@ -96,6 +103,7 @@ impl fmt::Display for IscsiError {
                 }
                 write!(f, " within {secs} s")
             }
+            IscsiError::RootPath(e) => e.fmt(f),
             IscsiError::NoDhcpRootPath { offered } => {
                 write!(
                     f,
@@ -124,32 +132,88 @@ impl fmt::Display for IscsiError {
 
 impl std::error::Error for IscsiError {}
 
-/// A target that is now a local disk, for logs and the boot report (never any secret).
-#[derive(Debug, Clone, serde::Serialize)]
+/// A target that is now a local disk.
+#[derive(Debug, Clone)]
 pub struct Attached {
-    /// Target name.
-    pub target: String,
-    /// Portal logged in to.
-    pub portal: String,
-    /// Who named the target.
-    pub source: &'static str,
-    /// The block device, e.g. `sda`.
-    pub device: String,
-    /// iSCSI session id in the kernel.
-    pub sid: u32,
-    /// SCSI host number.
-    pub host: u32,
-    /// The CHAP algorithm used, if any.
-    pub chap: Option<&'static str>,
-    /// The target proved itself too (mutual CHAP).
-    pub mutual_chap: bool,
-    /// Connect + login time.
-    pub login_ms: f64,
-    /// Login through disk, in total.
-    pub total_ms: f64,
-    /// What the keeper needs to log in again (secrets included: never serialized here).
-    #[serde(skip)]
+    /// What the boot report says about it (never any secret).
+    pub report: IscsiReport,
+    /// What the keeper needs to log in again (secrets included: never serialized).
     pub keep: keeper::Kept,
+}
+
+/// Where the kernel shows the firmware's iSCSI Boot Firmware Table.
+const IBFT_DIR: &str = "/sys/firmware/ibft";
+
+/// `rd.iscsi.firmware` and `ip=ibft`, before the network phase: the kernel shows the
+/// firmware's table only once `iscsi_ibft` is loaded; its targets join `plan` and, when the
+/// network is to be the firmware's, its NICs replace `net`'s interfaces. Without either
+/// key nothing is loaded or read.
+pub fn merge_firmware(
+    plan: Option<&mut Plan>,
+    net: Option<&mut NetConfig>,
+    devices: &mut Devices,
+) -> Result<(), IscsiError> {
+    let plan = plan.filter(|p| p.firmware);
+    let net = net.filter(|n| n.ibft);
+    if plan.is_none() && net.is_none() {
+        return Ok(());
+    }
+    devices.load("iscsi_ibft");
+    let dir = Path::new(IBFT_DIR);
+    let ibft = target::read_ibft(dir);
+    if let Some(plan) = plan {
+        plan.add_firmware(&ibft, dir)?;
+    }
+    if let Some(net) = net {
+        let interfaces = ibft.interfaces();
+        if interfaces.is_empty() {
+            log::warn!("network: the iBFT describes no usable NIC; DHCP on any link");
+        } else {
+            log::info!("network: from the iBFT: {} interface(s)", interfaces.len());
+            net.interfaces = interfaces;
+            net.nameservers.extend(ibft.nameservers());
+        }
+    }
+    Ok(())
+}
+
+/// `netroot=dhcp`, after the network phase: the targets of the leases' `iscsi:` root paths
+/// (DHCP option 17) join `plan`, with CHAP from `node` for a target it names. An error when
+/// no lease carried one. Nothing to do for a plan made otherwise.
+pub fn add_dhcp_targets(
+    plan: &mut Plan,
+    node: &IscsiSection,
+    net: Option<&NetworkReport>,
+) -> Result<(), IscsiError> {
+    if !plan.from_dhcp {
+        return Ok(());
+    }
+    let offered: Vec<&str> = net
+        .iter()
+        .flat_map(|r| &r.configured)
+        .filter_map(|c| c.lease.root_path.as_deref())
+        .collect();
+    add_root_paths(plan, node, &offered)
+}
+
+/// [`add_dhcp_targets`] for the root paths the leases `offered`.
+fn add_root_paths(
+    plan: &mut Plan,
+    node: &IscsiSection,
+    offered: &[&str],
+) -> Result<(), IscsiError> {
+    let mut added = 0;
+    for root_path in offered {
+        if target::add_root_path(plan, node, root_path).map_err(IscsiError::RootPath)? {
+            added += 1;
+        }
+    }
+    if added == 0 {
+        return Err(IscsiError::NoDhcpRootPath {
+            offered: offered.iter().map(|p| redact_netroot(p)).collect(),
+        });
+    }
+    Ok(())
 }
 
 /// Logs in to every target of `plan`, hands each session to the kernel and waits for its
@@ -241,16 +305,18 @@ fn attach_one(
         h.host
     );
     Ok(Attached {
-        target: t.iqn.clone(),
-        portal: t.portal.to_string(),
-        source: t.source.as_str(),
-        device,
-        sid: h.sid,
-        host: h.host,
-        chap,
-        mutual_chap,
-        login_ms,
-        total_ms,
+        report: IscsiReport {
+            target: t.iqn.clone(),
+            portal: t.portal.to_string(),
+            source: t.source.as_str(),
+            device,
+            sid: h.sid,
+            host: h.host,
+            chap,
+            mutual_chap,
+            login_ms,
+            total_ms,
+        },
         keep: keeper::Kept {
             sid: h.sid,
             cid: h.cid,
@@ -264,4 +330,36 @@ fn attach_one(
             chap: kept_chap,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dhcp_root_paths_add_targets_and_an_empty_offer_names_what_was_offered() {
+        let node = IscsiSection::default();
+        let mut plan = target::plan(&node, "netroot=dhcp").unwrap().unwrap();
+        let offered = [
+            "nfs:10.0.2.2:/srv",
+            "iscsi:u:s3cret@10.0.2.2::3260::iqn.2024-01.x:root",
+        ];
+        add_root_paths(&mut plan, &node, &offered).unwrap();
+        assert_eq!(plan.targets.len(), 1);
+        assert_eq!(plan.targets[0].iqn, "iqn.2024-01.x:root");
+
+        let mut plan = target::plan(&node, "netroot=dhcp").unwrap().unwrap();
+        let err = add_root_paths(&mut plan, &node, &["nfs:u:s3cret@10.0.2.2:/srv"]).unwrap_err();
+        let IscsiError::NoDhcpRootPath { offered } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(offered, &["***@10.0.2.2:/srv"]);
+        assert!(!err.to_string().contains("s3cret"));
+        // A plan not made with netroot=dhcp takes nothing from the leases.
+        let mut plan = target::plan(&node, "netroot=iscsi:10.0.2.2::::iqn.2024-01.x:a")
+            .unwrap()
+            .unwrap();
+        add_dhcp_targets(&mut plan, &node, None).unwrap();
+        assert_eq!(plan.targets.len(), 1);
+    }
 }

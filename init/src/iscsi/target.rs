@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use super::chap::{Chap, ChapAlgorithm, Credentials, Secret};
 use crate::cmdline;
-use crate::config::iscsi::IscsiSection;
+use crate::config::iscsi::{redact_netroot, IscsiSection};
 use crate::config::ConfigError;
-use crate::network::ipconfig::{parse_mac, IfaceConfig, Method, Selector, StaticAddr};
+use crate::network::ipconfig::{IfaceConfig, Method, StaticAddr};
+use crate::network::types::{parse_mac, Selector};
 
 /// The default iSCSI port (RFC 7143 §13.8 / IANA).
 pub const DEFAULT_PORT: u16 = 3260;
@@ -530,21 +531,6 @@ fn key_error(key: &str, value: &str, expected: &'static str) -> ConfigError {
         key: key.into(),
         value: value.into(),
         expected: expected.into(),
-    }
-}
-
-/// `iscsi:user:pass@…` with the credentials replaced, for messages.
-pub fn redact_netroot(v: &str) -> String {
-    match v.split_once('@') {
-        Some((a, rest)) if a.contains(':') => {
-            let scheme = if a.starts_with("iscsi:") {
-                "iscsi:"
-            } else {
-                ""
-            };
-            format!("{scheme}***@{rest}")
-        }
-        _ => v.to_string(),
     }
 }
 

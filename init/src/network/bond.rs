@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::ifname::{valid_ifname, IFNAME_EXPECTED};
-use super::ipconfig::{parse_mac, valid_mtu, Selector};
+use super::types::{parse_mac, valid_mtu, Selector};
 use crate::config::network::BondSection;
 
 /// How a value is read, and how wide it is on the wire.

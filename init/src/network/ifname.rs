@@ -2,7 +2,7 @@
 //! gives the link with that MAC a stable name before anything uses it (dracut leaves it to
 //! udev; stage0 renames over netlink, see `links.rs`).
 
-use super::ipconfig::parse_mac;
+use super::types::parse_mac;
 
 /// The kernel's buffer for a name, with its NUL (`IFNAMSIZ`, include/uapi/linux/if.h).
 pub const IFNAMSIZ: usize = 16;

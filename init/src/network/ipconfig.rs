@@ -36,29 +36,12 @@ use crate::config::network::NetworkSection;
 use crate::config::ConfigError;
 use crate::layout;
 
+// The shared types, at their old path too: the builder names them here.
+pub use super::types::{parse_mac, Selector};
+use super::types::{parse_netmask, valid_mtu};
+
 /// Default bound on the whole network phase.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Which link an entry applies to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
-    /// Any Ethernet link; the first to succeed wins.
-    Any,
-    /// By kernel name.
-    Name(String),
-    /// By hardware address.
-    Mac([u8; 6]),
-}
-
-impl std::fmt::Display for Selector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Selector::Any => write!(f, "any Ethernet link"),
-            Selector::Name(n) => write!(f, "{n}"),
-            Selector::Mac(m) => write!(f, "{}", super::netlink::format_mac(m)),
-        }
-    }
-}
 
 /// A static IPv4 configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,22 +136,6 @@ pub struct Needs {
     pub firmware: bool,
 }
 
-/// Parses a MAC in `aa:bb:cc:dd:ee:ff` or `aa-bb-…` form.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(&parts) {
-        if p.len() != 2 {
-            return None;
-        }
-        *m = u8::from_str_radix(p, 16).ok()?;
-    }
-    Some(mac)
-}
-
 /// `BOOTIF=01-52-54-00-12-34-56` (pxelinux: ARP type 1, then the address), or a plain MAC.
 fn parse_bootif(s: &str) -> Option<[u8; 6]> {
     match s.strip_prefix("01-") {
@@ -185,14 +152,6 @@ pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
     Some((a.parse().ok()?, prefix))
 }
 
-/// A netmask (`255.255.255.0`) or a prefix length (`24`).
-pub(crate) fn parse_netmask(s: &str) -> Option<u8> {
-    if let Ok(p) = s.parse::<u8>() {
-        return (p <= 32).then_some(p);
-    }
-    super::dhcp::mask_to_prefix(s.parse().ok()?)
-}
-
 /// RFC 1123 host names (labels of letters, digits and hyphens), at most 64 bytes as the
 /// kernel allows.
 pub fn valid_hostname(s: &str) -> bool {
@@ -204,10 +163,6 @@ pub fn valid_hostname(s: &str) -> bool {
                 && !l.ends_with('-')
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
-}
-
-pub(crate) fn valid_mtu(m: u32) -> bool {
-    (68..=65535).contains(&m)
 }
 
 fn is_dhcp_word(s: &str) -> bool {

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use super::bond::BondSpec;
 use super::ifname::Rename;
-use super::ipconfig::Selector;
-use super::lease::{LinkKind, MadeLink, Member};
 use super::netlink::{Link, Netlink, Virtual};
+use super::types::Selector;
 use super::vlan::VlanSpec;
 use super::NetworkError;
+use crate::report::network::{LinkKind, MadeLink, Member};
 
 /// What to make, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,7 +102,7 @@ impl LinkPlan {
             if macs.contains(&r.mac) {
                 return Err(format!(
                     "{} is renamed twice",
-                    super::netlink::format_mac(&r.mac)
+                    super::types::format_mac(&r.mac)
                 ));
             }
             macs.push(r.mac);

@@ -2,34 +2,40 @@
 //! `network=`, node.toml `[network]`). Loopback up; links renamed, bonds and VLANs made
 //! (`links.rs`); the wanted links found (waiting for late NICs while uevents are handled);
 //! each candidate brought up, its carrier awaited and DHCP, DHCPv6, SLAAC (`ipv6.rs`) or a
-//! static address run in its own thread; the results applied over netlink and read back; `rd.route=` routes added;
-//! lease and link files, resolv.conf and the host name handed to the real system. Links,
-//! addresses and routes are never torn down: they outlive switch_root.
+//! static address run in its own thread (`jobs.rs`); the results applied over netlink and
+//! read back (`apply.rs`); `rd.route=` routes added; lease and link files, resolv.conf and
+//! the host name handed to the real system. Links, addresses and routes are never torn
+//! down: they outlive switch_root.
 
+mod apply;
 pub mod bond;
 pub mod dhcp;
 pub mod dhcp6;
 pub mod ifname;
 pub mod ipconfig;
 pub mod ipv6;
+mod jobs;
 pub mod lease;
 pub mod links;
 pub mod netlink;
 pub mod route;
 pub mod socket;
+pub mod types;
 pub mod vlan;
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub use ipconfig::{IfaceConfig, Method, NetConfig, Selector};
-use lease::{Lease, Lease6, LeaseRoute, LeaseRoute6, MadeLink};
+use crate::devices::Devices;
+use crate::report::network::{Lease, Lease6, LeaseRoute, MadeLink, NetworkRecords};
+use apply::{apply, apply6};
+pub use ipconfig::{IfaceConfig, Method, NetConfig};
+use jobs::{run_jobs, Planned};
 use links::Built;
-use netlink::{Link, Netlink, NetlinkError, Route, Route6};
+use netlink::{Link, Netlink, NetlinkError, Route};
 use route::ExtraRoute;
+pub use types::Selector;
 
 /// Where the handoff goes and whether the host name is set (tests say no, or use a UTS
 /// namespace of their own).
@@ -65,14 +71,19 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// A link that was configured (it had carrier), with what it got.
-    fn configured(link: &Link, outcome: String) -> Self {
+    /// What a job on `link` came to, with the carrier as it was then.
+    fn on(link: &Link, carrier: bool, outcome: String) -> Self {
         Attempt {
             ifname: link.name.clone(),
             mac: link.mac_string(),
-            carrier: true,
+            carrier,
             outcome,
         }
+    }
+
+    /// A link that was configured (it had carrier), with what it got.
+    fn configured(link: &Link, outcome: String) -> Self {
+        Attempt::on(link, true, outcome)
     }
 }
 
@@ -209,6 +220,16 @@ pub struct NetworkReport {
 }
 
 impl NetworkReport {
+    /// The boot report's network parts: the IPv4 leases, the IPv6 configurations and the
+    /// links made, in the order they were configured.
+    pub fn records(&self) -> NetworkRecords<'_> {
+        NetworkRecords {
+            leases: self.configured.iter().map(|c| &c.lease).collect(),
+            leases6: self.configured6.iter().map(|c| &c.lease).collect(),
+            links: &self.links,
+        }
+    }
+
     /// One line per configured interface, for logs and the rescue report.
     pub fn summary(&self) -> Vec<String> {
         self.configured
@@ -243,49 +264,14 @@ impl NetworkReport {
     }
 }
 
-/// A job's result: the address plan, or what went wrong.
-struct Job {
-    link: Link,
-    group_any: bool,
-    ipv6: bool,
-    result: Result<Planned, Attempt>,
-}
-
-/// A plan of either family.
-enum Planned {
-    V4(Plan),
-    V6(Plan6),
-}
-
-/// What to apply to a link for IPv6.
-struct Plan6 {
-    method: &'static str,
-    address: Ipv6Addr,
-    prefix: u8,
-    /// Routes stage0 adds (a static gateway's default route).
-    add: Vec<Route6>,
-    /// Routes the kernel already has from router advertisements.
-    learned: Vec<Route6>,
-    dns: Vec<Ipv6Addr>,
-    search: Vec<String>,
-    lifetimes: Option<(u32, u32)>,
-    server_duid: Option<String>,
-    /// The address is the kernel's (SLAAC): only read back.
-    kernels: bool,
-    mtu: Option<u32>,
-    started: Instant,
-}
-
-/// How long DHCPv6 waits, after its Reply, for a router advertisement to bring the default
-/// route (the kernel usually has it by then: it solicits routers right after DAD).
-const RA_GRACE: Duration = Duration::from_secs(5);
-
-/// What to apply to a link.
-struct Plan {
-    source: &'static str,
-    offered: dhcp::Offered,
-    mtu: Option<u32>,
-    started: Instant,
+/// The network phase as the boot runs it: loads the drivers of the links it is to make
+/// (bonds and VLANs are made by drivers no device asks for), then [`bring_up`] with the
+/// system's handoff, handling `devices`' events while it waits.
+pub fn run(cfg: &NetConfig, devices: &mut Devices) -> Result<NetworkReport, NetworkError> {
+    for m in cfg.links.modules() {
+        devices.load_with(m.name, m.params);
+    }
+    bring_up(cfg, &mut |d| devices.pump(d), &Handoff::system())
 }
 
 /// Brings the network up as `cfg` says. `pump` waits for (and handles) device events for at
@@ -493,463 +479,6 @@ fn find_links(
     }
 }
 
-/// Runs every job in its own thread; the first success among the "any" jobs stops the rest.
-fn run_jobs(
-    jobs: Vec<(Link, IfaceConfig, bool)>,
-    deadline: Instant,
-    hostname: Option<&str>,
-    pump: &mut dyn FnMut(Duration),
-) -> Vec<Job> {
-    let any_done = AtomicBool::new(false);
-    let any6_done = AtomicBool::new(false);
-    let never = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
-            .into_iter()
-            .map(|(link, iface, any)| {
-                let ipv6 = iface.method.is_ipv6();
-                let stop = match (any, ipv6) {
-                    (true, false) => &any_done,
-                    (true, true) => &any6_done,
-                    (false, _) => &never,
-                };
-                scope.spawn(move || {
-                    let result = if ipv6 {
-                        run_one6(&link, &iface, deadline, stop, any).map(Planned::V6)
-                    } else {
-                        run_one(&link, &iface, deadline, stop, any, hostname).map(Planned::V4)
-                    };
-                    if any && result.is_ok() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    Job {
-                        link,
-                        group_any: any,
-                        ipv6,
-                        result,
-                    }
-                })
-            })
-            .collect();
-        // Device events keep being handled while the clients run.
-        while handles.iter().any(|h| !h.is_finished()) {
-            pump(Duration::from_millis(50));
-        }
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    })
-}
-
-fn run_one(
-    link: &Link,
-    iface: &IfaceConfig,
-    deadline: Instant,
-    stop: &AtomicBool,
-    any: bool,
-    hostname: Option<&str>,
-) -> Result<Plan, Attempt> {
-    let started = Instant::now();
-    let fail = |carrier: bool, outcome: String| Attempt {
-        ifname: link.name.clone(),
-        mac: link.mac_string(),
-        carrier,
-        outcome,
-    };
-    let mut nl = Netlink::open().map_err(|e| fail(link.carrier, e.to_string()))?;
-    nl.set_up(link, iface.mtu)
-        .map_err(|e| fail(link.carrier, e.to_string()))?;
-    let now = nl
-        .wait_carrier(link.index, deadline)
-        .map_err(|e| fail(false, e.to_string()))?;
-    log::debug!(
-        "{}: carrier {} after {:.1} ms (running {})",
-        link.name,
-        if now.carrier { "up" } else { "down" },
-        started.elapsed().as_secs_f64() * 1000.0,
-        now.running
-    );
-    match &iface.method {
-        Method::Auto6 | Method::Dhcp6 | Method::Static6(_) => Err(fail(
-            now.carrier,
-            "an IPv6 method in the IPv4 client".into(),
-        )),
-        Method::Static(s) => {
-            // A named link gets its static address with or without carrier; "any link" means
-            // the first one that is plugged in.
-            if any && !now.carrier {
-                return Err(fail(false, "no carrier".into()));
-            }
-            Ok(Plan {
-                source: "static",
-                offered: dhcp::Offered {
-                    address: s.address,
-                    prefix: s.prefix,
-                    routers: s.gateway.into_iter().collect(),
-                    ..Default::default()
-                },
-                mtu: iface.mtu,
-                started,
-            })
-        }
-        Method::Dhcp { requested } => {
-            if !now.carrier {
-                return Err(fail(false, "no carrier; nothing sent".into()));
-            }
-            let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
-                return Err(fail(true, "not an Ethernet address: DHCP needs one".into()));
-            };
-            let mut t = socket::UdpTransport::bind(&link.name)
-                .map_err(|e| fail(true, format!("cannot bind UDP port 68: {e}")))?;
-            let settings = dhcp::Settings {
-                identity: dhcp::Identity {
-                    mac,
-                    hostname: hostname.map(str::to_string),
-                },
-                requested: *requested,
-                deadline,
-            };
-            let mut log = dhcp::Transcript::default();
-            let mut rng = dhcp::Rng::from_kernel();
-            match dhcp::run(&mut t, &settings, stop, &mut rng, &mut log) {
-                Ok(reply) => {
-                    log::info!("{}: {log}", link.name);
-                    Ok(Plan {
-                        source: "dhcp",
-                        mtu: reply
-                            .offered
-                            .mtu
-                            .map(u32::from)
-                            .filter(|m| *m >= 68)
-                            .or(iface.mtu),
-                        offered: reply.offered,
-                        started,
-                    })
-                }
-                Err(e) => {
-                    let carrier = nl.link(link.index).map(|l| l.carrier).unwrap_or(false);
-                    Err(fail(carrier, format!("DHCP {e}: {log}")))
-                }
-            }
-        }
-    }
-}
-
-/// One IPv6 job: IPv6 switched on for the link (before it goes up, so the kernel solicits
-/// routers), then SLAAC awaited, a DHCPv6 exchange run, or a static address planned.
-fn run_one6(
-    link: &Link,
-    iface: &IfaceConfig,
-    deadline: Instant,
-    stop: &AtomicBool,
-    any: bool,
-) -> Result<Plan6, Attempt> {
-    let started = Instant::now();
-    let fail = |carrier: bool, outcome: String| Attempt {
-        ifname: link.name.clone(),
-        mac: link.mac_string(),
-        carrier,
-        outcome,
-    };
-    ipv6::enable(&link.name, iface.method == Method::Auto6)
-        .map_err(|e| fail(link.carrier, e.to_string()))?;
-    let mut nl = Netlink::open().map_err(|e| fail(link.carrier, e.to_string()))?;
-    nl.set_up(link, iface.mtu)
-        .map_err(|e| fail(link.carrier, e.to_string()))?;
-    let now = nl
-        .wait_carrier(link.index, deadline)
-        .map_err(|e| fail(false, e.to_string()))?;
-    let plan = |method, address, prefix| Plan6 {
-        method,
-        address,
-        prefix,
-        add: Vec::new(),
-        learned: Vec::new(),
-        dns: Vec::new(),
-        search: Vec::new(),
-        lifetimes: None,
-        server_duid: None,
-        kernels: false,
-        mtu: iface.mtu,
-        started,
-    };
-    match &iface.method {
-        Method::Static6(s) => {
-            if any && !now.carrier {
-                return Err(fail(false, "no carrier".into()));
-            }
-            let mut p = plan("static", s.address, s.prefix);
-            p.add = s
-                .gateway
-                .map(|g| Route6 {
-                    destination: Ipv6Addr::UNSPECIFIED,
-                    prefix: 0,
-                    gateway: Some(g),
-                    oif: link.index,
-                    protocol: 0,
-                })
-                .into_iter()
-                .collect();
-            Ok(p)
-        }
-        Method::Auto6 => {
-            if !now.carrier {
-                return Err(fail(false, "no carrier; no router heard".into()));
-            }
-            let a = ipv6::wait_autoconf(&mut nl, link.index, deadline, stop)
-                .map_err(|e| fail(true, format!("SLAAC: {e}")))?;
-            let mut p = plan("auto6", a.address.address, a.address.prefix);
-            p.kernels = true;
-            p.learned = std::iter::once(a.default).chain(a.routes).collect();
-            Ok(p)
-        }
-        Method::Dhcp6 => {
-            if !now.carrier {
-                return Err(fail(false, "no carrier; nothing sent".into()));
-            }
-            let Ok(mac) = <[u8; 6]>::try_from(link.mac.as_slice()) else {
-                return Err(fail(
-                    true,
-                    "not an Ethernet address: DHCPv6 needs one".into(),
-                ));
-            };
-            // Messages go from the link-local address, usable once DAD is done.
-            let ll = ipv6::wait_link_local(&mut nl, link.index, deadline, stop)
-                .map_err(|e| fail(true, format!("DHCPv6: {e}")))?;
-            let mut t = socket::UdpTransport6::bind(&link.name, link.index, ll)
-                .map_err(|e| fail(true, format!("cannot bind UDP [{ll}]:546: {e}")))?;
-            let settings = dhcp6::Settings6 { mac, deadline };
-            let mut log = dhcp6::Transcript6::default();
-            let mut rng = dhcp::Rng::from_kernel();
-            let a = dhcp6::run(&mut t, &settings, stop, &mut rng, &mut log).map_err(|e| {
-                let carrier = nl.link(link.index).map(|l| l.carrier).unwrap_or(false);
-                fail(carrier, format!("DHCPv6 {e}: {log}"))
-            })?;
-            log::info!("{}: {log}", link.name);
-            // DHCPv6 gives an address, not a route: the default route and the on-link
-            // prefix come from router advertisements (RFC 8415 §18.2.10.1 leaves them there).
-            let ra_until = deadline.min(Instant::now() + RA_GRACE);
-            let default = ipv6::wait_default_route(&mut nl, link.index, ra_until, stop)
-                .map_err(|e| fail(true, e.to_string()))?;
-            let mut p = plan("dhcp6", a.address, 128);
-            p.dns = a.dns;
-            p.search = a.search;
-            p.lifetimes = Some((a.preferred, a.valid));
-            p.server_duid = Some(a.server_id.iter().map(|b| format!("{b:02x}")).collect());
-            p.learned = default.into_iter().collect();
-            Ok(p)
-        }
-        Method::Dhcp { .. } | Method::Static(_) => Err(fail(
-            now.carrier,
-            "an IPv4 method in the IPv6 client".into(),
-        )),
-    }
-}
-
-/// Applies an IPv6 plan (a DHCPv6 or static address and route; nothing for SLAAC, whose
-/// address the kernel made) and reads it back with the routes the kernel learned.
-fn apply6(nl: &mut Netlink, link: &Link, plan: &Plan6) -> Result<Lease6, NetworkError> {
-    if plan.mtu.is_some() {
-        nl.set_up(link, plan.mtu)?;
-    }
-    if !plan.kernels {
-        // No DAD: the address was assigned to us (by a server that checked its bindings,
-        // or by the administrator), and a boot should not wait a second more for it.
-        nl.add_address6(link, plan.address, plan.prefix, true)?;
-    }
-    for r in &plan.add {
-        nl.add_route6(r, &link.name)?;
-    }
-    if !nl
-        .addresses6(link.index)?
-        .iter()
-        .any(|a| a.address == plan.address && a.prefix == plan.prefix)
-    {
-        return Err(NetworkError::Verify {
-            ifname: link.name.clone(),
-            missing: format!("address {}/{}", plan.address, plan.prefix),
-        });
-    }
-    let installed: Vec<Route6> = nl
-        .routes6()?
-        .into_iter()
-        .filter(|r| r.oif == link.index)
-        .collect();
-    for r in &plan.add {
-        if !installed.iter().any(|i| {
-            i.prefix == r.prefix && i.gateway == r.gateway && i.destination == r.destination
-        }) {
-            return Err(NetworkError::Verify {
-                ifname: link.name.clone(),
-                missing: format!("route {r}"),
-            });
-        }
-    }
-    // The routes as they stand now: the kernel's from advertisements, and ours.
-    let routes: Vec<LeaseRoute6> = installed
-        .iter()
-        .filter(|r| {
-            r.prefix == 0
-                || (r.prefix < 128
-                    && !r.destination.is_unicast_link_local()
-                    && !r.destination.is_multicast())
-        })
-        .map(|r| LeaseRoute6 {
-            destination: format!("{}/{}", r.destination, r.prefix),
-            gateway: r.gateway,
-            origin: if r.protocol == netlink::RTPROT_RA {
-                "ra"
-            } else if plan
-                .add
-                .iter()
-                .any(|a| a.prefix == r.prefix && a.gateway == r.gateway)
-            {
-                "static"
-            } else {
-                "kernel"
-            },
-        })
-        .collect();
-    let gateway = installed
-        .iter()
-        .find(|r| r.prefix == 0 && r.gateway.is_some())
-        .and_then(|r| r.gateway)
-        .or_else(|| plan.learned.iter().find_map(|r| r.gateway));
-    let lease = Lease6 {
-        interface: link.name.clone(),
-        mac: link.mac_string(),
-        link: None,
-        method: plan.method,
-        address: plan.address,
-        prefix: plan.prefix,
-        gateway,
-        routes,
-        dns: plan.dns.clone(),
-        search: plan.search.clone(),
-        preferred_lifetime_s: plan.lifetimes.map(|l| l.0),
-        valid_lifetime_s: plan.lifetimes.map(|l| l.1),
-        server_duid: plan.server_duid.clone(),
-        acquired_uptime_ms: crate::report::uptime_ms(),
-        elapsed_ms: plan.started.elapsed().as_secs_f64() * 1000.0,
-    };
-    log::info!(
-        "{}: {}/{} ({}){}",
-        link.name,
-        plan.address,
-        plan.prefix,
-        plan.method,
-        gateway
-            .map(|g| format!(", default via {g}"))
-            .unwrap_or_default()
-    );
-    Ok(lease)
-}
-
-fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    u32::from(a) & mask == u32::from(net) & mask
-}
-
-/// The routes of a lease: option 121 when present (RFC 3442 §3.5: then option 3 is
-/// ignored), else a default route via the first router.
-fn routes_for(o: &dhcp::Offered, oif: u32) -> Vec<Route> {
-    let route = |destination, prefix, gw: Ipv4Addr| Route {
-        destination,
-        prefix,
-        gateway: (!gw.is_unspecified()).then_some(gw),
-        oif,
-        onlink: !gw.is_unspecified() && !in_subnet(gw, o.address, o.prefix),
-    };
-    if !o.classless_routes.is_empty() {
-        return o
-            .classless_routes
-            .iter()
-            .map(|(d, p, g)| route(*d, *p, *g))
-            .collect();
-    }
-    o.routers
-        .first()
-        .map(|g| vec![route(Ipv4Addr::UNSPECIFIED, 0, *g)])
-        .unwrap_or_default()
-}
-
-fn apply(nl: &mut Netlink, link: &Link, plan: &Plan) -> Result<Lease, NetworkError> {
-    let o = &plan.offered;
-    if plan.mtu.is_some() {
-        nl.set_up(link, plan.mtu)?;
-    }
-    nl.add_address(link, o.address, o.prefix, o.broadcast)?;
-    let routes = routes_for(o, link.index);
-    for r in &routes {
-        nl.add_route(r, &link.name)?;
-    }
-    // Read everything back: a kernel that accepted a request but shows something else is a
-    // boot that would fail later and more obscurely.
-    if !nl.addresses(link.index)?.contains(&(o.address, o.prefix)) {
-        return Err(NetworkError::Verify {
-            ifname: link.name.clone(),
-            missing: format!("address {}/{}", o.address, o.prefix),
-        });
-    }
-    let installed = nl.routes()?;
-    for r in &routes {
-        let found = installed.iter().any(|i| {
-            i.oif == r.oif
-                && i.prefix == r.prefix
-                && i.gateway == r.gateway
-                && (r.prefix == 0 || i.destination == r.destination)
-        });
-        if !found {
-            return Err(NetworkError::Verify {
-                ifname: link.name.clone(),
-                missing: format!("route {r}"),
-            });
-        }
-    }
-    let lease = Lease {
-        interface: link.name.clone(),
-        mac: link.mac_string(),
-        link: None,
-        source: plan.source,
-        address: o.address,
-        prefix: o.prefix,
-        broadcast: o.broadcast,
-        routers: o.routers.clone(),
-        routes: routes
-            .iter()
-            .map(|r| LeaseRoute {
-                destination: format!("{}/{}", r.destination, r.prefix),
-                gateway: r.gateway,
-                origin: None,
-            })
-            .collect(),
-        dns: o.dns.clone(),
-        domain: o.domain.clone(),
-        search: o.search.clone(),
-        ntp: o.ntp.clone(),
-        hostname: o.hostname.clone(),
-        mtu: plan.mtu,
-        root_path: o.root_path.clone(),
-        tftp_server: o.tftp_server.clone(),
-        bootfile: o.bootfile.clone(),
-        lease_time_s: o.lease_time,
-        server_id: (plan.source == "dhcp").then_some(o.server_id),
-        acquired_uptime_ms: crate::report::uptime_ms(),
-        elapsed_ms: plan.started.elapsed().as_secs_f64() * 1000.0,
-    };
-    log::info!(
-        "{}: {}/{} ({}), routes: {}",
-        link.name,
-        o.address,
-        o.prefix,
-        plan.source,
-        routes
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(lease)
-}
-
 /// Lease files, resolv.conf and the host name: best effort, like the boot report — a
 /// handoff file that cannot be written must not stop a boot whose network is up.
 fn handoff_files(cfg: &NetConfig, handoff: &Handoff, report: &mut NetworkReport) {
@@ -1000,7 +529,9 @@ fn handoff_files(cfg: &NetConfig, handoff: &Handoff, report: &mut NetworkReport)
 
 #[cfg(test)]
 mod tests {
+    use super::apply::routes_for;
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn classless_routes_replace_the_router() {

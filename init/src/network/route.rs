@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use super::ifname::valid_ifname;
-use super::ipconfig::parse_netmask;
+use super::types::parse_netmask;
 
 /// One `rd.route=`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::ifname::{valid_ifname, IFNAME_EXPECTED};
-use super::ipconfig::{parse_mac, valid_mtu, Selector};
+use super::types::{parse_mac, valid_mtu, Selector};
 use crate::config::network::VlanSection;
 
 /// `IFLA_VLAN_ID` (u16) inside `IFLA_INFO_DATA`.
