@@ -350,6 +350,7 @@ pub fn debian_root(name: &str) -> crate::Result<Root> {
     let a = crate::harness::artifacts();
     let images = crate::debian::debian_images()?;
     let installed = crate::debian::debian_disk(&a.terra, &images, crate::debian::V1, DEBIAN_UUID)?;
+    crate::disk::claim_scratch(&format!("{name}.img"))?;
     let lun = tgtd::Lun(crate::disk::scratch_copy(
         &installed,
         &format!("{name}.img"),

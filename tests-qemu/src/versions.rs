@@ -60,20 +60,20 @@ pub fn write_layout_at(
     images: &[(&str, Vec<&[u8]>)],
     gzip: bool,
 ) -> crate::Result<()> {
-    let tmp = layout.with_extension(format!("tmp{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
+    let tmp = crate::temp_name(layout);
     fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    write_layout(&tmp, images, gzip)?;
-    fs::rename(&tmp, layout).map_err(|e| format!("{}: {e}", layout.display()))
+    let written = write_layout(&tmp, images, gzip);
+    if written.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    written?;
+    crate::publish_dir(&tmp, layout)
 }
-
-/// Serializes building the cached layout and disks between the tests of one process.
-static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The versions layout (tags v1–v4, see the module doc), cached under target/lab/images
 /// by the base layer's digest.
 pub fn layout(busybox: &Path) -> crate::Result<PathBuf> {
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::lab_lock("versions-layout")?;
     let work = tempdir("versions-image")?;
     let root = work.join("root");
     demo_root(&root, busybox, "v1")?;
@@ -119,7 +119,7 @@ pub fn fresh_disk(
     uuid: &str,
     copy_name: &str,
 ) -> crate::Result<PathBuf> {
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    crate::disk::claim_scratch(&format!("{copy_name}.img"))?;
     let image = format!("oci:{}:v1", layout.display());
     let name = format!(
         "versions-{uuid}-{}",
