@@ -102,12 +102,31 @@ pub fn lab_lock(name: &str) -> Result<LabLock> {
     Ok(LabLock(file))
 }
 
-/// A free TCP port on 127.0.0.1 (for a server a test starts).
+/// A free TCP port on 127.0.0.1 (for a server a test starts); see [`free_port_on`].
 pub fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    free_port_on("127.0.0.1")
+}
+
+/// A free TCP port on `addr`, never handed out before in this process: the server that gets
+/// it binds it later, and a target killed for an outage comes back on its port after
+/// seconds ([`tgtd::Tgtd::start_at`]), so no other scenario of the process may be given it
+/// meanwhile.
+pub fn free_port_on(addr: &str) -> Result<u16> {
+    static GIVEN: std::sync::Mutex<Option<std::collections::HashSet<u16>>> =
+        std::sync::Mutex::new(None);
+    for _ in 0..50 {
+        let port = std::net::TcpListener::bind((addr, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| format!("no free port on {addr}: {e}"))?;
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if given.get_or_insert_with(Default::default).insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(format!(
+        "no free port on {addr} that this process has not used"
+    ))
 }
 
 /// Runs a command, failing with its stderr and the command line.

@@ -5,7 +5,7 @@
 //! the host (the control socket is a file, so this works for a namespaced tgtd too), and is
 //! stopped by PID when dropped.
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -101,10 +101,7 @@ impl Tgtd {
             let port = match (ns, fixed) {
                 (_, Some(p)) => p,
                 (Some(_), None) => ISCSI_PORT,
-                (None, None) => TcpListener::bind((addr, 0))
-                    .and_then(|l| l.local_addr())
-                    .map_err(|e| format!("no free port: {e}"))?
-                    .port(),
+                (None, None) => crate::free_port_on(addr)?,
             };
             // tgtd takes control ports up to 32767; retries move on if one is taken.
             let ctl = control_port().to_string();
