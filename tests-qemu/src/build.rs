@@ -149,13 +149,16 @@ pub struct Initramfs {
 }
 
 impl Initramfs {
-    /// Builds the image into `out` with `terra initramfs` for kernel `kver`.
+    /// Builds the image into `out` with `terra initramfs` for kernel `kver`: under a
+    /// temporary name beside it, renamed to `out` when whole, so a VM booting `out` (of
+    /// this process or another) never reads half an image.
     pub fn build(&self, terra: &Path, stage0: &Path, kver: &str, out: &Path) -> crate::Result<()> {
+        let tmp = crate::temp_name(out);
         let mut cmd = Command::new(terra);
         cmd.args(["initramfs", "--kver", kver, "--stage0"])
             .arg(stage0)
             .arg("-o")
-            .arg(out)
+            .arg(&tmp)
             .env("SOURCE_DATE_EPOCH", "0");
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
@@ -164,7 +167,11 @@ impl Initramfs {
             cmd.arg("--rescue-shell");
         }
         cmd.args(&self.extra);
-        run(&mut cmd).map(drop)
+        let built = run(&mut cmd).and_then(|_| crate::publish(&tmp, out));
+        if built.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        built
     }
 }
 
@@ -202,13 +209,7 @@ fn build_artifacts() -> crate::Result<Artifacts> {
     let dir = lab_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let initramfs = dir.join("initramfs.img");
-    let tmp = crate::temp_name(&initramfs);
-    let built = Initramfs::default().build(&terra, &stage0, &kver, &tmp);
-    let published = built.and_then(|()| crate::publish(&tmp, &initramfs));
-    if published.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    published?;
+    Initramfs::default().build(&terra, &stage0, &kver, &initramfs)?;
     Ok(Artifacts {
         kernel,
         kver,
