@@ -170,20 +170,34 @@ pub fn upgrade(
 }
 
 /// What a power cut clears after a `terra` was killed with SIGKILL: its mount of the top
-/// level and its loop devices on `disk`. The disk holds what the kill left.
+/// level and its loop devices on `disk`. The disk holds what the kill left. Only mounts of
+/// `disk`'s own loop devices are touched: other tests' `terra` may have theirs mounted now.
 pub fn power_cut(disk: &Path) {
+    let loops: Vec<String> = Command::new("losetup")
+        .arg("-j")
+        .arg(disk)
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split(':').next())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
-        if m.contains("/terra-versions-") {
-            let _ = Command::new("umount").args(["-l", m]).output();
+    for l in mounts.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(dev), Some(at)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if at.contains("/terra-versions-") && loops.iter().any(|d| d == dev) {
+            let _ = Command::new("umount").args(["-l", at]).output();
         }
     }
-    if let Ok(out) = Command::new("losetup").arg("-j").arg(disk).output() {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some(dev) = line.split(':').next() {
-                let _ = Command::new("losetup").args(["-d", dev]).output();
-            }
-        }
+    for dev in &loops {
+        let _ = Command::new("losetup").args(["-d", dev]).output();
     }
+    let _turn = crate::disk::mount_lock();
     crate::host::forget_stale_btrfs_devices();
 }
