@@ -1,6 +1,6 @@
 //! Demo roots (busybox) on btrfs disk images with subvolumes, cached under target/lab/disks.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -246,21 +246,27 @@ pub fn scratch_copy(src: &Path, name: &str) -> crate::Result<PathBuf> {
     copied.map(|()| dst)
 }
 
-/// Claims scratch name `name` for this process: scenarios run side by side in one test
-/// binary, and two of them writing one scratch file would corrupt each other's runs. A name
-/// claimed twice is an error naming it (pick another); benches, which reuse their names
-/// run after run, call [`scratch_copy`] directly instead.
+/// Claims scratch name `name` for the calling test (its thread, which libtest names after
+/// it): scenarios run side by side in one test binary, and two of them writing one scratch
+/// file would corrupt each other's runs. A name another thread of this process claimed is
+/// an error naming both (pick another name); the same thread may claim it again (a test
+/// or a bench that starts over from a fresh copy).
 pub fn claim_scratch(name: &str) -> crate::Result<()> {
-    static CLAIMED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    static CLAIMED: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+    let me = std::thread::current();
+    let me = me
+        .name()
+        .map_or_else(|| format!("{:?}", me.id()), str::to_string);
     let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
-    if claimed
-        .get_or_insert_with(HashSet::new)
-        .insert(name.to_string())
-    {
+    let owner = claimed
+        .get_or_insert_with(HashMap::new)
+        .entry(name.to_string())
+        .or_insert_with(|| me.clone());
+    if *owner == me {
         Ok(())
     } else {
         Err(format!(
-            "scratch name {name:?} is used twice in this process: give each scenario its own"
+            "scratch name {name:?} is used by {owner} and {me}: give each scenario its own"
         ))
     }
 }
