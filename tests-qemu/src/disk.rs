@@ -113,10 +113,11 @@ pub struct BtrfsDisk {
     pub subvolumes: Vec<String>,
 }
 
-/// Loop mounts of btrfs images (and `terra install`, which makes them) take turns across
-/// the lab, threads and processes alike: copies share UUIDs, the kernel refuses two mounted
-/// filesystems with one UUID, and [`crate::host::forget_stale_btrfs_devices`] must not run
-/// between another mount's scan and its mount.
+/// The lab's loop mounts of btrfs images take turns, threads and processes alike: copies
+/// share UUIDs, the kernel refuses two mounted filesystems with one UUID, and
+/// [`crate::host::forget_stale_btrfs_devices`] must not run between another mount's scan
+/// and its mount. (`terra install` and `terra upgrade` mount disks of UUIDs of their own
+/// and do not take it.)
 pub fn mount_lock() -> crate::Result<crate::LabLock> {
     crate::lab_lock("mount")
 }

@@ -90,7 +90,7 @@ pub struct LabLock(#[allow(dead_code)] std::fs::File);
 pub fn lab_lock(name: &str) -> Result<LabLock> {
     let dir = lab_dir().join("locks");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(format!("{name}.lock"));
+    let path = dir.join(format!("{}.lock", name.replace('/', "_")));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

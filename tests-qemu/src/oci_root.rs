@@ -551,8 +551,9 @@ fn install_group(terra: &Path, spec: &Install) -> crate::Result<Vec<PathBuf>> {
     if paths.iter().all(|p| p.is_file()) {
         return Ok(paths);
     }
-    // terra install loop-mounts the new disks: it takes its turn with every mount.
-    let _turn = crate::disk::mount_lock()?;
+    // One builder of these disks at a time, across processes too. (Not the mount lock:
+    // installs of different disks, each with a UUID of its own, may run side by side.)
+    let _turn = crate::lab_lock(&format!("disk-{name}"))?;
     if paths.iter().all(|p| p.is_file()) {
         return Ok(paths);
     }
@@ -668,7 +669,7 @@ pub fn boot_disk(spec: &BootDisk, name: &str) -> crate::Result<PathBuf> {
     if path.is_file() {
         return Ok(path);
     }
-    let _turn = crate::disk::mount_lock()?;
+    let _turn = crate::lab_lock(&format!("disk-{name}"))?;
     if path.is_file() {
         return Ok(path);
     }
