@@ -557,6 +557,13 @@ fn install_group(terra: &Path, spec: &Install) -> crate::Result<Vec<PathBuf>> {
     if paths.iter().all(|p| p.is_file()) {
         return Ok(paths);
     }
+    // A filesystem over several disks must not lose a registered member to another
+    // mount's `btrfs device scan --forget` before it is mounted.
+    let _mounts = if count > 1 {
+        Some(crate::disk::mount_lock()?)
+    } else {
+        None
+    };
     if !crate::host::nix_is_root() {
         return Err("terra install needs root (loop devices and mount)".into());
     }
