@@ -1,4 +1,16 @@
 //! Builds stage0 (static), the terra builder and initramfs images.
+//!
+//! `terra` and `terra-controller` are built with the release profile unless the environment
+//! names a binary already built:
+//!
+//! - `LAB_TERRA`: the `terra` CLI to use ([`terra`]), e.g. `target/debug/terra`;
+//! - `LAB_TERRA_CONTROLLER`: the `terra-controller` to use ([`controller`]).
+//!
+//! `cargo xtask test` sets both to the dev-profile binaries `cargo test --workspace` just
+//! built, so the tests do not compile the dependency tree a second time for release;
+//! `cargo xtask qemu`, the benches and a plain `cargo test -p tests-qemu` leave them unset
+//! and get release builds. A variable naming a file that is not there is an error, not a
+//! fallback.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -91,32 +103,38 @@ fn static_bin(package: &str, bin: &str) -> crate::Result<PathBuf> {
     Ok(target_dir().join(target).join("stage0").join(bin))
 }
 
-/// Builds the terra CLI (release). Returns its path.
+/// The terra CLI: `LAB_TERRA` when set, else built with the release profile. Returns its
+/// path.
 pub fn terra() -> crate::Result<PathBuf> {
-    run(cargo().args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "terra-builder",
-        "--bin",
-        "terra",
-    ]))?;
-    Ok(target_dir().join("release/terra"))
+    prebuilt("LAB_TERRA", "terra-builder", "terra")
 }
 
-/// Builds `terra-controller` (release). Returns its path.
+/// `terra-controller`: `LAB_TERRA_CONTROLLER` when set, else built with the release
+/// profile. Returns its path.
 pub fn controller() -> crate::Result<PathBuf> {
-    run(cargo().args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
+    prebuilt(
+        "LAB_TERRA_CONTROLLER",
         "terra-controller",
-        "--bin",
         "terra-controller",
-    ]))?;
-    Ok(target_dir().join("release/terra-controller"))
+    )
+}
+
+/// The binary the environment variable `var` names (it must exist), or `bin` of `package`
+/// built with `cargo build --release`.
+fn prebuilt(var: &str, package: &str, bin: &str) -> crate::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(var).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{var}={} is not a file: build it (cargo build -p {package} --bin {bin}) or unset {var}",
+                path.display()
+            ))
+        };
+    }
+    run(cargo().args(["build", "--quiet", "--release", "-p", package, "--bin", bin]))?;
+    Ok(target_dir().join("release").join(bin))
 }
 
 /// Options for one initramfs.
@@ -131,13 +149,16 @@ pub struct Initramfs {
 }
 
 impl Initramfs {
-    /// Builds the image into `out` with `terra initramfs` for kernel `kver`.
+    /// Builds the image into `out` with `terra initramfs` for kernel `kver`: under a
+    /// temporary name beside it, renamed to `out` when whole, so a VM booting `out` (of
+    /// this process or another) never reads half an image.
     pub fn build(&self, terra: &Path, stage0: &Path, kver: &str, out: &Path) -> crate::Result<()> {
+        let tmp = crate::temp_name(out);
         let mut cmd = Command::new(terra);
         cmd.args(["initramfs", "--kver", kver, "--stage0"])
             .arg(stage0)
             .arg("-o")
-            .arg(out)
+            .arg(&tmp)
             .env("SOURCE_DATE_EPOCH", "0");
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
@@ -146,7 +167,11 @@ impl Initramfs {
             cmd.arg("--rescue-shell");
         }
         cmd.args(&self.extra);
-        run(&mut cmd).map(drop)
+        let built = run(&mut cmd).and_then(|_| crate::publish(&tmp, out));
+        if built.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        built
     }
 }
 
@@ -165,8 +190,17 @@ pub struct Artifacts {
     pub initramfs: PathBuf,
 }
 
-/// Ensures host tools, builds stage0, terra and the default initramfs.
+/// Ensures host tools, builds stage0, terra and the default initramfs: once per process
+/// (later calls return the first result). The initramfs is written under a temporary name
+/// and renamed to target/lab/initramfs.img, so a VM never boots half an image and two
+/// processes building it at once (the scenarios, the builder's and controller's tests) do
+/// not write into each other's file.
 pub fn artifacts() -> crate::Result<Artifacts> {
+    static A: std::sync::OnceLock<crate::Result<Artifacts>> = std::sync::OnceLock::new();
+    A.get_or_init(build_artifacts).clone()
+}
+
+fn build_artifacts() -> crate::Result<Artifacts> {
     crate::host::ensure()?;
     let (kernel, kver) =
         crate::host::find_kernel().ok_or("no kernel under /boot with modules in /lib/modules")?;

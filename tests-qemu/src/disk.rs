@@ -1,5 +1,6 @@
 //! Demo roots (busybox) on btrfs disk images with subvolumes, cached under target/lab/disks.
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -112,9 +113,14 @@ pub struct BtrfsDisk {
     pub subvolumes: Vec<String>,
 }
 
-/// Loop mounts of btrfs images take turns across the lab: copies share UUIDs, and the
-/// kernel refuses two mounted filesystems with one UUID.
-pub(crate) static DISK_LOCK: Mutex<()> = Mutex::new(());
+/// The lab's loop mounts of btrfs images take turns, threads and processes alike: copies
+/// share UUIDs, the kernel refuses two mounted filesystems with one UUID, and
+/// [`crate::host::forget_stale_btrfs_devices`] must not run between another mount's scan
+/// and its mount. (`terra install` and `terra upgrade` mount disks of UUIDs of their own
+/// and do not take it.)
+pub fn mount_lock() -> crate::Result<crate::LabLock> {
+    crate::lab_lock("mount")
+}
 
 impl BtrfsDisk {
     /// A disk labelled `label` with the given subvolumes.
@@ -139,7 +145,6 @@ impl BtrfsDisk {
         kind: &str,
         fill: impl Fn(&Path, &str) -> crate::Result<()>,
     ) -> crate::Result<PathBuf> {
-        let _guard = DISK_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let dir = lab_dir().join("disks");
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let name = format!(
@@ -152,12 +157,17 @@ impl BtrfsDisk {
         if path.is_file() {
             return Ok(path);
         }
+        let _turn = mount_lock()?;
+        // Another thread or process may have built it while this one waited.
+        if path.is_file() {
+            return Ok(path);
+        }
         if !crate::host::nix_is_root() {
             return Err(
                 "making btrfs subvolumes on a disk image needs a loop mount: run as root".into(),
             );
         }
-        let tmp = path.with_extension("tmp");
+        let tmp = crate::temp_name(&path);
         let work = tempdir("disk")?;
         let mnt = work.join("mnt");
         fs::create_dir_all(&mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
@@ -183,14 +193,18 @@ impl BtrfsDisk {
         })();
         let unmounted = run(Command::new("umount").arg(&mnt));
         let _ = fs::remove_dir_all(&work);
-        filled?;
-        unmounted?;
-        fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(path)
+        let done = filled
+            .and(unmounted)
+            .and_then(|_| crate::publish(&tmp, &path));
+        if done.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        done.map(|()| path)
     }
 }
 
-/// A blank (zeroed, sparse) disk image of `mb` MB.
+/// A blank (zeroed, sparse) disk image of `mb` MB at target/lab/disks/`name`.img, made
+/// anew (truncated) on every call: give each caller its own `name`.
 pub fn blank(name: &str, mb: u64) -> crate::Result<PathBuf> {
     let dir = lab_dir().join("disks");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -218,17 +232,49 @@ pub fn tempdir(prefix: &str) -> crate::Result<PathBuf> {
 }
 
 /// A sparse copy of `src` at `target/lab/scratch/<name>`, for a run that writes to a cached
-/// image; an earlier copy of that name is replaced.
+/// image; an earlier copy of that name is replaced. The copy is made under a temporary name
+/// and renamed into place, so the file at `<name>` is always whole.
 pub fn scratch_copy(src: &Path, name: &str) -> crate::Result<PathBuf> {
     let dir = lab_dir().join("scratch");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let dst = dir.join(name);
-    run(Command::new("cp").arg("--sparse=always").arg(src).arg(&dst))?;
-    Ok(dst)
+    let tmp = crate::temp_name(&dst);
+    let copied = run(Command::new("cp").arg("--sparse=always").arg(src).arg(&tmp))
+        .and_then(|_| crate::publish(&tmp, &dst));
+    if copied.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    copied.map(|()| dst)
+}
+
+/// Claims scratch name `name` for the calling test (its thread, which libtest names after
+/// it): scenarios run side by side in one test binary, and two of them writing one scratch
+/// file would corrupt each other's runs. A name another thread of this process claimed is
+/// an error naming both (pick another name); the same thread may claim it again (a test
+/// or a bench that starts over from a fresh copy).
+pub fn claim_scratch(name: &str) -> crate::Result<()> {
+    static CLAIMED: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+    let me = std::thread::current();
+    let me = me
+        .name()
+        .map_or_else(|| format!("{:?}", me.id()), str::to_string);
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+    let owner = claimed
+        .get_or_insert_with(HashMap::new)
+        .entry(name.to_string())
+        .or_insert_with(|| me.clone());
+    if *owner == me {
+        Ok(())
+    } else {
+        Err(format!(
+            "scratch name {name:?} is used by {owner} and {me}: give each scenario its own"
+        ))
+    }
 }
 
 /// Runs `f` on `image` loop-mounted (read-write) at a temporary directory, unmounting after.
 pub fn with_mount<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> crate::Result<T> {
+    let _turn = mount_lock()?;
     let work = tempdir("mnt")?;
     crate::host::forget_stale_btrfs_devices();
     run(Command::new("mount")

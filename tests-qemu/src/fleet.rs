@@ -29,8 +29,7 @@ pub const NODE_CMDLINE: &str =
 
 /// The fleet image's layout (tags `v1`, `v2`), cached under target/lab/images by content.
 pub fn layout(busybox: &Path) -> Result<PathBuf> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::lab_lock("fleet-layout")?;
     let work = crate::disk::tempdir("fleet-image")?;
     let root = work.join("root");
     crate::disk::demo_root(&root, busybox, "os")?;
@@ -54,18 +53,10 @@ pub fn layout(busybox: &Path) -> Result<PathBuf> {
         put_image(&tmp, "v1", std::slice::from_ref(&b), &[])?;
         put_image(&tmp, "v2", &[b, t], &[])?;
         fs::create_dir_all(layout.parent().expect("images dir")).map_err(|e| e.to_string())?;
-        fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
+        crate::publish_dir(&tmp, &layout)?;
     }
     let _ = fs::remove_dir_all(&work);
     Ok(layout)
-}
-
-/// A tgtd control port (a socket name, not a TCP port; tgtd takes up to 32767) no other
-/// test process picks: by PID, then a counter.
-fn next_control_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    20_000 + (std::process::id() % 1_000) as u16 * 8 + NEXT.fetch_add(1, Ordering::SeqCst) % 8
 }
 
 /// How to start a controller.
@@ -102,7 +93,7 @@ impl ControllerSpec {
             database: None,
             http_port: free_port()?,
             iscsi_port: free_port()?,
-            control_port: next_control_port(),
+            control_port: crate::tgtd::control_port(),
             kernel: kernel.to_path_buf(),
             initramfs: initramfs.to_path_buf(),
             extra: Vec::new(),

@@ -52,9 +52,12 @@ pub fn os_disk() -> PathBuf {
 }
 
 /// A copy of the cached `image` at target/lab/scratch/`name`, for a scenario that writes to
-/// it (an upgrade, [`Boot::keep_writes`]); an earlier copy of that name is replaced.
+/// it (an upgrade, [`Boot::keep_writes`]); an earlier copy of that name is replaced. A name
+/// belongs to the first test that uses it ([`crate::disk::claim_scratch`]): the scenarios
+/// share one process.
 pub fn scratch_copy(image: &Path, name: &str) -> PathBuf {
-    crate::disk::scratch_copy(image, name)
+    crate::disk::claim_scratch(name)
+        .and_then(|()| crate::disk::scratch_copy(image, name))
         .unwrap_or_else(|e| panic!("scratch copy of {}: {e}", image.display()))
 }
 

@@ -1,5 +1,5 @@
 //! The session keeper's scenarios (ARCHITECTURE.md §2.5), shared by
-//! `tests/iscsi_keeper.rs` and `cargo xtask bench --only keeper`: a diskless node whose root
+//! `tests/scenarios/iscsi_keeper.rs` and `cargo xtask bench --only keeper`: a diskless node whose root
 //! is a tgtd LUN writes a numbered line every 200 ms while the host kills tgtd and starts it
 //! again 10 s later (tgtd keeps no state: the target is made anew), or takes the VM's link
 //! down for 10 s; the root is the busybox demo (stage0's keeper recovers) or the lab's
@@ -350,6 +350,7 @@ pub fn debian_root(name: &str) -> crate::Result<Root> {
     let a = crate::harness::artifacts();
     let images = crate::debian::debian_images()?;
     let installed = crate::debian::debian_disk(&a.terra, &images, crate::debian::V1, DEBIAN_UUID)?;
+    crate::disk::claim_scratch(&format!("{name}.img"))?;
     let lun = tgtd::Lun(crate::disk::scratch_copy(
         &installed,
         &format!("{name}.img"),

@@ -50,9 +50,6 @@ pub struct DebKernel {
     pub modules_dir: PathBuf,
 }
 
-/// Serializes the download and the cached layout between the tests of one process.
-static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// The cloud kernel's package, downloaded once into `target/lab/kernels` (never installed
 /// on the host); also what the package test installs into a Debian root.
 pub fn cloud_kernel_deb() -> crate::Result<PathBuf> {
@@ -101,7 +98,8 @@ pub fn cloud_kernel_deb() -> crate::Result<PathBuf> {
 
 /// Debian's cloud kernel, fetched and unpacked once.
 pub fn cloud_kernel() -> crate::Result<DebKernel> {
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // The download, the unpacked tree and the layout each take their turn across processes.
+    let _turn = crate::lab_lock("cloud-kernel")?;
     let dir = lab_dir().join("kernels").join("cloud");
     if let Some(k) = unpacked(&dir) {
         return Ok(k);
@@ -194,7 +192,7 @@ fn add_kernel(root: &Path, k: &DebKernel) -> crate::Result<()> {
 /// The kernel layout (tags in the module doc).
 pub fn layout(busybox: &Path) -> crate::Result<(PathBuf, DebKernel)> {
     let k = cloud_kernel()?;
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::lab_lock("kernel-layout")?;
     let work = tempdir("kernel-image")?;
     let built = (|| -> crate::Result<PathBuf> {
         let root = work.join("root");

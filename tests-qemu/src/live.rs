@@ -87,13 +87,16 @@ pub fn installer_image(a: &Artifacts, busybox: &Path) -> crate::Result<String> {
     if layout.join("index.json").is_file() {
         return Ok(reference);
     }
+    let _turn = crate::lab_lock("live-installer")?;
+    if layout.join("index.json").is_file() {
+        return Ok(reference);
+    }
     let work = tempdir("live-installer")?;
     let made = fill(&work.join("root"), a, &keeper, busybox)
         .and_then(|()| layout_from_dir(&work.join("root"), &work.join("layout")))
         .and_then(|_| {
             fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            fs::rename(work.join("layout"), &layout)
-                .map_err(|e| format!("{}: {e}", layout.display()))
+            crate::publish_dir(&work.join("layout"), &layout)
         });
     let _ = fs::remove_dir_all(&work);
     made.map(|()| reference)

@@ -6,7 +6,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -14,9 +13,6 @@ use crate::disk::{demo_root, tempdir};
 use crate::{lab_dir, run};
 
 pub mod corpus;
-
-/// Serializes building the cached layout and disks between the tests of one process.
-static LOCK: Mutex<()> = Mutex::new(());
 
 /// Tag of the demo image in its layout.
 pub const DEMO_TAG: &str = "demo";
@@ -415,7 +411,7 @@ pub fn put_image(
 /// target/lab/images by its manifest digest, so a change to the demo root makes a new one.
 /// Returns the layout and the manifest digest.
 pub fn demo_layout(busybox: &Path) -> crate::Result<(PathBuf, String)> {
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::lab_lock("demo-layout")?;
     let work = tempdir("demo-image")?;
     let root = work.join("root");
     let tmp = work.join("layout");
@@ -428,7 +424,7 @@ pub fn demo_layout(busybox: &Path) -> crate::Result<(PathBuf, String)> {
             if let Some(parent) = layout.parent() {
                 fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
             }
-            fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
+            crate::publish_dir(&tmp, &layout)?;
         }
         Ok((layout, digest))
     });
@@ -544,7 +540,6 @@ fn install_group(terra: &Path, spec: &Install) -> crate::Result<Vec<PathBuf>> {
         size_mb,
         group_extra,
     } = *spec;
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = lab_dir().join("disks");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let paths: Vec<PathBuf> = (0..count)
@@ -556,6 +551,19 @@ fn install_group(terra: &Path, spec: &Install) -> crate::Result<Vec<PathBuf>> {
     if paths.iter().all(|p| p.is_file()) {
         return Ok(paths);
     }
+    // One builder of these disks at a time, across processes too. (Not the mount lock:
+    // installs of different disks, each with a UUID of its own, may run side by side.)
+    let _turn = crate::lab_lock(&format!("disk-{name}"))?;
+    if paths.iter().all(|p| p.is_file()) {
+        return Ok(paths);
+    }
+    // A filesystem over several disks must not lose a registered member to another
+    // mount's `btrfs device scan --forget` before it is mounted.
+    let _mounts = if count > 1 {
+        Some(crate::disk::mount_lock()?)
+    } else {
+        None
+    };
     if !crate::host::nix_is_root() {
         return Err("terra install needs root (loop devices and mount)".into());
     }
@@ -662,10 +670,13 @@ pub fn boot_disk(spec: &BootDisk, name: &str) -> crate::Result<PathBuf> {
         (m.len(), m.modified().ok()).hash(&mut h);
     }
     (spec.append, spec.image).hash(&mut h);
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let dir = lab_dir().join("disks");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("{name}-{:016x}.img", h.finish()));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let _turn = crate::lab_lock(&format!("disk-{name}"))?;
     if path.is_file() {
         return Ok(path);
     }
@@ -824,7 +835,11 @@ pub fn bench_layout(mb: usize) -> crate::Result<PathBuf> {
     if layout.join("index.json").is_file() {
         return Ok(layout);
     }
-    let tmp = lab_dir().join(format!("images/.bench-unpack-{mb}m-tmp"));
+    let _turn = crate::lab_lock("bench-layout")?;
+    if layout.join("index.json").is_file() {
+        return Ok(layout);
+    }
+    let tmp = crate::temp_name(&layout);
     let _ = fs::remove_dir_all(&tmp);
     let mut rng = Rng(0x7e44_a1a0_5ca1_4e00);
     // ~33 KiB per file on average plus the large ones: about 50 KiB per file.
@@ -869,6 +884,6 @@ pub fn bench_layout(mb: usize) -> crate::Result<PathBuf> {
     fs::write(tmp.join("index.json"), index).map_err(|e| e.to_string())?;
     fs::write(tmp.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
         .map_err(|e| e.to_string())?;
-    fs::rename(&tmp, &layout).map_err(|e| format!("{}: {e}", layout.display()))?;
+    crate::publish_dir(&tmp, &layout)?;
     Ok(layout)
 }

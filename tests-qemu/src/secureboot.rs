@@ -41,6 +41,7 @@ fn dir() -> crate::Result<PathBuf> {
 /// under `target/lab/secureboot`.
 pub fn test_keys() -> crate::Result<Keys> {
     let d = dir()?;
+    let _turn = crate::lab_lock("secureboot-keys")?;
     let pair = |name: &str| -> crate::Result<(PathBuf, PathBuf)> {
         let (key, cert) = (d.join(format!("{name}.key")), d.join(format!("{name}.crt")));
         if !(key.is_file() && cert.is_file()) {
@@ -77,6 +78,11 @@ pub fn virt_fw_vars() -> crate::Result<PathBuf> {
     if ready.is_file() && tool.is_file() {
         return Ok(tool);
     }
+    let _turn = crate::lab_lock("venv-virt-firmware")?;
+    // Another thread or process may have made it while this one waited.
+    if ready.is_file() && tool.is_file() {
+        return Ok(tool);
+    }
     let _ = std::fs::remove_dir_all(&venv);
     // Debian's interpreter when there is one: python3-venv is its venv module.
     let python = if Path::new("/usr/bin/python3").is_file() {
@@ -105,11 +111,15 @@ pub fn virt_fw_vars() -> crate::Result<PathBuf> {
 /// Boot enabled: OVMF then runs only EFI images signed by the db key.
 pub fn enrolled_vars(keys: &Keys) -> crate::Result<PathBuf> {
     let out = dir()?.join("OVMF_VARS_4M.terra-test.fd");
-    run(Command::new(virt_fw_vars()?)
+    // Written beside and renamed into place: a VM of another test may be reading the store
+    // (copy-on-write) while this one makes it anew. The name keeps its `.fd`.
+    let tmp = PathBuf::from(format!("{}.fd", crate::temp_name(&out).display()));
+    let tool = virt_fw_vars()?;
+    let made = run(Command::new(tool)
         .arg("-i")
         .arg(crate::vm::OVMF_VARS_4M)
         .arg("-o")
-        .arg(&out)
+        .arg(&tmp)
         .arg("--set-pk")
         .arg(OWNER_GUID)
         .arg(&keys.pk_cert)
@@ -119,8 +129,12 @@ pub fn enrolled_vars(keys: &Keys) -> crate::Result<PathBuf> {
         .arg("--add-db")
         .arg(OWNER_GUID)
         .arg(&keys.db_cert)
-        .arg("--secure-boot"))?;
-    Ok(out)
+        .arg("--secure-boot"))
+    .and_then(|_| crate::publish(&tmp, &out));
+    if made.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    made.map(|()| out)
 }
 
 /// The removable-media path UEFI firmware boots on x86-64 (UEFI 2.10, §3.5.1.1).

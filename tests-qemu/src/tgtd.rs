@@ -5,7 +5,7 @@
 //! the host (the control socket is a file, so this works for a namespaced tgtd too), and is
 //! stopped by PID when dropped.
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +39,15 @@ pub struct Tgtd {
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A tgtd control port (a socket name under /var/run/tgtd, not a TCP port; tgtd takes up to
+/// 32767) for a tgtd of this lab, the controller's included ([`crate::fleet`]): one counter
+/// per process, so no two tgtds of one process share one, spread by PID across processes
+/// (a taken one makes tgtd exit, and [`Tgtd`] retries with the next).
+pub fn control_port() -> u16 {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    (16_000 + (std::process::id().wrapping_mul(100).wrapping_add(n)) % 15_000) as u16
+}
 
 impl Tgtd {
     /// Starts tgtd on 127.0.0.1 and a free port; fails with the package to install when
@@ -92,14 +101,10 @@ impl Tgtd {
             let port = match (ns, fixed) {
                 (_, Some(p)) => p,
                 (Some(_), None) => ISCSI_PORT,
-                (None, None) => TcpListener::bind((addr, 0))
-                    .and_then(|l| l.local_addr())
-                    .map_err(|e| format!("no free port: {e}"))?
-                    .port(),
+                (None, None) => crate::free_port_on(addr)?,
             };
             // tgtd takes control ports up to 32767; retries move on if one is taken.
-            let n = NEXT.fetch_add(1, Ordering::SeqCst);
-            let ctl = (16_000 + (std::process::id() * 100 + n) % 15_000).to_string();
+            let ctl = control_port().to_string();
             let log = dir.join(format!("tgtd-{ctl}-{port}.log"));
             let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
             let err = out.try_clone().map_err(|e| e.to_string())?;
@@ -287,9 +292,13 @@ exec /sbin/init
 pub fn lun_image(image: &Path, name: &str, subvolumes: &[&str]) -> crate::Result<PathBuf> {
     let dir = lab_dir().join("tgtd");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let lun = dir.join(format!("{name}-{}.img", std::process::id()));
-    std::fs::copy(image, &lun)
-        .map_err(|e| format!("{} -> {}: {e}", image.display(), lun.display()))?;
+    // Unique in this process too: scenarios that pick one name run side by side.
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let lun = dir.join(format!("{name}-{}-{n}.img", std::process::id()));
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(image)
+        .arg(&lun))?;
     with_mounted(&lun, |mnt| {
         for sv in subvolumes {
             let init = mnt.join(sv).join("bin/iscsi-init");
@@ -340,9 +349,7 @@ fn with_mounted<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> c
     if !crate::host::nix_is_root() {
         return Err("mounting a disk image needs root".into());
     }
-    let _turn = crate::disk::DISK_LOCK
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::disk::mount_lock()?;
     let work = crate::disk::tempdir("lun")?;
     let mnt = work.join("mnt");
     std::fs::create_dir_all(&mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;

@@ -60,20 +60,20 @@ pub fn write_layout_at(
     images: &[(&str, Vec<&[u8]>)],
     gzip: bool,
 ) -> crate::Result<()> {
-    let tmp = layout.with_extension(format!("tmp{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
+    let tmp = crate::temp_name(layout);
     fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    write_layout(&tmp, images, gzip)?;
-    fs::rename(&tmp, layout).map_err(|e| format!("{}: {e}", layout.display()))
+    let written = write_layout(&tmp, images, gzip);
+    if written.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    written?;
+    crate::publish_dir(&tmp, layout)
 }
-
-/// Serializes building the cached layout and disks between the tests of one process.
-static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The versions layout (tags v1–v4, see the module doc), cached under target/lab/images
 /// by the base layer's digest.
 pub fn layout(busybox: &Path) -> crate::Result<PathBuf> {
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = crate::lab_lock("versions-layout")?;
     let work = tempdir("versions-image")?;
     let root = work.join("root");
     demo_root(&root, busybox, "v1")?;
@@ -119,7 +119,7 @@ pub fn fresh_disk(
     uuid: &str,
     copy_name: &str,
 ) -> crate::Result<PathBuf> {
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    crate::disk::claim_scratch(&format!("{copy_name}.img"))?;
     let image = format!("oci:{}:v1", layout.display());
     let name = format!(
         "versions-{uuid}-{}",
@@ -170,20 +170,34 @@ pub fn upgrade(
 }
 
 /// What a power cut clears after a `terra` was killed with SIGKILL: its mount of the top
-/// level and its loop devices on `disk`. The disk holds what the kill left.
+/// level and its loop devices on `disk`. The disk holds what the kill left. Only mounts of
+/// `disk`'s own loop devices are touched: other tests' `terra` may have theirs mounted now.
 pub fn power_cut(disk: &Path) {
+    let loops: Vec<String> = Command::new("losetup")
+        .arg("-j")
+        .arg(disk)
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split(':').next())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
-        if m.contains("/terra-versions-") {
-            let _ = Command::new("umount").args(["-l", m]).output();
+    for l in mounts.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(dev), Some(at)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if at.contains("/terra-versions-") && loops.iter().any(|d| d == dev) {
+            let _ = Command::new("umount").args(["-l", at]).output();
         }
     }
-    if let Ok(out) = Command::new("losetup").arg("-j").arg(disk).output() {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some(dev) = line.split(':').next() {
-                let _ = Command::new("losetup").args(["-d", dev]).output();
-            }
-        }
+    for dev in &loops {
+        let _ = Command::new("losetup").args(["-d", dev]).output();
     }
+    let _turn = crate::disk::mount_lock();
     crate::host::forget_stale_btrfs_devices();
 }

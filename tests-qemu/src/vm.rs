@@ -81,10 +81,12 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         .map(|o| o.log.contains("Linux version"))
         .unwrap_or(false);
     let _ = std::fs::create_dir_all(crate::lab_dir());
-    let _ = std::fs::write(
-        &cache,
-        format!("{}\n{}\n", boot_id.trim(), if works { "yes" } else { "no" }),
-    );
+    // Beside and renamed: another process may be reading the answer.
+    let tmp = crate::temp_name(&cache);
+    let answer = format!("{}\n{}\n", boot_id.trim(), if works { "yes" } else { "no" });
+    if std::fs::write(&tmp, answer).is_err() || crate::publish(&tmp, &cache).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
     if works {
         Accel::Kvm
     } else {

@@ -22,7 +22,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(20);
 /// Bound on the client's link getting carrier.
 const CARRIER_LIMIT: Duration = Duration::from_secs(5);
 /// The server side's address and the range it hands out (the subnet of
-/// `tests-qemu/tests/network_netns.rs`).
+/// `tests-qemu/tests/scenarios/network_netns.rs`).
 const SERVER_ADDR: &str = "10.77.0.1/24";
 const RANGE: &str = "10.77.0.50,10.77.0.99,255.255.255.0,1h";
 const CLIENT_MAC: &str = "02:00:00:00:00:01";

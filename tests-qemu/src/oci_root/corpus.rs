@@ -18,7 +18,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -41,8 +40,6 @@ pub const TOOLS: &[(&str, &str)] = &[
 ];
 
 const LIMIT: Duration = Duration::from_secs(300);
-
-static LOCK: Mutex<()> = Mutex::new(());
 
 /// One image of the corpus and what it is compared with.
 #[derive(Debug, Clone)]
@@ -115,7 +112,8 @@ fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
 /// The corpus, built now when it is not cached. Fails naming the Debian package of every
 /// missing tool.
 pub fn corpus(busybox: &Path) -> crate::Result<Corpus> {
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // One builder at a time, across processes too; it also prunes older corpora.
+    let _turn = crate::lab_lock("corpus")?;
     let missing = missing_tools();
     if !missing.is_empty() {
         return Err(format!(

@@ -449,7 +449,7 @@ impl<S: std::io::Write> std::io::Write for Tap<S> {
 }
 
 /// Regenerates init/src/iscsi/fixtures/ from a live tgtd:
-/// `cargo test -p tests-qemu --test iscsi_login capture_fixtures -- --ignored`.
+/// `cargo test -p tests-qemu --test scenarios iscsi_login::capture_fixtures -- --ignored`.
 #[test]
 #[ignore]
 fn capture_fixtures() {

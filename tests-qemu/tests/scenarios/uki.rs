@@ -272,7 +272,7 @@ fn a_live_iso_starts_its_signed_uki_under_secure_boot() {
 /// command line; stage0 in it still finds the root by UUID and boots its version.
 #[test]
 fn an_installed_disk_starts_its_signed_uki_under_secure_boot() {
-    const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a1";
+    const UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001c2";
     let (a, s) = (artifacts(), setup());
     let uki = uki_with(
         "terra-disk-signed.efi",

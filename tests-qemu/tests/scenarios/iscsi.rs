@@ -10,7 +10,7 @@ use lab::netns::{Dnsmasq, Netns};
 use lab::tgtd::{self, Tgtd, GUEST_HOST_ADDR, GUEST_HOST_ADDR6};
 use lab::vm::{self, Outcome, Tap};
 
-const LUN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000c3";
+const LUN_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000c5";
 const IQN: &str = "iqn.2024-01.org.terra-os:lab-root";
 const INITIATOR: &str = "iqn.2024-01.org.terra-os:lab-node";
 

@@ -49,7 +49,8 @@ fn a_raid1_group_written_by_terra_install_boots() {
 }
 
 /// The unpack benchmark (numbers, not pass/fail): `cargo test --release -p tests-qemu
-/// --test install -- --ignored --nocapture unpack_benchmark`; TERRA_BENCH_MB sets the size.
+/// --test scenarios -- --ignored --nocapture install::unpack_benchmark`; TERRA_BENCH_MB
+/// sets the size.
 #[test]
 #[ignore]
 fn unpack_benchmark() {
