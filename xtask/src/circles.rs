@@ -40,7 +40,10 @@ fn modules(src: &Path) -> Result<BTreeMap<Module, PathBuf>, String> {
             if segs.first().map(String::as_str) == Some("bin") {
                 continue;
             }
-            if matches!(segs.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+            if matches!(
+                segs.last().map(String::as_str),
+                Some("mod" | "lib" | "main")
+            ) {
                 segs.pop();
             }
             out.insert(segs, path);
@@ -126,7 +129,10 @@ fn edges(mods: &BTreeMap<Module, PathBuf>) -> Result<BTreeMap<Module, BTreeSet<M
                 base
             };
             // The deepest module file along the path (items resolve to their file).
-            let Some(t) = (0..=abs.len()).rev().map(|n| &abs[..n]).find(|n| mods.contains_key(*n))
+            let Some(t) = (0..=abs.len())
+                .rev()
+                .map(|n| &abs[..n])
+                .find(|n| mods.contains_key(*n))
             else {
                 continue;
             };
@@ -206,7 +212,13 @@ pub fn find(trees: &[PathBuf]) -> Result<Vec<String>, String> {
         for comp in circles(&edges(&modules(src)?)?) {
             let names: Vec<String> = comp
                 .iter()
-                .map(|m| if m.is_empty() { "(root)".into() } else { m.join("/") })
+                .map(|m| {
+                    if m.is_empty() {
+                        "(root)".into()
+                    } else {
+                        m.join("/")
+                    }
+                })
                 .collect();
             lines.push(format!("{}: {}", src.display(), names.join(" <-> ")));
         }
@@ -259,13 +271,23 @@ mod tests {
             ("b.rs", "pub mod c; pub struct X;"),
             ("b/c.rs", "use super::X;"),
             // only test code and comments name b
-            ("a.rs", "// crate::b::X\n#[cfg(test)]\nmod tests { use crate::b::X; }"),
+            (
+                "a.rs",
+                "// crate::b::X\n#[cfg(test)]\nmod tests { use crate::b::X; }",
+            ),
             ("bin/tool.rs", "use crate::a;"),
         ]);
-        assert_eq!(find(&[t.path().to_path_buf()]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            find(&[t.path().to_path_buf()]).unwrap(),
+            Vec::<String>::new()
+        );
         // …but a real edge back from b to a closes one.
         std::fs::write(t.path().join("a.rs"), "use crate::b::X;").unwrap();
-        std::fs::write(t.path().join("b.rs"), "pub mod c; pub struct X; use super::a;").unwrap();
+        std::fs::write(
+            t.path().join("b.rs"),
+            "pub mod c; pub struct X; use super::a;",
+        )
+        .unwrap();
         assert_eq!(find(&[t.path().to_path_buf()]).unwrap().len(), 1);
     }
 }

@@ -41,7 +41,7 @@ const USAGE: &str = "usage:
       line prefixed with its binary (whole logs in target/lab/test-logs/). Ends with every
       binary's wall time and the 10 slowest boot scenarios
       (target/lab/timings/scenarios.jsonl). Arguments go to every test binary.
-  cargo xtask circles
+  cargo xtask circles [SRC_DIR]...
       Lists file-level import circles in each crate's src/ (exit 1 when there is one).
   cargo xtask deb
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
     let result = match args.next().as_deref() {
         Some("qemu") => qemu(args.collect()),
         Some("test") => test(args.collect()),
-        Some("circles") => circles(),
+        Some("circles") => circles(args.map(PathBuf::from).collect()),
         Some("bench") => bench(args.collect()),
         Some("kernel") => kernel(args.collect()),
         Some("deb") => deb(),
@@ -327,16 +327,21 @@ fn qemu(args: Vec<String>) -> Result<bool, String> {
     Ok(vm.run_interactive()?.success())
 }
 
-fn circles() -> Result<bool, String> {
-    let trees: Vec<PathBuf> = circles::TREES
-        .iter()
-        .map(|t| lab::workspace().join(t))
-        .collect();
+/// `cargo xtask circles [SRC_DIR...]`: the workspace's crates unless directories are given.
+fn circles(dirs: Vec<PathBuf>) -> Result<bool, String> {
+    let trees: Vec<PathBuf> = if dirs.is_empty() {
+        circles::TREES
+            .iter()
+            .map(|t| lab::workspace().join(t))
+            .collect()
+    } else {
+        dirs
+    };
     let found = circles::find(&trees)?;
     for line in &found {
         println!("{line}");
     }
-    println!("{} circle(s) in {}", found.len(), circles::TREES.join(", "));
+    println!("{} circle(s)", found.len());
     Ok(found.is_empty())
 }
 
@@ -385,9 +390,8 @@ fn test(args: Vec<String>) -> Result<bool, String> {
         runner::LANES,
         lab::lab_dir().join("test-logs").display()
     );
-    let ran = runner::run(bins, &args, &lab::lab_dir().join("test-logs"))?;
-    let mut ran = ran;
-    ran.sort_by(|a, b| b.took.cmp(&a.took));
+    let mut ran = runner::run(bins, &args, &lab::lab_dir().join("test-logs"))?;
+    ran.sort_by_key(|r| std::cmp::Reverse(r.took));
     eprintln!("xtask: test binaries, slowest first (wall s):");
     for r in &ran {
         eprintln!(

@@ -125,7 +125,9 @@ pub struct Ran {
 /// Runs `bins` in [`LANES`] lanes, in order; `args` go to every binary (a filter, `--skip`).
 pub fn run(bins: Vec<TestBinary>, args: &[String], logs: &Path) -> Result<Vec<Ran>, String> {
     std::fs::create_dir_all(logs).map_err(|e| format!("{}: {e}", logs.display()))?;
-    let queue = Arc::new(Mutex::new(bins.into_iter().collect::<std::collections::VecDeque<_>>()));
+    let queue = Arc::new(Mutex::new(
+        bins.into_iter().collect::<std::collections::VecDeque<_>>(),
+    ));
     let done = Arc::new(Mutex::new(Vec::new()));
     let lanes: Vec<_> = (0..LANES)
         .map(|_| {
@@ -143,7 +145,8 @@ pub fn run(bins: Vec<TestBinary>, args: &[String], logs: &Path) -> Result<Vec<Ra
         })
         .collect();
     for lane in lanes {
-        lane.join().map_err(|_| "a test lane panicked".to_string())?;
+        lane.join()
+            .map_err(|_| "a test lane panicked".to_string())?;
     }
     let ran = std::mem::take(&mut *done.lock().map_err(|_| "poisoned".to_string())?);
     Ok(ran)
@@ -154,7 +157,11 @@ fn run_one(bin: &TestBinary, args: &[String], logs: &Path) -> Ran {
     let log = logs.join(format!("{}.log", bin.name.replace("::", "-")));
     let started = Instant::now();
     let tag = format!("[{}]", bin.name);
-    eprintln!("{tag} {} (--test-threads={})", bin.exe.display(), bin.threads);
+    eprintln!(
+        "{tag} {} (--test-threads={})",
+        bin.exe.display(),
+        bin.threads
+    );
     let child = Command::new(&bin.exe)
         .current_dir(&bin.dir)
         .env("CARGO_MANIFEST_DIR", &bin.dir)
@@ -178,8 +185,14 @@ fn run_one(bin: &TestBinary, args: &[String], logs: &Path) -> Ran {
     };
     let file = Arc::new(Mutex::new(std::fs::File::create(&log).ok()));
     let pumps: Vec<_> = [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .flatten()
