@@ -1,208 +1,352 @@
 //! `terra serve` and `terra node` (the `terra` CLI execs `terra-controller` for them).
+//!
+//! The command line is one `clap` definition ([`Cli`]), as `terra`'s is: help, errors with
+//! suggestions, shell completions (`terra-controller completions SHELL`) and man pages
+//! (`terra-controller man DIR`) all come from it.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use lexopt::prelude::*;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::http::NodeView;
-use crate::serve::{self, ServeOptions};
+use crate::serve::{self, ServeOptions, DEFAULT_TGTD_CONTROL_PORT};
+use crate::storage::DEFAULT_LUN_MB;
 
-const SERVE_USAGE: &str = "\
-terra serve — provision diskless nodes: iPXE over HTTP, a copy-on-write iSCSI LUN each
+/// The controller's name on the command line, in completions and in man pages.
+pub const NAME: &str = "terra-controller";
 
-Usage: terra serve [options]
+/// Where `node` finds the controller without `--server` or `$TERRA_SERVER`.
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
-Options:
-      --state DIR           state directory: database, LUNs, token (default
-                            /var/lib/terra/controller; put it on btrfs or XFS so
-                            every LUN after an image's first is a reflink)
-      --database URL        sqlite://… or postgres://user@host/db (default: SQLite
-                            in DIR/terra.db; PostgreSQL lets controllers share)
-      --listen ADDR         HTTP address (default 127.0.0.1:8080)
-      --public-url URL      where nodes reach it (default http://ADDR)
-      --iscsi-listen ADDR   tgtd's portal (default 127.0.0.1:3260)
-      --iscsi-portal H:P    the portal nodes are told (default: --iscsi-listen)
-      --kernel FILE         the kernel nodes boot (default DIR/boot/vmlinuz)
-      --initramfs FILE      the shared Terra initramfs (default DIR/boot/initrd.img)
-      --cmdline ARGS        kernel arguments of every entry (e.g. console=ttyS0)
-      --chap                generated mutual CHAP for nodes that give none
-      --token-file FILE     the API token (default DIR/token, made on first start)
-      --tgtd-control-port N tgtd's control port (default 13260)
-      --lun-size MIB        size of each LUN, sparse (default 4096)
-      --plain-http          pull from registries over plain HTTP
-      --verify-key PEM      images must carry a cosign signature by this ECDSA
-                            P-256 key (repeatable; any one suffices): checked
-                            before a node is added, kept on its LUN for upgrades
-  -h, --help                print this help
-";
+/// What `terra-controller --help` ends with.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  the command failed (the line after `terra: ` says what, and where)
+  2  usage error: unknown command or option, missing or invalid argument
 
-const NODE_USAGE: &str = "\
-terra node — manage the nodes of a Terra controller
+`terra serve` and `terra node` run this program with their arguments.
 
-Usage: terra node [--server URL] [--token-file FILE] <command>
+Completions and man pages: `terra-controller completions bash|zsh|fish|elvish|powershell`
+prints a completion script; `terra-controller man DIR` writes terra-controller.1 and
+terra-controller-<command>.1 into DIR. The Debian package installs both.";
 
-Commands:
-  add FILE              add the node of a node.toml (hostname, mac, image; an
-                        [iscsi] initiator and CHAP are optional) and provision it
-  list [--json]         HOSTNAME MAC IMAGE VERSION INITIATOR TARGET STATE
-  show NAME             one node, with why it failed
-  delete NAME           remove its target, LUN and boot entry
-  upgrade NAME REF      add a version from REF to its LUN (the node must be off;
-                        it boots it next time and falls back by itself)
-  discovered            machines that asked for a boot without being known
-
-Options:
-      --server URL      the controller (default $TERRA_SERVER, else
-                        http://127.0.0.1:8080)
-      --token-file FILE the token for changes (default: $TERRA_TOKEN)
-  -h, --help            print this help
-";
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("terra: {msg}");
-    ExitCode::from(1)
+/// terra-controller — provisions diskless Terra nodes (`terra serve`, `terra node`)
+#[derive(Debug, Parser)]
+#[command(
+    name = NAME,
+    version,
+    propagate_version = true,
+    after_help = EXIT_STATUS,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-/// Runs the command line `args` (without the program name).
+#[derive(Debug, Subcommand)]
+enum Command {
+    Serve(ServeArgs),
+    Node(NodeArgs),
+    /// Print a shell completion script on stdout
+    ///
+    /// bash: save it as ~/.local/share/bash-completion/completions/terra-controller; zsh:
+    /// as _terra-controller in a directory on $fpath; fish: as
+    /// ~/.config/fish/completions/terra-controller.fish.
+    #[command(hide = true)]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (terra-controller.1, terra-controller-<command>.1) into a directory
+    #[command(hide = true)]
+    Man {
+        /// The directory, created when missing
+        dir: PathBuf,
+    },
+}
+
+/// Provision diskless nodes: iPXE over HTTP, a copy-on-write iSCSI LUN each
+///
+/// Serves each node's iPXE entry, kernel and initramfs over HTTP and gives it its own iSCSI
+/// target on tgtd (started when not running) with a copy-on-write clone of its image's LUN.
+// A repeated option takes its last value, as before clap.
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+struct ServeArgs {
+    /// State directory: database, LUNs, token
+    ///
+    /// Put it on btrfs or XFS so that every LUN after an image's first is a reflink.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/terra/controller")]
+    state: PathBuf,
+    /// sqlite://… or postgres://user@host/db (default: SQLite in DIR/terra.db)
+    ///
+    /// PostgreSQL lets several controllers share one fleet.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// HTTP address
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where nodes reach it (default http://ADDR)
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// tgtd's portal
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3260")]
+    iscsi_listen: String,
+    /// The portal nodes are told (default: --iscsi-listen)
+    #[arg(long, value_name = "H:P")]
+    iscsi_portal: Option<String>,
+    /// The kernel nodes boot (default DIR/boot/vmlinuz)
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// The shared Terra initramfs (default DIR/boot/initrd.img)
+    #[arg(long, value_name = "FILE")]
+    initramfs: Option<PathBuf>,
+    /// Kernel arguments of every entry (e.g. console=ttyS0)
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    cmdline: Option<String>,
+    /// Generated mutual CHAP for nodes that give none
+    #[arg(long)]
+    chap: bool,
+    /// The API token (default DIR/token, made on first start)
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// tgtd's control port
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TGTD_CONTROL_PORT)]
+    tgtd_control_port: u16,
+    /// Size of each LUN in MiB, sparse
+    #[arg(long = "lun-size", value_name = "MIB", default_value_t = DEFAULT_LUN_MB)]
+    lun_mb: u64,
+    /// Pull from registries over plain HTTP
+    #[arg(long)]
+    plain_http: bool,
+    /// Images must carry a cosign signature by this ECDSA P-256 key (repeatable; any one
+    /// suffices)
+    ///
+    /// Checked before a node is added, and kept on its LUN for upgrades.
+    #[arg(long = "verify-key", value_name = "PEM")]
+    verify_keys: Vec<PathBuf>,
+}
+
+/// Manage the nodes of a Terra controller
+///
+/// Talks to a controller's HTTP API; changes need its token.
+#[derive(Debug, Args)]
+#[command(
+    args_override_self = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct NodeArgs {
+    /// The controller (default $TERRA_SERVER, else http://127.0.0.1:8080)
+    #[arg(long, global = true, value_name = "URL")]
+    server: Option<String>,
+    /// The token for changes (default: $TERRA_TOKEN)
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: NodeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Add the node of a node.toml and provision it
+    ///
+    /// The file names hostname, mac and image; an [iscsi] initiator and CHAP are optional.
+    Add {
+        /// The node.toml
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List the nodes: HOSTNAME MAC IMAGE VERSION INITIATOR TARGET STATE
+    List {
+        /// A JSON array of objects with exactly those columns
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one node, with why it failed
+    Show {
+        /// Its hostname
+        name: String,
+    },
+    /// Remove a node's target, LUN and boot entry
+    Delete {
+        /// Its hostname
+        name: String,
+    },
+    /// Add a version from REF to a node's LUN (the node must be off)
+    ///
+    /// The node boots it next time, tentatively, and falls back by itself.
+    Upgrade {
+        /// Its hostname
+        name: String,
+        /// The image reference
+        #[arg(value_name = "REF")]
+        reference: String,
+    },
+    /// Machines that asked for a boot without being known
+    Discovered,
+}
+
+/// Why a command failed; printed after `terra: `.
+#[derive(Debug)]
+pub enum CliError {
+    /// The controller stopped or could not start.
+    Serve(String),
+    /// `--token-file` could not be read.
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `node add`'s node.toml could not be read.
+    NodeFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The API refused or could not be reached.
+    Client(ClientError),
+    /// `man DIR` could not write its pages.
+    Man {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Serve(e) => write!(f, "terra serve: {e}"),
+            CliError::TokenFile { path, source } => {
+                write!(f, "terra node: --token-file {}: {source}", path.display())
+            }
+            CliError::NodeFile { path, source } => {
+                write!(f, "terra node: {}: {source}", path.display())
+            }
+            CliError::Client(e) => write!(f, "terra node: {e}"),
+            CliError::Man { dir, source } => write!(f, "{}: {source}", dir.display()),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError::Client(e)
+    }
+}
+
+/// Runs the command line `args` (without the program name). Usage errors exit 2 with
+/// clap's message (and a suggestion when one is near), help and version 0, a failed
+/// command 1.
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    let mut p = lexopt::Parser::from_args(args);
-    let res = match p.next() {
-        Ok(Some(Value(cmd))) if cmd == "serve" => cmd_serve(&mut p),
-        Ok(Some(Value(cmd))) if cmd == "node" => cmd_node(&mut p),
-        Ok(Some(Long("help") | Short('h'))) | Ok(None) => {
-            print!("{SERVE_USAGE}\n{NODE_USAGE}");
+    let cli = match Cli::try_parse_from(std::iter::once(OsString::from(NAME)).chain(args)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("terra: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The command line's definition, for completions, man pages and tests.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(a) => cmd_serve(a),
+        Command::Node(a) => cmd_node(a),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), NAME, &mut std::io::stdout());
             Ok(())
         }
-        Ok(Some(other)) => Err(format!(
-            "{}: not a controller command (serve, node)",
-            other.unexpected()
-        )),
-        Err(e) => Err(e.to_string()),
+        Command::Man { dir } => write_man_pages(&dir),
+    }
+}
+
+/// terra-controller.1 and one page per (visible) subcommand, named
+/// terra-controller-<command>[-<sub>].1.
+fn write_man_pages(dir: &Path) -> Result<(), CliError> {
+    let failed = |source| CliError::Man {
+        dir: dir.to_path_buf(),
+        source,
     };
-    match res {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
-    }
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(failed)
 }
 
-fn value(p: &mut lexopt::Parser, what: &str) -> Result<String, String> {
-    p.value()
-        .map_err(|e| format!("{what}: {e}"))?
-        .into_string()
-        .map_err(|_| format!("{what}: not UTF-8"))
+fn cmd_serve(a: ServeArgs) -> Result<(), CliError> {
+    let mut opts = ServeOptions::new(&a.state);
+    opts.database = a.database;
+    opts.listen = a.listen;
+    // Empty means "derived" to serve(): http://ADDR, and the listening portal.
+    opts.public_url = a.public_url.unwrap_or_default();
+    opts.iscsi_listen = a.iscsi_listen;
+    opts.iscsi_portal = a.iscsi_portal.unwrap_or_default();
+    if let Some(k) = a.kernel {
+        opts.kernel = k;
+    }
+    if let Some(i) = a.initramfs {
+        opts.initramfs = i;
+    }
+    opts.cmdline = a.cmdline.unwrap_or_default();
+    opts.token_file = a.token_file;
+    opts.tgtd_control_port = a.tgtd_control_port;
+    opts.lun_mb = a.lun_mb;
+    opts.verify_keys = a.verify_keys;
+    opts.chap = a.chap;
+    opts.plain_http = a.plain_http;
+    serve::serve(opts).map_err(CliError::Serve)
 }
 
-fn cmd_serve(p: &mut lexopt::Parser) -> Result<(), String> {
-    let mut state = PathBuf::from("/var/lib/terra/controller");
-    let mut o: Vec<(String, String)> = Vec::new();
-    let mut flags = Vec::new();
-    let mut keys = Vec::new();
-    while let Some(arg) = p.next().map_err(|e| format!("terra serve: {e}"))? {
-        match arg {
-            Long("help") | Short('h') => {
-                print!("{SERVE_USAGE}");
-                return Ok(());
-            }
-            Long("state") => state = PathBuf::from(value(p, "--state")?),
-            Long("verify-key") => keys.push(PathBuf::from(value(p, "--verify-key")?)),
-            Long(f @ ("chap" | "plain-http")) => flags.push(f.to_string()),
-            Long(
-                name @ ("database" | "listen" | "public-url" | "iscsi-listen" | "iscsi-portal"
-                | "kernel" | "initramfs" | "cmdline" | "token-file" | "tgtd-control-port"
-                | "lun-size"),
-            ) => {
-                let name = name.to_string();
-                let v = value(p, &format!("--{name}"))?;
-                o.push((name, v));
-            }
-            other => return Err(format!("terra serve: {}", other.unexpected())),
-        }
-    }
-    let mut opts = ServeOptions::new(&state);
-    for (name, v) in o {
-        let bad = |e: String| format!("terra serve: --{name} {v}: {e}");
-        match name.as_str() {
-            "database" => opts.database = Some(v),
-            "listen" => {
-                opts.listen = v
-                    .parse()
-                    .map_err(|e: std::net::AddrParseError| bad(e.to_string()))?
-            }
-            "public-url" => opts.public_url = v,
-            "iscsi-listen" => opts.iscsi_listen = v,
-            "iscsi-portal" => opts.iscsi_portal = v,
-            "kernel" => opts.kernel = PathBuf::from(v),
-            "initramfs" => opts.initramfs = PathBuf::from(v),
-            "cmdline" => opts.cmdline = v,
-            "token-file" => opts.token_file = Some(PathBuf::from(v)),
-            "tgtd-control-port" => {
-                opts.tgtd_control_port = v
-                    .parse()
-                    .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
-            }
-            "lun-size" => {
-                opts.lun_mb = v
-                    .parse()
-                    .map_err(|e: std::num::ParseIntError| bad(e.to_string()))?
-            }
-            _ => unreachable!("listed above"),
-        }
-    }
-    opts.verify_keys = keys;
-    opts.chap = flags.iter().any(|f| f == "chap");
-    opts.plain_http = flags.iter().any(|f| f == "plain-http");
-    serve::serve(opts).map_err(|e| format!("terra serve: {e}"))
-}
-
-fn cmd_node(p: &mut lexopt::Parser) -> Result<(), String> {
-    let mut server =
-        std::env::var("TERRA_SERVER").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
-    let mut token_file: Option<PathBuf> = None;
-    let mut json = false;
-    let mut words: Vec<String> = Vec::new();
-    while let Some(arg) = p.next().map_err(|e| format!("terra node: {e}"))? {
-        match arg {
-            Long("help") | Short('h') => {
-                print!("{NODE_USAGE}");
-                return Ok(());
-            }
-            Long("server") => server = value(p, "--server")?,
-            Long("token-file") => token_file = Some(PathBuf::from(value(p, "--token-file")?)),
-            Long("json") => json = true,
-            Value(v) => words.push(
-                v.into_string()
-                    .map_err(|_| "terra node: not UTF-8".to_string())?,
-            ),
-            other => return Err(format!("terra node: {}", other.unexpected())),
-        }
-    }
-    let token = match &token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| format!("terra node: --token-file {}: {e}", f.display()))?
+fn cmd_node(a: NodeArgs) -> Result<(), CliError> {
+    let server = a
+        .server
+        .or_else(|| std::env::var("TERRA_SERVER").ok())
+        .unwrap_or_else(|| DEFAULT_SERVER.into());
+    let token = match &a.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| CliError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?
                 .trim()
                 .to_string(),
         ),
         None => std::env::var("TERRA_TOKEN").ok(),
     };
-    let c = Client::new(&server, token).map_err(|e| format!("terra node: {e}"))?;
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let e = |e: crate::client::ClientError| format!("terra node: {e}");
-    match words.as_slice() {
-        ["add", file] => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|err| format!("terra node: {file}: {err}"))?;
-            let n = c.add(&text, file).map_err(e)?;
+    let c = Client::new(&server, token)?;
+    match a.command {
+        NodeCommand::Add { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|source| CliError::NodeFile {
+                path: file.clone(),
+                source,
+            })?;
+            let n = c.add(&text, &file.to_string_lossy())?;
             println!(
                 "node {} is {} (target {}, initiator {})",
                 n.hostname, n.state, n.target, n.initiator
             );
         }
-        ["list"] => {
-            let nodes = c.list().map_err(e)?;
+        NodeCommand::List { json } => {
+            let nodes = c.list()?;
             if json {
                 let rows: Vec<serde_json::Value> = nodes.iter().map(list_json).collect();
                 println!(
@@ -213,26 +357,25 @@ fn cmd_node(p: &mut lexopt::Parser) -> Result<(), String> {
                 print!("{}", table(&nodes));
             }
         }
-        ["show", name] => {
-            let n = c.show(name).map_err(e)?;
+        NodeCommand::Show { name } => {
+            let n = c.show(&name)?;
             println!("{}", serde_json::to_string_pretty(&n).unwrap_or_default());
         }
-        ["delete", name] => {
-            c.delete(name).map_err(e)?;
+        NodeCommand::Delete { name } => {
+            c.delete(&name)?;
             println!("node {name} deleted");
         }
-        ["upgrade", name, reference] => {
-            let n = c.upgrade(name, reference).map_err(e)?;
+        NodeCommand::Upgrade { name, reference } => {
+            let n = c.upgrade(&name, &reference)?;
             println!(
                 "node {} boots {} next (tentatively; it falls back by itself)",
                 n.hostname, n.version
             );
         }
-        ["discovered"] => {
-            let d = c.discovered().map_err(e)?;
+        NodeCommand::Discovered => {
+            let d = c.discovered()?;
             println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
         }
-        _ => return Err(format!("terra node: expected a command\n\n{NODE_USAGE}")),
     }
     Ok(())
 }

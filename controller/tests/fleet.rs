@@ -562,7 +562,7 @@ fn terra_serve_and_node_run_the_controller_found_beside_terra() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("terra node — manage the nodes"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Manage the nodes of a Terra controller"));
 }
 
 #[test]

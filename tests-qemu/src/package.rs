@@ -4,19 +4,24 @@
 //! | path | what |
 //! |---|---|
 //! | `/usr/bin/terra` | the CLI |
+//! | `/usr/bin/terra-controller` | `terra serve` and `terra node` (terra execs it from beside itself) |
 //! | `/usr/lib/terra/stage0` | the static stage0 (where `terra` looks when no `--stage0` is given) |
 //! | `/usr/lib/terra/keeper` | the static session keeper, packed beside stage0 into every image |
 //! | `/usr/share/terra/modules/{qemu,baremetal}.modules` | the module sets |
 //! | `/etc/kernel/postinst.d/zz-terra`, `/etc/kernel/postrm.d/zz-terra` | the kernel hooks (`builder/package/`) |
-//! | `/etc/terra/initramfs.conf` | the switch: `TERRA_INITRAMFS=no` until the admin says yes |
+//! | `/etc/terra/initramfs.conf` | the switch: `TERRA_INITRAMFS=yes` (Terra writes every kernel's initramfs) |
 //! | `/usr/share/doc/terra/README.md` | the README |
-//! | `/usr/share/bash-completion/completions/terra`, `/usr/share/zsh/vendor-completions/_terra`, `/usr/share/fish/vendor_completions.d/terra.fish` | shell completions (`terra completions SHELL`) |
-//! | `/usr/share/man/man1/terra.1.gz`, `terra-<command>.1.gz` | the man pages (`terra man DIR`), gzipped as dh_compress does |
+//! | `/usr/share/bash-completion/completions/terra`, `/usr/share/zsh/vendor-completions/_terra`, `/usr/share/fish/vendor_completions.d/terra.fish` | shell completions (`terra completions SHELL`), and the same three for `terra-controller` |
+//! | `/usr/share/man/man1/terra.1.gz`, `terra-<command>.1.gz`, `terra-controller*.1.gz` | the man pages (`terra man DIR`, `terra-controller man DIR`), gzipped as dh_compress does |
 //!
-//! It `Provides: linux-initramfs-tool`, as dracut does, so a kernel package can be installed
-//! with Terra as the generator, but it replaces nothing: initramfs-tools stays when present.
-//! Files are owned by root and their times clamped to `SOURCE_DATE_EPOCH` (dpkg-deb), so the
-//! same build gives the same package.
+//! Terra is the machine's initramfs generator, in place of initramfs-tools, as dracut is:
+//! it `Provides`, `Conflicts` with and `Replaces` the virtual package `linux-initramfs-tool`
+//! (Debian policy §7.6.2 for a virtual package only one provider of may be installed), so
+//! `apt install ./terra_*.deb` removes initramfs-tools (or dracut; `dpkg -i` refuses until
+//! it is gone) and kernel packages' `initramfs-tools | linux-initramfs-tool` stays met. Its postinst writes Terra's initramfs for every
+//! installed kernel at once, and again whenever a package activates the `update-initramfs`
+//! trigger, as dracut's does. Files are owned by root and their times clamped to
+//! `SOURCE_DATE_EPOCH` (dpkg-deb), so the same build gives the same package.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +37,7 @@ const SOURCE_DATE_EPOCH: &str = "1700000000";
 /// (`target/deb/terra_<version>_amd64.deb`).
 pub fn build_deb() -> crate::Result<PathBuf> {
     let terra = build::terra()?;
+    let controller = build::controller()?;
     let stage0 = build::stage0()?;
     let ws = workspace();
     let version = workspace_version(&ws)?;
@@ -44,6 +50,7 @@ pub fn build_deb() -> crate::Result<PathBuf> {
     let pkg = ws.join("builder/package");
     let files: Vec<(PathBuf, &str, u32)> = vec![
         (terra.clone(), "usr/bin/terra", 0o755),
+        (controller.clone(), "usr/bin/terra-controller", 0o755),
         (
             stage0.with_file_name("keeper"),
             "usr/lib/terra/keeper",
@@ -88,7 +95,8 @@ pub fn build_deb() -> crate::Result<PathBuf> {
             .map(|m| m.len().div_ceil(1024))
             .unwrap_or(0);
     }
-    installed_kb += generated_docs(&terra, &root)?;
+    installed_kb += generated_docs(&terra, "terra", &root)?;
+    installed_kb += generated_docs(&controller, "terra-controller", &root)?;
     let control = root.join("DEBIAN");
     fs::create_dir_all(&control).map_err(|e| e.to_string())?;
     fs::write(
@@ -96,20 +104,33 @@ pub fn build_deb() -> crate::Result<PathBuf> {
         format!(
             "Package: terra\nVersion: {version}\nArchitecture: amd64\nSection: admin\n\
              Priority: optional\nMaintainer: Terra maintainers <terra@localhost>\n\
-             Installed-Size: {installed_kb}\nProvides: linux-initramfs-tool\n\
-             Recommends: btrfs-progs\n\
-             Suggests: grub-pc-bin, grub-efi-amd64-bin, mtools, dosfstools, fdisk, xorriso\n\
+             Installed-Size: {installed_kb}\n{RELATIONS}\
              Description: boot layer of a container-native OS\n \
              terra builds Terra initramfs images (a static PID 1, stage0), installs OCI images\n \
              as read-only btrfs versions with upgrades that fall back by themselves, and makes\n \
-             bootable disks, ISOs and PXE trees. The kernel hook builds every kernel's\n \
-             initramfs with Terra once TERRA_INITRAMFS=yes in /etc/terra/initramfs.conf.\n"
+             bootable disks, ISOs and PXE trees; terra serve provisions diskless nodes.\n \
+             .\n \
+             It is the machine's initramfs generator, in place of initramfs-tools: installing\n \
+             it writes every installed kernel's initramfs with Terra, and the kernel hook\n \
+             writes each new kernel's (TERRA_INITRAMFS in /etc/terra/initramfs.conf).\n"
         ),
     )
     .map_err(|e| e.to_string())?;
     fs::write(
         control.join("conffiles"),
         "/etc/kernel/postinst.d/zz-terra\n/etc/kernel/postrm.d/zz-terra\n/etc/terra/initramfs.conf\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let postinst = control.join("postinst");
+    fs::copy(pkg.join("postinst"), &postinst)
+        .map_err(|e| format!("{}: {e}", postinst.display()))?;
+    fs::set_permissions(&postinst, fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("{}: {e}", postinst.display()))?;
+    // As dracut: a package that changes what an initramfs holds (firmware, modules)
+    // activates this trigger; the postinst then rewrites every kernel's image.
+    fs::write(
+        control.join("triggers"),
+        "interest-noawait update-initramfs\n",
     )
     .map_err(|e| e.to_string())?;
     let deb = out_dir.join(format!("terra_{version}_amd64.deb"));
@@ -121,11 +142,25 @@ pub fn build_deb() -> crate::Result<PathBuf> {
     Ok(deb)
 }
 
-/// Writes what `terra` generates from its own command-line definition into the package
-/// root: the completions where bash-completion, zsh and fish look for a package's, and the
-/// man pages, gzipped (`-9`, no name or time, as dh_compress does) so that man finds
-/// them. Returns their size in KiB.
-fn generated_docs(terra: &Path, root: &Path) -> crate::Result<u64> {
+/// The package's relations to others (Debian policy §7): Terra is the one initramfs
+/// generator, as dracut is, so it provides, conflicts with and replaces the virtual
+/// `linux-initramfs-tool` that initramfs-tools, dracut and tiny-initramfs provide (policy
+/// §7.6.2, the pattern for a virtual package only one provider of may be installed).
+/// Provides keeps kernel packages' `initramfs-tools | linux-initramfs-tool` met; apt
+/// settles the conflict by removing initramfs-tools, while `dpkg -i` refuses as long as
+/// initramfs-tools is installed (its own `Conflicts: linux-initramfs-tool`, which dpkg never
+/// settles by removing a package), exactly as for dracut.
+pub const RELATIONS: &str = "Provides: linux-initramfs-tool\n\
+    Conflicts: linux-initramfs-tool\n\
+    Replaces: linux-initramfs-tool\n\
+    Recommends: btrfs-progs\n\
+    Suggests: tgt, grub-pc-bin, grub-efi-amd64-bin, mtools, dosfstools, fdisk, xorriso\n";
+
+/// Writes what `program` (named `name`) generates from its own command-line definition into
+/// the package root: the completions where bash-completion, zsh and fish look for a
+/// package's, and the man pages, gzipped (`-9`, no name or time, as dh_compress does) so
+/// that man finds them. Returns their size in KiB.
+fn generated_docs(program: &Path, name: &str, root: &Path) -> crate::Result<u64> {
     let mut kb = 0;
     let mut write = |rel: &str, data: &[u8]| -> crate::Result<()> {
         let dst = root.join(rel);
@@ -137,16 +172,22 @@ fn generated_docs(terra: &Path, root: &Path) -> crate::Result<u64> {
         Ok(())
     };
     for (shell, rel) in [
-        ("bash", "usr/share/bash-completion/completions/terra"),
-        ("zsh", "usr/share/zsh/vendor-completions/_terra"),
-        ("fish", "usr/share/fish/vendor_completions.d/terra.fish"),
+        (
+            "bash",
+            format!("usr/share/bash-completion/completions/{name}"),
+        ),
+        ("zsh", format!("usr/share/zsh/vendor-completions/_{name}")),
+        (
+            "fish",
+            format!("usr/share/fish/vendor_completions.d/{name}.fish"),
+        ),
     ] {
-        let script = run(Command::new(terra).args(["completions", shell]))?;
-        write(rel, script.as_bytes())?;
+        let script = run(Command::new(program).args(["completions", shell]))?;
+        write(&rel, script.as_bytes())?;
     }
     let pages = root.join("man.tmp");
     let _ = fs::remove_dir_all(&pages);
-    run(Command::new(terra).arg("man").arg(&pages))?;
+    run(Command::new(program).arg("man").arg(&pages))?;
     let mut names: Vec<PathBuf> = fs::read_dir(&pages)
         .map_err(|e| format!("{}: {e}", pages.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -159,12 +200,15 @@ fn generated_docs(terra: &Path, root: &Path) -> crate::Result<u64> {
             .write(Vec::new(), flate2::Compression::best());
         std::io::Write::write_all(&mut gz, &text).map_err(|e| e.to_string())?;
         let gz = gz.finish().map_err(|e| e.to_string())?;
-        let name = page.file_name().unwrap_or_default().to_string_lossy();
-        write(&format!("usr/share/man/man1/{name}.gz"), &gz)?;
+        let page = page.file_name().unwrap_or_default().to_string_lossy();
+        write(&format!("usr/share/man/man1/{page}.gz"), &gz)?;
     }
     fs::remove_dir_all(&pages).map_err(|e| format!("{}: {e}", pages.display()))?;
-    if !root.join("usr/share/man/man1/terra.1.gz").is_file() {
-        return Err("terra man wrote no terra.1".into());
+    if !root
+        .join(format!("usr/share/man/man1/{name}.1.gz"))
+        .is_file()
+    {
+        return Err(format!("{name} man wrote no {name}.1"));
     }
     Ok(kb)
 }
@@ -180,32 +224,69 @@ fn workspace_version(ws: &Path) -> crate::Result<String> {
         .ok_or_else(|| "no version in Cargo.toml".into())
 }
 
-/// Names the cached Debian root of the kernel-hook test; bump it when its packages change.
-const HOOK_ROOT_VERSION: &str = "h1";
+/// What debootstrap adds to minbase for the package test: a Debian 12 machine's
+/// initramfs generator and kernel, as a user's machine has them (the kernel's postinst runs
+/// initramfs-tools' hook, so `/boot/initrd.img-<version>` is initramfs-tools').
+pub const MACHINE_PACKAGES: &str = "initramfs-tools,linux-image-amd64";
 
-/// A Debian root (`debootstrap --variant=minbase` of bookworm with `kmod` and `linux-base`,
-/// what a kernel package needs to install) made once under `target/lab/roots`, copied to
-/// `target/lab/scratch/<name>` for each use. Needs root and Debian's mirror
-/// (`TERRA_DEBIAN_MIRROR`).
-pub fn hook_root(name: &str) -> crate::Result<PathBuf> {
+/// What `apt install ./terra.deb` fetches for the package's Recommends; the cached root
+/// holds them in apt's archive cache, as they would be after any earlier download, so that
+/// the test's apt needs no mirror.
+pub const MACHINE_CACHED_DEBS: &str = "btrfs-progs";
+
+/// Bound on copying a cached root and on each command the test runs in one.
+pub const ROOT_COMMAND_TIMEOUT_S: u32 = 600;
+
+/// Serializes making the cached root between the tests of one process (processes meet at
+/// the rename).
+static ROOT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A Debian 12 root as a user's machine has one (`debootstrap --variant=minbase` of
+/// bookworm with [`MACHINE_PACKAGES`]), made once under
+/// `target/lab/roots/bookworm-machine-<digest of the recipe>` (a new recipe is a new
+/// directory) and copied to `target/lab/scratch/<name>` for each use. Needs root and
+/// Debian's mirror (`TERRA_DEBIAN_MIRROR`).
+pub fn machine_root(name: &str) -> crate::Result<PathBuf> {
+    let recipe = format!(
+        "debootstrap --variant=minbase --include={MACHINE_PACKAGES} {}; \
+         apt-get install --download-only {MACHINE_CACHED_DEBS}",
+        crate::debian::SUITE
+    );
+    let digest = crate::oci_root::sha256(recipe.as_bytes());
     let cached = crate::lab_dir()
         .join("roots")
-        .join(format!("bookworm-hooks-{HOOK_ROOT_VERSION}"));
-    if !cached.join("usr/bin/dpkg").is_file() {
-        let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-        let mirror = std::env::var("TERRA_DEBIAN_MIRROR")
-            .unwrap_or_else(|_| crate::debian::DEFAULT_MIRROR.into());
-        crate::debian::debootstrap(&tmp, &mirror, "kmod,linux-base")?;
-        let _ = fs::remove_dir_all(&cached);
-        fs::rename(&tmp, &cached).map_err(|e| format!("{}: {e}", cached.display()))?;
+        .join(format!("bookworm-machine-{}", &digest[7..19]));
+    {
+        let _guard = ROOT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        if !cached.join("usr/bin/dpkg").is_file() {
+            let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
+            let _ = fs::remove_dir_all(&tmp);
+            fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            let mirror = std::env::var("TERRA_DEBIAN_MIRROR")
+                .unwrap_or_else(|_| crate::debian::DEFAULT_MIRROR.into());
+            eprintln!(
+                "lab: {recipe} from {mirror} (once, into {})",
+                cached.display()
+            );
+            crate::debian::debootstrap(&tmp, &mirror, MACHINE_PACKAGES)?;
+            run(Command::new("timeout")
+                .arg(ROOT_COMMAND_TIMEOUT_S.to_string())
+                .arg("chroot")
+                .arg(&tmp)
+                .args(["apt-get", "install", "-q", "-y", "--download-only"])
+                .args(MACHINE_CACHED_DEBS.split(','))
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+            let _ = fs::remove_dir_all(&cached);
+            fs::rename(&tmp, &cached).map_err(|e| format!("{}: {e}", cached.display()))?;
+        }
     }
     let copy = crate::lab_dir().join("scratch").join(name);
     let _ = fs::remove_dir_all(&copy);
     fs::create_dir_all(copy.parent().unwrap_or(&copy)).map_err(|e| e.to_string())?;
-    run(Command::new("cp")
-        .args(["-a", "--reflink=auto"])
+    run(Command::new("timeout")
+        .arg(ROOT_COMMAND_TIMEOUT_S.to_string())
+        .args(["cp", "-a", "--reflink=auto"])
         .arg(&cached)
         .arg(&copy))?;
     Ok(copy)

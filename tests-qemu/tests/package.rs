@@ -1,36 +1,113 @@
-//! Terra as a Debian package (issue 16): the .deb from `cargo xtask deb` holds terra,
-//! stage0, the module sets and the kernel hooks; installed into a Debian root, it leaves the
-//! distribution's generator alone until `TERRA_INITRAMFS=yes`; then installing a kernel
-//! package (Debian's cloud kernel, with its real maintainer scripts) makes that kernel's
-//! `/boot/initrd.img-<version>` with Terra, which boots the lab's disk under QEMU; removing
-//! the kernel removes it.
+//! Terra as a Debian package (issues 16 and 23): the .deb from `cargo xtask deb` holds terra,
+//! terra-controller, stage0, the module sets and the kernel hooks, and replaces
+//! initramfs-tools as the generator, as dracut does. Installed with apt into a Debian 12 root
+//! as a user's machine has one (initramfs-tools and linux-image-amd64), it removes
+//! initramfs-tools and writes the installed kernel's initramfs with Terra (`dpkg -i`
+//! refuses until initramfs-tools is removed, then does the same); a
+//! kernel package installed afterwards (Debian's cloud kernel, with its real maintainer
+//! scripts) gets Terra's `/boot/initrd.img-<version>`, which boots the lab's disk under
+//! QEMU; removing the kernel removes it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use lab::harness::{artifacts, busybox, expect, report, run};
 use lab::{kernels, oci_root, package};
 
 const HOOK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001c1";
 
+/// A file only Terra's initramfs has (the session keeper, `init::layout::KEEPER`).
+const TERRA_MARKER: &str = "lib/terra/keeper";
+
 fn sh(cmd: &mut Command) -> String {
     lab::run(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn in_root(root: &Path, args: &[&str]) -> String {
-    sh(Command::new("chroot")
+/// `args` run in `root` (bounded in time); (success, stdout + stderr).
+fn in_root_status(root: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("timeout")
+        .args([
+            "--kill-after=10",
+            &package::ROOT_COMMAND_TIMEOUT_S.to_string(),
+            "chroot",
+        ])
         .arg(root)
         .args(args)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .unwrap_or_else(|e| panic!("chroot {args:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn in_root(root: &Path, args: &[&str]) -> String {
+    let (ok, out) = in_root_status(root, args);
+    assert!(ok, "{args:?} in {} failed:\n{out}", root.display());
+    out
+}
+
+/// The package, built once for the tests of this process.
+fn deb() -> &'static PathBuf {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| package::build_deb().expect("cargo xtask deb"))
+}
+
+/// dpkg's status of `package` in `root` ("" when dpkg never heard of it).
+fn status(root: &Path, package: &str) -> String {
+    let (_, out) = in_root_status(root, &["dpkg-query", "-W", "-f=${Status}", package]);
+    out.trim().to_string()
+}
+
+/// The one kernel release installed in a machine root.
+fn installed_kernel(root: &Path) -> String {
+    let mut releases: Vec<String> = std::fs::read_dir(root.join("lib/modules"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(releases.len(), 1, "{releases:?}");
+    releases.remove(0)
+}
+
+/// Whether `image` is an initramfs Terra wrote (zstd, its marker inside).
+fn is_terras(image: &Path) -> bool {
+    let out = Command::new("timeout")
+        .arg("60")
+        .args(["sh", "-c", "zstd -dc < \"$1\" | cpio -it --quiet", "sh"])
+        .arg(image)
+        .output()
+        .expect("zstd and cpio run");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l == TERRA_MARKER)
+}
+
+/// A machine root with a copy of the package in /tmp, and its kernel's initramfs-tools
+/// image checked.
+fn machine(name: &str) -> (PathBuf, String) {
+    let root = package::machine_root(name).expect("Debian root");
+    std::fs::copy(deb(), root.join("tmp/terra.deb")).unwrap();
+    let kver = installed_kernel(&root);
+    assert_eq!(status(&root, "initramfs-tools"), "install ok installed");
+    let initrd = root.join(format!("boot/initrd.img-{kver}"));
+    assert!(
+        initrd.is_file() && !is_terras(&initrd),
+        "no initramfs-tools image"
+    );
+    (root, kver)
 }
 
 #[test]
-fn the_package_installs_and_its_kernel_hook_makes_a_bootable_initramfs() {
-    let deb = package::build_deb().expect("cargo xtask deb");
-    let contents = sh(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+fn the_package_holds_terra_and_the_controller_and_replaces_the_generator() {
+    let contents = sh(Command::new("dpkg-deb").arg("--contents").arg(deb()));
     for path in [
         "./usr/bin/terra",
+        "./usr/bin/terra-controller",
         "./usr/lib/terra/stage0",
         "./usr/share/terra/modules/baremetal.modules",
         "./etc/kernel/postinst.d/zz-terra",
@@ -39,50 +116,99 @@ fn the_package_installs_and_its_kernel_hook_makes_a_bootable_initramfs() {
         "./usr/share/bash-completion/completions/terra",
         "./usr/share/zsh/vendor-completions/_terra",
         "./usr/share/fish/vendor_completions.d/terra.fish",
+        "./usr/share/bash-completion/completions/terra-controller",
+        "./usr/share/zsh/vendor-completions/_terra-controller",
+        "./usr/share/fish/vendor_completions.d/terra-controller.fish",
         "./usr/share/man/man1/terra.1.gz",
         "./usr/share/man/man1/terra-initramfs.1.gz",
         "./usr/share/man/man1/terra-image-unpack.1.gz",
         "./usr/share/man/man1/terra-upgrade.1.gz",
+        "./usr/share/man/man1/terra-controller.1.gz",
+        "./usr/share/man/man1/terra-controller-serve.1.gz",
+        "./usr/share/man/man1/terra-controller-node-add.1.gz",
     ] {
         assert!(contents.contains(path), "{path} missing:\n{contents}");
     }
     for line in contents.lines() {
         assert!(line.contains(" root/root "), "not root's: {line}");
     }
-    let provides = sh(Command::new("dpkg-deb")
-        .args(["-f"])
-        .arg(&deb)
-        .arg("Provides"));
-    assert_eq!(provides.trim(), "linux-initramfs-tool");
+    // Debian policy §7.6.2: one provider of linux-initramfs-tool at a time.
+    for field in ["Provides", "Conflicts", "Replaces"] {
+        let value = sh(Command::new("dpkg-deb").arg("-f").arg(deb()).arg(field));
+        assert_eq!(value.trim(), "linux-initramfs-tool", "{field}");
+    }
+}
 
+#[test]
+fn dpkg_i_refuses_beside_initramfs_tools_and_installs_once_it_is_removed() {
+    let (root, kver) = machine("package-dpkg");
+    let initrd = root.join(format!("boot/initrd.img-{kver}"));
+    let before = std::fs::read(&initrd).unwrap();
+    // initramfs-tools' own `Conflicts: linux-initramfs-tool`; dpkg removes nothing for it.
+    let (ok, out) = in_root_status(&root, &["dpkg", "-i", "/tmp/terra.deb"]);
+    eprintln!("dpkg -i beside initramfs-tools:\n{out}");
+    assert!(!ok, "{out}");
+    for line in [
+        "initramfs-tools conflicts with linux-initramfs-tool",
+        "terra provides linux-initramfs-tool and is to be installed.",
+        "conflicting packages - not installing terra",
+    ] {
+        assert!(out.contains(line), "{line} missing:\n{out}");
+    }
+    assert_eq!(status(&root, "initramfs-tools"), "install ok installed");
+    assert_ne!(status(&root, "terra"), "install ok installed");
+    assert_eq!(std::fs::read(&initrd).unwrap(), before, "the image changed");
+
+    // The README's way with dpkg alone.
+    in_root(&root, &["dpkg", "-r", "--force-depends", "initramfs-tools"]);
+    let out = in_root(&root, &["dpkg", "-i", "/tmp/terra.deb"]);
+    eprintln!("dpkg -i without initramfs-tools:\n{out}");
+    assert!(
+        out.contains(&format!("terra: building /boot/initrd.img-{kver}")),
+        "{out}"
+    );
+    assert_eq!(status(&root, "terra"), "install ok installed");
+    assert!(is_terras(&initrd));
+    // Nothing is left broken: the kernel's `initramfs-tools | linux-initramfs-tool` holds.
+    in_root(&root, &["dpkg", "--audit"]);
+    in_root(&root, &["apt-get", "check"]);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn apt_install_replaces_initramfs_tools_and_the_kernel_hook_makes_a_bootable_initramfs() {
+    let (root, kver) = machine("package-apt");
+    let out = in_root(&root, &["apt-get", "install", "-y", "/tmp/terra.deb"]);
+    eprintln!("apt-get install ./terra.deb:\n{out}");
+    let removed = out
+        .split("The following packages will be REMOVED:")
+        .nth(1)
+        .and_then(|rest| rest.lines().nth(1))
+        .unwrap_or_default();
+    assert_eq!(removed.trim(), "initramfs-tools", "{out}");
+    // Once, at the end of the run, with btrfs-progs' activation of the trigger.
+    let building = format!("terra: building /boot/initrd.img-{kver}");
+    assert_eq!(out.matches(&building).count(), 1, "{out}");
+    assert_eq!(status(&root, "terra"), "install ok installed");
+    assert_ne!(status(&root, "initramfs-tools"), "install ok installed");
+    assert!(is_terras(&root.join(format!("boot/initrd.img-{kver}"))));
+    in_root(&root, &["apt-get", "check"]);
+
+    // A kernel installed now gets Terra's image from the hook (the QEMU set, for the lab).
     let kernel_deb = kernels::cloud_kernel_deb().expect("the cloud kernel package");
     let k = kernels::cloud_kernel().expect("cloud kernel");
-    let root = package::hook_root("package-hook").expect("Debian root");
-    std::fs::copy(&deb, root.join("tmp/terra.deb")).unwrap();
     std::fs::copy(&kernel_deb, root.join("tmp/kernel.deb")).unwrap();
-    in_root(&root, &["dpkg", "-i", "/tmp/terra.deb"]);
-    assert!(root.join("usr/lib/terra/stage0").is_file());
-
-    // Installed but not chosen: a kernel install makes no Terra image.
-    let initrd = root.join(format!("boot/initrd.img-{}", k.release));
-    in_root(&root, &["dpkg", "-i", "/tmp/kernel.deb"]);
-    assert!(root.join(format!("boot/vmlinuz-{}", k.release)).is_file());
-    assert!(!initrd.exists(), "the hook ran without TERRA_INITRAMFS=yes");
-
-    // Chosen: reinstalling the kernel package runs the hook, with the QEMU set.
     let conf = root.join("etc/terra/initramfs.conf");
-    let text = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace("TERRA_INITRAMFS=no", "TERRA_INITRAMFS=yes")
-        .replace(
-            "MODULES_LIST=/usr/share/terra/modules/baremetal.modules",
-            "MODULES_LIST=/usr/share/terra/modules/qemu.modules",
-        );
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "MODULES_LIST=/usr/share/terra/modules/baremetal.modules",
+        "MODULES_LIST=/usr/share/terra/modules/qemu.modules",
+    );
     std::fs::write(&conf, text).unwrap();
+    let initrd = root.join(format!("boot/initrd.img-{}", k.release));
     let out = in_root(&root, &["dpkg", "-i", "/tmp/kernel.deb"]);
     assert!(
-        initrd.is_file(),
-        "no {} after the hook:\n{out}",
+        initrd.is_file() && is_terras(&initrd),
+        "no Terra {} after the hook:\n{out}",
         initrd.display()
     );
 
