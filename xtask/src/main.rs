@@ -383,7 +383,11 @@ fn test(args: Vec<String>) -> Result<bool, String> {
     std::env::set_var("LAB_TERRA", debug.join("terra"));
     std::env::set_var("LAB_TERRA_CONTROLLER", debug.join("terra-controller"));
     eprintln!("xtask: host tools and artifacts");
-    build::artifacts()?;
+    let artifacts = build::artifacts()?;
+    // The dev terra would otherwise pack the `stage0` beside it in target/debug: the
+    // dynamically linked test build, which an initramfs refuses. Every terra a test runs
+    // packs the static one.
+    std::env::set_var("TERRA_STAGE0", &artifacts.stage0);
     eprintln!(
         "xtask: {} test binaries in {} lanes (logs in {})",
         bins.len(),
