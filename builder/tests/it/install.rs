@@ -3,7 +3,7 @@
 //! overwrite a disk that holds a filesystem, and a bootable install that lacks a host tool
 //! leaving its disk as it was.
 
-mod oci_common;
+use crate::oci_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -99,6 +99,7 @@ fn subvolumes(mnt: &Path) -> Vec<String> {
 
 #[test]
 fn single_disk_image_file() {
+    let _disks = crate::common::host_disks(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.img");
     let node = dir.path().join("node.toml");
@@ -227,6 +228,7 @@ type = "single"
 
 #[test]
 fn raid1_over_two_image_files_with_disks_from_the_command_line() {
+    let _disks = crate::common::host_disks(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.img");
     let b = dir.path().join("b.img");
@@ -284,6 +286,7 @@ fn raid1_over_two_image_files_with_disks_from_the_command_line() {
 
 #[test]
 fn missing_disk_without_size_and_bad_profiles_are_refused() {
+    let _disks = crate::common::host_disks(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let node = dir.path().join("node.toml");
     let nowhere: PathBuf = dir.path().join("nowhere.img");
@@ -357,6 +360,7 @@ fn sha256_file(path: &Path) -> String {
 /// overwritable with --force) is byte for byte what it was.
 #[test]
 fn a_bootable_install_without_grub_or_mtools_leaves_the_disk_untouched() {
+    let _disks = crate::common::host_disks(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.img");
     fs::File::create(&disk).unwrap().set_len(400 << 20).unwrap();

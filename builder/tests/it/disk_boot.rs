@@ -5,7 +5,7 @@
 //! The kernel is the host's (scripts/setup-host.sh installs one); stage0 is stood in for by
 //! the static busybox, since nothing here boots (tests-qemu/tests/disk_boot.rs does).
 
-mod oci_common;
+use crate::oci_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -175,6 +175,7 @@ fn live_slot(disk: &Path) -> (String, String) {
 
 #[test]
 fn an_mbr_install_partitions_the_disk_and_fills_the_esp_the_same_way_twice() {
+    let _disks = crate::common::host_disks(module_path!());
     let tmp = tempfile::tempdir().unwrap();
     let layout = layout(tmp.path());
     // Same inputs: the node.toml (embedded in the initramfs) names the same disk path, so
@@ -238,6 +239,7 @@ fn an_mbr_install_partitions_the_disk_and_fills_the_esp_the_same_way_twice() {
 
 #[test]
 fn mbr_on_another_group_or_a_small_disk_is_refused() {
+    let _disks = crate::common::host_disks(module_path!());
     let tmp = tempfile::tempdir().unwrap();
     let layout = layout(tmp.path());
     let node = tmp.path().join("node.toml");
@@ -279,6 +281,7 @@ fn mbr_on_another_group_or_a_small_disk_is_refused() {
 
 #[test]
 fn a_killed_esp_sync_leaves_a_bootable_esp_and_the_next_command_completes_it() {
+    let _disks = crate::common::host_disks(module_path!());
     let tmp = tempfile::tempdir().unwrap();
     let layout = layout(tmp.path());
     let template = install(tmp.path(), &layout, "template.img", KILL_UUID);
@@ -341,6 +344,7 @@ fn a_killed_esp_sync_leaves_a_bootable_esp_and_the_next_command_completes_it() {
 
 #[test]
 fn a_raid1_group_boots_from_its_first_disk_and_its_versions_open_from_both() {
+    let _disks = crate::common::host_disks(module_path!());
     let tmp = tempfile::tempdir().unwrap();
     let layout = layout(tmp.path());
     let node = tmp.path().join("node.toml");

@@ -3,6 +3,9 @@
 //! umoci and skopeo, and a real registry (Debian's docker-registry) on 127.0.0.1.
 #![allow(dead_code)]
 
+/// Signatures made by openssl, attached by skopeo, and a logging registry proxy (oci_signed).
+pub mod signing;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};

@@ -2,7 +2,7 @@
 //! changes. The unpack directory sits in a sandbox with sentinel files beside it, so an
 //! escape through `..`, an absolute path, a symlink or a hardlink would show there.
 
-mod oci_common;
+use crate::oci_common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;

@@ -2,7 +2,7 @@
 //! mode, owner, size, content hash, link target, device number, xattrs, mtime, hardlink
 //! identity); and unpack's all-or-nothing rename.
 
-mod oci_common;
+use crate::oci_common;
 
 use std::fs;
 use std::path::Path;

@@ -4,9 +4,8 @@
 //! signatures from containers/image's fixtures. Every refusal must leave the target
 //! untouched; a tag moved in the middle of a pull must not be followed.
 
-mod oci_common;
-#[path = "oci_common/signing.rs"]
-mod signing;
+use crate::oci_common;
+use crate::oci_common::signing;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -583,6 +582,7 @@ fn a_tag_moved_during_the_pull_is_not_followed() {
 
 #[test]
 fn install_verifies_before_the_first_mkfs() {
+    let _disks = crate::common::host_disks(module_path!());
     let lab = Lab::new();
     let k1 = lab.k1.public.to_str().unwrap().to_string();
     let host = lab.reg.host();

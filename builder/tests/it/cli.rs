@@ -1,6 +1,6 @@
 //! The `terra` binary: usage, exit status and `terra: ` error lines.
 
-mod common;
+use crate::common;
 use common::kver;
 use std::process::{Command, Output};
 

@@ -1,7 +1,7 @@
 //! Whole images built from the host's real kernel modules (Debian's 6.1 kernel on our
 //! machines, ARCHITECTURE.md §6) and from a fake modules directory with compressed modules.
 
-mod common;
+use crate::common;
 use common::kver;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

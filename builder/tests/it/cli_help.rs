@@ -1,7 +1,7 @@
 //! The command line as data: help for every command, completions for every shell, man
 //! pages, suggestions for typos, and progress bars only on a terminal.
 
-mod oci_common;
+use crate::oci_common;
 
 use std::path::Path;
 use std::process::{Command, Output};

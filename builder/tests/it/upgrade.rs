@@ -3,7 +3,7 @@
 //! agree at each step, a kill at any step leaves the default and a re-run completes, and a
 //! full disk is a clear error with nothing left as a candidate. Needs root.
 
-mod oci_common;
+use crate::oci_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -116,6 +116,7 @@ fn upgrade(disk: &Path, reference: &str, extra: &[&str]) -> (bool, String, Strin
 
 #[test]
 fn upgrades_unpack_only_new_layers_and_every_command_agrees() {
+    let _disks = crate::common::host_disks(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let other_base = layer(&[E::File("etc/os-release", b"NAME=other\n", 0o644)]);
     let l = layout(
@@ -224,6 +225,7 @@ fn upgrades_unpack_only_new_layers_and_every_command_agrees() {
 
 #[test]
 fn a_killed_upgrade_leaves_the_default_and_a_rerun_completes() {
+    let _disks = crate::common::host_disks(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let l = layout(
         dir.path(),
@@ -289,6 +291,7 @@ fn a_killed_upgrade_leaves_the_default_and_a_rerun_completes() {
 
 #[test]
 fn a_full_disk_is_a_clear_error_and_leaves_no_candidate() {
+    let _disks = crate::common::host_disks(module_path!());
     let dir = tempfile::tempdir().unwrap();
     // 200 MiB of incompressible-looking bytes, stored uncompressed: the free-space check
     // refuses it before writing. The same size of zeros, gzip-compressed to almost
@@ -342,6 +345,7 @@ fn a_full_disk_is_a_clear_error_and_leaves_no_candidate() {
 
 #[test]
 fn a_kill_in_the_middle_of_a_layer_leaves_the_default_and_a_rerun_completes() {
+    let _disks = crate::common::host_disks(module_path!());
     let dir = tempfile::tempdir().unwrap();
     // 400 files of 256 KiB: long enough to be killed while it is being written.
     let names: Vec<String> = (0..400).map(|i| format!("usr/many/f{i:03}")).collect();

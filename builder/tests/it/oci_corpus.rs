@@ -4,7 +4,7 @@
 //! GNU sparse entries), the reference is the same layers in a form it reads, and the test
 //! says so. The corpus is built once per tool versions and cached under target/lab/corpus.
 
-mod oci_common;
+use crate::oci_common;
 
 use std::collections::BTreeMap;
 use std::fs;

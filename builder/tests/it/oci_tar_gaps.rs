@@ -6,7 +6,7 @@
 //! short), naming the blob and the entry. The gaps left open are pinned here so that a
 //! change is noticed.
 
-mod oci_common;
+use crate::oci_common;
 
 use std::path::Path;
 use std::process::Command;

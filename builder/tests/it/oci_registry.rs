@@ -2,7 +2,7 @@
 //! storage in a temporary directory, killed by PID when the test ends), images pushed by
 //! skopeo from layouts these tests write.
 
-mod oci_common;
+use crate::oci_common;
 
 use std::fs;
 use std::path::Path;
@@ -23,6 +23,7 @@ fn read_index(layout: &Path) -> serde_json::Value {
 
 #[test]
 fn pull_by_tag_and_by_digest_then_unpack() {
+    let _disks = crate::common::host_disks(module_path!());
     let reg = Registry::start();
     let src = tempfile::tempdir().unwrap();
     let manifest = image_layout(

@@ -409,7 +409,7 @@ pub fn http(
 
 /// Uploads a blob with the distribution API (POST, then PUT with the digest).
 pub fn upload_blob(host: &str, repo: &str, data: &[u8]) {
-    let d = super::oci_common::digest(data);
+    let d = super::digest(data);
     let (status, location) = http(
         host,
         "POST",
