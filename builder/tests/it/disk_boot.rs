@@ -3,7 +3,7 @@
 //! and a SIGKILL at each step of an ESP sync (`TERRA_CRASH_AT`) leaving an ESP whose
 //! config names complete slot files, which the next `terra` command on the disk finishes.
 //! The kernel is the host's (scripts/setup-host.sh installs one); stage0 is stood in for by
-//! the static busybox, since nothing here boots (tests-qemu/tests/disk_boot.rs does).
+//! the static busybox, since nothing here boots (tests-qemu/tests/scenarios/disk_boot.rs does).
 
 use crate::oci_common;
 

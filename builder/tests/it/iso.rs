@@ -1,5 +1,5 @@
 //! `terra iso`: the image is reproducible, carries the node's arguments and a volume label,
-//! and has both boot paths (El Torito BIOS and EFI). Booting it is tests-qemu/tests/artifacts.rs.
+//! and has both boot paths (El Torito BIOS and EFI). Booting it is tests-qemu/tests/scenarios/artifacts.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,5 +1,5 @@
 //! `terra pxe`: the tree's files, per-node entries and their errors. Booting the tree under
-//! QEMU is tests-qemu/tests/artifacts.rs.
+//! QEMU is tests-qemu/tests/scenarios/artifacts.rs.
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1186,7 +1186,7 @@ mod tests {
         ));
     }
 
-    /// Real answers of tgtd 1.0.85 (captured by `capture_fixtures` in tests-qemu/tests/iscsi_login.rs).
+    /// Real answers of tgtd 1.0.85 (captured by `capture_fixtures` in tests-qemu/tests/scenarios/iscsi_login.rs).
     const TGTD_NONE: &[u8] = include_bytes!("fixtures/tgtd-login-none.bin");
     const TGTD_CHAP: &[u8] = include_bytes!("fixtures/tgtd-login-chap-md5.bin");
 

@@ -230,7 +230,7 @@ fn run_netboot_only(opts: &Options) -> crate::Result<String> {
 }
 
 /// What `--verify-key` adds to a pull: the ignored benchmark test in
-/// builder/tests/oci_signed.rs, built with the release profile (a registry on loopback).
+/// builder/tests/it/oci_signed.rs, built with the release profile (a registry on loopback).
 fn verify_case() -> crate::Result<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = run(Command::new(cargo).current_dir(crate::workspace()).args([
