@@ -1,4 +1,4 @@
-//! The Terra controller (ARCHITECTURE.md §6): provisions fleets of diskless nodes. Each node
+//! The Terra controller (ARCHITECTURE.md, "The controller"): provisions fleets of diskless nodes. Each node
 //! gets a copy-on-write clone of its image's golden LUN, its own iSCSI target on tgtd bound
 //! to its own initiator, and an iPXE entry served over HTTP; state lives in SQLite or
 //! PostgreSQL.

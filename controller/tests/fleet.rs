@@ -1,4 +1,4 @@
-//! The controller end to end (ARCHITECTURE.md §6), with real parts: `terra-controller serve`
+//! The controller end to end (ARCHITECTURE.md, "The controller"), with real parts: `terra-controller serve`
 //! on loopback with its own tgtd, SQLite or a PostgreSQL server the test starts, QEMU
 //! machines booting through iPXE over HTTP (SeaBIOS and OVMF), and libiscsi's `iscsi-inq`
 //! as an independent initiator checking who may log in to which target.
