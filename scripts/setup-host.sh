@@ -17,7 +17,7 @@ PACKAGES=(
   postgresql
   # OCI: a registry, skopeo/umoci to push images and to compare unpacks, buildah (and GNU
   # tar, umoci, skopeo) to make the image corpus the unpack tests compare; openssl makes
-  # the keys and signatures of the signed-image tests (builder/tests/oci_signed.rs)
+  # the keys and signatures of the signed-image tests (builder/tests/it/oci_signed.rs)
   docker-registry skopeo umoci buildah tar openssl
   # the Debian systemd root images (tests-qemu/src/debian.rs)
   debootstrap

@@ -239,18 +239,18 @@ fn verify_case() -> crate::Result<String> {
         "-p",
         "terra-builder",
         "--test",
-        "oci_signed",
+        "it",
         "--",
         "--ignored",
         "--nocapture",
         "--exact",
-        "verify_benchmark",
+        "oci_signed::verify_benchmark",
     ]))?;
     let start = out
         .find("### Signature check")
         .ok_or_else(|| format!("no table in the benchmark's output:\n{out}"))?;
     let end = out[start..]
-        .find("test verify_benchmark")
+        .find("test oci_signed::verify_benchmark")
         .map_or(out.len(), |e| start + e);
     Ok(out[start..end].trim_end().to_string() + "\n")
 }
