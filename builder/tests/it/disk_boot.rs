@@ -281,7 +281,7 @@ fn mbr_on_another_group_or_a_small_disk_is_refused() {
 
 #[test]
 fn a_killed_esp_sync_leaves_a_bootable_esp_and_the_next_command_completes_it() {
-    let _disks = crate::common::host_disks(module_path!());
+    let _disks = crate::common::host_disks_alone(module_path!());
     let tmp = tempfile::tempdir().unwrap();
     let layout = layout(tmp.path());
     let template = install(tmp.path(), &layout, "template.img", KILL_UUID);
