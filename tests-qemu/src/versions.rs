@@ -191,7 +191,16 @@ pub fn power_cut(disk: &Path) {
         let (Some(dev), Some(at)) = (f.next(), f.next()) else {
             continue;
         };
-        if at.contains("/terra-versions-") && loops.iter().any(|d| d == dev) {
+        // A bootable disk's filesystem is on a partition of its loop device (`/dev/loop0p3`).
+        let on_disk = |d: &String| {
+            dev.strip_prefix(d.as_str()).is_some_and(|rest| {
+                rest.is_empty()
+                    || rest
+                        .strip_prefix('p')
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+        };
+        if at.contains("/terra-versions-") && loops.iter().any(on_disk) {
             let _ = Command::new("umount").args(["-l", at]).output();
         }
     }
