@@ -91,16 +91,26 @@ pub struct Route {
 
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.prefix == 0 {
-            write!(f, "default")?;
-        } else {
-            write!(f, "{}/{}", self.destination, self.prefix)?;
-        }
-        if let Some(g) = self.gateway {
-            write!(f, " via {g}")?;
-        }
-        Ok(())
+        write_route(f, self.destination, self.prefix, self.gateway)
     }
+}
+
+/// A route as `ip route` shows it: `default` or `<net>/<prefix>`, then ` via <gateway>`.
+fn write_route<A: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    destination: A,
+    prefix: u8,
+    gateway: Option<A>,
+) -> fmt::Result {
+    if prefix == 0 {
+        write!(f, "default")?;
+    } else {
+        write!(f, "{destination}/{prefix}")?;
+    }
+    if let Some(g) = gateway {
+        write!(f, " via {g}")?;
+    }
+    Ok(())
 }
 
 /// An IPv6 route in the main table.
@@ -123,15 +133,7 @@ pub const RTPROT_RA: u8 = 9;
 
 impl fmt::Display for Route6 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.prefix == 0 {
-            write!(f, "default")?;
-        } else {
-            write!(f, "{}/{}", self.destination, self.prefix)?;
-        }
-        if let Some(g) = self.gateway {
-            write!(f, " via {g}")?;
-        }
-        Ok(())
+        write_route(f, self.destination, self.prefix, self.gateway)
     }
 }
 
