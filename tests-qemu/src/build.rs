@@ -15,16 +15,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{lab_dir, run, workspace};
+use crate::{lab_dir, run, target_dir, workspace};
 
 /// The musl target stage0 is built for.
 pub const MUSL: &str = "x86_64-unknown-linux-musl";
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-}
 
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

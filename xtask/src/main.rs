@@ -376,10 +376,7 @@ fn test(args: Vec<String>) -> Result<bool, String> {
     // The lab runs the dev-profile terra and terra-controller the build above made: a
     // release build would compile the whole dependency tree a second time (minutes on a
     // fresh machine), and nothing the tests check depends on the profile.
-    let debug = lab::workspace().join("target/debug");
-    let debug = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|t| PathBuf::from(t).join("debug"))
-        .unwrap_or(debug);
+    let debug = lab::target_dir().join("debug");
     std::env::set_var("LAB_TERRA", debug.join("terra"));
     std::env::set_var("LAB_TERRA_CONTROLLER", debug.join("terra-controller"));
     eprintln!("xtask: host tools and artifacts");

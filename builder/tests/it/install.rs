@@ -346,7 +346,7 @@ fn path_without(dir: &Path, without: &[&str]) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// sha256sum's digest of `path` (a debug build of sha2 takes a minute over a disk image).
+/// `path`'s SHA-256 by coreutils' sha256sum (an independent reader of the whole image).
 fn sha256_file(path: &Path) -> String {
     sh(Command::new("sha256sum").arg(path))
         .split_whitespace()

@@ -124,10 +124,7 @@ pub fn build_example() -> crate::Result<PathBuf> {
                 "dhcp_lease",
             ]),
     )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"));
-    Ok(target.join("release/examples/dhcp_lease"))
+    Ok(crate::target_dir().join("release/examples/dhcp_lease"))
 }
 
 /// The two namespaces and dnsmasq. Fields drop in order: dnsmasq is killed by PID before the

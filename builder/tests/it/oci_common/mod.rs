@@ -17,33 +17,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    // sha2 is not optimized in debug builds (about 30 MB/s): upgrade's 200 MiB layers took
-    // most of that test's time here. coreutils' sha256sum gives the same digest.
-    if data.len() >= 16 << 20 {
-        return sha256sum(data);
-    }
     Sha256::digest(data)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn sha256sum(data: &[u8]) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha256sum (coreutils)");
-    let mut stdin = child.stdin.take().unwrap();
-    let out = std::thread::scope(|s| {
-        s.spawn(move || stdin.write_all(data).unwrap());
-        child.wait_with_output().unwrap()
-    });
-    assert!(out.status.success(), "sha256sum: {out:?}");
-    let hex = String::from_utf8(out.stdout).unwrap();
-    let hex = hex.split_whitespace().next().unwrap().to_string();
-    assert_eq!(hex.len(), 64, "sha256sum: {hex}");
-    hex
 }
 
 pub fn digest(data: &[u8]) -> String {
