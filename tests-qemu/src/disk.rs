@@ -272,8 +272,12 @@ pub fn claim_scratch(name: &str) -> crate::Result<()> {
     }
 }
 
-/// Runs `f` on `image` loop-mounted (read-write) at a temporary directory, unmounting after.
+/// Runs `f` on `image` loop-mounted (read-write) at a temporary directory, unmounting after
+/// (under [`mount_lock`]; stale btrfs devices forgotten before and after). Needs root.
 pub fn with_mount<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> crate::Result<T> {
+    if !crate::host::nix_is_root() {
+        return Err("mounting a disk image needs root".into());
+    }
     let _turn = mount_lock()?;
     let work = tempdir("mnt")?;
     crate::host::forget_stale_btrfs_devices();

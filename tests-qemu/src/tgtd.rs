@@ -299,7 +299,7 @@ pub fn lun_image(image: &Path, name: &str, subvolumes: &[&str]) -> crate::Result
         .arg("--sparse=always")
         .arg(image)
         .arg(&lun))?;
-    with_mounted(&lun, |mnt| {
+    crate::disk::with_mount(&lun, |mnt| {
         for sv in subvolumes {
             let init = mnt.join(sv).join("bin/iscsi-init");
             std::fs::write(&init, PROOF_INIT)
@@ -323,7 +323,7 @@ pub fn lun_image_with(
     files: &[(&str, &str)],
 ) -> crate::Result<PathBuf> {
     let lun = lun_image(image, name, subvolumes)?;
-    with_mounted(&lun, |mnt| {
+    crate::disk::with_mount(&lun, |mnt| {
         for sv in subvolumes {
             for (rel, text) in files {
                 let path = mnt.join(sv).join(rel);
@@ -342,28 +342,7 @@ pub fn lun_image_with(
 
 /// Reads `rel` from the filesystem in `image` (loop mount, read-only).
 pub fn read_from_image(image: &Path, rel: &str) -> crate::Result<Option<String>> {
-    with_mounted(image, |mnt| Ok(std::fs::read_to_string(mnt.join(rel)).ok()))
-}
-
-fn with_mounted<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> crate::Result<T> {
-    if !crate::host::nix_is_root() {
-        return Err("mounting a disk image needs root".into());
-    }
-    let _turn = crate::disk::mount_lock()?;
-    let work = crate::disk::tempdir("lun")?;
-    let mnt = work.join("mnt");
-    std::fs::create_dir_all(&mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
-    crate::host::forget_stale_btrfs_devices();
-    run(Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(image)
-        .arg(&mnt))?;
-    let result = f(&mnt);
-    let unmounted = run(Command::new("umount").arg(&mnt));
-    let _ = std::fs::remove_dir_all(&work);
-    let v = result?;
-    unmounted?;
-    Ok(v)
+    crate::disk::with_mount(image, |mnt| Ok(std::fs::read_to_string(mnt.join(rel)).ok()))
 }
 
 /// A LUN image file, removed when dropped (when the test or command ends, pass or fail).
