@@ -2,11 +2,12 @@
 //! command line (§5). The builder uses the same [`NodeConfig`] type to validate what it embeds.
 //!
 //! The schema flows one way: the tables of node.toml are plain data defined here (`[network]`
-//! in [`network`], `[iscsi]` in [`iscsi`]); the phases read them and own what they mean.
+//! in [`network`], `[iscsi]` in [`iscsi`], `[update]` in [`update`]); the phases read them and own what they mean.
 //! Nothing under `config` names a phase module.
 
 pub mod iscsi;
 pub mod network;
+pub mod update;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub struct NodeConfig {
     /// `[signature]`: the keys images must be signed by (terra install and upgrade).
     #[serde(default)]
     pub signature: SignatureSection,
+    /// `[update]`: how the node updates itself (terra update) and confirms (health checks).
+    #[serde(default)]
+    pub update: update::UpdateSection,
 }
 
 /// `[signature]`: which cosign keys the node's images must be signed by. `terra install`
