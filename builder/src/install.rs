@@ -544,6 +544,7 @@ pub fn install_with(
             platform: spec.platform.clone(),
             plain_http: spec.plain_http,
             verify: policy.clone(),
+            ..Default::default()
         },
         progress,
     )?;

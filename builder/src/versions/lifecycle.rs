@@ -12,7 +12,10 @@ use super::build::{build_version, Built, NewVersion};
 use super::crash::crash_point;
 use super::disk::subvolume_delete;
 use super::keys::{combine_policy, disk_keys};
-use super::top::{follow_esp, open, pending_marker, settled, sweep, Top};
+use super::top::{
+    chains_on_disk, clear_downloads, downloads_dir, follow_esp, open, pending_marker, settled,
+    sweep, Top,
+};
 use super::{io_err, log_line, Target, VersionsError};
 use crate::bootdisk;
 use crate::bootfiles::BootInitramfs;
@@ -110,6 +113,10 @@ pub fn upgrade_with(
         &top.disk,
     )
     .map_err(VersionsError::Refused)?;
+    // A registry image downloads onto the disk, resumably, and only the layers above the
+    // chains the disk holds.
+    resolve.download_dir = Some(downloads_dir(&top.path));
+    resolve.have_chains = chains_on_disk(&top.path)?;
     let image = oci::resolve_with(&r, &resolve, progress)?;
     if let Some(b) = top.booted.as_deref() {
         if state.get(b).is_some_and(|v| v.status == Status::Tentative) {
@@ -129,6 +136,7 @@ pub fn upgrade_with(
         .iter()
         .find(|v| !digest.is_empty() && v.digest == digest && v.status != Status::Bad)
     {
+        clear_downloads(&top.path);
         return Ok(Upgraded::Same(same.name.clone()));
     }
     let name = match &spec.name {
@@ -185,6 +193,7 @@ pub fn upgrade_with(
     state.add_tentative(version, spec.tries)?;
     top.store(&mut state)?;
     settled(&top.path, &name);
+    clear_downloads(&top.path);
     crash_point("stored");
     let removed = collect(&top, &mut state, spec.keep)?;
     Ok(Upgraded::New {
@@ -360,5 +369,7 @@ pub fn rollback(target: &Target) -> Result<String, VersionsError> {
 pub fn gc(target: &Target, keep: usize) -> Result<Vec<String>, VersionsError> {
     let top = open(target)?;
     let mut state = top.state()?;
+    // No upgrade runs (the lock is ours): a download left behind is not wanted.
+    clear_downloads(&top.path);
     collect(&top, &mut state, keep)
 }
