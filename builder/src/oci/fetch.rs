@@ -16,6 +16,7 @@ use std::path::Path;
 
 use futures_util::StreamExt;
 use oci_client::client::{BlobResponse, SizedStream};
+use oci_client::errors::OciDistributionError;
 use oci_client::{Client, Reference};
 
 use super::blob::{Digest, Hasher};
@@ -173,9 +174,8 @@ async fn open_stream(
     from: u64,
 ) -> Result<(SizedStream, u64), OciError> {
     let digest = d.to_string();
-    let failed = |e: oci_client::errors::OciDistributionError| {
-        OciError::blob(d, format!("cannot fetch: {}", super::registry::flatten(&e)))
-    };
+    let failed =
+        |e: OciDistributionError| OciError::blob(d, format!("cannot fetch: {}", flatten(&e)));
     if from == 0 {
         let s = client
             .pull_blob_stream(reference, digest.as_str())
@@ -261,4 +261,19 @@ async fn receive(
     // What arrived stays for the next run, also after a failure.
     out.flush().map_err(io)?;
     failure.map_or(Ok(()), Err)
+}
+
+/// A registry error as one line: the registry's own error codes and messages, and the URL.
+pub(crate) fn flatten(e: &OciDistributionError) -> String {
+    match e {
+        OciDistributionError::RegistryError { envelope, url } => {
+            let errs: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}: {}", e.code, e.message))
+                .collect();
+            format!("{} ({url})", errs.join("; "))
+        }
+        other => other.to_string(),
+    }
 }

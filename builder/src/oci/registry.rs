@@ -23,7 +23,7 @@ use oci_client::{Client, Reference};
 use oci_spec::image::{Descriptor, MediaType};
 
 use super::blob::Digest;
-use super::fetch::fetch_blob;
+use super::fetch::{fetch_blob, flatten};
 use super::image::{
     chain_ids, desc_digest, parse_document, select_platform, Compression, ConfigInfo, Document,
     Platform,
@@ -57,6 +57,9 @@ pub struct PullOptions {
     /// blobs and partial downloads of any other image are removed from it, once the
     /// manifest is known (and its signature checked).
     pub prune: bool,
+    /// Fetch the manifests and the config (and check the signature), no layer: to check a
+    /// reference before committing to it.
+    pub skip_layers: bool,
 }
 
 /// What a pull fetched.
@@ -248,6 +251,7 @@ async fn pull_async(
         .map_err(|e| OciError::blob(&cd, format!("malformed image config: {e}")))?;
     let chains = chain_ids(&config.rootfs.diff_ids);
     let have = match chains.len() == layers.len() {
+        _ if opts.skip_layers => layers.len(),
         true => chains
             .iter()
             .rposition(|c| opts.have_chains.contains(c))
@@ -653,20 +657,6 @@ async fn get_blob(
         report.resumed += 1;
     }
     Ok(())
-}
-
-pub(crate) fn flatten(e: &OciDistributionError) -> String {
-    match e {
-        OciDistributionError::RegistryError { envelope, url } => {
-            let errs: Vec<String> = envelope
-                .errors
-                .iter()
-                .map(|e| format!("{:?}: {}", e.code, e.message))
-                .collect();
-            format!("{} ({url})", errs.join("; "))
-        }
-        other => other.to_string(),
-    }
 }
 
 fn registry_error(reference: &str, e: OciDistributionError) -> OciError {

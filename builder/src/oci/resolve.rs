@@ -38,6 +38,9 @@ pub struct ResolveOptions {
     /// (see [`registry::PullOptions::have_chains`]), and the image's layers below them have
     /// no bytes to read.
     pub have_chains: BTreeSet<String>,
+    /// A registry image's manifests and config only, no layer (see
+    /// [`registry::PullOptions::skip_layers`]): its layers have no bytes to read.
+    pub skip_layers: bool,
 }
 
 /// Resolves a reference to a checked image. A registry reference is pulled into a
@@ -95,6 +98,7 @@ pub fn resolve_with(
                 verify: opts.verify.clone(),
                 have_chains: opts.have_chains.clone(),
                 prune: opts.download_dir.is_some(),
+                skip_layers: opts.skip_layers,
                 ..Default::default()
             };
             // The pull verified the digest the tag resolved to (once, from the bytes it

@@ -46,7 +46,7 @@ pub use lifecycle::{
     bless, collect, exclusive_bytes, gc, list, rollback, upgrade, upgrade_with, UpgradeSpec,
     Upgraded, VersionInfo, DEFAULT_KEEP,
 };
-pub use top::{open, settled, Top};
+pub use top::{clear_downloads, downloads_dir, open, settled, Top, DOWNLOADS_DIR};
 
 /// Where `terra upgrade` and friends act.
 #[derive(Debug, Clone, Default)]

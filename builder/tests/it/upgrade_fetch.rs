@@ -352,3 +352,92 @@ fn a_download_killed_midway_resumes_on_the_next_run() {
     );
     assert_upgraded(&f.disk, "after the kill");
 }
+
+#[test]
+fn an_install_from_a_registry_downloads_onto_its_disk_and_a_rerun_resumes() {
+    let _disks = crate::common::host_disks(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let base = layer(&[
+        E::Dir("sbin", 0o755),
+        E::File("sbin/init", b"#!/sbin/init\n", 0o755),
+        E::Dir("usr", 0o755),
+        E::FileFull("usr/base", noise(1, BASE), 0o644, 0, 0, vec![]),
+    ]);
+    let l = layout(dir.path(), &[("v1", vec![(base, Comp::None)])]);
+    let reg = Registry::start();
+    reg.push(&l, "v1", "terra/os");
+    let (base_digest, base_size) = blobs_of(&l, "v1")[1].clone();
+    const CUT: u64 = 5 << 20;
+    let proxy = Proxy::start(
+        reg.port,
+        ProxyOptions {
+            cut: Some(Cut {
+                pattern: base_digest.clone(),
+                after: CUT,
+                stall: false,
+            }),
+            ignore_ranges: false,
+        },
+    )
+    .unwrap();
+    let disk = dir.path().join("disk.img");
+    let node = dir.path().join("node.toml");
+    fs::write(
+        &node,
+        format!(
+            "image = \"{}/terra/os:v1\"\n[[groups]]\nlabel = \"os\"\n[[groups.disk]]\n\
+             device = \"{}\"\nsize = 256\n",
+            proxy.host(),
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let install =
+        || crate::oci_common::run_terra(&["install", node.to_str().unwrap(), "--plain-http"]);
+
+    // Cut midway: the disk holds the interrupted install's mark and the partial blob, and
+    // no boot state (no version to boot).
+    let (ok, _, err) = install();
+    assert!(
+        !ok && err.contains(&base_digest) && err.contains("next run"),
+        "{err}"
+    );
+    let first = proxy.take();
+    assert_eq!(blob_gets(&first, &base_digest)[0].body, CUT, "{first:#?}");
+    let kept = with_mount(&disk, |m| {
+        assert!(m.join(".terra/installing").is_file());
+        assert!(!m.join(".terra/state.json").exists());
+        assert!(!m.join("os").exists());
+        fs::metadata(
+            m.join(".terra/downloads/blobs/sha256")
+                .join(format!("{}.partial", &base_digest[7..])),
+        )
+        .unwrap()
+        .len()
+    });
+    assert!(kept > 0 && kept <= CUT, "{kept} bytes kept");
+
+    // The same install again, without --force: it goes on on that filesystem and fetches
+    // only the rest of the blob.
+    let (ok, out, err) = install();
+    assert!(ok, "{err}");
+    assert!(out.contains("installed"), "{out}");
+    let second = proxy.take();
+    let rest = blob_gets(&second, &base_digest);
+    assert_eq!(rest.len(), 1, "{second:#?}");
+    assert_eq!(
+        (rest[0].range.clone(), rest[0].status, rest[0].body),
+        (Some(format!("bytes={kept}-")), 206, base_size - kept)
+    );
+    assert_eq!(states(&disk), pairs(&[("os", "default")]));
+    with_mount(&disk, |m| {
+        assert!(fs::read(m.join("os/usr/base")).unwrap() == noise(1, BASE));
+        assert!(!m.join(".terra/installing").exists());
+        assert!(!m.join(".terra/downloads").exists());
+        assert!(m.join("persist").is_dir());
+    });
+
+    // A finished install is no longer resumable: a third run refuses the disk.
+    let (ok, _, err) = install();
+    assert!(!ok && err.contains("without --force"), "{err}");
+}
