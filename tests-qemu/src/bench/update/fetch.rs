@@ -160,6 +160,9 @@ fn measure(proxy: &Proxy, who: &str, cmd: &mut Command) -> Fetch {
             body_bytes(&reqs),
             reqs.len()
         );
+        for r in &reqs {
+            eprintln!("bench:   {} → {}, {} bytes", r.line, r.status, r.body);
+        }
         (body_bytes(&reqs), reqs.len(), t)
     });
     Fetch {
