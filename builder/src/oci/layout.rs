@@ -249,3 +249,38 @@ pub fn ref_name(d: &Descriptor) -> Option<&str> {
         .and_then(|a| a.get(REF_NAME))
         .map(String::as_str)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retain_blobs_keeps_only_the_named_blobs_and_their_partial_downloads() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::create(t.path()).unwrap();
+        let a = layout.write_blob(b"a").unwrap();
+        let b = layout.write_blob(b"b").unwrap();
+        let (c, d) = (Digest::sha256_of(b"c"), Digest::sha256_of(b"d"));
+        fs::write(layout.partial_path(&c), b"c-part").unwrap();
+        fs::write(layout.partial_path(&d), b"d-part").unwrap();
+        assert!(layout
+            .partial_path(&c)
+            .ends_with(format!("{}.partial", c.hex())));
+        let (tmp, _) = layout.temp_blob().unwrap();
+        let desc = Descriptor::new(
+            oci_spec::image::MediaType::ImageManifest,
+            1,
+            oci_spec::image::Digest::try_from(a.to_string()).unwrap(),
+        );
+        layout.set_ref(Some("old"), desc).unwrap();
+
+        let keep = [a.clone(), c.clone()].into_iter().collect();
+        layout.retain_blobs(&keep).unwrap();
+        assert!(layout.has_blob(&a, 1));
+        assert!(!layout.blob_path(&b).exists());
+        assert_eq!(fs::read(layout.partial_path(&c)).unwrap(), b"c-part");
+        assert!(!layout.partial_path(&d).exists());
+        assert!(!tmp.exists(), "a temporary file of an interrupted write");
+        assert!(layout.index().unwrap().manifests().is_empty());
+    }
+}

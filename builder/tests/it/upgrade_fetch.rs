@@ -219,6 +219,8 @@ fn an_upgrade_from_a_registry_fetches_only_the_layers_the_disk_lacks() {
     );
 }
 
+/// Also: `terra gc` between the two runs removes the partial download, and the next run
+/// fetches the blob whole.
 #[test]
 fn a_download_cut_midway_resumes_on_the_next_run_with_or_without_ranges() {
     let _disks = crate::common::host_disks(module_path!());
@@ -226,8 +228,11 @@ fn a_download_cut_midway_resumes_on_the_next_run_with_or_without_ranges() {
     let pristine = f.dir.path().join("pristine.img");
     fs::copy(&f.disk, &pristine).unwrap();
     const CUT: u64 = 2 << 20;
-    for ignore_ranges in [false, true] {
-        let what = if ignore_ranges { "no ranges" } else { "ranges" };
+    for (what, ignore_ranges, gc) in [
+        ("ranges", false, false),
+        ("no ranges", true, false),
+        ("gc between", false, true),
+    ] {
         fs::copy(&pristine, &f.disk).unwrap();
         let proxy = Proxy::start(
             f.reg.port,
@@ -254,22 +259,34 @@ fn a_download_cut_midway_resumes_on_the_next_run_with_or_without_ranges() {
         assert_eq!((cut.len(), cut[0].body), (1, CUT), "{what}: {first:#?}");
         let kept = partial_len(&f.disk, &f.top.0).unwrap_or(0);
         assert!(kept > 0 && kept <= CUT, "{what}: {kept} bytes kept");
+        if gc {
+            let d = f.disk.to_str().unwrap();
+            let (ok, _, err) = crate::oci_common::run_terra(&["gc", "--disk", d]);
+            assert!(ok, "{err}");
+            assert_eq!(
+                partial_len(&f.disk, &f.top.0),
+                None,
+                "gc removed the download"
+            );
+        }
 
         let (ok, _, err) = upgrade(&f.disk, &r, &["--plain-http"]);
         assert!(ok, "{what}: {err}");
         let second = proxy.take();
         let rest = blob_gets(&second, &f.top.0);
         assert_eq!(rest.len(), 1, "{what}: {second:#?}");
-        assert_eq!(rest[0].range, Some(format!("bytes={kept}-")), "{what}");
-        if ignore_ranges {
-            assert_eq!((rest[0].status, rest[0].body), (200, f.top.1), "{what}");
-        } else {
-            assert_eq!(
-                (rest[0].status, cut[0].body + rest[0].body),
-                (206, f.top.1),
-                "{what}: the two runs fetched the blob once between them"
-            );
-        }
+        // (range asked, status, body): what the second run's request for the blob was.
+        let want = match (gc, ignore_ranges) {
+            (true, _) => (None, 200, f.top.1),
+            (false, true) => (Some(format!("bytes={kept}-")), 200, f.top.1),
+            // Exactly what the partial file lacks: the runs fetch the blob once between them.
+            (false, false) => (Some(format!("bytes={kept}-")), 206, f.top.1 - kept),
+        };
+        assert_eq!(
+            (rest[0].range.clone(), rest[0].status, rest[0].body),
+            want,
+            "{what}"
+        );
         assert!(blob_gets(&second, &f.base.0).is_empty(), "{what}");
         assert_upgraded(&f.disk, what);
     }
@@ -355,7 +372,7 @@ fn a_download_killed_midway_resumes_on_the_next_run() {
 
 #[test]
 fn an_install_from_a_registry_downloads_onto_its_disk_and_a_rerun_resumes() {
-    let _disks = crate::common::host_disks(module_path!());
+    let _disks = crate::common::host_disks_alone(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let base = layer(&[
         E::Dir("sbin", 0o755),
@@ -440,4 +457,40 @@ fn an_install_from_a_registry_downloads_onto_its_disk_and_a_rerun_resumes() {
     // A finished install is no longer resumable: a third run refuses the disk.
     let (ok, _, err) = install();
     assert!(!ok && err.contains("without --force"), "{err}");
+
+    // Killed later, once the download is whole and the first layer unpacked (its chain
+    // subvolume, the staging one, `persist` and the kept node.toml are on the disk): the
+    // re-run clears them, unpacks again and fetches nothing of the layer.
+    fs::remove_file(&disk).unwrap();
+    let out = terra()
+        .args(["install", node.to_str().unwrap(), "--plain-http"])
+        .env("TERRA_CRASH_AT", "chained")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    power_cut(&disk);
+    with_mount(&disk, |m| {
+        assert!(m.join(".terra/installing").is_file());
+        assert!(fs::read_dir(m.join(".terra/layers")).unwrap().count() == 1);
+        assert!(m.join("persist").is_dir());
+    });
+    proxy.take();
+    let (ok, _, err) = install();
+    assert!(ok, "{err}");
+    let third = proxy.take();
+    assert!(blob_gets(&third, &base_digest).is_empty(), "{third:#?}");
+    assert_eq!(states(&disk), pairs(&[("os", "default")]));
+    with_mount(&disk, |m| {
+        assert!(fs::read(m.join("os/usr/base")).unwrap() == noise(1, BASE));
+        assert!(!m.join(".terra/installing").exists());
+        assert!(!m.join(".terra/downloads").exists());
+        let left: Vec<_> = fs::read_dir(m.join(".terra"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("staging-") || n.starts_with("pending-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    });
 }
