@@ -117,14 +117,17 @@ pub(crate) async fn fetch_blob(
         if &actual == d {
             break;
         }
-        // Bad bytes are not worth keeping: the next try starts from the first byte.
-        file.set_len(0).map_err(|e| OciError::io(&path, e))?;
-        kept = 0;
+        // Bad bytes are not worth keeping: a prefix an earlier run left (damaged by a power
+        // cut, or spliced by a registry whose range answer lied) is fetched again whole.
         if fetched.resumed_from > 0 && !restarted {
+            file.set_len(0).map_err(|e| OciError::io(&path, e))?;
+            kept = 0;
             restarted = true;
             fetched.resumed_from = 0;
             continue;
         }
+        drop(file);
+        let _ = fs::remove_file(&path);
         return Err(OciError::blob(
             d,
             format!("digest mismatch: the registry's content hashes to {actual}"),

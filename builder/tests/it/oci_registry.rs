@@ -338,6 +338,13 @@ fn a_corrupted_blob_is_a_digest_error_and_nothing_is_installed() {
     ]);
     assert!(!ok && err.contains("digest mismatch"), "{err}");
     assert!(!layout.join("blobs/sha256").join(&blob[7..]).exists());
+    assert!(
+        !layout
+            .join("blobs/sha256")
+            .join(format!("{}.partial", &blob[7..]))
+            .exists(),
+        "bad bytes are not kept for a resume"
+    );
     assert_eq!(read_index(&layout)["manifests"], serde_json::json!([]));
 
     // terra install checks the manifest and config before touching the disk, and fetches

@@ -220,7 +220,8 @@ fn an_upgrade_from_a_registry_fetches_only_the_layers_the_disk_lacks() {
 }
 
 /// Also: `terra gc` between the two runs removes the partial download, and the next run
-/// fetches the blob whole.
+/// fetches the blob whole; a partial file whose bytes were damaged (a power cut) fails the
+/// digest once resumed, and the blob is fetched again whole in the same run.
 #[test]
 fn a_download_cut_midway_resumes_on_the_next_run_with_or_without_ranges() {
     let _disks = crate::common::host_disks(module_path!());
@@ -228,11 +229,8 @@ fn a_download_cut_midway_resumes_on_the_next_run_with_or_without_ranges() {
     let pristine = f.dir.path().join("pristine.img");
     fs::copy(&f.disk, &pristine).unwrap();
     const CUT: u64 = 2 << 20;
-    for (what, ignore_ranges, gc) in [
-        ("ranges", false, false),
-        ("no ranges", true, false),
-        ("gc between", false, true),
-    ] {
+    for what in ["ranges", "no ranges", "gc between", "damaged prefix"] {
+        let ignore_ranges = what == "no ranges";
         fs::copy(&pristine, &f.disk).unwrap();
         let proxy = Proxy::start(
             f.reg.port,
@@ -259,7 +257,16 @@ fn a_download_cut_midway_resumes_on_the_next_run_with_or_without_ranges() {
         assert_eq!((cut.len(), cut[0].body), (1, CUT), "{what}: {first:#?}");
         let kept = partial_len(&f.disk, &f.top.0).unwrap_or(0);
         assert!(kept > 0 && kept <= CUT, "{what}: {kept} bytes kept");
-        if gc {
+        let hex = &f.top.0[7..];
+        if what == "damaged prefix" {
+            with_mount(&f.disk, |m| {
+                let p = m.join(format!(".terra/downloads/blobs/sha256/{hex}.partial"));
+                let mut bytes = fs::read(&p).unwrap();
+                bytes[1000] ^= 0xff;
+                fs::write(&p, bytes).unwrap();
+            });
+        }
+        if what == "gc between" {
             let d = f.disk.to_str().unwrap();
             let (ok, _, err) = crate::oci_common::run_terra(&["gc", "--disk", d]);
             assert!(ok, "{err}");
@@ -274,13 +281,29 @@ fn a_download_cut_midway_resumes_on_the_next_run_with_or_without_ranges() {
         assert!(ok, "{what}: {err}");
         let second = proxy.take();
         let rest = blob_gets(&second, &f.top.0);
+        if what == "damaged prefix" {
+            let got: Vec<_> = rest
+                .iter()
+                .map(|r| (r.range.clone(), r.status, r.body))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    (Some(format!("bytes={kept}-")), 206, f.top.1 - kept),
+                    (None, 200, f.top.1)
+                ],
+                "{what}"
+            );
+            assert_upgraded(&f.disk, what);
+            continue;
+        }
         assert_eq!(rest.len(), 1, "{what}: {second:#?}");
         // (range asked, status, body): what the second run's request for the blob was.
-        let want = match (gc, ignore_ranges) {
-            (true, _) => (None, 200, f.top.1),
-            (false, true) => (Some(format!("bytes={kept}-")), 200, f.top.1),
+        let want = match what {
+            "gc between" => (None, 200, f.top.1),
+            "no ranges" => (Some(format!("bytes={kept}-")), 200, f.top.1),
             // Exactly what the partial file lacks: the runs fetch the blob once between them.
-            (false, false) => (Some(format!("bytes={kept}-")), 206, f.top.1 - kept),
+            _ => (Some(format!("bytes={kept}-")), 206, f.top.1 - kept),
         };
         assert_eq!(
             (rest[0].range.clone(), rest[0].status, rest[0].body),
