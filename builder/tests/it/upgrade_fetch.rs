@@ -91,6 +91,37 @@ fn blob_gets<'a>(reqs: &'a [Request], digest: &str) -> Vec<&'a Request> {
     reqs.iter().filter(|r| r.gets_blob(digest)).collect()
 }
 
+/// The size of the partial download of `digest` on a bootable disk's root filesystem (its
+/// third partition, from `table`).
+fn partial_len_on_partition(disk: &Path, table: &serde_json::Value, digest: &str) -> Option<u64> {
+    let start = table["partitions"][2]["start"].as_u64().unwrap();
+    let m = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .arg("-o")
+        .arg(format!("ro,loop,offset={}", start * 512))
+        .arg(disk)
+        .arg(m.path())
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mount the root partition of {}",
+        disk.display()
+    );
+    let len = fs::metadata(
+        m.path()
+            .join(".terra/downloads/blobs/sha256")
+            .join(format!("{}.partial", &digest[7..])),
+    )
+    .map(|md| md.len())
+    .ok();
+    let _ = std::process::Command::new("umount").arg(m.path()).status();
+    let _ = std::process::Command::new("btrfs")
+        .args(["device", "scan", "--forget"])
+        .output();
+    len
+}
+
 /// The partial download of `digest` on the disk, if any: its size.
 fn partial_len(disk: &Path, digest: &str) -> Option<u64> {
     let hex = digest.strip_prefix("sha256:").unwrap().to_string();
@@ -516,4 +547,88 @@ fn an_install_from_a_registry_downloads_onto_its_disk_and_a_rerun_resumes() {
             .collect();
         assert!(left.is_empty(), "{left:?}");
     });
+}
+
+#[test]
+fn an_interrupted_bootable_install_resumes_on_its_partition() {
+    use crate::disk_boot::{host_kernel, live_slot, partition_table};
+    let _disks = crate::common::host_disks(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let base = layer(&[
+        E::Dir("sbin", 0o755),
+        E::File("sbin/init", b"#!/bin/sh\n", 0o755),
+        E::FileFull("big", noise(3, 12 << 20), 0o644, 0, 0, vec![]),
+    ]);
+    let l = layout(dir.path(), &[("v1", vec![(base, Comp::None)])]);
+    let reg = Registry::start();
+    reg.push(&l, "v1", "terra/os");
+    let (digest, size) = blobs_of(&l, "v1")[1].clone();
+    let proxy = Proxy::start(
+        reg.port,
+        ProxyOptions {
+            cut: Some(Cut {
+                pattern: digest.clone(),
+                after: 4 << 20,
+                stall: false,
+            }),
+            ignore_ranges: false,
+        },
+    )
+    .unwrap();
+    let disk = dir.path().join("disk.img");
+    let node = dir.path().join("node.toml");
+    fs::write(
+        &node,
+        format!(
+            "image = \"{}/terra/os:v1\"\n[[groups]]\nlabel = \"os\"\nmbr = true\n\
+             [[groups.disk]]\ndevice = \"{}\"\nsize = 512\n",
+            proxy.host(),
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let kernel = host_kernel();
+    // No --uuid: the re-run takes the filesystem's (the GPT's identifiers derive from it).
+    let install = || {
+        let out = terra()
+            .args([
+                "install",
+                node.to_str().unwrap(),
+                "--plain-http",
+                "--kernel",
+            ])
+            .arg(&kernel)
+            .args(["--cmdline", "terra.demo=poweroff"])
+            .env("TERRA_STAGE0", "/bin/busybox")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = install();
+    assert!(!ok && err.contains("next run"), "{err}");
+    let table = partition_table(&disk);
+    let kept = partial_len_on_partition(&disk, &table, &digest).unwrap();
+    assert!(kept > 0 && kept <= 4 << 20, "{kept} bytes kept");
+    proxy.take();
+
+    let (ok, err) = install();
+    assert!(ok, "{err}");
+    let reqs = proxy.take();
+    let rest = blob_gets(&reqs, &digest);
+    assert_eq!(
+        rest.iter()
+            .map(|r| (r.range.clone(), r.status, r.body))
+            .collect::<Vec<_>>(),
+        [(Some(format!("bytes={kept}-")), 206, size - kept)]
+    );
+    assert_eq!(
+        partition_table(&disk),
+        table,
+        "the disk was not partitioned again"
+    );
+    live_slot(&disk);
+    assert_eq!(states(&disk), pairs(&[("os", "default")]));
 }
