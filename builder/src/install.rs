@@ -762,8 +762,11 @@ pub fn install_with(
             if let (Some(p), Some((whole, esp))) = (boot_disk, &bootable) {
                 bootdisk::finish(p, &mnt, whole, esp, &work, &root_name, &boot)?;
             }
-            // Complete: the downloads are spent, and a re-run is a new install.
-            versions::clear_downloads(&mnt);
+            // Complete: the downloads are spent (their space given back to an image file
+            // or LUN), and a re-run is a new install.
+            if versions::clear_downloads(&mnt) && !loops.0.is_empty() {
+                disk::trim(&mnt);
+            }
             installing::unmark(&mnt).map_err(|e| OciError::io(&state_dir, e))?;
         }
         // Unmount now (not at the end) so a later group's failure leaves this one whole.

@@ -13,8 +13,7 @@ use super::crash::crash_point;
 use super::disk::subvolume_delete;
 use super::keys::{combine_policy, disk_keys};
 use super::top::{
-    chains_on_disk, clear_downloads, downloads_dir, follow_esp, open, pending_marker, settled,
-    sweep, Top,
+    chains_on_disk, downloads_dir, follow_esp, open, pending_marker, settled, sweep, Top,
 };
 use super::{io_err, log_line, Target, VersionsError};
 use crate::bootdisk;
@@ -136,7 +135,7 @@ pub fn upgrade_with(
         .iter()
         .find(|v| !digest.is_empty() && v.digest == digest && v.status != Status::Bad)
     {
-        clear_downloads(&top.path);
+        top.clear_downloads();
         return Ok(Upgraded::Same(same.name.clone()));
     }
     let name = match &spec.name {
@@ -193,7 +192,7 @@ pub fn upgrade_with(
     state.add_tentative(version, spec.tries)?;
     top.store(&mut state)?;
     settled(&top.path, &name);
-    clear_downloads(&top.path);
+    top.clear_downloads();
     crash_point("stored");
     let removed = collect(&top, &mut state, spec.keep)?;
     Ok(Upgraded::New {
@@ -370,6 +369,6 @@ pub fn gc(target: &Target, keep: usize) -> Result<Vec<String>, VersionsError> {
     let top = open(target)?;
     let mut state = top.state()?;
     // No upgrade runs (the lock is ours): a download left behind is not wanted.
-    clear_downloads(&top.path);
+    top.clear_downloads();
     collect(&top, &mut state, keep)
 }

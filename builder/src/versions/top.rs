@@ -167,6 +167,14 @@ pub(super) fn follow_esp(top: &Top, default: &str) -> String {
 }
 
 impl Top {
+    /// [`clear_downloads`], and on image files (loop devices) the space they took given
+    /// back to the file's own filesystem.
+    pub fn clear_downloads(&self) {
+        if clear_downloads(&self.path) && !self._loops.0.is_empty() {
+            disk::trim(&self.path);
+        }
+    }
+
     /// The boot state; a filesystem without one was not installed with versions.
     pub fn state(&self) -> Result<BootState, VersionsError> {
         bootstate::load(&self.path)?.ok_or_else(|| {
@@ -204,13 +212,16 @@ pub fn downloads_dir(top: &Path) -> PathBuf {
 }
 
 /// Removes the download layout; a failure is said, not fatal (the version it served is
-/// stored, and the next fetch prunes what is left).
-pub fn clear_downloads(top: &Path) {
+/// stored, and the next fetch prunes what is left). Returns whether there was one.
+pub fn clear_downloads(top: &Path) -> bool {
     let dir = downloads_dir(top);
     match fs::remove_dir_all(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => log_line(&format!("cannot remove {}: {e}", dir.display())),
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            log_line(&format!("cannot remove {}: {e}", dir.display()));
+            true
+        }
     }
 }
 

@@ -210,8 +210,17 @@ fn an_upgrade_from_a_registry_fetches_only_the_layers_the_disk_lacks() {
 
     let proxy = Proxy::start(f.reg.port, ProxyOptions::default()).unwrap();
     let r = format!("{}/terra/os:v2", proxy.host());
+    let allocated = || {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&f.disk).unwrap().blocks() * 512
+    };
+    let before = allocated();
     let (ok, out, err) = upgrade(&f.disk, &r, &["--plain-http"]);
     assert!(ok, "{err}");
+    // The image file holds the unpacked layer, not the download as well: its space went
+    // back to the host's filesystem (fstrim through the loop device).
+    let grown = allocated().saturating_sub(before);
+    assert!(grown < TOP as u64 * 3 / 2, "the disk image grew by {grown} bytes");
     assert!(
         out.contains("1 of 2 layers from chains on the disk"),
         "{out}"
