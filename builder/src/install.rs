@@ -1,9 +1,11 @@
 //! `terra install`: node.toml's disk groups become btrfs filesystems, and the OCI image
 //! becomes the root subvolume.
 //!
-//! Order matters for "nothing destroyed for nothing": the config, the image (pulled when it
-//! is in a registry) and every layer blob are checked, and every disk is probed, before the
-//! first mkfs. The image is unpacked into a staging subvolume that is renamed to the root
+//! Order matters for "nothing destroyed for nothing": the config, the image (a layout's or
+//! archive's every blob; a registry image's manifests, signature and config) are checked,
+//! and every disk is probed, before the first mkfs. A registry image's layers download
+//! onto the root filesystem just made, resumably (`installing` finds an interrupted
+//! install again). The image is unpacked into a staging subvolume that is renamed to the root
 //! subvolume's name only once it is complete, with `/etc/fstab` and `/etc/hostname` written.
 
 use std::fmt;

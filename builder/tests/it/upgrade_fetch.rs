@@ -220,7 +220,10 @@ fn an_upgrade_from_a_registry_fetches_only_the_layers_the_disk_lacks() {
     // The image file holds the unpacked layer, not the download as well: its space went
     // back to the host's filesystem (fstrim through the loop device).
     let grown = allocated().saturating_sub(before);
-    assert!(grown < TOP as u64 * 3 / 2, "the disk image grew by {grown} bytes");
+    assert!(
+        grown < TOP as u64 * 3 / 2,
+        "the disk image grew by {grown} bytes"
+    );
     assert!(
         out.contains("1 of 2 layers from chains on the disk"),
         "{out}"
