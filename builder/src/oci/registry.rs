@@ -250,14 +250,16 @@ async fn pull_async(
     let config = serde_json::from_slice::<ConfigInfo>(&cfg)
         .map_err(|e| OciError::blob(&cd, format!("malformed image config: {e}")))?;
     let chains = chain_ids(&config.rootfs.diff_ids);
-    let have = match chains.len() == layers.len() {
-        _ if opts.skip_layers => layers.len(),
-        true => chains
+    let have = if opts.skip_layers {
+        layers.len()
+    } else if chains.len() != layers.len() {
+        // The mismatch is refused when the image is read; nothing is skipped here.
+        0
+    } else {
+        chains
             .iter()
             .rposition(|c| opts.have_chains.contains(c))
-            .map_or(0, |i| i + 1),
-        // The mismatch is refused when the image is read; nothing is skipped here.
-        false => 0,
+            .map_or(0, |i| i + 1)
     };
     for (i, (d, size)) in layers.iter().enumerate() {
         progress.item(i + 1, &d.to_string());

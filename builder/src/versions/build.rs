@@ -332,6 +332,7 @@ fn write_node_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest as _, Sha256};
 
     #[test]
     fn an_images_own_kernel_dir_is_removed_without_following_its_symlinks() {
@@ -358,8 +359,6 @@ mod tests {
         ));
         assert!(outside.join("terra").is_dir());
     }
-
-    use sha2::{Digest as _, Sha256};
 
     #[test]
     fn chain_ids_follow_the_image_spec() {
