@@ -1,7 +1,8 @@
-//! `terra upgrade --disk` from a registry: Debian's docker-registry on 127.0.0.1 behind the
-//! lab's logging proxy, whose log (not terra's report) says what was fetched. Only the
-//! layers the disk lacks are fetched; a transfer cut or killed midway resumes with a range
-//! request on the next run; a registry that ignores ranges still completes; an unreachable
+//! `terra upgrade --disk` and `terra install` from a registry: Debian's docker-registry on
+//! 127.0.0.1 behind the lab's logging proxy, whose log (not terra's report) says what was
+//! fetched. Only the layers the disk lacks are fetched; a transfer cut or killed midway
+//! resumes with a range request on the next run (an upgrade's, an install's, a plain
+//! `terra image pull`'s); a registry that ignores ranges still completes; an unreachable
 //! registry or a missing tag fails with the state and the disk unchanged. Needs root.
 
 use std::fs;
@@ -643,4 +644,70 @@ fn an_interrupted_bootable_install_resumes_on_its_partition() {
     );
     live_slot(&disk);
     assert_eq!(states(&disk), pairs(&[("os", "default")]));
+}
+
+#[test]
+fn a_cut_pull_into_a_layout_resumes_on_the_next_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = layout(
+        dir.path(),
+        &[(
+            "v1",
+            vec![(
+                layer(&[E::FileFull("big", noise(4, 3 << 20), 0o644, 0, 0, vec![])]),
+                Comp::Gzip,
+            )],
+        )],
+    );
+    let reg = Registry::start();
+    reg.push(&l, "v1", "terra/os");
+    let (digest, size) = blobs_of(&l, "v1")[1].clone();
+    let proxy = Proxy::start(
+        reg.port,
+        ProxyOptions {
+            cut: Some(Cut {
+                pattern: digest.clone(),
+                after: 1 << 20,
+                stall: false,
+            }),
+            ignore_ranges: false,
+        },
+    )
+    .unwrap();
+    let pulled = dir.path().join("pulled");
+    let reference = format!("{}/terra/os:v1", proxy.host());
+    let layout_arg = pulled.to_str().unwrap();
+    let pull = || {
+        crate::oci_common::run_terra(&[
+            "image",
+            "pull",
+            "--plain-http",
+            &reference,
+            "--layout",
+            layout_arg,
+        ])
+    };
+    let (ok, _, err) = pull();
+    assert!(!ok && err.contains("next run"), "{err}");
+    let partial = pulled
+        .join("blobs/sha256")
+        .join(format!("{}.partial", &digest[7..]));
+    let kept = fs::metadata(&partial).unwrap().len();
+    assert!(kept > 0 && kept <= 1 << 20, "{kept}");
+    proxy.take();
+    let (ok, out, err) = pull();
+    assert!(ok && out.contains("1 resumed"), "{out}{err}");
+    let reqs = proxy.take();
+    let rest = blob_gets(&reqs, &digest);
+    assert_eq!(
+        (rest[0].range.clone(), rest[0].status, rest[0].body),
+        (Some(format!("bytes={kept}-")), 206, size - kept)
+    );
+    assert!(!partial.exists());
+    assert_eq!(
+        fs::read(pulled.join("blobs/sha256").join(&digest[7..]))
+            .unwrap()
+            .len() as u64,
+        size
+    );
 }
