@@ -479,6 +479,28 @@ fn an_install_from_a_registry_downloads_onto_its_disk_and_a_rerun_resumes() {
     let install =
         || crate::oci_common::run_terra(&["install", node.to_str().unwrap(), "--plain-http"]);
 
+    // A tag that is not there, a registry that does not answer: refused before the disk
+    // image is even created.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (image, says) in [
+        (format!("{}/terra/os:nope", reg.host()), "no such manifest"),
+        (format!("127.0.0.1:{port}/terra/os:v1"), "registry"),
+    ] {
+        let (ok, _, err) = crate::oci_common::run_terra(&[
+            "install",
+            node.to_str().unwrap(),
+            "--plain-http",
+            "--image",
+            &image,
+        ]);
+        assert!(!ok && err.contains(&image) && err.contains(says), "{err}");
+        assert!(!disk.exists(), "{image}: the disk was touched");
+    }
+
     // Cut midway: the disk holds the interrupted install's mark and the partial blob, and
     // no boot state (no version to boot).
     let (ok, _, err) = install();
