@@ -266,7 +266,9 @@ async fn receive(
     failure.map_or(Ok(()), Err)
 }
 
-/// A registry error as one line: the registry's own error codes and messages, and the URL.
+/// A registry error as one line: the registry's own error codes and messages, and the URL;
+/// for a request that got no answer, what stopped it (the causes reqwest and hyper keep
+/// behind "error sending request": a refused connection, a timeout, a TLS failure).
 pub(crate) fn flatten(e: &OciDistributionError) -> String {
     match e {
         OciDistributionError::RegistryError { envelope, url } => {
@@ -277,6 +279,19 @@ pub(crate) fn flatten(e: &OciDistributionError) -> String {
                 .collect();
             format!("{} ({url})", errs.join("; "))
         }
-        other => other.to_string(),
+        other => {
+            let mut text = other.to_string();
+            let mut cause = std::error::Error::source(other);
+            while let Some(c) = cause {
+                let more = c.to_string();
+                // Wrappers often repeat their source's text.
+                if !text.contains(&more) {
+                    text.push_str(": ");
+                    text.push_str(&more);
+                }
+                cause = c.source();
+            }
+            text
+        }
     }
 }
