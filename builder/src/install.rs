@@ -1,9 +1,11 @@
 //! `terra install`: node.toml's disk groups become btrfs filesystems, and the OCI image
 //! becomes the root subvolume.
 //!
-//! Order matters for "nothing destroyed for nothing": the config, the image (pulled when it
-//! is in a registry) and every layer blob are checked, and every disk is probed, before the
-//! first mkfs. The image is unpacked into a staging subvolume that is renamed to the root
+//! Order matters for "nothing destroyed for nothing": the config, the image (a layout's or
+//! archive's every blob; a registry image's manifests, signature and config) are checked,
+//! and every disk is probed, before the first mkfs. A registry image's layers download
+//! onto the root filesystem just made, resumably (`installing` finds an interrupted
+//! install again). The image is unpacked into a staging subvolume that is renamed to the root
 //! subvolume's name only once it is complete, with `/etc/fstab` and `/etc/hostname` written.
 
 use std::fmt;
@@ -18,6 +20,7 @@ use terra_init::persist::DEFAULT_ETC_OVERLAY;
 use terra_init::probe;
 
 use crate::bootdisk::{self, BootPlan};
+use crate::installing;
 use crate::oci::{self, ApplyOptions, ImageRef, OciError, Platform, ResolveOptions, UnpackReport};
 use crate::tool::{self, Missing, Need, ToolError};
 use crate::versions::disk::{self, attach, fstab, mount, subvolume_create, DiskError, Loops};
@@ -344,9 +347,19 @@ pub fn disk_contents(disk: &Path) -> Result<Option<String>, InstallError> {
     Ok(None)
 }
 
-/// Creates missing image files and refuses disks in use: all before anything is written.
-fn prepare_disks(groups: &[Group], force: bool) -> Result<(), InstallError> {
-    for d in groups.iter().flat_map(|g| &g.disk) {
+/// Creates missing image files and refuses disks in use (but those of group `resumed`,
+/// an interrupted install of ours): all before anything is written.
+fn prepare_disks(
+    groups: &[Group],
+    force: bool,
+    resumed: Option<usize>,
+) -> Result<(), InstallError> {
+    let groups = groups
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != resumed)
+        .map(|(_, g)| g);
+    for d in groups.flat_map(|g| &g.disk) {
         let path = PathBuf::from(&d.device);
         if !path.exists() {
             let Some(mb) = d.size else {
@@ -465,6 +478,26 @@ fn plan_boot(
     }))
 }
 
+/// The by-digest reference a registry install downloads (the digest the signature
+/// verified, else the platform's manifest), and the manifest's digest.
+fn pin(
+    reg: &oci_client::Reference,
+    checked: &oci::Image,
+) -> Result<(ImageRef, oci::Digest), InstallError> {
+    let manifest = checked.manifest_digest.clone().ok_or_else(|| {
+        InstallError::Image(OciError::NotFound {
+            reference: reg.whole(),
+            reason: "the registry named no manifest digest".into(),
+        })
+    })?;
+    let top = checked
+        .verified
+        .as_ref()
+        .map_or(&manifest, |v| &v.digest)
+        .to_string();
+    Ok((ImageRef::Registry(reg.clone_with_digest(top)), manifest))
+}
+
 /// The host tools an install runs: mkfs.btrfs and the disk tools, and for a bootable disk
 /// (`mbr = true`) the partitioning, FAT, mtools and GRUB ones.
 pub fn needs(bootable: bool) -> Vec<Need> {
@@ -519,7 +552,8 @@ pub fn install_with(
         })?;
     }
 
-    // The image first: a missing tag or a corrupt blob must fail before any disk is touched.
+    // The image first: a missing tag, a bad signature or config (and, from a layout or an
+    // archive, a corrupt blob) must fail before any disk is touched.
     let r: ImageRef = image_ref.parse()?;
     // The keys node.toml names join --verify-key's; they are kept on the disk for upgrades.
     let config_dir = spec.config.parent().unwrap_or(Path::new("."));
@@ -538,18 +572,56 @@ pub fn install_with(
         &spec.config.display().to_string(),
     )
     .map_err(signature_error)?;
-    let image = oci::resolve_with(
+    let resolve = ResolveOptions {
+        platform: spec.platform.clone(),
+        plain_http: spec.plain_http,
+        verify: policy.clone(),
+        ..Default::default()
+    };
+    // A registry image's layers are fetched onto the root filesystem once it is made (not
+    // into /tmp, which is RAM on a live system), resumably: now only its manifests, its
+    // signature and its config, and the digest they resolved to, which the download
+    // then names (a tag moved meanwhile is not followed).
+    let registry = matches!(r, ImageRef::Registry(_));
+    let checked = oci::resolve_with(
         &r,
         &ResolveOptions {
-            platform: spec.platform.clone(),
-            plain_http: spec.plain_http,
-            verify: policy.clone(),
+            skip_layers: registry,
+            ..resolve.clone()
         },
         progress,
     )?;
-    image.verify_blobs()?;
+    let (mut image, pinned) = match &r {
+        ImageRef::Registry(reg) => (None, Some(pin(reg, &checked)?)),
+        _ => {
+            checked.verify_blobs()?;
+            (Some(checked), None)
+        }
+    };
+    let manifest_digest = match (&image, &pinned) {
+        (Some(i), _) => i.manifest_digest.clone(),
+        (None, Some((_, d))) => Some(d.clone()),
+        (None, None) => None,
+    };
+    // An install of this root group that died after its mkfs goes on on that filesystem,
+    // with what it had downloaded.
+    let resumed = pinned
+        .as_ref()
+        .and_then(|_| installing::find(&groups[root_idx]))
+        .filter(|m| {
+            spec.root_uuid
+                .as_ref()
+                .is_none_or(|u| u.eq_ignore_ascii_case(&m.uuid))
+        });
+    let spec = &InstallSpec {
+        root_uuid: resumed
+            .as_ref()
+            .map(|m| m.uuid.clone())
+            .or_else(|| spec.root_uuid.clone()),
+        ..spec.clone()
+    };
     let boot_plan = plan_boot(spec, &node, &groups, root_idx)?;
-    prepare_disks(&groups, spec.force)?;
+    prepare_disks(&groups, spec.force, resumed.as_ref().map(|_| root_idx))?;
 
     let work = oci::image::temp_dir("terra-install")?;
     let _work = oci::image::TempDir(work.clone());
@@ -562,16 +634,22 @@ pub fn install_with(
         groups: Vec::new(),
         root_label: root_label.clone(),
         root_subvolume: root_name.clone(),
-        image: match &image.manifest_digest {
+        image: match &manifest_digest {
             Some(d) => format!("{r}@{d}"),
             None => r.to_string(),
         },
         unpack: UnpackReport::default(),
         fstab: fstab(&groups, &root_label, &root_name),
     };
-    for (i, g) in groups.iter().enumerate() {
+    // The root group first: its filesystem holds the download, and an install that dies
+    // there has touched no other group's disks.
+    let order = std::iter::once(root_idx).chain((0..groups.len()).filter(|i| *i != root_idx));
+    let mut made = vec![None; groups.len()];
+    for i in order {
+        let g = &groups[i];
         let boot_disk = boot_plan.as_ref().filter(|_| i == root_idx);
-        if let Some(p) = boot_disk {
+        let resume = i == root_idx && resumed.is_some();
+        if let Some(p) = boot_disk.filter(|_| !resume) {
             bootdisk::partition(&p.disk, &p.layout)?;
         }
         let mut devs = attach(g, &mut loops)?;
@@ -590,9 +668,36 @@ pub fn install_with(
         } else {
             None
         };
-        mkfs(g, &devs, uuid)?;
+        if !resume {
+            mkfs(g, &devs, uuid)?;
+        }
         let mnt = work.join(format!("mnt{i}"));
         let mounted = mount(&devs, &mnt)?;
+        if let (true, Some((reference, _))) = (i == root_idx, &pinned) {
+            if resume {
+                installing::clear(&mnt)?;
+            } else {
+                let fs_uuid = fs::File::open(&devs[0])
+                    .and_then(|mut f| probe::probe_fs(&mut f))
+                    .map_err(|err| InstallError::Disk {
+                        disk: PathBuf::from(&devs[0]),
+                        err,
+                    })?
+                    .uuid
+                    .unwrap_or_default();
+                let mark = installing::Mark::for_group(g, &fs_uuid);
+                let at = mnt.join(STATE_DIR);
+                mark.store(&mnt).map_err(|e| OciError::io(&at, e))?;
+            }
+            image = Some(oci::resolve_with(
+                reference,
+                &ResolveOptions {
+                    download_dir: Some(versions::downloads_dir(&mnt)),
+                    ..resolve.clone()
+                },
+                progress,
+            )?);
+        }
         for sv in &g.subvolumes {
             if i == root_idx && sv.name == root_name {
                 continue;
@@ -632,11 +737,14 @@ pub fn install_with(
                     err,
                 }))
             })?;
+            let Some(image) = image.as_ref() else {
+                return Err(InstallError::NoImage(spec.config.clone()));
+            };
             let (version, built) = versions::build_version(
                 &mnt,
                 &versions::NewVersion {
                     name: &root_name,
-                    image: &image,
+                    image,
                     reference: &image_ref,
                     node: &kept_node,
                     label: &root_label,
@@ -656,16 +764,23 @@ pub fn install_with(
             if let (Some(p), Some((whole, esp))) = (boot_disk, &bootable) {
                 bootdisk::finish(p, &mnt, whole, esp, &work, &root_name, &boot)?;
             }
+            // Complete: the downloads are spent (their space given back to an image file
+            // or LUN), and a re-run is a new install.
+            if versions::clear_downloads(&mnt) && !loops.0.is_empty() {
+                disk::trim(&mnt);
+            }
+            installing::unmark(&mnt).map_err(|e| OciError::io(&state_dir, e))?;
         }
         // Unmount now (not at the end) so a later group's failure leaves this one whole.
         rustix::fs::sync();
         drop(mounted);
-        report.groups.push((
+        made[i] = Some((
             g.label.clone(),
             g.profile.clone(),
             g.disk.iter().map(|d| PathBuf::from(&d.device)).collect(),
         ));
     }
+    report.groups = made.into_iter().flatten().collect();
     drop(loops);
     Ok(report)
 }

@@ -9,6 +9,7 @@ pub mod elf;
 pub mod hostonly;
 pub mod initramfs;
 pub mod install;
+pub mod installing;
 pub mod iso;
 pub mod kernel;
 pub mod kmod;

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod oci_root;
 pub mod package;
 pub mod postgres;
+pub mod registry;
 pub mod secureboot;
 pub mod tgtd;
 pub mod timings;

@@ -170,7 +170,7 @@ pub fn upgrade(
 }
 
 /// What a power cut clears after a `terra` was killed with SIGKILL: its mount of the top
-/// level and its loop devices on `disk`. The disk holds what the kill left. Only mounts of
+/// level (an upgrade's, or an install's) and its loop devices on `disk`. The disk holds what the kill left. Only mounts of
 /// `disk`'s own loop devices are touched: other tests' `terra` may have theirs mounted now.
 pub fn power_cut(disk: &Path) {
     let loops: Vec<String> = Command::new("losetup")
@@ -200,7 +200,8 @@ pub fn power_cut(disk: &Path) {
                         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             })
         };
-        if at.contains("/terra-versions-") && loops.iter().any(on_disk) {
+        let terras = at.contains("/terra-versions-") || at.contains("/terra-install-");
+        if terras && loops.iter().any(on_disk) {
             let _ = Command::new("umount").args(["-l", at]).output();
         }
     }

@@ -47,7 +47,7 @@ const USAGE: &str = "usage:
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
       target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
-                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|kexec|keeper]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|update|verify|kexec|keeper]
                     [--only controller [--nodes N] [--full-nodes N] [--image-mb N]
                                        [--requests N]]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
@@ -59,7 +59,9 @@ const USAGE: &str = "usage:
       OCI unpack, terra vs umoci, on a 300 MiB
       3-layer image; versions: `terra upgrade` of a 10 MiB top layer over a 500 MiB base vs a
       full unpack (time, new data), and the boot cost of a tentative version and of a
-      same-boot fallback (--boots each); what --verify-key adds to `terra image pull` of the
+      same-boot fallback (--boots each); update (--only update): the bytes `terra upgrade
+      --disk` fetches from a local registry for that 10 MiB layer vs full pulls of the image
+      by `terra image pull` and skopeo; what --verify-key adds to `terra image pull` of the
       demo image from a local registry (--only verify); booting a version on its own kernel,
       kexec from the lab's kernel vs that kernel started directly (--only kexec, --boots
       each); a diskless root's writes through a 10 s target restart, stage0's keeper vs
@@ -445,6 +447,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         only_iscsi: false,
         iscsi_runs: 3,
         only_upgrade: false,
+        only_update: false,
         only_verify: false,
         only_kexec: false,
         only_keeper: false,
@@ -488,6 +491,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("unpack") => opts.only_unpack = true,
                     Some("iscsi") => opts.only_iscsi = true,
                     Some("upgrade") => opts.only_upgrade = true,
+                    Some("update") => opts.only_update = true,
                     Some("verify") => opts.only_verify = true,
                     Some("kexec") => opts.only_kexec = true,
                     Some("keeper") => opts.only_keeper = true,
@@ -495,7 +499,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("controller") => only_controller = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper, netboot or controller",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, update, verify, kexec, keeper, netboot or controller",
                             v.to_string_lossy()
                         ))
                     }

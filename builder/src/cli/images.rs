@@ -69,6 +69,7 @@ impl FetchArgs {
             platform: self.platform.clone().unwrap_or_default(),
             plain_http: self.plain_http,
             verify: policy(&self.verify_keys)?,
+            ..Default::default()
         })
     }
 }
@@ -144,8 +145,8 @@ pub fn image(args: ImageArgs, progress: &dyn Progress) -> Result<(), CliError> {
                 &oci::PullOptions {
                     platform: resolve.platform,
                     plain_http: resolve.plain_http,
-                    docker_config: None,
                     verify: resolve.verify,
+                    ..Default::default()
                 },
                 progress,
             )?;
@@ -153,7 +154,7 @@ pub fn image(args: ImageArgs, progress: &dyn Progress) -> Result<(), CliError> {
                 print_verified(v);
             }
             println!(
-                "terra: pulled {} ({}) into {}{}: {} blobs fetched ({} bytes), {} already there",
+                "terra: pulled {} ({}) into {}{}: {} blobs fetched ({} bytes{}), {} already there",
                 reg.whole(),
                 report.manifest_digest,
                 a.layout.display(),
@@ -164,6 +165,10 @@ pub fn image(args: ImageArgs, progress: &dyn Progress) -> Result<(), CliError> {
                     .unwrap_or_default(),
                 report.fetched,
                 report.bytes,
+                match report.resumed {
+                    0 => String::new(),
+                    n => format!("; {n} resumed where an earlier pull stopped"),
+                },
                 report.reused
             );
             Ok(())

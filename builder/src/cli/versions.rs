@@ -28,6 +28,11 @@ offline (repeat --disk for each member of a multi-disk group). They need root.";
 /// at `size` MiB when missing. A disk holding a filesystem or partition table is refused
 /// unless --force. Needs root.
 ///
+/// A registry image's manifest, signature and config are checked before the first mkfs;
+/// its layers are then downloaded onto the new root filesystem. If that is cut (a kill,
+/// a power cut, a dropped connection, a bad blob), the disk holds no version, and the
+/// same command again (no --force needed) goes on where the download stopped.
+///
 /// With `mbr = true` on the root group, its first disk boots on its own under BIOS and
 /// UEFI: a GPT with a BIOS boot partition, a 256 MiB FAT ESP (PARTLABEL terra-esp) and
 /// btrfs on the rest; GRUB for both firmwares; the default version's kernel and a Terra
@@ -90,8 +95,9 @@ impl DiskArgs {
 
 /// Add a root version from an image; it boots tentatively
 ///
-/// Pulls and checks REF like `terra install` (every blob before anything is written),
-/// checks free space, then makes a read-only btrfs subvolume NAME (default vN) from a
+/// Checks REF like `terra install` (the signature before anything is written, every blob
+/// it reads), fetching from a registry only the layers the disk lacks, onto the disk
+/// itself: a download that was cut resumes on the next run. Checks free space, then makes a read-only btrfs subvolume NAME (default vN) from a
 /// snapshot of the longest layer chain the disk already holds plus only the layers above
 /// it, writes the node's /etc/fstab and hostname into it (from the node.toml `terra
 /// install` kept on the disk), and marks it tentative: the next boots try it until the

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use super::blob::Digest;
 use super::verify::Verified;
@@ -371,6 +372,24 @@ pub(crate) fn layers_from(
         });
     }
     Ok(layers)
+}
+
+/// The OCI chain IDs of `diff_ids`: the first is its diff_id, each next one
+/// `sha256(previous + " " + diff_id)` (image-spec, config.md "Layer ChainID").
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => {
+                let h = Sha256::digest(format!("{prev} {d}").as_bytes());
+                let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+                format!("sha256:{hex}")
+            }
+        };
+        out.push(next);
+    }
+    out
 }
 
 /// Whether a path names an existing OCI layout (for error messages).

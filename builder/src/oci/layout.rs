@@ -15,6 +15,9 @@ use super::OciError;
 /// Annotation naming a manifest in a layout's index (annotations.md).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// The suffix of a blob's partial download ([`Layout::partial_path`]).
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
 /// Manifests and configs are small; a descriptor claiming more is refused before reading.
 pub const MAX_JSON_BLOB: u64 = 16 << 20;
 
@@ -78,6 +81,46 @@ impl Layout {
             .join("blobs")
             .join(d.algorithm().name())
             .join(d.hex())
+    }
+
+    /// Where a blob being downloaded collects its bytes, beside its address
+    /// (`blobs/<alg>/<hex>.partial`): a later pull resumes from it.
+    pub fn partial_path(&self, d: &Digest) -> PathBuf {
+        let mut p = self.blob_path(d).into_os_string();
+        p.push(PARTIAL_SUFFIX);
+        PathBuf::from(p)
+    }
+
+    /// Removes every blob and partial download but those of `keep`, and every name from
+    /// index.json: for a layout that only ever holds the image being fetched (a disk's
+    /// downloads), so that an image no longer wanted does not hold on to its space.
+    pub fn retain_blobs(&self, keep: &std::collections::HashSet<Digest>) -> Result<(), OciError> {
+        let blobs = self.root.join("blobs");
+        let entries = fs::read_dir(&blobs).map_err(|e| OciError::io(&blobs, e))?;
+        for alg in entries {
+            let alg = alg.map_err(|e| OciError::io(&blobs, e))?;
+            let dir = alg.path();
+            if !dir.is_dir() {
+                // A temporary file of an interrupted write.
+                fs::remove_file(&dir).map_err(|e| OciError::io(&dir, e))?;
+                continue;
+            }
+            for f in fs::read_dir(&dir).map_err(|e| OciError::io(&dir, e))? {
+                let f = f.map_err(|e| OciError::io(&dir, e))?;
+                let name = f.file_name().to_string_lossy().into_owned();
+                let hex = name.strip_suffix(PARTIAL_SUFFIX).unwrap_or(&name);
+                let wanted = format!("{}:{hex}", alg.file_name().to_string_lossy())
+                    .parse::<Digest>()
+                    .is_ok_and(|d| keep.contains(&d));
+                if !wanted {
+                    fs::remove_file(f.path()).map_err(|e| OciError::io(f.path(), e))?;
+                }
+            }
+        }
+        self.write_file(
+            "index.json",
+            &serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": []})).unwrap_or_default(),
+        )
     }
 
     /// Reads a small (JSON) blob and checks it against digest and size.
@@ -205,4 +248,39 @@ pub fn ref_name(d: &Descriptor) -> Option<&str> {
         .as_ref()
         .and_then(|a| a.get(REF_NAME))
         .map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retain_blobs_keeps_only_the_named_blobs_and_their_partial_downloads() {
+        let t = tempfile::tempdir().unwrap();
+        let layout = Layout::create(t.path()).unwrap();
+        let a = layout.write_blob(b"a").unwrap();
+        let b = layout.write_blob(b"b").unwrap();
+        let (c, d) = (Digest::sha256_of(b"c"), Digest::sha256_of(b"d"));
+        fs::write(layout.partial_path(&c), b"c-part").unwrap();
+        fs::write(layout.partial_path(&d), b"d-part").unwrap();
+        assert!(layout
+            .partial_path(&c)
+            .ends_with(format!("{}.partial", c.hex())));
+        let (tmp, _) = layout.temp_blob().unwrap();
+        let desc = Descriptor::new(
+            oci_spec::image::MediaType::ImageManifest,
+            1,
+            oci_spec::image::Digest::try_from(a.to_string()).unwrap(),
+        );
+        layout.set_ref(Some("old"), desc).unwrap();
+
+        let keep = [a.clone(), c.clone()].into_iter().collect();
+        layout.retain_blobs(&keep).unwrap();
+        assert!(layout.has_blob(&a, 1));
+        assert!(!layout.blob_path(&b).exists());
+        assert_eq!(fs::read(layout.partial_path(&c)).unwrap(), b"c-part");
+        assert!(!layout.partial_path(&d).exists());
+        assert!(!tmp.exists(), "a temporary file of an interrupted write");
+        assert!(layout.index().unwrap().manifests().is_empty());
+    }
 }

@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod archive;
 pub mod blob;
+pub mod fetch;
 pub mod image;
 pub mod layout;
 pub mod progress;

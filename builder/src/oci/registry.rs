@@ -9,6 +9,7 @@
 //! `sha256-<hex>.sig` tag of the same repository), and only then is the layout created and
 //! anything else fetched, by digest, from the verified bytes.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,8 +22,12 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use oci_spec::image::{Descriptor, MediaType};
 
-use super::blob::{Digest, Hasher};
-use super::image::{parse_document, select_platform, ConfigInfo, Document, Platform};
+use super::blob::Digest;
+use super::fetch::{fetch_blob, flatten};
+use super::image::{
+    chain_ids, desc_digest, parse_document, select_platform, Compression, ConfigInfo, Document,
+    Platform,
+};
 use super::layout::{Layout, MAX_JSON_BLOB};
 use super::progress::{Phase, Progress, Silent};
 use super::verify::{
@@ -44,6 +49,17 @@ pub struct PullOptions {
     /// checked before the layout is created or any blob fetched. The signature is copied
     /// into the layout (tagged `sha256-<hex>.sig`) so the layout verifies offline later.
     pub verify: Option<VerifyPolicy>,
+    /// Layer chains (OCI ChainIDs, `sha256:<hex>`) the destination already holds, e.g. a
+    /// disk's `.terra/layers`: the layers up to the longest of them that the image shares
+    /// are not fetched (the image's config, fetched first, names its chains).
+    pub have_chains: BTreeSet<String>,
+    /// The layout holds nothing but this image's download (a disk's `.terra/downloads`):
+    /// blobs and partial downloads of any other image are removed from it, once the
+    /// manifest is known (and its signature checked).
+    pub prune: bool,
+    /// Fetch the manifests and the config (and check the signature), no layer: to check a
+    /// reference before committing to it.
+    pub skip_layers: bool,
 }
 
 /// What a pull fetched.
@@ -60,10 +76,14 @@ pub struct PullReport {
     pub tag: Option<String>,
     /// Blobs downloaded (manifest, config and layers not already present).
     pub fetched: usize,
-    /// Bytes downloaded.
+    /// Bytes downloaded in this run (a resumed blob counts only what it still lacked).
     pub bytes: u64,
     /// Blobs already present and checked.
     pub reused: usize,
+    /// Layers not fetched because [`PullOptions::have_chains`] holds their chain.
+    pub skipped: usize,
+    /// Blobs whose download went on from the partial file an earlier run left.
+    pub resumed: usize,
     /// The signature that verified the image, when a policy asked for one.
     pub verified: Option<Verified>,
 }
@@ -134,6 +154,8 @@ async fn pull_async(
         fetched: 0,
         bytes: 0,
         reused: 0,
+        skipped: 0,
+        resumed: 0,
         verified: None,
     };
 
@@ -181,19 +203,20 @@ async fn pull_async(
     };
     report.manifest_digest = digest.clone();
 
-    // Config first: it names the layers' diff_ids, and a bad one fails before the big blobs.
-    let mut blobs: Vec<&Descriptor> = vec![manifest.config()];
-    blobs.extend(manifest.layers());
-    let total = blobs.iter().map(|d| d.size()).sum();
-    let phase = Phase::start(progress, "pull", blobs.len(), total);
-    for (i, desc) in blobs.into_iter().enumerate() {
-        let d: Digest = desc
-            .digest()
-            .to_string()
-            .parse()
-            .map_err(|e: String| OciError::blob(desc.digest(), e))?;
-        if i > 0 && super::image::Compression::from_media_type(desc.media_type().as_ref()).is_none()
-        {
+    // Config first: it names the layers' diff_ids (so their chains), and a bad one fails
+    // before the big blobs.
+    let cdesc = manifest.config();
+    let cd = desc_digest(cdesc)?;
+    if cdesc.size() > MAX_JSON_BLOB {
+        return Err(OciError::blob(
+            &cd,
+            "config larger than the limit for configs",
+        ));
+    }
+    let mut layers = Vec::new();
+    for desc in manifest.layers() {
+        let d = desc_digest(desc)?;
+        if Compression::from_media_type(desc.media_type().as_ref()).is_none() {
             return Err(OciError::blob(
                 &d,
                 format!(
@@ -202,26 +225,50 @@ async fn pull_async(
                 ),
             ));
         }
-        if i == 0 && desc.size() > MAX_JSON_BLOB {
-            return Err(OciError::blob(
-                &d,
-                "config larger than the limit for configs",
-            ));
-        }
-        progress.item(i, &d.to_string());
-        if layout.has_blob(&d, desc.size()) {
-            progress.advance(desc.size());
-            report.reused += 1;
+        layers.push((d, desc.size()));
+    }
+    if opts.prune {
+        let keep = std::iter::once(cd.clone())
+            .chain(layers.iter().map(|l| l.0.clone()))
+            .collect();
+        layout.retain_blobs(&keep)?;
+    }
+    let total = cdesc.size() + layers.iter().map(|l| l.1).sum::<u64>();
+    let phase = Phase::start(progress, "pull", 1 + layers.len(), total);
+    progress.item(0, &cd.to_string());
+    get_blob(
+        &client,
+        reference,
+        layout,
+        &cd,
+        cdesc.size(),
+        progress,
+        &mut report,
+    )
+    .await?;
+    let cfg = layout.read_blob(&cd, Some(cdesc.size()))?;
+    let config = serde_json::from_slice::<ConfigInfo>(&cfg)
+        .map_err(|e| OciError::blob(&cd, format!("malformed image config: {e}")))?;
+    let chains = chain_ids(&config.rootfs.diff_ids);
+    let have = if opts.skip_layers {
+        layers.len()
+    } else if chains.len() != layers.len() {
+        // The mismatch is refused when the image is read; nothing is skipped here.
+        0
+    } else {
+        chains
+            .iter()
+            .rposition(|c| opts.have_chains.contains(c))
+            .map_or(0, |i| i + 1)
+    };
+    for (i, (d, size)) in layers.iter().enumerate() {
+        progress.item(i + 1, &d.to_string());
+        if i < have {
+            progress.advance(*size);
+            report.skipped += 1;
             continue;
         }
-        fetch_blob(&client, reference, layout, desc, &d, progress).await?;
-        report.fetched += 1;
-        report.bytes += desc.size();
-        if i == 0 {
-            let cfg = layout.read_blob(&d, Some(desc.size()))?;
-            serde_json::from_slice::<ConfigInfo>(&cfg)
-                .map_err(|e| OciError::blob(&d, format!("malformed image config: {e}")))?;
-        }
+        get_blob(&client, reference, layout, d, *size, progress, &mut report).await?;
     }
 
     drop(phase);
@@ -590,95 +637,28 @@ async fn fetch_manifest(
     Ok((bytes.to_vec(), digest))
 }
 
-/// Streams a blob into a temporary file of the layout, hashing and counting as it goes,
-/// and gives it its content address only when digest and size match the descriptor.
-async fn fetch_blob(
+/// A blob into the layout unless it is there already (checked), counted in `report`.
+async fn get_blob(
     client: &Client,
     reference: &Reference,
     layout: &Layout,
-    desc: &Descriptor,
     d: &Digest,
+    size: u64,
     progress: &dyn Progress,
+    report: &mut PullReport,
 ) -> Result<(), OciError> {
-    let size = desc.size();
-    let digest_str = d.to_string();
-    let mut stream = client
-        .pull_blob_stream(reference, digest_str.as_str())
-        .await
-        .map_err(|e| OciError::blob(d, format!("cannot fetch: {}", flatten(&e))))?;
-    let (tmp, file) = layout.temp_blob()?;
-    let cleanup = TempFile(tmp.clone());
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut hasher = Hasher::new(d.algorithm());
-    let mut count = 0u64;
-    let mut stream_error = None;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => {
-                count += bytes.len() as u64;
-                if count > size {
-                    return Err(OciError::blob(
-                        d,
-                        format!("size mismatch: the registry sent more than the {size} bytes the manifest gives"),
-                    ));
-                }
-                hasher.update(&bytes);
-                out.write_all(&bytes).map_err(|e| OciError::io(&tmp, e))?;
-                progress.advance(bytes.len() as u64);
-            }
-            // oci-client checks the digest too and fails the stream's end; our own
-            // check below says what differs, so keep going to it.
-            Err(e) => {
-                stream_error = Some(e);
-                break;
-            }
-        }
+    if layout.has_blob(d, size) {
+        progress.advance(size);
+        report.reused += 1;
+        return Ok(());
     }
-    let actual = hasher.finish();
-    if count == size && &actual != d {
-        return Err(OciError::blob(
-            d,
-            format!("digest mismatch: the registry's content hashes to {actual}"),
-        ));
+    let f = fetch_blob(client, reference, layout, d, size, progress).await?;
+    report.fetched += 1;
+    report.bytes += f.transferred;
+    if f.resumed_from > 0 {
+        report.resumed += 1;
     }
-    if let Some(e) = stream_error {
-        return Err(OciError::blob(d, format!("transfer failed: {e}")));
-    }
-    if count != size {
-        return Err(OciError::blob(
-            d,
-            format!("size mismatch: expected {size} bytes, the registry sent {count}"),
-        ));
-    }
-    let file = out
-        .into_inner()
-        .map_err(|e| OciError::io(&tmp, e.into_error()))?;
-    file.sync_all().map_err(|e| OciError::io(&tmp, e))?;
-    layout.commit_blob(&tmp, d)?;
-    std::mem::forget(cleanup);
     Ok(())
-}
-
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
-
-fn flatten(e: &OciDistributionError) -> String {
-    match e {
-        OciDistributionError::RegistryError { envelope, url } => {
-            let errs: Vec<String> = envelope
-                .errors
-                .iter()
-                .map(|e| format!("{:?}: {}", e.code, e.message))
-                .collect();
-            format!("{} ({url})", errs.join("; "))
-        }
-        other => other.to_string(),
-    }
 }
 
 fn registry_error(reference: &str, e: OciDistributionError) -> OciError {

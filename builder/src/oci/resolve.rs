@@ -1,6 +1,9 @@
 //! From a reference to a checked image: an OCI layout's tag, a docker archive or a
 //! registry pull, through indexes (by platform) to the manifest, config and layers.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use super::archive;
@@ -26,6 +29,18 @@ pub struct ResolveOptions {
     /// Require a signature by one of these keys on the digest the reference resolves to,
     /// checked before anything else is fetched or written (see [`verify`]).
     pub verify: Option<VerifyPolicy>,
+    /// Where a registry image is downloaded: a directory kept after the image is gone, so
+    /// that an interrupted download resumes (a disk's `.terra/downloads`, which holds
+    /// only the image being fetched: other images' blobs there are removed). Default: a
+    /// temporary directory removed with the image.
+    pub download_dir: Option<PathBuf>,
+    /// Layer chains the destination holds: their layers are not fetched from a registry
+    /// (see [`registry::PullOptions::have_chains`]), and the image's layers below them have
+    /// no bytes to read.
+    pub have_chains: BTreeSet<String>,
+    /// A registry image's manifests and config only, no layer (see
+    /// [`registry::PullOptions::skip_layers`]): its layers have no bytes to read.
+    pub skip_layers: bool,
 }
 
 /// Resolves a reference to a checked image. A registry reference is pulled into a
@@ -70,12 +85,20 @@ pub fn resolve_with(
             archive::resolve(path, &r.to_string())
         }
         ImageRef::Registry(reg) => {
-            let dir = temp_dir("terra-pull")?;
-            let guard = TempDir(dir.clone());
+            let (dir, guard) = match &opts.download_dir {
+                Some(d) => (d.clone(), None),
+                None => {
+                    let dir = temp_dir("terra-pull")?;
+                    (dir.clone(), Some(TempDir(dir)))
+                }
+            };
             let pull = registry::PullOptions {
                 platform: opts.platform.clone(),
                 plain_http: opts.plain_http,
                 verify: opts.verify.clone(),
+                have_chains: opts.have_chains.clone(),
+                prune: opts.download_dir.is_some(),
+                skip_layers: opts.skip_layers,
                 ..Default::default()
             };
             // The pull verified the digest the tag resolved to (once, from the bytes it
@@ -98,7 +121,7 @@ pub fn resolve_with(
                 })?;
             let mut image = resolve_descriptor(&layout, desc, r.to_string(), &opts.platform)?;
             image.verified = report.verified;
-            image.temp = Some(guard);
+            image.temp = guard;
             Ok(image)
         }
     }

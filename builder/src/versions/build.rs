@@ -7,7 +7,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest as _, Sha256};
 use terra_init::bootstate::{self, Status, Version, LAYERS_DIR, STATE_DIR};
 use terra_init::config::NodeConfig;
 
@@ -16,27 +15,10 @@ use super::disk::{fstab, snapshot, subvolume_create, subvolume_delete};
 use super::top::{pending_marker, staging_name};
 use super::{io_err, VersionsError};
 use crate::bootfiles::{self, BootFilesError, BootInitramfs, KernelDir};
+pub use crate::oci::image::chain_ids;
 use crate::oci::progress::Phase;
 use crate::oci::{self, ApplyOptions, Image, Progress, UnpackReport};
 use crate::tool;
-
-/// The OCI chain IDs of `diff_ids`: the first is its diff_id, each next one
-/// `sha256(previous + " " + diff_id)` (image-spec, config.md "Layer ChainID").
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => {
-                let h = Sha256::digest(format!("{prev} {d}").as_bytes());
-                let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-                format!("sha256:{hex}")
-            }
-        };
-        out.push(next);
-    }
-    out
-}
 
 /// A chain ID as a subvolume name (`sha256:ab…` → `sha256-ab…`).
 fn chain_dir(top: &Path, chain: &str) -> PathBuf {
@@ -350,6 +332,7 @@ fn write_node_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest as _, Sha256};
 
     #[test]
     fn an_images_own_kernel_dir_is_removed_without_following_its_symlinks() {

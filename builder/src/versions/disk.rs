@@ -132,6 +132,13 @@ pub fn mount(devs: &[String], mnt: &Path) -> Result<Mounted, DiskError> {
     Ok(Mounted(mnt.to_path_buf()))
 }
 
+/// Gives the free space of the filesystem mounted at `mnt` back to its device (`fstrim`,
+/// best effort): on a loop device, holes punched into the image file (a disk image, a
+/// LUN), so the space a removed download took does not stay allocated in the file.
+pub fn trim(mnt: &Path) {
+    let _ = Command::new("fstrim").arg(mnt).output();
+}
+
 pub fn subvolume_create(path: &Path) -> Result<(), DiskError> {
     tool::run(
         Command::new("btrfs")

@@ -17,7 +17,9 @@ use super::build::{build_version, Built, NewVersion};
 use super::crash::crash_point;
 use super::disk::subvolume_delete;
 use super::keys::{combine_policy, disk_keys};
-use super::top::{follow_esp, open, pending_marker, settled, sweep, Top};
+use super::top::{
+    chains_on_disk, downloads_dir, follow_esp, open, pending_marker, settled, sweep, Top,
+};
 use super::{io_err, log_line, Target, VersionsError};
 use crate::bootdisk;
 use crate::bootfiles::BootInitramfs;
@@ -190,6 +192,10 @@ pub fn upgrade_with(
         &top.disk,
     )
     .map_err(VersionsError::Refused)?;
+    // A registry image downloads onto the disk, resumably, and only the layers above the
+    // chains the disk holds.
+    resolve.download_dir = Some(downloads_dir(&top.path));
+    resolve.have_chains = chains_on_disk(&top.path)?;
     let image = oci::resolve_with(&r, &resolve, progress)?;
     let digest = image
         .manifest_digest
@@ -203,9 +209,16 @@ pub fn upgrade_with(
         )));
     }
     match state.admit(&digest, spec.force)? {
-        Admission::Present(same) => return Ok(Upgraded::Same(same)),
-        Admission::Staged(same) if spec.stage_only => return Ok(Upgraded::Same(same)),
+        Admission::Present(same) => {
+            top.clear_downloads();
+            return Ok(Upgraded::Same(same));
+        }
+        Admission::Staged(same) if spec.stage_only => {
+            top.clear_downloads();
+            return Ok(Upgraded::Same(same));
+        }
         Admission::Staged(staged) => {
+            top.clear_downloads();
             return apply_in(&top, &mut state, Some(&staged), spec.tries, spec.force)
                 .map(Upgraded::Applied)
         }
@@ -269,6 +282,7 @@ pub fn upgrade_with(
     }
     top.store(&mut state)?;
     settled(&top.path, &name);
+    top.clear_downloads();
     crash_point("stored");
     let removed = collect(&top, &mut state, spec.keep)?;
     Ok(if spec.stage_only {
@@ -505,5 +519,7 @@ pub fn rollback(target: &Target) -> Result<String, VersionsError> {
 pub fn gc(target: &Target, keep: usize) -> Result<Vec<String>, VersionsError> {
     let top = open(target)?;
     let mut state = top.state()?;
+    // No upgrade runs (the lock is ours): a download left behind is not wanted.
+    top.clear_downloads();
     collect(&top, &mut state, keep)
 }

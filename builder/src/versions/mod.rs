@@ -49,7 +49,7 @@ pub use lifecycle::{
     Listing, UpgradeSpec, Upgraded, VersionInfo, DEFAULT_KEEP,
 };
 pub use reboot::{kexec_kernel, plan, prepare_reboot, Method, Reboot, Via};
-pub use top::{open, settled, Top};
+pub use top::{clear_downloads, downloads_dir, open, settled, Top, DOWNLOADS_DIR};
 
 /// Where `terra upgrade` and friends act.
 #[derive(Debug, Clone, Default)]

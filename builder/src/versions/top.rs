@@ -2,11 +2,12 @@
 //! version lock taken, and what a killed run left swept away (staging subvolumes, versions
 //! behind a `pending-` marker, an ESP behind the stored default).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use terra_init::bootstate::{self, BootState, NODE_FILE, STATE_DIR};
+use terra_init::bootstate::{self, BootState, LAYERS_DIR, NODE_FILE, STATE_DIR};
 use terra_init::config::{Group, NodeConfig};
 
 use super::crash::crash_point;
@@ -166,6 +167,14 @@ pub(super) fn follow_esp(top: &Top, default: &str) -> String {
 }
 
 impl Top {
+    /// [`clear_downloads`], and on image files (loop devices) the space they took given
+    /// back to the file's own filesystem.
+    pub fn clear_downloads(&self) {
+        if clear_downloads(&self.path) && !self._loops.0.is_empty() {
+            disk::trim(&self.path);
+        }
+    }
+
     /// The boot state; a filesystem without one was not installed with versions.
     pub fn state(&self) -> Result<BootState, VersionsError> {
         bootstate::load(&self.path)?.ok_or_else(|| {
@@ -188,6 +197,49 @@ impl Top {
         let p = self.path.join(STATE_DIR).join(NODE_FILE);
         NodeConfig::load(&p).map_err(VersionsError::Config)
     }
+}
+
+/// Where `terra upgrade` downloads a registry image on the disk: `.terra/downloads`, an
+/// OCI layout on the target's own filesystem (not `/tmp`, which may be RAM), whose
+/// `<hex>.partial` files let an interrupted download resume. It holds one image at a
+/// time (fetching another removes the rest) and is emptied once a version is built from
+/// it, and by `terra gc`. The sweep leaves it alone.
+pub const DOWNLOADS_DIR: &str = "downloads";
+
+/// The disk's download layout ([`DOWNLOADS_DIR`]).
+pub fn downloads_dir(top: &Path) -> PathBuf {
+    top.join(STATE_DIR).join(DOWNLOADS_DIR)
+}
+
+/// Removes the download layout; a failure is said, not fatal (the version it served is
+/// stored, and the next fetch prunes what is left). Returns whether there was one.
+pub fn clear_downloads(top: &Path) -> bool {
+    let dir = downloads_dir(top);
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            log_line(&format!("cannot remove {}: {e}", dir.display()));
+            true
+        }
+    }
+}
+
+/// The layer chains on the disk (`.terra/layers/sha256-<hex>` as `sha256:<hex>`): what a
+/// registry pull need not fetch.
+pub fn chains_on_disk(top: &Path) -> Result<BTreeSet<String>, VersionsError> {
+    let dir = top.join(STATE_DIR).join(LAYERS_DIR);
+    let mut out = BTreeSet::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+        let entry = entry.map_err(io_err(&dir))?;
+        if let Some((alg, hex)) = entry.file_name().to_str().and_then(|n| n.split_once('-')) {
+            out.insert(format!("{alg}:{hex}"));
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn staging_name(name: &str) -> String {

@@ -22,7 +22,7 @@ const RAID_UUID: &str = "7b2d3e4f-5061-4728-9930-4b5c6d7e8f90";
 /// The ESP starts at 2 MiB (after 1 MiB of alignment and the 1 MiB BIOS boot partition).
 const ESP_OFFSET: &str = "@@2M";
 
-fn host_kernel() -> PathBuf {
+pub(crate) fn host_kernel() -> PathBuf {
     let mut k: Vec<PathBuf> = fs::read_dir("/boot")
         .expect("/boot")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -108,7 +108,7 @@ fn install(dir: &Path, layout: &Path, name: &str, uuid: &str) -> PathBuf {
 }
 
 /// A file of the ESP in disk image `disk`, through mtools; None when missing.
-fn esp_file(disk: &Path, path: &str) -> Option<Vec<u8>> {
+pub(crate) fn esp_file(disk: &Path, path: &str) -> Option<Vec<u8>> {
     let out = Command::new("mcopy")
         .env("MTOOLS_SKIP_CHECK", "1")
         .arg("-n")
@@ -121,7 +121,7 @@ fn esp_file(disk: &Path, path: &str) -> Option<Vec<u8>> {
     out.status.success().then_some(out.stdout)
 }
 
-fn partition_table(disk: &Path) -> serde_json::Value {
+pub(crate) fn partition_table(disk: &Path) -> serde_json::Value {
     let out = Command::new("sfdisk")
         .arg("--json")
         .arg(disk)
@@ -141,7 +141,7 @@ fn partition_table(disk: &Path) -> serde_json::Value {
 
 /// The slot `grub.cfg` (or, without one, `grub.cfg.new`) boots, with its files complete:
 /// the same bytes as `kernel` and some initramfs.
-fn live_slot(disk: &Path) -> (String, String) {
+pub(crate) fn live_slot(disk: &Path) -> (String, String) {
     let cfg = esp_file(disk, "terra/grub.cfg")
         .or_else(|| esp_file(disk, "terra/grub.cfg.new"))
         .expect("grub.cfg or grub.cfg.new");

@@ -23,3 +23,4 @@ mod oci_tar_gaps;
 mod oci_unpack;
 mod pxe;
 mod upgrade;
+mod upgrade_fetch;

@@ -297,6 +297,7 @@ fn a_missing_tag_is_a_clear_error() {
 
 #[test]
 fn a_corrupted_blob_is_a_digest_error_and_nothing_is_installed() {
+    let _disks = crate::common::host_disks(module_path!());
     let reg = Registry::start();
     let src = tempfile::tempdir().unwrap();
     let tar = marker_layer("amd64\n");
@@ -337,9 +338,18 @@ fn a_corrupted_blob_is_a_digest_error_and_nothing_is_installed() {
     ]);
     assert!(!ok && err.contains("digest mismatch"), "{err}");
     assert!(!layout.join("blobs/sha256").join(&blob[7..]).exists());
+    assert!(
+        !layout
+            .join("blobs/sha256")
+            .join(format!("{}.partial", &blob[7..]))
+            .exists(),
+        "bad bytes are not kept for a resume"
+    );
     assert_eq!(read_index(&layout)["manifests"], serde_json::json!([]));
 
-    // terra install stops before touching the disk: the image file is never created.
+    // terra install checks the manifest and config before touching the disk, and fetches
+    // the layers onto the filesystem it made: the bad blob stops it before any version
+    // exists (a re-run resumes what was fetched; see upgrade_fetch).
     let disk = work.path().join("disk.img");
     let node = work.path().join("node.toml");
     fs::write(
@@ -354,5 +364,9 @@ fn a_corrupted_blob_is_a_digest_error_and_nothing_is_installed() {
     assert!(!ok);
     eprintln!("{err}");
     assert!(err.contains("digest mismatch"), "{err}");
-    assert!(!disk.exists(), "install touched the disk");
+    let (ok, _, err) = run_terra(&["versions", "--disk", disk.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("state.json"),
+        "no version was installed: {err}"
+    );
 }

@@ -682,6 +682,12 @@ fn install_verifies_before_the_first_mkfs() {
         serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
     };
     assert_eq!(versions(d).len(), 1, "nothing was added");
+    crate::upgrade::with_mount(&disk, |m| {
+        assert!(
+            !m.join(".terra/downloads").exists(),
+            "nothing was downloaded to the disk before the signature check"
+        );
+    });
     let src4 = lab.path("src-node-4");
     let up = image_layout(
         &src4,

@@ -14,7 +14,7 @@ use std::process::Command;
 use oci_common::{layer, run_terra, tagged_layout, terra, Comp, Layers, Registry, E};
 
 /// A layout with images tagged by name, each a list of layers.
-fn layout(dir: &Path, images: &[(&str, Layers)]) -> PathBuf {
+pub(crate) fn layout(dir: &Path, images: &[(&str, Layers)]) -> PathBuf {
     let layout = dir.join("layout");
     tagged_layout(&layout, images);
     layout
@@ -36,7 +36,7 @@ fn top(tag: &'static [u8]) -> Vec<u8> {
 }
 
 /// Installs `oci:<layout>:v1` on a fresh 256 MiB disk image with a persistent subvolume.
-fn installed(dir: &Path, layout: &Path, mb: u64) -> PathBuf {
+pub(crate) fn installed(dir: &Path, layout: &Path, mb: u64) -> PathBuf {
     let disk = dir.join("disk.img");
     let node = dir.join("node.toml");
     fs::write(
@@ -55,13 +55,13 @@ fn installed(dir: &Path, layout: &Path, mb: u64) -> PathBuf {
     disk
 }
 
-fn versions(disk: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn versions(disk: &Path) -> Vec<serde_json::Value> {
     let (ok, out, err) = run_terra(&["versions", "--disk", disk.to_str().unwrap(), "--json"]);
     assert!(ok, "{err}");
     serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-fn states(disk: &Path) -> Vec<(String, String)> {
+pub(crate) fn states(disk: &Path) -> Vec<(String, String)> {
     versions(disk)
         .iter()
         .map(|v| {
@@ -73,14 +73,14 @@ fn states(disk: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
 }
 
 /// Runs a shell-free command on the disk's top level, mounted at a temp dir.
-fn with_mount<T>(disk: &Path, f: impl FnOnce(&Path) -> T) -> T {
+pub(crate) fn with_mount<T>(disk: &Path, f: impl FnOnce(&Path) -> T) -> T {
     let m = tempfile::tempdir().unwrap();
     let out = Command::new("mount")
         .args(["-o", "loop"])
@@ -110,7 +110,7 @@ fn with_mount<T>(disk: &Path, f: impl FnOnce(&Path) -> T) -> T {
 /// mount of the top level and its loop devices; the disk keeps what the kill left).
 use lab::versions::power_cut;
 
-fn upgrade(disk: &Path, reference: &str, extra: &[&str]) -> (bool, String, String) {
+pub(crate) fn upgrade(disk: &Path, reference: &str, extra: &[&str]) -> (bool, String, String) {
     let mut args = vec!["upgrade", "--disk", disk.to_str().unwrap(), reference];
     args.extend_from_slice(extra);
     run_terra(&args)

@@ -8,6 +8,7 @@ pub mod keeper;
 pub mod kexec;
 pub mod netboot;
 pub mod unpack;
+pub mod update;
 pub mod upgrade;
 
 use std::fs;
@@ -44,6 +45,8 @@ pub struct Options {
     pub iscsi_runs: usize,
     /// Only the versions case (`--only upgrade`).
     pub only_upgrade: bool,
+    /// Only the update case (`--only update`): what fetching an update costs.
+    pub only_update: bool,
     /// Only the signature case (`--only verify`).
     pub only_verify: bool,
     /// Only the kexec case (`--only kexec`).
@@ -302,6 +305,11 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
         fs::write(bench_dir()?.join("results-upgrade.md"), &md).map_err(|e| e.to_string())?;
         return Ok(md);
     }
+    if opts.only_update {
+        let md = update::run_update(&build::terra()?);
+        fs::write(bench_dir()?.join("results-update.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
+    }
     if opts.only_unpack {
         let md = unpack_case(&build::terra()?);
         fs::write(bench_dir()?.join("results-unpack.md"), &md).map_err(|e| e.to_string())?;
@@ -337,6 +345,8 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     md.push_str(&unpack_case(&a.terra));
     md.push('\n');
     md.push_str(&upgrade_case(&a.terra, opts.boots));
+    md.push('\n');
+    md.push_str(&update::run_update(&a.terra));
     md.push('\n');
     md.push_str(
         &verify_case().unwrap_or_else(|e| format!("### Signature check\n\nnot measured: {e}\n")),

@@ -89,11 +89,15 @@ fn data_used(image: &Path) -> crate::Result<u64> {
     })
 }
 
-/// Installs v1 on a 2 GiB disk image (cached).
-fn installed(terra: &Path, layout: &Path) -> crate::Result<PathBuf> {
-    let disk = lab_dir()
-        .join("disks")
-        .join(format!("upgrade-bench-{BASE_MB}-{TOP_MB}-gz.img"));
+/// Installs `layout`'s v1 on a 2 GiB disk image `target/lab/disks/<name>.img` with
+/// filesystem UUID `uuid`, made once.
+pub(crate) fn installed_disk(
+    terra: &Path,
+    layout: &Path,
+    name: &str,
+    uuid: &str,
+) -> crate::Result<PathBuf> {
+    let disk = lab_dir().join("disks").join(format!("{name}.img"));
     if disk.is_file() {
         return Ok(disk);
     }
@@ -113,7 +117,7 @@ fn installed(terra: &Path, layout: &Path) -> crate::Result<PathBuf> {
         run(Command::new(terra)
             .arg("install")
             .arg(&node)
-            .args(["--uuid", UPGRADE_UUID]))
+            .args(["--uuid", uuid]))
     })
     .and_then(|_| {
         fs::create_dir_all(disk.parent().unwrap_or(Path::new(".")))
@@ -147,7 +151,12 @@ pub struct UpgradeResult {
 /// Runs the upgrade case `runs` times and the boot case `boots` times per kind.
 pub fn run_upgrade(terra: &Path, runs: usize, boots: usize) -> crate::Result<UpgradeResult> {
     let layout = layout()?;
-    let disk = installed(terra, &layout)?;
+    let disk = installed_disk(
+        terra,
+        &layout,
+        &format!("upgrade-bench-{BASE_MB}-{TOP_MB}-gz"),
+        UPGRADE_UUID,
+    )?;
     let mut r = UpgradeResult::default();
     let image = format!("oci:{}:v2", layout.display());
     for i in 0..runs {

@@ -8,11 +8,10 @@ pub mod signing;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use sha2::{Digest as _, Sha256};
 
@@ -489,9 +488,9 @@ pub fn skopeo(args: &[&str]) {
 }
 
 /// Debian's docker-registry serving from a temporary directory on 127.0.0.1, killed (by
-/// PID) on drop.
+/// PID) on drop (the lab's, [`lab::registry::Registry`]).
 pub struct Registry {
-    child: Child,
+    _server: lab::registry::Registry,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
@@ -499,45 +498,11 @@ pub struct Registry {
 impl Registry {
     pub fn start() -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = dir.path().join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (apt-get install docker-registry)");
-        let r = Registry { child, port, dir };
-        let start = Instant::now();
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut resp = String::new();
-                let _ = s.read_to_string(&mut resp);
-                if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") {
-                    return r;
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "docker-registry did not answer on 127.0.0.1:{port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let server = lab::registry::Registry::start(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        Registry {
+            port: server.port,
+            _server: server,
+            dir,
         }
     }
 
@@ -566,13 +531,6 @@ impl Registry {
             .join(&hex[..2])
             .join(hex)
             .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
