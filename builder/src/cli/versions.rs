@@ -9,7 +9,7 @@ use terra_builder::versions::{self, Target, UpgradeSpec, Upgraded, DEFAULT_KEEP}
 use terra_init::bless::Verdict;
 use terra_init::bootstate::DEFAULT_TRIES;
 
-use super::images::{debug_notes, policy, FetchArgs, REF_HELP};
+use super::images::{debug_notes, policy, skipped_xattrs, FetchArgs, REF_HELP};
 use super::CliError;
 
 /// How every command here finds its disk, after its own help.
@@ -205,6 +205,7 @@ pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> 
     spec.uki = a.uki;
     spec.verify = policy(&a.fetch.verify_keys)?;
     let report = install::install_with(&spec, progress)?;
+    skipped_xattrs(&report.unpack.skipped_xattrs);
     debug_notes(&report.unpack.notes);
     for (label, profile, disks) in &report.groups {
         println!(
@@ -253,6 +254,7 @@ pub fn upgrade(a: UpgradeArgs, progress: &dyn Progress) -> Result<(), CliError> 
                 "terra: version {name} from {reference}: {} of {} layers from chains on the disk, {} unpacked ({} entries, {} bytes); tentative with {tries} tries",
                 built.reused, built.layers, built.unpack.layers, built.unpack.entries, built.unpack.bytes
             );
+            skipped_xattrs(&built.unpack.skipped_xattrs);
             if let Some(k) = &built.kernel {
                 println!(
                     "terra: version {name} carries kernel {}: its initramfs is {} bytes",

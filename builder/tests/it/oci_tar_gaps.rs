@@ -384,3 +384,27 @@ fn a_nul_typed_entry_ending_in_a_slash_is_a_directory() {
     let t = o.terra.unwrap();
     assert_eq!((t["olddir"].kind, t["olddir"].mode), ("dir", 0o750));
 }
+
+/// Go's own test archives (`archive/tar/testdata`, shipped with Debian's golang-go): every
+/// one reads with terra's reader exactly as with Go's, entries, contents and errors.
+#[test]
+fn go_testdata_reads_as_go_reads_it() {
+    let out = bounded(Command::new("go").args(["env", "GOROOT"]));
+    assert!(out.status.success(), "go env: {}", out.stderr);
+    let dir = Path::new(out.stdout.trim()).join("src/archive/tar/testdata");
+    let mut archives: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    archives.sort();
+    assert!(
+        archives.len() >= 40,
+        "{} archives in {}",
+        archives.len(),
+        dir.display()
+    );
+    let refs: Vec<&Path> = archives.iter().map(|p| p.as_path()).collect();
+    let d = go_tar::disagreements(&refs);
+    assert!(d.is_empty(), "{} disagreements:\n{}", d.len(), d.join("\n"));
+}
