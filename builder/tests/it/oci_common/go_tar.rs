@@ -203,3 +203,33 @@ pub fn disagreements(archives: &[&Path]) -> Vec<String> {
     }
     out
 }
+
+/// Asserts that Go's reader and terra's read the archive `tar` alike (`what` names it in a
+/// failure); returns Go's listing.
+pub fn assert_agree(tar: &[u8], what: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("layer.tar");
+    std::fs::write(&p, tar).unwrap();
+    let d = disagreements(&[&p]);
+    assert!(
+        d.is_empty(),
+        "{what}: Go and terra read it differently:\n{}",
+        d.join("\n")
+    );
+    go_list(&[&p])
+}
+
+/// Whether a listing ends as an archive Go reads whole.
+pub fn accepted(listing: &str) -> bool {
+    listing.lines().last() == Some("end")
+}
+
+/// The entry names in a listing.
+pub fn names(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("entry "))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("name=")))
+        .map(str::to_string)
+        .collect()
+}
