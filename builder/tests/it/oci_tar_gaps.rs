@@ -650,3 +650,43 @@ fn headers_go_refuses_are_refused() {
     let err = refused_as_go_does(&c, "f", "a base-256 mtime beyond 63 bits");
     assert!(err.contains("its mtime field"), "{err}");
 }
+
+/// An xattr the kernel does not let this process set on that file (`user.*` on a symlink:
+/// Linux allows them only on regular files and directories) is left out and named on
+/// stderr; the rest of the entry, and of the layer, is applied. (umoci, as root, refuses
+/// the layer.)
+#[test]
+fn xattrs_the_kernel_refuses_are_left_out_and_named() {
+    let mut t = file("target", b"t");
+    t.extend(pax_header(
+        "link",
+        &[
+            ("SCHILY.xattr.user.on-a-symlink", b"v"),
+            ("SCHILY.xattr.trusted.kept", b"k"),
+        ],
+    ));
+    t.extend(raw_header(b"link", b'2', 0, false, |b| {
+        b[157..163].copy_from_slice(b"target")
+    }));
+    t.extend(file("a", b"a"));
+    go_tar::assert_agree(&t, "a user xattr on a symlink");
+    let o = both(&t);
+    let tree = o.terra.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tree["link"].link.as_deref(), Some("target"));
+    assert!(
+        o.debug.contains(
+            "terra: warning: xattr left out: link: user.on-a-symlink: the kernel does not \
+             let this process set it here"
+        ),
+        "{}",
+        o.debug
+    );
+    if rustix::process::geteuid().is_root() {
+        let names: Vec<&str> = tree["link"]
+            .xattrs
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(names, ["trusted.kept"]);
+    }
+}
