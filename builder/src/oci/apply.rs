@@ -306,7 +306,7 @@ impl Unpacker {
             let mut tr = TarReader::new(BufReader::with_capacity(256 * 1024, &mut diff));
             let mut last: Option<Vec<u8>> = None;
             loop {
-                let h = match tr.next() {
+                let h = match tr.next_entry() {
                     Ok(Some(h)) => h,
                     Ok(None) => break,
                     Err(e) => return Err(stream_error(name, last.as_deref(), &e)),

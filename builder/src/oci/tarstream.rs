@@ -22,7 +22,7 @@
 //!   1.0; the entry's content is the file with its holes, and a map that disagrees with the
 //!   data is an error.
 //!
-//! [`TarReader::next`] returns each entry's [`Header`]; [`TarReader::read_chunk`] its content
+//! [`TarReader::next_entry`] returns each entry's [`Header`]; [`TarReader::read_chunk`] its content
 //! as data and holes (or `Read`, holes as zeros). Errors say where in the stream and what.
 
 pub mod block;
@@ -274,7 +274,7 @@ impl<R: Read> TarReader<R> {
 
     /// The next entry's header, `None` at the end of the archive. Whatever of the current
     /// entry's content was not read is skipped.
-    pub fn next(&mut self) -> Result<Option<Header>, TarError> {
+    pub fn next_entry(&mut self) -> Result<Option<Header>, TarError> {
         if self.failed {
             return Err(TarError::Failed);
         }

@@ -172,7 +172,7 @@ mod tests {
     fn octal_as_go_reads_it() {
         assert_eq!(octal(b"0000644\0"), Some(0o644));
         assert_eq!(octal(b"   644  "), Some(0o644));
-        assert_eq!(octal(b"\0\0\00644\0"), Some(0o644));
+        assert_eq!(octal(b"\x00\x00\x000644\x00"), Some(0o644));
         assert_eq!(octal(b"        "), Some(0));
         assert_eq!(octal(b""), Some(0));
         assert_eq!(octal(b"12\x0034"), Some(0o12));

@@ -24,11 +24,11 @@ pub fn parse(mut data: &[u8]) -> Result<Records, String> {
     let mut records = Records::new();
     let mut sparse: Vec<&[u8]> = Vec::new();
     while !data.is_empty() {
-        let (key, value, rest) = record(data)?;
+        let Record { key, value, rest } = record(data)?;
         data = rest;
         if key == SPARSE_OFFSET || key == SPARSE_NUMBYTES {
             // Offsets and sizes alternate, starting with an offset.
-            let want = if sparse.len() % 2 == 0 {
+            let want = if sparse.len().is_multiple_of(2) {
                 SPARSE_OFFSET
             } else {
                 SPARSE_NUMBYTES
@@ -51,8 +51,15 @@ pub fn parse(mut data: &[u8]) -> Result<Records, String> {
     Ok(records)
 }
 
-/// One record at the start of `s` (Go's `parsePAXRecord`): key, value, the rest.
-fn record(s: &[u8]) -> Result<(&[u8], &[u8], &[u8]), String> {
+/// One record and the bytes after it.
+struct Record<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+    rest: &'a [u8],
+}
+
+/// One record at the start of `s` (Go's `parsePAXRecord`).
+fn record(s: &[u8]) -> Result<Record<'_>, String> {
     let bad = |why: &str| {
         let shown = &s[..s.len().min(40)];
         format!("malformed PAX record {}: {why}", show(shown))
@@ -87,7 +94,11 @@ fn record(s: &[u8]) -> Result<(&[u8], &[u8], &[u8]), String> {
     } else if key.contains(&0) {
         return Err(bad("a NUL in its key"));
     }
-    Ok((key, value, &s[n..]))
+    Ok(Record {
+        key,
+        value,
+        rest: &s[n..],
+    })
 }
 
 /// Bytes for a message.

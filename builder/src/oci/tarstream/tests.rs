@@ -21,11 +21,14 @@ impl Read for Chunky<'_> {
 }
 
 /// Every entry (header and content, holes as zeros) and how the stream ended.
-fn read_all(data: &[u8], step: usize) -> (Vec<(Header, Vec<u8>)>, Result<(), TarError>) {
+/// Entries with their content.
+type Entries = Vec<(Header, Vec<u8>)>;
+
+fn read_all(data: &[u8], step: usize) -> (Entries, Result<(), TarError>) {
     let mut tr = TarReader::new(Chunky { data, step });
     let mut out = Vec::new();
     loop {
-        match tr.next() {
+        match tr.next_entry() {
             Ok(Some(h)) => {
                 let mut content = Vec::new();
                 let r = tr.read_to_end(&mut content);
@@ -116,7 +119,7 @@ fn the_last_of_several_extension_headers_applies() {
     assert_eq!((e[1].0.uid, e[1].0.gid), (0, 9));
     assert_eq!(e[1].1, b"data");
     let mut tr = TarReader::new(&t[..]);
-    while tr.next().unwrap().is_some() {}
+    while tr.next_entry().unwrap().is_some() {}
     let notes = tr.take_notes().join("\n");
     assert!(
         notes.contains("follows another before one entry"),
@@ -256,8 +259,8 @@ fn the_stream_ends_as_go_ends_it() {
     let mut t = a.clone();
     t.extend(member(b"././@LongLink", b'L', b"x\0", true));
     let mut tr = TarReader::new(&t[..]);
-    assert!(tr.next().unwrap().is_some());
-    assert!(tr.next().unwrap().is_none());
+    assert!(tr.next_entry().unwrap().is_some());
+    assert!(tr.next_entry().unwrap().is_none());
     assert!(tr.take_notes()[0].contains("describes no entry"));
 }
 
@@ -354,7 +357,7 @@ fn sparse_files_expand_with_their_holes() {
     assert_eq!((e[0].0.size, &e[0].1), (100, &want));
     // Chunks as data and holes.
     let mut tr = TarReader::new(&t[..]);
-    tr.next().unwrap();
+    tr.next_entry().unwrap();
     let mut buf = [0u8; 64];
     let mut pieces = Vec::new();
     loop {
@@ -420,7 +423,10 @@ fn extension_data_over_a_mebibyte_is_refused() {
 
 /// An archive from the tar crate's writer: files (long names too, some with PAX records),
 /// directories, symlinks with long targets, hardlinks.
-fn archive(entries: &[(u8, usize, usize, bool)]) -> (Vec<u8>, Vec<(String, u8, Vec<u8>)>) {
+/// Entries written: name, type flag, content.
+type Written = Vec<(String, u8, Vec<u8>)>;
+
+fn archive(entries: &[(u8, usize, usize, bool)]) -> (Vec<u8>, Written) {
     let mut b = tar::Builder::new(Vec::new());
     let mut want = Vec::new();
     for (i, &(kind, name_len, size, pax)) in entries.iter().enumerate() {
@@ -469,7 +475,7 @@ fn drain(data: &[u8], step: usize) -> (u64, u64) {
     let mut tr = TarReader::new(Chunky { data, step });
     let mut buf = [0u8; 4096];
     let mut n = 0u64;
-    while let Ok(Some(_)) = tr.next() {
+    while let Ok(Some(_)) = tr.next_entry() {
         loop {
             match tr.read_chunk(&mut buf) {
                 Ok(Chunk::Data(k)) => n += k as u64,

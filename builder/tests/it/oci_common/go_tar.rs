@@ -96,7 +96,7 @@ pub fn terra_list(archives: &[&Path]) -> String {
 pub fn list(r: impl Read, out: &mut String) {
     let mut tr = TarReader::new(r);
     loop {
-        let h = match tr.next() {
+        let h = match tr.next_entry() {
             Ok(Some(h)) => h,
             Ok(None) => {
                 out.push_str("end\n");
