@@ -380,9 +380,7 @@ fn a_nul_typed_entry_ending_in_a_slash_is_a_directory() {
 /// one reads with terra's reader exactly as with Go's, entries, contents and errors.
 #[test]
 fn go_testdata_reads_as_go_reads_it() {
-    let out = bounded(Command::new("go").args(["env", "GOROOT"]));
-    assert!(out.status.success(), "go env: {}", out.stderr);
-    let dir = Path::new(out.stdout.trim()).join("src/archive/tar/testdata");
+    let dir = go_tar::go_testdata();
     let mut archives: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

@@ -26,6 +26,33 @@ pub fn go_lister() -> &'static Path {
     }
 }
 
+/// The `go` command, offline, with the toolchain as installed and its caches in the target
+/// dir (CI may have no `$HOME`): the lister uses the standard library only.
+fn go() -> Command {
+    let mut c = Command::new("go");
+    c.env("GOCACHE", lab::lab_dir().join("go-cache"))
+        .env("GOPATH", lab::lab_dir().join("go-path"))
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod");
+    c
+}
+
+/// Go's own test archives (`$GOROOT/src/archive/tar/testdata`, in Debian's golang-src).
+pub fn go_testdata() -> PathBuf {
+    let out = go()
+        .args(["env", "GOROOT"])
+        .output()
+        .expect("go (install Debian's golang-go: scripts/setup-host.sh does)");
+    assert!(
+        out.status.success(),
+        "go env GOROOT: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Path::new(&root).join("src/archive/tar/testdata")
+}
+
 fn build() -> Result<PathBuf, String> {
     let hash = super::sha256_hex(SOURCE.as_bytes());
     let dir = lab::lab_dir().join("go-tar-list").join(&hash[..16]);
@@ -37,18 +64,11 @@ fn build() -> Result<PathBuf, String> {
     let src = dir.join(format!("main-{}.go", std::process::id()));
     std::fs::write(&src, SOURCE).map_err(|e| format!("{}: {e}", src.display()))?;
     let tmp = dir.join(format!(".go-tar-list.tmp-{}", std::process::id()));
-    let cache = lab::lab_dir().join("go-cache");
-    // Offline, with the toolchain as installed: the program uses the standard library only.
-    let out = Command::new("go")
+    let out = go()
         .arg("build")
         .arg("-o")
         .arg(&tmp)
         .arg(&src)
-        .env("GOCACHE", &cache)
-        .env("GOPATH", lab::lab_dir().join("go-path"))
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
         .env("CGO_ENABLED", "0")
         .current_dir(&dir)
         .output()
