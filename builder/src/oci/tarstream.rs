@@ -267,11 +267,6 @@ impl<R: Read> TarReader<R> {
         std::mem::take(&mut self.notes)
     }
 
-    /// The stream below.
-    pub fn into_inner(self) -> R {
-        self.inner
-    }
-
     /// The next entry's header, `None` at the end of the archive. Whatever of the current
     /// entry's content was not read is skipped.
     pub fn next_entry(&mut self) -> Result<Option<Header>, TarError> {
