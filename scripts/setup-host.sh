@@ -19,6 +19,9 @@ PACKAGES=(
   # tar, umoci, skopeo) to make the image corpus the unpack tests compare; openssl makes
   # the keys and signatures of the signed-image tests (builder/tests/it/oci_signed.rs)
   docker-registry skopeo umoci buildah tar openssl
+  # Go's archive/tar as the reference layer reader (builder/tests/it/oci_common/go_tar.rs
+  # builds a small lister with it; its test archives are read by both readers)
+  golang-go
   # the Debian systemd root images (tests-qemu/src/debian.rs)
   debootstrap
   # boot media: ISO (GRUB BIOS+EFI images, FAT, xorriso), UEFI firmware, iPXE ROMs, pxelinux

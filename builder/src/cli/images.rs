@@ -199,9 +199,24 @@ pub fn image(args: ImageArgs, progress: &dyn Progress) -> Result<(), CliError> {
                     String::new()
                 }
             );
+            skipped_xattrs(&report.skipped_xattrs);
             debug_notes(&report.notes);
             Ok(())
         }
+    }
+}
+
+/// Says which xattrs an unpack left out (the first few, and how many).
+pub(super) fn skipped_xattrs(skipped: &[String]) {
+    const SHOWN: usize = 10;
+    for s in skipped.iter().take(SHOWN) {
+        eprintln!("terra: warning: xattr left out: {s}");
+    }
+    if skipped.len() > SHOWN {
+        eprintln!(
+            "terra: warning: {} more xattrs left out",
+            skipped.len() - SHOWN
+        );
     }
 }
 

@@ -9,7 +9,7 @@ use terra_builder::versions::{self, Applied, Target, UpgradeSpec, Upgraded, DEFA
 use terra_init::bless::Verdict;
 use terra_init::bootstate::DEFAULT_TRIES;
 
-use super::images::{debug_notes, policy, FetchArgs, REF_HELP};
+use super::images::{debug_notes, policy, skipped_xattrs, FetchArgs, REF_HELP};
 use super::CliError;
 
 /// How every command here finds its disk, after its own help.
@@ -262,6 +262,7 @@ pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> 
     spec.uki = a.uki;
     spec.verify = policy(&a.fetch.verify_keys)?;
     let report = install::install_with(&spec, progress)?;
+    skipped_xattrs(&report.unpack.skipped_xattrs);
     debug_notes(&report.unpack.notes);
     for (label, profile, disks) in &report.groups {
         println!(
@@ -351,6 +352,7 @@ fn built_line(built: &versions::Built) -> String {
 }
 
 fn built_notes(name: &str, built: &versions::Built, removed: &[String]) {
+    skipped_xattrs(&built.unpack.skipped_xattrs);
     if let Some(k) = &built.kernel {
         println!(
             "terra: version {name} carries kernel {}: its initramfs is {} bytes",

@@ -20,7 +20,6 @@ use std::io::{self, BufReader, Read, Write};
 use std::io::{Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps, XattrFlags,
@@ -32,7 +31,7 @@ use rustix::process::{Gid, Uid};
 use super::blob::VerifyingReader;
 use super::image::{Compression, Image, Layer};
 use super::progress::{Counted, Phase, Progress, Silent};
-use super::tarstream::{SparseMap, Tail, TailReader};
+use super::tarstream::{Chunk, Header, Records, TarError, TarReader};
 use super::OciError;
 
 /// How layers are applied.
@@ -66,6 +65,10 @@ pub struct UnpackReport {
     pub bytes: u64,
     /// Device nodes and fifos left out (`--no-devices`, or not root).
     pub skipped_devices: u64,
+    /// Xattrs left out, one line each (`entry: name: why`): those the filesystem does not
+    /// support or the kernel does not let this process set on that file, and the build
+    /// host's SELinux labels and NFSv4 ACLs (which umoci leaves out too).
+    pub skipped_xattrs: Vec<String>,
     /// What was accepted although unusual (a layer without its end-of-archive blocks),
     /// one line each, for a debug log.
     pub notes: Vec<String>,
@@ -186,15 +189,32 @@ pub struct Unpacker {
     report: UnpackReport,
 }
 
-struct Meta {
+/// What an entry's header says of its file, as applied.
+struct Meta<'h> {
     mode: u32,
-    uid: u64,
-    gid: u64,
+    uid: i64,
+    gid: i64,
     mtime: Timespec,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// A PAX sparse file's layout (its data holds only the chunks).
-    sparse: Option<SparseMap>,
+    xattrs: &'h Records,
+    /// The entry's path, for the report of xattrs left out.
+    entry: &'h [u8],
 }
+
+/// What an entry makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Hardlink,
+    Symlink,
+    Char,
+    Block,
+    Fifo,
+}
+
+/// Xattrs never applied, as umoci leaves them out: labels and ACLs of the host that built
+/// the layer, which the host unpacking it sets by its own policy.
+const HOST_XATTRS: [&[u8]; 2] = [b"security.selinux", b"system.nfs4_acl"];
 
 fn errno(e: Errno) -> io::Error {
     e.into()
@@ -283,107 +303,18 @@ impl Unpacker {
         };
         let mut diff = VerifyingReader::new(plain, diff_id, None);
         {
-            // The tail reader sits directly under the tar reader (the buffer below it) so it
-            // hears where each entry's data ends before it reads past it.
-            let tail = Rc::new(Tail::default());
-            let stream = TailReader::new(
-                BufReader::with_capacity(256 * 1024, &mut diff),
-                tail.clone(),
-            );
-            let mut ar = tar::Archive::new(stream);
-            let entries = ar.entries().map_err(|e| bad("malformed tar", e))?;
+            let mut tr = TarReader::new(BufReader::with_capacity(256 * 1024, &mut diff));
             let mut last: Option<Vec<u8>> = None;
-            for entry in entries {
-                let mut entry = match entry {
-                    Ok(e) => e,
-                    // An extension header (PAX, GNU long name) and then the end: Go's reader
-                    // ends there, the extension describing nothing; the crate calls it an
-                    // error, in these words.
-                    Err(e) if e.to_string().contains("no future member found") => {
-                        self.report.notes.push(format!(
-                            "layer {name}: an extension header at the end describes no \
-                             entry; ignored, as Go's reader does"
-                        ));
-                        break;
-                    }
-                    Err(e) => return Err(stream_error(name, &tail, last.as_deref(), e)),
+            loop {
+                let h = match tr.next_entry() {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => return Err(stream_error(name, last.as_deref(), &e)),
                 };
-                let header = entry.header();
-                // An old GNU sparse entry's header size is its data in the archive; the
-                // crate's size() is the expanded file's.
-                let stored = if header.entry_type().is_gnu_sparse() {
-                    header.entry_size()
-                } else {
-                    Ok(entry.size())
-                };
-                let stored = stored.map_err(|e| stream_error(name, &tail, last.as_deref(), e))?;
-                tail.set_data_end(entry.raw_file_position().saturating_add(stored));
-                last = Some(entry.path_bytes().into_owned());
-                if tail
-                    .framed_data()
-                    .is_some_and(|at| at != entry.raw_file_position())
-                {
-                    // The reader below rewrites headers by its own walk of the stream;
-                    // out of step with the crate's, it must not be trusted.
-                    return Err(stream_error(
-                        name,
-                        &tail,
-                        last.as_deref(),
-                        io::Error::other(format!(
-                            "tar framing disagreement at byte {}",
-                            entry.raw_file_position()
-                        )),
-                    ));
-                }
-                let kind = entry.header().entry_type();
-                if stored > 0 && header_only(kind) {
-                    // Go's reader reads no data for these types and takes the next block as
-                    // a header; the tar crate skips `stored` bytes. The two would unpack
-                    // different trees from one layer, so neither is guessed.
-                    return Err(OciError::Apply {
-                        blob: name.to_string(),
-                        entry: String::from_utf8_lossy(last.as_deref().unwrap_or_default())
-                            .into_owned(),
-                        reason: format!(
-                            "a {} entry with {stored} bytes of data: tar readers disagree \
-                             on whether they follow (Go's archive/tar reads none)",
-                            kind_name(kind)
-                        ),
-                    });
-                }
-                self.entry(&mut entry, name)?;
+                last = Some(h.name.clone());
+                self.entry(&mut tr, &h, name)?;
             }
-            if tail.truncated().is_some() {
-                let e = io::Error::from(io::ErrorKind::UnexpectedEof);
-                return Err(stream_error(name, &tail, last.as_deref(), e));
-            }
-            // The crate ends at the first zero block; Go reads one more and calls anything
-            // but a second zero block or the end of the stream malformed. Whatever follows
-            // is not read by either.
-            if tail.eof().is_none() {
-                let mut stream = ar.into_inner();
-                let mut block = [0u8; 512];
-                let mut got = 0;
-                while got < block.len() {
-                    match stream.read(&mut block[got..]) {
-                        Ok(0) => break,
-                        Ok(n) => got += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(stream_error(name, &tail, last.as_deref(), e)),
-                    }
-                }
-                if got != 0 && (got != block.len() || block.iter().any(|&b| b != 0)) {
-                    let e = io::Error::other(
-                        "the end-of-archive zero block is followed by a block that is neither \
-                         zero nor the end of the stream",
-                    );
-                    return Err(stream_error(name, &tail, last.as_deref(), e));
-                }
-            }
-            if let Some(note) = tail.note() {
-                self.report.notes.push(format!("layer {name}: {note}"));
-            }
-            for note in tail.rewritten() {
+            for note in tr.take_notes() {
                 self.report.notes.push(format!("layer {name}: {note}"));
             }
         }
@@ -392,44 +323,53 @@ impl Unpacker {
         Ok(())
     }
 
-    fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, blob: &str) -> Result<(), OciError> {
-        use tar::EntryType as T;
-        let mut raw = e.path_bytes().into_owned();
-        let fail = |raw: &[u8], reason: String| OciError::Apply {
+    fn entry<R: Read>(
+        &mut self,
+        tr: &mut TarReader<R>,
+        h: &Header,
+        blob: &str,
+    ) -> Result<(), OciError> {
+        let fail = |reason: String| OciError::Apply {
             blob: blob.to_string(),
-            entry: String::from_utf8_lossy(raw).into_owned(),
+            entry: String::from_utf8_lossy(&h.name).into_owned(),
             reason,
         };
-        let kind = match e.header().entry_type() {
-            // The old regular-file flag NUL on a name ending in `/` is a directory in
-            // pre-POSIX archives, and to Go's reader.
-            T::Regular if e.header().as_bytes()[156] == 0 && raw.ends_with(b"/") => T::Directory,
-            k => k,
-        };
-        if matches!(
-            kind,
-            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
-        ) {
-            return Ok(());
-        }
-        let pax = pax_records(e).map_err(|err| fail(&raw, err.to_string()))?;
-        // GNU tar's PAX sparse formats: the real name and layout are in the records.
-        let sparse = match kind {
-            T::Regular | T::Continuous => {
-                SparseMap::from_pax(&pax).map_err(|err| fail(&raw, err))?
+        let kind = match h.kind {
+            // A PAX global header: Go's reader hands it on, and it applies to nothing.
+            b'g' => return Ok(()),
+            // Regular, contiguous (a regular file to every Linux tar) and old GNU sparse
+            // files, whose content the reader expands.
+            b'0' | b'7' | b'S' => Kind::File,
+            // A GNU incremental dump's directory (`D`): a directory; its data, the names
+            // it held when dumped, is for `tar --listed-incremental` and is not content.
+            b'5' | b'D' => Kind::Dir,
+            b'1' => Kind::Hardlink,
+            b'2' => Kind::Symlink,
+            b'3' => Kind::Char,
+            b'4' => Kind::Block,
+            b'6' => Kind::Fifo,
+            other => {
+                return Err(fail(format!(
+                    "unsupported tar entry type {:?}",
+                    other as char
+                )))
             }
-            _ => None,
         };
-        if let Some(name) = sparse.as_ref().and_then(|s| s.name.clone()) {
-            raw = name;
-        }
-        let fail = |reason: String| fail(&raw, reason);
-        let comps = clean(&raw);
-        let mut meta = meta(e, &pax).map_err(|e| fail(e.to_string()))?;
-        meta.sparse = sparse;
+        let comps = clean(&h.name);
+        let meta = Meta {
+            mode: (h.mode & 0o7777) as u32,
+            uid: h.uid,
+            gid: h.gid,
+            mtime: Timespec {
+                tv_sec: h.mtime.secs,
+                tv_nsec: h.mtime.nanos.into(),
+            },
+            xattrs: &h.xattrs,
+            entry: &h.name,
+        };
         let Some((leaf, parents)) = comps.split_last() else {
             // `./`: the root itself.
-            if kind != T::Directory {
+            if kind != Kind::Dir {
                 return Err(fail("refusing to replace the unpack root".into()));
             }
             let root = self.root.try_clone().map_err(|e| fail(e.to_string()))?;
@@ -454,7 +394,7 @@ impl Unpacker {
         let dir = self
             .take_parent(parents)
             .map_err(|e| fail(format!("parent directory: {e}")))?;
-        let created = self.create(dir.as_fd(), leaf, &key, kind, e, &meta);
+        let created = self.create(dir.as_fd(), leaf, &key, kind, tr, h, &meta);
         self.cache = Some((join(parents), dir));
         match created {
             Ok(true) => {
@@ -468,18 +408,19 @@ impl Unpacker {
     }
 
     /// Creates one entry under `dir`; false when it was skipped (a device node).
+    #[allow(clippy::too_many_arguments)]
     fn create<R: Read>(
         &mut self,
         dir: BorrowedFd<'_>,
         leaf: &[u8],
         key: &[u8],
-        kind: tar::EntryType,
-        e: &mut tar::Entry<'_, R>,
-        meta: &Meta,
+        kind: Kind,
+        tr: &mut TarReader<R>,
+        h: &Header,
+        meta: &Meta<'_>,
     ) -> io::Result<bool> {
-        use tar::EntryType as T;
         match kind {
-            T::Directory => {
+            Kind::Dir => {
                 match rustix::fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                     Ok(_) => {
@@ -500,7 +441,7 @@ impl Unpacker {
                 self.set_meta(fd.as_fd(), meta)?;
                 self.dir_times.insert(key.to_vec(), meta.mtime);
             }
-            T::Regular | T::Continuous | T::GNUSparse => {
+            Kind::File => {
                 remove_all_at(dir, leaf)?;
                 let fd = rustix::fs::openat(
                     dir,
@@ -513,70 +454,40 @@ impl Unpacker {
                     Mode::from_raw_mode(0o600),
                 )?;
                 let mut file = fs::File::from(fd);
-                // The entry's size: PAX `size` over the header's, and for an old GNU
-                // sparse entry the expanded file's (the crate supplies its holes).
-                let size = e.size();
-                let written = match meta.sparse.clone() {
-                    None => {
-                        // An old GNU sparse entry comes with its holes filled in by the
-                        // crate; zero runs become holes again.
-                        let holes = kind == T::GNUSparse;
-                        let written = copy(e, &mut file, &mut self.buf, u64::MAX, holes)?;
-                        if written != size {
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                format!("data truncated: {written} of {size} bytes"),
-                            ));
+                // Data is written where it goes; a sparse file's holes are seeked over, so
+                // they stay holes, and the length set at the end.
+                let mut holes = false;
+                loop {
+                    match tr.read_chunk(&mut self.buf).map_err(io::Error::from)? {
+                        Chunk::Data(n) => {
+                            file.write_all(&self.buf[..n])?;
+                            self.report.bytes += n as u64;
                         }
-                        written
+                        Chunk::Hole(len) => {
+                            let len = i64::try_from(len).map_err(io::Error::other)?;
+                            file.seek(SeekFrom::Current(len))?;
+                            holes = true;
+                        }
+                        Chunk::End => break,
                     }
-                    Some(mut map) => {
-                        let mut left = size;
-                        if map.map_in_data {
-                            left -= map.read_map(e, size).map_err(io::Error::other)?;
-                        }
-                        if map.data_len() != left {
-                            return Err(io::Error::other(format!(
-                                "sparse file: its map holds {} bytes of data, the entry {left}",
-                                map.data_len()
-                            )));
-                        }
-                        // Holes stay holes: seek over them, then set the full size.
-                        for &(off, len) in &map.chunks {
-                            file.seek(SeekFrom::Start(off))?;
-                            let n = copy(e, &mut file, &mut self.buf, len, false)?;
-                            if n != len {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::UnexpectedEof,
-                                    format!(
-                                        "data truncated: sparse chunk at {off}: {n} of {len} bytes"
-                                    ),
-                                ));
-                            }
-                        }
-                        file.set_len(map.real_size)?;
-                        map.data_len()
-                    }
-                };
-                self.report.bytes += written;
+                }
+                if holes {
+                    file.set_len(h.size as u64)?;
+                }
                 self.set_meta(file.as_fd(), meta)?;
                 rustix::fs::futimens(&file, &times(meta.mtime))?;
             }
-            T::Symlink => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| io::Error::other("symlink without a target"))?
-                    .into_owned();
+            Kind::Symlink => {
+                if h.link.is_empty() {
+                    return Err(io::Error::other("symlink without a target"));
+                }
                 remove_all_at(dir, leaf)?;
-                rustix::fs::symlinkat(target.as_slice(), dir, leaf)?;
+                rustix::fs::symlinkat(h.link.as_slice(), dir, leaf)?;
                 self.set_meta_at(dir, leaf, meta, false)?;
             }
-            T::Link => {
-                let target = e
-                    .link_name_bytes()
-                    .ok_or_else(|| io::Error::other("hardlink without a target"))?
-                    .into_owned();
-                let tcomps = clean(&target);
+            Kind::Hardlink => {
+                let target = &h.link;
+                let tcomps = clean(target);
                 if tcomps.is_empty() {
                     return Err(io::Error::other("hardlink to the unpack root"));
                 }
@@ -592,7 +503,7 @@ impl Unpacker {
                         err.kind(),
                         format!(
                             "hardlink target {:?}: {err}",
-                            String::from_utf8_lossy(&target)
+                            String::from_utf8_lossy(target)
                         ),
                     )
                 })?;
@@ -616,10 +527,10 @@ impl Unpacker {
                     AtFlags::SYMLINK_FOLLOW,
                 )?;
             }
-            T::Char | T::Block | T::Fifo => {
+            Kind::Char | Kind::Block | Kind::Fifo => {
                 let ft = match kind {
-                    T::Char => FileType::CharacterDevice,
-                    T::Block => FileType::BlockDevice,
+                    Kind::Char => FileType::CharacterDevice,
+                    Kind::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
                 if !self.opts.devices || (ft != FileType::Fifo && !self.is_root) {
@@ -627,23 +538,15 @@ impl Unpacker {
                     return Ok(false);
                 }
                 // A fifo has no device number; writers leave its fields blank or zero.
+                // Device numbers are taken as umoci takes them (`uint32(hdr.Devmajor)`).
                 let dev = if ft == FileType::Fifo {
                     rustix::fs::makedev(0, 0)
                 } else {
-                    rustix::fs::makedev(
-                        e.header().device_major()?.unwrap_or(0),
-                        e.header().device_minor()?.unwrap_or(0),
-                    )
+                    rustix::fs::makedev(h.devmajor as u32, h.devminor as u32)
                 };
                 remove_all_at(dir, leaf)?;
                 rustix::fs::mknodat(dir, leaf, ft, Mode::from_raw_mode(0o600), dev)?;
                 self.set_meta_at(dir, leaf, meta, true)?;
-            }
-            other => {
-                return Err(io::Error::other(format!(
-                    "unsupported tar entry type {:?}",
-                    other.as_byte() as char
-                )))
             }
         }
         Ok(true)
@@ -747,24 +650,22 @@ impl Unpacker {
     }
 
     /// Owner, mode, xattrs on an open file or directory.
-    fn set_meta(&self, fd: BorrowedFd<'_>, meta: &Meta) -> io::Result<()> {
+    fn set_meta(&mut self, fd: BorrowedFd<'_>, meta: &Meta<'_>) -> io::Result<()> {
         if self.opts.chown {
             rustix::fs::fchown(fd, Some(uid(meta.uid)?), Some(gid(meta.gid)?))?;
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode & 0o7777))?;
-        for (name, value) in &meta.xattrs {
-            rustix::fs::fsetxattr(fd, name.as_slice(), value, XattrFlags::empty())
-                .map_err(|e| xattr_error(name, e))?;
-        }
-        Ok(())
+        self.set_xattrs(meta, true, |name, value| {
+            rustix::fs::fsetxattr(fd, name, value, XattrFlags::empty())
+        })
     }
 
     /// Owner, mode (not for symlinks), xattrs and mtime of `leaf` in `dir`, not following it.
     fn set_meta_at(
-        &self,
+        &mut self,
         dir: BorrowedFd<'_>,
         leaf: &[u8],
-        meta: &Meta,
+        meta: &Meta<'_>,
         chmod: bool,
     ) -> io::Result<()> {
         if self.opts.chown {
@@ -789,12 +690,45 @@ impl Unpacker {
             // No *xattrat before Linux 6.13: name the leaf through our own directory fd.
             let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
             path.extend_from_slice(leaf);
-            for (name, value) in &meta.xattrs {
-                rustix::fs::lsetxattr(path.as_slice(), name.as_slice(), value, XattrFlags::empty())
-                    .map_err(|e| xattr_error(name, e))?;
-            }
+            self.set_xattrs(meta, false, |name, value| {
+                rustix::fs::lsetxattr(path.as_slice(), name, value, XattrFlags::empty())
+            })?;
         }
         rustix::fs::utimensat(dir, leaf, &times(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(())
+    }
+
+    /// Sets every xattr of `meta` (`user.*`, `trusted.*`, `security.*`, ...) with `set`.
+    /// One the filesystem does not support, or the kernel does not let this process set on
+    /// this file (`user.*` on a symlink or device, `trusted.*` and `security.*` without
+    /// root), is left out and reported; any other failure is an error.
+    fn set_xattrs(
+        &mut self,
+        meta: &Meta<'_>,
+        file_or_dir: bool,
+        mut set: impl FnMut(&[u8], &[u8]) -> Result<(), Errno>,
+    ) -> io::Result<()> {
+        for (name, value) in meta.xattrs {
+            let why = if HOST_XATTRS.contains(&name.as_slice()) {
+                "the build host's, left out as umoci does".to_string()
+            } else {
+                match set(name, value) {
+                    Ok(()) => continue,
+                    Err(Errno::OPNOTSUPP) => "the filesystem does not support it".to_string(),
+                    Err(e @ (Errno::PERM | Errno::ACCESS))
+                        if !self.is_root || (!file_or_dir && name.starts_with(b"user.")) =>
+                    {
+                        format!("the kernel does not let this process set it here ({e})")
+                    }
+                    Err(e) => return Err(xattr_error(name, e)),
+                }
+            };
+            self.report.skipped_xattrs.push(format!(
+                "{}: {}: {why}",
+                String::from_utf8_lossy(meta.entry),
+                String::from_utf8_lossy(name)
+            ));
+        }
         Ok(())
     }
 
@@ -873,46 +807,19 @@ pub fn write_file_beneath(root: &Path, path: &str, data: &[u8], mode: u32) -> Re
     written.map_err(|e| OciError::io(full, e))
 }
 
-/// Types Go's `archive/tar` treats as header-only (`isHeaderOnlyType`): whatever their
-/// size field says, no data follows them.
-fn header_only(kind: tar::EntryType) -> bool {
-    use tar::EntryType as T;
-    matches!(
-        kind,
-        T::Link | T::Symlink | T::Char | T::Block | T::Directory | T::Fifo
-    )
-}
-
-fn kind_name(kind: tar::EntryType) -> &'static str {
-    use tar::EntryType as T;
-    match kind {
-        T::Link => "hardlink",
-        T::Symlink => "symlink",
-        T::Char => "character device",
-        T::Block => "block device",
-        T::Directory => "directory",
-        T::Fifo => "fifo",
-        _ => "other",
-    }
-}
-
-/// A tar stream that could not be read further, named by the blob and the last entry read:
-/// as truncated data when the stream ended inside that entry's data.
-fn stream_error(blob: &str, tail: &Tail, last: Option<&[u8]>, e: io::Error) -> OciError {
-    let Some(last) = last else {
-        return OciError::blob(blob, format!("malformed tar: {e}"));
-    };
-    let reason = match tail.truncated() {
-        Some((at, end)) => format!(
-            "data truncated: the layer's tar stream ends at byte {at}, {} bytes before the \
-             end of this entry's data",
-            end - at
-        ),
-        None => format!("malformed tar after this entry: {e}"),
+/// A tar stream that could not be read further, named by the blob and the entry: the one
+/// whose header was refused, or else the last one read.
+fn stream_error(blob: &str, last: Option<&[u8]>, e: &TarError) -> OciError {
+    let (entry, reason) = match (e.entry(), last) {
+        (Some(entry), _) => (entry, e.to_string()),
+        // The entry's own data, skipped because it is no content (a dumpdir's names).
+        (None, Some(last)) if matches!(e, TarError::DataTruncated { .. }) => (last, e.to_string()),
+        (None, Some(last)) => (last, format!("malformed tar after this entry: {e}")),
+        (None, None) => return OciError::blob(blob, format!("malformed tar: {e}")),
     };
     OciError::Apply {
         blob: blob.to_string(),
-        entry: String::from_utf8_lossy(last).into_owned(),
+        entry: String::from_utf8_lossy(entry).into_owned(),
         reason,
     }
 }
@@ -924,14 +831,14 @@ fn xattr_error(name: &[u8], e: Errno) -> io::Error {
     )
 }
 
-fn uid(raw: u64) -> io::Result<Uid> {
+fn uid(raw: i64) -> io::Result<Uid> {
     match u32::try_from(raw) {
         Ok(u) if u != u32::MAX => Ok(Uid::from_raw(u)),
         _ => Err(io::Error::other(format!("invalid uid {raw}"))),
     }
 }
 
-fn gid(raw: u64) -> io::Result<Gid> {
+fn gid(raw: i64) -> io::Result<Gid> {
     match u32::try_from(raw) {
         Ok(g) if g != u32::MAX => Ok(Gid::from_raw(g)),
         _ => Err(io::Error::other(format!("invalid gid {raw}"))),
@@ -992,118 +899,6 @@ pub fn clean(path: &[u8]) -> Vec<Vec<u8>> {
 
 fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
-}
-
-/// Copies up to `limit` bytes of `from` into `to`; returns how many there were. With
-/// `holes`, reads that are all zeros are seeked over rather than written (the length is
-/// set at the end), so they stay unallocated.
-fn copy(
-    from: &mut impl Read,
-    to: &mut fs::File,
-    buf: &mut [u8],
-    limit: u64,
-    holes: bool,
-) -> io::Result<u64> {
-    let mut done = 0u64;
-    let start = to.stream_position()?;
-    while done < limit {
-        let want = usize::try_from(limit - done)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = match from.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        };
-        if holes && buf[..n].iter().all(|&b| b == 0) {
-            to.seek(SeekFrom::Current(n as i64))?;
-        } else {
-            to.write_all(&buf[..n])?;
-        }
-        done += n as u64;
-    }
-    if holes {
-        to.set_len(start + done)?;
-    }
-    Ok(done)
-}
-
-/// The entry's PAX records, in order (keys that are not UTF-8 are dropped, as no record
-/// this module reads has one).
-fn pax_records<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
-    if let Some(pax) = e.pax_extensions()? {
-        for ext in pax {
-            let ext = ext?;
-            if let Ok(key) = ext.key() {
-                out.push((key.to_string(), ext.value_bytes().to_vec()));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The entry's metadata, with PAX records (mtime with fractions, uid/gid beyond octal,
-/// `SCHILY.xattr.*`) over the ustar header's.
-fn meta<R: Read>(e: &tar::Entry<'_, R>, pax: &[(String, Vec<u8>)]) -> io::Result<Meta> {
-    let h = e.header();
-    // A blank numeric field reads as 0, as Go's archive/tar (umoci, containerd) reads it.
-    let old = h.as_old();
-    let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
-    let or_zero = |f: &[u8], v: io::Result<u64>| if blank(f) { Ok(0) } else { v };
-    let mut m = Meta {
-        mode: if blank(&old.mode) { 0 } else { h.mode()? },
-        uid: 0,
-        gid: 0,
-        mtime: Timespec {
-            tv_sec: i64::try_from(or_zero(&old.mtime, h.mtime())?).unwrap_or(i64::MAX),
-            tv_nsec: 0,
-        },
-        xattrs: Vec::new(),
-        sparse: None,
-    };
-    let (mut uid, mut gid) = (or_zero(&old.uid, h.uid())?, or_zero(&old.gid, h.gid())?);
-    for (key, value) in pax {
-        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-            m.xattrs.push((name.as_bytes().to_vec(), value.clone()));
-        } else {
-            let v = String::from_utf8_lossy(value);
-            match key.as_str() {
-                "mtime" => {
-                    if let Some(ts) = parse_pax_time(&v) {
-                        m.mtime = ts;
-                    }
-                }
-                "uid" => uid = v.trim().parse().unwrap_or(uid),
-                "gid" => gid = v.trim().parse().unwrap_or(gid),
-                _ => {}
-            }
-        }
-    }
-    m.uid = uid;
-    m.gid = gid;
-    Ok(m)
-}
-
-/// A PAX time: decimal seconds with an optional fraction (POSIX pax, "mtime").
-fn parse_pax_time(v: &str) -> Option<Timespec> {
-    let v = v.trim();
-    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
-    let tv_sec: i64 = secs.parse().ok()?;
-    let mut nsec = 0i64;
-    let mut scale = 100_000_000i64;
-    for c in frac.chars().take(9) {
-        nsec += i64::from(c.to_digit(10)?) * scale;
-        scale /= 10;
-    }
-    // A negative time's fraction counts toward the past.
-    let (tv_sec, tv_nsec) = if secs.starts_with('-') && nsec > 0 {
-        (tv_sec - 1, 1_000_000_000 - nsec)
-    } else {
-        (tv_sec, nsec)
-    };
-    Some(Timespec { tv_sec, tv_nsec })
 }
 
 #[cfg(test)]
@@ -1247,14 +1042,5 @@ mod tests {
             let cut = cut.min(tar.len());
             let _ = apply_bytes(&tar[..cut]);
         }
-    }
-
-    #[test]
-    fn pax_times() {
-        let t = parse_pax_time("1700000000.5").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec), (1700000000, 500_000_000));
-        let t = parse_pax_time("12").unwrap();
-        assert_eq!((t.tv_sec, t.tv_nsec), (12, 0));
-        assert!(parse_pax_time("x").is_none());
     }
 }

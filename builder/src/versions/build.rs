@@ -208,6 +208,7 @@ fn fill(
         built.unpack.whiteouts += r.whiteouts;
         built.unpack.bytes += r.bytes;
         built.unpack.skipped_devices += r.skipped_devices;
+        built.unpack.skipped_xattrs.extend(r.skipped_xattrs);
         // A snapshot is created whole or not at all, and btrfs flushes the source's
         // data first: a chain subvolume that exists is complete.
         snapshot(staging, &chain_dir(top, chain), true)?;

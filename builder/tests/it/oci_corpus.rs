@@ -3,6 +3,10 @@
 //! by entry and attribute by attribute. Where umoci cannot read an image's form (zstd, old
 //! GNU sparse entries), the reference is the same layers in a form it reads, and the test
 //! says so. The corpus is built once per tool versions and cached under target/lab/corpus.
+//! Every layer of it reads with terra's tar reader as with Go's (`oci_common::go_tar`), and
+//! so do archives GNU tar makes here in the forms issue 29 names: sparse files in every
+//! format side by side, incremental dumps, xattrs of every namespace; where umoci refuses
+//! an entry type Go reads (`S`, `D`), GNU tar's own extraction is the reference tree.
 
 use crate::oci_common;
 
@@ -15,6 +19,7 @@ use std::time::Duration;
 
 use lab::netns::{run_timed, Timed};
 use lab::oci_root::corpus::{self, Corpus, Image};
+use oci_common::go_tar;
 use oci_common::*;
 
 /// Bound on one unpack (terra's or umoci's) of a corpus image.
@@ -439,4 +444,334 @@ fn top_layer(layout: &Path, tag: &str) -> (Vec<u8>, String) {
         .read_to_end(&mut tar)
         .unwrap();
     (tar, d)
+}
+
+/// Every layer blob of every corpus layout (gzip, zstd or plain) reads with terra's tar
+/// reader exactly as with Go's: entries, contents, how each stream ends.
+#[test]
+fn every_corpus_layer_reads_as_go_reads_it() {
+    use std::io::Read;
+    let c = the_corpus();
+    let work = tempfile::tempdir().unwrap();
+    let mut layers = Vec::new();
+    let mut layouts = vec![c.dir.clone()];
+    while let Some(d) = layouts.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && p.file_name().is_some_and(|n| n != "blobs") {
+                layouts.push(p.clone());
+            }
+            let blobs = p.join("blobs/sha256");
+            if !blobs.is_dir() {
+                continue;
+            }
+            for b in fs::read_dir(&blobs).unwrap() {
+                let b = b.unwrap().path();
+                let raw = fs::read(&b).unwrap();
+                let mut tar = Vec::new();
+                if raw.starts_with(&[0x1f, 0x8b]) {
+                    flate2::read::MultiGzDecoder::new(&raw[..])
+                        .read_to_end(&mut tar)
+                        .unwrap();
+                } else if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                    tar = zstd::decode_all(&raw[..]).unwrap();
+                } else if raw.len() >= 512 && &raw[257..262] == b"ustar" {
+                    tar = raw;
+                } else {
+                    continue;
+                }
+                let out = work.path().join(format!("{}.tar", layers.len()));
+                fs::write(&out, &tar).unwrap();
+                layers.push(out);
+            }
+        }
+    }
+    assert!(layers.len() >= 15, "{} layers in the corpus", layers.len());
+    let refs: Vec<&Path> = layers.iter().map(|p| p.as_path()).collect();
+    let d = go_tar::disagreements(&refs);
+    assert!(d.is_empty(), "{} disagreements:\n{}", d.len(), d.join("\n"));
+}
+
+/// GNU tar's archive of `members` of `dir` with `args`.
+fn gnu_tar(args: &[&str], dir: &Path, members: &[&str], out: &Path) {
+    let t = bounded(
+        Command::new("tar")
+            .args(["--sort=name", "--numeric-owner"])
+            .args(args)
+            .arg("-C")
+            .arg(dir)
+            .arg("-cf")
+            .arg(out)
+            .args(members),
+    );
+    assert!(t.status.success(), "GNU tar {args:?}: {}", t.stderr);
+}
+
+/// GNU tar's extraction of `tars` one after another into `dir`, as root (owners, modes,
+/// xattrs of every namespace): the reference where umoci refuses an entry type.
+fn gnu_tar_extract(tars: &[&Path], dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    for t in tars {
+        let x = bounded(
+            Command::new("tar")
+                .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"])
+                .arg(t)
+                .arg("-C")
+                .arg(dir),
+        );
+        assert!(x.status.success(), "GNU tar -x: {}", x.stderr);
+    }
+}
+
+/// A one-layer-per-tar OCI image of `tars`, unpacked by terra and by umoci; terra's tree,
+/// its stderr, and umoci's tree or error.
+#[allow(clippy::type_complexity)]
+fn unpack_tars(
+    tars: &[&Path],
+    work: &Path,
+) -> (
+    BTreeMap<String, Info>,
+    String,
+    Result<BTreeMap<String, Info>, String>,
+) {
+    let layers: Vec<(Vec<u8>, Comp)> = tars
+        .iter()
+        .map(|t| (fs::read(t).unwrap(), Comp::Gzip))
+        .collect();
+    let layout = work.join("layout");
+    image_layout(&layout, "t", &layers);
+    let ours = work.join("terra");
+    let stderr = terra_unpack(&oci_ref(&layout, "t"), &ours);
+    let bundle = work.join("bundle");
+    let umoci =
+        umoci_unpack_bounded(&layout, "t", &bundle).map(|()| snapshot(&bundle.join("rootfs")));
+    (snapshot(&ours), stderr, umoci)
+}
+
+/// Issue 29, 5: GNU tar's sparse formats side by side in one archive: old GNU (`S`, its map
+/// in extension blocks), PAX 0.0, 0.1 and 1.0, of a file whose size is no multiple of a
+/// block. Go reads each; terra read none of the archive (the tar crate refused the old GNU
+/// entry). umoci refuses the `S` entry; GNU tar's extraction is the reference.
+#[test]
+fn gnu_tar_sparse_formats_side_by_side_unpack_as_gnu_tar_extracts_them() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    let work = tempfile::tempdir().unwrap();
+    let parts: Vec<(&str, Vec<&str>)> = vec![
+        ("gnu", vec!["--format=gnu", "--sparse"]),
+        (
+            "pax-0.0",
+            vec!["--format=pax", "--sparse", "--sparse-version=0.0"],
+        ),
+        (
+            "pax-0.1",
+            vec!["--format=pax", "--sparse", "--sparse-version=0.1"],
+        ),
+        (
+            "pax-1.0",
+            vec!["--format=pax", "--sparse", "--sparse-version=1.0"],
+        ),
+    ];
+    let all = work.path().join("all.tar");
+    for (i, (name, args)) in parts.iter().enumerate() {
+        let src = work.path().join("src").join(name);
+        fs::create_dir_all(&src).unwrap();
+        let p = src.join(format!("sparse-{name}"));
+        let mut f = fs::File::create(&p).unwrap();
+        // 30 data runs: more than an old GNU header holds, so extension blocks follow.
+        for i in 0..30u64 {
+            f.seek(SeekFrom::Start(i * 65536 + 7)).unwrap();
+            f.write_all(format!("run {i} of {name}").as_bytes())
+                .unwrap();
+        }
+        f.set_len(30 * 65536 + 333).unwrap();
+        drop(f);
+        fs::write(src.join(format!("plain-{name}")), b"not sparse\n").unwrap();
+        let t = work.path().join(format!("{name}.tar"));
+        gnu_tar(args, &src, &["."], &t);
+        if i == 0 {
+            fs::copy(&t, &all).unwrap();
+        } else {
+            let a = bounded(
+                Command::new("tar")
+                    .arg("--concatenate")
+                    .arg("-f")
+                    .arg(&all)
+                    .arg(&t),
+            );
+            assert!(a.status.success(), "tar -A: {}", a.stderr);
+        }
+    }
+    let tar = fs::read(&all).unwrap();
+    let go = go_tar::assert_agree(&tar, "GNU tar's sparse formats");
+    assert!(go_tar::accepted(&go), "{go}");
+    assert!(go.contains("entry type=S name=./sparse-gnu"), "{go}");
+    for v in ["0.0", "0.1", "1.0"] {
+        assert!(go.contains(&format!("name=./sparse-pax-{v} ")), "{go}");
+    }
+    let (mine, _, umoci) = unpack_tars(&[&all], work.path());
+    match umoci {
+        Err(e) => assert!(e.contains("unknown typeflag '\\x53'"), "umoci: {e}"),
+        Ok(_) => panic!("umoci 0.4.7 now unpacks old GNU sparse files: make it the reference"),
+    }
+    let reference = work.path().join("gnu-tar");
+    gnu_tar_extract(&[&all], &reference);
+    let d = differences(&mine, &snapshot(&reference), "GNU tar");
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    for (name, _) in &parts {
+        let m = fs::metadata(work.path().join("terra").join(format!("sparse-{name}"))).unwrap();
+        assert_eq!(m.len(), 30 * 65536 + 333);
+        assert!(m.blocks() * 512 < 1 << 20, "{name}: {} blocks", m.blocks());
+    }
+}
+
+/// Issue 29, 6: GNU incremental dumps (`--listed-incremental`): each directory is a `D`
+/// entry whose data lists the names it held. Go reads them as directories (mode 040755)
+/// with that data; terra refused the type. umoci refuses it too; GNU tar's plain extraction
+/// of the level 0 and level 1 dumps is the reference.
+#[test]
+fn gnu_incremental_dumps_unpack_as_gnu_tar_extracts_them() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("etc/sub")).unwrap();
+    fs::write(src.join("etc/a"), b"a in level 0\n").unwrap();
+    fs::write(src.join("etc/sub/b"), b"b in level 0\n").unwrap();
+    fs::write(src.join("top"), b"top\n").unwrap();
+    let snar = work.path().join("snar");
+    let l0 = work.path().join("level0.tar");
+    let arg = format!("--listed-incremental={}", snar.display());
+    // The members, not `.`: umoci refuses a root entry that is not of type `5` first.
+    gnu_tar(&["--format=gnu", &arg], &src, &["etc", "top"], &l0);
+    // Level 1: a new file, a changed one; the dump lists every directory again.
+    fs::write(src.join("etc/sub/new"), b"new in level 1\n").unwrap();
+    fs::write(src.join("etc/a"), b"a changed in level 1\n").unwrap();
+    let l1 = work.path().join("level1.tar");
+    gnu_tar(&["--format=gnu", &arg], &src, &["etc", "top"], &l1);
+    for (t, what) in [(&l0, "level 0"), (&l1, "level 1")] {
+        let go = go_tar::assert_agree(&fs::read(t).unwrap(), what);
+        assert!(go_tar::accepted(&go), "{what}: {go}");
+        assert!(go.contains("entry type=D name=etc/sub/ "), "{what}: {go}");
+    }
+    let (mine, _, umoci) = unpack_tars(&[&l0, &l1], work.path());
+    match umoci {
+        Err(e) => assert!(e.contains("unknown typeflag '\\x44'"), "umoci: {e}"),
+        Ok(_) => panic!("umoci 0.4.7 now unpacks GNU dumpdirs: make it the reference"),
+    }
+    let reference = work.path().join("gnu-tar");
+    gnu_tar_extract(&[&l0, &l1], &reference);
+    let d = differences(&mine, &snapshot(&reference), "GNU tar");
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    assert_eq!(mine["etc/sub"].kind, "dir");
+    assert_eq!(mine["etc/a"].size, "a changed in level 1\n".len() as u64);
+    assert!(mine.contains_key("etc/sub/new"));
+}
+
+/// The xattrs of `user.*`, `trusted.*` and `security.*` that GNU tar writes
+/// (`--xattrs --xattrs-include='*'`), on files, a directory and a symlink, with a SELinux
+/// label of the build host among them.
+fn xattr_layer(work: &Path) -> std::path::PathBuf {
+    let src = work.join("xsrc");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    let set = |p: &Path, k: &str, v: &[u8]| {
+        rustix::fs::lsetxattr(p, k, v, rustix::fs::XattrFlags::empty())
+            .unwrap_or_else(|e| panic!("setxattr {k} on {}: {e}", p.display()));
+    };
+    let f = src.join("file");
+    fs::write(&f, b"with xattrs\n").unwrap();
+    set(&f, "user.comment", b"hello");
+    set(&f, "user.empty-ish", b"\0");
+    set(&f, "trusted.terra", b"trusted value");
+    // VFS_CAP_REVISION_2, cap_net_raw permitted and effective.
+    let cap = [
+        1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    set(&f, "security.capability", &cap);
+    set(&f, "security.selinux", b"system_u:object_r:bin_t:s0\0");
+    set(&src.join("dir"), "user.on-a-directory", b"d");
+    std::os::unix::fs::symlink("file", src.join("link")).unwrap();
+    set(&src.join("link"), "trusted.on-a-symlink", b"l");
+    let t = work.join("xattrs.tar");
+    gnu_tar(
+        &["--format=pax", "--xattrs", "--xattrs-include=*"],
+        &src,
+        &["."],
+        &t,
+    );
+    t
+}
+
+/// Issue 29, 8: xattrs of every namespace the unpacking process may set are kept, as umoci
+/// keeps them (`user.*`, `trusted.*` and `security.capability` as root); the build host's
+/// SELinux label is left out, as umoci leaves it out, and terra says so.
+#[test]
+fn gnu_tar_xattrs_of_every_namespace_unpack_as_umoci_unpacks_them() {
+    let work = tempfile::tempdir().unwrap();
+    let t = xattr_layer(work.path());
+    let go = go_tar::assert_agree(&fs::read(&t).unwrap(), "GNU tar xattrs");
+    assert!(go.contains("xattrs=security.capability="), "{go}");
+    let (mine, stderr, umoci) = unpack_tars(&[&t], work.path());
+    let umoci = umoci.unwrap_or_else(|e| panic!("umoci: {e}"));
+    let d = differences(&mine, &umoci, "umoci");
+    assert!(d.is_empty(), "{}", d.join("\n"));
+    let names =
+        |p: &str| -> Vec<String> { mine[p].xattrs.iter().map(|(k, _)| k.clone()).collect() };
+    assert_eq!(
+        names("file"),
+        [
+            "security.capability",
+            "trusted.terra",
+            "user.comment",
+            "user.empty-ish"
+        ]
+    );
+    assert_eq!(names("dir"), ["user.on-a-directory"]);
+    assert_eq!(names("link"), ["trusted.on-a-symlink"]);
+    assert!(
+        stderr
+            .contains("terra: warning: xattr left out: ./file: security.selinux: the build host's"),
+        "{stderr}"
+    );
+}
+
+/// On a filesystem without xattrs (ramfs), each xattr is left out and named on stderr; the
+/// unpack itself succeeds, as umoci's does (it ignores ENOTSUP).
+#[test]
+fn xattrs_a_filesystem_refuses_are_left_out_and_named() {
+    let _disks = crate::common::host_disks(module_path!());
+    let work = tempfile::tempdir().unwrap();
+    let t = xattr_layer(work.path());
+    let layout = work.path().join("layout");
+    image_layout(&layout, "t", &[(fs::read(&t).unwrap(), Comp::Gzip)]);
+    let mnt = work.path().join("ramfs");
+    fs::create_dir(&mnt).unwrap();
+    let m = bounded(
+        Command::new("mount")
+            .args(["-t", "ramfs", "ramfs"])
+            .arg(&mnt),
+    );
+    assert!(m.status.success(), "mount ramfs (needs root): {}", m.stderr);
+    let run = bounded(
+        Command::new(env!("CARGO_BIN_EXE_terra"))
+            .args(["image", "unpack", &oci_ref(&layout, "t")])
+            .arg(mnt.join("root")),
+    );
+    let tree = run.status.success().then(|| snapshot(&mnt.join("root")));
+    let u = bounded(Command::new("umount").arg(&mnt));
+    assert!(u.status.success(), "umount: {}", u.stderr);
+    let tree = tree.unwrap_or_else(|| panic!("terra: {}", run.stderr));
+    assert!(tree.values().all(|i| i.xattrs.is_empty()));
+    for line in [
+        "./file: user.comment: the filesystem does not support it",
+        "./file: trusted.terra: the filesystem does not support it",
+        "./file: security.capability: the filesystem does not support it",
+        "./dir/: user.on-a-directory: the filesystem does not support it",
+        "./link: trusted.on-a-symlink: the filesystem does not support it",
+    ] {
+        assert!(
+            run.stderr
+                .contains(&format!("terra: warning: xattr left out: {line}")),
+            "{line}: {}",
+            run.stderr
+        );
+    }
 }

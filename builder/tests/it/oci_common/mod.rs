@@ -3,6 +3,8 @@
 //! umoci and skopeo, and a real registry (Debian's docker-registry) on 127.0.0.1.
 #![allow(dead_code)]
 
+/// Go's `archive/tar` as the reference reader, and terra's reader listed the same way.
+pub mod go_tar;
 /// Signatures made by openssl, attached by skopeo, and a logging registry proxy (oci_signed).
 pub mod signing;
 
