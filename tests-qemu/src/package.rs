@@ -10,6 +10,7 @@
 //! | `/usr/share/terra/modules/{qemu,baremetal}.modules` | the module sets |
 //! | `/etc/kernel/postinst.d/zz-terra`, `/etc/kernel/postrm.d/zz-terra` | the kernel hooks (`builder/package/`) |
 //! | `/etc/terra/initramfs.conf` | the switch: `TERRA_INITRAMFS=yes` (Terra writes every kernel's initramfs) |
+//! | `/usr/lib/systemd/system/terra-update.{service,timer}` | `terra update` every hour, off until enabled (`systemctl enable --now terra-update.timer`) |
 //! | `/usr/share/doc/terra/README.md` | the README |
 //! | `/usr/share/bash-completion/completions/terra`, `/usr/share/zsh/vendor-completions/_terra`, `/usr/share/fish/vendor_completions.d/terra.fish` | shell completions (`terra completions SHELL`), and the same three for `terra-controller` |
 //! | `/usr/share/man/man1/terra.1.gz`, `terra-<command>.1.gz`, `terra-controller*.1.gz` | the man pages (`terra man DIR`, `terra-controller man DIR`), gzipped as dh_compress does |
@@ -80,6 +81,16 @@ pub fn build_deb() -> crate::Result<PathBuf> {
         (
             pkg.join("initramfs.conf"),
             "etc/terra/initramfs.conf",
+            0o644,
+        ),
+        (
+            pkg.join("terra-update.service"),
+            "usr/lib/systemd/system/terra-update.service",
+            0o644,
+        ),
+        (
+            pkg.join("terra-update.timer"),
+            "usr/lib/systemd/system/terra-update.timer",
             0o644,
         ),
         (ws.join("README.md"), "usr/share/doc/terra/README.md", 0o644),

@@ -681,7 +681,7 @@ fn flatten(e: &OciDistributionError) -> String {
     }
 }
 
-fn registry_error(reference: &str, e: OciDistributionError) -> OciError {
+pub(super) fn registry_error(reference: &str, e: OciDistributionError) -> OciError {
     let unknown = match &e {
         OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
             matches!(
