@@ -301,12 +301,14 @@ fn whiteouts_to_oci(dir: &Path) -> crate::Result<()> {
 }
 
 fn xattr_value(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let out = Command::new("getfattr")
-        .args(["--only-values", "-n", name])
-        .arg(path)
-        .output()
-        .ok()?;
-    out.status.success().then_some(out.stdout)
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let n = std::ffi::CString::new(name).ok()?;
+    let mut buf = [0u8; 16];
+    // SAFETY: both names are NUL-terminated C strings that outlive the call, and the
+    // kernel writes at most `buf.len()` bytes into `buf`.
+    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
 }
 
 /// The small top layer of one image: its version, the agent, its health checks.
