@@ -34,6 +34,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Image(a) => Ok(images::image(a, progress)?),
         Command::Install(a) => Ok(versions::install(a, progress)?),
         Command::Upgrade(a) => Ok(versions::upgrade(a, progress)?),
+        Command::Apply(a) => Ok(versions::apply(a)?),
         Command::Versions(a) => Ok(versions::versions(a)?),
         Command::Bless(a) => Ok(versions::bless(a)?),
         Command::Rollback(a) => Ok(versions::rollback(a)?),

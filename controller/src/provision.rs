@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use terra_builder::oci::{self, ImageRef, ResolveOptions};
-use terra_builder::versions::{self, crash_point, UpgradeSpec, Upgraded};
+use terra_builder::versions::{self, crash_point, UpgradeSpec};
 
 use crate::boot;
 use crate::db::{AddError, Db, DbError, NodeRow};
@@ -485,10 +485,7 @@ impl Controller {
                 .await;
         match upgraded {
             Ok(u) => {
-                let name = match u {
-                    Upgraded::Same(n) => n,
-                    Upgraded::New { name, .. } => name,
-                };
+                let name = u.name().to_string();
                 self.db
                     .set_image(hostname, reference, &digest, &name)
                     .await?;

@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::layout::TOP;
 
+#[cfg(test)]
+#[path = "bootstate/stage0_dae8990.rs"]
+mod stage0_dae8990;
+
 /// Directory at the top level of the root filesystem that holds Terra's own files.
 pub const STATE_DIR: &str = ".terra";
 /// The state file inside [`STATE_DIR`].
@@ -73,8 +77,12 @@ pub const FORMAT: u32 = 1;
 pub const DEFAULT_TRIES: u32 = 3;
 
 /// Where a version stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+///
+/// Stored as a plain string. A status this code does not know (a newer Terra's) is kept
+/// as [`Status::Other`] and written back as it was: such a version is never a candidate,
+/// never the default and never collected, and the rest of the state stays usable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum Status {
     /// Confirmed by a booted system at least once (or installed as the first version).
     Good,
@@ -82,6 +90,42 @@ pub enum Status {
     Tentative,
     /// Failed, ran out of tries or was rejected: never chosen again.
     Bad,
+    /// Fetched and built by `terra upgrade --download-only`, not a boot candidate until
+    /// `terra apply`: only in [`BootState::staged`].
+    Staged,
+    /// A status a newer Terra wrote, as it was written.
+    Other(String),
+}
+
+impl From<String> for Status {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "good" => Status::Good,
+            "tentative" => Status::Tentative,
+            "bad" => Status::Bad,
+            "staged" => Status::Staged,
+            _ => Status::Other(s),
+        }
+    }
+}
+
+impl From<Status> for String {
+    fn from(s: Status) -> Self {
+        s.as_str().to_string()
+    }
+}
+
+impl Status {
+    /// The status as stored.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Status::Good => "good",
+            Status::Tentative => "tentative",
+            Status::Bad => "bad",
+            Status::Staged => "staged",
+            Status::Other(s) => s,
+        }
+    }
 }
 
 /// One version: a read-only subvolume at the top level named [`Version::name`].
@@ -137,11 +181,69 @@ pub struct BootState {
     pub generation: u64,
     /// The version that boots when nothing else is chosen; always a good one.
     pub default: String,
-    /// Every version, oldest first.
+    /// Every version that boots or booted (good, tentative, bad), oldest first.
     pub versions: Vec<Version>,
+    /// Versions `terra upgrade --download-only` made, oldest first: subvolumes like the
+    /// others, never candidates until `terra apply` moves one into [`Self::versions`] as
+    /// tentative. A list of its own rather than a status in `versions`: a stage0 from
+    /// before staging refuses a status it does not know (and then boots the default only,
+    /// never the tentative version), while it ignores an unknown field and keeps it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staged: Vec<Version>,
+    /// Manifest digests that were bad on this node, oldest first, at most
+    /// [`MAX_REJECTED`]: kept after their versions are collected, so that neither an
+    /// upgrade nor an automatic update applies one again unless asked for it by digest
+    /// (`terra upgrade --force REF@sha256:…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<Rejected>,
     /// Fields a newer Terra wrote.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Rejected digests remembered; the oldest are forgotten first.
+pub const MAX_REJECTED: usize = 32;
+/// Bytes of a reason kept in [`Rejected::reason`] (a health check's output can be long;
+/// the version's own `reason` keeps it whole while the version exists).
+pub const REJECTED_REASON_BYTES: usize = 1024;
+
+/// A manifest digest that was bad on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The manifest digest.
+    pub digest: String,
+    /// The version that had it.
+    pub name: String,
+    /// The image reference it was made from.
+    pub image: String,
+    /// Why it became bad.
+    pub reason: String,
+    /// When (RFC 3339, UTC).
+    pub when: String,
+    /// Fields a newer Terra wrote.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "image {} ({}) was bad on this node as version {} ({}, {})",
+            self.image, self.digest, self.name, self.reason, self.when
+        )
+    }
+}
+
+/// What an upgrade to an image should do, by its manifest digest ([`BootState::admit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// A version that is not bad has that digest: nothing to fetch or build.
+    Present(String),
+    /// A staged version has it: apply that one rather than build it again.
+    Staged(String),
+    /// Build a new version.
+    New,
 }
 
 /// Why a candidate is tried.
@@ -197,6 +299,9 @@ pub enum StateError {
     },
     /// A transition that the state does not allow (no such version, nothing to confirm…).
     Refused(String),
+    /// The image's digest was bad on this node before; only a request by digest with
+    /// `--force` applies it again.
+    Rejected(Box<Rejected>),
 }
 
 impl fmt::Display for StateError {
@@ -205,6 +310,12 @@ impl fmt::Display for StateError {
             StateError::Io { path, err } => write!(f, "{}: {err}", path.display()),
             StateError::Invalid { path, reason } => write!(f, "{}: {reason}", path.display()),
             StateError::Refused(why) => f.write_str(why),
+            StateError::Rejected(r) => write!(
+                f,
+                "{r}: it is not applied again unless asked for by digest, \
+                 `terra upgrade --force REF@{}`",
+                r.digest
+            ),
         }
     }
 }
@@ -232,17 +343,29 @@ impl BootState {
             generation: 1,
             default: first.name.clone(),
             versions: vec![first],
+            staged: Vec::new(),
+            rejected: Vec::new(),
             extra: Default::default(),
         }
     }
 
-    /// The version named `name`.
+    /// The version named `name` (staged versions are not versions yet: [`Self::staged`]).
     pub fn get(&self, name: &str) -> Option<&Version> {
         self.versions.iter().find(|v| v.name == name)
     }
 
     fn get_mut(&mut self, name: &str) -> Option<&mut Version> {
         self.versions.iter_mut().find(|v| v.name == name)
+    }
+
+    /// The staged version named `name`.
+    pub fn staged_version(&self, name: &str) -> Option<&Version> {
+        self.staged.iter().find(|v| v.name == name)
+    }
+
+    /// Whether the state names subvolume `name`, as a version or a staged one.
+    pub fn knows(&self, name: &str) -> bool {
+        self.get(name).is_some() || self.staged_version(name).is_some()
     }
 
     /// The tentative version, if any.
@@ -262,18 +385,27 @@ impl BootState {
         good
     }
 
-    /// The state a version shows to users: `default`, `tentative`, `good` or `bad`.
-    pub fn shown_state(&self, v: &Version) -> &'static str {
-        match v.status {
-            _ if v.name == self.default => "default",
-            Status::Good => "good",
-            Status::Tentative => "tentative",
-            Status::Bad => "bad",
+    /// The state a version shows to users: `default`, `tentative`, `good`, `bad`,
+    /// `staged`, or a newer Terra's status as it was written.
+    pub fn shown_state<'a>(&self, v: &'a Version) -> &'a str {
+        if v.name == self.default && v.status == Status::Good {
+            "default"
+        } else {
+            v.status.as_str()
         }
     }
 
-    /// Checks the invariants: known format, unique valid names, at most one tentative,
-    /// and a default that exists and is good.
+    /// Why digest `digest` must not be applied again, when it was bad on this node.
+    pub fn rejection(&self, digest: &str) -> Option<&Rejected> {
+        self.rejected
+            .iter()
+            .rev()
+            .find(|r| !digest.is_empty() && r.digest == digest)
+    }
+
+    /// Checks the invariants: known format, unique valid names over versions and staged
+    /// ones, staged versions only in [`Self::staged`], at most one tentative, and a
+    /// default that exists and is good.
     pub fn check(&self) -> Result<(), String> {
         if self.format != FORMAT {
             return Err(format!(
@@ -281,13 +413,27 @@ impl BootState {
                 self.format
             ));
         }
-        for (i, v) in self.versions.iter().enumerate() {
+        let all: Vec<&Version> = self.versions.iter().chain(&self.staged).collect();
+        for (i, v) in all.iter().enumerate() {
             if !valid_name(&v.name) {
                 return Err(format!("version name {:?} is not a plain name", v.name));
             }
-            if self.versions[..i].iter().any(|o| o.name == v.name) {
+            if all[..i].iter().any(|o| o.name == v.name) {
                 return Err(format!("version {:?} is listed twice", v.name));
             }
+        }
+        if let Some(v) = self.versions.iter().find(|v| v.status == Status::Staged) {
+            return Err(format!(
+                "version {:?} is staged but listed among the versions",
+                v.name
+            ));
+        }
+        if let Some(v) = self.staged.iter().find(|v| v.status != Status::Staged) {
+            return Err(format!(
+                "version {:?} is listed as staged but is {}",
+                v.name,
+                v.status.as_str()
+            ));
         }
         if self
             .versions
@@ -301,8 +447,9 @@ impl BootState {
         match self.get(&self.default) {
             Some(v) if v.status == Status::Good => Ok(()),
             Some(v) => Err(format!(
-                "the default {:?} is {:?}, not good",
-                v.name, v.status
+                "the default {:?} is {}, not good",
+                v.name,
+                v.status.as_str()
             )),
             None => Err(format!("the default {:?} is not a version", self.default)),
         }
@@ -311,14 +458,16 @@ impl BootState {
     /// Starts a boot that is not pinned: a tentative version with tries left spends one
     /// (the caller stores the state before switching); one without tries becomes bad.
     /// Returns the candidates in order: the tentative one, the default, then the other
-    /// good versions, last good first. Bad versions are never candidates.
+    /// good versions, last good first. Bad, staged and unknown versions are never
+    /// candidates.
     pub fn begin_boot(&mut self) -> Vec<Candidate> {
         let mut out = Vec::new();
         if let Some(t) = self
             .versions
-            .iter_mut()
-            .find(|v| v.status == Status::Tentative)
+            .iter()
+            .position(|v| v.status == Status::Tentative)
         {
+            let t = &mut self.versions[t];
             if t.tries_left > 0 {
                 t.tries_left -= 1;
                 out.push(Candidate {
@@ -326,8 +475,8 @@ impl BootState {
                     why: Why::Tentative,
                 });
             } else {
-                t.status = Status::Bad;
-                t.reason = Some("no tries left: it never confirmed a boot".into());
+                let name = t.name.clone();
+                self.set_bad(&name, "no tries left: it never confirmed a boot", true);
             }
         }
         out.push(Candidate {
@@ -341,9 +490,10 @@ impl BootState {
         out
     }
 
-    /// Marks `name` bad for `reason`; returns whether it became bad. When it was the
-    /// default, the last good version becomes the default; with no other good version the
-    /// default stays (a state always has one) and stays good, and false is returned.
+    /// Marks `name` bad for `reason` and remembers its digest ([`Self::rejected`]); returns
+    /// whether it became bad. When it was the default, the last good version becomes the
+    /// default; with no other good version the default stays (a state always has one) and
+    /// stays good, and false is returned.
     pub fn mark_bad(&mut self, name: &str, reason: &str) -> bool {
         let successor = (name == self.default)
             .then(|| self.good_fallbacks().first().map(|v| v.name.clone()))
@@ -351,26 +501,60 @@ impl BootState {
         if name == self.default && successor.is_none() {
             return false;
         }
-        let Some(v) = self.get_mut(name) else {
+        if !self.set_bad(name, reason, true) {
             return false;
-        };
-        v.status = Status::Bad;
-        v.tries_left = 0;
-        v.reason = Some(reason.to_string());
+        }
         if let Some(s) = successor {
             self.default = s;
         }
         true
     }
 
+    /// Makes version `name` bad; with `remember`, its digest joins [`Self::rejected`]
+    /// (a failure on this node). Returns whether there is such a version.
+    fn set_bad(&mut self, name: &str, reason: &str, remember: bool) -> bool {
+        let Some(v) = self.get_mut(name) else {
+            return false;
+        };
+        v.status = Status::Bad;
+        v.tries_left = 0;
+        v.reason = Some(reason.to_string());
+        let v = v.clone();
+        if remember && !v.digest.is_empty() {
+            let mut reason = reason.to_string();
+            if reason.len() > REJECTED_REASON_BYTES {
+                let mut cut = REJECTED_REASON_BYTES;
+                while !reason.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                reason.truncate(cut);
+                reason.push('…');
+            }
+            self.rejected.retain(|r| r.digest != v.digest);
+            self.rejected.push(Rejected {
+                digest: v.digest,
+                name: v.name,
+                image: v.image,
+                reason,
+                when: now_rfc3339(),
+                extra: Default::default(),
+            });
+            let over = self.rejected.len().saturating_sub(MAX_REJECTED);
+            self.rejected.drain(..over);
+        }
+        true
+    }
+
     /// The booted system confirms `name`: a tentative version becomes good and the
-    /// default. Confirming a good version is a no-op; a bad one is refused.
+    /// default, and its digest is no longer remembered as rejected (it was applied again
+    /// by digest and proved good). Confirming a good version is a no-op; a bad one is
+    /// refused.
     pub fn confirm(&mut self, name: &str) -> Result<bool, StateError> {
         let generation = self.generation + 1;
         let v = self
             .get_mut(name)
             .ok_or_else(|| StateError::Refused(format!("no version {name:?}")))?;
-        match v.status {
+        match &v.status {
             Status::Good => Ok(false),
             Status::Bad => Err(StateError::Refused(format!(
                 "version {name:?} is bad ({}); it cannot be confirmed",
@@ -380,9 +564,15 @@ impl BootState {
                 v.status = Status::Good;
                 v.tries_left = 0;
                 v.confirmed = generation;
+                let digest = v.digest.clone();
                 self.default = name.to_string();
+                self.rejected.retain(|r| r.digest != digest);
                 Ok(true)
             }
+            other => Err(StateError::Refused(format!(
+                "version {name:?} is {}, not tentative; it cannot be confirmed",
+                other.as_str()
+            ))),
         }
     }
 
@@ -402,24 +592,67 @@ impl BootState {
         Ok(n)
     }
 
+    /// Refuses a change of what boots next while the booted version (`booted`, the
+    /// running system's) is still tentative: it must be confirmed or rejected first, or
+    /// its verdict would land on a state that no longer expects it.
+    pub fn settled_boot(&self, booted: Option<&str>) -> Result<(), StateError> {
+        match booted {
+            Some(b) if self.get(b).is_some_and(|v| v.status == Status::Tentative) => {
+                Err(StateError::Refused(format!(
+                    "the running version {b} is tentative: confirm it (`terra bless good`) \
+                     or reject it (`terra bless bad`) first"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What an upgrade to an image with manifest `digest` does: nothing when a version
+    /// that is not bad has it, apply the staged one that has it, or build a new one. A
+    /// digest that was bad on this node ([`Self::rejected`]) is refused unless `force`d
+    /// (the operator asked for it by digest).
+    pub fn admit(&self, digest: &str, force: bool) -> Result<Admission, StateError> {
+        if digest.is_empty() {
+            return Ok(Admission::New);
+        }
+        if let Some(v) = self
+            .versions
+            .iter()
+            .find(|v| v.digest == digest && v.status != Status::Bad)
+        {
+            return Ok(Admission::Present(v.name.clone()));
+        }
+        if let Some(r) = self.rejection(digest).filter(|_| !force) {
+            return Err(StateError::Rejected(Box::new(r.clone())));
+        }
+        Ok(
+            match self.staged.iter().rev().find(|v| v.digest == digest) {
+                Some(v) => Admission::Staged(v.name.clone()),
+                None => Admission::New,
+            },
+        )
+    }
+
     /// Adds `v` as the tentative version with `tries` boots. A tentative version that was
-    /// never confirmed is superseded (bad); the default and the good versions are kept.
+    /// never confirmed is superseded (bad, but not remembered as rejected: being replaced
+    /// before a verdict proves nothing about it); the default and the good versions are
+    /// kept.
     pub fn add_tentative(&mut self, mut v: Version, tries: u32) -> Result<(), StateError> {
-        if self.get(&v.name).is_some() {
+        if self.knows(&v.name) {
             return Err(StateError::Refused(format!(
                 "a version named {:?} exists",
                 v.name
             )));
         }
         let superseded = format!("superseded by {} before it was confirmed", v.name);
-        for old in self
+        let old: Vec<String> = self
             .versions
-            .iter_mut()
+            .iter()
             .filter(|o| o.status == Status::Tentative)
-        {
-            old.status = Status::Bad;
-            old.tries_left = 0;
-            old.reason = Some(superseded.clone());
+            .map(|o| o.name.clone())
+            .collect();
+        for o in old {
+            self.set_bad(&o, &superseded, false);
         }
         v.status = Status::Tentative;
         v.tries_left = tries.max(1);
@@ -429,8 +662,64 @@ impl BootState {
         Ok(())
     }
 
-    /// Makes the last good version the default; a pending tentative version is dropped
-    /// (bad) so that the next boot is the rollback's. Returns the new default.
+    /// Adds `v` as a staged version: on the disk, never a candidate, until
+    /// [`Self::apply_staged`].
+    pub fn add_staged(&mut self, mut v: Version) -> Result<(), StateError> {
+        if self.knows(&v.name) {
+            return Err(StateError::Refused(format!(
+                "a version named {:?} exists",
+                v.name
+            )));
+        }
+        v.status = Status::Staged;
+        v.tries_left = 0;
+        v.confirmed = 0;
+        v.reason = None;
+        self.staged.push(v);
+        Ok(())
+    }
+
+    /// Makes the staged version `name` (the newest staged one when None) tentative with
+    /// `tries` boots, as [`Self::add_tentative`] does (superseding an unconfirmed
+    /// tentative one). A staged version whose digest was rejected since it was staged is
+    /// refused unless `force`d. Returns its name.
+    pub fn apply_staged(
+        &mut self,
+        name: Option<&str>,
+        tries: u32,
+        force: bool,
+    ) -> Result<String, StateError> {
+        let i = match name {
+            Some(n) => self
+                .staged
+                .iter()
+                .position(|v| v.name == n)
+                .ok_or_else(|| match self.get(n) {
+                    Some(v) => StateError::Refused(format!(
+                        "version {n:?} is {}, not staged",
+                        self.shown_state(v)
+                    )),
+                    None => StateError::Refused(format!("no staged version {n:?}")),
+                })?,
+            None => self.staged.len().checked_sub(1).ok_or_else(|| {
+                StateError::Refused(
+                    "no staged version (`terra upgrade --download-only REF` stages one)".into(),
+                )
+            })?,
+        };
+        if let Some(r) = self.rejection(&self.staged[i].digest).filter(|_| !force) {
+            return Err(StateError::Rejected(Box::new(r.clone())));
+        }
+        let v = self.staged.remove(i);
+        let n = v.name.clone();
+        self.add_tentative(v, tries)?;
+        Ok(n)
+    }
+
+    /// Makes the last good version the default; a pending tentative version is dropped:
+    /// bad, and remembered as rejected (the operator went back rather than on, so no
+    /// upgrade or update brings it again unless asked for by digest). Returns the new
+    /// default.
     pub fn rollback(&mut self) -> Result<String, StateError> {
         let target = self
             .good_fallbacks()
@@ -449,21 +738,35 @@ impl BootState {
         Ok(target)
     }
 
-    /// Versions garbage collection may remove so that at most `keep` remain: bad ones
-    /// first, then the oldest. Never the default, the booted one, the last good one or a
-    /// tentative one.
+    /// Versions garbage collection may remove so that at most `keep` remain, staged ones
+    /// counted: bad ones first, then staged ones, then good ones, each oldest first. Never
+    /// the default, the booted one, the last good one, a tentative one, the newest staged
+    /// one (what `terra apply` applies) or one of a status this code does not know.
     pub fn collectable(&self, keep: usize, booted: Option<&str>) -> Vec<String> {
         let last_good = self.good_fallbacks().first().map(|v| v.name.clone());
+        let newest_staged = self.staged.last().map(|v| v.name.as_str());
         let protected = |v: &Version| {
             v.name == self.default
                 || Some(v.name.as_str()) == booted
                 || Some(&v.name) == last_good.as_ref()
-                || v.status == Status::Tentative
+                || Some(v.name.as_str()) == newest_staged
+                || matches!(v.status, Status::Tentative | Status::Other(_))
         };
-        let mut order: Vec<&Version> = self.versions.iter().filter(|v| !protected(v)).collect();
-        // Bad first, then oldest first (the list is oldest first already; stable sort).
-        order.sort_by_key(|v| v.status != Status::Bad);
-        let excess = self.versions.len().saturating_sub(keep);
+        let mut order: Vec<&Version> = self
+            .versions
+            .iter()
+            .chain(&self.staged)
+            .filter(|v| !protected(v))
+            .collect();
+        // Bad, then staged, then good; oldest first within each (both lists are oldest
+        // first already; the sort is stable). A staged version never booted: fetching it
+        // again costs less than losing a version that is known to work.
+        order.sort_by_key(|v| match v.status {
+            Status::Bad => 0,
+            Status::Staged => 1,
+            _ => 2,
+        });
+        let excess = (self.versions.len() + self.staged.len()).saturating_sub(keep);
         order
             .into_iter()
             .take(excess)
@@ -471,10 +774,11 @@ impl BootState {
             .collect()
     }
 
-    /// Forgets a version (its subvolume is deleted by the caller first).
+    /// Forgets a version or a staged one (its subvolume is deleted by the caller first).
     pub fn remove(&mut self, name: &str) {
         if name != self.default {
             self.versions.retain(|v| v.name != name);
+            self.staged.retain(|v| v.name != name);
         }
     }
 }
@@ -622,6 +926,13 @@ mod tests {
         }
     }
 
+    fn with_digest(name: &str, digest: &str) -> Version {
+        Version {
+            digest: digest.into(),
+            ..version(name)
+        }
+    }
+
     fn names(c: &[Candidate]) -> Vec<(&str, Why)> {
         c.iter().map(|c| (c.name.as_str(), c.why)).collect()
     }
@@ -733,13 +1044,281 @@ mod tests {
     }
 
     #[test]
+    fn a_staged_version_never_boots_until_applied() {
+        let mut s = BootState::new(version("os"));
+        s.add_staged(version("v2")).unwrap();
+        assert_eq!(s.staged_version("v2").unwrap().status, Status::Staged);
+        assert!(s.get("v2").is_none(), "not a version yet");
+        assert!(s.add_staged(version("v2")).is_err(), "names are unique");
+        assert!(s.add_tentative(version("v2"), 3).is_err());
+        // Boots leave it alone.
+        for _ in 0..3 {
+            assert_eq!(names(&s.begin_boot()), [("os", Why::Default)]);
+        }
+        assert_eq!(s.shown_state(s.staged_version("v2").unwrap()), "staged");
+        s.check().unwrap();
+        // Applied: tentative with its tries, and the next boot tries it.
+        assert_eq!(s.apply_staged(None, 2, false).unwrap(), "v2");
+        assert!(s.staged.is_empty());
+        assert_eq!(s.tentative().unwrap().name, "v2");
+        assert_eq!(s.tentative().unwrap().tries_left, 2);
+        assert_eq!(
+            names(&s.begin_boot()),
+            [("v2", Why::Tentative), ("os", Why::Default)]
+        );
+    }
+
+    #[test]
+    fn apply_takes_the_newest_staged_or_the_named_one_and_says_what_is_wrong() {
+        let mut s = BootState::new(version("os"));
+        let err = s.apply_staged(None, 3, false).unwrap_err().to_string();
+        assert!(err.contains("no staged version") && err.contains("--download-only"));
+        s.add_staged(version("v2")).unwrap();
+        s.add_staged(version("v3")).unwrap();
+        s.add_tentative(version("v4"), 3).unwrap();
+        let err = s
+            .apply_staged(Some("os"), 3, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"os\" is default, not staged"), "{err}");
+        let err = s
+            .apply_staged(Some("v9"), 3, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no staged version \"v9\""), "{err}");
+        // The newest: v3; it supersedes the unconfirmed v4, which is not remembered.
+        assert_eq!(s.apply_staged(None, 3, false).unwrap(), "v3");
+        assert_eq!(s.get("v4").unwrap().status, Status::Bad);
+        assert!(s
+            .get("v4")
+            .unwrap()
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("superseded"));
+        assert!(s.rejected.is_empty(), "superseded is no proof of badness");
+        assert_eq!(s.apply_staged(Some("v2"), 1, false).unwrap(), "v2");
+        assert_eq!(s.tentative().unwrap().name, "v2");
+        s.check().unwrap();
+    }
+
+    #[test]
+    fn nothing_changes_what_boots_while_the_booted_version_is_tentative() {
+        let mut s = BootState::new(version("os"));
+        s.add_tentative(version("v2"), 3).unwrap();
+        assert!(s.settled_boot(None).is_ok(), "offline, nothing is booted");
+        assert!(s.settled_boot(Some("os")).is_ok());
+        let err = s.settled_boot(Some("v2")).unwrap_err().to_string();
+        assert!(
+            err.contains("v2 is tentative") && err.contains("terra bless"),
+            "{err}"
+        );
+        s.confirm("v2").unwrap();
+        assert!(s.settled_boot(Some("v2")).is_ok());
+    }
+
+    #[test]
+    fn a_digest_that_failed_here_is_remembered_beyond_its_version() {
+        let mut s = BootState::new(with_digest("os", "sha256:a"));
+        assert_eq!(
+            s.admit("sha256:a", false).unwrap(),
+            Admission::Present("os".into())
+        );
+        assert_eq!(s.admit("sha256:b", false).unwrap(), Admission::New);
+        s.add_tentative(with_digest("v2", "sha256:b"), 1).unwrap();
+        s.begin_boot();
+        // Out of tries: bad, and its digest is remembered.
+        assert_eq!(names(&s.begin_boot()), [("os", Why::Default)]);
+        let r = s.rejection("sha256:b").unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.image.as_str()),
+            ("v2", "oci:/images:v2")
+        );
+        assert!(
+            r.reason.contains("no tries left") && r.when.ends_with('Z'),
+            "{r:?}"
+        );
+        // Collected: the version goes, the memory stays, and the digest is refused.
+        for n in s.collectable(1, None) {
+            s.remove(&n);
+        }
+        assert!(s.get("v2").is_none());
+        let err = s.admit("sha256:b", false).unwrap_err();
+        assert!(
+            matches!(&err, StateError::Rejected(r) if r.name == "v2"),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("--force REF@sha256:b") && text.contains("no tries left"),
+            "{text}"
+        );
+        // Asked for by digest: admitted; once it confirms a boot, forgotten.
+        assert_eq!(s.admit("sha256:b", true).unwrap(), Admission::New);
+        s.add_tentative(with_digest("v3", "sha256:b"), 1).unwrap();
+        s.begin_boot();
+        s.confirm("v3").unwrap();
+        assert!(s.rejection("sha256:b").is_none());
+        // Each way a version fails is remembered; a superseded one is not.
+        s.add_tentative(with_digest("v4", "sha256:c"), 3).unwrap();
+        s.reject(None, "health check failed").unwrap();
+        s.add_tentative(with_digest("v5", "sha256:d"), 3).unwrap();
+        s.rollback().unwrap();
+        s.add_tentative(with_digest("v6", "sha256:e"), 3).unwrap();
+        s.mark_bad("v6", "init missing");
+        s.add_tentative(with_digest("v7", "sha256:f"), 3).unwrap();
+        s.add_tentative(with_digest("v8", "sha256:g"), 3).unwrap();
+        let remembered: Vec<(&str, &str)> = s
+            .rejected
+            .iter()
+            .map(|r| (r.name.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            remembered,
+            [
+                ("v4", "health check failed"),
+                ("v5", "dropped by a rollback"),
+                ("v6", "init missing")
+            ]
+        );
+        s.check().unwrap();
+    }
+
+    #[test]
+    fn a_staged_digest_is_applied_not_built_again_unless_rejected_since() {
+        let mut s = BootState::new(with_digest("os", "sha256:a"));
+        s.add_staged(with_digest("v2", "sha256:b")).unwrap();
+        assert_eq!(
+            s.admit("sha256:b", false).unwrap(),
+            Admission::Staged("v2".into())
+        );
+        // Another version with that digest failed meanwhile (a forced one, say).
+        s.add_tentative(with_digest("v3", "sha256:b"), 1).unwrap();
+        s.reject(None, "health check failed").unwrap();
+        assert!(matches!(
+            s.admit("sha256:b", false),
+            Err(StateError::Rejected(_))
+        ));
+        let err = s.apply_staged(Some("v2"), 3, false).unwrap_err();
+        assert!(matches!(err, StateError::Rejected(_)), "{err}");
+        assert_eq!(s.staged.len(), 1, "a refused apply changes nothing");
+        assert_eq!(s.apply_staged(Some("v2"), 3, true).unwrap(), "v2");
+    }
+
+    #[test]
+    fn the_rejected_list_is_bounded_and_keeps_reasons_short() {
+        let mut s = BootState::new(version("os"));
+        for i in 0..MAX_REJECTED + 5 {
+            let n = format!("v{i}");
+            s.add_tentative(with_digest(&n, &format!("sha256:{i}")), 1)
+                .unwrap();
+            s.mark_bad(&n, &"é".repeat(REJECTED_REASON_BYTES));
+        }
+        assert_eq!(s.rejected.len(), MAX_REJECTED);
+        assert_eq!(s.rejected[0].name, "v5", "the oldest are forgotten first");
+        let r = &s.rejected[MAX_REJECTED - 1].reason;
+        assert!(
+            r.len() <= REJECTED_REASON_BYTES + 3 && r.ends_with('…'),
+            "{}",
+            r.len()
+        );
+        // The version keeps its whole reason while it exists.
+        assert_eq!(
+            s.get("v36").unwrap().reason.as_ref().unwrap().len(),
+            2 * REJECTED_REASON_BYTES
+        );
+    }
+
+    #[test]
+    fn collection_counts_staged_and_takes_bad_then_older_staged_then_good() {
+        let mut s = BootState::new(version("a"));
+        for n in ["b", "c"] {
+            s.add_tentative(version(n), 1).unwrap();
+            s.confirm(n).unwrap();
+            s.generation += 1;
+        }
+        s.add_tentative(version("d"), 1).unwrap();
+        s.mark_bad("d", "x");
+        s.add_staged(version("s1")).unwrap();
+        s.add_staged(version("s2")).unwrap();
+        s.add_staged(version("s3")).unwrap();
+        // default c, last good b; s3 is the newest staged. Seven listed.
+        assert_eq!(s.collectable(6, None), ["d"]);
+        assert_eq!(s.collectable(4, None), ["d", "s1", "s2"]);
+        assert_eq!(s.collectable(3, None), ["d", "s1", "s2", "a"]);
+        assert_eq!(s.collectable(1, None), ["d", "s1", "s2", "a"]);
+        assert_eq!(s.collectable(1, Some("a")), ["d", "s1", "s2"]);
+        s.remove("s1");
+        assert!(s.staged_version("s1").is_none());
+    }
+
+    #[test]
+    fn an_unknown_status_is_kept_and_never_boots() {
+        let mut s = BootState::new(version("os"));
+        let mut v = version("v2");
+        v.status = Status::Other("quarantined".into());
+        s.versions.push(v);
+        let json = serde_json::to_vec(&s).unwrap();
+        let mut back = parse(&json, Path::new("state.json")).unwrap();
+        assert_eq!(back.versions[1].status, Status::Other("quarantined".into()));
+        assert_eq!(back.shown_state(&back.versions[1]), "quarantined");
+        assert_eq!(names(&back.begin_boot()), [("os", Why::Default)]);
+        assert!(back.collectable(1, None).is_empty());
+        assert!(back.confirm("v2").is_err());
+        let again = serde_json::to_value(&back).unwrap();
+        assert_eq!(again["versions"][1]["status"], "quarantined");
+        // As the default it breaks the invariant: the file is refused, not half-used.
+        back.default = "v2".into();
+        assert!(back.check().unwrap_err().contains("quarantined"));
+    }
+
+    /// An older stage0 (today's ESPs may still carry one) reads a state with staged
+    /// versions and rejected digests, boots the tentative version or the default but
+    /// never a staged one, and writes back what it does not understand.
+    #[test]
+    fn an_older_stage0_boots_from_a_newer_state() {
+        use super::stage0_dae8990 as old;
+        let mut s = BootState::new(version("os"));
+        s.add_tentative(with_digest("v2", "sha256:b"), 1).unwrap();
+        s.reject(None, "health check failed").unwrap();
+        s.add_staged(version("v3")).unwrap();
+        s.add_staged(version("v4")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        store(dir.path(), &mut s).unwrap();
+        let file = std::fs::read(&p).unwrap();
+
+        // No tentative version: the old code boots the default, nothing else.
+        let mut o = old::parse(&file, &p).expect("the old parser reads the new state");
+        let c = o.begin_boot();
+        let c: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(c, ["os"]);
+
+        // A tentative one (applied v4): the old code tries it first, counts, stores.
+        s.apply_staged(Some("v4"), 2, false).unwrap();
+        store(dir.path(), &mut s).unwrap();
+        let mut o = old::load(dir.path()).unwrap().unwrap();
+        let c = o.begin_boot();
+        let c: Vec<(&str, old::Why)> = c.iter().map(|c| (c.name.as_str(), c.why)).collect();
+        assert_eq!(c, [("v4", old::Why::Tentative), ("os", old::Why::Default)]);
+        old::store(dir.path(), &mut o).unwrap();
+        // What it wrote, read by today's code: its count, and everything it did not know.
+        let back = load(dir.path()).unwrap().unwrap();
+        assert_eq!(back.get("v4").unwrap().tries_left, 1);
+        assert_eq!(back.staged, s.staged);
+        assert_eq!(back.rejected, s.rejected);
+        assert_eq!(back.versions.len(), 3);
+    }
+
+    #[test]
     fn dates_are_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 
-    /// One step of a node's life.
+    /// One step of a node's life. Images come from a small pool of digests so that the
+    /// same image is offered again after it failed.
     #[derive(Debug, Clone)]
     enum Step {
         Boot {
@@ -747,8 +1326,20 @@ mod tests {
         },
         Confirm,
         Reject,
+        /// `terra upgrade` (`force`: asked for by digest).
         Upgrade {
             tries: u32,
+            image: u8,
+            force: bool,
+        },
+        /// `terra upgrade --download-only`.
+        Stage {
+            image: u8,
+        },
+        /// `terra apply`, of the newest staged version or the `pick`th.
+        Apply {
+            tries: u32,
+            pick: Option<usize>,
         },
         Rollback,
         Gc {
@@ -763,7 +1354,16 @@ mod tests {
             proptest::collection::vec(any::<bool>(), 0..4).prop_map(|fail| Step::Boot { fail }),
             Just(Step::Confirm),
             Just(Step::Reject),
-            (0u32..4).prop_map(|tries| Step::Upgrade { tries }),
+            (0u32..4, 0u8..4, proptest::bool::weighted(0.1)).prop_map(|(tries, image, force)| {
+                Step::Upgrade {
+                    tries,
+                    image,
+                    force,
+                }
+            }),
+            (0u8..4).prop_map(|image| Step::Stage { image }),
+            (0u32..4, proptest::option::of(0usize..3))
+                .prop_map(|(tries, pick)| Step::Apply { tries, pick }),
             Just(Step::Rollback),
             (1usize..4).prop_map(|keep| Step::Gc { keep }),
         ];
@@ -772,69 +1372,197 @@ mod tests {
         })
     }
 
-    /// Applies a step as stage0 and terra do; returns the version that booted, if any.
-    fn apply(s: &mut BootState, step: &Step, n: &mut u32, booted: &mut Option<String>) {
+    /// The node: its state, the last version name given, and what the running system
+    /// booted.
+    struct Node {
+        s: BootState,
+        n: u32,
+        booted: Option<String>,
+    }
+
+    impl Node {
+        fn new_version(&mut self, image: u8) -> Version {
+            self.n += 1;
+            with_digest(&format!("v{}", self.n), &format!("sha256:{image}"))
+        }
+    }
+
+    /// Applies a step as stage0 and terra do (`lifecycle.rs` for the commands), checking
+    /// the rules each step must keep.
+    fn apply(node: &mut Node, step: &Step) -> Result<(), TestCaseError> {
+        let before = node.s.clone();
         match step {
             Step::Boot { fail } => {
-                *booted = None;
-                let candidates = s.begin_boot();
+                node.booted = None;
+                let candidates = node.s.begin_boot();
                 for (i, c) in candidates.iter().enumerate() {
+                    prop_assert!(node.s.staged_version(&c.name).is_none(), "staged {c:?}");
                     if fail.get(i).copied().unwrap_or(false) {
-                        s.mark_bad(&c.name, "failed in the initramfs");
+                        node.s.mark_bad(&c.name, "failed in the initramfs");
                     } else {
-                        *booted = Some(c.name.clone());
+                        node.booted = Some(c.name.clone());
                         break;
                     }
                 }
+                prop_assert_eq!(
+                    &node.s.staged,
+                    &before.staged,
+                    "a boot never touches staged ones"
+                );
             }
             Step::Confirm => {
-                if let Some(b) = booted.clone() {
-                    let _ = s.confirm(&b);
+                if let Some(b) = node.booted.clone() {
+                    let _ = node.s.confirm(&b);
                 }
             }
             Step::Reject => {
-                let _ = s.reject(None, "rejected");
+                let _ = node.s.reject(None, "rejected");
             }
-            Step::Upgrade { tries } => {
-                *n += 1;
-                s.add_tentative(version(&format!("v{n}")), *tries).unwrap();
+            Step::Upgrade {
+                tries,
+                image,
+                force,
+            } => {
+                let digest = format!("sha256:{image}");
+                if node.s.settled_boot(node.booted.as_deref()).is_ok() {
+                    match node.s.admit(&digest, *force) {
+                        Err(StateError::Rejected(r)) => {
+                            prop_assert!(!force && r.digest == digest);
+                        }
+                        Err(e) => prop_assert!(false, "{e}"),
+                        Ok(Admission::Present(name)) => {
+                            prop_assert!(node
+                                .s
+                                .get(&name)
+                                .is_some_and(|v| v.status != Status::Bad));
+                        }
+                        Ok(Admission::Staged(name)) => {
+                            prop_assert_eq!(
+                                node.s.apply_staged(Some(&name), *tries, *force)?,
+                                name
+                            );
+                        }
+                        Ok(Admission::New) => {
+                            prop_assert!(*force || node.s.rejection(&digest).is_none());
+                            let v = node.new_version(*image);
+                            node.s.add_tentative(v, *tries)?;
+                        }
+                    }
+                }
+            }
+            Step::Stage { image } => {
+                let digest = format!("sha256:{image}");
+                if node.s.settled_boot(node.booted.as_deref()).is_ok() {
+                    if let Ok(Admission::New) = node.s.admit(&digest, false) {
+                        let v = node.new_version(*image);
+                        node.s.add_staged(v)?;
+                    }
+                }
+            }
+            Step::Apply { tries, pick } => {
+                let name = pick
+                    .and_then(|i| node.s.staged.get(i))
+                    .map(|v| v.name.clone());
+                let refused = node.s.settled_boot(node.booted.as_deref()).is_err();
+                if !refused {
+                    match node.s.apply_staged(name.as_deref(), *tries, false) {
+                        Ok(applied) => {
+                            let t = node.s.tentative().unwrap();
+                            prop_assert_eq!(&t.name, &applied);
+                            prop_assert!(node.s.rejection(&t.digest).is_none());
+                        }
+                        Err(_) => {
+                            prop_assert_eq!(&node.s, &before, "a refused apply changes nothing")
+                        }
+                    }
+                }
             }
             Step::Rollback => {
-                let _ = s.rollback();
+                let _ = node.s.rollback();
             }
             Step::Gc { keep } => {
-                for name in s.collectable(*keep, booted.as_deref()) {
-                    s.remove(&name);
+                for name in node.s.collectable(*keep, node.booted.as_deref()) {
+                    node.s.remove(&name);
+                }
+                prop_assert_eq!(
+                    &node.s.rejected,
+                    &before.rejected,
+                    "the memory outlives the versions"
+                );
+                // Never what boots next or what apply takes.
+                let mut kept = vec![before.default.clone()];
+                kept.extend(node.booted.clone());
+                kept.extend(before.tentative().map(|t| t.name.clone()));
+                kept.extend(before.good_fallbacks().first().map(|v| v.name.clone()));
+                kept.extend(before.staged.last().map(|v| v.name.clone()));
+                for k in kept {
+                    prop_assert!(node.s.knows(&k), "{k} was collected");
                 }
             }
             Step::CrashDuring(inner) => {
-                let mut scratch = s.clone();
-                apply(&mut scratch, inner, n, booted);
+                let mut scratch = Node {
+                    s: node.s.clone(),
+                    n: node.n,
+                    booted: node.booted.clone(),
+                };
+                apply(&mut scratch, inner)?;
+                node.n = scratch.n;
+                node.booted = scratch.booted;
             }
         }
+        // Whatever failed in this step is remembered; what was superseded is not.
+        if !matches!(step, Step::CrashDuring(_)) {
+            for v in &node.s.versions {
+                let was = before.get(&v.name).map(|b| &b.status);
+                if v.status == Status::Bad && was.is_some_and(|w| *w != Status::Bad) {
+                    let superseded = v.reason.as_deref().unwrap_or("").starts_with("superseded");
+                    if superseded {
+                        prop_assert_eq!(
+                            node.s.rejection(&v.digest),
+                            before.rejection(&v.digest),
+                            "superseded {} is not remembered",
+                            &v.name
+                        );
+                    } else {
+                        prop_assert!(
+                            node.s
+                                .rejection(&v.digest)
+                                .is_some_and(|r| r.name == v.name),
+                            "{} became bad ({:?}) and is not remembered",
+                            &v.name,
+                            &v.reason
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     proptest! {
         /// Every sequence of boots (with any candidates failing), confirmations,
-        /// rejections, upgrades, rollbacks, collections and crashes leaves a state that
-        /// passes its invariants, whose default is a good version that still exists, and
-        /// whose first candidate at the next boot is never bad.
+        /// rejections, upgrades, staging, applies, rollbacks, collections and crashes
+        /// leaves a state that passes its invariants, whose default is a good version that
+        /// still exists, and whose candidates at the next boot are never bad nor staged.
         #[test]
         fn every_history_keeps_a_bootable_default(steps in proptest::collection::vec(step(), 0..40)) {
-            let mut s = BootState::new(version("os"));
-            let mut n = 1;
-            let mut booted = None;
+            let mut node = Node { s: BootState::new(version("os")), n: 1, booted: None };
             for st in &steps {
-                apply(&mut s, st, &mut n, &mut booted);
+                apply(&mut node, st)?;
+                let s = &node.s;
                 prop_assert!(s.check().is_ok(), "{:?} after {st:?}", s.check());
                 let mut next = s.clone();
                 let c = next.begin_boot();
                 prop_assert!(!c.is_empty());
                 for cand in &c {
                     prop_assert!(next.get(&cand.name).is_some_and(|v| v.status != Status::Bad));
+                    prop_assert!(next.staged_version(&cand.name).is_none());
                 }
                 let tentative = s.versions.iter().filter(|v| v.status == Status::Tentative).count();
                 prop_assert!(tentative <= 1);
+                // The state survives its own file.
+                let json = serde_json::to_vec(s).unwrap();
+                prop_assert_eq!(&parse(&json, Path::new("state.json")).unwrap(), s);
             }
         }
 

@@ -63,17 +63,23 @@ pub fn carried_release(root: &Path) -> Option<String> {
     bootstate::kernel_release(&dir)
 }
 
-/// The command line for the kexec into `version`: the running one without our kexec
-/// keys, plus `terra.kexec.into=<version>` and where this boot came from and when.
-pub fn next_cmdline(current: &str, version: &str, release: &str, uptime_ms: u64) -> String {
-    let mut kept: Vec<&str> = current
+/// The running command line without what belongs to this boot only: `BOOT_IMAGE=` (the
+/// bootloader's note about the kernel it loaded, not the next one) and the
+/// `terra.kexec.*` keys a previous stage0 added.
+pub fn plain_cmdline(current: &str) -> Vec<&str> {
+    current
         .split_whitespace()
         .filter(|w| {
             let key = w.split('=').next().unwrap_or("");
-            // BOOT_IMAGE is the bootloader's note about the kernel it loaded, not this one.
-            !matches!(key, "terra.kexec.into" | "terra.kexec.from" | "BOOT_IMAGE")
+            key != "BOOT_IMAGE" && !key.starts_with("terra.kexec.")
         })
-        .collect();
+        .collect()
+}
+
+/// The command line for the kexec into `version`: the running one without our kexec
+/// keys, plus `terra.kexec.into=<version>` and where this boot came from and when.
+pub fn next_cmdline(current: &str, version: &str, release: &str, uptime_ms: u64) -> String {
+    let mut kept = plain_cmdline(current);
     let pin = format!("terra.kexec.into={version}");
     let from = format!("terra.kexec.from={release}@{uptime_ms}");
     kept.push(&pin);
@@ -83,7 +89,12 @@ pub fn next_cmdline(current: &str, version: &str, release: &str, uptime_ms: u64)
 
 /// Loads the kernel and initramfs of the version mounted at `root` for the next reboot.
 pub fn load(root: &Path, cmdline: &str) -> Result<(), KexecError> {
-    let dir = root.join(KERNEL_DIR);
+    load_dir(&root.join(KERNEL_DIR), cmdline)
+}
+
+/// Loads the kernel and initramfs of kernel directory `dir` (a version's
+/// [`KERNEL_DIR`] or the install's base kernel) for the next reboot.
+pub fn load_dir(dir: &Path, cmdline: &str) -> Result<(), KexecError> {
     let open = |name: &str| {
         let path = dir.join(name);
         File::open(&path).map_err(|err| KexecError::Open { path, err })

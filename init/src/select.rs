@@ -209,7 +209,9 @@ fn choose(
         // A command line reused after the state changed (a `kexec --reuse-cmdline`, a
         // rollback in between) may name a version that is bad or gone: choose afresh.
         Kexec::Into { version, from }
-            if state.get(version).is_some_and(|v| v.status != Status::Bad) =>
+            if state
+                .get(version)
+                .is_some_and(|v| matches!(v.status, Status::Good | Status::Tentative)) =>
         {
             Some((version.clone(), from.clone()))
         }

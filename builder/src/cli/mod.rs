@@ -65,6 +65,7 @@ pub enum Command {
     Image(images::ImageArgs),
     Install(versions::InstallArgs),
     Upgrade(versions::UpgradeArgs),
+    Apply(versions::ApplyArgs),
     Versions(versions::VersionsArgs),
     Bless(versions::BlessArgs),
     Rollback(versions::RollbackArgs),

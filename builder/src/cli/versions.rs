@@ -1,11 +1,11 @@
-//! `terra install` and `terra upgrade|versions|bless|rollback|gc`: the versions on a
+//! `terra install` and `terra upgrade|apply|versions|bless|rollback|gc`: the versions on a
 //! node's disks, over `terra_builder::install` and `terra_builder::versions`.
 
 use std::path::PathBuf;
 
 use terra_builder::install::{self, InstallSpec};
 use terra_builder::oci::Progress;
-use terra_builder::versions::{self, Target, UpgradeSpec, Upgraded, DEFAULT_KEEP};
+use terra_builder::versions::{self, Applied, Target, UpgradeSpec, Upgraded, DEFAULT_KEEP};
 use terra_init::bless::Verdict;
 use terra_init::bootstate::DEFAULT_TRIES;
 
@@ -97,9 +97,14 @@ impl DiskArgs {
 /// install` kept on the disk), and marks it tentative: the next boots try it until the
 /// booted system confirms it (`/run/terra/bless good`, run by systemd on its own) or its
 /// tries run out and the default boots again. An image whose digest a version already has
-/// changes nothing. The booted version, the default and the last good one are never
-/// touched; old versions beyond --keep are removed. A killed upgrade leaves the old default
-/// bootable; run it again to finish.
+/// changes nothing; one that is staged already is applied. The booted version, the default
+/// and the last good one are never touched; old versions beyond --keep are removed (staged
+/// ones count). A killed upgrade leaves the old default bootable; run it again to finish.
+///
+/// With --download-only the version is staged instead: on the disk, never booted, until
+/// `terra apply` makes it tentative (fetch during the day, apply in a maintenance window).
+/// Refused while the running version is still tentative. An image whose digest was bad on
+/// this node (`terra versions --rejected`) is refused unless named by digest with --force.
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = COMMON)]
 pub struct UpgradeArgs {
@@ -114,7 +119,7 @@ pub struct UpgradeArgs {
     /// Boots before an unconfirmed version is bad
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TRIES)]
     tries: u32,
-    /// Versions kept afterwards
+    /// Versions kept afterwards, staged ones included
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP)]
     keep: usize,
     /// Leave the version writable (mounted rw when booted with `rw`)
@@ -123,23 +128,69 @@ pub struct UpgradeArgs {
     /// Leave out device nodes and fifos
     #[arg(long)]
     no_devices: bool,
+    /// Fetch and build the version but only stage it: `terra apply` makes it boot
+    #[arg(long)]
+    download_only: bool,
+    /// Then restart the running system into it (see `terra apply --help`)
+    #[arg(long, conflicts_with_all = ["download_only", "disks"])]
+    reboot: bool,
+    /// Apply an image whose digest was bad on this node; REF must name it by digest
+    /// (REGISTRY/REPO@sha256:…)
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     fetch: FetchArgs,
+}
+
+/// Make a staged version boot next: it becomes tentative
+///
+/// Makes NAME (default: the newest staged version, from `terra upgrade --download-only`)
+/// tentative with --tries boots, as `terra upgrade` would have: the next boot tries it until
+/// the booted system confirms it. A tentative version that was never confirmed is
+/// superseded (bad). Refused while the running version is still tentative, and for a
+/// version whose digest was bad on this node since it was staged.
+///
+/// With --reboot the running system restarts into it at once: through `systemctl kexec` or
+/// `systemctl reboot` when systemd runs (services stop first), else reboot(2) after a
+/// sync; by kexec of the version's kernel and initramfs (or the install's base kernel, for
+/// a version that carries none) when the machine allows it, skipping firmware and
+/// bootloader, and by a normal reboot otherwise. It says which, and why.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = COMMON)]
+pub struct ApplyArgs {
+    /// The staged version (default: the newest staged one)
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    #[command(flatten)]
+    disk: DiskArgs,
+    /// Boots before an unconfirmed version is bad
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TRIES)]
+    tries: u32,
+    /// Then restart the running system into it
+    #[arg(long, conflicts_with = "disks")]
+    reboot: bool,
 }
 
 /// List the root versions and their states
 ///
 /// States: default (boots when nothing else is chosen), tentative (boots while tries are
-/// left, until confirmed), good (confirmed once; the last good one is the fallback), bad.
+/// left, until confirmed), good (confirmed once; the last good one is the fallback), bad
+/// (with why), staged (on the disk, not booted until `terra apply`). Then the digests that
+/// were bad on this node, kept after their versions are gone: upgrades refuse them unless
+/// named by digest with --force.
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = COMMON)]
 pub struct VersionsArgs {
     #[command(flatten)]
     disk: DiskArgs,
     /// Print an array of objects with name, state, tries_left, image, digest, created,
-    /// exclusive_bytes, booted and reason
+    /// exclusive_bytes, booted, reason, verified_by and kernel (with --rejected: digest,
+    /// name, image, reason and when)
     #[arg(long)]
     json: bool,
+    /// List only the digests that were bad on this node
+    #[arg(long)]
+    rejected: bool,
 }
 
 /// Confirm (good) or reject (bad) the tentative version
@@ -239,9 +290,15 @@ pub fn upgrade(a: UpgradeArgs, progress: &dyn Progress) -> Result<(), CliError> 
     spec.writable = a.writable;
     spec.apply.devices = !a.no_devices;
     spec.resolve = a.fetch.resolve()?;
-    match versions::upgrade_with(&target, &spec, progress)? {
+    spec.stage_only = a.download_only;
+    spec.force = a.force;
+    let boots = match versions::upgrade_with(&target, &spec, progress)? {
         Upgraded::Same(v) => {
-            println!("terra: version {v} is {reference} already; nothing to do")
+            println!(
+                "terra: version {v} is {reference} already; nothing to do{}",
+                if a.reboot { ", not rebooting" } else { "" }
+            );
+            None
         }
         Upgraded::New {
             name,
@@ -250,26 +307,89 @@ pub fn upgrade(a: UpgradeArgs, progress: &dyn Progress) -> Result<(), CliError> 
             removed,
         } => {
             println!(
-                "terra: version {name} from {reference}: {} of {} layers from chains on the disk, {} unpacked ({} entries, {} bytes); tentative with {tries} tries",
-                built.reused, built.layers, built.unpack.layers, built.unpack.entries, built.unpack.bytes
+                "terra: version {name} from {reference}: {}; tentative with {tries} tries",
+                built_line(&built)
             );
-            if let Some(k) = &built.kernel {
-                println!(
-                    "terra: version {name} carries kernel {}: its initramfs is {} bytes",
-                    k.release, k.initramfs_bytes
-                );
-                if !k.left_out.is_empty() {
-                    eprintln!(
-                        "terra: warning: kernel {} has no module {} (left out of its initramfs)",
-                        k.release,
-                        k.left_out.join(", ")
-                    );
-                }
-            }
-            if !removed.is_empty() {
-                println!("terra: removed old versions {}", removed.join(", "));
-            }
+            built_notes(&name, &built, &removed);
+            Some(name)
         }
+        Upgraded::Staged {
+            name,
+            built,
+            removed,
+        } => {
+            println!(
+                "terra: version {name} from {reference}: {}; staged: `terra apply {name}` makes it boot",
+                built_line(&built)
+            );
+            built_notes(&name, &built, &removed);
+            None
+        }
+        Upgraded::Applied(applied) => {
+            println!("terra: {reference} was staged as {}", applied.name);
+            applied_line(&applied);
+            Some(applied.name)
+        }
+    };
+    match boots {
+        Some(name) if a.reboot => reboot(&target, &name),
+        _ => Ok(()),
+    }
+}
+
+fn built_line(built: &versions::Built) -> String {
+    format!(
+        "{} of {} layers from chains on the disk, {} unpacked ({} entries, {} bytes)",
+        built.reused, built.layers, built.unpack.layers, built.unpack.entries, built.unpack.bytes
+    )
+}
+
+fn built_notes(name: &str, built: &versions::Built, removed: &[String]) {
+    if let Some(k) = &built.kernel {
+        println!(
+            "terra: version {name} carries kernel {}: its initramfs is {} bytes",
+            k.release, k.initramfs_bytes
+        );
+        if !k.left_out.is_empty() {
+            eprintln!(
+                "terra: warning: kernel {} has no module {} (left out of its initramfs)",
+                k.release,
+                k.left_out.join(", ")
+            );
+        }
+    }
+    if !removed.is_empty() {
+        println!("terra: removed old versions {}", removed.join(", "));
+    }
+}
+
+fn applied_line(a: &Applied) {
+    println!(
+        "terra: version {} applied: tentative with {} tries, it boots next{}",
+        a.name,
+        a.tries,
+        a.superseded
+            .as_deref()
+            .map(|s| format!(" ({s}, never confirmed, is superseded)"))
+            .unwrap_or_default()
+    );
+}
+
+/// Restarts the running system into `name`, saying how first.
+fn reboot(target: &Target, name: &str) -> Result<(), CliError> {
+    let r = versions::prepare_reboot(target, name)?;
+    println!("terra: {r}");
+    r.start()?;
+    Ok(())
+}
+
+/// `terra apply`.
+pub fn apply(a: ApplyArgs) -> Result<(), CliError> {
+    let target = a.disk.target();
+    let applied = versions::apply(&target, a.name.as_deref(), a.tries)?;
+    applied_line(&applied);
+    if a.reboot {
+        reboot(&target, &applied.name)?;
     }
     Ok(())
 }
@@ -277,31 +397,59 @@ pub fn upgrade(a: UpgradeArgs, progress: &dyn Progress) -> Result<(), CliError> 
 /// `terra versions`.
 pub fn versions(a: VersionsArgs) -> Result<(), CliError> {
     let (target, json) = (a.disk.target(), a.json);
-    let list = versions::list(&target)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-    } else {
-        println!(
-            "{:<12} {:<10} {:>5} {:>12}  {:<20}  IMAGE",
-            "NAME", "STATE", "TRIES", "EXCLUSIVE", "CREATED"
-        );
-        for v in &list {
-            println!(
-                "{:<12} {:<10} {:>5} {:>12}  {:<20}  {}{}",
-                format!("{}{}", v.name, if v.booted { "*" } else { "" }),
-                v.state,
-                v.tries_left,
-                v.exclusive_bytes.map_or("?".into(), |b| b.to_string()),
-                v.created,
-                v.image,
-                v.reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            );
+    let listing = versions::list(&target)?;
+    if a.rejected {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&listing.rejected)?);
+        } else {
+            print_rejected(&listing.rejected);
         }
+        return Ok(());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&listing.versions)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<10} {:>5} {:>12}  {:<20}  IMAGE",
+        "NAME", "STATE", "TRIES", "EXCLUSIVE", "CREATED"
+    );
+    for v in &listing.versions {
+        println!(
+            "{:<12} {:<10} {:>5} {:>12}  {:<20}  {}{}",
+            format!("{}{}", v.name, if v.booted { "*" } else { "" }),
+            v.state,
+            v.tries_left,
+            v.exclusive_bytes.map_or("?".into(), |b| b.to_string()),
+            v.created,
+            v.image,
+            v.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+    }
+    if !listing.rejected.is_empty() {
+        println!(
+            "\nBad on this node, not applied again unless named by digest with \
+             `terra upgrade --force`:"
+        );
+        print_rejected(&listing.rejected);
     }
     Ok(())
+}
+
+fn print_rejected(rejected: &[terra_init::bootstate::Rejected]) {
+    println!(
+        "{:<12} {:<20}  {:<71}  IMAGE (WHY)",
+        "VERSION", "WHEN", "DIGEST"
+    );
+    for r in rejected {
+        println!(
+            "{:<12} {:<20}  {:<71}  {} ({})",
+            r.name, r.when, r.digest, r.image, r.reason
+        );
+    }
 }
 
 /// `terra bless`.

@@ -4,7 +4,7 @@
 /// Test hook: with `TERRA_CRASH_AT=<point>` in the environment, the process kills itself
 /// with SIGKILL at that point, so tests can show each step is crash-safe (README,
 /// "Versions"). Points: `unpacked`, `chained`, `renamed`, `built`, `stored`, `forgotten`,
-/// and those of an ESP sync (`esp-slot`, `esp-staged`, `esp-renamed`, [`terra_init::esp::Step`]);
+/// `applied`, and those of an ESP sync (`esp-slot`, `esp-staged`, `esp-renamed`, [`terra_init::esp::Step`]);
 /// the controller's provisioning steps use it too.
 pub fn crash_point(point: &str) {
     if std::env::var_os("TERRA_CRASH_AT").is_some_and(|v| v == point) {

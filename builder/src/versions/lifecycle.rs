@@ -1,12 +1,17 @@
-//! The lifecycle of versions on a disk: `terra upgrade` adds a tentative one, `collect`
+//! The lifecycle of versions on a disk: `terra upgrade` adds a tentative one (or, with
+//! `--download-only`, a staged one that `terra apply` makes tentative later), `collect`
 //! (after each upgrade, and `terra gc`) removes old ones, `terra versions` lists them,
 //! `terra bless` confirms or rejects, `terra rollback` goes back to the last good one.
+//! A digest that was bad on the node is not applied again unless asked for by digest
+//! with `--force` ([`BootState::admit`]).
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use terra_init::bootstate::{self, BootState, Status, DEFAULT_TRIES, LAYERS_DIR, STATE_DIR};
+use terra_init::bootstate::{
+    self, Admission, BootState, Rejected, StateError, DEFAULT_TRIES, LAYERS_DIR, STATE_DIR,
+};
 
 use super::build::{build_version, Built, NewVersion};
 use super::crash::crash_point;
@@ -36,6 +41,12 @@ pub struct UpgradeSpec {
     pub apply: ApplyOptions,
     /// Leave the version writable.
     pub writable: bool,
+    /// Fetch and build it as a staged version (`--download-only`): not a boot candidate
+    /// until [`apply`].
+    pub stage_only: bool,
+    /// Apply a digest that was bad on this node (`--force`): only for a reference by
+    /// digest (`REF@sha256:…`), so that no tag can bring a rejected image back.
+    pub force: bool,
 }
 
 impl UpgradeSpec {
@@ -49,6 +60,8 @@ impl UpgradeSpec {
             resolve: ResolveOptions::default(),
             apply: ApplyOptions::default(),
             writable: false,
+            stage_only: false,
+            force: false,
         }
     }
 }
@@ -59,7 +72,8 @@ pub const DEFAULT_KEEP: usize = 3;
 /// What an upgrade did.
 #[derive(Debug, Clone)]
 pub enum Upgraded {
-    /// A version with the same manifest digest is there already.
+    /// A version (or, for a download-only upgrade, a staged one) with the same manifest
+    /// digest is there already.
     Same(String),
     /// A new tentative version.
     New {
@@ -72,10 +86,65 @@ pub enum Upgraded {
         /// Versions removed by the collection.
         removed: Vec<String>,
     },
+    /// A new staged version (`stage_only`): [`apply`] makes it tentative.
+    Staged {
+        /// Its name.
+        name: String,
+        /// The build.
+        built: Built,
+        /// Versions removed by the collection.
+        removed: Vec<String>,
+    },
+    /// The image was staged already: that version was applied instead of built again.
+    Applied(Applied),
+}
+
+impl Upgraded {
+    /// The version the upgrade left: the one there already, the new, staged or applied one.
+    pub fn name(&self) -> &str {
+        match self {
+            Upgraded::Same(name)
+            | Upgraded::New { name, .. }
+            | Upgraded::Staged { name, .. }
+            | Upgraded::Applied(Applied { name, .. }) => name,
+        }
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The version that is tentative now.
+    pub name: String,
+    /// Tries it has.
+    pub tries: u32,
+    /// The tentative version it superseded (bad now, never confirmed).
+    pub superseded: Option<String>,
+}
+
+impl VersionsError {
+    /// The memory of a bad digest that refused an upgrade or apply, when that is why it
+    /// stopped (`terra update` skips such an image quietly).
+    pub fn rejected(&self) -> Option<&Rejected> {
+        match self {
+            VersionsError::State(StateError::Rejected(r)) => Some(r.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// The digest a reference names, when it names one (`REGISTRY/REPO@sha256:…`).
+fn named_digest(r: &ImageRef) -> Option<&str> {
+    match r {
+        ImageRef::Registry(r) => r.digest(),
+        _ => None,
+    }
 }
 
 /// `terra upgrade`: pulls and checks the image (before anything is written), then makes
-/// a new tentative version and collects old ones.
+/// a new tentative version (or a staged one, `stage_only`) and collects old ones. Refused
+/// while the booted version is tentative, and for a digest that was bad on this node
+/// unless `force` with a reference by digest.
 pub fn upgrade(target: &Target, spec: &UpgradeSpec) -> Result<Upgraded, VersionsError> {
     upgrade_with(target, spec, &Silent)
 }
@@ -88,8 +157,19 @@ pub fn upgrade_with(
     progress: &dyn Progress,
 ) -> Result<Upgraded, VersionsError> {
     let r: ImageRef = spec.reference.parse()?;
+    let wanted = named_digest(&r);
+    if spec.force && wanted.is_none() {
+        return Err(VersionsError::Refused(format!(
+            "--force applies an image that was bad on this node only when it is named by \
+             digest (REGISTRY/REPO@sha256:…), never by a tag: {} names none (its digest is \
+             in `terra versions --rejected`)",
+            spec.reference
+        )));
+    }
     let top = open(target)?;
     let mut state = top.state()?;
+    // Before any download: the booted version's verdict comes first.
+    state.settled_boot(top.booted.as_deref())?;
     let node = top.node()?;
     // A disk that boots from its ESP gets the ESP brought to each new default (mtools).
     if top
@@ -111,25 +191,25 @@ pub fn upgrade_with(
     )
     .map_err(VersionsError::Refused)?;
     let image = oci::resolve_with(&r, &resolve, progress)?;
-    if let Some(b) = top.booted.as_deref() {
-        if state.get(b).is_some_and(|v| v.status == Status::Tentative) {
-            return Err(VersionsError::Refused(format!(
-                "the running version {b} is tentative: confirm it (`terra bless good`) or \
-                 reject it (`terra bless bad`) before the next upgrade"
-            )));
-        }
-    }
     let digest = image
         .manifest_digest
         .as_ref()
         .map(|d| d.to_string())
         .unwrap_or_default();
-    if let Some(same) = state
-        .versions
-        .iter()
-        .find(|v| !digest.is_empty() && v.digest == digest && v.status != Status::Bad)
-    {
-        return Ok(Upgraded::Same(same.name.clone()));
+    if let Some(w) = wanted.filter(|w| *w != digest) {
+        return Err(VersionsError::Refused(format!(
+            "{}: asked for {w}, resolved to {digest}",
+            spec.reference
+        )));
+    }
+    match state.admit(&digest, spec.force)? {
+        Admission::Present(same) => return Ok(Upgraded::Same(same)),
+        Admission::Staged(same) if spec.stage_only => return Ok(Upgraded::Same(same)),
+        Admission::Staged(staged) => {
+            return apply_in(&top, &mut state, Some(&staged), spec.tries, spec.force)
+                .map(Upgraded::Applied)
+        }
+        Admission::New => {}
     }
     let name = match &spec.name {
         Some(n) if !bootstate::valid_name(n) => {
@@ -137,7 +217,7 @@ pub fn upgrade_with(
                 "--name {n:?}: a version name is a plain subvolume name"
             )))
         }
-        Some(n) if state.get(n).is_some() => {
+        Some(n) if state.knows(n) => {
             return Err(VersionsError::Refused(format!(
                 "{}: a version named {n:?} exists",
                 top.disk
@@ -182,16 +262,62 @@ pub fn upgrade_with(
         },
     )?;
     crash_point("built");
-    state.add_tentative(version, spec.tries)?;
+    if spec.stage_only {
+        state.add_staged(version)?;
+    } else {
+        state.add_tentative(version, spec.tries)?;
+    }
     top.store(&mut state)?;
     settled(&top.path, &name);
     crash_point("stored");
     let removed = collect(&top, &mut state, spec.keep)?;
-    Ok(Upgraded::New {
+    Ok(if spec.stage_only {
+        Upgraded::Staged {
+            name,
+            built,
+            removed,
+        }
+    } else {
+        Upgraded::New {
+            name,
+            tries: spec.tries.max(1),
+            built,
+            removed,
+        }
+    })
+}
+
+/// `terra apply`: makes the staged version `name` (the newest staged one when None)
+/// tentative with `tries` boots, so that the next boot tries it. Refused while the booted
+/// version is tentative, and for a version whose digest was bad on this node since it was
+/// staged. One store: a crash leaves it staged or tentative.
+pub fn apply(target: &Target, name: Option<&str>, tries: u32) -> Result<Applied, VersionsError> {
+    let top = open(target)?;
+    let mut state = top.state()?;
+    state.settled_boot(top.booted.as_deref())?;
+    apply_in(&top, &mut state, name, tries, false)
+}
+
+fn apply_in(
+    top: &Top,
+    state: &mut BootState,
+    name: Option<&str>,
+    tries: u32,
+    force: bool,
+) -> Result<Applied, VersionsError> {
+    let superseded = state.tentative().map(|t| t.name.clone());
+    let name = state
+        .apply_staged(name, tries, force)
+        .map_err(|e| match e {
+            StateError::Refused(why) => VersionsError::Refused(format!("{}: {why}", top.disk)),
+            e => e.into(),
+        })?;
+    top.store(state)?;
+    crash_point("applied");
+    Ok(Applied {
         name,
-        tries: spec.tries.max(1),
-        built,
-        removed,
+        tries: tries.max(1),
+        superseded,
     })
 }
 
@@ -201,17 +327,20 @@ fn next_name(state: &BootState, top: &Path) -> String {
     let highest = state
         .versions
         .iter()
+        .chain(&state.staged)
         .filter_map(|v| v.name.strip_prefix('v')?.parse::<u64>().ok())
         .max()
         .unwrap_or(1);
     (highest + 1..)
         .map(|n| format!("v{n}"))
-        .find(|n| state.get(n).is_none() && !top.join(n).exists())
+        .find(|n| !state.knows(n) && !top.join(n).exists())
         .unwrap_or_else(|| "v".into())
 }
 
-/// Removes versions beyond `keep` (never the default, the booted one, the last good or
-/// the tentative one) and the chain subvolumes no remaining version stands on. Each
+/// Removes versions beyond `keep`, staged ones counted ([`BootState::collectable`]: bad
+/// first, then older staged ones, then the oldest good; never the default, the booted one,
+/// the last good, the tentative or the newest staged one) and the chain subvolumes no
+/// remaining version stands on. Each
 /// version gets a `pending-` marker, is forgotten by the stored state, then deleted: a
 /// kill in between leaves a subvolume the next sweep removes.
 pub fn collect(
@@ -236,6 +365,7 @@ pub fn collect(
     let wanted: std::collections::HashSet<String> = state
         .versions
         .iter()
+        .chain(&state.staged)
         .flat_map(|v| v.chains.iter().map(|c| c.replace(':', "-")))
         .collect();
     let layers = top.path.join(STATE_DIR).join(LAYERS_DIR);
@@ -255,8 +385,8 @@ pub fn collect(
 pub struct VersionInfo {
     /// Subvolume name.
     pub name: String,
-    /// `default`, `tentative`, `good` or `bad`.
-    pub state: &'static str,
+    /// `default`, `tentative`, `good`, `bad` or `staged`.
+    pub state: String,
     /// Boots left (tentative).
     pub tries_left: u32,
     /// Image reference.
@@ -277,16 +407,27 @@ pub struct VersionInfo {
     pub kernel: Option<String>,
 }
 
+/// What `terra versions` shows.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The versions, oldest first, then the staged ones, oldest first.
+    pub versions: Vec<VersionInfo>,
+    /// The digests that were bad on this node, oldest first (kept after their versions
+    /// are collected).
+    pub rejected: Vec<Rejected>,
+}
+
 /// `terra versions`.
-pub fn list(target: &Target) -> Result<Vec<VersionInfo>, VersionsError> {
+pub fn list(target: &Target) -> Result<Listing, VersionsError> {
     let top = open(target)?;
     let state = top.state()?;
-    Ok(state
+    let versions = state
         .versions
         .iter()
+        .chain(&state.staged)
         .map(|v| VersionInfo {
             name: v.name.clone(),
-            state: state.shown_state(v),
+            state: state.shown_state(v).to_string(),
             tries_left: v.tries_left,
             image: v.image.clone(),
             digest: v.digest.clone(),
@@ -297,7 +438,11 @@ pub fn list(target: &Target) -> Result<Vec<VersionInfo>, VersionsError> {
             verified_by: v.verified_by.clone(),
             kernel: v.kernel.clone(),
         })
-        .collect())
+        .collect();
+    Ok(Listing {
+        versions,
+        rejected: state.rejected.clone(),
+    })
 }
 
 /// Exclusive bytes of the tree at `path`, from `btrfs filesystem du` (no quotas needed).

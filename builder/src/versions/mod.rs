@@ -1,5 +1,5 @@
-//! Root versions on a disk: `terra upgrade`, `terra versions`, `terra bless`, `terra
-//! rollback`, `terra gc`, and the version `terra install` makes first.
+//! Root versions on a disk: `terra upgrade`, `terra apply`, `terra versions`, `terra
+//! bless`, `terra rollback`, `terra gc`, and the version `terra install` makes first.
 //!
 //! A version is a read-only btrfs subvolume at the top level of the root group; the boot
 //! state beside it (`.terra/state.json`, [`terra_init::bootstate`]) says which is the
@@ -17,8 +17,9 @@
 //!
 //! The files: `disk` (loop devices, mounts, subvolumes, fstab), `top` (a root group opened:
 //! lock, sweep of leftovers), `keys` (the keys that check images), `build` (a version from
-//! layer chains), `lifecycle` (upgrade, collect, list, bless, rollback, gc) and `crash` (the
-//! crash points tests kill at).
+//! layer chains), `lifecycle` (upgrade, apply, collect, list, bless, rollback, gc), `reboot`
+//! (restarting the running system into a version) and `crash` (the crash points tests kill
+//! at).
 
 use std::fmt;
 use std::io;
@@ -36,6 +37,7 @@ mod crash;
 pub mod disk;
 mod keys;
 mod lifecycle;
+mod reboot;
 mod top;
 
 pub use build::{build_version, chain_ids, Built, NewVersion};
@@ -43,9 +45,10 @@ pub use crash::crash_point;
 pub use disk::DiskError;
 pub use keys::{combine_policy, disk_keys, keep_keys, node_keys, KEYS_DIR};
 pub use lifecycle::{
-    bless, collect, exclusive_bytes, gc, list, rollback, upgrade, upgrade_with, UpgradeSpec,
-    Upgraded, VersionInfo, DEFAULT_KEEP,
+    apply, bless, collect, exclusive_bytes, gc, list, rollback, upgrade, upgrade_with, Applied,
+    Listing, UpgradeSpec, Upgraded, VersionInfo, DEFAULT_KEEP,
 };
+pub use reboot::{kexec_kernel, plan, prepare_reboot, Method, Reboot, Via};
 pub use top::{open, settled, Top};
 
 /// Where `terra upgrade` and friends act.

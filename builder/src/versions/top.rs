@@ -222,7 +222,7 @@ pub(super) fn sweep(top: &Path) -> Result<(), VersionsError> {
     if !markers.is_empty() {
         let state = bootstate::load(top)?;
         for (marker, version) in markers {
-            let known = state.as_ref().is_some_and(|s| s.get(&version).is_some());
+            let known = state.as_ref().is_some_and(|s| s.knows(&version));
             let path = top.join(&version);
             // The subvolume goes first, the marker after: a kill in between leaves the
             // marker for the next sweep.

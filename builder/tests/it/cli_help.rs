@@ -31,6 +31,7 @@ const COMMANDS: &[&str] = &[
     "image unpack",
     "install",
     "upgrade",
+    "apply",
     "versions",
     "bless",
     "rollback",

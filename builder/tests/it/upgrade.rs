@@ -1,7 +1,9 @@
-//! `terra upgrade|versions|bless|rollback|gc` on disk images made by `terra install` (real
-//! mkfs.btrfs, loop devices, btrfs snapshots): only new layers are unpacked, the states
-//! agree at each step, a kill at any step leaves the default and a re-run completes, and a
-//! full disk is a clear error with nothing left as a candidate. Needs root.
+//! `terra upgrade|apply|versions|bless|rollback|gc` on disk images made by `terra install`
+//! (real mkfs.btrfs, loop devices, btrfs snapshots): only new layers are unpacked, the
+//! states agree at each step, a kill at any step leaves the default and a re-run completes,
+//! a full disk is a clear error with nothing left as a candidate, staged versions wait for
+//! `terra apply` and count towards --keep, and a digest that was bad on the node is refused
+//! unless named by digest with --force (from a real registry). Needs root.
 
 use crate::oci_common;
 
@@ -9,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use oci_common::{layer, run_terra, tagged_layout, terra, Comp, Layers, E};
+use oci_common::{layer, run_terra, tagged_layout, terra, Comp, Layers, Registry, E};
 
 /// A layout with images tagged by name, each a list of layers.
 fn layout(dir: &Path, images: &[(&str, Layers)]) -> PathBuf {
@@ -413,4 +415,317 @@ fn a_kill_in_the_middle_of_a_layer_leaves_the_default_and_a_rerun_completes() {
     with_mount(&disk, |m| {
         assert_eq!(fs::read_dir(m.join("v2/usr/many")).unwrap().count(), 400);
     });
+}
+
+/// `terra versions --rejected --json`.
+fn rejected(disk: &Path) -> Vec<serde_json::Value> {
+    let (ok, out, err) = run_terra(&[
+        "versions",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--rejected",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn apply(disk: &Path, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec!["apply", "--disk", disk.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_terra(&args)
+}
+
+#[test]
+fn staged_versions_wait_for_apply_and_count_towards_keep() {
+    let _disks = crate::common::host_disks(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let tags = ["v2", "v3", "v4", "v5", "o1"];
+    let mut images = vec![("v1", vec![(base(), Comp::Gzip)])];
+    for t in tags {
+        images.push((
+            t,
+            vec![(base(), Comp::Gzip), (top(t.as_bytes()), Comp::Gzip)],
+        ));
+    }
+    let l = layout(dir.path(), &images);
+    let disk = installed(dir.path(), &l, 256);
+    let d = disk.to_str().unwrap();
+    let r = |tag: &str| format!("oci:{}:{tag}", l.display());
+
+    // Nothing staged: a clear error naming the disk.
+    let (ok, _, err) = apply(&disk, &[]);
+    assert!(
+        !ok && err.contains(d) && err.contains("no staged version"),
+        "{err}"
+    );
+
+    // Staged: on the disk, whole, read-only, and not a candidate.
+    let (ok, out, err) = upgrade(&disk, &r("v2"), &["--download-only"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("version v2 from") && out.contains("staged: `terra apply v2`"),
+        "{out}"
+    );
+    assert_eq!(states(&disk), pairs(&[("os", "default"), ("v2", "staged")]));
+    assert_eq!(versions(&disk)[1]["tries_left"], 0);
+    with_mount(&disk, |m| {
+        assert_eq!(fs::read_to_string(m.join("v2/etc/version")).unwrap(), "v2");
+        assert!(fs::write(m.join("v2/etc/x"), b"x").is_err(), "read-only");
+        let state: serde_json::Value =
+            serde_json::from_slice(&fs::read(m.join(".terra/state.json")).unwrap()).unwrap();
+        // Not among the versions an older stage0 chooses from.
+        assert_eq!(state["versions"].as_array().unwrap().len(), 1, "{state}");
+        assert_eq!(state["staged"][0]["name"], "v2", "{state}");
+    });
+    let (ok, out, err) = upgrade(&disk, &r("v2"), &["--download-only"]);
+    assert!(ok && out.contains("nothing to do"), "{out}{err}");
+
+    // --reboot makes no sense offline, nor for a version that only is staged.
+    let (ok, _, err) = apply(&disk, &["--reboot"]);
+    assert!(
+        !ok && err.contains("--reboot") && err.contains("--disk"),
+        "{err}"
+    );
+    let (ok, _, err) = upgrade(&disk, &r("v3"), &["--download-only", "--reboot"]);
+    assert!(!ok && err.contains("--download-only"), "{err}");
+
+    // Applied: tentative with its tries.
+    let (ok, out, err) = apply(&disk, &["--tries", "2"]);
+    assert!(
+        ok && out.contains("version v2 applied: tentative with 2 tries"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        versions(&disk)
+            .iter()
+            .map(|v| (
+                v["name"].clone(),
+                v["state"].clone(),
+                v["tries_left"].clone()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("os".into(), "default".into(), 0.into()),
+            ("v2".into(), "tentative".into(), 2.into())
+        ]
+    );
+    let (ok, _, err) = apply(&disk, &[]);
+    assert!(!ok && err.contains("no staged version"), "{err}");
+    let (ok, _, err) = apply(&disk, &["v2"]);
+    assert!(
+        !ok && err.contains("\"v2\" is tentative, not staged"),
+        "{err}"
+    );
+
+    // Upgrading to an image that is staged applies it rather than building it again.
+    let (ok, _, err) = upgrade(&disk, &r("v3"), &["--download-only"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = upgrade(&disk, &r("v3"), &[]);
+    assert!(
+        ok && out.contains("was staged as v3")
+            && out.contains("version v3 applied")
+            && out.contains("v2, never confirmed, is superseded"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        states(&disk),
+        pairs(&[("os", "default"), ("v2", "bad"), ("v3", "tentative")])
+    );
+    // Superseded is no proof of badness: nothing remembered.
+    assert!(rejected(&disk).is_empty());
+
+    // Staged versions count towards --keep: the bad one goes first, then the older staged.
+    let (ok, out, err) = upgrade(
+        &disk,
+        &r("o1"),
+        &["--download-only", "--keep", "3", "--name", "o1"],
+    );
+    assert!(ok && out.contains("removed old versions v2"), "{out}{err}");
+    let (ok, out, err) = upgrade(
+        &disk,
+        &r("v4"),
+        &["--download-only", "--keep", "4", "--name", "v4"],
+    );
+    assert!(ok && !out.contains("removed"), "{out}{err}");
+    let (ok, out, err) = upgrade(
+        &disk,
+        &r("v5"),
+        &["--download-only", "--keep", "4", "--name", "v5"],
+    );
+    assert!(ok && out.contains("removed old versions o1"), "{out}{err}");
+    assert_eq!(
+        states(&disk),
+        pairs(&[
+            ("os", "default"),
+            ("v3", "tentative"),
+            ("v4", "staged"),
+            ("v5", "staged")
+        ])
+    );
+    // The newest staged version stays, as the default and the tentative one do.
+    let (ok, out, err) = run_terra(&["gc", "--disk", d, "--keep", "1"]);
+    assert!(ok && out.contains("removed v4"), "{out}{err}");
+    assert_eq!(
+        states(&disk),
+        pairs(&[("os", "default"), ("v3", "tentative"), ("v5", "staged")])
+    );
+    // Its layer chains stayed too: applying it later unpacks nothing.
+    with_mount(&disk, |m| {
+        assert!(!m.join("v4").exists() && !m.join("o1").exists());
+        assert_eq!(
+            fs::read_dir(m.join(".terra/layers")).unwrap().count(),
+            3,
+            "base, base+v3, base+v5"
+        );
+    });
+    let (ok, out, err) = apply(&disk, &["v5"]);
+    assert!(
+        ok && out.contains("v3, never confirmed, is superseded"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = run_terra(&["versions", "--disk", d]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("superseded by v5 before it was confirmed"),
+        "why a version is bad: {out}"
+    );
+}
+
+#[test]
+fn a_killed_download_only_stages_nothing_that_boots_and_a_rerun_completes() {
+    let _disks = crate::common::host_disks_alone(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let l = layout(
+        dir.path(),
+        &[
+            ("v1", vec![(base(), Comp::Gzip)]),
+            ("v2", vec![(base(), Comp::Gzip), (top(b"2\n"), Comp::Gzip)]),
+        ],
+    );
+    let disk = installed(dir.path(), &l, 256);
+    let pristine = dir.path().join("pristine.img");
+    fs::copy(&disk, &pristine).unwrap();
+    let r = format!("oci:{}:v2", l.display());
+    use std::os::unix::process::ExitStatusExt;
+    // The points around the rename and the store (the build before them is the upgrade's,
+    // killed at each of its points above).
+    for point in ["renamed", "built", "stored"] {
+        fs::copy(&pristine, &disk).unwrap();
+        let out = terra()
+            .args([
+                "upgrade",
+                "--download-only",
+                "--disk",
+                disk.to_str().unwrap(),
+                &r,
+            ])
+            .env("TERRA_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{point}: {out:?}");
+        power_cut(&disk);
+        let st = states(&disk);
+        if point == "stored" {
+            assert_eq!(st, pairs(&[("os", "default"), ("v2", "staged")]), "{point}");
+        } else {
+            assert_eq!(st, pairs(&[("os", "default")]), "{point}");
+        }
+        let (ok, out, err) = upgrade(&disk, &r, &["--download-only"]);
+        assert!(ok, "{point}: {err}");
+        assert!(
+            out.contains("staged: `terra apply v2`") || out.contains("nothing to do"),
+            "{point}: {out}"
+        );
+        assert_eq!(
+            states(&disk),
+            pairs(&[("os", "default"), ("v2", "staged")]),
+            "{point}"
+        );
+    }
+    // apply stores once: killed right after, it is tentative.
+    let out = terra()
+        .args(["apply", "--disk", disk.to_str().unwrap()])
+        .env("TERRA_CRASH_AT", "applied")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    power_cut(&disk);
+    assert_eq!(
+        states(&disk),
+        pairs(&[("os", "default"), ("v2", "tentative")])
+    );
+}
+
+#[test]
+fn a_digest_that_was_bad_here_is_refused_unless_forced_by_digest() {
+    let _disks = crate::common::host_disks(module_path!());
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let l = layout(
+        dir.path(),
+        &[
+            ("v1", vec![(base(), Comp::Gzip)]),
+            ("v2", vec![(base(), Comp::Gzip), (top(b"2\n"), Comp::Gzip)]),
+        ],
+    );
+    reg.push(&l, "v2", "up/os");
+    let disk = installed(dir.path(), &l, 256);
+    let d = disk.to_str().unwrap();
+    let tag = format!("{}/up/os:v2", reg.host());
+    let up = |reference: &str, args: &[&str]| {
+        let mut a = vec!["--plain-http"];
+        a.extend_from_slice(args);
+        upgrade(&disk, reference, &a)
+    };
+    let (ok, _, err) = up(&tag, &[]);
+    assert!(ok, "{err}");
+    let digest = versions(&disk)[1]["digest"].as_str().unwrap().to_string();
+    let (ok, _, err) = run_terra(&["bless", "--disk", d, "bad"]);
+    assert!(ok, "{err}");
+    // Collected, and still remembered, with why.
+    let (ok, out, err) = run_terra(&["gc", "--disk", d, "--keep", "1"]);
+    assert!(ok && out.contains("removed v2"), "{out}{err}");
+    let r = rejected(&disk);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["digest"], digest.as_str());
+    assert_eq!(r[0]["name"], "v2");
+    assert_eq!(r[0]["image"], tag.as_str());
+    assert_eq!(r[0]["reason"], "rejected by terra bless bad");
+    let (ok, out, err) = run_terra(&["versions", "--disk", d]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Bad on this node") && out.contains(&digest),
+        "{out}"
+    );
+
+    // Neither an upgrade nor a download brings it back, and --force needs the digest.
+    for args in [&[][..], &["--download-only"]] {
+        let (ok, _, err) = up(&tag, args);
+        assert!(
+            !ok && err.contains(&digest)
+                && err.contains("rejected by terra bless bad")
+                && err.contains("--force"),
+            "{args:?}: {err}"
+        );
+    }
+    let (ok, _, err) = up(&tag, &["--force"]);
+    assert!(
+        !ok && err.contains("named by") && err.contains("digest") && err.contains("tag"),
+        "{err}"
+    );
+    assert_eq!(states(&disk), pairs(&[("os", "default")]));
+
+    // By digest, forced: it is tried again; once it confirms a boot, it is forgotten.
+    let by_digest = format!("{}/up/os@{digest}", reg.host());
+    let (ok, out, err) = up(&by_digest, &["--force"]);
+    assert!(ok && out.contains("tentative"), "{out}{err}");
+    assert_eq!(
+        states(&disk),
+        pairs(&[("os", "default"), ("v2", "tentative")])
+    );
+    assert_eq!(rejected(&disk).len(), 1, "until it proves good");
+    let (ok, _, err) = run_terra(&["bless", "--disk", d, "good"]);
+    assert!(ok, "{err}");
+    assert!(rejected(&disk).is_empty());
 }

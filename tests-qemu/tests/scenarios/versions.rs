@@ -1,7 +1,8 @@
 //! Root versions end to end (issue 11): one disk written by `terra install`, upgraded with
-//! `terra upgrade --disk`, booted again and again under QEMU with its writes kept. stage0
-//! chooses, counts and falls back; the demo root confirms with `/run/terra/bless`; `terra
-//! versions --json` agrees after every step.
+//! `terra upgrade --disk` (or staged with `--download-only` and applied with `terra apply
+//! --disk`), booted again and again under QEMU with its writes kept. stage0 chooses, counts
+//! and falls back; the demo root confirms with `/run/terra/bless`; `terra versions --json`
+//! agrees after every step.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -155,12 +156,15 @@ fn upgrade_confirm_pin_fallback_tries_and_gc() {
     assert_eq!(st(&disk), want(&[("os", "good", 0), ("v2", "default", 0)]));
 }
 
+/// A killed upgrade leaves a disk that boots its default; a staged version (`--download-only`)
+/// is never booted by stage0 until `terra apply` makes it tentative. The kill is of a
+/// download-only upgrade: up to the store, it runs the same steps as a plain one.
 #[test]
-fn a_killed_upgrade_leaves_a_disk_that_boots_its_default() {
+fn a_killed_upgrade_boots_the_default_and_a_staged_version_waits_for_apply() {
     let terra = &artifacts().terra;
     let (layout, disk) = setup("versions-killed", KILLED_UUID);
     let out = Command::new(terra)
-        .args(["upgrade", "--disk"])
+        .args(["upgrade", "--download-only", "--disk"])
         .arg(&disk)
         .arg(format!("oci:{}:v2", layout.display()))
         .env("TERRA_CRASH_AT", "renamed")
@@ -170,13 +174,33 @@ fn a_killed_upgrade_leaves_a_disk_that_boots_its_default() {
     assert_eq!(out.status.signal(), Some(9), "{out:?}");
     // What a power cut clears: the killed process's mount and loop device.
     lab::versions::power_cut(&disk);
+    // A re-run completes: v2 is on the disk, staged.
+    upgrade(terra, &disk, &layout, "v2", &["--download-only"]).expect("re-run");
+    assert_eq!(
+        st(&disk),
+        want(&[("os", "default", 0), ("v2", "staged", 0)])
+    );
+    // What the kill left and the staged v2 are not tried: the default boots and nothing
+    // is counted.
     let out = kept(&disk).run();
     expect(&out, &["subvol=v1 pid=1"]);
     assert_eq!(report(&out)["version"]["name"], "os");
-    // A re-run completes, and v2 boots.
-    upgrade(terra, &disk, &layout, "v2", &[]).expect("re-run");
+    assert!(!out.log.contains("version v2"), "{}", out.log);
+    assert_eq!(
+        st(&disk),
+        want(&[("os", "default", 0), ("v2", "staged", 0)])
+    );
+    // Applied, v2 boots tentatively.
+    let applied =
+        lab::run(Command::new(terra).args(["apply", "--disk"]).arg(&disk)).expect("terra apply");
+    assert!(applied.contains("version v2 applied"), "{applied}");
     let out = kept(&disk).run();
-    expect(&out, &["subvol=v2 pid=1"]);
+    expect(&out, &["subvol=v2 pid=1", "is tentative (2 tries left"]);
+    assert_eq!(report(&out)["version"]["why"], "tentative");
+    assert_eq!(
+        st(&disk),
+        want(&[("os", "default", 0), ("v2", "tentative", 2)])
+    );
 }
 
 #[test]

@@ -1,0 +1,597 @@
+// The boot state code of the stage0 that came before staged versions and the rejected list
+// (commit dae8990, init/src/bootstate.rs without its module doc and tests), kept as it was
+// below this header so that a test can show that such a stage0 — still on an ESP, or in
+// `.terra/kernel` — boots the tentative version or the default from a state file written by
+// today's code, and keeps what it does not understand when it rewrites the file
+// (`bootstate::tests::an_older_stage0_boots_from_a_newer_state`). Never edit it: it is
+// the old parser, not ours.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::TOP;
+
+/// Directory at the top level of the root filesystem that holds Terra's own files.
+pub const STATE_DIR: &str = ".terra";
+/// The state file inside [`STATE_DIR`].
+pub const STATE_FILE: &str = "state.json";
+/// The node.toml `terra install` kept on the disk, inside [`STATE_DIR`].
+pub const NODE_FILE: &str = "node.toml";
+/// Read-only subvolumes of layer chains, inside [`STATE_DIR`] (what upgrades start from).
+pub const LAYERS_DIR: &str = "layers";
+/// Inside a version that carries its kernel: the kernel, the Terra initramfs built for it
+/// from the version's own modules, and its release (`uname -r`), as `terra upgrade` and
+/// `terra install` write them.
+pub const KERNEL_DIR: &str = "boot/terra";
+/// The kernel `terra install` was given, for versions without one, inside [`STATE_DIR`]
+/// (same three files as [`KERNEL_DIR`]).
+pub const BASE_KERNEL_DIR: &str = "kernel";
+/// The kernel image in a kernel directory.
+pub const KERNEL_FILE: &str = "vmlinuz";
+/// The initramfs in a kernel directory.
+pub const INITRAMFS_FILE: &str = "initramfs.img";
+/// The kernel release (one line) in a kernel directory.
+pub const RELEASE_FILE: &str = "release";
+
+/// The kernel directory of version `name` on the top level `top`: its own
+/// ([`KERNEL_DIR`]) when it carries one, else the install's ([`BASE_KERNEL_DIR`]) when
+/// there is one.
+pub fn kernel_dir(top: &Path, name: &str) -> Option<PathBuf> {
+    [
+        top.join(name).join(KERNEL_DIR),
+        top.join(STATE_DIR).join(BASE_KERNEL_DIR),
+    ]
+    .into_iter()
+    .find(|d| is_kernel_dir(d))
+}
+
+/// Whether `dir` is a complete kernel directory: its three files, regular files only (a
+/// symlink in a kernel directory is never followed).
+pub fn is_kernel_dir(dir: &Path) -> bool {
+    [RELEASE_FILE, KERNEL_FILE, INITRAMFS_FILE]
+        .iter()
+        .all(|f| std::fs::symlink_metadata(dir.join(f)).is_ok_and(|m| m.file_type().is_file()))
+}
+
+/// The release recorded in a kernel directory.
+pub fn kernel_release(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(RELEASE_FILE)).ok()?;
+    let r = text.trim();
+    (!r.is_empty()).then(|| r.to_string())
+}
+
+/// The format this code writes and reads.
+pub const FORMAT: u32 = 1;
+/// Tries a new version gets unless told otherwise.
+pub const DEFAULT_TRIES: u32 = 3;
+
+/// Where a version stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Confirmed by a booted system at least once (or installed as the first version).
+    Good,
+    /// Not confirmed yet: booted while tries are left.
+    Tentative,
+    /// Failed, ran out of tries or was rejected: never chosen again.
+    Bad,
+}
+
+/// One version: a read-only subvolume at the top level named [`Version::name`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    /// The subvolume's name (`os` for the first install).
+    pub name: String,
+    /// Where it stands.
+    pub status: Status,
+    /// Boots left before a tentative version becomes bad.
+    #[serde(default)]
+    pub tries_left: u32,
+    /// The image reference it was made from.
+    pub image: String,
+    /// The image's manifest digest.
+    pub digest: String,
+    /// When it was made (RFC 3339, UTC).
+    pub created: String,
+    /// The state generation at which it was confirmed; 0 when never. The good version
+    /// confirmed most recently after the default is the "last good" one.
+    #[serde(default)]
+    pub confirmed: u64,
+    /// The OCI chain IDs of its layers, base first: the read-only subvolumes under
+    /// `.terra/layers` it was made from, which later upgrades snapshot.
+    #[serde(default)]
+    pub chains: Vec<String>,
+    /// Why it is bad.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Mounted read-write when the command line says `rw` (images that need a writable
+    /// root); versions are read-only otherwise.
+    #[serde(default)]
+    pub writable: bool,
+    /// The key whose cosign signature the image carried (name and fingerprint), when it
+    /// was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<String>,
+    /// The release of the kernel it carries (in its [`KERNEL_DIR`]); none: it boots on the
+    /// kernel that boots the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Fields a newer Terra wrote: kept as they are when this code rewrites the file.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `.terra/state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootState {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// Bumped by every change that is stored.
+    pub generation: u64,
+    /// The version that boots when nothing else is chosen; always a good one.
+    pub default: String,
+    /// Every version, oldest first.
+    pub versions: Vec<Version>,
+    /// Fields a newer Terra wrote.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a candidate is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Why {
+    /// `version=` (or node.toml's `[boot] version`) named it: no counting, no fallback.
+    Pinned,
+    /// The tentative version, with tries left.
+    Tentative,
+    /// The default.
+    Default,
+    /// A good version that is not the default (the last good one comes first).
+    LastGood,
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Why::Pinned => "pinned by version=",
+            Why::Tentative => "tentative",
+            Why::Default => "default",
+            Why::LastGood => "last good",
+        })
+    }
+}
+
+/// A version to try, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The subvolume.
+    pub name: String,
+    /// Why it is a candidate.
+    pub why: Why,
+}
+
+/// A state file that cannot be used or a transition that is not allowed.
+#[derive(Debug)]
+pub enum StateError {
+    /// Reading or writing the file failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        err: io::Error,
+    },
+    /// The file does not parse or breaks an invariant.
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A transition that the state does not allow (no such version, nothing to confirm…).
+    Refused(String),
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Io { path, err } => write!(f, "{}: {err}", path.display()),
+            StateError::Invalid { path, reason } => write!(f, "{}: {reason}", path.display()),
+            StateError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// Whether `name` can be a version: a plain subvolume name that is not Terra's own.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains(['/', ',', '\0'])
+        && !name.chars().any(char::is_whitespace)
+}
+
+impl BootState {
+    /// The state of a fresh install: one good version that is the default.
+    pub fn new(first: Version) -> Self {
+        let mut first = first;
+        first.status = Status::Good;
+        first.tries_left = 0;
+        first.confirmed = 1;
+        BootState {
+            format: FORMAT,
+            generation: 1,
+            default: first.name.clone(),
+            versions: vec![first],
+            extra: Default::default(),
+        }
+    }
+
+    /// The version named `name`.
+    pub fn get(&self, name: &str) -> Option<&Version> {
+        self.versions.iter().find(|v| v.name == name)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Version> {
+        self.versions.iter_mut().find(|v| v.name == name)
+    }
+
+    /// The tentative version, if any.
+    pub fn tentative(&self) -> Option<&Version> {
+        self.versions.iter().find(|v| v.status == Status::Tentative)
+    }
+
+    /// Good versions other than the default, most recently confirmed first: the first is
+    /// the "last good" one.
+    pub fn good_fallbacks(&self) -> Vec<&Version> {
+        let mut good: Vec<&Version> = self
+            .versions
+            .iter()
+            .filter(|v| v.status == Status::Good && v.name != self.default)
+            .collect();
+        good.sort_by_key(|v| std::cmp::Reverse(v.confirmed));
+        good
+    }
+
+    /// The state a version shows to users: `default`, `tentative`, `good` or `bad`.
+    pub fn shown_state(&self, v: &Version) -> &'static str {
+        match v.status {
+            _ if v.name == self.default => "default",
+            Status::Good => "good",
+            Status::Tentative => "tentative",
+            Status::Bad => "bad",
+        }
+    }
+
+    /// Checks the invariants: known format, unique valid names, at most one tentative,
+    /// and a default that exists and is good.
+    pub fn check(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "format {} is not one this Terra reads ({FORMAT})",
+                self.format
+            ));
+        }
+        for (i, v) in self.versions.iter().enumerate() {
+            if !valid_name(&v.name) {
+                return Err(format!("version name {:?} is not a plain name", v.name));
+            }
+            if self.versions[..i].iter().any(|o| o.name == v.name) {
+                return Err(format!("version {:?} is listed twice", v.name));
+            }
+        }
+        if self
+            .versions
+            .iter()
+            .filter(|v| v.status == Status::Tentative)
+            .count()
+            > 1
+        {
+            return Err("more than one tentative version".into());
+        }
+        match self.get(&self.default) {
+            Some(v) if v.status == Status::Good => Ok(()),
+            Some(v) => Err(format!(
+                "the default {:?} is {:?}, not good",
+                v.name, v.status
+            )),
+            None => Err(format!("the default {:?} is not a version", self.default)),
+        }
+    }
+
+    /// Starts a boot that is not pinned: a tentative version with tries left spends one
+    /// (the caller stores the state before switching); one without tries becomes bad.
+    /// Returns the candidates in order: the tentative one, the default, then the other
+    /// good versions, last good first. Bad versions are never candidates.
+    pub fn begin_boot(&mut self) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        if let Some(t) = self
+            .versions
+            .iter_mut()
+            .find(|v| v.status == Status::Tentative)
+        {
+            if t.tries_left > 0 {
+                t.tries_left -= 1;
+                out.push(Candidate {
+                    name: t.name.clone(),
+                    why: Why::Tentative,
+                });
+            } else {
+                t.status = Status::Bad;
+                t.reason = Some("no tries left: it never confirmed a boot".into());
+            }
+        }
+        out.push(Candidate {
+            name: self.default.clone(),
+            why: Why::Default,
+        });
+        out.extend(self.good_fallbacks().into_iter().map(|v| Candidate {
+            name: v.name.clone(),
+            why: Why::LastGood,
+        }));
+        out
+    }
+
+    /// Marks `name` bad for `reason`; returns whether it became bad. When it was the
+    /// default, the last good version becomes the default; with no other good version the
+    /// default stays (a state always has one) and stays good, and false is returned.
+    pub fn mark_bad(&mut self, name: &str, reason: &str) -> bool {
+        let successor = (name == self.default)
+            .then(|| self.good_fallbacks().first().map(|v| v.name.clone()))
+            .flatten();
+        if name == self.default && successor.is_none() {
+            return false;
+        }
+        let Some(v) = self.get_mut(name) else {
+            return false;
+        };
+        v.status = Status::Bad;
+        v.tries_left = 0;
+        v.reason = Some(reason.to_string());
+        if let Some(s) = successor {
+            self.default = s;
+        }
+        true
+    }
+
+    /// The booted system confirms `name`: a tentative version becomes good and the
+    /// default. Confirming a good version is a no-op; a bad one is refused.
+    pub fn confirm(&mut self, name: &str) -> Result<bool, StateError> {
+        let generation = self.generation + 1;
+        let v = self
+            .get_mut(name)
+            .ok_or_else(|| StateError::Refused(format!("no version {name:?}")))?;
+        match v.status {
+            Status::Good => Ok(false),
+            Status::Bad => Err(StateError::Refused(format!(
+                "version {name:?} is bad ({}); it cannot be confirmed",
+                v.reason.as_deref().unwrap_or("no reason recorded")
+            ))),
+            Status::Tentative => {
+                v.status = Status::Good;
+                v.tries_left = 0;
+                v.confirmed = generation;
+                self.default = name.to_string();
+                Ok(true)
+            }
+        }
+    }
+
+    /// Rejects the tentative version `name` (or the tentative one when None).
+    pub fn reject(&mut self, name: Option<&str>, reason: &str) -> Result<String, StateError> {
+        let t = match name {
+            Some(n) => self
+                .get(n)
+                .filter(|v| v.status == Status::Tentative)
+                .ok_or_else(|| StateError::Refused(format!("version {n:?} is not tentative")))?,
+            None => self
+                .tentative()
+                .ok_or_else(|| StateError::Refused("no tentative version".into()))?,
+        };
+        let n = t.name.clone();
+        self.mark_bad(&n, reason);
+        Ok(n)
+    }
+
+    /// Adds `v` as the tentative version with `tries` boots. A tentative version that was
+    /// never confirmed is superseded (bad); the default and the good versions are kept.
+    pub fn add_tentative(&mut self, mut v: Version, tries: u32) -> Result<(), StateError> {
+        if self.get(&v.name).is_some() {
+            return Err(StateError::Refused(format!(
+                "a version named {:?} exists",
+                v.name
+            )));
+        }
+        let superseded = format!("superseded by {} before it was confirmed", v.name);
+        for old in self
+            .versions
+            .iter_mut()
+            .filter(|o| o.status == Status::Tentative)
+        {
+            old.status = Status::Bad;
+            old.tries_left = 0;
+            old.reason = Some(superseded.clone());
+        }
+        v.status = Status::Tentative;
+        v.tries_left = tries.max(1);
+        v.confirmed = 0;
+        v.reason = None;
+        self.versions.push(v);
+        Ok(())
+    }
+
+    /// Makes the last good version the default; a pending tentative version is dropped
+    /// (bad) so that the next boot is the rollback's. Returns the new default.
+    pub fn rollback(&mut self) -> Result<String, StateError> {
+        let target = self
+            .good_fallbacks()
+            .first()
+            .map(|v| v.name.clone())
+            .ok_or_else(|| {
+                StateError::Refused(format!(
+                    "no good version other than the default {:?} to roll back to",
+                    self.default
+                ))
+            })?;
+        if let Some(t) = self.tentative().map(|t| t.name.clone()) {
+            self.mark_bad(&t, "dropped by a rollback");
+        }
+        self.default = target.clone();
+        Ok(target)
+    }
+
+    /// Versions garbage collection may remove so that at most `keep` remain: bad ones
+    /// first, then the oldest. Never the default, the booted one, the last good one or a
+    /// tentative one.
+    pub fn collectable(&self, keep: usize, booted: Option<&str>) -> Vec<String> {
+        let last_good = self.good_fallbacks().first().map(|v| v.name.clone());
+        let protected = |v: &Version| {
+            v.name == self.default
+                || Some(v.name.as_str()) == booted
+                || Some(&v.name) == last_good.as_ref()
+                || v.status == Status::Tentative
+        };
+        let mut order: Vec<&Version> = self.versions.iter().filter(|v| !protected(v)).collect();
+        // Bad first, then oldest first (the list is oldest first already; stable sort).
+        order.sort_by_key(|v| v.status != Status::Bad);
+        let excess = self.versions.len().saturating_sub(keep);
+        order
+            .into_iter()
+            .take(excess)
+            .map(|v| v.name.clone())
+            .collect()
+    }
+
+    /// Forgets a version (its subvolume is deleted by the caller first).
+    pub fn remove(&mut self, name: &str) {
+        if name != self.default {
+            self.versions.retain(|v| v.name != name);
+        }
+    }
+}
+
+/// The state file under `top` (the root filesystem's top level).
+pub fn path(top: &Path) -> PathBuf {
+    top.join(STATE_DIR).join(STATE_FILE)
+}
+
+/// Parses state bytes; `path` names the file in errors.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<BootState, StateError> {
+    let invalid = |reason: String| StateError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let s: BootState = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    s.check().map_err(invalid)?;
+    Ok(s)
+}
+
+/// Reads the state under `top`; None when the filesystem has no versions (installed
+/// before versions existed, or not by Terra).
+pub fn load(top: &Path) -> Result<Option<BootState>, StateError> {
+    let p = path(top);
+    match std::fs::read(&p) {
+        Ok(bytes) => parse(&bytes, &p).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(StateError::Io { path: p, err }),
+    }
+}
+
+/// Stores `state` under `top` crash-safely: bumps the generation, writes
+/// `state.json.new`, syncs it, renames it over `state.json` and syncs the directory.
+/// A state that breaks an invariant is refused before anything is written.
+pub fn store(top: &Path, state: &mut BootState) -> Result<(), StateError> {
+    let dir = top.join(STATE_DIR);
+    let p = path(top);
+    state.generation += 1;
+    state.check().map_err(|reason| StateError::Invalid {
+        path: p.clone(),
+        reason,
+    })?;
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |err| StateError::Io { path, err }
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let tmp = dir.join(format!("{STATE_FILE}.new"));
+    let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Invalid {
+        path: p.clone(),
+        reason: e.to_string(),
+    })?;
+    json.push(b'\n');
+    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(&json).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &p).map_err(io_err(&p))?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&dir))
+}
+
+/// Mounts the top level of `device` with `options` at [`TOP`], runs `f`, unmounts. stage0
+/// uses it after the switch (a failed exec marks the version bad) and the confirmation
+/// command in the real system; both find the device and options in the boot report.
+pub fn with_top<T>(
+    device: &str,
+    options: &str,
+    f: impl FnOnce(&Path) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let top = Path::new(TOP);
+    std::fs::create_dir_all(top).map_err(|err| StateError::Io {
+        path: top.to_path_buf(),
+        err,
+    })?;
+    nix::mount::mount(
+        Some(device),
+        TOP,
+        Some("btrfs"),
+        nix::mount::MsFlags::empty(),
+        Some(options),
+    )
+    .map_err(|e| StateError::Io {
+        path: top.to_path_buf(),
+        err: io::Error::other(format!("mount {device} ({options}): {e}")),
+    })?;
+    let out = f(top);
+    if let Err(e) = nix::mount::umount2(TOP, nix::mount::MntFlags::MNT_DETACH) {
+        log::warn!("cannot unmount {TOP}: {e}");
+    }
+    out
+}
+
+/// Now as RFC 3339 UTC (`2026-12-01T09:30:00Z`), without a calendar crate.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
