@@ -46,7 +46,7 @@ pub const STEP_MARKER: &str = "TERRA-E2E-STEP";
 pub const FAILING_CHECK_SAYS: &str = "app answers 503 on :8080";
 
 /// Bumped whenever what goes into the images changes.
-const RECIPE: &str = "node-1";
+const RECIPE: &str = "node-2";
 
 /// Every mtime in the layers is clamped to this (2023-11-14).
 const MTIME_CLAMP: u64 = 1_700_000_000;
@@ -270,9 +270,18 @@ fn install_package(root: &Path, deb: &Path) -> crate::Result<()> {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("DEBIAN_FRONTEND", "noninteractive"))
     };
-    chroot(&["apt-get", "-q", "update"])?;
-    chroot(&["apt-get", "-q", "-y", "install", "/tmp/terra.deb"])?;
-    chroot(&["apt-get", "clean"])?;
+    // apt-key and dpkg's scripts want /dev/null and /proc.
+    let dev = root.join("dev");
+    let proc = root.join("proc");
+    run(Command::new("mount").arg("--bind").arg("/dev").arg(&dev))?;
+    let installed = run(Command::new("mount").args(["-t", "proc", "proc"]).arg(&proc))
+        .and_then(|_| chroot(&["apt-get", "-q", "update"]))
+        .and_then(|_| chroot(&["apt-get", "-q", "-y", "install", "/tmp/terra.deb"]))
+        .and_then(|_| chroot(&["apt-get", "clean"]));
+    for m in [&proc, &dev] {
+        let _ = Command::new("umount").arg("-l").arg(m).output();
+    }
+    installed?;
     for gone in ["tmp/terra.deb", "etc/resolv.conf"] {
         fs::remove_file(root.join(gone)).map_err(|e| format!("{gone}: {e}"))?;
     }
@@ -281,9 +290,10 @@ fn install_package(root: &Path, deb: &Path) -> crate::Result<()> {
 
 /// Turns overlayfs's whiteouts in `upper` (0/0 character devices, opaque directories) into
 /// the OCI layer's (`.wh.<name>` files, `.wh..wh..opq`).
+/// Also drops overlayfs's own `trusted.overlay.*` attributes, which are not the image's.
 fn whiteouts_to_oci(dir: &Path) -> crate::Result<()> {
-    let opaque = xattr_value(dir, "trusted.overlay.opaque");
-    if opaque.as_deref() == Some(b"y".as_slice()) {
+    let opaque = drop_overlay_xattrs(dir)?;
+    if opaque {
         fs::write(dir.join(".wh..wh..opq"), b"").map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     for e in fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
@@ -295,20 +305,40 @@ fn whiteouts_to_oci(dir: &Path) -> crate::Result<()> {
             fs::write(&wh, b"").map_err(|err| format!("{}: {err}", wh.display()))?;
         } else if m.is_dir() {
             whiteouts_to_oci(&e.path())?;
+        } else if !m.file_type().is_symlink() {
+            drop_overlay_xattrs(&e.path())?;
         }
     }
     Ok(())
 }
 
-fn xattr_value(path: &Path, name: &str) -> Option<Vec<u8>> {
+/// Removes the `trusted.overlay.*` attributes of `path`; true when it was an opaque
+/// directory.
+fn drop_overlay_xattrs(path: &Path) -> crate::Result<bool> {
     use std::os::unix::ffi::OsStrExt;
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let n = std::ffi::CString::new(name).ok()?;
-    let mut buf = [0u8; 16];
-    // SAFETY: both names are NUL-terminated C strings that outlive the call, and the
-    // kernel writes at most `buf.len()` bytes into `buf`.
-    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| buf[..len as usize].to_vec())
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let mut names = vec![0u8; 4096];
+    // SAFETY: `p` is a NUL-terminated path that outlives the call; the kernel writes at
+    // most `names.len()` bytes into `names`.
+    let len = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if len < 0 {
+        return Err(format!("{}: {}", path.display(), std::io::Error::last_os_error()));
+    }
+    let mut opaque = false;
+    for name in names[..len as usize].split(|b| *b == 0).filter(|n| n.starts_with(b"trusted.overlay.")) {
+        let n = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+        if name == b"trusted.overlay.opaque" {
+            let mut v = [0u8; 4];
+            // SAFETY: as above; at most `v.len()` bytes are written into `v`.
+            let l = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+            opaque = l == 1 && v[0] == b'y';
+        }
+        // SAFETY: both strings are NUL-terminated and outlive the call.
+        if unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) } != 0 {
+            return Err(format!("{}: {}", path.display(), std::io::Error::last_os_error()));
+        }
+    }
+    Ok(opaque)
 }
 
 /// The small top layer of one image: its version, the agent, its health checks.

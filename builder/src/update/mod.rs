@@ -4,7 +4,9 @@
 //! rejected on this node is never applied again by itself.
 
 pub mod policy;
+pub mod run;
 pub mod window;
 
 pub use policy::{decide, DiskView, Plan, Policy, PolicyError, Source, Strategy, Then};
+pub use run::{update, UpdateError, UpdateOptions, Updated};
 pub use window::{Opening, Window};
