@@ -19,6 +19,7 @@ pub mod pe;
 pub mod pxe;
 pub mod tool;
 pub mod uki;
+pub mod update;
 pub mod versions;
 
 pub use initramfs::{build, BuildReport, Compression, InitramfsError, InitramfsSpec};

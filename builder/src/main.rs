@@ -35,6 +35,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Install(a) => Ok(versions::install(a, progress)?),
         Command::Upgrade(a) => Ok(versions::upgrade(a, progress)?),
         Command::Apply(a) => Ok(versions::apply(a)?),
+        Command::Update(a) => Ok(cli::update::update(a, progress)?),
         Command::Versions(a) => Ok(versions::versions(a)?),
         Command::Bless(a) => Ok(versions::bless(a)?),
         Command::Rollback(a) => Ok(versions::rollback(a)?),

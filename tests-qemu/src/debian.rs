@@ -469,7 +469,7 @@ fn debootstrap_once(rootfs: &Path, mirror: &str, packages: &str) -> crate::Resul
 }
 
 /// What Debian's own container images drop, and what must not come from the build host.
-fn tidy(root: &Path) -> crate::Result<()> {
+pub(crate) fn tidy(root: &Path) -> crate::Result<()> {
     for dir in [
         "dev",
         "run",

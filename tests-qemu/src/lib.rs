@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod build;
 pub mod debian;
+pub mod debian_node;
 pub mod disk;
 pub mod elf;
 pub mod fleet;

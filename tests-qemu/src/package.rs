@@ -10,6 +10,7 @@
 //! | `/usr/share/terra/modules/{qemu,baremetal}.modules` | the module sets |
 //! | `/etc/kernel/postinst.d/zz-terra`, `/etc/kernel/postrm.d/zz-terra` | the kernel hooks (`builder/package/`) |
 //! | `/etc/terra/initramfs.conf` | the switch: `TERRA_INITRAMFS=yes` (Terra writes every kernel's initramfs) |
+//! | `/usr/lib/systemd/system/terra-update.{service,timer}` | `terra update` every hour, off until enabled (`systemctl enable --now terra-update.timer`) |
 //! | `/usr/share/doc/terra/README.md` | the README |
 //! | `/usr/share/bash-completion/completions/terra`, `/usr/share/zsh/vendor-completions/_terra`, `/usr/share/fish/vendor_completions.d/terra.fish` | shell completions (`terra completions SHELL`), and the same three for `terra-controller` |
 //! | `/usr/share/man/man1/terra.1.gz`, `terra-<command>.1.gz`, `terra-controller*.1.gz` | the man pages (`terra man DIR`, `terra-controller man DIR`), gzipped as dh_compress does |
@@ -34,7 +35,9 @@ use crate::{build, run, workspace};
 const SOURCE_DATE_EPOCH: &str = "1700000000";
 
 /// Builds terra (release) and stage0 and packs them; returns the .deb's path
-/// (`target/deb/terra_<version>_amd64.deb`).
+/// (`target/deb/terra_<version>_amd64.deb`). The package is made again only when what goes
+/// into it changed (a digest of every input beside it), and one caller at a time makes it:
+/// the package test and the update scenarios' node images share one.
 pub fn build_deb() -> crate::Result<PathBuf> {
     let terra = build::terra()?;
     let controller = build::controller()?;
@@ -45,8 +48,8 @@ pub fn build_deb() -> crate::Result<PathBuf> {
         .parent()
         .map(|t| t.join("deb"))
         .ok_or("no target directory")?;
+    let _turn = crate::lab_lock("deb")?;
     let root = out_dir.join("root");
-    let _ = fs::remove_dir_all(&root);
     let pkg = ws.join("builder/package");
     let files: Vec<(PathBuf, &str, u32)> = vec![
         (terra.clone(), "usr/bin/terra", 0o755),
@@ -82,8 +85,33 @@ pub fn build_deb() -> crate::Result<PathBuf> {
             "etc/terra/initramfs.conf",
             0o644,
         ),
+        (
+            pkg.join("terra-update.service"),
+            "usr/lib/systemd/system/terra-update.service",
+            0o644,
+        ),
+        (
+            pkg.join("terra-update.timer"),
+            "usr/lib/systemd/system/terra-update.timer",
+            0o644,
+        ),
         (ws.join("README.md"), "usr/share/doc/terra/README.md", 0o644),
     ];
+    let deb = out_dir.join(format!("terra_{version}_amd64.deb"));
+    let stamp = deb.with_extension("inputs");
+    // This file's text too: the control fields and scripts written below are in it.
+    let mut inputs: Vec<u8> = format!("{version}\n{}", include_str!("package.rs")).into_bytes();
+    let extra = ["postinst"].map(|f| (pkg.join(f), "", 0));
+    for (src, rel, mode) in files.iter().chain(extra.iter()) {
+        let data = fs::read(src).map_err(|e| format!("{}: {e}", src.display()))?;
+        inputs.extend_from_slice(format!("{rel} {mode:o} {}\n", crate::oci_root::sha256(&data)).as_bytes());
+    }
+    let key = crate::oci_root::sha256(&inputs);
+    if deb.is_file() && fs::read_to_string(&stamp).is_ok_and(|k| k == key) {
+        return Ok(deb);
+    }
+    let _ = fs::remove_file(&stamp);
+    let _ = fs::remove_dir_all(&root);
     let mut installed_kb = 0;
     for (src, rel, mode) in &files {
         let dst = root.join(rel);
@@ -133,12 +161,12 @@ pub fn build_deb() -> crate::Result<PathBuf> {
         "interest-noawait update-initramfs\n",
     )
     .map_err(|e| e.to_string())?;
-    let deb = out_dir.join(format!("terra_{version}_amd64.deb"));
     run(Command::new("dpkg-deb")
         .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
         .args(["--root-owner-group", "-Zxz", "--build"])
         .arg(&root)
         .arg(&deb))?;
+    fs::write(&stamp, key).map_err(|e| format!("{}: {e}", stamp.display()))?;
     Ok(deb)
 }
 

@@ -126,6 +126,9 @@ fn the_package_holds_terra_and_the_controller_and_replaces_the_generator() {
         "./usr/share/man/man1/terra-controller.1.gz",
         "./usr/share/man/man1/terra-controller-serve.1.gz",
         "./usr/share/man/man1/terra-controller-node-add.1.gz",
+        "./usr/lib/systemd/system/terra-update.service",
+        "./usr/lib/systemd/system/terra-update.timer",
+        "./usr/share/man/man1/terra-update.1.gz",
     ] {
         assert!(contents.contains(path), "{path} missing:\n{contents}");
     }
@@ -193,6 +196,12 @@ fn apt_install_replaces_initramfs_tools_and_the_kernel_hook_makes_a_bootable_ini
     assert_ne!(status(&root, "initramfs-tools"), "install ok installed");
     assert!(is_terras(&root.join(format!("boot/initrd.img-{kver}"))));
     in_root(&root, &["apt-get", "check"]);
+    // The update timer ships off: a node updates itself only once someone enables it.
+    let (_, enabled) = in_root_status(&root, &["systemctl", "is-enabled", "terra-update.timer"]);
+    assert_eq!(enabled.trim(), "disabled", "{enabled}");
+    let unit = in_root(&root, &["systemctl", "cat", "terra-update.service"]);
+    assert!(unit.contains("ExecStart=/usr/bin/terra update"), "{unit}");
+    in_root(&root, &["terra", "update", "--help"]);
 
     // A kernel installed now gets Terra's image from the hook (the QEMU set, for the lab).
     let kernel_deb = kernels::cloud_kernel_deb().expect("the cloud kernel package");

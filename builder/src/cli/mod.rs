@@ -16,6 +16,7 @@ pub mod controller;
 pub mod docs;
 pub mod images;
 mod progress_bar;
+pub mod update;
 pub mod versions;
 
 /// A library failure a command passes on, printed after `terra: `.
@@ -66,6 +67,7 @@ pub enum Command {
     Install(versions::InstallArgs),
     Upgrade(versions::UpgradeArgs),
     Apply(versions::ApplyArgs),
+    Update(update::UpdateArgs),
     Versions(versions::VersionsArgs),
     Bless(versions::BlessArgs),
     Rollback(versions::RollbackArgs),

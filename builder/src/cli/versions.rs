@@ -13,7 +13,7 @@ use super::images::{debug_notes, policy, skipped_xattrs, FetchArgs, REF_HELP};
 use super::CliError;
 
 /// How every command here finds its disk, after its own help.
-const COMMON: &str = "\
+pub const COMMON: &str = "\
 Without --disk these act on the running system (the root device and booted version named \
 in /run/terra/boot.json); with --disk on a root group's disks, disk images or LUN files, \
 offline (repeat --disk for each member of a multi-disk group). They need root.";
@@ -88,7 +88,8 @@ pub struct DiskArgs {
 }
 
 impl DiskArgs {
-    fn target(self) -> Target {
+    /// The disks, or the running system.
+    pub fn target(self) -> Target {
         Target { disks: self.disks }
     }
 }

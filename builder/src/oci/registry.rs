@@ -661,7 +661,7 @@ async fn get_blob(
     Ok(())
 }
 
-fn registry_error(reference: &str, e: OciDistributionError) -> OciError {
+pub(super) fn registry_error(reference: &str, e: OciDistributionError) -> OciError {
     let unknown = match &e {
         OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
             matches!(

@@ -25,6 +25,10 @@ pub struct UpdateSection {
     pub delay: Option<String>,
     /// A drain hook that must exit 0 before an update reboots the node.
     pub pre_reboot: Option<String>,
+    /// Talk plain HTTP to the source's registry (one on the node's own network, as
+    /// `--plain-http` does on the command line).
+    #[serde(default)]
+    pub plain_http: bool,
     /// Seconds each health check in `/etc/terra/health.d/` may take before it counts as
     /// failed (default [`DEFAULT_HEALTH_TIMEOUT`]).
     pub health_timeout: Option<u64>,

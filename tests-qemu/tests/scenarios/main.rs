@@ -24,4 +24,5 @@ mod network;
 mod network_bonds;
 mod network_netns;
 mod uki;
+mod update;
 mod versions;

@@ -1,0 +1,289 @@
+//! `terra update` carried out: read the policy and the state, look up what the source names
+//! (one manifest request), [`decide`], then stage (`upgrade --download-only`), run the drain
+//! hook, apply and reboot, each step told through `say`.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use terra_init::bootstate::{Status, DEFAULT_TRIES};
+
+use super::policy::{decide, DiskView, Plan, Policy, PolicyError, Source, Then};
+use crate::oci::{self, ImageRef, Progress, ResolveOptions};
+use crate::versions::{self, Target, UpgradeSpec, Upgraded, VersionsError};
+
+/// How `terra update` runs.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateOptions {
+    /// Say what would be done, do nothing.
+    pub check_only: bool,
+    /// Skip the policy's random delay.
+    pub no_delay: bool,
+    /// Resolution (platform, plain HTTP, extra keys); node.toml's `plain_http` adds to it.
+    pub resolve: ResolveOptions,
+}
+
+/// What `terra update` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Updated {
+    /// node.toml has no `[update] source`.
+    NoPolicy,
+    /// Only looked ([`UpdateOptions::check_only`]): the plan.
+    Checked(Plan),
+    /// Nothing to do: the plan said so.
+    Nothing(Plan),
+    /// A version was staged (or was staged already) and waits.
+    Staged(String),
+    /// A version was applied; with a reboot it is starting (this returns only without
+    /// one: `--disk`, or when the reboot could not start).
+    Applied(String),
+}
+
+/// Why `terra update` stopped.
+#[derive(Debug)]
+pub enum UpdateError {
+    /// node.toml's `[update]` cannot be used (the file and key).
+    Policy {
+        /// The node.toml it came from.
+        file: String,
+        /// The key and what is wrong.
+        err: PolicyError,
+    },
+    /// The source says `controller`, which this Terra cannot follow yet.
+    Unsupported(String),
+    /// Looking up, fetching or building failed.
+    Versions(VersionsError),
+    /// The drain hook failed: nothing was applied.
+    Hook {
+        /// The hook.
+        path: String,
+        /// How it failed.
+        why: String,
+    },
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpdateError::Policy { file, err } => write!(f, "{file}: {err}"),
+            UpdateError::Unsupported(why) => f.write_str(why),
+            UpdateError::Versions(e) => write!(f, "{e}"),
+            UpdateError::Hook { path, why } => write!(
+                f,
+                "update.pre_reboot {path} {why}: the update was not applied (it stays staged; \
+                 the next run tries again)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UpdateError {}
+
+impl From<VersionsError> for UpdateError {
+    fn from(e: VersionsError) -> Self {
+        UpdateError::Versions(e)
+    }
+}
+
+impl From<oci::OciError> for UpdateError {
+    fn from(e: oci::OciError) -> Self {
+        UpdateError::Versions(e.into())
+    }
+}
+
+/// Bound on the drain hook.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// `terra update` on `target` at `now`; `say` gets a line for each step.
+pub fn update(
+    target: &Target,
+    opts: &UpdateOptions,
+    now: Timestamp,
+    progress: &dyn Progress,
+    say: &mut dyn FnMut(String),
+) -> Result<Updated, UpdateError> {
+    let (node, state, booted, disk) = {
+        let top = versions::open(target)?;
+        (top.node()?, top.state()?, top.booted.clone(), top.disk.clone())
+    };
+    let file = format!("{disk}: .terra/node.toml");
+    let Some(policy) = Policy::from_section(&node.update).map_err(|err| UpdateError::Policy {
+        file: file.clone(),
+        err,
+    })?
+    else {
+        say(format!("{file} has no [update] source: this node does not update itself"));
+        return Ok(Updated::NoPolicy);
+    };
+    let source = match &policy.source {
+        Source::Image(r) => r.clone(),
+        Source::Controller => {
+            return Err(UpdateError::Unsupported(format!(
+                "{file}: update.source = \"controller\": fleet rollouts from the controller are \
+                 not in this Terra yet; name an image reference"
+            )))
+        }
+    };
+    let r: ImageRef = source.parse().map_err(VersionsError::from)?;
+    let mut resolve = opts.resolve.clone();
+    resolve.plain_http |= node.update.plain_http;
+    let named = oci::lookup(&r, &resolve)?;
+    let digest = named.manifest.to_string();
+    let view = DiskView {
+        booted_tentative: booted
+            .clone()
+            .filter(|b| state.get(b).is_some_and(|v| v.status == Status::Tentative)),
+        current: state
+            .versions
+            .iter()
+            .find(|v| v.digest == digest && matches!(v.status, Status::Good | Status::Tentative))
+            .map(|v| v.name.clone()),
+        staged: state
+            .staged
+            .iter()
+            .rev()
+            .find(|v| v.digest == digest)
+            .map(|v| v.name.clone()),
+        rejected: state
+            .rejection(&digest)
+            .map(|r| format!("{} was rejected on this node as {}: {}", digest, r.name, r.reason)),
+    };
+    let plan = decide(&policy, &view, now);
+    say(format!("{source} names {digest}; {}", describe(&plan, policy.strategy)));
+    if opts.check_only {
+        return Ok(Updated::Checked(plan));
+    }
+    let Plan::Update { staged, then } = plan.clone() else {
+        return Ok(Updated::Nothing(plan));
+    };
+    let name = match staged {
+        Some(name) => name,
+        None => {
+            let mut spec = UpgradeSpec::new(&named.pinned);
+            spec.resolve = resolve.clone();
+            spec.stage_only = true;
+            match versions::upgrade_with(target, &spec, progress)? {
+                Upgraded::Staged { name, .. } => {
+                    say(format!("staged {named} as version {name}", named = named.pinned));
+                    name
+                }
+                Upgraded::Same(name) => return Ok(Updated::Nothing(Plan::UpToDate(name))),
+                other => other.name().to_string(),
+            }
+        }
+    };
+    let until = match then {
+        Then::Wait(_) => return Ok(Updated::Staged(name)),
+        Then::Apply { until } => until,
+    };
+    if !policy.delay.is_zero() && !opts.no_delay {
+        let wait = random_below(policy.delay);
+        say(format!("waiting {}s (update.delay) before applying {name}", wait.as_secs()));
+        std::thread::sleep(wait);
+        if until.is_some_and(|end| Timestamp::now() >= end) {
+            say(format!("the window closed while waiting: {name} stays staged"));
+            return Ok(Updated::Staged(name));
+        }
+    }
+    let reboot = target.disks.is_empty();
+    if reboot {
+        if let Some(hook) = &policy.pre_reboot {
+            say(format!("running update.pre_reboot {}", hook.display()));
+            run_hook(hook, &name)?;
+        }
+    }
+    let applied = versions::apply(target, Some(&name), DEFAULT_TRIES)?;
+    say(format!(
+        "applied {}: tentative with {} tries{}",
+        applied.name,
+        applied.tries,
+        applied
+            .superseded
+            .as_ref()
+            .map_or(String::new(), |s| format!(" ({s} superseded)"))
+    ));
+    if reboot {
+        let restart = versions::prepare_reboot(target, &applied.name)?;
+        say(restart.to_string());
+        restart.start()?;
+    }
+    Ok(Updated::Applied(applied.name))
+}
+
+fn describe(plan: &Plan, strategy: super::Strategy) -> String {
+    match plan {
+        Plan::UpToDate(v) => format!("version {v} is that image already: nothing to do"),
+        Plan::Rejected(why) => format!(
+            "{why}; not applying it again (`terra upgrade --force REF@sha256:…` would)"
+        ),
+        Plan::WaitForConfirmation(v) => format!(
+            "the running version {v} is not confirmed yet: nothing is applied before it is"
+        ),
+        Plan::Update { staged, then } => {
+            let fetch = match staged {
+                Some(v) => format!("staged as {v} already"),
+                None => "not on this node: stage it".to_string(),
+            };
+            let next = match then {
+                Then::Apply { until: Some(end) } => {
+                    format!("the window is open until {end}: apply it and reboot")
+                }
+                Then::Apply { until: None } => "apply it and reboot (strategy immediate)".into(),
+                Then::Wait(Some(o)) => format!(
+                    "apply it in the next window, {} to {} (strategy {strategy})",
+                    o.start, o.end
+                ),
+                Then::Wait(None) => match strategy {
+                    super::Strategy::Manual => {
+                        "leave it staged for `terra apply` (strategy manual)".into()
+                    }
+                    _ => "leave it staged: no window opens".into(),
+                },
+            };
+            format!("{fetch}, then {next}")
+        }
+    }
+}
+
+/// A random duration in `[0, max)`: the standard library's randomly keyed hasher is
+/// enough to spread a fleet's reboots.
+fn random_below(max: Duration) -> Duration {
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let ms = max.as_millis().max(1) as u64;
+    Duration::from_millis(r % ms)
+}
+
+/// Runs the drain hook, bounded by [`HOOK_TIMEOUT`], with the version in
+/// `TERRA_UPDATE_VERSION`.
+fn run_hook(hook: &Path, version: &str) -> Result<(), UpdateError> {
+    let err = |why: String| UpdateError::Hook {
+        path: hook.display().to_string(),
+        why,
+    };
+    let mut child = Command::new(hook)
+        .env("TERRA_UPDATE_VERSION", version)
+        .spawn()
+        .map_err(|e| err(format!("cannot run: {e}")))?;
+    let start = std::time::Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) if s.success() => return Ok(()),
+            Ok(Some(s)) => return Err(err(format!("failed ({s})"))),
+            Ok(None) if start.elapsed() > HOOK_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(err(format!(
+                    "did not finish within {} s",
+                    HOOK_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(err(e.to_string())),
+        }
+    }
+}
