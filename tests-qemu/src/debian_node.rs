@@ -131,10 +131,16 @@ pub fn node_images(deb: &Path) -> crate::Result<NodeImages> {
     let _turn = lab_lock("debian-node")?;
     if !layout.join("index.json").is_file() {
         let work = layout.with_extension("build");
-        let _ = Command::new("umount").arg("-l").arg(work.join("merged")).output();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(work.join("merged"))
+            .output();
         let _ = fs::remove_dir_all(&work);
         let built = build(&base, deb, &work);
-        let _ = Command::new("umount").arg("-l").arg(work.join("merged")).output();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(work.join("merged"))
+            .output();
         let placed = built.and_then(|()| {
             fs::rename(work.join("layout"), &layout)
                 .map_err(|e| format!("{}: {e}", layout.display()))
@@ -151,10 +157,9 @@ pub fn node_images(deb: &Path) -> crate::Result<NodeImages> {
 
 fn tag_digest(layout: &Path, tag: &str) -> crate::Result<String> {
     let path = layout.join("index.json");
-    let index: serde_json::Value = serde_json::from_slice(
-        &fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?,
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     index["manifests"]
         .as_array()
         .into_iter()
@@ -183,7 +188,11 @@ fn build(base: &DebianImages, deb: &Path, work: &Path) -> crate::Result<()> {
     let base_layer = v1_layer(base)?;
     run(Command::new("tar")
         .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpzf"])
-        .arg(base.layout.join("blobs/sha256").join(&base_layer.digest[7..]))
+        .arg(
+            base.layout
+                .join("blobs/sha256")
+                .join(&base_layer.digest[7..]),
+        )
         .arg("-C")
         .arg(&lower))?;
     run(Command::new("mount")
@@ -217,7 +226,10 @@ fn build(base: &DebianImages, deb: &Path, work: &Path) -> crate::Result<()> {
             tag,
             &[base_blob.clone(), terra_blob.clone(), top],
             &[
-                ("org.opencontainers.image.title", "Debian 12 node with terra (Terra lab)"),
+                (
+                    "org.opencontainers.image.title",
+                    "Debian 12 node with terra (Terra lab)",
+                ),
                 ("org.opencontainers.image.version", version),
             ],
         )?;
@@ -274,10 +286,12 @@ fn install_package(root: &Path, deb: &Path) -> crate::Result<()> {
     let dev = root.join("dev");
     let proc = root.join("proc");
     run(Command::new("mount").arg("--bind").arg("/dev").arg(&dev))?;
-    let installed = run(Command::new("mount").args(["-t", "proc", "proc"]).arg(&proc))
-        .and_then(|_| chroot(&["apt-get", "-q", "update"]))
-        .and_then(|_| chroot(&["apt-get", "-q", "-y", "install", "/tmp/terra.deb"]))
-        .and_then(|_| chroot(&["apt-get", "clean"]));
+    let installed = run(Command::new("mount")
+        .args(["-t", "proc", "proc"])
+        .arg(&proc))
+    .and_then(|_| chroot(&["apt-get", "-q", "update"]))
+    .and_then(|_| chroot(&["apt-get", "-q", "-y", "install", "/tmp/terra.deb"]))
+    .and_then(|_| chroot(&["apt-get", "clean"]));
     for m in [&proc, &dev] {
         let _ = Command::new("umount").arg("-l").arg(m).output();
     }
@@ -298,7 +312,9 @@ fn whiteouts_to_oci(dir: &Path) -> crate::Result<()> {
     }
     for e in fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
-        let m = e.metadata().map_err(|err| format!("{}: {err}", e.path().display()))?;
+        let m = e
+            .metadata()
+            .map_err(|err| format!("{}: {err}", e.path().display()))?;
         if m.file_type().is_char_device() && m.rdev() == 0 {
             fs::remove_file(e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
             let wh = dir.join(format!(".wh.{}", e.file_name().to_string_lossy()));
@@ -322,20 +338,32 @@ fn drop_overlay_xattrs(path: &Path) -> crate::Result<bool> {
     // most `names.len()` bytes into `names`.
     let len = unsafe { libc::llistxattr(p.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
     if len < 0 {
-        return Err(format!("{}: {}", path.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "{}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     let mut opaque = false;
-    for name in names[..len as usize].split(|b| *b == 0).filter(|n| n.starts_with(b"trusted.overlay.")) {
+    for name in names[..len as usize]
+        .split(|b| *b == 0)
+        .filter(|n| n.starts_with(b"trusted.overlay."))
+    {
         let n = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
         if name == b"trusted.overlay.opaque" {
             let mut v = [0u8; 4];
             // SAFETY: as above; at most `v.len()` bytes are written into `v`.
-            let l = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+            let l =
+                unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
             opaque = l == 1 && v[0] == b'y';
         }
         // SAFETY: both strings are NUL-terminated and outlive the call.
         if unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) } != 0 {
-            return Err(format!("{}: {}", path.display(), std::io::Error::last_os_error()));
+            return Err(format!(
+                "{}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
         }
     }
     Ok(opaque)
@@ -346,7 +374,11 @@ fn top_layer(tree: &Path, lower: &Path, version: &str, failing: bool) -> crate::
     let mut files: Vec<(&str, String, u32)> = vec![
         ("etc/terra-demo-version", format!("{version}\n"), 0o644),
         ("usr/local/sbin/terra-e2e", AGENT.into(), 0o755),
-        ("etc/systemd/system/terra-e2e.service", AGENT_UNIT.into(), 0o644),
+        (
+            "etc/systemd/system/terra-e2e.service",
+            AGENT_UNIT.into(),
+            0o644,
+        ),
         ("etc/terra/health.d/10-terra", CHECK_PASSES.into(), 0o755),
     ];
     if failing {
@@ -363,8 +395,11 @@ fn top_layer(tree: &Path, lower: &Path, version: &str, failing: bool) -> crate::
     }
     let wants = tree.join("etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants).map_err(|e| format!("{}: {e}", wants.display()))?;
-    std::os::unix::fs::symlink("/etc/systemd/system/terra-e2e.service", wants.join("terra-e2e.service"))
-        .map_err(|e| format!("{}: {e}", wants.display()))?;
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/terra-e2e.service",
+        wants.join("terra-e2e.service"),
+    )
+    .map_err(|e| format!("{}: {e}", wants.display()))?;
     // Directories the base has keep its owner and mode (a layer's entry replaces them).
     for dir in [
         "etc",
@@ -379,7 +414,8 @@ fn top_layer(tree: &Path, lower: &Path, version: &str, failing: bool) -> crate::
         if let Ok(m) = fs::metadata(&from) {
             std::os::unix::fs::chown(&to, Some(m.uid()), Some(m.gid()))
                 .map_err(|e| format!("{}: {e}", to.display()))?;
-            fs::set_permissions(&to, m.permissions()).map_err(|e| format!("{}: {e}", to.display()))?;
+            fs::set_permissions(&to, m.permissions())
+                .map_err(|e| format!("{}: {e}", to.display()))?;
         }
     }
     Ok(())

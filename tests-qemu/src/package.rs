@@ -104,7 +104,9 @@ pub fn build_deb() -> crate::Result<PathBuf> {
     let extra = ["postinst"].map(|f| (pkg.join(f), "", 0));
     for (src, rel, mode) in files.iter().chain(extra.iter()) {
         let data = fs::read(src).map_err(|e| format!("{}: {e}", src.display()))?;
-        inputs.extend_from_slice(format!("{rel} {mode:o} {}\n", crate::oci_root::sha256(&data)).as_bytes());
+        inputs.extend_from_slice(
+            format!("{rel} {mode:o} {}\n", crate::oci_root::sha256(&data)).as_bytes(),
+        );
     }
     let key = crate::oci_root::sha256(&inputs);
     if deb.is_file() && fs::read_to_string(&stamp).is_ok_and(|k| k == key) {

@@ -103,7 +103,11 @@ async fn lookup_registry(
                 .map_err(|e: String| OciError::blob(desc.digest(), e))?
         }
     };
-    let base = format!("{}/{}", reference.resolve_registry(), reference.repository());
+    let base = format!(
+        "{}/{}",
+        reference.resolve_registry(),
+        reference.repository()
+    );
     let pinned = match reference.tag() {
         Some(tag) => format!("{base}:{tag}@{top}"),
         None => format!("{base}@{top}"),

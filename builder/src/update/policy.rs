@@ -101,7 +101,10 @@ impl Policy {
             .window
             .iter()
             .enumerate()
-            .map(|(i, w)| w.parse::<Window>().map_err(|e| key_err(&format!("window[{i}]"), e)))
+            .map(|(i, w)| {
+                w.parse::<Window>()
+                    .map_err(|e| key_err(&format!("window[{i}]"), e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let strategy = match s.strategy.as_deref() {
             None if windows.is_empty() => Strategy::Immediate,
@@ -249,18 +252,27 @@ mod tests {
         assert_eq!(p.strategy, Strategy::Immediate);
         assert_eq!(p.delay, Duration::ZERO);
         let p = policy("source = \"controller\"\nwindow = [\"Sat 02:00-04:00\"]");
-        assert_eq!((p.source, p.strategy), (Source::Controller, Strategy::Window));
+        assert_eq!(
+            (p.source, p.strategy),
+            (Source::Controller, Strategy::Window)
+        );
     }
 
     #[test]
     fn errors_name_the_key() {
         for (toml, key) in [
             ("window = [\"Sat 02:00-04:00\"]", "update.source"),
-            ("source = \"r\"\nwindow = [\"Sat 02:00-04:00\", \"Sun 2-4\"]", "update.window[1]"),
+            (
+                "source = \"r\"\nwindow = [\"Sat 02:00-04:00\", \"Sun 2-4\"]",
+                "update.window[1]",
+            ),
             ("source = \"r\"\nstrategy = \"window\"", "update.window"),
             ("source = \"r\"\nstrategy = \"often\"", "update.strategy"),
             ("source = \"r\"\ndelay = \"a while\"", "update.delay"),
-            ("source = \"r\"\npre_reboot = \"drain.sh\"", "update.pre_reboot"),
+            (
+                "source = \"r\"\npre_reboot = \"drain.sh\"",
+                "update.pre_reboot",
+            ),
             ("source = \" \"", "update.source"),
         ] {
             let e = Policy::from_section(&section(toml)).unwrap_err();
@@ -302,7 +314,10 @@ mod tests {
             rejected: Some("v3 failed health check 10-http".into()),
             ..DiskView::default()
         };
-        assert!(matches!(decide(&win, &rejected, sat_3am), Plan::Rejected(_)));
+        assert!(matches!(
+            decide(&win, &rejected, sat_3am),
+            Plan::Rejected(_)
+        ));
         let unconfirmed = DiskView {
             booted_tentative: Some("v4".into()),
             ..DiskView::default()

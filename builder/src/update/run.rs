@@ -107,7 +107,12 @@ pub fn update(
 ) -> Result<Updated, UpdateError> {
     let (node, state, booted, disk) = {
         let top = versions::open(target)?;
-        (top.node()?, top.state()?, top.booted.clone(), top.disk.clone())
+        (
+            top.node()?,
+            top.state()?,
+            top.booted.clone(),
+            top.disk.clone(),
+        )
     };
     let file = format!("{disk}: .terra/node.toml");
     let Some(policy) = Policy::from_section(&node.update).map_err(|err| UpdateError::Policy {
@@ -115,7 +120,9 @@ pub fn update(
         err,
     })?
     else {
-        say(format!("{file} has no [update] source: this node does not update itself"));
+        say(format!(
+            "{file} has no [update] source: this node does not update itself"
+        ));
         return Ok(Updated::NoPolicy);
     };
     let source = match &policy.source {
@@ -147,12 +154,18 @@ pub fn update(
             .rev()
             .find(|v| v.digest == digest)
             .map(|v| v.name.clone()),
-        rejected: state
-            .rejection(&digest)
-            .map(|r| format!("{} was rejected on this node as {}: {}", digest, r.name, r.reason)),
+        rejected: state.rejection(&digest).map(|r| {
+            format!(
+                "{} was rejected on this node as {}: {}",
+                digest, r.name, r.reason
+            )
+        }),
     };
     let plan = decide(&policy, &view, now);
-    say(format!("{source} names {digest}; {}", describe(&plan, policy.strategy)));
+    say(format!(
+        "{source} names {digest}; {}",
+        describe(&plan, policy.strategy)
+    ));
     if opts.check_only {
         return Ok(Updated::Checked(plan));
     }
@@ -167,7 +180,10 @@ pub fn update(
             spec.stage_only = true;
             match versions::upgrade_with(target, &spec, progress)? {
                 Upgraded::Staged { name, .. } => {
-                    say(format!("staged {named} as version {name}", named = named.pinned));
+                    say(format!(
+                        "staged {named} as version {name}",
+                        named = named.pinned
+                    ));
                     name
                 }
                 Upgraded::Same(name) => return Ok(Updated::Nothing(Plan::UpToDate(name))),
@@ -181,10 +197,15 @@ pub fn update(
     };
     if !policy.delay.is_zero() && !opts.no_delay {
         let wait = random_below(policy.delay);
-        say(format!("waiting {}s (update.delay) before applying {name}", wait.as_secs()));
+        say(format!(
+            "waiting {}s (update.delay) before applying {name}",
+            wait.as_secs()
+        ));
         std::thread::sleep(wait);
         if until.is_some_and(|end| Timestamp::now() >= end) {
-            say(format!("the window closed while waiting: {name} stays staged"));
+            say(format!(
+                "the window closed while waiting: {name} stays staged"
+            ));
             return Ok(Updated::Staged(name));
         }
     }
@@ -216,12 +237,12 @@ pub fn update(
 fn describe(plan: &Plan, strategy: super::Strategy) -> String {
     match plan {
         Plan::UpToDate(v) => format!("version {v} is that image already: nothing to do"),
-        Plan::Rejected(why) => format!(
-            "{why}; not applying it again (`terra upgrade --force REF@sha256:…` would)"
-        ),
-        Plan::WaitForConfirmation(v) => format!(
-            "the running version {v} is not confirmed yet: nothing is applied before it is"
-        ),
+        Plan::Rejected(why) => {
+            format!("{why}; not applying it again (`terra upgrade --force REF@sha256:…` would)")
+        }
+        Plan::WaitForConfirmation(v) => {
+            format!("the running version {v} is not confirmed yet: nothing is applied before it is")
+        }
         Plan::Update { staged, then } => {
             let fetch = match staged {
                 Some(v) => format!("staged as {v} already"),

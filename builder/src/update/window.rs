@@ -109,9 +109,8 @@ fn parse_zone(text: &str) -> Result<TimeZone, String> {
         return Ok(TimeZone::UTC);
     }
     if let Some(sign) = text.chars().next().filter(|c| *c == '+' || *c == '-') {
-        let t = parse_time(&text[1..]).map_err(|_| {
-            format!("{text:?} is not an offset (+HH:MM or -HH:MM)")
-        })?;
+        let t = parse_time(&text[1..])
+            .map_err(|_| format!("{text:?} is not an offset (+HH:MM or -HH:MM)"))?;
         let secs = i32::from(t.hour()) * 3600 + i32::from(t.minute()) * 60;
         let secs = if sign == '-' { -secs } else { secs };
         let offset = Offset::from_seconds(secs).map_err(|e| e.to_string())?;
@@ -190,7 +189,10 @@ impl Window {
         // A local time that does not exist (a spring-forward gap) moves forward, one that
         // happens twice takes the first: jiff's "compatible" choice, as RFC 5545 and most
         // schedulers do.
-        let start = self.zone.to_timestamp(DateTime::from_parts(day, self.start)).ok()?;
+        let start = self
+            .zone
+            .to_timestamp(DateTime::from_parts(day, self.start))
+            .ok()?;
         let end = self
             .zone
             .to_timestamp(DateTime::from_parts(end_day, self.end))
@@ -224,7 +226,10 @@ impl Window {
 
 /// The opening of any of `windows` that `now` falls in (the one that closes last).
 pub fn open_now(windows: &[Window], now: Timestamp) -> Option<Opening> {
-    windows.iter().filter_map(|w| w.open_at(now)).max_by_key(|o| o.end)
+    windows
+        .iter()
+        .filter_map(|w| w.open_at(now))
+        .max_by_key(|o| o.end)
 }
 
 /// The earliest opening of any of `windows` after `now`.
@@ -239,10 +244,11 @@ pub fn parse_delay(text: &str) -> Result<std::time::Duration, ParseError> {
         text: text.to_string(),
         reason,
     };
-    let d: SignedDuration = text
-        .trim()
-        .parse()
-        .map_err(|e| err(format!("not a duration (e.g. \"30m\", \"90s\", \"2h\"): {e}")))?;
+    let d: SignedDuration = text.trim().parse().map_err(|e| {
+        err(format!(
+            "not a duration (e.g. \"30m\", \"90s\", \"2h\"): {e}"
+        ))
+    })?;
     std::time::Duration::try_from(d).map_err(|_| err("a delay cannot be negative".into()))
 }
 
@@ -266,8 +272,14 @@ mod tests {
         assert!(win.open_at(ts("2026-12-12T02:00:00Z")).is_some());
         assert!(win.open_at(ts("2026-12-12T03:59:59Z")).is_some());
         assert!(win.open_at(ts("2026-12-12T04:00:00Z")).is_none());
-        assert!(win.open_at(ts("2026-12-11T03:00:00Z")).is_none(), "a Friday");
-        assert!(win.open_at(ts("2026-12-13T03:00:00Z")).is_some(), "a Sunday");
+        assert!(
+            win.open_at(ts("2026-12-11T03:00:00Z")).is_none(),
+            "a Friday"
+        );
+        assert!(
+            win.open_at(ts("2026-12-13T03:00:00Z")).is_some(),
+            "a Sunday"
+        );
         assert_eq!(
             win.next_after(ts("2026-12-07T12:00:00Z")).unwrap().start,
             ts("2026-12-12T02:00:00Z")
@@ -280,7 +292,10 @@ mod tests {
         // Monday 22:00 +02:00 = 20:00Z; it runs to Tuesday 01:30 +02:00 = Monday 23:30Z.
         assert!(win.open_at(ts("2026-12-07T20:00:00Z")).is_some());
         assert!(win.open_at(ts("2026-12-07T23:29:00Z")).is_some());
-        assert!(win.open_at(ts("2026-12-08T20:30:00Z")).is_none(), "Tuesday is not in Fri-Mon");
+        assert!(
+            win.open_at(ts("2026-12-08T20:30:00Z")).is_none(),
+            "Tuesday is not in Fri-Mon"
+        );
         let every = w("00:00-00:01");
         assert!(every.open_at(ts("2026-12-09T00:00:30Z")).is_some());
         // Berlin is UTC+1 in winter, UTC+2 in summer: the window follows the local clock.

@@ -220,7 +220,7 @@ pub fn upgrade_with(
         Admission::Staged(staged) => {
             top.clear_downloads();
             return apply_in(&top, &mut state, Some(&staged), spec.tries, spec.force)
-                .map(Upgraded::Applied)
+                .map(Upgraded::Applied);
         }
         Admission::New => {}
     }

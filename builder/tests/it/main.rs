@@ -22,5 +22,6 @@ mod oci_signed;
 mod oci_tar_gaps;
 mod oci_unpack;
 mod pxe;
+mod update;
 mod upgrade;
 mod upgrade_fetch;

@@ -514,13 +514,18 @@ impl Registry {
 
     /// Pushes layout:tag as repo:tag (all platforms, digests kept).
     pub fn push(&self, layout: &Path, tag: &str, repo: &str) {
+        self.push_as(layout, tag, repo, tag);
+    }
+
+    /// Pushes layout:tag as repo:as_tag (a tag that moves, like `stable`).
+    pub fn push_as(&self, layout: &Path, tag: &str, repo: &str, as_tag: &str) {
         skopeo(&[
             "copy",
             "--all",
             "--preserve-digests",
             "--dest-tls-verify=false",
             &format!("oci:{}:{tag}", layout.display()),
-            &format!("docker://{}/{repo}:{tag}", self.host()),
+            &format!("docker://{}/{repo}:{as_tag}", self.host()),
         ]);
     }
 
