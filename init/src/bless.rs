@@ -41,14 +41,9 @@ StandardOutput=journal+console
 /// Leaves [`PROGRAM`] in /run (before the switch) and, when the root at `root` runs
 /// systemd, its unit: `/run/systemd/system` existing tells programs that systemd is PID 1,
 /// which would mislead them under another init. Returns the command the real system
-/// runs, or None when stage0 could not copy itself.
+/// runs, or None when stage0 could not leave itself there.
 pub fn install(root: &Path) -> Option<String> {
-    let program = Path::new(PROGRAM);
-    let copied = program
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::copy(format!("/{INIT}"), program));
-    if let Err(e) = copied {
+    if let Err(e) = leave_program() {
         log::error!("cannot leave {PROGRAM} for the confirmation: {e}");
         return None;
     }
@@ -67,6 +62,46 @@ pub fn install(root: &Path) -> Option<String> {
         log::warn!("cannot write {}: {e}", unit.display());
     }
     Some(format!("{PROGRAM} good"))
+}
+
+/// Makes [`PROGRAM`] this stage0 without copying it: a read-only bind mount of the
+/// initramfs's `/init` on an empty file in /run. The mount moves with /run into the real
+/// root, and it keeps the file after the switch empties the initramfs (the inode lives as
+/// long as the mount; a copy in tmpfs would hold the same memory). A copy (1.9 MB, the
+/// cost of a tentative boot before) only when the kernel refuses the bind mount.
+fn leave_program() -> std::io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let program = Path::new(PROGRAM);
+    if let Some(dir) = program.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    drop(std::fs::File::create(program)?);
+    let init = format!("/{INIT}");
+    let bound = mount(
+        Some(init.as_str()),
+        PROGRAM,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    );
+    match bound {
+        Ok(()) => {
+            // Read-only: the running system must not write into the program every
+            // confirmation runs. A failure leaves it writable, which root could change anyway.
+            let _ = mount(
+                None::<&str>,
+                PROGRAM,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
+            Ok(())
+        }
+        Err(e) => {
+            log::warn!("cannot bind {init} to {PROGRAM} ({e}); copying it");
+            std::fs::copy(&init, program).map(|_| ())
+        }
+    }
 }
 
 /// Good or bad.

@@ -495,20 +495,42 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<BootState, StateError> {
     Ok(s)
 }
 
-/// Reads the state under `top`; None when the filesystem has no versions (installed
-/// before versions existed, or not by Terra).
-pub fn load(top: &Path) -> Result<Option<BootState>, StateError> {
-    let p = path(top);
-    match std::fs::read(&p) {
-        Ok(bytes) => parse(&bytes, &p).map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(StateError::Io { path: p, err }),
-    }
+/// Where [`store`] writes the next state before renaming it over [`path`].
+pub fn pending_path(top: &Path) -> PathBuf {
+    top.join(STATE_DIR).join(format!("{STATE_FILE}.new"))
 }
 
-/// Stores `state` under `top` crash-safely: bumps the generation, writes
-/// `state.json.new`, syncs it, renames it over `state.json` and syncs the directory.
-/// A state that breaks an invariant is refused before anything is written.
+/// Reads the state under `top`; None when the filesystem has no versions (installed
+/// before versions existed, or not by Terra). A `state.json.new` that parses and is newer
+/// than `state.json` (or stands where `state.json` is missing or damaged) is the state: a
+/// [`store`] synced it and a crash lost only its rename.
+pub fn load(top: &Path) -> Result<Option<BootState>, StateError> {
+    let p = path(top);
+    let main = match std::fs::read(&p) {
+        Ok(bytes) => Some(parse(&bytes, &p)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(err) => return Err(StateError::Io { path: p, err }),
+    };
+    Ok(match (main, unrenamed(top)) {
+        (Some(Ok(s)), Some(n)) if n.generation > s.generation => Some(n),
+        (Some(Err(_)) | None, Some(n)) => Some(n),
+        (Some(r), _) => Some(r?),
+        (None, None) => None,
+    })
+}
+
+/// `state.json.new` when it parses and passes the invariants.
+fn unrenamed(top: &Path) -> Option<BootState> {
+    let p = pending_path(top);
+    let bytes = std::fs::read(&p).ok()?;
+    parse(&bytes, &p).ok()
+}
+
+/// Stores `state` under `top` crash-safely with one sync: bumps the generation, writes
+/// `state.json.new`, syncs it (its data and its name), then renames it over `state.json`.
+/// A crash before the sync completes leaves the old state; after it, the new one, under
+/// either name ([`load`] prefers a newer `state.json.new`). A state that breaks an
+/// invariant is refused before anything is written.
 pub fn store(top: &Path, state: &mut BootState) -> Result<(), StateError> {
     let dir = top.join(STATE_DIR);
     let p = path(top);
@@ -522,20 +544,39 @@ pub fn store(top: &Path, state: &mut BootState) -> Result<(), StateError> {
         move |err| StateError::Io { path, err }
     };
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let tmp = dir.join(format!("{STATE_FILE}.new"));
+    let tmp = pending_path(top);
     let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Invalid {
         path: p.clone(),
         reason: e.to_string(),
     })?;
     json.push(b'\n');
-    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(&json).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, &p).map_err(io_err(&p))?;
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(&dir))
+    finish_unrenamed(top)?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(&json).and_then(|()| f.sync_all()))
+        .map_err(io_err(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, &p).map_err(io_err(&p)));
+    if written.is_err() {
+        // A store that failed must not become the state at the next load.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Puts a `state.json.new` that [`load`] would read (a crash lost its rename) in its place,
+/// durably, before [`store`] writes that name again.
+fn finish_unrenamed(top: &Path) -> Result<(), StateError> {
+    let Some(pending) = unrenamed(top) else {
+        return Ok(());
+    };
+    let p = path(top);
+    let main = std::fs::read(&p).ok().and_then(|b| parse(&b, &p).ok());
+    if main.is_some_and(|m| m.generation >= pending.generation) {
+        return Ok(());
+    }
+    let dir = top.join(STATE_DIR);
+    std::fs::rename(pending_path(top), &p)
+        .and_then(|()| std::fs::File::open(&dir)?.sync_all())
+        .map_err(|err| StateError::Io { path: p, err })
 }
 
 /// Mounts the top level of `device` with `options` at [`TOP`], runs `f`, unmounts. stage0
@@ -730,6 +771,48 @@ mod tests {
         let err = store(dir.path(), &mut broken).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
         assert!(load(dir.path()).is_err(), "the refused state wrote nothing");
+    }
+
+    #[test]
+    fn a_state_synced_but_not_renamed_is_the_state_until_the_next_store_finishes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path();
+        let mut s = BootState::new(version("os"));
+        store(top, &mut s).unwrap();
+        let mut newer = s.clone();
+        newer.add_tentative(version("v2"), 3).unwrap();
+        newer.generation += 1;
+        // A crash after store's sync, before its rename.
+        let put = |st: &BootState| {
+            std::fs::write(pending_path(top), serde_json::to_vec(st).unwrap()).unwrap()
+        };
+        put(&newer);
+        assert_eq!(load(top).unwrap().unwrap(), newer);
+        // The next store puts it in place before writing its own change.
+        let mut next = load(top).unwrap().unwrap();
+        next.begin_boot();
+        store(top, &mut next).unwrap();
+        assert!(!pending_path(top).exists());
+        assert_eq!(load(top).unwrap().unwrap(), next);
+        assert_eq!(load(top).unwrap().unwrap().get("v2").unwrap().tries_left, 2);
+        // Torn, or older than state.json (a leftover): not the state.
+        std::fs::write(pending_path(top), b"{\"format\":1,").unwrap();
+        assert_eq!(load(top).unwrap().unwrap(), next);
+        put(&s);
+        assert_eq!(load(top).unwrap().unwrap(), next);
+        let mut again = next.clone();
+        store(top, &mut again).unwrap();
+        assert_eq!(
+            load(top).unwrap().unwrap(),
+            again,
+            "a leftover is overwritten"
+        );
+        // state.json damaged, a newer whole one beside it: that one.
+        put(&newer);
+        std::fs::write(path(top), b"{").unwrap();
+        assert_eq!(load(top).unwrap().unwrap(), newer);
+        std::fs::remove_file(path(top)).unwrap();
+        assert_eq!(load(top).unwrap().unwrap(), newer);
     }
 
     #[test]

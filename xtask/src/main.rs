@@ -47,7 +47,7 @@ const USAGE: &str = "usage:
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
       target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
-                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|kexec|keeper]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|kexec|keeper|tentative|update]
                     [--only controller [--nodes N] [--full-nodes N] [--image-mb N]
                                        [--requests N]]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
@@ -449,6 +449,8 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         only_kexec: false,
         only_keeper: false,
         only_netboot: false,
+        only_tentative: false,
+        only_update: false,
     };
     let mut accel = None;
     let mut only_controller = false;
@@ -492,10 +494,12 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("kexec") => opts.only_kexec = true,
                     Some("keeper") => opts.only_keeper = true,
                     Some("netboot") => opts.only_netboot = true,
+                    Some("tentative") => opts.only_tentative = true,
+                    Some("update") => opts.only_update = true,
                     Some("controller") => only_controller = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper, netboot or controller",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper, netboot, tentative, update or controller",
                             v.to_string_lossy()
                         ))
                     }

@@ -7,6 +7,7 @@ pub mod iscsi;
 pub mod keeper;
 pub mod kexec;
 pub mod netboot;
+pub mod tentative;
 pub mod unpack;
 pub mod upgrade;
 
@@ -52,6 +53,10 @@ pub struct Options {
     pub only_keeper: bool,
     /// Only the diskless boot case (`--only netboot`; `boots` boots per image).
     pub only_netboot: bool,
+    /// Only the tentative boot case (`--only tentative`).
+    pub only_tentative: bool,
+    /// Only the update cases (`--only update`): part "tentative" among them.
+    pub only_update: bool,
 }
 
 /// Median; NaN for no values.
@@ -262,6 +267,14 @@ fn kexec_case(terra: &Path, boots: usize) -> String {
     })
 }
 
+/// The tentative boot case as markdown; a failure is reported in place.
+fn tentative_case(terra: &Path, boots: usize) -> String {
+    match tentative::run_tentative(terra, boots) {
+        Ok(r) => r.render(),
+        Err(e) => format!("### Tentative boot vs plain boot\n\nnot measured: {e}\n"),
+    }
+}
+
 fn upgrade_case(terra: &Path, boots: usize) -> String {
     match upgrade::run_upgrade(terra, 3, boots) {
         Ok(r) => r.render(),
@@ -295,6 +308,11 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
             format!("### A diskless root through a target restart\n\nnot measured: {e}\n")
         });
         fs::write(bench_dir()?.join("results-keeper.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
+    }
+    if opts.only_tentative || opts.only_update {
+        let md = tentative_case(&build::terra()?, opts.boots);
+        fs::write(bench_dir()?.join("results-tentative.md"), &md).map_err(|e| e.to_string())?;
         return Ok(md);
     }
     if opts.only_upgrade {
