@@ -41,14 +41,21 @@ pub const INITRAMFS_FILE: &str = "initramfs.img";
 pub const RELEASE_FILE: &str = "release";
 
 /// The kernel directory of version `name` on the top level `top`: its own
-/// ([`KERNEL_DIR`]) when it carries one, else the install's ([`BASE_KERNEL_DIR`]) when
-/// there is one.
+/// ([`KERNEL_DIR`]) when it carries one that has not failed ([`Version::kernel_failed`]),
+/// else the install's ([`BASE_KERNEL_DIR`]) when there is one.
 pub fn kernel_dir(top: &Path, name: &str) -> Option<PathBuf> {
+    // A version whose kernel did not reach the root after a kexec boots on the install's.
+    let own_failed = load(top)
+        .ok()
+        .flatten()
+        .and_then(|s| s.get(name).map(|v| v.kernel_failed.is_some()))
+        .unwrap_or(false);
     [
-        top.join(name).join(KERNEL_DIR),
-        top.join(STATE_DIR).join(BASE_KERNEL_DIR),
+        (!own_failed).then(|| top.join(name).join(KERNEL_DIR)),
+        Some(top.join(STATE_DIR).join(BASE_KERNEL_DIR)),
     ]
     .into_iter()
+    .flatten()
     .find(|d| is_kernel_dir(d))
 }
 
@@ -123,9 +130,27 @@ pub struct Version {
     /// kernel that boots the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
+    /// Why the kernel it carries is no longer started (it did not reach the root after a
+    /// kexec): the version boots on the machine's kernel instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_failed: Option<String>,
+    /// The health check that rejected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthFailure>,
     /// Fields a newer Terra wrote: kept as they are when this code rewrites the file.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The health check (in `/etc/terra/health.d`) that rejected a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthFailure {
+    /// The check's file name.
+    pub check: String,
+    /// How it ended: `exit status 3`, `did not finish within 120 s …`.
+    pub result: String,
+    /// The end of its output (at most 4 KiB).
+    pub output: String,
 }
 
 /// `.terra/state.json`.
@@ -139,6 +164,10 @@ pub struct BootState {
     pub default: String,
     /// Every version, oldest first.
     pub versions: Vec<Version>,
+    /// The version stage0 kexecd into its own kernel and that has not reached the root
+    /// phase there yet: still set at a later boot, that kernel never got there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kexec_pending: Option<String>,
     /// Fields a newer Terra wrote.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -232,6 +261,7 @@ impl BootState {
             generation: 1,
             default: first.name.clone(),
             versions: vec![first],
+            kexec_pending: None,
             extra: Default::default(),
         }
     }
@@ -400,6 +430,63 @@ impl BootState {
         let n = t.name.clone();
         self.mark_bad(&n, reason);
         Ok(n)
+    }
+
+    /// The booted system's health check `failure` rejects the tentative version `name`:
+    /// it is bad, with the check's name, result and output.
+    pub fn reject_unhealthy(
+        &mut self,
+        name: &str,
+        failure: HealthFailure,
+    ) -> Result<(), StateError> {
+        let reason = format!("health check {} failed: {}", failure.check, failure.result);
+        self.reject(Some(name), &reason)?;
+        if let Some(v) = self.get_mut(name) {
+            v.health = Some(failure);
+        }
+        Ok(())
+    }
+
+    /// Before a kexec into the kernel `name` carries: marks it, so that a later boot
+    /// knows when that kernel never reached its root phase ([`BootState::kexec_unfinished`]).
+    pub fn kexec_started(&mut self, name: &str) {
+        self.kexec_pending = Some(name.to_string());
+    }
+
+    /// The stage0 on `name`'s kernel reached the root phase and mounted it: the mark goes.
+    /// Returns whether the state changed.
+    pub fn kexec_arrived(&mut self, name: &str) -> bool {
+        if self.kexec_pending.as_deref() != Some(name) {
+            return false;
+        }
+        self.kexec_pending = None;
+        true
+    }
+
+    /// At a boot that did not come through a kexec: a mark still set means the kernel of
+    /// that version never reached the root (it hung, panicked, or found no root and went
+    /// to rescue). Its kernel is not started again ([`Version::kernel_failed`]): the
+    /// version boots on the machine's kernel from now on, so a rescue that reboots cannot
+    /// loop through the same kexec. Returns the version.
+    pub fn kexec_unfinished(&mut self) -> Option<String> {
+        let name = self.kexec_pending.take()?;
+        let v = self.get_mut(&name)?;
+        let kernel = v.kernel.as_deref().unwrap_or("its own");
+        v.kernel_failed = Some(format!(
+            "kernel {kernel} did not reach the root after a kexec: booting on the machine's kernel"
+        ));
+        Some(name)
+    }
+
+    /// `name`'s own kernel failed after a kexec for `reason`: it is not started again.
+    pub fn kernel_failed(&mut self, name: &str, reason: &str) -> bool {
+        match self.get_mut(name) {
+            Some(v) => {
+                v.kernel_failed = Some(reason.to_string());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Adds `v` as the tentative version with `tries` boots. A tentative version that was
@@ -659,6 +746,8 @@ mod tests {
             writable: false,
             verified_by: None,
             kernel: None,
+            kernel_failed: None,
+            health: None,
             extra: Default::default(),
         }
     }
@@ -816,6 +905,75 @@ mod tests {
     }
 
     #[test]
+    fn a_kexec_that_never_reaches_the_root_is_not_started_again() {
+        let mut s = BootState::new(version("os"));
+        s.versions[0].kernel = Some("6.1.0-9-cloud-amd64".into());
+        s.kexec_started("os");
+        // The next boot did not come through that kexec: the kernel never got there.
+        assert_eq!(s.kexec_unfinished().as_deref(), Some("os"));
+        let why = s.get("os").unwrap().kernel_failed.clone().unwrap();
+        assert!(why.contains("6.1.0-9-cloud-amd64"), "{why}");
+        assert_eq!(s.kexec_pending, None);
+        assert_eq!(s.kexec_unfinished(), None, "recorded once");
+        assert_eq!(
+            s.get("os").unwrap().status,
+            Status::Good,
+            "not bad: the default"
+        );
+        // One that arrives clears its own mark only.
+        s.kexec_started("v2");
+        assert!(!s.kexec_arrived("os"));
+        assert!(s.kexec_arrived("v2"));
+        assert_eq!(s.kexec_pending, None);
+        // The version's kernel directory is no longer its own.
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path();
+        for d in [
+            top.join("os").join(KERNEL_DIR),
+            top.join(STATE_DIR).join(BASE_KERNEL_DIR),
+        ] {
+            std::fs::create_dir_all(&d).unwrap();
+            for f in [KERNEL_FILE, INITRAMFS_FILE, RELEASE_FILE] {
+                std::fs::write(d.join(f), "6.1\n").unwrap();
+            }
+        }
+        let mut fresh = BootState::new(version("os"));
+        store(top, &mut fresh).unwrap();
+        assert_eq!(
+            kernel_dir(top, "os").unwrap(),
+            top.join("os").join(KERNEL_DIR)
+        );
+        store(top, &mut s).unwrap();
+        assert_eq!(
+            kernel_dir(top, "os").unwrap(),
+            top.join(STATE_DIR).join(BASE_KERNEL_DIR)
+        );
+    }
+
+    #[test]
+    fn a_failed_health_check_is_recorded_on_the_version_it_rejects() {
+        let mut s = BootState::new(version("os"));
+        s.add_tentative(version("v2"), 3).unwrap();
+        let failure = HealthFailure {
+            check: "20-db".into(),
+            result: "exit status 3".into(),
+            output: "connection refused\n".into(),
+        };
+        s.reject_unhealthy("v2", failure.clone()).unwrap();
+        let v = s.get("v2").unwrap();
+        assert_eq!(v.status, Status::Bad);
+        assert_eq!(
+            v.reason.as_deref(),
+            Some("health check 20-db failed: exit status 3")
+        );
+        assert_eq!(v.health.as_ref(), Some(&failure));
+        assert_eq!(s.default, "os");
+        // Only a tentative version is rejected by a check.
+        assert!(s.reject_unhealthy("os", failure).is_err());
+        assert_eq!(s.get("os").unwrap().health, None);
+    }
+
+    #[test]
     fn dates_are_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
@@ -828,7 +986,14 @@ mod tests {
         Boot {
             fail: Vec<bool>,
         },
+        /// A boot whose first candidate stage0 kexecs into its own kernel, which reaches
+        /// the root phase or never does (hangs, or finds no root and reboots from rescue).
+        KexecBoot {
+            arrives: bool,
+        },
         Confirm,
+        /// The booted version's health check fails.
+        Unhealthy,
         Reject,
         Upgrade {
             tries: u32,
@@ -844,7 +1009,9 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         let leaf = prop_oneof![
             proptest::collection::vec(any::<bool>(), 0..4).prop_map(|fail| Step::Boot { fail }),
+            any::<bool>().prop_map(|arrives| Step::KexecBoot { arrives }),
             Just(Step::Confirm),
+            Just(Step::Unhealthy),
             Just(Step::Reject),
             (0u32..4).prop_map(|tries| Step::Upgrade { tries }),
             Just(Step::Rollback),
@@ -855,11 +1022,50 @@ mod tests {
         })
     }
 
-    /// Applies a step as stage0 and terra do; returns the version that booted, if any.
-    fn apply(s: &mut BootState, step: &Step, n: &mut u32, booted: &mut Option<String>) {
+    /// Applies a step as stage0 and terra do; `booted` is the version that booted, if
+    /// any, and `lost` the versions whose kexec never reached the root (none may be
+    /// kexecd into again: that is the loop through rescue).
+    fn apply(
+        s: &mut BootState,
+        step: &Step,
+        n: &mut u32,
+        booted: &mut Option<String>,
+        lost: &mut Vec<String>,
+    ) {
         match step {
+            Step::KexecBoot { arrives } => {
+                *booted = None;
+                s.kexec_unfinished();
+                let first = s.begin_boot()[0].name.clone();
+                if s.get(&first).is_some_and(|v| v.kernel_failed.is_none()) {
+                    assert!(!lost.contains(&first), "{first} is kexecd into again");
+                    s.kexec_started(&first);
+                    if *arrives {
+                        s.kexec_arrived(&first);
+                        *booted = Some(first);
+                    } else {
+                        lost.push(first);
+                    }
+                } else {
+                    *booted = Some(first);
+                }
+            }
+            Step::Unhealthy => {
+                if let Some(b) = booted.clone() {
+                    let failure = HealthFailure {
+                        check: "10-x".into(),
+                        result: "exit status 1".into(),
+                        output: String::new(),
+                    };
+                    if s.reject_unhealthy(&b, failure).is_ok() {
+                        assert_eq!(s.get(&b).unwrap().status, Status::Bad);
+                        assert!(s.get(&b).unwrap().health.is_some());
+                    }
+                }
+            }
             Step::Boot { fail } => {
                 *booted = None;
+                s.kexec_unfinished();
                 let candidates = s.begin_boot();
                 for (i, c) in candidates.iter().enumerate() {
                     if fail.get(i).copied().unwrap_or(false) {
@@ -892,23 +1098,26 @@ mod tests {
             }
             Step::CrashDuring(inner) => {
                 let mut scratch = s.clone();
-                apply(&mut scratch, inner, n, booted);
+                apply(&mut scratch, inner, n, booted, &mut lost.clone());
             }
         }
     }
 
     proptest! {
-        /// Every sequence of boots (with any candidates failing), confirmations,
-        /// rejections, upgrades, rollbacks, collections and crashes leaves a state that
+        /// Every sequence of boots (with any candidates failing, or through a kexec whose
+        /// kernel never reaches the root), confirmations, health rejections, rejections,
+        /// upgrades, rollbacks, collections and crashes leaves a state that
         /// passes its invariants, whose default is a good version that still exists, and
-        /// whose first candidate at the next boot is never bad.
+        /// whose first candidate at the next boot is never bad; and no version whose
+        /// kexec never reached the root is kexecd into again.
         #[test]
         fn every_history_keeps_a_bootable_default(steps in proptest::collection::vec(step(), 0..40)) {
             let mut s = BootState::new(version("os"));
             let mut n = 1;
             let mut booted = None;
+            let mut lost = Vec::new();
             for st in &steps {
-                apply(&mut s, st, &mut n, &mut booted);
+                apply(&mut s, st, &mut n, &mut booted, &mut lost);
                 prop_assert!(s.check().is_ok(), "{:?} after {st:?}", s.check());
                 let mut next = s.clone();
                 let c = next.begin_boot();

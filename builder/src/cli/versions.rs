@@ -95,8 +95,9 @@ impl DiskArgs {
 /// snapshot of the longest layer chain the disk already holds plus only the layers above
 /// it, writes the node's /etc/fstab and hostname into it (from the node.toml `terra
 /// install` kept on the disk), and marks it tentative: the next boots try it until the
-/// booted system confirms it (`/run/terra/bless good`, run by systemd on its own) or its
-/// tries run out and the default boots again. An image whose digest a version already has
+/// booted system confirms it (`/run/terra/bless good`, run by systemd on its own, once the
+/// checks in /etc/terra/health.d pass; a failing one rejects it) or its tries run out and
+/// the default boots again. An image whose digest a version already has
 /// changes nothing. The booted version, the default and the last good one are never
 /// touched; old versions beyond --keep are removed. A killed upgrade leaves the old default
 /// bootable; run it again to finish.
@@ -130,14 +131,16 @@ pub struct UpgradeArgs {
 /// List the root versions and their states
 ///
 /// States: default (boots when nothing else is chosen), tentative (boots while tries are
-/// left, until confirmed), good (confirmed once; the last good one is the fallback), bad.
+/// left, until confirmed), good (confirmed once; the last good one is the fallback), bad
+/// (with why: a version a health check rejected shows the end of the check's output).
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = COMMON)]
 pub struct VersionsArgs {
     #[command(flatten)]
     disk: DiskArgs,
     /// Print an array of objects with name, state, tries_left, image, digest, created,
-    /// exclusive_bytes, booted and reason
+    /// exclusive_bytes, booted, reason, kernel, kernel_failed and health (the check that
+    /// rejected it: check, result, output)
     #[arg(long)]
     json: bool,
 }
@@ -274,6 +277,10 @@ pub fn upgrade(a: UpgradeArgs, progress: &dyn Progress) -> Result<(), CliError> 
     Ok(())
 }
 
+/// Lines of a failed health check's output `terra versions` shows (`--json` has up to
+/// 4 KiB of it).
+const HEALTH_LINES: usize = 5;
+
 /// `terra versions`.
 pub fn versions(a: VersionsArgs) -> Result<(), CliError> {
     let (target, json) = (a.disk.target(), a.json);
@@ -299,6 +306,16 @@ pub fn versions(a: VersionsArgs) -> Result<(), CliError> {
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default()
             );
+            // Why it is bad, in the check's own words: the end of its output.
+            if let Some(h) = &v.health {
+                let lines: Vec<&str> = h.output.lines().collect();
+                for line in &lines[lines.len().saturating_sub(HEALTH_LINES)..] {
+                    println!("    {} | {line}", h.check);
+                }
+            }
+            if let Some(k) = &v.kernel_failed {
+                println!("    kernel: {k}");
+            }
         }
     }
     Ok(())
