@@ -64,7 +64,9 @@ const USAGE: &str = "usage:
       kexec from the lab's kernel vs that kernel started directly (--only kexec, --boots
       each); a diskless root's writes through a 10 s target restart, stage0's keeper vs
       open-iscsi's iscsid adopting the session in the lab's Debian root (--only keeper,
-      --boots runs each). --only …: that case alone. --only controller (root): provisioning 1, 10 and
+      --boots runs each); a tentative version's boot against a plain one, stage0's root
+      phase (--only tentative, --boots each; part of --only update). --only …: that case
+      alone. --only controller (root): provisioning 1, 10 and
       100 nodes (--nodes) from one 500 MiB image through the controller (golden LUN, then
       reflink clones on a btrfs state directory) vs a full `terra install` per node
       (--full-nodes, default 10): time and new disk bytes per node; and `/ipxe?mac=`
