@@ -80,6 +80,14 @@ pub fn keeper_beside(stage0: &Path) -> Option<PathBuf> {
         .filter(|k| k.is_file())
 }
 
+/// The confirmation command beside `stage0` (a file named `bless` in its directory).
+pub fn bless_beside(stage0: &Path) -> Option<PathBuf> {
+    stage0
+        .parent()
+        .map(|d| d.join("bless"))
+        .filter(|k| k.is_file())
+}
+
 /// Module names from a list: one per line, `#` starts a comment, blank lines are ignored.
 pub fn parse_module_list(text: &str) -> Vec<String> {
     text.lines()
@@ -293,6 +301,9 @@ pub struct BuildReport {
     pub host_dropped: Vec<String>,
     /// The session keeper binary packed beside stage0 ([`keeper_beside`]), if any.
     pub keeper: Option<PathBuf>,
+    /// The confirmation command packed beside stage0 ([`bless_beside`]); None: a
+    /// tentative version booted from this image cannot confirm itself.
+    pub bless: Option<PathBuf>,
     /// Size of the cpio archive.
     pub uncompressed_bytes: u64,
     /// Size of the written file.
@@ -487,6 +498,12 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
     if let Some(keeper) = &keeper {
         a.add_file(layout::KEEPER, read_static("keeper", keeper, false)?, true)?;
     }
+    // The confirmation command (built and installed beside stage0 the same way), which
+    // stage0 leaves for the booted system of a tentative version.
+    let bless = bless_beside(&spec.stage0);
+    if let Some(bless) = &bless {
+        a.add_file(layout::BLESS, read_static("bless", bless, false)?, true)?;
+    }
     a.add_file(layout::INITRD_RELEASE, initrd_release().into_bytes(), false)?;
     let mut config_problem = None;
     if let Some(config) = &spec.config {
@@ -600,6 +617,7 @@ pub fn assemble(spec: &InitramfsSpec) -> Result<(Archive, BuildReport), Initramf
         left_out,
         host_dropped,
         keeper,
+        bless,
         uncompressed_bytes: 0,
         compressed_bytes: 0,
         compression: spec.compression,

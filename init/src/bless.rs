@@ -1,19 +1,24 @@
 //! Confirmation: the booted system says whether the version it runs is good.
 //!
-//! When a tentative version boots, stage0 leaves a copy of itself at [`PROGRAM`] (stage0
-//! is a multi-call binary: run as anything but PID 1 it is this command) and, for systemd
-//! roots, a runtime unit in `/run/systemd/system` ordered after `boot-complete.target` and
-//! `multi-user.target`, so greenboot-style health checks (`RequiredBy=boot-complete.target`)
-//! gate the confirmation and nothing in the image has to change. Other inits call
-//! `/run/terra/bless good` once they are up. The command mounts the root filesystem's top
-//! level in a private mount namespace and changes the boot state there.
+//! When a tentative version boots, stage0 leaves this command at [`PROGRAM`] (a bind mount
+//! of the initramfs's `bless` binary, [`BLESS`]: none of it is in stage0) and, for systemd
+//! roots, a runtime unit in `/run/systemd/system` ordered after
+//! `boot-complete.target` and `multi-user.target`, so nothing in the image has to change.
+//! Other inits call `/run/terra/bless good` once they are up. `good` first runs the health
+//! checks in `/etc/terra/health.d` ([`crate::health`]): a failing one rejects the version
+//! instead, recording the check and the end of its output, and the unit reboots into the
+//! default. The command mounts the root filesystem's top level in a private mount
+//! namespace and changes the boot state there.
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
-use crate::bootstate::{self, StateError};
+use crate::bootstate::{self, HealthFailure, StateError};
+use crate::config::update::DEFAULT_HEALTH_TIMEOUT;
 use crate::esp;
-use crate::layout::{BLESS_PROGRAM as PROGRAM, BOOT_REPORT, INIT};
+use crate::health::{self, Ran};
+use crate::layout::{BLESS, BLESS_PROGRAM as PROGRAM, BOOT_REPORT};
 
 /// systemd's runtime unit directory.
 pub const UNIT_DIR: &str = "/run/systemd/system";
@@ -21,34 +26,34 @@ pub const UNIT_DIR: &str = "/run/systemd/system";
 pub const UNIT: &str = "terra-bless.service";
 
 const UNIT_TEXT: &str = "\
-# Written by Terra's stage0: this boot runs a tentative root version. Confirming it makes
-# it the default; health checks that are RequiredBy=boot-complete.target gate this.
+# Written by Terra's stage0: this boot runs a tentative root version. Once the boot is
+# complete (units RequiredBy=boot-complete.target gate that too), the checks in
+# /etc/terra/health.d run; all passing makes the version the default. A failing check
+# rejects it, and the reboot brings the default back (FailureAction).
 [Unit]
-Description=Confirm the Terra root version this boot runs
+Description=Confirm the Terra root version this boot runs (health checks in /etc/terra/health.d)
 DefaultDependencies=no
 Requires=boot-complete.target
 After=boot-complete.target multi-user.target
 Conflicts=shutdown.target
 Before=shutdown.target
+FailureAction=reboot
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/run/terra/bless good
+# Each check is bounded by bless itself (node.toml [update] health_timeout).
+TimeoutStartSec=infinity
 StandardOutput=journal+console
 ";
 
 /// Leaves [`PROGRAM`] in /run (before the switch) and, when the root at `root` runs
 /// systemd, its unit: `/run/systemd/system` existing tells programs that systemd is PID 1,
 /// which would mislead them under another init. Returns the command the real system
-/// runs, or None when stage0 could not copy itself.
+/// runs, or None when stage0 could not leave itself there.
 pub fn install(root: &Path) -> Option<String> {
-    let program = Path::new(PROGRAM);
-    let copied = program
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::copy(format!("/{INIT}"), program));
-    if let Err(e) = copied {
+    if let Err(e) = leave_program() {
         log::error!("cannot leave {PROGRAM} for the confirmation: {e}");
         return None;
     }
@@ -67,6 +72,51 @@ pub fn install(root: &Path) -> Option<String> {
         log::warn!("cannot write {}: {e}", unit.display());
     }
     Some(format!("{PROGRAM} good"))
+}
+
+/// Makes [`PROGRAM`] the initramfs's confirmation command ([`BLESS`]) without copying
+/// it: a read-only bind mount on an empty file in /run. The mount moves with /run into the
+/// real root, and it keeps the file after the switch empties the initramfs (the inode
+/// lives as long as the mount; a copy in tmpfs would hold the same memory). A copy only
+/// when the kernel refuses the bind mount.
+fn leave_program() -> std::io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let packed = format!("/{BLESS}");
+    if !Path::new(&packed).is_file() {
+        return Err(std::io::Error::other(format!(
+            "the initramfs has no {packed} (built without the bless binary beside stage0)"
+        )));
+    }
+    let program = Path::new(PROGRAM);
+    if let Some(dir) = program.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    drop(std::fs::File::create(program)?);
+    let bound = mount(
+        Some(packed.as_str()),
+        PROGRAM,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    );
+    match bound {
+        Ok(()) => {
+            // Read-only: the running system must not write into the program every
+            // confirmation runs. A failure leaves it writable, which root could change anyway.
+            let _ = mount(
+                None::<&str>,
+                PROGRAM,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
+            Ok(())
+        }
+        Err(e) => {
+            log::warn!("cannot bind {packed} to {PROGRAM} ({e}); copying it");
+            std::fs::copy(&packed, program).map(|_| ())
+        }
+    }
 }
 
 /// Good or bad.
@@ -89,8 +139,9 @@ impl Verdict {
     }
 }
 
-/// What the boot report says about the running version: root device, version name and
-/// the top level's mount options.
+/// What the boot report says about the running version: root device, version name, the
+/// top level's mount options, and whether this boot is a tentative one (and the bound on
+/// each health check).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Booted {
     /// Root device node.
@@ -99,6 +150,10 @@ pub struct Booted {
     pub name: String,
     /// Mount options of the top level.
     pub top_options: String,
+    /// Whether this boot counted as a try of a tentative version.
+    pub tentative: bool,
+    /// Seconds each health check may take (boot.json `version.health_timeout`).
+    pub health_timeout: Option<u64>,
 }
 
 /// Reads the booted version from boot report bytes.
@@ -115,14 +170,120 @@ pub fn booted_from_report(bytes: &[u8]) -> Result<Booted, String> {
         device: text("/root/device")?,
         name: text("/version/name")?,
         top_options: text("/version/top_options")?,
+        tentative: v.pointer("/version/tentative") == Some(&serde_json::Value::Bool(true)),
+        health_timeout: v
+            .pointer("/version/health_timeout")
+            .and_then(|t| t.as_u64()),
     })
 }
 
-/// Records `verdict` for the booted version, in a private mount namespace. Returns what
-/// was done, for the user.
-pub fn bless(verdict: Verdict) -> Result<String, String> {
+fn read_booted() -> Result<Booted, String> {
     let report = std::fs::read(BOOT_REPORT).map_err(|e| format!("{BOOT_REPORT}: {e}"))?;
-    let booted = booted_from_report(&report)?;
+    booted_from_report(&report)
+}
+
+/// A change the booted system makes to its own version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// Good, the default.
+    Confirm,
+    /// Bad, by the caller's word.
+    Reject,
+    /// Bad: a health check failed.
+    Unhealthy(HealthFailure),
+}
+
+/// Records `verdict` for the booted version, in a private mount namespace, without health
+/// checks (`terra bless` on the running system: the admin's word). Returns what was done,
+/// for the user.
+pub fn bless(verdict: Verdict) -> Result<String, String> {
+    let change = match verdict {
+        Verdict::Good => Change::Confirm,
+        Verdict::Bad => Change::Reject,
+    };
+    record(&read_booted()?, change)
+}
+
+/// What `bless good` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmed {
+    /// Confirmed (or nothing to do); the message for the user.
+    Good(String),
+    /// A health check failed and the version was rejected; the message for the user.
+    Rejected(String),
+}
+
+/// `bless good`: when this boot is a tentative one, runs the health checks first; all
+/// passing (or none there) confirms the version, the first failing one rejects it with the
+/// check's name, result and output. Progress goes to stdout, a failure's output to stderr.
+pub fn confirm_if_healthy() -> Result<Confirmed, String> {
+    let booted = read_booted()?;
+    if booted.tentative {
+        if let Some(failure) = run_checks(&booted)? {
+            let message = record(&booted, Change::Unhealthy(failure))?;
+            return Ok(Confirmed::Rejected(message));
+        }
+    }
+    record(&booted, Change::Confirm).map(Confirmed::Good)
+}
+
+/// Runs the checks of [`health::DIR`] for `booted`, saying what happens; the first
+/// failure, if any.
+fn run_checks(booted: &Booted) -> Result<Option<HealthFailure>, String> {
+    let secs = booted.health_timeout.unwrap_or(DEFAULT_HEALTH_TIMEOUT);
+    let env = [("TERRA_VERSION", booted.name.as_str())];
+    let report = health::run_all(
+        Path::new(health::DIR),
+        Duration::from_secs(secs),
+        &env,
+        &mut say_ran,
+    )
+    .map_err(|e| e.to_string())?;
+    for (name, why) in &report.skipped {
+        let _ = writeln!(
+            std::io::stdout(),
+            "terra: health check {name} skipped: {why}"
+        );
+    }
+    Ok(report.failed.map(|f| HealthFailure {
+        check: f.name,
+        result: f.outcome.to_string(),
+        output: f.output,
+    }))
+}
+
+fn say_ran(ran: &Ran) {
+    let took = ran.took.as_secs_f64();
+    if ran.outcome == health::Outcome::Passed {
+        let _ = writeln!(
+            std::io::stdout(),
+            "terra: health check {} passed ({took:.1} s)",
+            ran.name
+        );
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "terra: health check {} failed: {} ({took:.1} s){}",
+        ran.name,
+        ran.outcome,
+        if ran.output.is_empty() {
+            "; it printed nothing"
+        } else if ran.truncated {
+            "; the end of its output:"
+        } else {
+            "; its output:"
+        }
+    );
+    for line in ran.output.lines() {
+        let _ = writeln!(err, "  | {line}");
+    }
+}
+
+/// Makes `change` to the booted version's state under the disk's lock, in a private mount
+/// namespace; then brings the ESP to the default. Returns what was done.
+fn record(booted: &Booted, change: Change) -> Result<String, String> {
     private_mounts()?;
     let name = booted.name.clone();
     bootstate::with_top(&booted.device, &booted.top_options, |top| {
@@ -141,18 +302,26 @@ pub fn bless(verdict: Verdict) -> Result<String, String> {
         })?;
         let mut state = bootstate::load(top)?
             .ok_or_else(|| StateError::Refused("the root filesystem has no boot state".into()))?;
-        let message = match verdict {
-            Verdict::Good => {
+        let message = match change {
+            Change::Confirm => {
                 if state.confirm(&name)? {
                     format!("version {name} confirmed: it is the default now")
                 } else {
                     return Ok(format!("version {name} is already good; nothing to do"));
                 }
             }
-            Verdict::Bad => {
+            Change::Reject => {
                 state.reject(Some(&name), "rejected by the booted system")?;
                 format!(
                     "version {name} rejected: the next boot runs {}",
+                    state.default
+                )
+            }
+            Change::Unhealthy(failure) => {
+                let check = failure.check.clone();
+                state.reject_unhealthy(&name, failure)?;
+                format!(
+                    "version {name} rejected by health check {check}: the next boot runs {}",
                     state.default
                 )
             }
@@ -200,11 +369,50 @@ fn private_mounts() -> Result<(), String> {
     .map_err(|e| format!("make / private: {e}"))
 }
 
-const USAGE: &str = "usage: bless [good|bad]   (also: stage0 bless [good|bad])
-Confirms (good, the default) or rejects (bad) the Terra root version this boot runs.";
+const USAGE: &str = "\
+usage: bless [good [--no-health] | bad | check]
+Confirms (good, the default) or rejects (bad) the Terra root version this boot runs.
+good first runs the executables in /etc/terra/health.d in name order when this boot is
+a tentative one (each within node.toml [update] health_timeout seconds, default 120): the
+first that fails rejects the version instead (exit status 3; reboot to run the default).
+--no-health skips them; check runs them and changes nothing (exit status 3 on a failure).";
 
-/// The multi-call entry: `bless [good|bad]` or `<anything> bless [good|bad]`. Returns
-/// the exit code.
+/// Exit status of `bless good` when a health check rejected the version, and of `bless
+/// check` when a check failed.
+pub const EXIT_UNHEALTHY: i32 = 3;
+
+/// What `bless` is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// `good`: confirm, after the health checks unless `--no-health`.
+    Good {
+        /// Run the health checks first.
+        health: bool,
+    },
+    /// `bad`: reject.
+    Bad,
+    /// `check`: run the health checks only.
+    Check,
+}
+
+impl Command {
+    /// Parses the arguments after the command's name; None for a usage error.
+    pub fn parse(args: &[String]) -> Option<Self> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match args.as_slice() {
+            [] | ["good"] => Some(Command::Good { health: true }),
+            ["good", "--no-health"] | ["--no-health", "good"] | ["--no-health"] => {
+                Some(Command::Good { health: false })
+            }
+            ["bad"] => Some(Command::Bad),
+            ["check"] => Some(Command::Check),
+            _ => None,
+        }
+    }
+}
+
+/// The command's entry: `bless [ARGS]` (the program's name) or `<anything> bless [ARGS]`.
+/// Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let called_bless = args
         .first()
@@ -218,30 +426,48 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let verdict = match rest {
-        [] => Verdict::Good,
-        [v] => match Verdict::parse(v) {
-            Some(v) => v,
-            None => {
-                eprintln!("{USAGE}");
-                return 2;
-            }
-        },
-        _ => {
-            eprintln!("{USAGE}");
-            return 2;
-        }
+    let Some(command) = Command::parse(rest) else {
+        eprintln!("{USAGE}");
+        return 2;
     };
-    match bless(verdict) {
-        Ok(msg) => {
+    let done = match command {
+        Command::Good { health: true } => confirm_if_healthy().map(|c| match c {
+            Confirmed::Good(msg) => (msg, 0),
+            Confirmed::Rejected(msg) => (msg, EXIT_UNHEALTHY),
+        }),
+        Command::Good { health: false } => bless(Verdict::Good).map(|m| (m, 0)),
+        Command::Bad => bless(Verdict::Bad).map(|m| (m, 0)),
+        Command::Check => check_only(),
+    };
+    match done {
+        Ok((msg, code)) => {
             let _ = writeln!(std::io::stdout(), "terra: {msg}");
-            0
+            code
         }
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "terra: bless: {e}");
             1
         }
     }
+}
+
+/// `bless check`: the health checks with this boot's bound (or the default), nothing
+/// recorded.
+fn check_only() -> Result<(String, i32), String> {
+    let booted = read_booted().unwrap_or_else(|_| Booted {
+        device: String::new(),
+        name: String::new(),
+        top_options: String::new(),
+        tentative: false,
+        health_timeout: None,
+    });
+    Ok(match run_checks(&booted)? {
+        None => ("the health checks passed".into(), 0),
+        Some(f) => (
+            format!("health check {} failed: {}", f.check, f.result),
+            EXIT_UNHEALTHY,
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -257,12 +483,41 @@ mod tests {
             Booted {
                 device: "/dev/vda".into(),
                 name: "v2".into(),
-                top_options: "subvolid=5".into()
+                top_options: "subvolid=5".into(),
+                tentative: false,
+                health_timeout: None,
             }
         );
+        let tentative = br#"{"root":{"device":"/dev/vda"},"version":{"name":"v2","top_options":"subvolid=5","tentative":true,"health_timeout":30}}"#;
+        let b = booted_from_report(tentative).unwrap();
+        assert!(b.tentative);
+        assert_eq!(b.health_timeout, Some(30));
         let err =
             booted_from_report(br#"{"root":{"device":"/dev/vda"},"version":null}"#).unwrap_err();
         assert!(err.contains("/version/name"), "{err}");
         assert!(booted_from_report(b"{").is_err());
+    }
+
+    #[test]
+    fn the_verbs() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            Command::parse(&args(&[])),
+            Some(Command::Good { health: true })
+        );
+        assert_eq!(
+            Command::parse(&args(&["good"])),
+            Some(Command::Good { health: true })
+        );
+        assert_eq!(
+            Command::parse(&args(&["good", "--no-health"])),
+            Some(Command::Good { health: false })
+        );
+        assert_eq!(Command::parse(&args(&["bad"])), Some(Command::Bad));
+        assert_eq!(Command::parse(&args(&["check"])), Some(Command::Check));
+        assert_eq!(Command::parse(&args(&["bad", "--no-health"])), None);
+        assert_eq!(Command::parse(&args(&["maybe"])), None);
+        assert_eq!(main(&args(&["bless", "maybe"])), 2);
+        assert_eq!(main(&args(&["stage0"])), 2);
     }
 }

@@ -138,9 +138,14 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
 
     s.phase = "root";
     let chosen = match select::mount(&cfg, &root_dev, &mut |m| devices.load(m)) {
-        // Marked bad after a kexec into its kernel: the firmware's kernel boots the next
-        // choice, and this version is never chosen again, so the reboot cannot loop.
-        Err(e @ SelectError::AfterKexec { marked: true, .. }) => {
+        // Failed after a kexec into its kernel, and the state says so (marked bad, or its
+        // kernel not started again): the firmware's kernel boots the next choice, and
+        // never this kexec again, so the reboot cannot loop.
+        Err(
+            e @ SelectError::AfterKexec {
+                recorded: Some(_), ..
+            },
+        ) => {
             log::error!("root: {e}; rebooting");
             rescue::halt(RebootMode::RB_AUTOBOOT)
         }

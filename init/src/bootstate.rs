@@ -45,14 +45,21 @@ pub const INITRAMFS_FILE: &str = "initramfs.img";
 pub const RELEASE_FILE: &str = "release";
 
 /// The kernel directory of version `name` on the top level `top`: its own
-/// ([`KERNEL_DIR`]) when it carries one, else the install's ([`BASE_KERNEL_DIR`]) when
-/// there is one.
+/// ([`KERNEL_DIR`]) when it carries one that has not failed ([`Version::kernel_failed`]),
+/// else the install's ([`BASE_KERNEL_DIR`]) when there is one.
 pub fn kernel_dir(top: &Path, name: &str) -> Option<PathBuf> {
+    // A version whose kernel did not reach the root after a kexec boots on the install's.
+    let own_failed = load(top)
+        .ok()
+        .flatten()
+        .and_then(|s| s.get(name).map(|v| v.kernel_failed.is_some()))
+        .unwrap_or(false);
     [
-        top.join(name).join(KERNEL_DIR),
-        top.join(STATE_DIR).join(BASE_KERNEL_DIR),
+        (!own_failed).then(|| top.join(name).join(KERNEL_DIR)),
+        Some(top.join(STATE_DIR).join(BASE_KERNEL_DIR)),
     ]
     .into_iter()
+    .flatten()
     .find(|d| is_kernel_dir(d))
 }
 
@@ -167,9 +174,27 @@ pub struct Version {
     /// kernel that boots the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
+    /// Why the kernel it carries is no longer started (it did not reach the root after a
+    /// kexec): the version boots on the machine's kernel instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_failed: Option<String>,
+    /// The health check that rejected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthFailure>,
     /// Fields a newer Terra wrote: kept as they are when this code rewrites the file.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The health check (in `/etc/terra/health.d`) that rejected a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthFailure {
+    /// The check's file name.
+    pub check: String,
+    /// How it ended: `exit status 3`, `did not finish within 120 s …`.
+    pub result: String,
+    /// The end of its output (at most 4 KiB).
+    pub output: String,
 }
 
 /// `.terra/state.json`.
@@ -196,6 +221,10 @@ pub struct BootState {
     /// (`terra upgrade --force REF@sha256:…`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<Rejected>,
+    /// The version stage0 kexecd into its own kernel and that has not reached the root
+    /// phase there yet: still set at a later boot, that kernel never got there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kexec_pending: Option<String>,
     /// Fields a newer Terra wrote.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -345,6 +374,7 @@ impl BootState {
             versions: vec![first],
             staged: Vec::new(),
             rejected: Vec::new(),
+            kexec_pending: None,
             extra: Default::default(),
         }
     }
@@ -633,6 +663,63 @@ impl BootState {
         )
     }
 
+    /// The booted system's health check `failure` rejects the tentative version `name`:
+    /// it is bad, with the check's name, result and output.
+    pub fn reject_unhealthy(
+        &mut self,
+        name: &str,
+        failure: HealthFailure,
+    ) -> Result<(), StateError> {
+        let reason = format!("health check {} failed: {}", failure.check, failure.result);
+        self.reject(Some(name), &reason)?;
+        if let Some(v) = self.get_mut(name) {
+            v.health = Some(failure);
+        }
+        Ok(())
+    }
+
+    /// Before a kexec into the kernel `name` carries: marks it, so that a later boot
+    /// knows when that kernel never reached its root phase ([`BootState::kexec_unfinished`]).
+    pub fn kexec_started(&mut self, name: &str) {
+        self.kexec_pending = Some(name.to_string());
+    }
+
+    /// The stage0 on `name`'s kernel reached the root phase and mounted it: the mark goes.
+    /// Returns whether the state changed.
+    pub fn kexec_arrived(&mut self, name: &str) -> bool {
+        if self.kexec_pending.as_deref() != Some(name) {
+            return false;
+        }
+        self.kexec_pending = None;
+        true
+    }
+
+    /// At a boot that did not come through a kexec: a mark still set means the kernel of
+    /// that version never reached the root (it hung, panicked, or found no root and went
+    /// to rescue). Its kernel is not started again ([`Version::kernel_failed`]): the
+    /// version boots on the machine's kernel from now on, so a rescue that reboots cannot
+    /// loop through the same kexec. Returns the version.
+    pub fn kexec_unfinished(&mut self) -> Option<String> {
+        let name = self.kexec_pending.take()?;
+        let v = self.get_mut(&name)?;
+        let kernel = v.kernel.as_deref().unwrap_or("its own");
+        v.kernel_failed = Some(format!(
+            "kernel {kernel} did not reach the root after a kexec: booting on the machine's kernel"
+        ));
+        Some(name)
+    }
+
+    /// `name`'s own kernel failed after a kexec for `reason`: it is not started again.
+    pub fn kernel_failed(&mut self, name: &str, reason: &str) -> bool {
+        match self.get_mut(name) {
+            Some(v) => {
+                v.kernel_failed = Some(reason.to_string());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Adds `v` as the tentative version with `tries` boots. A tentative version that was
     /// never confirmed is superseded (bad, but not remembered as rejected: being replaced
     /// before a verdict proves nothing about it); the default and the good versions are
@@ -799,20 +886,42 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<BootState, StateError> {
     Ok(s)
 }
 
-/// Reads the state under `top`; None when the filesystem has no versions (installed
-/// before versions existed, or not by Terra).
-pub fn load(top: &Path) -> Result<Option<BootState>, StateError> {
-    let p = path(top);
-    match std::fs::read(&p) {
-        Ok(bytes) => parse(&bytes, &p).map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(StateError::Io { path: p, err }),
-    }
+/// Where [`store`] writes the next state before renaming it over [`path`].
+pub fn pending_path(top: &Path) -> PathBuf {
+    top.join(STATE_DIR).join(format!("{STATE_FILE}.new"))
 }
 
-/// Stores `state` under `top` crash-safely: bumps the generation, writes
-/// `state.json.new`, syncs it, renames it over `state.json` and syncs the directory.
-/// A state that breaks an invariant is refused before anything is written.
+/// Reads the state under `top`; None when the filesystem has no versions (installed
+/// before versions existed, or not by Terra). A `state.json.new` that parses and is newer
+/// than `state.json` (or stands where `state.json` is missing or damaged) is the state: a
+/// [`store`] synced it and a crash lost only its rename.
+pub fn load(top: &Path) -> Result<Option<BootState>, StateError> {
+    let p = path(top);
+    let main = match std::fs::read(&p) {
+        Ok(bytes) => Some(parse(&bytes, &p)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(err) => return Err(StateError::Io { path: p, err }),
+    };
+    Ok(match (main, unrenamed(top)) {
+        (Some(Ok(s)), Some(n)) if n.generation > s.generation => Some(n),
+        (Some(Err(_)) | None, Some(n)) => Some(n),
+        (Some(r), _) => Some(r?),
+        (None, None) => None,
+    })
+}
+
+/// `state.json.new` when it parses and passes the invariants.
+fn unrenamed(top: &Path) -> Option<BootState> {
+    let p = pending_path(top);
+    let bytes = std::fs::read(&p).ok()?;
+    parse(&bytes, &p).ok()
+}
+
+/// Stores `state` under `top` crash-safely with one sync: bumps the generation, writes
+/// `state.json.new`, syncs it (its data and its name), then renames it over `state.json`.
+/// A crash before the sync completes leaves the old state; after it, the new one, under
+/// either name ([`load`] prefers a newer `state.json.new`). A state that breaks an
+/// invariant is refused before anything is written.
 pub fn store(top: &Path, state: &mut BootState) -> Result<(), StateError> {
     let dir = top.join(STATE_DIR);
     let p = path(top);
@@ -826,20 +935,39 @@ pub fn store(top: &Path, state: &mut BootState) -> Result<(), StateError> {
         move |err| StateError::Io { path, err }
     };
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let tmp = dir.join(format!("{STATE_FILE}.new"));
+    let tmp = pending_path(top);
     let mut json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Invalid {
         path: p.clone(),
         reason: e.to_string(),
     })?;
     json.push(b'\n');
-    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(&json).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, &p).map_err(io_err(&p))?;
-    std::fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(&dir))
+    finish_unrenamed(top)?;
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(&json).and_then(|()| f.sync_all()))
+        .map_err(io_err(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, &p).map_err(io_err(&p)));
+    if written.is_err() {
+        // A store that failed must not become the state at the next load.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Puts a `state.json.new` that [`load`] would read (a crash lost its rename) in its place,
+/// durably, before [`store`] writes that name again.
+fn finish_unrenamed(top: &Path) -> Result<(), StateError> {
+    let Some(pending) = unrenamed(top) else {
+        return Ok(());
+    };
+    let p = path(top);
+    let main = std::fs::read(&p).ok().and_then(|b| parse(&b, &p).ok());
+    if main.is_some_and(|m| m.generation >= pending.generation) {
+        return Ok(());
+    }
+    let dir = top.join(STATE_DIR);
+    std::fs::rename(pending_path(top), &p)
+        .and_then(|()| std::fs::File::open(&dir)?.sync_all())
+        .map_err(|err| StateError::Io { path: p, err })
 }
 
 /// Mounts the top level of `device` with `options` at [`TOP`], runs `f`, unmounts. stage0
@@ -922,6 +1050,8 @@ mod tests {
             writable: false,
             verified_by: None,
             kernel: None,
+            kernel_failed: None,
+            health: None,
             extra: Default::default(),
         }
     }
@@ -1311,6 +1441,117 @@ mod tests {
     }
 
     #[test]
+    fn a_state_synced_but_not_renamed_is_the_state_until_the_next_store_finishes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path();
+        let mut s = BootState::new(version("os"));
+        store(top, &mut s).unwrap();
+        let mut newer = s.clone();
+        newer.add_tentative(version("v2"), 3).unwrap();
+        newer.generation += 1;
+        // A crash after store's sync, before its rename.
+        let put = |st: &BootState| {
+            std::fs::write(pending_path(top), serde_json::to_vec(st).unwrap()).unwrap()
+        };
+        put(&newer);
+        assert_eq!(load(top).unwrap().unwrap(), newer);
+        // The next store puts it in place before writing its own change.
+        let mut next = load(top).unwrap().unwrap();
+        next.begin_boot();
+        store(top, &mut next).unwrap();
+        assert!(!pending_path(top).exists());
+        assert_eq!(load(top).unwrap().unwrap(), next);
+        assert_eq!(load(top).unwrap().unwrap().get("v2").unwrap().tries_left, 2);
+        // Torn, or older than state.json (a leftover): not the state.
+        std::fs::write(pending_path(top), b"{\"format\":1,").unwrap();
+        assert_eq!(load(top).unwrap().unwrap(), next);
+        put(&s);
+        assert_eq!(load(top).unwrap().unwrap(), next);
+        let mut again = next.clone();
+        store(top, &mut again).unwrap();
+        assert_eq!(
+            load(top).unwrap().unwrap(),
+            again,
+            "a leftover is overwritten"
+        );
+        // state.json damaged, a newer whole one beside it: that one.
+        put(&newer);
+        std::fs::write(path(top), b"{").unwrap();
+        assert_eq!(load(top).unwrap().unwrap(), newer);
+        std::fs::remove_file(path(top)).unwrap();
+        assert_eq!(load(top).unwrap().unwrap(), newer);
+    }
+
+    #[test]
+    fn a_kexec_that_never_reaches_the_root_is_not_started_again() {
+        let mut s = BootState::new(version("os"));
+        s.versions[0].kernel = Some("6.1.0-9-cloud-amd64".into());
+        s.kexec_started("os");
+        // The next boot did not come through that kexec: the kernel never got there.
+        assert_eq!(s.kexec_unfinished().as_deref(), Some("os"));
+        let why = s.get("os").unwrap().kernel_failed.clone().unwrap();
+        assert!(why.contains("6.1.0-9-cloud-amd64"), "{why}");
+        assert_eq!(s.kexec_pending, None);
+        assert_eq!(s.kexec_unfinished(), None, "recorded once");
+        assert_eq!(
+            s.get("os").unwrap().status,
+            Status::Good,
+            "not bad: the default"
+        );
+        // One that arrives clears its own mark only.
+        s.kexec_started("v2");
+        assert!(!s.kexec_arrived("os"));
+        assert!(s.kexec_arrived("v2"));
+        assert_eq!(s.kexec_pending, None);
+        // The version's kernel directory is no longer its own.
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path();
+        for d in [
+            top.join("os").join(KERNEL_DIR),
+            top.join(STATE_DIR).join(BASE_KERNEL_DIR),
+        ] {
+            std::fs::create_dir_all(&d).unwrap();
+            for f in [KERNEL_FILE, INITRAMFS_FILE, RELEASE_FILE] {
+                std::fs::write(d.join(f), "6.1\n").unwrap();
+            }
+        }
+        let mut fresh = BootState::new(version("os"));
+        store(top, &mut fresh).unwrap();
+        assert_eq!(
+            kernel_dir(top, "os").unwrap(),
+            top.join("os").join(KERNEL_DIR)
+        );
+        store(top, &mut s).unwrap();
+        assert_eq!(
+            kernel_dir(top, "os").unwrap(),
+            top.join(STATE_DIR).join(BASE_KERNEL_DIR)
+        );
+    }
+
+    #[test]
+    fn a_failed_health_check_is_recorded_on_the_version_it_rejects() {
+        let mut s = BootState::new(version("os"));
+        s.add_tentative(version("v2"), 3).unwrap();
+        let failure = HealthFailure {
+            check: "20-db".into(),
+            result: "exit status 3".into(),
+            output: "connection refused\n".into(),
+        };
+        s.reject_unhealthy("v2", failure.clone()).unwrap();
+        let v = s.get("v2").unwrap();
+        assert_eq!(v.status, Status::Bad);
+        assert_eq!(
+            v.reason.as_deref(),
+            Some("health check 20-db failed: exit status 3")
+        );
+        assert_eq!(v.health.as_ref(), Some(&failure));
+        assert_eq!(s.default, "os");
+        // Only a tentative version is rejected by a check.
+        assert!(s.reject_unhealthy("os", failure).is_err());
+        assert_eq!(s.get("os").unwrap().health, None);
+    }
+
+    #[test]
     fn dates_are_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
@@ -1324,7 +1565,14 @@ mod tests {
         Boot {
             fail: Vec<bool>,
         },
+        /// A boot whose first candidate stage0 kexecs into its own kernel, which reaches
+        /// the root phase or never does (hangs, or finds no root and reboots from rescue).
+        KexecBoot {
+            arrives: bool,
+        },
         Confirm,
+        /// The booted version's health check fails.
+        Unhealthy,
         Reject,
         /// `terra upgrade` (`force`: asked for by digest).
         Upgrade {
@@ -1352,7 +1600,9 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         let leaf = prop_oneof![
             proptest::collection::vec(any::<bool>(), 0..4).prop_map(|fail| Step::Boot { fail }),
+            any::<bool>().prop_map(|arrives| Step::KexecBoot { arrives }),
             Just(Step::Confirm),
+            Just(Step::Unhealthy),
             Just(Step::Reject),
             (0u32..4, 0u8..4, proptest::bool::weighted(0.1)).prop_map(|(tries, image, force)| {
                 Step::Upgrade {
@@ -1378,6 +1628,8 @@ mod tests {
         s: BootState,
         n: u32,
         booted: Option<String>,
+        /// Versions whose kexec never reached the root: none may be kexecd into again.
+        lost: Vec<String>,
     }
 
     impl Node {
@@ -1392,8 +1644,47 @@ mod tests {
     fn apply(node: &mut Node, step: &Step) -> Result<(), TestCaseError> {
         let before = node.s.clone();
         match step {
+            Step::KexecBoot { arrives } => {
+                node.booted = None;
+                node.s.kexec_unfinished();
+                let first = node.s.begin_boot()[0].name.clone();
+                if node
+                    .s
+                    .get(&first)
+                    .is_some_and(|v| v.kernel_failed.is_none())
+                {
+                    prop_assert!(!node.lost.contains(&first), "{first} is kexecd into again");
+                    node.s.kexec_started(&first);
+                    if *arrives {
+                        node.s.kexec_arrived(&first);
+                        node.booted = Some(first);
+                    } else {
+                        node.lost.push(first);
+                    }
+                } else {
+                    node.booted = Some(first);
+                }
+            }
+            Step::Unhealthy => {
+                if let Some(b) = node.booted.clone() {
+                    let failure = HealthFailure {
+                        check: "10-x".into(),
+                        result: "exit status 1".into(),
+                        output: String::new(),
+                    };
+                    if node.s.reject_unhealthy(&b, failure).is_ok() {
+                        prop_assert_eq!(&node.s.get(&b).unwrap().status, &Status::Bad);
+                        prop_assert!(node.s.get(&b).unwrap().health.is_some());
+                        prop_assert!(node
+                            .s
+                            .rejection(&node.s.get(&b).unwrap().digest.clone())
+                            .is_some());
+                    }
+                }
+            }
             Step::Boot { fail } => {
                 node.booted = None;
+                node.s.kexec_unfinished();
                 let candidates = node.s.begin_boot();
                 for (i, c) in candidates.iter().enumerate() {
                     prop_assert!(node.s.staged_version(&c.name).is_none(), "staged {c:?}");
@@ -1504,6 +1795,7 @@ mod tests {
                     s: node.s.clone(),
                     n: node.n,
                     booted: node.booted.clone(),
+                    lost: node.lost.clone(),
                 };
                 apply(&mut scratch, inner)?;
                 node.n = scratch.n;
@@ -1546,7 +1838,7 @@ mod tests {
         /// still exists, and whose candidates at the next boot are never bad nor staged.
         #[test]
         fn every_history_keeps_a_bootable_default(steps in proptest::collection::vec(step(), 0..40)) {
-            let mut node = Node { s: BootState::new(version("os")), n: 1, booted: None };
+            let mut node = Node { s: BootState::new(version("os")), n: 1, booted: None, lost: Vec::new() };
             for st in &steps {
                 apply(&mut node, st)?;
                 let s = &node.s;

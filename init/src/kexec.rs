@@ -63,6 +63,44 @@ pub fn carried_release(root: &Path) -> Option<String> {
     bootstate::kernel_release(&dir)
 }
 
+/// What the root phase does with the kernel of the version it chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelPlan {
+    /// Boot it on the running kernel: it carries none, or the running one.
+    Running,
+    /// Boot it on the running kernel although it carries another, for this reason (said on
+    /// the console and in boot.json).
+    RunningInstead(String),
+    /// Record the kexec in the boot state, load this release and kexec into it.
+    Kexec(String),
+}
+
+/// The kexec rule (ARCHITECTURE.md, "Kernels that travel with versions"), without I/O:
+/// the version's carried release, the running one, why its kernel failed before (its
+/// [`crate::bootstate::Version::kernel_failed`]) and whether the boot state can record the
+/// kexec. A kernel that once did not reach the root is not started again, and a kexec
+/// that could not be recorded is not made: either could loop through rescue for ever.
+pub fn plan(
+    carried: Option<&str>,
+    running: &str,
+    failed: Option<&str>,
+    can_record: bool,
+) -> KernelPlan {
+    let Some(release) = carried.filter(|r| *r != running) else {
+        return KernelPlan::Running;
+    };
+    if let Some(why) = failed {
+        return KernelPlan::RunningInstead(why.to_string());
+    }
+    if !can_record {
+        return KernelPlan::RunningInstead(format!(
+            "kernel {release} is not started: the boot state is read-only here, so a kernel \
+             that never reached the root could not be told from one that did"
+        ));
+    }
+    KernelPlan::Kexec(release.to_string())
+}
+
 /// The running command line without what belongs to this boot only: `BOOT_IMAGE=` (the
 /// bootloader's note about the kernel it loaded, not the next one) and the
 /// `terra.kexec.*` keys a previous stage0 added.
@@ -178,6 +216,32 @@ mod tests {
                 from: Some(("6.1.0-9-amd64".into(), 1234)),
             }
         );
+    }
+
+    #[test]
+    fn a_kernel_is_started_only_when_it_differs_has_not_failed_and_can_be_recorded() {
+        let run = "6.1.0-57-amd64";
+        let cloud = "6.1.0-57-cloud-amd64";
+        assert_eq!(plan(None, run, None, true), KernelPlan::Running);
+        assert_eq!(plan(Some(run), run, None, true), KernelPlan::Running);
+        assert_eq!(
+            plan(Some(run), run, Some("failed"), false),
+            KernelPlan::Running
+        );
+        assert_eq!(
+            plan(Some(cloud), run, None, true),
+            KernelPlan::Kexec(cloud.into())
+        );
+        // It did not reach the root last time: the running kernel, and the reason.
+        assert_eq!(
+            plan(Some(cloud), run, Some("no root"), true),
+            KernelPlan::RunningInstead("no root".into())
+        );
+        // Nothing could record it: a kexec that fails would loop; none.
+        match plan(Some(cloud), run, None, false) {
+            KernelPlan::RunningInstead(why) => assert!(why.contains(cloud), "{why}"),
+            p => panic!("{p:?}"),
+        }
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub const FIRMWARE_DIR: &str = "lib/firmware";
 /// The session keeper alone (`keeper` built beside stage0), packed when the builder finds
 /// it; without it stage0 leaves a copy of itself as the keeper.
 pub const KEEPER: &str = "lib/terra/keeper";
+/// The confirmation command alone (`bless` built beside stage0), left at [`BLESS_PROGRAM`]
+/// when a tentative version boots.
+pub const BLESS: &str = "lib/terra/bless";
 /// Rescue shell, present only when the builder was asked for one.
 pub const RESCUE_SHELL: &str = "bin/sh";
 /// Where the root filesystem is mounted before the switch.
@@ -24,7 +27,7 @@ pub const RUN_TERRA: &str = "/run/terra";
 /// Boot report written for the real system.
 pub const BOOT_REPORT: &str = "/run/terra/boot.json";
 /// The confirmation command stage0 leaves for the real system when a tentative version
-/// boots (`bless.rs`); the keeper's fallback links to it.
+/// boots (`bless.rs`): [`BLESS`] from the initramfs.
 pub const BLESS_PROGRAM: &str = "/run/terra/bless";
 /// Where the top level of the root filesystem is mounted while stage0 (or the
 /// confirmation in the real system) reads and writes the boot state.

@@ -17,23 +17,30 @@ use crate::storage::{self, RootDevice};
 /// node.toml's `[boot] etc_overlay` names another (`""` turns the overlay off).
 pub const DEFAULT_ETC_OVERLAY: &str = "persist";
 
-/// Mounts the persistent subvolumes and the `/etc` overlay under /sysroot; `top` is the
-/// filesystem's top level, mounted read-write. Returns what was mounted (mount point,
-/// source). A mount that fails is logged and skipped: the version still boots.
+/// The node.toml kept on the disk (`.terra/node.toml` under the top level `top`); None,
+/// logged, when it cannot be read: then there are no persistent mounts.
+pub fn disk_node(top: &Path) -> Option<NodeConfig> {
+    let node_path = top.join(STATE_DIR).join(NODE_FILE);
+    match NodeConfig::load(&node_path) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            log::error!("persist: {e}; no persistent mounts");
+            None
+        }
+    }
+}
+
+/// Mounts the persistent subvolumes and the `/etc` overlay that `node` (the disk's,
+/// [`disk_node`]) names under /sysroot; `top` is the filesystem's top level, mounted
+/// read-write. Returns what was mounted (mount point, source). A mount that fails is
+/// logged and skipped: the version still boots.
 pub fn mount(
+    node: &NodeConfig,
     top: &Path,
     dev: &RootDevice,
     version_read_only: bool,
     load_module: &mut dyn FnMut(&str) -> bool,
 ) -> Vec<(String, String)> {
-    let node_path = top.join(STATE_DIR).join(NODE_FILE);
-    let node = match NodeConfig::load(&node_path) {
-        Ok(n) => n,
-        Err(e) => {
-            log::error!("persist: {e}; no persistent mounts");
-            return Vec::new();
-        }
-    };
     let mut done = Vec::new();
     // The overlay first: mounted over /etc later, it would hide subvolumes mounted below it.
     let overlay = node

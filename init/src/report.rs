@@ -127,6 +127,11 @@ pub struct VersionReport {
     pub confirm: Option<String>,
     /// Persistent mounts stage0 made: mount point and what is there.
     pub mounts: Vec<(String, String)>,
+    /// Why the kernel the version carries was not started (it boots on the running one).
+    pub kernel_skipped: Option<String>,
+    /// Seconds each health check may take when the booted system confirms this tentative
+    /// version (the disk's node.toml `[update] health_timeout`, default 120).
+    pub health_timeout: Option<u64>,
     /// When this boot came through a kexec into the version's kernel: from what.
     pub kexec: Option<KexecReport>,
 }

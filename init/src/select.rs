@@ -14,8 +14,9 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::bootstate::{self, BootState, Candidate, StateError, Status, Why};
+use crate::config::update::DEFAULT_HEALTH_TIMEOUT;
 use crate::config::{BootConfig, Kexec};
-use crate::kexec;
+use crate::kexec::{self, KernelPlan};
 use crate::layout::{SYSROOT, TOP};
 use crate::live::{self, LiveError};
 use crate::report::{Attempt, KexecReport, RootReport, VersionReport};
@@ -48,8 +49,10 @@ pub enum SelectError {
         name: String,
         /// Why.
         reason: String,
-        /// Whether it was marked bad (then a reboot chooses another version).
-        marked: bool,
+        /// What the stored state makes the next boot do instead (the version marked bad,
+        /// or its kernel not started again); None when nothing could be stored, and a
+        /// reboot would come back here.
+        recorded: Option<&'static str>,
     },
     /// Every candidate failed.
     AllFailed {
@@ -71,16 +74,14 @@ impl fmt::Display for SelectError {
             SelectError::AfterKexec {
                 name,
                 reason,
-                marked,
-            } => write!(
-                f,
-                "version {name} cannot boot on its own kernel: {reason}{}",
-                if *marked {
-                    " (marked bad: the next boot chooses another version)"
-                } else {
-                    ""
+                recorded,
+            } => {
+                write!(f, "version {name} cannot boot on its own kernel: {reason}")?;
+                match recorded {
+                    Some(next) => write!(f, " ({next})"),
+                    None => Ok(()),
                 }
-            ),
+            }
             SelectError::AllFailed { attempts } => {
                 write!(f, "no version can boot:")?;
                 for a in attempts {
@@ -221,7 +222,15 @@ fn choose(
         }
         _ => None,
     };
-    let candidates = if let Some((name, _)) = &kexeced {
+    let before = state.clone();
+    if kexeced.is_none() {
+        if let Some(name) = state.kexec_unfinished() {
+            log::warn!(
+                "root: the kexec into version {name}'s kernel at the last boot never reached the root; {name} boots on the running kernel from now on"
+            );
+        }
+    }
+    let mut candidates = if let Some((name, _)) = &kexeced {
         // Chosen and counted by the stage0 that kexecd into this kernel.
         let why = match state.get(name) {
             _ if cfg.pinned && *name == cfg.subvol => Why::Pinned,
@@ -243,19 +252,17 @@ fn choose(
         c.retain(|c| c.why != Why::Tentative);
         c
     } else {
-        let before = state.clone();
-        let mut c = state.begin_boot();
-        // The count must be on disk before the switch: a version that hangs or resets
-        // the machine has spent its try. Without it, skip the tentative version. A boot
-        // of the default changes nothing and writes nothing.
-        if state == before {
-            // Nothing counted.
-        } else if let Err(e) = bootstate::store(top, &mut state) {
-            log::error!("root: cannot store the boot state ({e}); not trying a tentative version");
-            c.retain(|c| c.why != Why::Tentative);
-        }
-        c
+        state.begin_boot()
     };
+    // The count must be on disk before the switch: a version that hangs or resets the
+    // machine has spent its try. Without it, skip the tentative version. A boot of the
+    // default changes nothing and writes nothing.
+    if writable_top && state != before {
+        if let Err(e) = bootstate::store(top, &mut state) {
+            log::error!("root: cannot store the boot state ({e}); not trying a tentative version");
+            candidates.retain(|c| c.why != Why::Tentative);
+        }
+    }
     let mut fallbacks: Vec<Attempt> = Vec::new();
     for c in candidates {
         let version = state.get(&c.name);
@@ -292,16 +299,33 @@ fn choose(
                         }
                     }
                 }
+                // On the kernel a previous stage0 kexecd into, and mounted: it got here.
+                if kexeced.is_some() && writable_top && state.kexec_arrived(&c.name) {
+                    if let Err(e) = bootstate::store(top, &mut state) {
+                        log::error!(
+                            "root: cannot record that the kexec into {} arrived: {e}",
+                            c.name
+                        );
+                    }
+                }
+                let mut kernel_skipped = None;
                 if cfg.kexec == Kexec::Auto {
-                    if let Err(reason) = kexec_into(&c.name) {
-                        log::error!("root: version {} ({}) cannot boot: {reason}", c.name, c.why);
-                        unmount(SYSROOT);
-                        fallbacks.push(Attempt {
-                            name: c.name,
-                            why: c.why,
-                            reason,
-                        });
-                        continue;
+                    match kexec_into(&c.name, &mut state, writable_top) {
+                        Ok(skipped) => kernel_skipped = skipped,
+                        Err(reason) => {
+                            log::error!(
+                                "root: version {} ({}) cannot boot: {reason}",
+                                c.name,
+                                c.why
+                            );
+                            unmount(SYSROOT);
+                            fallbacks.push(Attempt {
+                                name: c.name,
+                                why: c.why,
+                                reason,
+                            });
+                            continue;
+                        }
                     }
                 }
                 let tentative = c.why == Why::Tentative;
@@ -318,7 +342,16 @@ fn choose(
                         load_module(m);
                     }
                 }
-                let mounts = crate::persist::mount(top, dev, read_only, load_module);
+                let node = crate::persist::disk_node(top);
+                let mounts = node.as_ref().map_or_else(Vec::new, |n| {
+                    crate::persist::mount(n, top, dev, read_only, load_module)
+                });
+                // For the confirmation's health checks (bless reads it from boot.json).
+                let health_timeout = tentative.then(|| {
+                    node.as_ref()
+                        .and_then(|n| n.update.health_timeout)
+                        .unwrap_or(DEFAULT_HEALTH_TIMEOUT)
+                });
                 let confirm = if tentative {
                     crate::bless::install(Path::new(SYSROOT))
                 } else {
@@ -342,6 +375,8 @@ fn choose(
                         top_options: storage::join_options(&dev.options, top_options),
                         confirm,
                         mounts,
+                        kernel_skipped,
+                        health_timeout,
                         kexec: kexeced
                             .and_then(|(_, from)| from)
                             .map(|(r, ms)| KexecReport {
@@ -355,14 +390,22 @@ fn choose(
             Err(reason) => {
                 log::error!("root: version {} ({}) cannot boot: {reason}", c.name, c.why);
                 if kexeced.is_some() {
-                    let marked = c.why != Why::Pinned
-                        && writable_top
-                        && state.mark_bad(&c.name, &reason)
-                        && bootstate::store(top, &mut state).is_ok();
+                    // Its kernel got here (the root was found) and the version passed the
+                    // same checks on the kernel before: the kernel is at fault. Marked bad,
+                    // or, when it cannot be (pinned, the only good one), its kernel is not
+                    // started again; either way the reboot does not come back here.
+                    state.kexec_arrived(&c.name);
+                    let recorded = if c.why != Why::Pinned && state.mark_bad(&c.name, &reason) {
+                        "marked bad: the next boot chooses another version"
+                    } else {
+                        state.kernel_failed(&c.name, &format!("on its own kernel: {reason}"));
+                        "its kernel is not started again: the next boot runs it on the machine's kernel"
+                    };
+                    let stored = writable_top && bootstate::store(top, &mut state).is_ok();
                     return Err(SelectError::AfterKexec {
                         name: c.name,
                         reason,
-                        marked,
+                        recorded: stored.then_some(recorded),
                     });
                 }
                 if c.why == Why::Pinned {
@@ -384,18 +427,33 @@ fn choose(
     })
 }
 
-/// When the version mounted at /sysroot carries a kernel other than the running one:
-/// loads it and reboots into it (no return). Ok when there is nothing to do; the reason
-/// when its kernel cannot be started, a failure of this version like a missing init.
-fn kexec_into(name: &str) -> Result<(), String> {
+/// When the version mounted at /sysroot carries a kernel other than the running one
+/// ([`kexec::plan`]): loads it, records the kexec in the state (stored) and reboots into
+/// it (no return). Ok(None) when it boots on the running kernel as planned, Ok(Some(why))
+/// when it does although it carries another kernel; Err(reason) when its kernel cannot be
+/// started, a failure of this version like a missing init.
+fn kexec_into(
+    name: &str,
+    state: &mut BootState,
+    writable_top: bool,
+) -> Result<Option<String>, String> {
     let root = Path::new(SYSROOT);
-    let Some(release) = kexec::carried_release(root) else {
-        return Ok(());
-    };
     let running = kexec::running_release();
-    if release == running {
-        return Ok(());
-    }
+    let failed = state.get(name).and_then(|v| v.kernel_failed.clone());
+    let carried = kexec::carried_release(root);
+    let release = match kexec::plan(
+        carried.as_deref(),
+        &running,
+        failed.as_deref(),
+        writable_top,
+    ) {
+        KernelPlan::Running => return Ok(None),
+        KernelPlan::RunningInstead(why) => {
+            log::warn!("root: version {name} boots on the running kernel {running}: {why}");
+            return Ok(Some(why));
+        }
+        KernelPlan::Kexec(release) => release,
+    };
     let current = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let uptime = crate::report::uptime_ms() as u64;
     let line = kexec::next_cmdline(current.trim(), name, &running, uptime);
@@ -405,11 +463,19 @@ fn kexec_into(name: &str) -> Result<(), String> {
         // Not this version's fault: it boots on the running kernel.
         Err(e) if e.is_environment() => {
             log::warn!("root: {e}; version {name} boots on the running kernel {running}");
-            return Ok(());
+            return Ok(None);
         }
         Err(e) => return Err(e.to_string()),
     }
-    // The state (the try counted, versions marked bad) is on disk before the kernel goes.
+    // On disk before the kernel goes, with the try counted and the versions marked bad
+    // before it: a kernel that never reaches the root is then found out by the next boot.
+    state.kexec_started(name);
+    if let Err(e) = bootstate::store(Path::new(TOP), state) {
+        state.kexec_pending = None;
+        let why = format!("the kexec into kernel {release} could not be recorded ({e})");
+        log::error!("root: {why}; version {name} boots on the running kernel {running}");
+        return Ok(Some(why));
+    }
     if let Ok(top) = std::fs::File::open(TOP) {
         if let Err(e) = nix::unistd::syncfs(top.as_raw_fd()) {
             log::warn!("root: syncfs of {TOP}: {e}");
@@ -417,6 +483,8 @@ fn kexec_into(name: &str) -> Result<(), String> {
     }
     nix::unistd::sync();
     let err = kexec::exec();
+    // Still here: no kernel went, so none is missing at the next boot.
+    state.kexec_pending = None;
     Err(format!("reboot into kernel {release} failed: {err}"))
 }
 

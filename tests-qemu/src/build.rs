@@ -57,9 +57,11 @@ fn add_musl() -> bool {
 
 /// Builds stage0 with the size-tuned `stage0` profile, statically: for musl, or, when that
 /// target cannot be installed, for glibc with crt-static. Returns the binary's path.
-/// The session keeper binary is built beside it, where the builder finds and packs it.
+/// The session keeper and the confirmation command (`bless`) are built beside it, where
+/// the builder finds and packs them.
 pub fn stage0() -> crate::Result<PathBuf> {
     static_bin("terra-init", "keeper")?;
+    static_bin("terra-init", "bless")?;
     static_bin("terra-init", "stage0")
 }
 

@@ -47,6 +47,20 @@ pub const V1: &str = "v1";
 /// Tag of the second image: v1's layer plus one setting `/etc/terra-demo-version` to `2`.
 pub const V2: &str = "v2";
 
+/// Tag of the third image, in the layout [`health_layout`] derives from the cached one:
+/// v2's layers plus one holding `/etc/terra/health.d` ([`PASSING_CHECK`] and
+/// [`FAILING_CHECK`]) and setting `/etc/terra-demo-version` to `3`.
+pub const V3: &str = "v3";
+
+/// v3's check that passes.
+pub const PASSING_CHECK: &str = "10-ok";
+
+/// v3's check that fails: it prints [`FAILING_CHECK_SAYS`] on stderr and exits 1.
+pub const FAILING_CHECK: &str = "50-fails";
+
+/// The last words of [`FAILING_CHECK`].
+pub const FAILING_CHECK_SAYS: &str = "50-fails: the database did not come up";
+
 /// Printed on the console by the image's marker unit once `multi-user.target` is reached,
 /// followed by ` version=<1|2> uptime=<guest seconds>`.
 pub const MULTI_USER_MARKER: &str = "TERRA-DEBIAN-MULTI-USER";
@@ -248,6 +262,140 @@ pub fn debian_disk(
         &format!("debian-{tag}-{uuid}-{}", &digest[7..19]),
         DISK_MB,
     )
+}
+
+/// The layout holding [`V3`] beside the cached one (its blobs hard links to the cached
+/// layout's, plus the checks' layer), made on first use and cached by the checks' layer.
+pub fn health_layout(images: &DebianImages) -> crate::Result<PathBuf> {
+    let work = crate::disk::tempdir("debian-health")?;
+    let built = (|| -> crate::Result<PathBuf> {
+        let root = work.join("root");
+        let d = root.join("etc/terra/health.d");
+        fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        for dir in ["etc", "etc/terra", "etc/terra/health.d"] {
+            write_mode(&root.join(dir), 0o755)?;
+        }
+        write(
+            &d.join(PASSING_CHECK),
+            &format!("#!/bin/sh\necho \"{PASSING_CHECK}: $TERRA_VERSION answers\"\n"),
+            0o755,
+        )?;
+        write(
+            &d.join(FAILING_CHECK),
+            &format!("#!/bin/sh\necho '{FAILING_CHECK}: checking'\necho '{FAILING_CHECK_SAYS}' >&2\nexit 1\n"),
+            0o755,
+        )?;
+        write(&root.join("etc/terra-demo-version"), "3\n", 0o644)?;
+        let layer = root_layer_from_dir(&root, MTIME_CLAMP)?;
+        let name = images
+            .layout
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let layout = images.layout.with_file_name(format!(
+            "{name}-health-{}",
+            &crate::oci_root::sha256(&layer)[7..19]
+        ));
+        if layout.join("index.json").is_file() {
+            return Ok(layout);
+        }
+        let out = work.join("layout");
+        let mut layers = image_layers(&images.layout, V2)?;
+        let blobs = out.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(|e| format!("{}: {e}", blobs.display()))?;
+        for l in &layers {
+            let from = images.layout.join("blobs/sha256").join(&l.digest[7..]);
+            let to = blobs.join(&l.digest[7..]);
+            fs::hard_link(&from, &to)
+                .or_else(|_| fs::copy(&from, &to).map(|_| ()))
+                .map_err(|e| format!("{} to {}: {e}", from.display(), to.display()))?;
+        }
+        layers.push(put_layer(&out, &layer, true)?);
+        let title = format!("Debian {SUITE} systemd root with health checks (Terra lab)");
+        put_image(
+            &out,
+            V3,
+            &layers,
+            &[
+                ("org.opencontainers.image.title", &title),
+                ("org.opencontainers.image.version", "3"),
+            ],
+        )?;
+        crate::publish_dir(&out, &layout)?;
+        Ok(layout)
+    })();
+    let _ = fs::remove_dir_all(&work);
+    built
+}
+
+/// The layers of image `tag` in `layout`, as [`put_image`] takes them.
+fn image_layers(layout: &Path, tag: &str) -> crate::Result<Vec<crate::oci_root::LayerBlob>> {
+    let json = |path: PathBuf| -> crate::Result<serde_json::Value> {
+        let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let blob = |digest: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(&digest[7.min(digest.len())..])
+    };
+    let index = json(layout.join("index.json"))?;
+    let manifest_digest = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .and_then(|m| m["digest"].as_str())
+        .ok_or_else(|| format!("{}: no image tagged {tag}", layout.display()))?;
+    let manifest = json(blob(manifest_digest))?;
+    let config = json(blob(
+        manifest["config"]["digest"].as_str().unwrap_or_default(),
+    ))?;
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    if layers.len() != diff_ids.len() {
+        return Err(format!(
+            "{}: {tag} has {} layers and {} diff_ids",
+            layout.display(),
+            layers.len(),
+            diff_ids.len()
+        ));
+    }
+    layers
+        .iter()
+        .zip(&diff_ids)
+        .map(|(l, d)| {
+            let media_type = match l["mediaType"].as_str() {
+                Some("application/vnd.oci.image.layer.v1.tar+gzip") => {
+                    "application/vnd.oci.image.layer.v1.tar+gzip"
+                }
+                Some("application/vnd.oci.image.layer.v1.tar") => {
+                    "application/vnd.oci.image.layer.v1.tar"
+                }
+                other => {
+                    return Err(format!(
+                        "{}: a layer of {tag} is {other:?}",
+                        layout.display()
+                    ))
+                }
+            };
+            Ok(crate::oci_root::LayerBlob {
+                digest: l["digest"].as_str().unwrap_or_default().to_string(),
+                size: l["size"].as_u64().unwrap_or_default(),
+                media_type,
+                diff_id: d.as_str().unwrap_or_default().to_string(),
+            })
+        })
+        .collect()
+}
+
+fn write_mode(path: &Path, mode: u32) -> crate::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Guest seconds since kernel start when the marker unit ran, from a console log.

@@ -38,6 +38,13 @@ for arg in $(cat /proc/cmdline); do
       if touch /usr/demo-write 2>/run/demo-err; then echo "TERRA-DEMO-USR-WRITE ok"
       else echo "TERRA-DEMO-USR-WRITE failed: $(cat /run/demo-err)"; fi ;;
     terra.demo=bless) /run/terra/bless good; echo "TERRA-DEMO-BLESS rc=$?" ;;
+    terra.demo=health)
+      # What an init other than systemd does: confirm once up (health checks first), and
+      # reboot into the default when that fails. Only a tentative boot has /run/terra/bless.
+      if [ -x /run/terra/bless ]; then
+        /run/terra/bless good; rc=$?; echo "TERRA-DEMO-BLESS rc=$rc"
+        if [ $rc -ne 0 ]; then echo "TERRA-DEMO-REBOOT"; sync; reboot -f; fi
+      fi ;;
     terra.demo=modaliases)
       find /sys/devices -name modalias | while read -r f; do
         echo "TERRA-MODALIAS ${f#/sys/} $(cat "$f")"
@@ -135,7 +142,7 @@ impl BtrfsDisk {
     /// Path of the cached image with demo roots, built on first use (needs root for the
     /// loop mount).
     pub fn image(&self, busybox: &Path) -> crate::Result<PathBuf> {
-        self.image_with("demo-v5", |dir, subvol| demo_root(dir, busybox, subvol))
+        self.image_with("demo-v6", |dir, subvol| demo_root(dir, busybox, subvol))
     }
 
     /// Path of the cached image whose subvolumes `fill(dir, name)` populates; `kind` names

@@ -167,6 +167,16 @@ impl Boot {
         self
     }
 
+    /// Lets the guest reboot: QEMU runs without `-no-reboot`, resets the VM and boots it
+    /// the same way again, and the run is stopped once more than `kernels` kernels started
+    /// (the first boot, each reboot and each kexec start one; [`Outcome::boots`] says how
+    /// many did). For scenarios whose node reboots by itself (a rejected version, `terra
+    /// apply --reboot`); the last boot ends the run as usual (`terra.demo=poweroff`).
+    pub fn max_boots(mut self, kernels: u32) -> Self {
+        self.vm.max_boots = Some(kernels);
+        self
+    }
+
     /// The bound on the whole run, s.
     pub fn timeout(mut self, secs: u64) -> Self {
         self.vm.timeout = Duration::from_secs(secs);

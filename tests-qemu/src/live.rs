@@ -3,7 +3,7 @@
 //! from itself the way Terra OS's did: boot the ISO, `terra install`, reboot.
 //!
 //! Besides the demo root it holds, at their host paths: `terra`, and stage0 with its keeper
-//! in `/usr/lib/terra` (the packaged location `terra` looks in); the host tools `terra
+//! and bless in `/usr/lib/terra` (the packaged location `terra` looks in); the host tools `terra
 //! install` runs (btrfs-progs, sfdisk/partx, dosfstools, mtools, grub-mkimage) with their
 //! shared libraries (`ldd`); GRUB's two module directories; the lab's kernel at
 //! `/boot/vmlinuz-<release>` with the modules of the QEMU set and their dependencies; the
@@ -75,8 +75,9 @@ const GRUB_DIRS: [&str; 2] = ["/usr/lib/grub/i386-pc", "/usr/lib/grub/x86_64-efi
 pub fn installer_image(a: &Artifacts, busybox: &Path) -> crate::Result<String> {
     use std::hash::{Hash, Hasher};
     let keeper = a.stage0.with_file_name("keeper");
+    let bless = a.stage0.with_file_name("bless");
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for p in [&a.terra, &a.stage0, &keeper, &a.kernel] {
+    for p in [&a.terra, &a.stage0, &keeper, &bless, &a.kernel] {
         let m = fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
         (m.len(), m.modified().ok()).hash(&mut h);
     }
@@ -92,7 +93,7 @@ pub fn installer_image(a: &Artifacts, busybox: &Path) -> crate::Result<String> {
         return Ok(reference);
     }
     let work = tempdir("live-installer")?;
-    let made = fill(&work.join("root"), a, &keeper, busybox)
+    let made = fill(&work.join("root"), a, busybox)
         .and_then(|()| layout_from_dir(&work.join("root"), &work.join("layout")))
         .and_then(|_| {
             fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -116,7 +117,7 @@ fn copy(from: &Path, root: &Path, to: &Path) -> crate::Result<()> {
     run(Command::new("cp").arg("-a").arg(from).arg(&dest)).map(|_| ())
 }
 
-fn fill(root: &Path, a: &Artifacts, keeper: &Path, busybox: &Path) -> crate::Result<()> {
+fn fill(root: &Path, a: &Artifacts, busybox: &Path) -> crate::Result<()> {
     demo_root(root, busybox, "live")?;
     write_exec(&root.join("bin/live-install"), INSTALLER)?;
     for d in ["tmp", "mnt", "srv", "boot"] {
@@ -124,8 +125,11 @@ fn fill(root: &Path, a: &Artifacts, keeper: &Path, busybox: &Path) -> crate::Res
     }
     copy(&a.terra, root, Path::new("/usr/bin/terra"))?;
     copy(&a.stage0, root, Path::new("/usr/lib/terra/stage0"))?;
-    if keeper.is_file() {
-        copy(keeper, root, Path::new("/usr/lib/terra/keeper"))?;
+    for helper in ["keeper", "bless"] {
+        let path = a.stage0.with_file_name(helper);
+        if path.is_file() {
+            copy(&path, root, &Path::new("/usr/lib/terra").join(helper))?;
+        }
     }
     // Every program's libraries, once each.
     let mut libs = BTreeMap::new();

@@ -7,6 +7,7 @@
 //! | `/usr/bin/terra-controller` | `terra serve` and `terra node` (terra execs it from beside itself) |
 //! | `/usr/lib/terra/stage0` | the static stage0 (where `terra` looks when no `--stage0` is given) |
 //! | `/usr/lib/terra/keeper` | the static session keeper, packed beside stage0 into every image |
+//! | `/usr/lib/terra/bless` | the static confirmation command (health checks), packed beside stage0 into every image |
 //! | `/usr/share/terra/modules/{qemu,baremetal}.modules` | the module sets |
 //! | `/etc/kernel/postinst.d/zz-terra`, `/etc/kernel/postrm.d/zz-terra` | the kernel hooks (`builder/package/`) |
 //! | `/etc/terra/initramfs.conf` | the switch: `TERRA_INITRAMFS=yes` (Terra writes every kernel's initramfs) |
@@ -59,6 +60,7 @@ pub fn build_deb() -> crate::Result<PathBuf> {
             "usr/lib/terra/keeper",
             0o755,
         ),
+        (stage0.with_file_name("bless"), "usr/lib/terra/bless", 0o755),
         (stage0, "usr/lib/terra/stage0", 0o755),
         (
             ws.join("initramfs/qemu.modules"),

@@ -8,6 +8,14 @@
 //! | `v2` | base + 1 | `/etc/demo-subvol` = v2 |
 //! | `v3` | base + 1 | `/sbin/init` whited out: fails in the initramfs |
 //! | `v4` | base + 1 | an init that powers off without confirming |
+//!
+//! The health layout ([`health_layout`]) shares the base layer, so an upgrade to one of its
+//! tags unpacks only the checks:
+//!
+//! | tag | on top of the base | what it is |
+//! |---|---|---|
+//! | `h1` | `/etc/terra/health.d`: `10-ok` passes, `README` is not executable | confirmed |
+//! | `h2` | `10-ok`; `20-fails` prints [`NOISY_LINES`] lines and exits 3; `30-never` | rejected by `20-fails`; `30-never` never runs |
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +31,77 @@ pub const DATA_PATH: &str = "/var/lib/demo";
 /// v4's init: runs, says so, powers off; never confirms.
 pub const NO_CONFIRM_INIT: &str =
     "#!/bin/sh\necho \"TERRA-V4-RAN subvol=$(cat /etc/demo-subvol)\"\n/bin/poweroff -f\n";
+
+/// The failing check of [`health_layout`]'s `h2`: this many numbered lines (more than the
+/// 4 KiB bless keeps), then its last words, then exit status 3.
+pub const NOISY_LINES: usize = 500;
+
+/// The health layout (module doc): tags `h1` and `h2` over the versions layout's base
+/// layer, cached under target/lab/images by the base layer's digest and the checks.
+pub fn health_layout(busybox: &Path) -> crate::Result<PathBuf> {
+    let _turn = crate::lab_lock("health-layout")?;
+    let work = tempdir("health-image")?;
+    let built = (|| -> crate::Result<PathBuf> {
+        let root = work.join("root");
+        demo_root(&root, busybox, "v1")?;
+        fs::create_dir_all(root.join(&DATA_PATH[1..])).map_err(|e| e.to_string())?;
+        let base = layer_from_dir(&root)?;
+        let ok = "#!/bin/sh\necho \"10-ok: $TERRA_VERSION is fine\"\n";
+        let fails = format!(
+            "#!/bin/sh\ni=1\nwhile [ $i -le {NOISY_LINES} ]; do echo \"20-fails: line $i\"; i=$((i+1)); done\n\
+             echo '20-fails: the service did not come up' >&2\nexit 3\n"
+        );
+        let never = "#!/bin/sh\necho ran > /run/terra-demo-30-never\n";
+        let checks = |tag: &str, files: &[(&str, &str, u32)]| -> crate::Result<Vec<u8>> {
+            let dir = work.join(tag);
+            let d = dir.join("etc/terra/health.d");
+            fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            fs::write(dir.join("etc/demo-subvol"), format!("{tag}\n"))
+                .map_err(|e| e.to_string())?;
+            for (name, text, mode) in files {
+                let p = d.join(name);
+                fs::write(&p, text)
+                    .and_then(|()| {
+                        use std::os::unix::fs::PermissionsExt;
+                        fs::set_permissions(&p, fs::Permissions::from_mode(*mode))
+                    })
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            layer_from_dir(&dir)
+        };
+        let h1 = checks(
+            "h1",
+            &[
+                (("10-ok"), ok, 0o755),
+                ("README", "checks live here\n", 0o644),
+            ],
+        )?;
+        let h2 = checks(
+            "h2",
+            &[
+                ("10-ok", ok, 0o755),
+                ("20-fails", &fails, 0o755),
+                ("30-never", never, 0o755),
+            ],
+        )?;
+        let layout = lab_dir().join("images").join(format!(
+            "health-{}-{}-{}",
+            &sha256(&base)[7..19],
+            &sha256(&h1)[7..13],
+            &sha256(&h2)[7..13]
+        ));
+        if !layout.join("index.json").is_file() {
+            write_layout_at(
+                &layout,
+                &[("h1", vec![&base, &h1]), ("h2", vec![&base, &h2])],
+                false,
+            )?;
+        }
+        Ok(layout)
+    })();
+    let _ = fs::remove_dir_all(&work);
+    built
+}
 
 /// A layer of regular files (path, content, mode) and whiteouts (content None).
 pub fn layer_of(files: &[(&str, Option<&[u8]>, u32)]) -> crate::Result<Vec<u8>> {

@@ -1,4 +1,5 @@
-//! QEMU runs: always bounded in time, `panic=-1` and `-no-reboot` so a dead guest ends the VM.
+//! QEMU runs: always bounded in time, `panic=-1` and `-no-reboot` so a dead guest ends the VM
+//! (unless a run allows reboots, [`Vm::max_boots`], bounded by the number of kernel starts).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,7 @@ pub fn detect_accel(kernel: &Path) -> Accel {
         boot_disk: false,
         efi_vars: None,
         extra: Vec::new(),
+        max_boots: None,
     };
     let works = probe
         .run_captured()
@@ -140,6 +142,10 @@ pub struct Vm {
     pub efi_vars: Option<PathBuf>,
     /// More QEMU arguments, appended as given (e.g. a disk on another controller).
     pub extra: Vec<String>,
+    /// None: `-no-reboot`, a reboot ends the run. Some(n): the guest may reboot (QEMU
+    /// resets it and boots the same way again), and the run is stopped once more than `n`
+    /// kernels started ([`Outcome::boots`]: each reboot and each kexec starts one).
+    pub max_boots: Option<u32>,
 }
 
 /// A tap device in a network namespace (see [`crate::netns`]) for the VM's NIC.
@@ -194,8 +200,12 @@ fn qemu_opt(s: &str) -> String {
 pub struct Outcome {
     /// Everything the serial console printed.
     pub log: String,
-    /// The VM ended by itself (power off, reboot or panic) rather than by the timeout.
+    /// The VM ended by itself (power off, reboot or panic) rather than by the timeout or
+    /// [`Vm::max_boots`].
     pub exited: bool,
+    /// Kernels that started (their `Linux version` banners on the console): the first
+    /// boot, each reboot and each kexec.
+    pub boots: usize,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -221,6 +231,7 @@ impl Vm {
             boot_disk: false,
             efi_vars: None,
             extra: Vec::new(),
+            max_boots: None,
         }
     }
 
@@ -268,8 +279,10 @@ impl Vm {
             &self.memory_mb.to_string(),
             "-smp",
             &self.smp.to_string(),
-        ])
-        .arg("-no-reboot");
+        ]);
+        if self.max_boots.is_none() {
+            c.arg("-no-reboot");
+        }
         if let Some(t) = &self.tap {
             let model = match self.nic.as_deref() {
                 None | Some("virtio") => "virtio-net-pci",
@@ -431,6 +444,7 @@ impl Vm {
             readers,
             start,
             timeout: self.timeout,
+            max_boots: self.max_boots,
             monitor: monitor.map(Path::to_path_buf),
         })
     }
@@ -468,6 +482,7 @@ pub struct Running {
     readers: Vec<std::thread::JoinHandle<()>>,
     start: Instant,
     timeout: Duration,
+    max_boots: Option<u32>,
     monitor: Option<PathBuf>,
 }
 
@@ -533,8 +548,10 @@ impl Running {
         }
         let elapsed = self.start.elapsed();
         crate::timings::record(elapsed);
+        let log = self.log();
         Outcome {
-            log: self.log(),
+            boots: kernel_starts(&log),
+            log,
             exited,
             elapsed,
         }
@@ -543,9 +560,12 @@ impl Running {
     /// Waits for the VM to end (killing it at the timeout) and returns what it printed.
     pub fn finish(mut self) -> crate::Result<Outcome> {
         let exited = loop {
+            let too_many_boots = self
+                .max_boots
+                .is_some_and(|m| kernel_starts(&self.log()) > m as usize);
             match self.child.try_wait() {
                 Ok(Some(_)) => break true,
-                Ok(None) if self.start.elapsed() >= self.timeout => {
+                Ok(None) if self.start.elapsed() >= self.timeout || too_many_boots => {
                     let _ = self.child.kill();
                     let _ = self.child.wait();
                     break false;
@@ -563,8 +583,10 @@ impl Running {
         }
         let elapsed = self.start.elapsed();
         crate::timings::record(elapsed);
+        let log = self.log();
         Ok(Outcome {
-            log: self.log(),
+            boots: kernel_starts(&log),
+            log,
             exited,
             elapsed,
         })
@@ -579,6 +601,11 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Kernels that started according to a console log: the banner each prints first.
+pub fn kernel_starts(log: &str) -> usize {
+    log.matches("] Linux version ").count()
 }
 
 /// The kernel's time stamp of a console line, `[   12.345678] …`, in seconds.

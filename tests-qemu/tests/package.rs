@@ -109,6 +109,7 @@ fn the_package_holds_terra_and_the_controller_and_replaces_the_generator() {
         "./usr/bin/terra",
         "./usr/bin/terra-controller",
         "./usr/lib/terra/stage0",
+        "./usr/lib/terra/bless",
         "./usr/share/terra/modules/baremetal.modules",
         "./etc/kernel/postinst.d/zz-terra",
         "./etc/kernel/postrm.d/zz-terra",

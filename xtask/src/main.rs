@@ -47,7 +47,7 @@ const USAGE: &str = "usage:
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
       target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
-                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|update|verify|kexec|keeper]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|kexec|keeper|tentative|update]
                     [--only controller [--nodes N] [--full-nodes N] [--image-mb N]
                                        [--requests N]]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
@@ -66,7 +66,9 @@ const USAGE: &str = "usage:
       kexec from the lab's kernel vs that kernel started directly (--only kexec, --boots
       each); a diskless root's writes through a 10 s target restart, stage0's keeper vs
       open-iscsi's iscsid adopting the session in the lab's Debian root (--only keeper,
-      --boots runs each). --only …: that case alone. --only controller (root): provisioning 1, 10 and
+      --boots runs each); a tentative version's boot against a plain one, stage0's root
+      phase (--only tentative, --boots each; part of --only update). --only …: that case
+      alone. --only controller (root): provisioning 1, 10 and
       100 nodes (--nodes) from one 500 MiB image through the controller (golden LUN, then
       reflink clones on a btrfs state directory) vs a full `terra install` per node
       (--full-nodes, default 10): time and new disk bytes per node; and `/ipxe?mac=`
@@ -452,6 +454,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         only_kexec: false,
         only_keeper: false,
         only_netboot: false,
+        only_tentative: false,
     };
     let mut accel = None;
     let mut only_controller = false;
@@ -496,10 +499,11 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("kexec") => opts.only_kexec = true,
                     Some("keeper") => opts.only_keeper = true,
                     Some("netboot") => opts.only_netboot = true,
+                    Some("tentative") => opts.only_tentative = true,
                     Some("controller") => only_controller = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade, update, verify, kexec, keeper, netboot or controller",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper, netboot, tentative, update or controller",
                             v.to_string_lossy()
                         ))
                     }

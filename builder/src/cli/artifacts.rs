@@ -262,6 +262,13 @@ pub fn initramfs(a: InitramfsArgs) -> Result<(), Error> {
     if let Some(problem) = &report.config_problem {
         eprintln!("terra: warning: stage0 will refuse this config at boot: {problem}");
     }
+    if report.bless.is_none() {
+        eprintln!(
+            "terra: warning: no bless beside {} (cargo builds it with stage0): a tentative \
+             version booted from this image cannot confirm itself",
+            spec.stage0.display()
+        );
+    }
     if !report.left_out.is_empty() {
         eprintln!(
             "terra: warning: kernel {} has no module {} (left out)",

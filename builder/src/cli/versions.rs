@@ -102,11 +102,12 @@ impl DiskArgs {
 /// snapshot of the longest layer chain the disk already holds plus only the layers above
 /// it, writes the node's /etc/fstab and hostname into it (from the node.toml `terra
 /// install` kept on the disk), and marks it tentative: the next boots try it until the
-/// booted system confirms it (`/run/terra/bless good`, run by systemd on its own) or its
-/// tries run out and the default boots again. An image whose digest a version already has
-/// changes nothing; one that is staged already is applied. The booted version, the default
-/// and the last good one are never touched; old versions beyond --keep are removed (staged
-/// ones count). A killed upgrade leaves the old default bootable; run it again to finish.
+/// booted system confirms it (`/run/terra/bless good`, run by systemd on its own, once the
+/// checks in /etc/terra/health.d pass; a failing one rejects it) or its tries run out and
+/// the default boots again. An image whose digest a version already has changes nothing;
+/// one that is staged already is applied. The booted version, the default and the last good
+/// one are never touched; old versions beyond --keep are removed (staged ones count). A
+/// killed upgrade leaves the old default bootable; run it again to finish.
 ///
 /// With --download-only the version is staged instead: on the disk, never booted, until
 /// `terra apply` makes it tentative (fetch during the day, apply in a maintenance window).
@@ -182,17 +183,19 @@ pub struct ApplyArgs {
 ///
 /// States: default (boots when nothing else is chosen), tentative (boots while tries are
 /// left, until confirmed), good (confirmed once; the last good one is the fallback), bad
-/// (with why), staged (on the disk, not booted until `terra apply`). Then the digests that
-/// were bad on this node, kept after their versions are gone: upgrades refuse them unless
-/// named by digest with --force.
+/// (with why: a version a health check rejected shows the end of the check's output),
+/// staged (on the disk, not booted until `terra apply`). Then the digests that were bad on
+/// this node, kept after their versions are gone: upgrades refuse them unless named by
+/// digest with --force.
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = COMMON)]
 pub struct VersionsArgs {
     #[command(flatten)]
     disk: DiskArgs,
     /// Print an array of objects with name, state, tries_left, image, digest, created,
-    /// exclusive_bytes, booted, reason, verified_by and kernel (with --rejected: digest,
-    /// name, image, reason and when)
+    /// exclusive_bytes, booted, reason, verified_by, kernel, kernel_failed and health (the
+    /// check that rejected it: check, result, output); with --rejected: digest, name, image,
+    /// reason and when
     #[arg(long)]
     json: bool,
     /// List only the digests that were bad on this node
@@ -403,6 +406,10 @@ pub fn apply(a: ApplyArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Lines of a failed health check's output `terra versions` shows (`--json` has up to
+/// 4 KiB of it).
+const HEALTH_LINES: usize = 5;
+
 /// `terra versions`.
 pub fn versions(a: VersionsArgs) -> Result<(), CliError> {
     let (target, json) = (a.disk.target(), a.json);
@@ -437,6 +444,16 @@ pub fn versions(a: VersionsArgs) -> Result<(), CliError> {
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         );
+        // Why it is bad, in the check's own words: the end of its output.
+        if let Some(h) = &v.health {
+            let lines: Vec<&str> = h.output.lines().collect();
+            for line in &lines[lines.len().saturating_sub(HEALTH_LINES)..] {
+                println!("    {} | {line}", h.check);
+            }
+        }
+        if let Some(k) = &v.kernel_failed {
+            println!("    kernel: {k}");
+        }
     }
     if !listing.rejected.is_empty() {
         println!(

@@ -171,6 +171,8 @@ pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), Ver
             .as_ref()
             .map(|k| format!("{} ({})", k.key, k.key_fingerprint)),
         kernel: built.kernel.as_ref().map(|k| k.release.clone()),
+        kernel_failed: None,
+        health: None,
         extra: Default::default(),
     };
     Ok((version, built))

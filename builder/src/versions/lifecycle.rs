@@ -419,6 +419,10 @@ pub struct VersionInfo {
     pub verified_by: Option<String>,
     /// The release of the kernel it carries.
     pub kernel: Option<String>,
+    /// Why that kernel is no longer started (it boots on the machine's).
+    pub kernel_failed: Option<String>,
+    /// The health check that rejected it: its name, result and the end of its output.
+    pub health: Option<terra_init::bootstate::HealthFailure>,
 }
 
 /// What `terra versions` shows.
@@ -451,6 +455,8 @@ pub fn list(target: &Target) -> Result<Listing, VersionsError> {
             reason: v.reason.clone(),
             verified_by: v.verified_by.clone(),
             kernel: v.kernel.clone(),
+            kernel_failed: v.kernel_failed.clone(),
+            health: v.health.clone(),
         })
         .collect();
     Ok(Listing {

@@ -1,15 +1,18 @@
 //! stage0: PID 1 of a Terra initramfs.
 
 fn main() {
-    // A multi-call binary: as anything but PID 1 it is a command for the booted system
-    // (the copy stage0 leaves at /run/terra/bless).
+    // As anything but PID 1 it is the session keeper's fallback (the copy at
+    // /run/terra/keeper, started as `@keeper`, when the image has no keeper binary).
     if std::process::id() != 1 {
         let args: Vec<String> = std::env::args().collect();
-        // The copy at /run/terra/keeper, started by stage0 as `@keeper`.
         if terra_init::iscsi::keeper::is_keeper(&args) {
             std::process::exit(terra_init::iscsi::keeper::main());
         }
-        std::process::exit(terra_init::bless::main(&args));
+        eprintln!(
+            "stage0 is Terra's PID 1 in the initramfs; the booted system confirms its version with {}",
+            terra_init::layout::BLESS_PROGRAM
+        );
+        std::process::exit(2);
     }
     // With panic=abort a panic would kill PID 1 and the kernel with it; there is no panic
     // on purpose in stage0, but if one slips through, say so and power off cleanly.

@@ -7,6 +7,7 @@ pub mod iscsi;
 pub mod keeper;
 pub mod kexec;
 pub mod netboot;
+pub mod tentative;
 pub mod unpack;
 pub mod update;
 pub mod upgrade;
@@ -55,6 +56,8 @@ pub struct Options {
     pub only_keeper: bool,
     /// Only the diskless boot case (`--only netboot`; `boots` boots per image).
     pub only_netboot: bool,
+    /// Only the tentative boot case (`--only tentative`; also part of `--only update`).
+    pub only_tentative: bool,
 }
 
 /// Median; NaN for no values.
@@ -265,6 +268,14 @@ fn kexec_case(terra: &Path, boots: usize) -> String {
     })
 }
 
+/// The tentative boot case as markdown; a failure is reported in place.
+fn tentative_case(terra: &Path, boots: usize) -> String {
+    match tentative::run_tentative(terra, boots) {
+        Ok(r) => r.render(),
+        Err(e) => format!("### Tentative boot vs plain boot\n\nnot measured: {e}\n"),
+    }
+}
+
 fn upgrade_case(terra: &Path, boots: usize) -> String {
     match upgrade::run_upgrade(terra, 3, boots) {
         Ok(r) => r.render(),
@@ -300,13 +311,21 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
         fs::write(bench_dir()?.join("results-keeper.md"), &md).map_err(|e| e.to_string())?;
         return Ok(md);
     }
+    if opts.only_tentative {
+        let md = tentative_case(&build::terra()?, opts.boots);
+        fs::write(bench_dir()?.join("results-tentative.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
+    }
     if opts.only_upgrade {
         let md = upgrade_case(&build::terra()?, opts.boots);
         fs::write(bench_dir()?.join("results-upgrade.md"), &md).map_err(|e| e.to_string())?;
         return Ok(md);
     }
     if opts.only_update {
-        let md = update::run_update(&build::terra()?);
+        // What fetching an update costs, then what its tentative boot costs.
+        let terra = build::terra()?;
+        let mut md = update::run_update(&terra);
+        md.push_str(&tentative_case(&terra, opts.boots));
         fs::write(bench_dir()?.join("results-update.md"), &md).map_err(|e| e.to_string())?;
         return Ok(md);
     }

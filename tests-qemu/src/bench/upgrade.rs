@@ -18,7 +18,6 @@ use std::process::Command;
 
 use crate::bench::{max, median, min, timed};
 use crate::disk::{scratch_copy, tempdir, with_mount};
-use crate::harness;
 use crate::oci_root::{content, Rng};
 use crate::versions::{self, layer_of, write_layout};
 use crate::{lab_dir, run};
@@ -218,19 +217,8 @@ fn boot_costs(terra: &Path, boots: usize) -> crate::Result<Vec<BootCost>> {
                 }
                 _ => {}
             }
-            let out = harness::boot().disk(&d).keep_writes().vm().run_captured()?;
-            let report = crate::vm::boot_report(&out.log)
-                .ok_or_else(|| format!("{kind}: no boot report:\n{}", out.log))?;
-            let root = report["phases"]
-                .as_array()
-                .and_then(|p| p.iter().find(|p| p["name"] == "root"))
-                .and_then(|p| p["ms"].as_f64())
-                .ok_or_else(|| format!("{kind}: no root phase in the report"))?;
-            let at = report["uptime_at_init_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0;
-            eprintln!(
-                "bench: {kind} boot: root phase {root:.1} ms, root init at {at:.2} s ({})",
-                report["version"]["name"]
-            );
+            let (cost, _) = crate::bench::tentative::boot_once(&d, kind)?;
+            let (root, at) = (cost.root_ms, cost.init_s);
             root_ms.push(root);
             init_s.push(at);
             let _ = fs::remove_file(&d);

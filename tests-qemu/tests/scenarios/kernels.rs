@@ -15,6 +15,7 @@ use lab::versions::{self, fresh_disk, upgrade};
 const KEXEC_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a1";
 const FALLBACK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a2";
 const ESP_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a4";
+const LOOP_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001a5";
 
 /// The scenario's disk, booted with its writes kept. Two kernels boot in one run (the lab's, then the carried one after kexec): on a loaded
 /// two-core TCG host that has taken over 200 s, so the bound is generous.
@@ -126,6 +127,81 @@ fn a_version_whose_kernel_or_init_fails_falls_back_on_the_running_kernel() {
     assert!(!out.log.contains(": kexec"), "{}", out.log);
     let states = st(&disk);
     assert_eq!(states.last().unwrap().1, "bad", "{states:?}");
+}
+
+/// No loop through kexec (issue 24): the default carries a kernel whose initramfs cannot
+/// reach the root (the disk's module list leaves out virtio_blk). With `terra.rescue=reboot`
+/// that used to kexec, fail and reboot for ever; now the kexec is recorded before it
+/// happens, so the boot after the rescue finds it never arrived and runs the default on
+/// the machine's kernel, saying so, and keeps doing that.
+#[test]
+fn a_kernel_that_cannot_reach_the_root_is_not_kexecd_into_again() {
+    let a = artifacts();
+    let (klayout, k) = kernels::layout(&busybox()).expect("kernel layout");
+    let vlayout = versions::layout(&busybox()).expect("versions layout");
+    let disk = fresh_disk(&a.terra, &vlayout, LOOP_UUID, "kernels-loop").expect("disk");
+    lab::disk::with_mount(&disk, |m| {
+        std::fs::write(m.join(".terra/initramfs.modules"), "btrfs\n").map_err(|e| e.to_string())
+    })
+    .expect("the disk's module list");
+    upgrade(&a.terra, &disk, &klayout, "k2", &[]).expect("upgrade to k2");
+    let bless = lab::run(
+        std::process::Command::new(&a.terra)
+            .args(["bless", "--disk"])
+            .arg(&disk),
+    )
+    .expect("terra bless --disk");
+    assert!(bless.contains("version v2 confirmed"), "{bless}");
+
+    // The lab's kernel kexecs into v2's, which finds no disk and reboots from rescue; the
+    // next boot (the lab's kernel again) runs v2 on itself.
+    let out = kept(&disk)
+        .append("terra.rescue=reboot terra.timeout=5")
+        .max_boots(3)
+        .run();
+    expect(
+        &out,
+        &[
+            &format!("carries kernel {} (running {}): kexec", k.release, a.kver),
+            "waiting up to 5 s for root",
+            "the kexec into version v2's kernel at the last boot never reached the root",
+            "version v2 boots on the running kernel",
+            "subvol=k2 pid=1",
+            &format!("Terra demo root on {}", a.kver),
+        ],
+    );
+    assert_eq!(out.boots, 3, "{}", out.log);
+    assert!(out.exited, "the third boot powers off:\n{}", out.log);
+    let reports: Vec<&str> = out.log.split("--- /run/terra/boot.json").collect();
+    let last: serde_json::Value = serde_json::from_str(
+        reports
+            .last()
+            .unwrap()
+            .split("--- end boot.json")
+            .next()
+            .unwrap()
+            .trim(),
+    )
+    .expect("the last boot's report");
+    assert_eq!(last["version"]["name"], "v2");
+    assert_eq!(last["version"]["why"], "default");
+    assert!(last["version"]["kexec"].is_null(), "{last}");
+    assert!(
+        last["version"]["kernel_skipped"]
+            .as_str()
+            .unwrap()
+            .contains("did not reach the root"),
+        "{last}"
+    );
+    // Still the good default; its kernel is not started again.
+    assert_eq!(st(&disk), want(&[("os", "good", 0), ("v2", "default", 0)]));
+    let json = lab::run(
+        std::process::Command::new(&a.terra)
+            .args(["versions", "--json", "--disk"])
+            .arg(&disk),
+    )
+    .expect("terra versions --json");
+    assert!(json.contains("\"kernel_failed\": \"kernel "), "{json}");
 }
 
 #[test]

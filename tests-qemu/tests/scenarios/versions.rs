@@ -14,6 +14,7 @@ const LIFECYCLE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f1";
 const KILLED_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f2";
 const ISCSI_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f3";
 const WRONG_INIT_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f4";
+const HEALTH_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000f5";
 
 /// The scenario's disk, booted with its writes kept.
 fn kept(disk: &Path) -> Boot {
@@ -262,5 +263,99 @@ fn a_wrong_init_on_the_command_line_marks_no_version_bad() {
         st(&disk),
         want(&[("os", "default", 0), ("v2", "tentative", 2)]),
         "one try spent, nothing marked bad"
+    );
+}
+
+/// Health checks decide "good" (issue 24): a version whose checks in /etc/terra/health.d
+/// pass is confirmed; one whose check fails is rejected with the check's name and the end
+/// of its output, and the node (a busybox init doing what a non-systemd init does: reboot
+/// when `/run/terra/bless good` fails) boots the default again, in the same VM run.
+#[test]
+fn health_checks_confirm_a_version_or_reject_it_and_the_default_boots_again() {
+    let terra = &artifacts().terra;
+    let (_, disk) = setup("versions-health", HEALTH_UUID);
+    let layout = versions::health_layout(&busybox()).expect("health layout");
+
+    // h1: 10-ok passes, README is no check: confirmed.
+    upgrade(terra, &disk, &layout, "h1", &[]).expect("upgrade to h1");
+    let out = kept(&disk).append("terra.demo=health").run();
+    expect(
+        &out,
+        &[
+            "subvol=h1 pid=1",
+            "terra: health check 10-ok passed",
+            "terra: health check README skipped: not executable",
+            "version v2 confirmed: it is the default now",
+            "TERRA-DEMO-BLESS rc=0",
+        ],
+    );
+    assert_eq!(report(&out)["version"]["health_timeout"], 120);
+    assert_eq!(st(&disk), want(&[("os", "good", 0), ("v2", "default", 0)]));
+
+    // h2: 20-fails fails after 10-ok passed; 30-never does not run. The version is
+    // rejected, the init reboots, and the default v2 boots and powers off.
+    upgrade(terra, &disk, &layout, "h2", &[]).expect("upgrade to h2");
+    let out = kept(&disk)
+        .append("terra.demo=health")
+        .max_boots(2)
+        .timeout(240)
+        .run();
+    expect(
+        &out,
+        &[
+            "subvol=h2 pid=1",
+            "terra: health check 10-ok passed",
+            "terra: health check 20-fails failed: exit status 3",
+            "  | 20-fails: the service did not come up",
+            "version v3 rejected by health check 20-fails: the next boot runs v2",
+            "TERRA-DEMO-BLESS rc=3",
+            "TERRA-DEMO-REBOOT",
+            "subvol=h1 pid=1",
+        ],
+    );
+    assert_eq!(out.boots, 2, "{}", out.log);
+    assert!(out.exited, "the second boot powers off:\n{}", out.log);
+    assert!(!out.log.contains("30-never"), "{}", out.log);
+    let reports: Vec<&str> = out.log.split("--- /run/terra/boot.json").collect();
+    assert!(
+        reports.last().unwrap().contains("\"why\": \"default\""),
+        "the second boot runs the default:\n{}",
+        out.log
+    );
+    assert_eq!(
+        st(&disk),
+        want(&[("os", "good", 0), ("v2", "default", 0), ("v3", "bad", 0)])
+    );
+    // terra versions says why, in the check's own words (the end of its output).
+    let json = lab::run(
+        Command::new(terra)
+            .args(["versions", "--json", "--disk"])
+            .arg(&disk),
+    )
+    .expect("terra versions --json");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let v3 = &list[2];
+    assert_eq!(v3["reason"], "health check 20-fails failed: exit status 3");
+    assert_eq!(v3["health"]["check"], "20-fails");
+    assert_eq!(v3["health"]["result"], "exit status 3");
+    let output = v3["health"]["output"].as_str().unwrap();
+    assert!(output.len() <= 4096, "{} bytes kept", output.len());
+    assert!(
+        output.ends_with(&format!(
+            "20-fails: line {}\n20-fails: the service did not come up\n",
+            versions::NOISY_LINES
+        )),
+        "{output}"
+    );
+    assert!(
+        !output.contains("20-fails: line 1\n"),
+        "only the end is kept"
+    );
+    let table = lab::run(Command::new(terra).args(["versions", "--disk"]).arg(&disk))
+        .expect("terra versions");
+    assert!(
+        table.contains("(health check 20-fails failed: exit status 3)")
+            && table.contains("    20-fails | 20-fails: the service did not come up"),
+        "{table}"
     );
 }

@@ -129,12 +129,8 @@ fn write_program(from: &Path) -> std::io::Result<()> {
 }
 
 fn spawn(attached: &[Attached]) -> std::io::Result<u32> {
-    // Placed before the switch ([`place`]); else stage0 itself. The confirmation command is
-    // then the same program: a second name costs no memory (the copy lives in tmpfs, and
-    // its mapped pages are the keeper's RSS).
-    if !Path::new(PROGRAM).is_file()
-        && std::fs::hard_link(crate::layout::BLESS_PROGRAM, PROGRAM).is_err()
-    {
+    // Placed before the switch ([`place`]); else stage0 itself.
+    if !Path::new(PROGRAM).is_file() {
         // The initramfs is gone: the running program is still reachable through /proc.
         write_program(Path::new("/proc/self/exe"))?;
     }
