@@ -10,12 +10,14 @@
 //! | [`N2`] | `2` | the same |
 //! | [`N3`] | `3` | `10-terra`, `20-app` (fails, printing [`FAILING_CHECK_SAYS`]) |
 //!
-//! Each holds the scenario agent, `terra-e2e.service` (only when the kernel command line
-//! has `terra.e2e`): after `multi-user.target` and Terra's confirmation it counts the boot
-//! in `/etc/terra-e2e/boots` (the persistent `/etc` overlay keeps it across versions),
-//! prints [`BOOT_MARKER`] and `terra versions --json`, and runs `/etc/terra-e2e/step-<n>`
-//! when the scenario left one for boot n (in the disk's `/etc` overlay, before the VM
-//! starts), its lines prefixed with [`STEP_MARKER`]`<n>`.
+//! Each holds systemd-networkd with DHCP on every Ethernet link (a node reaches its
+//! registry) and the scenario agent, `terra-e2e.service` (only when the kernel command line
+//! has `terra.e2e`): after `multi-user.target`, the network and Terra's confirmation it
+//! counts the boot in `/etc/terra-e2e/boots` (the persistent `/etc` overlay keeps it across
+//! versions), prints [`BOOT_MARKER`] and `terra versions --json`, and runs the first of the
+//! scenario's steps for the running version that has not run yet (`/etc/terra-e2e/on-<version>.<k>`,
+//! left in the disk's `/etc` overlay before the VM starts, renamed `….done` as it starts),
+//! its lines prefixed with [`STEP_MARKER`]`<version>.<k>`.
 //!
 //! Built once per content (the Debian layout, the package's bytes and this recipe) under
 //! `target/lab/images/debian-node-<digest>`; needs root (chroot, overlayfs) and the mirror.
@@ -40,13 +42,13 @@ pub const N3: &str = "n3";
 pub const BOOT_MARKER: &str = "TERRA-E2E-BOOT";
 /// Prefix of the agent's `terra versions --json` line.
 pub const VERSIONS_MARKER: &str = "TERRA-E2E-VERSIONS";
-/// Prefix of a step's output lines: `TERRA-E2E-STEP<n> …`.
+/// Prefix of a step's output lines: `TERRA-E2E-STEP<version>.<k> …`.
 pub const STEP_MARKER: &str = "TERRA-E2E-STEP";
 /// What N3's failing health check prints before it exits 1.
 pub const FAILING_CHECK_SAYS: &str = "app answers 503 on :8080";
 
 /// Bumped whenever what goes into the images changes.
-const RECIPE: &str = "node-2";
+const RECIPE: &str = "node-3";
 
 /// Every mtime in the layers is clamped to this (2023-11-14).
 const MTIME_CLAMP: u64 = 1_700_000_000;
@@ -61,18 +63,25 @@ mkdir -p $dir
 n=$(( $(cat $dir/boots 2>/dev/null || echo 0) + 1 ))
 echo $n > $dir/boots
 sync
-echo "TERRA-E2E-BOOT n=$n version=$(cat /etc/terra-demo-version)"
+version=$(cat /etc/terra-demo-version)
+echo "TERRA-E2E-BOOT n=$n version=$version"
 echo "TERRA-E2E-VERSIONS $(terra versions --json 2>&1 | tr -d '\n')"
-if [ -x $dir/step-$n ]; then
-  $dir/step-$n 2>&1 | sed -u "s/^/TERRA-E2E-STEP$n /"
-fi
+# The scenario's steps for this version, each run once: on-<version>.<k>, lowest k first.
+for step in $(ls $dir/on-$version.* 2>/dev/null | grep -v '\.done$' | sort); do
+  mv $step $step.done
+  sync
+  k=${step##*.}
+  /bin/sh $step.done 2>&1 | sed -u "s/^/TERRA-E2E-STEP$version.$k /"
+  break
+done
 echo "TERRA-E2E-DONE n=$n"
 "#;
 
 const AGENT_UNIT: &str = "[Unit]
 Description=Terra lab: the update scenario's agent
 ConditionKernelCommandLine=terra.e2e
-After=multi-user.target terra-bless.service
+Wants=network-online.target
+After=multi-user.target terra-bless.service network-online.target
 
 [Service]
 Type=oneshot
@@ -83,6 +92,8 @@ TimeoutStartSec=900
 [Install]
 WantedBy=multi-user.target
 ";
+
+const NETWORK: &str = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n";
 
 const CHECK_PASSES: &str = "#!/bin/sh\n# Terra lab: the node's own terra runs.\nterra --version\n";
 
@@ -380,6 +391,7 @@ fn top_layer(tree: &Path, lower: &Path, version: &str, failing: bool) -> crate::
             0o644,
         ),
         ("etc/terra/health.d/10-terra", CHECK_PASSES.into(), 0o755),
+        ("etc/systemd/network/80-terra-e2e.network", NETWORK.into(), 0o644),
     ];
     if failing {
         files.push(("etc/terra/health.d/20-app", CHECK_FAILS.into(), 0o755));
@@ -392,6 +404,16 @@ fn top_layer(tree: &Path, lower: &Path, version: &str, failing: bool) -> crate::
         fs::write(&path, text)
             .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(mode)))
             .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    for (wants, unit) in [
+        ("multi-user.target.wants", "systemd-networkd.service"),
+        ("sockets.target.wants", "systemd-networkd.socket"),
+        ("network-online.target.wants", "systemd-networkd-wait-online.service"),
+    ] {
+        let dir = tree.join("etc/systemd/system").join(wants);
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::os::unix::fs::symlink(format!("/lib/systemd/system/{unit}"), dir.join(unit))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let wants = tree.join("etc/systemd/system/multi-user.target.wants");
     fs::create_dir_all(&wants).map_err(|e| format!("{}: {e}", wants.display()))?;

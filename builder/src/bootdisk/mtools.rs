@@ -130,7 +130,7 @@ impl esp::EspFiles for MtoolsEsp {
         // planted symlink) and owner-only: other users share the temporary directory.
         let mut n = 0u32;
         let (tmp, mut file) = loop {
-            let tmp = std::env::temp_dir().join(format!(
+            let tmp = crate::oci::image::temp_base().join(format!(
                 "terra-esp-{}-{n}-{}",
                 std::process::id(),
                 rel.replace('/', "_")

@@ -247,9 +247,26 @@ impl Drop for TempDir {
     }
 }
 
-/// A fresh directory under the system's temporary directory.
+/// Where terra keeps its temporary files: the system's temporary directory (`$TMPDIR`,
+/// else `/tmp`) when it takes writes, else `/run`. On a booted Terra version `/tmp` is
+/// often part of the read-only root (Debian mounts no tmpfs there), while `/run` is always
+/// a tmpfs.
+pub fn temp_base() -> PathBuf {
+    let tmp = std::env::temp_dir();
+    let probe = tmp.join(format!(".terra-probe-{}", std::process::id()));
+    match fs::create_dir(&probe) {
+        Ok(()) => {
+            let _ = fs::remove_dir(&probe);
+            tmp
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => tmp,
+        Err(_) => PathBuf::from("/run"),
+    }
+}
+
+/// A fresh directory under [`temp_base`].
 pub(crate) fn temp_dir(prefix: &str) -> Result<PathBuf, OciError> {
-    let base = std::env::temp_dir();
+    let base = temp_base();
     for n in 0..1000u32 {
         let p = base.join(format!("{prefix}-{}-{n}", std::process::id()));
         match fs::create_dir(&p) {

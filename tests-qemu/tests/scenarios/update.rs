@@ -56,3 +56,114 @@ fn the_node_images_carry_terra_installed_from_its_package() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+const NODE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e1";
+
+/// Writes the scenario's steps into the disk's persistent `/etc` (the overlay's upper
+/// directory in subvolume `persist`) and its `[update]` policy into `.terra/node.toml`.
+fn prepare(disk: &std::path::Path, steps: &[(&str, String)], update: &str) {
+    lab::disk::with_mount(disk, |top| {
+        let dir = top.join("persist/etc/upper/terra-e2e");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        for (name, text) in steps {
+            std::fs::write(dir.join(name), text).map_err(|e| e.to_string())?;
+        }
+        let node = top.join(".terra/node.toml");
+        let mut toml = std::fs::read_to_string(&node).map_err(|e| e.to_string())?;
+        toml.push_str(update);
+        std::fs::write(&node, toml).map_err(|e| e.to_string())
+    })
+    .expect("the disk's /etc overlay and node.toml");
+}
+
+/// Inside a booted Debian 12 systemd node that carries terra from its package: `terra
+/// upgrade --download-only` from a registry, `terra apply --reboot` (kexec through
+/// systemd), the health check passes and the version confirms; then `terra update` follows
+/// a moved tag to an image whose health check fails: it is rejected, the node reboots into
+/// its default, and `terra update` leaves that digest out from then on.
+#[test]
+fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
+    let terra = &lab::harness::artifacts().terra;
+    let images = node_images();
+    let reg_dir = lab::lab_dir().join("scratch/node-registry");
+    let _ = std::fs::remove_dir_all(&reg_dir);
+    std::fs::create_dir_all(&reg_dir).unwrap();
+    let reg = lab::registry::Registry::start(&reg_dir).expect("docker-registry");
+    let push = |tag: &str, as_tag: &str| {
+        lab::run(Command::new("skopeo").args([
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &images.reference(tag),
+            &format!("docker://{}/terra/node:{as_tag}", reg.host()),
+        ]))
+        .expect("skopeo copy to the registry");
+    };
+    push(debian_node::N2, "2");
+    push(debian_node::N3, "stable");
+    // The guest reaches the host's loopback at 10.0.2.2 (QEMU user networking).
+    let from_guest = format!("10.0.2.2:{}/terra/node", reg.port);
+    let cached = lab::oci_root::installed_disk_sized(
+        terra,
+        &images.reference(debian_node::N1),
+        "os",
+        NODE_UUID,
+        &format!("debian-node-{}", &images.digest(debian_node::N1).unwrap()[7..19]),
+        2048,
+    )
+    .expect("terra install of node image n1");
+    let disk = lab::harness::scratch_copy(&cached, "debian-node-update.img");
+    prepare(
+        &disk,
+        &[
+            (
+                "on-1.1",
+                format!(
+                    "terra upgrade --download-only --plain-http {from_guest}:2\n\
+                     terra versions\nterra apply --reboot\n"
+                ),
+            ),
+            ("on-2.1", "terra update --now\n".into()),
+            (
+                "on-2.2",
+                "terra versions\nterra update --now\nsystemctl poweroff\n".into(),
+            ),
+        ],
+        &format!(
+            "\n[update]\nsource = \"{from_guest}:stable\"\nplain_http = true\nstrategy = \"immediate\"\n"
+        ),
+    );
+    let out = lab::harness::boot()
+        .disk(&disk)
+        .nic("virtio")
+        .memory_mb(1536)
+        .append("terra.e2e")
+        .max_boots(4)
+        .timeout(900)
+        .keep_writes()
+        .run();
+    eprintln!("{}", out.log);
+    lab::harness::expect(
+        &out,
+        &[
+            "TERRA-E2E-BOOT n=1 version=1",
+            "staged: `terra apply v2` makes it boot",
+            "rebooting into v2: kexec of the kernel in",
+            "version=2",
+            "terra update: applied v3",
+            "rebooting into v3: kexec of the kernel in",
+            "terra: health check 20-app failed",
+            debian_node::FAILING_CHECK_SAYS,
+            "TERRA-E2E-STEP2.2",
+            "was rejected on this node as v3",
+        ],
+    );
+    let states = lab::versions::states(terra, &disk).expect("terra versions");
+    let _ = std::fs::remove_file(&disk);
+    assert_eq!(
+        states.iter().map(|(n, s, _)| (n.as_str(), s.as_str())).collect::<Vec<_>>(),
+        [("os", "good"), ("v2", "default"), ("v3", "bad")],
+        "{}",
+        out.log
+    );
+}
