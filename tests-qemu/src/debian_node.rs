@@ -391,7 +391,11 @@ fn top_layer(tree: &Path, lower: &Path, version: &str, failing: bool) -> crate::
             0o644,
         ),
         ("etc/terra/health.d/10-terra", CHECK_PASSES.into(), 0o755),
-        ("etc/systemd/network/80-terra-e2e.network", NETWORK.into(), 0o644),
+        (
+            "etc/systemd/network/80-terra-e2e.network",
+            NETWORK.into(),
+            0o644,
+        ),
     ];
     if failing {
         files.push(("etc/terra/health.d/20-app", CHECK_FAILS.into(), 0o755));
@@ -408,7 +412,10 @@ fn top_layer(tree: &Path, lower: &Path, version: &str, failing: bool) -> crate::
     for (wants, unit) in [
         ("multi-user.target.wants", "systemd-networkd.service"),
         ("sockets.target.wants", "systemd-networkd.socket"),
-        ("network-online.target.wants", "systemd-networkd-wait-online.service"),
+        (
+            "network-online.target.wants",
+            "systemd-networkd-wait-online.service",
+        ),
     ] {
         let dir = tree.join("etc/systemd/system").join(wants);
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -185,7 +185,7 @@ pub fn build_deb() -> crate::Result<PathBuf> {
 pub const RELATIONS: &str = "Provides: linux-initramfs-tool\n\
     Conflicts: linux-initramfs-tool\n\
     Replaces: linux-initramfs-tool\n\
-    Recommends: btrfs-progs\n\
+    Recommends: btrfs-progs, ca-certificates\n\
     Suggests: tgt, grub-pc-bin, grub-efi-amd64-bin, mtools, dosfstools, fdisk, xorriso\n";
 
 /// Writes what `program` (named `name`) generates from its own command-line definition into
@@ -264,7 +264,7 @@ pub const MACHINE_PACKAGES: &str = "initramfs-tools,linux-image-amd64";
 /// What `apt install ./terra.deb` fetches for the package's Recommends; the cached root
 /// holds them in apt's archive cache, as they would be after any earlier download, so that
 /// the test's apt needs no mirror.
-pub const MACHINE_CACHED_DEBS: &str = "btrfs-progs";
+pub const MACHINE_CACHED_DEBS: &str = "btrfs-progs,ca-certificates";
 
 /// Bound on copying a cached root and on each command the test runs in one.
 pub const ROOT_COMMAND_TIMEOUT_S: u32 = 600;

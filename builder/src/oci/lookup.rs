@@ -3,7 +3,6 @@
 //! when it names an index); a layout is read from its index.
 
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::Client;
 
 use super::blob::Digest;
 use super::image::{parse_document, select_platform, Document};
@@ -62,17 +61,20 @@ async fn lookup_registry(
     opts: &ResolveOptions,
 ) -> Result<Named, OciError> {
     let whole = reference.whole();
-    let client = Client::new(ClientConfig {
-        protocol: if opts.plain_http {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
+    let client = super::registry::new_client(
+        ClientConfig {
+            protocol: if opts.plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            platform_resolver: None,
+            connect_timeout: Some(std::time::Duration::from_secs(30)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            ..Default::default()
         },
-        platform_resolver: None,
-        connect_timeout: Some(std::time::Duration::from_secs(30)),
-        read_timeout: Some(std::time::Duration::from_secs(60)),
-        ..Default::default()
-    });
+        &whole,
+    )?;
     let auth = credentials(reference, None);
     let (bytes, _) = client
         .pull_manifest_raw(reference, &auth, &media::MANIFESTS)

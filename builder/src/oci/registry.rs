@@ -130,18 +130,21 @@ async fn pull_async(
     progress: &dyn Progress,
 ) -> Result<PullReport, OciError> {
     let whole = reference.whole();
-    let client = Client::new(ClientConfig {
-        protocol: if opts.plain_http {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
+    let client = new_client(
+        ClientConfig {
+            protocol: if opts.plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            // We choose the platform ourselves, from the raw index.
+            platform_resolver: None,
+            connect_timeout: Some(std::time::Duration::from_secs(30)),
+            read_timeout: Some(std::time::Duration::from_secs(300)),
+            ..Default::default()
         },
-        // We choose the platform ourselves, from the raw index.
-        platform_resolver: None,
-        connect_timeout: Some(std::time::Duration::from_secs(30)),
-        read_timeout: Some(std::time::Duration::from_secs(300)),
-        ..Default::default()
-    });
+        &whole,
+    )?;
     let mut report = PullReport {
         manifest_digest: Digest::sha256_of(b""),
         index_digest: None,
@@ -659,6 +662,26 @@ async fn get_blob(
         report.resumed += 1;
     }
     Ok(())
+}
+
+/// The registry client for `config`. reqwest panics when it finds no CA certificates on
+/// the system (a minimal root without `ca-certificates`, even for plain HTTP): that is
+/// an error naming the reference and the package, not a crash.
+pub(super) fn new_client(config: ClientConfig, reference: &str) -> Result<Client, OciError> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Client::new(config)));
+    std::panic::set_hook(quiet);
+    made.map_err(|p| OciError::Registry {
+        reference: reference.to_string(),
+        message: format!(
+            "cannot make an HTTP client: {} (install ca-certificates)",
+            p.downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("it failed")
+        ),
+    })
 }
 
 pub(super) fn registry_error(reference: &str, e: OciDistributionError) -> OciError {

@@ -108,7 +108,10 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
         &images.reference(debian_node::N1),
         "os",
         NODE_UUID,
-        &format!("debian-node-{}", &images.digest(debian_node::N1).unwrap()[7..19]),
+        &format!(
+            "debian-node-{}",
+            &images.digest(debian_node::N1).unwrap()[7..19]
+        ),
         2048,
     )
     .expect("terra install of node image n1");
@@ -161,7 +164,10 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
     let states = lab::versions::states(terra, &disk).expect("terra versions");
     let _ = std::fs::remove_file(&disk);
     assert_eq!(
-        states.iter().map(|(n, s, _)| (n.as_str(), s.as_str())).collect::<Vec<_>>(),
+        states
+            .iter()
+            .map(|(n, s, _)| (n.as_str(), s.as_str()))
+            .collect::<Vec<_>>(),
         [("os", "good"), ("v2", "default"), ("v3", "bad")],
         "{}",
         out.log
