@@ -1,16 +1,14 @@
 //! What a reference names right now, without fetching its layers: `terra update` asks this
-//! before it decides to fetch anything. A registry tag costs one manifest request (two
-//! when it names an index); a layout is read from its index.
-
-use oci_client::client::{ClientConfig, ClientProtocol};
+//! before it decides to fetch anything. A registry tag costs one manifest request (an
+//! index's platform entry names the manifest's digest); a layout is read from its index.
 
 use super::blob::Digest;
 use super::image::{parse_document, select_platform, Document};
-use super::layout::{Layout, MAX_JSON_BLOB};
+use super::layout::Layout;
 use super::reference::ImageRef;
-use super::registry::{credentials, ensure_tls_provider};
+use super::registry::{self, credentials, ensure_tls_provider};
 use super::resolve::{resolve_layout, ResolveOptions};
-use super::{media, OciError};
+use super::OciError;
 
 /// What a reference names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,13 +42,7 @@ pub fn lookup(r: &ImageRef, opts: &ResolveOptions) -> Result<Named, OciError> {
         }),
         ImageRef::Registry(reference) => {
             ensure_tls_provider();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| OciError::Registry {
-                    reference: r.to_string(),
-                    message: format!("cannot start the async runtime: {e}"),
-                })?;
+            let rt = registry::runtime(&r.to_string())?;
             rt.block_on(lookup_registry(reference, opts))
         }
     }
@@ -61,40 +53,10 @@ async fn lookup_registry(
     opts: &ResolveOptions,
 ) -> Result<Named, OciError> {
     let whole = reference.whole();
-    let client = super::registry::new_client(
-        ClientConfig {
-            protocol: if opts.plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            platform_resolver: None,
-            connect_timeout: Some(std::time::Duration::from_secs(30)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            ..Default::default()
-        },
-        &whole,
-    )?;
+    let client = registry::client(opts.plain_http, 60, &whole)?;
     let auth = credentials(reference, None);
-    let (bytes, _) = client
-        .pull_manifest_raw(reference, &auth, &media::MANIFESTS)
-        .await
-        .map_err(|e| super::registry::registry_error(&whole, e))?;
-    if bytes.len() as u64 > MAX_JSON_BLOB {
-        return Err(OciError::blob(&whole, "manifest larger than the limit"));
-    }
-    let top = match reference.digest() {
-        Some(d) => {
-            let want: Digest = d.parse().map_err(|e: String| OciError::Reference {
-                reference: whole.clone(),
-                reason: e,
-            })?;
-            want.check(&bytes, None)
-                .map_err(|why| OciError::blob(&want, why))?;
-            want
-        }
-        None => Digest::sha256_of(&bytes),
-    };
+    // Checked against a digest the reference names; a tag's is the bytes' own.
+    let (bytes, top) = registry::fetch_manifest(&client, reference, &auth, None).await?;
     let manifest = match parse_document(&bytes, &top.to_string())? {
         Document::Manifest(_) => top.clone(),
         Document::Index(index) => {

@@ -111,13 +111,7 @@ pub fn pull_with(
 ) -> Result<PullReport, OciError> {
     let whole = reference.whole();
     ensure_tls_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| OciError::Registry {
-            reference: whole.clone(),
-            message: format!("cannot start the async runtime: {e}"),
-        })?;
+    let rt = runtime(&whole)?;
     let auth = credentials(reference, opts.docker_config.as_deref());
     rt.block_on(pull_async(reference, dir, opts, &auth, progress))
 }
@@ -130,21 +124,7 @@ async fn pull_async(
     progress: &dyn Progress,
 ) -> Result<PullReport, OciError> {
     let whole = reference.whole();
-    let client = new_client(
-        ClientConfig {
-            protocol: if opts.plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            // We choose the platform ourselves, from the raw index.
-            platform_resolver: None,
-            connect_timeout: Some(std::time::Duration::from_secs(30)),
-            read_timeout: Some(std::time::Duration::from_secs(300)),
-            ..Default::default()
-        },
-        &whole,
-    )?;
+    let client = client(opts.plain_http, 300, &whole)?;
     let mut report = PullReport {
         manifest_digest: Digest::sha256_of(b""),
         index_digest: None,
@@ -611,7 +591,7 @@ async fn fetch_small_blob(
 
 /// Fetches a manifest and checks its bytes: against the digest in the reference (by-digest
 /// pulls and index entries), and against the size the index gave.
-async fn fetch_manifest(
+pub(super) async fn fetch_manifest(
     client: &Client,
     reference: &Reference,
     auth: &RegistryAuth,
@@ -664,10 +644,44 @@ async fn get_blob(
     Ok(())
 }
 
+/// The current-thread runtime a registry request runs on (async stays inside the builder).
+pub(super) fn runtime(reference: &str) -> Result<tokio::runtime::Runtime, OciError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| OciError::Registry {
+            reference: reference.to_string(),
+            message: format!("cannot start the async runtime: {e}"),
+        })
+}
+
+/// The registry client every request uses: HTTP or HTTPS, a 30 s connect bound and
+/// `read_secs` for reads; the platform is chosen by us, from the raw index.
+pub(super) fn client(
+    plain_http: bool,
+    read_secs: u64,
+    reference: &str,
+) -> Result<Client, OciError> {
+    new_client(
+        ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            platform_resolver: None,
+            connect_timeout: Some(std::time::Duration::from_secs(30)),
+            read_timeout: Some(std::time::Duration::from_secs(read_secs)),
+            ..Default::default()
+        },
+        reference,
+    )
+}
+
 /// The registry client for `config`. reqwest panics when it finds no CA certificates on
 /// the system (a minimal root without `ca-certificates`, even for plain HTTP): that is
 /// an error naming the reference and the package, not a crash.
-pub(super) fn new_client(config: ClientConfig, reference: &str) -> Result<Client, OciError> {
+fn new_client(config: ClientConfig, reference: &str) -> Result<Client, OciError> {
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Client::new(config)));
