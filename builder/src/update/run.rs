@@ -5,7 +5,6 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -73,7 +72,7 @@ impl fmt::Display for UpdateError {
             UpdateError::Versions(e) => write!(f, "{e}"),
             UpdateError::Hook { path, why } => write!(
                 f,
-                "update.pre_reboot {path} {why}: the update was not applied (it stays staged; \
+                "update.pre_reboot {path}: {why}: the update was not applied (it stays staged; \
                  the next run tries again)"
             ),
         }
@@ -279,32 +278,19 @@ fn random_below(max: Duration) -> Duration {
     Duration::from_millis(r % ms)
 }
 
-/// Runs the drain hook, bounded by [`HOOK_TIMEOUT`], with the version in
-/// `TERRA_UPDATE_VERSION`.
+/// Runs the drain hook as the booted system runs a health check (`terra_init::health::run`:
+/// its own process group, killed whole at [`HOOK_TIMEOUT`], a clean environment plus
+/// `TERRA_UPDATE_VERSION`, the end of its output kept) and says how it ended.
 fn run_hook(hook: &Path, version: &str) -> Result<(), UpdateError> {
-    let err = |why: String| UpdateError::Hook {
-        path: hook.display().to_string(),
-        why,
-    };
-    let mut child = Command::new(hook)
-        .env("TERRA_UPDATE_VERSION", version)
-        .spawn()
-        .map_err(|e| err(format!("cannot run: {e}")))?;
-    let start = std::time::Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(s)) if s.success() => return Ok(()),
-            Ok(Some(s)) => return Err(err(format!("failed ({s})"))),
-            Ok(None) if start.elapsed() > HOOK_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(err(format!(
-                    "did not finish within {} s",
-                    HOOK_TIMEOUT.as_secs()
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => return Err(err(e.to_string())),
-        }
+    let ran = terra_init::health::run(hook, HOOK_TIMEOUT, &[("TERRA_UPDATE_VERSION", version)]);
+    if !ran.output.is_empty() {
+        print!("{}", ran.output);
+    }
+    match ran.outcome {
+        terra_init::health::Outcome::Passed => Ok(()),
+        outcome => Err(UpdateError::Hook {
+            path: hook.display().to_string(),
+            why: outcome.to_string(),
+        }),
     }
 }
