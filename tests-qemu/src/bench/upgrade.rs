@@ -29,16 +29,16 @@ const TOP_MB: usize = 10;
 const UPGRADE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b7";
 const BOOT_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000b8";
 
-/// A layer of `mb` files of 1 MiB under `dir/`, plus `extra` entries.
-fn files_layer(
+/// A layer of `mb` files of 1 MiB under `dir/` (`dir/f0000`, …), the i-th holding
+/// `chunk(i)`, plus `extra` entries: the upgrade and update benches' images.
+pub(crate) fn mb_layer(
     dir: &str,
     mb: usize,
-    seed: u64,
     extra: &[(&str, Option<&[u8]>, u32)],
+    chunk: impl FnMut(usize) -> Vec<u8>,
 ) -> crate::Result<Vec<u8>> {
     let names: Vec<String> = (0..mb).map(|i| format!("{dir}/f{i:04}")).collect();
-    let mut rng = Rng(seed * 100_003 + 1);
-    let data: Vec<Vec<u8>> = (0..mb).map(|_| content(&mut rng, 1 << 20)).collect();
+    let data: Vec<Vec<u8>> = (0..mb).map(chunk).collect();
     let mut files: Vec<(&str, Option<&[u8]>, u32)> = names
         .iter()
         .zip(&data)
@@ -46,6 +46,17 @@ fn files_layer(
         .collect();
     files.extend_from_slice(extra);
     layer_of(&files)
+}
+
+/// A layer of `mb` files of 1 MiB of compressible content under `dir/`, plus `extra`.
+fn files_layer(
+    dir: &str,
+    mb: usize,
+    seed: u64,
+    extra: &[(&str, Option<&[u8]>, u32)],
+) -> crate::Result<Vec<u8>> {
+    let mut rng = Rng(seed * 100_003 + 1);
+    mb_layer(dir, mb, extra, |_| content(&mut rng, 1 << 20))
 }
 
 /// The layout: `v1` = base + top A, `v2` = base + top B; cached.

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::bench::timed;
-use crate::bench::upgrade::installed_disk;
+use crate::bench::upgrade::{installed_disk, mb_layer};
 use crate::disk::{scratch_copy, tempdir};
 use crate::registry::{body_bytes, noise, Proxy, ProxyOptions, Registry, Request};
-use crate::versions::{layer_of, write_layout_at};
+use crate::versions::write_layout_at;
 use crate::{lab_dir, run};
 
 /// Size of the base layer, MiB.
@@ -42,17 +42,9 @@ fn noise_layer(
     seed: u64,
     extra: &[(&str, Option<&[u8]>, u32)],
 ) -> crate::Result<Vec<u8>> {
-    let names: Vec<String> = (0..mb).map(|i| format!("{dir}/f{i:04}")).collect();
-    let data: Vec<Vec<u8>> = (0..mb)
-        .map(|i| noise(seed * 100_003 + i as u64, 1 << 20))
-        .collect();
-    let mut files: Vec<(&str, Option<&[u8]>, u32)> = names
-        .iter()
-        .zip(&data)
-        .map(|(n, d)| (n.as_str(), Some(d.as_slice()), 0o644))
-        .collect();
-    files.extend_from_slice(extra);
-    layer_of(&files)
+    mb_layer(dir, mb, extra, |i| {
+        noise(seed * 100_003 + i as u64, 1 << 20)
+    })
 }
 
 /// The layout: `v1` = base + top A, `v2` = base + top B (gzip); made once.
