@@ -280,7 +280,9 @@ pub fn claim_scratch(name: &str) -> crate::Result<()> {
 }
 
 /// Runs `f` on `image` loop-mounted (read-write) at a temporary directory, unmounting after
-/// (under [`mount_lock`]; stale btrfs devices forgotten before and after). Needs root.
+/// (under [`mount_lock`]; stale btrfs devices forgotten before and after). A partitioned
+/// image (a bootable disk `terra install` made with `mbr = true`) mounts its btrfs
+/// partition. Needs root.
 pub fn with_mount<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) -> crate::Result<T> {
     if !crate::host::nix_is_root() {
         return Err("mounting a disk image needs root".into());
@@ -288,14 +290,62 @@ pub fn with_mount<T>(image: &Path, f: impl FnOnce(&Path) -> crate::Result<T>) ->
     let _turn = mount_lock()?;
     let work = tempdir("mnt")?;
     crate::host::forget_stale_btrfs_devices();
-    run(Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(image)
-        .arg(&work))?;
-    let _ = run(&mut Command::new("sync"));
-    let out = f(&work);
-    let _ = run(Command::new("umount").arg(&work));
+    let device = if partitioned(image)? {
+        let dev = run(Command::new("losetup")
+            .args(["--partscan", "--show", "--find"])
+            .arg(image))?
+        .trim()
+        .to_string();
+        let part = btrfs_partition(&dev);
+        if part.is_none() {
+            let _ = run(Command::new("losetup").args(["-d", &dev]));
+        }
+        Some((
+            dev,
+            part.ok_or_else(|| format!("{}: no btrfs partition", image.display()))?,
+        ))
+    } else {
+        None
+    };
+    let mounted = match &device {
+        Some((_, part)) => run(Command::new("mount").arg(part).arg(&work)),
+        None => run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(&work)),
+    };
+    let out = mounted.and_then(|_| {
+        let _ = run(&mut Command::new("sync"));
+        let out = f(&work);
+        let _ = run(Command::new("umount").arg(&work));
+        out
+    });
+    if let Some((dev, _)) = &device {
+        let _ = run(Command::new("losetup").args(["-d", dev]));
+    }
     let _ = fs::remove_dir_all(&work);
     crate::host::forget_stale_btrfs_devices();
     out
+}
+
+/// Whether `image` starts with a partition table (the MBR signature, which a GPT's
+/// protective MBR carries too); a whole-disk btrfs leaves those bytes zero.
+fn partitioned(image: &Path) -> crate::Result<bool> {
+    use std::io::Read;
+    let mut sector = [0u8; 512];
+    fs::File::open(image)
+        .and_then(|mut f| f.read_exact(&mut sector))
+        .map_err(|e| format!("{}: {e}", image.display()))?;
+    Ok(sector[510..] == [0x55, 0xAA])
+}
+
+/// The partition of loop device `dev` that holds btrfs (the kernel made its nodes when
+/// the device was set up with `--partscan`).
+fn btrfs_partition(dev: &str) -> Option<String> {
+    (1..=8).map(|n| format!("{dev}p{n}")).find(|p| {
+        Command::new("blkid")
+            .args(["-o", "value", "-s", "TYPE", p])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "btrfs")
+    })
 }

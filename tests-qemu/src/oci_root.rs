@@ -637,6 +637,7 @@ pub fn demo_boot_disk(
             image: &format!("oci:{}:{DEMO_TAG}", layout.display()),
             uuid,
             append,
+            size_mb: BOOT_DISK_MB,
         },
         &format!("boot-{uuid}-{}", &digest[7..19]),
     )
@@ -657,10 +658,16 @@ pub struct BootDisk<'a> {
     pub uuid: &'a str,
     /// Extra kernel arguments on the ESP (`--cmdline`).
     pub append: &'a str,
+    /// The disk's size in MiB ([`BOOT_DISK_MB`] for the demo roots).
+    pub size_mb: u64,
 }
 
-/// A disk image made by `terra install` with `mbr = true` (label `os`, one 512 MiB disk),
-/// cached under target/lab/disks as `<name>-<hash>.img`, the hash covering `append` and the
+/// The size of a bootable demo disk.
+pub const BOOT_DISK_MB: u64 = 512;
+
+/// A disk image made by `terra install` with `mbr = true` (label `os`, one disk of
+/// `size_mb`), cached under target/lab/disks as `<name>-<hash>.img`, the hash covering
+/// `append`, the size and the
 /// kernel's, terra's and stage0's sizes and times (a new build makes a new disk).
 pub fn boot_disk(spec: &BootDisk, name: &str) -> crate::Result<PathBuf> {
     use std::hash::{Hash, Hasher};
@@ -669,7 +676,7 @@ pub fn boot_disk(spec: &BootDisk, name: &str) -> crate::Result<PathBuf> {
         let m = fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
         (m.len(), m.modified().ok()).hash(&mut h);
     }
-    (spec.append, spec.image).hash(&mut h);
+    (spec.append, spec.image, spec.size_mb).hash(&mut h);
     let dir = lab_dir().join("disks");
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("{name}-{:016x}.img", h.finish()));
@@ -688,9 +695,10 @@ pub fn boot_disk(spec: &BootDisk, name: &str) -> crate::Result<PathBuf> {
     let node = work.join("node.toml");
     let text = format!(
         "hostname = \"terra-demo\"\nimage = \"{}\"\n\n[[groups]]\n\
-         label = \"os\"\nmbr = true\n  [[groups.disk]]\n  device = \"{}\"\n  size = 512\n",
+         label = \"os\"\nmbr = true\n  [[groups.disk]]\n  device = \"{}\"\n  size = {}\n",
         spec.image,
-        disk.display()
+        disk.display(),
+        spec.size_mb
     );
     let installed = fs::write(&node, text)
         .map_err(|e| format!("{}: {e}", node.display()))

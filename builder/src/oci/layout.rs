@@ -51,9 +51,11 @@ impl Layout {
     }
 
     /// Opens the layout at `path`, creating an empty one when the directory is missing or
-    /// empty.
+    /// empty. An empty `oci-layout` marker counts as missing: it is what a power cut leaves of
+    /// a layout whose creation was not yet on disk (blobs are checked by digest when used).
     pub fn create(path: &Path) -> Result<Self, OciError> {
-        if path.join("oci-layout").is_file() {
+        let marker = path.join("oci-layout");
+        if fs::metadata(&marker).is_ok_and(|m| m.is_file() && m.len() > 0) {
             return Self::open(path);
         }
         let blobs = path.join("blobs/sha256");
@@ -237,7 +239,11 @@ impl Layout {
         let tmp = self
             .root
             .join(format!(".{name}.tmp-{}", std::process::id()));
-        fs::write(&tmp, data).map_err(|e| OciError::io(&tmp, e))?;
+        // Synced before the rename: otherwise a power cut can leave the new name on an
+        // empty file (btrfs commits the rename without the unsynced data).
+        fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+            .map_err(|e| OciError::io(&tmp, e))?;
         fs::rename(&tmp, &dest).map_err(|e| OciError::io(&dest, e))
     }
 }

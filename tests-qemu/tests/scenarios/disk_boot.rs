@@ -69,6 +69,7 @@ fn the_booted_systems_confirmation_moves_the_esp_to_the_new_default() {
             image: &format!("oci:{}:v1", layout.display()),
             uuid: BLESS_UUID,
             append: "terra.demo=bless terra.demo=poweroff",
+            size_mb: oci_root::BOOT_DISK_MB,
         },
         "boot-bless",
     )

@@ -275,6 +275,7 @@ fn an_installed_disk_kexecs_once_then_boots_the_new_kernel_from_its_esp() {
             image: &format!("oci:{}:v1", vlayout.display()),
             uuid: ESP_UUID,
             append: "terra.demo=bless terra.demo=poweroff",
+            size_mb: oci_root::BOOT_DISK_MB,
         },
         "kernels-esp",
     )

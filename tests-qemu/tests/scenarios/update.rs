@@ -60,13 +60,18 @@ fn the_node_images_carry_terra_installed_from_its_package() {
 const NODE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e1";
 
 /// Writes the scenario's steps into the disk's persistent `/etc` (the overlay's upper
-/// directory in subvolume `persist`) and its `[update]` policy into `.terra/node.toml`.
+/// directory in subvolume `persist`, each file executable) and its `[update]` policy into
+/// `.terra/node.toml`.
 fn prepare(disk: &std::path::Path, steps: &[(&str, String)], update: &str) {
+    use std::os::unix::fs::PermissionsExt;
     lab::disk::with_mount(disk, |top| {
         let dir = top.join("persist/etc/upper/terra-e2e");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         for (name, text) in steps {
-            std::fs::write(dir.join(name), text).map_err(|e| e.to_string())?;
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .and_then(|()| std::fs::set_permissions(&path, PermissionsExt::from_mode(0o755)))
+                .map_err(|e| e.to_string())?;
         }
         let node = top.join(".terra/node.toml");
         let mut toml = std::fs::read_to_string(&node).map_err(|e| e.to_string())?;
@@ -76,14 +81,34 @@ fn prepare(disk: &std::path::Path, steps: &[(&str, String)], update: &str) {
     .expect("the disk's /etc overlay and node.toml");
 }
 
-/// Inside a booted Debian 12 systemd node that carries terra from its package: `terra
-/// upgrade --download-only` from a registry, `terra apply --reboot` (kexec through
-/// systemd), the health check passes and the version confirms; then `terra update` follows
-/// a moved tag to an image whose health check fails: it is rejected, the node reboots into
-/// its default, and `terra update` leaves that digest out from then on.
+/// Runtime settings for the shipped timer (in /run, so gone at the next boot): it fires two
+/// seconds after it is started instead of 15 minutes after boot, and the service's output
+/// also goes to the console the scenario reads.
+const TIMER_SOON: &str = "mkdir -p /run/systemd/system/terra-update.timer.d \
+     /run/systemd/system/terra-update.service.d\n\
+     printf '[Timer]\\nOnBootSec=\\nOnActiveSec=2s\\nRandomizedDelaySec=0\\n' \
+     > /run/systemd/system/terra-update.timer.d/e2e.conf\n\
+     printf '[Service]\\nStandardOutput=journal+console\\nStandardError=journal+console\\n' \
+     > /run/systemd/system/terra-update.service.d/e2e.conf\n\
+     systemctl daemon-reload\n\
+     systemctl start terra-update.timer && echo terra-update.timer started\n";
+
+/// The drain hook (`[update] pre_reboot`): says on the console which version comes next.
+const DRAIN: &str =
+    "#!/bin/sh\necho \"TERRA-E2E-DRAIN before $TERRA_UPDATE_VERSION\" > /dev/console\n";
+
+/// Inside a booted Debian 12 systemd node that carries terra from its package, on a disk
+/// `terra install` made bootable (`mbr = true`: SeaBIOS, GRUB, the base kernel in
+/// `.terra/kernel`): `terra upgrade --download-only` from a registry, then `terra apply
+/// --reboot`, which kexecs through `systemctl kexec` (no firmware, no GRUB); v2's health
+/// check passes and it confirms. Then the shipped `terra-update.timer` fires, `terra
+/// update` follows the moved tag, runs the drain hook and kexecs into an image whose
+/// health check fails: it is rejected, systemd reboots through the firmware into the
+/// default, and `terra update` leaves that digest out from then on.
 #[test]
 fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
-    let terra = &lab::harness::artifacts().terra;
+    let a = lab::harness::artifacts();
+    let terra = &a.terra;
     let images = node_images();
     let reg_dir = lab::lab_dir().join("scratch/node-registry");
     let _ = std::fs::remove_dir_all(&reg_dir);
@@ -103,18 +128,22 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
     push(debian_node::N3, "stable");
     // The guest reaches the host's loopback at 10.0.2.2 (QEMU user networking).
     let from_guest = format!("10.0.2.2:{}/terra/node", reg.port);
-    let cached = lab::oci_root::installed_disk_sized(
-        terra,
-        &images.reference(debian_node::N1),
-        "os",
-        NODE_UUID,
+    let cached = lab::oci_root::boot_disk(
+        &lab::oci_root::BootDisk {
+            terra,
+            stage0: &a.stage0,
+            kernel: &a.kernel,
+            image: &images.reference(debian_node::N1),
+            uuid: NODE_UUID,
+            append: "terra.e2e",
+            size_mb: 2048,
+        },
         &format!(
             "debian-node-{}",
             &images.digest(debian_node::N1).unwrap()[7..19]
         ),
-        2048,
     )
-    .expect("terra install of node image n1");
+    .expect("terra install of node image n1 on a bootable disk");
     let disk = lab::harness::scratch_copy(&cached, "debian-node-update.img");
     prepare(
         &disk,
@@ -126,37 +155,43 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
                      terra versions\nterra apply --reboot\n"
                 ),
             ),
-            ("on-2.1", "terra update --now\n".into()),
+            ("on-2.1", TIMER_SOON.into()),
             (
                 "on-2.2",
                 "terra versions\nterra update --now\nsystemctl poweroff\n".into(),
             ),
+            ("drain", DRAIN.into()),
         ],
         &format!(
-            "\n[update]\nsource = \"{from_guest}:stable\"\nplain_http = true\nstrategy = \"immediate\"\n"
+            "\n[update]\nsource = \"{from_guest}:stable\"\nplain_http = true\n\
+             strategy = \"immediate\"\npre_reboot = \"/etc/terra-e2e/drain\"\n"
         ),
     );
     let out = lab::harness::boot()
+        .from_disk()
         .disk(&disk)
         .nic("virtio")
         .memory_mb(1536)
-        .append("terra.e2e")
         .max_boots(4)
         .timeout(900)
         .keep_writes()
         .run();
     eprintln!("{}", out.log);
+    let kexec = "kexec of the kernel in /";
     lab::harness::expect(
         &out,
         &[
             "TERRA-E2E-BOOT n=1 version=1",
             "staged: `terra apply v2` makes it boot",
-            // The lab boots its disks with QEMU's -kernel: the disk has no base kernel
-            // (.terra/kernel) and the images carry none, so the restart says so and reboots.
-            "rebooting into v2: a normal reboot through `systemctl reboot`",
-            "version=2",
+            &format!("rebooting into v2: {kexec}"),
+            "through `systemctl kexec`",
+            "TERRA-E2E-BOOT n=2 version=2",
+            "terra: health check 10-terra passed",
+            "terra-update.timer started",
             "terra update: applied v3",
-            "rebooting into v3: a normal reboot through `systemctl reboot`",
+            "running update.pre_reboot /etc/terra-e2e/drain",
+            "TERRA-E2E-DRAIN before v3",
+            &format!("rebooting into v3: {kexec}"),
             "terra: health check 20-app failed",
             debian_node::FAILING_CHECK_SAYS,
             "terra: version v3 rejected by health check 20-app: the next boot runs v2",
@@ -165,6 +200,7 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
             "was rejected on this node as v3",
         ],
     );
+    // Four kernels: the firmware's, two kexecs, the firmware's after the rejection.
     assert_eq!(out.boots, 4, "{}", out.log);
     let states = lab::versions::states(terra, &disk).expect("terra versions");
     let _ = std::fs::remove_file(&disk);
