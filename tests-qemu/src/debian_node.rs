@@ -449,3 +449,47 @@ fn top_layer(tree: &Path, lower: &Path, version: &str, failing: bool) -> crate::
     }
     Ok(())
 }
+
+/// Image [`N1`] installed by `terra install` on a bootable disk (`mbr = true`: SeaBIOS and
+/// GRUB start the base kernel in `.terra/kernel`, which `terra apply --reboot` kexecs),
+/// 2 GiB, with `append` on its kernel command line; cached by content
+/// ([`crate::oci_root::boot_disk`]).
+pub fn boot_disk(images: &NodeImages, uuid: &str, append: &str) -> crate::Result<PathBuf> {
+    let a = crate::build::artifacts()?;
+    let digest = images
+        .digest(N1)
+        .ok_or_else(|| format!("{}: no image {N1}", images.layout.display()))?;
+    crate::oci_root::boot_disk(
+        &crate::oci_root::BootDisk {
+            terra: &a.terra,
+            stage0: &a.stage0,
+            kernel: &a.kernel,
+            image: &images.reference(N1),
+            uuid,
+            append,
+            size_mb: 2048,
+        },
+        &format!("debian-node-{}", &digest[7..19]),
+    )
+}
+
+/// Writes a scenario's steps (`on-<version>.<k>`, and any helper file, each executable)
+/// into `disk`'s persistent `/etc/terra-e2e` (the `/etc` overlay's upper directory in
+/// subvolume `persist`) and appends `node_toml` (an `[update]` table, say) to the
+/// `.terra/node.toml` the install kept.
+pub fn prepare(disk: &Path, steps: &[(&str, String)], node_toml: &str) -> crate::Result<()> {
+    crate::disk::with_mount(disk, |top| {
+        let dir = top.join("persist/etc/upper/terra-e2e");
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (name, text) in steps {
+            let path = dir.join(name);
+            fs::write(&path, text)
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o755)))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let node = top.join(".terra/node.toml");
+        let mut toml = fs::read_to_string(&node).map_err(|e| format!("{}: {e}", node.display()))?;
+        toml.push_str(node_toml);
+        fs::write(&node, toml).map_err(|e| format!("{}: {e}", node.display()))
+    })
+}

@@ -339,13 +339,25 @@ fn partitioned(image: &Path) -> crate::Result<bool> {
     Ok(sector[510..] == [0x55, 0xAA])
 }
 
-/// The partition of loop device `dev` that holds btrfs (the kernel made its nodes when
-/// the device was set up with `--partscan`).
+/// The partition of loop device `dev` that holds btrfs. `losetup --partscan` does not
+/// always find a GPT written just before (Debian's 6.1); `partx --add` does, and the nodes
+/// may show a moment later.
 fn btrfs_partition(dev: &str) -> Option<String> {
-    (1..=8).map(|n| format!("{dev}p{n}")).find(|p| {
-        Command::new("blkid")
-            .args(["-o", "value", "-s", "TYPE", p])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "btrfs")
-    })
+    for attempt in 0..20 {
+        if attempt == 1 {
+            let _ = Command::new("partx").args(["--add", dev]).output();
+        }
+        let found = (1..=8).map(|n| format!("{dev}p{n}")).find(|p| {
+            Path::new(p).exists()
+                && Command::new("blkid")
+                    .args(["-p", "-o", "value", "-s", "TYPE", p])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "btrfs")
+        });
+        if found.is_some() {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
 }

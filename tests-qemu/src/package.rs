@@ -40,6 +40,13 @@ const SOURCE_DATE_EPOCH: &str = "1700000000";
 /// into it changed (a digest of every input beside it), and one caller at a time makes it:
 /// the package test and the update scenarios' node images share one.
 pub fn build_deb() -> crate::Result<PathBuf> {
+    // Once per process: scenarios running side by side share one package, and none sees
+    // it while another rewrites it.
+    static DEB: std::sync::OnceLock<crate::Result<PathBuf>> = std::sync::OnceLock::new();
+    DEB.get_or_init(make_deb).clone()
+}
+
+fn make_deb() -> crate::Result<PathBuf> {
     let terra = build::terra()?;
     let controller = build::controller()?;
     let stage0 = build::stage0()?;
@@ -165,11 +172,14 @@ pub fn build_deb() -> crate::Result<PathBuf> {
         "interest-noawait update-initramfs\n",
     )
     .map_err(|e| e.to_string())?;
+    // Written beside and renamed: another process never reads a package half written.
+    let part = deb.with_extension("deb.part");
     run(Command::new("dpkg-deb")
         .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
         .args(["--root-owner-group", "-Zxz", "--build"])
         .arg(&root)
-        .arg(&deb))?;
+        .arg(&part))?;
+    fs::rename(&part, &deb).map_err(|e| format!("{}: {e}", deb.display()))?;
     fs::write(&stamp, key).map_err(|e| format!("{}: {e}", stamp.display()))?;
     Ok(deb)
 }
@@ -185,8 +195,8 @@ pub fn build_deb() -> crate::Result<PathBuf> {
 pub const RELATIONS: &str = "Provides: linux-initramfs-tool\n\
     Conflicts: linux-initramfs-tool\n\
     Replaces: linux-initramfs-tool\n\
-    Recommends: btrfs-progs, ca-certificates\n\
-    Suggests: tgt, grub-pc-bin, grub-efi-amd64-bin, mtools, dosfstools, fdisk, xorriso\n";
+    Recommends: btrfs-progs, ca-certificates, mtools\n\
+    Suggests: tgt, grub-pc-bin, grub-efi-amd64-bin, dosfstools, fdisk, xorriso\n";
 
 /// Writes what `program` (named `name`) generates from its own command-line definition into
 /// the package root: the completions where bash-completion, zsh and fish look for a
@@ -264,7 +274,7 @@ pub const MACHINE_PACKAGES: &str = "initramfs-tools,linux-image-amd64";
 /// What `apt install ./terra.deb` fetches for the package's Recommends; the cached root
 /// holds them in apt's archive cache, as they would be after any earlier download, so that
 /// the test's apt needs no mirror.
-pub const MACHINE_CACHED_DEBS: &str = "btrfs-progs,ca-certificates";
+pub const MACHINE_CACHED_DEBS: &str = "btrfs-progs,ca-certificates,mtools";
 
 /// Bound on copying a cached root and on each command the test runs in one.
 pub const ROOT_COMMAND_TIMEOUT_S: u32 = 600;

@@ -1,6 +1,7 @@
 //! QEMU runs: always bounded in time, `panic=-1` and `-no-reboot` so a dead guest ends the VM
 //! (unless a run allows reboots, [`Vm::max_boots`], bounded by the number of kernel starts).
 
+use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -411,6 +412,15 @@ impl Vm {
             .spawn()
             .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
         let log = Arc::new(Mutex::new(Vec::new()));
+        // `LAB_CONSOLE_DIR=DIR`: each VM's console also goes to DIR/qemu-<pid>.log as it
+        // comes, to follow a long scenario while it runs.
+        let tee = std::env::var_os("LAB_CONSOLE_DIR").and_then(|dir| {
+            let path = Path::new(&dir).join(format!("qemu-{}.log", child.id()));
+            fs::create_dir_all(&dir).ok()?;
+            let file = fs::File::create(&path).ok()?;
+            eprintln!("lab: console of this VM: {}", path.display());
+            Some(Arc::new(Mutex::new(file)))
+        });
         let mut readers = Vec::new();
         for mut pipe in [
             child
@@ -426,7 +436,9 @@ impl Vm {
         .flatten()
         {
             let log = Arc::clone(&log);
+            let tee = tee.clone();
             readers.push(std::thread::spawn(move || {
+                use std::io::Write;
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = pipe.read(&mut buf) {
                     if n == 0 {
@@ -435,6 +447,12 @@ impl Vm {
                     log.lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .extend_from_slice(&buf[..n]);
+                    if let Some(t) = &tee {
+                        let _ = t
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .write_all(&buf[..n]);
+                    }
                 }
             }));
         }
@@ -491,6 +509,11 @@ impl Running {
     pub fn log(&self) -> String {
         let bytes = self.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
         String::from_utf8_lossy(&bytes).replace('\r', "")
+    }
+
+    /// Whether QEMU has exited.
+    pub fn ended(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// Waits until the console shows `needle`; false when the VM ended or `within` passed

@@ -158,8 +158,8 @@ pub struct UpgradeArgs {
 /// superseded (bad). Refused while the running version is still tentative, and for a
 /// version whose digest was bad on this node since it was staged.
 ///
-/// With --reboot the running system restarts into it at once: through `systemctl kexec` or
-/// `systemctl reboot` when systemd runs (services stop first), else reboot(2) after a
+/// With --reboot the running system restarts into it at once: through systemd's kexec.target
+/// or reboot.target when systemd runs (services stop first), else reboot(2) after a
 /// sync; by kexec of the version's kernel and initramfs (or the install's base kernel, for
 /// a version that carries none) when the machine allows it, skipping firmware and
 /// bootloader, and by a normal reboot otherwise. It says which, and why.

@@ -29,7 +29,8 @@ const PROC_CMDLINE: &str = "/proc/cmdline";
 /// Who restarts the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
-    /// `systemctl kexec|reboot`: systemd stops the services and unmounts first.
+    /// systemd's `kexec.target`|`reboot.target`: systemd stops the services and unmounts
+    /// first.
     Systemd,
     /// No systemd: sync, then reboot(2) here.
     Syscall,
@@ -62,7 +63,7 @@ impl fmt::Display for Method {
                 kernel,
             } => write!(
                 f,
-                "kexec of the kernel in {} through `systemctl kexec` (services stop first; \
+                "kexec of the kernel in {} through systemd's kexec.target (services stop first; \
                  firmware and bootloader are skipped)",
                 kernel.display()
             ),
@@ -79,7 +80,7 @@ impl fmt::Display for Method {
                 why,
             } => write!(
                 f,
-                "a normal reboot through `systemctl reboot` (no kexec: {why})"
+                "a normal reboot through systemd's reboot.target (no kexec: {why})"
             ),
             Method::Reboot {
                 via: Via::Syscall,
@@ -211,7 +212,21 @@ impl Reboot {
             Method::Reboot { via, .. } => (*via, "reboot", RebootCommand::Restart),
         };
         if via == Via::Systemd {
-            tool::run(Command::new("systemctl").arg(systemctl), "systemd")?;
+            // The target itself, queued without waiting, rather than `systemctl kexec`:
+            // that asks logind first (a D-Bus round that timed out for 50 s on a Debian
+            // node without a session) and then waits for the job, which stops the unit
+            // running this (terra-update.service) — a wait on itself. Run by root and not
+            // on a terminal, `systemctl kexec` checks no inhibitors either; this is its own
+            // fallback path.
+            tool::run(
+                Command::new("systemctl").args([
+                    "--no-block",
+                    "--job-mode=replace-irreversibly",
+                    "start",
+                    &format!("{systemctl}.target"),
+                ]),
+                "systemd",
+            )?;
             return Ok(());
         }
         // What the page cache holds goes to the disks first: reboot(2) does not sync.
@@ -250,7 +265,7 @@ mod tests {
                 kernel: k.clone()
             }
         );
-        assert!(m.to_string().contains("systemctl kexec"), "{m}");
+        assert!(m.to_string().contains("kexec.target"), "{m}");
         let m = plan(false, Ok(k.clone()), |_| Ok(()));
         assert_eq!(
             m,
@@ -273,7 +288,7 @@ mod tests {
         };
         assert_eq!(*via, Via::Systemd);
         assert!(why.contains("the machine refuses it"), "{why}");
-        assert!(m.to_string().contains("systemctl reboot"), "{m}");
+        assert!(m.to_string().contains("reboot.target"), "{m}");
         // A kernel that is no kernel: a reboot too, and stage0 finds it at the boot.
         let m = plan(false, Ok(k), |_| Err(refused(nix::errno::Errno::ENOEXEC)));
         let Method::Reboot { via, why } = &m else {

@@ -58,27 +58,31 @@ fn the_node_images_carry_terra_installed_from_its_package() {
 }
 
 const NODE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e1";
+const DISKLESS_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000000e2";
+const DISKLESS_IQN: &str = "iqn.2024-01.org.terra-os:update-node";
+const DISKLESS_INITIATOR: &str = "iqn.2024-01.org.terra-os:update-initiator";
 
-/// Writes the scenario's steps into the disk's persistent `/etc` (the overlay's upper
-/// directory in subvolume `persist`, each file executable) and its `[update]` policy into
-/// `.terra/node.toml`.
-fn prepare(disk: &std::path::Path, steps: &[(&str, String)], update: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    lab::disk::with_mount(disk, |top| {
-        let dir = top.join("persist/etc/upper/terra-e2e");
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        for (name, text) in steps {
-            let path = dir.join(name);
-            std::fs::write(&path, text)
-                .and_then(|()| std::fs::set_permissions(&path, PermissionsExt::from_mode(0o755)))
-                .map_err(|e| e.to_string())?;
-        }
-        let node = top.join(".terra/node.toml");
-        let mut toml = std::fs::read_to_string(&node).map_err(|e| e.to_string())?;
-        toml.push_str(update);
-        std::fs::write(&node, toml).map_err(|e| e.to_string())
-    })
-    .expect("the disk's /etc overlay and node.toml");
+/// docker-registry on the host (storage under `scratch/<name>`) holding [`debian_node::N2`]
+/// as `terra/node:2` and [`debian_node::N3`] as `terra/node:stable`; returns it and the
+/// repository as the guest reaches it (QEMU's user network: the host's loopback is
+/// 10.0.2.2).
+fn node_registry(images: &NodeImages, name: &str) -> (lab::registry::Registry, String) {
+    let reg_dir = lab::lab_dir().join("scratch").join(name);
+    let _ = std::fs::remove_dir_all(&reg_dir);
+    std::fs::create_dir_all(&reg_dir).unwrap();
+    let reg = lab::registry::Registry::start(&reg_dir).expect("docker-registry");
+    for (tag, as_tag) in [(debian_node::N2, "2"), (debian_node::N3, "stable")] {
+        lab::run(Command::new("skopeo").args([
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &images.reference(tag),
+            &format!("docker://{}/terra/node:{as_tag}", reg.host()),
+        ]))
+        .expect("skopeo copy to the registry");
+    }
+    let from_guest = format!("{}:{}/terra/node", lab::tgtd::GUEST_HOST_ADDR, reg.port);
+    (reg, from_guest)
 }
 
 /// Runtime settings for the shipped timer (in /run, so gone at the next boot): it fires two
@@ -100,52 +104,20 @@ const DRAIN: &str =
 /// Inside a booted Debian 12 systemd node that carries terra from its package, on a disk
 /// `terra install` made bootable (`mbr = true`: SeaBIOS, GRUB, the base kernel in
 /// `.terra/kernel`): `terra upgrade --download-only` from a registry, then `terra apply
-/// --reboot`, which kexecs through `systemctl kexec` (no firmware, no GRUB); v2's health
+/// --reboot`, which kexecs through systemd (no firmware, no GRUB); v2's health
 /// check passes and it confirms. Then the shipped `terra-update.timer` fires, `terra
 /// update` follows the moved tag, runs the drain hook and kexecs into an image whose
 /// health check fails: it is rejected, systemd reboots through the firmware into the
 /// default, and `terra update` leaves that digest out from then on.
 #[test]
 fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
-    let a = lab::harness::artifacts();
-    let terra = &a.terra;
+    let terra = &lab::harness::artifacts().terra;
     let images = node_images();
-    let reg_dir = lab::lab_dir().join("scratch/node-registry");
-    let _ = std::fs::remove_dir_all(&reg_dir);
-    std::fs::create_dir_all(&reg_dir).unwrap();
-    let reg = lab::registry::Registry::start(&reg_dir).expect("docker-registry");
-    let push = |tag: &str, as_tag: &str| {
-        lab::run(Command::new("skopeo").args([
-            "copy",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            &images.reference(tag),
-            &format!("docker://{}/terra/node:{as_tag}", reg.host()),
-        ]))
-        .expect("skopeo copy to the registry");
-    };
-    push(debian_node::N2, "2");
-    push(debian_node::N3, "stable");
-    // The guest reaches the host's loopback at 10.0.2.2 (QEMU user networking).
-    let from_guest = format!("10.0.2.2:{}/terra/node", reg.port);
-    let cached = lab::oci_root::boot_disk(
-        &lab::oci_root::BootDisk {
-            terra,
-            stage0: &a.stage0,
-            kernel: &a.kernel,
-            image: &images.reference(debian_node::N1),
-            uuid: NODE_UUID,
-            append: "terra.e2e",
-            size_mb: 2048,
-        },
-        &format!(
-            "debian-node-{}",
-            &images.digest(debian_node::N1).unwrap()[7..19]
-        ),
-    )
-    .expect("terra install of node image n1 on a bootable disk");
+    let (_reg, from_guest) = node_registry(&images, "node-registry");
+    let cached = debian_node::boot_disk(&images, NODE_UUID, "terra.e2e")
+        .expect("terra install of node image n1 on a bootable disk");
     let disk = lab::harness::scratch_copy(&cached, "debian-node-update.img");
-    prepare(
+    debian_node::prepare(
         &disk,
         &[
             (
@@ -166,7 +138,8 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
             "\n[update]\nsource = \"{from_guest}:stable\"\nplain_http = true\n\
              strategy = \"immediate\"\npre_reboot = \"/etc/terra-e2e/drain\"\n"
         ),
-    );
+    )
+    .expect("the node's steps and [update]");
     let out = lab::harness::boot()
         .from_disk()
         .disk(&disk)
@@ -184,7 +157,7 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
             "TERRA-E2E-BOOT n=1 version=1",
             "staged: `terra apply v2` makes it boot",
             &format!("rebooting into v2: {kexec}"),
-            "through `systemctl kexec`",
+            "through systemd's kexec.target",
             "TERRA-E2E-BOOT n=2 version=2",
             "terra: health check 10-terra passed",
             "terra-update.timer started",
@@ -210,6 +183,85 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
             .map(|(n, s, _)| (n.as_str(), s.as_str()))
             .collect::<Vec<_>>(),
         [("os", "good"), ("v2", "default"), ("v3", "bad")],
+        "{}",
+        out.log
+    );
+}
+
+/// The same node diskless: its disk is a tgtd LUN that stage0 logs in to (the lab's kernel
+/// from QEMU, so the restart is a normal reboot: the node has no base kernel). Inside the
+/// booted Debian node, `terra upgrade --download-only` stages v2 on the LUN, `terra apply
+/// --reboot` restarts, stage0 logs in again and boots v2, its health check passes and it
+/// confirms.
+#[test]
+fn a_diskless_debian_node_upgrades_itself_on_its_lun() {
+    let terra = &lab::harness::artifacts().terra;
+    let images = node_images();
+    let (_reg, from_guest) = node_registry(&images, "node-registry-diskless");
+    let cached = lab::oci_root::installed_disk_sized(
+        terra,
+        &images.reference(debian_node::N1),
+        "os",
+        DISKLESS_UUID,
+        &format!(
+            "debian-node-plain-{}",
+            &images.digest(debian_node::N1).unwrap()[7..19]
+        ),
+        2048,
+    )
+    .expect("terra install of node image n1");
+    let lun = lab::harness::scratch_copy(&cached, "debian-node-lun.img");
+    debian_node::prepare(
+        &lun,
+        &[
+            (
+                "on-1.1",
+                format!(
+                    "terra upgrade --download-only --plain-http {from_guest}:2\n\
+                     terra apply --reboot\n"
+                ),
+            ),
+            ("on-2.1", "terra versions\nsystemctl poweroff\n".into()),
+        ],
+        "",
+    )
+    .expect("the node's steps");
+    let mut tgt = lab::tgtd::Tgtd::start_on("127.0.0.1").expect("tgtd");
+    tgt.target(1, DISKLESS_IQN, &lun).expect("the node's LUN");
+    let out = lab::harness::boot()
+        .nic("virtio")
+        .memory_mb(1536)
+        .append(&format!(
+            "rd.iscsi.initiator={DISKLESS_INITIATOR} netroot=iscsi:{}::{}:1:{DISKLESS_IQN} terra.e2e",
+            lab::tgtd::GUEST_HOST_ADDR,
+            tgt.port
+        ))
+        .max_boots(2)
+        .timeout(600)
+        .run();
+    drop(tgt);
+    eprintln!("{}", out.log);
+    lab::harness::expect(
+        &out,
+        &[
+            "TERRA-E2E-BOOT n=1 version=1",
+            "staged: `terra apply v2` makes it boot",
+            "rebooting into v2: a normal reboot through systemd's reboot.target",
+            "TERRA-E2E-BOOT n=2 version=2",
+            "terra: health check 10-terra passed",
+            "TERRA-E2E-STEP2.1",
+        ],
+    );
+    assert_eq!(out.boots, 2, "{}", out.log);
+    assert!(out.exited, "v2 powers off:\n{}", out.log);
+    let states = lab::versions::states(terra, &lun).expect("terra versions");
+    let _ = std::fs::remove_file(&lun);
+    assert_eq!(
+        states
+            .iter()
+            .map(|(n, s, _)| (n.as_str(), s.as_str()))
+            .collect::<Vec<_>>(),
+        [("os", "good"), ("v2", "default")],
         "{}",
         out.log
     );
