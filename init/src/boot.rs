@@ -131,6 +131,13 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         attached = iscsi::attach(&plan, devices)?;
         s.clock.phase("iscsi");
     }
+    // A root on the network: the real system's networkd must keep what stage0 configured.
+    if let (false, Some(r)) = (attached.is_empty(), &net_report) {
+        let leases: Vec<_> = r.configured.iter().map(|c| &c.lease).collect();
+        if let Err(e) = network::networkd::write(Path::new(network::networkd::DIR), &leases) {
+            log::warn!("cannot hand the boot network to networkd: {e}");
+        }
+    }
 
     s.phase = "storage";
     let root_dev = storage::find_root(&cfg, devices)?;

@@ -455,6 +455,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         only_keeper: false,
         only_netboot: false,
         only_tentative: false,
+        only_restart: false,
     };
     let mut accel = None;
     let mut only_controller = false;
@@ -500,10 +501,11 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("keeper") => opts.only_keeper = true,
                     Some("netboot") => opts.only_netboot = true,
                     Some("tentative") => opts.only_tentative = true,
+                    Some("restart") => opts.only_restart = true,
                     Some("controller") => only_controller = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper, netboot, tentative, update or controller",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper, netboot, tentative, restart, update or controller",
                             v.to_string_lossy()
                         ))
                     }

@@ -18,6 +18,7 @@ mod jobs;
 pub mod lease;
 pub mod links;
 pub mod netlink;
+pub mod networkd;
 pub mod route;
 pub mod socket;
 pub mod types;

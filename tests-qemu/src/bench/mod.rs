@@ -58,6 +58,9 @@ pub struct Options {
     pub only_netboot: bool,
     /// Only the tentative boot case (`--only tentative`; also part of `--only update`).
     pub only_tentative: bool,
+    /// Only the restart case (`--only restart`; also part of `--only update`): `terra
+    /// apply --reboot` by kexec against a full reboot.
+    pub only_restart: bool,
 }
 
 /// Median; NaN for no values.
@@ -314,6 +317,11 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     if opts.only_tentative {
         let md = tentative_case(&build::terra()?, opts.boots);
         fs::write(bench_dir()?.join("results-tentative.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
+    }
+    if opts.only_restart {
+        let md = update::restart_case(opts.boots);
+        fs::write(bench_dir()?.join("results-restart.md"), &md).map_err(|e| e.to_string())?;
         return Ok(md);
     }
     if opts.only_upgrade {

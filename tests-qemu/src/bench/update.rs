@@ -19,9 +19,15 @@ pub fn run_update(terra: &Path, boots: usize) -> String {
         |e| format!("\n#### Fetch\n\nnot measured: {e}\n"),
         |r| r.render(),
     ));
-    md.push_str(&restart::run_restart(boots).map_or_else(
+    md.push_str(&restart_case(boots));
+    md
+}
+
+/// The restart part as markdown (`boots` restarts of each kind); a failure is reported in
+/// place.
+pub fn restart_case(boots: usize) -> String {
+    restart::run_restart(boots).map_or_else(
         |e| format!("\n#### Restart\n\nnot measured: {e}\n"),
         |r| r.render(),
-    ));
-    md
+    )
 }

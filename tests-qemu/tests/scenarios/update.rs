@@ -192,7 +192,8 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
 /// from QEMU, so the restart is a normal reboot: the node has no base kernel). Inside the
 /// booted Debian node, `terra upgrade --download-only` stages v2 on the LUN, `terra apply
 /// --reboot` restarts, stage0 logs in again and boots v2, its health check passes and it
-/// confirms.
+/// confirms. The node's networkd keeps the address under the root (stage0's hand-off in
+/// /run/systemd/network): the iSCSI connection never breaks.
 #[test]
 fn a_diskless_debian_node_upgrades_itself_on_its_lun() {
     let terra = &lab::harness::artifacts().terra;
@@ -217,11 +218,19 @@ fn a_diskless_debian_node_upgrades_itself_on_its_lun() {
             (
                 "on-1.1",
                 format!(
-                    "terra upgrade --download-only --plain-http {from_guest}:2\n\
+                    "networkctl list --no-pager\n\
+                     journalctl -b -u systemd-networkd -u systemd-udevd --no-pager | tail -n 30\n\
+                     ls /run/systemd/network\n\
+                     terra upgrade --download-only --plain-http {from_guest}:2\n\
                      terra apply --reboot\n"
                 ),
             ),
-            ("on-2.1", "terra versions\nsystemctl poweroff\n".into()),
+            (
+                "on-2.1",
+                "terra versions\ncat /run/systemd/network/10-terra-eth0.network\n\
+                 systemctl poweroff\n"
+                    .into(),
+            ),
         ],
         "",
     )
@@ -250,7 +259,13 @@ fn a_diskless_debian_node_upgrades_itself_on_its_lun() {
             "TERRA-E2E-BOOT n=2 version=2",
             "terra: health check 10-terra passed",
             "TERRA-E2E-STEP2.1",
+            "TERRA-E2E-STEP2.1 KeepConfiguration=yes",
         ],
+    );
+    assert!(
+        !out.log.contains("detected conn error"),
+        "the root's iSCSI connection broke (networkd dropped stage0's address?):\n{}",
+        out.log
     );
     assert_eq!(out.boots, 2, "{}", out.log);
     assert!(out.exited, "v2 powers off:\n{}", out.log);
