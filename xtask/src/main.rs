@@ -47,7 +47,7 @@ const USAGE: &str = "usage:
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
       target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
-                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|kexec|keeper|tentative|update]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|kexec|keeper|tentative|restart|update]
                     [--only controller [--nodes N] [--full-nodes N] [--image-mb N]
                                        [--requests N]]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
@@ -67,8 +67,10 @@ const USAGE: &str = "usage:
       each); a diskless root's writes through a 10 s target restart, stage0's keeper vs
       open-iscsi's iscsid adopting the session in the lab's Debian root (--only keeper,
       --boots runs each); a tentative version's boot against a plain one, stage0's root
-      phase (--only tentative, --boots each; part of --only update). --only …: that case
-      alone. --only controller (root): provisioning 1, 10 and
+      phase (--only tentative, --boots each; part of --only update); from `terra apply
+      --reboot` in a booted Debian node to the new version's init, kexec vs a full reboot
+      through SeaBIOS and GRUB (--only restart, --boots each; part of --only update).
+      --only …: that case alone. --only controller (root): provisioning 1, 10 and
       100 nodes (--nodes) from one 500 MiB image through the controller (golden LUN, then
       reflink clones on a btrfs state directory) vs a full `terra install` per node
       (--full-nodes, default 10): time and new disk bytes per node; and `/ipxe?mac=`

@@ -11,8 +11,11 @@
 //! agent runs `terra apply --reboot` once it is up (`lab::debian_node`). Times are the host's
 //! clock at the arrival of console lines (polled every 50 ms): the apply's "rebooting into
 //! v2" line; the old kernel's last words ("Starting new kernel" / "Restarting system");
-//! the next kernel's first console line ("Linux version", printed once its console is up,
-//! so it includes the kernel's first moments); systemd's "Welcome to" of v2.
+//! the next kernel's start, which is the arrival of its stage0's first line less that
+//! line's kernel timestamp (the guest clock follows the host's under TCG); systemd's
+//! "Welcome to" of v2. Between the last words and the next kernel lie the firmware and GRUB
+//! (reading the kernel and initramfs through BIOS calls), or kexec's purgatory (which checks
+//! the loaded segments' digests).
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -33,7 +36,7 @@ const RUN_BOUND: Duration = Duration::from_secs(600);
 pub struct Marks {
     /// The old kernel's last words.
     pub last_words: f64,
-    /// The next kernel's first console line.
+    /// The next kernel's start.
     pub kernel: f64,
     /// v2's systemd says "Welcome to".
     pub init: f64,
@@ -134,12 +137,14 @@ fn marks(lines: &[(f64, String)]) -> crate::Result<Marks> {
         .chain(after(apply, "Restarting system"))
         .min()
         .ok_or_else(|| missing("last words of the old kernel"))?;
-    let kernel = after(last, "] Linux version ").ok_or_else(|| missing("next kernel"))?;
-    let init = after(kernel, "Welcome to").ok_or_else(|| missing("v2's systemd"))?;
+    let stage0 = after(last, "] stage0: ").ok_or_else(|| missing("the next stage0"))?;
+    let uptime = crate::vm::log_time(&lines[stage0].1)
+        .ok_or_else(|| missing("a kernel timestamp on stage0's line"))?;
+    let init = after(stage0, "Welcome to").ok_or_else(|| missing("v2's systemd"))?;
     let t0 = lines[apply].0;
     Ok(Marks {
         last_words: lines[last].0 - t0,
-        kernel: lines[kernel].0 - t0,
+        kernel: lines[stage0].0 - uptime - t0,
         init: lines[init].0 - t0,
     })
 }
@@ -196,10 +201,11 @@ impl RestartResult {
         let n = self.kinds.first().map_or(0, |k| k.runs.len());
         let mut md = format!(
             "\n#### Restart: `terra apply --reboot` to v2's init, Debian 12 node, SeaBIOS + GRUB disk, TCG, median of {n}\n\n\
-             Host seconds from terra's \"rebooting into v2\" line. Firmware + bootloader is the old \
-             kernel's last words to the next kernel's first console line (which includes the \
-             kernel's first moments, the same for both).\n\n\
-             | restart | services stop, kernel ends | firmware + bootloader | kernel + stage0 to v2's init | total | vs kexec |\n\
+             Host seconds from terra's \"rebooting into v2\" line: services stop and the old kernel \
+             ends; then firmware and GRUB, or kexec's purgatory, up to the next kernel's start \
+             (its stage0's first line less that line's kernel timestamp); then kernel and stage0 \
+             to v2's systemd.\n\n\
+             | restart | services stop, kernel ends | firmware + GRUB / purgatory | kernel + stage0 to v2's init | total | vs kexec |\n\
              |---|---|---|---|---|---|\n"
         );
         let base = self.kinds.first().map(|k| k.median(|m| m.init));
