@@ -143,17 +143,32 @@ fn aligned_initramfs(initramfs: &Path, state: &Path) -> Result<PathBuf, String> 
     Ok(served)
 }
 
+/// Whether a tgtd listening on `portals` serves `want`: the same address and port, or the
+/// port on the wildcard address of its family.
+pub fn portal_served(portals: &[SocketAddr], want: SocketAddr) -> bool {
+    portals.iter().any(|p| {
+        p.port() == want.port()
+            && (p.ip() == want.ip() || (p.ip().is_unspecified() && p.is_ipv4() == want.is_ipv4()))
+    })
+}
+
 /// Runs the controller until it is killed.
-pub fn serve(opts: ServeOptions) -> Result<(), String> {
+pub fn serve(mut opts: ServeOptions) -> Result<(), String> {
     for (what, p) in [("--kernel", &opts.kernel), ("--initramfs", &opts.initramfs)] {
         if !p.is_file() {
             return Err(format!(
                 "{what} {}: no such file (the kernel and initramfs every node boots; build the \
-                 initramfs with `terra initramfs --modules-list initramfs/netboot.modules`)",
+                 initramfs with `terra initramfs --modules-list \
+                 /usr/share/terra/modules/baremetal.modules` — initramfs/baremetal.modules in a \
+                 source tree —, which holds the NIC drivers and iscsi_tcp)",
                 p.display()
             ));
         }
     }
+    // Absolute from here on: LUN paths go to tgtd, which does not run where we do
+    // (`--state state`, as people type it, made every node add fail).
+    opts.state = std::path::absolute(&opts.state)
+        .map_err(|e| format!("--state {}: {e}", opts.state.display()))?;
     let verify = if opts.verify_keys.is_empty() {
         None
     } else {
@@ -184,11 +199,35 @@ pub fn serve(opts: ServeOptions) -> Result<(), String> {
     runtime.block_on(async move {
         let db = Db::open(&url).await.map_err(|e| e.to_string())?;
         let tgt = Tgt::new(opts.tgtd_control_port);
-        if let Some(pid) = ensure_tgtd(&tgt, &opts)? {
-            eprintln!(
+        match ensure_tgtd(&tgt, &opts)? {
+            Some(pid) => eprintln!(
                 "terra serve: started tgtd (pid {pid}) on {}",
                 opts.iscsi_listen
-            );
+            ),
+            // A tgtd that outlived a controller (by design) listens where that controller
+            // said: nodes must not be sent to a portal nobody serves.
+            None => {
+                let want: SocketAddr = opts.iscsi_listen.parse().map_err(|e| {
+                    format!(
+                        "--iscsi-listen {}: {e} (an address:port)",
+                        opts.iscsi_listen
+                    )
+                })?;
+                let portals = tgt.portals().map_err(|e| e.to_string())?;
+                if !portal_served(&portals, want) {
+                    let shown: Vec<String> = portals.iter().map(|p| p.to_string()).collect();
+                    return Err(format!(
+                        "--iscsi-listen {want}: the tgtd already running on control port {} \
+                         serves iSCSI on {} only; nodes would be sent to a portal nobody \
+                         listens on. Stop that tgtd (its PID is in {}) or start with \
+                         --iscsi-listen {} or another --tgtd-control-port",
+                        opts.tgtd_control_port,
+                        shown.join(", "),
+                        opts.state.join("tgtd.pid").display(),
+                        shown.first().map_or("ADDR:PORT", String::as_str),
+                    ));
+                }
+            }
         }
         let portal = if opts.iscsi_portal.is_empty() {
             opts.iscsi_listen.clone()
@@ -287,5 +326,25 @@ async fn watch(ctl: Arc<Controller>, opts: ServeOptions) {
                 eprintln!("terra serve: node {h} booted");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_portal_is_served_by_its_address_or_the_wildcard_of_its_family() {
+        let p = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(portal_served(&[p("127.0.0.1:3260")], p("127.0.0.1:3260")));
+        assert!(portal_served(&[p("0.0.0.0:3260")], p("10.0.0.1:3260")));
+        assert!(portal_served(
+            &[p("[::]:3260"), p("0.0.0.0:3260")],
+            p("[::1]:3260")
+        ));
+        assert!(!portal_served(&[p("127.0.0.1:3260")], p("127.0.0.1:3261")));
+        assert!(!portal_served(&[p("127.0.0.1:3260")], p("127.0.0.2:3260")));
+        assert!(!portal_served(&[p("[::]:3260")], p("127.0.0.1:3260")));
+        assert!(!portal_served(&[], p("127.0.0.1:3260")));
     }
 }

@@ -501,6 +501,23 @@ fn a_killed_controller_leaves_a_ready_node_or_nothing_and_tgtd_restarts_heal() {
     );
     assert!(!s.state.join("luns/k1.img").exists());
     assert_eq!(tgtd_targets(&s).len(), 4);
+    // Restarted with another portal while its tgtd still runs on the old one: it says so
+    // and stops, instead of sending nodes to a portal nobody listens on.
+    let mut c = c;
+    c.kill();
+    std::mem::forget(c);
+    let mut moved = s.clone();
+    moved.iscsi_port = lab::free_port().unwrap();
+    let err = Controller::start(&moved)
+        .err()
+        .expect("a controller on another portal");
+    assert!(
+        err.contains(&format!("--iscsi-listen 127.0.0.1:{}", moved.iscsi_port))
+            && err.contains(&format!("serves iSCSI on 127.0.0.1:{} only", s.iscsi_port)),
+        "{err}"
+    );
+    let c = start(&s);
+    assert_eq!(tgtd_targets(&s).len(), 4, "{}", c.log());
 }
 
 #[test]

@@ -129,9 +129,14 @@ impl Controller {
             .open(spec.state.join("controller.log"))
             .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&spec.program);
-        cmd.arg("serve")
+        // A relative --state, as people type it, from the directory above it.
+        let (Some(parent), Some(name)) = (spec.state.parent(), spec.state.file_name()) else {
+            return Err(format!("{}: no parent directory", spec.state.display()));
+        };
+        cmd.current_dir(parent)
+            .arg("serve")
             .arg("--state")
-            .arg(&spec.state)
+            .arg(name)
             .args(["--listen", &format!("127.0.0.1:{}", spec.http_port)])
             .args(["--public-url", &spec.guest_url()])
             .args(["--iscsi-listen", &format!("127.0.0.1:{}", spec.iscsi_port)])
