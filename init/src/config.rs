@@ -2,9 +2,11 @@
 //! command line (§5). The builder uses the same [`NodeConfig`] type to validate what it embeds.
 //!
 //! The schema flows one way: the tables of node.toml are plain data defined here (`[network]`
-//! in [`network`], `[iscsi]` in [`iscsi`], `[update]` in [`update`]); the phases read them and own what they mean.
+//! in [`network`], `[iscsi]` in [`iscsi`], `[update]` in [`update`], `[controller]` in
+//! [`controller`]); the phases read them and own what they mean.
 //! Nothing under `config` names a phase module.
 
+pub mod controller;
 pub mod iscsi;
 pub mod network;
 pub mod update;
@@ -45,6 +47,9 @@ pub struct NodeConfig {
     /// `[update]`: how the node updates itself (terra update) and confirms (health checks).
     #[serde(default)]
     pub update: update::UpdateSection,
+    /// `[controller]`: the fleet controller the node reports its boots to.
+    #[serde(default)]
+    pub controller: controller::ControllerSection,
 }
 
 /// `[signature]`: which cosign keys the node's images must be signed by. `terra install`
@@ -343,11 +348,18 @@ impl std::error::Error for ConfigError {}
 impl NodeConfig {
     /// Parses node.toml text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Node {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Node {
             path: path.to_path_buf(),
             // The parser quotes the offending line: never one holding a CHAP secret.
             message: iscsi::redact_toml_error(&e.to_string()),
-        })
+        })?;
+        if let Some(url) = &cfg.controller.url {
+            controller::ControllerUrl::parse(url).map_err(|e| ConfigError::Node {
+                path: path.to_path_buf(),
+                message: format!("controller.url: {url:?}: {e}"),
+            })?;
+        }
+        Ok(cfg)
     }
 
     /// Reads node.toml; a missing file is an empty config.
@@ -768,6 +780,40 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("size"), "{err}");
+    }
+
+    #[test]
+    fn the_controller_table_is_checked_and_names_its_key() {
+        let cfg = NodeConfig::parse(
+            "[controller]\nurl = \"http://10.0.2.2:8080\"\ntoken_file = \"node.token\"\n",
+            Path::new("n.toml"),
+        )
+        .unwrap();
+        assert_eq!(cfg.controller.url.as_deref(), Some("http://10.0.2.2:8080"));
+        assert_eq!(cfg.controller.token_file.as_deref(), Some("node.token"));
+        let err = NodeConfig::parse(
+            "[controller]\nurl = \"https://ctl.example\"\n",
+            Path::new("/etc/terra/node.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/etc/terra/node.toml")
+                && err.contains("controller.url: \"https://ctl.example\"")
+                && err.contains("no TLS"),
+            "{err}"
+        );
+        // A token written into node.toml by mistake is named, not shown.
+        let err = NodeConfig::parse(
+            "[controller]\ntoken = \"s3cr3t-t0ken\"\n",
+            Path::new("n.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("token") && !err.contains("s3cr3t-t0ken"),
+            "{err}"
+        );
     }
 
     #[test]

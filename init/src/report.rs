@@ -3,7 +3,9 @@
 //! (the root, the version, the iSCSI disks, and [`network`]'s leases and links). The phases
 //! build these records; this module imports none of them, so the arrows run one way.
 
+pub mod http;
 pub mod network;
+pub mod send;
 
 use std::time::Instant;
 

@@ -104,6 +104,16 @@ fn make_deb() -> crate::Result<PathBuf> {
             "usr/lib/systemd/system/terra-update.timer",
             0o644,
         ),
+        (
+            pkg.join("terra-controller.service"),
+            "usr/lib/systemd/system/terra-controller.service",
+            0o644,
+        ),
+        (
+            pkg.join("controller.env"),
+            "etc/terra/controller.env",
+            0o644,
+        ),
         (ws.join("README.md"), "usr/share/doc/terra/README.md", 0o644),
     ];
     let deb = out_dir.join(format!("terra_{version}_amd64.deb"));
@@ -157,7 +167,8 @@ fn make_deb() -> crate::Result<PathBuf> {
     .map_err(|e| e.to_string())?;
     fs::write(
         control.join("conffiles"),
-        "/etc/kernel/postinst.d/zz-terra\n/etc/kernel/postrm.d/zz-terra\n/etc/terra/initramfs.conf\n",
+        "/etc/kernel/postinst.d/zz-terra\n/etc/kernel/postrm.d/zz-terra\n/etc/terra/initramfs.conf\n\
+         /etc/terra/controller.env\n",
     )
     .map_err(|e| e.to_string())?;
     let postinst = control.join("postinst");

@@ -130,6 +130,8 @@ fn the_package_holds_terra_and_the_controller_and_replaces_the_generator() {
         "./usr/lib/systemd/system/terra-update.service",
         "./usr/lib/systemd/system/terra-update.timer",
         "./usr/share/man/man1/terra-update.1.gz",
+        "./usr/lib/systemd/system/terra-controller.service",
+        "./etc/terra/controller.env",
     ] {
         assert!(contents.contains(path), "{path} missing:\n{contents}");
     }
@@ -208,6 +210,21 @@ fn apt_install_replaces_initramfs_tools_and_the_kernel_hook_makes_a_bootable_ini
     let unit =
         std::fs::read_to_string(root.join("usr/lib/systemd/system/terra-update.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/terra update"), "{unit}");
+    // The controller's unit ships off too; its state is /var/lib/terra, and only its own
+    // process stops with it (tgtd, which it starts, outlives it).
+    assert!(!root
+        .join("etc/systemd/system/multi-user.target.wants/terra-controller.service")
+        .exists());
+    let unit =
+        std::fs::read_to_string(root.join("usr/lib/systemd/system/terra-controller.service"))
+            .unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/bin/terra-controller serve --state /var/lib/terra")
+            && unit.contains("StateDirectory=terra\n")
+            && unit.contains("KillMode=process\n"),
+        "{unit}"
+    );
+    in_root(&root, &["terra-controller", "serve", "--help"]);
     in_root(&root, &["terra", "update", "--help"]);
 
     // A kernel installed now gets Terra's image from the hook (the QEMU set, for the lab).

@@ -124,9 +124,10 @@ pub fn redact_toml_error(message: &str) -> String {
                 .trim_start()
                 .split_once('|')
                 .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()));
-            if snippet && l.to_ascii_lowercase().contains("secret") {
+            let lower = l.to_ascii_lowercase();
+            if snippet && (lower.contains("secret") || lower.contains("token")) {
                 let (n, _) = l.split_once('|').unwrap_or((l, ""));
-                format!("{n}| (line with a CHAP secret not shown)")
+                format!("{n}| (line with a secret not shown)")
             } else {
                 l.to_string()
             }

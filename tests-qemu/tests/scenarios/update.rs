@@ -175,6 +175,26 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
     );
     // Four kernels: the firmware's, two kexecs, the firmware's after the rejection.
     assert_eq!(out.boots, 4, "{}", out.log);
+    // The Debian root itself (the lab's debootstrapped image under the node's layers): its
+    // marker unit saw multi-user.target on subvolume os of the btrfs group, and systemd
+    // powered the VM off at the end.
+    lab::harness::expect(
+        &out,
+        &[
+            "Welcome to",
+            &format!("{} version=1 ", lab::debian::MULTI_USER_MARKER),
+        ],
+    );
+    let root = out
+        .log
+        .lines()
+        .find_map(|l| l.split(&format!("{} ", lab::debian::ROOT_MARKER)).nth(1))
+        .unwrap_or_else(|| panic!("no root marker:\n{}", out.log));
+    assert!(
+        root.contains(" btrfs ") && root.contains("subvol=/os"),
+        "the root should be subvolume os of the btrfs group: {root}"
+    );
+    assert!(out.exited, "the node powers off:\n{}", out.log);
     let states = lab::versions::states(terra, &disk).expect("terra versions");
     let _ = std::fs::remove_file(&disk);
     assert_eq!(
