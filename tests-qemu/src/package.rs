@@ -282,10 +282,16 @@ fn workspace_version(ws: &Path) -> crate::Result<String> {
 /// initramfs-tools' hook, so `/boot/initrd.img-<version>` is initramfs-tools').
 pub const MACHINE_PACKAGES: &str = "initramfs-tools,linux-image-amd64";
 
-/// What `apt install ./terra.deb` fetches for the package's Recommends; the cached root
-/// holds them in apt's archive cache, as they would be after any earlier download, so that
-/// the test's apt needs no mirror.
-pub const MACHINE_CACHED_DEBS: &str = "btrfs-progs,ca-certificates,mtools";
+/// What `apt install ./terra.deb` fetches for the package's Recommends ([`RELATIONS`]); the
+/// cached root holds them in apt's archive cache, as they would be after any earlier
+/// download, so that the test's apt needs no mirror.
+pub fn machine_cached_debs() -> Vec<&'static str> {
+    RELATIONS
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Recommends:"))
+        .map(|r| r.split(',').map(str::trim).collect())
+        .unwrap_or_default()
+}
 
 /// Bound on copying a cached root and on each command the test runs in one.
 pub const ROOT_COMMAND_TIMEOUT_S: u32 = 600;
@@ -302,8 +308,9 @@ static ROOT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn machine_root(name: &str) -> crate::Result<PathBuf> {
     let recipe = format!(
         "debootstrap --variant=minbase --include={MACHINE_PACKAGES} {}; \
-         apt-get install --download-only {MACHINE_CACHED_DEBS}",
-        crate::debian::SUITE
+         apt-get install --download-only {}",
+        crate::debian::SUITE,
+        machine_cached_debs().join(",")
     );
     let digest = crate::oci_root::sha256(recipe.as_bytes());
     let cached = crate::lab_dir()
@@ -327,7 +334,7 @@ pub fn machine_root(name: &str) -> crate::Result<PathBuf> {
                 .arg("chroot")
                 .arg(&tmp)
                 .args(["apt-get", "install", "-q", "-y", "--download-only"])
-                .args(MACHINE_CACHED_DEBS.split(','))
+                .args(machine_cached_debs())
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                 .env("DEBIAN_FRONTEND", "noninteractive"))?;
             let _ = fs::remove_dir_all(&cached);

@@ -207,7 +207,7 @@ impl Reboot {
     /// stopped with the rest); otherwise it returns only when the reboot failed.
     pub fn start(self) -> Result<(), VersionsError> {
         use rustix::system::{reboot, RebootCommand};
-        let (via, systemctl, command) = match &self.method {
+        let (via, action, command) = match &self.method {
             Method::Kexec { via, .. } => (*via, "kexec", RebootCommand::Kexec),
             Method::Reboot { via, .. } => (*via, "reboot", RebootCommand::Restart),
         };
@@ -223,7 +223,7 @@ impl Reboot {
                     "--no-block",
                     "--job-mode=replace-irreversibly",
                     "start",
-                    &format!("{systemctl}.target"),
+                    &format!("{action}.target"),
                 ]),
                 "systemd",
             )?;
@@ -233,7 +233,7 @@ impl Reboot {
         rustix::fs::sync();
         let err = reboot(command).err().unwrap_or(rustix::io::Errno::INVAL);
         Err(VersionsError::Refused(format!(
-            "reboot({systemctl}) failed: {err} (the version boots at the next restart)"
+            "reboot({action}) failed: {err} (the version boots at the next restart)"
         )))
     }
 }

@@ -97,7 +97,7 @@ pub fn write_resolv(run: &Path, text: &str) -> io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::network::{LeaseRoute, LinkKind, Member};
+    use crate::report::network::{LinkKind, Member};
     use std::net::Ipv4Addr;
 
     #[test]
@@ -119,34 +119,7 @@ mod tests {
     #[test]
     fn lease_file_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let lease = Lease {
-            interface: "eth0".into(),
-            mac: "52:54:00:12:34:56".into(),
-            link: None,
-            source: "dhcp",
-            address: Ipv4Addr::new(10, 0, 2, 15),
-            prefix: 24,
-            broadcast: None,
-            routers: vec![Ipv4Addr::new(10, 0, 2, 2)],
-            routes: vec![LeaseRoute {
-                destination: "0.0.0.0/0".into(),
-                gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
-                origin: None,
-            }],
-            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
-            domain: None,
-            search: vec![],
-            ntp: vec![],
-            hostname: None,
-            mtu: None,
-            root_path: None,
-            tftp_server: None,
-            bootfile: None,
-            lease_time_s: Some(86400),
-            server_id: Some(Ipv4Addr::new(10, 0, 2, 2)),
-            acquired_uptime_ms: 1.0,
-            elapsed_ms: 2.0,
-        };
+        let lease = crate::report::network::sample_lease("dhcp");
         let p = write_lease(dir.path(), &lease).unwrap();
         assert_eq!(p, dir.path().join("network/eth0.json"));
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();

@@ -88,33 +88,9 @@ pub fn write(dir: &Path, leases: &[&Lease]) -> io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     fn lease(source: &'static str) -> Lease {
-        Lease {
-            interface: "eth0".into(),
-            mac: "52:54:00:12:34:56".into(),
-            link: None,
-            source,
-            address: Ipv4Addr::new(10, 0, 2, 15),
-            prefix: 24,
-            broadcast: None,
-            routers: vec![Ipv4Addr::new(10, 0, 2, 2)],
-            routes: Vec::new(),
-            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
-            domain: None,
-            search: Vec::new(),
-            ntp: Vec::new(),
-            hostname: None,
-            mtu: None,
-            root_path: None,
-            tftp_server: None,
-            bootfile: None,
-            lease_time_s: Some(86400),
-            server_id: None,
-            acquired_uptime_ms: 0.0,
-            elapsed_ms: 0.0,
-        }
+        crate::report::network::sample_lease(source)
     }
 
     #[test]

@@ -193,3 +193,37 @@ pub struct NetworkRecords<'a> {
     /// The links made or renamed.
     pub links: &'a [MadeLink],
 }
+
+/// A DHCP or static lease of `eth0` on QEMU's user network, for tests.
+#[cfg(test)]
+pub(crate) fn sample_lease(source: &'static str) -> Lease {
+    let gw = Ipv4Addr::new(10, 0, 2, 2);
+    Lease {
+        interface: "eth0".into(),
+        mac: "52:54:00:12:34:56".into(),
+        link: None,
+        source,
+        address: Ipv4Addr::new(10, 0, 2, 15),
+        prefix: 24,
+        broadcast: None,
+        routers: vec![gw],
+        routes: vec![LeaseRoute {
+            destination: "0.0.0.0/0".into(),
+            gateway: Some(gw),
+            origin: None,
+        }],
+        dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+        domain: None,
+        search: vec![],
+        ntp: vec![],
+        hostname: None,
+        mtu: None,
+        root_path: None,
+        tftp_server: None,
+        bootfile: None,
+        lease_time_s: Some(86400),
+        server_id: Some(gw),
+        acquired_uptime_ms: 1.0,
+        elapsed_ms: 2.0,
+    }
+}
