@@ -8,6 +8,10 @@ use terra_builder::bootargs::Mac;
 use terra_builder::cpio::{Archive, CpioError};
 use terra_init::layout::NODE_CONFIG;
 
+/// The node's report token in its initramfs: `[controller]`'s default token file beside
+/// node.toml.
+pub const TOKEN_FILE: &str = "etc/terra/controller.token";
+
 /// The shared kernel's path under the public URL.
 pub const KERNEL_PATH: &str = "/assets/vmlinuz";
 /// The shared initramfs's path under the public URL.
@@ -71,10 +75,15 @@ pub fn pxelinux_entry(hostname: &str, mac: &Mac, cmdline: &str) -> String {
     )
 }
 
-/// The per-node initramfs: a newc archive holding node.toml at stage0's path.
-pub fn node_cpio(node_toml: &str) -> Result<Vec<u8>, CpioError> {
+/// The per-node initramfs: a newc archive holding node.toml at stage0's path and, when
+/// the node reports its boots, its report token beside it (`[controller]`'s default token
+/// file; stage0 keeps it in a root-only file for the booted system).
+pub fn node_cpio(node_toml: &str, report_token: &str) -> Result<Vec<u8>, CpioError> {
     let mut a = Archive::new();
     a.add_file(NODE_CONFIG, node_toml.as_bytes().to_vec(), false)?;
+    if !report_token.is_empty() {
+        a.add_file(TOKEN_FILE, report_token.as_bytes().to_vec(), false)?;
+    }
     let mut out = Vec::new();
     // A fixed mtime: the same node gets the same bytes.
     a.write(&mut out, 0)?;
@@ -105,12 +114,16 @@ mod tests {
 
     #[test]
     fn the_node_cpio_holds_node_toml_at_stage0s_path() {
-        let bytes = node_cpio("hostname = \"n1\"\n").unwrap();
+        let bytes = node_cpio("hostname = \"n1\"\n", "").unwrap();
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.starts_with("070701"));
         assert!(text.contains(NODE_CONFIG));
         assert!(text.contains("hostname = \"n1\""));
         assert!(text.contains("TRAILER!!!"));
-        assert_eq!(bytes, node_cpio("hostname = \"n1\"\n").unwrap());
+        assert_eq!(bytes, node_cpio("hostname = \"n1\"\n", "").unwrap());
+        assert!(!text.contains("controller.token"));
+        let with = node_cpio("hostname = \"n1\"\n", "tok123").unwrap();
+        let text = String::from_utf8_lossy(&with);
+        assert!(text.contains(TOKEN_FILE) && text.contains("tok123"));
     }
 }

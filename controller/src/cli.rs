@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::client::{Client, ClientError};
+use crate::db::now_ms;
 use crate::http::NodeView;
 use crate::serve::{self, ServeOptions, DEFAULT_TGTD_CONTROL_PORT};
 use crate::storage::DEFAULT_LUN_MB;
@@ -165,16 +166,21 @@ enum NodeCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// List the nodes: HOSTNAME MAC IMAGE VERSION INITIATOR TARGET STATE
+    /// List the nodes: HOSTNAME MAC IMAGE VERSION INITIATOR TARGET STATE RUNNING DIGEST
+    /// LAST-BOOT RESULT LAST-SEEN (the last four from the nodes' own boot reports)
     List {
         /// A JSON array of objects with exactly those columns
         #[arg(long)]
         json: bool,
     },
-    /// Show one node, with why it failed
+    /// Show one node, with why it failed and its recent boots (phase times, fallbacks,
+    /// confirmations)
     Show {
         /// Its hostname
         name: String,
+        /// The node and its events as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a node's target, LUN and boot entry
     Delete {
@@ -357,9 +363,13 @@ fn cmd_node(a: NodeArgs) -> Result<(), CliError> {
                 print!("{}", table(&nodes));
             }
         }
-        NodeCommand::Show { name } => {
+        NodeCommand::Show { name, json } => {
             let n = c.show(&name)?;
-            println!("{}", serde_json::to_string_pretty(&n).unwrap_or_default());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&n).unwrap_or_default());
+            } else {
+                print!("{}", crate::life::show(&n, now_ms()));
+            }
         }
         NodeCommand::Delete { name } => {
             c.delete(&name)?;
@@ -390,7 +400,20 @@ fn list_json(n: &NodeView) -> serde_json::Value {
         "initiator": n.initiator,
         "target": n.target,
         "state": n.state,
+        "running_version": n.life.running_version,
+        "running_digest": n.life.running_digest,
+        "last_boot": n.life.last_boot,
+        "last_result": n.life.last_result,
+        "last_seen": n.life.last_seen,
     })
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// `node list`'s table.
@@ -403,10 +426,17 @@ fn table(nodes: &[NodeView]) -> String {
         "INITIATOR",
         "TARGET",
         "STATE",
+        "RUNNING",
+        "DIGEST",
+        "LAST-BOOT",
+        "RESULT",
+        "LAST-SEEN",
     ];
-    let rows: Vec<[String; 7]> = nodes
+    let now = now_ms();
+    let rows: Vec<[String; 12]> = nodes
         .iter()
         .map(|n| {
+            let l = &n.life;
             [
                 n.hostname.clone(),
                 n.mac.clone(),
@@ -415,6 +445,11 @@ fn table(nodes: &[NodeView]) -> String {
                 n.initiator.clone(),
                 n.target.clone(),
                 n.state.clone(),
+                or_dash(&l.running_version),
+                or_dash(crate::life::short_digest(&l.running_digest)),
+                crate::life::ago(l.last_boot, now),
+                or_dash(&l.last_result),
+                crate::life::ago(l.last_seen, now),
             ]
         })
         .collect();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::http::{NodeView, UpgradeRequest};
+use crate::http::{NodeDetail, NodeView, UpgradeRequest};
 
 /// A client of one controller.
 pub struct Client {
@@ -101,7 +101,7 @@ impl Client {
     }
 
     /// `node show`.
-    pub fn show(&self, name: &str) -> Result<NodeView, ClientError> {
+    pub fn show(&self, name: &str) -> Result<NodeDetail, ClientError> {
         let req = self.http.get(format!("{}/api/nodes/{name}", self.base));
         self.send(req, &format!("node {name}"))?
             .ok_or_else(|| ClientError(format!("node {name}: empty answer")))

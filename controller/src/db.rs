@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+use terra_init::report::message::{Event, Message};
 
 /// Migrations, in order: each is applied once, in a transaction, and recorded in
 /// `terra_schema`.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE nodes (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE nodes (
         hostname TEXT PRIMARY KEY,
         mac TEXT NOT NULL UNIQUE,
         image TEXT NOT NULL,
@@ -32,22 +34,48 @@ const MIGRATIONS: &[&[&str]] = &[&[
         updated BIGINT NOT NULL,
         UNIQUE (controller, tid)
     )",
-    // The provisioning journal: what a node's work has started, undone in reverse.
-    "CREATE TABLE steps (
+        // The provisioning journal: what a node's work has started, undone in reverse.
+        "CREATE TABLE steps (
         hostname TEXT NOT NULL,
         seq BIGINT NOT NULL,
         step TEXT NOT NULL,
         detail TEXT NOT NULL,
         PRIMARY KEY (hostname, seq)
     )",
-    // Machines that asked for a boot without being known.
-    "CREATE TABLE discovered (
+        // Machines that asked for a boot without being known.
+        "CREATE TABLE discovered (
         mac TEXT PRIMARY KEY,
         first_seen BIGINT NOT NULL,
         last_seen BIGINT NOT NULL,
         requests BIGINT NOT NULL
     )",
-]];
+    ],
+    &[
+        // Boot reports (issue 25): each node's token, what it last said, and its recent events.
+        "ALTER TABLE nodes ADD COLUMN report_token TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE nodes ADD COLUMN last_seen BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE nodes ADD COLUMN running_version TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE nodes ADD COLUMN running_digest TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE nodes ADD COLUMN last_boot BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE nodes ADD COLUMN last_result TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX nodes_by_token ON nodes (report_token)",
+        "CREATE TABLE boots (
+        hostname TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        received BIGINT NOT NULL,
+        version TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        result TEXT NOT NULL,
+        report TEXT NOT NULL,
+        PRIMARY KEY (hostname, boot_id, event)
+    )",
+        "CREATE INDEX boots_by_time ON boots (hostname, received)",
+    ],
+];
+
+/// Boot events kept per node (older ones are dropped as new ones come).
+pub const KEEP_EVENTS: i64 = 50;
 
 /// A database error, with what was being done.
 #[derive(Debug)]
@@ -104,10 +132,12 @@ pub struct NodeRow {
     pub chap: String,
     /// Last change, milliseconds since the epoch.
     pub updated: i64,
+    /// The token its boot reports carry (never shown; served in its own initramfs).
+    pub report_token: String,
 }
 
 const NODE_COLUMNS: &str = "hostname, mac, image, digest, version, initiator, target, portal, \
-                            controller, tid, state, reason, config, chap, updated";
+                            controller, tid, state, reason, config, chap, updated, report_token";
 
 fn node_from(row: &AnyRow) -> Result<NodeRow, sqlx::Error> {
     Ok(NodeRow {
@@ -126,6 +156,7 @@ fn node_from(row: &AnyRow) -> Result<NodeRow, sqlx::Error> {
         config: row.try_get("config")?,
         chap: row.try_get("chap")?,
         updated: row.try_get("updated")?,
+        report_token: row.try_get("report_token")?,
     })
 }
 
@@ -151,6 +182,41 @@ pub struct Discovered {
     pub last_seen: i64,
     /// Requests so far.
     pub requests: i64,
+}
+
+/// What a node last told the controller (`node list`'s columns), kept on its row so a
+/// listing reads one table however many reports came.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Life {
+    /// Last report of any kind, ms since the epoch (0: never).
+    pub last_seen: i64,
+    /// The version its last boot runs.
+    pub running_version: String,
+    /// That version's image digest.
+    pub running_digest: String,
+    /// Its last boot report, ms since the epoch (0: never).
+    pub last_boot: i64,
+    /// How the last event went: `booted`, `tentative`, `fell back`, `confirmed`, `rejected`.
+    pub last_result: String,
+}
+
+/// One stored event of a node: a boot, a confirmation or a rejection.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventRow {
+    /// The kernel's boot id.
+    pub boot_id: String,
+    /// `boot`, `confirmed` or `rejected`.
+    pub event: String,
+    /// When it arrived, ms since the epoch.
+    pub received: i64,
+    /// The version.
+    pub version: String,
+    /// Its digest.
+    pub digest: String,
+    /// How it went ([`Life::last_result`]'s words).
+    pub result: String,
+    /// The report as the node sent it.
+    pub report: serde_json::Value,
 }
 
 /// Why an insert was refused.
@@ -348,7 +414,7 @@ impl Db {
             node.updated = now_ms();
             let inserted = sqlx::query(&format!(
                 "INSERT INTO nodes ({NODE_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             ))
             .bind(node.hostname.clone())
             .bind(node.mac.clone())
@@ -365,6 +431,7 @@ impl Db {
             .bind(node.config.clone())
             .bind(node.chap.clone())
             .bind(node.updated)
+            .bind(node.report_token.clone())
             .execute(&mut *tx)
             .await;
             match inserted {
@@ -495,6 +562,7 @@ impl Db {
             .map_err(ctx(format!("deleting node {hostname}")))?;
         for q in [
             "DELETE FROM steps WHERE hostname = $1",
+            "DELETE FROM boots WHERE hostname = $1",
             "DELETE FROM nodes WHERE hostname = $1",
         ] {
             sqlx::query(q)
@@ -554,6 +622,164 @@ impl Db {
             .await
             .map(drop)
             .map_err(ctx(format!("clearing node {hostname}'s journal")))
+    }
+
+    /// The node whose report token is `token` (never matches an empty one).
+    pub async fn node_by_token(&self, token: &str) -> Result<Option<NodeRow>, DbError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        self.node_where("report_token", token, "looking up a report token")
+            .await
+    }
+
+    /// Gives `hostname` a report token if it has none (nodes added before reports
+    /// existed); returns the token it has.
+    pub async fn ensure_report_token(
+        &self,
+        hostname: &str,
+        fresh: &str,
+    ) -> Result<String, DbError> {
+        let what = format!("giving node {hostname} a report token");
+        sqlx::query("UPDATE nodes SET report_token = $1 WHERE hostname = $2 AND report_token = ''")
+            .bind(fresh.to_string())
+            .bind(hostname.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(ctx(what.clone()))?;
+        sqlx::query("SELECT report_token FROM nodes WHERE hostname = $1")
+            .bind(hostname.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|r| r.try_get("report_token"))
+            .map_err(ctx(what))
+    }
+
+    /// Stores one event of `hostname` (`report` is the body as received) and brings the
+    /// node's [`Life`] up to date, in one transaction; the same event sent twice (same
+    /// boot id) counts once. Keeps the last [`KEEP_EVENTS`]. Returns whether it was new.
+    pub async fn record_event(
+        &self,
+        hostname: &str,
+        m: &Message,
+        report: &str,
+        result: &str,
+    ) -> Result<bool, DbError> {
+        let what = format!("recording node {hostname}'s {} report", m.event.as_str());
+        let now = now_ms();
+        let (version, digest) = m
+            .version
+            .as_ref()
+            .map_or((String::new(), String::new()), |v| {
+                (v.name.clone(), v.digest.clone())
+            });
+        let mut tx = self.pool.begin().await.map_err(ctx(what.clone()))?;
+        let inserted = sqlx::query(
+            "INSERT INTO boots (hostname, boot_id, event, received, version, digest, result, report) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (hostname, boot_id, event) DO NOTHING",
+        )
+        .bind(hostname.to_string())
+        .bind(m.boot_id.clone())
+        .bind(m.event.as_str().to_string())
+        .bind(now)
+        .bind(version.clone())
+        .bind(digest.clone())
+        .bind(result.to_string())
+        .bind(report.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(ctx(what.clone()))?
+        .rows_affected()
+            == 1;
+        if inserted {
+            let updated = if m.event == Event::Boot {
+                sqlx::query(
+                    "UPDATE nodes SET last_seen = $1, last_result = $2, running_version = $3, \
+                     running_digest = $4, last_boot = $5 WHERE hostname = $6",
+                )
+                .bind(now)
+                .bind(result.to_string())
+                .bind(version)
+                .bind(digest)
+                .bind(now)
+                .bind(hostname.to_string())
+            } else {
+                sqlx::query("UPDATE nodes SET last_seen = $1, last_result = $2 WHERE hostname = $3")
+                    .bind(now)
+                    .bind(result.to_string())
+                    .bind(hostname.to_string())
+            };
+            updated.execute(&mut *tx).await.map_err(ctx(what.clone()))?;
+            // Retention: everything older than the node's KEEP_EVENTS-th newest event.
+            sqlx::query(
+                "DELETE FROM boots WHERE hostname = $1 AND received < (SELECT received FROM \
+                 boots WHERE hostname = $2 ORDER BY received DESC LIMIT 1 OFFSET $3)",
+            )
+            .bind(hostname.to_string())
+            .bind(hostname.to_string())
+            .bind(KEEP_EVENTS - 1)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx(what.clone()))?;
+        }
+        tx.commit().await.map_err(ctx(what))?;
+        Ok(inserted)
+    }
+
+    /// Every node's [`Life`], by hostname.
+    pub async fn lives(&self) -> Result<Vec<(String, Life)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT hostname, last_seen, running_version, running_digest, last_boot, \
+             last_result FROM nodes ORDER BY hostname",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("listing what nodes reported"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("hostname")?,
+                    Life {
+                        last_seen: r.try_get("last_seen")?,
+                        running_version: r.try_get("running_version")?,
+                        running_digest: r.try_get("running_digest")?,
+                        last_boot: r.try_get("last_boot")?,
+                        last_result: r.try_get("last_result")?,
+                    },
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("listing what nodes reported"))
+    }
+
+    /// A node's events, newest first (at most `limit`).
+    pub async fn events(&self, hostname: &str, limit: i64) -> Result<Vec<EventRow>, DbError> {
+        let what = format!("reading node {hostname}'s boots");
+        let rows = sqlx::query(
+            "SELECT boot_id, event, received, version, digest, result, report FROM boots \
+             WHERE hostname = $1 ORDER BY received DESC, event DESC LIMIT $2",
+        )
+        .bind(hostname.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx(what.clone()))?;
+        rows.iter()
+            .map(|r| {
+                let report: String = r.try_get("report")?;
+                Ok(EventRow {
+                    boot_id: r.try_get("boot_id")?,
+                    event: r.try_get("event")?,
+                    received: r.try_get("received")?,
+                    version: r.try_get("version")?,
+                    digest: r.try_get("digest")?,
+                    result: r.try_get("result")?,
+                    report: serde_json::from_str(&report).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx(what))
     }
 
     /// Records a boot request from an unknown MAC.

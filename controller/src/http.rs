@@ -8,12 +8,14 @@
 //! GET  /assets/vmlinuz, /assets/initrd.img   shared kernel and initramfs (range requests)
 //! GET  /api/nodes[/<name>]   POST /api/nodes   DELETE /api/nodes/<name>
 //! POST /api/nodes/<name>/upgrade     GET /api/discovered   GET /api/health
+//! POST /v1/reports                   a node's boot report (its own token; 8 KiB at most)
 //! ```
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,10 +23,12 @@ use axum::routing::{get, get_service, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use terra_builder::bootargs::Mac;
+use terra_init::report::http::{MAX_BODY, REPORTS_PATH};
+use terra_init::report::message::Message;
 use tower_http::services::ServeFile;
 
 use crate::boot;
-use crate::db::NodeRow;
+use crate::db::{EventRow, Life, NodeRow};
 use crate::provision::{state, Controller, ControllerError};
 
 /// What the HTTP handlers share.
@@ -73,6 +77,20 @@ pub struct NodeView {
     /// Whether it logs in with CHAP.
     #[serde(default)]
     pub chap: bool,
+    /// What it last reported.
+    #[serde(flatten, default)]
+    pub life: Life,
+}
+
+/// `GET /api/nodes/<name>`: the node and its recent events, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeDetail {
+    /// The node.
+    #[serde(flatten)]
+    pub node: NodeView,
+    /// Its boots, confirmations and rejections.
+    #[serde(default)]
+    pub events: Vec<EventRow>,
 }
 
 impl From<&NodeRow> for NodeView {
@@ -90,6 +108,7 @@ impl From<&NodeRow> for NodeView {
             digest: n.digest.clone(),
             controller: n.controller.clone(),
             chap: !n.chap.is_empty(),
+            life: Life::default(),
         }
     }
 }
@@ -134,6 +153,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/nodes/{name}", get(show).delete(delete))
         .route("/api/nodes/{name}/upgrade", post(upgrade))
         .route("/api/discovered", get(discovered))
+        .route(
+            REPORTS_PATH,
+            post(report).layer(DefaultBodyLimit::max(MAX_BODY)),
+        )
         .with_state(app)
 }
 
@@ -209,14 +232,24 @@ async fn node_cpio(
             format!("{mac:?}: not a MAC address"),
         )
     })?;
-    let n = app
+    let mut n = app
         .ctl
         .db
         .node_by_mac(&parsed.to_string())
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node has MAC {parsed}")))?;
-    let bytes = boot::node_cpio(&app.ctl.boot_config(&n)).map_err(|e| {
+    if n.report_token.is_empty() {
+        // Added before boot reports existed: it gets its token now.
+        let fresh = crate::node::random_token(32).map_err(internal)?;
+        n.report_token = app
+            .ctl
+            .db
+            .ensure_report_token(&n.hostname, &fresh)
+            .await
+            .map_err(internal)?;
+    }
+    let bytes = boot::node_cpio(&app.ctl.boot_config(&n), &n.report_token).map_err(|e| {
         ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("node {}: {e}", n.hostname),
@@ -231,11 +264,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 /// Changes need `Authorization: Bearer <token>`; compared in constant time.
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = bearer(headers);
     let (a, b) = (given.as_bytes(), app.token.as_bytes());
     let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
     if same && !b.is_empty() {
@@ -258,21 +287,115 @@ async fn health(State(app): State<Arc<App>>) -> Response {
 
 async fn list(State(app): State<Arc<App>>) -> Result<Json<Vec<NodeView>>, ApiError> {
     let nodes = app.ctl.db.nodes().await.map_err(internal)?;
-    Ok(Json(nodes.iter().map(NodeView::from).collect()))
+    let mut lives: std::collections::HashMap<String, Life> = app
+        .ctl
+        .db
+        .lives()
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .collect();
+    Ok(Json(
+        nodes
+            .iter()
+            .map(|n| NodeView {
+                life: lives.remove(&n.hostname).unwrap_or_default(),
+                ..NodeView::from(n)
+            })
+            .collect(),
+    ))
 }
+
+/// Events `GET /api/nodes/<name>` shows.
+const SHOWN_EVENTS: i64 = 20;
 
 async fn show(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-) -> Result<Json<NodeView>, ApiError> {
+) -> Result<Json<NodeDetail>, ApiError> {
     let n = app
         .ctl
         .db
         .node(&name)
         .await
         .map_err(internal)?
-        .ok_or_else(|| ApiError::from(ControllerError::NoNode(name)))?;
-    Ok(Json(NodeView::from(&n)))
+        .ok_or_else(|| ApiError::from(ControllerError::NoNode(name.clone())))?;
+    let life = app
+        .ctl
+        .db
+        .lives()
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .find_map(|(h, l)| (h == name).then_some(l))
+        .unwrap_or_default();
+    let events = app
+        .ctl
+        .db
+        .events(&name, SHOWN_EVENTS)
+        .await
+        .map_err(internal)?;
+    Ok(Json(NodeDetail {
+        node: NodeView {
+            life,
+            ..NodeView::from(&n)
+        },
+        events,
+    }))
+}
+
+/// `POST /v1/reports`: a node's boot report. The bearer token names the node, and the
+/// report must be that node's own; a report another node's token carries, a malformed or
+/// an oversized one (refused by the body limit: 413) changes nothing.
+async fn report(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let token = bearer(&headers);
+    let node = app
+        .ctl
+        .db
+        .node_by_token(token)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "report refused: no node has this report token".into(),
+            )
+        })?;
+    let m = Message::parse(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("node {}: {e}", node.hostname),
+        )
+    })?;
+    if m.hostname != node.hostname {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "report for node {:?} carries node {}'s token: a node reports only for itself",
+                m.hostname, node.hostname
+            ),
+        ));
+    }
+    let text = String::from_utf8_lossy(&body);
+    app.ctl
+        .db
+        .record_event(&node.hostname, &m, &text, m.result())
+        .await
+        .map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The bearer token of a request ("" when none).
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod db;
 pub mod http;
+pub mod life;
 pub mod node;
 pub mod provision;
 pub mod serve;

@@ -229,7 +229,8 @@ pub(crate) fn toml_str(s: &str) -> String {
 }
 
 /// The node.toml the node boots with: its name and MAC, its `[network]` and `[boot]` as
-/// given, and the controller's `[iscsi]` (its initiator, its target on `portal`, LUN 1, CHAP).
+/// given, the controller's `[iscsi]` (its initiator, its target on `portal`, LUN 1, CHAP)
+/// and, with `report_url`, `[controller]` (its token travels beside it, in its own file).
 pub fn boot_config(
     given: &str,
     hostname: &str,
@@ -237,6 +238,7 @@ pub fn boot_config(
     initiator: &str,
     portal: &str,
     chap: Option<&Chap>,
+    report_url: Option<&str>,
 ) -> String {
     let mut out = format!(
         "# written by the Terra controller for node {hostname}\nhostname = {}\nmac = {}\n",
@@ -273,6 +275,9 @@ pub fn boot_config(
                 toml_str(s)
             ));
         }
+    }
+    if let Some(url) = report_url {
+        out.push_str(&format!("[controller]\nurl = {}\n", toml_str(url)));
     }
     out
 }
@@ -344,6 +349,7 @@ mod tests {
             "iqn.2024-01.org.terra-os:node.n1",
             "10.0.2.2:3260",
             Some(&chap),
+            Some("http://10.0.2.2:8080"),
         );
         let back = NodeConfig::parse(&text, Path::new("boot.toml")).unwrap();
         assert_eq!(back.hostname.as_deref(), Some("n1"));
@@ -357,6 +363,8 @@ mod tests {
             chap.secret.as_bytes()
         );
         assert!(!format!("{chap:?}").contains(&chap.secret));
+        assert_eq!(back.controller.url.as_deref(), Some("http://10.0.2.2:8080"));
+        assert_eq!(back.controller.token_file, None);
     }
 
     #[test]

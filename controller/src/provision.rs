@@ -130,6 +130,9 @@ pub struct Settings {
     pub lun_mb: u64,
     /// Kernel arguments of every entry.
     pub cmdline: String,
+    /// Where nodes send their boot reports (`[controller] url` in their node.toml): the
+    /// URL nodes reach this controller at. Empty: nodes do not report.
+    pub report_url: String,
     /// Images must carry a cosign signature by one of these keys (`serve --verify-key`):
     /// checked when a node is added (before anything is made), by the golden LUN's install
     /// (which keeps the keys on the LUN for the node's own upgrades) and by `node upgrade`.
@@ -233,6 +236,11 @@ impl Controller {
                 .map(|c| serde_json::to_string(c).unwrap_or_default())
                 .unwrap_or_default(),
             updated: 0,
+            report_token: node::random_token(32).map_err(|e| ControllerError::Step {
+                node: spec.hostname.clone(),
+                step: "token",
+                cause: format!("random: {e}"),
+            })?,
         };
         let row = self.db.add_node(row).await.map_err(|e| match e {
             AddError::Taken { field, value, node } => ControllerError::Taken { field, value, node },
@@ -345,8 +353,8 @@ impl Controller {
         crash_point("controller-entry");
         let mac_t = terra_builder::bootargs::Mac::parse(&node.mac)
             .ok_or((STEP_ENTRY, format!("MAC {} does not parse", node.mac)))?;
-        let cpio =
-            boot::node_cpio(&self.boot_config(node)).map_err(|e| (STEP_ENTRY, e.to_string()))?;
+        let cpio = boot::node_cpio(&self.boot_config(node), &node.report_token)
+            .map_err(|e| (STEP_ENTRY, e.to_string()))?;
         let pxelinux = boot::pxelinux_entry(&h, &mac_t, &self.settings.cmdline);
         let storage = self.storage.clone();
         blocking(move || storage.write_entry(&mac, &pxelinux, &cpio))
@@ -377,6 +385,8 @@ impl Controller {
             &node.initiator,
             &node.portal,
             chap.as_ref(),
+            (!node.report_token.is_empty() && !self.settings.report_url.is_empty())
+                .then_some(self.settings.report_url.as_str()),
         )
     }
 

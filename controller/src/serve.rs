@@ -250,6 +250,7 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), String> {
                 chap: opts.chap,
                 lun_mb: opts.lun_mb,
                 cmdline: opts.cmdline.clone(),
+                report_url: public_url.clone(),
                 verify,
             },
         ));

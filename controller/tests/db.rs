@@ -5,7 +5,8 @@
 //! journal, and discovery.
 
 use lab::postgres::Postgres;
-use terra_controller::db::{AddError, Db, NodeRow};
+use terra_controller::db::{AddError, Db, NodeRow, KEEP_EVENTS};
+use terra_init::report::message::{self, Event, Message};
 
 fn node(host: &str, mac: &str, controller: &str) -> NodeRow {
     NodeRow {
@@ -24,7 +25,81 @@ fn node(host: &str, mac: &str, controller: &str) -> NodeRow {
         config: "hostname = \"x\"".into(),
         chap: String::new(),
         updated: 0,
+        report_token: format!("tok-{host}"),
     }
+}
+
+/// A boot (or confirmation) report of `host` in boot `boot_id`, running `version`.
+fn report(host: &str, boot_id: &str, event: Event, version: &str) -> Message {
+    Message {
+        event,
+        hostname: host.into(),
+        boot_id: boot_id.into(),
+        sent_by: "stage0".into(),
+        version: Some(message::Version {
+            name: version.into(),
+            digest: format!("sha256:{version}"),
+            why: "default".into(),
+            ..Default::default()
+        }),
+        reason: None,
+        phases: Vec::new(),
+        initramfs_ms: 100.0,
+        uptime_at_start_ms: 50.0,
+    }
+}
+
+/// Reports: the token finds its node, an event sent twice counts once, the node's life
+/// follows its events, and only the newest KEEP_EVENTS stay.
+async fn reports(db: &Db, again: &Db) {
+    assert_eq!(
+        db.node_by_token("tok-n1").await.unwrap().unwrap().hostname,
+        "n1"
+    );
+    assert!(db.node_by_token("").await.unwrap().is_none());
+    assert!(db.node_by_token("tok-nobody").await.unwrap().is_none());
+    let boot = report("n1", "b1", Event::Boot, "v2");
+    let text = String::from_utf8(boot.to_bytes()).unwrap();
+    assert!(db
+        .record_event("n1", &boot, &text, "tentative")
+        .await
+        .unwrap());
+    // Sent again (stage0's send timed out after the controller stored it; the booted
+    // system sends it once more): counted once.
+    assert!(!again
+        .record_event("n1", &boot, &text, "tentative")
+        .await
+        .unwrap());
+    let confirmed = report("n1", "b1", Event::Confirmed, "v2");
+    assert!(db
+        .record_event("n1", &confirmed, "{}", "confirmed")
+        .await
+        .unwrap());
+    let lives = again.lives().await.unwrap();
+    let (_, life) = lives.iter().find(|(h, _)| h == "n1").unwrap();
+    assert_eq!(life.running_version, "v2");
+    assert_eq!(life.running_digest, "sha256:v2");
+    assert_eq!(life.last_result, "confirmed");
+    assert!(life.last_boot > 0 && life.last_seen >= life.last_boot);
+    let events = db.events("n1", 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events.iter().find(|e| e.event == "boot").unwrap().report["initramfs_ms"],
+        100.0
+    );
+    // Retention: the newest KEEP_EVENTS are kept.
+    for i in 0..KEEP_EVENTS + 5 {
+        let m = report("n2", &format!("boot-{i}"), Event::Boot, "v1");
+        db.record_event("n2", &m, "{}", "booted").await.unwrap();
+        // Distinct arrival times, so "newest" is well defined.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let kept = db.events("n2", 1000).await.unwrap();
+    assert_eq!(kept.len() as i64, KEEP_EVENTS);
+    assert_eq!(kept[0].boot_id, format!("boot-{}", KEEP_EVENTS + 4));
+    // A deleted node's events go with it.
+    db.delete_node("n2").await.unwrap();
+    assert!(db.events("n2", 1000).await.unwrap().is_empty());
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -39,8 +114,8 @@ async fn exercise(url: &str) {
     let db = Db::open(url).await.expect("open");
     // A second open (a restart, or a second controller) finds the schema made.
     let again = Db::open(url).await.expect("open again");
-    assert_eq!(db.schema_version().await.unwrap(), 1);
-    assert_eq!(again.schema_version().await.unwrap(), 1);
+    assert_eq!(db.schema_version().await.unwrap(), 2);
+    assert_eq!(again.schema_version().await.unwrap(), 2);
 
     let a = db
         .add_node(node("a", "52:54:00:00:00:0a", "c1"))
@@ -99,6 +174,7 @@ async fn exercise(url: &str) {
     assert_eq!(other.tid, 1);
 
     assert_eq!(db.nodes().await.unwrap().len(), 22);
+    reports(&db, &again).await;
     assert_eq!(
         db.node_by_mac("52:54:00:00:00:0a")
             .await

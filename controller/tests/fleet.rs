@@ -145,6 +145,79 @@ fn served_chap(c: &ControllerSpec, mac: &str) -> (String, String) {
     (field("chap_user"), field("chap_secret"))
 }
 
+/// The report token in a node's own initramfs, as the controller serves it (the file
+/// beside node.toml that `[controller]` names by default).
+fn served_report_token(c: &ControllerSpec, mac: &str) -> String {
+    let (status, body) = get(&format!(
+        "{}/nodes/{}/node.cpio",
+        c.url(),
+        mac.replace(':', "-")
+    ));
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body).to_string();
+    assert!(
+        text.contains("[controller]\nurl = \"http://10.0.2.2:"),
+        "no [controller] in {text}"
+    );
+    let at = text
+        .find("etc/terra/controller.token")
+        .unwrap_or_else(|| panic!("no token file in {text}"));
+    text[at + "etc/terra/controller.token".len()..]
+        .trim_start_matches('\0')
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect()
+}
+
+/// POSTs `body` to the controller's report endpoint as a node does (stage0's own sender):
+/// the HTTP status.
+fn post_report(c: &ControllerSpec, token: &str, body: &[u8]) -> u16 {
+    use terra_init::config::controller::ControllerUrl;
+    use terra_init::report::send::{send, SendError};
+    let url = ControllerUrl::parse(&c.url()).unwrap();
+    match send(&url, token, body, Duration::from_secs(10)) {
+        Ok(status) | Err(SendError::Refused { status, .. }) => status,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A report POST with any body (over the size stage0 keeps to): the HTTP status.
+fn post_raw_report(c: &ControllerSpec, token: &str, body: &[u8]) -> u16 {
+    let rest = c.url().strip_prefix("http://").unwrap().to_string();
+    let mut s = std::net::TcpStream::connect(&rest).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /v1/reports HTTP/1.1\r\nHost: {rest}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {}", String::from_utf8_lossy(&raw)))
+}
+
+/// `node show NAME --json`.
+fn show(c: &ControllerSpec, name: &str) -> serde_json::Value {
+    let (ok, out) = node(c, &["show", name, "--json"]);
+    assert!(ok, "{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// A node's event of kind `event` (newest first), as `node show` gives it.
+fn event<'a>(shown: &'a serde_json::Value, event: &str) -> &'a serde_json::Value {
+    shown["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["event"] == event))
+        .unwrap_or_else(|| panic!("no {event} event: {shown:#}"))
+}
+
 fn netboot(c: &ControllerSpec, mac: &str, firmware: Firmware) -> Vm {
     let a = artifacts();
     let mut vm = Vm::new(&a.kernel, &a.initramfs, accel());
@@ -207,6 +280,11 @@ fn two_nodes_boot_at_once_from_their_own_luns_and_an_upgrade_boots_next() {
             "initiator",
             "target",
             "state",
+            "running_version",
+            "running_digest",
+            "last_boot",
+            "last_result",
+            "last_seen",
         ];
         want.sort();
         let mut got = keys.clone();
@@ -215,6 +293,11 @@ fn two_nodes_boot_at_once_from_their_own_luns_and_an_upgrade_boots_next() {
         assert_eq!(n["hostname"], host);
         assert_eq!(n["state"], "ready");
         assert_eq!(n["image"], v1.as_str());
+        // No boot yet, so nothing reported.
+        assert_eq!(
+            (&n["last_seen"], &n["last_result"]),
+            (&0.into(), &"".into())
+        );
     }
     // The second LUN is a clone: it shares the golden LUN's blocks (on btrfs or XFS).
     let (n1_t, n2_t) = (
@@ -252,6 +335,44 @@ fn two_nodes_boot_at_once_from_their_own_luns_and_an_upgrade_boots_next() {
         .map(|n| n["state"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(states, ["booted", "booted"], "{}", c.log());
+    // And each reported its boot from the initramfs: the version its LUN runs, with the
+    // image's digest and the phase times.
+    for (n, o) in list(&s).iter().zip([&o1, &o2]) {
+        let host = n["hostname"].as_str().unwrap();
+        assert!(
+            o.log.contains("report: boot reported to http://10.0.2.2:"),
+            "{host}: {}",
+            o.log
+        );
+        assert_eq!(n["running_version"], n["version"], "{n}");
+        assert_eq!(n["last_result"], "booted", "{n}");
+        assert!(
+            n["running_digest"].as_str().unwrap().starts_with("sha256:"),
+            "{n}"
+        );
+        let shown = show(&s, host);
+        let boot = event(&shown, "boot");
+        let r = &boot["report"];
+        assert_eq!(
+            (&r["hostname"], &r["sent_by"]),
+            (&host.into(), &"stage0".into())
+        );
+        assert_eq!(r["version"]["name"], n["version"]);
+        let phases: Vec<&str> = r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            phases,
+            ["early", "config", "devices", "network", "iscsi", "storage", "root"],
+            "{r}"
+        );
+        assert!(r["initramfs_ms"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let (ok, page) = node(&s, &["show", "n1"]);
+    assert!(ok && page.contains("phases (ms): early"), "{page}");
 
     // Each target lets in its own initiator, with its CHAP secret, and nobody else.
     let (u1, s1) = served_chap(&s, m1);
@@ -288,6 +409,18 @@ fn two_nodes_boot_at_once_from_their_own_luns_and_an_upgrade_boots_next() {
     let n1 = &list(&s)[0];
     assert_eq!(n1["image"], image("v2").as_str());
     assert_ne!(n1["version"], nodes[0]["version"]);
+    // v2 booted on trial, and the booted system's confirmation reached the controller too.
+    assert!(o.log.contains("TERRA-DEMO-BLESS rc=0"), "{}", o.log);
+    assert_eq!(n1["running_version"], n1["version"], "{n1}");
+    assert_eq!(n1["last_result"], "confirmed", "{n1}");
+    let shown = show(&s, "n1");
+    let boot = event(&shown, "boot");
+    assert_eq!(boot["result"], "tentative");
+    assert_eq!(boot["version"], n1["version"]);
+    let confirmed = event(&shown, "confirmed");
+    assert_eq!(confirmed["report"]["sent_by"], "bless");
+    assert_eq!(confirmed["report"]["boot_id"], boot["report"]["boot_id"]);
+    assert_eq!(shown["events"].as_array().unwrap().len(), 3, "{shown:#}");
 
     // Deleting a node removes its target, LUN and entry.
     let (ok, out) = node(&s, &["delete", "n2"]);
@@ -359,6 +492,36 @@ fn unknown_machines_are_recorded_and_bad_input_creates_nothing() {
     }
     // Nothing was created for them.
     assert_eq!(list(&s).len(), 1);
+
+    // Boot reports: only with the node's own token, for itself, well formed and small.
+    let token = served_report_token(&s, "52:54:00:7e:51:01");
+    let report = |host: &str| {
+        format!(
+            r#"{{"event":"boot","hostname":"{host}","boot_id":"b-1","sent_by":"stage0","version":{{"name":"os","why":"default"}}}}"#
+        )
+    };
+    assert_eq!(post_report(&s, "not-a-token", report("a1").as_bytes()), 401);
+    assert_eq!(post_report(&s, &token, report("a2").as_bytes()), 403);
+    assert_eq!(post_report(&s, &token, b"{\"event\":\"boot\""), 400);
+    let huge = report("a1").replace("\"os\"", &format!("\"{}\"", "x".repeat(9000)));
+    // Over 8 KiB: stage0's own sender will not even build it; a raw client is refused.
+    assert_eq!(post_raw_report(&s, &token, huge.as_bytes()), 413);
+    assert_eq!(
+        show(&s, "a1")["events"],
+        serde_json::json!([]),
+        "nothing recorded"
+    );
+    assert_eq!(list(&s)[0]["last_seen"], 0);
+    assert_eq!(post_report(&s, &token, report("a1").as_bytes()), 204);
+    assert_eq!(post_report(&s, &token, report("a1").as_bytes()), 204);
+    let shown = show(&s, "a1");
+    assert_eq!(
+        shown["events"].as_array().unwrap().len(),
+        1,
+        "sent twice, counted once"
+    );
+    assert_eq!(shown["running_version"], "os");
+    assert!(!c.log().contains(&token), "the token in the log");
     let luns: Vec<_> = std::fs::read_dir(s.state.join("luns")).unwrap().collect();
     assert_eq!(luns.len(), 1);
     // Changes need the token.

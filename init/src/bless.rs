@@ -19,6 +19,8 @@ use crate::config::update::DEFAULT_HEALTH_TIMEOUT;
 use crate::esp;
 use crate::health::{self, Ran};
 use crate::layout::{BLESS, BLESS_PROGRAM as PROGRAM, BOOT_REPORT};
+use crate::report::message::{self, Event, Message};
+use crate::report::outbox::Outbox;
 
 /// systemd's runtime unit directory.
 pub const UNIT_DIR: &str = "/run/systemd/system";
@@ -49,29 +51,71 @@ StandardOutput=journal+console
 ";
 
 /// Leaves [`PROGRAM`] in /run (before the switch) and, when the root at `root` runs
-/// systemd, its unit: `/run/systemd/system` existing tells programs that systemd is PID 1,
-/// which would mislead them under another init. Returns the command the real system
-/// runs, or None when stage0 could not leave itself there.
+/// systemd, its unit. Returns the command the real system runs, or None when stage0 could
+/// not leave itself there.
 pub fn install(root: &Path) -> Option<String> {
     if let Err(e) = leave_program() {
         log::error!("cannot leave {PROGRAM} for the confirmation: {e}");
         return None;
     }
-    let systemd = ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"]
-        .iter()
-        .any(|p| crate::switch::resolve_in_root(root, p).is_ok_and(|p| p.is_file()));
-    if !systemd {
-        return Some(format!("{PROGRAM} good"));
+    if runs_systemd(root) {
+        place_unit(UNIT, UNIT_TEXT);
     }
-    let unit = Path::new(UNIT_DIR).join(UNIT);
+    Some(format!("{PROGRAM} good"))
+}
+
+/// The unit that sends the reports stage0 could not deliver ([`crate::report::outbox`]).
+pub const REPORT_UNIT: &str = "terra-report.service";
+
+const REPORT_UNIT_TEXT: &str = "\
+# Written by Terra's stage0: the fleet controller did not hear of this boot from the
+# initramfs (no network there, or the controller did not answer in time). Once the
+# network is up, the report waiting in /run/terra/report is sent.
+[Unit]
+Description=Send this boot's Terra report to the fleet controller
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=/run/terra/bless report
+TimeoutStartSec=180
+StandardOutput=journal+console
+";
+
+/// Leaves [`PROGRAM`] (unless the confirmation already did) and, on a systemd root at
+/// `root`, [`REPORT_UNIT`]: the booted system sends what stage0 could not.
+pub fn place_report_unit(root: &Path) {
+    let placed = std::fs::metadata(PROGRAM).is_ok_and(|m| m.len() > 0);
+    if !placed {
+        if let Err(e) = leave_program() {
+            log::error!("cannot leave {PROGRAM} to send the boot report: {e}");
+            return;
+        }
+    }
+    if runs_systemd(root) {
+        place_unit(REPORT_UNIT, REPORT_UNIT_TEXT);
+    }
+}
+
+/// Whether the root at `root` runs systemd: `/run/systemd/system` existing tells programs
+/// that systemd is PID 1, which would mislead them under another init.
+fn runs_systemd(root: &Path) -> bool {
+    ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"]
+        .iter()
+        .any(|p| crate::switch::resolve_in_root(root, p).is_ok_and(|p| p.is_file()))
+}
+
+/// Writes runtime unit `name` and wants it from multi-user.target.
+fn place_unit(name: &str, text: &str) {
+    let unit = Path::new(UNIT_DIR).join(name);
     let wants = Path::new(UNIT_DIR).join("multi-user.target.wants");
     let unit_written = std::fs::create_dir_all(&wants)
-        .and_then(|()| std::fs::write(&unit, UNIT_TEXT))
-        .and_then(|()| std::os::unix::fs::symlink(format!("../{UNIT}"), wants.join(UNIT)));
+        .and_then(|()| std::fs::write(&unit, text))
+        .and_then(|()| std::os::unix::fs::symlink(format!("../{name}"), wants.join(name)));
     if let Err(e) = unit_written {
         log::warn!("cannot write {}: {e}", unit.display());
     }
-    Some(format!("{PROGRAM} good"))
 }
 
 /// Makes [`PROGRAM`] the initramfs's confirmation command ([`BLESS`]) without copying
@@ -154,6 +198,8 @@ pub struct Booted {
     pub tentative: bool,
     /// Seconds each health check may take (boot.json `version.health_timeout`).
     pub health_timeout: Option<u64>,
+    /// The version as the fleet controller hears of it (confirmation, rejection).
+    pub version: message::Version,
 }
 
 /// Reads the booted version from boot report bytes.
@@ -174,6 +220,19 @@ pub fn booted_from_report(bytes: &[u8]) -> Result<Booted, String> {
         health_timeout: v
             .pointer("/version/health_timeout")
             .and_then(|t| t.as_u64()),
+        version: message::Version {
+            name: text("/version/name")?,
+            digest: text("/version/digest").unwrap_or_default(),
+            image: text("/version/image").unwrap_or_default(),
+            why: text("/version/why").unwrap_or_default(),
+            tentative: v.pointer("/version/tentative") == Some(&serde_json::Value::Bool(true)),
+            tries_left: v
+                .pointer("/version/tries_left")
+                .and_then(|t| t.as_u64())
+                .unwrap_or(0) as u32,
+            fallbacks: Vec::new(),
+            kexec: None,
+        },
     })
 }
 
@@ -193,6 +252,95 @@ enum Change {
     Unhealthy(HealthFailure),
 }
 
+/// Tells the node's controller, if it has one, that the booted version was confirmed or
+/// rejected (with `reason`): at once, bounded; when that fails the report waits in the
+/// outbox for `bless report`. Said, never returned: the verdict is recorded either way.
+fn tell_controller(booted: &Booted, event: Event, reason: Option<String>) {
+    let outbox = Outbox::system();
+    let dest = match outbox.destination() {
+        Ok(Some(d)) => d,
+        Ok(None) => return,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "terra: bless: report: {e}");
+            return;
+        }
+    };
+    let mut m = Message {
+        event,
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        boot_id: message::boot_id(),
+        sent_by: "bless".into(),
+        version: Some(booted.version.clone()),
+        reason,
+        phases: Vec::new(),
+        initramfs_ms: 0.0,
+        uptime_at_start_ms: 0.0,
+    };
+    m.fit();
+    // Earlier reports first (the boot's, if stage0 could not send it), then this one.
+    let left = outbox.leave(&m);
+    let mut quiet = |_: &str| {};
+    match (
+        left,
+        outbox.deliver(&dest, TELL_BOUND, 2, Duration::from_secs(1), &mut quiet),
+    ) {
+        (_, Ok(_)) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "terra: the controller at {} heard: {} {}",
+                dest.url_text(),
+                booted.name,
+                event.as_str()
+            );
+        }
+        (Ok(path), Err(e)) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "terra: bless: the controller did not hear it ({e}); it waits in {} for `{PROGRAM} report`",
+                path.display()
+            );
+        }
+        (Err(le), Err(e)) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "terra: bless: the controller did not hear it ({e}), and it cannot wait in {}: {le}",
+                crate::layout::REPORT_DIR
+            );
+        }
+    }
+}
+
+/// How long a confirmation's report may take.
+const TELL_BOUND: Duration = Duration::from_secs(3);
+
+/// `bless report`: sends what waits in the outbox, trying for about a minute (the
+/// network may come up after the unit starts).
+fn report_pending() -> Result<(String, i32), String> {
+    let outbox = Outbox::system();
+    let Some(dest) = outbox.destination()? else {
+        return Ok(("no fleet controller: nothing to report".into(), 0));
+    };
+    let mut say = |s: &str| {
+        let _ = writeln!(std::io::stderr(), "terra: bless: {s}");
+    };
+    let n = outbox.deliver(
+        &dest,
+        Duration::from_secs(5),
+        12,
+        Duration::from_secs(5),
+        &mut say,
+    )?;
+    Ok((
+        format!(
+            "{n} report(s) delivered to the controller at {}",
+            dest.url_text()
+        ),
+        0,
+    ))
+}
+
 /// Records `verdict` for the booted version, in a private mount namespace, without health
 /// checks (`terra bless` on the running system: the admin's word). Returns what was done,
 /// for the user.
@@ -201,7 +349,18 @@ pub fn bless(verdict: Verdict) -> Result<String, String> {
         Verdict::Good => Change::Confirm,
         Verdict::Bad => Change::Reject,
     };
-    record(&read_booted()?, change)
+    let booted = read_booted()?;
+    let done = record(&booted, change)?;
+    match verdict {
+        Verdict::Good if booted.tentative => tell_controller(&booted, Event::Confirmed, None),
+        Verdict::Good => {}
+        Verdict::Bad => tell_controller(
+            &booted,
+            Event::Rejected,
+            Some("rejected by the booted system (bless bad)".into()),
+        ),
+    }
+    Ok(done)
 }
 
 /// What `bless good` did.
@@ -220,11 +379,22 @@ pub fn confirm_if_healthy() -> Result<Confirmed, String> {
     let booted = read_booted()?;
     if booted.tentative {
         if let Some(failure) = run_checks(&booted)? {
+            let reason = format!(
+                "health check {} failed: {}; {}",
+                failure.check,
+                failure.result,
+                failure.output.trim()
+            );
             let message = record(&booted, Change::Unhealthy(failure))?;
+            tell_controller(&booted, Event::Rejected, Some(reason));
             return Ok(Confirmed::Rejected(message));
         }
     }
-    record(&booted, Change::Confirm).map(Confirmed::Good)
+    let message = record(&booted, Change::Confirm)?;
+    if booted.tentative {
+        tell_controller(&booted, Event::Confirmed, None);
+    }
+    Ok(Confirmed::Good(message))
 }
 
 /// Runs the checks of [`health::DIR`] for `booted`, saying what happens; the first
@@ -370,12 +540,14 @@ fn private_mounts() -> Result<(), String> {
 }
 
 const USAGE: &str = "\
-usage: bless [good [--no-health] | bad | check]
+usage: bless [good [--no-health] | bad | check | report]
 Confirms (good, the default) or rejects (bad) the Terra root version this boot runs.
 good first runs the executables in /etc/terra/health.d in name order when this boot is
 a tentative one (each within node.toml [update] health_timeout seconds, default 120): the
 first that fails rejects the version instead (exit status 3; reboot to run the default).
---no-health skips them; check runs them and changes nothing (exit status 3 on a failure).";
+--no-health skips them; check runs them and changes nothing (exit status 3 on a failure).
+report sends what waits for the fleet controller in /run/terra/report (node.toml
+[controller]); good and bad tell it too.";
 
 /// Exit status of `bless good` when a health check rejected the version, and of `bless
 /// check` when a check failed.
@@ -393,6 +565,8 @@ pub enum Command {
     Bad,
     /// `check`: run the health checks only.
     Check,
+    /// `report`: send the reports waiting for the fleet controller.
+    Report,
 }
 
 impl Command {
@@ -406,6 +580,7 @@ impl Command {
             }
             ["bad"] => Some(Command::Bad),
             ["check"] => Some(Command::Check),
+            ["report"] => Some(Command::Report),
             _ => None,
         }
     }
@@ -438,6 +613,7 @@ pub fn main(args: &[String]) -> i32 {
         Command::Good { health: false } => bless(Verdict::Good).map(|m| (m, 0)),
         Command::Bad => bless(Verdict::Bad).map(|m| (m, 0)),
         Command::Check => check_only(),
+        Command::Report => report_pending(),
     };
     match done {
         Ok((msg, code)) => {
@@ -460,6 +636,7 @@ fn check_only() -> Result<(String, i32), String> {
         top_options: String::new(),
         tentative: false,
         health_timeout: None,
+        version: message::Version::default(),
     });
     Ok(match run_checks(&booted)? {
         None => ("the health checks passed".into(), 0),
@@ -486,12 +663,28 @@ mod tests {
                 top_options: "subvolid=5".into(),
                 tentative: false,
                 health_timeout: None,
+                version: message::Version {
+                    name: "v2".into(),
+                    ..Default::default()
+                },
             }
         );
-        let tentative = br#"{"root":{"device":"/dev/vda"},"version":{"name":"v2","top_options":"subvolid=5","tentative":true,"health_timeout":30}}"#;
+        let tentative = br#"{"root":{"device":"/dev/vda"},"version":{"name":"v2","image":"r/os:v2","digest":"sha256:ab","why":"tentative","tries_left":2,"top_options":"subvolid=5","tentative":true,"health_timeout":30}}"#;
         let b = booted_from_report(tentative).unwrap();
         assert!(b.tentative);
         assert_eq!(b.health_timeout, Some(30));
+        // What the controller hears of it.
+        let v = &b.version;
+        assert_eq!(
+            (
+                v.image.as_str(),
+                v.digest.as_str(),
+                v.why.as_str(),
+                v.tries_left,
+                v.tentative
+            ),
+            ("r/os:v2", "sha256:ab", "tentative", 2, true)
+        );
         let err =
             booted_from_report(br#"{"root":{"device":"/dev/vda"},"version":null}"#).unwrap_err();
         assert!(err.contains("/version/name"), "{err}");
@@ -515,6 +708,7 @@ mod tests {
         );
         assert_eq!(Command::parse(&args(&["bad"])), Some(Command::Bad));
         assert_eq!(Command::parse(&args(&["check"])), Some(Command::Check));
+        assert_eq!(Command::parse(&args(&["report"])), Some(Command::Report));
         assert_eq!(Command::parse(&args(&["bad", "--no-health"])), None);
         assert_eq!(Command::parse(&args(&["maybe"])), None);
         assert_eq!(main(&args(&["bless", "maybe"])), 2);

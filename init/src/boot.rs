@@ -11,10 +11,13 @@ use crate::devices::{DeviceError, Devices};
 use crate::early::{self, EarlyError};
 use crate::iscsi::{self, target::Plan, IscsiError};
 use crate::layout;
+use crate::layout::REPORT_DIR;
 use crate::network::{self, NetConfig, NetworkError, NetworkReport};
-use crate::report::{self, peak_rss_kb, Clock, Parts};
+use crate::report::message::{self, Event, Message};
+use crate::report::outbox::{Destination, Outbox};
+use crate::report::{self, peak_rss_kb, send, Clock, Parts};
 use crate::rescue::{self, Diagnostics};
-use crate::select::{self, SelectError};
+use crate::select::{self, Chosen, SelectError};
 use crate::storage::{self, StorageError};
 use crate::switch::{self, SwitchError};
 
@@ -160,6 +163,15 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     };
     s.clock.phase("root");
 
+    // The fleet controller hears which version this boot chose, before the switch.
+    let hostname = cfg
+        .hostname
+        .clone()
+        .or_else(|| net_report.as_ref().and_then(|r| r.hostname.clone()));
+    if report_boot(&cfg, &chosen, hostname, net_report.is_some(), &s.clock) {
+        s.clock.phase("report");
+    }
+
     s.phase = "switch";
     // The network phase, when it ran, already set the name (config first, then the lease).
     if net_report.as_ref().is_none_or(|r| r.hostname.is_none()) {
@@ -196,6 +208,73 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         }
     }
     Err(err.into())
+}
+
+/// Sends the boot report to the controller the initramfs's node.toml names (diskless
+/// nodes: their per-node archive) or else the disk's, when there is one: once, within
+/// [`send::BOOT_BOUND`], and only when the network is up. What was not delivered waits in
+/// the outbox for `terra-report.service` in the booted system; the destination is kept
+/// there too, for the confirmation. Never fails the boot. Returns whether there was a
+/// controller to report to.
+fn report_boot(
+    cfg: &BootConfig,
+    chosen: &Chosen,
+    hostname: Option<String>,
+    network_up: bool,
+    clock: &Clock,
+) -> bool {
+    let from_initramfs = match Destination::load(
+        &cfg.node.controller,
+        Path::new(layout::NODE_CONFIG_ABS)
+            .parent()
+            .unwrap_or(Path::new("/")),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!("report: {e}; this boot is not reported");
+            return false;
+        }
+    };
+    let Some(dest) = from_initramfs.or_else(|| chosen.disk_controller.clone()) else {
+        return false;
+    };
+    let version = chosen
+        .version
+        .as_ref()
+        .map(|v| message::Version::from_report(v, &v.image, &v.digest));
+    let mut m = Message {
+        event: Event::Boot,
+        hostname: hostname.unwrap_or_default(),
+        boot_id: message::boot_id(),
+        sent_by: "stage0".into(),
+        version,
+        reason: None,
+        phases: message::phase_times(&clock.phases),
+        initramfs_ms: (clock.total_ms() * 10.0).round() / 10.0,
+        uptime_at_start_ms: clock.uptime_at_start_ms,
+    };
+    m.fit();
+    let outbox = Outbox::system();
+    if let Err(e) = outbox.keep(&dest) {
+        log::warn!("report: cannot keep the controller's address in {REPORT_DIR}: {e}");
+    }
+    let sent = if network_up {
+        dest.send(&m, send::BOOT_BOUND)
+            .map_err(|e| log::warn!("report: not sent ({e}); the booted system sends it"))
+            .is_ok()
+    } else {
+        log::info!("report: no network in the initramfs; the booted system sends it");
+        false
+    };
+    if sent {
+        log::info!("report: boot reported to {}", dest.url_text());
+    } else {
+        match outbox.leave(&m) {
+            Ok(_) => crate::bless::place_report_unit(Path::new(layout::SYSROOT)),
+            Err(e) => log::warn!("report: cannot leave it in {REPORT_DIR}: {e}"),
+        }
+    }
+    true
 }
 
 /// The config phase: reads the command line once (every loader takes its keys from the

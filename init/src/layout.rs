@@ -26,6 +26,9 @@ pub const SYSROOT: &str = "/sysroot";
 pub const RUN_TERRA: &str = "/run/terra";
 /// Boot report written for the real system.
 pub const BOOT_REPORT: &str = "/run/terra/boot.json";
+/// Where a node with a fleet controller keeps the controller's URL, its token (mode 0600,
+/// tmpfs) and the reports not yet delivered (`report/outbox.rs`).
+pub const REPORT_DIR: &str = "/run/terra/report";
 /// The confirmation command stage0 leaves for the real system when a tentative version
 /// boots (`bless.rs`): [`BLESS`] from the initramfs.
 pub const BLESS_PROGRAM: &str = "/run/terra/bless";

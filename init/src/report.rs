@@ -4,7 +4,9 @@
 //! build these records; this module imports none of them, so the arrows run one way.
 
 pub mod http;
+pub mod message;
 pub mod network;
+pub mod outbox;
 pub mod send;
 
 use std::time::Instant;
@@ -113,6 +115,10 @@ pub struct Attempt {
 pub struct VersionReport {
     /// The version that booted.
     pub name: String,
+    /// The image it was made from.
+    pub image: String,
+    /// That image's manifest digest (what a fleet's rollout names).
+    pub digest: String,
     /// Why it was chosen.
     pub why: Why,
     /// Whether it is tentative (the real system is to confirm it).

@@ -19,6 +19,7 @@ use crate::config::{BootConfig, Kexec};
 use crate::kexec::{self, KernelPlan};
 use crate::layout::{SYSROOT, TOP};
 use crate::live::{self, LiveError};
+use crate::report::outbox::Destination;
 use crate::report::{Attempt, KexecReport, RootReport, VersionReport};
 use crate::storage::{self, RootDevice, StorageError};
 use crate::switch::{self, SwitchError};
@@ -102,6 +103,8 @@ pub struct Chosen {
     pub root: RootReport,
     /// The version, when the filesystem carries versions.
     pub version: Option<VersionReport>,
+    /// The controller the disk's node.toml (`.terra/node.toml`) names, when it names one.
+    pub disk_controller: Option<Destination>,
 }
 
 /// The root phase: mounts the root at /sysroot. A live medium (`root=live:…`) carries one
@@ -120,6 +123,7 @@ pub fn mount(
     Ok(Chosen {
         root,
         version: None,
+        disk_controller: None,
     })
 }
 
@@ -142,6 +146,7 @@ pub fn mount_root(
         Ok(Chosen {
             root,
             version: None,
+            disk_controller: None,
         })
     };
     if dev.fstype != "btrfs" || cfg.rootflags_name_subvol() {
@@ -363,9 +368,25 @@ fn choose(
                         c.name
                     );
                 }
+                // Read while the top level is mounted: the token is in its `.terra`.
+                let disk_controller = node.as_ref().and_then(|n| {
+                    Destination::load(&n.controller, &top.join(bootstate::STATE_DIR))
+                        .map_err(|e| log::warn!("root: no boot report: {e}"))
+                        .ok()
+                        .flatten()
+                });
                 return Ok(Chosen {
                     root,
+                    disk_controller,
                     version: Some(VersionReport {
+                        image: state
+                            .get(&c.name)
+                            .map(|v| v.image.clone())
+                            .unwrap_or_default(),
+                        digest: state
+                            .get(&c.name)
+                            .map(|v| v.digest.clone())
+                            .unwrap_or_default(),
                         name: c.name,
                         why: c.why,
                         tentative,

@@ -24,8 +24,9 @@ exec /sbin/init
 "#;
 
 /// Kernel arguments of the fleet's nodes.
+/// A tentative version is confirmed (`terra.demo=health`), which the controller hears of.
 pub const NODE_CMDLINE: &str =
-    "console=ttyS0 panic=-1 terra.demo=poweroff terra.rescue=halt init=/bin/node-init";
+    "console=ttyS0 panic=-1 terra.demo=health terra.demo=poweroff terra.rescue=halt init=/bin/node-init";
 
 /// The fleet image's layout (tags `v1`, `v2`), cached under target/lab/images by content.
 pub fn layout(busybox: &Path) -> Result<PathBuf> {

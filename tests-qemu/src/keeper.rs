@@ -127,7 +127,8 @@ pub enum Outage {
     /// The VM's NIC loses its link (QEMU's `set_link`).
     LinkDown,
     /// The node has a second session (listed first), to another tgtd: both tgtds are
-    /// killed, the root's comes back after the outage, the other one 8 s later.
+    /// killed, the root's comes back after the outage, the other one once the console shows
+    /// the root's session back.
     TargetRestartOtherDead,
 }
 
@@ -280,11 +281,18 @@ fn run_over(root: Root, chap: bool, outage: Outage, ipv6: bool) -> crate::Result
             std::thread::sleep(OUTAGE);
             t = serve_on(host_addr, &img.0, Some(port), chap)?;
             eprintln!("host: tgtd back on port {port}");
-            // The other target stays away well past the root's recovery, then comes back
-            // (a session left down would hold the final poweroff: the kernel flushes every
-            // disk's cache, and that command waits out the recovery timeout).
+            // The other target stays away until the root's session is back (a keeper held
+            // up by the dead session never gets there: the test then fails on the order),
+            // then comes back: a session left down would hold the final poweroff (the kernel
+            // flushes every disk's cache, and that command waits out the recovery timeout).
+            // Waiting on the console rather than a fixed time keeps the order a fact about
+            // the keeper, not about how much CPU a loaded host gave the guest.
             if let Some((other_port, data)) = other_gone {
-                std::thread::sleep(Duration::from_secs(8));
+                let root_back = format!("{IQN} at {guest_addr}:{port} is back after");
+                if !running.wait_for(&root_back, Duration::from_secs(90)) {
+                    eprintln!("host: the root's session not back within 90 s");
+                }
+                std::thread::sleep(Duration::from_secs(2));
                 let mut o = Tgtd::start_at(other_port)?;
                 o.target(1, OTHER_IQN, &data)
                     .map_err(|e| format!("other target: {e}"))?;

@@ -172,6 +172,7 @@ pub fn run_bench(o: &Options) -> Result<String, String> {
                 config: String::new(),
                 chap: String::new(),
                 updated: 0,
+                report_token: format!("bench-token-r{i}"),
             })
             .await
             .map_err(|e| format!("{e:?}"))?;
