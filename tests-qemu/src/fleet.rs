@@ -205,6 +205,18 @@ impl Controller {
         let _ = self.child.wait();
     }
 
+    /// Stops (SIGSTOP) or continues (SIGCONT) it: stopped, its socket still accepts
+    /// connections and nothing answers (a controller that hangs); its tgtd, a process of
+    /// its own, keeps serving the LUNs.
+    pub fn pause(&self, stopped: bool) {
+        let sig = if stopped { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on our own child's PID (not yet waited for, so not reused); no
+        // memory is touched.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
     /// The PID of the tgtd it started (from `<state>/tgtd.pid`).
     pub fn tgtd_pid(&self) -> Option<i32> {
         fs::read_to_string(self.spec.state.join("tgtd.pid"))
