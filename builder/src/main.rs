@@ -40,7 +40,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Bless(a) => Ok(versions::bless(a)?),
         Command::Rollback(a) => Ok(versions::rollback(a)?),
         Command::Gc(a) => Ok(versions::gc(a)?),
-        Command::Serve(_) | Command::Node(_) => Err(controller::exec_controller()),
+        Command::Serve(_) | Command::Node(_) | Command::Rollout(_) => {
+            Err(controller::exec_controller())
+        }
         Command::Completions { shell } => {
             docs::completions(shell);
             Ok(())

@@ -56,6 +56,7 @@ pub struct Cli {
 enum Command {
     Serve(ServeArgs),
     Node(NodeArgs),
+    Rollout(RolloutArgs),
     /// Print a shell completion script on stdout
     ///
     /// bash: save it as ~/.local/share/bash-completion/completions/terra-controller; zsh:
@@ -156,6 +157,79 @@ struct NodeArgs {
     command: NodeCommand,
 }
 
+/// Move the fleet to an image in waves, driven by the nodes' boot reports
+///
+/// A rollout resolves REF to one digest when it starts. A wave starts when every node of
+/// the waves before it has confirmed the version (or failed); a node whose boot fell back,
+/// whose health checks rejected the version, or that did not confirm in time counts as
+/// failed, and the rollout pauses at the threshold naming the node and the reason. A
+/// digest that failed on a node is never offered to it again. Diskless nodes get the
+/// version on their LUN when they next ask for their boot script.
+#[derive(Debug, Args)]
+#[command(
+    args_override_self = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct RolloutArgs {
+    /// The controller (default $TERRA_SERVER, else http://127.0.0.1:8080)
+    #[arg(long, global = true, value_name = "URL")]
+    server: Option<String>,
+    /// The token for changes (default: $TERRA_TOKEN)
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: RolloutCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Start moving nodes to REF
+    Start {
+        /// The image reference
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// all, NAME,NAME… or label=KEY=VALUE
+        #[arg(long, value_name = "WHICH", default_value = "all")]
+        nodes: String,
+        /// Counts and cumulative percentages of the nodes, e.g. 1,10%,50%,100%
+        #[arg(long, value_name = "LIST", default_value = "1,100%")]
+        waves: String,
+        /// At most N nodes moving at once (0: a whole wave)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_unavailable: u32,
+        /// Pause after N failed nodes
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        pause_after_failures: u32,
+        /// A node booting the version must confirm it within this (s, m, h, d)
+        #[arg(long, value_name = "TIME", default_value = "30m")]
+        confirm_within: String,
+    },
+    /// Show one rollout with its nodes, or every rollout
+    Status {
+        /// The rollout's id
+        id: Option<String>,
+        /// As JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop offering the version; nodes already moving finish
+    Pause {
+        /// The rollout's id
+        id: String,
+    },
+    /// Go on after a pause; failures so far no longer count towards the next one
+    Resume {
+        /// The rollout's id
+        id: String,
+    },
+    /// Stop for good; nodes not yet moving stay on the version they run
+    Abort {
+        /// The rollout's id
+        id: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum NodeCommand {
     /// Add the node of a node.toml and provision it
@@ -199,6 +273,14 @@ enum NodeCommand {
     },
     /// Machines that asked for a boot without being known
     Discovered,
+    /// Set (KEY=VALUE) or remove (KEY-) a node's labels, for `rollout start --nodes label=…`
+    Label {
+        /// Its hostname
+        name: String,
+        /// KEY=VALUE or KEY-
+        #[arg(value_name = "LABEL", required = true)]
+        labels: Vec<String>,
+    },
 }
 
 /// Why a command failed; printed after `terra: `.
@@ -218,6 +300,10 @@ pub enum CliError {
     },
     /// The API refused or could not be reached.
     Client(ClientError),
+    /// The same, for `rollout`.
+    Rollout(ClientError),
+    /// A `node label` argument that is neither KEY=VALUE nor KEY-.
+    Label(String),
     /// `man DIR` could not write its pages.
     Man {
         dir: PathBuf,
@@ -236,6 +322,11 @@ impl fmt::Display for CliError {
                 write!(f, "terra node: {}: {source}", path.display())
             }
             CliError::Client(e) => write!(f, "terra node: {e}"),
+            CliError::Rollout(e) => write!(f, "terra rollout: {e}"),
+            CliError::Label(l) => write!(
+                f,
+                "terra node label: {l:?}: a label is KEY=VALUE (set) or KEY- (remove)"
+            ),
             CliError::Man { dir, source } => write!(f, "{}: {source}", dir.display()),
         }
     }
@@ -278,6 +369,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(a) => cmd_serve(a),
         Command::Node(a) => cmd_node(a),
+        Command::Rollout(a) => cmd_rollout(a),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), NAME, &mut std::io::stdout());
             Ok(())
@@ -321,16 +413,17 @@ fn cmd_serve(a: ServeArgs) -> Result<(), CliError> {
     serve::serve(opts).map_err(CliError::Serve)
 }
 
-fn cmd_node(a: NodeArgs) -> Result<(), CliError> {
-    let server = a
-        .server
+/// A client of the controller `--server`/`$TERRA_SERVER` names, with the token of
+/// `--token-file` or `$TERRA_TOKEN`.
+fn connect(server: Option<String>, token_file: Option<&Path>) -> Result<Client, CliError> {
+    let server = server
         .or_else(|| std::env::var("TERRA_SERVER").ok())
         .unwrap_or_else(|| DEFAULT_SERVER.into());
-    let token = match &a.token_file {
+    let token = match token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
                 .map_err(|source| CliError::TokenFile {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 })?
                 .trim()
@@ -338,7 +431,11 @@ fn cmd_node(a: NodeArgs) -> Result<(), CliError> {
         ),
         None => std::env::var("TERRA_TOKEN").ok(),
     };
-    let c = Client::new(&server, token)?;
+    Ok(Client::new(&server, token)?)
+}
+
+fn cmd_node(a: NodeArgs) -> Result<(), CliError> {
+    let c = connect(a.server, a.token_file.as_deref())?;
     match a.command {
         NodeCommand::Add { file } => {
             let text = std::fs::read_to_string(&file).map_err(|source| CliError::NodeFile {
@@ -385,6 +482,28 @@ fn cmd_node(a: NodeArgs) -> Result<(), CliError> {
         NodeCommand::Discovered => {
             let d = c.discovered()?;
             println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+        }
+        NodeCommand::Label { name, labels } => {
+            let mut req = crate::http::LabelRequest::default();
+            for l in labels {
+                if let Some((k, v)) = l.split_once('=') {
+                    req.set.insert(k.to_string(), v.to_string());
+                } else if let Some(k) = l.strip_suffix('-').filter(|k| !k.is_empty()) {
+                    req.remove.push(k.to_string());
+                } else {
+                    return Err(CliError::Label(l));
+                }
+            }
+            let now = c.label(&name, &req)?;
+            let shown: Vec<String> = now.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "node {name}: {}",
+                if shown.is_empty() {
+                    "no labels".into()
+                } else {
+                    shown.join(" ")
+                }
+            );
         }
     }
     Ok(())
@@ -475,4 +594,68 @@ fn table(nodes: &[NodeView]) -> String {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     out
+}
+
+fn cmd_rollout(a: RolloutArgs) -> Result<(), CliError> {
+    let c = connect(a.server, a.token_file.as_deref())?;
+    let now = now_ms();
+    match a.command {
+        RolloutCommand::Start {
+            reference,
+            nodes,
+            waves,
+            max_unavailable,
+            pause_after_failures,
+            confirm_within,
+        } => {
+            let v = c
+                .start_rollout(&crate::rollout::StartRequest {
+                    reference,
+                    nodes,
+                    waves,
+                    max_unavailable,
+                    pause_after_failures,
+                    confirm_within,
+                })
+                .map_err(CliError::Rollout)?;
+            println!(
+                "rollout {} started: {} ({}), {} node(s) in {} wave(s)",
+                v.rollout.id,
+                v.rollout.reference,
+                v.rollout.digest,
+                v.counts.values().sum::<u64>(),
+                v.waves_total
+            );
+        }
+        RolloutCommand::Status { id: Some(id), json } => {
+            let v = c.rollout(&id).map_err(CliError::Rollout)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", crate::life::rollout(&v, now));
+            }
+        }
+        RolloutCommand::Status { id: None, json } => {
+            let all = c.rollouts().map_err(CliError::Rollout)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else if all.is_empty() {
+                println!("no rollouts");
+            } else {
+                for v in &all {
+                    print!("{}", crate::life::rollout(v, now));
+                }
+            }
+        }
+        RolloutCommand::Pause { id } => action(&c, &id, "pause", now)?,
+        RolloutCommand::Resume { id } => action(&c, &id, "resume", now)?,
+        RolloutCommand::Abort { id } => action(&c, &id, "abort", now)?,
+    }
+    Ok(())
+}
+
+fn action(c: &Client, id: &str, what: &str, now: i64) -> Result<(), CliError> {
+    let v = c.rollout_action(id, what).map_err(CliError::Rollout)?;
+    print!("{}", crate::life::rollout(&v, now));
+    Ok(())
 }

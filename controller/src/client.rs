@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::http::{NodeDetail, NodeView, UpgradeRequest};
+use std::collections::BTreeMap;
+
+use crate::http::{LabelRequest, NodeDetail, NodeView, UpgradeRequest};
+use crate::rollout::{RolloutView, StartRequest};
 
 /// A client of one controller.
 pub struct Client {
@@ -124,6 +127,54 @@ impl Client {
             });
         self.send(req, &format!("upgrading node {name}"))?
             .ok_or_else(|| ClientError(format!("upgrading node {name}: empty answer")))
+    }
+
+    /// `node label`: the node's labels after the change.
+    pub fn label(
+        &self,
+        name: &str,
+        req: &LabelRequest,
+    ) -> Result<BTreeMap<String, String>, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/api/nodes/{name}/labels", self.base))
+            .json(req);
+        Ok(self
+            .send(req, &format!("labelling node {name}"))?
+            .unwrap_or_default())
+    }
+
+    /// `rollout start`.
+    pub fn start_rollout(&self, req: &StartRequest) -> Result<RolloutView, ClientError> {
+        let what = format!("starting a rollout of {}", req.reference);
+        let req = self
+            .http
+            .post(format!("{}/api/rollouts", self.base))
+            .json(req);
+        self.send(req, &what)?
+            .ok_or_else(|| ClientError(format!("{what}: empty answer")))
+    }
+
+    /// `rollout status` of every rollout.
+    pub fn rollouts(&self) -> Result<Vec<RolloutView>, ClientError> {
+        let req = self.http.get(format!("{}/api/rollouts", self.base));
+        Ok(self.send(req, "listing rollouts")?.unwrap_or_default())
+    }
+
+    /// `rollout status ID`.
+    pub fn rollout(&self, id: &str) -> Result<RolloutView, ClientError> {
+        let req = self.http.get(format!("{}/api/rollouts/{id}", self.base));
+        self.send(req, &format!("rollout {id}"))?
+            .ok_or_else(|| ClientError(format!("rollout {id}: empty answer")))
+    }
+
+    /// `rollout pause|resume|abort ID`.
+    pub fn rollout_action(&self, id: &str, action: &str) -> Result<RolloutView, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/api/rollouts/{id}/{action}", self.base));
+        self.send(req, &format!("{action} rollout {id}"))?
+            .ok_or_else(|| ClientError(format!("rollout {id}: empty answer")))
     }
 
     /// `node discovered`.

@@ -5,12 +5,16 @@
 //! Only portable SQL is used: TEXT and BIGINT columns, `$n` placeholders (SQLite accepts
 //! them as numbered parameters), no autoincrement (a node's key is its hostname).
 
+mod rollouts;
+
 use std::fmt;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use terra_init::report::message::{Event, Message};
+
+pub use rollouts::{MemberRow, RolloutRow};
 
 /// Migrations, in order: each is applied once, in a transaction, and recorded in
 /// `terra_schema`.
@@ -71,6 +75,51 @@ const MIGRATIONS: &[&[&str]] = &[
         PRIMARY KEY (hostname, boot_id, event)
     )",
         "CREATE INDEX boots_by_time ON boots (hostname, received)",
+    ],
+    &[
+        // Rollouts (issue 25): labels, rollouts and their members, digests that failed on
+        // a node.
+        "CREATE TABLE labels (
+            hostname TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (hostname, key)
+        )",
+        "CREATE TABLE rollouts (
+            id TEXT PRIMARY KEY,
+            reference TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            selector TEXT NOT NULL,
+            waves TEXT NOT NULL,
+            max_unavailable BIGINT NOT NULL,
+            pause_after BIGINT NOT NULL,
+            confirm_within BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created BIGINT NOT NULL,
+            updated BIGINT NOT NULL,
+            lease_owner TEXT NOT NULL DEFAULT '',
+            lease_until BIGINT NOT NULL DEFAULT 0,
+            counted_from BIGINT NOT NULL DEFAULT 0
+        )",
+        "CREATE TABLE rollout_nodes (
+            rollout TEXT NOT NULL,
+            hostname TEXT NOT NULL,
+            wave BIGINT NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            since BIGINT NOT NULL,
+            version TEXT NOT NULL,
+            PRIMARY KEY (rollout, hostname)
+        )",
+        "CREATE INDEX rollout_nodes_by_node ON rollout_nodes (hostname, state)",
+        "CREATE TABLE bad_digests (
+            hostname TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at BIGINT NOT NULL,
+            PRIMARY KEY (hostname, digest)
+        )",
     ],
 ];
 
@@ -563,6 +612,7 @@ impl Db {
         for q in [
             "DELETE FROM steps WHERE hostname = $1",
             "DELETE FROM boots WHERE hostname = $1",
+            "DELETE FROM labels WHERE hostname = $1",
             "DELETE FROM nodes WHERE hostname = $1",
         ] {
             sqlx::query(q)

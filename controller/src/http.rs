@@ -8,9 +8,12 @@
 //! GET  /assets/vmlinuz, /assets/initrd.img   shared kernel and initramfs (range requests)
 //! GET  /api/nodes[/<name>]   POST /api/nodes   DELETE /api/nodes/<name>
 //! POST /api/nodes/<name>/upgrade     GET /api/discovered   GET /api/health
+//! POST /api/nodes/<name>/labels      GET|POST /api/rollouts   GET /api/rollouts/<id>
+//! POST /api/rollouts/<id>/pause|resume|abort
 //! POST /v1/reports                   a node's boot report (its own token; 8 KiB at most)
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,6 +33,7 @@ use tower_http::services::ServeFile;
 use crate::boot;
 use crate::db::{EventRow, Life, NodeRow};
 use crate::provision::{state, Controller, ControllerError};
+use crate::rollout::{Action, RolloutView, StartRequest};
 
 /// What the HTTP handlers share.
 pub struct App {
@@ -126,9 +130,13 @@ impl IntoResponse for ApiError {
 impl From<ControllerError> for ApiError {
     fn from(e: ControllerError) -> Self {
         let status = match &e {
-            ControllerError::Spec(_) | ControllerError::Image { .. } => StatusCode::BAD_REQUEST,
-            ControllerError::Taken { .. } | ControllerError::State { .. } => StatusCode::CONFLICT,
-            ControllerError::NoNode(_) => StatusCode::NOT_FOUND,
+            ControllerError::Spec(_) | ControllerError::Image { .. } | ControllerError::Plan(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ControllerError::Taken { .. }
+            | ControllerError::State { .. }
+            | ControllerError::RolloutState(_) => StatusCode::CONFLICT,
+            ControllerError::NoNode(_) | ControllerError::NoRollout(_) => StatusCode::NOT_FOUND,
             ControllerError::Step { .. } | ControllerError::Db(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -153,6 +161,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/nodes/{name}", get(show).delete(delete))
         .route("/api/nodes/{name}/upgrade", post(upgrade))
         .route("/api/discovered", get(discovered))
+        .route("/api/nodes/{name}/labels", post(label))
+        .route("/api/rollouts", get(rollouts).post(start_rollout))
+        .route("/api/rollouts/{id}", get(rollout))
+        .route("/api/rollouts/{id}/{action}", post(rollout_action))
         .route(
             REPORTS_PATH,
             post(report).layer(DefaultBodyLimit::max(MAX_BODY)),
@@ -202,6 +214,16 @@ async fn ipxe(
             cmdline,
         )));
     };
+    // A node waiting in a rollout is in its firmware now: its LUN gets the version.
+    if app.ctl.on_ipxe(&n).await? {
+        return Ok(ipxe_text(format!(
+            "#!ipxe\necho Terra: node {} gets {} now; asking again in 5 s\nsleep 5\n\
+             chain {}/ipxe?mac=${{mac:hexhyp}}\n",
+            n.hostname,
+            "its rollout's version",
+            app.public_url.trim_end_matches('/')
+        )));
+    }
     let script = match n.state.as_str() {
         state::READY | state::BOOTED => {
             boot::node_script(&app.public_url, &n.hostname, &mac, cmdline)
@@ -381,11 +403,15 @@ async fn report(
         ));
     }
     let text = String::from_utf8_lossy(&body);
-    app.ctl
+    let new = app
+        .ctl
         .db
         .record_event(&node.hostname, &m, &text, m.result())
         .await
         .map_err(internal)?;
+    if new {
+        app.ctl.on_report(&node.hostname, &m).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -450,4 +476,85 @@ async fn discovered(
     State(app): State<Arc<App>>,
 ) -> Result<Json<Vec<crate::db::Discovered>>, ApiError> {
     Ok(Json(app.ctl.db.discoveries().await.map_err(internal)?))
+}
+
+/// `POST /api/nodes/<name>/labels`'s body: labels to set and keys to remove.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabelRequest {
+    /// KEY → VALUE.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+async fn label(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(req): Json<LabelRequest>,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    authorize(&app, &headers)?;
+    if app.ctl.db.node(&name).await.map_err(internal)?.is_none() {
+        return Err(ControllerError::NoNode(name).into());
+    }
+    let mut changes = Vec::new();
+    for (k, v) in &req.set {
+        crate::waves::check_label(k, v)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("node {name}: {e}")))?;
+        changes.push((k.clone(), Some(v.clone())));
+    }
+    changes.extend(req.remove.iter().map(|k| (k.clone(), None)));
+    app.ctl
+        .db
+        .set_labels(&name, &changes)
+        .await
+        .map_err(internal)?;
+    let labels = app.ctl.db.labels().await.map_err(internal)?;
+    Ok(Json(
+        labels
+            .into_iter()
+            .filter(|(h, _, _)| *h == name)
+            .map(|(_, k, v)| (k, v))
+            .collect(),
+    ))
+}
+
+async fn rollouts(State(app): State<Arc<App>>) -> Result<Json<Vec<RolloutView>>, ApiError> {
+    Ok(Json(app.ctl.rollout_views().await?))
+}
+
+async fn rollout(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<RolloutView>, ApiError> {
+    Ok(Json(app.ctl.rollout_view(&id, true).await?))
+}
+
+async fn start_rollout(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<StartRequest>,
+) -> Result<(StatusCode, Json<RolloutView>), ApiError> {
+    authorize(&app, &headers)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(app.ctl.start_rollout(&req).await?),
+    ))
+}
+
+async fn rollout_action(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<RolloutView>, ApiError> {
+    authorize(&app, &headers)?;
+    let a = Action::parse(&action).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{action:?}: a rollout can be paused, resumed or aborted"),
+        )
+    })?;
+    Ok(Json(app.ctl.rollout_action(&id, a).await?))
 }

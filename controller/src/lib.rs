@@ -11,6 +11,8 @@ pub mod http;
 pub mod life;
 pub mod node;
 pub mod provision;
+pub mod rollout;
 pub mod serve;
 pub mod storage;
 pub mod tgt;
+pub mod waves;

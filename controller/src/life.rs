@@ -5,6 +5,8 @@
 use std::fmt::Write;
 
 use crate::http::NodeDetail;
+pub use crate::rollout::short_digest;
+use crate::rollout::RolloutView;
 
 /// `ms` (since the epoch) as an age relative to `now`: `12s ago`, `5m ago`, `3h ago`,
 /// `2d ago`; `-` for never (0).
@@ -18,15 +20,6 @@ pub fn ago(ms: i64, now: i64) -> String {
         120..=7199 => format!("{}m ago", s / 60),
         7200..=172_799 => format!("{}h ago", s / 3600),
         _ => format!("{}d ago", s / 86_400),
-    }
-}
-
-/// `sha256:0123456789ab…` as `sha256:0123456789ab` (12 hex digits name an image well
-/// enough on one line).
-pub fn short_digest(d: &str) -> &str {
-    match d.split_once(':') {
-        Some((alg, hex)) if hex.len() > 12 => &d[..alg.len() + 1 + 12],
-        _ => d,
     }
 }
 
@@ -101,6 +94,48 @@ pub fn show(d: &NodeDetail, now: i64) -> String {
         if let Some(reason) = r["reason"].as_str() {
             let _ = writeln!(out, "            reason: {reason}");
         }
+    }
+    out
+}
+
+/// `terra rollout status`: the rollout, its counts and failures, and (when listed) each
+/// node with its wave and state.
+pub fn rollout(v: &RolloutView, now: i64) -> String {
+    let r = &v.rollout;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rollout {}: {} ({}), {}, wave {}/{}, started {}",
+        r.id,
+        r.reference,
+        short_digest(&r.digest),
+        r.state,
+        v.wave,
+        v.waves_total,
+        ago(r.created, now)
+    );
+    if !r.reason.is_empty() {
+        let _ = writeln!(out, "  {}", r.reason);
+    }
+    let counts: Vec<String> = v.counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let _ = writeln!(out, "  nodes: {}", counts.join(", "));
+    for f in &v.failures {
+        let _ = writeln!(out, "  failed: {}: {}", f.hostname, f.reason);
+    }
+    for m in v.members.iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<20} wave {:<3} {:<10} {}{}",
+            m.hostname,
+            m.wave + 1,
+            m.state,
+            ago(m.since, now),
+            if m.reason.is_empty() || m.state == "failed" {
+                String::new()
+            } else {
+                format!(" ({})", m.reason)
+            }
+        );
     }
     out
 }

@@ -83,6 +83,12 @@ pub enum ControllerError {
         /// The cause.
         cause: String,
     },
+    /// A rollout's request does not plan (bad waves, an unknown node, no match).
+    Plan(String),
+    /// No such rollout.
+    NoRollout(String),
+    /// The rollout (or a node in it) is not in a state that allows the operation.
+    RolloutState(String),
     /// The database.
     Db(DbError),
 }
@@ -102,6 +108,9 @@ impl fmt::Display for ControllerError {
             ControllerError::Step { node, step, cause } => {
                 write!(f, "node {node}: step {step}: {cause}")
             }
+            ControllerError::Plan(e) => write!(f, "rollout: {e}"),
+            ControllerError::NoRollout(id) => write!(f, "no rollout {id}"),
+            ControllerError::RolloutState(e) => write!(f, "{e}"),
             ControllerError::Db(e) => write!(f, "{e}"),
         }
     }
@@ -250,7 +259,7 @@ impl Controller {
     }
 
     /// The manifest digest `image` resolves to (index and platform as for `terra install`).
-    async fn resolve(&self, image: &str) -> Result<String, ControllerError> {
+    pub(crate) async fn resolve(&self, image: &str) -> Result<String, ControllerError> {
         let plain_http = self.settings.plain_http;
         let verify = self.settings.verify.clone();
         let image_s = image.to_string();
@@ -446,6 +455,17 @@ impl Controller {
         hostname: &str,
         reference: &str,
     ) -> Result<NodeRow, ControllerError> {
+        self.upgrade_checked(hostname, reference, None).await
+    }
+
+    /// [`Self::upgrade`], refused when `reference` no longer resolves to `expect` (a
+    /// rollout moves every node to the digest it started with, even if the tag moved).
+    pub async fn upgrade_checked(
+        &self,
+        hostname: &str,
+        reference: &str,
+        expect: Option<&str>,
+    ) -> Result<NodeRow, ControllerError> {
         let (_held, node) = self.locked(hostname).await?;
         let refuse = |why: String| ControllerError::State {
             node: hostname.into(),
@@ -483,6 +503,11 @@ impl Controller {
             )));
         }
         let digest = self.resolve(reference).await?;
+        if let Some(want) = expect.filter(|w| *w != digest) {
+            return Err(refuse(format!(
+                "{reference} is {digest} now, not the rollout's {want}"
+            )));
+        }
         let _one = self.upgrades.lock().await;
         let previous = node.state.clone();
         self.db.set_state(hostname, state::UPGRADING, "").await?;

@@ -257,6 +257,9 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), String> {
         for line in ctl.recover().await.map_err(|e| e.to_string())? {
             eprintln!("terra serve: {line}");
         }
+        for line in ctl.recover_rollouts().await.map_err(|e| e.to_string())? {
+            eprintln!("terra serve: {line}");
+        }
         match ctl.restore().await {
             Ok(r) if !r.is_empty() => {
                 eprintln!("terra serve: targets made again for {}", r.join(", "))
@@ -326,6 +329,11 @@ async fn watch(ctl: Arc<Controller>, opts: ServeOptions) {
             for h in b {
                 eprintln!("terra serve: node {h} booted");
             }
+        }
+        // Deadlines, the next members of each rollout (reports move them at once).
+        match ctl.advance_all().await {
+            Ok(said) => said.iter().for_each(|l| eprintln!("terra serve: {l}")),
+            Err(e) => eprintln!("terra serve: rollouts: {e}"),
         }
     }
 }

@@ -114,8 +114,8 @@ async fn exercise(url: &str) {
     let db = Db::open(url).await.expect("open");
     // A second open (a restart, or a second controller) finds the schema made.
     let again = Db::open(url).await.expect("open again");
-    assert_eq!(db.schema_version().await.unwrap(), 2);
-    assert_eq!(again.schema_version().await.unwrap(), 2);
+    assert_eq!(db.schema_version().await.unwrap(), 3);
+    assert_eq!(again.schema_version().await.unwrap(), 3);
 
     let a = db
         .add_node(node("a", "52:54:00:00:00:0a", "c1"))

@@ -439,7 +439,10 @@ fn two_nodes_boot_at_once_from_their_own_luns_and_an_upgrade_boots_next() {
     assert_eq!(boot["result"], "tentative");
     assert_eq!(boot["version"], n1["version"]);
     assert_eq!(boot["report"]["sent_by"], "stage0");
-    assert!(boot["report"]["phases"].to_string().contains("\"root\""), "{boot}");
+    assert!(
+        boot["report"]["phases"].to_string().contains("\"root\""),
+        "{boot}"
+    );
     let confirmed = event(&shown, "confirmed");
     assert_eq!(confirmed["report"]["sent_by"], "bless");
     assert_eq!(confirmed["report"]["boot_id"], boot["report"]["boot_id"]);
@@ -830,5 +833,201 @@ fn a_controller_with_a_verify_key_refuses_unsigned_images_before_making_anything
     assert_eq!(
         std::fs::read_dir(s.state.join("golden")).unwrap().count(),
         0
+    );
+}
+
+/// `terra rollout …` against `c`; (success, stdout + stderr).
+fn rollout(c: &ControllerSpec, args: &[&str]) -> (bool, String) {
+    let out = Command::new(PROGRAM)
+        .arg("rollout")
+        .args(["--server", &c.url()])
+        .arg("--token-file")
+        .arg(c.state.join("token"))
+        .args(args)
+        .output()
+        .expect("terra-controller runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Starts a rollout; its id.
+fn start_rollout(c: &ControllerSpec, args: &[&str]) -> String {
+    let (ok, out) = rollout(c, &[&["start"], args].concat());
+    assert!(ok, "{out}");
+    out.split_whitespace()
+        .nth(1)
+        .filter(|id| id.starts_with("r-"))
+        .unwrap_or_else(|| panic!("no rollout id in {out}"))
+        .to_string()
+}
+
+/// `rollout status ID --json`.
+fn rollout_status(c: &ControllerSpec, id: &str) -> serde_json::Value {
+    let (ok, out) = rollout(c, &["status", id, "--json"]);
+    assert!(ok, "{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Each member's state, by hostname.
+fn member_states(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["hostname"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn states(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(h, s)| (h.to_string(), s.to_string()))
+        .collect()
+}
+
+/// Boots the netboot machines `macs` at once (SeaBIOS and OVMF in turn) and returns their
+/// consoles.
+fn boot_all(c: &ControllerSpec, macs: &[&str]) -> Vec<Outcome> {
+    let running: Vec<_> = macs
+        .iter()
+        .enumerate()
+        .map(|(i, mac)| {
+            let fw = if i % 2 == 0 {
+                Firmware::Bios
+            } else {
+                Firmware::Uefi
+            };
+            netboot(c, mac, fw).spawn_captured(None).expect("qemu")
+        })
+        .collect();
+    running
+        .into_iter()
+        .map(|r| r.finish().expect("the node runs"))
+        .collect()
+}
+
+/// A fleet moves in waves on what its nodes report: v2 reaches the canary, then the rest;
+/// v3 (no init) makes the canary fall back in the same boot, and the rollout pauses there
+/// naming the node and stage0's reason, with nobody else touched; v3 is never offered to
+/// the canary again; after an abort, a fixed v4 reaches everyone.
+#[test]
+fn a_rollout_moves_the_fleet_in_waves_and_stops_at_the_first_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(&dir.path().join("state"));
+    let c = start(&s);
+    let (m1, m2) = ("52:54:00:7e:52:01", "52:54:00:7e:52:02");
+    for (host, mac) in [("r1", m1), ("r2", m2)] {
+        let file = node_toml(dir.path(), host, mac, &image("v1"));
+        let (ok, out) = node(&s, &["add", file.to_str().unwrap()]);
+        assert!(ok, "{out}\n{}", c.log());
+    }
+    let (ok, out) = node(&s, &["label", "r1", "ring=canary", "rack=a"]);
+    assert!(ok && out.contains("rack=a ring=canary"), "{out}");
+    let (ok, out) = node(&s, &["label", "r1", "rack-"]);
+    assert!(ok && out.contains("node r1: ring=canary"), "{out}");
+
+    // Bad plans change nothing.
+    for (args, want) in [
+        (vec!["--nodes", "r1,nobody"], "no node named nobody"),
+        (vec!["--nodes", "label=ring=none"], "no node matches"),
+        (vec!["--waves", "0%"], "--waves"),
+        (vec!["--confirm-within", "soon"], "--confirm-within"),
+    ] {
+        let (ok, out) = rollout(&s, &[&["start", &image("v2")], &args[..]].concat());
+        assert!(!ok && out.contains(want), "{args:?}: {out}");
+    }
+    let (ok, out) = rollout(&s, &["start", "oci:/nonexistent:v9"]);
+    assert!(!ok && out.contains("oci:/nonexistent:v9"), "{out}");
+    let (ok, out) = rollout(&s, &["status"]);
+    assert!(ok && out.contains("no rollouts"), "{out}");
+
+    // v2: the canary first (wave 1), the rest once it confirmed.
+    let id = start_rollout(&s, &[&image("v2"), "--waves", "1,100%"]);
+    let v = rollout_status(&s, &id);
+    assert_eq!(
+        member_states(&v),
+        states(&[("r1", "waiting"), ("r2", "pending")])
+    );
+    let o = &boot_all(&s, &[m1])[0];
+    expect_node(o, "r1", "v2");
+    assert!(o.log.contains("TERRA-DEMO-BLESS rc=0"), "{}", o.log);
+    let v = rollout_status(&s, &id);
+    assert_eq!(
+        member_states(&v),
+        states(&[("r1", "confirmed"), ("r2", "waiting")]),
+        "{v:#}\n{}",
+        c.log()
+    );
+    let o = &boot_all(&s, &[m2])[0];
+    expect_node(o, "r2", "v2");
+    let v = rollout_status(&s, &id);
+    assert_eq!(v["state"], "done", "{v:#}");
+    let v2_digest = v["digest"].as_str().unwrap().to_string();
+    for n in list(&s) {
+        assert_eq!(n["running_digest"], v2_digest.as_str(), "{n}");
+        assert_eq!(n["last_result"], "confirmed", "{n}");
+    }
+
+    // v3 cannot boot: the canary falls back in the same boot, the rollout pauses on its
+    // report, and r2 is not touched.
+    let id3 = start_rollout(&s, &[&image("v3"), "--nodes", "all", "--waves", "1,100%"]);
+    let o = &boot_all(&s, &[m1])[0];
+    expect_node(o, "r1", "v2");
+    assert!(o.log.contains("fell back to version"), "{}", o.log);
+    let v = rollout_status(&s, &id3);
+    assert_eq!(v["state"], "paused", "{v:#}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("node r1") && reason.contains("fell back from"),
+        "{reason}"
+    );
+    assert!(reason.contains("node-init"), "stage0's reason: {reason}");
+    assert_eq!(
+        member_states(&v),
+        states(&[("r1", "failed"), ("r2", "pending")])
+    );
+    let (ok, page) = rollout(&s, &["status", &id3]);
+    assert!(ok && page.contains("failed: r1: fell back from"), "{page}");
+    // r2 is held by the paused rollout: a second one must wait for an abort.
+    let (ok, out) = rollout(&s, &["start", &image("v4")]);
+    assert!(!ok && out.contains(&id3) && out.contains("abort"), "{out}");
+    let (ok, out) = rollout(&s, &["abort", &id3]);
+    assert!(ok && out.contains("aborted"), "{out}");
+    assert_eq!(
+        member_states(&rollout_status(&s, &id3)),
+        states(&[("r1", "failed"), ("r2", "aborted")])
+    );
+    // The canary is never offered v3 again.
+    let again = start_rollout(&s, &[&image("v3"), "--nodes", "r1"]);
+    let v = rollout_status(&s, &again);
+    assert_eq!(member_states(&v), states(&[("r1", "skipped")]));
+    assert_eq!(v["state"], "done", "{v:#}");
+
+    // v4, everyone in one wave: both boot it and confirm.
+    let id4 = start_rollout(&s, &[&image("v4"), "--waves", "100%"]);
+    let outs = boot_all(&s, &[m1, m2]);
+    expect_node(&outs[0], "r1", "v4");
+    expect_node(&outs[1], "r2", "v4");
+    let v = rollout_status(&s, &id4);
+    assert_eq!(v["state"], "done", "{v:#}\n{}", c.log());
+    assert_eq!(
+        member_states(&v),
+        states(&[("r1", "confirmed"), ("r2", "confirmed")])
+    );
+    let log = c.log();
+    assert!(
+        log.contains(&format!("rollout {id3} paused after 1 failure(s): node r1")),
+        "{log}"
     );
 }

@@ -1,5 +1,6 @@
 //! The controller's lab: an image for diskless nodes (the demo root plus an init that proves
-//! which node ran and which version it booted), tagged `v1` and `v2` (one more layer), and
+//! which node ran and which version it booted), tagged `v1` to `v4` (one more layer each;
+//! `v3` cannot boot), and
 //! the controller process itself (`terra-controller serve` on loopback, its own tgtd),
 //! stopped by PID with its tgtd when dropped.
 
@@ -28,7 +29,8 @@ exec /sbin/init
 pub const NODE_CMDLINE: &str =
     "console=ttyS0 panic=-1 terra.demo=health terra.demo=poweroff terra.rescue=halt init=/bin/node-init";
 
-/// The fleet image's layout (tags `v1`, `v2`), cached under target/lab/images by content.
+/// The fleet image's layout (tags `v1`, `v2`; `v3` without the node's init, `v4` after
+/// it), cached under target/lab/images by content.
 pub fn layout(busybox: &Path) -> Result<PathBuf> {
     let _turn = crate::lab_lock("fleet-layout")?;
     let work = crate::disk::tempdir("fleet-image")?;
@@ -42,7 +44,25 @@ pub fn layout(busybox: &Path) -> Result<PathBuf> {
     fs::create_dir_all(top_root.join("usr/share")).map_err(|e| e.to_string())?;
     fs::write(top_root.join("usr/share/fleet-version"), "v2\n").map_err(|e| e.to_string())?;
     let top = layer_from_dir(&top_root)?;
-    let key = sha256(&[base.as_slice(), top.as_slice()].concat());
+    // v3 takes the node's init away (a whiteout): no version can boot without it, so
+    // stage0 falls back in the same boot. v4 fixes that (v2 plus a new version file).
+    let broken_root = work.join("broken");
+    fs::create_dir_all(broken_root.join("bin")).map_err(|e| e.to_string())?;
+    fs::write(broken_root.join("bin/.wh.node-init"), "").map_err(|e| e.to_string())?;
+    let broken = layer_from_dir(&broken_root)?;
+    let fixed_root = work.join("fixed");
+    fs::create_dir_all(fixed_root.join("usr/share")).map_err(|e| e.to_string())?;
+    fs::write(fixed_root.join("usr/share/fleet-version"), "v4\n").map_err(|e| e.to_string())?;
+    let fixed = layer_from_dir(&fixed_root)?;
+    let key = sha256(
+        &[
+            base.as_slice(),
+            top.as_slice(),
+            broken.as_slice(),
+            fixed.as_slice(),
+        ]
+        .concat(),
+    );
     let layout = lab_dir()
         .join("images")
         .join(format!("fleet-{}", &key[7..19]));
@@ -51,8 +71,12 @@ pub fn layout(busybox: &Path) -> Result<PathBuf> {
         fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
         let b = put_layer(&tmp, &base, true)?;
         let t = put_layer(&tmp, &top, true)?;
+        let x = put_layer(&tmp, &broken, true)?;
+        let f = put_layer(&tmp, &fixed, true)?;
         put_image(&tmp, "v1", std::slice::from_ref(&b), &[])?;
-        put_image(&tmp, "v2", &[b, t], &[])?;
+        put_image(&tmp, "v2", &[b.clone(), t.clone()], &[])?;
+        put_image(&tmp, "v3", &[b.clone(), t.clone(), x], &[])?;
+        put_image(&tmp, "v4", &[b, t, f], &[])?;
         fs::create_dir_all(layout.parent().expect("images dir")).map_err(|e| e.to_string())?;
         crate::publish_dir(&tmp, &layout)?;
     }
@@ -209,7 +233,11 @@ impl Controller {
     /// connections and nothing answers (a controller that hangs); its tgtd, a process of
     /// its own, keeps serving the LUNs.
     pub fn pause(&self, stopped: bool) {
-        let sig = if stopped { libc::SIGSTOP } else { libc::SIGCONT };
+        let sig = if stopped {
+            libc::SIGSTOP
+        } else {
+            libc::SIGCONT
+        };
         // SAFETY: kill(2) on our own child's PID (not yet waited for, so not reused); no
         // memory is touched.
         unsafe {

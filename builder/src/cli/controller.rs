@@ -1,4 +1,4 @@
-//! `terra serve` and `terra node`: handed to terra-controller untouched.
+//! `terra serve`, `terra node` and `terra rollout`: handed to terra-controller untouched.
 
 use std::ffi::OsString;
 
@@ -47,7 +47,7 @@ pub fn exec_controller() -> Error {
     // `serve` or `node` is the subcommand; what follows it clap has not rewritten.
     let args: Vec<OsString> = std::env::args_os()
         .skip(1)
-        .skip_while(|a| a != "serve" && a != "node")
+        .skip_while(|a| a != "serve" && a != "node" && a != "rollout")
         .collect();
     let err = std::process::Command::new(&program).args(args).exec();
     Error::Usage(format!("{}: {err}", program.display()))

@@ -84,6 +84,12 @@ pub enum Command {
     /// $PATH); `terra node --help` is the controller's help.
     #[command(disable_help_flag = true)]
     Node(controller::Passthrough),
+    /// Move the controller's fleet to an image in waves (terra-controller)
+    ///
+    /// Runs `terra-controller rollout` with these arguments (found beside terra, then on
+    /// $PATH); `terra rollout --help` is the controller's help.
+    #[command(disable_help_flag = true)]
+    Rollout(controller::Passthrough),
     /// Print a shell completion script on stdout
     ///
     /// bash: save it as ~/.local/share/bash-completion/completions/terra; zsh: as _terra
