@@ -30,6 +30,7 @@ use terra_init::report::message::{Event, Message};
 use crate::db::{now_ms, MemberRow, NodeRow, RolloutRow};
 use crate::provision::{Controller, ControllerError};
 use crate::waves::{self, Selector};
+use terra_builder::versions::crash_point;
 
 /// A rollout's states.
 pub mod rollout_state {
@@ -174,6 +175,9 @@ impl Controller {
         if req.pause_after_failures == 0 {
             return Err(plan_error("--pause-after-failures must be 1 or more"));
         }
+        // The image first: an unsigned one under --verify-key is refused whatever it
+        // targets, before anything is stored.
+        let digest = self.resolve(&req.reference).await?;
         let nodes = self.db.nodes().await?;
         let mut targets: Vec<NodeRow> = match &selector {
             Selector::All => nodes,
@@ -228,7 +232,6 @@ impl Controller {
                 )));
             }
         }
-        let digest = self.resolve(&req.reference).await?;
         let bad: BTreeMap<String, String> =
             self.db.bad_digest(&digest).await?.into_iter().collect();
         let lives: BTreeMap<String, crate::db::Life> = self.db.lives().await?.into_iter().collect();
@@ -404,6 +407,7 @@ impl Controller {
         let Some(r) = self.db.rollout(id).await? else {
             return Ok(said);
         };
+        self.reconcile(&r, &self.db.members(id).await?).await?;
         let mut members = self.db.members(id).await?;
         let now = now_ms();
         for m in members.iter_mut() {
@@ -494,6 +498,7 @@ impl Controller {
                 )
                 .await?
             {
+                crash_point("rollout-offered");
                 moving += 1;
                 said.push(format!(
                     "rollout {id}: node {} offered {} (wave {})",
@@ -537,52 +542,54 @@ impl Controller {
     /// booted on trial, confirmed, rejected, or a boot that fell back from it. A failure
     /// is acted on at once (the rollout pauses in the same request).
     pub async fn on_report(&self, hostname: &str, m: &Message) -> Result<(), ControllerError> {
-        let Some(v) = &m.version else {
-            return Ok(());
-        };
         for (r, mem) in self.db.memberships(hostname, member::MOVING).await? {
-            let ours = !v.digest.is_empty() && v.digest == r.digest;
-            let after_upgrade = mem.state == member::BOOTING || mem.state == member::TRIAL;
-            match m.event {
-                Event::Boot if ours && v.tentative => {
-                    self.db
-                        .move_member(&r.id, hostname, member::MOVING, member::TRIAL, "", None)
-                        .await?;
+            if self.apply(&r, &mem, m).await? {
+                for line in self.advance(&r.id).await? {
+                    eprintln!("terra serve: {line}");
                 }
-                Event::Boot | Event::Confirmed if ours => {
-                    self.db
-                        .move_member(&r.id, hostname, member::MOVING, member::CONFIRMED, "", None)
-                        .await?;
-                }
-                Event::Rejected if ours => {
-                    let reason = m
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "rejected by the booted system".into());
-                    self.fail_member(&r, &mem, &format!("rejected: {reason}"))
-                        .await?;
-                }
-                Event::Boot if after_upgrade => {
-                    let fell = v
-                        .fallbacks
-                        .iter()
-                        .find(|f| !mem.version.is_empty() && f.name == mem.version)
-                        .or(v.fallbacks.first());
-                    let reason = match fell {
-                        Some(f) => format!("fell back from {} ({}): {}", f.name, f.why, f.reason),
-                        None => format!(
-                            "booted {} ({}) instead of {}",
-                            v.name,
-                            short(&v.digest),
-                            short(&r.digest)
-                        ),
-                    };
-                    self.fail_member(&r, &mem, &reason).await?;
-                }
-                _ => continue,
             }
-            for line in self.advance(&r.id).await? {
-                eprintln!("terra serve: {line}");
+        }
+        Ok(())
+    }
+
+    /// Moves `mem` as [`judge`] says report `m` means; whether it moved.
+    async fn apply(
+        &self,
+        r: &RolloutRow,
+        mem: &MemberRow,
+        m: &Message,
+    ) -> Result<bool, ControllerError> {
+        match judge(r, mem, m) {
+            None => Ok(false),
+            Some((member::FAILED, reason)) => self.fail_member(r, mem, &reason).await,
+            Some((to, reason)) => Ok(self
+                .db
+                .move_member(&r.id, &mem.hostname, member::MOVING, to, &reason, None)
+                .await?),
+        }
+    }
+
+    /// Reports stored while no one acted on them (a controller killed between storing a
+    /// report and moving the member): members booting or on trial are judged again on
+    /// their node's events since they entered their state.
+    async fn reconcile(
+        &self,
+        r: &RolloutRow,
+        members: &[MemberRow],
+    ) -> Result<(), ControllerError> {
+        for mem in members
+            .iter()
+            .filter(|m| m.state == member::BOOTING || m.state == member::TRIAL)
+        {
+            let mut events = self.db.events(&mem.hostname, 8).await?;
+            events.retain(|e| e.received >= mem.since);
+            events.reverse();
+            for e in events {
+                if let Ok(m) = serde_json::from_value::<Message>(e.report) {
+                    if self.apply(r, mem, &m).await? {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
@@ -619,12 +626,14 @@ impl Controller {
         {
             return Ok(false);
         }
+        crash_point("rollout-upgrading");
         let ctl = self.clone();
         let host = node.hostname.clone();
         tokio::spawn(async move {
             let done = ctl
                 .upgrade_checked(&host, &r.reference, Some(&r.digest))
                 .await;
+            crash_point("rollout-upgraded");
             let moved = match done {
                 Ok(n) => ctl
                     .db
@@ -699,6 +708,50 @@ impl Controller {
     }
 }
 
+/// What report `m` means for member `mem` of rollout `r`: its next state and why, or
+/// None when the report says nothing about the rollout. The digest booted tentatively puts
+/// it on trial; booted as the default or confirmed, it is confirmed; rejected, it failed
+/// with the booted system's reason; and a boot of anything else once the version is on
+/// its disk failed with the fallback's reason stage0 gave.
+pub fn judge(r: &RolloutRow, mem: &MemberRow, m: &Message) -> Option<(&'static str, String)> {
+    let v = m.version.as_ref()?;
+    let ours = !v.digest.is_empty() && v.digest == r.digest;
+    let after_upgrade = mem.state == member::BOOTING || mem.state == member::TRIAL;
+    match m.event {
+        Event::Boot if ours && v.tentative => Some((member::TRIAL, String::new())),
+        Event::Boot | Event::Confirmed if ours => Some((member::CONFIRMED, String::new())),
+        Event::Rejected if ours => Some((
+            member::FAILED,
+            format!(
+                "rejected: {}",
+                m.reason
+                    .as_deref()
+                    .unwrap_or("rejected by the booted system")
+            ),
+        )),
+        Event::Boot if after_upgrade => {
+            let fell = v
+                .fallbacks
+                .iter()
+                .find(|f| !mem.version.is_empty() && f.name == mem.version)
+                .or(v.fallbacks.first());
+            Some((
+                member::FAILED,
+                match fell {
+                    Some(f) => format!("fell back from {} ({}): {}", f.name, f.why, f.reason),
+                    None => format!(
+                        "booted {} ({}) instead of {}",
+                        v.name,
+                        short(&v.digest),
+                        short(&r.digest)
+                    ),
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// A digest for messages: `sha256:` and 12 hex digits.
 fn short(d: &str) -> &str {
     short_digest(d)
@@ -710,5 +763,116 @@ pub fn short_digest(d: &str) -> &str {
     match d.split_once(':') {
         Some((alg, hex)) if hex.len() > 12 => &d[..alg.len() + 1 + 12],
         _ => d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use terra_init::report::message::{Fallback, Version};
+
+    fn rollout() -> RolloutRow {
+        RolloutRow {
+            id: "r-1".into(),
+            reference: "os:v3".into(),
+            digest: "sha256:33".into(),
+            selector: String::new(),
+            waves: "100%".into(),
+            max_unavailable: 0,
+            pause_after: 1,
+            confirm_within: 60_000,
+            state: rollout_state::RUNNING.into(),
+            reason: String::new(),
+            created: 0,
+            updated: 0,
+        }
+    }
+
+    fn member(state: &str) -> MemberRow {
+        MemberRow {
+            hostname: "n1".into(),
+            wave: 0,
+            state: state.into(),
+            reason: String::new(),
+            since: 0,
+            version: "v3".into(),
+        }
+    }
+
+    fn report(event: Event, digest: &str, tentative: bool, fallbacks: Vec<Fallback>) -> Message {
+        Message {
+            event,
+            hostname: "n1".into(),
+            boot_id: "b".into(),
+            sent_by: "stage0".into(),
+            version: Some(Version {
+                name: if digest == "sha256:33" { "v3" } else { "v2" }.into(),
+                digest: digest.into(),
+                tentative,
+                fallbacks,
+                ..Default::default()
+            }),
+            reason: Some("health check 10-x failed: exit status 1".into()),
+            phases: Vec::new(),
+            initramfs_ms: 0.0,
+            uptime_at_start_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn reports_move_members_as_the_boot_went() {
+        let r = rollout();
+        let booting = member(member::BOOTING);
+        let on = |m: &Message, mem: &MemberRow| judge(&r, mem, m);
+        assert_eq!(
+            on(&report(Event::Boot, "sha256:33", true, vec![]), &booting),
+            Some((member::TRIAL, String::new()))
+        );
+        assert_eq!(
+            on(
+                &report(Event::Confirmed, "sha256:33", true, vec![]),
+                &member(member::TRIAL)
+            )
+            .map(|x| x.0),
+            Some(member::CONFIRMED)
+        );
+        let (s, why) = on(
+            &report(Event::Rejected, "sha256:33", true, vec![]),
+            &booting,
+        )
+        .unwrap();
+        assert_eq!(s, member::FAILED);
+        assert!(why.starts_with("rejected: health check 10-x"), "{why}");
+        let fell = Fallback {
+            name: "v3".into(),
+            why: "tentative".into(),
+            reason: "no /bin/node-init in the version".into(),
+        };
+        let (s, why) = on(
+            &report(Event::Boot, "sha256:22", false, vec![fell]),
+            &booting,
+        )
+        .unwrap();
+        assert_eq!(s, member::FAILED);
+        assert_eq!(
+            why,
+            "fell back from v3 (tentative): no /bin/node-init in the version"
+        );
+        // A waiting node booting its old version says nothing: it has not moved yet.
+        assert_eq!(
+            on(
+                &report(Event::Boot, "sha256:22", false, vec![]),
+                &member(member::WAITING)
+            ),
+            None
+        );
+        // Another digest's rejection is not this rollout's.
+        assert_eq!(
+            on(
+                &report(Event::Rejected, "sha256:22", true, vec![]),
+                &booting
+            ),
+            None
+        );
     }
 }

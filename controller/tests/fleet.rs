@@ -184,6 +184,11 @@ fn post_report(c: &ControllerSpec, token: &str, body: &[u8]) -> u16 {
 
 /// A report POST with any body (over the size stage0 keeps to): the HTTP status.
 fn post_raw_report(c: &ControllerSpec, token: &str, body: &[u8]) -> u16 {
+    post_raw_status(c, token, body).expect("an answer")
+}
+
+/// [`post_raw_report`], None when no answer came (the controller died).
+fn post_raw_status(c: &ControllerSpec, token: &str, body: &[u8]) -> Option<u16> {
     let rest = c.url().strip_prefix("http://").unwrap().to_string();
     let mut s = std::net::TcpStream::connect(&rest).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -201,7 +206,6 @@ fn post_raw_report(c: &ControllerSpec, token: &str, body: &[u8]) -> u16 {
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status: {}", String::from_utf8_lossy(&raw)))
 }
 
 /// `node show NAME --json`.
@@ -829,6 +833,14 @@ fn a_controller_with_a_verify_key_refuses_unsigned_images_before_making_anything
         c.log()
     );
     assert!(list(&s).is_empty());
+    // A rollout of it is refused the same way, before it is stored.
+    let (ok, out) = rollout(&s, &["start", &v1]);
+    assert!(
+        !ok && out.contains(&format!("image {v1}")) && out.contains("sign"),
+        "{out}"
+    );
+    let (ok, out) = rollout(&s, &["status"]);
+    assert!(ok && out.contains("no rollouts"), "{out}");
     assert_eq!(std::fs::read_dir(s.state.join("luns")).unwrap().count(), 0);
     assert_eq!(
         std::fs::read_dir(s.state.join("golden")).unwrap().count(),
@@ -920,7 +932,8 @@ fn boot_all(c: &ControllerSpec, macs: &[&str]) -> Vec<Outcome> {
 /// A fleet moves in waves on what its nodes report: v2 reaches the canary, then the rest;
 /// v3 (no init) makes the canary fall back in the same boot, and the rollout pauses there
 /// naming the node and stage0's reason, with nobody else touched; v3 is never offered to
-/// the canary again; after an abort, a fixed v4 reaches everyone.
+/// the canary again; after an abort, a fixed v4 reaches everyone; v5, whose health check
+/// fails, is rejected by the booted system and pauses its rollout too.
 #[test]
 fn a_rollout_moves_the_fleet_in_waves_and_stops_at_the_first_fallback() {
     let dir = tempfile::tempdir().unwrap();
@@ -1025,9 +1038,247 @@ fn a_rollout_moves_the_fleet_in_waves_and_stops_at_the_first_fallback() {
         member_states(&v),
         states(&[("r1", "confirmed"), ("r2", "confirmed")])
     );
+    // v5 boots but its health check fails: the booted system rejects it (and reboots into
+    // v4), which counts as a failure with the check's output.
+    let id5 = start_rollout(&s, &[&image("v5"), "--nodes", "r2"]);
+    let o = &boot_all(&s, &[m2])[0];
+    assert!(o.log.contains("health check 10-fleet failed"), "{}", o.log);
+    let v = rollout_status(&s, &id5);
+    assert_eq!(v["state"], "paused", "{v:#}\n{}", c.log());
+    let reason = v["failures"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("rejected: health check 10-fleet failed")
+            && reason.contains("TERRA-FLEET-UNHEALTHY"),
+        "{reason}"
+    );
     let log = c.log();
     assert!(
         log.contains(&format!("rollout {id3} paused after 1 failure(s): node r1")),
         "{log}"
     );
+}
+
+/// A GET that may lose its answer (the controller killing itself mid-request): the body.
+fn get_maybe(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    (!raw.is_empty()).then(|| String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// Waits (bounded) until member `host` of rollout `id` is in `state`; the last status.
+fn wait_member(c: &ControllerSpec, id: &str, host: &str, state: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let v = rollout_status(c, id);
+        let now = member_states(&v);
+        if now.iter().any(|(h, s)| h == host && s == state) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{host} never {state}: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The boot report stage0 sends after booting `version` (`digest`) on trial, or the
+/// booted system's confirmation of it.
+fn sim_report(host: &str, event: &str, version: &str, digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "event": event, "hostname": host, "boot_id": format!("sim-{host}"),
+        "sent_by": if event == "boot" { "stage0" } else { "bless" },
+        "version": {"name": version, "digest": digest, "why": "tentative", "tentative": true},
+        "phases": [{"name": "early", "ms": 1.0}],
+    }))
+    .unwrap()
+}
+
+/// Crash safety of rollouts with real controllers, tgtd and LUN upgrades on one PostgreSQL
+/// (the nodes are simulated by their HTTP requests: the boot script, the reports): SIGKILL
+/// after a member was offered, after it was moved to `upgrading`, after its LUN was
+/// upgraded, and after a report was stored → on restart the rollout continues where it
+/// was; five boot-script requests for one node at two controllers start one upgrade; never
+/// more members moving than `--max-unavailable`.
+#[test]
+fn a_killed_controller_continues_its_rollout_and_two_never_move_a_node_twice() {
+    let pg = lab::postgres::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = spec(&dir.path().join("a"));
+    let mut b = spec(&dir.path().join("b"));
+    a.database = Some(pg.url());
+    b.database = Some(pg.url());
+    let (ca, cb) = (start(&a), start(&b));
+    let macs = [
+        "52:54:00:7e:55:01",
+        "52:54:00:7e:55:02",
+        "52:54:00:7e:55:03",
+    ];
+    let mut tokens = Vec::new();
+    for (i, mac) in macs.iter().enumerate() {
+        let f = node_toml(dir.path(), &format!("k{}", i + 1), mac, &image("v1"));
+        let (ok, out) = node(&a, &["add", f.to_str().unwrap()]);
+        assert!(ok, "{out}\n{}", ca.log());
+        tokens.push(served_report_token(&b, mac));
+    }
+    let ipxe = |c: &ControllerSpec, mac: &str| {
+        get_maybe(&format!("{}/ipxe?mac={}", c.url(), mac.replace(':', "-"))).unwrap_or_default()
+    };
+    let moving = |v: &serde_json::Value| {
+        member_states(v)
+            .iter()
+            .filter(|(_, s)| ["waiting", "upgrading", "booting", "trial"].contains(&s.as_str()))
+            .count()
+    };
+
+    // Killed right after offering the first member: on restart the wave goes on.
+    drop(cb);
+    let mut crashing = b.clone();
+    crashing.env = vec![("TERRA_CRASH_AT".into(), "rollout-offered".into())];
+    let mut c = start(&crashing);
+    let (ok, out) = rollout(
+        &b,
+        &[
+            "start",
+            &image("v2"),
+            "--waves",
+            "100%",
+            "--max-unavailable",
+            "2",
+        ],
+    );
+    assert!(!ok, "the start should have died with the controller: {out}");
+    assert!(c.wait_exit(Duration::from_secs(30)));
+    std::mem::forget(c);
+    let cb = start(&b);
+    let (ok, out) = rollout(&b, &["status", "--json"]);
+    assert!(ok, "{out}");
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = all[0]["id"]
+        .as_str()
+        .expect("the rollout was stored")
+        .to_string();
+    let v = wait_member(&b, &id, "k2", "waiting");
+    assert_eq!(
+        member_states(&v),
+        states(&[("k1", "waiting"), ("k2", "waiting"), ("k3", "pending")])
+    );
+    let digest = v["digest"].as_str().unwrap().to_string();
+
+    // Killed after moving k1 to upgrading, before its LUN was touched: k1 waits again.
+    drop(ca);
+    let mut crashing = a.clone();
+    crashing.env = vec![("TERRA_CRASH_AT".into(), "rollout-upgrading".into())];
+    let mut c = start(&crashing);
+    let _ = ipxe(&a, macs[0]);
+    assert!(c.wait_exit(Duration::from_secs(30)));
+    std::mem::forget(c);
+    let ca = start(&a);
+    assert!(
+        ca.log().contains("node k1's upgrade was interrupted"),
+        "{}",
+        ca.log()
+    );
+    wait_member(&b, &id, "k1", "waiting");
+
+    // Five requests for k1's boot script at once, at both controllers: one upgrade.
+    let answers: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..5)
+            .map(|i| {
+                let (c, mac) = (if i % 2 == 0 { &a } else { &b }, macs[0]);
+                sc.spawn(move || ipxe(c, mac))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let started = answers
+        .iter()
+        .filter(|t| t.contains("gets its rollout's version now"))
+        .count();
+    assert_eq!(started, 1, "{answers:#?}");
+    let v = wait_member(&b, &id, "k1", "booting");
+    let k1_version = v["members"][0]["version"].as_str().unwrap().to_string();
+    assert!(!k1_version.is_empty(), "{v:#}");
+    assert!(moving(&v) <= 2, "{v:#}");
+
+    // Killed after k2's LUN was upgraded, before the member moved: the next boot script
+    // request upgrades again (finding the version there) and k2 is booting.
+    drop(ca);
+    let mut crashing = a.clone();
+    crashing.env = vec![("TERRA_CRASH_AT".into(), "rollout-upgraded".into())];
+    let mut c = start(&crashing);
+    let _ = ipxe(&a, macs[1]);
+    assert!(c.wait_exit(Duration::from_secs(180)), "{}", c.log());
+    std::mem::forget(c);
+    let ca = start(&a);
+    wait_member(&b, &id, "k2", "waiting");
+    assert!(ipxe(&a, macs[1]).contains("gets its rollout's version now"));
+    let v = wait_member(&b, &id, "k2", "booting");
+    let k2_version = v["members"][1]["version"].as_str().unwrap().to_string();
+
+    // k1's boot report reaches a controller that dies right after storing it: on restart
+    // the stored report moves k1 all the same.
+    drop(cb);
+    let mut crashing = b.clone();
+    crashing.env = vec![("TERRA_CRASH_AT".into(), "report-stored".into())];
+    let mut c = start(&crashing);
+    let _ = post_raw_status(
+        &b,
+        &tokens[0],
+        &sim_report("k1", "boot", &k1_version, &digest),
+    );
+    assert!(c.wait_exit(Duration::from_secs(30)));
+    std::mem::forget(c);
+    let _cb = start(&b);
+    wait_member(&a, &id, "k1", "trial");
+    // Confirmations move k1 and k2 to confirmed, which lets k3 in (at most two moving).
+    for (i, (host, version)) in [("k1", &k1_version), ("k2", &k2_version)]
+        .iter()
+        .enumerate()
+    {
+        if *host == "k2" {
+            assert_eq!(
+                post_report(&a, &tokens[i], &sim_report(host, "boot", version, &digest)),
+                204
+            );
+        }
+        assert_eq!(
+            post_report(
+                &a,
+                &tokens[i],
+                &sim_report(host, "confirmed", version, &digest)
+            ),
+            204
+        );
+    }
+    let v = wait_member(&a, &id, "k3", "waiting");
+    assert!(moving(&v) <= 2, "{v:#}");
+    assert!(ipxe(&a, macs[2]).contains("gets its rollout's version now"));
+    let v = wait_member(&a, &id, "k3", "booting");
+    let k3_version = v["members"][2]["version"].as_str().unwrap().to_string();
+    for event in ["boot", "confirmed"] {
+        assert_eq!(
+            post_report(
+                &b,
+                &tokens[2],
+                &sim_report("k3", event, &k3_version, &digest)
+            ),
+            204
+        );
+    }
+    let v = rollout_status(&a, &id);
+    assert_eq!(v["state"], "done", "{v:#}\n{}", ca.log());
+    // Every LUN got the rollout's digest.
+    for host in ["k1", "k2", "k3"] {
+        assert_eq!(show(&a, host)["digest"], digest.as_str(), "{host}");
+    }
 }
