@@ -13,8 +13,9 @@ PACKAGES=(
   dnsmasq-base iproute2 iputils-ping
   # iSCSI: tgtd as the target, libiscsi as a reference initiator
   tgt libiscsi-bin
-  # the controller's shared database in its tests (a server the tests start and stop)
-  postgresql
+  # the controller's shared database in its tests (a server the tests start and stop), and
+  # a real browser for its fleet page (headless Chromium: load, screenshot, DOM)
+  postgresql chromium
   # OCI: a registry, skopeo/umoci to push images and to compare unpacks, buildah (and GNU
   # tar, umoci, skopeo) to make the image corpus the unpack tests compare; openssl makes
   # the keys and signatures of the signed-image tests (builder/tests/it/oci_signed.rs)

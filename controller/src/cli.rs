@@ -14,9 +14,9 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::client::{Client, ClientError};
 use crate::db::now_ms;
-use crate::http::NodeView;
 use crate::serve::{self, ServeOptions, DEFAULT_TGTD_CONTROL_PORT};
 use crate::storage::DEFAULT_LUN_MB;
+use crate::views::NodeView;
 
 /// The controller's name on the command line, in completions and in man pages.
 pub const NAME: &str = "terra-controller";
@@ -484,7 +484,7 @@ fn cmd_node(a: NodeArgs) -> Result<(), CliError> {
             println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
         }
         NodeCommand::Label { name, labels } => {
-            let mut req = crate::http::LabelRequest::default();
+            let mut req = crate::views::LabelRequest::default();
             for l in labels {
                 if let Some((k, v)) = l.split_once('=') {
                     req.set.insert(k.to_string(), v.to_string());

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use crate::http::{LabelRequest, NodeDetail, NodeView, UpgradeRequest};
 use crate::rollout::{RolloutView, StartRequest};
+use crate::views::{LabelRequest, NodeDetail, NodeView, UpgradeRequest};
 
 /// A client of one controller.
 pub struct Client {

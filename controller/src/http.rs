@@ -11,6 +11,7 @@
 //! POST /api/nodes/<name>/labels      GET|POST /api/rollouts   GET /api/rollouts/<id>
 //! POST /api/rollouts/<id>/pause|resume|abort
 //! POST /v1/reports                   a node's boot report (its own token; 8 KiB at most)
+//! GET  /fleet, /fleet/nodes/<name>   the fleet page (the token: bearer, or ?token= once)
 //! ```
 
 use std::collections::BTreeMap;
@@ -24,16 +25,17 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, get_service, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use terra_builder::bootargs::Mac;
 use terra_init::report::http::{MAX_BODY, REPORTS_PATH};
 use terra_init::report::message::Message;
 use tower_http::services::ServeFile;
 
 use crate::boot;
-use crate::db::{EventRow, Life, NodeRow};
+use crate::db::Life;
 use crate::provision::{state, Controller, ControllerError};
 use crate::rollout::{Action, RolloutView, StartRequest};
+pub use crate::views::{LabelRequest, NodeDetail, NodeView, UpgradeRequest};
 
 /// What the HTTP handlers share.
 pub struct App {
@@ -47,74 +49,6 @@ pub struct App {
     pub kernel: PathBuf,
     /// The shared initramfs.
     pub initramfs: PathBuf,
-}
-
-/// A node as the API shows it: never its node.toml or CHAP secrets.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct NodeView {
-    /// Hostname.
-    pub hostname: String,
-    /// MAC.
-    pub mac: String,
-    /// Image reference.
-    pub image: String,
-    /// Default root version on its LUN.
-    pub version: String,
-    /// Initiator IQN.
-    pub initiator: String,
-    /// Target IQN.
-    pub target: String,
-    /// Lifecycle state.
-    pub state: String,
-    /// Why it failed.
-    #[serde(default)]
-    pub reason: String,
-    /// Portal of its target.
-    #[serde(default)]
-    pub portal: String,
-    /// Image digest.
-    #[serde(default)]
-    pub digest: String,
-    /// Controller holding its LUN.
-    #[serde(default)]
-    pub controller: String,
-    /// Whether it logs in with CHAP.
-    #[serde(default)]
-    pub chap: bool,
-    /// What it last reported.
-    #[serde(flatten, default)]
-    pub life: Life,
-}
-
-/// `GET /api/nodes/<name>`: the node and its recent events, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NodeDetail {
-    /// The node.
-    #[serde(flatten)]
-    pub node: NodeView,
-    /// Its boots, confirmations and rejections.
-    #[serde(default)]
-    pub events: Vec<EventRow>,
-}
-
-impl From<&NodeRow> for NodeView {
-    fn from(n: &NodeRow) -> Self {
-        NodeView {
-            hostname: n.hostname.clone(),
-            mac: n.mac.clone(),
-            image: n.image.clone(),
-            version: n.version.clone(),
-            initiator: n.initiator.clone(),
-            target: n.target.clone(),
-            state: n.state.clone(),
-            reason: n.reason.clone(),
-            portal: n.portal.clone(),
-            digest: n.digest.clone(),
-            controller: n.controller.clone(),
-            chap: !n.chap.is_empty(),
-            life: Life::default(),
-        }
-    }
 }
 
 /// An API error: a status and a message naming the node, step and cause.
@@ -162,6 +96,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/nodes/{name}/upgrade", post(upgrade))
         .route("/api/discovered", get(discovered))
         .route("/api/nodes/{name}/labels", post(label))
+        .route("/fleet", get(fleet_page))
+        .route("/fleet/nodes/{name}", get(node_page))
         .route("/api/rollouts", get(rollouts).post(start_rollout))
         .route("/api/rollouts/{id}", get(rollout))
         .route("/api/rollouts/{id}/{action}", post(rollout_action))
@@ -284,12 +220,100 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
+/// Whether `given` is the controller's token (constant time; an empty token matches
+/// nothing).
+fn is_token(app: &App, given: &str) -> bool {
+    let (a, b) = (given.as_bytes(), app.token.as_bytes());
+    !b.is_empty()
+        && a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The fleet page's cookie: the token, set once the page was opened with `?token=`.
+const PAGE_COOKIE: &str = "terra_token";
+
+/// The fleet page is read behind the token: a bearer header or the page's cookie.
+fn page_authorized(app: &App, headers: &HeaderMap) -> bool {
+    if is_token(app, bearer(headers)) {
+        return true;
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(k, v)| k == PAGE_COOKIE && is_token(app, v))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    token: Option<String>,
+}
+
+fn html(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+fn page_refused() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        html(
+            "<!doctype html><title>Terra fleet</title><p>The fleet page needs the controller's token: open <code>/fleet?token=…</code> once."
+                .into(),
+        ),
+    )
+        .into_response()
+}
+
+/// `GET /fleet[?token=…]`: with the token in the query, it is moved into an HttpOnly
+/// cookie for the page and the address loses it (a redirect).
+async fn fleet_page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(t) = q.token.filter(|t| is_token(&app, t)) {
+        return Ok((
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/fleet".to_string()),
+                (
+                    header::SET_COOKIE,
+                    format!("{PAGE_COOKIE}={t}; Path=/fleet; HttpOnly; SameSite=Strict"),
+                ),
+            ],
+        )
+            .into_response());
+    }
+    if !page_authorized(&app, &headers) {
+        return Ok(page_refused());
+    }
+    let Json(nodes) = list(State(app.clone())).await?;
+    let rollouts = app.ctl.rollout_views().await?;
+    Ok(html(crate::page::fleet(
+        &nodes,
+        &rollouts,
+        crate::db::now_ms(),
+    )))
+}
+
+/// `GET /fleet/nodes/<name>`.
+async fn node_page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    if !page_authorized(&app, &headers) {
+        return Ok(page_refused());
+    }
+    let Json(d) = show(State(app.clone()), Path(name)).await?;
+    Ok(html(crate::page::node(&d, crate::db::now_ms())))
+}
+
 /// Changes need `Authorization: Bearer <token>`; compared in constant time.
 fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = bearer(headers);
-    let (a, b) = (given.as_bytes(), app.token.as_bytes());
-    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-    if same && !b.is_empty() {
+    if is_token(app, bearer(headers)) {
         Ok(())
     } else {
         Err(ApiError(
@@ -453,13 +477,6 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Serialize)]
-/// `POST /api/nodes/<name>/upgrade`'s body.
-pub struct UpgradeRequest {
-    /// The image reference.
-    pub reference: String,
-}
-
 async fn upgrade(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -475,17 +492,6 @@ async fn discovered(
     State(app): State<Arc<App>>,
 ) -> Result<Json<Vec<crate::db::Discovered>>, ApiError> {
     Ok(Json(app.ctl.db.discoveries().await.map_err(internal)?))
-}
-
-/// `POST /api/nodes/<name>/labels`'s body: labels to set and keys to remove.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LabelRequest {
-    /// KEY → VALUE.
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    /// Keys to remove.
-    #[serde(default)]
-    pub remove: Vec<String>,
 }
 
 async fn label(

@@ -4,9 +4,9 @@
 
 use std::fmt::Write;
 
-use crate::http::NodeDetail;
 pub use crate::rollout::short_digest;
 use crate::rollout::RolloutView;
+use crate::views::NodeDetail;
 
 /// `ms` (since the epoch) as an age relative to `now`: `12s ago`, `5m ago`, `3h ago`,
 /// `2d ago`; `-` for never (0).

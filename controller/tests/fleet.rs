@@ -1056,6 +1056,45 @@ fn a_rollout_moves_the_fleet_in_waves_and_stops_at_the_first_fallback() {
         log.contains(&format!("rollout {id3} paused after 1 failure(s): node r1")),
         "{log}"
     );
+
+    // The fleet page in a real browser: the paused rollout and its failing node.
+    let token = std::fs::read_to_string(s.state.join("token")).unwrap();
+    let (status, body) = get(&format!("{}/fleet", s.url()));
+    assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+    let png = dir.path().join("fleet.png");
+    let dom = fleet::browse(&format!("{}/fleet?token={}", s.url(), token.trim()), &png)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for want in [
+        id5.as_str(),
+        "class=\"paused\">paused",
+        "rejected: health check 10-fleet failed",
+        ">r1</a>",
+        ">r2</a>",
+    ] {
+        assert!(dom.contains(want), "no {want:?} in the page:\n{dom}");
+    }
+    assert!(
+        std::fs::metadata(&png).unwrap().len() > 10_000,
+        "a blank screenshot?"
+    );
+    let dom = fleet::browse(
+        &format!("{}/fleet/nodes/r1?token={}", s.url(), token.trim()),
+        &png,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The node page is behind the cookie the fleet page sets: a fresh browser is refused.
+    assert!(dom.contains("needs the controller's token"), "{dom}");
+    let (status, body) = get_with(
+        &format!("{}/fleet/nodes/r1", s.url()),
+        &format!("Authorization: Bearer {}\r\n", token.trim()),
+    );
+    let page = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<svg") && page.contains(">root</text>"),
+        "{page}"
+    );
+    assert!(page.contains("fell back from"), "{page}");
 }
 
 /// A GET that may lose its answer (the controller killing itself mid-request): the body.

@@ -293,3 +293,40 @@ impl Drop for Controller {
         kill_tgtd(&self.spec.state);
     }
 }
+
+/// Opens `url` in a real browser, Debian's headless Chromium (a fresh profile under a
+/// scratch directory, so a cookie the page sets lives for this visit only): a screenshot
+/// into `png` and the DOM after loading. Bounded to 60 s per run.
+pub fn browse(url: &str, png: &Path) -> Result<String> {
+    let profile = crate::disk::tempdir("chromium")?;
+    let run = |extra: &[String]| -> Result<std::process::Output> {
+        Command::new("timeout")
+            .args([
+                "60",
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("chromium (apt-get install chromium): {e}"))
+    };
+    let shot = run(&[
+        format!("--screenshot={}", png.display()),
+        "--window-size=1280,1000".into(),
+    ])?;
+    let dom = run(&["--dump-dom".into()])?;
+    let _ = fs::remove_dir_all(&profile);
+    if !shot.status.success() || !dom.status.success() || !png.is_file() {
+        return Err(format!(
+            "chromium failed on {}: {}",
+            url.split('?').next().unwrap_or(url),
+            String::from_utf8_lossy(&dom.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&dom.stdout).into_owned())
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use lab::fleet::{Controller, ControllerSpec};
 use terra_controller::client::Client;
-use terra_controller::db::{Db, NodeRow};
+use terra_controller::db::Db;
 
 /// Options.
 pub struct Options {
@@ -156,24 +156,11 @@ pub fn run_bench(o: &Options) -> Result<String, String> {
     let (script_rps, static_rps) = rt.block_on(async {
         let db = Db::open(&url).await.map_err(|e| e.to_string())?;
         for i in o.nodes..in_db {
-            db.add_node(NodeRow {
-                hostname: format!("r{i}"),
-                mac: format!("52:54:00:c0:{:02x}:{:02x}", i / 256, i % 256),
-                image: reference.clone(),
-                digest: String::new(),
-                version: "os".into(),
-                initiator: format!("iqn.2024-01.org.terra-os:node.r{i}"),
-                target: format!("iqn.2024-01.org.terra-os:target.r{i}"),
-                portal: "10.0.2.2:3260".into(),
-                controller: "bench-elsewhere".into(),
-                tid: 0,
-                state: "ready".into(),
-                reason: String::new(),
-                config: String::new(),
-                chap: String::new(),
-                updated: 0,
-                report_token: format!("bench-token-r{i}"),
-            })
+            db.add_node(crate::bench_rollout::sim_node(
+                format!("r{i}"),
+                format!("52:54:00:c0:{:02x}:{:02x}", i / 256, i % 256),
+                format!("bench-token-r{i}"),
+            ))
             .await
             .map_err(|e| format!("{e:?}"))?;
         }

@@ -5,6 +5,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 mod bench_controller;
+mod bench_rollout;
 mod circles;
 mod runner;
 
@@ -50,6 +51,7 @@ const USAGE: &str = "usage:
                     [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|kexec|keeper|tentative|restart|update]
                     [--only controller [--nodes N] [--full-nodes N] [--image-mb N]
                                        [--requests N]]
+                    [--only rollout [--sim-nodes N] [--requests N]]
       terra vs mkinitramfs vs dracut: generation time, image size, boot time to the root's
       init on the same kernel and disk; then time to a DHCP lease, stage0 vs busybox udhcpc
       against one dnsmasq in network namespaces (root); time from network up to an iSCSI
@@ -75,6 +77,11 @@ const USAGE: &str = "usage:
       reflink clones on a btrfs state directory) vs a full `terra install` per node
       (--full-nodes, default 10): time and new disk bytes per node; and `/ipxe?mac=`
       requests per second with 1,000 nodes in the database (--requests, default 50,000).
+      --only rollout: boot reports per second and their p50/p99 from 10,000 simulated
+      nodes (--sim-nodes) against SQLite and PostgreSQL (--requests, default 20,000), a
+      10,000-node rollout's planning time, the time from a canary's failure report to the
+      pause, and a real diskless node's report phase with the controller answering, refused
+      and silent.
       Results in target/bench/results.{md,json}.";
 
 /// The target name `--iscsi` serves the demo root under.
@@ -461,6 +468,11 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
     };
     let mut accel = None;
     let mut only_controller = false;
+    let mut only_rollout = false;
+    let mut reports = bench_rollout::Options {
+        nodes: 10_000,
+        requests: 20_000,
+    };
     let mut fleet = bench_controller::Options {
         nodes: 100,
         full_nodes: 10,
@@ -505,9 +517,10 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("tentative") => opts.only_tentative = true,
                     Some("restart") => opts.only_restart = true,
                     Some("controller") => only_controller = true,
+                    Some("rollout") => only_rollout = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper, netboot, tentative, restart, update or controller",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, kexec, keeper, netboot, tentative, restart, update, controller or rollout",
                             v.to_string_lossy()
                         ))
                     }
@@ -521,13 +534,21 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                 fleet.image_mb = num(p.value().map_err(|e| e.to_string())?, "--image-mb")?
             }
             Long("requests") => {
-                fleet.requests = num(p.value().map_err(|e| e.to_string())?, "--requests")?
+                fleet.requests = num(p.value().map_err(|e| e.to_string())?, "--requests")?;
+                reports.requests = fleet.requests;
+            }
+            Long("sim-nodes") => {
+                reports.nodes = num(p.value().map_err(|e| e.to_string())?, "--sim-nodes")?
             }
             other => return Err(format!("{}\n{USAGE}", other.unexpected())),
         }
     }
     if only_controller {
         println!("{}", bench_controller::run_bench(&fleet)?);
+        return Ok(true);
+    }
+    if only_rollout {
+        println!("{}", bench_rollout::run_bench(&reports)?);
         return Ok(true);
     }
     opts.accel = match accel {
