@@ -514,6 +514,45 @@ pub fn install(spec: &InstallSpec) -> Result<InstallReport, InstallError> {
     install_with(spec, &oci::Silent)
 }
 
+/// The node's controller token when node.toml names a controller: (its file name under
+/// `.terra`, the token), read from beside node.toml before any disk is touched. The token
+/// file must be a plain file name there (stage0 reads it relative to the kept node.toml).
+fn controller_token(
+    node: &NodeConfig,
+    config: &Path,
+) -> Result<Option<(String, String)>, InstallError> {
+    if node.controller.url.is_none() {
+        return Ok(None);
+    }
+    let name = node
+        .controller
+        .token_file
+        .clone()
+        .unwrap_or_else(|| terra_init::config::controller::DEFAULT_TOKEN_FILE.to_string());
+    let refuse = |message: String| {
+        InstallError::Config(ConfigError::Node {
+            path: config.to_path_buf(),
+            message,
+        })
+    };
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(refuse(format!(
+            "controller.token_file {name:?}: a file name beside node.toml (no directories)"
+        )));
+    }
+    let path = config.parent().unwrap_or(Path::new(".")).join(&name);
+    let token = fs::read_to_string(&path)
+        .map_err(|e| refuse(format!("controller.token_file {}: {e}", path.display())))?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(refuse(format!(
+            "controller.token_file {}: empty",
+            path.display()
+        )));
+    }
+    Ok(Some((name, token)))
+}
+
 /// [`install`], telling `progress` of the pull of a registry image and of the layers
 /// unpacked.
 pub fn install_with(
@@ -527,6 +566,7 @@ pub fn install_with(
         })
     })?;
     let node = NodeConfig::parse(&text, &spec.config).map_err(InstallError::Config)?;
+    let token = controller_token(&node, &spec.config)?;
     let image_ref = spec
         .image
         .clone()
@@ -722,6 +762,19 @@ pub fn install_with(
                     .open(&kept)
                     .and_then(|mut f| f.write_all(text.as_bytes()))
                     .map_err(|e| OciError::io(&kept, e))?;
+                // The fleet controller's token beside it, where stage0 looks
+                // (`[controller] token_file`, relative to the kept node.toml).
+                if let Some((name, token)) = &token {
+                    let path = state_dir.join(name);
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .and_then(|mut f| f.write_all(token.as_bytes()))
+                        .map_err(|e| OciError::io(&path, e))?;
+                }
             }
             if !g.subvolumes.iter().any(|s| s.name == DEFAULT_ETC_OVERLAY) {
                 subvolume_create(&mnt.join(DEFAULT_ETC_OVERLAY))?;

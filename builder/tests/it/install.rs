@@ -120,12 +120,15 @@ type = "single"
   [[groups.subvolumes]]
   name = "var-log"
   path = "/var/log"
+[controller]
+url = "http://10.0.2.2:8080"
 "#,
             image(dir.path()),
             disk.display()
         ),
     )
     .unwrap();
+    fs::write(dir.path().join("controller.token"), "node-token-123\n").unwrap();
     let (ok, out, err) = run_terra(&["install", node.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("into subvolume os of LABEL=os"), "{out}");
@@ -169,6 +172,13 @@ type = "single"
             & 0o777,
         0o600,
         "it may hold CHAP secrets"
+    );
+    // The controller's token beside it, where stage0 reads it, for root alone.
+    let token = m.path().join(".terra/controller.token");
+    assert_eq!(fs::read_to_string(&token).unwrap(), "node-token-123");
+    assert_eq!(
+        fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+        0o600
     );
     assert_eq!(
         fs::read_to_string(root.join("etc/fstab")).unwrap(),
@@ -320,6 +330,24 @@ fn missing_disk_without_size_and_bad_profiles_are_refused() {
     fs::write(&node, "bogus = 1\n").unwrap();
     let (ok, _, err) = run_terra(&["install", node.to_str().unwrap()]);
     assert!(!ok && err.contains("bogus"), "{err}");
+    // A controller without its token file is named before any disk is made.
+    let disk = dir.path().join("made.img");
+    fs::write(
+        &node,
+        format!(
+            "image = \"{}\"\n[[groups]]\nlabel = \"os\"\n[[groups.disk]]\ndevice = \"{}\"\n\
+             size = 256\n[controller]\nurl = \"http://10.0.2.2:8080\"\n",
+            image(dir.path()),
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = run_terra(&["install", node.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("controller.token_file") && err.contains("controller.token"),
+        "{err}"
+    );
+    assert!(!disk.exists(), "a disk was made");
 }
 
 /// A directory to put on `PATH`: a symlink to every program of the host's `PATH` except
