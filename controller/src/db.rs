@@ -268,6 +268,19 @@ pub struct EventRow {
     pub report: serde_json::Value,
 }
 
+/// A report as the controller received it, on its way into the database.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The node its token named.
+    pub hostname: String,
+    /// The report.
+    pub message: Message,
+    /// Its body as received (stored as is).
+    pub text: String,
+    /// [`Message::result`].
+    pub result: String,
+}
+
 /// Why an insert was refused.
 #[derive(Debug)]
 pub enum AddError {
@@ -715,66 +728,87 @@ impl Db {
         report: &str,
         result: &str,
     ) -> Result<bool, DbError> {
-        let what = format!("recording node {hostname}'s {} report", m.event.as_str());
+        let one = Incoming {
+            hostname: hostname.to_string(),
+            message: m.clone(),
+            text: report.to_string(),
+            result: result.to_string(),
+        };
+        Ok(self.record_events(std::slice::from_ref(&one)).await?[0])
+    }
+
+    /// [`Self::record_event`] for a batch, in one transaction (one commit, so one flush to
+    /// disk, for all of them): whether each was new.
+    pub async fn record_events(&self, batch: &[Incoming]) -> Result<Vec<bool>, DbError> {
+        let what = format!("recording {} report(s)", batch.len());
         let now = now_ms();
-        let (version, digest) = m
-            .version
-            .as_ref()
-            .map_or((String::new(), String::new()), |v| {
-                (v.name.clone(), v.digest.clone())
-            });
         let mut tx = self.pool.begin().await.map_err(ctx(what.clone()))?;
-        let inserted = sqlx::query(
-            "INSERT INTO boots (hostname, boot_id, event, received, version, digest, result, report) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (hostname, boot_id, event) DO NOTHING",
-        )
-        .bind(hostname.to_string())
-        .bind(m.boot_id.clone())
-        .bind(m.event.as_str().to_string())
-        .bind(now)
-        .bind(version.clone())
-        .bind(digest.clone())
-        .bind(result.to_string())
-        .bind(report.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(ctx(what.clone()))?
-        .rows_affected()
-            == 1;
-        if inserted {
+        let mut new = Vec::with_capacity(batch.len());
+        for b in batch {
+            let (m, hostname, result) = (&b.message, &b.hostname, &b.result);
+            let (version, digest) = m
+                .version
+                .as_ref()
+                .map_or((String::new(), String::new()), |v| {
+                    (v.name.clone(), v.digest.clone())
+                });
+            let inserted = sqlx::query(
+                "INSERT INTO boots (hostname, boot_id, event, received, version, digest, result, \
+                 report) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (hostname, boot_id, event) DO NOTHING",
+            )
+            .bind(hostname.clone())
+            .bind(m.boot_id.clone())
+            .bind(m.event.as_str().to_string())
+            .bind(now)
+            .bind(version.clone())
+            .bind(digest.clone())
+            .bind(result.clone())
+            .bind(b.text.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx(format!("recording node {hostname}'s report")))?
+            .rows_affected()
+                == 1;
+            new.push(inserted);
+            if !inserted {
+                continue;
+            }
             let updated = if m.event == Event::Boot {
                 sqlx::query(
                     "UPDATE nodes SET last_seen = $1, last_result = $2, running_version = $3, \
                      running_digest = $4, last_boot = $5 WHERE hostname = $6",
                 )
                 .bind(now)
-                .bind(result.to_string())
+                .bind(result.clone())
                 .bind(version)
                 .bind(digest)
                 .bind(now)
-                .bind(hostname.to_string())
+                .bind(hostname.clone())
             } else {
                 sqlx::query("UPDATE nodes SET last_seen = $1, last_result = $2 WHERE hostname = $3")
                     .bind(now)
-                    .bind(result.to_string())
-                    .bind(hostname.to_string())
+                    .bind(result.clone())
+                    .bind(hostname.clone())
             };
-            updated.execute(&mut *tx).await.map_err(ctx(what.clone()))?;
+            updated
+                .execute(&mut *tx)
+                .await
+                .map_err(ctx(format!("recording node {hostname}'s report")))?;
             // Retention: everything older than the node's KEEP_EVENTS-th newest event.
             sqlx::query(
                 "DELETE FROM boots WHERE hostname = $1 AND received < (SELECT received FROM \
                  boots WHERE hostname = $2 ORDER BY received DESC LIMIT 1 OFFSET $3)",
             )
-            .bind(hostname.to_string())
-            .bind(hostname.to_string())
+            .bind(hostname.clone())
+            .bind(hostname.clone())
             .bind(KEEP_EVENTS - 1)
             .execute(&mut *tx)
             .await
-            .map_err(ctx(what.clone()))?;
+            .map_err(ctx(format!("recording node {hostname}'s report")))?;
         }
         tx.commit().await.map_err(ctx(what))?;
-        Ok(inserted)
+        Ok(new)
     }
 
     /// Every node's [`Life`], by hostname.

@@ -32,7 +32,7 @@ use terra_init::report::message::Message;
 use tower_http::services::ServeFile;
 
 use crate::boot;
-use crate::db::Life;
+use crate::db::{Incoming, Life};
 use crate::provision::{state, Controller, ControllerError};
 use crate::rollout::{Action, RolloutView, StartRequest};
 pub use crate::views::{LabelRequest, NodeDetail, NodeView, UpgradeRequest};
@@ -49,6 +49,8 @@ pub struct App {
     pub kernel: PathBuf,
     /// The shared initramfs.
     pub initramfs: PathBuf,
+    /// Where boot reports go into the database (in batches).
+    pub reports: crate::reports::Sink,
 }
 
 /// An API error: a status and a message naming the node, step and cause.
@@ -427,14 +429,16 @@ async fn report(
         ));
     }
     let text = String::from_utf8_lossy(&body);
-    app.ctl
-        .db
-        .record_event(&node.hostname, &m, &text, m.result())
+    let result = m.result().to_string();
+    app.reports
+        .submit(Incoming {
+            hostname: node.hostname,
+            message: m,
+            text: text.into_owned(),
+            result,
+        })
         .await
         .map_err(internal)?;
-    terra_builder::versions::crash_point("report-stored");
-    // A report sent twice is judged twice: the members' moves are conditional.
-    app.ctl.on_report(&node.hostname, &m).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

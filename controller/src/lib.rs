@@ -12,6 +12,7 @@ pub mod life;
 pub mod node;
 pub mod page;
 pub mod provision;
+pub mod reports;
 pub mod rollout;
 pub mod serve;
 pub mod storage;

@@ -285,8 +285,10 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), String> {
             tokio::spawn(async move { watch(ctl, opts).await })
         };
         let initramfs = aligned_initramfs(&opts.initramfs, &opts.state)?;
+        let reports = crate::reports::Sink::start(ctl.clone());
         let app = Arc::new(App {
             ctl,
+            reports,
             token,
             public_url,
             kernel: opts.kernel.clone(),

@@ -405,6 +405,32 @@ impl Db {
             .map_err(ctx(format!("reading rollout {id}")))
     }
 
+    /// Which of `hostnames` are moving in a rollout that is not done (one query for a batch
+    /// of reports: most nodes are in none).
+    pub async fn moving_among(&self, hostnames: &[String]) -> Result<Vec<String>, DbError> {
+        if hostnames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = format!(
+            "SELECT DISTINCT n.hostname FROM rollout_nodes n JOIN rollouts r ON n.rollout = r.id \
+             WHERE r.state IN ('running', 'paused', 'aborted') AND n.state IN ('waiting', \
+             'upgrading', 'booting', 'trial') AND n.hostname IN ({})",
+            placeholders(1, hostnames.len())
+        );
+        let mut query = sqlx::query(&q);
+        for h in hostnames {
+            query = query.bind(h.clone());
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ctx("finding the reporting nodes' rollouts"))?;
+        rows.iter()
+            .map(|r| r.try_get("hostname"))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("finding the reporting nodes' rollouts"))
+    }
+
     /// Takes (or renews) the right to advance rollout `id` for `ms` as `owner`: whether
     /// this controller holds it now. A killed holder's lease runs out.
     pub async fn lease_rollout(&self, id: &str, owner: &str, ms: i64) -> Result<bool, DbError> {
