@@ -155,10 +155,9 @@ async fn ipxe(
     // A node waiting in a rollout is in its firmware now: its LUN gets the version.
     if app.ctl.on_ipxe(&n).await? {
         return Ok(ipxe_text(format!(
-            "#!ipxe\necho Terra: node {} gets {} now; asking again in 5 s\nsleep 5\n\
-             chain {}/ipxe?mac=${{mac:hexhyp}}\n",
+            "#!ipxe\necho Terra: node {} gets its rollout's version now; asking again in 5 s\n\
+             sleep 5\nchain {}/ipxe?mac=${{mac:hexhyp}}\n",
             n.hostname,
-            "its rollout's version",
             app.public_url.trim_end_matches('/')
         )));
     }

@@ -182,13 +182,14 @@ impl Controller {
         let mut targets: Vec<NodeRow> = match &selector {
             Selector::All => nodes,
             Selector::Names(names) => {
+                let mut by_name: std::collections::HashMap<String, NodeRow> =
+                    nodes.into_iter().map(|n| (n.hostname.clone(), n)).collect();
                 let mut out = Vec::new();
                 for name in names {
-                    let n = nodes
-                        .iter()
-                        .find(|n| &n.hostname == name)
+                    let n = by_name
+                        .remove(name)
                         .ok_or_else(|| plan_error(format!("--nodes: no node named {name}")))?;
-                    out.push(n.clone());
+                    out.push(n);
                 }
                 out
             }
@@ -215,22 +216,22 @@ impl Controller {
         }
         targets.sort_by(|a, b| a.hostname.cmp(&b.hostname));
         targets.dedup_by(|a, b| a.hostname == b.hostname);
-        for n in &targets {
-            if let Some((r, m)) = self
-                .db
-                .memberships(
-                    &n.hostname,
-                    &[&[member::PENDING][..], member::MOVING].concat(),
-                )
-                .await?
-                .into_iter()
-                .find(|(r, _)| r.state != rollout_state::ABORTED)
-            {
-                return Err(ControllerError::RolloutState(format!(
-                    "node {} is {} in rollout {} ({}); abort that one first",
-                    n.hostname, m.state, r.id, r.reference
-                )));
-            }
+        // One query for the whole fleet, not one per node.
+        let busy: BTreeMap<String, (String, String, String)> = self
+            .db
+            .busy_nodes()
+            .await?
+            .into_iter()
+            .map(|(h, state, id, reference)| (h, (state, id, reference)))
+            .collect();
+        if let Some((n, (state, id, reference))) = targets
+            .iter()
+            .find_map(|n| busy.get(&n.hostname).map(|b| (n, b)))
+        {
+            return Err(ControllerError::RolloutState(format!(
+                "node {} is {state} in rollout {id} ({reference}); abort that one first",
+                n.hostname
+            )));
         }
         let bad: BTreeMap<String, String> =
             self.db.bad_digest(&digest).await?.into_iter().collect();

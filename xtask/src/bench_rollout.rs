@@ -2,7 +2,8 @@
 //! one run.
 //!
 //! - Reports from 10,000 simulated nodes (rows in the database, each with its token): `POST
-//!   /v1/reports` over 8 keep-alive connections, each report a new boot of a random node,
+//!   /v1/reports` over [`CONNECTIONS`] keep-alive connections (nodes booting at once each
+//!   send their own), each report a new boot of a random node,
 //!   against SQLite and a PostgreSQL server the benchmark starts: reports per second, p50
 //!   and p99 latency.
 //! - A rollout of 10,000 nodes in waves `1,1%,10%,50%,100%`: the time to plan and store it.
@@ -19,6 +20,9 @@ use lab::fleet::{Controller, ControllerSpec};
 use terra_controller::client::Client;
 use terra_controller::db::{Db, NodeRow};
 use terra_controller::rollout::{RolloutView, StartRequest};
+
+/// Connections the report load comes over at once.
+const CONNECTIONS: usize = 64;
 
 /// Options.
 pub struct Options {
@@ -173,7 +177,7 @@ fn report_load(base: &str, nodes: usize, requests: usize) -> Result<(f64, f64, f
         .collect();
     let started = Instant::now();
     let threads: Vec<_> = bodies
-        .chunks(requests.div_ceil(8))
+        .chunks(requests.div_ceil(CONNECTIONS))
         .map(|c| {
             let (addr, c) = (addr.clone(), c.to_vec());
             std::thread::spawn(move || keep_alive_posts(&addr, &c))
@@ -210,8 +214,8 @@ pub fn run_bench(o: &Options) -> Result<String, String> {
     let mut md = String::from("## Boot reports and rollouts\n\n");
     md.push_str(&format!(
         "Command: `cargo xtask bench --only rollout`. {} simulated nodes (database rows with \
-         their tokens), {} reports per backend over 8 keep-alive connections on loopback, \
-         each a new boot of a random node (stored, the node's row updated, retention, \
+         their tokens), {} reports per backend over {CONNECTIONS} keep-alive connections on \
+         loopback, each a new boot of a random node (stored, the node's row updated, retention, \
          rollout check).\n\n| backend | reports/s | p50 | p99 | goal ≥ 5,000/s |\n|---|---|---|---|---|\n",
         o.nodes, o.requests
     ));

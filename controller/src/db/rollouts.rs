@@ -431,6 +431,30 @@ impl Db {
             .map_err(ctx("finding the reporting nodes' rollouts"))
     }
 
+    /// Nodes pending or moving in a running or paused rollout: (hostname, member state,
+    /// rollout id, reference).
+    pub async fn busy_nodes(&self) -> Result<Vec<(String, String, String, String)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT n.hostname, n.state, r.id, r.reference FROM rollout_nodes n \
+             JOIN rollouts r ON n.rollout = r.id WHERE r.state IN ('running', 'paused') \
+             AND n.state IN ('pending', 'waiting', 'upgrading', 'booting', 'trial')",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ctx("finding nodes busy in rollouts"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("hostname")?,
+                    r.try_get("state")?,
+                    r.try_get("id")?,
+                    r.try_get("reference")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ctx("finding nodes busy in rollouts"))
+    }
+
     /// Takes (or renews) the right to advance rollout `id` for `ms` as `owner`: whether
     /// this controller holds it now. A killed holder's lease runs out.
     pub async fn lease_rollout(&self, id: &str, owner: &str, ms: i64) -> Result<bool, DbError> {
