@@ -137,6 +137,17 @@ struct ServeArgs {
     verify_keys: Vec<PathBuf>,
 }
 
+/// How `node` and `rollout` reach the controller.
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// The controller (default $TERRA_SERVER, else http://127.0.0.1:8080)
+    #[arg(long, global = true, value_name = "URL")]
+    server: Option<String>,
+    /// The token for changes (default: $TERRA_TOKEN)
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
 /// Manage the nodes of a Terra controller
 ///
 /// Talks to a controller's HTTP API; changes need its token.
@@ -147,12 +158,8 @@ struct ServeArgs {
     arg_required_else_help = true
 )]
 struct NodeArgs {
-    /// The controller (default $TERRA_SERVER, else http://127.0.0.1:8080)
-    #[arg(long, global = true, value_name = "URL")]
-    server: Option<String>,
-    /// The token for changes (default: $TERRA_TOKEN)
-    #[arg(long, global = true, value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    api: ApiArgs,
     #[command(subcommand)]
     command: NodeCommand,
 }
@@ -172,12 +179,8 @@ struct NodeArgs {
     arg_required_else_help = true
 )]
 struct RolloutArgs {
-    /// The controller (default $TERRA_SERVER, else http://127.0.0.1:8080)
-    #[arg(long, global = true, value_name = "URL")]
-    server: Option<String>,
-    /// The token for changes (default: $TERRA_TOKEN)
-    #[arg(long, global = true, value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    api: ApiArgs,
     #[command(subcommand)]
     command: RolloutCommand,
 }
@@ -415,8 +418,10 @@ fn cmd_serve(a: ServeArgs) -> Result<(), CliError> {
 
 /// A client of the controller `--server`/`$TERRA_SERVER` names, with the token of
 /// `--token-file` or `$TERRA_TOKEN`.
-fn connect(server: Option<String>, token_file: Option<&Path>) -> Result<Client, CliError> {
-    let server = server
+fn connect(api: ApiArgs) -> Result<Client, CliError> {
+    let token_file = api.token_file.as_deref();
+    let server = api
+        .server
         .or_else(|| std::env::var("TERRA_SERVER").ok())
         .unwrap_or_else(|| DEFAULT_SERVER.into());
     let token = match token_file {
@@ -435,7 +440,7 @@ fn connect(server: Option<String>, token_file: Option<&Path>) -> Result<Client, 
 }
 
 fn cmd_node(a: NodeArgs) -> Result<(), CliError> {
-    let c = connect(a.server, a.token_file.as_deref())?;
+    let c = connect(a.api)?;
     match a.command {
         NodeCommand::Add { file } => {
             let text = std::fs::read_to_string(&file).map_err(|source| CliError::NodeFile {
@@ -597,7 +602,7 @@ fn table(nodes: &[NodeView]) -> String {
 }
 
 fn cmd_rollout(a: RolloutArgs) -> Result<(), CliError> {
-    let c = connect(a.server, a.token_file.as_deref())?;
+    let c = connect(a.api)?;
     let now = now_ms();
     match a.command {
         RolloutCommand::Start {

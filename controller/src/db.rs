@@ -249,6 +249,18 @@ pub struct Life {
     pub last_result: String,
 }
 
+const LIFE_COLUMNS: &str = "last_seen, running_version, running_digest, last_boot, last_result";
+
+fn life_from(r: &AnyRow) -> Result<Life, sqlx::Error> {
+    Ok(Life {
+        last_seen: r.try_get("last_seen")?,
+        running_version: r.try_get("running_version")?,
+        running_digest: r.try_get("running_digest")?,
+        last_boot: r.try_get("last_boot")?,
+        last_result: r.try_get("last_result")?,
+    })
+}
+
 /// One stored event of a node: a boot, a confirmation or a rejection.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EventRow {
@@ -813,28 +825,29 @@ impl Db {
 
     /// Every node's [`Life`], by hostname.
     pub async fn lives(&self) -> Result<Vec<(String, Life)>, DbError> {
-        let rows = sqlx::query(
-            "SELECT hostname, last_seen, running_version, running_digest, last_boot, \
-             last_result FROM nodes ORDER BY hostname",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT hostname, {LIFE_COLUMNS} FROM nodes ORDER BY hostname"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(ctx("listing what nodes reported"))?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("hostname")?,
-                    Life {
-                        last_seen: r.try_get("last_seen")?,
-                        running_version: r.try_get("running_version")?,
-                        running_digest: r.try_get("running_digest")?,
-                        last_boot: r.try_get("last_boot")?,
-                        last_result: r.try_get("last_result")?,
-                    },
-                ))
-            })
+            .map(|r| Ok((r.try_get("hostname")?, life_from(r)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(ctx("listing what nodes reported"))
+    }
+
+    /// Node `hostname`'s [`Life`] (None: no such node).
+    pub async fn life(&self, hostname: &str) -> Result<Option<Life>, DbError> {
+        let what = format!("reading what node {hostname} reported");
+        let row = sqlx::query(&format!(
+            "SELECT {LIFE_COLUMNS} FROM nodes WHERE hostname = $1"
+        ))
+        .bind(hostname.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ctx(what.clone()))?;
+        row.as_ref().map(life_from).transpose().map_err(ctx(what))
     }
 
     /// A node's events, newest first (at most `limit`).

@@ -370,11 +370,9 @@ async fn show(
     let life = app
         .ctl
         .db
-        .lives()
+        .life(&name)
         .await
         .map_err(internal)?
-        .into_iter()
-        .find_map(|(h, l)| (h == name).then_some(l))
         .unwrap_or_default();
     let events = app
         .ctl

@@ -41,8 +41,13 @@ fn node_toml(dir: &Path, host: &str, mac: &str, image: &str) -> PathBuf {
 
 /// `terra-controller node …` against `c`; (success, stdout + stderr).
 fn node(c: &ControllerSpec, args: &[&str]) -> (bool, String) {
+    cli(c, "node", args)
+}
+
+/// `terra-controller COMMAND …` with `c`'s server and token; (success, stdout + stderr).
+fn cli(c: &ControllerSpec, command: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(PROGRAM)
-        .arg("node")
+        .arg(command)
         .args(["--server", &c.url()])
         .arg("--token-file")
         .arg(c.state.join("token"))
@@ -715,12 +720,8 @@ fn a_killed_controller_leaves_a_ready_node_or_nothing_and_tgtd_restarts_heal() {
 
 #[test]
 fn two_controllers_on_one_postgresql_share_the_fleet() {
-    let pg = lab::postgres::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
-    let mut s1 = spec(&dir.path().join("c1"));
-    let mut s2 = spec(&dir.path().join("c2"));
-    s1.database = Some(pg.url());
-    s2.database = Some(pg.url());
+    let (_pg, s1, s2) = on_one_postgres(dir.path(), ["c1", "c2"]);
     let (_c1, _c2) = (start(&s1), start(&s2));
     let v1 = image("v1");
     let (m1, m2) = ("52:54:00:7e:53:01", "52:54:00:7e:53:02");
@@ -850,22 +851,7 @@ fn a_controller_with_a_verify_key_refuses_unsigned_images_before_making_anything
 
 /// `terra rollout …` against `c`; (success, stdout + stderr).
 fn rollout(c: &ControllerSpec, args: &[&str]) -> (bool, String) {
-    let out = Command::new(PROGRAM)
-        .arg("rollout")
-        .args(["--server", &c.url()])
-        .arg("--token-file")
-        .arg(c.state.join("token"))
-        .args(args)
-        .output()
-        .expect("terra-controller runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    cli(c, "rollout", args)
 }
 
 /// Starts a rollout; its id.
@@ -1097,6 +1083,38 @@ fn a_rollout_moves_the_fleet_in_waves_and_stops_at_the_first_fallback() {
     assert!(page.contains("fell back from"), "{page}");
 }
 
+/// Restarts `s`'s controller with `TERRA_CRASH_AT=point`, runs `trigger` (which reaches
+/// the point), waits for the controller to kill itself (within `within`; its tgtd stays up,
+/// as after a real crash), and starts it again: the restarted controller.
+fn crash_at(
+    s: &ControllerSpec,
+    point: &str,
+    within: Duration,
+    trigger: impl FnOnce(),
+) -> Controller {
+    let mut crashing = s.clone();
+    crashing.env = vec![("TERRA_CRASH_AT".into(), point.to_string())];
+    let mut c = start(&crashing);
+    trigger();
+    assert!(c.wait_exit(within), "{point}: still running\n{}", c.log());
+    std::mem::forget(c);
+    start(s)
+}
+
+/// Two controllers' specs on one PostgreSQL server (returned too: it stops when dropped),
+/// their state directories `names` under `dir`.
+fn on_one_postgres(
+    dir: &Path,
+    names: [&str; 2],
+) -> (lab::postgres::Postgres, ControllerSpec, ControllerSpec) {
+    let pg = lab::postgres::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let mut a = spec(&dir.join(names[0]));
+    let mut b = spec(&dir.join(names[1]));
+    a.database = Some(pg.url());
+    b.database = Some(pg.url());
+    (pg, a, b)
+}
+
 /// A GET that may lose its answer (the controller killing itself mid-request): the body.
 fn get_maybe(url: &str) -> Option<String> {
     let rest = url.strip_prefix("http://")?;
@@ -1150,12 +1168,8 @@ fn sim_report(host: &str, event: &str, version: &str, digest: &str) -> Vec<u8> {
 /// more members moving than `--max-unavailable`.
 #[test]
 fn a_killed_controller_continues_its_rollout_and_two_never_move_a_node_twice() {
-    let pg = lab::postgres::Postgres::start().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
-    let mut a = spec(&dir.path().join("a"));
-    let mut b = spec(&dir.path().join("b"));
-    a.database = Some(pg.url());
-    b.database = Some(pg.url());
+    let (_pg, a, b) = on_one_postgres(dir.path(), ["a", "b"]);
     let (ca, cb) = (start(&a), start(&b));
     let macs = [
         "52:54:00:7e:55:01",
@@ -1181,24 +1195,20 @@ fn a_killed_controller_continues_its_rollout_and_two_never_move_a_node_twice() {
 
     // Killed right after offering the first member: on restart the wave goes on.
     drop(cb);
-    let mut crashing = b.clone();
-    crashing.env = vec![("TERRA_CRASH_AT".into(), "rollout-offered".into())];
-    let mut c = start(&crashing);
-    let (ok, out) = rollout(
-        &b,
-        &[
-            "start",
-            &image("v2"),
-            "--waves",
-            "100%",
-            "--max-unavailable",
-            "2",
-        ],
-    );
-    assert!(!ok, "the start should have died with the controller: {out}");
-    assert!(c.wait_exit(Duration::from_secs(30)));
-    std::mem::forget(c);
-    let cb = start(&b);
+    let cb = crash_at(&b, "rollout-offered", Duration::from_secs(30), || {
+        let (ok, out) = rollout(
+            &b,
+            &[
+                "start",
+                &image("v2"),
+                "--waves",
+                "100%",
+                "--max-unavailable",
+                "2",
+            ],
+        );
+        assert!(!ok, "the start should have died with the controller: {out}");
+    });
     let (ok, out) = rollout(&b, &["status", "--json"]);
     assert!(ok, "{out}");
     let all: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -1215,13 +1225,9 @@ fn a_killed_controller_continues_its_rollout_and_two_never_move_a_node_twice() {
 
     // Killed after moving k1 to upgrading, before its LUN was touched: k1 waits again.
     drop(ca);
-    let mut crashing = a.clone();
-    crashing.env = vec![("TERRA_CRASH_AT".into(), "rollout-upgrading".into())];
-    let mut c = start(&crashing);
-    let _ = ipxe(&a, macs[0]);
-    assert!(c.wait_exit(Duration::from_secs(30)));
-    std::mem::forget(c);
-    let ca = start(&a);
+    let ca = crash_at(&a, "rollout-upgrading", Duration::from_secs(30), || {
+        let _ = ipxe(&a, macs[0]);
+    });
     assert!(
         ca.log().contains("node k1's upgrade was interrupted"),
         "{}",
@@ -1252,13 +1258,9 @@ fn a_killed_controller_continues_its_rollout_and_two_never_move_a_node_twice() {
     // Killed after k2's LUN was upgraded, before the member moved: the next boot script
     // request upgrades again (finding the version there) and k2 is booting.
     drop(ca);
-    let mut crashing = a.clone();
-    crashing.env = vec![("TERRA_CRASH_AT".into(), "rollout-upgraded".into())];
-    let mut c = start(&crashing);
-    let _ = ipxe(&a, macs[1]);
-    assert!(c.wait_exit(Duration::from_secs(180)), "{}", c.log());
-    std::mem::forget(c);
-    let ca = start(&a);
+    let ca = crash_at(&a, "rollout-upgraded", Duration::from_secs(180), || {
+        let _ = ipxe(&a, macs[1]);
+    });
     wait_member(&b, &id, "k2", "waiting");
     assert!(ipxe(&a, macs[1]).contains("gets its rollout's version now"));
     let v = wait_member(&b, &id, "k2", "booting");
@@ -1267,17 +1269,13 @@ fn a_killed_controller_continues_its_rollout_and_two_never_move_a_node_twice() {
     // k1's boot report reaches a controller that dies right after storing it: on restart
     // the stored report moves k1 all the same.
     drop(cb);
-    let mut crashing = b.clone();
-    crashing.env = vec![("TERRA_CRASH_AT".into(), "report-stored".into())];
-    let mut c = start(&crashing);
-    let _ = post_raw_status(
-        &b,
-        &tokens[0],
-        &sim_report("k1", "boot", &k1_version, &digest),
-    );
-    assert!(c.wait_exit(Duration::from_secs(30)));
-    std::mem::forget(c);
-    let _cb = start(&b);
+    let _cb = crash_at(&b, "report-stored", Duration::from_secs(30), || {
+        let _ = post_raw_status(
+            &b,
+            &tokens[0],
+            &sim_report("k1", "boot", &k1_version, &digest),
+        );
+    });
     wait_member(&a, &id, "k1", "trial");
     // Confirmations move k1 and k2 to confirmed, which lets k3 in (at most two moving).
     for (i, (host, version)) in [("k1", &k1_version), ("k2", &k2_version)]

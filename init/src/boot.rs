@@ -238,10 +238,7 @@ fn report_boot(
     let Some(dest) = from_initramfs.or_else(|| chosen.disk_controller.clone()) else {
         return false;
     };
-    let version = chosen
-        .version
-        .as_ref()
-        .map(|v| message::Version::from_report(v, &v.image, &v.digest));
+    let version = chosen.version.as_ref().map(message::Version::from_report);
     let mut m = Message {
         event: Event::Boot,
         hostname: hostname.unwrap_or_default(),

@@ -289,6 +289,18 @@ pub enum Why {
     LastGood,
 }
 
+impl Why {
+    /// Its name on the wire (boot.json, the fleet report): serde's spelling of it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Why::Pinned => "pinned",
+            Why::Tentative => "tentative",
+            Why::Default => "default",
+            Why::LastGood => "last_good",
+        }
+    }
+}
+
 impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

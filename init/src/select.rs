@@ -368,6 +368,10 @@ fn choose(
                         c.name
                     );
                 }
+                let (image, digest) = state
+                    .get(&c.name)
+                    .map(|v| (v.image.clone(), v.digest.clone()))
+                    .unwrap_or_default();
                 // Read while the top level is mounted: the token is in its `.terra`.
                 let disk_controller = node.as_ref().and_then(|n| {
                     Destination::load(&n.controller, &top.join(bootstate::STATE_DIR))
@@ -379,14 +383,8 @@ fn choose(
                     root,
                     disk_controller,
                     version: Some(VersionReport {
-                        image: state
-                            .get(&c.name)
-                            .map(|v| v.image.clone())
-                            .unwrap_or_default(),
-                        digest: state
-                            .get(&c.name)
-                            .map(|v| v.digest.clone())
-                            .unwrap_or_default(),
+                        image,
+                        digest,
                         name: c.name,
                         why: c.why,
                         tentative,

@@ -171,16 +171,13 @@ fn shorten(s: &mut String, max: usize) {
 }
 
 impl Version {
-    /// The report's version part from boot.json's, with the version's image and digest.
-    pub fn from_report(v: &VersionReport, image: &str, digest: &str) -> Self {
+    /// The report's version part from boot.json's (which carries the image and digest).
+    pub fn from_report(v: &VersionReport) -> Self {
         Version {
             name: v.name.clone(),
-            digest: digest.to_string(),
-            image: image.to_string(),
-            why: serde_json::to_value(v.why)
-                .ok()
-                .and_then(|w| w.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            digest: v.digest.clone(),
+            image: v.image.clone(),
+            why: v.why.as_str().to_string(),
             tentative: v.tentative,
             tries_left: v.tries_left,
             fallbacks: v
@@ -188,10 +185,7 @@ impl Version {
                 .iter()
                 .map(|a| Fallback {
                     name: a.name.clone(),
-                    why: serde_json::to_value(a.why)
-                        .ok()
-                        .and_then(|w| w.as_str().map(str::to_string))
-                        .unwrap_or_default(),
+                    why: a.why.as_str().to_string(),
                     reason: a.reason.clone(),
                 })
                 .collect(),
@@ -350,6 +344,14 @@ mod tests {
         assert_eq!(ok.result(), "tentative");
         ok.event = Event::Rejected;
         assert_eq!(ok.result(), "rejected");
+    }
+
+    #[test]
+    fn why_is_named_on_the_wire_as_serde_names_it_in_boot_json() {
+        use crate::bootstate::Why;
+        for w in [Why::Pinned, Why::Tentative, Why::Default, Why::LastGood] {
+            assert_eq!(serde_json::to_value(w).unwrap(), w.as_str());
+        }
     }
 
     #[test]
