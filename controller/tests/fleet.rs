@@ -131,15 +131,20 @@ fn inquiry(c: &ControllerSpec, initiator: &str, target: &str, chap: Option<(&str
     out.status.success()
 }
 
-/// The CHAP credentials in a node's own initramfs, as the controller serves it.
-fn served_chap(c: &ControllerSpec, mac: &str) -> (String, String) {
+/// A node's own initramfs as the controller serves it, as text.
+fn served_cpio(c: &ControllerSpec, mac: &str) -> String {
     let (status, body) = get(&format!(
         "{}/nodes/{}/node.cpio",
         c.url(),
         mac.replace(':', "-")
     ));
     assert_eq!(status, 200);
-    let text = String::from_utf8_lossy(&body).to_string();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The CHAP credentials in a node's own initramfs, as the controller serves it.
+fn served_chap(c: &ControllerSpec, mac: &str) -> (String, String) {
+    let text = served_cpio(c, mac);
     let field = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
@@ -153,13 +158,7 @@ fn served_chap(c: &ControllerSpec, mac: &str) -> (String, String) {
 /// The report token in a node's own initramfs, as the controller serves it (the file
 /// beside node.toml that `[controller]` names by default).
 fn served_report_token(c: &ControllerSpec, mac: &str) -> String {
-    let (status, body) = get(&format!(
-        "{}/nodes/{}/node.cpio",
-        c.url(),
-        mac.replace(':', "-")
-    ));
-    assert_eq!(status, 200);
-    let text = String::from_utf8_lossy(&body).to_string();
+    let text = served_cpio(c, mac);
     assert!(
         text.contains("[controller]\nurl = \"http://10.0.2.2:"),
         "no [controller] in {text}"
