@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,8 +16,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use crate::client::{Client, ClientError};
 use crate::db::now_ms;
 use crate::serve::{self, ServeOptions, DEFAULT_TGTD_CONTROL_PORT};
-use crate::storage::DEFAULT_LUN_MB;
-use crate::views::NodeView;
+use crate::storage::{write_whole, DEFAULT_LUN_MB};
+use crate::views::{DiskNodeAdded, NodeView};
+use terra_init::config::controller::DEFAULT_TOKEN_FILE;
+use terra_init::config::NodeConfig;
 
 /// The controller's name on the command line, in completions and in man pages.
 pub const NAME: &str = "terra-controller";
@@ -238,10 +241,17 @@ enum NodeCommand {
     /// Add the node of a node.toml and provision it
     ///
     /// The file names hostname, mac and image; an [iscsi] initiator and CHAP are optional.
+    /// With --disk-node: a node with its own disk, named by the hostname of the node.toml
+    /// `terra install` will keep; it gains [controller] url, and its token is written
+    /// beside it (0600), so the node reports its boots and follows rollouts.
     Add {
         /// The node.toml
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// The node boots from its own disk and updates itself ([update] source =
+        /// "controller"): no LUN, target or boot script is made
+        #[arg(long)]
+        disk_node: bool,
     },
     /// List the nodes: HOSTNAME MAC IMAGE VERSION INITIATOR TARGET STATE RUNNING DIGEST
     /// LAST-BOOT RESULT LAST-SEEN (the last four from the nodes' own boot reports)
@@ -301,6 +311,13 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `node add --disk-node` could not write the node's token or its [controller] (the
+    /// node was added: delete and add it again).
+    DiskNodeFile {
+        node: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The API refused or could not be reached.
     Client(ClientError),
     /// The same, for `rollout`.
@@ -324,6 +341,12 @@ impl fmt::Display for CliError {
             CliError::NodeFile { path, source } => {
                 write!(f, "terra node: {}: {source}", path.display())
             }
+            CliError::DiskNodeFile { node, path, source } => write!(
+                f,
+                "terra node: node {node} was added, but writing {} failed: {source} (its token \
+                 is not kept anywhere else: `terra node delete {node}` and add it again)",
+                path.display()
+            ),
             CliError::Client(e) => write!(f, "terra node: {e}"),
             CliError::Rollout(e) => write!(f, "terra rollout: {e}"),
             CliError::Label(l) => write!(
@@ -341,6 +364,57 @@ impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         CliError::Client(e)
     }
+}
+
+/// Gives a disk node's node.toml (`file`, holding `text`) what the controller handed out:
+/// the token in its token file beside it (0600, written whole or not at all), and
+/// `[controller] url` when the file has no `[controller]` table. Returns what to tell.
+fn hand_out(file: &Path, text: &str, added: &DiskNodeAdded) -> Result<String, CliError> {
+    let node = &added.node.hostname;
+    let failed = |path: &Path| {
+        let (node, path) = (node.clone(), path.to_path_buf());
+        move |source| CliError::DiskNodeFile { node, path, source }
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    // The controller parsed this file already; a table it has decides the token's name.
+    let section = NodeConfig::parse(text, file)
+        .map(|c| c.controller)
+        .unwrap_or_default();
+    let token_file = dir.join(section.token_file.as_deref().unwrap_or(DEFAULT_TOKEN_FILE));
+    write_whole(&token_file, added.token.as_bytes(), 0o600).map_err(failed(&token_file))?;
+    let table = match &section.url {
+        None if !text.contains("[controller]") => {
+            let mut out = text.to_string();
+            if !out.ends_with('\n') && !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("\n[controller]\nurl = \"{}\"\n", added.url));
+            let mode = std::fs::metadata(file).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+            write_whole(file, out.as_bytes(), mode).map_err(failed(file))?;
+            format!(
+                "{} gained [controller] url = \"{}\"",
+                file.display(),
+                added.url
+            )
+        }
+        Some(u) if u.trim_end_matches('/') == added.url => {
+            format!("{} names this controller already", file.display())
+        }
+        other => format!(
+            "{} has [controller] {}: set url = \"{}\" there yourself",
+            file.display(),
+            other
+                .as_ref()
+                .map_or("without a url".to_string(), |u| format!("url = {u:?}")),
+            added.url
+        ),
+    };
+    Ok(format!(
+        "node {node} has its own disk: {table}, and {} holds its token (0600); `terra install` \
+         keeps both, the node reports its boots, and [update] source = \"controller\" follows \
+         its rollouts",
+        token_file.display()
+    ))
 }
 
 /// Runs the command line `args` (without the program name). Usage errors exit 2 with
@@ -442,7 +516,22 @@ fn connect(api: ApiArgs) -> Result<Client, CliError> {
 fn cmd_node(a: NodeArgs) -> Result<(), CliError> {
     let c = connect(a.api)?;
     match a.command {
-        NodeCommand::Add { file } => {
+        NodeCommand::Add {
+            file,
+            disk_node: true,
+        } => {
+            let text = std::fs::read_to_string(&file).map_err(|source| CliError::NodeFile {
+                path: file.clone(),
+                source,
+            })?;
+            let added = c.add_disk(&text, &file.to_string_lossy())?;
+            let said = hand_out(&file, &text, &added)?;
+            println!("{said}");
+        }
+        NodeCommand::Add {
+            file,
+            disk_node: false,
+        } => {
             let text = std::fs::read_to_string(&file).map_err(|source| CliError::NodeFile {
                 path: file.clone(),
                 source,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use crate::rollout::{RolloutView, StartRequest};
-use crate::views::{LabelRequest, NodeDetail, NodeView, UpgradeRequest};
+use crate::views::{DiskNodeAdded, LabelRequest, NodeDetail, NodeView, UpgradeRequest};
 
 /// A client of one controller.
 pub struct Client {
@@ -91,6 +91,17 @@ impl Client {
         let req = self
             .http
             .post(format!("{}/api/nodes", self.base))
+            .query(&[("file", file)])
+            .body(text.to_string());
+        self.send(req, &format!("adding {file}"))?
+            .ok_or_else(|| ClientError("adding: empty answer".into()))
+    }
+
+    /// `node add --disk-node`.
+    pub fn add_disk(&self, text: &str, file: &str) -> Result<DiskNodeAdded, ClientError> {
+        let req = self
+            .http
+            .post(format!("{}/api/disk-nodes", self.base))
             .query(&[("file", file)])
             .body(text.to_string());
         self.send(req, &format!("adding {file}"))?

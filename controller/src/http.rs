@@ -29,13 +29,14 @@ use serde::Deserialize;
 use terra_builder::bootargs::Mac;
 use terra_init::report::http::{MAX_BODY, REPORTS_PATH};
 use terra_init::report::message::Message;
+use terra_init::report::target::{Answer, TARGET_PATH};
 use tower_http::services::ServeFile;
 
 use crate::boot;
-use crate::db::{Incoming, Life};
+use crate::db::{Incoming, Life, NodeRow};
 use crate::provision::{state, Controller, ControllerError};
 use crate::rollout::{Action, RolloutView, StartRequest};
-pub use crate::views::{LabelRequest, NodeDetail, NodeView, UpgradeRequest};
+pub use crate::views::{DiskNodeAdded, LabelRequest, NodeDetail, NodeView, UpgradeRequest};
 
 /// What the HTTP handlers share.
 pub struct App {
@@ -94,6 +95,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/health", get(health))
         .route("/api/nodes", get(list).post(add))
+        .route("/api/disk-nodes", post(add_disk))
         .route("/api/nodes/{name}", get(show).delete(delete))
         .route("/api/nodes/{name}/upgrade", post(upgrade))
         .route("/api/discovered", get(discovered))
@@ -107,6 +109,7 @@ pub fn router(app: Arc<App>) -> Router {
             REPORTS_PATH,
             post(report).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
+        .route(TARGET_PATH, get(target))
         .with_state(app)
 }
 
@@ -397,19 +400,7 @@ async fn report(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let token = bearer(&headers);
-    let node = app
-        .ctl
-        .db
-        .node_by_token(token)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::UNAUTHORIZED,
-                "report refused: no node has this report token".into(),
-            )
-        })?;
+    let node = node_of(&app, &headers, "report").await?;
     let m = Message::parse(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -439,6 +430,31 @@ async fn report(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The node a request's bearer token names: 401 when none has it.
+async fn node_of(app: &App, headers: &HeaderMap, what: &str) -> Result<NodeRow, ApiError> {
+    app.ctl
+        .db
+        .node_by_token(bearer(headers))
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                format!("{what} refused: no node has this report token"),
+            )
+        })
+}
+
+/// `GET /v1/target`: the image a node that updates itself (`[update] source =
+/// "controller"`) should run now, by the token that names it; `{"target": null}` when no
+/// running rollout moves it.
+async fn target(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Answer>, ApiError> {
+    let node = node_of(&app, &headers, "target request").await?;
+    Ok(Json(Answer {
+        target: app.ctl.target_for(&node.hostname).await?,
+    }))
+}
+
 /// The bearer token of a request ("" when none).
 fn bearer(headers: &HeaderMap) -> &str {
     headers
@@ -466,6 +482,29 @@ async fn add(
         .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{file}: not UTF-8")))?;
     let n = app.ctl.add(&text, &file).await?;
     Ok((StatusCode::CREATED, Json(NodeView::from(&n))))
+}
+
+/// `POST /api/disk-nodes`: a node with its own disk (`node add --disk-node`); the answer
+/// carries its token, shown this once.
+async fn add_disk(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<AddQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<DiskNodeAdded>), ApiError> {
+    authorize(&app, &headers)?;
+    let file = q.file.unwrap_or_else(|| "node.toml".into());
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{file}: not UTF-8")))?;
+    let n = app.ctl.add_disk(&text, &file).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(DiskNodeAdded {
+            node: NodeView::from(&n),
+            url: app.public_url.trim_end_matches('/').to_string(),
+            token: n.report_token,
+        }),
+    ))
 }
 
 async fn delete(

@@ -170,6 +170,33 @@ impl NodeSpec {
     }
 }
 
+/// The hostname of a node with its own disk (`node add --disk-node`): its node.toml (the
+/// one `terra install` keeps on the disk) must name it; nothing else is needed, since the
+/// controller makes no LUN, target or boot script for it.
+pub fn disk_node_hostname(text: &str, file: &str) -> Result<String, SpecError> {
+    let err = |message: String| SpecError {
+        file: file.to_string(),
+        message,
+    };
+    let node = NodeConfig::parse(text, Path::new(file)).map_err(|e| err(e.to_string()))?;
+    let hostname = node
+        .hostname
+        .ok_or_else(|| err("`hostname` is required: it names the node".into()))?;
+    if !valid_hostname(&hostname) {
+        return Err(err(format!(
+            "hostname = {hostname:?}: not a hostname label (letters, digits and inner \
+             hyphens, at most 63)"
+        )));
+    }
+    Ok(hostname)
+}
+
+/// What a node with its own disk stores in the columns only diskless nodes use (MAC,
+/// initiator, target: unique, and never a real MAC or IQN).
+pub fn disk_placeholder(hostname: &str) -> String {
+    format!("disk:{hostname}")
+}
+
 /// The target IQN of node `hostname`.
 pub fn target_iqn(hostname: &str) -> String {
     format!("{IQN_PREFIX}:target.{hostname}")

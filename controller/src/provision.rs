@@ -35,6 +35,9 @@ pub mod state {
     pub const DELETING: &str = "deleting";
     /// A step failed (the reason says which and why); nothing of it is left.
     pub const FAILED: &str = "failed";
+    /// A node with its own disk (`node add --disk-node`): it reports its boots and asks
+    /// for its target image; the controller holds nothing of it.
+    pub const DISK: &str = "disk";
 }
 
 /// Journal step names.
@@ -258,6 +261,40 @@ impl Controller {
         self.provision(&row.hostname).await
     }
 
+    /// `node add --disk-node`: records a node with its own disk (only its hostname and a
+    /// report token: it boots from its disk, reports its boots, and asks `/v1/target` for
+    /// the image a rollout names). Returns it in state `disk`.
+    pub async fn add_disk(&self, text: &str, file: &str) -> Result<NodeRow, ControllerError> {
+        let hostname = node::disk_node_hostname(text, file).map_err(ControllerError::Spec)?;
+        let placeholder = node::disk_placeholder(&hostname);
+        let row = NodeRow {
+            hostname: hostname.clone(),
+            mac: placeholder.clone(),
+            image: String::new(),
+            digest: String::new(),
+            version: String::new(),
+            initiator: placeholder.clone(),
+            target: placeholder,
+            portal: String::new(),
+            controller: String::new(),
+            tid: 0,
+            state: state::DISK.into(),
+            reason: String::new(),
+            config: text.to_string(),
+            chap: String::new(),
+            updated: 0,
+            report_token: node::random_token(32).map_err(|e| ControllerError::Step {
+                node: hostname.clone(),
+                step: "token",
+                cause: format!("random: {e}"),
+            })?,
+        };
+        self.db.add_node(row).await.map_err(|e| match e {
+            AddError::Taken { field, value, node } => ControllerError::Taken { field, value, node },
+            AddError::Db(e) => ControllerError::Db(e),
+        })
+    }
+
     /// The manifest digest `image` resolves to (index and platform as for `terra install`).
     pub(crate) async fn resolve(&self, image: &str) -> Result<String, ControllerError> {
         let plain_http = self.settings.plain_http;
@@ -431,6 +468,11 @@ impl Controller {
     /// `node delete`: removes the node's entry, target and LUN, then the node.
     pub async fn delete(&self, hostname: &str) -> Result<(), ControllerError> {
         let (_held, node) = self.locked(hostname).await?;
+        if node.state == state::DISK {
+            // Nothing of it is held here: only its entry goes.
+            self.db.delete_node(hostname).await?;
+            return Ok(());
+        }
         if node.controller != self.settings.id {
             return Err(ControllerError::State {
                 node: hostname.into(),
@@ -472,6 +514,13 @@ impl Controller {
             op: "upgrade",
             why,
         };
+        if node.state == state::DISK {
+            return Err(refuse(
+                "it has its own disk and updates itself: start a rollout (`terra rollout start \
+                 REF --nodes NAME`), which it follows with [update] source = \"controller\""
+                    .into(),
+            ));
+        }
         if node.controller != self.settings.id {
             return Err(refuse(format!(
                 "its LUN is on controller {} (ask that one)",

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use terra_init::report::message::{Event, Message};
+use terra_init::report::target::Target;
 
 use crate::db::{now_ms, MemberRow, NodeRow, RolloutRow};
 use crate::provision::{Controller, ControllerError};
@@ -563,11 +564,35 @@ impl Controller {
         match judge(r, mem, m) {
             None => Ok(false),
             Some((member::FAILED, reason)) => self.fail_member(r, mem, &reason).await,
-            Some((to, reason)) => Ok(self
-                .db
-                .move_member(&r.id, &mem.hostname, member::MOVING, to, &reason, None)
-                .await?),
+            Some((to, reason)) => {
+                // A node that applied the version itself names it, as the controller does
+                // for a LUN it upgraded: a boot that falls back from it is then told apart.
+                let version = (m.event == Event::Applied)
+                    .then(|| m.version.as_ref().map(|v| v.name.as_str()))
+                    .flatten();
+                Ok(self
+                    .db
+                    .move_member(&r.id, &mem.hostname, member::MOVING, to, &reason, version)
+                    .await?)
+            }
         }
+    }
+
+    /// What node `hostname`, which updates itself, should run now (`GET /v1/target`): the
+    /// image and digest of the running rollout it is moving in; None when none moves it
+    /// (it stays on what it runs).
+    pub async fn target_for(&self, hostname: &str) -> Result<Option<Target>, ControllerError> {
+        let found = self
+            .db
+            .memberships(hostname, &[member::WAITING, member::BOOTING, member::TRIAL])
+            .await?
+            .into_iter()
+            .find(|(r, _)| r.state == rollout_state::RUNNING);
+        Ok(found.map(|(r, _)| Target {
+            image: r.reference,
+            digest: r.digest,
+            rollout: r.id,
+        }))
     }
 
     /// Reports stored while no one acted on them (a controller killed between storing a
@@ -719,6 +744,11 @@ pub fn judge(r: &RolloutRow, mem: &MemberRow, m: &Message) -> Option<(&'static s
     let ours = !v.digest.is_empty() && v.digest == r.digest;
     let after_upgrade = mem.state == member::BOOTING || mem.state == member::TRIAL;
     match m.event {
+        // The node applied it itself (`terra update`) and restarts into it.
+        Event::Applied if ours && mem.state == member::WAITING => {
+            Some((member::BOOTING, String::new()))
+        }
+        Event::Applied => None,
         Event::Boot if ours && v.tentative => Some((member::TRIAL, String::new())),
         Event::Boot | Event::Confirmed if ours => Some((member::CONFIRMED, String::new())),
         Event::Rejected if ours => Some((
@@ -875,5 +905,22 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_node_that_applies_the_version_itself_is_then_judged_by_its_boot() {
+        let r = rollout();
+        let applied = report(Event::Applied, "sha256:33", true, vec![]);
+        // Waiting → booting (the node's own `terra update` applied it and restarts).
+        assert_eq!(
+            judge(&r, &member(member::WAITING), &applied),
+            Some((member::BOOTING, String::new()))
+        );
+        // Said again later, or of another digest, it moves nothing.
+        for state in [member::BOOTING, member::TRIAL, member::CONFIRMED] {
+            assert_eq!(judge(&r, &member(state), &applied), None, "{state}");
+        }
+        let other = report(Event::Applied, "sha256:22", true, vec![]);
+        assert_eq!(judge(&r, &member(member::WAITING), &other), None);
     }
 }

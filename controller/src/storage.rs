@@ -292,19 +292,22 @@ fn remove_if_present(p: &Path) -> Result<(), StorageError> {
 
 /// Writes `data` to `path` owner-only, through a partial file and a rename.
 pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), StorageError> {
+    write_whole(path, data, 0o600).map_err(io_err(path))
+}
+
+/// Writes `data` to `path` with `mode` through `<path>.partial`, synced and renamed into
+/// place: the file is whole or as it was.
+pub(crate) fn write_whole(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write as _;
     let partial = path.with_extension("partial");
     let _ = fs::remove_file(&partial);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(io_err(&partial))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(io_err(&partial))?;
-    fs::rename(&partial, path).map_err(io_err(path))
+        .mode(mode)
+        .open(&partial)?;
+    f.write_all(data).and_then(|_| f.sync_all())?;
+    fs::rename(&partial, path)
 }
 
 /// Clones `src` to the new file `dst` by FICLONE, else copies it (sparse regions stay

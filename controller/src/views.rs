@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{EventRow, Life, NodeRow};
+use crate::provision::state::DISK;
 
 /// A node as the API shows it: never its node.toml or CHAP secrets.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -58,13 +59,22 @@ pub struct NodeDetail {
 
 impl From<&NodeRow> for NodeView {
     fn from(n: &NodeRow) -> Self {
+        // A node with its own disk has no MAC, initiator or target (the row holds
+        // placeholders there).
+        let diskless = |v: &String| {
+            if n.state == DISK {
+                String::new()
+            } else {
+                v.clone()
+            }
+        };
         NodeView {
             hostname: n.hostname.clone(),
-            mac: n.mac.clone(),
+            mac: diskless(&n.mac),
             image: n.image.clone(),
             version: n.version.clone(),
-            initiator: n.initiator.clone(),
-            target: n.target.clone(),
+            initiator: diskless(&n.initiator),
+            target: diskless(&n.target),
             state: n.state.clone(),
             reason: n.reason.clone(),
             portal: n.portal.clone(),
@@ -74,6 +84,18 @@ impl From<&NodeRow> for NodeView {
             life: Life::default(),
         }
     }
+}
+
+/// `POST /api/disk-nodes`'s answer: the node, and what its node.toml needs to report and
+/// to follow rollouts (`[controller] url` and the token, shown only here, once).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiskNodeAdded {
+    /// The node.
+    pub node: NodeView,
+    /// The controller's URL as nodes reach it (`[controller] url`).
+    pub url: String,
+    /// The node's token (its `[controller] token_file`).
+    pub token: String,
 }
 
 #[derive(Deserialize, Serialize)]

@@ -46,22 +46,7 @@ fn node(c: &ControllerSpec, args: &[&str]) -> (bool, String) {
 
 /// `terra-controller COMMAND …` with `c`'s server and token; (success, stdout + stderr).
 fn cli(c: &ControllerSpec, command: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(PROGRAM)
-        .arg(command)
-        .args(["--server", &c.url()])
-        .arg("--token-file")
-        .arg(c.state.join("token"))
-        .args(args)
-        .output()
-        .expect("terra-controller runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    c.cli(command, args)
 }
 
 fn list(c: &ControllerSpec) -> Vec<serde_json::Value> {
@@ -1317,4 +1302,167 @@ fn a_killed_controller_continues_its_rollout_and_two_never_move_a_node_twice() {
     for host in ["k1", "k2", "k3"] {
         assert_eq!(show(&a, host)["digest"], digest.as_str(), "{host}");
     }
+}
+
+/// A report as a node with its own disk sends it: `applied` by `terra update`, `boot` by
+/// stage0 (with the fallbacks it gives), `confirmed` by bless.
+fn disk_report(host: &str, event: &str, version: &str, digest: &str, fell_from: &str) -> Vec<u8> {
+    let fallbacks = if fell_from.is_empty() {
+        serde_json::json!([])
+    } else {
+        serde_json::json!([{"name": fell_from, "why": "tentative",
+                            "reason": "no /sbin/init in the version"}])
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "event": event, "hostname": host, "boot_id": format!("disk-{host}-{event}-{version}"),
+        "sent_by": match event { "boot" => "stage0", "applied" => "terra", _ => "bless" },
+        "version": {"name": version, "digest": digest, "why": "tentative",
+                    "tentative": fell_from.is_empty(), "fallbacks": fallbacks},
+    }))
+    .unwrap()
+}
+
+/// A node with its own disk (`node add --disk-node`): its node.toml gains `[controller]
+/// url` and its token file (0600); it has no LUN, target or boot script. It asks `GET
+/// /v1/target` (with the node's own sender) for what to run: nothing until a rollout names
+/// it, then the rollout's image and digest. `applied` (its `terra update`) moves it to
+/// booting with its version's name, its boot and confirmation finish the rollout; a later
+/// version it falls back from fails and pauses that rollout, which then names nothing.
+#[test]
+fn a_disk_node_asks_for_its_target_and_moves_on_its_own_reports() {
+    use terra_init::report::outbox::Destination;
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(&dir.path().join("state"));
+    let c = start(&s);
+    let file = dir.path().join("d1.toml");
+    std::fs::write(
+        &file,
+        "hostname = \"d1\"\n[update]\nsource = \"controller\"\n",
+    )
+    .unwrap();
+    let (ok, out) = node(&s, &["add", "--disk-node", file.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("node d1 has its own disk"),
+        "{out}\n{}",
+        c.log()
+    );
+    let kept = std::fs::read_to_string(&file).unwrap();
+    let cfg = terra_init::config::NodeConfig::parse(&kept, &file).unwrap();
+    assert_eq!(
+        cfg.controller.url.as_deref(),
+        Some(s.url().as_str()),
+        "{kept}"
+    );
+    let token_file = dir.path().join("controller.token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(!out.contains(token.trim()) && !c.log().contains(token.trim()));
+    // Listed as a disk node: no MAC, initiator or target; no LUN made.
+    let n = list(&s)
+        .into_iter()
+        .find(|n| n["hostname"] == "d1")
+        .unwrap();
+    assert_eq!(
+        (&n["state"], &n["mac"], &n["target"]),
+        (&"disk".into(), &"".into(), &"".into())
+    );
+    assert!(!s.state.join("luns/d1.img").exists());
+    // The same hostname twice is refused; a LUN upgrade is not for it.
+    let (ok, out) = node(&s, &["add", "--disk-node", file.to_str().unwrap()]);
+    assert!(!ok && out.contains("d1"), "{out}");
+    let (ok, out) = node(&s, &["upgrade", "d1", &image("v2")]);
+    assert!(!ok && out.contains("updates itself"), "{out}");
+
+    let dest = Destination::load(&cfg.controller, dir.path())
+        .unwrap()
+        .unwrap();
+    let ask = || dest.target(Duration::from_secs(10)).unwrap().target;
+    assert_eq!(ask(), None, "no rollout names it yet");
+    let stranger = Destination::new(&s.url(), "not-a-node-token").unwrap();
+    let e = stranger.target(Duration::from_secs(10)).unwrap_err();
+    assert!(e.contains("401"), "{e}");
+
+    // v2: named to it; applied, booted on trial, confirmed → done.
+    let id = start_rollout(&s, &[&image("v2"), "--nodes", "d1"]);
+    let v = rollout_status(&s, &id);
+    let v2 = v["digest"].as_str().unwrap().to_string();
+    assert_eq!(member_states(&v), states(&[("d1", "waiting")]));
+    let t = ask().expect("the rollout names v2");
+    assert_eq!(
+        (t.image.as_str(), t.digest.as_str(), t.rollout.as_str()),
+        (image("v2").as_str(), v2.as_str(), id.as_str())
+    );
+    assert_eq!(
+        post_report(&s, &token, &disk_report("d1", "applied", "v7", &v2, "")),
+        204
+    );
+    let v = wait_member(&s, &id, "d1", "booting");
+    assert_eq!(v["members"][0]["version"], "v7", "{v:#}");
+    for event in ["boot", "confirmed"] {
+        assert_eq!(
+            post_report(&s, &token, &disk_report("d1", event, "v7", &v2, "")),
+            204
+        );
+    }
+    let v = rollout_status(&s, &id);
+    assert_eq!(v["state"], "done", "{v:#}\n{}", c.log());
+    assert_eq!(ask(), None, "a finished rollout names nothing");
+    let n = show(&s, "d1");
+    assert_eq!(
+        (&n["running_digest"], &n["last_result"]),
+        (&v2.as_str().into(), &"confirmed".into())
+    );
+    assert!(
+        n["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "applied"),
+        "{n:#}"
+    );
+
+    // v3: applied as v8, but stage0 falls back from v8 to v7 → failed with its reason,
+    // the rollout pauses and names nothing more.
+    let id3 = start_rollout(&s, &[&image("v3"), "--nodes", "d1"]);
+    let v3 = ask().expect("the rollout names v3").digest;
+    assert_eq!(
+        post_report(&s, &token, &disk_report("d1", "applied", "v8", &v3, "")),
+        204
+    );
+    wait_member(&s, &id3, "d1", "booting");
+    assert_eq!(
+        post_report(&s, &token, &disk_report("d1", "boot", "v7", &v2, "v8")),
+        204
+    );
+    let v = wait_member(&s, &id3, "d1", "failed");
+    assert_eq!(v["state"], "paused", "{v:#}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fell back from v8 (tentative): no /sbin/init"),
+        "{v:#}"
+    );
+    assert_eq!(ask(), None, "a paused rollout names nothing");
+    let (ok, out) = rollout(&s, &["abort", &id3]);
+    assert!(ok, "{out}");
+    // Never offered again.
+    let again = start_rollout(&s, &[&image("v3"), "--nodes", "d1"]);
+    assert_eq!(
+        member_states(&rollout_status(&s, &again)),
+        states(&[("d1", "skipped")])
+    );
+    assert_eq!(ask(), None);
+
+    let (ok, out) = node(&s, &["delete", "d1"]);
+    assert!(ok, "{out}");
+    assert!(list(&s).is_empty());
+    assert!(dest
+        .target(Duration::from_secs(10))
+        .unwrap_err()
+        .contains("401"));
 }

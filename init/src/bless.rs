@@ -267,9 +267,12 @@ fn tell_controller(booted: &Booted, event: Event, reason: Option<String>) {
     };
     let mut m = Message {
         event,
-        hostname: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        // The name stage0 reported the boot under (the system may have renamed itself).
+        hostname: outbox.hostname().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }),
         boot_id: message::boot_id(),
         sent_by: "bless".into(),
         version: Some(booted.version.clone()),

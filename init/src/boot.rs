@@ -167,7 +167,8 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     let hostname = cfg
         .hostname
         .clone()
-        .or_else(|| net_report.as_ref().and_then(|r| r.hostname.clone()));
+        .or_else(|| net_report.as_ref().and_then(|r| r.hostname.clone()))
+        .or_else(|| chosen.disk_hostname.clone());
     if report_boot(&cfg, &chosen, hostname, net_report.is_some(), &s.clock) {
         s.clock.phase("report");
     }
@@ -252,7 +253,7 @@ fn report_boot(
     };
     m.fit();
     let outbox = Outbox::system();
-    if let Err(e) = outbox.keep(&dest) {
+    if let Err(e) = outbox.keep(&dest, &m.hostname) {
         log::warn!("report: cannot keep the controller's address in {REPORT_DIR}: {e}");
     }
     let sent = if network_up {

@@ -8,6 +8,7 @@ pub mod message;
 pub mod network;
 pub mod outbox;
 pub mod send;
+pub mod target;
 
 use std::time::Instant;
 

@@ -105,6 +105,9 @@ pub struct Chosen {
     pub version: Option<VersionReport>,
     /// The controller the disk's node.toml (`.terra/node.toml`) names, when it names one.
     pub disk_controller: Option<Destination>,
+    /// The hostname the disk's node.toml names (the node's name to its controller when
+    /// the initramfs and the network name none).
+    pub disk_hostname: Option<String>,
 }
 
 /// The root phase: mounts the root at /sysroot. A live medium (`root=live:…`) carries one
@@ -124,6 +127,7 @@ pub fn mount(
         root,
         version: None,
         disk_controller: None,
+        disk_hostname: None,
     })
 }
 
@@ -147,6 +151,7 @@ pub fn mount_root(
             root,
             version: None,
             disk_controller: None,
+            disk_hostname: None,
         })
     };
     if dev.fstype != "btrfs" || cfg.rootflags_name_subvol() {
@@ -382,6 +387,7 @@ fn choose(
                 return Ok(Chosen {
                     root,
                     disk_controller,
+                    disk_hostname: node.as_ref().and_then(|n| n.hostname.clone()),
                     version: Some(VersionReport {
                         image,
                         digest,

@@ -476,8 +476,14 @@ pub fn boot_disk(images: &NodeImages, uuid: &str, append: &str) -> crate::Result
 /// Writes a scenario's steps (`on-<version>.<k>`, and any helper file, each executable)
 /// into `disk`'s persistent `/etc/terra-e2e` (the `/etc` overlay's upper directory in
 /// subvolume `persist`) and appends `node_toml` (an `[update]` table, say) to the
-/// `.terra/node.toml` the install kept.
-pub fn prepare(disk: &Path, steps: &[(&str, String)], node_toml: &str) -> crate::Result<()> {
+/// `.terra/node.toml` the install kept, beside which it writes `kept` (name, content; 0600:
+/// a controller token, say).
+pub fn prepare(
+    disk: &Path,
+    steps: &[(&str, String)],
+    node_toml: &str,
+    kept: &[(&str, String)],
+) -> crate::Result<()> {
     crate::disk::with_mount(disk, |top| {
         let dir = top.join("persist/etc/upper/terra-e2e");
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -485,6 +491,12 @@ pub fn prepare(disk: &Path, steps: &[(&str, String)], node_toml: &str) -> crate:
             let path = dir.join(name);
             fs::write(&path, text)
                 .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o755)))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        for (name, text) in kept {
+            let path = top.join(".terra").join(name);
+            fs::write(&path, text)
+                .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o600)))
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
         let node = top.join(".terra/node.toml");

@@ -146,6 +146,29 @@ impl ControllerSpec {
     pub fn guest_url(&self) -> String {
         format!("http://{}:{}", crate::tgtd::GUEST_HOST_ADDR, self.http_port)
     }
+
+    /// `terra-controller COMMAND …` against this controller (its URL and token file), as
+    /// an operator runs `terra node`/`terra rollout`: (success, stdout + stderr).
+    pub fn cli(&self, command: &str, args: &[&str]) -> (bool, String) {
+        match Command::new(&self.program)
+            .arg(command)
+            .args(["--server", &self.url()])
+            .arg("--token-file")
+            .arg(self.state.join("token"))
+            .args(args)
+            .output()
+        {
+            Ok(out) => (
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            ),
+            Err(e) => (false, format!("{}: {e}", self.program.display())),
+        }
+    }
 }
 
 /// A running controller.

@@ -53,7 +53,10 @@ pub fn update(a: UpdateArgs, progress: &dyn Progress) -> Result<(), CliError> {
         Updated::Applied(name) if !target.disks.is_empty() => {
             say(format!("version {name} boots next from the disk"))
         }
-        Updated::Nothing(Plan::Rejected(_)) | Updated::Checked(_) | Updated::NoPolicy => {}
+        Updated::Nothing(Plan::Rejected(_))
+        | Updated::Checked(_)
+        | Updated::NoPolicy
+        | Updated::NotNamed => {}
         Updated::Nothing(_) | Updated::Applied(_) => {}
     }
     Ok(())

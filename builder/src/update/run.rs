@@ -11,6 +11,11 @@ use jiff::Timestamp;
 use terra_init::bootstate::{Status, DEFAULT_TRIES};
 
 use super::policy::{decide, DiskView, Plan, Policy, PolicyError, Source, Then};
+use terra_init::bootstate::STATE_DIR;
+use terra_init::report::message::{self, Event, Message};
+use terra_init::report::outbox::{Destination, Outbox};
+use terra_init::report::target::Target as ControllerTarget;
+
 use crate::oci::{self, ImageRef, Progress, ResolveOptions};
 use crate::versions::{self, Target, UpgradeSpec, Upgraded, VersionsError};
 
@@ -39,6 +44,8 @@ pub enum Updated {
     /// A version was applied; with a reboot it is starting (this returns only without
     /// one: `--disk`, or when the reboot could not start).
     Applied(String),
+    /// The source is the controller, which names no image for this node now.
+    NotNamed,
 }
 
 /// Why `terra update` stopped.
@@ -51,8 +58,9 @@ pub enum UpdateError {
         /// The key and what is wrong.
         err: PolicyError,
     },
-    /// The source says `controller`, which this Terra cannot follow yet.
-    Unsupported(String),
+    /// The source says `controller`, and the controller cannot be asked or answered
+    /// something unusable (the file or controller and why).
+    Controller(String),
     /// Looking up, fetching or building failed.
     Versions(VersionsError),
     /// The drain hook failed: nothing was applied.
@@ -68,7 +76,7 @@ impl fmt::Display for UpdateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UpdateError::Policy { file, err } => write!(f, "{file}: {err}"),
-            UpdateError::Unsupported(why) => f.write_str(why),
+            UpdateError::Controller(why) => f.write_str(why),
             UpdateError::Versions(e) => write!(f, "{e}"),
             UpdateError::Hook { path, why } => write!(
                 f,
@@ -104,13 +112,14 @@ pub fn update(
     progress: &dyn Progress,
     say: &mut dyn FnMut(String),
 ) -> Result<Updated, UpdateError> {
-    let (node, state, booted, disk) = {
+    let (node, state, booted, disk, top_dir) = {
         let top = versions::open(target)?;
         (
             top.node()?,
             top.state()?,
             top.booted.clone(),
             top.disk.clone(),
+            top.path.clone(),
         )
     };
     let file = format!("{disk}: .terra/node.toml");
@@ -124,13 +133,44 @@ pub fn update(
         ));
         return Ok(Updated::NoPolicy);
     };
-    let source = match &policy.source {
-        Source::Image(r) => r.clone(),
+    let (source, named_by) = match &policy.source {
+        Source::Image(r) => (r.clone(), None),
         Source::Controller => {
-            return Err(UpdateError::Unsupported(format!(
-                "{file}: update.source = \"controller\": fleet rollouts from the controller are \
-                 not in this Terra yet; name an image reference"
-            )))
+            let dir = top_dir.join(STATE_DIR);
+            let dest = Destination::load(&node.controller, &dir)
+                .map_err(|e| UpdateError::Controller(format!("{file}: {e}")))?
+                .ok_or_else(|| {
+                    UpdateError::Controller(format!(
+                        "{file}: update.source = \"controller\" needs [controller] url (and its \
+                         token file), as `terra node add --disk-node` hands them out"
+                    ))
+                })?;
+            let answer = dest.target(ASK_BOUND).map_err(|e| {
+                UpdateError::Controller(format!(
+                    "asking the controller at {} for this node's image: {e}",
+                    dest.url_text()
+                ))
+            })?;
+            let Some(t) = answer.target else {
+                say(format!(
+                    "the controller at {} names no image for this node now: nothing to do",
+                    dest.url_text()
+                ));
+                return Ok(Updated::NotNamed);
+            };
+            let pinned = pin(&t.image, &t.digest, node.update.mirror.as_deref())?;
+            say(format!(
+                "the controller at {} names {} (rollout {}){}",
+                dest.url_text(),
+                t.digest,
+                t.rollout,
+                if pinned.starts_with(&t.image) {
+                    String::new()
+                } else {
+                    format!(", fetched as {pinned}")
+                }
+            ));
+            (pinned, Some((dest, t)))
         }
     };
     let r: ImageRef = source.parse().map_err(VersionsError::from)?;
@@ -138,6 +178,14 @@ pub fn update(
     resolve.plain_http |= node.update.plain_http;
     let named = oci::lookup(&r, &resolve)?;
     let digest = named.manifest.to_string();
+    if let Some((_, t)) = &named_by {
+        if digest != t.digest {
+            return Err(UpdateError::Controller(format!(
+                "{source} is {digest}, not {} as the controller named it: nothing was fetched",
+                t.digest
+            )));
+        }
+    }
     let view = DiskView {
         booted_tentative: booted
             .clone()
@@ -225,12 +273,100 @@ pub fn update(
             .as_ref()
             .map_or(String::new(), |s| format!(" ({s} superseded)"))
     ));
+    if let Some((dest, t)) = &named_by {
+        // The name this boot was reported under, else node.toml's, else the kernel's.
+        let host = Outbox::system()
+            .hostname()
+            .or(node.hostname.clone())
+            .unwrap_or_else(|| {
+                rustix::system::uname()
+                    .nodename()
+                    .to_string_lossy()
+                    .into_owned()
+            });
+        tell_applied(dest, &host, &applied.name, t, say);
+    }
     if reboot {
         let restart = versions::prepare_reboot(target, &applied.name)?;
         say(restart.to_string());
         restart.start()?;
     }
     Ok(Updated::Applied(applied.name))
+}
+
+/// How long `terra update` waits for the controller's answer, and for it to hear that a
+/// version was applied.
+pub const ASK_BOUND: Duration = Duration::from_secs(10);
+
+/// The reference to fetch the controller's `image` at `digest` by: pinned by digest, through
+/// `mirror` (`HOST[:PORT]`) when the node has one. Only registry images: a layout or an
+/// archive on the controller's host means nothing on the node.
+pub fn pin(image: &str, digest: &str, mirror: Option<&str>) -> Result<String, UpdateError> {
+    let refuse =
+        |why: String| UpdateError::Controller(format!("the controller names {image}: {why}"));
+    let r: ImageRef = image
+        .parse()
+        .map_err(|e: oci::OciError| refuse(e.to_string()))?;
+    let ImageRef::Registry(r) = r else {
+        return Err(refuse(
+            "not a registry image (a layout or archive on the controller's host cannot be \
+             fetched by a node)"
+                .into(),
+        ));
+    };
+    let registry = match mirror.map(str::trim) {
+        Some(m) if !m.is_empty() => {
+            if m.contains('/') || m.contains('@') || m.chars().any(char::is_whitespace) {
+                return Err(UpdateError::Controller(format!(
+                    "update.mirror {m:?}: a registry is HOST[:PORT]"
+                )));
+            }
+            m.to_string()
+        }
+        _ => r.registry().to_string(),
+    };
+    Ok(format!("{registry}/{}@{digest}", r.repository()))
+}
+
+/// Tells the controller that node `host` applied version `name` (its `t`) and restarts
+/// into it: the rollout then waits for that boot. Not fatal when the controller does not
+/// hear it: the boot's own report still reaches it.
+fn tell_applied(
+    dest: &Destination,
+    host: &str,
+    name: &str,
+    t: &ControllerTarget,
+    say: &mut dyn FnMut(String),
+) {
+    let m = Message {
+        event: Event::Applied,
+        hostname: host.to_string(),
+        boot_id: message::boot_id(),
+        sent_by: "terra".into(),
+        version: Some(message::Version {
+            name: name.to_string(),
+            digest: t.digest.clone(),
+            image: t.image.clone(),
+            why: "tentative".into(),
+            tentative: true,
+            ..Default::default()
+        }),
+        reason: None,
+        phases: Vec::new(),
+        initramfs_ms: 0.0,
+        uptime_at_start_ms: 0.0,
+    };
+    match dest.send(&m, ASK_BOUND) {
+        Ok(_) => say(format!(
+            "told the controller at {}: {name} applied",
+            dest.url_text()
+        )),
+        Err(e) => say(format!(
+            "the controller at {} did not hear that {name} was applied ({e}); the boot's report \
+             tells it",
+            dest.url_text()
+        )),
+    }
 }
 
 fn describe(plan: &Plan, strategy: super::Strategy) -> String {
@@ -292,5 +428,42 @@ fn run_hook(hook: &Path, version: &str) -> Result<(), UpdateError> {
             path: hook.display().to_string(),
             why: outcome.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn the_controllers_image_is_fetched_by_digest_through_the_nodes_mirror() {
+        assert_eq!(
+            pin("127.0.0.1:5000/terra/node:stable", D, None).unwrap(),
+            format!("127.0.0.1:5000/terra/node@{D}")
+        );
+        assert_eq!(
+            pin("127.0.0.1:5000/terra/node:stable", D, Some("10.0.2.2:5000")).unwrap(),
+            format!("10.0.2.2:5000/terra/node@{D}")
+        );
+        // Docker Hub's short names keep their repository.
+        assert_eq!(
+            pin("debian:12", D, Some("mirror.example")).unwrap(),
+            format!("mirror.example/library/debian@{D}")
+        );
+        // What a node cannot fetch, and a mirror that is not a registry, are refused by name.
+        let e = pin("oci:/srv/layout:v2", D, None).unwrap_err().to_string();
+        assert!(
+            e.contains("oci:/srv/layout:v2") && e.contains("not a registry"),
+            "{e}"
+        );
+        let e = pin("r.example/os:v2", D, Some("r2.example/path"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("update.mirror"), "{e}");
+        // The pinned reference parses back to the registry image.
+        let r: ImageRef = pin("r.example/os:v2", D, None).unwrap().parse().unwrap();
+        assert!(matches!(r, ImageRef::Registry(_)), "{r}");
     }
 }

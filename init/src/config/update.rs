@@ -25,6 +25,10 @@ pub struct UpdateSection {
     pub delay: Option<String>,
     /// A drain hook that must exit 0 before an update reboots the node.
     pub pre_reboot: Option<String>,
+    /// Fetch images from this registry (`HOST[:PORT]`) instead of the one their reference
+    /// names: the node's own way to the same images (a mirror, or the registry a controller
+    /// names as the node's network reaches it). Content is checked by digest either way.
+    pub mirror: Option<String>,
     /// Talk plain HTTP to the source's registry (one on the node's own network, as
     /// `--plain-http` does on the command line).
     #[serde(default)]

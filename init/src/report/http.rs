@@ -1,7 +1,8 @@
-//! The boot report's trip to the fleet controller, as bytes: one HTTP/1.1 `POST` of JSON
-//! to `<url>/v1/reports` with the node's token as a bearer credential, and the status of
-//! the answer. No I/O here ([`super::send`] does it), so both are tested on captured bytes
-//! and by property tests.
+//! A node's requests to the fleet controller, as bytes: one HTTP/1.1 `POST` of JSON to
+//! `<url>/v1/reports` (a report), or a `GET` of `<url>/v1/target` (which image the
+//! controller names for the node), each with the node's token as a bearer credential; and
+//! the status and body of the answer. No I/O here ([`super::send`] does it), so both are
+//! tested on captured bytes and by property tests.
 
 use std::fmt;
 
@@ -47,10 +48,7 @@ impl std::error::Error for WireError {}
 /// The request bytes: `POST <path>/v1/reports`, `Host`, `Authorization: Bearer`, JSON of
 /// `body`'s length, `Connection: close`.
 pub fn request(url: &ControllerUrl, token: &str, body: &[u8]) -> Result<Vec<u8>, WireError> {
-    let token = token.trim();
-    if token.is_empty() || token.len() > MAX_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(WireError::Token);
-    }
+    let token = checked(token)?;
     if body.len() > MAX_BODY {
         return Err(WireError::TooLarge(body.len()));
     }
@@ -64,6 +62,48 @@ pub fn request(url: &ControllerUrl, token: &str, body: &[u8]) -> Result<Vec<u8>,
     .into_bytes();
     out.extend_from_slice(body);
     Ok(out)
+}
+
+/// The request bytes of `GET <path><what>` (`what` a path under the controller's URL, such
+/// as [`super::target::TARGET_PATH`]), with the same headers as a report but no body.
+pub fn get(url: &ControllerUrl, what: &str, token: &str) -> Result<Vec<u8>, WireError> {
+    let token = checked(token)?;
+    Ok(format!(
+        "GET {}{what} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Accept: application/json\r\nConnection: close\r\n\r\n",
+        url.path,
+        url.host_header(),
+    )
+    .into_bytes())
+}
+
+/// The token trimmed, or [`WireError::Token`] when a header cannot carry it.
+fn checked(token: &str) -> Result<&str, WireError> {
+    let token = token.trim();
+    if token.is_empty() || token.len() > MAX_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(WireError::Token);
+    }
+    Ok(token)
+}
+
+/// The body of a whole answer (`Connection: close`, so everything after the headers;
+/// cut to its `Content-Length` when it gives one). None when the headers do not end.
+pub fn body(answer: &[u8]) -> Option<&[u8]> {
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let (head, rest) = (&answer[..end], &answer[end + 4..]);
+    let length = std::str::from_utf8(head).ok().and_then(|h| {
+        h.split("\r\n").find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        })
+    });
+    Some(match length {
+        Some(n) if n <= rest.len() => &rest[..n],
+        _ => rest,
+    })
 }
 
 /// The status code of an answer's first line (`HTTP/1.1 204 No Content`).
@@ -141,6 +181,36 @@ mod tests {
     }
 
     #[test]
+    fn a_target_request_is_one_get_with_the_token_as_bearer() {
+        let r = get(&url("http://10.0.2.2:8080/terra"), "/v1/target", "tok").unwrap();
+        assert_eq!(
+            String::from_utf8(r).unwrap(),
+            "GET /terra/v1/target HTTP/1.1\r\nHost: 10.0.2.2:8080\r\n\
+             Authorization: Bearer tok\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            get(&url("http://ctl"), "/v1/target", "a b"),
+            Err(WireError::Token)
+        );
+    }
+
+    #[test]
+    fn answers_give_their_body() {
+        let a = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: x\r\n\r\n{}junk";
+        assert_eq!(body(a), Some(&b"{}"[..]));
+        assert_eq!(
+            body(b"HTTP/1.1 200 OK\r\n\r\n{\"a\":1}"),
+            Some(&b"{\"a\":1}"[..])
+        );
+        // A length beyond what came: what came.
+        assert_eq!(
+            body(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nab"),
+            Some(&b"ab"[..])
+        );
+        assert_eq!(body(b"HTTP/1.1 200 OK\r\nContent-Length: 2"), None);
+    }
+
+    #[test]
     fn answers_give_their_status() {
         assert_eq!(status(b"HTTP/1.1 204 No Content\r\n\r\n"), Ok(204));
         assert_eq!(status(b"HTTP/1.0 403 Forbidden\r\nx"), Ok(403));
@@ -162,6 +232,13 @@ mod tests {
         fn any_answer_bytes_give_a_status_or_an_error(b in proptest::collection::vec(any::<u8>(), 0..200)) {
             if let Ok(c) = status(&b) {
                 prop_assert!((100..600).contains(&c));
+            }
+        }
+
+        #[test]
+        fn any_answer_bytes_give_a_body_within_them_or_none(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Some(found) = body(&b) {
+                prop_assert!(found.len() <= b.len());
             }
         }
 

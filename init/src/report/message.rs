@@ -24,6 +24,9 @@ pub enum Event {
     Confirmed,
     /// The booted system rejected it (a health check failed, or `bless bad`).
     Rejected,
+    /// `terra update` applied the version the controller named and is restarting into it
+    /// (the next boot decides; stage0's report of that boot follows).
+    Applied,
 }
 
 impl Event {
@@ -33,6 +36,7 @@ impl Event {
             Event::Boot => "boot",
             Event::Confirmed => "confirmed",
             Event::Rejected => "rejected",
+            Event::Applied => "applied",
         }
     }
 }
@@ -106,7 +110,8 @@ pub struct Message {
     /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`): ties a confirmation to
     /// its boot, and makes a report sent twice count once.
     pub boot_id: String,
-    /// `stage0` (on the boot path) or `bless` (from the booted system).
+    /// `stage0` (on the boot path), `bless` (from the booted system) or `terra` (`terra
+    /// update` applying a version).
     pub sent_by: String,
     /// The version; None on a root without versions.
     #[serde(default)]
@@ -244,6 +249,7 @@ impl Message {
         match self.event {
             Event::Confirmed => "confirmed",
             Event::Rejected => "rejected",
+            Event::Applied => "applied",
             Event::Boot => match &self.version {
                 Some(v) if !v.fallbacks.is_empty() => "fell back",
                 Some(v) if v.tentative => "tentative",

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::message::Message;
 use super::send::{self, SendError};
+use super::target::{Answer, MAX_ANSWER, TARGET_PATH};
 use crate::config::controller::{ControllerSection, ControllerUrl, DEFAULT_TOKEN_FILE};
 use crate::layout;
 
@@ -74,6 +75,19 @@ impl Destination {
     pub fn send(&self, m: &Message, bound: Duration) -> Result<u16, SendError> {
         send::send(&self.url, &self.token, &m.to_bytes(), bound)
     }
+
+    /// Asks the controller, within `bound`, which image it names for this node now.
+    pub fn target(&self, bound: Duration) -> Result<Answer, String> {
+        let body = send::fetch(
+            &self.url,
+            &self.token,
+            TARGET_PATH,
+            bound,
+            MAX_ANSWER + 1024,
+        )
+        .map_err(|e| e.to_string())?;
+        Answer::parse(&body).map_err(|e| format!("controller {}: {e}", self.url_text))
+    }
 }
 
 /// The directory reports wait in.
@@ -84,6 +98,7 @@ pub struct Outbox {
 
 const URL_FILE: &str = "url";
 const TOKEN_FILE: &str = "token";
+const HOSTNAME_FILE: &str = "hostname";
 const PENDING: &str = "pending";
 
 impl Outbox {
@@ -97,11 +112,21 @@ impl Outbox {
         Self::at(layout::REPORT_DIR)
     }
 
-    /// Keeps `d` for the booted system: the URL, and the token in a file only root reads.
-    pub fn keep(&self, d: &Destination) -> io::Result<()> {
+    /// Keeps `d` for the booted system: the URL, the token in a file only root reads, and
+    /// the hostname the boot was reported under (later reports must say the same).
+    pub fn keep(&self, d: &Destination, hostname: &str) -> io::Result<()> {
         std::fs::create_dir_all(self.dir.join(PENDING))?;
         write_private(&self.dir.join(URL_FILE), d.url_text.as_bytes())?;
+        write_private(&self.dir.join(HOSTNAME_FILE), hostname.as_bytes())?;
         write_private(&self.dir.join(TOKEN_FILE), d.token.as_bytes())
+    }
+
+    /// The hostname the boot was reported under; None when none was kept.
+    pub fn hostname(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(HOSTNAME_FILE))
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
     }
 
     /// The destination kept here; None when this node has no controller.
@@ -230,7 +255,8 @@ mod tests {
         let d = Destination::load(&section, dir.path()).unwrap().unwrap();
         assert!(!format!("{d:?}").contains("s3cret"), "{d:?}");
         let outbox = Outbox::at(dir.path().join("report"));
-        outbox.keep(&d).unwrap();
+        outbox.keep(&d, "n1").unwrap();
+        assert_eq!(outbox.hostname().as_deref(), Some("n1"));
         let mode = std::fs::metadata(dir.path().join("report/token"))
             .unwrap()
             .permissions()

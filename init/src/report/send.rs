@@ -1,5 +1,5 @@
-//! Sends one report to the controller, bounded: connect, write and the answer's status
-//! line all fit in one time budget, with no retry (on the boot path nothing may wait on a
+//! Sends one report to the controller (or fetches the image it names for the node),
+//! bounded: connect, write and the answer all fit in one time budget, with no retry (on the boot path nothing may wait on a
 //! controller that is down). The host must be an address: stage0 resolves no names.
 
 use std::fmt;
@@ -81,12 +81,38 @@ pub fn send(
     body: &[u8],
     bound: Duration,
 ) -> Result<u16, SendError> {
+    let request = http::request(url, token, body)?;
+    exchange(url, &request, bound, None).map(|(status, _)| status)
+}
+
+/// GETs `what` under `url` with `token` within `bound`; Ok with the 2xx answer's body (at
+/// most `max` bytes of answer are read).
+pub fn fetch(
+    url: &ControllerUrl,
+    token: &str,
+    what: &str,
+    bound: Duration,
+    max: usize,
+) -> Result<Vec<u8>, SendError> {
+    let request = http::get(url, what, token)?;
+    let (_, answer) = exchange(url, &request, bound, Some(max))?;
+    Ok(http::body(&answer).unwrap_or_default().to_vec())
+}
+
+/// Writes `request` to `url`'s address and reads the answer, all within `bound`: only its
+/// status line when `whole` is None, else up to `whole` bytes until the peer closes. Ok with
+/// a 2xx status and what was read.
+fn exchange(
+    url: &ControllerUrl,
+    request: &[u8],
+    bound: Duration,
+    whole: Option<usize>,
+) -> Result<(u16, Vec<u8>), SendError> {
     let ip: IpAddr = url
         .host
         .parse()
         .map_err(|_| SendError::Name(url.host.clone()))?;
     let to = SocketAddr::new(ip, url.port);
-    let request = http::request(url, token, body)?;
     let deadline = Instant::now() + bound;
     let io = |err: io::Error| match err.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => SendError::Timeout { to, bound },
@@ -101,11 +127,19 @@ pub fn send(
     let mut stream = TcpStream::connect_timeout(&to, left()?).map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
     stream.set_write_timeout(Some(left()?)).map_err(io)?;
-    stream.write_all(&request).map_err(io)?;
-    // Only the status line matters: read until it is whole, the peer closes, or time is up.
+    stream.write_all(request).map_err(io)?;
+    // A report needs only the status line: read until it is whole, the peer closes, or
+    // time is up. A fetch reads until the peer closes (the request said so).
     let mut answer = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
-    while !answer.contains(&b'\n') && answer.len() < 1024 {
+    loop {
+        let enough = match whole {
+            None => answer.contains(&b'\n') || answer.len() >= 1024,
+            Some(max) => answer.len() >= max,
+        };
+        if enough {
+            break;
+        }
         stream.set_read_timeout(Some(left()?)).map_err(io)?;
         match stream.read(&mut buf).map_err(io)? {
             0 => break,
@@ -113,7 +147,7 @@ pub fn send(
         }
     }
     match http::status(&answer)? {
-        s @ 200..=299 => Ok(s),
+        s @ 200..=299 => Ok((s, answer)),
         status => Err(SendError::Refused { to, status }),
     }
 }
@@ -138,6 +172,14 @@ class H(http.server.BaseHTTPRequestHandler):
             f.write(json.dumps(rec) + "\n")
         self.send_response(204 if rec["auth"] == "Bearer good" else 403)
         self.end_headers()
+    def do_GET(self):
+        ok = self.headers.get("Authorization") == "Bearer good"
+        body = json.dumps({"path": self.path}).encode()
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def log_message(self, *a):
         pass
 s = http.server.HTTPServer(("127.0.0.1", 0), H)
@@ -201,6 +243,22 @@ s.serve_forever()
         assert_eq!(seen[0]["body"], std::str::from_utf8(body).unwrap());
         // The error says who answered what, never the token.
         assert!(!refused.to_string().contains("other"), "{refused}");
+    }
+
+    #[test]
+    fn a_fetch_reads_the_whole_answer_of_a_real_http_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_peer, port) = peer(&dir.path().join("requests.jsonl"));
+        let url = ControllerUrl::parse(&format!("http://127.0.0.1:{port}/terra")).unwrap();
+        let bound = Duration::from_secs(5);
+        let body = fetch(&url, "good", "/v1/target", bound, 4096).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["path"], "/terra/v1/target");
+        let refused = fetch(&url, "bad", "/v1/target", bound, 4096).unwrap_err();
+        assert!(
+            matches!(refused, SendError::Refused { status: 401, .. }),
+            "{refused}"
+        );
     }
 
     #[test]

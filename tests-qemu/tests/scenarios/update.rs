@@ -104,16 +104,48 @@ const DRAIN: &str =
 /// Inside a booted Debian 12 systemd node that carries terra from its package, on a disk
 /// `terra install` made bootable (`mbr = true`: SeaBIOS, GRUB, the base kernel in
 /// `.terra/kernel`): `terra upgrade --download-only` from a registry, then `terra apply
-/// --reboot`, which kexecs through systemd (no firmware, no GRUB); v2's health
-/// check passes and it confirms. Then the shipped `terra-update.timer` fires, `terra
-/// update` follows the moved tag, runs the drain hook and kexecs into an image whose
-/// health check fails: it is rejected, systemd reboots through the firmware into the
-/// default, and `terra update` leaves that digest out from then on.
+/// --reboot`, which kexecs through systemd (no firmware, no GRUB); v2's health check
+/// passes and it confirms. The node is a disk node of a fleet controller (`terra node add
+/// --disk-node`: `[controller]` and its token on the disk), and follows it (`[update]
+/// source = "controller"`, fetching through `mirror`): a rollout names the `stable` image,
+/// the shipped `terra-update.timer` fires `terra update`, which asks the controller, runs
+/// the drain hook, tells the controller it applied v3 and kexecs into it; v3's health check
+/// fails, it is rejected, systemd reboots through the firmware into the default. The
+/// controller heard every step (the boots through `terra-report.service`, since a disk boot
+/// has no network in the initramfs), paused the rollout on the rejection, and names the
+/// node nothing more.
 #[test]
 fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
     let terra = &lab::harness::artifacts().terra;
     let images = node_images();
-    let (_reg, from_guest) = node_registry(&images, "node-registry");
+    let (reg, from_guest) = node_registry(&images, "node-registry");
+    let (ctl_spec, ctl) = controller("debian-node-controller");
+    // The node as the operator registers it: its hostname, as the installed node.toml says.
+    let work = lab::lab_dir()
+        .join("scratch")
+        .join("debian-node-registration");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let file = work.join("node.toml");
+    std::fs::write(&file, "hostname = \"terra-demo\"\n").unwrap();
+    let (ok, out) = ctl_spec.cli("node", &["add", "--disk-node", file.to_str().unwrap()]);
+    assert!(ok, "{out}\n{}", ctl.log());
+    let handed = std::fs::read_to_string(&file).unwrap();
+    let controller_table = &handed[handed.find("[controller]").expect(&handed)..];
+    let token = std::fs::read_to_string(work.join("controller.token")).unwrap();
+    let stable = format!("{}/terra/node:stable", reg.host());
+    let (ok, out) = ctl_spec.cli(
+        "rollout",
+        &[
+            "start",
+            &stable,
+            "--nodes",
+            "terra-demo",
+            "--confirm-within",
+            "30m",
+        ],
+    );
+    assert!(ok, "{out}\n{}", ctl.log());
     let cached = debian_node::boot_disk(&images, NODE_UUID, "terra.e2e")
         .expect("terra install of node image n1 on a bootable disk");
     let disk = lab::harness::scratch_copy(&cached, "debian-node-update.img");
@@ -135,11 +167,14 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
             ("drain", DRAIN.into()),
         ],
         &format!(
-            "\n[update]\nsource = \"{from_guest}:stable\"\nplain_http = true\n\
-             strategy = \"immediate\"\npre_reboot = \"/etc/terra-e2e/drain\"\n"
+            "\n[update]\nsource = \"controller\"\nmirror = \"{}:{}\"\nplain_http = true\n\
+             strategy = \"immediate\"\npre_reboot = \"/etc/terra-e2e/drain\"\n\n{controller_table}",
+            lab::tgtd::GUEST_HOST_ADDR,
+            reg.port
         ),
+        &[("controller.token", token.clone())],
     )
-    .expect("the node's steps and [update]");
+    .expect("the node's steps, [update] and [controller]");
     let out = lab::harness::boot()
         .from_disk()
         .disk(&disk)
@@ -161,20 +196,33 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
             "TERRA-E2E-BOOT n=2 version=2",
             "terra: health check 10-terra passed",
             "terra-update.timer started",
+            &format!(
+                "terra update: the controller at {} names sha256:",
+                ctl_spec.guest_url()
+            ),
+            &format!("fetched as {from_guest}@sha256:"),
             "terra update: applied v3",
             "running update.pre_reboot /etc/terra-e2e/drain",
             "TERRA-E2E-DRAIN before v3",
+            &format!(
+                "terra update: told the controller at {}: v3 applied",
+                ctl_spec.guest_url()
+            ),
             &format!("rebooting into v3: {kexec}"),
             "terra: health check 20-app failed",
             debian_node::FAILING_CHECK_SAYS,
             "terra: version v3 rejected by health check 20-app: the next boot runs v2",
             "TERRA-E2E-STEP2.2",
             "20-app | app answers 503 on :8080",
-            "was rejected on this node as v3",
+            "names no image for this node now: nothing to do",
         ],
     );
     // Four kernels: the firmware's, two kexecs, the firmware's after the rejection.
     assert_eq!(out.boots, 4, "{}", out.log);
+    assert!(
+        !out.log.contains(token.trim()),
+        "the token reached the console"
+    );
     // The Debian root itself (the lab's debootstrapped image under the node's layers): its
     // marker unit saw multi-user.target on subvolume os of the btrfs group, and systemd
     // powered the VM off at the end.
@@ -206,6 +254,64 @@ fn a_debian_node_updates_itself_and_a_failing_health_check_sends_it_back() {
         "{}",
         out.log
     );
+    // The controller's view: the rollout paused on the node's rejection, with the check's
+    // words, and the node's life as it reported it (the boots through terra-report.service).
+    let (ok, status) = ctl_spec.cli("rollout", &["status", "--json"]);
+    assert!(ok, "{status}");
+    let rollouts: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let r = &rollouts[0];
+    assert_eq!(r["state"], "paused", "{r:#}\n{}", ctl.log());
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("node terra-demo: rejected: health check 20-app failed"),
+        "{r:#}"
+    );
+    let (ok, shown) = ctl_spec.cli("node", &["show", "terra-demo", "--json"]);
+    assert!(ok, "{shown}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let events: Vec<(String, String, String)> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or("").to_string(),
+                e["version"].as_str().unwrap_or("").to_string(),
+                e["report"]["sent_by"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("applied", "v3", "terra"),
+        ("boot", "v3", "stage0"),
+        ("rejected", "v3", "bless"),
+        ("boot", "v2", "stage0"),
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|(e, v, by)| (e.as_str(), v.as_str(), by.as_str()) == want),
+            "no {want:?} in {events:?}\n{}",
+            ctl.log()
+        );
+    }
+    assert_eq!(shown["running_version"], "v2", "{shown:#}");
+}
+
+/// A fleet controller on loopback (state under `scratch/<name>`, `--plain-http` for the
+/// lab's registry), started and stopped by the caller's handle.
+fn controller(name: &str) -> (lab::fleet::ControllerSpec, lab::fleet::Controller) {
+    let state = lab::lab_dir().join("scratch").join(name);
+    let _ = std::fs::remove_dir_all(&state);
+    let a = lab::harness::artifacts();
+    let program = lab::build::controller().expect("terra-controller");
+    let mut spec = lab::fleet::ControllerSpec::new(&program, &state, &a.kernel, &a.initramfs)
+        .expect("a controller spec");
+    spec.extra.push("--plain-http".into());
+    let c = lab::fleet::Controller::start(&spec).unwrap_or_else(|e| panic!("{e}"));
+    (spec, c)
 }
 
 /// The same node diskless: its disk is a tgtd LUN that stage0 logs in to (the lab's kernel
@@ -253,6 +359,7 @@ fn a_diskless_debian_node_upgrades_itself_on_its_lun() {
             ),
         ],
         "",
+        &[],
     )
     .expect("the node's steps");
     let mut tgt = lab::tgtd::Tgtd::start_on("127.0.0.1").expect("tgtd");

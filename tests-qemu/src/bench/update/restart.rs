@@ -87,7 +87,12 @@ fn staged_disk(images: &NodeImages, uuid: &str, append: &str) -> crate::Result<s
         debian_node::N2,
         &["--download-only"],
     )?;
-    debian_node::prepare(&work, &[("on-1.1", "terra apply --reboot\n".into())], "")?;
+    debian_node::prepare(
+        &work,
+        &[("on-1.1", "terra apply --reboot\n".into())],
+        "",
+        &[],
+    )?;
     fs::rename(&work, &staged).map_err(|e| format!("{}: {e}", staged.display()))?;
     Ok(staged)
 }
