@@ -7,6 +7,7 @@
 
 mod rollouts;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -122,6 +123,19 @@ const MIGRATIONS: &[&[&str]] = &[
         )",
     ],
 ];
+
+/// `rows` tuples of `width` placeholders each, `($first, …), (…)`, numbered on from `first`.
+fn placeholders(rows: usize, width: usize, first: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Boot events kept per node (older ones are dropped as new ones come).
 pub const KEEP_EVENTS: i64 = 50;
@@ -750,74 +764,133 @@ impl Db {
     }
 
     /// [`Self::record_event`] for a batch, in one transaction (one commit, so one flush to
-    /// disk, for all of them): whether each was new.
+    /// disk, for all of them) of four statements whatever its size: one insert of every
+    /// event (which says which were new), one update of the nodes that booted and one of
+    /// the others, one retention pass over the nodes touched. Whether each was new.
     pub async fn record_events(&self, batch: &[Incoming]) -> Result<Vec<bool>, DbError> {
         let what = format!("recording {} report(s)", batch.len());
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_ms();
         let mut tx = self.pool.begin().await.map_err(ctx(what.clone()))?;
+        let parts: Vec<(String, String)> = batch
+            .iter()
+            .map(|b| {
+                b.message
+                    .version
+                    .as_ref()
+                    .map_or((String::new(), String::new()), |v| {
+                        (v.name.clone(), v.digest.clone())
+                    })
+            })
+            .collect();
+        let mut insert = String::from(
+            "INSERT INTO boots (hostname, boot_id, event, received, version, digest, result, \
+             report) VALUES ",
+        );
+        insert.push_str(&placeholders(batch.len(), 8, 1));
+        insert.push_str(
+            " ON CONFLICT (hostname, boot_id, event) DO NOTHING RETURNING hostname, boot_id, event",
+        );
+        let mut q = sqlx::query(&insert);
+        for (b, (version, digest)) in batch.iter().zip(&parts) {
+            q = q
+                .bind(b.hostname.clone())
+                .bind(b.message.boot_id.clone())
+                .bind(b.message.event.as_str().to_string())
+                .bind(now)
+                .bind(version.clone())
+                .bind(digest.clone())
+                .bind(b.result.clone())
+                .bind(b.text.clone());
+        }
+        let rows = q.fetch_all(&mut *tx).await.map_err(ctx(what.clone()))?;
+        let mut inserted = std::collections::HashSet::new();
+        for r in &rows {
+            let key: (String, String, String) = (
+                r.try_get("hostname").map_err(ctx(what.clone()))?,
+                r.try_get("boot_id").map_err(ctx(what.clone()))?,
+                r.try_get("event").map_err(ctx(what.clone()))?,
+            );
+            inserted.insert(key);
+        }
+        // New events in batch order (a key sent twice in one batch is new once); each
+        // node's row ends as its last new event says, its running version as its last boot.
         let mut new = Vec::with_capacity(batch.len());
-        for b in batch {
-            let (m, hostname, result) = (&b.message, &b.hostname, &b.result);
-            let (version, digest) = m
-                .version
-                .as_ref()
-                .map_or((String::new(), String::new()), |v| {
-                    (v.name.clone(), v.digest.clone())
-                });
-            let inserted = sqlx::query(
-                "INSERT INTO boots (hostname, boot_id, event, received, version, digest, result, \
-                 report) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (hostname, boot_id, event) DO NOTHING",
-            )
-            .bind(hostname.clone())
-            .bind(m.boot_id.clone())
-            .bind(m.event.as_str().to_string())
-            .bind(now)
-            .bind(version.clone())
-            .bind(digest.clone())
-            .bind(result.clone())
-            .bind(b.text.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(ctx(format!("recording node {hostname}'s report")))?
-            .rows_affected()
-                == 1;
-            new.push(inserted);
-            if !inserted {
+        let mut lives: BTreeMap<&str, (&str, Option<(&str, &str)>)> = BTreeMap::new();
+        for (b, (version, digest)) in batch.iter().zip(&parts) {
+            let key = (
+                b.hostname.clone(),
+                b.message.boot_id.clone(),
+                b.message.event.as_str().to_string(),
+            );
+            let fresh = inserted.remove(&key);
+            new.push(fresh);
+            if !fresh {
                 continue;
             }
-            let updated = if m.event == Event::Boot {
-                sqlx::query(
-                    "UPDATE nodes SET last_seen = $1, last_result = $2, running_version = $3, \
-                     running_digest = $4, last_boot = $5 WHERE hostname = $6",
-                )
-                .bind(now)
-                .bind(result.clone())
-                .bind(version)
-                .bind(digest)
-                .bind(now)
-                .bind(hostname.clone())
-            } else {
-                sqlx::query("UPDATE nodes SET last_seen = $1, last_result = $2 WHERE hostname = $3")
-                    .bind(now)
-                    .bind(result.clone())
-                    .bind(hostname.clone())
-            };
-            updated
-                .execute(&mut *tx)
-                .await
-                .map_err(ctx(format!("recording node {hostname}'s report")))?;
-            // Retention: everything older than the node's KEEP_EVENTS-th newest event.
-            sqlx::query(
-                "DELETE FROM boots WHERE hostname = $1 AND received < (SELECT received FROM \
-                 boots WHERE hostname = $2 ORDER BY received DESC LIMIT 1 OFFSET $3)",
-            )
-            .bind(hostname.clone())
-            .bind(hostname.clone())
-            .bind(KEEP_EVENTS - 1)
-            .execute(&mut *tx)
-            .await
-            .map_err(ctx(format!("recording node {hostname}'s report")))?;
+            let life = lives.entry(&b.hostname).or_insert((&b.result, None));
+            life.0 = &b.result;
+            if b.message.event == Event::Boot {
+                life.1 = Some((version, digest));
+            }
+        }
+        let booted: Vec<_> = lives
+            .iter()
+            .filter_map(|(h, (r, boot))| boot.map(|(v, d)| (*h, *r, v, d)))
+            .collect();
+        if !booted.is_empty() {
+            let sql = format!(
+                "UPDATE nodes SET last_seen = $1, last_boot = $2, last_result = v.column2, \
+                 running_version = v.column3, running_digest = v.column4 FROM (VALUES {}) AS v \
+                 WHERE nodes.hostname = v.column1",
+                placeholders(booted.len(), 4, 3)
+            );
+            let mut q = sqlx::query(&sql).bind(now).bind(now);
+            for (h, r, v, d) in &booted {
+                q = q
+                    .bind(h.to_string())
+                    .bind(r.to_string())
+                    .bind(v.to_string())
+                    .bind(d.to_string());
+            }
+            q.execute(&mut *tx).await.map_err(ctx(what.clone()))?;
+        }
+        let others: Vec<_> = lives
+            .iter()
+            .filter(|(_, (_, boot))| boot.is_none())
+            .map(|(h, (r, _))| (*h, *r))
+            .collect();
+        if !others.is_empty() {
+            let sql = format!(
+                "UPDATE nodes SET last_seen = $1, last_result = v.column2 FROM (VALUES {}) AS v \
+                 WHERE nodes.hostname = v.column1",
+                placeholders(others.len(), 2, 2)
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for (h, r) in &others {
+                q = q.bind(h.to_string()).bind(r.to_string());
+            }
+            q.execute(&mut *tx).await.map_err(ctx(what.clone()))?;
+        }
+        if !lives.is_empty() {
+            // Retention: each touched node's events beyond its KEEP_EVENTS newest.
+            let sql = format!(
+                "DELETE FROM boots WHERE (hostname, boot_id, event) IN (SELECT hostname, \
+                 boot_id, event FROM (SELECT hostname, boot_id, event, ROW_NUMBER() OVER \
+                 (PARTITION BY hostname ORDER BY received DESC) AS n FROM boots WHERE hostname \
+                 IN ({})) AS ranked WHERE n > $1)",
+                (0..lives.len())
+                    .map(|i| format!("${}", i + 2))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(KEEP_EVENTS);
+            for h in lives.keys() {
+                q = q.bind(h.to_string());
+            }
+            q.execute(&mut *tx).await.map_err(ctx(what.clone()))?;
         }
         tx.commit().await.map_err(ctx(what))?;
         Ok(new)

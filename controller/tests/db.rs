@@ -5,7 +5,7 @@
 //! journal, and discovery.
 
 use lab::postgres::Postgres;
-use terra_controller::db::{AddError, Db, NodeRow, KEEP_EVENTS};
+use terra_controller::db::{AddError, Db, Incoming, NodeRow, KEEP_EVENTS};
 use terra_init::report::message::{self, Event, Message};
 
 fn node(host: &str, mac: &str, controller: &str) -> NodeRow {
@@ -97,6 +97,42 @@ async fn reports(db: &Db, again: &Db) {
     let kept = db.events("n2", 1000).await.unwrap();
     assert_eq!(kept.len() as i64, KEEP_EVENTS);
     assert_eq!(kept[0].boot_id, format!("boot-{}", KEEP_EVENTS + 4));
+    // One batch of many (as the writer commits them): a key twice in the batch is new
+    // once, a node's row ends as its last event says, its running version as its boot.
+    let incoming = |host: &str, m: Message, result: &str| Incoming {
+        hostname: host.into(),
+        text: String::from_utf8(m.to_bytes()).unwrap(),
+        message: m,
+        result: result.into(),
+    };
+    let batch = vec![
+        incoming("n1", report("n1", "b2", Event::Boot, "v3"), "tentative"),
+        incoming("n2", report("n2", "z1", Event::Boot, "v9"), "booted"),
+        incoming("n1", report("n1", "b2", Event::Boot, "v3"), "tentative"),
+        incoming(
+            "n1",
+            report("n1", "b1", Event::Confirmed, "v2"),
+            "confirmed",
+        ),
+        incoming("n1", report("n1", "b2", Event::Rejected, "v3"), "rejected"),
+    ];
+    assert_eq!(
+        again.record_events(&batch).await.unwrap(),
+        [true, true, false, false, true]
+    );
+    let lives = db.lives().await.unwrap();
+    let life = |h: &str| lives.iter().find(|(n, _)| n == h).unwrap().1.clone();
+    assert_eq!(
+        (
+            life("n1").running_version.as_str(),
+            life("n1").last_result.as_str()
+        ),
+        ("v3", "rejected")
+    );
+    assert_eq!(life("n2").running_digest, "sha256:v9");
+    let kept = db.events("n2", 1000).await.unwrap();
+    assert_eq!(kept.len() as i64, KEEP_EVENTS, "retention in a batch too");
+    assert!(kept.iter().any(|e| e.boot_id == "z1"));
     // A deleted node's events go with it.
     db.delete_node("n2").await.unwrap();
     assert!(db.events("n2", 1000).await.unwrap().is_empty());

@@ -2,7 +2,7 @@
 //! `lab::debian`) and written by `terra install`, upgraded to a second such image: stage0
 //! boots it into systemd, which reaches multi-user.target, confirms it and powers the VM
 //! off. (The first image's boot to multi-user, its root mount and its power-off are checked
-//! by `update::a_debian_node_updates_itself…`, whose node images are this image plus terra.)
+//! by `auto_update::a_debian_node_updates_itself…`, whose node images are this image plus terra.)
 
 use lab::debian::{self, DebianImages};
 use lab::harness::{artifacts, boot, expect, scratch_copy};
@@ -19,7 +19,7 @@ fn images() -> DebianImages {
 /// A Debian root upgraded to a second Debian image confirms itself: stage0 boots v2 as
 /// tentative and leaves its runtime unit, systemd runs it once the boot is complete, and
 /// v2 is the default afterwards. Neither image knows about Terra's versions. (A Debian
-/// version whose health check fails is `update::a_debian_node_updates_itself…`.)
+/// version whose health check fails is `auto_update::a_debian_node_updates_itself…`.)
 #[test]
 fn a_debian_root_upgraded_to_a_second_image_confirms_itself() {
     let terra = &artifacts().terra;

@@ -9,6 +9,10 @@
 //! `tests/package.rs` (the `.deb`/`.rpm` package) stays a binary of its own.
 
 mod artifacts;
+// Nodes that update themselves: the longest scenarios (Debian nodes under TCG), named to
+// sort first, so that libtest (which starts tests in name order) runs them beside the
+// short ones instead of after them.
+mod auto_update;
 mod boot;
 mod debian;
 mod disk_boot;
@@ -24,5 +28,4 @@ mod network;
 mod network_bonds;
 mod network_netns;
 mod uki;
-mod update;
 mod versions;
