@@ -124,6 +124,10 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
 ];
 
+/// What a batch leaves on a node's row: its last result, and its last boot's version and
+/// digest when it booted.
+type NewLife<'a> = (&'a str, Option<(&'a str, &'a str)>);
+
 /// `rows` tuples of `width` placeholders each, `($first, …), (…)`, numbered on from `first`.
 fn placeholders(rows: usize, width: usize, first: usize) -> String {
     (0..rows)
@@ -818,7 +822,7 @@ impl Db {
         // New events in batch order (a key sent twice in one batch is new once); each
         // node's row ends as its last new event says, its running version as its last boot.
         let mut new = Vec::with_capacity(batch.len());
-        let mut lives: BTreeMap<&str, (&str, Option<(&str, &str)>)> = BTreeMap::new();
+        let mut lives: BTreeMap<&str, NewLife> = BTreeMap::new();
         for (b, (version, digest)) in batch.iter().zip(&parts) {
             let key = (
                 b.hostname.clone(),

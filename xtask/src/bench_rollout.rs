@@ -5,7 +5,8 @@
 //!   /v1/reports` over [`CONNECTIONS`] keep-alive connections (nodes booting at once each
 //!   send their own), each report a new boot of a random node,
 //!   against SQLite and a PostgreSQL server the benchmark starts: reports per second, p50
-//!   and p99 latency.
+//!   and p99 latency; then as many check-ins (`GET /v1/target`, what a node with its own
+//!   disk asks), the same way.
 //! - A rollout of 10,000 nodes in waves `1,1%,10%,50%,100%`: the time to plan and store it.
 //! - A rollout to 100 simulated nodes: the canary reports a boot on trial, then its
 //!   rejection; the time from sending the rejection to the rollout being paused.
@@ -117,8 +118,10 @@ async fn fill(url: &str, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// POSTs `bodies` (token, JSON) one after another on one connection; the latencies.
-fn keep_alive_posts(addr: &str, bodies: &[(String, String)]) -> Result<Vec<Duration>, String> {
+/// Sends `requests` (token, report JSON) one after another on one connection, each a
+/// report (`POST /v1/reports`, answered 204) or, without a body, a check-in (`GET
+/// /v1/target`, answered 200); the latencies.
+fn keep_alive(addr: &str, requests: &[(String, Option<String>)]) -> Result<Vec<Duration>, String> {
     let stream = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     stream
@@ -127,20 +130,37 @@ fn keep_alive_posts(addr: &str, bodies: &[(String, String)]) -> Result<Vec<Durat
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    let mut lat = Vec::with_capacity(bodies.len());
-    for (token, body) in bodies {
+    let mut lat = Vec::with_capacity(requests.len());
+    for (token, body) in requests {
         let t = Instant::now();
-        write!(
-            writer,
-            "POST /v1/reports HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .map_err(|e| e.to_string())?;
+        let want = match body {
+            Some(body) => {
+                write!(
+                    writer,
+                    "POST /v1/reports HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .map_err(|e| e.to_string())?;
+                "HTTP/1.1 204"
+            }
+            None => {
+                write!(
+                    writer,
+                    "GET /v1/target HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+                )
+                .map_err(|e| e.to_string())?;
+                "HTTP/1.1 200"
+            }
+        };
         line.clear();
         reader.read_line(&mut line).map_err(|e| e.to_string())?;
-        if !line.starts_with("HTTP/1.1 204") {
-            return Err(format!("report: {}", line.trim()));
+        if !line.starts_with(want) {
+            return Err(format!(
+                "{}: {}",
+                if body.is_some() { "report" } else { "check-in" },
+                line.trim()
+            ));
         }
         let mut length = 0usize;
         loop {
@@ -163,16 +183,20 @@ fn keep_alive_posts(addr: &str, bodies: &[(String, String)]) -> Result<Vec<Durat
     Ok(lat)
 }
 
-/// Reports per second, p50 and p99 (ms) of `requests` reports from `nodes` nodes.
-fn report_load(base: &str, nodes: usize, requests: usize) -> Result<(f64, f64, f64), String> {
+/// Requests per second, p50 and p99 (ms) of `requests` reports (or, with `check_ins`,
+/// `GET /v1/target` check-ins) from `nodes` nodes.
+fn load(
+    base: &str,
+    nodes: usize,
+    requests: usize,
+    check_ins: bool,
+) -> Result<(f64, f64, f64), String> {
     let addr = base.trim_start_matches("http://").to_string();
-    let bodies: Vec<(String, String)> = (0..requests)
+    let bodies: Vec<(String, Option<String>)> = (0..requests)
         .map(|n| {
             let i = n * 7919 % nodes;
-            (
-                row(i).report_token,
-                report(i, n, "boot", "sha256:bench", false),
-            )
+            let body = (!check_ins).then(|| report(i, n, "boot", "sha256:bench", false));
+            (row(i).report_token, body)
         })
         .collect();
     let started = Instant::now();
@@ -180,7 +204,7 @@ fn report_load(base: &str, nodes: usize, requests: usize) -> Result<(f64, f64, f
         .chunks(requests.div_ceil(CONNECTIONS))
         .map(|c| {
             let (addr, c) = (addr.clone(), c.to_vec());
-            std::thread::spawn(move || keep_alive_posts(&addr, &c))
+            std::thread::spawn(move || keep_alive(&addr, &c))
         })
         .collect();
     let mut lat = Vec::new();
@@ -216,7 +240,8 @@ pub fn run_bench(o: &Options) -> Result<String, String> {
         "Command: `cargo xtask bench --only rollout`. {} simulated nodes (database rows with \
          their tokens), {} reports per backend over {CONNECTIONS} keep-alive connections on \
          loopback, each a new boot of a random node (stored, the node's row updated, retention, \
-         rollout check).\n\n| backend | reports/s | p50 | p99 | goal ≥ 5,000/s |\n|---|---|---|---|---|\n",
+         rollout check); then as many check-ins (`GET /v1/target`: the token's node, its \
+         rollouts).\n\n| backend | requests | per s | p50 | p99 | goal ≥ 5,000/s |\n|---|---|---|---|---|---|\n",
         o.nodes, o.requests
     ));
     let pg = lab::postgres::Postgres::start()?;
@@ -233,12 +258,14 @@ pub fn run_bench(o: &Options) -> Result<String, String> {
         spec.database = Some(url.clone());
         rt.block_on(fill(&url, o.nodes))?;
         let c = Controller::start(&spec)?;
-        let (rps, p50, p99) = report_load(&spec.url(), o.nodes, o.requests)
-            .map_err(|e| format!("{e}\n{}", c.log()))?;
-        md.push_str(&format!(
-            "| {backend} | {rps:.0} | {p50:.1} ms | {p99:.1} ms | {} |\n",
-            if rps >= 5000.0 { "met" } else { "missed" }
-        ));
+        for (what, check_ins) in [("reports", false), ("check-ins", true)] {
+            let (rps, p50, p99) = load(&spec.url(), o.nodes, o.requests, check_ins)
+                .map_err(|e| format!("{e}\n{}", c.log()))?;
+            md.push_str(&format!(
+                "| {backend} | {what} | {rps:.0} | {p50:.1} ms | {p99:.1} ms | {} |\n",
+                if rps >= 5000.0 { "met" } else { "missed" }
+            ));
+        }
         if backend == "PostgreSQL" {
             // Plan and store a rollout over every simulated node.
             let client =
@@ -287,19 +314,19 @@ pub fn run_bench(o: &Options) -> Result<String, String> {
         .ok_or("no canary offered")?;
     let i: usize = canary.hostname[1..].parse().map_err(|_| "canary name")?;
     let addr = spec.url().trim_start_matches("http://").to_string();
-    keep_alive_posts(
+    keep_alive(
         &addr,
         &[(
             row(i).report_token,
-            report(i, 1, "boot", &v.rollout.digest, true),
+            Some(report(i, 1, "boot", &v.rollout.digest, true)),
         )],
     )?;
     let t = Instant::now();
-    keep_alive_posts(
+    keep_alive(
         &addr,
         &[(
             row(i).report_token,
-            report(i, 2, "rejected", &v.rollout.digest, true),
+            Some(report(i, 2, "rejected", &v.rollout.digest, true)),
         )],
     )?;
     let mut paused = None;

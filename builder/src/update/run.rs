@@ -112,14 +112,17 @@ pub fn update(
     progress: &dyn Progress,
     say: &mut dyn FnMut(String),
 ) -> Result<Updated, UpdateError> {
-    let (node, state, booted, disk, top_dir) = {
+    let (node, state, booted, disk, controller) = {
         let top = versions::open(target)?;
+        let node = top.node()?;
+        // The token beside node.toml is read while the top level is mounted.
+        let controller = Destination::load(&node.controller, &top.path.join(STATE_DIR));
         (
-            top.node()?,
+            node,
             top.state()?,
             top.booted.clone(),
             top.disk.clone(),
-            top.path.clone(),
+            controller,
         )
     };
     let file = format!("{disk}: .terra/node.toml");
@@ -136,8 +139,7 @@ pub fn update(
     let (source, named_by) = match &policy.source {
         Source::Image(r) => (r.clone(), None),
         Source::Controller => {
-            let dir = top_dir.join(STATE_DIR);
-            let dest = Destination::load(&node.controller, &dir)
+            let dest = controller
                 .map_err(|e| UpdateError::Controller(format!("{file}: {e}")))?
                 .ok_or_else(|| {
                     UpdateError::Controller(format!(
