@@ -96,17 +96,7 @@ impl NodeSpec {
             file: file.to_string(),
             message,
         };
-        let node = NodeConfig::parse(text, Path::new(file)).map_err(|e| err(e.to_string()))?;
-        let hostname = node
-            .hostname
-            .clone()
-            .ok_or_else(|| err("`hostname` is required: it names the node".into()))?;
-        if !valid_hostname(&hostname) {
-            return Err(err(format!(
-                "hostname = {hostname:?}: not a hostname label (letters, digits and inner \
-                 hyphens, at most 63)"
-            )));
-        }
+        let (node, hostname) = named(text, file)?;
         let mac_text = node.mac.clone().ok_or_else(|| {
             err("`mac` is required: the node is found by it when it boots".into())
         })?;
@@ -174,6 +164,12 @@ impl NodeSpec {
 /// one `terra install` keeps on the disk) must name it; nothing else is needed, since the
 /// controller makes no LUN, target or boot script for it.
 pub fn disk_node_hostname(text: &str, file: &str) -> Result<String, SpecError> {
+    named(text, file).map(|(_, hostname)| hostname)
+}
+
+/// node.toml `text` parsed, and the hostname it must name (a label the controller can use
+/// in file names and IQNs); `file` names it in errors.
+fn named(text: &str, file: &str) -> Result<(NodeConfig, String), SpecError> {
     let err = |message: String| SpecError {
         file: file.to_string(),
         message,
@@ -181,6 +177,7 @@ pub fn disk_node_hostname(text: &str, file: &str) -> Result<String, SpecError> {
     let node = NodeConfig::parse(text, Path::new(file)).map_err(|e| err(e.to_string()))?;
     let hostname = node
         .hostname
+        .clone()
         .ok_or_else(|| err("`hostname` is required: it names the node".into()))?;
     if !valid_hostname(&hostname) {
         return Err(err(format!(
@@ -188,7 +185,7 @@ pub fn disk_node_hostname(text: &str, file: &str) -> Result<String, SpecError> {
              hyphens, at most 63)"
         )));
     }
-    Ok(hostname)
+    Ok((node, hostname))
 }
 
 /// What a node with its own disk stores in the columns only diskless nodes use (MAC,
