@@ -280,7 +280,7 @@ fn workspace_version(ws: &Path) -> crate::Result<String> {
 /// What debootstrap adds to minbase for the package test: a Debian 12 machine's
 /// initramfs generator and kernel, as a user's machine has them (the kernel's postinst runs
 /// initramfs-tools' hook, so `/boot/initrd.img-<version>` is initramfs-tools').
-pub const MACHINE_PACKAGES: &str = "initramfs-tools,linux-image-amd64";
+pub const MACHINE_PACKAGES: &str = "initramfs-tools,linux-image-amd64,systemd-sysv,tgt";
 
 /// What `apt install ./terra.deb` fetches for the package's Recommends ([`RELATIONS`]); the
 /// cached root holds them in apt's archive cache, as they would be after any earlier
@@ -299,6 +299,31 @@ pub const ROOT_COMMAND_TIMEOUT_S: u32 = 600;
 /// Serializes making the cached root between the tests of one process (processes meet at
 /// the rename).
 static ROOT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `root` as an ext4 disk image with filesystem UUID `uuid` (`mkfs.ext4 -d`: no mount, no
+/// loop device), in `target/lab/scratch/<root's name>.img`, with room to spare.
+pub fn root_disk(root: &Path, uuid: &str) -> crate::Result<PathBuf> {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{}: no name", root.display()))?;
+    let img = crate::lab_dir().join("scratch").join(format!("{name}.img"));
+    let used_kb: u64 = run(Command::new("du").args(["-sk", "-x"]).arg(root))?
+        .split_whitespace()
+        .next()
+        .and_then(|k| k.parse().ok())
+        .ok_or_else(|| format!("du -sk {}: no size", root.display()))?;
+    let _ = fs::remove_file(&img);
+    fs::File::create(&img)
+        .and_then(|f| f.set_len((used_kb * 3 / 2 + 512 * 1024) * 1024))
+        .map_err(|e| format!("{}: {e}", img.display()))?;
+    run(Command::new("timeout")
+        .arg(ROOT_COMMAND_TIMEOUT_S.to_string())
+        .args(["mkfs.ext4", "-q", "-F", "-L", "machine", "-U", uuid, "-d"])
+        .arg(root)
+        .arg(&img))?;
+    Ok(img)
+}
 
 /// A Debian 12 root as a user's machine has one (`debootstrap --variant=minbase` of
 /// bookworm with [`MACHINE_PACKAGES`]), made once under

@@ -5,17 +5,56 @@
 //! initramfs-tools and writes the installed kernel's initramfs with Terra (`dpkg -i`
 //! refuses until initramfs-tools is removed, then does the same); a
 //! kernel package installed afterwards (Debian's cloud kernel, with its real maintainer
-//! scripts) gets Terra's `/boot/initrd.img-<version>`, which boots the lab's disk under
-//! QEMU; removing the kernel removes it.
+//! scripts) gets Terra's `/boot/initrd.img-<version>`, which boots the machine itself under
+//! QEMU up to systemd, which starts the shipped `terra-controller.service`; removing the
+//! kernel removes it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use lab::harness::{artifacts, busybox, expect, report, run};
-use lab::{kernels, oci_root, package};
+use lab::harness::{expect, report, run};
+use lab::{kernels, package};
 
-const HOOK_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001c1";
+const MACHINE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001c1";
+
+/// A unit in the machine root that runs [`CONTROLLER_CHECK`] once systemd started the
+/// controller, and powers the machine off.
+const CONTROLLER_CHECK_UNIT: &str = "[Unit]
+Description=lab: check terra-controller.service
+After=terra-controller.service
+
+[Service]
+Type=oneshot
+StandardOutput=journal+console
+StandardError=journal+console
+ExecStart=/usr/local/sbin/terra-e2e-controller
+ExecStartPost=/bin/systemctl poweroff --no-block
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// What the unit runs: the controller as systemd started it (its API with the token it
+/// made, its state's modes, tgtd beside it), and the boot report stage0 left.
+const CONTROLLER_CHECK: &str = r#"#!/bin/sh
+say() { echo "TERRA-E2E-CONTROLLER $*"; }
+say kernel "$(uname -r)"
+for i in $(seq 90); do
+    [ -s /var/lib/terra/token ] && terra-controller node list --json \
+        --server http://127.0.0.1:8080 --token-file /var/lib/terra/token > /run/nodes 2>&1 && break
+    sleep 1
+done
+say terra-controller.service "$(systemctl is-active terra-controller.service)"
+pidof tgtd > /dev/null && say tgtd running
+say nodes: "$(tr -d '\n ' < /run/nodes)"
+say "$(stat -c '%a %U %n' /var/lib/terra/token)"
+say "$(stat -c '%a %U %n' /var/lib/terra)"
+echo --- /run/terra/boot.json
+cat /run/terra/boot.json
+echo
+echo --- end boot.json
+"#;
 
 /// A file only Terra's initramfs has (the session keeper, `init::layout::KEEPER`).
 const TERRA_MARKER: &str = "lib/terra/keeper";
@@ -245,22 +284,59 @@ fn apt_install_replaces_initramfs_tools_and_the_kernel_hook_makes_a_bootable_ini
         initrd.display()
     );
 
-    // The hook's image boots the kernel it was made for on the lab's disk.
-    let a = artifacts();
-    let disk = oci_root::demo_disk(&a.terra, &busybox(), HOOK_UUID).expect("demo disk");
+    // The machine itself boots: the hook's image and the kernel it was made for, the root
+    // (this machine root, as a disk) up to systemd, which starts the shipped
+    // terra-controller.service (enabled as an operator does, its settings in the env file
+    // the package ships): it answers the API with the token it made in its state
+    // directory, both private, and tgtd runs beside it.
+    std::fs::write(
+        root.join("etc/terra/controller.env"),
+        format!(
+            "TERRA_SERVE_ARGS=\"--listen 127.0.0.1:8080 --public-url http://127.0.0.1:8080 \
+             --kernel /boot/vmlinuz-{r} --initramfs /boot/initrd.img-{r}\"\n",
+            r = k.release
+        ),
+    )
+    .unwrap();
+    in_root(&root, &["systemctl", "enable", "terra-controller.service"]);
+    // The controller runs its own tgtd (on its own control port): Debian's tgt.service,
+    // which would hold the iSCSI port first, stays off, as the README says.
+    let _ = in_root_status(&root, &["systemctl", "disable", "tgt.service"]);
+    std::fs::write(
+        root.join("etc/systemd/system/terra-e2e-controller.service"),
+        CONTROLLER_CHECK_UNIT,
+    )
+    .unwrap();
+    let check = root.join("usr/local/sbin/terra-e2e-controller");
+    std::fs::create_dir_all(check.parent().unwrap()).unwrap();
+    std::fs::write(&check, CONTROLLER_CHECK).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+    in_root(
+        &root,
+        &["systemctl", "enable", "terra-e2e-controller.service"],
+    );
+    let disk = package::root_disk(&root, MACHINE_UUID).expect("the machine root as a disk");
     let mut vm = lab::vm::Vm::new(&k.image, &initrd, lab::harness::accel());
-    vm.disks = vec![disk];
-    vm.append = format!("terra.demo=poweroff root=UUID={HOOK_UUID}");
-    vm.timeout = std::time::Duration::from_secs(150);
+    vm.disks = vec![disk.clone()];
+    vm.memory_mb = 1024;
+    vm.append = format!("root=UUID={MACHINE_UUID} rw");
+    vm.timeout = std::time::Duration::from_secs(400);
     let out = run(&vm);
+    let _ = std::fs::remove_file(&disk);
     expect(
         &out,
         &[
-            "TERRA-DEMO-INIT",
-            &format!("Terra demo root on {}", k.release),
+            &format!("TERRA-E2E-CONTROLLER kernel {}", k.release),
+            "TERRA-E2E-CONTROLLER terra-controller.service active",
+            "TERRA-E2E-CONTROLLER tgtd running",
+            "TERRA-E2E-CONTROLLER nodes: []",
+            "TERRA-E2E-CONTROLLER 600 root /var/lib/terra/token",
+            "TERRA-E2E-CONTROLLER 700 root /var/lib/terra",
         ],
     );
-    assert_eq!(report(&out)["root"]["uuid"], HOOK_UUID);
+    assert_eq!(report(&out)["root"]["uuid"], MACHINE_UUID, "{}", out.log);
+    assert!(out.exited, "the machine powers off:\n{}", out.log);
 
     // Removing the kernel removes its Terra image.
     let package = kernel_deb
