@@ -16,6 +16,7 @@ pub mod controller;
 pub mod docs;
 pub mod images;
 mod progress_bar;
+pub mod sign;
 pub mod update;
 pub mod versions;
 
@@ -64,6 +65,8 @@ pub enum Command {
     Pxe(artifacts::PxeArgs),
     Uki(artifacts::UkiArgs),
     Image(images::ImageArgs),
+    Sign(sign::SignArgs),
+    Key(sign::KeyArgs),
     Install(versions::InstallArgs),
     Upgrade(versions::UpgradeArgs),
     Apply(versions::ApplyArgs),

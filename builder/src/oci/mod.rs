@@ -19,6 +19,7 @@ pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod sign;
 pub mod tarstream;
 pub mod verify;
 

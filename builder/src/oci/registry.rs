@@ -285,7 +285,11 @@ async fn pull_async(
     Ok(report)
 }
 
-fn descriptor(media_type: &str, size: usize, d: &Digest) -> Result<Descriptor, OciError> {
+pub(super) fn descriptor(
+    media_type: &str,
+    size: usize,
+    d: &Digest,
+) -> Result<Descriptor, OciError> {
     Ok(Descriptor::new(
         MediaType::from(media_type),
         size as u64,

@@ -18,6 +18,7 @@ mod kernel;
 mod oci_corpus;
 mod oci_hostile;
 mod oci_registry;
+mod oci_sign;
 mod oci_signed;
 mod oci_tar_gaps;
 mod oci_unpack;
