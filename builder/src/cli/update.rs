@@ -11,7 +11,8 @@ use super::CliError;
 /// Look for a newer image and stage, apply and reboot into it by node.toml's [update]
 ///
 /// Reads [update] from the node.toml `terra install` kept on the disk: `source` (an image
-/// reference whose tag is followed by digest), `strategy` (immediate, window or manual),
+/// reference whose tag is followed by digest, or "controller": the fleet controller its
+/// [controller] names says which image, by digest, through `mirror` when set), `strategy` (immediate, window or manual),
 /// `window` ("Sat,Sun 02:00-04:00", UTC unless a zone is named; several allowed), `delay`
 /// (a random wait before applying, "30m"), `pre_reboot` (a drain hook that must exit 0 before
 /// the reboot) and `plain_http`. Asks the registry what the tag names (one manifest

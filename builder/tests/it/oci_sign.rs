@@ -227,8 +227,9 @@ fn terra_signs_an_image_in_a_layout_and_a_registry_as_cosign_does() {
             "--plain-http",
             "--verify-key",
             k1_pub.to_str().unwrap(),
-            &reference,
+            "--layout",
             pulled.to_str().unwrap(),
+            &reference,
         ],
         T,
     );
@@ -240,8 +241,9 @@ fn terra_signs_an_image_in_a_layout_and_a_registry_as_cosign_does() {
             "--plain-http",
             "--verify-key",
             k3.public.to_str().unwrap(),
-            &reference,
+            "--layout",
             w("pulled-refused").to_str().unwrap(),
+            &reference,
         ],
         T,
     );
