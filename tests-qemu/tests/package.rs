@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use lab::harness::{expect, report, run};
+use lab::harness::{expect, run};
 use lab::{kernels, package};
 
 const MACHINE_UUID: &str = "7e44a1a0-5ca1-4e00-9000-0000000001c1";
@@ -50,10 +50,7 @@ pidof tgtd > /dev/null && say tgtd running
 say nodes: "$(tr -d '\n ' < /run/nodes)"
 say "$(stat -c '%a %U %n' /var/lib/terra/token)"
 say "$(stat -c '%a %U %n' /var/lib/terra)"
-echo --- /run/terra/boot.json
-cat /run/terra/boot.json
-echo
-echo --- end boot.json
+say boot.json "$(tr -d '\n' < /run/terra/boot.json)"
 "#;
 
 /// A file only Terra's initramfs has (the session keeper, `init::layout::KEEPER`).
@@ -335,7 +332,14 @@ fn apt_install_replaces_initramfs_tools_and_the_kernel_hook_makes_a_bootable_ini
             "TERRA-E2E-CONTROLLER 700 root /var/lib/terra",
         ],
     );
-    assert_eq!(report(&out)["root"]["uuid"], MACHINE_UUID, "{}", out.log);
+    // stage0's boot report, on one line (the journal prefixes each console line).
+    let report: serde_json::Value = out
+        .log
+        .lines()
+        .find_map(|l| l.split("TERRA-E2E-CONTROLLER boot.json ").nth(1))
+        .and_then(|j| serde_json::from_str(j.trim()).ok())
+        .unwrap_or_else(|| panic!("no boot report:\n{}", out.log));
+    assert_eq!(report["root"]["uuid"], MACHINE_UUID, "{report:#}");
     assert!(out.exited, "the machine powers off:\n{}", out.log);
 
     // Removing the kernel removes its Terra image.
