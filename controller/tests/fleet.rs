@@ -863,8 +863,9 @@ fn boot_all(c: &ControllerSpec, macs: &[&str]) -> Vec<Outcome> {
 /// A fleet moves in waves on what its nodes report: v2 reaches the canary, then the rest;
 /// v3 (no init) makes the canary fall back in the same boot, and the rollout pauses there
 /// naming the node and stage0's reason, with nobody else touched; v3 is never offered to
-/// the canary again; after an abort, a fixed v4 reaches everyone; v5, whose health check
-/// fails, is rejected by the booted system and pauses its rollout too.
+/// the canary again; after an abort, a fixed v4 reaches everyone. The second wave's node
+/// boots while the controller hangs: its report waits for the booted system. (A health
+/// check's rejection in a rollout: the Debian disk node, `auto_update.rs`.)
 #[test]
 fn a_rollout_moves_the_fleet_in_waves_and_stops_at_the_first_fallback() {
     let dir = tempfile::tempdir().unwrap();

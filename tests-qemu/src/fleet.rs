@@ -30,7 +30,8 @@ pub const NODE_CMDLINE: &str =
     "console=ttyS0 panic=-1 terra.demo=health terra.demo=poweroff terra.rescue=halt init=/bin/node-init";
 
 /// The fleet image's layout (tags `v1`, `v2`; `v3` without the node's init, `v4` after
-/// it, `v5` whose health check fails), cached under target/lab/images by content.
+/// it), cached under target/lab/images by content. (A version whose health check fails is
+/// the Debian node's, `tests/scenarios/auto_update.rs`.)
 pub fn layout(busybox: &Path) -> Result<PathBuf> {
     let _turn = crate::lab_lock("fleet-layout")?;
     let work = crate::disk::tempdir("fleet-image")?;
@@ -54,21 +55,12 @@ pub fn layout(busybox: &Path) -> Result<PathBuf> {
     fs::create_dir_all(fixed_root.join("usr/share")).map_err(|e| e.to_string())?;
     fs::write(fixed_root.join("usr/share/fleet-version"), "v4\n").map_err(|e| e.to_string())?;
     let fixed = layer_from_dir(&fixed_root)?;
-    // v5 boots, but its health check fails.
-    let sick_root = work.join("sick");
-    fs::create_dir_all(sick_root.join("etc/terra/health.d")).map_err(|e| e.to_string())?;
-    crate::disk::write_exec(
-        &sick_root.join("etc/terra/health.d/10-fleet"),
-        "#!/bin/sh\necho TERRA-FLEET-UNHEALTHY: the service never came up\nexit 1\n",
-    )?;
-    let sick = layer_from_dir(&sick_root)?;
     let key = sha256(
         &[
             base.as_slice(),
             top.as_slice(),
             broken.as_slice(),
             fixed.as_slice(),
-            sick.as_slice(),
         ]
         .concat(),
     );
@@ -85,9 +77,7 @@ pub fn layout(busybox: &Path) -> Result<PathBuf> {
         put_image(&tmp, "v1", std::slice::from_ref(&b), &[])?;
         put_image(&tmp, "v2", &[b.clone(), t.clone()], &[])?;
         put_image(&tmp, "v3", &[b.clone(), t.clone(), x], &[])?;
-        let h = put_layer(&tmp, &sick, true)?;
-        put_image(&tmp, "v4", &[b.clone(), t.clone(), f.clone()], &[])?;
-        put_image(&tmp, "v5", &[b, t, f, h], &[])?;
+        put_image(&tmp, "v4", &[b, t, f], &[])?;
         fs::create_dir_all(layout.parent().expect("images dir")).map_err(|e| e.to_string())?;
         crate::publish_dir(&tmp, &layout)?;
     }
