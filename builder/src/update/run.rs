@@ -8,14 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use terra_init::bootstate::{Status, DEFAULT_TRIES};
-
-use super::policy::{decide, DiskView, Plan, Policy, PolicyError, Source, Then};
-use terra_init::bootstate::STATE_DIR;
+use terra_init::bootstate::{Status, DEFAULT_TRIES, STATE_DIR};
 use terra_init::report::message::{self, Event, Message};
 use terra_init::report::outbox::{Destination, Outbox};
 use terra_init::report::target::Target as ControllerTarget;
 
+use super::policy::{decide, DiskView, Plan, Policy, PolicyError, Source, Then};
 use crate::oci::{self, ImageRef, Progress, ResolveOptions};
 use crate::versions::{self, Target, UpgradeSpec, Upgraded, VersionsError};
 
@@ -162,15 +160,10 @@ pub fn update(
             };
             let pinned = pin(&t.image, &t.digest, node.update.mirror.as_deref())?;
             say(format!(
-                "the controller at {} names {} (rollout {}){}",
+                "the controller at {} names {} (rollout {}), fetched as {pinned}",
                 dest.url_text(),
                 t.digest,
                 t.rollout,
-                if pinned.starts_with(&t.image) {
-                    String::new()
-                } else {
-                    format!(", fetched as {pinned}")
-                }
             ));
             (pinned, Some((dest, t)))
         }
