@@ -694,17 +694,33 @@ fn two_controllers_on_one_postgresql_share_the_fleet() {
     assert!(!ok && out.contains("controller"), "{out}");
 }
 
+/// Runs `cmd`, a program this test has just copied (which may run another it copied): a
+/// test thread that forks between a copy's open and close holds the file open for writing
+/// until its child execs, and exec fails with ETXTBSY for that moment, so that error (ours,
+/// or the one terra reports for the controller beside it) is retried, bounded.
+fn output_of_copy(cmd: &mut Command) -> std::process::Output {
+    for _ in 0..50 {
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {}
+            Ok(out) if String::from_utf8_lossy(&out.stderr).contains("Text file busy") => {}
+            other => return other.unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{cmd:?}: still busy (ETXTBSY) after 5 s")
+}
+
 #[test]
 fn terra_serve_and_node_run_the_controller_found_beside_terra() {
     let dir = tempfile::tempdir().unwrap();
     let terra = dir.path().join("terra");
     std::fs::copy(&artifacts().terra, &terra).unwrap();
     // Alone, terra says where it looked (with no terra-controller on PATH either).
-    let out = Command::new(&terra)
-        .args(["node", "list"])
-        .env("PATH", dir.path().join("empty"))
-        .output()
-        .unwrap();
+    let out = output_of_copy(
+        Command::new(&terra)
+            .args(["node", "list"])
+            .env("PATH", dir.path().join("empty")),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -713,10 +729,7 @@ fn terra_serve_and_node_run_the_controller_found_beside_terra() {
     );
     // Beside it, `terra node --help` is the controller's.
     std::fs::copy(PROGRAM, dir.path().join("terra-controller")).unwrap();
-    let out = Command::new(&terra)
-        .args(["node", "--help"])
-        .output()
-        .unwrap();
+    let out = output_of_copy(Command::new(&terra).args(["node", "--help"]));
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Manage the nodes of a Terra controller"));
 }
