@@ -88,20 +88,24 @@ impl Client {
 
     /// `node add`.
     pub fn add(&self, text: &str, file: &str) -> Result<NodeView, ClientError> {
-        let req = self
-            .http
-            .post(format!("{}/api/nodes", self.base))
-            .query(&[("file", file)])
-            .body(text.to_string());
-        self.send(req, &format!("adding {file}"))?
-            .ok_or_else(|| ClientError("adding: empty answer".into()))
+        self.post_node_toml("nodes", text, file)
     }
 
     /// `node add --disk-node`.
     pub fn add_disk(&self, text: &str, file: &str) -> Result<DiskNodeAdded, ClientError> {
+        self.post_node_toml("disk-nodes", text, file)
+    }
+
+    /// POSTs node.toml `text` (named `file`) to `/api/<what>`; the answer.
+    fn post_node_toml<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        text: &str,
+        file: &str,
+    ) -> Result<T, ClientError> {
         let req = self
             .http
-            .post(format!("{}/api/disk-nodes", self.base))
+            .post(format!("{}/api/{what}", self.base))
             .query(&[("file", file)])
             .body(text.to_string());
         self.send(req, &format!("adding {file}"))?

@@ -470,6 +470,14 @@ struct AddQuery {
     file: Option<String>,
 }
 
+/// A node.toml sent to be added: its name for messages and its text.
+fn node_toml(q: AddQuery, body: &Bytes) -> Result<(String, String), ApiError> {
+    let file = q.file.unwrap_or_else(|| "node.toml".into());
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{file}: not UTF-8")))?;
+    Ok((file, text))
+}
+
 async fn add(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -477,9 +485,7 @@ async fn add(
     body: Bytes,
 ) -> Result<(StatusCode, Json<NodeView>), ApiError> {
     authorize(&app, &headers)?;
-    let file = q.file.unwrap_or_else(|| "node.toml".into());
-    let text = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{file}: not UTF-8")))?;
+    let (file, text) = node_toml(q, &body)?;
     let n = app.ctl.add(&text, &file).await?;
     Ok((StatusCode::CREATED, Json(NodeView::from(&n))))
 }
@@ -493,9 +499,7 @@ async fn add_disk(
     body: Bytes,
 ) -> Result<(StatusCode, Json<DiskNodeAdded>), ApiError> {
     authorize(&app, &headers)?;
-    let file = q.file.unwrap_or_else(|| "node.toml".into());
-    let text = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{file}: not UTF-8")))?;
+    let (file, text) = node_toml(q, &body)?;
     let n = app.ctl.add_disk(&text, &file).await?;
     Ok((
         StatusCode::CREATED,

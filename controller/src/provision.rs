@@ -40,6 +40,24 @@ pub mod state {
     pub const DISK: &str = "disk";
 }
 
+impl From<AddError> for ControllerError {
+    fn from(e: AddError) -> Self {
+        match e {
+            AddError::Taken { field, value, node } => ControllerError::Taken { field, value, node },
+            AddError::Db(e) => ControllerError::Db(e),
+        }
+    }
+}
+
+/// A new node's report token (32 random alphanumerics), the failure named as its step.
+fn report_token(hostname: &str) -> Result<String, ControllerError> {
+    node::random_token(32).map_err(|e| ControllerError::Step {
+        node: hostname.to_string(),
+        step: "token",
+        cause: format!("random: {e}"),
+    })
+}
+
 /// Journal step names.
 const STEP_LUN: &str = "lun";
 const STEP_TARGET: &str = "target";
@@ -248,16 +266,9 @@ impl Controller {
                 .map(|c| serde_json::to_string(c).unwrap_or_default())
                 .unwrap_or_default(),
             updated: 0,
-            report_token: node::random_token(32).map_err(|e| ControllerError::Step {
-                node: spec.hostname.clone(),
-                step: "token",
-                cause: format!("random: {e}"),
-            })?,
+            report_token: report_token(&spec.hostname)?,
         };
-        let row = self.db.add_node(row).await.map_err(|e| match e {
-            AddError::Taken { field, value, node } => ControllerError::Taken { field, value, node },
-            AddError::Db(e) => ControllerError::Db(e),
-        })?;
+        let row = self.db.add_node(row).await?;
         self.provision(&row.hostname).await
     }
 
@@ -283,16 +294,9 @@ impl Controller {
             config: text.to_string(),
             chap: String::new(),
             updated: 0,
-            report_token: node::random_token(32).map_err(|e| ControllerError::Step {
-                node: hostname.clone(),
-                step: "token",
-                cause: format!("random: {e}"),
-            })?,
+            report_token: report_token(&hostname)?,
         };
-        self.db.add_node(row).await.map_err(|e| match e {
-            AddError::Taken { field, value, node } => ControllerError::Taken { field, value, node },
-            AddError::Db(e) => ControllerError::Db(e),
-        })
+        Ok(self.db.add_node(row).await?)
     }
 
     /// The manifest digest `image` resolves to (index and platform as for `terra install`).

@@ -265,23 +265,19 @@ fn tell_controller(booted: &Booted, event: Event, reason: Option<String>) {
             return;
         }
     };
-    let mut m = Message {
+    // The name stage0 reported the boot under (the system may have renamed itself).
+    let hostname = outbox.hostname().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let m = Message::from_system(
         event,
-        // The name stage0 reported the boot under (the system may have renamed itself).
-        hostname: outbox.hostname().unwrap_or_else(|| {
-            nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        }),
-        boot_id: message::boot_id(),
-        sent_by: "bless".into(),
-        version: Some(booted.version.clone()),
+        hostname,
+        "bless",
+        Some(booted.version.clone()),
         reason,
-        phases: Vec::new(),
-        initramfs_ms: 0.0,
-        uptime_at_start_ms: 0.0,
-    };
-    m.fit();
+    );
     // Earlier reports first (the boot's, if stage0 could not send it), then this one.
     let left = outbox.leave(&m);
     let mut quiet = |_: &str| {};

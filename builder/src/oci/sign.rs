@@ -165,13 +165,36 @@ pub fn signature_config(payload_digests: &[Digest]) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// One signature layer: the payload's descriptor with its signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedPayload {
-    /// The payload's bytes.
-    pub payload: Vec<u8>,
-    /// Their base64 signature.
-    pub signature: String,
+/// A signature manifest's layers: payload digest, size and base64 signature.
+type SignatureLayers = Vec<(Digest, u64, String)>;
+
+/// Adds `key`'s signature of `digest` (as `docker_reference`) to `layers` (an existing
+/// `.sig` manifest's, kept first; the same signature again replaces itself). Returns the
+/// payload, which the caller stores beside the manifest.
+fn add_signature(
+    layers: &mut SignatureLayers,
+    docker_reference: &str,
+    digest: &Digest,
+    key: &ImageKey,
+) -> Vec<u8> {
+    let payload = Payload::cosign_bytes(docker_reference, digest);
+    let signature = key.sign(&payload);
+    let payload_digest = Digest::sha256_of(&payload);
+    layers.retain(|(d, _, s)| !(d == &payload_digest && s == &signature));
+    layers.push((payload_digest, payload.len() as u64, signature));
+    payload
+}
+
+/// The signed layers of an existing signature manifest (unsigned ones are dropped).
+fn signed_layers(manifest: &[u8], sig_tag: &str) -> Result<SignatureLayers, OciError> {
+    Ok(cosign::signature_layers(manifest)
+        .map_err(|reason| OciError::Reference {
+            reference: sig_tag.to_string(),
+            reason,
+        })?
+        .into_iter()
+        .filter_map(|l| l.signature.map(|sig| (l.digest, l.size, sig)))
+        .collect())
 }
 
 /// The signature manifest holding `layers` (earlier signatures first), with its config.
@@ -265,21 +288,10 @@ pub fn sign_layout(
                     reference: sig_tag.clone(),
                     reason,
                 })?;
-        let bytes = layout.read_blob(&old_digest, Some(old.size()))?;
-        for l in cosign::signature_layers(&bytes).map_err(|reason| OciError::Reference {
-            reference: sig_tag.clone(),
-            reason,
-        })? {
-            if let Some(sig) = l.signature {
-                layers.push((l.digest, l.size, sig));
-            }
-        }
+        layers = signed_layers(&layout.read_blob(&old_digest, Some(old.size()))?, &sig_tag)?;
     }
-    let payload = Payload::cosign_bytes(docker_reference, &digest);
-    let signature = key.sign(&payload);
-    let payload_digest = layout.write_blob(&payload)?;
-    layers.retain(|(d, _, s)| !(d == &payload_digest && s == &signature));
-    layers.push((payload_digest, payload.len() as u64, signature));
+    let payload = add_signature(&mut layers, docker_reference, &digest, key);
+    layout.write_blob(&payload)?;
     let (manifest, config) = signature_manifest(&layers);
     layout.write_blob(&config)?;
     let manifest_digest = layout.write_blob(&manifest)?;
@@ -323,26 +335,16 @@ async fn sign_in_registry(
         reference.repository().to_string(),
         sig_tag.clone(),
     );
-    let mut layers = Vec::new();
-    if let Ok((bytes, _)) = client
+    let mut layers = match client
         .pull_manifest_raw(&sig_ref, &auth, &[super::media::OCI_MANIFEST])
         .await
     {
-        let refuse = |reason: String| OciError::Reference {
-            reference: sig_ref.whole(),
-            reason,
-        };
-        for l in cosign::signature_layers(&bytes).map_err(refuse)? {
-            let Some(sig) = l.signature else { continue };
-            layers.push((l.digest, l.size, sig));
-        }
-    }
+        Ok((bytes, _)) => signed_layers(&bytes, &sig_ref.whole())?,
+        Err(_) => Vec::new(),
+    };
     let docker_reference = format!("{}/{}", reference.registry(), reference.repository());
-    let payload = Payload::cosign_bytes(&docker_reference, &digest);
-    let signature = key.sign(&payload);
+    let payload = add_signature(&mut layers, &docker_reference, &digest, key);
     let payload_digest = Digest::sha256_of(&payload);
-    layers.retain(|(d, _, s)| !(d == &payload_digest && s == &signature));
-    layers.push((payload_digest.clone(), payload.len() as u64, signature));
     let (manifest, config) = signature_manifest(&layers);
     let failed = |e| super::registry::registry_error(&sig_ref.whole(), e);
     client

@@ -333,12 +333,11 @@ fn tell_applied(
     t: &ControllerTarget,
     say: &mut dyn FnMut(String),
 ) {
-    let m = Message {
-        event: Event::Applied,
-        hostname: host.to_string(),
-        boot_id: message::boot_id(),
-        sent_by: "terra".into(),
-        version: Some(message::Version {
+    let m = Message::from_system(
+        Event::Applied,
+        host.to_string(),
+        "terra",
+        Some(message::Version {
             name: name.to_string(),
             digest: t.digest.clone(),
             image: t.image.clone(),
@@ -346,11 +345,8 @@ fn tell_applied(
             tentative: true,
             ..Default::default()
         }),
-        reason: None,
-        phases: Vec::new(),
-        initramfs_ms: 0.0,
-        uptime_at_start_ms: 0.0,
-    };
+        None,
+    );
     match dest.send(&m, ASK_BOUND) {
         Ok(_) => say(format!(
             "told the controller at {}: {name} applied",

@@ -222,6 +222,30 @@ pub fn boot_id() -> String {
 }
 
 impl Message {
+    /// A report from the booted system (`bless`'s verdict, `terra update`'s applied
+    /// version): this boot's id, no phases, no initramfs times, fitted to size.
+    pub fn from_system(
+        event: Event,
+        hostname: String,
+        sent_by: &str,
+        version: Option<Version>,
+        reason: Option<String>,
+    ) -> Message {
+        let mut m = Message {
+            event,
+            hostname,
+            boot_id: boot_id(),
+            sent_by: sent_by.into(),
+            version,
+            reason,
+            phases: Vec::new(),
+            initramfs_ms: 0.0,
+            uptime_at_start_ms: 0.0,
+        };
+        m.fit();
+        m
+    }
+
     /// Shortens what can grow so the JSON fits [`MAX_BODY`]: reasons to [`MAX_REASON`],
     /// fallbacks to [`MAX_FALLBACKS`], then, if still too large, the reasons further.
     pub fn fit(&mut self) {
