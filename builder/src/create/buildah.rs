@@ -80,6 +80,7 @@ impl Buildah {
             "--pull=always",
             "--layers=false",
             "--omit-history",
+            "--force-rm",
         ])
         .arg(format!("--timestamp={}", self.timestamp))
         .arg("-f")
@@ -88,6 +89,7 @@ impl Buildah {
         .arg(iidfile);
         self.tls(&mut c);
         c.arg(context);
+        // --force-rm: without it a component stage's container stays behind.
         // One pipe for both streams, so the step lines and a failing step's output stay
         // in order.
         let (reader, writer) =
@@ -109,10 +111,8 @@ impl Buildah {
         for line in BufReader::new(reader).split(b'\n') {
             let Ok(line) = line else { break };
             let text = String::from_utf8_lossy(&line);
-            if let Some(i) = text.find("STEP ") {
-                if let Some((_, instr)) = text[i..].split_once(": ") {
-                    step = Some(instr.to_string());
-                }
+            if let Some(instr) = step_of(&text) {
+                step = Some(instr);
             }
             let _ = writeln!(err, "{text}");
         }
@@ -198,5 +198,42 @@ impl Buildah {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// The instruction a buildah output line announces (`STEP 2/4: RUN …`, `[1/2] STEP 1/3:
+/// FROM …`) or names as failed (`building at STEP "RUN …": exit status 1`).
+fn step_of(line: &str) -> Option<String> {
+    if let Some(i) = line.find("STEP \"") {
+        let rest = &line[i + 6..];
+        return rest.rfind("\":").map(|j| rest[..j].to_string());
+    }
+    let i = line.find("STEP ")?;
+    let (num, instr) = line[i + 5..].split_once(": ")?;
+    num.bytes()
+        .all(|b| b.is_ascii_digit() || b == b'/')
+        .then(|| instr.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_as_buildah_says_them() {
+        assert_eq!(
+            step_of("STEP 2/4: RUN echo a: b").as_deref(),
+            Some("RUN echo a: b")
+        );
+        assert_eq!(
+            step_of("[1/2] STEP 1/3: FROM oci:/x:y").as_deref(),
+            Some("FROM oci:/x:y")
+        );
+        assert_eq!(
+            step_of("Error: building at STEP \"RUN echo x && false\": exit status 1").as_deref(),
+            Some("RUN echo x && false")
+        );
+        assert_eq!(step_of("STEP ahead: not a step"), None);
+        assert_eq!(step_of("Copying blob sha256:abc"), None);
     }
 }

@@ -108,21 +108,82 @@ pub struct Written {
     pub signature: Option<String>,
 }
 
+/// How the build names its base and components (buildah transports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources {
+    /// The base.
+    pub os: String,
+    /// The components, in server.toml's order.
+    pub components: Vec<String>,
+}
+
+/// The build's names for the images `spec` reads. buildah 1.28 names a layout's image
+/// after its path and refuses a path that is not a valid repository name (capitals, a
+/// component starting with a dot): such a layout is reached through a symlink named by
+/// its path's hash in `<tmp>/terra-create-layouts`, stable across runs since the name
+/// ends up in the image (its `base.name` annotation).
+pub fn sources(spec: &Spec) -> Result<Sources, CreateError> {
+    let name = |r: &ImageRef| -> Result<String, CreateError> {
+        match r {
+            ImageRef::Layout { path, tag } => {
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                if repository_path(&path) {
+                    return Ok(transport(r));
+                }
+                let dir = crate::oci::image::temp_base().join("terra-create-layouts");
+                let hash = crate::oci::blob::Digest::sha256_of(path.as_os_str().as_encoded_bytes());
+                let link = dir.join(&hash.hex()[..16]);
+                let made = std::fs::create_dir_all(&dir).and_then(|()| {
+                    let tmp = dir.join(format!(".{}-{}", &hash.hex()[..16], std::process::id()));
+                    let _ = std::fs::remove_file(&tmp);
+                    std::os::unix::fs::symlink(&path, &tmp)?;
+                    std::fs::rename(&tmp, &link)
+                });
+                made.map_err(|e| CreateError::Engine(format!("{}: {e}", link.display())))?;
+                Ok(transport(&ImageRef::Layout {
+                    path: link,
+                    tag: tag.clone(),
+                }))
+            }
+            r => Ok(transport(r)),
+        }
+    };
+    Ok(Sources {
+        os: name(&spec.os.0)?,
+        components: spec
+            .components
+            .iter()
+            .map(|c| name(&c.image.0))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Whether buildah can name an image after `path`: each component lowercase letters and
+/// digits, joined inside by `.`, `_` or `-`.
+fn repository_path(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| {
+        p.split('/').filter(|c| !c.is_empty()).all(|c| {
+            let b = c.as_bytes();
+            b.iter()
+                .all(|&x| x.is_ascii_lowercase() || x.is_ascii_digit() || b"._-".contains(&x))
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+        })
+    })
+}
+
 /// The Containerfile for `spec`'s userland and components; the last stage is the image.
-pub fn containerfile(spec: &Spec) -> String {
+pub fn containerfile(spec: &Spec, src: &Sources) -> String {
     let mut s = String::from("# Made by terra create from server.toml\n");
-    for (n, c) in spec.components.iter().enumerate() {
-        s.push_str(&format!(
-            "FROM {} AS terra-component-{n}\n",
-            transport(&c.image.0)
-        ));
+    for (n, c) in src.components.iter().enumerate() {
+        s.push_str(&format!("FROM {c} AS terra-component-{n}\n"));
     }
-    s.push_str(&format!("FROM {}\n", transport(&spec.os.0)));
+    s.push_str(&format!("FROM {}\n", src.os));
     for (line, _) in &spec.userland {
         s.push_str(line);
         s.push('\n');
     }
-    for n in 0..spec.components.len() {
+    for n in 0..src.components.len() {
         s.push_str(&format!("COPY --from=terra-component-{n} / /\n"));
     }
     s
@@ -229,7 +290,8 @@ fn build(
     work: &Path,
 ) -> Result<(), CreateError> {
     let file = work.join("Containerfile");
-    std::fs::write(&file, containerfile(spec))
+    let src = sources(spec)?;
+    std::fs::write(&file, containerfile(spec, &src))
         .map_err(|e| CreateError::Engine(format!("{}: {e}", file.display())))?;
     let context = spec
         .path
@@ -238,7 +300,7 @@ fn build(
         .unwrap_or(Path::new("."));
     let iid = work.join("iid");
     if let Err(f) = b.bud(&file, context, &iid)? {
-        return Err(step_error(spec, f));
+        return Err(step_error(spec, &src, f));
     }
     let id = std::fs::read_to_string(&iid)
         .map_err(|e| CreateError::Engine(format!("{}: {e}", iid.display())))?;
@@ -262,7 +324,7 @@ fn build(
 }
 
 /// Which server.toml key and line a failed step came from.
-fn step_error(spec: &Spec, f: buildah::BudFailure) -> CreateError {
+fn step_error(spec: &Spec, src: &Sources, f: buildah::BudFailure) -> CreateError {
     let step = f.step.unwrap_or_default();
     let first = |s: &str| s.lines().next().unwrap_or("").trim().to_string();
     let shown = first(&step);
@@ -277,10 +339,10 @@ fn step_error(spec: &Spec, f: buildah::BudFailure) -> CreateError {
     {
         (spec.components[n].image.1, format!("components[{n}].image"))
     } else if shown.starts_with("FROM") {
-        let n = spec
+        let n = src
             .components
             .iter()
-            .position(|c| shown.contains(&transport(&c.image.0)));
+            .position(|c| shown.contains(c.as_str()));
         match n {
             Some(n) => (spec.components[n].image.1, format!("components[{n}].image")),
             None => (spec.os.1, "os".into()),

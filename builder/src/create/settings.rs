@@ -10,7 +10,7 @@ use rustix::fs::FileType;
 use super::spec::{Interface, Resolvconf, Spec};
 use super::CreateError;
 use crate::oci::apply::{
-    mkdir_beneath, read_beneath, stat_beneath, symlink_beneath, write_file_beneath,
+    chmod_beneath, mkdir_beneath, read_beneath, stat_beneath, symlink_beneath, write_file_beneath,
 };
 
 /// Where systemd looks for unit files of the system, in its order.
@@ -60,11 +60,7 @@ pub fn apply(spec: &Spec, root: &Path) -> Result<(), CreateError> {
     .map_err(io)?;
     if !spec.authorized_keys.is_empty() {
         mkdir_beneath(root, "root/.ssh").map_err(io)?;
-        rustix::fs::chmod(
-            root.join("root/.ssh"),
-            rustix::fs::Mode::from_raw_mode(0o700),
-        )
-        .map_err(|e| CreateError::Tree(format!("{}: {e}", root.join("root/.ssh").display())))?;
+        chmod_beneath(root, "root/.ssh", 0o700).map_err(io)?;
         let mut keys = spec.authorized_keys.join("\n");
         keys.push('\n');
         write_file_beneath(root, "root/.ssh/authorized_keys", keys.as_bytes(), 0o600)

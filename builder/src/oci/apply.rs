@@ -849,6 +849,15 @@ fn open_beneath(root: &Path, path: &str, flags: OFlags) -> Result<Option<OwnedFd
     }
 }
 
+/// Sets the mode bits of `path` beneath `root` (resolved inside it).
+pub fn chmod_beneath(root: &Path, path: &str, mode: u32) -> Result<(), OciError> {
+    let full = root.join(path.trim_start_matches('/'));
+    let fd = open_beneath(root, path, OFlags::RDONLY)?
+        .ok_or_else(|| OciError::io(&full, io::ErrorKind::NotFound.into()))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
+        .map_err(|e| OciError::io(&full, e.into()))
+}
+
 /// The bytes of file `path` beneath `root` (resolved inside it); `None` when missing.
 pub fn read_beneath(root: &Path, path: &str) -> Result<Option<Vec<u8>>, OciError> {
     let Some(fd) = open_beneath(root, path, OFlags::RDONLY)? else {
