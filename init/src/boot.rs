@@ -188,7 +188,7 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
         &Parts {
             root: &chosen.root,
             version: chosen.version.as_ref(),
-            init: &cfg.init,
+            init: &chosen.init,
             modules: &devices.loaded,
             network: net_report.as_ref().map(NetworkReport::records),
             iscsi: attached.iter().map(|a| &a.report).collect(),
@@ -196,11 +196,11 @@ fn boot(s: &mut State) -> Result<Infallible, Failure> {
     );
     log::info!(
         "exec {} after {:.1} ms in the initramfs (peak RSS {} kB)",
-        cfg.init,
+        chosen.init,
         s.clock.total_ms(),
         peak_rss_kb().unwrap_or(0)
     );
-    let err = switch::exec_init(&cfg.init);
+    let err = switch::exec_init(&chosen.init);
     // The initramfs is gone: the next boot is where another version can run. Marked bad,
     // this one is never chosen again, so a reboot cannot loop.
     if let Some(v) = &chosen.version {

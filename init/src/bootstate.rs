@@ -181,6 +181,10 @@ pub struct Version {
     /// The health check that rejected it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthFailure>,
+    /// The init its image names (`org.terra.init`, recorded by `terra create`): started
+    /// when neither node.toml nor the kernel line names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
     /// Fields a newer Terra wrote: kept as they are when this code rewrites the file.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -1064,6 +1068,7 @@ mod tests {
             kernel: None,
             kernel_failed: None,
             health: None,
+            init: None,
             extra: Default::default(),
         }
     }

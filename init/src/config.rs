@@ -260,6 +260,9 @@ pub struct BootConfig {
     pub read_only: bool,
     /// The real init.
     pub init: String,
+    /// Whether node.toml or `init=` named [`BootConfig::init`]: otherwise a version's
+    /// image may name its own ([`BootConfig::init_for`]).
+    pub init_given: bool,
     /// How long to wait for the root device.
     pub timeout: Duration,
     /// What to do on failure.
@@ -387,6 +390,16 @@ pub const DEFAULT_ROOT_NAME: &str = "os";
 pub const DEFAULT_INIT: &str = "/sbin/init";
 
 impl BootConfig {
+    /// The init to start in a version whose image names `image_init` (the
+    /// `org.terra.init` label `terra create` records): node.toml's or the kernel line's
+    /// when given, else the image's, else [`DEFAULT_INIT`].
+    pub fn init_for<'a>(&'a self, image_init: Option<&'a str>) -> &'a str {
+        match image_init {
+            Some(i) if !self.init_given => i,
+            _ => &self.init,
+        }
+    }
+
     /// Overlays the command line on the node config and validates the result.
     pub fn resolve(node: NodeConfig, cmdline: &str) -> Result<Self, ConfigError> {
         let bad = |p: &Param, expected: &'static str| ConfigError::Key {
@@ -505,6 +518,7 @@ impl BootConfig {
             pinned: version.is_some(),
             subvol: version.unwrap_or_else(|| DEFAULT_ROOT_NAME.into()),
             read_only,
+            init_given: init.is_some(),
             init: init.unwrap_or_else(|| DEFAULT_INIT.into()),
             timeout: timeout.unwrap_or(DEFAULT_TIMEOUT),
             rescue: rescue.unwrap_or(RescueAction::Shell),
@@ -592,6 +606,18 @@ mod tests {
 
     fn resolve(cmdline: &str) -> Result<BootConfig, ConfigError> {
         BootConfig::resolve(NodeConfig::default(), cmdline)
+    }
+
+    #[test]
+    fn an_image_names_its_init_unless_node_toml_or_the_line_does() {
+        let image = Some("/lib/systemd/systemd");
+        assert_eq!(resolve("quiet").unwrap().init_for(image), "/lib/systemd/systemd");
+        assert_eq!(resolve("quiet").unwrap().init_for(None), DEFAULT_INIT);
+        assert_eq!(resolve("init=/bin/sh").unwrap().init_for(image), "/bin/sh");
+        let mut node = NodeConfig::default();
+        node.boot.init = Some("/sbin/runit".into());
+        let c = BootConfig::resolve(node, "quiet").unwrap();
+        assert_eq!(c.init_for(image), "/sbin/runit");
     }
 
     #[test]

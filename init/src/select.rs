@@ -108,6 +108,8 @@ pub struct Chosen {
     /// The hostname the disk's node.toml names (the node's name to its controller when
     /// the initramfs and the network name none).
     pub disk_hostname: Option<String>,
+    /// The init to start: the config's, or the one the chosen version's image names.
+    pub init: String,
 }
 
 /// The root phase: mounts the root at /sysroot. A live medium (`root=live:…`) carries one
@@ -128,6 +130,7 @@ pub fn mount(
         version: None,
         disk_controller: None,
         disk_hostname: None,
+        init: cfg.init.clone(),
     })
 }
 
@@ -152,6 +155,7 @@ pub fn mount_root(
             version: None,
             disk_controller: None,
             disk_hostname: None,
+            init: cfg.init.clone(),
         })
     };
     if dev.fstype != "btrfs" || cfg.rootflags_name_subvol() {
@@ -283,8 +287,11 @@ fn choose(
             cfg.read_only
         };
         let tries_left = version.map_or(0, |v| v.tries_left);
+        let init = cfg
+            .init_for(version.and_then(|v| v.init.as_deref()))
+            .to_string();
         log::info!("root: trying version {} ({})", c.name, c.why);
-        match try_version(cfg, dev, &c.name, read_only) {
+        match try_version(cfg, dev, &c.name, read_only, &init) {
             Ok(root) => {
                 if !fallbacks.is_empty() {
                     log::warn!(
@@ -388,6 +395,7 @@ fn choose(
                     root,
                     disk_controller,
                     disk_hostname: node.as_ref().and_then(|n| n.hostname.clone()),
+                    init,
                     version: Some(VersionReport {
                         image,
                         digest,
@@ -520,6 +528,7 @@ fn try_version(
     dev: &RootDevice,
     name: &str,
     read_only: bool,
+    init: &str,
 ) -> Result<RootReport, String> {
     if !Path::new(TOP).join(name).is_dir() {
         return Err(format!("subvolume {name} is missing"));
@@ -531,7 +540,7 @@ fn try_version(
         read_only,
     )
     .map_err(|e| e.to_string())?;
-    if let Err(e) = switch::check_root(Path::new(SYSROOT), &cfg.init) {
+    if let Err(e) = switch::check_root(Path::new(SYSROOT), init) {
         unmount(SYSROOT);
         return Err(e.to_string());
     }

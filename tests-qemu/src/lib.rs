@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod created;
 pub mod debian;
 pub mod debian_node;
 pub mod disk;

@@ -18,9 +18,7 @@ pub use spec::{Spec, SpecError};
 use crate::oci::sign::ImageKey;
 use crate::oci::{ImageRef, OciError};
 
-/// The image config label naming the image's PID 1: stage0 starts it when neither
-/// node.toml nor the kernel line names an init.
-pub const INIT_LABEL: &str = "org.terra.init";
+pub use crate::oci::image::INIT_LABEL;
 
 /// Why `terra create` failed.
 #[derive(Debug)]

@@ -183,6 +183,31 @@ pub struct ConfigInfo {
     /// `rootfs`.
     #[serde(default)]
     pub rootfs: RootFs,
+    /// `config`: what a container runs; terra reads its labels.
+    #[serde(default)]
+    pub config: RunConfig,
+}
+
+/// The image config label naming the image's PID 1 (`terra create` records it from
+/// server.toml's `init`): stage0 starts it when neither node.toml nor the kernel line
+/// names an init.
+pub const INIT_LABEL: &str = "org.terra.init";
+
+/// `config` of an image config.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RunConfig {
+    /// `Labels` (null in many images).
+    #[serde(rename = "Labels", default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl ConfigInfo {
+    /// The init the image names ([`INIT_LABEL`]), when it is an absolute path.
+    pub fn init(&self) -> Option<&str> {
+        let i = self.config.labels.as_ref()?.get(INIT_LABEL)?;
+        (i.starts_with('/') && !i.contains('\0') && !i.split('/').any(|c| c == ".."))
+            .then_some(i.as_str())
+    }
 }
 
 /// `rootfs` of an image config.

@@ -173,6 +173,7 @@ pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), Ver
         kernel: built.kernel.as_ref().map(|k| k.release.clone()),
         kernel_failed: None,
         health: None,
+        init: v.image.config.init().map(str::to_string),
         extra: Default::default(),
     };
     Ok((version, built))

@@ -14,6 +14,7 @@ mod artifacts;
 // short ones instead of after them.
 mod auto_update;
 mod boot;
+mod create;
 mod debian;
 mod disk_boot;
 mod image_corpus;

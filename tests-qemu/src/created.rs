@@ -1,0 +1,103 @@
+//! An image made by `terra create` for the boot scenarios and `terra run`: the demo image
+//! as the base, a `RUN` step whose output the guest shows, and an init named only in
+//! server.toml (`init =`, recorded in the image config) that stage0 must start by itself.
+//! Cached under target/lab/images by the inputs and terra's bytes; buildah's storage
+//! lives in a temporary directory removed afterwards.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::oci_root::{demo_layout, sha256};
+use crate::{lab_dir, lab_lock, publish_dir};
+
+/// The tag of the created image.
+pub const TAG: &str = "1";
+
+/// The line the image's init prints before it starts the demo init.
+pub const MARKER: &str = "TERRA-CREATED run=made-by-a-run-step";
+
+const SERVER_TOML: &str = r#"hostname = "created"
+version = "1"
+os = "oci:base:demo"
+userland = """
+RUN echo made-by-a-run-step > /etc/created-run
+COPY created-init /sbin/created-init
+"""
+init = "/sbin/created-init"
+"#;
+
+const CREATED_INIT: &str = r#"#!/bin/sh
+echo "TERRA-CREATED run=$(cat /etc/created-run) pid=$$ host=$(cat /etc/hostname)"
+exec /sbin/init
+"#;
+
+/// The created image's layout (tag [`TAG`]) made by `terra` from the demo image.
+pub fn created_layout(terra: &Path, busybox: &Path) -> crate::Result<PathBuf> {
+    let (demo, digest) = demo_layout(busybox)?;
+    let terra_bytes = fs::read(terra).map_err(|e| format!("{}: {e}", terra.display()))?;
+    let key = sha256(
+        format!(
+            "{digest}\n{SERVER_TOML}\n{CREATED_INIT}\n{}",
+            sha256(&terra_bytes)
+        )
+        .as_bytes(),
+    );
+    let layout = lab_dir()
+        .join("images")
+        .join(format!("created-{}", &key[7..19]));
+    let _turn = lab_lock("created-layout")?;
+    if layout.join("index.json").is_file() {
+        return Ok(layout);
+    }
+    let work = crate::disk::tempdir("created")?;
+    let made = (|| -> crate::Result<()> {
+        let ctx = work.join("ctx");
+        fs::create_dir_all(&ctx).map_err(|e| format!("{}: {e}", ctx.display()))?;
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(&demo)
+            .arg(ctx.join("base"))
+            .status()
+            .map_err(|e| format!("cp: {e}"))?;
+        if !cp.success() {
+            return Err(format!("cp -a {} failed", demo.display()));
+        }
+        let init = ctx.join("created-init");
+        fs::write(&init, CREATED_INIT).map_err(|e| format!("{}: {e}", init.display()))?;
+        fs::set_permissions(&init, fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", init.display()))?;
+        fs::write(ctx.join("server.toml"), SERVER_TOML).map_err(|e| e.to_string())?;
+        let conf = work.join("storage.conf");
+        fs::write(
+            &conf,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/storage\"\nrunroot = \"{0}/run\"\n",
+                work.display()
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", conf.display()))?;
+        let tmp = work.join("layout");
+        let t = crate::netns::run_timed(
+            Command::new(terra)
+                .env("CONTAINERS_STORAGE_CONF", &conf)
+                .current_dir(&ctx)
+                .arg("create")
+                .arg("--output")
+                .arg(format!("oci:{}:{TAG}", tmp.display()))
+                .arg("server.toml"),
+            Duration::from_secs(300),
+        )?;
+        if !t.status.success() {
+            return Err(format!("terra create failed: {}{}", t.stdout, t.stderr));
+        }
+        if let Some(parent) = layout.parent() {
+            fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        publish_dir(&tmp, &layout)
+    })();
+    let _ = fs::remove_dir_all(&work);
+    made.map(|()| layout)
+}
