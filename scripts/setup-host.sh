@@ -47,6 +47,8 @@ as_root() {
 
 missing=()
 for p in "${PACKAGES[@]}"; do
+  # NodeSource's nodejs carries npm and conflicts with Debian's npm package.
+  if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
