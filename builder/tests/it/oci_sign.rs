@@ -664,3 +664,95 @@ fn terra_signs_with_cosigns_encrypted_keys() {
     }
     assert_eq!(layout_signatures(&layout, &digest).len(), 2);
 }
+
+/// terra run at a terminal (util-linux `script` gives it a pty of its own), without
+/// `COSIGN_PASSWORD`: once it asks for the password, `typed` and a newline are typed.
+/// Returns (success, everything the terminal showed).
+fn terra_at_terminal(args: &[&str], typed: &str) -> (bool, String) {
+    use std::io::{Read as _, Write as _};
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_terra"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &quoted.join(" "), "/dev/null"])
+        .env_remove("COSIGN_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            let _ = tx.send(String::from_utf8_lossy(&seen).into_owned());
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    // Typed only once echo is off: what a person types after the prompt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(T);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(shown) if shown.contains("Enter password for private key") => break,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("terra never asked for the password");
+            }
+        }
+    }
+    stdin.write_all(format!("{typed}\n").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("terra at a terminal ran longer than {T} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    drop(stdin);
+    let mut shown = reader.join().unwrap();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut shown);
+    (status.success(), shown)
+}
+
+#[test]
+fn the_password_of_a_cosign_key_is_asked_at_the_terminal_without_echo() {
+    let work = tempfile::tempdir().unwrap();
+    let password = "typed at the terminal";
+    let (key, public) = cosign_key_pair(
+        work.path(),
+        "cosign",
+        "ENCRYPTED SIGSTORE PRIVATE KEY",
+        password,
+    );
+    let layout = work.path().join("layout");
+    let digest = image_layout(&layout, "v1", &[(marker(), Comp::Gzip)]);
+    let r = format!("oci:{}:v1", layout.display());
+    let wrong = "not-the-password-7f3a";
+    let (ok, shown) = terra_at_terminal(&["sign", "--key", key.to_str().unwrap(), &r], wrong);
+    assert!(!ok && shown.contains("wrong password"), "{shown}");
+    assert!(!shown.contains(wrong), "the password was echoed: {shown}");
+    let (ok, shown) = terra_at_terminal(&["sign", "--key", key.to_str().unwrap(), &r], password);
+    assert!(ok, "{shown}");
+    assert!(shown.contains(&digest), "{shown}");
+    assert!(
+        !shown.contains(password),
+        "the password was echoed: {shown}"
+    );
+    let sigs = layout_signatures(&layout, &digest);
+    assert!(openssl_verifies(&public, &sigs[0].0, &sigs[0].1));
+}
