@@ -5,6 +5,7 @@ pub mod bootargs;
 pub mod bootdisk;
 pub mod bootfiles;
 pub mod cpio;
+pub mod create;
 pub mod elf;
 pub mod hostonly;
 pub mod initramfs;

@@ -32,6 +32,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Pxe(a) => artifacts::pxe(a),
         Command::Uki(a) => artifacts::uki(a),
         Command::Image(a) => Ok(images::image(a, progress)?),
+        Command::Create(a) => Ok(cli::create::create(a)?),
         Command::Sign(a) => Ok(cli::sign::sign(a)?),
         Command::Key(a) => Ok(cli::sign::key(a)?),
         Command::Install(a) => Ok(versions::install(a, progress)?),

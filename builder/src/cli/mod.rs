@@ -13,6 +13,7 @@ use terra_builder::oci::{Progress, Silent};
 
 pub mod artifacts;
 pub mod controller;
+pub mod create;
 pub mod docs;
 pub mod images;
 mod progress_bar;
@@ -65,6 +66,7 @@ pub enum Command {
     Pxe(artifacts::PxeArgs),
     Uki(artifacts::UkiArgs),
     Image(images::ImageArgs),
+    Create(create::CreateArgs),
     Sign(sign::SignArgs),
     Key(sign::KeyArgs),
     Install(versions::InstallArgs),

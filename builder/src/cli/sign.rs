@@ -139,19 +139,12 @@ pub fn sign(a: SignArgs) -> Result<(), CliError> {
             .into())
         }
     };
-    let mut at = Vec::new();
-    if let Some((where_, n)) = &signed.classic {
-        at.push(format!("classic {where_} ({n} signature(s))"));
-    }
-    if let Some(where_) = &signed.bundle {
-        at.push(format!("bundle {where_}"));
-    }
     println!(
         "terra: signed {} ({}) with {}: {}",
         a.reference,
         signed.digest,
         a.key.display(),
-        at.join("; ")
+        signed.locations()
     );
     Ok(())
 }

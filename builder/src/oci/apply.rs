@@ -807,6 +807,82 @@ pub fn write_file_beneath(root: &Path, path: &str, data: &[u8], mode: u32) -> Re
     written.map_err(|e| OciError::io(full, e))
 }
 
+/// Makes symlink `path` → `target` beneath `root` (replacing what is there, without
+/// following it); the target is stored as given.
+pub fn symlink_beneath(root: &Path, path: &str, target: &str) -> Result<(), OciError> {
+    let full = root.join(path.trim_start_matches('/'));
+    let mut u = Unpacker::new(root, ApplyOptions::default())?;
+    let comps = clean(path.as_bytes());
+    let Some((leaf, parents)) = comps.split_last() else {
+        return Err(OciError::io(full, io::Error::other("not a file path")));
+    };
+    let made = (|| -> io::Result<()> {
+        let dir = u.take_parent(parents)?;
+        remove_all_at(dir.as_fd(), leaf)?;
+        rustix::fs::symlinkat(target, &dir, leaf.as_slice())?;
+        Ok(())
+    })();
+    made.map_err(|e| OciError::io(full, e))
+}
+
+/// Opens `path` beneath `root`, every component (symlinks included) resolved inside it
+/// as the booted system would resolve it; `None` when it does not exist.
+fn open_beneath(root: &Path, path: &str, flags: OFlags) -> Result<Option<OwnedFd>, OciError> {
+    let full = root.join(path.trim_start_matches('/'));
+    let dir = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| OciError::io(root, e.into()))?;
+    let rel = path.trim_start_matches('/');
+    match rustix::fs::openat2(
+        &dir,
+        if rel.is_empty() { "." } else { rel },
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(OciError::io(full, e.into())),
+    }
+}
+
+/// Sets the mode bits of `path` beneath `root` (resolved inside it).
+pub fn chmod_beneath(root: &Path, path: &str, mode: u32) -> Result<(), OciError> {
+    let full = root.join(path.trim_start_matches('/'));
+    let fd = open_beneath(root, path, OFlags::RDONLY)?
+        .ok_or_else(|| OciError::io(&full, io::ErrorKind::NotFound.into()))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
+        .map_err(|e| OciError::io(&full, e.into()))
+}
+
+/// The bytes of file `path` beneath `root` (resolved inside it); `None` when missing.
+pub fn read_beneath(root: &Path, path: &str) -> Result<Option<Vec<u8>>, OciError> {
+    let Some(fd) = open_beneath(root, path, OFlags::RDONLY)? else {
+        return Ok(None);
+    };
+    let mut data = Vec::new();
+    io::Read::read_to_end(&mut fs::File::from(fd), &mut data)
+        .map_err(|e| OciError::io(root.join(path.trim_start_matches('/')), e))?;
+    Ok(Some(data))
+}
+
+/// The mode bits and file type of `path` beneath `root` (resolved inside it); `None`
+/// when missing.
+pub fn stat_beneath(root: &Path, path: &str) -> Result<Option<(FileType, u32)>, OciError> {
+    let Some(fd) = open_beneath(root, path, OFlags::PATH)? else {
+        return Ok(None);
+    };
+    let st = rustix::fs::fstat(&fd)
+        .map_err(|e| OciError::io(root.join(path.trim_start_matches('/')), e.into()))?;
+    Ok(Some((
+        FileType::from_raw_mode(st.st_mode),
+        st.st_mode & 0o7777,
+    )))
+}
+
 /// A tar stream that could not be read further, named by the blob and the entry: the one
 /// whose header was refused, or else the last one read.
 fn stream_error(blob: &str, last: Option<&[u8]>, e: &TarError) -> OciError {

@@ -9,6 +9,7 @@ mod oci_common;
 
 mod cli;
 mod cli_help;
+mod create;
 mod disk_boot;
 mod gnu_cpio;
 mod initramfs;

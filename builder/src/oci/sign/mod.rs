@@ -298,6 +298,20 @@ pub struct Signed {
     pub bundle: Option<String>,
 }
 
+impl Signed {
+    /// Where the signatures went, for messages: `classic AT (N signature(s)); bundle AT`.
+    pub fn locations(&self) -> String {
+        let mut at = Vec::new();
+        if let Some((classic, n)) = &self.classic {
+            at.push(format!("classic {classic} ({n} signature(s))"));
+        }
+        if let Some(bundle) = &self.bundle {
+            at.push(format!("bundle {bundle}"));
+        }
+        at.join("; ")
+    }
+}
+
 /// The digest a layout descriptor names.
 fn descriptor_digest(d: &oci_spec::image::Descriptor, reference: &str) -> Result<Digest, OciError> {
     d.digest()
