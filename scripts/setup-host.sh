@@ -21,8 +21,13 @@ PACKAGES=(
   # the keys and signatures of the signed-image tests (builder/tests/it/oci_signed.rs)
   docker-registry skopeo umoci buildah tar openssl
   # Go's archive/tar as the reference layer reader (builder/tests/it/oci_common/go_tar.rs
-  # builds a small lister with it; its test archives are read by both readers)
-  golang-go
+  # builds a small lister with it; its test archives are read by both readers); Go's x/crypto
+  # (scrypt, NaCl secretbox) seals the keys in cosign's encrypted format that `terra sign`
+  # opens (builder/tests/it/oci_common/cosign_keygen.go; Debian packages no cosign)
+  golang-go golang-golang-x-crypto-dev
+  # npm's @sigstore/verify (sigstore-js), installed by the tests into target/lab, verifies the
+  # Sigstore bundles `terra sign` attaches (builder/tests/it/oci_common/sigstore_verify.js)
+  nodejs npm
   # the Debian systemd root images (tests-qemu/src/debian.rs)
   debootstrap
   # boot media: ISO (GRUB BIOS+EFI images, FAT, xorriso), UEFI firmware, iPXE ROMs, pxelinux
@@ -42,6 +47,8 @@ as_root() {
 
 missing=()
 for p in "${PACKAGES[@]}"; do
+  # NodeSource's nodejs carries npm and conflicts with Debian's npm package.
+  if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then

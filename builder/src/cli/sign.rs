@@ -35,24 +35,43 @@ pub struct GenerateArgs {
     output: PathBuf,
 }
 
-/// Sign an image by digest with cosign's key-based signature (classic format)
+/// Sign an image by digest with cosign's key-based signatures
 ///
 /// REF is resolved once; the digest it names (the manifest or index as stored) is signed
-/// as cosign does: a simple-signing payload, its ECDSA P-256 signature, in the manifest
-/// tagged sha256-<hex>.sig beside the image (its registry repository, or its OCI layout).
-/// Signing again (another key) adds a signature beside the first. What `terra install`,
-/// `upgrade` and `image pull` check with --verify-key, and cosign verifies.
+/// as cosign does, in two formats by default: classic (a simple-signing payload and its
+/// ECDSA P-256 signature in the manifest tagged sha256-<hex>.sig beside the image) and
+/// cosign v3's Sigstore bundle (a DSSE-signed in-toto statement attached as an OCI 1.1
+/// referrer: listed in an OCI layout's index.json, or pushed to the registry and listed in
+/// its sha256-<hex> referrers tag). Signing again (another key) adds a signature beside
+/// the first. What `terra install`, `upgrade` and `image pull` check with --verify-key, and
+/// cosign verifies.
 #[derive(Debug, Args)]
 pub struct SignArgs {
-    /// The private key (PKCS#8 or SEC1 PEM, e.g. from `terra key generate`)
+    /// The private key: PKCS#8 or SEC1 PEM (e.g. from `terra key generate`), or cosign's
+    /// encrypted key (`cosign generate-key-pair`; the password from COSIGN_PASSWORD, else
+    /// asked at the terminal)
     #[arg(long, value_name = "KEY")]
     key: PathBuf,
+    /// Which signature formats to write
+    #[arg(long, value_enum, default_value_t = Format::Both)]
+    format: Format,
     /// Talk HTTP to the registry (a local one)
     #[arg(long)]
     plain_http: bool,
     /// The image: oci:PATH[:TAG] or a registry reference
     #[arg(value_name = "REF")]
     reference: String,
+}
+
+/// `terra sign --format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// The sha256-<hex>.sig manifest (cosign before v3, containers/image)
+    Classic,
+    /// The Sigstore bundle v0.3 referrer (cosign v3)
+    Bundle,
+    /// Both
+    Both,
 }
 
 /// Runs `terra key …`.
@@ -98,12 +117,19 @@ fn generate(a: GenerateArgs) -> Result<(), CliError> {
 pub fn sign(a: SignArgs) -> Result<(), CliError> {
     let key = ImageKey::load(&a.key)?;
     let r: ImageRef = a.reference.parse()?;
+    let formats = match a.format {
+        Format::Classic => sign::Formats::Classic,
+        Format::Bundle => sign::Formats::Bundle,
+        Format::Both => sign::Formats::Both,
+    };
     let signed = match &r {
         ImageRef::Layout { path, tag } => {
             let layout = terra_builder::oci::layout::Layout::open(path)?;
-            sign::sign_layout(&layout, tag.as_deref(), &a.reference, &key)?
+            sign::sign_layout(&layout, tag.as_deref(), &a.reference, &key, formats)?
         }
-        ImageRef::Registry(reference) => sign::sign_registry(reference, a.plain_http, &key)?,
+        ImageRef::Registry(reference) => {
+            sign::sign_registry(reference, a.plain_http, &key, formats)?
+        }
         ImageRef::DockerArchive { .. } => {
             return Err(format!(
                 "{}: a docker archive has no digest to sign; load it into a registry or a \
@@ -114,12 +140,11 @@ pub fn sign(a: SignArgs) -> Result<(), CliError> {
         }
     };
     println!(
-        "terra: signed {} ({}) with {}: {} ({} signature(s))",
+        "terra: signed {} ({}) with {}: {}",
         a.reference,
         signed.digest,
         a.key.display(),
-        signed.at,
-        signed.signatures
+        signed.locations()
     );
     Ok(())
 }

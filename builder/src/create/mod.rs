@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use buildah::{transport, Buildah};
 pub use spec::{Spec, SpecError};
 
-use crate::oci::sign::ImageKey;
+use crate::oci::sign::{Formats, ImageKey};
 use crate::oci::{ImageRef, OciError};
 
 pub use crate::oci::image::INIT_LABEL;
@@ -361,7 +361,8 @@ fn step_error(spec: &Spec, src: &Sources, f: buildah::BudFailure) -> CreateError
     }
 }
 
-/// Signs the image at `d` (digest as pushed).
+/// Signs the image at `d` (digest as pushed) in both of cosign's formats, as `terra sign`
+/// does by default.
 fn sign(
     d: &ImageRef,
     at: &str,
@@ -372,7 +373,7 @@ fn sign(
     let signed = match d {
         ImageRef::Layout { path, tag } => {
             let layout = crate::oci::layout::Layout::open(path).map_err(CreateError::Sign)?;
-            crate::oci::sign::sign_layout(&layout, tag.as_deref(), at, key)
+            crate::oci::sign::sign_layout(&layout, tag.as_deref(), at, key, Formats::Both)
                 .map_err(CreateError::Sign)?
         }
         ImageRef::Registry(r) => {
@@ -380,8 +381,10 @@ fn sign(
                 .parse()
                 .map_err(CreateError::Sign)?;
             match by_digest {
-                ImageRef::Registry(r) => crate::oci::sign::sign_registry(&r, plain_http, key)
-                    .map_err(CreateError::Sign)?,
+                ImageRef::Registry(r) => {
+                    crate::oci::sign::sign_registry(&r, plain_http, key, Formats::Both)
+                        .map_err(CreateError::Sign)?
+                }
                 _ => {
                     return Err(CreateError::Engine(format!(
                         "{at}: not a registry reference"
@@ -395,5 +398,5 @@ fn sign(
             ))
         }
     };
-    Ok(signed.at)
+    Ok(signed.locations())
 }

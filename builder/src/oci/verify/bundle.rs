@@ -179,6 +179,9 @@ struct WireSubject {
     #[serde(default)]
     name: String,
     digest: std::collections::BTreeMap<String, String>,
+    // cosign v3 writes the subject's (often empty) annotations.
+    #[serde(rename = "annotations", default)]
+    _annotations: Option<serde_json::Value>,
 }
 
 /// One subject of a statement: its name and its digests by algorithm.
@@ -226,7 +229,7 @@ mod tests {
 
     #[test]
     fn bundle_and_statement_shapes() {
-        let stmt = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"r/os","digest":{"sha256":"ab"}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{}}"#;
+        let stmt = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"r/os","digest":{"sha256":"ab"},"annotations":{}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{}}"#;
         let b64 = base64::engine::general_purpose::STANDARD;
         let bundle = format!(
             r#"{{"mediaType":"{MEDIA_TYPE}","verificationMaterial":{{"publicKey":{{"hint":"x"}}}},"dsseEnvelope":{{"payload":"{}","payloadType":"{IN_TOTO}","signatures":[{{"sig":"{}"}}]}}}}"#,

@@ -7,6 +7,8 @@
 pub mod go_tar;
 /// Signatures made by openssl, attached by skopeo, and a logging registry proxy (oci_signed).
 pub mod signing;
+/// sigstore-js's bundle verifier and cosign-format encrypted keys made with Go (oci_sign).
+pub mod sigstore_tools;
 
 use std::collections::BTreeMap;
 use std::fs;
