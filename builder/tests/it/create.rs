@@ -261,7 +261,7 @@ fn terra_create_makes_what_buildah_makes_of_the_equivalent_containerfile() {
         "built-by-run\n"
     );
 
-    let (digest, config) = image(&f.path("made"), "7");
+    let (_, config) = image(&f.path("made"), "7");
     assert_eq!(
         config["config"]["Labels"]["org.terra.init"], "/sbin/init",
         "{config}"
