@@ -611,7 +611,10 @@ mod tests {
     #[test]
     fn an_image_names_its_init_unless_node_toml_or_the_line_does() {
         let image = Some("/lib/systemd/systemd");
-        assert_eq!(resolve("quiet").unwrap().init_for(image), "/lib/systemd/systemd");
+        assert_eq!(
+            resolve("quiet").unwrap().init_for(image),
+            "/lib/systemd/systemd"
+        );
         assert_eq!(resolve("quiet").unwrap().init_for(None), DEFAULT_INIT);
         assert_eq!(resolve("init=/bin/sh").unwrap().init_for(image), "/bin/sh");
         let mut node = NodeConfig::default();

@@ -101,3 +101,78 @@ pub fn created_layout(terra: &Path, busybox: &Path) -> crate::Result<PathBuf> {
     let _ = fs::remove_dir_all(&work);
     made.map(|()| layout)
 }
+
+/// The fenced block of README.md whose first line is `first` (the fences left out): the
+/// walkthrough's files and commands as the README shows them.
+pub fn readme_block(first: &str) -> crate::Result<String> {
+    let path = crate::workspace().join("README.md");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if l.starts_with("```") {
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            if body.first() == Some(&first) {
+                return Ok(body.join("\n") + "\n");
+            }
+        }
+    }
+    Err(format!(
+        "{}: no fenced block starting with {first:?}",
+        path.display()
+    ))
+}
+
+/// The first line of the README's walkthrough commands.
+pub const README_COMMANDS: &str =
+    "# as root; a registry on localhost:5000 (Debian's docker-registry), the package beside server.toml";
+
+/// README's Debian example laid out in `work` as the README has it: `web/server.toml`
+/// and `web/hello.service` (README's text, `localhost:5000` replaced by `registry`), the
+/// lab's Debian 12 image as `web/debian:bookworm`, and `storage.conf` for buildah's storage
+/// under `work`. `deb` is copied in as `web/terra.deb` only when `copy_deb` (the README's
+/// own `cp` does it otherwise). Returns the `web` directory.
+pub fn debian_example(
+    work: &Path,
+    registry: &str,
+    deb: &Path,
+    copy_deb: bool,
+) -> crate::Result<PathBuf> {
+    let debian = crate::debian::debian_images()?;
+    let web = work.join("web");
+    fs::create_dir_all(&web).map_err(|e| format!("{}: {e}", web.display()))?;
+    for (name, first) in [
+        ("server.toml", "# web/server.toml"),
+        ("hello.service", "# web/hello.service"),
+    ] {
+        let text = readme_block(first)?.replace("localhost:5000", registry);
+        fs::write(web.join(name), text).map_err(|e| format!("{name}: {e}"))?;
+    }
+    if copy_deb {
+        fs::copy(deb, web.join("terra.deb")).map_err(|e| format!("{}: {e}", deb.display()))?;
+    }
+    let layout = web.join("debian");
+    if !layout.exists() {
+        let t = crate::netns::run_timed(
+            Command::new("skopeo")
+                .arg("copy")
+                .arg(debian.reference(crate::debian::V1))
+                .arg(format!("oci:{}:bookworm", layout.display())),
+            Duration::from_secs(300),
+        )?;
+        if !t.status.success() {
+            return Err(format!("skopeo copy of the Debian base: {}", t.stderr));
+        }
+    }
+    fs::write(
+        work.join("storage.conf"),
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/storage\"\nrunroot = \"{0}/run\"\n",
+            work.display()
+        ),
+    )
+    .map_err(|e| format!("{}: {e}", work.display()))?;
+    Ok(web)
+}

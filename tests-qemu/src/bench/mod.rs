@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: Terra side by side with initramfs-tools and dracut, in one run, on the
 //! same kernel, the same QEMU setup and the same btrfs root disk. Numbers, not pass/fail.
 
+pub mod create;
 pub mod dhcp;
 pub mod generators;
 pub mod iscsi;
@@ -50,6 +51,9 @@ pub struct Options {
     pub only_update: bool,
     /// Only the signature case (`--only verify`).
     pub only_verify: bool,
+    /// Only the image-making case (`--only create`: terra create vs buildah bud; `boots`
+    /// builds each).
+    pub only_create: bool,
     /// Only the kexec case (`--only kexec`).
     pub only_kexec: bool,
     /// Only the session keeper case (`--only keeper`).
@@ -296,6 +300,11 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     }
     if opts.only_netboot {
         return run_netboot_only(opts);
+    }
+    if opts.only_create {
+        let md = create::create_case(&build::terra()?, opts.boots)?;
+        fs::write(bench_dir()?.join("results-create.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
     }
     if opts.only_verify {
         let md = verify_case()?;
