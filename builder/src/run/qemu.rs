@@ -162,7 +162,9 @@ mod tests {
         };
         let l = line(&vm);
         assert!(
-            l.starts_with("-name terra-run -machine q35 -accel kvm -cpu host -bios /usr/share/ovmf/OVMF.fd "),
+            l.starts_with(
+                "-name terra-run -machine q35 -accel kvm -cpu host -bios /usr/share/ovmf/OVMF.fd "
+            ),
             "{l}"
         );
         assert!(l.ends_with(",hostfwd=tcp:127.0.0.1:2222-:22"), "{l}");
