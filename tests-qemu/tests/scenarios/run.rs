@@ -1,12 +1,14 @@
-//! `terra run` boots an image in a throwaway VM and leaves nothing behind: the demo image
-//! boots to its init under TCG and powers off, and terra exits 0; SIGINT once QEMU runs
-//! stops QEMU and terra exits 1 saying so; SIGTERM during the install lets the install
+//! `terra run` boots an image in a throwaway VM and leaves nothing behind: on a terminal
+//! (a pty) the demo image boots to its init under TCG, its shell answers what is typed,
+//! Ctrl-A X quits, terra exits 0 and the terminal's modes are as before; SIGINT once QEMU
+//! runs (the console a pipe) stops QEMU and terra exits 1 saying so; SIGTERM during the install lets the install
 //! clean up and then stops. Each time the temporary directory ($TMPDIR, one per test) is
 //! empty afterwards, no loop device is backed by a file in it, nothing is mounted under
 //! it, and QEMU is gone. A user other than root is refused before anything is done.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -22,27 +24,69 @@ struct TerraRun {
     out: Arc<Mutex<String>>,
     err: Arc<Mutex<String>>,
     tmp: PathBuf,
+    /// With a terminal: its master side (to type on) and its slave side (to read its modes).
+    pty: Option<(fs::File, OwnedFd)>,
+}
+
+/// A new pseudo-terminal: (master, slave).
+fn openpty() -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two fds into the pointed-to ints; name, termios and winsize
+    // may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    for fd in [master, slave] {
+        // SAFETY: fcntl on an fd just opened; children of other tests must not inherit it.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: both fds were just opened and are owned by nothing else.
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+/// The modes of the terminal `fd`: input, output and local flags.
+fn modes(fd: &OwnedFd) -> (libc::tcflag_t, libc::tcflag_t, libc::tcflag_t) {
+    // SAFETY: termios is plain data; tcgetattr fills it in.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: a live fd and a pointer to a live termios.
+    assert_eq!(unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) }, 0);
+    (t.c_iflag, t.c_oflag, t.c_lflag)
 }
 
 /// Starts `terra run ARGS oci:<demo layout>:demo` with `$TMPDIR` a fresh directory named
-/// after `name`, stdin empty.
-fn start(name: &str, args: &[&str]) -> TerraRun {
+/// after `name`; stdin and stdout a new pty when `tty`, else stdin empty and stdout a pipe.
+fn start(name: &str, args: &[&str], tty: bool) -> TerraRun {
     let a = artifacts();
     let (layout, _) = oci_root::demo_layout(&busybox()).expect("demo image");
     let tmp = lab::lab_dir().join("scratch").join(format!("run-{name}"));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).unwrap();
-    let mut child = Command::new(&a.terra)
-        .arg("run")
+    let mut cmd = Command::new(&a.terra);
+    cmd.arg("run")
         .args(args)
         .arg(format!("oci:{}:{}", layout.display(), oci_root::DEMO_TAG))
         .env("TMPDIR", &tmp)
         .env("TERRA_STAGE0", &a.stage0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("terra run");
+        .stderr(Stdio::piped());
+    let mut pty = None;
+    if tty {
+        let (master, slave) = openpty();
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()));
+        pty = Some((fs::File::from(master), slave));
+    } else {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("terra run");
+    // The command's copies of the slave side are gone with it (the Stdio values).
+    drop(cmd);
     let collect = |mut r: Box<dyn Read + Send>| {
         let buf = Arc::new(Mutex::new(String::new()));
         let b = buf.clone();
@@ -59,13 +103,18 @@ fn start(name: &str, args: &[&str]) -> TerraRun {
         });
         buf
     };
-    let out = collect(Box::new(child.stdout.take().unwrap()));
+    let out = match &pty {
+        // Reading the master ends (EIO) once every slave fd is closed.
+        Some((master, _)) => collect(Box::new(master.try_clone().unwrap())),
+        None => collect(Box::new(child.stdout.take().unwrap())),
+    };
     let err = collect(Box::new(child.stderr.take().unwrap()));
     TerraRun {
         child,
         out,
         err,
         tmp,
+        pty,
     }
 }
 
@@ -120,6 +169,12 @@ impl TerraRun {
         children(self.child.id())
             .into_iter()
             .find(|&p| comm(p).is_some_and(|c| c.starts_with("qemu-system")))
+    }
+
+    /// Types `keys` on the terminal.
+    fn type_keys(&mut self, keys: &[u8]) {
+        let (master, _) = self.pty.as_mut().expect("a terminal");
+        master.write_all(keys).unwrap();
     }
 
     fn signal(&self, sig: i32) {
@@ -228,48 +283,65 @@ const SMALL: [&str; 7] = [
 ];
 
 #[test]
-fn terra_run_boots_the_image_to_its_init_and_removes_everything() {
+fn terra_run_boots_the_image_on_a_terminal_and_ctrl_a_x_removes_everything() {
     let started = Instant::now();
-    let mut r = start(
-        "boot",
-        &[&SMALL[..], &["--append", "terra.demo=poweroff"]].concat(),
-    );
+    let mut r = start("boot", &SMALL, true);
+    let before = modes(&r.pty.as_ref().unwrap().1);
     let mut qemu = None;
     let mut booting = None;
-    let init = r.wait_until(Duration::from_secs(400), |r| {
+    let shell = r.wait_until(Duration::from_secs(400), |r| {
         if qemu.is_none() {
             qemu = r.qemu();
-            if qemu.is_some() {
-                booting = Some(Instant::now());
-            }
+            booting = qemu.map(|_| Instant::now());
         }
-        r.out.lock().unwrap().contains("TERRA-DEMO-INIT") || r.exited()
+        r.out
+            .lock()
+            .unwrap()
+            .contains("Welcome to the Terra demo root")
+            || r.exited()
     });
-    assert!(init, "no TERRA-DEMO-INIT within 400 s\n{}", r.output());
-    let status = r.exit(Duration::from_secs(120));
+    assert!(
+        shell,
+        "the demo root's shell did not start within 400 s\n{}",
+        r.output()
+    );
+    let to_init = booting.map_or(0.0, |b| b.elapsed().as_secs_f64());
+    // The guest's shell reads this terminal: what it prints comes from the guest.
+    thread::sleep(Duration::from_millis(500));
+    r.type_keys(b"echo run-$((40+2))\r");
+    let answered = r.wait_until(Duration::from_secs(30), |r| {
+        r.out.lock().unwrap().contains("run-42")
+    });
+    assert!(answered, "the guest's shell did not answer\n{}", r.output());
+    r.type_keys(b"\x01x");
+    let status = r.exit(Duration::from_secs(60));
     let out = r.output();
     assert!(status.success(), "terra run: {status}\n{out}");
     for needle in [
         "TERRA-DEMO-INIT",
         "subvol=os pid=1",
-        "TERRA-DEMO-POWEROFF",
+        "TERRA-DEMO-HOSTNAME terra-run",
         "terra: booting (TCG, BIOS",
         "terra: the VM stopped; its disk is removed",
     ] {
         assert!(out.contains(needle), "expected {needle:?}\n{out}");
     }
     assert!(qemu.is_some(), "QEMU was never seen running\n{out}");
+    assert_eq!(
+        modes(&r.pty.as_ref().unwrap().1),
+        before,
+        "the terminal's modes changed"
+    );
     r.assert_nothing_left(qemu);
-    let boot = booting.map_or(0.0, |b| b.elapsed().as_secs_f64());
     eprintln!(
-        "terra run: {:.1} s in all, {boot:.1} s from QEMU's start to its exit (TCG)",
+        "terra run: {:.1} s in all, {to_init:.1} s from QEMU's start to the demo root's shell (TCG)",
         started.elapsed().as_secs_f64()
     );
 }
 
 #[test]
 fn sigint_while_the_vm_boots_stops_qemu_and_removes_everything() {
-    let mut r = start("sigint", &SMALL);
+    let mut r = start("sigint", &SMALL, false);
     let mut qemu = None;
     let running = r.wait_until(Duration::from_secs(300), |r| {
         qemu = qemu.or_else(|| r.qemu());
@@ -291,7 +363,7 @@ fn sigint_while_the_vm_boots_stops_qemu_and_removes_everything() {
 
 #[test]
 fn sigterm_during_the_install_leaves_no_loop_device_or_mount() {
-    let mut r = start("sigterm", &SMALL);
+    let mut r = start("sigterm", &SMALL, false);
     // The install is under way once its loop device is attached (it takes about a second
     // or two: polled often).
     let tmp = r.tmp.to_string_lossy().into_owned();
