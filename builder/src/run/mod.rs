@@ -88,6 +88,15 @@ pub enum RunError {
         /// The least, MiB.
         min: u64,
     },
+    /// `--kvm`, but `/dev/kvm` does not open.
+    Kvm(io::Error),
+    /// `--ssh PORT`, but 127.0.0.1:PORT is taken.
+    SshPort {
+        /// The port.
+        port: u16,
+        /// Why it cannot be bound.
+        err: io::Error,
+    },
     /// The temporary directory or a file in it.
     Io {
         /// The path.
@@ -118,6 +127,10 @@ impl fmt::Display for RunError {
                 f,
                 "--disk-size: {mib} MiB is too small; a bootable disk needs at least {min} MiB"
             ),
+            RunError::Kvm(e) => write!(f, "--kvm: /dev/kvm: {e} (--tcg emulates instead)"),
+            RunError::SshPort { port, err } => {
+                write!(f, "--ssh {port}: 127.0.0.1:{port}: {err}")
+            }
             RunError::Io { path, err } => write!(f, "{}: {err}", path.display()),
             RunError::Install(e) => write!(f, "installing the image on the VM's disk: {e}"),
             RunError::Qemu(e) => write!(f, "cannot run {}: {e}", qemu::QEMU),
@@ -235,6 +248,14 @@ impl Session {
             });
         }
         tool::check(&qemu::needs(spec.firmware)).map_err(RunError::Missing)?;
+        if spec.accel == Some(Accel::Kvm) {
+            qemu::open_kvm().map_err(RunError::Kvm)?;
+        }
+        if let Some(port) = spec.ssh {
+            // Free now, so QEMU's forward is unlikely to fail after the install.
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .map_err(|err| RunError::SshPort { port, err })?;
+        }
         let caught = signals::Caught::install().map_err(|err| RunError::Io {
             path: PathBuf::from("sigaction"),
             err,

@@ -22,11 +22,7 @@ pub enum Accel {
 impl Accel {
     /// KVM when `/dev/kvm` opens for reading and writing (as QEMU opens it), else TCG.
     pub fn detect() -> Accel {
-        let kvm = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm");
-        if kvm.is_ok() {
+        if open_kvm().is_ok() {
             Accel::Kvm
         } else {
             Accel::Tcg
@@ -40,6 +36,14 @@ impl Accel {
             Accel::Tcg => "tcg",
         }
     }
+}
+
+/// Opens `/dev/kvm` as QEMU does (read and write).
+pub fn open_kvm() -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
 }
 
 /// The firmware that boots the disk.
