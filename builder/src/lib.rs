@@ -18,6 +18,7 @@ pub mod live;
 pub mod oci;
 pub mod pe;
 pub mod pxe;
+pub mod run;
 pub mod tool;
 pub mod uki;
 pub mod update;

@@ -36,6 +36,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Sign(a) => Ok(cli::sign::sign(a)?),
         Command::Key(a) => Ok(cli::sign::key(a)?),
         Command::Install(a) => Ok(versions::install(a, progress)?),
+        Command::Run(a) => Ok(cli::run::run(a, progress)?),
         Command::Upgrade(a) => Ok(versions::upgrade(a, progress)?),
         Command::Apply(a) => Ok(versions::apply(a)?),
         Command::Update(a) => Ok(cli::update::update(a, progress)?),

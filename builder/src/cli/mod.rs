@@ -17,6 +17,7 @@ pub mod create;
 pub mod docs;
 pub mod images;
 mod progress_bar;
+pub mod run;
 pub mod sign;
 pub mod update;
 pub mod versions;
@@ -70,6 +71,7 @@ pub enum Command {
     Sign(sign::SignArgs),
     Key(sign::KeyArgs),
     Install(versions::InstallArgs),
+    Run(run::RunArgs),
     Upgrade(versions::UpgradeArgs),
     Apply(versions::ApplyArgs),
     Update(update::UpdateArgs),

@@ -30,6 +30,7 @@ const COMMANDS: &[&str] = &[
     "image pull",
     "image unpack",
     "install",
+    "run",
     "upgrade",
     "apply",
     "versions",
@@ -87,6 +88,12 @@ fn help_keeps_the_defaults_it_documents() {
         out.contains("systemd-boot-efi") && out.contains("linuxx64.efi.stub"),
         "{out}"
     );
+    let o = terra(&["run", "--help"]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("[default: 10G]") && out.contains("Ctrl-A X quits"),
+        "{out}"
+    );
     let o = terra(&["gc", "--help"]);
     let out = text(&o.stdout);
     assert!(
@@ -142,6 +149,21 @@ fn man_pages_for_every_visible_command() {
     // Hidden helpers get no page.
     assert!(!out.join("terra-completions.1").exists());
     assert!(!out.join("terra-man.1").exists());
+}
+
+#[test]
+fn terra_run_refuses_bad_sizes_and_both_accelerators_as_usage_errors() {
+    for (args, wanted) in [
+        (&["run", "--disk-size", "10X", "oci:/x"][..], "unknown unit"),
+        (
+            &["run", "--kvm", "--tcg", "oci:/x"][..],
+            "cannot be used with",
+        ),
+    ] {
+        let o = terra(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(text(&o.stderr).contains(wanted), "{}", text(&o.stderr));
+    }
 }
 
 #[test]

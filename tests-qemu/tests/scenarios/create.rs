@@ -135,7 +135,8 @@ fn the_readme_walkthrough_makes_signs_runs_and_installs_a_debian_image() {
     assert!(console.contains(lab::debian::POWEROFF_MARKER), "{console}");
     let installed = out("terra install");
     assert!(
-        installed.contains(&format!("terra: installed {reference} into subvolume os")),
+        installed.contains(&format!("terra: installed {reference}@sha256:"))
+            && installed.contains("into subvolume os"),
         "{installed}"
     );
     assert!(disk.is_file());

@@ -28,5 +28,6 @@ mod live;
 mod network;
 mod network_bonds;
 mod network_netns;
+mod run;
 mod uki;
 mod versions;
