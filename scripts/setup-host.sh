@@ -9,6 +9,9 @@ PACKAGES=(
   qemu-system-x86 linux-image-amd64 btrfs-progs busybox-static cpio
   # the probe tests' reference tools (mkfs.*, blkid, partx, systemd-repart)
   dosfstools xorriso squashfs-tools fdisk e2fsprogs zstd xz-utils util-linux mount systemd
+  # what a device holds before a data volume may format it (init/src/probe/contents.rs): the
+  # formats' own tools make the images blkid and the prober read; cryptsetup makes LUKS
+  xfsprogs lvm2 bcache-tools cryptsetup-bin
   # networking: DHCP server for the namespace tests, ip(8)
   dnsmasq-base iproute2 iputils-ping
   # iSCSI: tgtd as the target, libiscsi as a reference initiator

@@ -16,6 +16,7 @@
 
 mod btrfs;
 mod bytes;
+pub mod contents;
 mod ext4;
 mod gpt;
 mod iso9660;
