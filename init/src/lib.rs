@@ -16,6 +16,7 @@ pub mod iscsi;
 pub mod kexec;
 pub mod layout;
 pub mod live;
+pub mod luks;
 pub mod modindex;
 pub mod network;
 pub mod persist;
