@@ -43,6 +43,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Bless(a) => Ok(versions::bless(a)?),
         Command::Rollback(a) => Ok(versions::rollback(a)?),
         Command::Gc(a) => Ok(versions::gc(a)?),
+        Command::Extension(a) => Ok(cli::extension::extension(a, progress)?),
         Command::Serve(_) | Command::Node(_) | Command::Rollout(_) => {
             Err(controller::exec_controller())
         }
