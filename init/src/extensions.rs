@@ -219,7 +219,7 @@ mod tests {
             image: "oci:/x:hello".into(),
             verified_by: String::new(),
         };
-        let text = format_list(&[e.clone()]);
+        let text = format_list(std::slice::from_ref(&e));
         assert_eq!(parse_list(&text), Ok(vec![e]));
         assert!(parse_list("a\tb\n").unwrap_err().starts_with("line 1"));
         let dup = "a\ta-1\td\ti\t\na\ta-2\td\ti\t\n";
@@ -245,7 +245,7 @@ mod tests {
                 image,
                 verified_by: "k (fp)".into(),
             };
-            prop_assert_eq!(parse_list(&format_list(&[e.clone()])), Ok(vec![e]));
+            prop_assert_eq!(parse_list(&format_list(std::slice::from_ref(&e))), Ok(vec![e]));
         }
     }
 }
