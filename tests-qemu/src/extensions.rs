@@ -70,13 +70,13 @@ pub fn installed(terra: &Path, layout: &Path, uuid: &str) -> crate::Result<PathB
     Install::single(&image, "os", uuid, &name).disk(terra)
 }
 
+/// An extension image to make: tag, extension-release text, (path, content) files.
+pub type ExtImage<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 /// An OCI layout under `dir` made by umoci: one image per (tag, extension-release text,
 /// files), its `/usr`, `/etc` and `/opt` each `umoci insert`ed as a layer onto an empty
 /// image. The release is written as `extension-release.<tag>` unless empty.
-pub fn extension_layout(
-    dir: &Path,
-    images: &[(&str, &str, &[(&str, &str)])],
-) -> crate::Result<PathBuf> {
+pub fn extension_layout(dir: &Path, images: &[ExtImage]) -> crate::Result<PathBuf> {
     let layout = dir.join("ext-layout");
     run(Command::new("umoci")
         .arg("init")
