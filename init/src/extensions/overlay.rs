@@ -135,3 +135,121 @@ fn overlay(lowers: &[std::path::PathBuf], at: &Path) -> Result<(), String> {
     )
     .map_err(|e| format!("overlay on {} ({options}): {e}", at.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extensions::{format_list, Entry};
+    use std::fs;
+
+    /// A top level with extensions `a` (usr only) and `b` (usr and etc), both fitting
+    /// `ID=t`, and `c` for `ID=other`; a sysroot with `usr` and, when `etc`, an `etc`.
+    fn fixture(etc: bool) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path().join("top");
+        let mut entries = Vec::new();
+        for (name, id, with_etc) in [("b", "t", true), ("a", "t", false), ("c", "other", false)] {
+            let root = top.join(".terra/extensions").join(format!("{name}-1"));
+            let rel = root.join("usr/lib/extension-release.d");
+            fs::create_dir_all(&rel).unwrap();
+            fs::write(
+                rel.join(format!("extension-release.{name}")),
+                format!("ID={id}\n"),
+            )
+            .unwrap();
+            fs::write(root.join(format!("usr/{name}")), name).unwrap();
+            fs::write(root.join("usr/same"), name).unwrap();
+            if with_etc {
+                fs::create_dir_all(root.join("etc")).unwrap();
+                fs::write(root.join(format!("etc/{name}.conf")), name).unwrap();
+            }
+            entries.push(Entry {
+                name: name.into(),
+                subvolume: format!("{name}-1"),
+                digest: "sha256:00".into(),
+                image: format!("img-{name}"),
+                verified_by: String::new(),
+            });
+        }
+        fs::write(top.join(".terra/extensions.list"), format_list(&entries)).unwrap();
+        let sysroot = t.path().join("sysroot");
+        fs::create_dir_all(sysroot.join("usr/lib")).unwrap();
+        fs::write(sysroot.join("usr/lib/os-release"), "ID=t\n").unwrap();
+        if etc {
+            fs::create_dir_all(sysroot.join("etc")).unwrap();
+        }
+        t
+    }
+
+    fn statuses(out: &[Outcome]) -> Vec<(&str, &str)> {
+        out.iter().map(|o| (o.name.as_str(), o.status)).collect()
+    }
+
+    /// Mounts need root; elsewhere the test has nothing to check.
+    fn root() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    }
+
+    #[test]
+    fn fitting_extensions_are_overlaid_read_only_in_name_order() {
+        if !root() {
+            return;
+        }
+        let t = fixture(true);
+        let (top, sysroot) = (t.path().join("top"), t.path().join("sysroot"));
+        let out = apply(&top, &sysroot, &mut |_| true);
+        let usr = sysroot.join("usr");
+        let seen = (
+            usr.join("a").is_file(),
+            usr.join("b").is_file(),
+            usr.join("c").exists(),
+        );
+        let etc = fs::read_to_string(sysroot.join("etc/b.conf")).ok();
+        let same = fs::read_to_string(usr.join("same")).ok();
+        let write = fs::write(usr.join("new"), b"x");
+        let _ = umount2(&sysroot.join("etc"), MntFlags::MNT_DETACH);
+        let _ = umount2(&usr, MntFlags::MNT_DETACH);
+        assert_eq!(
+            statuses(&out),
+            [("a", "applied"), ("b", "applied"), ("c", "skipped")]
+        );
+        assert_eq!(
+            out[2].reason.as_deref(),
+            Some("it is for ID=other, the version is ID=t")
+        );
+        assert_eq!(seen, (true, true, false));
+        assert_eq!(etc.as_deref(), Some("b"));
+        // The first name is on top.
+        assert_eq!(same.as_deref(), Some("a"));
+        assert!(write.is_err(), "/usr is writable");
+    }
+
+    #[test]
+    fn a_failed_overlay_applies_none() {
+        if !root() {
+            return;
+        }
+        // No /etc to mount on: /usr is mounted first, then taken away again.
+        let t = fixture(false);
+        let (top, sysroot) = (t.path().join("top"), t.path().join("sysroot"));
+        let out = apply(&top, &sysroot, &mut |_| true);
+        let left = sysroot.join("usr/a").exists();
+        if left {
+            let _ = umount2(&sysroot.join("usr"), MntFlags::MNT_DETACH);
+        }
+        assert_eq!(
+            statuses(&out),
+            [("a", "failed"), ("b", "failed"), ("c", "skipped")]
+        );
+        assert!(
+            out[0]
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("overlay on"),
+            "{out:?}"
+        );
+        assert!(!left, "/usr stayed overlaid");
+    }
+}
