@@ -191,6 +191,20 @@ fn extensions_are_checked_kept_listed_and_removed() {
     assert!(ok && err.contains("stray-1"), "{err}");
     assert_eq!(on_disk(&disk).0.len(), 1);
 
+    // Without REF: the [[extensions]] of the node.toml on the disk.
+    let (ok, _, err) = ext_cmd(&disk, &["add"]);
+    assert!(!ok && err.contains("lists no [[extensions]]"), "{err}");
+    with_mount(&disk, |m| {
+        let node = m.join(".terra/node.toml");
+        let mut text = fs::read_to_string(&node).unwrap();
+        text.push_str(&format!("\n[[extensions]]\nimage = \"{}\"\n", r("other")));
+        fs::write(&node, text).unwrap();
+    });
+    let (ok, out, err) = ext_cmd(&disk, &["add"]);
+    assert!(ok && out.contains("extension other from"), "{out}{err}");
+    let (ok, out, err) = ext_cmd(&disk, &["remove", "other"]);
+    assert!(ok && out.contains("extension other"), "{out}{err}");
+
     // [signature] require with the node's key: an unsigned extension is refused.
     let key = openssl_key(dir.path(), "k");
     with_mount(&disk, |m| {
@@ -201,10 +215,14 @@ fn extensions_are_checked_kept_listed_and_removed() {
         text.push_str("\n[signature]\nrequire = true\n");
         fs::write(&node, text).unwrap();
     });
-    let (ok, _, err) = ext_cmd(&disk, &["add", &r("other")]);
-    assert!(!ok, "{err}");
-    assert!(err.contains(&r("other")) || err.contains("other"), "{err}");
-    assert!(err.contains("signature"), "{err}");
+    for args in [&["add", r("other").as_str()][..], &["add"]] {
+        let (ok, _, err) = ext_cmd(&disk, args);
+        assert!(!ok, "{err}");
+        assert!(
+            err.contains(&r("other")) && err.contains("signature"),
+            "{err}"
+        );
+    }
     let (subvols, list) = on_disk(&disk);
     assert_eq!(subvols.len(), 1, "{subvols:?}");
     assert!(!list.contains("other"), "{list}");
