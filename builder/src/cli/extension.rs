@@ -1,8 +1,9 @@
 //! `terra extension add|remove|list`: extension images on a node's disk, over
 //! `terra_builder::versions::extensions`.
 
-use terra_builder::oci::Progress;
+use terra_builder::oci::{ApplyOptions, Progress, ResolveOptions};
 use terra_builder::versions::extensions::{self, Added};
+use terra_builder::versions::Target;
 
 use super::images::{FetchArgs, REF_HELP};
 use super::versions::{DiskArgs, COMMON};
@@ -109,12 +110,23 @@ fn add(a: AddArgs, progress: &dyn Progress) -> Result<(), CliError> {
         return Err("no REF, and the disk's node.toml lists no [[extensions]]".into());
     }
     let resolve = a.fetch.resolve()?;
-    let apply = terra_builder::oci::ApplyOptions {
+    let apply = ApplyOptions {
         devices: !a.no_devices,
         ..Default::default()
     };
+    add_all(&target, &refs, &resolve, &apply, progress)
+}
+
+/// Adds each of `refs` to `target`, saying what became of it.
+pub fn add_all(
+    target: &Target,
+    refs: &[String],
+    resolve: &ResolveOptions,
+    apply: &ApplyOptions,
+    progress: &dyn Progress,
+) -> Result<(), CliError> {
     for r in refs {
-        match extensions::add(&target, &r, &resolve, &apply, progress)? {
+        match extensions::add(target, r, resolve, apply, progress)? {
             Added::Same(e) => println!("terra: extension {} is {r} already", e.name),
             Added::New {
                 entry,

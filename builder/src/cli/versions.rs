@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use terra_builder::install::{self, InstallSpec};
-use terra_builder::oci::Progress;
+use terra_builder::oci::{Progress, ResolveOptions};
 use terra_builder::versions::{self, Applied, Target, UpgradeSpec, Upgraded, DEFAULT_KEEP};
 use terra_init::bless::Verdict;
 use terra_init::bootstate::DEFAULT_TRIES;
@@ -38,6 +38,8 @@ offline (repeat --disk for each member of a multi-disk group). They need root.";
 /// btrfs on the rest; GRUB for both firmwares; the default version's kernel and a Terra
 /// initramfs for it on the ESP (a version that carries no kernel boots the base kernel,
 /// --kernel).
+///
+/// Then node.toml's [[extensions]] are added (see `terra extension add --help`).
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = REF_HELP)]
 pub struct InstallArgs {
@@ -287,6 +289,23 @@ pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> 
         report.unpack.entries,
         report.unpack.bytes
     );
+    // node.toml's [[extensions]], checked with the keys the install kept on the disk.
+    let root_disks = report
+        .groups
+        .iter()
+        .find(|(label, _, _)| *label == report.root_label)
+        .map(|(_, _, disks)| disks.clone())
+        .unwrap_or_default();
+    let target = Target { disks: root_disks };
+    let images = terra_builder::versions::extensions::node_images(&target)?;
+    if !images.is_empty() {
+        let resolve = ResolveOptions {
+            platform: spec.platform.clone(),
+            plain_http: spec.plain_http,
+            ..Default::default()
+        };
+        super::extension::add_all(&target, &images, &resolve, &spec.apply, progress)?;
+    }
     Ok(())
 }
 

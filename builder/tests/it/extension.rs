@@ -227,3 +227,42 @@ fn extensions_are_checked_kept_listed_and_removed() {
     assert_eq!(subvols.len(), 1, "{subvols:?}");
     assert!(!list.contains("other"), "{list}");
 }
+
+#[test]
+fn install_adds_the_node_toml_extensions() {
+    let _disks = crate::common::host_disks(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let l = layout(
+        dir.path(),
+        &[
+            ("v1", vec![(root(), Comp::Gzip)]),
+            (
+                "hello",
+                vec![(ext("hello", b"ID=t\nVERSION_ID=1\n", &[]), Comp::None)],
+            ),
+        ],
+    );
+    let disk = dir.path().join("disk.img");
+    let node = dir.path().join("node.toml");
+    fs::write(
+        &node,
+        format!(
+            "image = \"oci:{0}:v1\"\n[[groups]]\nlabel = \"os\"\n[[groups.disk]]\n\
+             device = \"{1}\"\nsize = 256\n[[extensions]]\nimage = \"oci:{0}:hello\"\n",
+            l.display(),
+            disk.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = run_terra(&["install", node.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("extension hello from"), "{out}");
+    let (ok, out, err) = ext_cmd(&disk, &["list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("hello") && l.contains(" yes ")),
+        "{out}"
+    );
+}
