@@ -35,7 +35,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Create(a) => Ok(cli::create::create(a)?),
         Command::Sign(a) => Ok(cli::sign::sign(a)?),
         Command::Key(a) => Ok(cli::sign::key(a)?),
-        Command::Install(a) => Ok(versions::install(a, progress)?),
+        Command::Install(a) => {
+            let installed = versions::install(a, progress)?;
+            Ok(cli::extension::after_install(&installed, progress)?)
+        }
         Command::Upgrade(a) => Ok(versions::upgrade(a, progress)?),
         Command::Apply(a) => Ok(versions::apply(a)?),
         Command::Update(a) => Ok(cli::update::update(a, progress)?),

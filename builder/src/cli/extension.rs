@@ -6,7 +6,7 @@ use terra_builder::versions::extensions::{self, Added};
 use terra_builder::versions::Target;
 
 use super::images::{FetchArgs, REF_HELP};
-use super::versions::{DiskArgs, COMMON};
+use super::versions::{DiskArgs, Installed, COMMON};
 use super::CliError;
 
 /// Add, remove or list extension images (overlaid on /usr and /etc at boot)
@@ -115,6 +115,12 @@ fn add(a: AddArgs, progress: &dyn Progress) -> Result<(), CliError> {
         ..Default::default()
     };
     add_all(&target, &refs, &resolve, &apply, progress)
+}
+
+/// After `terra install`: adds node.toml's `[[extensions]]`, checked with the keys the
+/// install kept on the disk.
+pub fn after_install(i: &Installed, progress: &dyn Progress) -> Result<(), CliError> {
+    add_all(&i.target, &i.extensions, &i.resolve, &i.apply, progress)
 }
 
 /// Adds each of `refs` to `target`, saying what became of it.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use terra_builder::install::{self, InstallSpec};
-use terra_builder::oci::{Progress, ResolveOptions};
+use terra_builder::oci::{ApplyOptions, Progress, ResolveOptions};
 use terra_builder::versions::{self, Applied, Target, UpgradeSpec, Upgraded, DEFAULT_KEEP};
 use terra_init::bless::Verdict;
 use terra_init::bootstate::DEFAULT_TRIES;
@@ -253,7 +253,7 @@ pub struct GcArgs {
 }
 
 /// `terra install …`
-pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> {
+pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<Installed, CliError> {
     let mut spec = InstallSpec::new(&a.config);
     spec.image = a.image;
     spec.disks = a.disks;
@@ -289,24 +289,35 @@ pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> 
         report.unpack.entries,
         report.unpack.bytes
     );
-    // node.toml's [[extensions]], checked with the keys the install kept on the disk.
-    let root_disks = report
+    let disks = report
         .groups
         .iter()
         .find(|(label, _, _)| *label == report.root_label)
         .map(|(_, _, disks)| disks.clone())
         .unwrap_or_default();
-    let target = Target { disks: root_disks };
-    let images = terra_builder::versions::extensions::node_images(&target)?;
-    if !images.is_empty() {
-        let resolve = ResolveOptions {
+    let node = terra_init::config::NodeConfig::load(&a.config)?;
+    Ok(Installed {
+        target: Target { disks },
+        extensions: node.extensions.into_iter().map(|e| e.image).collect(),
+        resolve: ResolveOptions {
             platform: spec.platform.clone(),
             plain_http: spec.plain_http,
             ..Default::default()
-        };
-        super::extension::add_all(&target, &images, &resolve, &spec.apply, progress)?;
-    }
-    Ok(())
+        },
+        apply: spec.apply.clone(),
+    })
+}
+
+/// The root group `terra install` made, for what follows it (node.toml's extensions).
+pub struct Installed {
+    /// Its disks.
+    pub target: Target,
+    /// node.toml's `[[extensions]]` images.
+    pub extensions: Vec<String>,
+    /// How the install fetched (no keys: those it kept on the disk check from now on).
+    pub resolve: ResolveOptions,
+    /// How it unpacked.
+    pub apply: ApplyOptions,
 }
 
 /// `terra upgrade`.
