@@ -35,7 +35,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Create(a) => Ok(cli::create::create(a)?),
         Command::Sign(a) => Ok(cli::sign::sign(a)?),
         Command::Key(a) => Ok(cli::sign::key(a)?),
-        Command::Install(a) => Ok(versions::install(a, progress)?),
+        Command::Install(a) => {
+            let installed = versions::install(a, progress)?;
+            Ok(cli::extension::after_install(&installed, progress)?)
+        }
         Command::Run(a) => Ok(cli::run::run(a, progress)?),
         Command::Upgrade(a) => Ok(versions::upgrade(a, progress)?),
         Command::Apply(a) => Ok(versions::apply(a)?),
@@ -44,6 +47,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Bless(a) => Ok(versions::bless(a)?),
         Command::Rollback(a) => Ok(versions::rollback(a)?),
         Command::Gc(a) => Ok(versions::gc(a)?),
+        Command::Extension(a) => Ok(cli::extension::extension(a, progress)?),
         Command::Serve(_) | Command::Node(_) | Command::Rollout(_) => {
             Err(controller::exec_controller())
         }

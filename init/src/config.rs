@@ -50,6 +50,19 @@ pub struct NodeConfig {
     /// `[controller]`: the fleet controller the node reports its boots to.
     #[serde(default)]
     pub controller: controller::ControllerSection,
+    /// `[[extensions]]`: images `terra extension add` overlays on `/usr` (and `/etc`).
+    /// stage0 ignores the list: it applies what is on the disk (`.terra/extensions/`).
+    #[serde(default)]
+    pub extensions: Vec<Extension>,
+}
+
+/// One `[[extensions]]` entry: an extension image (checked like the root under
+/// `[signature]`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    /// OCI image reference of the extension.
+    pub image: String,
 }
 
 /// `[signature]`: which cosign keys the node's images must be signed by. `terra install`
@@ -843,6 +856,25 @@ mod tests {
             err.contains("token") && !err.contains("s3cr3t-t0ken"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn extensions_name_their_image_and_nothing_else() {
+        let cfg = NodeConfig::parse(
+            "[[extensions]]\nimage = \"oci:/x:hello\"\n[[extensions]]\nimage = \"r.example/tools:1\"\n",
+            Path::new("n.toml"),
+        )
+        .unwrap();
+        let images: Vec<_> = cfg.extensions.iter().map(|e| e.image.as_str()).collect();
+        assert_eq!(images, ["oci:/x:hello", "r.example/tools:1"]);
+        let err = NodeConfig::parse("[[extensions]]\nname = \"x\"\n", Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name") && err.contains("n.toml"), "{err}");
+        let err = NodeConfig::parse("[[extensions]]\n", Path::new("n.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("image"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod devices;
 pub mod early;
 pub mod entropy;
 pub mod esp;
+pub mod extensions;
 pub mod health;
 pub mod iscsi;
 pub mod kexec;

@@ -136,6 +136,8 @@ pub struct VersionReport {
     pub confirm: Option<String>,
     /// Persistent mounts stage0 made: mount point and what is there.
     pub mounts: Vec<(String, String)>,
+    /// The extensions on the disk: applied, skipped (with why) or failed.
+    pub extensions: Vec<crate::extensions::overlay::Outcome>,
     /// Why the kernel the version carries was not started (it boots on the running one).
     pub kernel_skipped: Option<String>,
     /// Seconds each health check may take when the booted system confirms this tentative

@@ -359,6 +359,9 @@ fn choose(
                         load_module(m);
                     }
                 }
+                // Beneath the persistent /etc overlay, which takes /etc as it is then.
+                let extensions =
+                    crate::extensions::overlay::apply(top, Path::new(SYSROOT), load_module);
                 let node = crate::persist::disk_node(top);
                 let mounts = node.as_ref().map_or_else(Vec::new, |n| {
                     crate::persist::mount(n, top, dev, read_only, load_module)
@@ -408,6 +411,7 @@ fn choose(
                         top_options: storage::join_options(&dev.options, top_options),
                         confirm,
                         mounts,
+                        extensions,
                         kernel_skipped,
                         health_timeout,
                         kexec: kexeced

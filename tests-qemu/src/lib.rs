@@ -9,6 +9,7 @@ pub mod debian;
 pub mod debian_node;
 pub mod disk;
 pub mod elf;
+pub mod extensions;
 pub mod fleet;
 pub mod harness;
 pub mod host;

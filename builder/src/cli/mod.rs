@@ -15,6 +15,7 @@ pub mod artifacts;
 pub mod controller;
 pub mod create;
 pub mod docs;
+pub mod extension;
 pub mod images;
 mod progress_bar;
 pub mod run;
@@ -79,6 +80,7 @@ pub enum Command {
     Bless(versions::BlessArgs),
     Rollback(versions::RollbackArgs),
     Gc(versions::GcArgs),
+    Extension(extension::ExtensionArgs),
     /// Run the controller: provisions diskless nodes (terra-controller)
     ///
     /// Runs `terra-controller serve` with these arguments (found beside terra, then on

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use terra_builder::install::{self, InstallSpec};
-use terra_builder::oci::Progress;
+use terra_builder::oci::{ApplyOptions, Progress, ResolveOptions};
 use terra_builder::versions::{self, Applied, Target, UpgradeSpec, Upgraded, DEFAULT_KEEP};
 use terra_init::bless::Verdict;
 use terra_init::bootstate::DEFAULT_TRIES;
@@ -38,6 +38,8 @@ offline (repeat --disk for each member of a multi-disk group). They need root.";
 /// btrfs on the rest; GRUB for both firmwares; the default version's kernel and a Terra
 /// initramfs for it on the ESP (a version that carries no kernel boots the base kernel,
 /// --kernel).
+///
+/// Then node.toml's [[extensions]] are added (see `terra extension add --help`).
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = REF_HELP)]
 pub struct InstallArgs {
@@ -251,7 +253,7 @@ pub struct GcArgs {
 }
 
 /// `terra install …`
-pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> {
+pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<Installed, CliError> {
     let mut spec = InstallSpec::new(&a.config);
     spec.image = a.image;
     spec.disks = a.disks;
@@ -287,7 +289,35 @@ pub fn install(a: InstallArgs, progress: &dyn Progress) -> Result<(), CliError> 
         report.unpack.entries,
         report.unpack.bytes
     );
-    Ok(())
+    let disks = report
+        .groups
+        .iter()
+        .find(|(label, _, _)| *label == report.root_label)
+        .map(|(_, _, disks)| disks.clone())
+        .unwrap_or_default();
+    let node = terra_init::config::NodeConfig::load(&a.config)?;
+    Ok(Installed {
+        target: Target { disks },
+        extensions: node.extensions.into_iter().map(|e| e.image).collect(),
+        resolve: ResolveOptions {
+            platform: spec.platform.clone(),
+            plain_http: spec.plain_http,
+            ..Default::default()
+        },
+        apply: spec.apply.clone(),
+    })
+}
+
+/// The root group `terra install` made, for what follows it (node.toml's extensions).
+pub struct Installed {
+    /// Its disks.
+    pub target: Target,
+    /// node.toml's `[[extensions]]` images.
+    pub extensions: Vec<String>,
+    /// How the install fetched (no keys: those it kept on the disk check from now on).
+    pub resolve: ResolveOptions,
+    /// How it unpacked.
+    pub apply: ApplyOptions,
 }
 
 /// `terra upgrade`.

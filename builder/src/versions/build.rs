@@ -21,7 +21,7 @@ use crate::oci::{self, ApplyOptions, Image, Progress, UnpackReport};
 use crate::tool;
 
 /// A chain ID as a subvolume name (`sha256:ab…` → `sha256-ab…`).
-fn chain_dir(top: &Path, chain: &str) -> PathBuf {
+pub(super) fn chain_dir(top: &Path, chain: &str) -> PathBuf {
     top.join(STATE_DIR)
         .join(LAYERS_DIR)
         .join(chain.replace(':', "-"))
@@ -80,55 +80,12 @@ pub struct Built {
 /// files, read-only, renamed into place. Returns the state entry (not stored: the caller
 /// adds it to the state) and what was done. A failure deletes the staging subvolume.
 pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), VersionsError> {
-    let diff_ids = &v.image.config.rootfs.diff_ids;
-    if diff_ids.len() != v.image.layers.len() {
-        return Err(VersionsError::Refused(format!(
-            "{}: {} layers but {} diff_ids in the config",
-            v.image.reference,
-            v.image.layers.len(),
-            diff_ids.len()
-        )));
-    }
-    let chains = chain_ids(diff_ids);
-    let have = chains
-        .iter()
-        .rposition(|c| chain_dir(top, c).is_dir())
-        .map_or(0, |i| i + 1);
-    // Layers below `have` are on the disk already, made from verified blobs: only the
-    // ones to unpack are read now, all of them before anything is written.
-    if v.verify {
-        v.image.verify_layers_from(have)?;
-    }
-    // Never start what cannot fit. Compressed sizes are a lower
-    // bound on what unpacking writes; a full disk later is still caught and cleaned up.
-    let need: u64 = v.image.layers[have..]
-        .iter()
-        .map(|l| l.size.unwrap_or(0))
-        .sum();
-    let free = free_bytes(top)?;
-    if need > free {
-        return Err(VersionsError::NoSpace {
-            disk: top.display().to_string(),
-            need,
-            free,
-        });
-    }
-    let layers_dir = top.join(STATE_DIR).join(LAYERS_DIR);
-    fs::create_dir_all(&layers_dir).map_err(io_err(&layers_dir))?;
     let staging = top.join(STATE_DIR).join(staging_name(v.name));
-    if have > 0 {
-        snapshot(&chain_dir(top, &chains[have - 1]), &staging, false)?;
-    } else {
-        subvolume_create(&staging)?;
+    let (chains, mut built) = unpack_tree(top, &staging, v.image, v.apply, v.verify, v.progress)?;
+    if let Err(e) = finish(&staging, v, &mut built) {
+        let _ = subvolume_delete(&staging);
+        return Err(disk_full(e, top));
     }
-    let built = fill(top, &staging, v, &chains, have);
-    let built = match built {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = subvolume_delete(&staging);
-            return Err(disk_full(e, top));
-        }
-    };
     // Renamed while writable (btrfs refuses to move a read-only subvolume), then made
     // read-only; until the caller stores a state that names it, it is not a candidate.
     let dest = top.join(v.name);
@@ -141,13 +98,7 @@ pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), Ver
     fs::rename(&staging, &dest).map_err(io_err(&dest))?;
     crash_point("renamed");
     if !v.writable {
-        tool::run(
-            Command::new("btrfs")
-                .args(["property", "set", "-ts"])
-                .arg(&dest)
-                .args(["ro", "true"]),
-            "btrfs-progs",
-        )?;
+        set_read_only(&dest)?;
     }
     let version = Version {
         name: v.name.to_string(),
@@ -179,11 +130,86 @@ pub fn build_version(top: &Path, v: &NewVersion) -> Result<(Version, Built), Ver
     Ok((version, built))
 }
 
-/// The steps between the staging snapshot and the rename.
-fn fill(
+/// Makes a subvolume read-only.
+pub(super) fn set_read_only(path: &Path) -> Result<(), VersionsError> {
+    tool::run(
+        Command::new("btrfs")
+            .args(["property", "set", "-ts"])
+            .arg(path)
+            .args(["ro", "true"]),
+        "btrfs-progs",
+    )?;
+    Ok(())
+}
+
+/// Makes the writable subvolume `staging` hold `image`'s tree: a snapshot of the longest
+/// layer chain on the disk, then the layers above it applied one by one (each leaving its
+/// chain subvolume), after the blobs to read are checked (`verify`) and free space is.
+/// Returns the image's chain IDs and what was done; a failure deletes `staging`.
+pub(super) fn unpack_tree(
     top: &Path,
     staging: &Path,
-    v: &NewVersion,
+    image: &Image,
+    apply: &ApplyOptions,
+    verify: bool,
+    progress: &dyn Progress,
+) -> Result<(Vec<String>, Built), VersionsError> {
+    let diff_ids = &image.config.rootfs.diff_ids;
+    if diff_ids.len() != image.layers.len() {
+        return Err(VersionsError::Refused(format!(
+            "{}: {} layers but {} diff_ids in the config",
+            image.reference,
+            image.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = chain_ids(diff_ids);
+    let have = chains
+        .iter()
+        .rposition(|c| chain_dir(top, c).is_dir())
+        .map_or(0, |i| i + 1);
+    // Layers below `have` are on the disk already, made from verified blobs: only the
+    // ones to unpack are read now, all of them before anything is written.
+    if verify {
+        image.verify_layers_from(have)?;
+    }
+    // Never start what cannot fit. Compressed sizes are a lower
+    // bound on what unpacking writes; a full disk later is still caught and cleaned up.
+    let need: u64 = image.layers[have..]
+        .iter()
+        .map(|l| l.size.unwrap_or(0))
+        .sum();
+    let free = free_bytes(top)?;
+    if need > free {
+        return Err(VersionsError::NoSpace {
+            disk: top.display().to_string(),
+            need,
+            free,
+        });
+    }
+    let layers_dir = top.join(STATE_DIR).join(LAYERS_DIR);
+    fs::create_dir_all(&layers_dir).map_err(io_err(&layers_dir))?;
+    if have > 0 {
+        snapshot(&chain_dir(top, &chains[have - 1]), staging, false)?;
+    } else {
+        subvolume_create(staging)?;
+    }
+    match unpack_layers(top, staging, image, apply, progress, &chains, have) {
+        Ok(built) => Ok((chains, built)),
+        Err(e) => {
+            let _ = subvolume_delete(staging);
+            Err(disk_full(e, top))
+        }
+    }
+}
+
+/// The layers above `have` applied on `staging`, each leaving its chain subvolume.
+fn unpack_layers(
+    top: &Path,
+    staging: &Path,
+    image: &Image,
+    apply: &ApplyOptions,
+    progress: &dyn Progress,
     chains: &[String],
     have: usize,
 ) -> Result<Built, VersionsError> {
@@ -193,17 +219,17 @@ fn fill(
         unpack: UnpackReport::default(),
         kernel: None,
     };
-    let todo = &v.image.layers[have.min(v.image.layers.len())..];
+    let todo = &image.layers[have.min(image.layers.len())..];
     let _phase = Phase::start(
-        v.progress,
+        progress,
         "unpack",
         todo.len(),
         todo.iter().filter_map(|l| l.size).sum(),
     );
-    for (i, (layer, chain)) in v.image.layers.iter().zip(chains).skip(have).enumerate() {
-        v.progress.item(i, &layer.name);
-        let mut u = oci::apply::Unpacker::new(staging, v.apply.clone())?;
-        u.apply_layer_with(layer, v.progress)?;
+    for (i, (layer, chain)) in image.layers.iter().zip(chains).skip(have).enumerate() {
+        progress.item(i, &layer.name);
+        let mut u = oci::apply::Unpacker::new(staging, apply.clone())?;
+        u.apply_layer_with(layer, progress)?;
         let r = u.finish()?;
         crash_point("unpacked");
         built.unpack.layers += 1;
@@ -217,6 +243,11 @@ fn fill(
         snapshot(staging, &chain_dir(top, chain), true)?;
         crash_point("chained");
     }
+    Ok(built)
+}
+
+/// The steps between the unpacked tree and the rename: the node's files, the kernel.
+fn finish(staging: &Path, v: &NewVersion, built: &mut Built) -> Result<(), VersionsError> {
     write_node_files(staging, v.node, v.label, v.name)?;
     let kernel_err = |err| VersionsError::Kernel {
         version: v.name.to_string(),
@@ -227,14 +258,17 @@ fn fill(
         built.kernel = carried_kernel(staging, spec).map_err(kernel_err)?;
         crash_point("kernel");
     }
-    // Everything on disk before the version can be named by a stored state: the node's
-    // files were written after the last chain snapshot flushed the tree.
-    let dir = fs::File::open(staging).map_err(io_err(staging))?;
+    sync_tree(staging)
+}
+
+/// Flushes the filesystem holding `tree`: everything on disk before a stored state can
+/// name it (files written after the last chain snapshot flushed the tree).
+pub(super) fn sync_tree(tree: &Path) -> Result<(), VersionsError> {
+    let dir = fs::File::open(tree).map_err(io_err(tree))?;
     rustix::fs::syncfs(&dir).map_err(|e| VersionsError::Io {
-        path: staging.to_path_buf(),
+        path: tree.to_path_buf(),
         err: e.into(),
-    })?;
-    Ok(built)
+    })
 }
 
 /// Removes an image's own `boot/terra`: it could hold anything (symlinks to the build

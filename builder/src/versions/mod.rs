@@ -17,7 +17,7 @@
 //!
 //! The files: `disk` (loop devices, mounts, subvolumes, fstab), `top` (a root group opened:
 //! lock, sweep of leftovers), `keys` (the keys that check images), `build` (a version from
-//! layer chains), `lifecycle` (upgrade, apply, collect, list, bless, rollback, gc), `reboot`
+//! layer chains), `extensions` (extension images), `lifecycle` (upgrade, apply, collect, list, bless, rollback, gc), `reboot`
 //! (restarting the running system into a version) and `crash` (the crash points tests kill
 //! at).
 
@@ -35,6 +35,7 @@ use crate::tool::{Missing, ToolError};
 mod build;
 mod crash;
 pub mod disk;
+pub mod extensions;
 mod keys;
 mod lifecycle;
 mod reboot;

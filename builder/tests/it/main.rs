@@ -11,6 +11,7 @@ mod cli;
 mod cli_help;
 mod create;
 mod disk_boot;
+mod extension;
 mod gnu_cpio;
 mod initramfs;
 mod install;

@@ -17,6 +17,7 @@ mod boot;
 mod create;
 mod debian;
 mod disk_boot;
+mod extensions;
 mod image_corpus;
 mod install;
 mod iscsi;
