@@ -1,13 +1,9 @@
 //! stage0: PID 1 of a Terra initramfs.
 
 fn main() {
-    // As anything but PID 1 it is the session keeper's fallback (the copy at
-    // /run/terra/keeper, started as `@keeper`, when the image has no keeper binary).
+    // Only PID 1: the session keeper is its own binary (`keeper`), which every image packs
+    // beside stage0; stage0 carries no copy of it (ARCHITECTURE §2.6).
     if std::process::id() != 1 {
-        let args: Vec<String> = std::env::args().collect();
-        if terra_init::iscsi::keeper::is_keeper(&args) {
-            std::process::exit(terra_init::iscsi::keeper::main());
-        }
         eprintln!(
             "stage0 is Terra's PID 1 in the initramfs; the booted system confirms its version with {}",
             terra_init::layout::BLESS_PROGRAM

@@ -30,8 +30,7 @@ use super::Attached;
 pub use relogin::RecoveryError;
 
 /// The keeper's program in the real root's /run: the initramfs's own keeper binary
-/// ([`crate::layout::KEEPER`], copied by [`place`] before the switch), else a copy of
-/// stage0 (a multi-call binary).
+/// ([`crate::layout::KEEPER`], copied by [`place`] before the switch).
 pub const PROGRAM: &str = "/run/terra/keeper";
 /// What the keeper says, one line per event, with the monotonic time (no secrets).
 pub const LOG: &str = "/run/terra/keeper.log";
@@ -76,27 +75,24 @@ impl Kept {
     }
 }
 
-/// Whether `args` (argv) call the keeper.
-pub fn is_keeper(args: &[String]) -> bool {
-    args.first()
-        .and_then(|a| Path::new(a).file_name())
-        .is_some_and(|n| n == "keeper" || n == ARGV0)
-}
-
 /// Before the switch, while the initramfs is still there: copies its keeper binary to
 /// [`PROGRAM`] (in /run, which the switch carries into the real root) when there are
 /// sessions to keep and the image has one. The keeper lives as long as the root, and its
 /// program's mapped pages are its memory: the keeper alone is a fraction of stage0.
 pub fn place(attached: &[Attached]) {
     let own = Path::new("/").join(crate::layout::KEEPER);
-    if attached.is_empty() || !own.is_file() {
+    if attached.is_empty() {
+        return;
+    }
+    if !own.is_file() {
+        log::error!(
+            "iscsi: the image has no session keeper ({}): build it beside stage0 (cargo build --bin keeper)",
+            own.display()
+        );
         return;
     }
     if let Err(e) = write_program(&own) {
-        log::warn!(
-            "iscsi: cannot copy {} to {PROGRAM} ({e}); stage0 itself will be the keeper",
-            own.display()
-        );
+        log::error!("iscsi: cannot copy {} to {PROGRAM}: {e}", own.display());
         let _ = std::fs::remove_file(PROGRAM);
     }
 }
@@ -129,10 +125,9 @@ fn write_program(from: &Path) -> std::io::Result<()> {
 }
 
 fn spawn(attached: &[Attached]) -> std::io::Result<u32> {
-    // Placed before the switch ([`place`]); else stage0 itself.
+    // Placed before the switch ([`place`]), or there is none to start.
     if !Path::new(PROGRAM).is_file() {
-        // The initramfs is gone: the running program is still reachable through /proc.
-        write_program(Path::new("/proc/self/exe"))?;
+        return Err(std::io::Error::other(format!("{PROGRAM} was not placed")));
     }
     let mut child = Command::new(PROGRAM)
         .arg0(ARGV0)
