@@ -92,7 +92,7 @@ pub fn derive(kdf: &Kdf, pass: &[u8], len: usize) -> Result<Secret, LuksError> {
 /// 512-byte sectors numbered from 0, as keyslot areas are written.
 pub fn xts_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), LuksError> {
     use xts_mode::{get_tweak_default, Xts128};
-    if data.len() % 512 != 0 {
+    if !data.len().is_multiple_of(512) {
         return Err(LuksError::Header(
             "keyslot area not a whole number of sectors".into(),
         ));
