@@ -48,7 +48,7 @@ const USAGE: &str = "usage:
       The Debian package: terra, stage0, the module sets and the kernel hooks, in
       target/deb/terra_<version>_amd64.deb.
   cargo xtask bench [--boots N] [--gen-runs N] [--accel tcg|kvm] [--dhcp-runs N]
-                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|create|kexec|keeper|tentative|restart|update]
+                    [--iscsi-runs N] [--only dhcp|unpack|iscsi|netboot|upgrade|verify|create|extensions|kexec|keeper|tentative|restart|update]
                     [--only controller [--nodes N] [--full-nodes N] [--image-mb N]
                                        [--requests N]]
                     [--only rollout [--sim-nodes N] [--requests N]]
@@ -66,7 +66,8 @@ const USAGE: &str = "usage:
       by `terra image pull` and skopeo; what --verify-key adds to `terra image pull` of the
       demo image from a local registry (--only verify); `terra create` of the README's Debian
       example vs `buildah bud` of the equivalent Containerfile (--only create, --boots builds
-      each); booting a version on its own kernel,
+      each); the root phase with 0, 1 and 5 extensions and adding 50 MB as an extension vs
+      a rebuilt image and an upgrade (--only extensions, --boots each); booting a version on its own kernel,
       kexec from the lab's kernel vs that kernel started directly (--only kexec, --boots
       each); a diskless root's writes through a 10 s target restart, stage0's keeper vs
       open-iscsi's iscsid adopting the session in the lab's Debian root (--only keeper,
@@ -463,6 +464,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
         only_update: false,
         only_verify: false,
         only_create: false,
+        only_extensions: false,
         only_kexec: false,
         only_keeper: false,
         only_netboot: false,
@@ -515,6 +517,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("update") => opts.only_update = true,
                     Some("verify") => opts.only_verify = true,
                     Some("create") => opts.only_create = true,
+                    Some("extensions") => opts.only_extensions = true,
                     Some("kexec") => opts.only_kexec = true,
                     Some("keeper") => opts.only_keeper = true,
                     Some("netboot") => opts.only_netboot = true,
@@ -524,7 +527,7 @@ fn bench(args: Vec<String>) -> Result<bool, String> {
                     Some("rollout") => only_rollout = true,
                     _ => {
                         return Err(format!(
-                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, create, kexec, keeper, netboot, tentative, restart, update, controller or rollout",
+                            "--only {}: expected dhcp, unpack, iscsi, upgrade, verify, create, extensions, kexec, keeper, netboot, tentative, restart, update, controller or rollout",
                             v.to_string_lossy()
                         ))
                     }

@@ -3,6 +3,7 @@
 
 pub mod create;
 pub mod dhcp;
+pub mod extensions;
 pub mod generators;
 pub mod iscsi;
 pub mod keeper;
@@ -51,6 +52,9 @@ pub struct Options {
     pub only_update: bool,
     /// Only the signature case (`--only verify`).
     pub only_verify: bool,
+    /// Only the extensions case (`--only extensions`: root phase with 0, 1 and 5
+    /// extensions, `boots` boots each; adding 50 MB as an extension vs an upgrade).
+    pub only_extensions: bool,
     /// Only the image-making case (`--only create`: terra create vs buildah bud; `boots`
     /// builds each).
     pub only_create: bool,
@@ -300,6 +304,11 @@ pub fn run_all(opts: &Options) -> crate::Result<String> {
     }
     if opts.only_netboot {
         return run_netboot_only(opts);
+    }
+    if opts.only_extensions {
+        let md = extensions::extensions_case(&build::terra()?, opts.boots)?;
+        fs::write(bench_dir()?.join("results-extensions.md"), &md).map_err(|e| e.to_string())?;
+        return Ok(md);
     }
     if opts.only_create {
         let md = create::create_case(&build::terra()?, opts.boots)?;
