@@ -279,6 +279,20 @@ fn terra_create_pushes_and_signs_what_it_pushed() {
         "init = ",
         &format!("repo = \"{}/org\"\ninit = ", reg.host()),
     );
+    // A failing step first: nothing reaches the registry (skopeo finds no such image).
+    let failing = src.replace("mkdir -p /srv/www", "false");
+    fs::write(f.path("failing.toml"), &failing).unwrap();
+    let (ok, out) = f.create(&["--push", "--plain-http", "failing.toml"]);
+    assert!(!ok && out.contains("nothing was pushed"), "{out}");
+    let inspected = bounded(
+        Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{}/org/example:7", reg.host()),
+        ]),
+        T,
+    );
+    assert!(!inspected.status.success(), "the failed build was pushed");
     fs::write(f.path("server.toml"), src).unwrap();
     let k = openssl_key(f.dir.path(), "release");
     let other = openssl_key(f.dir.path(), "other");
