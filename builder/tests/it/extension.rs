@@ -439,21 +439,25 @@ fn template_extensions_travel_with_upgrades() {
     let (ok, _, err) = ext_cmd(&disk, &["remove", "tool"]);
     assert!(ok, "{err}");
 
-    // Once os is collected, hello-1 fits no version left: gc removes it; hello-2 stays,
-    // with the template.
-    let (ok, _, err) = run_terra(&["bless", "--disk", d, "good"]);
+    // Once v2 is rejected and collected, hello-2 fits no version left: gc removes it;
+    // hello-1 stays, with the template.
+    let (ok, _, err) = run_terra(&["bless", "--disk", d, "bad"]);
     assert!(ok, "{err}");
-    let (ok, _, err) = run_terra(&["gc", "--disk", d, "--keep", "1"]);
+    let (ok, out, err) = run_terra(&["gc", "--disk", d, "--keep", "1"]);
     assert!(ok, "{err}");
+    assert!(out.contains("v2"), "{out}");
     assert!(
-        err.contains("extension hello from") && err.contains("fits no version left"),
+        err.contains(&format!(
+            "extension hello from {} fits no version left",
+            r("hello-2")
+        )),
         "{err}"
     );
-    assert_eq!(states(&disk), pairs(&[("v2", "default")]));
+    assert_eq!(states(&disk), pairs(&[("os", "default")]));
     let (subvols, list) = on_disk(&disk);
     assert_eq!(subvols.len(), 1, "{subvols:?}");
     assert!(
-        list.lines().count() == 1 && list.contains(&r("hello-2")) && list.contains(&template),
+        list.lines().count() == 1 && list.contains(&r("hello-1")) && list.contains(&template),
         "{list}"
     );
 }
