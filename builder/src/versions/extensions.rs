@@ -237,8 +237,9 @@ pub fn expand(template: &str, os: &str, version: &str) -> Result<String, Templat
 /// default version first; its signature is checked like `terra upgrade`'s), unpacks it,
 /// checks that it is an extension (one `usr/lib/extension-release.d/extension-release.NAME`,
 /// nothing outside `/usr` and `/etc`) and keeps it. Entries of the same NAME go, except
-/// those that fit a version on the disk the new one does not fit. A refused image leaves
-/// nothing on the disk.
+/// those that fit a version on the disk the new one does not fit, and one holding the
+/// NAME's template when the new one is no template. A refused image leaves nothing on the
+/// disk.
 pub fn add(
     target: &Target,
     reference: &str,
@@ -289,6 +290,18 @@ pub fn add(
             kept.push(e);
         } else {
             gone.push(e);
+        }
+    }
+    // The NAME's template stays until `remove`: with an entry holding it, if the new one
+    // does not.
+    let held = |v: &[Entry]| {
+        v.iter()
+            .any(|e| e.name == entry.name && !e.template.is_empty())
+    };
+    if entry.template.is_empty() && !held(&kept) {
+        if let Some(i) = gone.iter().position(|e| !e.template.is_empty()) {
+            kept.push(gone.remove(i));
+            kept.sort_by(|a, b| a.name.cmp(&b.name));
         }
     }
     // First among its NAME: where an older one fits too, the new one is applied.
@@ -531,7 +544,8 @@ fn fetch_fitting(
 /// After a collection (`terra gc`, and after each upgrade): an entry stage0 would apply
 /// on no version of `state` goes when another of its NAME is applied on one (fetched for a
 /// version since collected, or left by a killed upgrade); the only ones of a NAME stay
-/// (they may wait for a version to come, and keep its template). Returns what went.
+/// (they may wait for a version to come), and so does one holding a template when no
+/// applied one of its NAME holds one. Returns what went.
 pub(super) fn prune(top: &Path, state: &BootState) -> Result<Vec<Entry>, VersionsError> {
     let entries = read_list(top)?;
     if entries.is_empty() {
@@ -539,10 +553,15 @@ pub(super) fn prune(top: &Path, state: &BootState) -> Result<Vec<Entry>, Version
     }
     let applied = applied_on(top, &entries, &version_oses(top, state));
     let used = |e: &Entry| applied.get(&e.subvolume).is_some_and(|v| !v.is_empty());
-    let (kept, gone): (Vec<Entry>, Vec<Entry>) = entries
-        .iter()
-        .cloned()
-        .partition(|e| used(e) || !entries.iter().any(|o| o.name == e.name && used(o)));
+    let others = |e: &Entry, template: bool| {
+        entries
+            .iter()
+            .any(|o| o.name == e.name && used(o) && (!template || !o.template.is_empty()))
+    };
+    // Kept: used, the only ones of the NAME, or holding a template no used one holds.
+    let (kept, gone): (Vec<Entry>, Vec<Entry>) = entries.iter().cloned().partition(|e| {
+        used(e) || !others(e, false) || (!e.template.is_empty() && !others(e, true))
+    });
     if gone.is_empty() {
         return Ok(gone);
     }

@@ -317,6 +317,14 @@ fn template_extensions_travel_with_upgrades() {
             ("hello-1", none(ext("hello", b"ID=t\nVERSION_ID=1\n", &[]))),
             ("hello-2", none(ext("hello", b"ID=t\nVERSION_ID=2\n", &[]))),
             ("tool", none(ext("tool", b"ID=t\nVERSION_ID=2\n", &[]))),
+            (
+                "hello-1b",
+                none(ext(
+                    "hello",
+                    b"ID=t\nVERSION_ID=1\n",
+                    &[E::File("usr/bin/b", b"b", 0o644)],
+                )),
+            ),
         ],
     );
     let disk = installed(dir.path(), &l, 256);
@@ -458,6 +466,35 @@ fn template_extensions_travel_with_upgrades() {
     assert_eq!(subvols.len(), 1, "{subvols:?}");
     assert!(
         list.lines().count() == 1 && list.contains(&r("hello-1")) && list.contains(&template),
+        "{list}"
+    );
+
+    // Another image of hello for os, added by plain reference: it is applied on os from
+    // now on, and hello-1 stays behind it only as the holder of the template; gc keeps it.
+    let (ok, out, err) = ext_cmd(&disk, &["add", &r("hello-1b")]);
+    assert!(ok && out.contains("extension hello from"), "{out}{err}");
+    let (ok, out, err) = ext_cmd(&disk, &["list"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        cols(lines[1]) == "hello yes os" && lines[1].contains(&r("hello-1b")),
+        "{out}"
+    );
+    assert!(
+        cols(lines[2]) == "hello no -"
+            && lines[2].contains(&format!(
+                "(not on os: hello from {} is applied)",
+                r("hello-1b")
+            )),
+        "{out}"
+    );
+    let (ok, _, err) = run_terra(&["gc", "--disk", d]);
+    assert!(ok && !err.contains("fits no version left"), "{err}");
+    let (subvols, list) = on_disk(&disk);
+    assert_eq!(subvols.len(), 2, "{subvols:?}");
+    assert!(
+        list.lines().nth(1).is_some_and(|l| l.ends_with(&template)),
         "{list}"
     );
 }
