@@ -29,7 +29,9 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// One extension on a disk, as [`LIST_FILE`] records it (fields tab-separated, in this
-/// order).
+/// order; a list written before `template` has five fields and reads with it empty). A
+/// NAME may have several entries, each for other versions: [`select`] applies per NAME the
+/// first that fits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The extension's name (its `extension-release.NAME`).
@@ -42,28 +44,39 @@ pub struct Entry {
     pub image: String,
     /// The key that verified it (empty when none did).
     pub verified_by: String,
+    /// The reference as given when it is a template (`{VERSION_ID}`…), which each upgrade
+    /// expands again for its version; empty otherwise.
+    pub template: String,
 }
 
 /// The list's text: one line per entry.
 pub fn format_list(entries: &[Entry]) -> String {
     let mut out = String::new();
     for e in entries {
-        let f = [&e.name, &e.subvolume, &e.digest, &e.image, &e.verified_by];
+        let f = [
+            &e.name,
+            &e.subvolume,
+            &e.digest,
+            &e.image,
+            &e.verified_by,
+            &e.template,
+        ];
         out.push_str(&f.map(|s| s.replace(['\t', '\n'], " ")).join("\t"));
         out.push('\n');
     }
     out
 }
 
-/// Parses the list; a malformed line is an error naming its number.
+/// Parses the list; a malformed line (or a subvolume named twice) is an error naming its
+/// number.
 pub fn parse_list(text: &str) -> Result<Vec<Entry>, String> {
     let mut out: Vec<Entry> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
         let f: Vec<&str> = line.split('\t').collect();
-        let ok = f.len() == 5 && valid_name(f[0]) && valid_name(f[1]);
-        if !ok || out.iter().any(|e| e.name == f[0]) {
+        let ok = matches!(f.len(), 5 | 6) && valid_name(f[0]) && valid_name(f[1]);
+        if !ok || out.iter().any(|e| e.subvolume == f[1]) {
             return Err(format!(
-                "line {}: not NAME, SUBVOLUME, DIGEST, IMAGE, KEY",
+                "line {}: not NAME, SUBVOLUME, DIGEST, IMAGE, KEY[, TEMPLATE]",
                 i + 1
             ));
         }
@@ -73,9 +86,30 @@ pub fn parse_list(text: &str) -> Result<Vec<Entry>, String> {
             digest: f[2].into(),
             image: f[3].into(),
             verified_by: f[4].into(),
+            template: f.get(5).copied().unwrap_or_default().into(),
         });
     }
     Ok(out)
+}
+
+/// What stage0 does with `entries` on one version: each, in name order (the list's order
+/// within a NAME), with Ok when it is applied. Per NAME the first that `fits` is applied;
+/// the later ones of that NAME are not (and `fits` is not asked about them).
+pub fn select(
+    mut entries: Vec<Entry>,
+    mut fits: impl FnMut(&Entry) -> Result<(), String>,
+) -> Vec<(Entry, Result<(), String>)> {
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out: Vec<(Entry, Result<(), String>)> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let applied = out.iter().find(|(o, r)| o.name == e.name && r.is_ok());
+        let r = match applied {
+            Some((o, _)) => Err(format!("{} from {} is applied", o.name, o.image)),
+            None => fits(&e),
+        };
+        out.push((e, r));
+    }
+    out
 }
 
 /// The value of `key` in os-release-format text (`KEY=value`, quotes and `#` comments as
@@ -216,16 +250,54 @@ mod tests {
             name: "hello".into(),
             subvolume: "hello-0123456789ab".into(),
             digest: "sha256:01".into(),
-            image: "oci:/x:hello".into(),
+            image: "oci:/x:hello-1".into(),
             verified_by: String::new(),
+            template: "oci:/x:hello-{VERSION_ID}".into(),
         };
         let text = format_list(std::slice::from_ref(&e));
         assert_eq!(parse_list(&text), Ok(vec![e]));
         assert!(parse_list("a\tb\n").unwrap_err().starts_with("line 1"));
-        let dup = "a\ta-1\td\ti\t\na\ta-2\td\ti\t\n";
+        // A list written before templates (five fields) still reads; a NAME may come
+        // twice, a subvolume may not.
+        let old = "a\ta-1\td\ti\t\na\ta-2\td\ti\tk\tt\n";
+        let l = parse_list(old).unwrap();
+        assert_eq!((l[0].template.as_str(), l[1].template.as_str()), ("", "t"));
+        let dup = "a\ta-1\td\ti\t\nb\ta-1\td\ti\t\n";
         assert!(parse_list(dup).unwrap_err().starts_with("line 2"));
         assert!(!valid_name("../x") && !valid_name("") && !valid_name(".h"));
         assert!(valid_name("hello_1.2"));
+    }
+
+    #[test]
+    fn per_name_the_first_fitting_entry_is_applied() {
+        let e = |name: &str, sub: &str| Entry {
+            name: name.into(),
+            subvolume: sub.into(),
+            digest: String::new(),
+            image: format!("img-{sub}"),
+            verified_by: String::new(),
+            template: String::new(),
+        };
+        let list = vec![e("b", "b-1"), e("a", "a-1"), e("a", "a-2"), e("a", "a-3")];
+        let mut asked = Vec::new();
+        let out = select(list, |x| {
+            asked.push(x.subvolume.clone());
+            if x.subvolume == "a-1" {
+                Err("no".into())
+            } else {
+                Ok(())
+            }
+        });
+        let got: Vec<(&str, bool)> = out
+            .iter()
+            .map(|(x, r)| (x.subvolume.as_str(), r.is_ok()))
+            .collect();
+        assert_eq!(
+            got,
+            [("a-1", false), ("a-2", true), ("a-3", false), ("b-1", true)]
+        );
+        assert_eq!(out[2].1, Err("a from img-a-2 is applied".into()));
+        assert_eq!(asked, ["a-1", "a-2", "b-1"]);
     }
 
     proptest! {
@@ -244,6 +316,7 @@ mod tests {
                 digest: "sha256:00".into(),
                 image,
                 verified_by: "k (fp)".into(),
+                template: "t:{ID}".into(),
             };
             prop_assert_eq!(parse_list(&format_list(std::slice::from_ref(&e))), Ok(vec![e]));
         }

@@ -37,7 +37,15 @@ enum ExtensionCommand {
 /// [signature] or --verify-key, every blob), unpacked from layer chains the disk shares
 /// with its versions, and refused, with nothing kept, unless it holds one
 /// extension-release.NAME and nothing outside /usr and /etc. An extension of the same NAME
-/// is replaced. Without REF, every [[extensions]] image of the node.toml on the disk.
+/// is replaced (one that fits a version on the disk the new one does not fit stays for
+/// it). Without REF, every [[extensions]] image of the node.toml on the disk.
+///
+/// REF may be a template holding {ID}, {VERSION_ID} and {ARCH} (e.g.
+/// 'registry.example/ext/hello:{VERSION_ID}'): it is expanded from the default version's
+/// os-release (ARCH: its ARCHITECTURE, else this machine's, as systemd names it: x86-64,
+/// arm64…) and kept, so that `terra upgrade` fetches the image it names for a new version
+/// that the extension does not fit before that version can boot (or refuses the upgrade,
+/// naming the extension).
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = REF_HELP)]
 struct AddArgs {
@@ -53,7 +61,7 @@ struct AddArgs {
     fetch: FetchArgs,
 }
 
-/// Forget an extension (by NAME or the image it was added from); gone at the next boot
+/// Forget an extension: every image of NAME, or those added from REF; gone at the next boot
 #[derive(Debug, clap::Args)]
 struct RemoveArgs {
     /// Its NAME or image reference
@@ -63,7 +71,7 @@ struct RemoveArgs {
     disk: DiskArgs,
 }
 
-/// List the extensions: name, image, digest, whether it fits the default version
+/// List the extensions: name, fits the default version?, versions it is on, digest, image
 #[derive(Debug, clap::Args)]
 struct ListArgs {
     #[command(flatten)]
@@ -75,21 +83,36 @@ pub fn extension(a: ExtensionArgs, progress: &dyn Progress) -> Result<(), CliErr
     match a.command {
         ExtensionCommand::Add(a) => add(a, progress),
         ExtensionCommand::Remove(a) => {
-            let gone = extensions::remove(&a.disk.target(), &a.what)?;
-            println!(
-                "terra: extension {} ({}) removed; the next boot is without it",
-                gone.name, gone.image
-            );
+            for gone in extensions::remove(&a.disk.target(), &a.what)? {
+                println!(
+                    "terra: extension {} ({}) removed; the next boot is without it",
+                    gone.name, gone.image
+                );
+            }
             Ok(())
         }
         ExtensionCommand::List(a) => {
             let listed = extensions::list(&a.disk.target())?;
-            println!("{:<16} {:<8} {:<19}  IMAGE", "NAME", "FITS", "DIGEST");
+            println!(
+                "{:<16} {:<5} {:<12} {:<19}  IMAGE",
+                "NAME", "FITS", "VERSIONS", "DIGEST"
+            );
             for l in &listed {
                 let e = &l.entry;
                 let digest = e.digest.get(..19).unwrap_or(&e.digest);
                 let fits = if l.fits.is_ok() { "yes" } else { "no" };
-                print!("{:<16} {:<8} {digest:<19}  {}", e.name, fits, e.image);
+                let on = if l.versions.is_empty() {
+                    "-".to_string()
+                } else {
+                    l.versions.join(",")
+                };
+                print!(
+                    "{:<16} {fits:<5} {on:<12} {digest:<19}  {}",
+                    e.name, e.image
+                );
+                if !e.template.is_empty() {
+                    print!(" (template {})", e.template);
+                }
                 match &l.fits {
                     Ok(()) => println!(),
                     Err(why) => println!(" (not on {}: {why})", l.version),
@@ -139,14 +162,23 @@ pub fn add_all(
                 replaced,
                 fits,
             } => {
-                let was = replaced.map_or(String::new(), |d| format!(" (replacing {d})"));
+                let was = if replaced.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (replacing {})", replaced.join(", "))
+                };
                 let verified = if entry.verified_by.is_empty() {
                     String::new()
                 } else {
                     format!(", verified by {}", entry.verified_by)
                 };
+                let from = if entry.template.is_empty() {
+                    r.clone()
+                } else {
+                    format!("{} ({r})", entry.image)
+                };
                 println!(
-                    "terra: extension {} from {r} ({}{verified}) added{was}; it applies from the next boot",
+                    "terra: extension {} from {from} ({}{verified}) added{was}; it applies from the next boot",
                     entry.name, entry.digest
                 );
                 if let Err(why) = fits {

@@ -400,6 +400,12 @@ fn built_notes(name: &str, built: &versions::Built, removed: &[String]) {
             );
         }
     }
+    for e in &built.extensions {
+        println!(
+            "terra: extension {} from {} ({}) fetched for {name} (template {})",
+            e.name, e.image, e.digest, e.template
+        );
+    }
     if !removed.is_empty() {
         println!("terra: removed old versions {}", removed.join(", "));
     }

@@ -73,6 +73,8 @@ pub struct Built {
     pub unpack: UnpackReport,
     /// The kernel it carries, with its initramfs.
     pub kernel: Option<KernelDir>,
+    /// Extensions an upgrade fetched for it (their templates expanded for its os-release).
+    pub extensions: Vec<terra_init::extensions::Entry>,
 }
 
 /// Makes version `v.name` under `top`: snapshot of the longest chain on the disk, the
@@ -218,6 +220,7 @@ fn unpack_layers(
         reused: have,
         unpack: UnpackReport::default(),
         kernel: None,
+        extensions: Vec::new(),
     };
     let todo = &image.layers[have.min(image.layers.len())..];
     let _phase = Phase::start(

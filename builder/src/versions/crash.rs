@@ -3,7 +3,8 @@
 
 /// Test hook: with `TERRA_CRASH_AT=<point>` in the environment, the process kills itself
 /// with SIGKILL at that point, so tests can show each step is crash-safe (README,
-/// "Versions"). Points: `unpacked`, `chained`, `renamed`, `built`, `stored`, `forgotten`,
+/// "Versions"). Points: `unpacked`, `chained`, `renamed`, `built`, `extensions` (an
+/// upgrade's fetched extensions listed, its state not yet stored), `stored`, `forgotten`,
 /// `applied`, and those of an ESP sync (`esp-slot`, `esp-staged`, `esp-renamed`, [`terra_init::esp::Step`]);
 /// the controller's provisioning steps use it too.
 pub fn crash_point(point: &str) {

@@ -5,6 +5,7 @@
 //! A digest that was bad on the node is not applied again unless asked for by digest
 //! with `--force` ([`BootState::admit`]).
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -13,9 +14,10 @@ use terra_init::bootstate::{
     self, Admission, BootState, Rejected, StateError, DEFAULT_TRIES, LAYERS_DIR, STATE_DIR,
 };
 
-use super::build::{build_version, Built, NewVersion};
+use super::build::{build_version, chain_dir, Built, NewVersion};
 use super::crash::crash_point;
 use super::disk::subvolume_delete;
+use super::extensions;
 use super::keys::{combine_policy, disk_keys};
 use super::top::{
     chains_on_disk, downloads_dir, follow_esp, open, pending_marker, settled, sweep, Top,
@@ -196,6 +198,7 @@ pub fn upgrade_with(
     // chains the disk holds.
     resolve.download_dir = Some(downloads_dir(&top.path));
     resolve.have_chains = chains_on_disk(&top.path)?;
+    let had_chains = resolve.have_chains.clone();
     let image = oci::resolve_with(&r, &resolve, progress)?;
     let digest = image
         .manifest_digest
@@ -259,7 +262,7 @@ pub fn upgrade_with(
             err,
         }
     })?;
-    let (version, built) = build_version(
+    let (version, mut built) = build_version(
         &top.path,
         &NewVersion {
             name: &name,
@@ -275,6 +278,14 @@ pub fn upgrade_with(
         },
     )?;
     crash_point("built");
+    // A version never becomes a candidate without its extensions.
+    match extensions::for_version(&top, &name, &spec.resolve, &spec.apply, progress) {
+        Ok(fetched) => built.extensions = fetched,
+        Err(e) => {
+            discard(&top, &name, &had_chains);
+            return Err(e);
+        }
+    }
     if spec.stage_only {
         state.add_staged(version)?;
     } else {
@@ -299,6 +310,26 @@ pub fn upgrade_with(
             removed,
         }
     })
+}
+
+/// Deletes version `name`, built but never stored, and the chain subvolumes made since
+/// `had` was listed, so that a refused upgrade leaves the disk as it found it. A failure
+/// is said: the `pending-` marker stays then, and the next sweep finishes.
+fn discard(top: &Top, name: &str, had: &BTreeSet<String>) {
+    let made = chains_on_disk(&top.path).unwrap_or_default();
+    let gone = subvolume_delete(&top.path.join(name))
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            for c in made.difference(had) {
+                subvolume_delete(&chain_dir(&top.path, c)).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+    match gone {
+        Ok(()) => settled(&top.path, name),
+        Err(e) => log_line(&format!("cannot remove the refused version {name}: {e}")),
+    }
+    top.clear_downloads();
 }
 
 /// `terra apply`: makes the staged version `name` (the newest staged one when None)
@@ -375,6 +406,12 @@ pub fn collect(
         crash_point("forgotten");
     }
     sweep(&top.path)?;
+    for e in extensions::prune(&top.path, state)? {
+        log_line(&format!(
+            "extension {} from {} fits no version left: removed",
+            e.name, e.image
+        ));
+    }
     // Chains: keep every prefix of a remaining version's chains.
     let wanted: std::collections::HashSet<String> = state
         .versions

@@ -93,6 +93,10 @@ pub enum VersionsError {
         /// What went wrong.
         err: BootFilesError,
     },
+    /// An extension reference that is a template which does not expand.
+    Template(extensions::TemplateError),
+    /// An upgrade refused: an extension does not fit the new version.
+    Extension(Box<extensions::Misfit>),
     /// A file of the disk.
     Io {
         /// The path.
@@ -120,6 +124,8 @@ impl fmt::Display for VersionsError {
                 free >> 20
             ),
             VersionsError::Refused(why) => f.write_str(why),
+            VersionsError::Template(e) => e.fmt(f),
+            VersionsError::Extension(e) => e.fmt(f),
             VersionsError::Io { path, err } => write!(f, "{}: {err}", path.display()),
         }
     }
@@ -139,7 +145,8 @@ from_error!(
     StateError => State,
     OciError => Image,
     ToolError => Tool,
-    Missing => Missing
+    Missing => Missing,
+    extensions::TemplateError => Template
 );
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VersionsError + '_ {

@@ -3,19 +3,28 @@
 //! versions and listed with whether it fits the default version; an image that is not an
 //! extension (no extension-release, a file outside /usr and /etc) and an unsigned one
 //! under `[signature] require` are refused with the reason, leaving nothing on the disk.
-//! Needs root.
+//! A template reference (`hello-{VERSION_ID}`) travels with upgrades: `terra upgrade`
+//! fetches the tag for the new version first, or refuses naming the extension and leaves
+//! the disk as it was. Needs root.
 
 use std::fs;
 use std::path::Path;
 
 use crate::oci_common::signing::openssl_key;
-use crate::oci_common::{layer, run_terra, Comp, E};
-use crate::upgrade::{installed, layout, with_mount};
+use crate::oci_common::{layer, run_terra, terra, Comp, E};
+use crate::upgrade::{installed, layout, pairs, states, upgrade, with_mount};
+use lab::versions::power_cut;
 
 fn root() -> Vec<u8> {
+    root_with(b"NAME=test\nID=t\nVERSION_ID=1\n", b"1\n")
+}
+
+/// A root with this os-release and `/etc/build` (so two roots of one VERSION_ID differ).
+fn root_with(os_release: &'static [u8], build: &'static [u8]) -> Vec<u8> {
     layer(&[
         E::Dir("etc", 0o755),
-        E::File("etc/os-release", b"NAME=test\nID=t\nVERSION_ID=1\n", 0o644),
+        E::File("etc/os-release", os_release, 0o644),
+        E::File("etc/build", build, 0o644),
         E::Dir("sbin", 0o755),
         E::File("sbin/init", b"#!/sbin/init\n", 0o755),
         E::Dir("usr", 0o755),
@@ -264,5 +273,228 @@ fn install_adds_the_node_toml_extensions() {
             .nth(1)
             .is_some_and(|l| l.starts_with("hello") && l.contains(" yes ")),
         "{out}"
+    );
+}
+
+/// What a refused upgrade must leave alone: the state file, the list, the entries of the
+/// top level and of `.terra` (no `pending-` marker), the extension subvolumes, the chains.
+fn snapshot_of(disk: &Path) -> Vec<String> {
+    with_mount(disk, |m| {
+        let names = |d: &Path| {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v.join(" ")
+        };
+        vec![
+            fs::read_to_string(m.join(".terra/state.json")).unwrap(),
+            fs::read_to_string(m.join(".terra/extensions.list")).unwrap_or_default(),
+            names(m),
+            names(&m.join(".terra")),
+            names(&m.join(".terra/extensions")),
+            names(&m.join(".terra/layers")),
+        ]
+    })
+}
+
+#[test]
+fn template_extensions_travel_with_upgrades() {
+    let _disks = crate::common::host_disks(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let gz = |l: Vec<u8>| vec![(l, Comp::Gzip)];
+    let none = |l: Vec<u8>| vec![(l, Comp::None)];
+    let l = layout(
+        dir.path(),
+        &[
+            ("v1", gz(root())),
+            ("v2", gz(root_with(b"ID=t\nVERSION_ID=2\n", b"2\n"))),
+            ("v3", gz(root_with(b"ID=t\nVERSION_ID=3\n", b"3\n"))),
+            ("v1b", gz(root_with(b"ID=t\nVERSION_ID=1\n", b"1b\n"))),
+            ("hello-1", none(ext("hello", b"ID=t\nVERSION_ID=1\n", &[]))),
+            ("hello-2", none(ext("hello", b"ID=t\nVERSION_ID=2\n", &[]))),
+            ("tool", none(ext("tool", b"ID=t\nVERSION_ID=2\n", &[]))),
+            (
+                "hello-1b",
+                none(ext(
+                    "hello",
+                    b"ID=t\nVERSION_ID=1\n",
+                    &[E::File("usr/bin/b", b"b", 0o644)],
+                )),
+            ),
+        ],
+    );
+    let disk = installed(dir.path(), &l, 256);
+    let d = disk.to_str().unwrap();
+    let r = |tag: &str| format!("oci:{}:{tag}", l.display());
+    let template = r("hello-{VERSION_ID}");
+
+    // Templates that do not expand are refused naming the reference; nothing is kept.
+    let (ok, _, err) = ext_cmd(&disk, &["add", &r("hello-{VERSION}")]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&r("hello-{VERSION}")) && err.contains("unknown placeholder {VERSION}"),
+        "{err}"
+    );
+    assert_eq!(on_disk(&disk), (vec![], String::new()));
+
+    // `add` expands the template for the default version (os: VERSION_ID=1) and keeps it.
+    let (ok, out, err) = ext_cmd(&disk, &["add", &template]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "extension hello from {} ({template})",
+            r("hello-1")
+        )) && !out.contains("does not fit"),
+        "{out}"
+    );
+    let (_, list) = on_disk(&disk);
+    let fields: Vec<&str> = list.trim_end_matches('\n').split('\t').collect();
+    assert_eq!(fields.len(), 6, "{list}");
+    assert_eq!(
+        (fields[0], fields[3], fields[5]),
+        ("hello", r("hello-1").as_str(), template.as_str())
+    );
+
+    // Killed between the list (with hello-2) and the state: v2 is no candidate, and the
+    // entry no version uses goes at the next gc (hello-1 still serves os).
+    let out = terra()
+        .args(["upgrade", "--disk", d, &r("v2")])
+        .env("TERRA_CRASH_AT", "extensions")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    power_cut(&disk);
+    assert_eq!(states(&disk), pairs(&[("os", "default")]));
+    assert_eq!(on_disk(&disk).1.lines().count(), 2);
+    let (ok, _, err) = run_terra(&["gc", "--disk", d]);
+    assert!(ok && err.contains("fits no version left"), "{err}");
+    let (subvols, list) = on_disk(&disk);
+    assert_eq!(subvols.len(), 1, "{subvols:?}");
+    assert!(
+        list.lines().count() == 1 && list.contains(&r("hello-1")),
+        "{list}"
+    );
+
+    // An upgrade to VERSION_ID=2 fetches hello-2 before v2 becomes a candidate.
+    let (ok, out, err) = upgrade(&disk, &r("v2"), &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("extension hello from {} (", r("hello-2")))
+            && out.contains("fetched for v2"),
+        "{out}"
+    );
+    assert_eq!(
+        states(&disk),
+        pairs(&[("os", "default"), ("v2", "tentative")])
+    );
+    let (subvols, list) = on_disk(&disk);
+    assert_eq!(subvols.len(), 2, "{subvols:?}");
+    let images: Vec<&str> = list
+        .lines()
+        .map(|l| l.split('\t').nth(3).unwrap())
+        .collect();
+    assert_eq!(images, [r("hello-1"), r("hello-2")], "{list}");
+    assert!(list.lines().all(|l| l.ends_with(&template)), "{list}");
+    // `list` says which fits which: hello-1 is applied on os, hello-2 on v2.
+    let (ok, out, err) = ext_cmd(&disk, &["list"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let cols = |l: &str| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    assert_eq!(cols(lines[1]), "hello yes os", "{out}");
+    assert_eq!(cols(lines[2]), "hello no v2", "{out}");
+    assert!(lines[2].contains(&r("hello-2")), "{out}");
+
+    // VERSION_ID=3: hello-3 does not exist. Refused naming hello, the disk as it was.
+    let before = snapshot_of(&disk);
+    let (ok, _, err) = upgrade(&disk, &r("v3"), &[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("upgrade refused: extension hello")
+            && err.contains("new version v3 (ID=t VERSION_ID=3)")
+            && err.contains("it is for VERSION_ID=2, the version is VERSION_ID=3")
+            && err.contains(&format!(
+                "{} (its template {template} for this version) cannot be fetched",
+                r("hello-3")
+            )),
+        "{err}"
+    );
+    assert_eq!(snapshot_of(&disk), before);
+
+    // An extension whose reference is no template, that does not fit the new version:
+    // refused likewise, naming it.
+    let (ok, out, err) = ext_cmd(&disk, &["add", &r("tool")]);
+    assert!(
+        ok && out.contains("tool does not fit the default version"),
+        "{out}{err}"
+    );
+    let before = snapshot_of(&disk);
+    let (ok, _, err) = upgrade(&disk, &r("v1b"), &[]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!("extension tool ({})", r("tool")))
+            && err.contains("(ID=t VERSION_ID=1)")
+            && err.contains("it is for VERSION_ID=2, the version is VERSION_ID=1")
+            && err.contains("no template"),
+        "{err}"
+    );
+    assert_eq!(snapshot_of(&disk), before);
+    let (ok, _, err) = ext_cmd(&disk, &["remove", "tool"]);
+    assert!(ok, "{err}");
+
+    // Once v2 is rejected and collected, hello-2 fits no version left: gc removes it;
+    // hello-1 stays, with the template.
+    let (ok, _, err) = run_terra(&["bless", "--disk", d, "bad"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run_terra(&["gc", "--disk", d, "--keep", "1"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("v2"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "extension hello from {} fits no version left",
+            r("hello-2")
+        )),
+        "{err}"
+    );
+    assert_eq!(states(&disk), pairs(&[("os", "default")]));
+    let (subvols, list) = on_disk(&disk);
+    assert_eq!(subvols.len(), 1, "{subvols:?}");
+    assert!(
+        list.lines().count() == 1 && list.contains(&r("hello-1")) && list.contains(&template),
+        "{list}"
+    );
+
+    // Another image of hello for os, added by plain reference: it is applied on os from
+    // now on, and hello-1 stays behind it only as the holder of the template; gc keeps it.
+    let (ok, out, err) = ext_cmd(&disk, &["add", &r("hello-1b")]);
+    assert!(ok && out.contains("extension hello from"), "{out}{err}");
+    let (ok, out, err) = ext_cmd(&disk, &["list"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        cols(lines[1]) == "hello yes os" && lines[1].contains(&r("hello-1b")),
+        "{out}"
+    );
+    assert!(
+        cols(lines[2]) == "hello no -"
+            && lines[2].contains(&format!(
+                "(not on os: hello from {} is applied)",
+                r("hello-1b")
+            )),
+        "{out}"
+    );
+    let (ok, _, err) = run_terra(&["gc", "--disk", d]);
+    assert!(ok && !err.contains("fits no version left"), "{err}");
+    let (subvols, list) = on_disk(&disk);
+    assert_eq!(subvols.len(), 2, "{subvols:?}");
+    assert!(
+        list.lines().nth(1).is_some_and(|l| l.ends_with(&template)),
+        "{list}"
     );
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use nix::mount::{umount2, MntFlags, MsFlags};
 use serde::Serialize;
 
-use super::{check, host_architecture, parse_list, EXTENSIONS_DIR, LIST_FILE, RELEASE_DIR};
+use super::{check, host_architecture, parse_list, select, EXTENSIONS_DIR, LIST_FILE, RELEASE_DIR};
 use crate::bootstate::STATE_DIR;
 
 /// What became of one extension at this boot (boot.json `version.extensions`).
@@ -26,8 +26,9 @@ pub struct Outcome {
 }
 
 /// Overlays the extensions listed under `top` (the top level) that fit the version
-/// mounted at `sysroot`, in name order (the first on top), read-only. A failure
-/// unmounts what it mounted: the version boots without extensions.
+/// mounted at `sysroot` (per NAME the first that fits, [`select`]), in name order (the
+/// first on top), read-only. A failure unmounts what it mounted: the version boots
+/// without extensions.
 pub fn apply(
     top: &Path,
     sysroot: &Path,
@@ -42,28 +43,30 @@ pub fn apply(
             return Vec::new();
         }
     };
-    let mut entries = match parse_list(&text) {
+    let entries = match parse_list(&text) {
         Ok(l) => l,
         Err(e) => {
             log::error!("extensions: {}: {e}; none applied", list_path.display());
             return Vec::new();
         }
     };
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
     let os = ["etc/os-release", "usr/lib/os-release"]
         .iter()
         .find_map(|p| std::fs::read_to_string(sysroot.join(p)).ok())
         .unwrap_or_default();
     let dir = top.join(STATE_DIR).join(EXTENSIONS_DIR);
     let (mut usr, mut etc, mut out) = (Vec::new(), Vec::new(), Vec::new());
-    for e in entries {
-        let root = dir.join(&e.subvolume);
-        let release = root
+    let chosen = select(entries, |e| {
+        let release = dir
+            .join(&e.subvolume)
             .join(RELEASE_DIR)
             .join(format!("extension-release.{}", e.name));
-        let fits = std::fs::read_to_string(&release)
+        std::fs::read_to_string(&release)
             .map_err(|err| format!("{}: {err}", release.display()))
-            .and_then(|r| check(&r, &os, host_architecture()));
+            .and_then(|r| check(&r, &os, host_architecture()))
+    });
+    for (e, fits) in chosen {
+        let root = dir.join(&e.subvolume);
         let reason = match fits {
             Ok(()) => {
                 usr.push(root.join("usr"));
@@ -142,14 +145,21 @@ mod tests {
     use crate::extensions::{format_list, Entry};
     use std::fs;
 
-    /// A top level with extensions `a` (usr only) and `b` (usr and etc), both fitting
-    /// `ID=t`, and `c` for `ID=other`; a sysroot with `usr` and, when `etc`, an `etc`.
+    /// A top level with extensions `a` (usr only; listed three times: `a-0` for `ID=other`,
+    /// then `a-1` and `a-2` that both fit) and `b` (usr and etc), fitting `ID=t`, and `c`
+    /// for `ID=other`; a sysroot with `usr` and, when `etc`, an `etc`.
     fn fixture(etc: bool) -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();
         let top = t.path().join("top");
         let mut entries = Vec::new();
-        for (name, id, with_etc) in [("b", "t", true), ("a", "t", false), ("c", "other", false)] {
-            let root = top.join(".terra/extensions").join(format!("{name}-1"));
+        for (name, sub, id, with_etc) in [
+            ("b", "b-1", "t", true),
+            ("a", "a-0", "other", false),
+            ("a", "a-1", "t", false),
+            ("a", "a-2", "t", false),
+            ("c", "c-1", "other", false),
+        ] {
+            let root = top.join(".terra/extensions").join(sub);
             let rel = root.join("usr/lib/extension-release.d");
             fs::create_dir_all(&rel).unwrap();
             fs::write(
@@ -158,17 +168,18 @@ mod tests {
             )
             .unwrap();
             fs::write(root.join(format!("usr/{name}")), name).unwrap();
-            fs::write(root.join("usr/same"), name).unwrap();
+            fs::write(root.join("usr/same"), sub).unwrap();
             if with_etc {
                 fs::create_dir_all(root.join("etc")).unwrap();
                 fs::write(root.join(format!("etc/{name}.conf")), name).unwrap();
             }
             entries.push(Entry {
                 name: name.into(),
-                subvolume: format!("{name}-1"),
+                subvolume: sub.into(),
                 digest: "sha256:00".into(),
-                image: format!("img-{name}"),
+                image: format!("img-{sub}"),
                 verified_by: String::new(),
+                template: String::new(),
             });
         }
         fs::write(top.join(".terra/extensions.list"), format_list(&entries)).unwrap();
@@ -212,16 +223,23 @@ mod tests {
         let _ = umount2(&usr, MntFlags::MNT_DETACH);
         assert_eq!(
             statuses(&out),
-            [("a", "applied"), ("b", "applied"), ("c", "skipped")]
+            [
+                ("a", "skipped"),
+                ("a", "applied"),
+                ("a", "skipped"),
+                ("b", "applied"),
+                ("c", "skipped")
+            ]
         );
-        assert_eq!(
-            out[2].reason.as_deref(),
-            Some("it is for ID=other, the version is ID=t")
-        );
+        let other = Some("it is for ID=other, the version is ID=t");
+        assert_eq!(out[0].reason.as_deref(), other);
+        // Per name the first that fits: a-2 fits too, but a-1 is applied.
+        assert_eq!(out[2].reason.as_deref(), Some("a from img-a-1 is applied"));
+        assert_eq!(out[4].reason.as_deref(), other);
         assert_eq!(seen, (true, true, false));
         assert_eq!(etc.as_deref(), Some("b"));
         // The first name is on top.
-        assert_eq!(same.as_deref(), Some("a"));
+        assert_eq!(same.as_deref(), Some("a-1"));
         assert!(write.is_err(), "/usr is writable");
     }
 
@@ -240,10 +258,16 @@ mod tests {
         }
         assert_eq!(
             statuses(&out),
-            [("a", "failed"), ("b", "failed"), ("c", "skipped")]
+            [
+                ("a", "skipped"),
+                ("a", "failed"),
+                ("a", "skipped"),
+                ("b", "failed"),
+                ("c", "skipped")
+            ]
         );
         assert!(
-            out[0]
+            out[1]
                 .reason
                 .as_deref()
                 .unwrap_or_default()
