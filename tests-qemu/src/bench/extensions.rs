@@ -163,57 +163,58 @@ fn adding_case(terra: &Path, base: &Path, root: &Path, work: &Path) -> crate::Re
         }
         Ok(())
     };
-    // The extension: made (umoci insert onto an empty image) and added.
+    // Each way: the image made (umoci insert of the files as one layer), then put on a
+    // fresh copy of the disk by terra; timed together.
+    let timed = |layout: &Path,
+                 prepare: &dyn Fn() -> crate::Result<()>,
+                 (from, tag, src, dest): (&str, &str, &Path, &str),
+                 terra_args: &[&str]|
+     -> crate::Result<f64> {
+        let start = Instant::now();
+        prepare()?;
+        run(Command::new("umoci")
+            .args(["insert", "--image"])
+            .arg(format!("{}:{from}", layout.display()))
+            .args(["--tag", tag])
+            .arg(src)
+            .arg(dest))?;
+        let d = scratch_copy(base, "bench-ext-adding.img")?;
+        let mut args: Vec<&str> = terra_args.to_vec();
+        let disk = d.to_string_lossy().into_owned();
+        let image = format!("oci:{}:{tag}", layout.display());
+        args.extend(["--disk", &disk, &image]);
+        let done = terra_ok(terra, &args);
+        let _ = fs::remove_file(&d);
+        done.map(|_| start.elapsed().as_secs_f64())
+    };
     let ext = work.join("big-ext");
-    let start = Instant::now();
-    run(Command::new("umoci").arg("init").arg("--layout").arg(&ext))?;
-    run(Command::new("umoci")
-        .args(["new", "--image"])
-        .arg(format!("{}:empty", ext.display())))?;
-    run(Command::new("umoci")
-        .args(["insert", "--image"])
-        .arg(format!("{}:empty", ext.display()))
-        .args(["--tag", "big"])
-        .arg(work.join("big/usr"))
-        .arg("/usr"))?;
-    let d = scratch_copy(base, "bench-ext-add.img")?;
-    terra_ok(
-        terra,
-        &[
-            "extension",
-            "add",
-            "--disk",
-            d.to_str().unwrap_or_default(),
-            &format!("oci:{}:big", ext.display()),
-        ],
+    let ext_s = timed(
+        &ext,
+        &|| {
+            run(Command::new("umoci").arg("init").arg("--layout").arg(&ext))?;
+            run(Command::new("umoci")
+                .args(["new", "--image"])
+                .arg(format!("{}:empty", ext.display())))
+        },
+        ("empty", "big", &work.join("big/usr"), "/usr"),
+        &["extension", "add"],
     )?;
-    let ext_s = start.elapsed().as_secs_f64();
     let ext_bytes = blob_bytes(&ext);
-    let _ = fs::remove_file(&d);
     // The rebuild: the root layout copied, the same files inserted as a layer, upgraded to.
     let rebuilt = work.join("rebuilt");
     let before = blob_bytes(root);
-    let start = Instant::now();
-    run(Command::new("cp").arg("-a").arg(root).arg(&rebuilt))?;
-    run(Command::new("umoci")
-        .args(["insert", "--image"])
-        .arg(format!("{}:demo", rebuilt.display()))
-        .args(["--tag", "demo-big"])
-        .arg(work.join("big/usr/lib/big"))
-        .arg("/usr/lib/big"))?;
-    let d = scratch_copy(base, "bench-ext-upgrade.img")?;
-    terra_ok(
-        terra,
-        &[
-            "upgrade",
-            "--disk",
-            d.to_str().unwrap_or_default(),
-            &format!("oci:{}:demo-big", rebuilt.display()),
-        ],
+    let up_s = timed(
+        &rebuilt,
+        &|| run(Command::new("cp").arg("-a").arg(root).arg(&rebuilt)),
+        (
+            "demo",
+            "demo-big",
+            &work.join("big/usr/lib/big"),
+            "/usr/lib/big",
+        ),
+        &["upgrade"],
     )?;
-    let up_s = start.elapsed().as_secs_f64();
     let up_bytes = blob_bytes(&rebuilt).saturating_sub(before);
-    let _ = fs::remove_file(&d);
     Ok(format!(
         "\n### Adding 50 MB of software: an extension vs a rebuilt image and an upgrade\n\n\
          | | wall time (image made + put on the disk) | new blob bytes |\n|---|---|---|\n\
