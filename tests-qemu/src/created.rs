@@ -70,15 +70,7 @@ pub fn created_layout(terra: &Path, busybox: &Path) -> crate::Result<PathBuf> {
         fs::set_permissions(&init, fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("{}: {e}", init.display()))?;
         fs::write(ctx.join("server.toml"), SERVER_TOML).map_err(|e| e.to_string())?;
-        let conf = work.join("storage.conf");
-        fs::write(
-            &conf,
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/storage\"\nrunroot = \"{0}/run\"\n",
-                work.display()
-            ),
-        )
-        .map_err(|e| format!("{}: {e}", conf.display()))?;
+        let conf = buildah_storage(&work)?;
         let tmp = work.join("layout");
         let t = crate::netns::run_timed(
             Command::new(terra)
@@ -166,13 +158,21 @@ pub fn debian_example(
             return Err(format!("skopeo copy of the Debian base: {}", t.stderr));
         }
     }
+    buildah_storage(work)?;
+    Ok(web)
+}
+
+/// Writes `dir/storage.conf`, buildah's storage (vfs) under `dir` alone, for
+/// `CONTAINERS_STORAGE_CONF`; returns its path. Removing `dir` removes all of it.
+pub fn buildah_storage(dir: &Path) -> crate::Result<PathBuf> {
+    let conf = dir.join("storage.conf");
     fs::write(
-        work.join("storage.conf"),
+        &conf,
         format!(
             "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/storage\"\nrunroot = \"{0}/run\"\n",
-            work.display()
+            dir.display()
         ),
     )
-    .map_err(|e| format!("{}: {e}", work.display()))?;
-    Ok(web)
+    .map_err(|e| format!("{}: {e}", conf.display()))?;
+    Ok(conf)
 }

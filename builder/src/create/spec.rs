@@ -422,8 +422,6 @@ fn userland_lines(src: &str, u: &Spanned<String>) -> Result<Vec<(String, usize)>
             .next()
             .unwrap_or("")
             .to_ascii_uppercase();
-        // The source's first line holds the opening quotes.
-        let word = word.trim_start_matches(['"', '\'']).to_string();
         if text.trim_end().ends_with('\\') {
             return Err((
                 at,

@@ -119,14 +119,7 @@ impl Fixture {
         )
         .unwrap();
         fs::write(d.join("server.toml"), SERVER_TOML).unwrap();
-        fs::write(
-            d.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/storage\"\nrunroot = \"{0}/run\"\n",
-                d.display()
-            ),
-        )
-        .unwrap();
+        lab::created::buildah_storage(d).unwrap_or_else(|e| panic!("{e}"));
         Fixture { dir }
     }
 
